@@ -1,0 +1,152 @@
+#include "arch/x86_64.h"
+
+#include <Zydis/Zydis.h>
+
+#include <cstring>
+#include <string>
+
+namespace prepatch::arch {
+
+namespace {
+
+// clang-format off
+// Intel SDM vol. 2B, "NOP": the recommended multi-byte sequences, one instruction each.
+constexpr u8 nops[][11] = {
+  {0x90},                                                        // nop
+  {0x66, 0x90},                                                  // xchg %ax,%ax
+  {0x0f, 0x1f, 0x00},                                            // nopl (%rax)
+  {0x0f, 0x1f, 0x40, 0x00},                                      // nopl 0x0(%rax)
+  {0x0f, 0x1f, 0x44, 0x00, 0x00},                                // nopl 0x0(%rax,%rax,1)
+  {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},                          // nopw 0x0(%rax,%rax,1)
+  {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},                    // nopl 0x0(%rax)
+  {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},              // nopl 0x0(%rax,%rax,1)
+  {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},        // nopw 0x0(%rax,%rax,1)
+  {0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // nopw %cs:0x0(%rax,%rax,1)
+  {0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // data16 nopw %cs:0x0(...)
+};
+// clang-format on
+
+struct Decoder {
+  ZydisDecoder d;
+  Decoder() { ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64); }
+};
+const ZydisDecoder* decoder() {
+  static const Decoder d;  // immutable after construction; safe to share
+  return &d.d;
+}
+
+bool decode(std::span<const u8> b, ZydisDecodedInstruction& insn) {
+  return ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(decoder(), nullptr, b.data(), b.size(), &insn));
+}
+
+i64 rel32(std::span<const u8> b, size_t at) {
+  std::int32_t v;
+  std::memcpy(&v, b.data() + at, 4);  // x86-64 is little endian, like the host this tool runs on
+  return v;
+}
+
+}  // namespace
+
+std::span<const u8> canonical_nop(unsigned len) {
+  if (len == 0 || len > std::size(nops)) return {};
+  return {nops[len - 1], len};
+}
+
+CallForm call_form_for_length(unsigned len) {
+  switch (len) {
+    case 5: return CallForm::call_rel32;
+    case 6: return CallForm::addr32_call_rel32;
+    default: return CallForm::none;
+  }
+}
+
+unsigned call_form_length(CallForm f) {
+  switch (f) {
+    case CallForm::call_rel32: return 5;
+    case CallForm::addr32_call_rel32: return 6;
+    default: return 0;
+  }
+}
+
+std::string_view call_form_name(CallForm f) {
+  switch (f) {
+    case CallForm::call_rel32: return "call rel32";
+    case CallForm::addr32_call_rel32: return "addr32 call rel32";
+    default: return "none";
+  }
+}
+
+bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out) {
+  unsigned len = call_form_length(f);
+  if (len == 0 || out.size() != len) return false;
+  i64 rel = static_cast<i64>(target - (site + len));
+  if (rel < INT32_MIN || rel > INT32_MAX) return false;
+  size_t at = 0;
+  if (f == CallForm::addr32_call_rel32) out[at++] = 0x67;
+  out[at++] = 0xe8;
+  auto r = static_cast<std::int32_t>(rel);
+  std::memcpy(out.data() + at, &r, 4);
+  return true;
+}
+
+std::optional<Call> match_call(std::span<const u8> b, u64 addr) {
+  if (b.size() >= 5 && b[0] == 0xe8) return Call{5, false, addr + 5 + rel32(b, 1)};
+  if (b.size() >= 6 && b[0] == 0x67 && b[1] == 0xe8) return Call{6, false, addr + 6 + rel32(b, 2)};
+  if (b.size() >= 6 && b[0] == 0xff && b[1] == 0x15) return Call{6, true, addr + 6 + rel32(b, 2)};
+  return std::nullopt;
+}
+
+bool is_endbr64(std::span<const u8> b) {
+  return b.size() >= 4 && std::memcmp(b.data(), X86_64::endbr64.data(), 4) == 0;
+}
+
+unsigned nop_length(std::span<const u8> b) {
+  ZydisDecodedInstruction insn;
+  if (!decode(b, insn) || insn.mnemonic != ZYDIS_MNEMONIC_NOP) return 0;
+  return insn.length;
+}
+
+std::optional<u64> plt_slot(std::span<const u8> e, u64 addr) {
+  size_t at = 0;
+  if (is_endbr64(e)) at += 4;
+  if (at < e.size() && e[at] == 0xf2) at++;  // bnd
+  if (at + 6 > e.size() || e[at] != 0xff || e[at + 1] != 0x25) return std::nullopt;
+  return addr + at + 6 + rel32(e, at + 2);
+}
+
+std::optional<ScannedCall> scan_prologue_for_call(std::span<const u8> code, u64 addr, unsigned limit) {
+  size_t at = 0;
+  while (at < code.size() && at < limit) {
+    ZydisDecodedInstruction insn;
+    if (!decode(code.subspan(at), insn)) return std::nullopt;
+    if (insn.meta.category == ZYDIS_CATEGORY_CALL) {
+      auto c = match_call(code.subspan(at), addr + at);
+      if (!c || c->len != insn.length) return std::nullopt;
+      return ScannedCall{addr + at, *c};
+    }
+    switch (insn.meta.category) {
+      case ZYDIS_CATEGORY_COND_BR:
+      case ZYDIS_CATEGORY_UNCOND_BR:
+      case ZYDIS_CATEGORY_RET:
+      case ZYDIS_CATEGORY_SYSCALL:
+      case ZYDIS_CATEGORY_INTERRUPT:
+        return std::nullopt;
+      default:
+        break;
+    }
+    at += insn.length;
+  }
+  return std::nullopt;
+}
+
+std::string disassemble(std::span<const u8> b, u64 addr, unsigned* len) {
+  ZydisDisassembledInstruction insn;
+  if (!ZYAN_SUCCESS(ZydisDisassembleIntel(ZYDIS_MACHINE_MODE_LONG_64, addr, b.data(), b.size(), &insn))) {
+    if (len) *len = 0;
+    return "?";
+  }
+  if (len) *len = insn.info.length;
+  return insn.text;
+}
+
+}  // namespace prepatch::arch

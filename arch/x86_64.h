@@ -1,0 +1,85 @@
+// x86-64: encodings, site recognition and the call forms the shim will write.
+//
+// Branch reach: a direct call is `e8 rel32`, +-2 GiB from the end of the instruction, so the shim's
+// trampolines must sit within 2 GiB of every site; the ELF writer places appended segments right above
+// the binary's last segment for that reason.
+//
+// What a store can change atomically: nothing that helps. Sites are 5 or 6 bytes, gcc does not align
+// functions at -O1, so sites straddle 8-byte words and 64-byte lines (both recorded per site). The Intel
+// SDM's cross-modifying-code rule lets another core observe a partially written instruction, so the live
+// toggle uses the kernel's int3 protocol (breakpoint over the first byte, sync, tail, sync, first byte,
+// sync), which needs each site to be exactly ONE instruction in both states: a thread is then either
+// before the site or after it, never inside it. Preparing a site therefore makes it one canonical nop
+// of the site's length here, offline, while no thread runs (five one-byte nops are five instructions,
+// and a thread stopped after the second would resume inside a call written over them).
+//
+// The call forms are single instructions of the site's length: `e8 rel32` (5 bytes) and `addr32 call
+// rel32` = `67 e8 rel32` (6 bytes; the form ld itself relaxes `call *foo@GOTPCREL(%rip)` into, so every
+// x86-64 CPU executes it as a plain near call). The 0x66 prefix is NOT usable for padding a call:
+// AMD honours it and truncates RIP to 16 bits.
+#pragma once
+#include <elf.h>
+
+#include <array>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "elf/types.h"
+
+namespace prepatch::arch {
+
+enum class CallForm : u8 {
+  none = 0,
+  call_rel32 = 1,         // e8 rel32                 (5 bytes)
+  addr32_call_rel32 = 2,  // 67 e8 rel32              (6 bytes)
+};
+
+struct X86_64 {
+  static constexpr std::string_view name = "x86-64";
+  static constexpr u16 e_machine = EM_X86_64;
+  static constexpr u8 trap[] = {0xcc};  // int3
+  static constexpr unsigned max_insn = 15;
+  static constexpr std::array<u8, 4> endbr64 = {0xf3, 0x0f, 0x1e, 0xfa};
+  static constexpr std::array<u8, 5> nop5 = {0x0f, 0x1f, 0x44, 0x00, 0x00};  // nopl 0x0(%rax,%rax,1)
+};
+
+// The canonical (Intel SDM recommended) nop of `len` bytes, 1..11; empty for other lengths.
+std::span<const u8> canonical_nop(unsigned len);
+
+// The call form of a site of `len` bytes, or none when no single call instruction has that length.
+CallForm call_form_for_length(unsigned len);
+unsigned call_form_length(CallForm f);
+std::string_view call_form_name(CallForm f);
+
+// Encodes the call form at `site` to `target`; false when out of rel32 reach.
+bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out);
+
+// A call instruction as compilers emit for mcount/__fentry__.
+struct Call {
+  unsigned len = 0;
+  bool indirect = false;  // ff 15: `call *slot(%rip)`
+  u64 target = 0;         // direct: the callee; indirect: the address of the pointer slot
+};
+std::optional<Call> match_call(std::span<const u8> b, u64 addr);
+
+bool is_endbr64(std::span<const u8> b);
+
+// Length of the instruction at `b` when it is a nop of any encoding (Zydis), else 0.
+unsigned nop_length(std::span<const u8> b);
+
+// The pointer slot a PLT entry jumps through: [endbr64] [bnd] jmp *disp32(%rip).
+std::optional<u64> plt_slot(std::span<const u8> entry, u64 addr);
+
+// Decodes instructions from a function's start looking for a call, as in gcc/clang `-pg` prologues:
+// returns the first call found before any branch, return or undecodable byte, within `limit` bytes.
+struct ScannedCall {
+  u64 addr;
+  Call call;
+};
+std::optional<ScannedCall> scan_prologue_for_call(std::span<const u8> code, u64 addr, unsigned limit);
+
+// Intel-syntax text of the instruction at `b`, for messages and tests ("?" when undecodable).
+std::string disassemble(std::span<const u8> b, u64 addr, unsigned* len = nullptr);
+
+}  // namespace prepatch::arch

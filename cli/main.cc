@@ -1,0 +1,119 @@
+// prepatch: the command-line front end. Parses arguments (CLI11), calls the rewriter, maps errors to
+// the documented exit codes (README.md, "Exit codes"). No logic of its own beyond presentation.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "elf/mapped_file.h"
+#include "rewriter/prepare.h"
+
+#ifndef PREPATCH_VERSION
+#define PREPATCH_VERSION "0.0.0"
+#endif
+
+namespace {
+
+using namespace prepatch;
+
+enum Exit : int { ok = 0, internal = 1, usage = 2, nothing_to_do = 3, bad_input = 4, io_error = 5 };
+
+int run_prepare(const std::string& in, const std::string& out, bool quiet) {
+  MappedFile file(in);
+  elf::Elf elf(file.bytes(), in);
+  PrepareResult r = prepare(elf, out, file.mode());
+  for (const std::string& m : r.messages) std::cerr << m << "\n";
+  if (r.outcome != PrepareOutcome::written) return nothing_to_do;
+  if (!quiet)
+    std::cout << "prepatch: " << out << ": prepared " << r.prepared << " site" << (r.prepared == 1 ? "" : "s")
+              << (r.skipped ? ", skipped " + std::to_string(r.skipped) + " (reasons above)" : "") << "\n";
+  return ok;
+}
+
+int run_sites(const std::string& path, bool json) {
+  MappedFile file(path);
+  elf::Elf elf(file.bytes(), path);
+  Listing l = list_sites(elf);
+  if (json) {
+    nlohmann::json j;
+    j["file"] = path;
+    j["prepared"] = l.prepared;
+    j["sites"] = nlohmann::json::array();
+    for (const SiteRow& r : l.rows) {
+      nlohmann::json s = {{"address", r.addr},        {"function", r.function}, {"kind", kind_name(r.kind)},
+                          {"length", r.length},       {"state", r.state},       {"status", r.status},
+                          {"source", r.source}};
+      s["file_offset"] = r.file_offset ? nlohmann::json(*r.file_offset) : nlohmann::json(nullptr);
+      if (!r.reason.empty()) {
+        s["reason"] = r.reason;
+        s["found"] = r.found;
+      }
+      j["sites"].push_back(std::move(s));
+    }
+    std::cout << j.dump(1) << "\n";
+    return ok;
+  }
+  std::printf("%-18s %-10s %-3s %-9s %-5s %-10s %s\n", "ADDRESS", "FILE", "LEN", "KIND", "STATE", "STATUS", "FUNCTION");
+  for (const SiteRow& r : l.rows) {
+    std::printf("0x%016llx %-10s %-3u %-9s %-5s %-10s %s%s\n", static_cast<unsigned long long>(r.addr),
+                r.file_offset ? hex(*r.file_offset).c_str() : "-", r.length, std::string(kind_name(r.kind)).c_str(),
+                r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : r.function.c_str(),
+                r.reason.empty() ? "" : ("  (" + r.reason + "; found " + r.found + ")").c_str());
+  }
+  size_t skipped = std::count_if(l.rows.begin(), l.rows.end(), [](const SiteRow& r) { return r.status == "skipped"; });
+  std::printf("%zu sites (%zu skipped); %s\n", l.rows.size(), skipped, l.prepared ? "prepared binary" : "not prepared");
+  return ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
+      "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live.\n"
+      "Each site becomes one canonical nop of its length; a sorted __patch_sites table is appended.\n\n"
+      "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"
+      "prepared); 4 bad input (not ELF, corrupt, unsupported ISA); 5 I/O error (cannot read or write).",
+      "prepatch"};
+  app.set_version_flag("--version", "prepatch " PREPATCH_VERSION);
+  std::string in, out;
+  bool quiet = false;
+  app.add_option("input", in, "ELF executable to prepare (only read, never written)");
+  app.add_option("-o,--output", out, "where to write the prepared binary (may equal the input; written atomically)");
+  app.add_flag("-q,--quiet", quiet, "print nothing on success");
+
+  CLI::App* sites = app.add_subcommand("sites", "list every site of FILE (input or prepared binary)");
+  std::string sites_file;
+  bool json = false;
+  sites->add_option("file", sites_file, "ELF file")->required();
+  sites->add_flag("--json", json, "print JSON instead of a table");
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return usage;
+  }
+  try {
+    if (sites->parsed()) return run_sites(sites_file, json);
+    if (in.empty() || out.empty()) {
+      std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";
+      return usage;
+    }
+    return run_prepare(in, out, quiet);
+  } catch (const InputError& e) {
+    std::cerr << "prepatch: " << e.what() << "\n";
+    return bad_input;
+  } catch (const IoError& e) {
+    std::cerr << "prepatch: " << e.what() << "\n";
+    return io_error;
+  } catch (const std::exception& e) {
+    std::cerr << "prepatch: internal error: " << e.what() << "\n";
+    return internal;
+  }
+}

@@ -1,0 +1,133 @@
+// A zero-copy, bounds-checked ELF reader over a read-only byte span.
+//
+// ELF32 and ELF64, little and big endian. Headers are decoded into small native structs on parse
+// (sections and segments are few); section contents, symbols and relocations stay in the mapping and
+// are decoded on access, so a binary with 100k symbols costs no per-symbol allocation unless the caller
+// asks for a vector. Every offset, size and count taken from the file is checked against the file size
+// before use; a violation throws InputError naming the file offset of the field that was wrong.
+#pragma once
+#include <elf.h>
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "elf/types.h"
+
+namespace prepatch::elf {
+
+// Reads and writes fields in the file's byte order and class.
+struct Codec {
+  bool is64 = true;
+  bool little = true;
+
+  u64 get(std::span<const u8> b, u64 off, unsigned width) const;
+  void put(std::span<u8> b, u64 off, unsigned width, u64 v) const;
+  unsigned word() const { return is64 ? 8 : 4; }
+};
+
+struct Header {
+  u16 type = 0, machine = 0;
+  u64 entry = 0, phoff = 0, shoff = 0;
+  u32 flags = 0;
+  u16 ehsize = 0, phentsize = 0, shentsize = 0;
+  u64 phnum = 0, shnum = 0, shstrndx = 0;  // extended numbering already resolved
+};
+
+struct Section {
+  u32 index = 0;
+  std::string_view name;
+  u32 name_offset = 0;
+  u32 type = 0;
+  u64 flags = 0, addr = 0, offset = 0, size = 0;
+  u32 link = 0, info = 0;
+  u64 addralign = 0, entsize = 0;
+  bool has_file_data() const { return type != SHT_NOBITS && type != SHT_NULL; }
+};
+
+struct Segment {
+  u32 index = 0;
+  u32 type = 0, flags = 0;
+  u64 offset = 0, vaddr = 0, paddr = 0, filesz = 0, memsz = 0, align = 0;
+};
+
+struct Symbol {
+  std::string_view name;
+  u64 value = 0, size = 0;
+  u8 type = 0, bind = 0, other = 0;
+  u16 shndx = 0;
+};
+
+struct Reloc {
+  u64 offset = 0;
+  u32 type = 0;
+  u32 sym = 0;
+  i64 addend = 0;
+};
+
+struct Dyn {
+  i64 tag = 0;
+  u64 val = 0;
+};
+
+std::string_view machine_name(u16 machine);  // "EM_X86_64", "EM_AARCH64", ...
+
+class Elf {
+ public:
+  // Throws InputError when `data` is not a well-formed ELF file.
+  Elf(std::span<const u8> data, std::string name);
+
+  const std::string& name() const { return name_; }
+  std::span<const u8> bytes() const { return data_; }
+  const Codec& codec() const { return codec_; }
+  const Header& header() const { return hdr_; }
+  const std::vector<Section>& sections() const { return sections_; }
+  const std::vector<Segment>& segments() const { return segments_; }
+
+  const Section* section(std::string_view name) const;
+  std::span<const u8> section_data(const Section& s) const;
+
+  // Symbols of a SHT_SYMTAB/SHT_DYNSYM section, decoded one at a time.
+  u64 symbol_count(const Section& symtab) const;
+  Symbol symbol(const Section& symtab, u64 i) const;
+  std::vector<Symbol> symbols(const Section& symtab) const;
+  const Section* symtab() const { return find_type(SHT_SYMTAB); }
+  const Section* dynsym() const { return find_type(SHT_DYNSYM); }
+
+  // Entries of a SHT_REL/SHT_RELA section.
+  u64 reloc_count(const Section& rel) const;
+  Reloc reloc(const Section& rel, u64 i) const;
+  std::vector<Reloc> relocations(const Section& rel) const;
+
+  std::vector<Dyn> dynamic() const;
+
+  // The file range that holds `len` bytes at virtual address `vaddr`, when one PT_LOAD covers all of them
+  // with file-backed bytes.
+  std::optional<u64> vaddr_to_offset(u64 vaddr, u64 len) const;
+  // The PT_LOAD that covers [vaddr, vaddr+len) with file bytes, if any.
+  const Segment* load_segment_for(u64 vaddr, u64 len) const;
+  std::span<const u8> bytes_at(u64 vaddr, u64 len) const;  // empty when not file-backed
+  std::optional<u64> read_word_at(u64 vaddr) const;         // a pointer-sized value
+
+  [[noreturn]] void fail(u64 offset, const std::string& what) const;
+
+ private:
+  void parse_header();
+  void parse_segments();
+  void parse_sections();
+  void check_range(u64 off, u64 size, u64 field_offset, const std::string& what) const;
+  std::string_view string_at(const Section& strtab, u64 off, u64 field_offset) const;
+  const Section* find_type(u32 type) const;
+  u64 get(u64 off, unsigned width) const { return codec_.get(data_, off, width); }
+
+  std::span<const u8> data_;
+  std::string name_;
+  Codec codec_;
+  Header hdr_;
+  std::vector<Segment> segments_;
+  std::vector<Section> sections_;
+};
+
+}  // namespace prepatch::elf

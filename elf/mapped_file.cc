@@ -1,0 +1,61 @@
+#include "elf/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <cstdio>
+
+namespace prepatch {
+
+std::string InputError::format(const std::string& file, u64 offset, const std::string& what) {
+  return file + ": offset " + hex(offset) + ": " + what;
+}
+
+std::string hex(u64 v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
+  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError(path_ + ": cannot open for reading: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw IoError(path_ + ": cannot stat: " + std::strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw IoError(path_ + ": not a regular file" + (S_ISDIR(st.st_mode) ? " (it is a directory)" : ""));
+  }
+  size_ = static_cast<u64>(st.st_size);
+  mode_ = st.st_mode & 07777;
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      ::close(fd);
+      throw IoError(path_ + ": cannot map: " + std::strerror(e));
+    }
+    data_ = static_cast<const u8*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept
+    : path_(std::move(o.path_)), data_(o.data_), size_(o.size_), mode_(o.mode_) {
+  o.data_ = nullptr;
+  o.size_ = 0;
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<u8*>(data_), size_);
+}
+
+}  // namespace prepatch

@@ -1,0 +1,30 @@
+// A read-only view of a whole file: mmap'ed, never opened for writing.
+#pragma once
+#include <span>
+#include <string>
+
+#include "elf/types.h"
+
+namespace prepatch {
+
+class MappedFile {
+ public:
+  // Throws IoError naming `path` when it cannot be opened, is not a regular file, or cannot be mapped.
+  explicit MappedFile(std::string path);
+  MappedFile(MappedFile&& o) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  std::span<const u8> bytes() const { return {data_, size_}; }
+  const std::string& path() const { return path_; }
+  unsigned mode() const { return mode_; }  // permission bits of the file, to copy onto outputs
+
+ private:
+  std::string path_;
+  const u8* data_ = nullptr;
+  u64 size_ = 0;
+  unsigned mode_ = 0;
+};
+
+}  // namespace prepatch

@@ -1,0 +1,73 @@
+// Produces an output ELF by copying the input and applying edits:
+//   - in-place byte patches at virtual addresses (through Output::at),
+//   - appended loadable segments, each also described by a new section,
+//   - a new section header table (and section name table) at the end of the file.
+//
+// The appended segment reuses a program header slot the loader does not need: a PT_NOTE is turned into
+// a PT_LOAD (the technique E9Patch uses; see ../shared/NOTES.md), so the program header table keeps its
+// size and place and nothing already in the file moves. PT_LOAD entries are kept in ascending p_vaddr
+// order, as the ELF specification and the kernel's total-mapping-size computation expect. The new
+// segment is placed above every existing segment's end (including .bss) and, on x86-64, within rel32
+// reach of the text of any binary under 2 GiB.
+//
+// Output appears atomically: everything is written to a temporary file in the target's directory,
+// given the requested mode, and renamed over the target. On any error the temporary file is removed.
+#pragma once
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "elf/elf.h"
+
+namespace prepatch::elf {
+
+struct NewSegment {
+  std::string section_name;
+  u32 flags = PF_R;  // PF_R/PF_W/PF_X
+  std::vector<u8> data;
+  u64 vaddr = 0;      // assigned by Writer::add_segment
+  u64 offset = 0;     // assigned by Writer::layout
+  u32 phdr_slot = 0;  // index of the PT_NOTE it replaces
+};
+
+class Output {
+ public:
+  // Mutable output bytes at a virtual address of the input's loaded segments or an appended one.
+  // Throws InputError when the range is not file-backed.
+  std::span<u8> at(u64 vaddr, u64 len);
+  std::span<u8> all() { return bytes_; }
+
+ private:
+  friend class Writer;
+  Output(const Elf& in, const std::vector<NewSegment>& segs, std::span<u8> bytes)
+      : in_(in), segs_(segs), bytes_(bytes) {}
+  const Elf& in_;
+  const std::vector<NewSegment>& segs_;
+  std::span<u8> bytes_;
+};
+
+class Writer {
+ public:
+  explicit Writer(const Elf& in) : in_(in) {}
+
+  // Appends a loadable segment holding `data`; returns its virtual address. Throws InputError when the
+  // input has no spare program header slot left.
+  u64 add_segment(std::string section_name, u32 flags, std::vector<u8> data);
+
+  // Writes the output to `path` with permission bits `mode`, after calling `edit` on the copied bytes.
+  void write(const std::string& path, unsigned mode, const std::function<void(Output&)>& edit);
+
+ private:
+  std::vector<u32> spare_phdr_slots() const;
+  u64 next_vaddr() const;
+  u64 max_load_align() const;
+  void emit(std::span<u8> out, u64 shstr_off, u64 shoff) const;
+  void emit_phdrs(std::span<u8> out) const;
+  void emit_shdrs(std::span<u8> out, u64 shstr_off, u64 shoff) const;
+
+  const Elf& in_;
+  std::vector<NewSegment> segs_;
+};
+
+}  // namespace prepatch::elf

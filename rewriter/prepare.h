@@ -1,0 +1,47 @@
+// The preparer's passes over one binary: discover, check, normalize, emit the table, write the output.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "elf/elf.h"
+#include "rewriter/sites.h"
+
+namespace prepatch {
+
+// One line of `prepatch sites`: a site as found in a file, prepared or input.
+struct SiteRow {
+  u64 addr = 0;
+  std::optional<u64> file_offset;
+  std::string function;
+  SiteKind kind = SiteKind::fentry;
+  unsigned length = 0;
+  std::string state;   // "nop", "call", or "other" (the bytes in the file now)
+  std::string status;  // "prepared" (in the table), "preparable" (input binary), "skipped"
+  std::string reason;  // for skipped sites
+  std::string found;   // hex bytes, for skipped sites
+  std::string source;  // where it was found: __mcount_loc, __patchable_function_entries, symbols, table
+};
+
+struct Listing {
+  bool prepared = false;  // the file carries a __patch_sites table
+  std::vector<SiteRow> rows;
+};
+
+Listing list_sites(const elf::Elf& elf);
+
+enum class PrepareOutcome { written, already_prepared, no_sites };
+
+struct PrepareResult {
+  PrepareOutcome outcome = PrepareOutcome::written;
+  u64 prepared = 0;
+  u64 skipped = 0;
+  std::vector<std::string> messages;  // one per skipped site, or why nothing was written
+};
+
+// Prepares `elf` into `out_path` (mode `mode`); writes nothing unless at least one site is prepared.
+PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode);
+
+// "file: vaddr 0x... (file 0x..., .text+0x...) in func: " — the location prefix of a site message.
+std::string site_location(const elf::Elf& elf, u64 addr, std::string_view func);
+
+}  // namespace prepatch

@@ -1,0 +1,68 @@
+// Site discovery: every function-entry tracing site a compiler left in an x86-64 ELF binary.
+//
+// Sources, in order of trust:
+//   1. __mcount_loc (gcc -mrecord-mcount): the address of every mcount/__fentry__ call or nop;
+//   2. __patchable_function_entries (-fpatchable-function-entry=N[,M]): the address of every nop pad;
+//   3. function symbols, for functions no record covers: the first instructions are decoded until the
+//      call to mcount/__fentry__ (resolved through PLT entries and GOT slots via relocations).
+// Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
+// does not match is kept as a skipped site with the reason, so it can be reported, and is never written.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "arch/x86_64.h"
+#include "elf/elf.h"
+#include "rewriter/table.h"
+
+namespace prepatch {
+
+enum class Source : u8 { mcount_loc, patchable_entries, symbols };
+std::string_view source_name(Source s);
+
+enum class Skip : u8 {
+  none = 0,
+  not_in_text,      // the address is not in an executable, file-backed segment
+  unrecognized,     // the bytes are neither a tracer call nor a nop of a site's length
+  not_tracer_call,  // a call, but not to mcount/__fentry__
+  pad_too_short,    // a patchable pad shorter than a 5-byte call
+  overlaps,         // overlaps the site before it
+};
+std::string_view skip_reason(Skip s);
+
+struct Site {
+  u64 addr = 0;
+  u32 func = UINT32_MAX;  // index into Discovery::funcs, or none
+  u8 len = 0;             // bytes of the one instruction the site becomes
+  u8 pad_rest = 0;        // patchable pads: nop bytes after the site, made one permanent nop
+  SiteKind kind = SiteKind::fentry;
+  arch::CallForm call_form = arch::CallForm::none;
+  u8 flags = 0;
+  Source source = Source::symbols;
+  Skip skip = Skip::none;
+  bool prepared() const { return skip == Skip::none; }
+};
+
+struct Func {
+  u64 addr = 0;
+  u64 size = 0;
+  u32 name = 0;  // offset into Discovery::names' string table
+};
+
+struct Discovery {
+  std::vector<Site> sites;  // sorted by address
+  std::vector<Func> funcs;  // sorted by address, one per address
+  std::span<const u8> names;  // the string table Func::name points into
+  u64 tracer_targets = 0;     // how many mcount/__fentry__ entry points (symbols, PLT stubs, slots) were found
+  bool has_symbols = false;
+  bool has_records = false;   // __mcount_loc or __patchable_function_entries present
+
+  std::string_view func_name(const Site& s) const;
+  const Func* func_at(u64 addr) const;  // the function containing addr
+};
+
+// Throws InputError for an unsupported ISA ("EM_AARCH64 not supported yet") or malformed tables.
+Discovery discover(const elf::Elf& elf);
+
+}  // namespace prepatch

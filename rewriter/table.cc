@@ -1,0 +1,98 @@
+#include "rewriter/table.h"
+
+#include <cstring>
+
+namespace prepatch {
+
+std::string_view kind_name(SiteKind k) {
+  switch (k) {
+    case SiteKind::fentry: return "fentry";
+    case SiteKind::mcount: return "mcount";
+    case SiteKind::patchable: return "patchable";
+  }
+  return "?";
+}
+
+std::string_view Table::name(const TableEntry& e) const {
+  if (e.name >= strings.size()) return {};
+  return {strings.data() + e.name};
+}
+
+std::vector<u8> encode_table(const Table& t, const elf::Codec& c) {
+  const u64 str_off = table_header_size + t.entries.size() * table_entry_size;
+  std::vector<u8> b(str_off + t.strings.size());
+  std::memcpy(b.data(), table_magic, 8);
+  c.put(b, 8, 2, table_version);
+  c.put(b, 10, 2, t.machine);
+  c.put(b, 12, 2, table_header_size);
+  c.put(b, 14, 2, table_entry_size);
+  c.put(b, 16, 4, t.entries.size());
+  c.put(b, 20, 4, t.flags);
+  c.put(b, 24, 4, str_off);
+  c.put(b, 28, 4, t.strings.size());
+  u64 at = table_header_size;
+  for (const TableEntry& e : t.entries) {
+    c.put(b, at, 8, e.addr);
+    c.put(b, at + 8, 4, e.name);
+    b[at + 12] = static_cast<u8>(e.kind);
+    b[at + 13] = e.length;
+    b[at + 14] = static_cast<u8>(e.call_form);
+    b[at + 15] = e.flags;
+    at += table_entry_size;
+  }
+  std::memcpy(b.data() + str_off, t.strings.data(), t.strings.size());
+  return b;
+}
+
+Table decode_table(std::span<const u8> b, const elf::Codec& c, const std::string& file, u64 base) {
+  auto fail = [&](u64 off, const std::string& what) -> void { throw InputError(file, base + off, "__patch_sites: " + what); };
+  if (b.size() < table_header_size) fail(b.size(), "table ends inside its 64-byte header");
+  if (std::memcmp(b.data(), table_magic, 8) != 0) fail(0, "expected the magic \"PREPATCH\"");
+  if (c.get(b, 8, 2) != table_version) fail(8, "expected version " + std::to_string(table_version) + ", found " + std::to_string(c.get(b, 8, 2)));
+  if (c.get(b, 12, 2) != table_header_size) fail(12, "expected header size 64");
+  if (c.get(b, 14, 2) != table_entry_size) fail(14, "expected entry size 16");
+  Table t;
+  t.machine = c.get(b, 10, 2);
+  t.flags = c.get(b, 20, 4);
+  u64 count = c.get(b, 16, 4), str_off = c.get(b, 24, 4), str_size = c.get(b, 28, 4);
+  if (count > (b.size() - table_header_size) / table_entry_size) fail(16, "entry count " + std::to_string(count) + " runs past the end of the table");
+  if (str_off < table_header_size + count * table_entry_size || str_off > b.size() || str_size > b.size() - str_off)
+    fail(24, "string table [" + hex(str_off) + ", +" + hex(str_size) + ") overlaps the entries or runs past the end");
+  if (str_size == 0 || b[str_off + str_size - 1] != 0) fail(str_off, "expected a NUL-terminated string table");
+  t.strings.assign(b.begin() + str_off, b.begin() + str_off + str_size);
+  t.entries.reserve(count);
+  for (u64 i = 0; i < count; i++) {
+    u64 at = table_header_size + i * table_entry_size;
+    TableEntry e;
+    e.addr = c.get(b, at, 8);
+    e.name = c.get(b, at + 8, 4);
+    u8 kind = b[at + 12];
+    if (kind < 1 || kind > 3) fail(at + 12, "expected a site kind 1..3, found " + std::to_string(kind));
+    e.kind = static_cast<SiteKind>(kind);
+    e.length = b[at + 13];
+    e.call_form = static_cast<arch::CallForm>(b[at + 14]);
+    e.flags = b[at + 15];
+    if (e.length == 0 || e.length > arch::X86_64::max_insn) fail(at + 13, "expected a site length 1..15");
+    if (e.name >= str_size) fail(at + 8, "name offset outside the string table");
+    if (!t.entries.empty() && e.addr < t.entries.back().addr + t.entries.back().length)
+      fail(at, "entries must be sorted by address and must not overlap");
+    t.entries.push_back(e);
+  }
+  return t;
+}
+
+std::optional<FoundTable> find_table(const elf::Elf& elf) {
+  if (const elf::Section* s = elf.section(table_section)) {
+    auto b = elf.section_data(*s);
+    return FoundTable{decode_table(b, elf.codec(), elf.name(), s->offset), s->addr, s->offset, s->size};
+  }
+  for (const elf::Segment& s : elf.segments()) {
+    if (s.type != PT_LOAD || s.filesz < 8) continue;
+    auto b = elf.bytes().subspan(s.offset, s.filesz);
+    if (std::memcmp(b.data(), table_magic, 8) == 0)
+      return FoundTable{decode_table(b, elf.codec(), elf.name(), s.offset), s.vaddr, s.offset, s.filesz};
+  }
+  return std::nullopt;
+}
+
+}  // namespace prepatch

@@ -1,0 +1,64 @@
+// The __patch_sites table: what prepatch leaves in a prepared binary for the shim and for `prepatch
+// sites`. Its byte layout is documented in docs/FORMAT.md; the constants here are the single source.
+// Multi-byte fields are in the ELF file's byte order.
+#pragma once
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "arch/x86_64.h"
+#include "elf/elf.h"
+
+namespace prepatch {
+
+inline constexpr char table_magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
+inline constexpr u16 table_version = 1;
+inline constexpr u16 table_header_size = 64;
+inline constexpr u16 table_entry_size = 16;
+inline constexpr std::string_view table_section = "__patch_sites";
+
+enum class SiteKind : u8 { fentry = 1, mcount = 2, patchable = 3 };
+std::string_view kind_name(SiteKind k);
+
+// Per-site flags (TableEntry::flags).
+inline constexpr u8 site_crosses_word = 1;   // the site's bytes span two aligned 8-byte words
+inline constexpr u8 site_crosses_line = 2;   // ... two aligned 64-byte cache lines
+inline constexpr u8 site_after_endbr = 4;    // an endbr64 directly precedes the site
+// Table flags (TableHeader::flags).
+inline constexpr u32 table_pie = 1;  // addresses are link-time: add the load bias at run time
+
+struct TableEntry {
+  u64 addr = 0;
+  u32 name = 0;  // offset into the string table; 0 is the empty name
+  SiteKind kind = SiteKind::fentry;
+  u8 length = 0;
+  arch::CallForm call_form = arch::CallForm::none;
+  u8 flags = 0;
+};
+
+struct Table {
+  u16 machine = 0;
+  u32 flags = 0;
+  std::vector<TableEntry> entries;  // sorted by addr, unique, non-overlapping
+  std::vector<char> strings;        // starts with a NUL
+  std::string_view name(const TableEntry& e) const;
+};
+
+std::vector<u8> encode_table(const Table& t, const elf::Codec& c);
+
+// Decodes a table from its bytes; throws InputError (naming `file_offset` + the field) when malformed:
+// bad magic/version/sizes, counts past the end, unsorted or overlapping entries, names outside the strings.
+Table decode_table(std::span<const u8> b, const elf::Codec& c, const std::string& file, u64 file_offset);
+
+// The table of a prepared binary: the __patch_sites section, or, where section headers were stripped,
+// a PT_LOAD whose contents start with the magic. nullopt when the binary is not prepared.
+struct FoundTable {
+  Table table;
+  u64 vaddr = 0;
+  u64 offset = 0;
+  u64 size = 0;
+};
+std::optional<FoundTable> find_table(const elf::Elf& elf);
+
+}  // namespace prepatch
