@@ -102,8 +102,15 @@ void Elf::parse_segments() {
     s.align = f(p.align);
     if (s.type == PT_LOAD || s.type == PT_DYNAMIC || s.type == PT_NOTE || s.type == PT_INTERP)
       check_range(s.offset, s.filesz, base + p.offset.off, "segment " + std::to_string(i) + " contents");
-    if (s.type == PT_LOAD && s.filesz > s.memsz)
-      fail(base + p.filesz.off, "segment " + std::to_string(i) + ": expected p_filesz <= p_memsz");
+    if (s.type == PT_LOAD) {
+      const std::string seg = "segment " + std::to_string(i) + ": ";
+      if (s.filesz > s.memsz) fail(base + p.filesz.off, seg + "expected p_filesz <= p_memsz");
+      if (s.vaddr + s.memsz < s.vaddr || s.vaddr + s.memsz > (codec_.is64 ? ~u64{0} >> 1 : u64{0xffffffff}))
+        fail(base + p.memsz.off, seg + "p_vaddr + p_memsz lies outside the address space");
+      if (s.align & (s.align - 1)) fail(base + p.align.off, seg + "expected p_align to be a power of two, found " + hex(s.align));
+      if (s.align > 1 && s.offset % s.align != s.vaddr % s.align)
+        fail(base + p.offset.off, seg + "expected p_offset and p_vaddr congruent modulo p_align");
+    }
     segments_.push_back(s);
   }
 }

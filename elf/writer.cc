@@ -109,11 +109,14 @@ std::vector<u32> Writer::spare_phdr_slots() const {
   return redundant;
 }
 
+// The alignment an appended segment's offset and vaddr must be congruent under: the largest page size
+// a loader may use (4 KiB on x86-64, up to 64 KiB on AArch64/PPC64), not a PT_LOAD's p_align, which can
+// be 2 MiB for huge-page-friendly links and would only pad the file.
 u64 Writer::max_load_align() const {
   u64 a = 0x1000;
   for (const Segment& s : in_.segments())
     if (s.type == PT_LOAD) a = std::max(a, s.align);
-  return a;
+  return std::min<u64>(a, 0x10000);
 }
 
 u64 Writer::next_vaddr() const {

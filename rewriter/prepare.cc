@@ -136,7 +136,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     res.outcome = PrepareOutcome::no_sites;
     std::string why;
     if (!d.has_symbols && !d.has_records)
-      why = "no sites: the binary is stripped (no .symtab/.dynsym) and has no __mcount_loc or __patchable_function_entries section";
+      why = "no sites: no function symbols (stripped?) and no __mcount_loc or __patchable_function_entries section to find them by; "
+            "prepare before stripping, or build with -mrecord-mcount or -fpatchable-function-entry=N";
     else if (d.sites.empty())
       why = "no sites: no calls to mcount/__fentry__ and no patchable entries found (was it built with -pg, -pg -mfentry or -fpatchable-function-entry=N?)";
     else

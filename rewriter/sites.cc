@@ -72,7 +72,6 @@ void Discoverer::load_funcs() {
   const elf::Section* tab = elf_.symtab();
   if (!tab) tab = elf_.dynsym();
   if (!tab) return;
-  d_.has_symbols = true;
   d_.names = elf_.section_data(elf_.sections()[tab->link]);
   const u64 n = elf_.symbol_count(*tab);
   std::vector<std::pair<Func, u8>> fs;  // with binding, to prefer global names for aliases
@@ -88,6 +87,7 @@ void Discoverer::load_funcs() {
   d_.funcs.reserve(fs.size());
   for (const auto& [f, bind] : fs)
     if (d_.funcs.empty() || d_.funcs.back().addr != f.addr) d_.funcs.push_back(f);
+  d_.has_symbols = !d_.funcs.empty();
 }
 
 // mcount/__fentry__ can be reached three ways: directly (static binaries, where ld may also relax

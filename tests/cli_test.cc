@@ -1,0 +1,99 @@
+// The command line: help, version, exit codes, in-place preparation, modes, listing, skipped sites.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "support.h"
+
+namespace prepatch::test {
+namespace {
+
+const std::string source = std::string(TESTDATA_DIR) + "/basic-gcc-fentry";
+
+TEST(Cli, HelpAndVersion) {
+  Proc r = prepatch({"--help"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("Exit codes: 0 ok"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sites"), std::string::npos);
+  r = prepatch({"--version"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out, "prepatch 0.1.0\n");
+}
+
+TEST(Cli, UsageErrorsExit2) {
+  EXPECT_EQ(prepatch({}).status, 2);
+  EXPECT_EQ(prepatch({source}).status, 2);  // no -o
+  EXPECT_EQ(prepatch({"--no-such-option"}).status, 2);
+  EXPECT_EQ(prepatch({"sites"}).status, 2);
+}
+
+unsigned mode_of(const std::string& path) {
+  struct stat st;
+  stat(path.c_str(), &st);
+  return st.st_mode & 07777;
+}
+
+TEST(Cli, InPlaceIsAtomicAndKeepsTheMode) {
+  TempDir d;
+  std::string f = d / "prog";
+  write_file(f, read_file(source), 0750);
+  Proc r = prepatch({f, "-o", f});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("prepared 6 sites"), std::string::npos) << r.out;
+  EXPECT_EQ(mode_of(f), 0750u);
+  EXPECT_EQ(list_dir(d.path()), std::vector<std::string>{"prog"}) << "no temporary file left behind";
+  EXPECT_NE(read_file(f), read_file(source));
+  Proc a = run({source}), b = run({f});
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(prepatch({f, "-o", f}).status, 3) << "already prepared";
+}
+
+TEST(Cli, OutputTakesTheInputsMode) {
+  TempDir d;
+  write_file(d / "in", read_file(source), 0711);
+  ASSERT_EQ(prepatch({"-q", d / "in", "-o", d / "out"}).status, 0);
+  EXPECT_EQ(mode_of(d / "out"), 0711u);
+}
+
+TEST(Cli, SitesTable) {
+  Proc r = prepatch({"sites", source});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("ADDRESS ", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find(" fentry "), std::string::npos);
+  EXPECT_NE(r.out.find(" preparable "), std::string::npos);
+  EXPECT_NE(r.out.find("6 sites (0 skipped); not prepared"), std::string::npos) << r.out;
+}
+
+// A recorded site whose bytes are not a tracer call is reported with its location and left alone; the
+// other sites are still prepared.
+TEST(Cli, MismatchedSiteIsSkippedAndReported) {
+  const std::string rec = std::string(TESTDATA_DIR) + "/basic-gcc-fentry-record";
+  auto j = nlohmann::json::parse(prepatch({"sites", rec, "--json"}).out);
+  ASSERT_GE(j["sites"].size(), 2u);
+  auto victim = j["sites"][1];
+  size_t off = victim["file_offset"].get<size_t>();
+  std::string b = read_file(rec);
+  const char jmp[] = "\xe9\x01\x00\x00\x00\x90";  // jmp +1 over a nop: same length, not a tracer call
+  b.replace(off, 6, jmp, 6);
+  TempDir d;
+  write_file(d / "in", b, 0755);
+  Proc r = prepatch({d / "in", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("in " + victim["function"].get<std::string>() + ": skipped: expected a call to mcount/__fentry__"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("found e9 01 00 00 00 90"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("skipped 1"), std::string::npos) << r.out;
+  EXPECT_EQ(read_file(d / "out").substr(off, 6), std::string(jmp, 6)) << "a skipped site is never rewritten";
+  auto out = nlohmann::json::parse(prepatch({"sites", d / "out", "--json"}).out);
+  size_t skipped = 0;
+  for (const auto& s : out["sites"])
+    if (s["status"] == "skipped") {
+      skipped++;
+      EXPECT_EQ(s["address"], victim["address"]);
+    }
+  EXPECT_EQ(skipped, 1u);
+}
+
+}  // namespace
+}  // namespace prepatch::test

@@ -1,0 +1,36 @@
+# cmake -P script: install prepatch into a scratch prefix, configure and build testdata/cmake-project
+# against it, and check that the binary it built is prepared and still behaves the same.
+foreach(v SOURCE_DIR BUILD_DIR WORK_DIR PREPATCH)
+  if(NOT DEFINED ${v})
+    message(FATAL_ERROR "${v} not set")
+  endif()
+endforeach()
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(out "${out}" PARENT_SCOPE)
+endfunction()
+
+run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
+if(NOT EXISTS ${WORK_DIR}/prefix/bin/prepatch OR NOT EXISTS ${WORK_DIR}/prefix/lib/cmake/prepatch/prepatchConfig.cmake)
+  message(FATAL_ERROR "cmake --install did not install bin/prepatch and lib/cmake/prepatch/prepatchConfig.cmake")
+endif()
+# Copy the example next to basic.c's relative path (../basic.c) inside the work dir.
+file(COPY ${SOURCE_DIR}/testdata/cmake-project DESTINATION ${WORK_DIR}/src)
+file(COPY ${SOURCE_DIR}/testdata/basic.c DESTINATION ${WORK_DIR}/src)
+run(${CMAKE_COMMAND} -S ${WORK_DIR}/src/cmake-project -B ${WORK_DIR}/build -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_C_COMPILER=gcc)
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+if(NOT out MATCHES "prepatch: preparing hello")
+  message(FATAL_ERROR "the post-link step did not run:\n${out}")
+endif()
+run(${PREPATCH} sites ${WORK_DIR}/build/hello)
+if(NOT out MATCHES "; prepared binary\n" OR NOT out MATCHES " prepared +main")
+  message(FATAL_ERROR "the built binary is not prepared:\n${out}")
+endif()
+run(${WORK_DIR}/build/hello 14)  # exits 14 % 7 = 0
+message(STATUS "post-link example ran: ${out}")

@@ -1,0 +1,146 @@
+// The ELF reader on synthetic files: ELF32 big endian (no cross compiler needed), extended numbering,
+// and the writer's appended segment.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "elf/elf.h"
+#include "elf/layout.h"
+#include "elf/mapped_file.h"
+#include "elf/writer.h"
+#include "support.h"
+
+namespace prepatch::test {
+namespace {
+
+// A minimal ELF32 big-endian file: header, one PT_LOAD and one PT_NOTE, sections: null, .text, .shstrtab.
+std::vector<u8> tiny_elf32_be() {
+  const elf::Layout& l = elf::layout32;
+  const elf::Codec c{false, false};
+  std::vector<u8> b(0x200);
+  std::memcpy(b.data(), ELFMAG, 4);
+  b[EI_CLASS] = ELFCLASS32;
+  b[EI_DATA] = ELFDATA2MSB;
+  b[EI_VERSION] = EV_CURRENT;
+  auto put = [&](u64 base, elf::Field f, u64 v) { c.put(b, base + f.off, f.width, v); };
+  put(0, l.ehdr.type, ET_EXEC);
+  put(0, l.ehdr.machine, EM_PPC);
+  put(0, l.ehdr.version, EV_CURRENT);
+  put(0, l.ehdr.entry, 0x10000100);
+  put(0, l.ehdr.phoff, 0x34);
+  put(0, l.ehdr.ehsize, 52);
+  put(0, l.ehdr.phentsize, 32);
+  put(0, l.ehdr.phnum, 2);
+  put(0, l.ehdr.shoff, 0x100);
+  put(0, l.ehdr.shentsize, 40);
+  put(0, l.ehdr.shnum, 3);
+  put(0, l.ehdr.shstrndx, 2);
+  put(0x34, l.phdr.type, PT_LOAD);
+  put(0x34, l.phdr.flags, PF_R | PF_X);
+  put(0x34, l.phdr.offset, 0);
+  put(0x34, l.phdr.vaddr, 0x10000000);
+  put(0x34, l.phdr.filesz, 0xf0);
+  put(0x34, l.phdr.memsz, 0xf0);
+  put(0x34, l.phdr.align, 0x10000);
+  put(0x54, l.phdr.type, PT_NOTE);
+  put(0x54, l.phdr.offset, 0x80);
+  put(0x54, l.phdr.filesz, 0);
+  const char names[] = "\0.text\0.shstrtab\0";
+  std::memcpy(b.data() + 0xe0, names, sizeof names);
+  put(0x100 + 40, l.shdr.name, 1);
+  put(0x100 + 40, l.shdr.type, SHT_PROGBITS);
+  put(0x100 + 40, l.shdr.flags, SHF_ALLOC | SHF_EXECINSTR);
+  put(0x100 + 40, l.shdr.addr, 0x10000100);
+  put(0x100 + 40, l.shdr.offset, 0x100 - 0x80);
+  put(0x100 + 40, l.shdr.size_, 0x10);
+  put(0x100 + 80, l.shdr.name, 7);
+  put(0x100 + 80, l.shdr.type, SHT_STRTAB);
+  put(0x100 + 80, l.shdr.offset, 0xe0);
+  put(0x100 + 80, l.shdr.size_, sizeof names);
+  return b;
+}
+
+TEST(Elf, ReadsElf32BigEndian) {
+  auto b = tiny_elf32_be();
+  elf::Elf e(b, "tiny");
+  EXPECT_FALSE(e.codec().is64);
+  EXPECT_FALSE(e.codec().little);
+  EXPECT_EQ(e.header().machine, EM_PPC);
+  EXPECT_EQ(e.header().entry, 0x10000100u);
+  ASSERT_EQ(e.segments().size(), 2u);
+  EXPECT_EQ(e.segments()[0].vaddr, 0x10000000u);
+  EXPECT_EQ(e.segments()[0].align, 0x10000u);
+  ASSERT_EQ(e.sections().size(), 3u);
+  EXPECT_EQ(e.sections()[1].name, ".text");
+  EXPECT_EQ(e.sections()[1].addr, 0x10000100u);
+  ASSERT_NE(e.section(".shstrtab"), nullptr);
+  EXPECT_EQ(e.vaddr_to_offset(0x10000010, 4), 0x10u);
+  EXPECT_FALSE(e.vaddr_to_offset(0x100000f0, 1));
+}
+
+TEST(Elf, WriterAppendsALoadSegmentAndASection) {
+  auto b = tiny_elf32_be();
+  elf::Elf e(b, "tiny");
+  TempDir d;
+  elf::Writer w(e);
+  std::vector<u8> payload = {1, 2, 3, 4, 5};
+  u64 vaddr = w.add_segment("__extra", PF_R, payload);
+  EXPECT_EQ(vaddr % 0x10000, 0u);
+  EXPECT_GE(vaddr, 0x100000f0u);
+  w.write(d / "out", 0751, [&](elf::Output& o) { o.at(0x10000010, 2)[0] = 0xaa; });
+  MappedFile f(d / "out");
+  EXPECT_EQ(f.mode(), 0751u);
+  elf::Elf out(f.bytes(), "out");
+  EXPECT_FALSE(out.codec().little);
+  ASSERT_EQ(out.segments().size(), 2u);
+  const elf::Segment& seg = out.segments()[1];
+  EXPECT_EQ(seg.type, static_cast<u32>(PT_LOAD));
+  EXPECT_EQ(seg.vaddr, vaddr);
+  EXPECT_EQ(seg.offset % 0x10000, vaddr % 0x10000);
+  EXPECT_EQ(std::vector<u8>(f.bytes().begin() + seg.offset, f.bytes().begin() + seg.offset + 5), payload);
+  const elf::Section* s = out.section("__extra");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->addr, vaddr);
+  EXPECT_EQ(s->offset, seg.offset);
+  EXPECT_NE(out.section(".text"), nullptr);
+  EXPECT_EQ(f.bytes()[0x10], 0xaa);
+  EXPECT_EQ(out.bytes_at(vaddr, 5).size(), 5u);
+}
+
+TEST(Elf, WriterRefusesWhenNoSpareProgramHeader) {
+  auto b = tiny_elf32_be();
+  elf::Elf e(b, "tiny");
+  elf::Writer w(e);
+  w.add_segment("__one", PF_R, {1});
+  EXPECT_THROW(w.add_segment("__two", PF_R, {2}), InputError);
+}
+
+TEST(Elf, ExtendedSectionNumbering) {
+  auto b = tiny_elf32_be();
+  const elf::Layout& l = elf::layout32;
+  const elf::Codec c{false, false};
+  c.put(b, l.ehdr.shnum.off, 2, 0);                 // e_shnum = 0: count is in section 0's sh_size
+  c.put(b, 0x100 + l.shdr.size_.off, 4, 3);
+  c.put(b, l.ehdr.shstrndx.off, 2, SHN_XINDEX);     // and the name table index in its sh_link
+  c.put(b, 0x100 + l.shdr.link.off, 4, 2);
+  elf::Elf e(b, "tiny");
+  EXPECT_EQ(e.sections().size(), 3u);
+  EXPECT_EQ(e.sections()[1].name, ".text");
+}
+
+TEST(Elf, ErrorsNameFileAndOffset) {
+  auto b = tiny_elf32_be();
+  const elf::Codec c{false, false};
+  c.put(b, elf::layout32.ehdr.shoff.off, 4, 0x7fffff00);
+  try {
+    elf::Elf e(b, "tiny.elf");
+    FAIL() << "expected InputError";
+  } catch (const InputError& err) {
+    EXPECT_EQ(err.file(), "tiny.elf");
+    EXPECT_EQ(err.offset(), elf::layout32.ehdr.shoff.off);
+    EXPECT_NE(std::string(err.what()).find("tiny.elf: offset 0x20: section header 0"), std::string::npos) << err.what();
+  }
+}
+
+}  // namespace
+}  // namespace prepatch::test

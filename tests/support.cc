@@ -1,0 +1,172 @@
+#include "support.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace prepatch::test {
+
+Proc run(const std::vector<std::string>& argv, const std::string& cwd) {
+  char out_path[] = "/tmp/prepatch-run-out-XXXXXX";
+  char err_path[] = "/tmp/prepatch-run-err-XXXXXX";
+  int out = mkstemp(out_path), err = mkstemp(err_path);
+  if (out < 0 || err < 0) throw std::runtime_error("mkstemp failed");
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out, 1);
+    dup2(err, 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  Proc r;
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  close(out);
+  close(err);
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  unlink(out_path);
+  unlink(err_path);
+  return r;
+}
+
+Proc prepatch(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{PREPATCH_BIN};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void write_file(const std::string& path, const std::string& data, unsigned mode) {
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f << data;
+  }
+  chmod(path.c_str(), mode);
+}
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d))
+      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) names.push_back(e->d_name);
+    closedir(d);
+  }
+  return names;
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/prepatch-test-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() { run({"rm", "-rf", path_}); }
+
+std::string TestBinary::name() const {
+  std::string n = prog + "_" + flavor;
+  for (char& c : n)
+    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+  return n;
+}
+
+bool TestBinary::has(const std::string& flag) const {
+  std::istringstream in(flags);
+  std::string w;
+  while (in >> w)
+    if (w == flag || w.rfind(flag + "=", 0) == 0) return true;
+  return false;
+}
+
+const std::vector<TestBinary>& manifest() {
+  static const std::vector<TestBinary> m = [] {
+    std::vector<TestBinary> v;
+    std::ifstream f(std::string(TESTDATA_DIR) + "/manifest.txt");
+    std::string line;
+    while (std::getline(f, line)) {
+      std::vector<std::string> p;
+      std::string cur;
+      for (char c : line) {
+        if (c == '|') {
+          p.push_back(cur);
+          cur.clear();
+        } else {
+          cur += c;
+        }
+      }
+      p.push_back(cur);
+      if (p.size() == 5) v.push_back({p[0], p[1], p[2], p[3], p[4]});
+    }
+    return v;
+  }();
+  return m;
+}
+
+std::set<std::string> nm_functions(const std::string& obj) {
+  Proc r = run({"nm", "--defined-only", obj});
+  std::set<std::string> names;
+  std::istringstream in(r.out);
+  std::string addr, type, name;
+  while (in >> addr >> type >> name)
+    if (type == "T" || type == "t") names.insert(name);
+  return names;
+}
+
+std::map<unsigned long long, Insn> objdump_insns(const std::string& bin) {
+  Proc r = run({OBJDUMP, "-d", "-w", "--insn-width=16", bin});
+  std::map<unsigned long long, Insn> m;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    // "  4011d0:\t0f 1f 44 00 00 \tnopl   0x0(%rax,%rax,1)"
+    auto colon = line.find(":\t");
+    if (colon == std::string::npos) continue;
+    char* end = nullptr;
+    unsigned long long addr = std::strtoull(line.c_str(), &end, 16);
+    if (end != line.c_str() + colon) continue;
+    auto tab = line.find('\t', colon + 2);
+    std::string bytes = line.substr(colon + 2, tab == std::string::npos ? std::string::npos : tab - colon - 2);
+    Insn insn;
+    std::istringstream bs(bytes);
+    std::string b;
+    while (bs >> b) insn.length++;
+    if (tab != std::string::npos) {
+      std::istringstream ms(line.substr(tab + 1));
+      ms >> insn.mnemonic;
+      if (insn.mnemonic == "data16" || insn.mnemonic == "cs" || insn.mnemonic == "addr32") {
+        std::string next;
+        if (ms >> next) insn.mnemonic += " " + next;
+      }
+    }
+    m[addr] = insn;
+  }
+  return m;
+}
+
+}  // namespace prepatch::test

@@ -1,0 +1,56 @@
+// Test helpers: running programs, the testdata manifest, and independent oracles (nm, objdump).
+#pragma once
+#include <map>
+#include <ostream>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace prepatch::test {
+
+struct Proc {
+  int status = -1;  // exit code, or 128 + signal number
+  std::string out, err;
+};
+// Runs argv[0] (searched in PATH) with argv, optionally in `cwd`, capturing stdout and stderr.
+Proc run(const std::vector<std::string>& argv, const std::string& cwd = "");
+Proc prepatch(const std::vector<std::string>& args);
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data, unsigned mode = 0644);
+bool exists(const std::string& path);
+std::vector<std::string> list_dir(const std::string& dir);
+
+// A fresh directory under /tmp, removed with its contents at the end of the scope.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct TestBinary {
+  std::string prog, flavor, bin, obj, flags;
+  std::string name() const;  // usable as a gtest parameter name
+  friend void PrintTo(const TestBinary& b, std::ostream* os) { *os << b.bin; }
+  bool has(const std::string& flag) const;
+};
+const std::vector<TestBinary>& manifest();
+
+// Names of the functions an object file defines (nm, T/t): which functions must have sites.
+std::set<std::string> nm_functions(const std::string& obj);
+
+struct Insn {
+  unsigned length = 0;
+  std::string mnemonic;
+};
+// objdump -d of every executable section: instruction start address -> length and mnemonic.
+std::map<unsigned long long, Insn> objdump_insns(const std::string& bin);
+
+}  // namespace prepatch::test
