@@ -1,6 +1,7 @@
 #include "elf/elf.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "elf/layout.h"
@@ -8,6 +9,14 @@
 namespace prepatch::elf {
 
 u64 Codec::get(std::span<const u8> b, u64 off, unsigned width) const {
+  if (little && std::endian::native == std::endian::little) {  // the common case, without a byte loop
+    switch (width) {
+      case 1: return b[off];
+      case 2: { u16 v; std::memcpy(&v, &b[off], 2); return v; }
+      case 4: { u32 v; std::memcpy(&v, &b[off], 4); return v; }
+      case 8: { u64 v; std::memcpy(&v, &b[off], 8); return v; }
+    }
+  }
   u64 v = 0;
   for (unsigned i = 0; i < width; i++) {
     u64 byte = b[off + (little ? i : width - 1 - i)];

@@ -1,7 +1,6 @@
 #include "elf/writer.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,28 +36,27 @@ class TempFile {
     fd_ = ::mkstemp(path_.data());
     if (fd_ < 0) throw IoError(target + ": cannot create a temporary file in " + dir_of(target) + ": " + std::strerror(errno));
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) fail("cannot size the temporary file");
-    if (size) {
-      void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-      if (p == MAP_FAILED) fail("cannot map the temporary file");
-      map_ = {static_cast<u8*>(p), size};
-    }
   }
   TempFile(const TempFile&) = delete;
   TempFile& operator=(const TempFile&) = delete;
   ~TempFile() {
-    unmap();
     if (fd_ >= 0) ::close(fd_);
     if (!committed_) ::unlink(path_.c_str());
   }
-  std::span<u8> bytes() { return map_; }
-  void commit(unsigned mode) {
-    unmap();
-    if (::fchmod(fd_, mode) != 0) fail("cannot set the mode of the temporary file");
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      fail("cannot write the temporary file");
+  void write_at(std::span<const u8> b, u64 off) {
+    while (!b.empty()) {
+      ssize_t n = ::pwrite(fd_, b.data(), b.size(), static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail("cannot write the temporary file");
+      b = b.subspan(static_cast<size_t>(n));
+      off += static_cast<u64>(n);
     }
+  }
+  void commit(unsigned mode) {
+    if (::fchmod(fd_, mode) != 0) fail("cannot set the mode of the temporary file");
+    int fd = fd_;
     fd_ = -1;
+    if (::close(fd) != 0) fail("cannot write the temporary file");
     if (::rename(path_.c_str(), target_.c_str()) != 0) fail("cannot rename the temporary file into place");
     committed_ = true;
   }
@@ -67,25 +65,26 @@ class TempFile {
   [[noreturn]] void fail(const char* what) {
     throw IoError(target_ + ": " + what + " (" + path_ + "): " + std::strerror(errno));
   }
-  void unmap() {
-    if (!map_.empty()) ::munmap(map_.data(), map_.size());
-    map_ = {};
-  }
   std::string target_, path_;
   int fd_ = -1;
-  std::span<u8> map_;
   bool committed_ = false;
 };
 
+// Copies the part of `src` (placed at file offset `src_off`) that falls in the chunk at `chunk_off`.
+void overlay(std::span<u8> chunk, u64 chunk_off, std::span<const u8> src, u64 src_off) {
+  u64 lo = std::max(chunk_off, src_off), hi = std::min(chunk_off + chunk.size(), src_off + src.size());
+  if (lo < hi) std::memcpy(chunk.data() + (lo - chunk_off), src.data() + (lo - src_off), hi - lo);
+}
+
 }  // namespace
 
-std::span<u8> Output::at(u64 vaddr, u64 len) {
-  for (const NewSegment& s : segs_)
-    if (vaddr >= s.vaddr && vaddr - s.vaddr <= s.data.size() && len <= s.data.size() - (vaddr - s.vaddr))
-      return bytes_.subspan(s.offset + (vaddr - s.vaddr), len);
-  auto off = in_.vaddr_to_offset(vaddr, len);
-  if (!off) in_.fail(0, "no file-backed bytes at vaddr " + hex(vaddr) + " (+" + std::to_string(len) + ")");
-  return bytes_.subspan(*off, len);
+void Writer::patch(u64 vaddr, std::span<const u8> bytes) {
+  auto off = in_.vaddr_to_offset(vaddr, bytes.size());
+  if (!off || bytes.size() > sizeof(Patch::bytes))
+    in_.fail(0, "internal: cannot patch " + std::to_string(bytes.size()) + " bytes at vaddr " + hex(vaddr) + ": not file-backed");
+  Patch p{*off, static_cast<u8>(bytes.size()), {}};
+  std::memcpy(p.bytes, bytes.data(), bytes.size());
+  patches_.push_back(p);
 }
 
 // Which PT_NOTE headers can become PT_LOADs, best first. A PT_NOTE that covers exactly what
@@ -136,10 +135,12 @@ u64 Writer::add_segment(std::string section_name, u32 flags, std::vector<u8> dat
   return segs_.back().vaddr;
 }
 
-void Writer::write(const std::string& path, unsigned mode, const std::function<void(Output&)>& edit) {
+void Writer::write(const std::string& path, unsigned mode) {
   const Layout& l = layout_for(in_.codec().is64);
+  const Header& h = in_.header();
   const u64 align = max_load_align();
-  u64 size = in_.bytes().size();
+  const u64 in_size = in_.bytes().size();
+  u64 size = in_size;
   // Each appended segment's file offset is congruent to its vaddr modulo the page alignment.
   for (NewSegment& s : segs_) {
     u64 off = align_up(size, 16);
@@ -148,35 +149,49 @@ void Writer::write(const std::string& path, unsigned mode, const std::function<v
     size = off + s.data.size();
   }
   u64 shstr_off = 0, shoff = 0;
-  bool sections = in_.header().shnum > 0 && !segs_.empty();
-  if (sections) {
+  if (h.shnum > 0 && !segs_.empty()) {
     shstr_off = size;
-    size += in_.sections()[in_.header().shstrndx].size;
+    size += in_.sections()[h.shstrndx].size;
     for (const NewSegment& s : segs_) size += s.section_name.size() + 1;
     shoff = align_up(size, l.shdr.size == 64 ? 8 : 4);
-    size = shoff + (in_.header().shnum + segs_.size()) * l.shdr.size;
+    size = shoff + (h.shnum + segs_.size()) * l.shdr.size;
   }
 
-  TempFile tmp(path, size);
-  std::span<u8> out = tmp.bytes();
-  std::memcpy(out.data(), in_.bytes().data(), in_.bytes().size());
-  for (const NewSegment& s : segs_) std::memcpy(out.data() + s.offset, s.data.data(), s.data.size());
-  emit(out, shstr_off, shoff);
-  Output o(in_, segs_, out);
-  edit(o);
-  tmp.commit(mode);
-}
+  // What replaces input bytes: the ELF header, the program header table, and the patches.
+  std::vector<u8> ehdr(in_.bytes().begin(), in_.bytes().begin() + l.ehdr.size);
+  std::vector<u8> phdrs(in_.bytes().begin() + h.phoff, in_.bytes().begin() + h.phoff + h.phnum * l.phdr.size);
+  std::vector<u8> tail;
+  if (!segs_.empty()) emit_phdrs(phdrs);
+  if (shoff) tail = section_tail(shstr_off, shoff, ehdr);
+  auto by_offset = [](const Patch& a, const Patch& b) { return a.offset < b.offset; };
+  if (!std::is_sorted(patches_.begin(), patches_.end(), by_offset)) std::sort(patches_.begin(), patches_.end(), by_offset);
+  for (size_t i = 1; i < patches_.size(); i++)
+    if (patches_[i].offset < patches_[i - 1].offset + patches_[i - 1].len)
+      in_.fail(patches_[i].offset, "internal: overlapping patches");
 
-void Writer::emit(std::span<u8> out, u64 shstr_off, u64 shoff) const {
-  if (segs_.empty()) return;
-  emit_phdrs(out);
-  if (shoff) emit_shdrs(out, shstr_off, shoff);
+  TempFile tmp(path, size);
+  constexpr u64 chunk_size = 1 << 20;
+  std::vector<u8> chunk(std::min(chunk_size, in_size));
+  size_t next = 0;  // first patch that may touch the current chunk
+  for (u64 lo = 0; lo < in_size; lo += chunk_size) {
+    std::span<u8> c(chunk.data(), std::min(chunk_size, in_size - lo));
+    std::memcpy(c.data(), in_.bytes().data() + lo, c.size());
+    overlay(c, lo, phdrs, h.phoff);
+    overlay(c, lo, ehdr, 0);
+    while (next < patches_.size() && patches_[next].offset + patches_[next].len <= lo) next++;
+    for (size_t i = next; i < patches_.size() && patches_[i].offset < lo + c.size(); i++)
+      overlay(c, lo, {patches_[i].bytes, patches_[i].len}, patches_[i].offset);
+    tmp.write_at(c, lo);
+  }
+  for (const NewSegment& s : segs_) tmp.write_at(s.data, s.offset);
+  if (!tail.empty()) tmp.write_at(tail, shstr_off);
+  tmp.commit(mode);
 }
 
 void Writer::emit_phdrs(std::span<u8> out) const {
   const Codec& c = in_.codec();
   const PhdrLayout& p = layout_for(c.is64).phdr;
-  const u64 phoff = in_.header().phoff;
+  const u64 phoff = 0;  // `out` is the program header table itself
   for (const NewSegment& s : segs_) {
     u64 base = phoff + s.phdr_slot * p.size;
     auto put = [&](Field f, u64 v) { c.put(out, base + f.off, f.width, v); };
@@ -204,29 +219,31 @@ void Writer::emit_phdrs(std::span<u8> out) const {
   for (size_t i = 0; i < slots.size(); i++) std::memcpy(out.data() + slots[i], recs[i].data(), p.size);
 }
 
-void Writer::emit_shdrs(std::span<u8> out, u64 shstr_off, u64 shoff) const {
+// The section name table (the old names, then the new ones) and the section header table (the old
+// headers, then one per appended segment), laid out from `shstr_off`; also points `ehdr` at them.
+std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehdr) const {
   const Codec& c = in_.codec();
   const Layout& l = layout_for(c.is64);
   const ShdrLayout& sh = l.shdr;
   const Header& h = in_.header();
   const Section& old_str = in_.sections()[h.shstrndx];
-  // Section name table: the old one followed by the new names.
-  std::memcpy(out.data() + shstr_off, in_.bytes().data() + old_str.offset, old_str.size);
+  std::vector<u8> tail(shoff - shstr_off + (h.shnum + segs_.size()) * sh.size);
+  std::span<u8> strs(tail.data(), shoff - shstr_off), shdrs(tail.data() + (shoff - shstr_off), tail.size() - (shoff - shstr_off));
+  std::memcpy(strs.data(), in_.bytes().data() + old_str.offset, old_str.size);
   u64 str_end = old_str.size;
   std::vector<u64> name_offsets;
   for (const NewSegment& s : segs_) {
     name_offsets.push_back(str_end);
-    std::memcpy(out.data() + shstr_off + str_end, s.section_name.c_str(), s.section_name.size() + 1);
+    std::memcpy(strs.data() + str_end, s.section_name.c_str(), s.section_name.size() + 1);
     str_end += s.section_name.size() + 1;
   }
-  std::memcpy(out.data() + shoff, in_.bytes().data() + h.shoff, h.shnum * sh.size);
-  auto put = [&](u64 index, Field f, u64 v) { c.put(out, shoff + index * sh.size + f.off, f.width, v); };
+  std::memcpy(shdrs.data(), in_.bytes().data() + h.shoff, h.shnum * sh.size);
+  auto put = [&](u64 index, Field f, u64 v) { c.put(shdrs, index * sh.size + f.off, f.width, v); };
   put(h.shstrndx, sh.offset, shstr_off);
   put(h.shstrndx, sh.size_, str_end);
   for (size_t i = 0; i < segs_.size(); i++) {
     const NewSegment& s = segs_[i];
     u64 idx = h.shnum + i;
-    std::memset(out.data() + shoff + idx * sh.size, 0, sh.size);
     put(idx, sh.name, name_offsets[i]);
     put(idx, sh.type, SHT_PROGBITS);
     put(idx, sh.flags, SHF_ALLOC | ((s.flags & PF_W) ? SHF_WRITE : 0) | ((s.flags & PF_X) ? SHF_EXECINSTR : 0));
@@ -237,13 +254,14 @@ void Writer::emit_shdrs(std::span<u8> out, u64 shstr_off, u64 shoff) const {
   }
   const EhdrLayout& e = l.ehdr;
   u64 total = h.shnum + segs_.size();
-  c.put(out, e.shoff.off, e.shoff.width, shoff);
+  c.put(ehdr, e.shoff.off, e.shoff.width, shoff);
   if (total >= SHN_LORESERVE) {
-    c.put(out, e.shnum.off, e.shnum.width, 0);
+    c.put(ehdr, e.shnum.off, e.shnum.width, 0);
     put(0, sh.size_, total);
   } else {
-    c.put(out, e.shnum.off, e.shnum.width, total);
+    c.put(ehdr, e.shnum.off, e.shnum.width, total);
   }
+  return tail;
 }
 
 }  // namespace prepatch::elf

@@ -1,5 +1,5 @@
 // Produces an output ELF by copying the input and applying edits:
-//   - in-place byte patches at virtual addresses (through Output::at),
+//   - in-place byte patches at virtual addresses (Writer::patch),
 //   - appended loadable segments, each also described by a new section,
 //   - a new section header table (and section name table) at the end of the file.
 //
@@ -12,8 +12,9 @@
 //
 // Output appears atomically: everything is written to a temporary file in the target's directory,
 // given the requested mode, and renamed over the target. On any error the temporary file is removed.
+// The file is streamed through one fixed-size buffer (copy a chunk of the input, apply the patches that
+// fall in it, write it), so memory does not grow with the binary: 24 bytes per patch, nothing per byte.
 #pragma once
-#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -31,21 +32,13 @@ struct NewSegment {
   u32 phdr_slot = 0;  // index of the PT_NOTE it replaces
 };
 
-class Output {
- public:
-  // Mutable output bytes at a virtual address of the input's loaded segments or an appended one.
-  // Throws InputError when the range is not file-backed.
-  std::span<u8> at(u64 vaddr, u64 len);
-  std::span<u8> all() { return bytes_; }
-
- private:
-  friend class Writer;
-  Output(const Elf& in, const std::vector<NewSegment>& segs, std::span<u8> bytes)
-      : in_(in), segs_(segs), bytes_(bytes) {}
-  const Elf& in_;
-  const std::vector<NewSegment>& segs_;
-  std::span<u8> bytes_;
+// A few bytes to write over the copy of the input, at a file offset.
+struct Patch {
+  u64 offset = 0;
+  u8 len = 0;
+  u8 bytes[15] = {};
 };
+static_assert(sizeof(Patch) == 24);
 
 class Writer {
  public:
@@ -55,19 +48,25 @@ class Writer {
   // input has no spare program header slot left.
   u64 add_segment(std::string section_name, u32 flags, std::vector<u8> data);
 
-  // Writes the output to `path` with permission bits `mode`, after calling `edit` on the copied bytes.
-  void write(const std::string& path, unsigned mode, const std::function<void(Output&)>& edit);
+  // Queues `bytes` (at most 15) to be written at `vaddr` of one of the input's PT_LOADs. Throws
+  // InputError when the range is not file-backed. Patches must not overlap.
+  void patch(u64 vaddr, std::span<const u8> bytes);
+  void reserve_patches(size_t n) { patches_.reserve(n); }
+
+  // Writes the output to `path` with permission bits `mode`.
+  void write(const std::string& path, unsigned mode);
 
  private:
   std::vector<u32> spare_phdr_slots() const;
   u64 next_vaddr() const;
   u64 max_load_align() const;
-  void emit(std::span<u8> out, u64 shstr_off, u64 shoff) const;
-  void emit_phdrs(std::span<u8> out) const;
-  void emit_shdrs(std::span<u8> out, u64 shstr_off, u64 shoff) const;
+  std::vector<u8> headers(u64 shstr_off, u64 shoff) const;
+  void emit_phdrs(std::span<u8> ehdr_phdrs) const;
+  std::vector<u8> section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehdr) const;
 
   const Elf& in_;
   std::vector<NewSegment> segs_;
+  std::vector<Patch> patches_;
 };
 
 }  // namespace prepatch::elf

@@ -148,20 +148,20 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   elf::Writer w(elf);
   w.add_segment(std::string(table_section), PF_R, encode_table(t, elf.codec()));
-  w.write(out_path, mode, [&](elf::Output& out) {
-    for (const Site& s : d.sites) {
-      if (!s.prepared()) continue;
-      // Discovery matched these bytes against the named patterns; the nop encoder must fit exactly.
-      std::span<const u8> nop = arch::canonical_nop(s.len);
-      if (nop.size() != s.len) elf.fail(0, "internal: no canonical nop of " + std::to_string(s.len) + " bytes");
-      std::memcpy(out.at(s.addr, s.len).data(), nop.data(), s.len);
-      for (u64 at = s.addr + s.len, end = at + s.pad_rest; at < end;) {  // the rest of a long pad
-        unsigned n = static_cast<unsigned>(std::min<u64>(end - at, 11));
-        std::memcpy(out.at(at, n).data(), arch::canonical_nop(n).data(), n);
-        at += n;
-      }
+  w.reserve_patches(t.entries.size());
+  for (const Site& s : d.sites) {
+    if (!s.prepared()) continue;
+    // Discovery matched these bytes against the named patterns; the nop must have the site's length.
+    std::span<const u8> nop = arch::canonical_nop(s.len);
+    if (nop.size() != s.len) elf.fail(0, "internal: no canonical nop of " + std::to_string(s.len) + " bytes");
+    w.patch(s.addr, nop);
+    for (u64 at = s.addr + s.len, end = at + s.pad_rest; at < end;) {  // the rest of a long pad: permanent nops
+      unsigned n = static_cast<unsigned>(std::min<u64>(end - at, 11));
+      w.patch(at, arch::canonical_nop(n));
+      at += n;
     }
-  });
+  }
+  w.write(out_path, mode);
   return res;
 }
 

@@ -22,6 +22,28 @@ std::optional<SiteKind> tracer_kind(std::string_view name) {
   return std::nullopt;
 }
 
+// Sorts functions by address, globals before locals at equal addresses (a local's `name` carries
+// `local_bit` until the sort is done), in O(n): an LSD radix sort, stable, one pass per key byte that
+// varies. Symbol tables are not in address order (ld writes locals per file, then globals), and with
+// 100k functions a comparison sort was the single largest cost of preparing.
+constexpr u32 local_bit = 1u << 31;
+
+void sort_funcs(std::vector<Func>& fs) {
+  std::vector<Func> tmp(fs.size());
+  auto pass = [&](auto digit, size_t buckets) {
+    std::vector<size_t> count(buckets + 1);
+    for (const Func& f : fs) count[digit(f) + 1]++;
+    for (size_t i = 0; i < buckets; i++) count[i + 1] += count[i];
+    for (const Func& f : fs) tmp[count[digit(f)]++] = f;
+    fs.swap(tmp);
+  };
+  pass([](const Func& f) { return size_t{(f.name & local_bit) != 0}; }, 2);
+  u64 varying = 0;
+  for (const Func& f : fs) varying |= f.addr ^ fs.front().addr;
+  for (unsigned shift = 0; shift < 64; shift += 8)
+    if ((varying >> shift) & 0xff) pass([shift](const Func& f) { return size_t((f.addr >> shift) & 0xff); }, 256);
+}
+
 class Discoverer {
  public:
   explicit Discoverer(const elf::Elf& elf) : elf_(elf) {}
@@ -35,7 +57,9 @@ class Discoverer {
   void add_patchable(u64 addr);
   void scan_symbols();
   void finish();
+  const elf::Segment* segment(u64 addr, u64 len) const;
   bool executable(u64 addr, u64 len) const;
+  std::span<const u8> code(u64 addr, u64 len) const;
   u64 code_size(u64 addr) const;
   std::optional<SiteKind> classify_call(const arch::Call& c) const;
   const Func* func_at_or_after(u64 addr, u64 within) const;
@@ -44,6 +68,8 @@ class Discoverer {
   Discovery d_;
   std::unordered_map<u64, SiteKind> direct_;  // callee address -> kind (symbols and PLT stubs)
   std::unordered_map<u64, SiteKind> slots_;   // pointer slot address -> kind (GOT)
+  const elf::Section* loaded_ = nullptr;       // the symbol table funcs came from
+  mutable const elf::Segment* last_ = nullptr;  // segment() cache
 };
 
 Discovery Discoverer::run() {
@@ -71,22 +97,28 @@ Discovery Discoverer::run() {
 void Discoverer::load_funcs() {
   const elf::Section* tab = elf_.symtab();
   if (!tab) tab = elf_.dynsym();
+  loaded_ = tab;
   if (!tab) return;
   d_.names = elf_.section_data(elf_.sections()[tab->link]);
   const u64 n = elf_.symbol_count(*tab);
-  std::vector<std::pair<Func, u8>> fs;  // with binding, to prefer global names for aliases
+  std::vector<Func>& fs = d_.funcs;
+  fs.reserve(n);
   for (u64 i = 0; i < n; i++) {
     elf::Symbol s = elf_.symbol(*tab, i);
-    if (s.type != STT_FUNC || s.shndx == SHN_UNDEF || s.value == 0) continue;
+    if (s.shndx == SHN_UNDEF || s.value == 0) continue;
+    if (s.type == STT_FUNC || s.type == STT_NOTYPE)
+      if (auto k = tracer_kind(s.name)) direct_[s.value] = *k;
+    if (s.type != STT_FUNC) continue;
     auto name_off = static_cast<u32>(s.name.data() - reinterpret_cast<const char*>(d_.names.data()));
-    fs.push_back({Func{s.value, s.size, name_off}, static_cast<u8>(s.bind == STB_LOCAL ? 1 : 0)});
+    if (name_off & local_bit) continue;  // a 2 GiB string table: not from a real linker
+    auto size = static_cast<u32>(std::min<u64>(s.size, UINT32_MAX));
+    fs.push_back(Func{s.value, size, name_off | (s.bind == STB_LOCAL ? local_bit : 0)});
   }
-  std::sort(fs.begin(), fs.end(), [](const auto& a, const auto& b) {
-    return a.first.addr != b.first.addr ? a.first.addr < b.first.addr : a.second < b.second;
-  });
-  d_.funcs.reserve(fs.size());
-  for (const auto& [f, bind] : fs)
-    if (d_.funcs.empty() || d_.funcs.back().addr != f.addr) d_.funcs.push_back(f);
+  auto before = [](const Func& a, const Func& b) { return a.addr != b.addr ? a.addr < b.addr : (a.name & local_bit) < (b.name & local_bit); };
+  if (!std::is_sorted(fs.begin(), fs.end(), before)) sort_funcs(fs);
+  // One function per address, the global name first; then drop the sort key.
+  fs.erase(std::unique(fs.begin(), fs.end(), [](const Func& a, const Func& b) { return a.addr == b.addr; }), fs.end());
+  for (Func& f : fs) f.name &= ~local_bit;
   d_.has_symbols = !d_.funcs.empty();
 }
 
@@ -94,7 +126,7 @@ void Discoverer::load_funcs() {
 // `call *GOT` into `addr32 call`), through a PLT stub (non-PIE), or through a GOT slot (PIE, `ff 15`).
 void Discoverer::find_tracer_entries() {
   for (const elf::Section* tab : {elf_.symtab(), elf_.dynsym()}) {
-    if (!tab) continue;
+    if (!tab || tab == loaded_) continue;  // load_funcs() has seen that table's tracer symbols
     const u64 n = elf_.symbol_count(*tab);
     for (u64 i = 0; i < n; i++) {
       elf::Symbol s = elf_.symbol(*tab, i);
@@ -153,14 +185,28 @@ std::vector<u64> Discoverer::record(const elf::Section& s) const {
   return out;
 }
 
-bool Discoverer::executable(u64 addr, u64 len) const {
+const elf::Segment* Discoverer::segment(u64 addr, u64 len) const {
+  // Sites cluster in one text segment: try the last hit before searching.
+  if (last_ && addr >= last_->vaddr && addr - last_->vaddr <= last_->filesz && len <= last_->filesz - (addr - last_->vaddr)) return last_;
   const elf::Segment* s = elf_.load_segment_for(addr, len);
+  if (s) last_ = s;
+  return s;
+}
+
+bool Discoverer::executable(u64 addr, u64 len) const {
+  const elf::Segment* s = segment(addr, len);
   return s && (s->flags & PF_X);
 }
 
 u64 Discoverer::code_size(u64 addr) const {
-  const elf::Segment* s = elf_.load_segment_for(addr, 1);
+  const elf::Segment* s = segment(addr, 1);
   return s ? s->vaddr + s->filesz - addr : 0;
+}
+
+std::span<const u8> Discoverer::code(u64 addr, u64 len) const {
+  const elf::Segment* s = segment(addr, len);
+  if (!s) return {};
+  return elf_.bytes().subspan(s->offset + (addr - s->vaddr), len);
 }
 
 std::optional<SiteKind> Discoverer::classify_call(const arch::Call& c) const {
@@ -182,7 +228,7 @@ void Discoverer::add_mcount_loc(u64 addr) {
     d_.sites.push_back(s);
     return;
   }
-  auto b = elf_.bytes_at(addr, std::min<u64>(X86_64::max_insn, code_size(addr)));
+  auto b = code(addr, std::min<u64>(X86_64::max_insn, code_size(addr)));
   if (auto c = arch::match_call(b, addr)) {
     s.len = c->len;
     if (auto k = classify_call(*c)) s.kind = *k;
@@ -191,7 +237,7 @@ void Discoverer::add_mcount_loc(u64 addr) {
     // -mnop-mcount: the site is a nop already; at the entry (or after endbr64) it is an fentry site.
     s.len = n;
     const Func* f = d_.func_at(addr);
-    bool entry = f && (f->addr == addr || (f->addr + 4 == addr && arch::is_endbr64(elf_.bytes_at(f->addr, 4))));
+    bool entry = f && (f->addr == addr || (f->addr + 4 == addr && arch::is_endbr64(code(f->addr, 4))));
     s.kind = entry ? SiteKind::fentry : SiteKind::mcount;
   } else {
     s.skip = Skip::unrecognized;
@@ -208,12 +254,12 @@ void Discoverer::add_patchable(u64 addr) {
     d_.sites.push_back(s);
     return;
   }
-  auto code = elf_.bytes_at(addr, std::min<u64>(64, code_size(addr)));
+  auto pad_code = code(addr, std::min<u64>(64, code_size(addr)));
   u64 entry = addr;
   const Func* inside = d_.func_at(addr);
   if (const Func* f = inside ? nullptr : func_at_or_after(addr, 32); f && f->addr > addr) {
     for (u64 at = 0; at < f->addr - addr;) {  // the M bytes before the symbol must be nops
-      unsigned n = arch::nop_length(code.subspan(at));
+      unsigned n = arch::nop_length(pad_code.subspan(at));
       if (n == 0 || at + n > f->addr - addr) {
         s.skip = Skip::unrecognized;
         d_.sites.push_back(s);
@@ -223,8 +269,8 @@ void Discoverer::add_patchable(u64 addr) {
     }
     entry = f->addr;
   }
-  if (arch::is_endbr64(code.subspan(entry - addr))) entry += 4;
-  auto pad = code.subspan(entry - addr);
+  if (arch::is_endbr64(pad_code.subspan(entry - addr))) entry += 4;
+  auto pad = pad_code.subspan(entry - addr);
   u64 len = 0;
   if (!pad.empty() && pad[0] == 0x90) {
     while (len < pad.size() && pad[len] == 0x90) len++;
@@ -246,38 +292,41 @@ void Discoverer::add_patchable(u64 addr) {
 
 void Discoverer::scan_symbols() {
   if (direct_.empty() && slots_.empty()) return;  // nothing to call: no -pg code in this binary
-  std::vector<u64> covered;
+  std::vector<u64> covered;  // sites from records, which the scan must not find again
   covered.reserve(d_.sites.size());
   for (const Site& s : d_.sites) covered.push_back(s.addr);
   std::sort(covered.begin(), covered.end());
-  std::vector<Site> found;
+  d_.sites.reserve(d_.sites.size() + d_.funcs.size());
   for (const Func& f : d_.funcs) {
     u64 end = f.addr + std::max<u64>(f.size, 1);
     auto it = std::lower_bound(covered.begin(), covered.end(), f.addr);
     if (it != covered.end() && *it < end) continue;  // a record already names this function's site
     if (!executable(f.addr, 1)) continue;
     u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.addr)});
-    auto code = elf_.bytes_at(f.addr, limit);
+    auto fcode = code(f.addr, limit);
     std::optional<arch::ScannedCall> sc;
-    if (auto c = arch::match_call(code, f.addr)) sc = arch::ScannedCall{f.addr, *c};  // fast path: -mfentry
-    else if (arch::is_endbr64(code) && (c = arch::match_call(code.subspan(4), f.addr + 4))) sc = arch::ScannedCall{f.addr + 4, *c};
-    else sc = arch::scan_prologue_for_call(code, f.addr, limit);
+    if (auto c = arch::match_call(fcode, f.addr)) sc = arch::ScannedCall{f.addr, *c};  // fast path: -mfentry
+    else if (arch::is_endbr64(fcode) && (c = arch::match_call(fcode.subspan(4), f.addr + 4))) sc = arch::ScannedCall{f.addr + 4, *c};
+    else sc = arch::scan_prologue_for_call(fcode, f.addr, limit);
     if (!sc) continue;
     auto k = classify_call(sc->call);
     if (!k) continue;  // an ordinary call early in the function: not a site
-    found.push_back(Site{.addr = sc->addr, .len = static_cast<u8>(sc->call.len), .kind = *k, .source = Source::symbols});
+    d_.sites.push_back(Site{.addr = sc->addr, .func = static_cast<u32>(&f - d_.funcs.data()), .len = static_cast<u8>(sc->call.len),
+                         .kind = *k, .source = Source::symbols});
   }
-  d_.sites.insert(d_.sites.end(), found.begin(), found.end());
 }
 
 void Discoverer::finish() {
   auto& v = d_.sites;
-  std::stable_sort(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr < b.addr; });
+  auto by_addr = [](const Site& a, const Site& b) { return a.addr < b.addr; };
+  if (!std::is_sorted(v.begin(), v.end(), by_addr)) std::stable_sort(v.begin(), v.end(), by_addr);
   v.erase(std::unique(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr == b.addr; }), v.end());
   u64 end = 0;
   for (Site& s : v) {
-    const Func* f = d_.func_at(s.addr);
-    s.func = f ? static_cast<u32>(f - d_.funcs.data()) : UINT32_MAX;
+    if (s.source != Source::symbols) {  // the scan knows its function already
+      const Func* f = d_.func_at(s.addr);
+      s.func = f ? static_cast<u32>(f - d_.funcs.data()) : UINT32_MAX;
+    }
     if (!s.prepared()) continue;
     if (s.addr < end) {
       s.skip = Skip::overlaps;
@@ -287,7 +336,7 @@ void Discoverer::finish() {
     s.call_form = arch::call_form_for_length(s.len);
     if ((s.addr % 8) + s.len > 8) s.flags |= site_crosses_word;
     if ((s.addr % 64) + s.len > 64) s.flags |= site_crosses_line;
-    if (s.addr >= 4 && arch::is_endbr64(elf_.bytes_at(s.addr - 4, 4))) s.flags |= site_after_endbr;
+    if (s.addr >= 4 && arch::is_endbr64(code(s.addr - 4, 4))) s.flags |= site_after_endbr;
   }
 }
 

@@ -46,7 +46,7 @@ struct Site {
 
 struct Func {
   u64 addr = 0;
-  u64 size = 0;
+  u32 size = 0;
   u32 name = 0;  // offset into Discovery::names' string table
 };
 

@@ -87,7 +87,10 @@ TEST(Elf, WriterAppendsALoadSegmentAndASection) {
   u64 vaddr = w.add_segment("__extra", PF_R, payload);
   EXPECT_EQ(vaddr % 0x10000, 0u);
   EXPECT_GE(vaddr, 0x100000f0u);
-  w.write(d / "out", 0751, [&](elf::Output& o) { o.at(0x10000010, 2)[0] = 0xaa; });
+  const u8 patch[] = {0xaa, 0xbb};
+  w.patch(0x10000010, patch);
+  EXPECT_THROW(w.patch(0x100000ef, patch), InputError) << "past the segment's file bytes";
+  w.write(d / "out", 0751);
   MappedFile f(d / "out");
   EXPECT_EQ(f.mode(), 0751u);
   elf::Elf out(f.bytes(), "out");
@@ -104,7 +107,29 @@ TEST(Elf, WriterAppendsALoadSegmentAndASection) {
   EXPECT_EQ(s->offset, seg.offset);
   EXPECT_NE(out.section(".text"), nullptr);
   EXPECT_EQ(f.bytes()[0x10], 0xaa);
+  EXPECT_EQ(f.bytes()[0x11], 0xbb);
   EXPECT_EQ(out.bytes_at(vaddr, 5).size(), 5u);
+}
+
+// Patches are applied while the file is streamed in 1 MiB chunks: one that straddles a chunk boundary
+// must land whole.
+TEST(Elf, WriterPatchesAcrossChunkBoundaries) {
+  auto b = tiny_elf32_be();
+  const elf::Codec c{false, false};
+  const u64 big = (1 << 20) + 0x1000;  // the text segment now spans the first chunk boundary
+  b.resize(big);
+  c.put(b, 0x34 + elf::layout32.phdr.filesz.off, 4, big);
+  c.put(b, 0x34 + elf::layout32.phdr.memsz.off, 4, big);
+  elf::Elf e(b, "tiny");
+  elf::Writer w(e);
+  w.add_segment("__extra", PF_R, {7});
+  const u8 patch[] = {1, 2, 3, 4, 5, 6};
+  w.patch(0x10000000 + (1 << 20) - 3, patch);
+  TempDir d;
+  w.write(d / "out", 0644);
+  std::string out = read_file(d / "out");
+  EXPECT_EQ(out.substr((1 << 20) - 3, 6), std::string("\1\2\3\4\5\6"));
+  EXPECT_EQ(out.substr(0, 4), "\x7f" "ELF");
 }
 
 TEST(Elf, WriterRefusesWhenNoSpareProgramHeader) {

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Preparer benchmark: prepatch vs cp on a generated 100k-function `-pg -mfentry` binary, side by side.
+
+Usage: bench/prepare_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 11]
+Prints a table and the lines docs/PERFORMANCE.md quotes. Not a test: nothing here asserts a time.
+"""
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+
+def timed(argv):
+    """Runs argv; returns (wall seconds, peak RSS in KiB of that one process)."""
+    t0 = time.perf_counter()
+    pid = os.spawnvp(os.P_NOWAIT, argv[0], argv)
+    _, status, rusage = os.wait4(pid, 0)
+    t1 = time.perf_counter()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(argv)}")
+    return t1 - t0, rusage.ru_maxrss
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prepatch", default="build/prepatch")
+    ap.add_argument("--functions", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--cc", default="gcc")
+    a = ap.parse_args()
+    prepatch = os.path.abspath(a.prepatch)
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory(prefix="prepatch-bench-") as d:
+        src, binary = os.path.join(d, "many.c"), os.path.join(d, "many")
+        with open(src, "w") as f:
+            subprocess.run([sys.executable, os.path.join(here, "gen_many.py"), str(a.functions)], stdout=f, check=True)
+        t0 = time.perf_counter()
+        subprocess.run([a.cc, "-O1", "-pg", "-mfentry", src, "-o", binary], check=True)
+        print(f"built {a.functions} functions with {a.cc} -O1 -pg -mfentry in {time.perf_counter() - t0:.1f} s; "
+              f"{os.path.getsize(binary) / 1e6:.1f} MB")
+        tiny = os.path.join(d, "tiny")
+        with open(os.path.join(d, "tiny.c"), "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        subprocess.run([a.cc, "-pg", "-mfentry", os.path.join(d, "tiny.c"), "-o", tiny], check=True)
+
+        out = os.path.join(d, "out")
+        cp, pp, rss = [], [], []
+        for _ in range(a.runs):  # interleaved, so both see the same machine state
+            for p in (out, out + ".cp"):
+                if os.path.exists(p):
+                    os.unlink(p)
+            cp.append(timed(["cp", binary, out + ".cp"])[0])
+            t, r = timed([prepatch, "-q", binary, "-o", out])
+            pp.append(t)
+            rss.append(r)
+        base = min(timed([prepatch, "-q", tiny, "-o", out + ".tiny"])[1] for _ in range(3))
+        sites = int(subprocess.run([prepatch, "sites", out], capture_output=True, text=True, check=True)
+                    .stdout.strip().splitlines()[-1].split()[0])
+        mcp, mpp = statistics.median(cp), statistics.median(pp)
+        in_kib = os.path.getsize(binary) / 1024
+        out_kib = os.path.getsize(out) / 1024
+        # The input is mapped and read whole; the output is streamed with pwrite, never mapped.
+        beyond = statistics.median(rss) - base - in_kib
+        print(f"{'':24}{'median':>10}{'min':>10}{'max':>10}")
+        print(f"{'cp':24}{mcp * 1e3:9.1f}ms{min(cp) * 1e3:9.1f}ms{max(cp) * 1e3:9.1f}ms")
+        print(f"{'prepatch':24}{mpp * 1e3:9.1f}ms{min(pp) * 1e3:9.1f}ms{max(pp) * 1e3:9.1f}ms")
+        print(f"ratio prepatch/cp (medians): {mpp / mcp:.2f}x   (target <= 2x)")
+        print(f"sites: {sites}; peak RSS {statistics.median(rss):.0f} KiB; baseline (tiny input) {base} KiB; "
+              f"input {in_kib:.0f} KiB mapped; output {out_kib:.0f} KiB written")
+        print(f"memory beyond the mapped input and the baseline: {beyond:.0f} KiB = "
+              f"{beyond * 1024 / sites:.1f} bytes/site   (target <= 64)")
+
+if __name__ == "__main__":
+    main()

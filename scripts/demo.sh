@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# README command 1: build prepatch and show the main job on the bundled example program.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPREPATCH_TESTS=OFF >/dev/null
+cmake --build build -j2 --target prepatch >/dev/null
+
+demo=build/demo
+mkdir -p "$demo"
+echo "== building testdata/basic.c with gcc -O2 -pg -mfentry"
+gcc -O2 -pg -mfentry testdata/basic.c -o "$demo/basic"
+echo "== prepatch $demo/basic -o $demo/basic.prepared"
+build/prepatch "$demo/basic" -o "$demo/basic.prepared"
+echo "== running both (from $demo, where -pg programs write gmon.out)"
+run() { (cd "$demo" && { "./$1" 12 >"$2" && status=0 || status=$?; echo "exit status $status" >>"$2"; }); }
+run basic original.out
+run basic.prepared prepared.out
+cat "$demo/prepared.out"
+if cmp -s "$demo/original.out" "$demo/prepared.out"; then
+  echo "== same output and exit status as the original"
+else
+  echo "== OUTPUT DIFFERS" >&2
+  diff "$demo/original.out" "$demo/prepared.out" >&2
+  exit 1
+fi
+echo "== prepatch sites $demo/basic.prepared"
+build/prepatch sites "$demo/basic.prepared"
+echo "== the first site in the original and in the prepared binary"
+addr=$(build/prepatch sites "$demo/basic.prepared" | awk 'NR==2 {print $1}')
+for f in basic basic.prepared; do
+  objdump -d --start-address="$addr" --stop-address=$((addr + 6)) "$demo/$f" | grep -E '^ +[0-9a-f]+:' | sed "s|^|$f: |"
+done
