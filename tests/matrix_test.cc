@@ -191,6 +191,24 @@ void expect_agrees_with_lief(const std::string& path) {
     if (static_cast<unsigned>(s.type()) == STT_FUNC) g.emplace(s.name(), s.value(), s.size());
   EXPECT_EQ(e, g) << "function symbols";
   EXPECT_FALSE(e.empty());
+
+  std::vector<std::pair<long long, unsigned long long>> dyn_ours, dyn_lief;
+  for (const elf::Dyn& x : ours.dynamic())
+    if (x.tag != DT_NULL) dyn_ours.emplace_back(x.tag, x.val);
+  for (const LIEF::ELF::DynamicEntry& x : lief->dynamic_entries())
+    if (static_cast<long long>(x.tag()) != DT_NULL) dyn_lief.emplace_back(static_cast<long long>(x.tag()), x.value());
+  EXPECT_EQ(dyn_ours, dyn_lief) << "dynamic section";
+
+  // LIEF finds relocations through the dynamic section; a static non-PIE binary has none (its
+  // .rela.plt IRELATIVEs are applied by libc's start-up code), so compare where there is one.
+  if (dyn_ours.empty()) return;
+  std::multiset<std::tuple<unsigned long long, unsigned, long long>> rel_ours, rel_lief;
+  for (const elf::Section& sec : ours.sections())
+    if ((sec.type == SHT_RELA || sec.type == SHT_REL) && (sec.flags & SHF_ALLOC))
+      for (const elf::Reloc& r : ours.relocations(sec)) rel_ours.emplace(r.offset, r.type, r.addend);
+  for (const LIEF::ELF::Relocation& r : lief->dynamic_relocations()) rel_lief.emplace(r.address(), r.type(), r.addend());
+  for (const LIEF::ELF::Relocation& r : lief->pltgot_relocations()) rel_lief.emplace(r.address(), r.type(), r.addend());
+  EXPECT_EQ(rel_ours, rel_lief) << "dynamic relocations";
 }
 
 TEST_P(Matrix, ReaderAgreesWithLief) {
