@@ -21,7 +21,7 @@ enum Exit : int { ok = 0, internal = 1, usage = 2, nothing_to_do = 3, bad_input 
 int run_prepare(const std::string& in, const std::string& out, bool quiet) {
   MappedFile file(in);
   elf::Elf elf(file.bytes(), in);
-  PrepareResult r = prepare(elf, out, file.mode());
+  PrepareResult r = prepare(elf, out, file.mode(), file.fd());
   for (const std::string& m : r.messages) std::cerr << m << "\n";
   if (r.outcome != PrepareOutcome::written) return nothing_to_do;
   if (!quiet)

@@ -45,17 +45,19 @@ MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
     }
     data_ = static_cast<const u8*>(p);
   }
-  ::close(fd);
+  fd_ = fd;
 }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
-    : path_(std::move(o.path_)), data_(o.data_), size_(o.size_), mode_(o.mode_) {
+    : path_(std::move(o.path_)), data_(o.data_), size_(o.size_), mode_(o.mode_), fd_(o.fd_) {
   o.data_ = nullptr;
   o.size_ = 0;
+  o.fd_ = -1;
 }
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<u8*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 }  // namespace prepatch

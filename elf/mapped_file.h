@@ -19,12 +19,14 @@ class MappedFile {
   std::span<const u8> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
   unsigned mode() const { return mode_; }  // permission bits of the file, to copy onto outputs
+  int fd() const { return fd_; }            // read-only descriptor, for copy_file_range
 
  private:
   std::string path_;
   const u8* data_ = nullptr;
   u64 size_ = 0;
   unsigned mode_ = 0;
+  int fd_ = -1;
 };
 
 }  // namespace prepatch

@@ -52,6 +52,21 @@ class TempFile {
       off += static_cast<u64>(n);
     }
   }
+  // Copies [off, off+len) of the input to the same offset: in the kernel (copy_file_range, as cp does)
+  // when `src_fd` is open and the kernel can, else from the mapping.
+  void copy_from(int src_fd, u64 off, u64 len, std::span<const u8> src) {
+    if (src_fd >= 0) {
+      loff_t in = static_cast<loff_t>(off), out = static_cast<loff_t>(off);
+      while (len > 0) {
+        ssize_t n = ::copy_file_range(src_fd, &in, fd_, &out, len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // EXDEV, ENOSYS, EINVAL...: finish from the mapping
+        len -= static_cast<u64>(n);
+      }
+      off = static_cast<u64>(in);
+    }
+    if (len) write_at(src.subspan(off, len), off);
+  }
   void commit(unsigned mode) {
     if (::fchmod(fd_, mode) != 0) fail("cannot set the mode of the temporary file");
     int fd = fd_;
@@ -135,7 +150,7 @@ u64 Writer::add_segment(std::string section_name, u32 flags, std::vector<u8> dat
   return segs_.back().vaddr;
 }
 
-void Writer::write(const std::string& path, unsigned mode) {
+void Writer::write(const std::string& path, unsigned mode, int source_fd) {
   const Layout& l = layout_for(in_.codec().is64);
   const Header& h = in_.header();
   const u64 align = max_load_align();
@@ -170,11 +185,25 @@ void Writer::write(const std::string& path, unsigned mode) {
       in_.fail(patches_[i].offset, "internal: overlapping patches");
 
   TempFile tmp(path, size);
-  constexpr u64 chunk_size = 1 << 20;
+  constexpr u64 chunk_size = 256 << 10;
   std::vector<u8> chunk(std::min(chunk_size, in_size));
   size_t next = 0;  // first patch that may touch the current chunk
+  u64 clean_from = 0;  // start of a run of chunks nothing changes, to copy in the kernel
+  auto touched = [&](u64 lo, u64 hi) {
+    auto hits = [&](u64 off, u64 len) { return off < hi && off + len > lo; };
+    while (next < patches_.size() && patches_[next].offset + patches_[next].len <= lo) next++;
+    return hits(0, ehdr.size()) || hits(h.phoff, phdrs.size()) || (next < patches_.size() && patches_[next].offset < hi);
+  };
   for (u64 lo = 0; lo < in_size; lo += chunk_size) {
     std::span<u8> c(chunk.data(), std::min(chunk_size, in_size - lo));
+    if (!touched(lo, lo + c.size())) {
+      if (lo + c.size() < in_size) continue;  // extend the clean run
+      tmp.copy_from(source_fd, clean_from, in_size - clean_from, in_.bytes());
+      clean_from = in_size;
+      break;
+    }
+    if (clean_from < lo) tmp.copy_from(source_fd, clean_from, lo - clean_from, in_.bytes());
+    clean_from = lo + c.size();
     std::memcpy(c.data(), in_.bytes().data() + lo, c.size());
     overlay(c, lo, phdrs, h.phoff);
     overlay(c, lo, ehdr, 0);

@@ -53,8 +53,9 @@ class Writer {
   void patch(u64 vaddr, std::span<const u8> bytes);
   void reserve_patches(size_t n) { patches_.reserve(n); }
 
-  // Writes the output to `path` with permission bits `mode`.
-  void write(const std::string& path, unsigned mode);
+  // Writes the output to `path` with permission bits `mode`. `source_fd`, when open, is the input file:
+  // stretches nothing changes are then copied by the kernel (copy_file_range) instead of through memory.
+  void write(const std::string& path, unsigned mode, int source_fd = -1);
 
  private:
   std::vector<u32> spare_phdr_slots() const;

@@ -99,7 +99,7 @@ Listing list_sites(const elf::Elf& elf) {
   return l;
 }
 
-PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode) {
+PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode, int source_fd) {
   PrepareResult res;
   if (auto t = find_table(elf)) {
     res.outcome = PrepareOutcome::already_prepared;
@@ -161,7 +161,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
       at += n;
     }
   }
-  w.write(out_path, mode);
+  w.write(out_path, mode, source_fd);
   return res;
 }
 

@@ -39,7 +39,8 @@ struct PrepareResult {
 };
 
 // Prepares `elf` into `out_path` (mode `mode`); writes nothing unless at least one site is prepared.
-PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode);
+// `source_fd`, when open, is the input file (lets the kernel copy what does not change).
+PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode, int source_fd = -1);
 
 // "file: vaddr 0x... (file 0x..., .text+0x...) in func: " — the location prefix of a site message.
 std::string site_location(const elf::Elf& elf, u64 addr, std::string_view func);

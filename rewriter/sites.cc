@@ -142,7 +142,8 @@ void Discoverer::find_tracer_entries() {
     const u64 n = elf_.reloc_count(rel);
     for (u64 i = 0; i < n; i++) {
       elf::Reloc r = elf_.reloc(rel, i);
-      if (r.type == R_X86_64_RELATIVE) {
+      if (r.type == R_X86_64_RELATIVE) {  // static-pie: a GOT slot holding a defined tracer's address
+        if (direct_.empty()) continue;
         if (auto it = direct_.find(static_cast<u64>(r.addend)); it != direct_.end()) slots_[r.offset] = it->second;
       } else if (has_syms && r.sym != 0 && r.sym < elf_.symbol_count(symtab)) {
         if (auto k = tracer_kind(elf_.symbol(symtab, r.sym).name)) slots_[r.offset] = *k;

@@ -12,7 +12,7 @@ packages=(
   libgtest-dev                        # tests
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv, to test permission errors as root
-  python3                             # bench/
+  python3 valgrind                    # bench/
 )
 
 missing=()
