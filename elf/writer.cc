@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "elf/layout.h"
 
@@ -150,7 +151,7 @@ u64 Writer::add_segment(std::string section_name, u32 flags, std::vector<u8> dat
   return segs_.back().vaddr;
 }
 
-void Writer::write(const std::string& path, unsigned mode, int source_fd) {
+void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchStream stream) {
   const Layout& l = layout_for(in_.codec().is64);
   const Header& h = in_.header();
   const u64 align = max_load_align();
@@ -178,38 +179,58 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd) {
   std::vector<u8> tail;
   if (!segs_.empty()) emit_phdrs(phdrs);
   if (shoff) tail = section_tail(shstr_off, shoff, ehdr);
-  auto by_offset = [](const Patch& a, const Patch& b) { return a.offset < b.offset; };
-  if (!std::is_sorted(patches_.begin(), patches_.end(), by_offset)) std::sort(patches_.begin(), patches_.end(), by_offset);
-  for (size_t i = 1; i < patches_.size(); i++)
-    if (patches_[i].offset < patches_[i - 1].offset + patches_[i - 1].len)
-      in_.fail(patches_[i].offset, "internal: overlapping patches");
+  if (!stream) {
+    auto by_offset = [](const Patch& a, const Patch& b) { return a.offset < b.offset; };
+    if (!std::is_sorted(patches_.begin(), patches_.end(), by_offset)) std::sort(patches_.begin(), patches_.end(), by_offset);
+    stream = [this, i = size_t{0}](Patch& p) mutable {
+      if (i == patches_.size()) return false;
+      p = patches_[i++];
+      return true;
+    };
+  } else if (!patches_.empty()) {
+    in_.fail(0, "internal: both patch() and a patch stream");
+  }
+  // The next patch not yet applied, and one that straddles the current chunk's end.
+  std::optional<Patch> head, carry;
+  u64 last_end = 0;
+  auto pull = [&] {
+    Patch p;
+    if (!stream(p)) return head.reset();
+    if (p.offset < last_end || p.len > sizeof p.bytes || p.offset + p.len > in_size)
+      in_.fail(p.offset, "internal: patches out of order, overlapping or past the end of the file");
+    last_end = p.offset + p.len;
+    head = p;
+  };
+  pull();
 
   TempFile tmp(path, size);
   constexpr u64 chunk_size = 256 << 10;
   std::vector<u8> chunk(std::min(chunk_size, in_size));
-  size_t next = 0;  // first patch that may touch the current chunk
   u64 clean_from = 0;  // start of a run of chunks nothing changes, to copy in the kernel
   auto touched = [&](u64 lo, u64 hi) {
     auto hits = [&](u64 off, u64 len) { return off < hi && off + len > lo; };
-    while (next < patches_.size() && patches_[next].offset + patches_[next].len <= lo) next++;
-    return hits(0, ehdr.size()) || hits(h.phoff, phdrs.size()) || (next < patches_.size() && patches_[next].offset < hi);
+    return hits(0, ehdr.size()) || hits(h.phoff, phdrs.size()) || carry || (head && head->offset < hi);
   };
   for (u64 lo = 0; lo < in_size; lo += chunk_size) {
     std::span<u8> c(chunk.data(), std::min(chunk_size, in_size - lo));
-    if (!touched(lo, lo + c.size())) {
-      if (lo + c.size() < in_size) continue;  // extend the clean run
+    const u64 hi = lo + c.size();
+    if (!touched(lo, hi)) {
+      if (hi < in_size) continue;  // extend the clean run
       tmp.copy_from(source_fd, clean_from, in_size - clean_from, in_.bytes());
       clean_from = in_size;
       break;
     }
     if (clean_from < lo) tmp.copy_from(source_fd, clean_from, lo - clean_from, in_.bytes());
-    clean_from = lo + c.size();
+    clean_from = hi;
     std::memcpy(c.data(), in_.bytes().data() + lo, c.size());
     overlay(c, lo, phdrs, h.phoff);
     overlay(c, lo, ehdr, 0);
-    while (next < patches_.size() && patches_[next].offset + patches_[next].len <= lo) next++;
-    for (size_t i = next; i < patches_.size() && patches_[i].offset < lo + c.size(); i++)
-      overlay(c, lo, {patches_[i].bytes, patches_[i].len}, patches_[i].offset);
+    if (carry) overlay(c, lo, {carry->bytes, carry->len}, carry->offset);
+    carry.reset();
+    for (; head && head->offset < hi; pull()) {
+      overlay(c, lo, {head->bytes, head->len}, head->offset);
+      if (head->offset + head->len > hi) carry = head;
+    }
     tmp.write_at(c, lo);
   }
   for (const NewSegment& s : segs_) tmp.write_at(s.data, s.offset);

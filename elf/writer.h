@@ -15,6 +15,7 @@
 // The file is streamed through one fixed-size buffer (copy a chunk of the input, apply the patches that
 // fall in it, write it), so memory does not grow with the binary: 24 bytes per patch, nothing per byte.
 #pragma once
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,6 +41,10 @@ struct Patch {
 };
 static_assert(sizeof(Patch) == 24);
 
+// Produces patches one at a time in ascending, non-overlapping file order; false when done. Lets a
+// caller with 100k sites describe its edits without a vector of them.
+using PatchStream = std::function<bool(Patch&)>;
+
 class Writer {
  public:
   explicit Writer(const Elf& in) : in_(in) {}
@@ -55,7 +60,8 @@ class Writer {
 
   // Writes the output to `path` with permission bits `mode`. `source_fd`, when open, is the input file:
   // stretches nothing changes are then copied by the kernel (copy_file_range) instead of through memory.
-  void write(const std::string& path, unsigned mode, int source_fd = -1);
+  // `stream`, when given, supplies the patches instead of patch() (which must then not have been used).
+  void write(const std::string& path, unsigned mode, int source_fd = -1, PatchStream stream = {});
 
  private:
   std::vector<u32> spare_phdr_slots() const;

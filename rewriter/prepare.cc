@@ -39,6 +39,43 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
   return it != rows.end() && it->addr == addr;
 }
 
+// The bytes each prepared site gets, in site order: the site's canonical nop, then, for a patchable pad
+// longer than the site, the rest as permanent canonical nops (11 bytes at most each). Discovery already
+// matched the old bytes against the named patterns.
+class SitePatches {
+ public:
+  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites) : elf_(elf), sites_(sites) {}
+  bool next(elf::Patch& p) {
+    u64 vaddr;
+    std::span<const u8> bytes;
+    if (pad_at_ < pad_end_) {
+      vaddr = pad_at_;
+      bytes = arch::canonical_nop(static_cast<unsigned>(std::min<u64>(pad_end_ - pad_at_, 11)));
+      pad_at_ += bytes.size();
+    } else {
+      while (i_ < sites_.size() && !sites_[i_].prepared()) i_++;
+      if (i_ == sites_.size()) return false;
+      const Site& s = sites_[i_++];
+      vaddr = s.addr;
+      bytes = arch::canonical_nop(s.len);
+      pad_at_ = s.addr + s.len;
+      pad_end_ = pad_at_ + s.pad_rest;
+    }
+    auto off = elf_.vaddr_to_offset(vaddr, bytes.size());
+    if (!off || bytes.empty()) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " is not file-backed or has no canonical nop");
+    p.offset = *off;
+    p.len = static_cast<u8>(bytes.size());
+    std::memcpy(p.bytes, bytes.data(), bytes.size());
+    return true;
+  }
+
+ private:
+  const elf::Elf& elf_;
+  const std::vector<Site>& sites_;
+  size_t i_ = 0;
+  u64 pad_at_ = 0, pad_end_ = 0;
+};
+
 }  // namespace
 
 std::string site_location(const elf::Elf& elf, u64 addr, std::string_view func) {
@@ -86,10 +123,10 @@ Listing list_sites(const elf::Elf& elf) {
     SiteRow r = row_for(s.addr, s.len);
     r.function = d.func_name(s);
     r.kind = s.kind;
-    r.source = source_name(s.source);
+    r.source = source_name(s.source());
     r.status = s.prepared() ? "preparable" : "skipped";
     if (!s.prepared()) {
-      r.reason = skip_reason(s.skip);
+      r.reason = skip_reason(s.skip());
       r.found = hex_bytes(peek(elf, s.addr));
     }
     extra.push_back(std::move(r));
@@ -108,31 +145,19 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     return res;
   }
   Discovery d = discover(elf);
-  Table t;
-  t.machine = elf.header().machine;
-  t.flags = elf.header().type == ET_DYN ? table_pie : 0;
-  t.strings.push_back('\0');
-  u64 prepared = std::count_if(d.sites.begin(), d.sites.end(), [](const Site& s) { return s.prepared(); });
-  t.entries.reserve(prepared);
+  u64 strings = 0;
   for (const Site& s : d.sites) {
-    std::string_view name = d.func_name(s);
     if (!s.prepared()) {
       res.skipped++;
       auto b = peek(elf, s.addr);
-      res.messages.push_back(site_location(elf, s.addr, name) + ": skipped: " + std::string(skip_reason(s.skip)) +
+      res.messages.push_back(site_location(elf, s.addr, d.func_name(s)) + ": skipped: " + std::string(skip_reason(s.skip())) +
                              (b.empty() ? "" : ", found " + hex_bytes(b)));
       continue;
     }
-    TableEntry e{s.addr, 0, s.kind, s.len, s.call_form, s.flags};
-    if (!name.empty()) {
-      e.name = static_cast<u32>(t.strings.size());
-      t.strings.insert(t.strings.end(), name.begin(), name.end());
-      t.strings.push_back('\0');
-    }
-    t.entries.push_back(e);
+    res.prepared++;
+    if (auto n = d.func_name(s); !n.empty()) strings += n.size() + 1;
   }
-  res.prepared = t.entries.size();
-  if (t.entries.empty()) {
+  if (res.prepared == 0) {
     res.outcome = PrepareOutcome::no_sites;
     std::string why;
     if (!d.has_symbols && !d.has_records)
@@ -146,22 +171,37 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     return res;
   }
 
-  elf::Writer w(elf);
-  w.add_segment(std::string(table_section), PF_R, encode_table(t, elf.codec()));
-  w.reserve_patches(t.entries.size());
+  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, strings);
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
-    // Discovery matched these bytes against the named patterns; the nop must have the site's length.
-    std::span<const u8> nop = arch::canonical_nop(s.len);
-    if (nop.size() != s.len) elf.fail(0, "internal: no canonical nop of " + std::to_string(s.len) + " bytes");
-    w.patch(s.addr, nop);
-    for (u64 at = s.addr + s.len, end = at + s.pad_rest; at < end;) {  // the rest of a long pad: permanent nops
-      unsigned n = static_cast<unsigned>(std::min<u64>(end - at, 11));
-      w.patch(at, arch::canonical_nop(n));
-      at += n;
-    }
+    auto before = s.addr >= 4 ? elf.bytes_at(s.addr - 4, 4) : std::span<const u8>{};
+    table.add({s.addr, 0, s.kind, s.len, arch::call_form_for_length(s.len), site_flags(s.addr, s.len, before)}, d.func_name(s));
   }
-  w.write(out_path, mode, source_fd);
+  elf::Writer w(elf);
+  w.add_segment(std::string(table_section), PF_R, table.finish());
+
+  // Sites are in address order; where the file keeps that order (every linker's layout), the writer
+  // takes the patches as a stream, else as a list sorted by file offset.
+  SitePatches patches(elf, d.sites);
+  bool ascending = true;
+  u64 last = 0;
+  for (const Site& s : d.sites)
+    if (auto off = elf.vaddr_to_offset(s.addr, 1); off && s.prepared()) {
+      ascending &= *off >= last;
+      last = *off;
+    }
+  if (ascending) {
+    w.write(out_path, mode, source_fd, [&](elf::Patch& p) { return patches.next(p); });
+  } else {
+    std::vector<elf::Patch> list;
+    for (elf::Patch p; patches.next(p);) list.push_back(p);
+    std::sort(list.begin(), list.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });
+    w.write(out_path, mode, source_fd, [&, i = size_t{0}](elf::Patch& p) mutable {
+      if (i == list.size()) return false;
+      p = list[i++];
+      return true;
+    });
+  }
   return res;
 }
 

@@ -223,9 +223,9 @@ const Func* Discoverer::func_at_or_after(u64 addr, u64 within) const {
 }
 
 void Discoverer::add_mcount_loc(u64 addr) {
-  Site s{.addr = addr, .source = Source::mcount_loc};
+  Site s(addr, SiteKind::fentry, Source::mcount_loc);
   if (!executable(addr, 1)) {
-    s.skip = Skip::not_in_text;
+    s.set_skip(Skip::not_in_text);
     d_.sites.push_back(s);
     return;
   }
@@ -233,7 +233,7 @@ void Discoverer::add_mcount_loc(u64 addr) {
   if (auto c = arch::match_call(b, addr)) {
     s.len = c->len;
     if (auto k = classify_call(*c)) s.kind = *k;
-    else s.skip = Skip::not_tracer_call;
+    else s.set_skip(Skip::not_tracer_call);
   } else if (unsigned n = arch::nop_length(b); n == 5 || n == 6) {
     // -mnop-mcount: the site is a nop already; at the entry (or after endbr64) it is an fentry site.
     s.len = n;
@@ -241,7 +241,7 @@ void Discoverer::add_mcount_loc(u64 addr) {
     bool entry = f && (f->addr == addr || (f->addr + 4 == addr && arch::is_endbr64(code(f->addr, 4))));
     s.kind = entry ? SiteKind::fentry : SiteKind::mcount;
   } else {
-    s.skip = Skip::unrecognized;
+    s.set_skip(Skip::unrecognized);
   }
   d_.sites.push_back(s);
 }
@@ -249,9 +249,9 @@ void Discoverer::add_mcount_loc(u64 addr) {
 // A pad is M nops before the function symbol and N-M after it (after endbr64 when there is one); gcc
 // emits one-byte nops, clang multi-byte ones. The site is the part that runs on entry.
 void Discoverer::add_patchable(u64 addr) {
-  Site s{.addr = addr, .kind = SiteKind::patchable, .source = Source::patchable_entries};
+  Site s(addr, SiteKind::patchable, Source::patchable_entries);
   if (!executable(addr, 1)) {
-    s.skip = Skip::not_in_text;
+    s.set_skip(Skip::not_in_text);
     d_.sites.push_back(s);
     return;
   }
@@ -262,7 +262,7 @@ void Discoverer::add_patchable(u64 addr) {
     for (u64 at = 0; at < f->addr - addr;) {  // the M bytes before the symbol must be nops
       unsigned n = arch::nop_length(pad_code.subspan(at));
       if (n == 0 || at + n > f->addr - addr) {
-        s.skip = Skip::unrecognized;
+        s.set_skip(Skip::unrecognized);
         d_.sites.push_back(s);
         return;
       }
@@ -283,7 +283,7 @@ void Discoverer::add_patchable(u64 addr) {
   s.addr = entry;
   if (len < 5) {
     s.len = static_cast<u8>(len);
-    s.skip = len == 0 ? Skip::unrecognized : Skip::pad_too_short;
+    s.set_skip(len == 0 ? Skip::unrecognized : Skip::pad_too_short);
   } else {
     s.len = len == 6 ? 6 : 5;
     s.pad_rest = static_cast<u8>(len - s.len);
@@ -312,8 +312,9 @@ void Discoverer::scan_symbols() {
     if (!sc) continue;
     auto k = classify_call(sc->call);
     if (!k) continue;  // an ordinary call early in the function: not a site
-    d_.sites.push_back(Site{.addr = sc->addr, .func = static_cast<u32>(&f - d_.funcs.data()), .len = static_cast<u8>(sc->call.len),
-                         .kind = *k, .source = Source::symbols});
+    Site& s = d_.sites.emplace_back(sc->addr, *k, Source::symbols);
+    s.func = static_cast<u32>(&f - d_.funcs.data());
+    s.len = static_cast<u8>(sc->call.len);
   }
 }
 
@@ -324,20 +325,16 @@ void Discoverer::finish() {
   v.erase(std::unique(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr == b.addr; }), v.end());
   u64 end = 0;
   for (Site& s : v) {
-    if (s.source != Source::symbols) {  // the scan knows its function already
+    if (s.source() != Source::symbols) {  // the scan knows its function already
       const Func* f = d_.func_at(s.addr);
       s.func = f ? static_cast<u32>(f - d_.funcs.data()) : UINT32_MAX;
     }
     if (!s.prepared()) continue;
     if (s.addr < end) {
-      s.skip = Skip::overlaps;
+      s.set_skip(Skip::overlaps);
       continue;
     }
     end = s.addr + s.len + s.pad_rest;
-    s.call_form = arch::call_form_for_length(s.len);
-    if ((s.addr % 8) + s.len > 8) s.flags |= site_crosses_word;
-    if ((s.addr % 64) + s.len > 64) s.flags |= site_crosses_line;
-    if (s.addr >= 4 && arch::is_endbr64(code(s.addr - 4, 4))) s.flags |= site_after_endbr;
   }
 }
 

@@ -31,18 +31,25 @@ enum class Skip : u8 {
 };
 std::string_view skip_reason(Skip s);
 
+// 16 bytes: the preparer holds one per site, and its memory target is 64 bytes per site in all.
 struct Site {
   u64 addr = 0;
   u32 func = UINT32_MAX;  // index into Discovery::funcs, or none
   u8 len = 0;             // bytes of the one instruction the site becomes
   u8 pad_rest = 0;        // patchable pads: nop bytes after the site, made one permanent nop
   SiteKind kind = SiteKind::fentry;
-  arch::CallForm call_form = arch::CallForm::none;
-  u8 flags = 0;
-  Source source = Source::symbols;
-  Skip skip = Skip::none;
-  bool prepared() const { return skip == Skip::none; }
+
+  Site() = default;
+  Site(u64 a, SiteKind k, Source src) : addr(a), kind(k), bits_(static_cast<u8>(src)) {}
+  Source source() const { return static_cast<Source>(bits_ & 3); }
+  Skip skip() const { return static_cast<Skip>(bits_ >> 2); }
+  void set_skip(Skip s) { bits_ = static_cast<u8>((bits_ & 3) | (static_cast<u8>(s) << 2)); }
+  bool prepared() const { return skip() == Skip::none; }
+
+ private:
+  u8 bits_ = 0;  // Source in bits 0-1, Skip above
 };
+static_assert(sizeof(Site) == 16);
 
 struct Func {
   u64 addr = 0;

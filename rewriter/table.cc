@@ -18,30 +18,58 @@ std::string_view Table::name(const TableEntry& e) const {
   return {strings.data() + e.name};
 }
 
-std::vector<u8> encode_table(const Table& t, const elf::Codec& c) {
-  const u64 str_off = table_header_size + t.entries.size() * table_entry_size;
-  std::vector<u8> b(str_off + t.strings.size());
-  std::memcpy(b.data(), table_magic, 8);
-  c.put(b, 8, 2, table_version);
-  c.put(b, 10, 2, t.machine);
-  c.put(b, 12, 2, table_header_size);
-  c.put(b, 14, 2, table_entry_size);
-  c.put(b, 16, 4, t.entries.size());
-  c.put(b, 20, 4, t.flags);
-  c.put(b, 24, 4, str_off);
-  c.put(b, 28, 4, t.strings.size());
-  u64 at = table_header_size;
-  for (const TableEntry& e : t.entries) {
-    c.put(b, at, 8, e.addr);
-    c.put(b, at + 8, 4, e.name);
-    b[at + 12] = static_cast<u8>(e.kind);
-    b[at + 13] = e.length;
-    b[at + 14] = static_cast<u8>(e.call_form);
-    b[at + 15] = e.flags;
-    at += table_entry_size;
+TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, u64 strings_size)
+    : c_(c), count_(count), str_off_(table_header_size + count * table_entry_size) {
+  b_.resize(str_off_ + 1 + strings_size);  // the string table starts with the empty name
+  std::memcpy(b_.data(), table_magic, 8);
+  c_.put(b_, 8, 2, table_version);
+  c_.put(b_, 10, 2, machine);
+  c_.put(b_, 12, 2, table_header_size);
+  c_.put(b_, 14, 2, table_entry_size);
+  c_.put(b_, 16, 4, count);
+  c_.put(b_, 20, 4, flags);
+  c_.put(b_, 24, 4, str_off_);
+  c_.put(b_, 28, 4, 1 + strings_size);
+}
+
+void TableBuilder::add(TableEntry e, std::string_view name) {
+  if (added_ == count_ || str_off_ + str_end_ + name.size() + (name.empty() ? 0 : 1) > b_.size())
+    throw std::logic_error("TableBuilder: more entries or names than announced");
+  e.name = 0;
+  if (!name.empty()) {
+    e.name = static_cast<u32>(str_end_);
+    std::memcpy(b_.data() + str_off_ + str_end_, name.data(), name.size());  // NUL: already zero
+    str_end_ += name.size() + 1;
   }
-  std::memcpy(b.data() + str_off, t.strings.data(), t.strings.size());
-  return b;
+  u64 at = table_header_size + added_++ * table_entry_size;
+  c_.put(b_, at, 8, e.addr);
+  c_.put(b_, at + 8, 4, e.name);
+  b_[at + 12] = static_cast<u8>(e.kind);
+  b_[at + 13] = e.length;
+  b_[at + 14] = static_cast<u8>(e.call_form);
+  b_[at + 15] = e.flags;
+}
+
+std::vector<u8> TableBuilder::finish() {
+  if (added_ != count_ || str_off_ + str_end_ != b_.size()) throw std::logic_error("TableBuilder: fewer entries or names than announced");
+  return std::move(b_);
+}
+
+u8 site_flags(u64 addr, unsigned len, std::span<const u8> preceding) {
+  u8 f = 0;
+  if ((addr % 8) + len > 8) f |= site_crosses_word;
+  if ((addr % 64) + len > 64) f |= site_crosses_line;
+  if (arch::is_endbr64(preceding)) f |= site_after_endbr;
+  return f;
+}
+
+std::vector<u8> encode_table(const Table& t, const elf::Codec& c) {
+  u64 strings = 0;
+  for (const TableEntry& e : t.entries)
+    if (!t.name(e).empty()) strings += t.name(e).size() + 1;
+  TableBuilder b(c, t.machine, t.flags, t.entries.size(), strings);
+  for (const TableEntry& e : t.entries) b.add(e, t.name(e));
+  return b.finish();
 }
 
 Table decode_table(std::span<const u8> b, const elf::Codec& c, const std::string& file, u64 base) {

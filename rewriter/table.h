@@ -45,6 +45,24 @@ struct Table {
   std::string_view name(const TableEntry& e) const;
 };
 
+// Writes a table straight into its final bytes, one entry at a time (the preparer's path: no
+// intermediate copy of 100k entries). Entries must come in address order.
+class TableBuilder {
+ public:
+  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, u64 strings_size);
+  void add(TableEntry e, std::string_view name);  // e.name is assigned here
+  std::vector<u8> finish();                       // throws std::logic_error if counts were wrong
+
+ private:
+  elf::Codec c_;
+  std::vector<u8> b_;
+  u64 count_, added_ = 0, str_off_, str_end_ = 1;
+};
+
+// Flags of the site at `addr` of `len` bytes: word/line crossings; `after_endbr` from `preceding`,
+// the 4 bytes before it (empty when there are none).
+u8 site_flags(u64 addr, unsigned len, std::span<const u8> preceding);
+
 std::vector<u8> encode_table(const Table& t, const elf::Codec& c);
 
 // Decodes a table from its bytes; throws InputError (naming `file_offset` + the field) when malformed:
