@@ -68,14 +68,6 @@ unsigned call_form_length(CallForm f) {
   }
 }
 
-std::string_view call_form_name(CallForm f) {
-  switch (f) {
-    case CallForm::call_rel32: return "call rel32";
-    case CallForm::addr32_call_rel32: return "addr32 call rel32";
-    default: return "none";
-  }
-}
-
 bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out) {
   unsigned len = call_form_length(f);
   if (len == 0 || out.size() != len) return false;

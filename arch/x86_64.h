@@ -50,7 +50,6 @@ std::span<const u8> canonical_nop(unsigned len);
 // The call form of a site of `len` bytes, or none when no single call instruction has that length.
 CallForm call_form_for_length(unsigned len);
 unsigned call_form_length(CallForm f);
-std::string_view call_form_name(CallForm f);
 
 // Encodes the call form at `site` to `target`; false when out of rel32 reach.
 bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out);

@@ -306,10 +306,4 @@ std::span<const u8> Elf::bytes_at(u64 vaddr, u64 len) const {
   return data_.subspan(*off, len);
 }
 
-std::optional<u64> Elf::read_word_at(u64 vaddr) const {
-  auto b = bytes_at(vaddr, codec_.word());
-  if (b.empty()) return std::nullopt;
-  return codec_.get(b, 0, codec_.word());
-}
-
 }  // namespace prepatch::elf

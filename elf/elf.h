@@ -109,7 +109,6 @@ class Elf {
   // The PT_LOAD that covers [vaddr, vaddr+len) with file bytes, if any.
   const Segment* load_segment_for(u64 vaddr, u64 len) const;
   std::span<const u8> bytes_at(u64 vaddr, u64 len) const;  // empty when not file-backed
-  std::optional<u64> read_word_at(u64 vaddr) const;         // a pointer-sized value
 
   [[noreturn]] void fail(u64 offset, const std::string& what) const;
 

@@ -100,7 +100,7 @@ void Writer::patch(u64 vaddr, std::span<const u8> bytes) {
     in_.fail(0, "internal: cannot patch " + std::to_string(bytes.size()) + " bytes at vaddr " + hex(vaddr) + ": not file-backed");
   Patch p{*off, static_cast<u8>(bytes.size()), {}};
   std::memcpy(p.bytes, bytes.data(), bytes.size());
-  patches_.push_back(p);
+  add_patch(p);
 }
 
 // Which PT_NOTE headers can become PT_LOADs, best first. A PT_NOTE that covers exactly what

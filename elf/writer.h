@@ -56,7 +56,8 @@ class Writer {
   // Queues `bytes` (at most 15) to be written at `vaddr` of one of the input's PT_LOADs. Throws
   // InputError when the range is not file-backed. Patches must not overlap.
   void patch(u64 vaddr, std::span<const u8> bytes);
-  void reserve_patches(size_t n) { patches_.reserve(n); }
+  // The same, for a patch already at its file offset.
+  void add_patch(const Patch& p) { patches_.push_back(p); }
 
   // Writes the output to `path` with permission bits `mode`. `source_fd`, when open, is the input file:
   // stretches nothing changes are then copied by the kernel (copy_file_range) instead of through memory.

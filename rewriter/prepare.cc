@@ -193,14 +193,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   if (ascending) {
     w.write(out_path, mode, source_fd, [&](elf::Patch& p) { return patches.next(p); });
   } else {
-    std::vector<elf::Patch> list;
-    for (elf::Patch p; patches.next(p);) list.push_back(p);
-    std::sort(list.begin(), list.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });
-    w.write(out_path, mode, source_fd, [&, i = size_t{0}](elf::Patch& p) mutable {
-      if (i == list.size()) return false;
-      p = list[i++];
-      return true;
-    });
+    for (elf::Patch p; patches.next(p);) w.add_patch(p);  // the writer sorts its own list
+    w.write(out_path, mode, source_fd);
   }
   return res;
 }

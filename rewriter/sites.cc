@@ -157,7 +157,6 @@ void Discoverer::find_tracer_entries() {
       if (auto slot = arch::plt_slot(b.subspan(at, std::min<u64>(16, b.size() - at)), s.addr + at))
         if (auto it = slots_.find(*slot); it != slots_.end()) direct_[s.addr + at] = it->second;
   }
-  d_.tracer_targets = direct_.size() + slots_.size();
 }
 
 // A record section holds one pointer per site. In a PIE the linker also emits an R_X86_64_RELATIVE

@@ -61,7 +61,6 @@ struct Discovery {
   std::vector<Site> sites;  // sorted by address
   std::vector<Func> funcs;  // sorted by address, one per address
   std::span<const u8> names;  // the string table Func::name points into
-  u64 tracer_targets = 0;     // how many mcount/__fentry__ entry points (symbols, PLT stubs, slots) were found
   bool has_symbols = false;  // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
 
