@@ -8,15 +8,7 @@
 
 namespace prepatch::elf {
 
-u64 Codec::get(std::span<const u8> b, u64 off, unsigned width) const {
-  if (little && std::endian::native == std::endian::little) {  // the common case, without a byte loop
-    switch (width) {
-      case 1: return b[off];
-      case 2: { u16 v; std::memcpy(&v, &b[off], 2); return v; }
-      case 4: { u32 v; std::memcpy(&v, &b[off], 4); return v; }
-      case 8: { u64 v; std::memcpy(&v, &b[off], 8); return v; }
-    }
-  }
+u64 Codec::get_slow(std::span<const u8> b, u64 off, unsigned width) const {
   u64 v = 0;
   for (unsigned i = 0; i < width; i++) {
     u64 byte = b[off + (little ? i : width - 1 - i)];
@@ -25,7 +17,7 @@ u64 Codec::get(std::span<const u8> b, u64 off, unsigned width) const {
   return v;
 }
 
-void Codec::put(std::span<u8> b, u64 off, unsigned width, u64 v) const {
+void Codec::put_slow(std::span<u8> b, u64 off, unsigned width, u64 v) const {
   for (unsigned i = 0; i < width; i++) b[off + (little ? i : width - 1 - i)] = static_cast<u8>(v >> (8 * i));
 }
 
@@ -203,21 +195,15 @@ u64 Elf::symbol_count(const Section& symtab) const {
   return symtab.size / y.size;
 }
 
-Symbol Elf::symbol(const Section& symtab, u64 i) const {
-  const SymLayout& y = layout_for(codec_.is64).sym;
-  u64 base = symtab.offset + i * y.size;
-  auto f = [&](Field fl) { return get(base + fl.off, fl.width); };
-  Symbol s;
-  u8 info = f(y.info);
-  s.type = info & 0xf;
-  s.bind = info >> 4;
-  s.other = f(y.other);
-  s.shndx = f(y.shndx);
-  s.value = f(y.value);
-  s.size = f(y.size_);
+const Section& Elf::symbol_strings(const Section& symtab) const {
   const Section& strtab = sections_[symtab.link];
   if (strtab.type != SHT_STRTAB) fail(hdr_.shoff + symtab.index * hdr_.shentsize, "section " + std::string(symtab.name) + ": sh_link is not a string table");
-  s.name = string_at(strtab, f(y.name), base + y.name.off);
+  return strtab;
+}
+
+Symbol Elf::symbol(const Section& symtab, u64 i) const {
+  Symbol s = symbol_fields(symtab, i);
+  s.name = string_at(symbol_strings(symtab), s.name_offset, symtab.offset + i * layout_for(codec_.is64).sym.size + layout_for(codec_.is64).sym.name.off);
   return s;
 }
 
@@ -235,28 +221,6 @@ u64 Elf::reloc_count(const Section& rel) const {
   if (rel.entsize != want)
     fail(hdr_.shoff + rel.index * hdr_.shentsize, "section " + std::string(rel.name) + ": expected sh_entsize " + std::to_string(want));
   return rel.size / want;
-}
-
-Reloc Elf::reloc(const Section& rel, u64 i) const {
-  const Layout& l = layout_for(codec_.is64);
-  bool rela = rel.type == SHT_RELA;
-  unsigned w = codec_.word();
-  u64 base = rel.offset + i * (rela ? l.rela_size : l.rel_size);
-  Reloc r;
-  r.offset = get(base, w);
-  u64 info = get(base + w, w);
-  if (codec_.is64) {
-    r.sym = static_cast<u32>(info >> 32);
-    r.type = static_cast<u32>(info);
-  } else {
-    r.sym = static_cast<u32>(info >> 8);
-    r.type = static_cast<u32>(info & 0xff);
-  }
-  if (rela) {
-    u64 a = get(base + 2 * w, w);
-    r.addend = codec_.is64 ? static_cast<i64>(a) : static_cast<i64>(static_cast<std::int32_t>(a));
-  }
-  return r;
 }
 
 std::vector<Reloc> Elf::relocations(const Section& rel) const {

@@ -8,12 +8,15 @@
 #pragma once
 #include <elf.h>
 
+#include <bit>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "elf/layout.h"
 #include "elf/types.h"
 
 namespace prepatch::elf {
@@ -23,8 +26,26 @@ struct Codec {
   bool is64 = true;
   bool little = true;
 
-  u64 get(std::span<const u8> b, u64 off, unsigned width) const;
-  void put(std::span<u8> b, u64 off, unsigned width, u64 v) const;
+  u64 get(std::span<const u8> b, u64 off, unsigned width) const {
+    if (little && std::endian::native == std::endian::little) {  // the common case, inline, without a byte loop
+      switch (width) {
+        case 1: return b[off];
+        case 2: { u16 v; std::memcpy(&v, &b[off], 2); return v; }
+        case 4: { u32 v; std::memcpy(&v, &b[off], 4); return v; }
+        case 8: { u64 v; std::memcpy(&v, &b[off], 8); return v; }
+      }
+    }
+    return get_slow(b, off, width);
+  }
+  u64 get_slow(std::span<const u8> b, u64 off, unsigned width) const;
+  void put(std::span<u8> b, u64 off, unsigned width, u64 v) const {
+    if (little && std::endian::native == std::endian::little && (width == 2 || width == 4 || width == 8)) {
+      std::memcpy(&b[off], &v, width);  // little-endian host: the low `width` bytes, in order
+      return;
+    }
+    put_slow(b, off, width, v);
+  }
+  void put_slow(std::span<u8> b, u64 off, unsigned width, u64 v) const;
   unsigned word() const { return is64 ? 8 : 4; }
 };
 
@@ -54,7 +75,8 @@ struct Segment {
 };
 
 struct Symbol {
-  std::string_view name;
+  std::string_view name;  // empty from Elf::symbol_fields
+  u32 name_offset = 0;    // st_name
   u64 value = 0, size = 0;
   u8 type = 0, bind = 0, other = 0;
   u16 shndx = 0;
@@ -92,6 +114,11 @@ class Elf {
   // Symbols of a SHT_SYMTAB/SHT_DYNSYM section, decoded one at a time.
   u64 symbol_count(const Section& symtab) const;
   Symbol symbol(const Section& symtab, u64 i) const;
+  // Every field but `name` (name_offset is set, unchecked): for scans of many symbols that look at few
+  // names. Call symbol_strings() once to check the table's link first.
+  Symbol symbol_fields(const Section& symtab, u64 i) const;
+  // The string table a symbol table links to, checked to be one.
+  const Section& symbol_strings(const Section& symtab) const;
   std::vector<Symbol> symbols(const Section& symtab) const;
   const Section* symtab() const { return find_type(SHT_SYMTAB); }
   const Section* dynsym() const { return find_type(SHT_DYNSYM); }
@@ -127,6 +154,73 @@ class Elf {
   Header hdr_;
   std::vector<Segment> segments_;
   std::vector<Section> sections_;
+};
+
+// Inline: discovery decodes every symbol and dynamic relocation of a binary, 100k and more.
+inline Symbol Elf::symbol_fields(const Section& symtab, u64 i) const {
+  const SymLayout& y = layout_for(codec_.is64).sym;
+  u64 base = symtab.offset + i * y.size;
+  auto f = [&](Field fl) { return get(base + fl.off, fl.width); };
+  Symbol s;
+  u8 info = f(y.info);
+  s.type = info & 0xf;
+  s.bind = info >> 4;
+  s.other = f(y.other);
+  s.shndx = f(y.shndx);
+  s.value = f(y.value);
+  s.size = f(y.size_);
+  s.name_offset = f(y.name);
+  return s;
+}
+
+inline Reloc Elf::reloc(const Section& rel, u64 i) const {
+  const Layout& l = layout_for(codec_.is64);
+  bool rela = rel.type == SHT_RELA;
+  unsigned w = codec_.word();
+  u64 base = rel.offset + i * (rela ? l.rela_size : l.rel_size);
+  Reloc r;
+  r.offset = get(base, w);
+  u64 info = get(base + w, w);
+  if (codec_.is64) {
+    r.sym = static_cast<u32>(info >> 32);
+    r.type = static_cast<u32>(info);
+  } else {
+    r.sym = static_cast<u32>(info >> 8);
+    r.type = static_cast<u32>(info & 0xff);
+  }
+  if (rela) {
+    u64 a = get(base + 2 * w, w);
+    r.addend = codec_.is64 ? static_cast<i64>(a) : static_cast<i64>(static_cast<std::int32_t>(a));
+  }
+  return r;
+}
+
+// vaddr -> file lookups for many addresses that cluster in one segment (sites in the text): remembers
+// the segment of the last hit and tries it first.
+class SegmentCursor {
+ public:
+  explicit SegmentCursor(const Elf& elf) : elf_(elf) {}
+  // The PT_LOAD holding [vaddr, vaddr+len) with file bytes, as Elf::load_segment_for.
+  const Segment* find(u64 vaddr, u64 len) {
+    if (last_ && vaddr >= last_->vaddr && vaddr - last_->vaddr <= last_->filesz && len <= last_->filesz - (vaddr - last_->vaddr)) return last_;
+    const Segment* s = elf_.load_segment_for(vaddr, len);
+    if (s) last_ = s;
+    return s;
+  }
+  std::optional<u64> offset(u64 vaddr, u64 len) {
+    const Segment* s = find(vaddr, len);
+    if (!s) return std::nullopt;
+    return s->offset + (vaddr - s->vaddr);
+  }
+  const Segment* last() const { return last_; }  // the segment of the last hit, if any
+  std::span<const u8> bytes(u64 vaddr, u64 len) {
+    auto off = offset(vaddr, len);
+    return off ? elf_.bytes().subspan(*off, len) : std::span<const u8>{};
+  }
+
+ private:
+  const Elf& elf_;
+  const Segment* last_ = nullptr;
 };
 
 }  // namespace prepatch::elf

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -182,24 +183,34 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
   if (!stream) {
     auto by_offset = [](const Patch& a, const Patch& b) { return a.offset < b.offset; };
     if (!std::is_sorted(patches_.begin(), patches_.end(), by_offset)) std::sort(patches_.begin(), patches_.end(), by_offset);
-    stream = [this, i = size_t{0}](Patch& p) mutable {
-      if (i == patches_.size()) return false;
-      p = patches_[i++];
-      return true;
+    stream = [this, i = size_t{0}](std::span<Patch> out) mutable {
+      size_t n = std::min(out.size(), patches_.size() - i);
+      std::copy_n(patches_.begin() + i, n, out.begin());
+      i += n;
+      return n;
     };
   } else if (!patches_.empty()) {
     in_.fail(0, "internal: both patch() and a patch stream");
   }
-  // The next patch not yet applied, and one that straddles the current chunk's end.
-  std::optional<Patch> head, carry;
+  // The next patch not yet applied (from a batch the stream filled), and one that straddles the
+  // current chunk's end.
+  std::array<Patch, 512> batch;
+  size_t batch_at = 0, batch_size = 0;
+  const Patch* head = nullptr;
+  std::optional<Patch> carry;
   u64 last_end = 0;
   auto pull = [&] {
-    Patch p;
-    if (!stream(p)) return head.reset();
+    if (batch_at == batch_size) {
+      batch_at = 0;
+      batch_size = stream(batch);
+      if (batch_size > batch.size()) in_.fail(0, "internal: a patch stream overfilled its batch");
+      if (batch_size == 0) return void(head = nullptr);
+    }
+    const Patch& p = batch[batch_at++];
     if (p.offset < last_end || p.len > sizeof p.bytes || p.offset + p.len > in_size)
       in_.fail(p.offset, "internal: patches out of order, overlapping or past the end of the file");
     last_end = p.offset + p.len;
-    head = p;
+    head = &p;
   };
   pull();
 
@@ -229,7 +240,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
     carry.reset();
     for (; head && head->offset < hi; pull()) {
       overlay(c, lo, {head->bytes, head->len}, head->offset);
-      if (head->offset + head->len > hi) carry = head;
+      if (head->offset + head->len > hi) carry = *head;
     }
     tmp.write_at(c, lo);
   }

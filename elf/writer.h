@@ -41,9 +41,10 @@ struct Patch {
 };
 static_assert(sizeof(Patch) == 24);
 
-// Produces patches one at a time in ascending, non-overlapping file order; false when done. Lets a
-// caller with 100k sites describe its edits without a vector of them.
-using PatchStream = std::function<bool(Patch&)>;
+// Fills the span with the next patches, in ascending, non-overlapping file order, and returns how many
+// it wrote; 0 when done. Lets a caller with 100k sites describe its edits without a vector of them,
+// a batch at a time.
+using PatchStream = std::function<size_t(std::span<Patch>)>;
 
 class Writer {
  public:

@@ -1,6 +1,7 @@
 #include "rewriter/prepare.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "elf/writer.h"
@@ -44,7 +45,14 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 // matched the old bytes against the named patterns.
 class SitePatches {
  public:
-  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites) : elf_(elf), sites_(sites) {}
+  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites) : elf_(elf), cursor_(elf), sites_(sites) {}
+  size_t fill(std::span<elf::Patch> out) {
+    size_t n = 0;
+    while (n < out.size() && next(out[n])) n++;
+    return n;
+  }
+
+ private:
   bool next(elf::Patch& p) {
     u64 vaddr;
     std::span<const u8> bytes;
@@ -61,7 +69,7 @@ class SitePatches {
       pad_at_ = s.addr + s.len;
       pad_end_ = pad_at_ + s.pad_rest;
     }
-    auto off = elf_.vaddr_to_offset(vaddr, bytes.size());
+    auto off = cursor_.offset(vaddr, bytes.size());
     if (!off || bytes.empty()) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " is not file-backed or has no canonical nop");
     p.offset = *off;
     p.len = static_cast<u8>(bytes.size());
@@ -69,8 +77,8 @@ class SitePatches {
     return true;
   }
 
- private:
   const elf::Elf& elf_;
+  elf::SegmentCursor cursor_;
   const std::vector<Site>& sites_;
   size_t i_ = 0;
   u64 pad_at_ = 0, pad_end_ = 0;
@@ -145,7 +153,6 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     return res;
   }
   Discovery d = discover(elf);
-  u64 strings = 0;
   for (const Site& s : d.sites) {
     if (!s.prepared()) {
       res.skipped++;
@@ -155,7 +162,6 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
       continue;
     }
     res.prepared++;
-    if (auto n = d.func_name(s); !n.empty()) strings += n.size() + 1;
   }
   if (res.prepared == 0) {
     res.outcome = PrepareOutcome::no_sites;
@@ -171,14 +177,17 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     return res;
   }
 
-  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, strings);
+  // Discovery laid the names out as the table's string table (names of skipped sites included).
+  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings);
+  elf::SegmentCursor cursor(elf);
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
-    auto before = s.addr >= 4 ? elf.bytes_at(s.addr - 4, 4) : std::span<const u8>{};
-    table.add({s.addr, 0, s.kind, s.len, arch::call_form_for_length(s.len), site_flags(s.addr, s.len, before)}, d.func_name(s));
+    auto before = s.addr >= 4 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
+    table.add({s.addr, s.name, s.kind, s.len, arch::call_form_for_length(s.len), site_flags(s.addr, s.len, before)});
   }
   elf::Writer w(elf);
   w.add_segment(std::string(table_section), PF_R, table.finish());
+  std::vector<char>().swap(d.strings);  // the table holds its copy
 
   // Sites are in address order; where the file keeps that order (every linker's layout), the writer
   // takes the patches as a stream, else as a list sorted by file offset.
@@ -186,14 +195,16 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   bool ascending = true;
   u64 last = 0;
   for (const Site& s : d.sites)
-    if (auto off = elf.vaddr_to_offset(s.addr, 1); off && s.prepared()) {
+    if (auto off = cursor.offset(s.addr, 1); off && s.prepared()) {
       ascending &= *off >= last;
       last = *off;
     }
   if (ascending) {
-    w.write(out_path, mode, source_fd, [&](elf::Patch& p) { return patches.next(p); });
+    w.write(out_path, mode, source_fd, [&](std::span<elf::Patch> out) { return patches.fill(out); });
   } else {
-    for (elf::Patch p; patches.next(p);) w.add_patch(p);  // the writer sorts its own list
+    std::array<elf::Patch, 64> batch;
+    while (size_t n = patches.fill(batch))  // the writer sorts its own list
+      for (size_t i = 0; i < n; i++) w.add_patch(batch[i]);
     w.write(out_path, mode, source_fd);
   }
   return res;

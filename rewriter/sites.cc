@@ -1,6 +1,11 @@
 #include "rewriter/sites.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <type_traits>
 #include <unordered_map>
 
 #include "elf/layout.h"
@@ -22,27 +27,85 @@ std::optional<SiteKind> tracer_kind(std::string_view name) {
   return std::nullopt;
 }
 
-// Sorts functions by address, globals before locals at equal addresses (a local's `name` carries
-// `local_bit` until the sort is done), in O(n): an LSD radix sort, stable, one pass per key byte that
-// varies. Symbol tables are not in address order (ld writes locals per file, then globals), and with
-// 100k functions a comparison sort was the single largest cost of preparing.
+// The same for a NUL-terminated name, without measuring names that cannot match (most C++ names
+// start with _Z): with 100k symbols, measuring every name was a visible cost.
+std::optional<SiteKind> tracer_kind(const char* name) {
+  if (name[0] != 'm' && !(name[0] == '_' && (name[1] == '_' || name[1] == 'm'))) return std::nullopt;
+  return tracer_kind(std::string_view(name));
+}
+
+// A function symbol, 16 bytes. Discovery sorts them only when record sections need a function
+// lookup by address; the symbol scan works in symbol table order.
+struct Func {
+  u64 addr;
+  u32 size;
+  u32 name;  // offset into the symbol string table; local symbols carry local_bit until sorted
+};
 constexpr u32 local_bit = 1u << 31;
 
-void sort_funcs(std::vector<Func>& fs) {
-  std::vector<Func> tmp(fs.size());
-  auto pass = [&](auto digit, size_t buckets) {
-    std::vector<size_t> count(buckets + 1);
-    for (const Func& f : fs) count[digit(f) + 1]++;
-    for (size_t i = 0; i < buckets; i++) count[i + 1] += count[i];
-    for (const Func& f : fs) tmp[count[digit(f)]++] = f;
-    fs.swap(tmp);
-  };
-  pass([](const Func& f) { return size_t{(f.name & local_bit) != 0}; }, 2);
-  u64 varying = 0;
-  for (const Func& f : fs) varying |= f.addr ^ fs.front().addr;
-  for (unsigned shift = 0; shift < 64; shift += 8)
-    if ((varying >> shift) & 0xff) pass([shift](const Func& f) { return size_t((f.addr >> shift) & 0xff); }, 256);
+// Stable sort of `v` by key(x) < 2^bits in O(n): an LSD radix sort, 11 bits per pass (the counts stay
+// in L1), so keys under 2^22 take two passes. Symbol tables are not in address order (ld writes
+// locals per file, then globals in hash order), and with 100k functions a comparison sort was the
+// single largest cost of preparing.
+template <class T, class Key>
+void radix_sort(std::vector<T>& v, Key key, unsigned bits) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  constexpr unsigned digit_bits = 11;
+  constexpr size_t buckets = size_t{1} << digit_bits;
+  // Scratch space is overwritten before it is read: no need to zero it.
+  std::unique_ptr<T[]> tmp(static_cast<T*>(::operator new[](v.size() * sizeof(T))));
+  T* from = v.data();
+  T* to = tmp.get();
+  std::vector<size_t> count(buckets);
+  for (unsigned shift = 0; shift < bits; shift += digit_bits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (size_t i = 0; i < v.size(); i++) count[(key(from[i]) >> shift) & (buckets - 1)]++;
+    size_t sum = 0;
+    for (size_t& c : count) sum += std::exchange(c, sum);
+    for (size_t i = 0; i < v.size(); i++) to[count[(key(from[i]) >> shift) & (buckets - 1)]++] = from[i];
+    std::swap(from, to);
+  }
+  if (from != v.data()) std::memcpy(v.data(), from, v.size() * sizeof(T));
 }
+
+// Sorts by address, then with `local(x)` false before true, unless already in that order.
+template <class T, class Local>
+void sort_by_address(std::vector<T>& v, Local local) {
+  auto before = [&](const T& a, const T& b) { return a.addr != b.addr ? a.addr < b.addr : local(a) < local(b); };
+  if (v.empty() || std::is_sorted(v.begin(), v.end(), before)) return;
+  u64 lo = UINT64_MAX, hi = 0;
+  for (const T& x : v) {
+    lo = std::min(lo, x.addr);
+    hi = std::max(hi, x.addr);
+  }
+  const unsigned bits = std::bit_width(hi - lo) + 1;
+  if (bits > 64) return std::stable_sort(v.begin(), v.end(), before);  // spread over all of 64 bits: not from a linker
+  radix_sort(v, [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits);
+}
+
+// Where mcount/__fentry__ can be called: callee addresses (direct calls) or pointer slots (GOT),
+// each with the kind of site calling it means. Few entries; sorted for binary search.
+class Targets {
+ public:
+  void add(u64 addr, SiteKind k) { v_.push_back({addr, k}); }
+  void seal() {
+    std::sort(v_.begin(), v_.end(), [](const Entry& a, const Entry& b) { return a.addr < b.addr; });
+    v_.erase(std::unique(v_.begin(), v_.end(), [](const Entry& a, const Entry& b) { return a.addr == b.addr; }), v_.end());
+  }
+  std::optional<SiteKind> find(u64 addr) const {
+    auto it = std::lower_bound(v_.begin(), v_.end(), addr, [](const Entry& e, u64 a) { return e.addr < a; });
+    if (it == v_.end() || it->addr != addr) return std::nullopt;
+    return it->kind;
+  }
+  bool empty() const { return v_.empty(); }
+
+ private:
+  struct Entry {
+    u64 addr;
+    SiteKind kind;
+  };
+  std::vector<Entry> v_;
+};
 
 class Discoverer {
  public:
@@ -50,26 +113,37 @@ class Discoverer {
   Discovery run();
 
  private:
-  void load_funcs();
+  template <class F>
+  void for_each_code_symbol(const elf::Section& tab, F f, bool prefetch_code = false) const;
   void find_tracer_entries();
+  void load_funcs();
   std::vector<u64> record(const elf::Section& s) const;
   void add_mcount_loc(u64 addr);
   void add_patchable(u64 addr);
   void scan_symbols();
   void finish();
-  const elf::Segment* segment(u64 addr, u64 len) const;
+  u32 add_name(const char* name);
+  void push_record_site(Site s) {  // named after the function containing it
+    s.name = add_name(func_at(s.addr));
+    d_.sites.push_back(s);
+  }
+  u32 add_name(const Func* f) { return f ? add_name(func_names_ + f->name) : 0; }
+  const elf::Segment* segment(u64 addr, u64 len) const { return cursor_.find(addr, len); }
   bool executable(u64 addr, u64 len) const;
   std::span<const u8> code(u64 addr, u64 len) const;
   u64 code_size(u64 addr) const;
   std::optional<SiteKind> classify_call(const arch::Call& c) const;
+  const Func* func_at(u64 addr) const;  // the function containing addr
   const Func* func_at_or_after(u64 addr, u64 within) const;
 
   const elf::Elf& elf_;
   Discovery d_;
-  std::unordered_map<u64, SiteKind> direct_;  // callee address -> kind (symbols and PLT stubs)
-  std::unordered_map<u64, SiteKind> slots_;   // pointer slot address -> kind (GOT)
-  const elf::Section* loaded_ = nullptr;       // the symbol table funcs came from
-  mutable const elf::Segment* last_ = nullptr;  // segment() cache
+  const elf::Section* functions_ = nullptr;  // the symbol table functions come from: .symtab, else .dynsym
+  const char* func_names_ = nullptr;         // its string table
+  std::vector<Func> funcs_;                  // only with record sections: sorted by address, one per address
+  Targets direct_;                           // callee address -> kind (tracer symbols and PLT stubs)
+  Targets slots_;                            // pointer slot address -> kind (GOT)
+  mutable elf::SegmentCursor cursor_{elf_};
 };
 
 Discovery Discoverer::run() {
@@ -79,84 +153,111 @@ Discovery Discoverer::run() {
               std::string(elf::machine_name(h.machine)) + " not supported yet (e_machine " + std::to_string(h.machine) + "; supported: EM_X86_64)");
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
-  load_funcs();
+  functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
+  if (functions_) func_names_ = reinterpret_cast<const char*>(elf_.section_data(elf_.symbol_strings(*functions_)).data());
+  d_.strings.push_back('\0');  // offset 0: the empty name
   find_tracer_entries();
-  if (const elf::Section* s = elf_.section("__mcount_loc")) {
-    d_.has_records = true;
-    for (u64 a : record(*s)) add_mcount_loc(a);
-  }
-  if (const elf::Section* s = elf_.section("__patchable_function_entries")) {
-    d_.has_records = true;
-    for (u64 a : record(*s)) add_patchable(a);
-  }
+  const elf::Section* mcount_loc = elf_.section("__mcount_loc");
+  const elf::Section* patchable = elf_.section("__patchable_function_entries");
+  d_.has_records = mcount_loc || patchable;
+  if (d_.has_records) load_funcs();
+  if (mcount_loc)
+    for (u64 a : record(*mcount_loc)) add_mcount_loc(a);
+  if (patchable)
+    for (u64 a : record(*patchable)) add_patchable(a);
   scan_symbols();
   finish();
   return std::move(d_);
 }
 
-void Discoverer::load_funcs() {
-  const elf::Section* tab = elf_.symtab();
-  if (!tab) tab = elf_.dynsym();
-  loaded_ = tab;
-  if (!tab) return;
-  d_.names = elf_.section_data(elf_.sections()[tab->link]);
-  const u64 n = elf_.symbol_count(*tab);
-  std::vector<Func>& fs = d_.funcs;
-  fs.reserve(n);
+// Calls f(symbol, name) for each defined STT_FUNC or STT_NOTYPE symbol with a value, `name` pointing
+// at its NUL-terminated name. In a string table that ends with a NUL every offset inside it starts a
+// terminated string, so names need no search for their end; otherwise each one is checked (and a bad
+// one reported, naming the field).
+//
+// With `prefetch_code`, the first bytes of the function a few symbols ahead are prefetched: symbols
+// are in no address order, so each function's code is a cache miss, and overlapping the misses
+// halved the time of the scan.
+template <class F>
+void Discoverer::for_each_code_symbol(const elf::Section& tab, F f, bool prefetch_code) const {
+  auto strings = elf_.section_data(elf_.symbol_strings(tab));
+  const auto* names = reinterpret_cast<const char*>(strings.data());
+  const bool terminated = !strings.empty() && strings.back() == 0;
+  const u64 n = elf_.symbol_count(tab);
+  constexpr u64 ahead = 16;
   for (u64 i = 0; i < n; i++) {
-    elf::Symbol s = elf_.symbol(*tab, i);
-    if (s.shndx == SHN_UNDEF || s.value == 0) continue;
-    if (s.type == STT_FUNC || s.type == STT_NOTYPE)
-      if (auto k = tracer_kind(s.name)) direct_[s.value] = *k;
-    if (s.type != STT_FUNC) continue;
-    auto name_off = static_cast<u32>(s.name.data() - reinterpret_cast<const char*>(d_.names.data()));
-    if (name_off & local_bit) continue;  // a 2 GiB string table: not from a real linker
-    auto size = static_cast<u32>(std::min<u64>(s.size, UINT32_MAX));
-    fs.push_back(Func{s.value, size, name_off | (s.bind == STB_LOCAL ? local_bit : 0)});
+    if (prefetch_code && i + ahead < n) {
+      u64 v = elf_.symbol_fields(tab, i + ahead).value;
+      if (const elf::Segment* seg = cursor_.last(); seg && v >= seg->vaddr && v - seg->vaddr < seg->filesz)
+        __builtin_prefetch(elf_.bytes().data() + seg->offset + (v - seg->vaddr));
+    }
+    elf::Symbol s = elf_.symbol_fields(tab, i);
+    if (s.shndx == SHN_UNDEF || s.value == 0 || (s.type != STT_FUNC && s.type != STT_NOTYPE)) continue;
+    if (!terminated || s.name_offset >= strings.size()) elf_.symbol(tab, i);  // throws
+    f(s, names + s.name_offset);
   }
-  auto before = [](const Func& a, const Func& b) { return a.addr != b.addr ? a.addr < b.addr : (a.name & local_bit) < (b.name & local_bit); };
-  if (!std::is_sorted(fs.begin(), fs.end(), before)) sort_funcs(fs);
-  // One function per address, the global name first; then drop the sort key.
-  fs.erase(std::unique(fs.begin(), fs.end(), [](const Func& a, const Func& b) { return a.addr == b.addr; }), fs.end());
-  for (Func& f : fs) f.name &= ~local_bit;
-  d_.has_symbols = !d_.funcs.empty();
 }
 
 // mcount/__fentry__ can be reached three ways: directly (static binaries, where ld may also relax
 // `call *GOT` into `addr32 call`), through a PLT stub (non-PIE), or through a GOT slot (PIE, `ff 15`).
 void Discoverer::find_tracer_entries() {
   for (const elf::Section* tab : {elf_.symtab(), elf_.dynsym()}) {
-    if (!tab || tab == loaded_) continue;  // load_funcs() has seen that table's tracer symbols
-    const u64 n = elf_.symbol_count(*tab);
-    for (u64 i = 0; i < n; i++) {
-      elf::Symbol s = elf_.symbol(*tab, i);
-      if (s.shndx == SHN_UNDEF || s.value == 0 || (s.type != STT_FUNC && s.type != STT_NOTYPE)) continue;
-      if (auto k = tracer_kind(s.name)) direct_[s.value] = *k;
-    }
+    if (!tab) continue;
+    for_each_code_symbol(*tab, [&](const elf::Symbol& s, const char* name) {
+      if (auto k = tracer_kind(name)) direct_.add(s.value, *k);
+      if (tab == functions_ && s.type == STT_FUNC) d_.has_symbols = true;
+    });
   }
+  direct_.seal();
   for (const elf::Section& rel : elf_.sections()) {
     if (rel.type != SHT_RELA && rel.type != SHT_REL) continue;
     if (!(rel.flags & SHF_ALLOC)) continue;  // only dynamic relocations describe final slots
     const elf::Section& symtab = elf_.sections()[rel.link];
     bool has_syms = symtab.type == SHT_DYNSYM || symtab.type == SHT_SYMTAB;
     const u64 n = elf_.reloc_count(rel);
+    const u64 nsyms = has_syms ? elf_.symbol_count(symtab) : 0;
     for (u64 i = 0; i < n; i++) {
       elf::Reloc r = elf_.reloc(rel, i);
       if (r.type == R_X86_64_RELATIVE) {  // static-pie: a GOT slot holding a defined tracer's address
         if (direct_.empty()) continue;
-        if (auto it = direct_.find(static_cast<u64>(r.addend)); it != direct_.end()) slots_[r.offset] = it->second;
-      } else if (has_syms && r.sym != 0 && r.sym < elf_.symbol_count(symtab)) {
-        if (auto k = tracer_kind(elf_.symbol(symtab, r.sym).name)) slots_[r.offset] = *k;
+        if (auto k = direct_.find(static_cast<u64>(r.addend))) slots_.add(r.offset, *k);
+      } else if (r.sym != 0 && r.sym < nsyms) {
+        if (auto k = tracer_kind(elf_.symbol(symtab, r.sym).name)) slots_.add(r.offset, *k);
       }
     }
   }
+  slots_.seal();
   for (const elf::Section& s : elf_.sections()) {
     if (s.name != ".plt" && s.name != ".plt.sec" && s.name != ".plt.got") continue;
     auto b = elf_.section_data(s);
     for (u64 at = 0; at + 6 <= b.size(); at += 8)
       if (auto slot = arch::plt_slot(b.subspan(at, std::min<u64>(16, b.size() - at)), s.addr + at))
-        if (auto it = slots_.find(*slot); it != slots_.end()) direct_[s.addr + at] = it->second;
+        if (auto k = slots_.find(*slot)) direct_.add(s.addr + at, *k);
   }
+  direct_.seal();
+}
+
+// The function list record sections need (func_at): sorted by address, one per address, the global
+// name where a local one shares its address.
+void Discoverer::load_funcs() {
+  if (!functions_) return;
+  funcs_.reserve(elf_.symbol_count(*functions_));
+  for_each_code_symbol(*functions_, [&](const elf::Symbol& s, const char*) {
+    if (s.type != STT_FUNC || (s.name_offset & local_bit)) return;  // local_bit: a 2 GiB string table, not from a linker
+    auto size = static_cast<u32>(std::min<u64>(s.size, UINT32_MAX));
+    funcs_.push_back(Func{s.value, size, s.name_offset | (s.bind == STB_LOCAL ? local_bit : 0)});
+  });
+  sort_by_address(funcs_, [](const Func& f) { return (f.name & local_bit) != 0; });
+  funcs_.erase(std::unique(funcs_.begin(), funcs_.end(), [](const Func& a, const Func& b) { return a.addr == b.addr; }), funcs_.end());
+  for (Func& f : funcs_) f.name &= ~local_bit;
+}
+
+u32 Discoverer::add_name(const char* name) {
+  const size_t n = std::strlen(name);
+  if (n == 0 || d_.strings.size() + n + 1 > UINT32_MAX) return 0;
+  auto off = static_cast<u32>(d_.strings.size());
+  d_.strings.insert(d_.strings.end(), name, name + n + 1);
+  return off;
 }
 
 // A record section holds one pointer per site. In a PIE the linker also emits an R_X86_64_RELATIVE
@@ -185,14 +286,6 @@ std::vector<u64> Discoverer::record(const elf::Section& s) const {
   return out;
 }
 
-const elf::Segment* Discoverer::segment(u64 addr, u64 len) const {
-  // Sites cluster in one text segment: try the last hit before searching.
-  if (last_ && addr >= last_->vaddr && addr - last_->vaddr <= last_->filesz && len <= last_->filesz - (addr - last_->vaddr)) return last_;
-  const elf::Segment* s = elf_.load_segment_for(addr, len);
-  if (s) last_ = s;
-  return s;
-}
-
 bool Discoverer::executable(u64 addr, u64 len) const {
   const elf::Segment* s = segment(addr, len);
   return s && (s->flags & PF_X);
@@ -209,15 +302,19 @@ std::span<const u8> Discoverer::code(u64 addr, u64 len) const {
   return elf_.bytes().subspan(s->offset + (addr - s->vaddr), len);
 }
 
-std::optional<SiteKind> Discoverer::classify_call(const arch::Call& c) const {
-  const auto& m = c.indirect ? slots_ : direct_;
-  if (auto it = m.find(c.target); it != m.end()) return it->second;
-  return std::nullopt;
+std::optional<SiteKind> Discoverer::classify_call(const arch::Call& c) const { return (c.indirect ? slots_ : direct_).find(c.target); }
+
+const Func* Discoverer::func_at(u64 addr) const {
+  auto it = std::upper_bound(funcs_.begin(), funcs_.end(), addr, [](u64 a, const Func& f) { return a < f.addr; });
+  if (it == funcs_.begin()) return nullptr;
+  --it;
+  if (addr >= it->addr + std::max<u64>(it->size, 1)) return nullptr;
+  return &*it;
 }
 
 const Func* Discoverer::func_at_or_after(u64 addr, u64 within) const {
-  auto it = std::lower_bound(d_.funcs.begin(), d_.funcs.end(), addr, [](const Func& f, u64 a) { return f.addr < a; });
-  if (it == d_.funcs.end() || it->addr > addr + within) return nullptr;
+  auto it = std::lower_bound(funcs_.begin(), funcs_.end(), addr, [](const Func& f, u64 a) { return f.addr < a; });
+  if (it == funcs_.end() || it->addr > addr + within) return nullptr;
   return &*it;
 }
 
@@ -225,7 +322,7 @@ void Discoverer::add_mcount_loc(u64 addr) {
   Site s(addr, SiteKind::fentry, Source::mcount_loc);
   if (!executable(addr, 1)) {
     s.set_skip(Skip::not_in_text);
-    d_.sites.push_back(s);
+    push_record_site(s);
     return;
   }
   auto b = code(addr, std::min<u64>(X86_64::max_insn, code_size(addr)));
@@ -236,13 +333,13 @@ void Discoverer::add_mcount_loc(u64 addr) {
   } else if (unsigned n = arch::nop_length(b); n == 5 || n == 6) {
     // -mnop-mcount: the site is a nop already; at the entry (or after endbr64) it is an fentry site.
     s.len = n;
-    const Func* f = d_.func_at(addr);
+    const Func* f = func_at(addr);
     bool entry = f && (f->addr == addr || (f->addr + 4 == addr && arch::is_endbr64(code(f->addr, 4))));
     s.kind = entry ? SiteKind::fentry : SiteKind::mcount;
   } else {
     s.set_skip(Skip::unrecognized);
   }
-  d_.sites.push_back(s);
+  push_record_site(s);
 }
 
 // A pad is M nops before the function symbol and N-M after it (after endbr64 when there is one); gcc
@@ -251,18 +348,18 @@ void Discoverer::add_patchable(u64 addr) {
   Site s(addr, SiteKind::patchable, Source::patchable_entries);
   if (!executable(addr, 1)) {
     s.set_skip(Skip::not_in_text);
-    d_.sites.push_back(s);
+    push_record_site(s);
     return;
   }
   auto pad_code = code(addr, std::min<u64>(64, code_size(addr)));
   u64 entry = addr;
-  const Func* inside = d_.func_at(addr);
+  const Func* inside = func_at(addr);
   if (const Func* f = inside ? nullptr : func_at_or_after(addr, 32); f && f->addr > addr) {
     for (u64 at = 0; at < f->addr - addr;) {  // the M bytes before the symbol must be nops
       unsigned n = arch::nop_length(pad_code.subspan(at));
       if (n == 0 || at + n > f->addr - addr) {
         s.set_skip(Skip::unrecognized);
-        d_.sites.push_back(s);
+        push_record_site(s);
         return;
       }
       at += n;
@@ -287,47 +384,49 @@ void Discoverer::add_patchable(u64 addr) {
     s.len = len == 6 ? 6 : 5;
     s.pad_rest = static_cast<u8>(len - s.len);
   }
-  d_.sites.push_back(s);
+  push_record_site(s);
 }
 
+// Functions are scanned in symbol table order, which reads the symbol and string tables front to
+// back; finish() sorts the sites. An alias (two symbols at one address) yields its site twice, and
+// finish() keeps the one with the global name.
 void Discoverer::scan_symbols() {
-  if (direct_.empty() && slots_.empty()) return;  // nothing to call: no -pg code in this binary
+  if (!functions_ || (direct_.empty() && slots_.empty())) return;  // nothing to call: no -pg code in this binary
   std::vector<u64> covered;  // sites from records, which the scan must not find again
   covered.reserve(d_.sites.size());
   for (const Site& s : d_.sites) covered.push_back(s.addr);
   std::sort(covered.begin(), covered.end());
-  d_.sites.reserve(d_.sites.size() + d_.funcs.size());
-  for (const Func& f : d_.funcs) {
-    u64 end = f.addr + std::max<u64>(f.size, 1);
-    auto it = std::lower_bound(covered.begin(), covered.end(), f.addr);
-    if (it != covered.end() && *it < end) continue;  // a record already names this function's site
-    if (!executable(f.addr, 1)) continue;
-    u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.addr)});
-    auto fcode = code(f.addr, limit);
+  d_.sites.reserve(d_.sites.size() + elf_.symbol_count(*functions_));
+  for_each_code_symbol(*functions_, [&](const elf::Symbol& f, const char* name) {
+    if (f.type != STT_FUNC) return;
+    if (!covered.empty()) {
+      u64 end = f.value + std::max<u64>(f.size, 1);
+      auto it = std::lower_bound(covered.begin(), covered.end(), f.value);
+      if (it != covered.end() && *it < end) return;  // a record already names this function's site
+    }
+    if (!executable(f.value, 1)) return;
+    u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.value)});
+    auto fcode = code(f.value, limit);
     std::optional<arch::ScannedCall> sc;
-    if (auto c = arch::match_call(fcode, f.addr)) sc = arch::ScannedCall{f.addr, *c};  // fast path: -mfentry
-    else if (arch::is_endbr64(fcode) && (c = arch::match_call(fcode.subspan(4), f.addr + 4))) sc = arch::ScannedCall{f.addr + 4, *c};
-    else sc = arch::scan_prologue_for_call(fcode, f.addr, limit);
-    if (!sc) continue;
+    if (auto c = arch::match_call(fcode, f.value)) sc = arch::ScannedCall{f.value, *c};  // fast path: -mfentry
+    else if (arch::is_endbr64(fcode) && (c = arch::match_call(fcode.subspan(4), f.value + 4))) sc = arch::ScannedCall{f.value + 4, *c};
+    else sc = arch::scan_prologue_for_call(fcode, f.value, limit);
+    if (!sc) return;
     auto k = classify_call(sc->call);
-    if (!k) continue;  // an ordinary call early in the function: not a site
+    if (!k) return;  // an ordinary call early in the function: not a site
     Site& s = d_.sites.emplace_back(sc->addr, *k, Source::symbols);
-    s.func = static_cast<u32>(&f - d_.funcs.data());
     s.len = static_cast<u8>(sc->call.len);
-  }
+    s.set_local(f.bind == STB_LOCAL);
+    s.name = add_name(name);
+  }, /*prefetch_code=*/true);
 }
 
 void Discoverer::finish() {
   auto& v = d_.sites;
-  auto by_addr = [](const Site& a, const Site& b) { return a.addr < b.addr; };
-  if (!std::is_sorted(v.begin(), v.end(), by_addr)) std::stable_sort(v.begin(), v.end(), by_addr);
+  sort_by_address(v, [](const Site& s) { return s.local(); });
   v.erase(std::unique(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr == b.addr; }), v.end());
   u64 end = 0;
   for (Site& s : v) {
-    if (s.source() != Source::symbols) {  // the scan knows its function already
-      const Func* f = d_.func_at(s.addr);
-      s.func = f ? static_cast<u32>(f - d_.funcs.data()) : UINT32_MAX;
-    }
     if (!s.prepared()) continue;
     if (s.addr < end) {
       s.set_skip(Skip::overlaps);
@@ -361,16 +460,8 @@ std::string_view skip_reason(Skip s) {
 }
 
 std::string_view Discovery::func_name(const Site& s) const {
-  if (s.func >= funcs.size()) return {};
-  return {reinterpret_cast<const char*>(names.data()) + funcs[s.func].name};
-}
-
-const Func* Discovery::func_at(u64 addr) const {
-  auto it = std::upper_bound(funcs.begin(), funcs.end(), addr, [](u64 a, const Func& f) { return a < f.addr; });
-  if (it == funcs.begin()) return nullptr;
-  --it;
-  if (addr >= it->addr + std::max<u64>(it->size, 1)) return nullptr;
-  return &*it;
+  if (s.name == 0 || s.name >= strings.size()) return {};
+  return {strings.data() + s.name};  // NUL-terminated: see add_name
 }
 
 Discovery discover(const elf::Elf& elf) { return Discoverer(elf).run(); }

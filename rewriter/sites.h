@@ -34,7 +34,7 @@ std::string_view skip_reason(Skip s);
 // 16 bytes: the preparer holds one per site, and its memory target is 64 bytes per site in all.
 struct Site {
   u64 addr = 0;
-  u32 func = UINT32_MAX;  // index into Discovery::funcs, or none
+  u32 name = 0;           // the function's name: an offset into Discovery::strings; 0 for none
   u8 len = 0;             // bytes of the one instruction the site becomes
   u8 pad_rest = 0;        // patchable pads: nop bytes after the site, made one permanent nop
   SiteKind kind = SiteKind::fentry;
@@ -42,30 +42,29 @@ struct Site {
   Site() = default;
   Site(u64 a, SiteKind k, Source src) : addr(a), kind(k), bits_(static_cast<u8>(src)) {}
   Source source() const { return static_cast<Source>(bits_ & 3); }
-  Skip skip() const { return static_cast<Skip>(bits_ >> 2); }
-  void set_skip(Skip s) { bits_ = static_cast<u8>((bits_ & 3) | (static_cast<u8>(s) << 2)); }
+  Skip skip() const { return static_cast<Skip>((bits_ >> 2) & 7); }
+  void set_skip(Skip s) { bits_ = static_cast<u8>((bits_ & (3 | local_flag)) | (static_cast<u8>(s) << 2)); }
   bool prepared() const { return skip() == Skip::none; }
+  // Found through a local symbol: where a global one names the same address, its site is kept.
+  bool local() const { return bits_ & local_flag; }
+  void set_local(bool l) { bits_ = static_cast<u8>((bits_ & ~local_flag) | (l ? local_flag : 0)); }
 
  private:
-  u8 bits_ = 0;  // Source in bits 0-1, Skip above
+  static constexpr u8 local_flag = 0x80;
+  u8 bits_ = 0;  // Source in bits 0-1, Skip in bits 2-4, local_flag
 };
 static_assert(sizeof(Site) == 16);
 
-struct Func {
-  u64 addr = 0;
-  u32 size = 0;
-  u32 name = 0;  // offset into Discovery::names' string table
-};
-
 struct Discovery {
-  std::vector<Site> sites;  // sorted by address
-  std::vector<Func> funcs;  // sorted by address, one per address
-  std::span<const u8> names;  // the string table Func::name points into
-  bool has_symbols = false;  // any defined function symbol
+  std::vector<Site> sites;    // sorted by address
+  // The sites' function names, NUL-terminated, starting with the empty name: laid out as the
+  // __patch_sites string table, so Site::name is the table's name offset. Names of sites that were
+  // dropped as duplicates (aliases) stay in it, unreferenced.
+  std::vector<char> strings;
+  bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
 
-  std::string_view func_name(const Site& s) const;
-  const Func* func_at(u64 addr) const;  // the function containing addr
+  std::string_view func_name(const Site& s) const;  // empty when the site is in no known function
 };
 
 // Throws InputError for an unsupported ISA ("EM_AARCH64 not supported yet") or malformed tables.

@@ -18,9 +18,14 @@ std::string_view Table::name(const TableEntry& e) const {
   return {strings.data() + e.name};
 }
 
-TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, u64 strings_size)
-    : c_(c), count_(count), str_off_(table_header_size + count * table_entry_size) {
-  b_.resize(str_off_ + 1 + strings_size);  // the string table starts with the empty name
+TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings)
+    : c_(c), count_(count), str_size_(strings.size()) {
+  if (strings.empty() || strings.front() != 0 || strings.back() != 0)
+    throw std::logic_error("TableBuilder: the string table must start and end with a NUL");
+  const u64 str_off = table_header_size + count * table_entry_size;
+  // Every byte is written below or by add(): no need to zero the entries first.
+  b_.reserve(str_off + strings.size());
+  b_.resize(table_header_size);
   std::memcpy(b_.data(), table_magic, 8);
   c_.put(b_, 8, 2, table_version);
   c_.put(b_, 10, 2, machine);
@@ -28,30 +33,28 @@ TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 coun
   c_.put(b_, 14, 2, table_entry_size);
   c_.put(b_, 16, 4, count);
   c_.put(b_, 20, 4, flags);
-  c_.put(b_, 24, 4, str_off_);
-  c_.put(b_, 28, 4, 1 + strings_size);
+  c_.put(b_, 24, 4, str_off);
+  c_.put(b_, 28, 4, strings.size());
+  std::memset(b_.data() + 32, 0, table_header_size - 32);  // reserved
+  strings_ = strings;
 }
 
-void TableBuilder::add(TableEntry e, std::string_view name) {
-  if (added_ == count_ || str_off_ + str_end_ + name.size() + (name.empty() ? 0 : 1) > b_.size())
-    throw std::logic_error("TableBuilder: more entries or names than announced");
-  e.name = 0;
-  if (!name.empty()) {
-    e.name = static_cast<u32>(str_end_);
-    std::memcpy(b_.data() + str_off_ + str_end_, name.data(), name.size());  // NUL: already zero
-    str_end_ += name.size() + 1;
-  }
-  u64 at = table_header_size + added_++ * table_entry_size;
-  c_.put(b_, at, 8, e.addr);
-  c_.put(b_, at + 8, 4, e.name);
-  b_[at + 12] = static_cast<u8>(e.kind);
-  b_[at + 13] = e.length;
-  b_[at + 14] = static_cast<u8>(e.call_form);
-  b_[at + 15] = e.flags;
+void TableBuilder::add(const TableEntry& e) {
+  if (added_ == count_ || e.name >= str_size_) throw std::logic_error("TableBuilder: more entries than announced, or a name outside the strings");
+  u8 entry[table_entry_size];
+  c_.put(entry, 0, 8, e.addr);
+  c_.put(entry, 8, 4, e.name);
+  entry[12] = static_cast<u8>(e.kind);
+  entry[13] = e.length;
+  entry[14] = static_cast<u8>(e.call_form);
+  entry[15] = e.flags;
+  b_.insert(b_.end(), entry, entry + table_entry_size);  // within the reserved capacity
+  added_++;
 }
 
 std::vector<u8> TableBuilder::finish() {
-  if (added_ != count_ || str_off_ + str_end_ != b_.size()) throw std::logic_error("TableBuilder: fewer entries or names than announced");
+  if (added_ != count_) throw std::logic_error("TableBuilder: fewer entries than announced");
+  b_.insert(b_.end(), reinterpret_cast<const u8*>(strings_.data()), reinterpret_cast<const u8*>(strings_.data()) + strings_.size());
   return std::move(b_);
 }
 
@@ -64,11 +67,8 @@ u8 site_flags(u64 addr, unsigned len, std::span<const u8> preceding) {
 }
 
 std::vector<u8> encode_table(const Table& t, const elf::Codec& c) {
-  u64 strings = 0;
-  for (const TableEntry& e : t.entries)
-    if (!t.name(e).empty()) strings += t.name(e).size() + 1;
-  TableBuilder b(c, t.machine, t.flags, t.entries.size(), strings);
-  for (const TableEntry& e : t.entries) b.add(e, t.name(e));
+  TableBuilder b(c, t.machine, t.flags, t.entries.size(), t.strings);
+  for (const TableEntry& e : t.entries) b.add(e);
   return b.finish();
 }
 

@@ -46,17 +46,19 @@ struct Table {
 };
 
 // Writes a table straight into its final bytes, one entry at a time (the preparer's path: no
-// intermediate copy of 100k entries). Entries must come in address order.
+// intermediate copy of 100k entries). `strings` is the string table as stored: it starts and ends with
+// a NUL, and entries' `name` fields are offsets into it. Entries must come in address order.
 class TableBuilder {
  public:
-  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, u64 strings_size);
-  void add(TableEntry e, std::string_view name);  // e.name is assigned here
-  std::vector<u8> finish();                       // throws std::logic_error if counts were wrong
+  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings);
+  void add(const TableEntry& e);  // throws std::logic_error past `count` or for a name outside `strings`
+  std::vector<u8> finish();       // throws std::logic_error if fewer than `count` were added
 
  private:
   elf::Codec c_;
   std::vector<u8> b_;
-  u64 count_, added_ = 0, str_off_, str_end_ = 1;
+  std::span<const char> strings_;
+  u64 count_, added_ = 0, str_size_;
 };
 
 // Flags of the site at `addr` of `len` bytes: word/line crossings; `after_endbr` from `preceding`,

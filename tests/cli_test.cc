@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "support.h"
@@ -93,6 +94,30 @@ TEST(Cli, MismatchedSiteIsSkippedAndReported) {
       EXPECT_EQ(s["address"], victim["address"]);
     }
   EXPECT_EQ(skipped, 1u);
+}
+
+// A local function with a global alias is one function with two symbols, one site: it is listed
+// once, under the global name, whether the site comes from the symbol scan (symbol table order, where
+// the two symbols are far apart) or from __mcount_loc.
+TEST(Cli, AliasIsOneSiteNamedByItsGlobalSymbol) {
+  TempDir d;
+  write_file(d / "alias.c",
+             "static __attribute__((noinline)) int impl(int x) { return x * 3; }\n"
+             "int pub(int) __attribute__((alias(\"impl\")));\n"
+             "int main(int argc, char** argv) { (void)argv; return pub(argc) == 3 ? 0 : 1; }\n");
+  for (const std::string flags : {"-mfentry", "-mrecord-mcount"}) {
+    SCOPED_TRACE(flags);
+    Proc cc = run({"gcc", "-O1", "-pg", "-mfentry", flags, d / "alias.c", "-o", d / "alias"});
+    ASSERT_EQ(cc.status, 0) << cc.err;
+    Proc pp = prepatch({d / "alias", "-o", d / "alias.out"});
+    ASSERT_EQ(pp.status, 0) << pp.err;
+    auto j = nlohmann::json::parse(prepatch({"sites", d / "alias.out", "--json"}).out);
+    std::map<std::string, int> names;
+    for (const auto& s : j["sites"]) names[s["function"].get<std::string>()]++;
+    EXPECT_EQ(names["pub"], 1) << j.dump();
+    EXPECT_EQ(names.count("impl"), 0u) << j.dump();
+    EXPECT_EQ(run({d / "alias.out"}).status, 0);
+  }
 }
 
 }  // namespace
