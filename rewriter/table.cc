@@ -23,9 +23,7 @@ TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 coun
   if (strings.empty() || strings.front() != 0 || strings.back() != 0)
     throw std::logic_error("TableBuilder: the string table must start and end with a NUL");
   const u64 str_off = table_header_size + count * table_entry_size;
-  // Every byte is written below or by add(): no need to zero the entries first.
-  b_.reserve(str_off + strings.size());
-  b_.resize(table_header_size);
+  b_.resize(str_off + strings.size());
   std::memcpy(b_.data(), table_magic, 8);
   c_.put(b_, 8, 2, table_version);
   c_.put(b_, 10, 2, machine);
@@ -35,26 +33,11 @@ TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 coun
   c_.put(b_, 20, 4, flags);
   c_.put(b_, 24, 4, str_off);
   c_.put(b_, 28, 4, strings.size());
-  std::memset(b_.data() + 32, 0, table_header_size - 32);  // reserved
-  strings_ = strings;
-}
-
-void TableBuilder::add(const TableEntry& e) {
-  if (added_ == count_ || e.name >= str_size_) throw std::logic_error("TableBuilder: more entries than announced, or a name outside the strings");
-  u8 entry[table_entry_size];
-  c_.put(entry, 0, 8, e.addr);
-  c_.put(entry, 8, 4, e.name);
-  entry[12] = static_cast<u8>(e.kind);
-  entry[13] = e.length;
-  entry[14] = static_cast<u8>(e.call_form);
-  entry[15] = e.flags;
-  b_.insert(b_.end(), entry, entry + table_entry_size);  // within the reserved capacity
-  added_++;
+  std::memcpy(b_.data() + str_off, strings.data(), strings.size());
 }
 
 std::vector<u8> TableBuilder::finish() {
   if (added_ != count_) throw std::logic_error("TableBuilder: fewer entries than announced");
-  b_.insert(b_.end(), reinterpret_cast<const u8*>(strings_.data()), reinterpret_cast<const u8*>(strings_.data()) + strings_.size());
   return std::move(b_);
 }
 

@@ -3,6 +3,7 @@
 // Multi-byte fields are in the ELF file's byte order.
 #pragma once
 #include <optional>
+#include <stdexcept>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -51,13 +52,22 @@ struct Table {
 class TableBuilder {
  public:
   TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings);
-  void add(const TableEntry& e);  // throws std::logic_error past `count` or for a name outside `strings`
+  // Throws std::logic_error past `count` or for a name outside `strings`. Inline: called per site.
+  void add(const TableEntry& e) {
+    if (added_ == count_ || e.name >= str_size_) throw std::logic_error("TableBuilder: more entries than announced, or a name outside the strings");
+    std::span<u8> entry(b_.data() + table_header_size + added_++ * table_entry_size, table_entry_size);
+    c_.put(entry, 0, 8, e.addr);
+    c_.put(entry, 8, 4, e.name);
+    entry[12] = static_cast<u8>(e.kind);
+    entry[13] = e.length;
+    entry[14] = static_cast<u8>(e.call_form);
+    entry[15] = e.flags;
+  }
   std::vector<u8> finish();       // throws std::logic_error if fewer than `count` were added
 
  private:
   elf::Codec c_;
   std::vector<u8> b_;
-  std::span<const char> strings_;
   u64 count_, added_ = 0, str_size_;
 };
 
