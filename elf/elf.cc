@@ -202,8 +202,9 @@ const Section& Elf::symbol_strings(const Section& symtab) const {
 }
 
 Symbol Elf::symbol(const Section& symtab, u64 i) const {
+  const SymLayout& y = layout_for(codec_.is64).sym;
   Symbol s = symbol_fields(symtab, i);
-  s.name = string_at(symbol_strings(symtab), s.name_offset, symtab.offset + i * layout_for(codec_.is64).sym.size + layout_for(codec_.is64).sym.name.off);
+  s.name = string_at(symbol_strings(symtab), s.name_offset, symtab.offset + i * y.size + y.name.off);
   return s;
 }
 

@@ -69,7 +69,6 @@ class Writer {
   std::vector<u32> spare_phdr_slots() const;
   u64 next_vaddr() const;
   u64 max_load_align() const;
-  std::vector<u8> headers(u64 shstr_off, u64 shoff) const;
   void emit_phdrs(std::span<u8> ehdr_phdrs) const;
   std::vector<u8> section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehdr) const;
 

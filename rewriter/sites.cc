@@ -296,11 +296,7 @@ u64 Discoverer::code_size(u64 addr) const {
   return s ? s->vaddr + s->filesz - addr : 0;
 }
 
-std::span<const u8> Discoverer::code(u64 addr, u64 len) const {
-  const elf::Segment* s = segment(addr, len);
-  if (!s) return {};
-  return elf_.bytes().subspan(s->offset + (addr - s->vaddr), len);
-}
+std::span<const u8> Discoverer::code(u64 addr, u64 len) const { return cursor_.bytes(addr, len); }
 
 std::optional<SiteKind> Discoverer::classify_call(const arch::Call& c) const { return (c.indirect ? slots_ : direct_).find(c.target); }
 

@@ -63,7 +63,7 @@ class TableBuilder {
     entry[14] = static_cast<u8>(e.call_form);
     entry[15] = e.flags;
   }
-  std::vector<u8> finish();       // throws std::logic_error if fewer than `count` were added
+  std::vector<u8> finish();  // throws std::logic_error if fewer than `count` were added
 
  private:
   elf::Codec c_;
