@@ -21,6 +21,17 @@ std::string hex(u64 v) {
   return buf;
 }
 
+std::string hex_bytes(std::span<const u8> b) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s;
+  for (u8 x : b) {
+    if (!s.empty()) s += ' ';
+    s += digits[x >> 4];
+    s += digits[x & 15];
+  }
+  return s;
+}
+
 MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
   int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw IoError(path_ + ": cannot open for reading: " + std::strerror(errno));

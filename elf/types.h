@@ -1,16 +1,12 @@
 // Fixed-width aliases and the one error type the lower layers throw.
 #pragma once
-#include <cstdint>
+#include "elf/ints.h"
+#include <span>
 #include <stdexcept>
 #include <string>
 
 namespace prepatch {
 
-using u8 = std::uint8_t;
-using u16 = std::uint16_t;
-using u32 = std::uint32_t;
-using u64 = std::uint64_t;
-using i64 = std::int64_t;
 
 // A structural problem with an input file: names the file, the file offset and what was expected.
 // The ELF reader throws it from deep inside bounds checks; the CLI catches it at the top and maps it to
@@ -35,5 +31,7 @@ class IoError : public std::runtime_error {
 };
 
 std::string hex(u64 v);
+// "0f 1f 44 00 00": bytes in messages and diagrams.
+std::string hex_bytes(std::span<const u8> b);
 
 }  // namespace prepatch

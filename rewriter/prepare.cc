@@ -10,17 +10,6 @@ namespace prepatch {
 
 namespace {
 
-std::string hex_bytes(std::span<const u8> b) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  for (u8 x : b) {
-    if (!s.empty()) s += ' ';
-    s += digits[x >> 4];
-    s += digits[x & 15];
-  }
-  return s;
-}
-
 std::string state_of(std::span<const u8> b, unsigned len) {
   if (b.size() < len) return "other";
   if (arch::nop_length(b) == len) return "nop";

@@ -1,0 +1,15 @@
+// Fixed-width integer aliases, freestanding (<cstdint> only): the shim includes them through
+// arch/plan.h, where no hosted library exists.
+#pragma once
+#include <cstdint>
+
+namespace prepatch {
+
+using u8 = std::uint8_t;
+using u16 = std::uint16_t;
+using u32 = std::uint32_t;
+using u64 = std::uint64_t;
+using i8 = std::int8_t;
+using i64 = std::int64_t;
+
+}  // namespace prepatch
