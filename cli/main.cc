@@ -2,9 +2,11 @@
 // the documented exit codes (README.md, "Exit codes"). No logic of its own beyond presentation.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <optional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "arch/describe.h"
 #include "elf/mapped_file.h"
 #include "rewriter/prepare.h"
 
@@ -65,6 +67,55 @@ int run_sites(const std::string& path, bool json) {
   return ok;
 }
 
+struct PlanArgs {
+  std::string arch, kind;
+  unsigned length = 5;
+  std::string at, target;
+  bool off = false, markdown = false;
+};
+
+std::optional<u64> parse_address(const std::string& s) {
+  size_t used = 0;
+  u64 v = 0;
+  try {
+    v = std::stoull(s, &used, 0);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != s.size()) return std::nullopt;
+  return v;
+}
+
+int run_plan(const PlanArgs& a) {
+  if (a.markdown) {
+    std::cout << arch::protocols_markdown();
+    return ok;
+  }
+  auto isa = arch::isa_by_name(a.arch);
+  auto kind = arch::kind_by_name(a.kind);
+  if (!isa || !kind) {
+    std::cerr << "prepatch plan: --arch must be one of x86-64, aarch64, ppc64le, riscv64, thumb2 and --site-kind one of "
+                 "fentry, mcount, patchable (see --help)\n";
+    return usage;
+  }
+  auto at = a.at.empty() ? arch::example_site_address(*isa) : parse_address(a.at);
+  auto target = a.target.empty() ? (at ? std::optional(*at + 0x1000) : std::nullopt) : parse_address(a.target);
+  if (!at || !target) {
+    std::cerr << "prepatch plan: expected an address such as 0x401006, got \"" << (at ? a.target : a.at) << "\"\n";
+    return usage;
+  }
+  auto site = arch::site_form(*isa, *kind, *at, *target, a.length);
+  if (!site) {
+    std::cerr << "prepatch plan: no " << a.kind << " site of " << a.arch << (*isa == arch::Isa::x86_64 ? " (length " + std::to_string(a.length) + ")" : "")
+              << " at " << hex(*at) << " calling " << hex(*target)
+              << ": the ISA has no such site kind, the address is not instruction-aligned, the length is not 5 or 6 (x86-64), "
+                 "or the target is out of the call's reach\n";
+    return usage;
+  }
+  std::cout << arch::describe_plan(*isa, *kind, arch::plan_for(*isa, *at), *site, !a.off);
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -87,6 +138,17 @@ int main(int argc, char** argv) {
   bool json = false;
   sites->add_option("file", sites_file, "ELF file")->required();
   sites->add_flag("--json", json, "print JSON instead of a table");
+
+  CLI::App* plan = app.add_subcommand("plan", "print the plan that switches a site of one ISA and kind on or off, the states it\n"
+                                              "passes through, and the plan checker's verdict for that site");
+  PlanArgs pa;
+  plan->add_option("--arch", pa.arch, "x86-64, aarch64, ppc64le, riscv64 or thumb2");
+  plan->add_option("--site-kind", pa.kind, "fentry (x86-64 only), mcount or patchable");
+  plan->add_option("--length", pa.length, "x86-64: the site's length, 5 or 6")->capture_default_str();
+  plan->add_option("--at", pa.at, "address of the toggled instruction (default: one straddling an 8-byte word)");
+  plan->add_option("--target", pa.target, "address the call form calls (default: --at + 0x1000)");
+  plan->add_flag("--off", pa.off, "show switching the site off instead of on");
+  plan->add_flag("--markdown", pa.markdown, "print the generated part of docs/PROTOCOLS.md (every ISA; runs the full check)");
   app.require_subcommand(0, 1);
 
   try {
@@ -101,6 +163,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (sites->parsed()) return run_sites(sites_file, json);
+    if (plan->parsed()) return run_plan(pa);
     if (in.empty() || out.empty()) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";
       return usage;

@@ -4,15 +4,6 @@
 
 namespace prepatch {
 
-std::string_view kind_name(SiteKind k) {
-  switch (k) {
-    case SiteKind::fentry: return "fentry";
-    case SiteKind::mcount: return "mcount";
-    case SiteKind::patchable: return "patchable";
-  }
-  return "?";
-}
-
 std::string_view Table::name(const TableEntry& e) const {
   if (e.name >= strings.size()) return {};
   return {strings.data() + e.name};

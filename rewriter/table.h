@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "arch/isa.h"
 #include "arch/x86_64.h"
 #include "elf/elf.h"
 
@@ -19,8 +20,8 @@ inline constexpr u16 table_header_size = 64;
 inline constexpr u16 table_entry_size = 16;
 inline constexpr std::string_view table_section = "__patch_sites";
 
-enum class SiteKind : u8 { fentry = 1, mcount = 2, patchable = 3 };
-std::string_view kind_name(SiteKind k);
+using arch::SiteKind;  // fentry = 1, mcount = 2, patchable = 3: the table stores these values
+using arch::kind_name;
 
 // Per-site flags (TableEntry::flags).
 inline constexpr u8 site_crosses_word = 1;   // the site's bytes span two aligned 8-byte words

@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   cmake make g++ gcc clang binutils   # the build, and compilers for the test programs
   libzydis-dev                        # x86-64 decoding
-  libcapstone-dev                     # other ISAs (later issues)
+  libcapstone-dev pkg-config          # AArch64, PPC64le and Thumb-2 decoding (the plan checker)
+  binutils-riscv64-linux-gnu          # tests: objdump, the oracle for our own RISC-V decoder
   libcli11-dev                        # command line
   nlohmann-json3-dev                  # `prepatch sites --json`
   libgtest-dev                        # tests

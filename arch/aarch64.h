@@ -1,0 +1,38 @@
+// AArch64: the instructions a site is made of, and why one aligned store may swap them.
+//
+// Branch reach: `bl` takes a signed 26-bit word offset, +-128 MiB from the instruction; the shim's
+// trampolines must sit within that (or be reached through veneers: the AArch64 shim issue decides).
+//
+// What a store can change atomically: every instruction is an aligned 32-bit word, and an aligned
+// 32-bit store is single-copy atomic for instruction fetch. ARMv8's rule for concurrent modification
+// and execution (CMODX, ARM ARM B2.2.5) goes further than atomicity: another core may execute the word
+// while it changes only when both the old and the new instruction are B, BL, NOP, BRK, SVC, HVC, SMC
+// or ISB. NOP <-> BL is on that list, so the plan is one store, then cache maintenance (dc cvau; dsb
+// ish; ic ivau; dsb ish; isb) and a sync of the other cores (membarrier SYNC_CORE).
+//
+// Sites (gcc -pg): `mov x0, x30; bl _mcount` after the prologue, toggled at the `bl`; the `mov` stays.
+// -fpatchable-function-entry=2: `nop; nop`, prepared offline into `mov x9, x30; nop`, toggled at the
+// second slot (the kernel's layout).
+#pragma once
+#include "arch/plan.h"
+
+namespace prepatch::arch::aarch64 {
+
+// clang-format off
+inline constexpr u32 nop        = 0xd503'201f;  // nop
+inline constexpr u32 mov_x0_x30 = 0xaa1e'03e0;  // mov x0, x30      (-pg: _mcount's argument)
+inline constexpr u32 mov_x9_x30 = 0xaa1e'03e9;  // mov x9, x30      (patchable: the return address, kept)
+inline constexpr u32 bl         = 0x9400'0000;  // bl <target>      (imm26 filled in)
+// clang-format on
+
+inline constexpr i64 bl_reach = i64{1} << 27;  // bytes, either way
+
+// `bl target` at `at`; false when out of reach or misaligned.
+constexpr bool encode_bl(u64 at, u64 target, u32& out) {
+  const i64 d = static_cast<i64>(target - at);
+  if (d % 4 != 0 || d < -bl_reach || d >= bl_reach) return false;
+  out = bl | (static_cast<u32>(d >> 2) & 0x03ff'ffff);
+  return true;
+}
+
+}  // namespace prepatch::arch::aarch64

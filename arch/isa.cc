@@ -1,0 +1,233 @@
+#include "arch/isa.h"
+
+#include <capstone/capstone.h>
+
+#include <array>
+#include <cstring>
+#include <stdexcept>
+
+#include "arch/aarch64.h"
+#include "arch/ppc64le.h"
+#include "arch/riscv64.h"
+#include "arch/thumb2.h"
+#include "arch/x86_64.h"
+
+namespace prepatch::arch {
+
+namespace {
+
+constexpr SiteKind x86_kinds[] = {SiteKind::fentry, SiteKind::mcount, SiteKind::patchable};
+constexpr SiteKind other_kinds[] = {SiteKind::mcount, SiteKind::patchable};
+
+// clang-format off
+const IsaInfo isas[] = {
+  {Isa::x86_64, "x86-64", 1, 1, false, x86_kinds,
+   "bytes: the Intel SDM (vol. 3A, 9.1.3 \"Handling Self- and Cross-Modifying Code\") promises nothing "
+   "about a fetch that races a store, so another core may see any mix of old and new bytes, even within "
+   "one aligned word",
+   "Intel SDM cross-modifying code: the writer must serialize every core that may execute the code "
+   "(membarrier SYNC_CORE) before it relies on new bytes; a one-byte int3 cannot be seen half written"},
+  {Isa::aarch64, "aarch64", 4, 4, true, other_kinds,
+   "an aligned 32-bit store is single-copy atomic for instruction fetch (ARM ARM B2.2.1)",
+   "ARMv8 CMODX (ARM ARM B2.2.5): B, BL, NOP, BRK, SVC, HVC, SMC and ISB may be swapped while another "
+   "core executes them; then dc cvau, dsb ish, ic ivau, dsb ish, isb, and a sync of the other cores"},
+  {Isa::ppc64le, "ppc64le", 4, 4, false, other_kinds,
+   "an aligned 32-bit store is seen whole by instruction fetch (Power ISA Book II, single-copy "
+   "atomicity; the kernel's patch_instruction relies on it)",
+   "Power ISA Book II instruction storage: store, dcbst, sync, icbi, isync, then a sync of the other "
+   "cores; only the bl toggles, so a thread stopped anywhere in the sequence resumes in a valid one"},
+  {Isa::riscv64, "riscv64", 2, 4, false, other_kinds,
+   "naturally aligned 32-bit instructions are fetched atomically (Ziccif, RVA20/RVA22 profiles); a "
+   "store that is not naturally aligned may be split, even byte by byte by a trap handler",
+   "RISC-V Zifencei/Ziccif: a naturally aligned 32-bit store, then fence.i on every hart "
+   "(membarrier SYNC_CORE or riscv_flush_icache); a 2-byte aligned site goes through c.ebreak"},
+  {Isa::thumb2, "thumb2", 2, 2, false, other_kinds,
+   "aligned halfwords: a 32-bit Thumb instruction is fetched as two halfwords (ARMv7 ARM A3.5.3), "
+   "so another core may see one half old and the other new",
+   "ARMv7 ARM A3.5.4 concurrent modification and execution: BKPT may replace the first halfword; "
+   "the rest is written while every core that reaches the site traps, with a sync after each step"},
+};
+constexpr unsigned x86_lengths[] = {5, 6};
+constexpr unsigned word_length[] = {4};
+// clang-format on
+
+template <class T>
+void put_le(std::vector<u8>& out, T v) {
+  for (unsigned i = 0; i < sizeof(T); i++) out.push_back(static_cast<u8>(v >> (8 * i)));
+}
+
+// Capstone handles, one per ISA, opened once (cs_disasm on a shared handle is safe without details).
+csh capstone(Isa isa) {
+  static const auto handles = [] {
+    std::array<csh, 6> h{};
+    auto open = [&](Isa i, cs_arch a, int mode) {
+      if (cs_open(a, static_cast<cs_mode>(mode), &h[static_cast<size_t>(i)]) != CS_ERR_OK)
+        throw std::runtime_error("capstone: cannot open a decoder for " + std::string(isa_name(i)));
+      cs_option(h[static_cast<size_t>(i)], CS_OPT_DETAIL, CS_OPT_OFF);
+    };
+    open(Isa::aarch64, CS_ARCH_ARM64, CS_MODE_LITTLE_ENDIAN);
+    open(Isa::ppc64le, CS_ARCH_PPC, CS_MODE_64 | CS_MODE_LITTLE_ENDIAN);
+    open(Isa::thumb2, CS_ARCH_ARM, CS_MODE_THUMB | CS_MODE_LITTLE_ENDIAN);
+    return h;
+  }();
+  return handles[static_cast<size_t>(isa)];
+}
+
+Decoded decode_capstone(Isa isa, std::span<const u8> b, u64 addr) {
+  Decoded d;
+  cs_insn* insn = nullptr;
+  if (cs_disasm(capstone(isa), b.data(), b.size(), addr, 1, &insn) != 1) return d;
+  d.len = insn->size;
+  d.valid = true;
+  d.text = std::string(insn->mnemonic) + (insn->op_str[0] ? std::string("\t") + insn->op_str : "");
+  const unsigned id = insn->id;
+  cs_free(insn, 1);
+  switch (isa) {
+    case Isa::aarch64:
+      d.trap = false;  // no shipped AArch64 plan lays a trap; a BRK at a site is not the shim's
+      d.cmodx = id == ARM64_INS_B || id == ARM64_INS_BL || id == ARM64_INS_NOP || id == ARM64_INS_BRK || id == ARM64_INS_SVC ||
+                id == ARM64_INS_HVC || id == ARM64_INS_SMC || id == ARM64_INS_ISB;
+      break;
+    case Isa::thumb2: d.trap = id == ARM_INS_BKPT && d.len == 2 && std::memcmp(b.data(), thumb_bkpt, 2) == 0; break;
+    default: break;
+  }
+  return d;
+}
+
+}  // namespace
+
+const IsaInfo& isa_info(Isa isa) {
+  for (const IsaInfo& i : isas)
+    if (i.isa == isa) return i;
+  throw std::logic_error("isa_info: unknown ISA");
+}
+
+std::string_view isa_name(Isa isa) { return isa_info(isa).name; }
+
+std::optional<Isa> isa_by_name(std::string_view n) {
+  if (n == "x86-64" || n == "x86_64" || n == "amd64") return Isa::x86_64;
+  if (n == "aarch64" || n == "arm64") return Isa::aarch64;
+  if (n == "ppc64le" || n == "ppc64el") return Isa::ppc64le;
+  if (n == "riscv64" || n == "riscv") return Isa::riscv64;
+  if (n == "thumb2" || n == "thumb" || n == "arm") return Isa::thumb2;
+  return std::nullopt;
+}
+
+std::string_view kind_name(SiteKind k) {
+  switch (k) {
+    case SiteKind::fentry: return "fentry";
+    case SiteKind::mcount: return "mcount";
+    case SiteKind::patchable: return "patchable";
+  }
+  return "?";
+}
+
+std::optional<SiteKind> kind_by_name(std::string_view n) {
+  for (SiteKind k : x86_kinds)
+    if (kind_name(k) == n) return k;
+  return std::nullopt;
+}
+
+std::span<const unsigned> site_lengths(Isa isa) {
+  if (isa == Isa::x86_64) return x86_lengths;
+  return word_length;
+}
+
+namespace {
+Decoded decode_any(Isa isa, std::span<const u8> b, u64 addr) {
+  switch (isa) {
+    case Isa::x86_64: {
+      Decoded d;
+      d.text = disassemble(b, addr, &d.len);
+      d.valid = d.len != 0;
+      d.trap = d.len == 1 && b[0] == x86_int3[0];
+      return d;
+    }
+    case Isa::riscv64: {
+      riscv64::Insn i = riscv64::decode(b);
+      Decoded d{i.len, i.valid, false, false, i.text};
+      d.trap = i.len == 2 && std::memcmp(b.data(), riscv_c_ebreak, 2) == 0;
+      return d;
+    }
+    default: return decode_capstone(isa, b, addr);
+  }
+}
+}  // namespace
+
+Decoded decode(Isa isa, std::span<const u8> b, u64 addr) {
+  Decoded d = decode_any(isa, b, addr);
+  for (char& c : d.text)
+    if (c == '\t') c = ' ';
+  return d;
+}
+
+std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, unsigned len) {
+  const IsaInfo& info = isa_info(isa);
+  if (addr % info.insn_align != 0) return std::nullopt;
+  bool known = false;
+  for (SiteKind k : info.kinds) known |= k == kind;
+  if (!known) return std::nullopt;
+  SiteForm f;
+  f.addr = addr;
+  switch (isa) {
+    case Isa::x86_64: {
+      CallForm form = call_form_for_length(len);
+      if (form == CallForm::none) return std::nullopt;
+      auto nop = canonical_nop(len);
+      f.off.assign(nop.begin(), nop.end());
+      f.on.resize(len);
+      if (!encode_call(form, addr, target, f.on)) return std::nullopt;
+      f.context_text = kind == SiteKind::mcount ? "(after push %rbp; mov %rsp,%rbp: not written)" : "";
+      return f;
+    }
+    case Isa::aarch64: {
+      u32 bl;
+      if (!aarch64::encode_bl(addr, target, bl)) return std::nullopt;
+      put_le(f.context, kind == SiteKind::mcount ? aarch64::mov_x0_x30 : aarch64::mov_x9_x30);
+      f.context_text = kind == SiteKind::mcount ? "mov x0, x30" : "mov x9, x30 (written when preparing)";
+      put_le(f.off, aarch64::nop);
+      put_le(f.on, bl);
+      return f;
+    }
+    case Isa::ppc64le: {
+      u32 bl;
+      if (!ppc64le::encode_bl(addr, target, bl)) return std::nullopt;
+      if (kind == SiteKind::mcount) {
+        put_le(f.context, ppc64le::mflr_r0);
+        put_le(f.context, ppc64le::std_r0_16);
+        f.context_text = "mflr r0; std r0, 16(r1)";
+      } else {
+        put_le(f.context, ppc64le::mflr_r0);
+        f.context_text = "mflr r0 (written when preparing)";
+      }
+      put_le(f.off, ppc64le::nop);
+      put_le(f.on, bl);
+      return f;
+    }
+    case Isa::riscv64: {
+      const unsigned link = kind == SiteKind::mcount ? riscv64::ra : riscv64::t0;
+      u32 auipc, jalr;
+      if (!riscv64::encode_call(addr - 4, target, link, auipc, jalr)) return std::nullopt;
+      if (kind == SiteKind::mcount) put_le(f.context, riscv64::c_mv_a0_ra);
+      put_le(f.context, auipc);
+      f.context_text = kind == SiteKind::mcount ? "c.mv a0, ra; auipc ra, hi" : "auipc t0, hi (written when preparing)";
+      put_le(f.off, riscv64::nop);
+      put_le(f.on, jalr);
+      return f;
+    }
+    case Isa::thumb2: {
+      u16 bl[2];
+      if (!thumb2::encode_bl(addr, target, bl)) return std::nullopt;
+      put_le(f.context, thumb2::push_lr);
+      f.context_text = kind == SiteKind::mcount ? "push {lr}" : "push {lr} (written when preparing)";
+      put_le(f.off, thumb2::pop_lr[0]);
+      put_le(f.off, thumb2::pop_lr[1]);
+      put_le(f.on, bl[0]);
+      put_le(f.on, bl[1]);
+      return f;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace prepatch::arch

@@ -1,0 +1,60 @@
+// The five ISAs side by side, as the plan checker and `prepatch plan` see them: facts (alignment,
+// fetch atomicity, the architectural rule), a decoder per ISA (Zydis for x86-64, Capstone for AArch64,
+// PPC64le and Thumb-2, our own for RISC-V), and each site kind's two forms at a concrete address.
+#pragma once
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "arch/plan.h"
+#include "elf/types.h"
+
+namespace prepatch::arch {
+
+struct IsaInfo {
+  Isa isa;
+  std::string_view name;         // as `prepatch plan --arch` takes it
+  unsigned insn_align;           // every instruction address is a multiple of this
+  // The widest naturally aligned store that instruction fetch on another core sees whole; any other
+  // store may be seen byte by byte. 1 means bytes: nothing is atomic for fetch.
+  unsigned fetch_atomic;
+  bool cmodx;                    // a store may swap only listed instructions under a running core
+  std::span<const SiteKind> kinds;
+  std::string_view atomicity;    // the assumption behind fetch_atomic, with its source
+  std::string_view rule;         // the rule the shipped plans rely on
+};
+const IsaInfo& isa_info(Isa isa);
+std::optional<Isa> isa_by_name(std::string_view name);  // also accepts x86_64, arm64, ppc64el, riscv, thumb
+std::string_view isa_name(Isa isa);
+
+std::string_view kind_name(SiteKind k);
+std::optional<SiteKind> kind_by_name(std::string_view name);
+
+struct Decoded {
+  unsigned len = 0;    // 0: no complete instruction in the bytes given
+  bool valid = false;  // false: undefined or reserved; executing it raises SIGILL
+  bool trap = false;   // the ISA's trap instruction that plans lay down (int3, c.ebreak, bkpt)
+  bool cmodx = false;  // AArch64: on the CMODX list (B, BL, NOP, BRK, SVC, HVC, SMC, ISB)
+  std::string text;
+};
+Decoded decode(Isa isa, std::span<const u8> b, u64 addr);
+
+// One site as a plan sees it: the toggled instruction at `addr` in its two forms, after the context
+// instructions that stay as they are.
+struct SiteForm {
+  u64 addr = 0;
+  std::vector<u8> context;  // ends at addr
+  std::vector<u8> context_off;  // the context in the off state, where it differs (only rejected plans)
+  std::vector<u8> off, on;  // the toggled instruction disabled (nop-like) and enabled (calls `target`)
+  std::string context_text; // what the context is, for people
+};
+// The site of `kind` whose toggled instruction is at `addr`, calling a trampoline at `target`; `len`
+// selects x86-64's 5- or 6-byte form. nullopt when the ISA has no such kind, `addr` is misaligned,
+// or `target` is out of reach.
+std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, unsigned len = 0);
+// x86-64 sites come in two lengths; every other ISA's toggled instruction has one.
+std::span<const unsigned> site_lengths(Isa isa);
+
+}  // namespace prepatch::arch

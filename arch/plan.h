@@ -1,0 +1,152 @@
+// Patch plans: how a prepared site is switched between its two forms in a running process, as data.
+//
+// A site is ONE toggled instruction (prepared offline: see each ISA's header), possibly preceded by
+// context instructions that never change (PowerPC's `mflr r0; std r0,16(r1)`, AArch64's `mov x0, x30`).
+// A plan is an ordered list of writes and syncs that turns the toggled instruction from its current form
+// into its target form (nop -> call to enable, call -> nop to disable: the same plan both ways).
+//
+// One source of truth: the shim (shim/, freestanding) executes these steps through run_step() and
+// phase(); the checker (arch/check.h) runs the very same functions against a recording memory and
+// proves that no view another CPU can fetch, and no thread stopped between two instructions, ever
+// executes anything but the complete old form, the complete new form, or a trap the shim's handler
+// resolves. docs/PROTOCOLS.md is generated from these tables and the checker's results.
+//
+// This header is freestanding (the shim has no libc): <cstddef> and elf/ints.h only, no exceptions,
+// no allocation, nothing that needs a static constructor.
+#pragma once
+#include <cstddef>
+
+#include "elf/ints.h"
+
+namespace prepatch::arch {
+
+enum class Isa : u8 { x86_64 = 1, aarch64, ppc64le, riscv64, thumb2 };
+inline constexpr Isa all_isas[] = {Isa::x86_64, Isa::aarch64, Isa::ppc64le, Isa::riscv64, Isa::thumb2};
+
+// What a site was compiled as: where it sits and which trampoline its call form targets.
+enum class SiteKind : u8 { fentry = 1, mcount = 2, patchable = 3 };
+
+// Where a write's bytes come from.
+enum class From : u8 {
+  trap,    // the ISA's trap instruction, laid over the toggled instruction from its first byte
+  target,  // the target form (the context, then the toggled instruction as it must end up)
+};
+
+struct Step {
+  enum Op : u8 { write, sync } op;
+  i8 offset = 0;  // from the toggled instruction's first byte; negative reaches into the context
+  u8 len = 0;     // bytes written; 0: up to the end of the toggled instruction
+  u8 width = 0;   // bytes per store: len/width stores of `width` bytes each, in ascending address order
+  From from = From::target;
+};
+
+struct Plan {
+  const char* name;
+  const char* summary;
+  const Step* steps;
+  u8 count;
+  bool leaves_trap;  // a trap stands at the site between syncs: the shim's handler must resolve it
+  // The trap instruction, when not the ISA's (trap_bytes): From::trap writes copy from it. An illegal
+  // instruction here means the handler resolves any SIGILL at the site by its address.
+  const u8* trap = nullptr;
+  u8 trap_size = 0;
+};
+
+// Trap instructions the shim's handler resolves by a binary search of the sorted site table.
+inline constexpr u8 x86_int3[] = {0xcc};              // int3 -> SIGTRAP
+inline constexpr u8 riscv_c_ebreak[] = {0x02, 0x90};  // c.ebreak (0x9002) -> SIGTRAP
+inline constexpr u8 thumb_bkpt[] = {0x00, 0xbe};      // bkpt #0 (0xbe00) -> SIGTRAP
+
+// clang-format off
+// x86-64, the kernel's text_poke_bp_batch: the site is one instruction of 5 or 6 bytes at any byte
+// alignment, and the SDM lets another core fetch a partly written one, so nothing but a one-byte
+// instruction can be replaced in one go.
+inline constexpr Step int3_steps[] = {
+  {Step::write, 0, 1, 1, From::trap},    // 1. int3 over the first byte: a fetch now traps or sees the old form
+  {Step::sync},
+  {Step::write, 1, 0, 1, From::target},  // 2. the rest of the new form, behind the int3
+  {Step::sync},
+  {Step::write, 0, 1, 1, From::target},  // 3. the first byte: int3 gives way to the new form
+  {Step::sync},
+};
+inline constexpr Plan int3_plan = {"int3", "breakpoint over the first byte, the tail, the first byte; a sync after each",
+                                   int3_steps, 6, true};
+
+// AArch64 and PPC64le: the toggled instruction is an aligned 32-bit word, swapped by one store.
+inline constexpr Step word_steps[] = {
+  {Step::write, 0, 4, 4, From::target},  // 1. the whole instruction, one aligned 32-bit store
+  {Step::sync},
+};
+inline constexpr Plan word_plan = {"word", "one aligned 32-bit store, then a sync", word_steps, 2, false};
+
+// RISC-V with compressed instructions and Thumb-2: a 32-bit instruction that may sit on a 2-byte
+// boundary, where no single store replaces it; a 16-bit trap goes in its first halfword.
+inline constexpr Step halfword_trap_steps[] = {
+  {Step::write, 0, 2, 2, From::trap},    // 1. a 16-bit trap over the first halfword
+  {Step::sync},
+  {Step::write, 2, 2, 2, From::target},  // 2. the second halfword of the new form
+  {Step::sync},
+  {Step::write, 0, 2, 2, From::target},  // 3. the first halfword: the trap gives way to the new form
+  {Step::sync},
+};
+inline constexpr Plan halfword_trap_plan = {"halfword-trap", "16-bit trap over the first halfword, the second halfword, "
+                                            "the first halfword; a sync after each", halfword_trap_steps, 6, true};
+// clang-format on
+
+// The trap a plan lays down on `isa` (empty for ISAs whose shipped plans need none).
+struct Bytes {
+  const u8* data;
+  u8 size;
+};
+constexpr Bytes trap_bytes(Isa isa, const Plan* p = nullptr) {
+  if (p && p->trap) return {p->trap, p->trap_size};
+  switch (isa) {
+    case Isa::x86_64: return {x86_int3, sizeof x86_int3};
+    case Isa::riscv64: return {riscv_c_ebreak, sizeof riscv_c_ebreak};
+    case Isa::thumb2: return {thumb_bkpt, sizeof thumb_bkpt};
+    default: return {nullptr, 0};
+  }
+}
+
+// The plan the shim uses for the toggled instruction at `addr` (of either form: the same plan enables
+// and disables). The alignment is the only thing that selects among them.
+constexpr const Plan& plan_for(Isa isa, u64 addr) {
+  switch (isa) {
+    case Isa::x86_64: return int3_plan;
+    case Isa::aarch64:
+    case Isa::ppc64le: return word_plan;
+    case Isa::riscv64: return addr % 4 == 0 ? word_plan : halfword_trap_plan;
+    case Isa::thumb2: return halfword_trap_plan;
+  }
+  return int3_plan;
+}
+
+// The steps of phase `n` (0-based: the steps after the n-th sync, up to and including the next sync),
+// so a batch of sites can run phase by phase: every site's writes, then ONE sync for all of them.
+struct Phase {
+  const Step* begin = nullptr;
+  const Step* end = nullptr;  // one past the last write of the phase
+  bool sync = false;          // the phase ends with a sync
+  bool empty() const { return begin == end && !sync; }
+};
+constexpr Phase phase(const Plan& p, unsigned n) {
+  unsigned at = 0;
+  for (unsigned seen = 0; seen < n && at < p.count; at++)
+    if (p.steps[at].op == Step::sync) seen++;
+  Phase ph{p.steps + at, p.steps + at, false};
+  while (ph.end < p.steps + p.count && ph.end->op == Step::write) ph.end++;
+  ph.sync = ph.end < p.steps + p.count;
+  return ph;
+}
+
+// Executes one write step at a site: `insn` is the toggled instruction's address, `target` its target
+// form (`insn_len` bytes; negative offsets read the context before it, which the caller provides).
+// Memory::store(addr, bytes, width) performs one store of `width` bytes.
+template <class Memory>
+constexpr void run_step(const Step& s, u64 insn, const u8* target, unsigned insn_len, Bytes trap, Memory& mem) {
+  const unsigned len = s.len ? s.len : insn_len - static_cast<unsigned>(s.offset);
+  const u8* src = s.from == From::trap ? trap.data + s.offset : target + s.offset;
+  for (unsigned at = 0; at < len; at += s.width) mem.store(insn + static_cast<u64>(s.offset) + at, src + at, s.width);
+}
+
+}  // namespace prepatch::arch

@@ -1,0 +1,34 @@
+// PPC64le (ELFv2): the instructions a site is made of, and why only the `bl` may change.
+//
+// Branch reach: `bl` takes a signed 24-bit word offset, +-32 MiB from the instruction.
+//
+// What a store can change atomically: instructions are aligned 32-bit words; an aligned word store is
+// seen whole by instruction fetch (Power ISA Book II, "Single-copy atomicity", and the kernel's
+// patch_instruction relies on it), followed by dcbst; sync; icbi; isync and a sync of the other cores.
+//
+// Sites (gcc -pg, after the global entry `addis r2,r12; addi r2,r2`): `mflr r0; std r0,16(r1); ...;
+// bl _mcount`. Only the `bl` toggles (bl <-> nop). The seeds' counter-example is why: a plan that also
+// nops `mflr r0` lets a thread preempted just after the old nop resume at a `bl` whose `mflr` never ran.
+#pragma once
+#include "arch/plan.h"
+
+namespace prepatch::arch::ppc64le {
+
+// clang-format off
+inline constexpr u32 nop        = 0x6000'0000;  // nop (ori r0,r0,0)
+inline constexpr u32 mflr_r0    = 0x7c08'02a6;  // mflr r0
+inline constexpr u32 std_r0_16  = 0xf801'0010;  // std r0, 16(r1)
+inline constexpr u32 bl         = 0x4800'0001;  // bl <target>      (LI filled in)
+inline constexpr u32 trap       = 0x7fe0'0008;  // trap (tw 31,0,0)
+// clang-format on
+
+inline constexpr i64 bl_reach = i64{1} << 25;
+
+constexpr bool encode_bl(u64 at, u64 target, u32& out) {
+  const i64 d = static_cast<i64>(target - at);
+  if (d % 4 != 0 || d < -bl_reach || d >= bl_reach) return false;
+  out = bl | (static_cast<u32>(d) & 0x03ff'fffc);
+  return true;
+}
+
+}  // namespace prepatch::arch::ppc64le

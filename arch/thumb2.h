@@ -1,0 +1,40 @@
+// ARM32 Thumb-2: the instructions a site is made of, and why a 16-bit trap comes first.
+//
+// Branch reach: the 32-bit `bl` reaches +-16 MiB from the instruction's address + 4.
+//
+// What a store can change atomically: a 32-bit Thumb instruction is two halfwords and, after a 16-bit
+// `push {lr}`, often sits on a 2-byte boundary; instruction fetch is only guaranteed to see aligned
+// halfwords whole (ARMv7 ARM A3.5.3; A3.5.4 lists what may be modified while another core executes
+// it: B, BL, NOP, BKPT, SVC...). So no single store replaces the instruction, and the plan is the
+// seeds': BKPT (16 bits) over the first halfword, sync, the second halfword, sync, the first halfword,
+// sync; a thread that meets the BKPT traps and the shim's handler resolves it by a binary search.
+//
+// Sites (gcc -pg): `push {lr}; bl __gnu_mcount_nc`. __gnu_mcount_nc pops the pushed lr, so the "off"
+// form cannot be a nop: it is `pop {lr}` as the 32-bit `ldr.w lr, [sp], #4`, as the kernel's ARM
+// ftrace does, which keeps the stack balanced either way.
+#pragma once
+#include "arch/plan.h"
+
+namespace prepatch::arch::thumb2 {
+
+// clang-format off
+inline constexpr u16 push_lr   = 0xb500;            // push {lr}
+inline constexpr u16 pop_lr[2] = {0xf85d, 0xeb04};  // ldr.w lr, [sp], #4   (pop {lr}: the off form)
+inline constexpr u16 bkpt      = 0xbe00;            // bkpt #0
+// clang-format on
+
+inline constexpr i64 bl_reach = i64{1} << 24;
+
+// `bl target` at `at` as its two halfwords (T1 encoding: S, imm10 | J1, J2, imm11).
+constexpr bool encode_bl(u64 at, u64 target, u16 (&out)[2]) {
+  const i64 d = static_cast<i64>(target - (at + 4));
+  if (d % 2 != 0 || d < -bl_reach || d >= bl_reach) return false;
+  const u32 v = static_cast<u32>(d);
+  const u32 s = (v >> 24) & 1, i1 = (v >> 23) & 1, i2 = (v >> 22) & 1;
+  const u32 j1 = (~i1 ^ s) & 1, j2 = (~i2 ^ s) & 1;
+  out[0] = static_cast<u16>(0xf000 | (s << 10) | ((v >> 12) & 0x3ff));
+  out[1] = static_cast<u16>(0xd000 | (j1 << 13) | (j2 << 11) | ((v >> 1) & 0x7ff));
+  return true;
+}
+
+}  // namespace prepatch::arch::thumb2
