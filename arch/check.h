@@ -25,7 +25,7 @@ namespace prepatch::arch {
 struct CheckResult {
   bool ok = false;
   u64 views = 0;  // distinct memory views enumerated, over all epochs
-  u64 runs = 0;   // thread states explored (epoch, resume point, form so far)
+  u64 runs = 0;   // thread positions explored (epoch, resume point, form so far)
   std::string counter_example;  // when !ok: what went wrong and the sequence of views that shows it
 };
 

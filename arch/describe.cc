@@ -124,7 +124,7 @@ std::string protocols_markdown() {
     for (SiteKind k : info.kinds) kinds += (kinds.empty() ? "" : ", ") + std::string(kind_name(k));
     s += "- **Proved:** " + std::to_string(r.checks) + " checks (site kinds " + kinds + "; every " + std::to_string(info.insn_align) +
          "-byte alignment in a 64-byte line; " + std::to_string(sweep_distances(isa).size()) +
-         " trampoline distances; on and off): " + std::to_string(r.views) + " views, " + std::to_string(r.runs) + " thread states, " +
+         " trampoline distances; on and off): " + std::to_string(r.views) + " views, " + std::to_string(r.runs) + " thread positions, " +
          (r.failures.empty() ? "no counter-example" : std::to_string(r.failures.size()) + " FAILURES") + ".\n";
     for (u64 addr : {example_site_address(isa), example_site_address(isa) + 2}) {
       if (isa == Isa::riscv64 || addr == example_site_address(isa)) {
