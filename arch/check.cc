@@ -11,23 +11,23 @@ namespace prepatch::arch {
 
 namespace {
 
-using Bytes_ = std::vector<u8>;
+using ByteVec = std::vector<u8>;
 
 // A store as another core may see it: all of it or none of it.
 struct Unit {
   unsigned off;  // in the window
-  Bytes_ bytes;
+  ByteVec bytes;
 };
 
 struct Epoch {
-  std::vector<Bytes_> views;  // distinct; the first is the state at the epoch's start
+  std::vector<ByteVec> views;  // distinct; the first is the state at the epoch's start
   std::string label;          // which steps led here
 };
 
 // One instruction of a form: where it starts in the window and its bytes.
 struct Insn {
   unsigned off;
-  Bytes_ bytes;
+  ByteVec bytes;
   std::string text;
 };
 
@@ -38,11 +38,11 @@ class Checker {
     base_ = site.addr - site.context.size();
     toggle_ = static_cast<unsigned>(site.context.size());
     len_ = static_cast<unsigned>(site.on.size());
-    const Bytes_& ctx_off = site.context_off.empty() ? site.context : site.context_off;
+    const ByteVec& ctx_off = site.context_off.empty() ? site.context : site.context_off;
     old_ = enable ? ctx_off : site.context;
     new_ = enable ? site.context : ctx_off;
-    const Bytes_& from = enable ? site.off : site.on;
-    const Bytes_& to = enable ? site.on : site.off;
+    const ByteVec& from = enable ? site.off : site.on;
+    const ByteVec& to = enable ? site.on : site.off;
     old_.insert(old_.end(), from.begin(), from.end());
     new_.insert(new_.end(), to.begin(), to.end());
     const Bytes t = trap_bytes(isa, &plan);
@@ -72,11 +72,11 @@ class Checker {
     return false;
   }
 
-  bool decode_form(const Bytes_& w, std::vector<Insn>& out, const char* which) {
+  bool decode_form(const ByteVec& w, std::vector<Insn>& out, const char* which) {
     for (unsigned o = 0; o < w.size();) {
       Decoded d = decode(isa_, std::span(w).subspan(o), base_ + o);
       if (d.len == 0 || !d.valid) return fail(std::string("the ") + which + " form does not decode at +" + std::to_string(o) + ": " + hex_bytes(w));
-      out.push_back({o, Bytes_(w.begin() + o, w.begin() + o + d.len), d.text});
+      out.push_back({o, ByteVec(w.begin() + o, w.begin() + o + d.len), d.text});
       o += d.len;
     }
     return true;
@@ -95,14 +95,14 @@ class Checker {
         }
         const unsigned off = static_cast<unsigned>(addr - c.base_);
         if (width <= c.info_.fetch_atomic && addr % width == 0) {
-          units.push_back({off, Bytes_(b, b + width)});
+          units.push_back({off, ByteVec(b, b + width)});
         } else {
-          for (unsigned i = 0; i < width; i++) units.push_back({off + i, Bytes_{b[i]}});
+          for (unsigned i = 0; i < width; i++) units.push_back({off + i, ByteVec{b[i]}});
         }
       }
     };
     const Bytes trap = trap_bytes(isa_, &plan_);
-    Bytes_ state = old_;
+    ByteVec state = old_;
     epochs_.push_back({{state}, "before the plan"});
     unsigned first_step = 0;
     for (unsigned n = 0;; n++) {
@@ -120,9 +120,9 @@ class Checker {
       if (rec.units.size() > 20) return fail("too many stores between two syncs to enumerate");
       // AArch64 CMODX: each store must swap listed instructions (the state before it, then after).
       if (info_.cmodx) {
-        Bytes_ s = state;
+        ByteVec s = state;
         for (const Unit& u : rec.units) {
-          Bytes_ t = s;
+          ByteVec t = s;
           std::copy(u.bytes.begin(), u.bytes.end(), t.begin() + u.off);
           const unsigned at = u.off / info_.insn_align * info_.insn_align;
           Decoded before = decode(isa_, std::span(s).subspan(at), base_ + at);
@@ -137,7 +137,7 @@ class Checker {
       const unsigned last_step = static_cast<unsigned>(ph.end - plan_.steps);
       e.label = first_step + 1 == last_step ? "during step " + std::to_string(last_step) : "during steps " + std::to_string(first_step + 1) + "-" + std::to_string(last_step);
       for (u64 mask = 0; mask < (u64{1} << rec.units.size()); mask++) {
-        Bytes_ v = state;
+        ByteVec v = state;
         for (size_t i = 0; i < rec.units.size(); i++)
           if (mask >> i & 1) std::copy(rec.units[i].bytes.begin(), rec.units[i].bytes.end(), v.begin() + rec.units[i].off);
         if (std::find(e.views.begin(), e.views.end(), v) == e.views.end()) e.views.push_back(std::move(v));
@@ -172,7 +172,7 @@ class Checker {
     // of the old form and resumes in the finished new one) before the torn views that also break it.
     for (size_t e2 = epochs_.size(); e2-- > e;) {
       for (size_t vi = 0; vi < epochs_[e2].views.size(); vi++) {
-        const Bytes_& v = epochs_[e2].views[vi];
+        const ByteVec& v = epochs_[e2].views[vi];
         Decoded d = decode(isa_, std::span(v).subspan(o), base_ + o);
         Step_ st{e2, vi, o, ""};
         unsigned next;
@@ -189,18 +189,18 @@ class Checker {
           st.what = "`" + d.text + "`: a trap the shim's handler does not resolve (not the plan's, or not at the toggled instruction)";
           return counter(path, st);
         } else if (d.len == 0 || !d.valid) {
-          st.what = d.len == 0 ? "no complete instruction (" + hex_bytes(Bytes_(v.begin() + o, v.end())) + ")" : "`" + d.text + "`: undefined instruction";
-          if (!insn_at(old_insns_, o) && !insn_at(new_insns_, o)) st.what += explain(o, {}, nullptr, nullptr, old_ok, new_ok);
+          st.what = d.len == 0 ? "no complete instruction (" + hex_bytes(ByteVec(v.begin() + o, v.end())) + ")" : "`" + d.text + "`: undefined instruction";
+          if (!insn_at(old_insns_, o) && !insn_at(new_insns_, o)) st.what += explain(o, {}, nullptr, nullptr);
           return counter(path, st);
         } else {
-          Bytes_ b(v.begin() + o, v.begin() + o + d.len);
+          ByteVec b(v.begin() + o, v.begin() + o + d.len);
           const Insn* oi = insn_at(old_insns_, o);
           const Insn* ni = insn_at(new_insns_, o);
           o2 = old_ok && oi && oi->bytes == b;
           n2 = new_ok && ni && ni->bytes == b;
           st.what = "`" + d.text + "`";
           if (!o2 && !n2) {
-            st.what += explain(o, b, oi, ni, old_ok, new_ok);
+            st.what += explain(o, b, oi, ni);
             return counter(path, st);
           }
           next = o + d.len;
@@ -217,25 +217,22 @@ class Checker {
 
   // The plan's trap at the toggled instruction: the handler resolves it. A plan whose trap is an
   // illegal instruction has a SIGILL handler, which resolves any illegal instruction there.
-  bool is_plan_trap(const Bytes_& v, unsigned o, const Decoded& d) const {
+  bool is_plan_trap(const ByteVec& v, unsigned o, const Decoded& d) const {
     if (!plan_.leaves_trap || o != toggle_ || trap_.empty()) return false;
     if (v.size() - o >= trap_.size() && std::equal(trap_.begin(), trap_.end(), v.begin() + o)) return true;
     return trap_illegal_ && d.len != 0 && !d.valid;
   }
 
-  std::string explain(unsigned o, const Bytes_& b, const Insn* oi, const Insn* ni, bool old_ok, bool new_ok) const {
+  std::string explain(unsigned o, const ByteVec& b, const Insn* oi, const Insn* ni) const {
     if (ni && ni->bytes == b)  // a new-form instruction after old-form ones
       return ": a mix of the two forms: the instructions before it ran from the old form, so the new form's "
              "earlier instructions never ran (a call whose setup never ran)";
     if (oi && oi->bytes == b) return ": a mix of the two forms: the instructions before it ran from the new form, this one is the old form's";
-    (void)old_ok;
-    if (o > 0) {
-      if (const Insn* in = ni ? nullptr : insn_over(new_insns_, o); in && (new_ok || !oi))
+    if (o > 0) {  // no instruction of a form starts here: the thread resumed inside one
+      if (const Insn* in = ni ? nullptr : insn_over(new_insns_, o))
         return ": the thread resumes at +" + std::to_string(o) + ", inside the new form's `" + in->text + "`";
       if (const Insn* in = oi ? nullptr : insn_over(old_insns_, o))
         return ": the thread resumes at +" + std::to_string(o) + ", inside the old form's `" + in->text + "`";
-      if (const Insn* in = ni ? nullptr : insn_over(new_insns_, o))
-        return ": the thread resumes at +" + std::to_string(o) + ", inside the new form's `" + in->text + "`";
     }
     return ": a hybrid of the old and new bytes, neither `" + (oi ? oi->text : std::string("-")) + "` nor `" + (ni ? ni->text : std::string("-")) + "`";
   }
@@ -257,7 +254,7 @@ class Checker {
   const SiteForm& site_;
   u64 base_ = 0;
   unsigned toggle_ = 0, len_ = 0;
-  Bytes_ old_, new_, trap_;
+  ByteVec old_, new_, trap_;
   bool trap_illegal_ = false;
   std::vector<Insn> old_insns_, new_insns_;
   std::vector<Epoch> epochs_;

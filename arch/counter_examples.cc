@@ -46,14 +46,6 @@ constexpr Step two_halfwords_steps[] = {
 };
 // clang-format on
 
-template <class T>
-std::vector<u8> le(std::initializer_list<T> words) {
-  std::vector<u8> out;
-  for (T w : words)
-    for (unsigned i = 0; i < sizeof(T); i++) out.push_back(static_cast<u8>(w >> (8 * i)));
-  return out;
-}
-
 }  // namespace
 
 std::vector<CounterExample> seed_counter_examples() {
@@ -79,7 +71,8 @@ std::vector<CounterExample> seed_counter_examples() {
                Isa::x86_64, int3_plan, nops});
 
   SiteForm ppc = *site_form(Isa::ppc64le, SiteKind::mcount, 0x10001008, 0x10002000);
-  ppc.context_off = le<u32>({ppc64le::nop, ppc64le::std_r0_16});
+  put_le(ppc.context_off, ppc64le::nop);
+  put_le(ppc.context_off, ppc64le::std_r0_16);
   v.push_back({"ppc-mflr-and-bl",
                "PPC64le: `mflr r0` and `bl` patched in together: a thread preempted just after the old nop "
                "resumes at a `bl` whose `mflr` never ran",
@@ -91,8 +84,8 @@ std::vector<CounterExample> seed_counter_examples() {
 
   SiteForm rv;
   rv.addr = 0x10000;
-  rv.off = le<u32>({riscv64::nop});
-  rv.on = le<u32>({0x0000'40ef});  // jal ra, +0x4000: its second byte is 0x40
+  put_le(rv.off, riscv64::nop);
+  put_le(rv.on, u32{0x0000'40ef});  // jal ra, +0x4000: its second byte is 0x40
   v.push_back({"riscv-nop-unimp",
                "RISC-V: nop turned into unimp by a one-byte write, then the rest: the half-written word's first "
                "halfword, 0x4000, is a valid compressed instruction (c.lw), not a trap",

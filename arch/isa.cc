@@ -51,11 +51,6 @@ constexpr unsigned x86_lengths[] = {5, 6};
 constexpr unsigned word_length[] = {4};
 // clang-format on
 
-template <class T>
-void put_le(std::vector<u8>& out, T v) {
-  for (unsigned i = 0; i < sizeof(T); i++) out.push_back(static_cast<u8>(v >> (8 * i)));
-}
-
 // Capstone handles, one per ISA, opened once (cs_disasm on a shared handle is safe without details).
 csh capstone(Isa isa) {
   static const auto handles = [] {

@@ -32,6 +32,12 @@ std::string_view isa_name(Isa isa);
 std::string_view kind_name(SiteKind k);
 std::optional<SiteKind> kind_by_name(std::string_view name);
 
+// Appends `v` in little-endian byte order: how every ISA here stores its instruction words.
+template <class T>
+void put_le(std::vector<u8>& out, T v) {
+  for (unsigned i = 0; i < sizeof(T); i++) out.push_back(static_cast<u8>(v >> (8 * i)));
+}
+
 struct Decoded {
   unsigned len = 0;    // 0: no complete instruction in the bytes given
   bool valid = false;  // false: undefined or reserved; executing it raises SIGILL
