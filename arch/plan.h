@@ -5,8 +5,8 @@
 // A plan is an ordered list of writes and syncs that turns the toggled instruction from its current form
 // into its target form (nop -> call to enable, call -> nop to disable: the same plan both ways).
 //
-// One source of truth: the shim (shim/, freestanding; not written yet) is to run these steps through run_step() and
-// phase(); the checker (arch/check.h) runs the very same functions against a recording memory and
+// One source of truth: the shim (shim/core.h run_batch, freestanding) runs these steps through run_step()
+// and phase(); the checker (arch/check.h) runs the very same functions against a recording memory and
 // proves that no view another CPU can fetch, and no thread stopped between two instructions, ever
 // executes anything but the complete old form, the complete new form, or a trap the shim's handler
 // resolves. docs/PROTOCOLS.md is generated from these tables and the checker's results.

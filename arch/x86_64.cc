@@ -9,23 +9,6 @@ namespace prepatch::arch {
 
 namespace {
 
-// clang-format off
-// Intel SDM vol. 2B, "NOP": the recommended multi-byte sequences, one instruction each.
-constexpr u8 nops[][11] = {
-  {0x90},                                                        // nop
-  {0x66, 0x90},                                                  // xchg %ax,%ax
-  {0x0f, 0x1f, 0x00},                                            // nopl (%rax)
-  {0x0f, 0x1f, 0x40, 0x00},                                      // nopl 0x0(%rax)
-  {0x0f, 0x1f, 0x44, 0x00, 0x00},                                // nopl 0x0(%rax,%rax,1)
-  {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},                          // nopw 0x0(%rax,%rax,1)
-  {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},                    // nopl 0x0(%rax)
-  {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},              // nopl 0x0(%rax,%rax,1)
-  {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},        // nopw 0x0(%rax,%rax,1)
-  {0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // nopw %cs:0x0(%rax,%rax,1)
-  {0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // data16 nopw %cs:0x0(...)
-};
-// clang-format on
-
 struct Decoder {
   ZydisDecoder d;
   Decoder() { ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64); }
@@ -48,37 +31,12 @@ i64 rel32(std::span<const u8> b, size_t at) {
 }  // namespace
 
 std::span<const u8> canonical_nop(unsigned len) {
-  if (len == 0 || len > std::size(nops)) return {};
-  return {nops[len - 1], len};
-}
-
-CallForm call_form_for_length(unsigned len) {
-  switch (len) {
-    case 5: return CallForm::call_rel32;
-    case 6: return CallForm::addr32_call_rel32;
-    default: return CallForm::none;
-  }
-}
-
-unsigned call_form_length(CallForm f) {
-  switch (f) {
-    case CallForm::call_rel32: return 5;
-    case CallForm::addr32_call_rel32: return 6;
-    default: return 0;
-  }
+  if (len == 0 || len > max_canonical_nop) return {};
+  return {canonical_nops[len - 1], len};
 }
 
 bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out) {
-  unsigned len = call_form_length(f);
-  if (len == 0 || out.size() != len) return false;
-  i64 rel = static_cast<i64>(target - (site + len));
-  if (rel < INT32_MIN || rel > INT32_MAX) return false;
-  size_t at = 0;
-  if (f == CallForm::addr32_call_rel32) out[at++] = 0x67;
-  out[at++] = 0xe8;
-  auto r = static_cast<std::int32_t>(rel);
-  std::memcpy(out.data() + at, &r, 4);
-  return true;
+  return out.size() == call_form_length(f) && encode_call_form(f, site, target, out.data());
 }
 
 std::optional<Call> match_call(std::span<const u8> b, u64 addr) {

@@ -25,15 +25,10 @@
 #include <span>
 #include <string_view>
 
+#include "arch/x86_64_forms.h"
 #include "elf/types.h"
 
 namespace prepatch::arch {
-
-enum class CallForm : u8 {
-  none = 0,
-  call_rel32 = 1,         // e8 rel32                 (5 bytes)
-  addr32_call_rel32 = 2,  // 67 e8 rel32              (6 bytes)
-};
 
 struct X86_64 {
   static constexpr std::string_view name = "x86-64";
@@ -47,9 +42,8 @@ struct X86_64 {
 // The canonical (Intel SDM recommended) nop of `len` bytes, 1..11; empty for other lengths.
 std::span<const u8> canonical_nop(unsigned len);
 
-// The call form of a site of `len` bytes, or none when no single call instruction has that length.
-CallForm call_form_for_length(unsigned len);
-unsigned call_form_length(CallForm f);
+// call_form_for_length(len): the call form of a site of `len` bytes, or none when no single call
+// instruction has that length (arch/x86_64_forms.h, with call_form_length and the nops).
 
 // Encodes the call form at `site` to `target`; false when out of rel32 reach.
 bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out);

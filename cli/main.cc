@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "arch/describe.h"
+#include "control/control.h"
 #include "elf/mapped_file.h"
 #include "rewriter/prepare.h"
 
@@ -116,13 +117,45 @@ int run_plan(const PlanArgs& a) {
   return ok;
 }
 
+int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, unsigned timeout_ms) {
+  auto pid = parse_address(pid_text);
+  if (!pid || *pid == 0 || *pid > 0x7fffffff || words.empty()) {
+    std::cerr << "prepatch ctl: usage: prepatch ctl PID enable GLOBS | disable GLOBS | status\n";
+    return usage;
+  }
+  std::string command;
+  for (const std::string& w : words) command += (command.empty() ? "" : " ") + w;
+  ControlReply r = control(static_cast<pid_t>(*pid), command, std::chrono::milliseconds(timeout_ms));
+  (r.ok ? std::cout : std::cerr) << r.text;
+  return r.ok ? ok : bad_input;
+}
+
+int run_counts(const std::string& binary, const std::string& counts, bool all, bool json) {
+  MappedFile file(binary);
+  elf::Elf elf(file.bytes(), binary);
+  std::vector<CountRow> rows = read_counts(counts, elf);
+  if (json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const CountRow& r : rows)
+      if (all || r.count) j.push_back({{"address", r.addr}, {"function", r.function}, {"count", r.count}});
+    std::cout << j.dump(1) << "\n";
+    return ok;
+  }
+  std::printf("%-12s %-18s %s\n", "COUNT", "ADDRESS", "FUNCTION");
+  for (const CountRow& r : rows)
+    if (all || r.count) std::printf("%-12llu 0x%016llx %s\n", static_cast<unsigned long long>(r.count), static_cast<unsigned long long>(r.addr), r.function.c_str());
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live.\n"
-      "Each site becomes one canonical nop of its length; a sorted __patch_sites table is appended.\n\n"
+      "Each site becomes one canonical nop of its length; a sorted __patch_sites table and the runtime\n"
+      "shim that switches sites live are appended. Run the output with PREPATCH_TRACE=GLOBS to trace from\n"
+      "the start, or switch sites while it runs with `prepatch ctl PID enable GLOBS`.\n\n"
       "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"
       "prepared); 4 bad input (not ELF, corrupt, unsupported ISA); 5 I/O error (cannot read or write).",
       "prepatch"};
@@ -149,6 +182,23 @@ int main(int argc, char** argv) {
   plan->add_option("--target", pa.target, "address the call form calls (default: --at + 0x1000)");
   plan->add_flag("--off", pa.off, "show switching the site off instead of on");
   plan->add_flag("--markdown", pa.markdown, "print the generated part of docs/PROTOCOLS.md (every ISA; runs the full check)");
+  CLI::App* ctl = app.add_subcommand("ctl", "drive the shim of a running prepared process: enable GLOBS, disable GLOBS\n"
+                                            "(comma-separated globs over function names) or status (docs/SHIM.md)");
+  std::string ctl_pid;
+  std::vector<std::string> ctl_words;
+  unsigned ctl_timeout = 10000;
+  ctl->add_option("pid", ctl_pid, "the process")->required();
+  ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | status")->required();
+  ctl->add_option("--timeout", ctl_timeout, "milliseconds to wait for the answer (a busy process is asked again until then)")
+      ->capture_default_str();
+
+  CLI::App* counts = app.add_subcommand("counts", "print the per-function call counts a prepared process wrote (PREPATCH_COUNTS)");
+  std::string counts_binary, counts_file;
+  bool counts_all = false, counts_json = false;
+  counts->add_option("binary", counts_binary, "the prepared binary the process ran")->required();
+  counts->add_option("counts", counts_file, "its counts file (default name prepatch.PID.counts)")->required();
+  counts->add_flag("--all", counts_all, "include sites never called");
+  counts->add_flag("--json", counts_json, "print JSON instead of a table");
   app.require_subcommand(0, 1);
 
   try {
@@ -164,6 +214,8 @@ int main(int argc, char** argv) {
   try {
     if (sites->parsed()) return run_sites(sites_file, json);
     if (plan->parsed()) return run_plan(pa);
+    if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout);
+    if (counts->parsed()) return run_counts(counts_binary, counts_file, counts_all, counts_json);
     if (in.empty() || out.empty()) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";
       return usage;

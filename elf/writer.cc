@@ -143,11 +143,14 @@ u64 Writer::next_vaddr() const {
   return align_up(end, max_load_align());
 }
 
-u64 Writer::add_segment(std::string section_name, u32 flags, std::vector<u8> data) {
+u64 Writer::add_segment(std::string section_name, u32 flags, std::vector<u8> data, std::vector<NewSection> sections) {
   auto slots = spare_phdr_slots();
   if (slots.empty())
-    in_.fail(in_.header().phoff, "expected a PT_NOTE program header to turn into the PT_LOAD that maps the site table; found none spare");
-  NewSegment s{std::move(section_name), flags, std::move(data), next_vaddr(), 0, slots.front()};
+    in_.fail(in_.header().phoff, "expected a PT_NOTE program header to turn into the PT_LOAD that maps the site table and the shim; found none spare");
+  if (sections.empty()) sections.push_back({std::move(section_name), 0, data.size(), 0});
+  for (const NewSection& n : sections)
+    if (n.offset > data.size() || n.size > data.size() - n.offset) in_.fail(0, "internal: a new section outside its segment");
+  NewSegment s{std::move(sections), flags, std::move(data), next_vaddr(), 0, slots.front()};
   segs_.push_back(std::move(s));
   return segs_.back().vaddr;
 }
@@ -169,9 +172,10 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
   if (h.shnum > 0 && !segs_.empty()) {
     shstr_off = size;
     size += in_.sections()[h.shstrndx].size;
-    for (const NewSegment& s : segs_) size += s.section_name.size() + 1;
+    for (const NewSegment& s : segs_)
+      for (const NewSection& n : s.sections) size += n.name.size() + 1;
     shoff = align_up(size, l.shdr.size == 64 ? 8 : 4);
-    size = shoff + (h.shnum + segs_.size()) * l.shdr.size;
+    size = shoff + (h.shnum + new_section_count()) * l.shdr.size;
   }
 
   // What replaces input bytes: the ELF header, the program header table, and the patches.
@@ -179,6 +183,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
   std::vector<u8> phdrs(in_.bytes().begin() + h.phoff, in_.bytes().begin() + h.phoff + h.phnum * l.phdr.size);
   std::vector<u8> tail;
   if (!segs_.empty()) emit_phdrs(phdrs);
+  if (entry_) in_.codec().put(ehdr, l.ehdr.entry.off, l.ehdr.entry.width, *entry_);
   if (shoff) tail = section_tail(shstr_off, shoff, ehdr);
   if (!stream) {
     auto by_offset = [](const Patch& a, const Patch& b) { return a.offset < b.offset; };
@@ -288,33 +293,31 @@ std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehd
   const ShdrLayout& sh = l.shdr;
   const Header& h = in_.header();
   const Section& old_str = in_.sections()[h.shstrndx];
-  std::vector<u8> tail(shoff - shstr_off + (h.shnum + segs_.size()) * sh.size);
+  const u64 added = new_section_count();
+  std::vector<u8> tail(shoff - shstr_off + (h.shnum + added) * sh.size);
   std::span<u8> strs(tail.data(), shoff - shstr_off), shdrs(tail.data() + (shoff - shstr_off), tail.size() - (shoff - shstr_off));
   std::memcpy(strs.data(), in_.bytes().data() + old_str.offset, old_str.size);
-  u64 str_end = old_str.size;
-  std::vector<u64> name_offsets;
-  for (const NewSegment& s : segs_) {
-    name_offsets.push_back(str_end);
-    std::memcpy(strs.data() + str_end, s.section_name.c_str(), s.section_name.size() + 1);
-    str_end += s.section_name.size() + 1;
-  }
   std::memcpy(shdrs.data(), in_.bytes().data() + h.shoff, h.shnum * sh.size);
   auto put = [&](u64 index, Field f, u64 v) { c.put(shdrs, index * sh.size + f.off, f.width, v); };
+  u64 str_end = old_str.size, idx = h.shnum;
+  for (const NewSegment& s : segs_) {
+    for (const NewSection& n : s.sections) {
+      std::memcpy(strs.data() + str_end, n.name.c_str(), n.name.size() + 1);
+      put(idx, sh.name, str_end);
+      str_end += n.name.size() + 1;
+      put(idx, sh.type, SHT_PROGBITS);
+      put(idx, sh.flags, SHF_ALLOC | n.flags);
+      put(idx, sh.addr, s.vaddr + n.offset);
+      put(idx, sh.offset, s.offset + n.offset);
+      put(idx, sh.size_, n.size);
+      put(idx, sh.addralign, 8);
+      idx++;
+    }
+  }
   put(h.shstrndx, sh.offset, shstr_off);
   put(h.shstrndx, sh.size_, str_end);
-  for (size_t i = 0; i < segs_.size(); i++) {
-    const NewSegment& s = segs_[i];
-    u64 idx = h.shnum + i;
-    put(idx, sh.name, name_offsets[i]);
-    put(idx, sh.type, SHT_PROGBITS);
-    put(idx, sh.flags, SHF_ALLOC | ((s.flags & PF_W) ? SHF_WRITE : 0) | ((s.flags & PF_X) ? SHF_EXECINSTR : 0));
-    put(idx, sh.addr, s.vaddr);
-    put(idx, sh.offset, s.offset);
-    put(idx, sh.size_, s.data.size());
-    put(idx, sh.addralign, 8);
-  }
   const EhdrLayout& e = l.ehdr;
-  u64 total = h.shnum + segs_.size();
+  u64 total = h.shnum + added;
   c.put(ehdr, e.shoff.off, e.shoff.width, shoff);
   if (total >= SHN_LORESERVE) {
     c.put(ehdr, e.shnum.off, e.shnum.width, 0);
@@ -323,6 +326,12 @@ std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehd
     c.put(ehdr, e.shnum.off, e.shnum.width, total);
   }
   return tail;
+}
+
+u64 Writer::new_section_count() const {
+  u64 n = 0;
+  for (const NewSegment& s : segs_) n += s.sections.size();
+  return n;
 }
 
 }  // namespace prepatch::elf

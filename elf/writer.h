@@ -1,9 +1,9 @@
 // Produces an output ELF by copying the input and applying edits:
 //   - in-place byte patches at virtual addresses (Writer::patch),
-//   - appended loadable segments, each also described by a new section,
+//   - appended loadable segments, each also described by new sections,
 //   - a new section header table (and section name table) at the end of the file.
 //
-// The appended segment reuses a program header slot the loader does not need: a PT_NOTE is turned into
+// An appended segment reuses a program header slot the loader does not need: a PT_NOTE is turned into
 // a PT_LOAD (the technique E9Patch uses; see ../shared/NOTES.md), so the program header table keeps its
 // size and place and nothing already in the file moves. PT_LOAD entries are kept in ascending p_vaddr
 // order, as the ELF specification and the kernel's total-mapping-size computation expect. The new
@@ -16,6 +16,7 @@
 // fall in it, write it), so memory does not grow with the binary: 24 bytes per patch, nothing per byte.
 #pragma once
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,8 +25,15 @@
 
 namespace prepatch::elf {
 
+// A section describing part of an appended segment.
+struct NewSection {
+  std::string name;
+  u64 offset = 0, size = 0;  // within the segment's data
+  u32 flags = 0;             // SHF_* beyond SHF_ALLOC
+};
+
 struct NewSegment {
-  std::string section_name;
+  std::vector<NewSection> sections;
   u32 flags = PF_R;  // PF_R/PF_W/PF_X
   std::vector<u8> data;
   u64 vaddr = 0;      // assigned by Writer::add_segment
@@ -50,9 +58,14 @@ class Writer {
  public:
   explicit Writer(const Elf& in) : in_(in) {}
 
-  // Appends a loadable segment holding `data`; returns its virtual address. Throws InputError when the
-  // input has no spare program header slot left.
-  u64 add_segment(std::string section_name, u32 flags, std::vector<u8> data);
+  // Appends a loadable segment holding `data`, described by `sections` (one covering it all when
+  // empty); returns its virtual address, the one next_segment_vaddr() announced. Throws InputError
+  // when the input has no spare program header slot left.
+  u64 add_segment(std::string section_name, u32 flags, std::vector<u8> data, std::vector<NewSection> sections = {});
+  // The virtual address the next add_segment() will use: above every segment, page-aligned.
+  u64 next_segment_vaddr() const { return next_vaddr(); }
+  // Points e_entry at `vaddr`.
+  void set_entry(u64 vaddr) { entry_ = vaddr; }
 
   // Queues `bytes` (at most 15) to be written at `vaddr` of one of the input's PT_LOADs. Throws
   // InputError when the range is not file-backed. Patches must not overlap.
@@ -69,12 +82,14 @@ class Writer {
   std::vector<u32> spare_phdr_slots() const;
   u64 next_vaddr() const;
   u64 max_load_align() const;
+  u64 new_section_count() const;
   void emit_phdrs(std::span<u8> ehdr_phdrs) const;
   std::vector<u8> section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehdr) const;
 
   const Elf& in_;
   std::vector<NewSegment> segs_;
   std::vector<Patch> patches_;
+  std::optional<u64> entry_;
 };
 
 }  // namespace prepatch::elf

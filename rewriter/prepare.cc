@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "elf/writer.h"
+#include "rewriter/embed.h"
 
 namespace prepatch {
 
@@ -141,7 +142,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            std::to_string(t->table.entries.size()) + " sites); nothing written");
     return res;
   }
-  Discovery d = discover(elf);
+  Discovery d = discover(elf);  // refuses other ISAs first, naming e_machine
+  if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
   for (const Site& s : d.sites) {
     if (!s.prepared()) {
       res.skipped++;
@@ -174,8 +176,13 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     auto before = s.addr >= 4 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
     table.add({s.addr, s.name, s.kind, s.len, arch::call_form_for_length(s.len), site_flags(s.addr, s.len, before)});
   }
+  // One segment after all others: the table, then the shim, which the entry point now starts.
   elf::Writer w(elf);
-  w.add_segment(std::string(table_section), PF_R, table.finish());
+  RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d.sites);
+  std::vector<elf::NewSection> sections = {{std::string(table_section), 0, rt.table_size, 0},
+                                           {std::string(shim_section), rt.blob_offset, rt.data.size() - rt.blob_offset, SHF_EXECINSTR}};
+  w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections));
+  w.set_entry(rt.entry);
   std::vector<char>().swap(d.strings);  // the table holds its copy
 
   // Sites are in address order; where the file keeps that order (every linker's layout), the writer

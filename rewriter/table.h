@@ -19,6 +19,7 @@ inline constexpr u16 table_version = 1;
 inline constexpr u16 table_header_size = 64;
 inline constexpr u16 table_entry_size = 16;
 inline constexpr std::string_view table_section = "__patch_sites";
+inline constexpr std::string_view shim_section = "__prepatch_shim";  // the shim, after the table, same segment
 
 using arch::SiteKind;  // fentry = 1, mcount = 2, patchable = 3: the table stores these values
 using arch::kind_name;

@@ -1,0 +1,66 @@
+// x86-64 site forms, freestanding: the canonical nops a prepared site holds when off and the one call
+// instruction it holds when on. Shared by the preparer (arch/x86_64.cc) and the shim (shim/), which
+// has no libc: <cstddef> and elf/ints.h only, no exceptions, no allocation.
+#pragma once
+#include <cstddef>
+
+#include "elf/ints.h"
+
+namespace prepatch::arch {
+
+enum class CallForm : u8 {
+  none = 0,
+  call_rel32 = 1,         // e8 rel32                 (5 bytes)
+  addr32_call_rel32 = 2,  // 67 e8 rel32              (6 bytes)
+};
+
+// clang-format off
+// Intel SDM vol. 2B, "NOP": the recommended multi-byte sequences, one instruction each.
+inline constexpr u8 canonical_nops[][11] = {
+  {0x90},                                                        // nop
+  {0x66, 0x90},                                                  // xchg %ax,%ax
+  {0x0f, 0x1f, 0x00},                                            // nopl (%rax)
+  {0x0f, 0x1f, 0x40, 0x00},                                      // nopl 0x0(%rax)
+  {0x0f, 0x1f, 0x44, 0x00, 0x00},                                // nopl 0x0(%rax,%rax,1)
+  {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},                          // nopw 0x0(%rax,%rax,1)
+  {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},                    // nopl 0x0(%rax)
+  {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},              // nopl 0x0(%rax,%rax,1)
+  {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},        // nopw 0x0(%rax,%rax,1)
+  {0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // nopw %cs:0x0(%rax,%rax,1)
+  {0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // data16 nopw %cs:0x0(...)
+};
+// clang-format on
+inline constexpr unsigned max_canonical_nop = 11;
+
+constexpr CallForm call_form_for_length(unsigned len) {
+  switch (len) {
+    case 5: return CallForm::call_rel32;
+    case 6: return CallForm::addr32_call_rel32;
+    default: return CallForm::none;
+  }
+}
+
+constexpr unsigned call_form_length(CallForm f) {
+  switch (f) {
+    case CallForm::call_rel32: return 5;
+    case CallForm::addr32_call_rel32: return 6;
+    default: return 0;
+  }
+}
+
+// Writes the call form at `site` to `target` into out[0, its length); false when the form is unknown
+// or the target is out of rel32 reach.
+constexpr bool encode_call_form(CallForm f, u64 site, u64 target, u8* out) {
+  const unsigned len = call_form_length(f);
+  if (len == 0) return false;
+  const i64 rel = static_cast<i64>(target - (site + len));
+  if (rel < -(i64{1} << 31) || rel >= (i64{1} << 31)) return false;
+  unsigned at = 0;
+  if (f == CallForm::addr32_call_rel32) out[at++] = 0x67;  // addr32 prefix: one 6-byte instruction
+  out[at++] = 0xe8;                                        // call rel32
+  const u32 r = static_cast<u32>(rel);
+  for (unsigned i = 0; i < 4; i++) out[at + i] = static_cast<u8>(r >> (8 * i));
+  return true;
+}
+
+}  // namespace prepatch::arch

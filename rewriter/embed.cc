@@ -1,0 +1,66 @@
+#include "rewriter/embed.h"
+
+#include <cstring>
+
+#include "rewriter/shim_blob.h"
+#include "shim/abi.h"
+
+namespace prepatch {
+
+namespace {
+
+constexpr u64 page = 4096;
+u64 align_up(u64 v, u64 a) { return (v + a - 1) / a * a; }
+
+shim::BlobHeader blob_header(std::span<const u8> blob) {
+  shim::BlobHeader h;
+  if (blob.size() < sizeof h) throw std::logic_error("internal: the shim blob is shorter than its header");
+  std::memcpy(&h, blob.data(), sizeof h);
+  if (std::memcmp(h.magic, shim::blob_magic, 8) != 0 || h.version != shim::blob_version || h.header_size != sizeof h ||
+      h.file_size != blob.size() || h.data_off % page || h.mem_size % page || h.mem_size < h.file_size ||
+      h.config + sizeof(shim::Config) > h.file_size || h.config < h.data_off)
+    throw std::logic_error("internal: the embedded shim blob is malformed (shim/embed.cmake)");
+  return h;
+}
+
+}  // namespace
+
+std::string cannot_embed(const elf::Elf& elf) {
+  if (elf.header().machine != EM_X86_64) return "the shim exists for x86-64 only so far";
+  if (elf.header().type == ET_EXEC) return {};
+  if (elf.header().type != ET_DYN) return "expected an executable (ET_EXEC or ET_DYN)";
+  for (const elf::Segment& s : elf.segments())
+    if (s.type == PT_INTERP) return {};  // a PIE
+  for (const elf::Dyn& d : elf.dynamic())
+    if (d.tag == DT_FLAGS_1 && (d.val & DF_1_PIE)) return {};  // a static PIE
+  if (elf.dynamic().empty()) return {};  // ET_DYN without a dynamic section: nothing loads it as a library
+  return "a shared object (ET_DYN without PT_INTERP or DF_1_PIE): shared objects cannot carry the shim yet; "
+         "prepare the executable instead";
+}
+
+RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const std::vector<Site>& sites) {
+  std::span<const u8> blob = shim_blob_x86_64();
+  const shim::BlobHeader h = blob_header(blob);
+  RuntimeSegment r;
+  r.table_size = table.size();
+  r.blob_offset = align_up(table.size(), page);
+  r.data = std::move(table);
+  r.data.resize(r.blob_offset + h.mem_size);
+  std::memcpy(r.data.data() + r.blob_offset, blob.data(), blob.size());
+  const u64 blob_vaddr = vaddr + r.blob_offset;
+  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, 0};
+  std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
+  r.entry = blob_vaddr + h.start;
+  for (int k = 0; k < 3; k++) r.trampoline[k] = blob_vaddr + h.trampoline[k];
+  for (const Site& s : sites) {
+    if (!s.prepared()) continue;
+    u8 call[6];
+    const u64 target = r.trampoline[static_cast<int>(s.kind) - 1];
+    if (!arch::encode_call_form(arch::call_form_for_length(s.len), s.addr, target, call))
+      elf.fail(0, "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) +
+                      " with a rel32 call (the binary spans more than 2 GiB)");
+  }
+  return r;
+}
+
+}  // namespace prepatch

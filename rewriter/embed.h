@@ -1,0 +1,27 @@
+// Puts the shim into a prepared binary: one loadable segment, after every other one, holding the
+// __patch_sites table, then the shim blob (code and read-only data, then its writable page), with the
+// blob's Config filled in; the entry point moves to the shim's start routine (docs/SHIM.md).
+#pragma once
+#include <vector>
+
+#include "elf/elf.h"
+#include "rewriter/sites.h"
+
+namespace prepatch {
+
+struct RuntimeSegment {
+  std::vector<u8> data;  // the segment's bytes: table, padding, blob image, zeroed .bss
+  u64 table_size = 0;    // the table is data[0, table_size)
+  u64 blob_offset = 0;   // the blob starts here (page-aligned)
+  u64 entry = 0;         // the new e_entry: the shim's start routine
+  u64 trampoline[3] = {};  // link-time addresses, by SiteKind - 1
+};
+
+// Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes.
+// Throws InputError when a prepared site could not reach its trampoline with a rel32 call.
+RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const std::vector<Site>& sites);
+
+// The reason `elf` cannot carry the shim (a shared object, another machine), or empty.
+std::string cannot_embed(const elf::Elf& elf);
+
+}  // namespace prepatch

@@ -1,0 +1,280 @@
+// The shim's logic, freestanding, so the shim runs it inside a prepared process and gtest runs it on
+// the host (tests/shim_core_test.cc): the site table as the shim sees it, name globs, the control
+// command grammar, a small text builder for replies, and the batch executor that runs arch/plan.h's
+// plans. No libc, no allocation, no exceptions, no static constructors.
+#pragma once
+#include <cstddef>
+
+#include "arch/plan.h"
+#include "arch/x86_64_forms.h"
+#include "elf/ints.h"
+
+namespace prepatch::shim {
+
+inline u64 load_le(const u8* p, unsigned n) {
+  u64 v = 0;
+  for (unsigned i = 0; i < n; i++) v |= u64{p[i]} << (8 * i);
+  return v;
+}
+
+inline size_t str_len(const char* s) {
+  size_t n = 0;
+  while (s[n]) n++;
+  return n;
+}
+
+inline bool str_eq(const char* a, size_t alen, const char* b) {
+  size_t i = 0;
+  for (; i < alen; i++)
+    if (b[i] != a[i]) return false;
+  return b[i] == 0;
+}
+
+// The value of environment variable `name` in a NULL-terminated `envp`, or nullptr.
+inline const char* env_get(char** envp, const char* name) {
+  const size_t n = str_len(name);
+  for (; envp && *envp; envp++) {
+    const char* e = *envp;
+    size_t i = 0;
+    while (i < n && e[i] == name[i]) i++;
+    if (i == n && e[i] == '=') return e + n + 1;
+  }
+  return nullptr;
+}
+
+// One entry of the __patch_sites table (docs/FORMAT.md), decoded.
+struct SiteEntry {
+  u64 addr;  // link-time
+  u32 name;
+  u8 kind, length, call_form, flags;
+};
+
+// The __patch_sites table of the running binary, read in place. check() validates what the handler
+// and the batches rely on (docs/FORMAT.md, "Readers must check"); nothing is used before it passed.
+class TableView {
+ public:
+  static constexpr u64 header_size = 64, entry_size = 16;
+
+  // nullptr when the table is sound, else what is wrong with it.
+  const char* check(const u8* base, u64 size, u16 machine) {
+    base_ = base;
+    if (size < header_size) return "the site table is shorter than its header";
+    const char magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
+    for (unsigned i = 0; i < 8; i++)
+      if (base[i] != static_cast<u8>(magic[i])) return "the site table has no PREPATCH magic";
+    if (load_le(base + 8, 2) != 1) return "the site table's version is not 1";
+    if (load_le(base + 10, 2) != machine) return "the site table is for another machine";
+    if (load_le(base + 12, 2) != header_size || load_le(base + 14, 2) != entry_size) return "the site table's header or entry size is wrong";
+    count_ = load_le(base + 16, 4);
+    strings_ = load_le(base + 24, 4);
+    strings_size_ = load_le(base + 28, 4);
+    if (count_ > (size - header_size) / entry_size) return "the site table's count runs past its end";
+    if (strings_ < header_size + count_ * entry_size || strings_ > size || strings_size_ == 0 || strings_size_ > size - strings_ ||
+        base[strings_ + strings_size_ - 1] != 0)
+      return "the site table's string table is out of bounds or not NUL-terminated";
+    u64 end = 0;
+    for (u64 i = 0; i < count_; i++) {
+      SiteEntry e = entry(i);
+      if (i > 0 && e.addr < end) return "the site table is not sorted by address";
+      if (e.kind < 1 || e.kind > 3 || e.name >= strings_size_ || e.length == 0 || e.length > 15) return "a site table entry is malformed";
+      end = e.addr + e.length;
+    }
+    return nullptr;
+  }
+
+  u64 count() const { return count_; }
+  SiteEntry entry(u64 i) const {
+    const u8* p = base_ + header_size + i * entry_size;
+    return {load_le(p, 8), static_cast<u32>(load_le(p + 8, 4)), p[12], p[13], p[14], p[15]};
+  }
+  u64 addr(u64 i) const { return load_le(base_ + header_size + i * entry_size, 8); }
+  const char* name(u64 i) const { return reinterpret_cast<const char*>(base_ + strings_) + entry(i).name; }
+
+  // The index of the site whose first byte is at link-time address `a`, or count() when none.
+  u64 find_start(u64 a) const {
+    u64 i = upper(a);
+    return i > 0 && addr(i - 1) == a ? i - 1 : count_;
+  }
+  // The index of the site whose bytes contain `a`, or count() when none.
+  u64 find_containing(u64 a) const {
+    u64 i = upper(a);
+    if (i == 0) return count_;
+    SiteEntry e = entry(i - 1);
+    return a < e.addr + e.length ? i - 1 : count_;
+  }
+
+ private:
+  // The number of sites that start at or below `a` (binary search).
+  u64 upper(u64 a) const {
+    u64 lo = 0, hi = count_;
+    while (lo < hi) {
+      u64 mid = lo + (hi - lo) / 2;
+      if (addr(mid) <= a) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  const u8* base_ = nullptr;
+  u64 count_ = 0, strings_ = 0, strings_size_ = 0;
+};
+
+// Shell-style glob: `*` any run, `?` any one character; everything else literal.
+inline bool glob_match(const char* p, size_t plen, const char* s) {
+  size_t pi = 0, si = 0, star_p = ~size_t{0}, star_s = 0;
+  while (s[si]) {
+    if (pi < plen && (p[pi] == '?' || p[pi] == s[si])) {
+      pi++, si++;
+    } else if (pi < plen && p[pi] == '*') {
+      star_p = pi++, star_s = si;
+    } else if (star_p != ~size_t{0}) {
+      pi = star_p + 1, si = ++star_s;
+    } else {
+      return false;
+    }
+  }
+  while (pi < plen && p[pi] == '*') pi++;
+  return pi == plen;
+}
+
+// A comma-separated list of globs (PREPATCH_TRACE, PREPATCH_NOTRACE, `prepatch ctl PID enable GLOBS`).
+// Empty items are ignored; an empty list matches nothing.
+struct GlobList {
+  const char* text = nullptr;
+  size_t len = 0;
+  bool matches(const char* name) const {
+    for (size_t at = 0; at < len;) {
+      size_t end = at;
+      while (end < len && text[end] != ',') end++;
+      if (end > at && glob_match(text + at, end - at, name)) return true;
+      at = end + 1;
+    }
+    return false;
+  }
+  bool empty() const {
+    for (size_t i = 0; i < len; i++)
+      if (text[i] != ',') return false;
+    return true;
+  }
+};
+
+inline GlobList glob_list(const char* s) { return {s, s ? str_len(s) : 0}; }
+
+// A control request: one line, `enable GLOBS`, `disable GLOBS` or `status`.
+struct Command {
+  enum Verb { invalid, enable, disable, status } verb = invalid;
+  GlobList globs;
+  const char* error = nullptr;  // why it is invalid
+};
+
+inline Command parse_command(const char* s, size_t n) {
+  Command c;
+  while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ')) n--;  // one trailing newline, spaces
+  for (size_t i = 0; i < n; i++)
+    if (static_cast<unsigned char>(s[i]) < 0x20 || static_cast<unsigned char>(s[i]) == 0x7f)
+      return c.error = "a control character in the request (one line expected)", c;
+  size_t verb = 0;
+  while (verb < n && s[verb] != ' ') verb++;
+  size_t arg = verb;
+  while (arg < n && s[arg] == ' ') arg++;
+  auto is = [&](const char* w) {
+    if (str_len(w) != verb) return false;
+    for (size_t i = 0; i < verb; i++)
+      if (s[i] != w[i]) return false;
+    return true;
+  };
+  if (is("status")) {
+    if (arg != n) return c.error = "`status` takes no argument", c;
+    c.verb = Command::status;
+    return c;
+  }
+  if (is("enable") || is("disable")) {
+    c.globs = {s + arg, n - arg};
+    if (c.globs.empty()) return c.error = "expected a comma-separated list of globs after the verb", c;
+    for (size_t i = arg; i < n; i++)
+      if (s[i] == ' ') return c.error = "globs are separated by commas, not spaces", c;
+    c.verb = s[0] == 'e' ? Command::enable : Command::disable;
+    return c;
+  }
+  c.error = "unknown command (expected `enable GLOBS`, `disable GLOBS` or `status`)";
+  return c;
+}
+
+// Builds text into a fixed buffer; what does not fit is dropped and `truncated` set.
+class Text {
+ public:
+  Text(char* buf, size_t cap) : buf_(buf), cap_(cap) {}
+  Text& str(const char* s) { return put(s, str_len(s)); }
+  Text& put(const char* s, size_t n) {
+    for (size_t i = 0; i < n; i++) ch(s[i]);
+    return *this;
+  }
+  Text& ch(char c) {
+    if (len_ < cap_) buf_[len_++] = c;
+    else truncated = true;
+    return *this;
+  }
+  Text& num(u64 v) {
+    char d[20];
+    unsigned n = 0;
+    do d[n++] = static_cast<char>('0' + v % 10);
+    while (v /= 10);
+    while (n) ch(d[--n]);
+    return *this;
+  }
+  Text& hex(u64 v) {
+    str("0x");
+    for (int s = 60; s >= 0; s -= 4)
+      if ((v >> s) || s == 0) ch("0123456789abcdef"[(v >> s) & 15]);
+    return *this;
+  }
+  const char* data() const { return buf_; }
+  size_t size() const { return len_; }
+  bool truncated = false;
+
+ private:
+  char* buf_;
+  size_t cap_, len_ = 0;
+};
+
+// The batch executor: switches a set of sites between their forms by running each site's plan
+// (arch/plan.h) phase by phase across the whole batch, so a batch costs as many syncs as its plans
+// have phases (three on x86-64), whatever its size. Sites are visited in table (= address) order.
+//
+// Sites is a view of the batch: count(), changes(i) (whether site i is in the batch), addr(i) (its
+// run-time address), len(i), and target(i, out) (the bytes it must end up as). Memory performs the
+// stores (store(addr, bytes, width)) and the syncs (sync()).
+template <class Sites, class Memory>
+void run_batch(arch::Isa isa, Sites& sites, Memory& mem) {
+  for (unsigned ph = 0;; ph++) {
+    bool any = false, sync = false;
+    for (u64 i = 0; i < sites.count(); i++) {
+      if (!sites.changes(i)) continue;
+      const arch::Plan& plan = arch::plan_for(isa, sites.addr(i));
+      const arch::Phase step = arch::phase(plan, ph);
+      if (step.empty()) continue;
+      any = true;
+      sync |= step.sync;
+      u8 target[16];
+      sites.target(i, target);
+      for (const arch::Step* s = step.begin; s != step.end; s++)
+        arch::run_step(*s, sites.addr(i), target, sites.len(i), arch::trap_bytes(isa, &plan), mem);
+    }
+    if (!any) return;
+    if (sync) mem.sync();
+  }
+}
+
+// The bytes of a site's two forms on x86-64: the canonical nop of its length, or its call form to
+// `trampoline`. False when the call cannot be encoded (unknown form, out of rel32 reach).
+inline bool x86_site_form(bool on, u64 addr, u8 len, u8 call_form, u64 trampoline, u8* out) {
+  if (!on) {
+    if (len == 0 || len > arch::max_canonical_nop) return false;
+    for (unsigned i = 0; i < len; i++) out[i] = arch::canonical_nops[len - 1][i];
+    return true;
+  }
+  auto f = static_cast<arch::CallForm>(call_form);
+  return arch::call_form_length(f) == len && arch::encode_call_form(f, addr, trampoline, out);
+}
+
+}  // namespace prepatch::shim

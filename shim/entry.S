@@ -1,0 +1,145 @@
+// The shim's assembly: the blob header, the start routine e_entry points at, the trampolines the
+// sites' call forms target, the signal restorer and the self-test breakpoint. x86-64, System V ABI.
+// Offsets in the header are from __shim_base (the header itself); see shim/abi.h, BlobHeader.
+
+        .section .text.header, "ax"
+        .globl __shim_header
+__shim_header:
+        .ascii "PPSHIM"
+        .byte 0, 1
+        .long 1                                         // version
+        .long 48                                        // header_size
+        .long prepatch_start - __shim_header
+        .long prepatch_tramp_fentry - __shim_header
+        .long prepatch_tramp_mcount - __shim_header
+        .long prepatch_tramp_patchable - __shim_header
+        .long prepatch_config - __shim_header
+        .long __shim_data - __shim_header
+        .long __shim_file_end - __shim_header
+        .long __shim_mem_end - __shim_header
+
+        .text
+
+// e_entry. The kernel (or ld.so) left: %rsp -> argc, argv..., envp..., auxv; %rdx = a function for
+// atexit (ld.so's _dl_fini) or 0. Everything is saved, the shim's data page is made writable, the shim
+// sets up, and everything is restored before jumping to the program's own entry (only %r11, which the
+// psABI leaves undefined at entry, carries the jump target).
+        .globl prepatch_start
+        .type prepatch_start, @function
+prepatch_start:
+        push %rax
+        push %rbx
+        push %rcx
+        push %rdx
+        push %rsi
+        push %rdi
+        push %rbp
+        push %r8
+        push %r9
+        push %r10
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        mov %rsp, %rbp
+        and $-16, %rsp
+        lea __shim_data(%rip), %rdi                     // mprotect(data, size, PROT_READ|PROT_WRITE)
+        lea __shim_mem_end(%rip), %rsi
+        sub %rdi, %rsi
+        mov $3, %edx
+        mov $10, %eax
+        syscall
+        test %rax, %rax
+        jnz 1f                                          // no writable data: start the program untraced
+        lea 14*8(%rbp), %rdi                            // the kernel's stack pointer
+        call prepatch_init
+1:      lea __shim_header(%rip), %r11                   // the entry: config.entry + load bias
+        sub prepatch_config+0(%rip), %r11               //   - config.blob_vaddr
+        add prepatch_config+24(%rip), %r11              //   + config.entry
+        mov %rbp, %rsp
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rbp
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rbx
+        pop %rax
+        jmp *%r11
+        .size prepatch_start, . - prepatch_start
+
+// The trampolines. A site's call form enters with [%rsp] = the site's end (the return address into
+// the function). They save every register the ABI lets a callee clobber and that the traced function
+// may still need (arguments %rdi %rsi %rdx %rcx %r8 %r9, %rax for varargs' vector count, %r10 the
+// static chain, %r11), align the stack and call prepatch_on_call(site_end, kind, sp_at_site). The C
+// side is built with -mgeneral-regs-only, so no vector or x87 register needs saving; the flags are
+// dead at a function's entry and after its frame setup.
+//   fentry:    at the function's entry (after endbr64): [sp_at_site] is the caller's return address.
+//   mcount:    after `push %rbp; mov %rsp,%rbp`: the caller's return address is at 8(%rbp).
+//   patchable: at the entry, like fentry (-fpatchable-function-entry pads, M bytes before it untouched).
+        .macro TRAMPOLINE name, kind
+        .globl \name
+        .type \name, @function
+\name:
+        push %rbp
+        mov %rsp, %rbp
+        push %rax
+        push %rcx
+        push %rdx
+        push %rsi
+        push %rdi
+        push %r8
+        push %r9
+        push %r10
+        push %r11
+        mov 8(%rbp), %rdi
+        mov $\kind, %esi
+        lea 16(%rbp), %rdx
+        and $-16, %rsp
+        call prepatch_on_call
+        lea -72(%rbp), %rsp
+        pop %r11
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rax
+        pop %rbp
+        ret
+        .size \name, . - \name
+        .endm
+
+        TRAMPOLINE prepatch_tramp_fentry, 1
+        TRAMPOLINE prepatch_tramp_mcount, 2
+        TRAMPOLINE prepatch_tramp_patchable, 3
+
+// sa_restorer for the shim's own SIGTRAP handler: rt_sigreturn.
+        .globl prepatch_restorer
+        .type prepatch_restorer, @function
+prepatch_restorer:
+        mov $15, %eax
+        syscall
+        .size prepatch_restorer, . - prepatch_restorer
+
+// The self-test: a 5-byte "site" whose first byte is an int3. The handler must emulate a call to the
+// fentry trampoline with the return address 5 bytes on, where the `ret` is.
+        .globl prepatch_selftest
+        .type prepatch_selftest, @function
+prepatch_selftest:
+        .globl prepatch_selftest_site
+prepatch_selftest_site:
+        int3
+        .byte 0x0f, 0x1f, 0x44, 0x00                    // never executed: the rest of a nop5
+        ret
+        .size prepatch_selftest, . - prepatch_selftest
+
+        .section .note.GNU-stack, "", @progbits

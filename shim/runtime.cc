@@ -1,0 +1,692 @@
+// The shim: the runtime prepatch embeds in every prepared binary (docs/SHIM.md). Freestanding: it runs
+// as the program's entry point before libc exists, and inside signal handlers. Raw system calls
+// (shim/sys.h), no allocation beyond mmap, no locks, no exceptions, no static constructors.
+//
+// What it does:
+//   start:    registers membarrier SYNC_CORE, installs the SIGTRAP handler, runs the trap self-test,
+//             enables the sites PREPATCH_TRACE names, then the program starts (shim/entry.S).
+//   a batch:  switches a set of sites between nop and call by running arch/plan.h's plan phase by phase
+//             (shim/core.h run_batch), with the text made writable for the batch only.
+//   SIGTRAP:  a thread that hits a site's int3 mid-batch is resolved by a binary search of the table
+//             and the emulation of the site's new form; other traps go to the program's own handler.
+//   control:  `prepatch ctl PID ...` leaves a request file and queues a SIGTRAP carrying its id.
+#pragma GCC visibility push(hidden)
+
+#include "shim/abi.h"
+#include "shim/core.h"
+#include "shim/sys.h"
+
+using namespace prepatch;
+using namespace prepatch::shim;
+
+extern "C" {
+extern u8 __shim_base[];
+extern u8 __shim_data[];
+extern u8 __shim_mem_end[];
+extern u8 prepatch_tramp_fentry[];
+extern u8 prepatch_tramp_mcount[];
+extern u8 prepatch_tramp_patchable[];
+extern u8 prepatch_selftest_site[];
+void prepatch_selftest();
+void prepatch_restorer();
+
+// What the compiler may call even in freestanding code.
+void* memcpy(void* d, const void* s, size_t n) {
+  auto* dd = static_cast<u8*>(d);
+  auto* ss = static_cast<const u8*>(s);
+  for (size_t i = 0; i < n; i++) dd[i] = ss[i];
+  return d;
+}
+void* memmove(void* d, const void* s, size_t n) {
+  auto* dd = static_cast<u8*>(d);
+  auto* ss = static_cast<const u8*>(s);
+  if (dd < ss)
+    for (size_t i = 0; i < n; i++) dd[i] = ss[i];
+  else
+    for (size_t i = n; i > 0; i--) dd[i - 1] = ss[i - 1];
+  return d;
+}
+void* memset(void* d, int c, size_t n) {
+  auto* dd = static_cast<u8*>(d);
+  for (size_t i = 0; i < n; i++) dd[i] = static_cast<u8>(c);
+  return d;
+}
+int memcmp(const void* a, const void* b, size_t n) {
+  auto* x = static_cast<const u8*>(a);
+  auto* y = static_cast<const u8*>(b);
+  for (size_t i = 0; i < n; i++)
+    if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
+  return 0;
+}
+
+// Filled in by the preparer (shim/abi.h); in .data so that it is part of the file image.
+__attribute__((section(".data.config"))) Config prepatch_config = {};
+}
+
+namespace {
+
+using sys::call;
+
+struct Stats {
+  u64 batches, syncs, writes, protections, traps, refused, sync_timeouts;
+};
+
+// The shim's whole state: one object in .bss, zero at start.
+struct State {
+  u64 bias;        // run-time address minus link-time address
+  u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1
+  const u8* phdr;  // the program headers, as the kernel reported them (AT_PHDR)
+  u64 phnum;
+  TableView table;
+  int table_state;  // 0 unchecked, 1 sound, -1 malformed
+  u8* site;         // per site: bit 0 the form it is (or is being switched to) on, bit 1 in the batch
+  u64* counts;      // per site call counts, in the counts file's shared mapping
+  char counts_path[512];
+  sys::KernelSigaction chained[2];  // the program's dispositions of SIGTRAP and ctl_signal, to chain to
+  const char* disabled;          // why the shim is off, or nullptr
+  bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
+  long membarrier_error;
+  int busy;  // a batch runs
+  u32 sync_seq, sync_ack;  // the signal fallback's rounds: the last started, the one being answered
+  u64 selftest_traps, selftest_calls;
+  Stats stats;
+};
+constinit State g{};
+
+constexpr u64 sigtrap_bit = u64{1} << (sys::sigtrap - 1), ctl_bit = u64{1} << (ctl_signal - 1);
+
+void say(const char* a, const char* b = "", const char* c = "") {
+  char buf[512];
+  Text t(buf, sizeof buf);
+  t.str("prepatch: ").str(a).str(b).str(c).ch('\n');
+  sys::write_all(2, t.data(), t.size());
+}
+
+void serialize_core() {
+  u32 a = 0, b, c = 0, d;
+  asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");  // serializing (SDM 8.1.3)
+}
+
+// ---- threads -----------------------------------------------------------------------------------
+
+// Calls f(tid) for every thread of the process (/proc/self/task); false when it cannot list them.
+template <class F>
+bool for_each_thread(F f) {
+  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>("/proc/self/task"),
+                                 sys::o_rdonly | sys::o_directory | sys::o_cloexec));
+  if (fd < 0) return false;
+  alignas(8) char buf[1024];
+  bool ok = true;
+  for (;;) {
+    long n = call(sys::nr_getdents64, fd, reinterpret_cast<long>(buf), sizeof buf);
+    if (n < 0) ok = false;
+    if (n <= 0) break;
+    for (long at = 0; at < n;) {
+      const char* rec = buf + at;
+      u16 reclen = static_cast<u16>(load_le(reinterpret_cast<const u8*>(rec) + 16, 2));
+      const char* name = rec + 19;
+      int tid = 0;
+      for (; *name >= '0' && *name <= '9'; name++) tid = tid * 10 + (*name - '0');
+      if (tid > 0 && !*name) f(tid);
+      at += reclen;
+    }
+  }
+  call(sys::nr_close, fd);
+  return ok;
+}
+
+// The SigBlk mask of thread `tid`, from /proc/self/task/TID/status; false when unreadable.
+bool blocked_mask(int tid, u64& mask) {
+  char path[64];
+  Text p(path, sizeof path - 1);
+  p.str("/proc/self/task/").num(static_cast<u64>(tid)).str("/status");
+  path[p.size()] = 0;
+  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_cloexec));
+  if (fd < 0) return false;
+  char buf[2048];
+  long n = call(sys::nr_read, fd, reinterpret_cast<long>(buf), sizeof buf - 1);
+  call(sys::nr_close, fd);
+  if (n <= 0) return false;
+  buf[n] = 0;
+  const char key[] = "\nSigBlk:\t";
+  for (long i = 0; i + 9 + 16 <= n; i++) {
+    bool hit = true;
+    for (unsigned k = 0; k < 9 && hit; k++) hit = buf[i + k] == key[k];
+    if (!hit) continue;
+    mask = 0;
+    for (const char* h = buf + i + 9; *h && *h != '\n'; h++) {
+      char ch = *h;
+      mask = mask << 4 | static_cast<u64>(ch <= '9' ? ch - '0' : ch - 'a' + 10);
+    }
+    return true;
+  }
+  return false;
+}
+
+i64 now_ns() {
+  sys::Timespec t{};
+  call(sys::nr_clock_gettime, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&t));
+  return t.sec * 1000000000 + t.nsec;
+}
+
+void* map(u64 size, int prot, int flags, int fd) {
+  long p = call(sys::nr_mmap, 0, static_cast<long>(size), prot, flags, fd, 0);
+  return p < 0 && p > -4096 ? nullptr : reinterpret_cast<void*>(p);
+}
+
+// ---- sync --------------------------------------------------------------------------------------
+
+// The fallback: every other thread takes ctl_signal carrying sync_magic and the round's number,
+// serializes its core in the handler (cpuid) and checks itself off; the batch waits until every thread
+// has, or has exited. All threads are signalled first and then waited for, so a round costs one
+// scheduling delay, not one per thread. A thread that does not answer within a second (stopped,
+// traced) is counted in sync_timeouts and the batch goes on.
+struct SyncSlot {
+  int tid, acked;
+};
+constexpr u64 sync_slots = 8192;  // threads per round; more are synced in further rounds
+SyncSlot* g_sync_slots;
+u64 g_sync_count;
+
+void sync_round(long pid, long uid) {
+  const u32 seq = ++g.sync_seq;
+  __atomic_store_n(&g.sync_ack, seq, __ATOMIC_RELEASE);  // the round handlers answer to
+  for (u64 i = 0; i < g_sync_count; i++) {
+    sys::SigInfo si{};
+    si.signo = ctl_signal;
+    si.code = sys::si_queue;
+    si.pid = static_cast<int>(pid);
+    si.uid = static_cast<unsigned>(uid);
+    si.value = sync_magic << 32 | seq;
+    if (call(sys::nr_rt_tgsigqueueinfo, pid, g_sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0)
+      __atomic_store_n(&g_sync_slots[i].acked, 1, __ATOMIC_RELAXED);  // gone already
+  }
+  const i64 deadline = now_ns() + 1000000000;
+  for (u64 i = 0, spin = 1; i < g_sync_count; spin++) {
+    if (__atomic_load_n(&g_sync_slots[i].acked, __ATOMIC_ACQUIRE)) {
+      i++;
+      continue;
+    }
+    if (spin % 64 == 0) {
+      if (call(sys::nr_tgkill, pid, g_sync_slots[i].tid, 0) == -sys::esrch) {
+        i++;
+        continue;
+      }
+      if (now_ns() > deadline) {
+        g.stats.sync_timeouts++;
+        i++;
+        continue;
+      }
+    }
+    call(sys::nr_sched_yield);
+  }
+}
+
+void signal_sync() {
+  if (!g_sync_slots) {
+    void* m = map(sync_slots * sizeof(SyncSlot), sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+    if (!m) return;  // cannot happen short of exhausting memory; membarrier-free and slot-free, nothing more to do
+    g_sync_slots = static_cast<SyncSlot*>(m);
+  }
+  const long pid = call(sys::nr_getpid), self = call(sys::nr_gettid), uid = call(sys::nr_geteuid);
+  g_sync_count = 0;
+  for_each_thread([&](int tid) {
+    if (tid == self) return;
+    if (g_sync_count == sync_slots) sync_round(pid, uid), g_sync_count = 0;
+    g_sync_slots[g_sync_count++] = {tid, 0};
+  });
+  if (g_sync_count) sync_round(pid, uid);
+  g_sync_count = 0;
+}
+
+// A sync request reached this thread: serialize, then check this thread off if the round is current.
+void acknowledge_sync(u32 seq) {
+  serialize_core();
+  if (seq != __atomic_load_n(&g.sync_ack, __ATOMIC_ACQUIRE)) return;  // a late answer to an earlier round
+  const int self = static_cast<int>(call(sys::nr_gettid));
+  for (u64 i = 0; i < g_sync_count; i++)
+    if (g_sync_slots[i].tid == self) __atomic_store_n(&g_sync_slots[i].acked, 1, __ATOMIC_RELEASE);
+}
+
+// Every thread of the process executes a serializing instruction before any of them runs code this
+// thread wrote before the call: membarrier(PRIVATE_EXPEDITED_SYNC_CORE), or the signal fallback.
+void sync_all() {
+  g.stats.syncs++;
+  if (!g.use_signals) {
+    long r = call(sys::nr_membarrier, sys::membarrier_private_expedited_sync_core, 0, 0);
+    if (r == 0) return;
+    g.membarrier_error = r;
+    g.use_signals = true;
+  }
+  signal_sync();
+}
+
+// ---- the batch ---------------------------------------------------------------------------------
+
+struct TextMemory {
+  void store(u64 addr, const u8* bytes, unsigned width) {
+    for (unsigned i = 0; i < width; i++) reinterpret_cast<volatile u8*>(addr)[i] = bytes[i];
+    g.stats.writes++;
+  }
+  void sync() { sync_all(); }
+};
+
+struct BatchSites {
+  u64 count() const { return g.table.count(); }
+  bool changes(u64 i) const { return g.site[i] & 2; }
+  u64 addr(u64 i) const { return g.table.addr(i) + g.bias; }
+  unsigned len(u64 i) const { return g.table.entry(i).length; }
+  void target(u64 i, u8* out) const {
+    SiteEntry e = g.table.entry(i);
+    x86_site_form(g.site[i] & 1, e.addr + g.bias, e.length, e.call_form, g.tramp[e.kind - 1], out);
+  }
+};
+
+int prot_of(u32 pflags) { return (pflags & 4 ? sys::prot_read : 0) | (pflags & 2 ? sys::prot_write : 0) | (pflags & 1 ? sys::prot_exec : 0); }
+
+// Makes the pages of the batch's sites writable for its lifetime, then restores each executable
+// segment's own protection, whatever happened in between (RAII: an early return cannot leave text
+// writable).
+class TextWritable {
+ public:
+  TextWritable() {
+    for (u64 p = 0; p < g.phnum && n_ < max_ranges; p++) {
+      const u8* ph = g.phdr + p * 56;
+      if (load_le(ph, 4) != 1 /* PT_LOAD */ || !(load_le(ph + 4, 4) & 1 /* PF_X */)) continue;
+      const u64 lo = load_le(ph + 16, 8), hi = lo + load_le(ph + 40, 8);
+      u64 first = ~u64{0}, last = 0;
+      for (u64 i = 0; i < g.table.count(); i++) {
+        if (!(g.site[i] & 2)) continue;
+        SiteEntry e = g.table.entry(i);
+        if (e.addr < lo || e.addr >= hi) continue;
+        if (first == ~u64{0}) first = e.addr;
+        last = e.addr + e.length;
+      }
+      if (first == ~u64{0}) continue;
+      Range r{(first + g.bias) & ~u64{4095}, (last + g.bias + 4095) & ~u64{4095}, prot_of(static_cast<u32>(load_le(ph + 4, 4)))};
+      g.stats.protections++;
+      if (call(sys::nr_mprotect, static_cast<long>(r.lo), static_cast<long>(r.hi - r.lo), r.prot | sys::prot_write) != 0) {
+        ok = false;
+        return;
+      }
+      r_[n_++] = r;
+    }
+  }
+  ~TextWritable() {
+    for (unsigned i = 0; i < n_; i++) {
+      g.stats.protections++;
+      call(sys::nr_mprotect, static_cast<long>(r_[i].lo), static_cast<long>(r_[i].hi - r_[i].lo), r_[i].prot);
+    }
+  }
+  bool ok = true;
+
+ private:
+  struct Range {
+    u64 lo, hi;
+    int prot;
+  };
+  static constexpr unsigned max_ranges = 16;
+  Range r_[max_ranges];
+  unsigned n_ = 0;
+};
+
+// The "a batch runs" flag, held for a scope.
+class BatchLock {
+ public:
+  BatchLock() : held(__atomic_exchange_n(&g.busy, 1, __ATOMIC_ACQUIRE) == 0) {}
+  ~BatchLock() {
+    if (held) __atomic_store_n(&g.busy, 0, __ATOMIC_RELEASE);
+  }
+  const bool held;
+};
+
+void on_sigtrap(int sig, sys::SigInfo* si, void* uc);
+void on_message(int sig, sys::SigInfo* si, void* uc);
+
+// Installs the shim's handler for SIGTRAP (which = 0) or ctl_signal (which = 1), keeping the program's
+// disposition to chain to.
+bool install_handler(int which) {
+  const int sig = which == 0 ? sys::sigtrap : ctl_signal;
+  void* handler = which == 0 ? reinterpret_cast<void*>(&on_sigtrap) : reinterpret_cast<void*>(&on_message);
+  sys::KernelSigaction ours{handler, sys::sa_siginfo | sys::sa_restorer | sys::sa_restart | sys::sa_nodefer | sys::sa_onstack,
+                            &prepatch_restorer, 0};
+  sys::KernelSigaction old{};
+  if (call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&ours), reinterpret_cast<long>(&old), 8) != 0) return false;
+  if (old.handler != handler) g.chained[which] = old;
+  return true;
+}
+
+// Before a batch: ours must be the SIGTRAP handler (the program may have replaced it; theirs becomes
+// the one chained to).
+void ensure_handler() {
+  sys::KernelSigaction cur{};
+  call(sys::nr_rt_sigaction, sys::sigtrap, 0, reinterpret_cast<long>(&cur), 8);
+  if (cur.handler != reinterpret_cast<void*>(&on_sigtrap)) install_handler(0);
+}
+
+bool ensure_table() {
+  if (g.table_state == 0) {
+    const char* why = g.table.check(reinterpret_cast<const u8*>(prepatch_config.table_vaddr + g.bias), prepatch_config.table_size, 62);
+    g.table_state = why ? -1 : 1;
+    if (why) g.disabled = why;
+  }
+  return g.table_state == 1;
+}
+
+
+bool ensure_counts(Text& err) {
+  if (g.counts) return true;
+  if (!g.counts_path[0]) {
+    Text p(g.counts_path, sizeof g.counts_path - 1);
+    p.str("prepatch.").num(static_cast<u64>(call(sys::nr_getpid))).str(".counts");
+  }
+  const u64 n = g.table.count(), size = sizeof(CountsHeader) + 8 * n;
+  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(g.counts_path),
+                                 sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
+  if (fd < 0) return err.str("cannot create the counts file ").str(g.counts_path), false;
+  void* m = call(sys::nr_ftruncate, fd, static_cast<long>(size)) == 0 ? map(size, sys::prot_read | sys::prot_write, sys::map_shared, fd) : nullptr;
+  call(sys::nr_close, fd);
+  if (!m) return err.str("cannot size or map the counts file ").str(g.counts_path), false;
+  auto* h = static_cast<CountsHeader*>(m);
+  memcpy(h->magic, counts_magic, 8);
+  h->version = 1;
+  h->header_size = sizeof(CountsHeader);
+  h->count = n;
+  h->pid = static_cast<u64>(call(sys::nr_getpid));
+  h->table_vaddr = prepatch_config.table_vaddr;
+  g.counts = reinterpret_cast<u64*>(h + 1);
+  return true;
+}
+
+// True, with the reason in err, when a batch must not run now because some thread blocks SIGTRAP (an
+// int3 would kill the process: the kernel forces a blocked SIGTRAP to its default action) or, when
+// syncing by signals, blocks ctl_signal (it could never acknowledge).
+bool threads_block_signals(Text& err) {
+  const u64 needed = sigtrap_bit | (g.use_signals ? ctl_bit : 0);
+  int culprit = 0;
+  u64 culprit_mask = 0;
+  bool unreadable = false;
+  // A thread being created or exiting blocks every signal for a moment (glibc's pthread_create and
+  // thread exit do): look again for up to 200 ms before refusing, so only a lasting block refuses.
+  const i64 deadline = now_ns() + 200000000;
+  for (;;) {
+    culprit = 0;
+    const bool listed = for_each_thread([&](int tid) {
+      u64 mask = 0;
+      if (!blocked_mask(tid, mask)) unreadable |= call(sys::nr_tgkill, call(sys::nr_getpid), tid, 0) == 0;  // alive, yet unreadable
+      else if ((mask & needed) && !culprit) culprit = tid, culprit_mask = mask;
+    });
+    if (!listed || unreadable) return err.str("cannot read the threads' signal masks from /proc/self/task"), true;
+    if (!culprit) return false;
+    if (now_ns() > deadline) break;
+    sys::Timespec pause{0, 100000};
+    call(sys::nr_nanosleep, reinterpret_cast<long>(&pause), 0);
+  }
+  err.str("thread ").num(static_cast<u64>(culprit));
+  if (culprit_mask & sigtrap_bit)
+    err.str(" blocks SIGTRAP: a thread that met a breakpoint mid-batch would be killed, so the batch is refused (docs/SHIM.md)");
+  else
+    err.str(" blocks signal 64 (SIGRTMAX), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
+  return true;
+}
+
+struct Outcome {
+  u64 matched = 0, changed = 0;
+  bool ok = false;
+};
+
+// Switches every site whose function matches `include` and not `exclude` to `on`. The reason for a
+// refusal goes to `err`.
+Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
+  Outcome o;
+  if (g.disabled) return err.str("the shim is disabled: ").str(g.disabled), o;
+  BatchLock lock;
+  if (!lock.held) return err.str("busy: another batch is running; try again"), o;
+  if (!ensure_table()) return err.str(g.disabled), o;
+  const u64 n = g.table.count();
+  if (!g.site && !(g.site = static_cast<u8*>(map(n ? n : 1, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1))))
+    return err.str("cannot map the site states"), o;
+  if (on && !ensure_counts(err)) return o;
+  if (threads_block_signals(err)) return g.stats.refused++, o;
+  ensure_handler();
+  for (u64 i = 0; i < n; i++) {
+    const char* name = g.table.name(i);
+    if (!include.matches(name) || exclude.matches(name)) continue;
+    o.matched++;
+    if ((g.site[i] & 1) == on) continue;
+    u8 probe[16];
+    SiteEntry e = g.table.entry(i);
+    if (on && !x86_site_form(true, e.addr + g.bias, e.length, e.call_form, g.tramp[e.kind - 1], probe)) continue;
+    g.site[i] = static_cast<u8>(on | 2);  // the handler emulates bit 0 from the moment the int3 is there
+    o.changed++;
+  }
+  if (o.changed) {
+    TextWritable text;
+    if (!text.ok) {
+      for (u64 i = 0; i < n; i++)
+        if (g.site[i] & 2) g.site[i] = static_cast<u8>(!on);
+      return err.str("cannot make the text writable (mprotect)"), o;
+    }
+    TextMemory mem;
+    BatchSites sites;
+    run_batch(arch::Isa::x86_64, sites, mem);
+    g.stats.batches++;
+  }
+  for (u64 i = 0; i < n; i++) g.site[i] &= 1;
+  o.ok = true;
+  return o;
+}
+
+// ---- the control channel -----------------------------------------------------------------------
+
+void channel_path(Text& t, u32 id, const char* suffix) {
+  t.str(ctl_dir_prefix).num(static_cast<u64>(call(sys::nr_geteuid))).ch('/').num(static_cast<u64>(call(sys::nr_getpid))).ch('.').num(id).str(suffix).ch(0);
+}
+
+// Reads the request file: a regular file of the same user, not writable by others, at most
+// ctl_max_request bytes. Returns its length, or -1 with the reason in err.
+long read_request(u32 id, char* buf, Text& err) {
+  char path[128];
+  Text p(path, sizeof path);
+  channel_path(p, id, ".req");
+  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_nofollow | sys::o_cloexec));
+  if (fd < 0) return err.str("cannot open the request file"), -1;
+  sys::Stat st{};
+  long n = -1;
+  if (call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) != 0 || (st.mode & 0170000) != 0100000)
+    err.str("the request is not a regular file");
+  else if (st.uid != static_cast<u32>(call(sys::nr_geteuid)) || (st.mode & 022))
+    err.str("the request file belongs to another user or is writable by others");
+  else if (st.size > static_cast<i64>(ctl_max_request))
+    err.str("the request is longer than 4096 bytes");
+  else
+    n = call(sys::nr_read, fd, reinterpret_cast<long>(buf), ctl_max_request);
+  call(sys::nr_close, fd);
+  if (n < 0 && !err.size()) err.str("cannot read the request file");
+  return n;
+}
+
+// A reply written straight to its file, a buffer at a time.
+class Reply {
+ public:
+  explicit Reply(u32 id) : id_(id) {
+    Text p(tmp_, sizeof tmp_);
+    channel_path(p, id, ".reply.tmp");
+    fd_ = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(tmp_),
+                                sys::o_wronly | sys::o_creat | sys::o_trunc | sys::o_nofollow | sys::o_cloexec, 0600));
+  }
+  Text& line() {
+    flush();
+    return t_;
+  }
+  void flush() {
+    if (fd_ >= 0 && t_.size()) sys::write_all(fd_, t_.data(), t_.size());
+    t_ = Text(buf_, sizeof buf_);
+  }
+  ~Reply() {
+    if (fd_ < 0) return;
+    flush();
+    call(sys::nr_close, fd_);
+    char path[128];
+    Text p(path, sizeof path);
+    channel_path(p, id_, ".reply");
+    call(sys::nr_rename, reinterpret_cast<long>(tmp_), reinterpret_cast<long>(path));
+  }
+
+ private:
+  u32 id_;
+  int fd_ = -1;
+  char tmp_[128];
+  char buf_[512];
+  Text t_{buf_, sizeof buf_};
+};
+
+void reply_status(Reply& r) {
+  ensure_table();
+  const u64 n = g.table_state == 1 ? g.table.count() : 0;
+  u64 enabled = 0;
+  for (u64 i = 0; g.site && i < n; i++) enabled += g.site[i] & 1;
+  r.line().str("ok: pid ").num(static_cast<u64>(call(sys::nr_getpid))).str(", ").num(enabled).str(" of ").num(g.table.count()).str(" sites enabled\n");
+  r.line().str("sync: ").str(g.use_signals ? "signals (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=signal)" : "membarrier").ch('\n');
+  const Stats& s = g.stats;
+  r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
+      .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
+  if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
+  if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
+  for (u64 i = 0; g.site && i < n; i++)
+    if (g.site[i] & 1) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
+}
+
+void serve_request(u32 id) {
+  char req[ctl_max_request];
+  char ebuf[256];
+  Text err(ebuf, sizeof ebuf);
+  long n = read_request(id, req, err);
+  Reply r(id);
+  if (n < 0) return void(r.line().str("error: ").put(err.data(), err.size()).ch('\n'));
+  Command c = parse_command(req, static_cast<size_t>(n));
+  if (c.verb == Command::invalid) return void(r.line().str("error: ").str(c.error).ch('\n'));
+  if (c.verb == Command::status) return reply_status(r);
+  const bool on = c.verb == Command::enable;
+  Outcome o = toggle(c.globs, {}, on, err);
+  if (!o.ok) {
+    const bool busy = err.size() >= 4 && err.data()[0] == 'b' && err.data()[3] == 'y';
+    return void(r.line().str(busy ? "" : "error: ").put(err.data(), err.size()).ch('\n'));
+  }
+  r.line().str("ok: ").str(on ? "enabled " : "disabled ").num(o.changed).str(" site").str(o.changed == 1 ? "" : "s").str(" (").num(o.matched)
+      .str(" matched)\n");
+}
+
+// ---- SIGTRAP -----------------------------------------------------------------------------------
+
+void emulate_call(sys::UContext* uc, u64 ret, u64 target) {
+  uc->gregs[sys::reg_rsp] -= 8;
+  *reinterpret_cast<u64*>(uc->gregs[sys::reg_rsp]) = ret;
+  uc->gregs[sys::reg_rip] = target;
+}
+
+// The program's own disposition: its handler, or the default action (for a trap the kernel raised,
+// SIG_IGN means the default action too: the kernel forces it).
+void chain(int sig, sys::SigInfo* si, void* uc) {
+  const sys::KernelSigaction prev = g.chained[sig == sys::sigtrap ? 0 : 1];
+  const auto h = reinterpret_cast<u64>(prev.handler);
+  if (h == 1 && si->code <= 0) return;
+  if (h > 1) {
+    if (prev.flags & sys::sa_siginfo) reinterpret_cast<void (*)(int, sys::SigInfo*, void*)>(prev.handler)(sig, si, uc);
+    else reinterpret_cast<void (*)(int)>(prev.handler)(sig);
+    return;
+  }
+  sys::KernelSigaction dfl{nullptr, sys::sa_restorer, &prepatch_restorer, 0};
+  call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, 8);
+  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), sig);  // SA_NODEFER: not blocked, so it acts now
+}
+
+// ctl_signal: a sync request from the batch (signal fallback) or a control request from `prepatch ctl`.
+void on_message(int sig, sys::SigInfo* si, void* uc) {
+  if (si->code == sys::si_queue && si->value >> 32 == sync_magic) return acknowledge_sync(static_cast<u32>(si->value));
+  if (si->code == sys::si_queue && si->value >> 32 == ctl_magic) return serve_request(static_cast<u32>(si->value));
+  chain(sig, si, uc);
+}
+
+void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
+  auto* uc = static_cast<sys::UContext*>(ucv);
+  if (si->code == sys::si_kernel) {
+    const u64 at = uc->gregs[sys::reg_rip] - 1;  // int3 reports the address after it
+    if (at == reinterpret_cast<u64>(prepatch_selftest_site)) {
+      g.selftest_traps++;
+      return emulate_call(uc, at + 5, g.tramp[0]);
+    }
+    if (g.site && g.table_state == 1) {
+      const u64 i = g.table.find_start(at - g.bias);
+      if (i < g.table.count()) {
+        __atomic_fetch_add(&g.stats.traps, 1, __ATOMIC_RELAXED);
+        SiteEntry e = g.table.entry(i);
+        if (__atomic_load_n(&g.site[i], __ATOMIC_ACQUIRE) & 1) return emulate_call(uc, at + e.length, g.tramp[e.kind - 1]);
+        uc->gregs[sys::reg_rip] = at + e.length;  // the nop: skip the site
+        return;
+      }
+    }
+  }
+  chain(sig, si, ucv);
+}
+
+// The kernel's int3_selftest, in user space: a breakpoint in the shim's own text must reach the
+// handler, which emulates a call to the fentry trampoline, which must reach prepatch_on_call.
+void selftest() {
+  u64 mask = 0;
+  if (call(sys::nr_rt_sigprocmask, 0, 0, reinterpret_cast<long>(&mask), 8) != 0 || (mask & sigtrap_bit))
+    return void(g.disabled = "SIGTRAP is blocked in the starting thread, so a breakpoint would kill the process");
+  prepatch_selftest();
+  if (g.selftest_traps != 1 || g.selftest_calls != 1) g.disabled = "the breakpoint self-test failed";
+}
+
+}  // namespace
+
+// Called by the trampolines (shim/entry.S) with every caller-saved register preserved: the site's end
+// (the return address into the function), the site's kind, and the stack pointer at the site.
+extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp) {
+  (void)kind, (void)sp;  // the tracers (issue 5) use them
+  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + 5) return void(g.selftest_calls++);
+  if (!g.counts) return;
+  const u64 i = g.table.find_containing(site_end - 1 - g.bias);
+  if (i < g.table.count()) __atomic_fetch_add(&g.counts[i], 1, __ATOMIC_RELAXED);
+}
+
+// Called once by the start routine (shim/entry.S) with the stack pointer the kernel set up: argc,
+// argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
+extern "C" void prepatch_init(u64* sp) {
+  const u64 argc = sp[0];
+  char** envp = reinterpret_cast<char**>(sp + 1 + argc + 1);
+  char** e = envp;
+  while (*e) e++;
+  for (u64* aux = reinterpret_cast<u64*>(e + 1); aux[0]; aux += 2) {
+    if (aux[0] == 3) g.phdr = reinterpret_cast<const u8*>(aux[1]);  // AT_PHDR
+    if (aux[0] == 5) g.phnum = aux[1];                               // AT_PHNUM
+  }
+  g.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  g.tramp[0] = reinterpret_cast<u64>(prepatch_tramp_fentry);
+  g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
+  g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
+  if (const char* p = env_get(envp, "PREPATCH_COUNTS"); p && *p) {
+    Text t(g.counts_path, sizeof g.counts_path - 1);
+    t.str(p);
+    if (t.truncated) g.counts_path[0] = 0;
+  }
+  const char* sync = env_get(envp, "PREPATCH_SYNC");
+  g.use_signals = sync && str_eq("signal", 6, sync);
+  if (!g.use_signals) {
+    g.membarrier_error = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0);
+    g.use_signals = g.membarrier_error != 0;
+  }
+  if (!install_handler(0) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 64 handlers";
+  if (!g.disabled) selftest();
+  const char* trace = env_get(envp, "PREPATCH_TRACE");
+  if (!trace || !*trace) return;
+  if (g.disabled) return say("tracing is off: ", g.disabled);
+  char ebuf[256];
+  Text err(ebuf, sizeof ebuf - 1);
+  Outcome o = toggle(glob_list(trace), glob_list(env_get(envp, "PREPATCH_NOTRACE")), true, err);
+  ebuf[err.size()] = 0;
+  if (!o.ok) say("PREPATCH_TRACE: ", ebuf);
+  else if (o.matched == 0) say("PREPATCH_TRACE: no site's function matches ", trace);
+}

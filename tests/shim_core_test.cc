@@ -1,0 +1,215 @@
+// The shim's logic (shim/core.h) on the host: the table as the trap handler reads it, globs, the
+// control grammar, the batch executor against a recording memory, and the kernel structures the
+// freestanding shim declares itself (checked against glibc's).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <ucontext.h>
+
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "arch/x86_64.h"
+#include "rewriter/table.h"
+#include "shim/core.h"
+#include "shim/sys.h"
+
+namespace prepatch {
+namespace {
+
+std::vector<u8> sample_table() {
+  Table t;
+  t.machine = 62;
+  t.strings = {'\0', 'm', 'a', 'i', 'n', '\0', 'f', 'o', 'o', '\0'};
+  t.entries = {{0x1000, 1, SiteKind::fentry, 5, arch::CallForm::call_rel32, 0},
+               {0x1010, 6, SiteKind::mcount, 6, arch::CallForm::addr32_call_rel32, 0},
+               {0x2000, 0, SiteKind::patchable, 5, arch::CallForm::call_rel32, 0}};
+  elf::Codec c{true, true};
+  return encode_table(t, c);
+}
+
+TEST(ShimCore, TableLookupIsABinarySearchOverTheSortedEntries) {
+  auto b = sample_table();
+  shim::TableView t;
+  ASSERT_EQ(t.check(b.data(), b.size(), 62), nullptr);
+  EXPECT_EQ(t.count(), 3u);
+  EXPECT_STREQ(t.name(0), "main");
+  EXPECT_STREQ(t.name(1), "foo");
+  EXPECT_STREQ(t.name(2), "");
+  EXPECT_EQ(t.find_start(0x1000), 0u);
+  EXPECT_EQ(t.find_start(0x1010), 1u);
+  EXPECT_EQ(t.find_start(0x2000), 2u);
+  EXPECT_EQ(t.find_start(0x1001), 3u);  // inside a site: not a start
+  EXPECT_EQ(t.find_start(0xfff), 3u);
+  EXPECT_EQ(t.find_containing(0x1004), 0u);
+  EXPECT_EQ(t.find_containing(0x1005), 3u);
+  EXPECT_EQ(t.find_containing(0x1015), 1u);
+  EXPECT_EQ(t.find_containing(0x2004), 2u);
+  EXPECT_EQ(t.find_containing(0x3000), 3u);
+  EXPECT_EQ(t.entry(1).kind, 2);
+  EXPECT_EQ(t.entry(1).length, 6);
+}
+
+TEST(ShimCore, TableCheckRefusesWhatTheHandlerCouldNotTrust) {
+  auto good = sample_table();
+  shim::TableView t;
+  auto bad = good;
+  bad[0] = 'X';
+  EXPECT_STREQ(t.check(bad.data(), bad.size(), 62), "the site table has no PREPATCH magic");
+  EXPECT_STREQ(t.check(good.data(), good.size(), 183), "the site table is for another machine");
+  EXPECT_NE(t.check(good.data(), 40, 62), nullptr);
+  bad = good;
+  bad[64 + 16] = 0x00, bad[64 + 17] = 0x0f;  // entry 1 at 0xf00: below entry 0
+  EXPECT_STREQ(t.check(bad.data(), bad.size(), 62), "the site table is not sorted by address");
+  bad = good;
+  bad[64 + 12] = 9;  // kind
+  EXPECT_STREQ(t.check(bad.data(), bad.size(), 62), "a site table entry is malformed");
+  bad = good;
+  bad[16] = 0xff;  // count
+  EXPECT_STREQ(t.check(bad.data(), bad.size(), 62), "the site table's count runs past its end");
+  bad = good;
+  bad.back() = 'x';  // strings not NUL-terminated
+  EXPECT_NE(t.check(bad.data(), bad.size(), 62), nullptr);
+}
+
+TEST(ShimCore, Globs) {
+  auto m = [](const char* p, const char* s) { return shim::glob_match(p, std::strlen(p), s); };
+  EXPECT_TRUE(m("*", ""));
+  EXPECT_TRUE(m("*", "main"));
+  EXPECT_TRUE(m("ma*", "main"));
+  EXPECT_TRUE(m("*in", "main"));
+  EXPECT_TRUE(m("m?in", "main"));
+  EXPECT_TRUE(m("*a*n*", "main"));
+  EXPECT_FALSE(m("ma", "main"));
+  EXPECT_FALSE(m("m?n", "main"));
+  EXPECT_FALSE(m("", "main"));
+  EXPECT_TRUE(m("", ""));
+  EXPECT_TRUE(m("f*o*o", "foxoo"));
+  shim::GlobList l = shim::glob_list("leaf_*,,main");
+  EXPECT_TRUE(l.matches("leaf_add"));
+  EXPECT_TRUE(l.matches("main"));
+  EXPECT_FALSE(l.matches("mainly"));
+  EXPECT_TRUE(shim::glob_list(",,").empty());
+  EXPECT_FALSE(shim::glob_list(nullptr).matches("x"));
+}
+
+TEST(ShimCore, CommandGrammar) {
+  auto p = [](const std::string& s) { return shim::parse_command(s.data(), s.size()); };
+  EXPECT_EQ(p("status\n").verb, shim::Command::status);
+  EXPECT_EQ(p("enable *\n").verb, shim::Command::enable);
+  const std::string line = "disable leaf_*,main";  // the globs point into it
+  auto c = shim::parse_command(line.data(), line.size());
+  EXPECT_EQ(c.verb, shim::Command::disable);
+  EXPECT_EQ(std::string(c.globs.text, c.globs.len), "leaf_*,main");
+  EXPECT_EQ(p("enable").verb, shim::Command::invalid);
+  EXPECT_EQ(p("enable a b").verb, shim::Command::invalid);
+  EXPECT_EQ(p("status now").verb, shim::Command::invalid);
+  EXPECT_EQ(p("enable *\nstatus").verb, shim::Command::invalid);
+  EXPECT_EQ(p("enablex *").verb, shim::Command::invalid);
+  EXPECT_EQ(p("").verb, shim::Command::invalid);
+  EXPECT_EQ(p(std::string("sta\0us", 6)).verb, shim::Command::invalid);
+  EXPECT_NE(p("frobnicate").error, nullptr);
+}
+
+// A recording memory: the batch's stores in order and where the syncs fell.
+struct Recorder {
+  std::vector<u8> text = std::vector<u8>(0x100, 0x90);
+  u64 base = 0x1000;
+  std::vector<std::pair<u64, u8>> stores;
+  std::vector<size_t> syncs;  // stores.size() at each sync
+  void store(u64 addr, const u8* b, unsigned width) {
+    for (unsigned i = 0; i < width; i++) {
+      text.at(addr - base + i) = b[i];
+      stores.push_back({addr + i, b[i]});
+    }
+  }
+  void sync() { syncs.push_back(stores.size()); }
+};
+
+struct FakeSites {
+  std::vector<u64> addrs;
+  std::vector<unsigned> lens;
+  std::vector<bool> in_batch;
+  u64 count() const { return addrs.size(); }
+  bool changes(u64 i) const { return in_batch[i]; }
+  u64 addr(u64 i) const { return addrs[i]; }
+  unsigned len(u64 i) const { return lens[i]; }
+  void target(u64 i, u8* out) const { shim::x86_site_form(true, addrs[i], static_cast<u8>(lens[i]), lens[i] == 5 ? 1 : 2, 0x5000, out); }
+};
+
+TEST(ShimCore, ABatchRunsTheX86PlanInThreePhasesWhateverItsSize) {
+  Recorder mem;
+  FakeSites s{{0x1000, 0x1010, 0x1020, 0x1033}, {5, 6, 5, 5}, {true, true, false, true}};
+  shim::run_batch(arch::Isa::x86_64, s, mem);
+  ASSERT_EQ(mem.syncs.size(), 3u);
+  // Phase 1: an int3 on each changed site's first byte, in address order.
+  ASSERT_EQ(mem.syncs[0], 3u);
+  EXPECT_EQ(mem.stores[0], (std::pair<u64, u8>{0x1000, 0xcc}));
+  EXPECT_EQ(mem.stores[1], (std::pair<u64, u8>{0x1010, 0xcc}));
+  EXPECT_EQ(mem.stores[2], (std::pair<u64, u8>{0x1033, 0xcc}));
+  // Phase 2: the tails (4 + 5 + 4 bytes), phase 3: the first bytes.
+  EXPECT_EQ(mem.syncs[1], 3u + 13u);
+  EXPECT_EQ(mem.syncs[2], 3u + 13u + 3u);
+  for (size_t i = 3; i < 16; i++) EXPECT_NE(mem.stores[i].second, 0xcc);
+  for (size_t i = 1; i < mem.stores.size(); i++) {
+    if (i == 3 || i == 16) continue;  // a phase starts over at the lowest address
+    EXPECT_LT(mem.stores[i - 1].first, mem.stores[i].first) << "stores within a phase go in address order";
+  }
+  // The result: each changed site holds its call, the unchanged one its old bytes.
+  u8 call[6];
+  for (size_t i : {0, 1, 3}) {
+    ASSERT_TRUE(arch::encode_call(arch::call_form_for_length(s.lens[i]), s.addrs[i], 0x5000, {call, s.lens[i]}));
+    EXPECT_EQ(0, std::memcmp(mem.text.data() + (s.addrs[i] - mem.base), call, s.lens[i])) << i;
+  }
+  EXPECT_EQ(mem.text[0x20], 0x90);
+}
+
+TEST(ShimCore, AnEmptyBatchNeitherWritesNorSyncs) {
+  Recorder mem;
+  FakeSites s{{0x1000}, {5}, {false}};
+  shim::run_batch(arch::Isa::x86_64, s, mem);
+  EXPECT_TRUE(mem.stores.empty());
+  EXPECT_TRUE(mem.syncs.empty());
+}
+
+TEST(ShimCore, SiteFormsAreTheCanonicalNopAndTheCallForm) {
+  u8 b[8];
+  ASSERT_TRUE(shim::x86_site_form(false, 0x1000, 5, 1, 0, b));
+  EXPECT_EQ(0, std::memcmp(b, arch::canonical_nop(5).data(), 5));
+  ASSERT_TRUE(shim::x86_site_form(false, 0x1000, 6, 2, 0, b));
+  EXPECT_EQ(0, std::memcmp(b, arch::canonical_nop(6).data(), 6));
+  ASSERT_TRUE(shim::x86_site_form(true, 0x1000, 6, 2, 0x2000, b));
+  EXPECT_EQ(b[0], 0x67);
+  EXPECT_EQ(b[1], 0xe8);
+  EXPECT_FALSE(shim::x86_site_form(true, 0x1000, 5, 2, 0x2000, b)) << "a form of another length";
+  EXPECT_FALSE(shim::x86_site_form(true, 0x1000, 5, 1, 0x1000 + (u64{1} << 32), b)) << "out of rel32 reach";
+}
+
+TEST(ShimCore, KernelStructuresMatchGlibcs) {
+  static_assert(offsetof(siginfo_t, si_code) == offsetof(shim::sys::SigInfo, code));
+  siginfo_t si{};
+  si.si_value.sival_ptr = reinterpret_cast<void*>(0x1122334455667788);
+  si.si_pid = 77;
+  shim::sys::SigInfo mine;
+  std::memcpy(&mine, &si, sizeof mine);
+  EXPECT_EQ(mine.value, 0x1122334455667788u);
+  EXPECT_EQ(mine.pid, 77);
+  EXPECT_EQ(offsetof(ucontext_t, uc_mcontext.gregs), offsetof(shim::sys::UContext, gregs));
+  EXPECT_EQ(REG_RSP, shim::sys::reg_rsp);
+  EXPECT_EQ(REG_RIP, shim::sys::reg_rip);
+  EXPECT_EQ(SI_QUEUE, shim::sys::si_queue);
+  EXPECT_EQ(SI_KERNEL, shim::sys::si_kernel);
+  EXPECT_EQ(SA_NODEFER, static_cast<int>(shim::sys::sa_nodefer));
+  EXPECT_EQ(SIGRTMAX, 64) << "the control signal is SIGRTMAX";
+}
+
+TEST(ShimCore, EnvironmentLookup) {
+  char a[] = "PREPATCH_TRACE=main,leaf_*", b[] = "PREPATCH=x", c[] = "PREPATCH_TRACEX=no";
+  char* envp[] = {b, c, a, nullptr};
+  EXPECT_STREQ(shim::env_get(envp, "PREPATCH_TRACE"), "main,leaf_*");
+  EXPECT_EQ(shim::env_get(envp, "PREPATCH_NOTRACE"), nullptr);
+}
+
+}  // namespace
+}  // namespace prepatch

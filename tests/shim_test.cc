@@ -1,0 +1,318 @@
+// The embedded shim, end to end: prepared programs run with tracing chosen at start (every program in
+// every flavor, call counts checked against what the programs report or must do), toggled live from
+// outside with `prepatch ctl` and from inside by a stress program, next to a program's own SIGTRAP use,
+// a thread pool that blocks every signal, a forked child and the signal fallback.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <thread>
+
+#include "support.h"
+
+namespace prepatch::test {
+namespace {
+
+const std::string td = TESTDATA_DIR;
+
+std::map<std::string, unsigned long long> counts_of(const std::string& prepared, const std::string& counts_file) {
+  Proc c = prepatch({"counts", prepared, counts_file, "--all", "--json"});
+  EXPECT_EQ(c.status, 0) << c.err;
+  std::map<std::string, unsigned long long> m;
+  for (const auto& row : nlohmann::json::parse(c.out.empty() ? "[]" : c.out)) m[row["function"]] += row["count"].get<unsigned long long>();
+  return m;
+}
+
+// The calls each program makes, per function, from what it prints or from its source.
+std::map<std::string, unsigned long long> expected_calls(const TestBinary& b, const std::string& out) {
+  std::map<std::string, unsigned long long> e{{"main", 1}};
+  if (b.prog == "basic") {
+    std::smatch m;
+    std::string line = out.substr(out.find("calls:"));
+    for (std::regex kv("(\\w+)=(\\d+)"); std::regex_search(line, m, kv); line = m.suffix()) e[m[1]] = std::stoull(m[2]);
+  } else if (b.prog == "threads") {
+    e["worker"] = 4, e["step"] = 400000, e["mix"] = 400000;
+  } else if (b.prog == "many") {
+    for (int n = 100; n < 900; n++)
+      if (n % 10 < 8 && (n / 10) % 10 < 8) e["f" + std::to_string(n)] = 1;
+  } else if (b.prog == "tablecheck") {
+    e["find"] = 1;  // dl_iterate_phdr visits the main program first, where the table is
+  }
+  return e;
+}
+
+class Shim : public ::testing::TestWithParam<TestBinary> {};
+
+TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
+  const TestBinary& b = GetParam();
+  TempDir d;
+  Proc p = prepatch({b.bin, "-o", d / "prepared"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  Proc orig = run({b.bin}, d.path());
+  Proc off = run({"env", "PREPATCH_COUNTS=" + d / "off.counts", d / "prepared"}, d.path());
+  Proc on = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "on.counts", d / "prepared"}, d.path());
+  // tablecheck finds the table the preparer added: its output differs from the original's by design.
+  const std::string& reference = b.prog == "tablecheck" ? off.out : orig.out;
+  if (b.prog == "tablecheck") EXPECT_EQ(off.out.rfind("table: ", 0), 0u) << off.out;
+  else EXPECT_EQ(off.out, orig.out);
+  EXPECT_EQ(off.status, orig.status);
+  EXPECT_EQ(off.err, "");
+  EXPECT_FALSE(exists(d / "off.counts")) << "tracing off must not even create the counts file";
+  EXPECT_EQ(on.out, reference);
+  EXPECT_EQ(on.status, orig.status);
+  EXPECT_EQ(on.err, "");
+  auto counts = counts_of(d / "prepared", d / "on.counts");
+  auto expected = expected_calls(b, orig.out);
+  ASSERT_FALSE(counts.empty());
+  for (const auto& [fn, n] : counts) {
+    ASSERT_TRUE(expected.count(fn)) << "a site in " << fn << ", which the test does not know";
+    EXPECT_EQ(n, expected[fn]) << fn;
+  }
+  for (const auto& [fn, n] : expected) EXPECT_TRUE(counts.count(fn)) << fn << " has no site";
+}
+
+TEST(ShimStart, TracingSomeFunctionsCountsOnlyThose) {
+  for (const std::string flavor : {"gcc-pg", "gcc-fentry", "gcc-pfe7-2", "clang-fentry-cet"}) {
+    TempDir d;
+    const std::string bin = td + "/basic-" + flavor;
+    ASSERT_EQ(prepatch({bin, "-o", d / "prepared"}).status, 0);
+    Proc on = run({"env", "PREPATCH_TRACE=f*,sq*,main", "PREPATCH_NOTRACE=main", "PREPATCH_COUNTS=" + d / "c", d / "prepared"}, d.path());
+    EXPECT_EQ(on.err, "");
+    auto counts = counts_of(d / "prepared", d / "c");
+    for (const auto& [fn, n] : counts) {
+      if (fn == "fib") EXPECT_EQ(n, 21891u) << flavor;  // fib(20)
+      else if (fn == "square") EXPECT_EQ(n, 2u) << flavor;
+      else EXPECT_EQ(n, 0u) << flavor << ": " << fn << " was not asked for";
+    }
+    Proc none = run({"env", "PREPATCH_TRACE=no_such_function", "PREPATCH_COUNTS=" + d / "c2", d / "prepared"}, d.path());
+    EXPECT_NE(none.err.find("PREPATCH_TRACE: no site's function matches no_such_function"), std::string::npos) << none.err;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFlavors, Shim, ::testing::ValuesIn(manifest()),
+                         [](const ::testing::TestParamInfo<TestBinary>& i) { return i.param.name(); });
+
+// A program running in the background, its stdin a pipe: it prints "ready PID" when it can be driven.
+class Background {
+ public:
+  explicit Background(std::vector<std::string> argv, const std::string& cwd) {
+    int in[2], out[2];
+    if (pipe(in) != 0 || pipe(out) != 0) throw std::runtime_error("pipe");
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      close(in[1]), close(out[0]);
+      if (chdir(cwd.c_str()) != 0) _exit(126);
+      std::vector<char*> args;
+      for (std::string& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      execvp(args[0], args.data());
+      _exit(127);
+    }
+    close(in[0]), close(out[1]);
+    stdin_ = in[1];
+    out_ = fdopen(out[0], "r");
+    char line[128];
+    if (fgets(line, sizeof line, out_)) ready_ = line;
+    std::smatch m;
+    if (std::regex_search(ready_, m, std::regex("ready (\\d+)"))) target_ = std::stoi(m[1]);
+  }
+  ~Background() {
+    if (stdin_ >= 0) finish();
+  }
+  int target() const { return target_; }  // the pid it reported (a forked child's, for `fork`)
+  bool alive() const { return ::kill(pid_, 0) == 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  void say(const std::string& line) { (void)!write(stdin_, line.data(), line.size()); }
+  // Closes its stdin and waits: exit status (128 + signal when killed) and the rest of its output.
+  std::pair<int, std::string> finish() {
+    close(stdin_);
+    stdin_ = -1;
+    std::string rest;
+    char buf[4096];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, out_)) > 0;) rest.append(buf, n);
+    fclose(out_);
+    int st = 0;
+    waitpid(pid_, &st, 0);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), rest};
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int target_ = 0;
+  int stdin_ = -1;
+  FILE* out_ = nullptr;
+  std::string ready_;
+};
+
+std::string prepared(const TempDir& d, const std::string& name) {
+  Proc p = prepatch({td + "/" + name, "-o", d / name});
+  EXPECT_EQ(p.status, 0) << p.err;
+  return d / name;
+}
+
+Proc ctl(int pid, const std::vector<std::string>& words) {
+  std::vector<std::string> args{"ctl", std::to_string(pid)};
+  args.insert(args.end(), words.begin(), words.end());
+  return prepatch(args);
+}
+
+TEST(ShimLive, CtlEnablesDisablesAndReportsStatus) {
+  TempDir d;
+  Background p({"env", "PREPATCH_COUNTS=" + d / "c", prepared(d, "live-fentry"), "wait"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  Proc s = ctl(p.target(), {"status"});
+  ASSERT_EQ(s.status, 0) << s.err;
+  EXPECT_NE(s.out.find(" 0 of "), std::string::npos) << s.out;
+  Proc e = ctl(p.target(), {"enable", "leaf_add,leaf_mul,leaf_spawned"});
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_EQ(e.out, "ok: enabled 3 sites (3 matched)\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  s = ctl(p.target(), {"status"});
+  EXPECT_NE(s.out.find("3 of "), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("batches 1, syncs 3,"), std::string::npos) << s.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(s.out, m, std::regex("enabled leaf_add (\\d+)"))) << s.out;
+  EXPECT_GT(std::stoull(m[1]), 0u);
+  e = ctl(p.target(), {"disable", "*"});
+  EXPECT_EQ(e.out, "ok: disabled 3 sites (13 matched)\n");
+  s = ctl(p.target(), {"status"});
+  EXPECT_NE(s.out.find(" 0 of "), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("batches 2, syncs 6,"), std::string::npos) << s.out;
+  // Malformed requests are answered and harm nothing.
+  for (auto words : std::vector<std::vector<std::string>>{{"frobnicate"}, {"enable"}, {"status", "now"}, {"enable", "a", "b"}}) {
+    Proc bad = ctl(p.target(), words);
+    EXPECT_EQ(bad.status, 4) << bad.out;
+    EXPECT_NE(bad.err.find("error: "), std::string::npos) << bad.err;
+  }
+  EXPECT_TRUE(p.alive());
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "wrong results 0\n");
+}
+
+TEST(ShimLive, CtlRefusesAProcessItsSignalWouldKill) {
+  TempDir d;
+  Background p({td + "/live-fentry", "wait"}, d.path());  // not prepared
+  ASSERT_GT(p.target(), 0);
+  Proc e = ctl(p.target(), {"enable", "*"});
+  EXPECT_EQ(e.status, 5);
+  EXPECT_NE(e.err.find("not prepared"), std::string::npos) << e.err;
+  EXPECT_TRUE(p.alive());
+  EXPECT_EQ(p.finish().first, 0);
+  Proc gone = ctl(999999, {"status"});
+  EXPECT_EQ(gone.status, 5);
+  EXPECT_NE(gone.err.find("no such process"), std::string::npos) << gone.err;
+}
+
+TEST(ShimLive, AThreadPoolThatBlocksEverySignalGetsARefusalNotACrash) {
+  TempDir d;
+  Background p({"env", "PREPATCH_COUNTS=" + d / "c", prepared(d, "live-fentry"), "wait", "block"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  Proc e = ctl(p.target(), {"enable", "*"});
+  EXPECT_EQ(e.status, 4);
+  EXPECT_NE(e.err.find("blocks SIGTRAP"), std::string::npos) << e.err;
+  Proc s = ctl(p.target(), {"status"});
+  EXPECT_NE(s.out.find(" 0 of "), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("refused 1"), std::string::npos) << s.out;
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "wrong results 0\n");
+}
+
+TEST(ShimLive, AForkedChildCanBeToggled) {
+  TempDir d;
+  Background p({"env", "PREPATCH_COUNTS=" + d / "c", prepared(d, "live-fentry"), "fork"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  Proc e = ctl(p.target(), {"enable", "leaf_add"});
+  EXPECT_EQ(e.status, 0) << e.err;
+  Proc s = ctl(p.target(), {"status"});
+  EXPECT_NE(s.out.find("ok: pid " + std::to_string(p.target()) + ", 1 of "), std::string::npos) << s.out;
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "wrong results 0\n");
+}
+
+TEST(ShimLive, AProgramsOwnSigtrapHandlerStillGetsItsTraps) {
+  TempDir d;
+  for (const std::string flavor : {"fentry", "pfe5"}) {
+    const std::string bin = "ownsigtrap-" + flavor;
+    Proc orig = run({td + "/" + bin}, d.path());
+    ASSERT_EQ(orig.out, "acc 9, own int3 traps 3, raised 3\n");
+    Proc on = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", prepared(d, bin)}, d.path());
+    EXPECT_EQ(on.out, orig.out);
+    // The program takes SIGTRAP over after the shim started; a batch puts the shim back in front,
+    // chaining to the program's handler.
+    Background p({"env", "PREPATCH_COUNTS=" + d / "c", d / bin, "wait"}, d.path());
+    ASSERT_GT(p.target(), 0);
+    Proc e = ctl(p.target(), {"enable", "*"});
+    EXPECT_EQ(e.status, 0) << e.err;
+    p.say("go\n");
+    auto [status, out] = p.finish();
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(out, orig.out);
+    EXPECT_EQ(counts_of(d / bin, d / "c")["work"], 3u);
+    // Without a handler, an int3 of the program's own still kills it with SIGTRAP.
+    Proc crash = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / bin, "crash"}, d.path());
+    EXPECT_EQ(crash.status, 128 + SIGTRAP);
+    EXPECT_EQ(crash.out, "int3 without a handler\n");
+  }
+}
+
+TEST(ShimLive, ABlockedSigtrapAtStartTurnsTheShimOffNotTheProgram) {
+  TempDir d;
+  const std::string bin = prepared(d, "basic-gcc-fentry");
+  sigset_t trap, old;
+  sigemptyset(&trap);
+  sigaddset(&trap, SIGTRAP);
+  pthread_sigmask(SIG_BLOCK, &trap, &old);  // inherited through fork and exec
+  Proc on = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", bin}, d.path());
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  Proc orig = run({td + "/basic-gcc-fentry"}, d.path());
+  EXPECT_EQ(on.out, orig.out);
+  EXPECT_EQ(on.status, orig.status);
+  EXPECT_NE(on.err.find("prepatch: tracing is off: SIGTRAP is blocked in the starting thread"), std::string::npos) << on.err;
+}
+
+// The stress test of the issue: 4 threads in tight loops over instrumented leaves, threads being
+// created all along, and every site enabled and disabled many times; live.c checks every result and
+// the counters over windows where the sites were fully enabled.
+void stress(const std::string& bin, const std::string& sync, int toggles) {
+  TempDir d;
+  std::vector<std::string> argv{"env", "PREPATCH_COUNTS=" + d / "c"};
+  if (!sync.empty()) argv.push_back("PREPATCH_SYNC=" + sync);
+  argv.insert(argv.end(), {prepared(d, bin), "stress", std::to_string(toggles), "100"});
+  Proc r = run(argv, d.path());
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("mismatches 0, refusals 0, wrong results 0"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find(sync == "signal" ? "sync: signals" : "sync: membarrier"), std::string::npos) << r.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("batches (\\d+), syncs (\\d+),"))) << r.out;
+  EXPECT_EQ(std::stoull(m[1]), 2u * toggles);
+  EXPECT_EQ(std::stoull(m[2]), 3 * std::stoull(m[1])) << "three syncs per batch";
+  EXPECT_NE(r.out.find("sync timeouts 0"), std::string::npos) << r.out;
+}
+
+TEST(ShimStress, ToggleAllSites10000TimesUnderFourBusyThreads) { stress("live-fentry", "", 10000); }
+TEST(ShimStress, PatchableEntrySites) { stress("live-pfe5", "", 2000); }
+TEST(ShimStress, SignalFallbackForced) { stress("live-fentry", "signal", 200); }
+
+TEST(ShimEmbed, SharedObjectsAreRefused) {
+  TempDir d;
+  write_file(d / "lib.c", "int f(int x) { return x + 1; }\n");
+  Proc cc = run({"gcc", "-O2", "-pg", "-mfentry", "-shared", "-fPIC", d / "lib.c", "-o", d / "lib.so"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  Proc p = prepatch({d / "lib.so", "-o", d / "out.so"});
+  EXPECT_EQ(p.status, 4);
+  EXPECT_NE(p.err.find("a shared object"), std::string::npos) << p.err;
+  EXPECT_FALSE(exists(d / "out.so"));
+}
+
+}  // namespace
+}  // namespace prepatch::test
