@@ -31,3 +31,6 @@ addr=$(build/prepatch sites "$demo/basic.prepared" | awk 'NR==2 {print $1}')
 for f in basic basic.prepared; do
   objdump -d --start-address="$addr" --stop-address=$((addr + 6)) "$demo/$f" | grep -E '^ +[0-9a-f]+:' | sed "s|^|$f: |"
 done
+echo "== tracing: PREPATCH_TRACE='*' ./basic.prepared 12, then the calls per function it counted"
+(cd "$demo" && rm -f basic.counts && PREPATCH_TRACE='*' PREPATCH_COUNTS=basic.counts ./basic.prepared 12 >/dev/null) || true
+build/prepatch counts "$demo/basic.prepared" "$demo/basic.counts"
