@@ -311,6 +311,15 @@ class TextWritable {
       }
       r_[n_++] = r;
     }
+    // Every site of the batch must lie in an executable segment made writable above; a table that
+    // points elsewhere would have the batch fault.
+    for (u64 i = 0; i < g.table.count() && ok; i++) {
+      if (!(g.site[i] & 2)) continue;
+      const u64 a = g.table.addr(i) + g.bias;
+      bool covered = false;
+      for (unsigned k = 0; k < n_ && !covered; k++) covered = a >= r_[k].lo && a + g.table.entry(i).length <= r_[k].hi;
+      ok = covered;
+    }
   }
   ~TextWritable() {
     for (unsigned i = 0; i < n_; i++) {
@@ -465,7 +474,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
     if (!text.ok) {
       for (u64 i = 0; i < n; i++)
         if (g.site[i] & 2) g.site[i] = static_cast<u8>(!on);
-      return err.str("cannot make the text writable (mprotect)"), o;
+      return err.str("cannot make the sites' text writable (mprotect failed, or a site lies outside every executable segment)"), o;
     }
     TextMemory mem;
     BatchSites sites;
