@@ -39,7 +39,8 @@ std::optional<u64> status_mask(const std::string& status_path, const std::string
 pid_t pick_thread(pid_t pid) {
   const std::string task = "/proc/" + std::to_string(pid) + "/task/";
   pid_t any = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(task)) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(task, ec)) {
     const std::string name = entry.path().filename();
     pid_t tid = static_cast<pid_t>(std::strtol(name.c_str(), nullptr, 10));
     auto blocked = status_mask(task + name + "/status", "SigBlk:");
@@ -51,6 +52,7 @@ pid_t pick_thread(pid_t pid) {
     if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'R') return tid;
     if (!any) any = tid;
   }
+  if (ec) throw IoError(task + ": cannot list the threads: " + ec.message());
   if (!any) throw IoError("process " + std::to_string(pid) + ": every thread blocks signal 64 (SIGRTMAX), so none can take the request");
   return any;
 }
