@@ -51,11 +51,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, 0};
   std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
   r.entry = blob_vaddr + h.start;
-  for (int k = 0; k < 3; k++) r.trampoline[k] = blob_vaddr + h.trampoline[k];
   for (const Site& s : sites) {
     if (!s.prepared()) continue;
     u8 call[6];
-    const u64 target = r.trampoline[static_cast<int>(s.kind) - 1];
+    const u64 target = blob_vaddr + h.trampoline[static_cast<int>(s.kind) - 1];
     if (!arch::encode_call_form(arch::call_form_for_length(s.len), s.addr, target, call))
       elf.fail(0, "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) +
                       " with a rel32 call (the binary spans more than 2 GiB)");

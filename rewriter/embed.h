@@ -14,7 +14,6 @@ struct RuntimeSegment {
   u64 table_size = 0;    // the table is data[0, table_size)
   u64 blob_offset = 0;   // the blob starts here (page-aligned)
   u64 entry = 0;         // the new e_entry: the shim's start routine
-  u64 trampoline[3] = {};  // link-time addresses, by SiteKind - 1
 };
 
 // Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes.

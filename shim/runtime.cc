@@ -87,7 +87,13 @@ struct State {
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   long membarrier_error;
   int busy;  // a batch runs
-  u32 sync_seq, sync_ack;  // the signal fallback's rounds: the last started, the one being answered
+  // The signal fallback: the current round's number (answers to an older one are ignored) and the
+  // threads it waits for, in memory mapped at the first round.
+  u32 sync_round;
+  struct SyncSlot {
+    int tid, acked;
+  } * sync_slots;
+  u64 sync_count;
   u64 selftest_traps, selftest_calls;
   Stats stats;
 };
@@ -181,71 +187,57 @@ void* map(u64 size, int prot, int flags, int fd) {
 // has, or has exited. All threads are signalled first and then waited for, so a round costs one
 // scheduling delay, not one per thread. A thread that does not answer within a second (stopped,
 // traced) is counted in sync_timeouts and the batch goes on.
-struct SyncSlot {
-  int tid, acked;
-};
 constexpr u64 sync_slots = 8192;  // threads per round; more are synced in further rounds
-SyncSlot* g_sync_slots;
-u64 g_sync_count;
 
-void sync_round(long pid, long uid) {
-  const u32 seq = ++g.sync_seq;
-  __atomic_store_n(&g.sync_ack, seq, __ATOMIC_RELEASE);  // the round handlers answer to
-  for (u64 i = 0; i < g_sync_count; i++) {
+void run_sync_round(long pid, long uid) {
+  const u32 seq = __atomic_add_fetch(&g.sync_round, 1, __ATOMIC_RELEASE);
+  for (u64 i = 0; i < g.sync_count; i++) {
     sys::SigInfo si{};
     si.signo = ctl_signal;
     si.code = sys::si_queue;
     si.pid = static_cast<int>(pid);
     si.uid = static_cast<unsigned>(uid);
     si.value = sync_magic << 32 | seq;
-    if (call(sys::nr_rt_tgsigqueueinfo, pid, g_sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0)
-      __atomic_store_n(&g_sync_slots[i].acked, 1, __ATOMIC_RELAXED);  // gone already
+    if (call(sys::nr_rt_tgsigqueueinfo, pid, g.sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0)
+      __atomic_store_n(&g.sync_slots[i].acked, 1, __ATOMIC_RELAXED);  // gone already
   }
+  // Wait for each thread in turn: answered, exited, or (past the deadline) counted as a timeout.
   const i64 deadline = now_ns() + 1000000000;
-  for (u64 i = 0, spin = 1; i < g_sync_count; spin++) {
-    if (__atomic_load_n(&g_sync_slots[i].acked, __ATOMIC_ACQUIRE)) {
-      i++;
-      continue;
+  for (u64 i = 0, spin = 1; i < g.sync_count; spin++) {
+    bool done = __atomic_load_n(&g.sync_slots[i].acked, __ATOMIC_ACQUIRE);
+    if (!done && spin % 64 == 0) {
+      done = call(sys::nr_tgkill, pid, g.sync_slots[i].tid, 0) == -sys::esrch;
+      if (!done && now_ns() > deadline) done = true, g.stats.sync_timeouts++;
     }
-    if (spin % 64 == 0) {
-      if (call(sys::nr_tgkill, pid, g_sync_slots[i].tid, 0) == -sys::esrch) {
-        i++;
-        continue;
-      }
-      if (now_ns() > deadline) {
-        g.stats.sync_timeouts++;
-        i++;
-        continue;
-      }
-    }
-    call(sys::nr_sched_yield);
+    if (done) i++;
+    else call(sys::nr_sched_yield);
   }
 }
 
 void signal_sync() {
-  if (!g_sync_slots) {
-    void* m = map(sync_slots * sizeof(SyncSlot), sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+  if (!g.sync_slots) {
+    void* m = map(sync_slots * sizeof *g.sync_slots, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
     if (!m) return;  // cannot happen short of exhausting memory; membarrier-free and slot-free, nothing more to do
-    g_sync_slots = static_cast<SyncSlot*>(m);
+    g.sync_slots = static_cast<State::SyncSlot*>(m);
   }
   const long pid = call(sys::nr_getpid), self = call(sys::nr_gettid), uid = call(sys::nr_geteuid);
-  g_sync_count = 0;
+  g.sync_count = 0;
   for_each_thread([&](int tid) {
     if (tid == self) return;
-    if (g_sync_count == sync_slots) sync_round(pid, uid), g_sync_count = 0;
-    g_sync_slots[g_sync_count++] = {tid, 0};
+    if (g.sync_count == sync_slots) run_sync_round(pid, uid), g.sync_count = 0;
+    g.sync_slots[g.sync_count++] = {tid, 0};
   });
-  if (g_sync_count) sync_round(pid, uid);
-  g_sync_count = 0;
+  if (g.sync_count) run_sync_round(pid, uid);
+  g.sync_count = 0;
 }
 
 // A sync request reached this thread: serialize, then check this thread off if the round is current.
 void acknowledge_sync(u32 seq) {
   serialize_core();
-  if (seq != __atomic_load_n(&g.sync_ack, __ATOMIC_ACQUIRE)) return;  // a late answer to an earlier round
+  if (seq != __atomic_load_n(&g.sync_round, __ATOMIC_ACQUIRE)) return;  // a late answer to an earlier round
   const int self = static_cast<int>(call(sys::nr_gettid));
-  for (u64 i = 0; i < g_sync_count; i++)
-    if (g_sync_slots[i].tid == self) __atomic_store_n(&g_sync_slots[i].acked, 1, __ATOMIC_RELEASE);
+  for (u64 i = 0; i < g.sync_count; i++)
+    if (g.sync_slots[i].tid == self) __atomic_store_n(&g.sync_slots[i].acked, 1, __ATOMIC_RELEASE);
 }
 
 // Every thread of the process executes a serializing instruction before any of them runs code this
