@@ -4,7 +4,9 @@
 Usage: bench/prepare_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 11]
 Prints a table and the lines docs/PERFORMANCE.md quotes. Not a test: nothing here asserts a time.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import os, shutil, statistics, subprocess, sys, tempfile, time
+
+from common import arguments, write_program
 
 def timed(argv):
     """Runs argv; returns (wall seconds, peak RSS in KiB of that one process)."""
@@ -17,18 +19,10 @@ def timed(argv):
     return t1 - t0, rusage.ru_maxrss
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prepatch", default="build/prepatch")
-    ap.add_argument("--functions", type=int, default=100_000)
-    ap.add_argument("--runs", type=int, default=11)
-    ap.add_argument("--cc", default="gcc")
-    a = ap.parse_args()
-    prepatch = os.path.abspath(a.prepatch)
-    here = os.path.dirname(os.path.abspath(__file__))
+    a = arguments(runs=11)
+    prepatch = a.prepatch
     with tempfile.TemporaryDirectory(prefix="prepatch-bench-") as d:
-        src, binary = os.path.join(d, "many.c"), os.path.join(d, "many")
-        with open(src, "w") as f:
-            subprocess.run([sys.executable, os.path.join(here, "gen_many.py"), str(a.functions)], stdout=f, check=True)
+        src, binary = write_program(d, a.functions), os.path.join(d, "many")
         t0 = time.perf_counter()
         subprocess.run([a.cc, "-O1", "-pg", "-mfentry", src, "-o", binary], check=True)
         print(f"built {a.functions} functions with {a.cc} -O1 -pg -mfentry in {time.perf_counter() - t0:.1f} s; "

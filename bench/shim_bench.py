@@ -11,7 +11,9 @@ The toggle-latency comparison with LLVM XRay is not written yet (docs/PERFORMANC
 Usage: bench/shim_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 31]
 Not a test: nothing here asserts a time.
 """
-import argparse, os, statistics, subprocess, sys, tempfile, time
+import os, statistics, subprocess, tempfile, time
+
+from common import arguments, write_program
 
 def run(argv, env):
     t0 = time.perf_counter()
@@ -19,22 +21,13 @@ def run(argv, env):
     return time.perf_counter() - t0
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prepatch", default="build/prepatch")
-    ap.add_argument("--functions", type=int, default=100_000)
-    ap.add_argument("--runs", type=int, default=31)
-    ap.add_argument("--cc", default="gcc")
-    a = ap.parse_args()
-    prepatch = os.path.abspath(a.prepatch)
-    here = os.path.dirname(os.path.abspath(__file__))
+    a = arguments(runs=31)
     with tempfile.TemporaryDirectory(prefix="prepatch-shim-bench-") as d:
-        src = os.path.join(d, "many.c")
-        with open(src, "w") as f:
-            subprocess.run([sys.executable, os.path.join(here, "gen_many.py"), str(a.functions)], stdout=f, check=True)
+        src = write_program(d, a.functions)
         bins = {"plain": [], "pfe5": ["-fpatchable-function-entry=5"]}
         for name, flags in bins.items():
             subprocess.run([a.cc, "-O1", *flags, src, "-o", os.path.join(d, name)], check=True)
-        subprocess.run([prepatch, "-q", os.path.join(d, "pfe5"), "-o", os.path.join(d, "prepared")], check=True)
+        subprocess.run([a.prepatch, "-q", os.path.join(d, "pfe5"), "-o", os.path.join(d, "prepared")], check=True)
         off = dict(os.environ)
         off.pop("PREPATCH_TRACE", None)
         on = dict(off, PREPATCH_TRACE="*", PREPATCH_COUNTS=os.path.join(d, "counts"))
