@@ -87,11 +87,12 @@ struct State {
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   long membarrier_error;
   int busy;  // a batch runs
-  // The signal fallback: the current round's number (answers to an older one are ignored) and the
-  // threads it waits for, in memory mapped at the first round.
+  // The signal fallback: the last round's number and the threads it waits for, each with the number of
+  // the last round it answered (memory mapped at the first round).
   u32 sync_round;
   struct SyncSlot {
-    int tid, acked;
+    int tid;
+    u32 answered;
   } * sync_slots;
   u64 sync_count;
   u64 selftest_traps, selftest_calls;
@@ -199,12 +200,12 @@ void run_sync_round(long pid, long uid) {
     si.uid = static_cast<unsigned>(uid);
     si.value = sync_magic << 32 | seq;
     if (call(sys::nr_rt_tgsigqueueinfo, pid, g.sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0)
-      __atomic_store_n(&g.sync_slots[i].acked, 1, __ATOMIC_RELAXED);  // gone already
+      __atomic_store_n(&g.sync_slots[i].answered, seq, __ATOMIC_RELAXED);  // gone already
   }
   // Wait for each thread in turn: answered, exited, or (past the deadline) counted as a timeout.
   const i64 deadline = now_ns() + 1000000000;
   for (u64 i = 0, spin = 1; i < g.sync_count; spin++) {
-    bool done = __atomic_load_n(&g.sync_slots[i].acked, __ATOMIC_ACQUIRE);
+    bool done = __atomic_load_n(&g.sync_slots[i].answered, __ATOMIC_ACQUIRE) == seq;
     if (!done && spin % 64 == 0) {
       done = call(sys::nr_tgkill, pid, g.sync_slots[i].tid, 0) == -sys::esrch;
       if (!done && now_ns() > deadline) done = true, g.stats.sync_timeouts++;
@@ -231,13 +232,14 @@ void signal_sync() {
   g.sync_count = 0;
 }
 
-// A sync request reached this thread: serialize, then check this thread off if the round is current.
+// A sync request of round `seq` reached this thread: serialize, then check this thread off for that
+// round. A late answer to an earlier round records that round's number, which the waiter ignores, even
+// when it lands while the slots are being refilled.
 void acknowledge_sync(u32 seq) {
   serialize_core();
-  if (seq != __atomic_load_n(&g.sync_round, __ATOMIC_ACQUIRE)) return;  // a late answer to an earlier round
   const int self = static_cast<int>(call(sys::nr_gettid));
   for (u64 i = 0; i < g.sync_count; i++)
-    if (g.sync_slots[i].tid == self) __atomic_store_n(&g.sync_slots[i].acked, 1, __ATOMIC_RELEASE);
+    if (g.sync_slots[i].tid == self) __atomic_store_n(&g.sync_slots[i].answered, seq, __ATOMIC_RELEASE);
 }
 
 // Every thread of the process executes a serializing instruction before any of them runs code this
