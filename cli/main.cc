@@ -157,7 +157,8 @@ int main(int argc, char** argv) {
       "shim that switches sites live are appended. Run the output with PREPATCH_TRACE=GLOBS to trace from\n"
       "the start, or switch sites while it runs with `prepatch ctl PID enable GLOBS`.\n\n"
       "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"
-      "prepared); 4 bad input (not ELF, corrupt, unsupported ISA); 5 I/O error (cannot read or write).",
+      "prepared); 4 bad input (not ELF, corrupt, unsupported ISA, a shared object; ctl: the shim answered\n"
+      "an error); 5 I/O error (cannot read or write; ctl: the process cannot be reached).",
       "prepatch"};
   app.set_version_flag("--version", "prepatch " PREPATCH_VERSION);
   std::string in, out;

@@ -1,5 +1,5 @@
 // The __patch_sites table: what prepatch leaves in a prepared binary for the shim and for `prepatch
-// sites`. Its byte layout is documented in docs/FORMAT.md; the constants here are the single source.
+// sites`. Its byte layout is documented in docs/FORMAT.md; its constants are in shim/abi.h.
 // Multi-byte fields are in the ELF file's byte order.
 #pragma once
 #include <optional>
@@ -11,13 +11,15 @@
 #include "arch/isa.h"
 #include "arch/x86_64.h"
 #include "elf/elf.h"
+#include "shim/abi.h"
 
 namespace prepatch {
 
-inline constexpr char table_magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
-inline constexpr u16 table_version = 1;
-inline constexpr u16 table_header_size = 64;
-inline constexpr u16 table_entry_size = 16;
+// The layout's constants live in shim/abi.h, which the freestanding shim reads too.
+using shim::table_entry_size;
+using shim::table_header_size;
+using shim::table_magic;
+using shim::table_version;
 inline constexpr std::string_view table_section = "__patch_sites";
 inline constexpr std::string_view shim_section = "__prepatch_shim";  // the shim, after the table, same segment
 

@@ -1,10 +1,17 @@
-// What the shim and the tools outside it agree on: the blob's header (written by shim/entry.S, read by
+// What the shim and the tools outside it agree on: the site table's constants, the blob's header (written by shim/entry.S, read by
 // the preparer), the configuration the preparer fills in, the counts file, and the control channel.
 // Freestanding (the shim includes it): elf/ints.h only. Documented in docs/SHIM.md.
 #pragma once
 #include "elf/ints.h"
 
 namespace prepatch::shim {
+
+// The __patch_sites table (docs/FORMAT.md): written by rewriter/table.cc, read in place by the shim
+// (shim/core.h TableView) and from files by `prepatch sites`.
+inline constexpr char table_magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
+inline constexpr u16 table_version = 1;
+inline constexpr u16 table_header_size = 64;
+inline constexpr u16 table_entry_size = 16;
 
 // At offset 0 of the blob. Offsets are from the blob's start; the blob's data (.data/.bss) starts at
 // `data_off` (page-aligned) and runs to `mem_size`; everything before it is code and read-only data.

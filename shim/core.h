@@ -8,6 +8,7 @@
 #include "arch/plan.h"
 #include "arch/x86_64_forms.h"
 #include "elf/ints.h"
+#include "shim/abi.h"
 
 namespace prepatch::shim {
 
@@ -53,16 +54,15 @@ struct SiteEntry {
 // and the batches rely on (docs/FORMAT.md, "Readers must check"); nothing is used before it passed.
 class TableView {
  public:
-  static constexpr u64 header_size = 64, entry_size = 16;
+  static constexpr u64 header_size = table_header_size, entry_size = table_entry_size;
 
   // nullptr when the table is sound, else what is wrong with it.
   const char* check(const u8* base, u64 size, u16 machine) {
     base_ = base;
     if (size < header_size) return "the site table is shorter than its header";
-    const char magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
     for (unsigned i = 0; i < 8; i++)
-      if (base[i] != static_cast<u8>(magic[i])) return "the site table has no PREPATCH magic";
-    if (load_le(base + 8, 2) != 1) return "the site table's version is not 1";
+      if (base[i] != static_cast<u8>(table_magic[i])) return "the site table has no PREPATCH magic";
+    if (load_le(base + 8, 2) != table_version) return "the site table's version is not 1";
     if (load_le(base + 10, 2) != machine) return "the site table is for another machine";
     if (load_le(base + 12, 2) != header_size || load_le(base + 14, 2) != entry_size) return "the site table's header or entry size is wrong";
     count_ = load_le(base + 16, 4);
@@ -220,12 +220,6 @@ class Text {
     do d[n++] = static_cast<char>('0' + v % 10);
     while (v /= 10);
     while (n) ch(d[--n]);
-    return *this;
-  }
-  Text& hex(u64 v) {
-    str("0x");
-    for (int s = 60; s >= 0; s -= 4)
-      if ((v >> s) || s == 0) ch("0123456789abcdef"[(v >> s) & 15]);
     return *this;
   }
   const char* data() const { return buf_; }
