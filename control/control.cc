@@ -16,6 +16,7 @@
 #include "elf/mapped_file.h"
 #include "rewriter/table.h"
 #include "shim/abi.h"
+#include "shim/core.h"
 
 namespace prepatch {
 
@@ -26,11 +27,14 @@ std::string errno_text() { return std::strerror(errno); }
 constexpr u64 ctl_bit = u64{1} << (shim::ctl_signal - 1);
 
 // A signal mask line ("SigCgt:", "SigBlk:") of a /proc status file.
-std::optional<u64> status_mask(const std::string& status_path, const std::string& key) {
+std::optional<u64> status_mask(const std::string& status_path, const char* key) {
   std::ifstream f(status_path);
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind(key, 0) == 0) return std::stoull(line.substr(key.size()), nullptr, 16);
-  return std::nullopt;
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::string t = text.str();
+  u64 mask = 0;
+  if (!shim::status_mask(t.data(), t.size(), key, mask)) return std::nullopt;
+  return mask;
 }
 
 // The thread to deliver the request to: one that does not block the control signal, preferably one running

@@ -43,6 +43,27 @@ inline const char* env_get(char** envp, const char* name) {
   return nullptr;
 }
 
+// The hex mask after `key` (e.g. "SigBlk:") at the start of a line of a /proc status text of `n`
+// bytes; false when no line has it.
+inline bool status_mask(const char* text, size_t n, const char* key, u64& mask) {
+  const size_t k = str_len(key);
+  for (size_t at = 0; at + k <= n;) {
+    size_t i = 0;
+    while (i < k && text[at + i] == key[i]) i++;
+    if (i == k) {
+      size_t h = at + k;
+      while (h < n && (text[h] == ' ' || text[h] == '\t')) h++;
+      mask = 0;
+      for (; h < n && ((text[h] >= '0' && text[h] <= '9') || (text[h] >= 'a' && text[h] <= 'f')); h++)
+        mask = mask << 4 | static_cast<u64>(text[h] <= '9' ? text[h] - '0' : text[h] - 'a' + 10);
+      return true;
+    }
+    while (at < n && text[at] != '\n') at++;
+    at++;
+  }
+  return false;
+}
+
 // One entry of the __patch_sites table (docs/FORMAT.md), decoded.
 struct SiteEntry {
   u64 addr;  // link-time

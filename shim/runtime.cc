@@ -151,23 +151,10 @@ bool blocked_mask(int tid, u64& mask) {
   int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_cloexec));
   if (fd < 0) return false;
   char buf[2048];
-  long n = call(sys::nr_read, fd, reinterpret_cast<long>(buf), sizeof buf - 1);
+  long n = call(sys::nr_read, fd, reinterpret_cast<long>(buf), sizeof buf);
   call(sys::nr_close, fd);
   if (n <= 0) return false;
-  buf[n] = 0;
-  const char key[] = "\nSigBlk:\t";
-  for (long i = 0; i + 9 + 16 <= n; i++) {
-    bool hit = true;
-    for (unsigned k = 0; k < 9 && hit; k++) hit = buf[i + k] == key[k];
-    if (!hit) continue;
-    mask = 0;
-    for (const char* h = buf + i + 9; *h && *h != '\n'; h++) {
-      char ch = *h;
-      mask = mask << 4 | static_cast<u64>(ch <= '9' ? ch - '0' : ch - 'a' + 10);
-    }
-    return true;
-  }
-  return false;
+  return status_mask(buf, static_cast<size_t>(n), "SigBlk:", mask);
 }
 
 i64 now_ns() {

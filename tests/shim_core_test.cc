@@ -204,6 +204,17 @@ TEST(ShimCore, KernelStructuresMatchGlibcs) {
   EXPECT_EQ(SIGRTMAX, 64) << "the control signal is SIGRTMAX";
 }
 
+TEST(ShimCore, SignalMasksFromProcStatus) {
+  const std::string status = "Name:\tx\nSigPnd:\t0000000000000000\nSigBlk:\t8000000000000010\nSigCgt:\t0000000180000000\n";
+  u64 m = 0;
+  ASSERT_TRUE(shim::status_mask(status.data(), status.size(), "SigBlk:", m));
+  EXPECT_EQ(m, 0x8000000000000010u);
+  ASSERT_TRUE(shim::status_mask(status.data(), status.size(), "SigCgt:", m));
+  EXPECT_EQ(m, 0x180000000u);
+  EXPECT_FALSE(shim::status_mask(status.data(), status.size(), "ShdPnd:", m));
+  EXPECT_FALSE(shim::status_mask(status.data(), status.size(), "lk:", m)) << "keys match at line starts only";
+}
+
 TEST(ShimCore, EnvironmentLookup) {
   char a[] = "PREPATCH_TRACE=main,leaf_*", b[] = "PREPATCH=x", c[] = "PREPATCH_TRACEX=no";
   char* envp[] = {b, c, a, nullptr};
