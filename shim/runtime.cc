@@ -69,6 +69,7 @@ using sys::call;
 
 struct Stats {
   u64 batches, syncs, writes, protections, traps, refused, sync_timeouts;
+  u64 block_waits, block_wait_max_ns;  // batches that waited for threads blocking signals, longest wait
 };
 
 // The shim's whole state: one object in .bss, zero at start.
@@ -391,29 +392,50 @@ bool ensure_counts(Text& err) {
 // True, with the reason in err, when a batch must not run now because some thread blocks SIGTRAP (an
 // int3 would kill the process: the kernel forces a blocked SIGTRAP to its default action) or, when
 // syncing by signals, blocks ctl_signal (it could never acknowledge).
+//
+// A thread being created or exiting blocks every signal for a moment (glibc's pthread_create and
+// thread exit do), and a program that creates threads all the time nearly always has one such thread.
+// So only a lasting block refuses: the same thread still blocking (or its mask still unreadable) after
+// block_patience_ns, or blocked threads seen without a pause for block_limit_ns.
+constexpr i64 block_patience_ns = 500000000, block_limit_ns = 3000000000;
+
 bool threads_block_signals(Text& err) {
   const u64 needed = sigtrap_bit | (g.use_signals ? ctl_bit : 0);
-  int culprit = 0;
-  u64 culprit_mask = 0;
-  bool unreadable = false;
-  // A thread being created or exiting blocks every signal for a moment (glibc's pthread_create and
-  // thread exit do): look again for up to 200 ms before refusing, so only a lasting block refuses.
-  const i64 deadline = now_ns() + 200000000;
+  const i64 start = now_ns();
+  int watched = 0;
+  i64 watched_since = start;
+  u64 watched_mask = 0;
+  bool watched_unreadable = false, waiting = false;
   for (;;) {
-    culprit = 0;
+    int culprit = 0;
+    u64 culprit_mask = 0;
+    bool culprit_unreadable = false, watched_still = false;
     const bool listed = for_each_thread([&](int tid) {
       u64 mask = 0;
-      if (!blocked_mask(tid, mask)) unreadable |= call(sys::nr_tgkill, call(sys::nr_getpid), tid, 0) == 0;  // alive, yet unreadable
-      else if ((mask & needed) && !culprit) culprit = tid, culprit_mask = mask;
+      bool unreadable = false;
+      if (!blocked_mask(tid, mask)) {
+        if (call(sys::nr_tgkill, call(sys::nr_getpid), tid, 0) != 0) return;  // gone meanwhile
+        unreadable = true;
+      } else if (!(mask & needed)) {
+        return;
+      }
+      if (tid == watched) watched_still = true, watched_mask = mask, watched_unreadable = unreadable;
+      if (!culprit) culprit = tid, culprit_mask = mask, culprit_unreadable = unreadable;
     });
-    if (!listed || unreadable) return err.str("cannot read the threads' signal masks from /proc/self/task"), true;
+    if (!listed) return err.str("cannot list the threads in /proc/self/task"), true;
+    const i64 now = now_ns();
+    if (culprit && !waiting) waiting = true, g.stats.block_waits++;
+    if (waiting && static_cast<u64>(now - start) > g.stats.block_wait_max_ns) g.stats.block_wait_max_ns = static_cast<u64>(now - start);
     if (!culprit) return false;
-    if (now_ns() > deadline) break;
+    if (!watched_still) watched = culprit, watched_mask = culprit_mask, watched_unreadable = culprit_unreadable, watched_since = now;
+    if (now - watched_since > block_patience_ns || now - start > block_limit_ns) break;
     sys::Timespec pause{0, 100000};
     call(sys::nr_nanosleep, reinterpret_cast<long>(&pause), 0);
   }
-  err.str("thread ").num(static_cast<u64>(culprit));
-  if (culprit_mask & sigtrap_bit)
+  err.str("thread ").num(static_cast<u64>(watched));
+  if (watched_unreadable)
+    err.str(": cannot read its signal mask from /proc/self/task, so whether it blocks SIGTRAP is unknown; the batch is refused");
+  else if (watched_mask & sigtrap_bit)
     err.str(" blocks SIGTRAP: a thread that met a breakpoint mid-batch would be killed, so the batch is refused (docs/SHIM.md)");
   else
     err.str(" blocks signal 64 (SIGRTMAX), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
@@ -541,6 +563,7 @@ void reply_status(Reply& r) {
   const Stats& s = g.stats;
   r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
       .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
+  r.line().str("waits for threads blocking signals ").num(s.block_waits).str(", longest ").num(s.block_wait_max_ns / 1000000).str(" ms\n");
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
   for (u64 i = 0; g.site && i < n; i++)

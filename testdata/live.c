@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl_channel.h"
+
 #ifdef __clang__
 #define noipa noinline
 #endif
@@ -81,49 +83,6 @@ static void* blocked_pool(void* arg) {
   for (unsigned x = 0; !atomic_load(&stop); x++)
     if (leaf_add(x) != x + 7) atomic_fetch_add(&wrong, 1);
   return NULL;
-}
-
-/* ---- the control channel, as docs/SHIM.md describes it ---- */
-
-static char reply[1 << 16];
-
-static const char* control(const char* command) {
-  static unsigned id;
-  char dir[64], req[128], tmp[160], rep[160];
-  snprintf(dir, sizeof dir, "/tmp/prepatch-%u", (unsigned)geteuid());
-  mkdir(dir, 0700);
-  id++;
-  snprintf(req, sizeof req, "%s/%d.%u.req", dir, (int)getpid(), id);
-  snprintf(tmp, sizeof tmp, "%s.tmp", req);
-  snprintf(rep, sizeof rep, "%s/%d.%u.reply", dir, (int)getpid(), id);
-  FILE* f = fopen(tmp, "w");
-  if (!f || fprintf(f, "%s\n", command) < 0 || fclose(f) != 0 || rename(tmp, req) != 0) {
-    perror(tmp);
-    exit(2);
-  }
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  si.si_signo = 64;
-  si.si_code = SI_QUEUE;
-  si.si_pid = getpid();
-  si.si_uid = getuid();
-  si.si_value.sival_ptr = (void*)(0x50524550ul << 32 | id);
-  /* To this thread: the handler has answered when the call returns. */
-  if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), 64, &si) != 0) {
-    perror("rt_tgsigqueueinfo");
-    exit(2);
-  }
-  int fd = open(rep, O_RDONLY);
-  ssize_t n = fd < 0 ? -1 : read(fd, reply, sizeof reply - 1);
-  if (fd >= 0) close(fd);
-  unlink(req);
-  unlink(rep);
-  if (n < 0) {
-    fprintf(stderr, "no reply to \"%s\"\n", command);
-    exit(2);
-  }
-  reply[n] = 0;
-  return reply;
 }
 
 /* The shim's counts file, mapped, and the table indices of the two leaves. */
