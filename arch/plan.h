@@ -127,7 +127,7 @@ struct Phase {
   const Step* begin = nullptr;
   const Step* end = nullptr;  // one past the last write of the phase
   bool sync = false;          // the phase ends with a sync
-  bool empty() const { return begin == end && !sync; }
+  constexpr bool empty() const { return begin == end && !sync; }
 };
 constexpr Phase phase(const Plan& p, unsigned n) {
   unsigned at = 0;
@@ -139,14 +139,26 @@ constexpr Phase phase(const Plan& p, unsigned n) {
   return ph;
 }
 
+// How many phases plan `p` has: phase(p, n) is empty from n = phase_count(p) on.
+constexpr unsigned phase_count(const Plan& p) {
+  unsigned n = 0;
+  while (!phase(p, n).empty()) n++;
+  return n;
+}
+
 // Executes one write step at a site: `insn` is the toggled instruction's address, `target` its target
 // form (`insn_len` bytes; negative offsets read the context before it, which the caller provides).
-// Memory::store(addr, bytes, width) performs one store of `width` bytes.
+// Memory::store(addr, bytes, width) performs one store of `width` bytes. Returns the number of stores.
 template <class Memory>
-constexpr void run_step(const Step& s, u64 insn, const u8* target, unsigned insn_len, Bytes trap, Memory& mem) {
-  const unsigned len = s.len ? s.len : insn_len - static_cast<unsigned>(s.offset);
+constexpr unsigned run_step(const Step& s, u64 insn, const u8* target, unsigned insn_len, Bytes trap, Memory& mem) {
+  // Locals, not s.*: a byte store may alias the step as far as the compiler knows, which would reload
+  // every field after every store.
+  const unsigned width = s.width, len = s.len ? s.len : insn_len - static_cast<unsigned>(s.offset);
   const u8* src = s.from == From::trap ? trap.data + s.offset : target + s.offset;
-  for (unsigned at = 0; at < len; at += s.width) mem.store(insn + static_cast<u64>(s.offset) + at, src + at, s.width);
+  const u64 at0 = insn + static_cast<u64>(s.offset);
+  unsigned stores = 0;
+  for (unsigned at = 0; at < len; at += width, stores++) mem.store(at0 + at, src + at, width);
+  return stores;
 }
 
 }  // namespace prepatch::arch

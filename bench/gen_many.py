@@ -12,7 +12,8 @@ MAIN = """int main(int argc, char** argv) {
 """
 
 
-def generate(n, out):
+def generate(n, out, main=MAIN):
+    """Writes the functions f0..f{n-1}, `table` listing them, then `main` (a benchmark may bring its own)."""
     out.write("#include <stdio.h>\n")
     for i in range(n):
         out.write(f"__attribute__((noinline)) unsigned f{i}(unsigned x) {{ return x * {i % 97 + 1}u + {i}u; }}\n")
@@ -20,7 +21,7 @@ def generate(n, out):
     for i in range(n):
         out.write(f"f{i},\n")
     out.write("};\n")
-    out.write(MAIN)
+    out.write(main)
 
 
 if __name__ == "__main__":

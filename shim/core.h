@@ -13,6 +13,19 @@
 namespace prepatch::shim {
 
 inline u64 load_le(const u8* p, unsigned n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  // One load, not n: the batch and the trap handler read table entries in their inner loops.
+  if (n == 8) {
+    u64 v;
+    __builtin_memcpy(&v, p, 8);
+    return v;
+  }
+  if (n == 4) {
+    u32 v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+  }
+#endif
   u64 v = 0;
   for (unsigned i = 0; i < n; i++) v |= u64{p[i]} << (8 * i);
   return v;
@@ -148,6 +161,8 @@ inline bool glob_match(const char* p, size_t plen, const char* s) {
       pi++, si++;
     } else if (pi < plen && p[pi] == '*') {
       star_p = pi++, star_s = si;
+      while (pi < plen && p[pi] == '*') pi++;
+      if (pi == plen) return true;  // a trailing star matches the rest, whatever it is
     } else if (star_p != ~size_t{0}) {
       pi = star_p + 1, si = ++star_s;
     } else {
@@ -176,6 +191,17 @@ struct GlobList {
     for (size_t i = 0; i < len; i++)
       if (text[i] != ',') return false;
     return true;
+  }
+  // Whether some item is stars only, so every name matches (and no name need be read).
+  bool matches_all() const {
+    for (size_t at = 0; at < len;) {
+      size_t end = at;
+      while (end < len && text[end] == '*') end++;
+      if (end > at && (end == len || text[end] == ',')) return true;
+      while (end < len && text[end] != ',') end++;
+      at = end + 1;
+    }
+    return false;
   }
 };
 
@@ -257,27 +283,36 @@ class Text {
 // have phases (three on x86-64), whatever its size. Sites are visited in table (= address) order.
 //
 // Sites is a view of the batch: count(), changes(i) (whether site i is in the batch), addr(i) (its
-// run-time address), len(i), and target(i, out) (the bytes it must end up as). Memory performs the
-// stores (store(addr, bytes, width)) and the syncs (sync()).
+// run-time address), len(i), and target(i) (the bytes it must end up as). Memory performs the
+// stores (store(addr, bytes, width)) and the syncs (sync()). Returns the number of stores.
 template <class Sites, class Memory>
-void run_batch(arch::Isa isa, Sites& sites, Memory& mem) {
-  for (unsigned ph = 0;; ph++) {
-    bool any = false, sync = false;
-    for (u64 i = 0; i < sites.count(); i++) {
+u64 run_batch(arch::Isa isa, Sites& sites, Memory& mem) {
+  u64 stores = 0;  // counted here, in a register: a counter in Memory would be reloaded after every byte store
+  unsigned phases = 1;  // grows to the most any site's plan has, as phase 0 meets the plans
+  for (unsigned ph = 0; ph < phases; ph++) {
+    bool sync = false;
+    const arch::Step* last = nullptr;  // sites mostly share a plan: its phase is looked up once per run of them
+    arch::Phase step;
+    arch::Bytes trap;
+    bool from_target = false;
+    for (u64 i = 0, n = sites.count(); i < n; i++) {
       if (!sites.changes(i)) continue;
-      const arch::Plan& plan = arch::plan_for(isa, sites.addr(i));
-      const arch::Phase step = arch::phase(plan, ph);
+      const u64 addr = sites.addr(i);
+      const arch::Plan& plan = arch::plan_for(isa, addr);
+      if (plan.steps != last) {  // (not &plan: the shim must not hold the plan's address, an absolute relocation)
+        step = arch::phase(plan, ph), last = plan.steps, trap = arch::trap_bytes(isa, &plan), from_target = false;
+        for (const arch::Step* s = step.begin; s != step.end; s++) from_target |= s->from == arch::From::target;
+        if (ph == 0 && arch::phase_count(plan) > phases) phases = arch::phase_count(plan);
+      }
       if (step.empty()) continue;
-      any = true;
       sync |= step.sync;
-      u8 target[16];
-      sites.target(i, target);
-      for (const arch::Step* s = step.begin; s != step.end; s++)
-        arch::run_step(*s, sites.addr(i), target, sites.len(i), arch::trap_bytes(isa, &plan), mem);
+      const u8* target = from_target ? sites.target(i) : nullptr;
+      const unsigned len = sites.len(i);
+      for (const arch::Step* s = step.begin; s != step.end; s++) stores += arch::run_step(*s, addr, target, len, trap, mem);
     }
-    if (!any) return;
     if (sync) mem.sync();
   }
+  return stores;
 }
 
 // The bytes of a site's two forms on x86-64: the canonical nop of its length, or its call form to

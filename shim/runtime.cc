@@ -80,7 +80,21 @@ struct State {
   u64 phnum;
   TableView table;
   int table_state;  // 0 unchecked, 1 sound, -1 malformed
-  u8* site;         // per site: bit 0 the form it is (or is being switched to) on, bit 1 in the batch
+  u8* site;         // per site: site_on, site_in_batch, site_outside bits
+  // Per executable segment: the run-time page span of its sites and the segment's protection, which a
+  // batch makes writable (found once: the table does not change).
+  struct TextSpan {
+    u64 lo, hi;
+    int prot;
+  } text[16];
+  unsigned text_spans;
+  // One site of a batch: its run-time address, length and the bytes it must end up as (the kernel's
+  // text_poke_loc). Mapped with the site states, one per table entry; a batch touches what it uses.
+  struct BatchEntry {
+    u64 addr;
+    u8 len;
+    u8 target[15];
+  } * batch;
   u64* counts;      // per site call counts, in the counts file's shared mapping
   char counts_path[512];
   sys::KernelSigaction chained[2];  // the program's dispositions of SIGTRAP and ctl_signal, to chain to
@@ -100,6 +114,10 @@ struct State {
   Stats stats;
 };
 constinit State g{};
+
+// g.site bits: the form a site is (or is being switched to) is the call, the site is in the running
+// batch, the site lies outside every executable segment (never switched).
+constexpr u8 site_on = 1, site_in_batch = 2, site_outside = 4;
 
 constexpr u64 sigtrap_bit = u64{1} << (sys::sigtrap - 1), ctl_bit = u64{1} << (ctl_signal - 1);
 
@@ -248,76 +266,77 @@ void sync_all() {
 struct TextMemory {
   void store(u64 addr, const u8* bytes, unsigned width) {
     for (unsigned i = 0; i < width; i++) reinterpret_cast<volatile u8*>(addr)[i] = bytes[i];
-    g.stats.writes++;
   }
   void sync() { sync_all(); }
 };
 
+// The running batch, as run_batch sees it: the sites in g.batch, in address order, each with the bytes
+// it ends up as, worked out once when the batch was chosen.
 struct BatchSites {
-  u64 count() const { return g.table.count(); }
-  bool changes(u64 i) const { return g.site[i] & 2; }
-  u64 addr(u64 i) const { return g.table.addr(i) + g.bias; }
-  unsigned len(u64 i) const { return g.table.entry(i).length; }
-  void target(u64 i, u8* out) const {
-    SiteEntry e = g.table.entry(i);
-    x86_site_form(g.site[i] & 1, e.addr + g.bias, e.length, e.call_form, g.tramp[e.kind - 1], out);
-  }
+  u64 n;
+  u64 count() const { return n; }
+  bool changes(u64) const { return true; }
+  u64 addr(u64 i) const { return g.batch[i].addr; }
+  unsigned len(u64 i) const { return g.batch[i].len; }
+  const u8* target(u64 i) const { return g.batch[i].target; }
 };
 
 int prot_of(u32 pflags) { return (pflags & 4 ? sys::prot_read : 0) | (pflags & 2 ? sys::prot_write : 0) | (pflags & 1 ? sys::prot_exec : 0); }
 
-// Makes the pages of the batch's sites writable for its lifetime, then restores each executable
+// Finds each executable segment's span of sites and marks the sites outside every one; once, when the
+// site states are mapped.
+void find_text_spans() {
+  constexpr unsigned max_spans = sizeof g.text / sizeof g.text[0];
+  u64 lo[max_spans], hi[max_spans], first[max_spans], last[max_spans];
+  int prot[max_spans];
+  unsigned n = 0;
+  for (u64 p = 0; p < g.phnum && n < max_spans; p++) {
+    const u8* ph = g.phdr + p * 56;
+    const u32 flags = static_cast<u32>(load_le(ph + 4, 4));
+    if (load_le(ph, 4) != 1 /* PT_LOAD */ || !(flags & 1 /* PF_X */)) continue;
+    lo[n] = load_le(ph + 16, 8), hi[n] = lo[n] + load_le(ph + 40, 8), first[n] = ~u64{0}, last[n] = 0;
+    prot[n++] = prot_of(flags);
+  }
+  for (u64 i = 0; i < g.table.count(); i++) {
+    const SiteEntry e = g.table.entry(i);
+    unsigned k = 0;
+    while (k < n && !(e.addr >= lo[k] && e.addr + e.length <= hi[k])) k++;
+    if (k == n) {
+      g.site[i] |= site_outside;
+      continue;
+    }
+    if (first[k] == ~u64{0}) first[k] = e.addr;
+    last[k] = e.addr + e.length;
+  }
+  for (unsigned k = 0; k < n; k++)
+    if (first[k] != ~u64{0}) g.text[g.text_spans++] = {(first[k] + g.bias) & ~u64{4095}, (last[k] + g.bias + 4095) & ~u64{4095}, prot[k]};
+}
+
+// Makes the executable segments' spans of sites writable for its lifetime, then restores each
 // segment's own protection, whatever happened in between (RAII: an early return cannot leave text
 // writable).
 class TextWritable {
  public:
   TextWritable() {
-    for (u64 p = 0; p < g.phnum && n_ < max_ranges; p++) {
-      const u8* ph = g.phdr + p * 56;
-      if (load_le(ph, 4) != 1 /* PT_LOAD */ || !(load_le(ph + 4, 4) & 1 /* PF_X */)) continue;
-      const u64 lo = load_le(ph + 16, 8), hi = lo + load_le(ph + 40, 8);
-      u64 first = ~u64{0}, last = 0;
-      for (u64 i = 0; i < g.table.count(); i++) {
-        if (!(g.site[i] & 2)) continue;
-        SiteEntry e = g.table.entry(i);
-        if (e.addr < lo || e.addr >= hi) continue;
-        if (first == ~u64{0}) first = e.addr;
-        last = e.addr + e.length;
-      }
-      if (first == ~u64{0}) continue;
-      Range r{(first + g.bias) & ~u64{4095}, (last + g.bias + 4095) & ~u64{4095}, prot_of(static_cast<u32>(load_le(ph + 4, 4)))};
+    for (; n_ < g.text_spans; n_++) {
+      const State::TextSpan& t = g.text[n_];
       g.stats.protections++;
-      if (call(sys::nr_mprotect, static_cast<long>(r.lo), static_cast<long>(r.hi - r.lo), r.prot | sys::prot_write) != 0) {
+      if (call(sys::nr_mprotect, static_cast<long>(t.lo), static_cast<long>(t.hi - t.lo), t.prot | sys::prot_write) != 0) {
         ok = false;
         return;
       }
-      r_[n_++] = r;
-    }
-    // Every site of the batch must lie in an executable segment made writable above; a table that
-    // points elsewhere would have the batch fault.
-    for (u64 i = 0; i < g.table.count() && ok; i++) {
-      if (!(g.site[i] & 2)) continue;
-      const u64 a = g.table.addr(i) + g.bias;
-      bool covered = false;
-      for (unsigned k = 0; k < n_ && !covered; k++) covered = a >= r_[k].lo && a + g.table.entry(i).length <= r_[k].hi;
-      ok = covered;
     }
   }
   ~TextWritable() {
     for (unsigned i = 0; i < n_; i++) {
+      const State::TextSpan& t = g.text[i];
       g.stats.protections++;
-      call(sys::nr_mprotect, static_cast<long>(r_[i].lo), static_cast<long>(r_[i].hi - r_[i].lo), r_[i].prot);
+      call(sys::nr_mprotect, static_cast<long>(t.lo), static_cast<long>(t.hi - t.lo), t.prot);
     }
   }
   bool ok = true;
 
  private:
-  struct Range {
-    u64 lo, hi;
-    int prot;
-  };
-  static constexpr unsigned max_ranges = 16;
-  Range r_[max_ranges];
   unsigned n_ = 0;
 };
 
@@ -456,35 +475,51 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
   if (!lock.held) return err.str("busy: another batch is running; try again"), o;
   if (!ensure_table()) return err.str(g.disabled), o;
   const u64 n = g.table.count();
-  if (!g.site && !(g.site = static_cast<u8*>(map(n ? n : 1, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1))))
-    return err.str("cannot map the site states"), o;
+  if (!g.site) {
+    void* m = map(n * (1 + sizeof *g.batch) + 64, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+    if (!m) return err.str("cannot map the site states"), o;
+    g.batch = static_cast<State::BatchEntry*>(m);
+    g.site = reinterpret_cast<u8*>(g.batch + n);
+    find_text_spans();
+  }
   if (on && !ensure_counts(err)) return o;
   if (threads_block_signals(err)) return g.stats.refused++, o;
   ensure_handler();
+  const char* outside = nullptr;
+  const bool all = include.matches_all() && exclude.empty();  // no name to read
   for (u64 i = 0; i < n; i++) {
-    const char* name = g.table.name(i);
-    if (!include.matches(name) || exclude.matches(name)) continue;
+    if (!all && (!include.matches(g.table.name(i)) || exclude.matches(g.table.name(i)))) continue;
     o.matched++;
-    if ((g.site[i] & 1) == on) continue;
-    u8 probe[16];
-    SiteEntry e = g.table.entry(i);
-    if (on && !x86_site_form(true, e.addr + g.bias, e.length, e.call_form, g.tramp[e.kind - 1], probe)) continue;
-    g.site[i] = static_cast<u8>(on | 2);  // the handler emulates bit 0 from the moment the int3 is there
+    if ((g.site[i] & site_on) == on) continue;
+    if (g.site[i] & site_outside) {
+      outside = g.table.name(i);
+      continue;
+    }
+    const SiteEntry e = g.table.entry(i);
+    State::BatchEntry& b = g.batch[o.changed];
+    b.addr = e.addr + g.bias, b.len = e.length;
+    if (!x86_site_form(on, b.addr, e.length, e.call_form, g.tramp[e.kind - 1], b.target)) continue;
+    g.site[i] = static_cast<u8>(on | site_in_batch);  // the handler emulates site_on from the moment the int3 is there
     o.changed++;
+  }
+  if (outside) {
+    for (u64 i = 0; i < n; i++)
+      if (g.site[i] & site_in_batch) g.site[i] = static_cast<u8>(!on);
+    return err.str("the site of ").str(outside).str(" lies outside every executable segment; the batch is refused"), o;
   }
   if (o.changed) {
     TextWritable text;
     if (!text.ok) {
       for (u64 i = 0; i < n; i++)
-        if (g.site[i] & 2) g.site[i] = static_cast<u8>(!on);
-      return err.str("cannot make the sites' text writable (mprotect failed, or a site lies outside every executable segment)"), o;
+        if (g.site[i] & site_in_batch) g.site[i] = static_cast<u8>(!on);
+      return err.str("cannot make the sites' text writable (mprotect failed)"), o;
     }
     TextMemory mem;
-    BatchSites sites;
-    run_batch(arch::Isa::x86_64, sites, mem);
+    BatchSites sites{o.changed};
+    g.stats.writes += run_batch(arch::Isa::x86_64, sites, mem);
     g.stats.batches++;
   }
-  for (u64 i = 0; i < n; i++) g.site[i] &= 1;
+  for (u64 i = 0; i < n; i++) g.site[i] &= ~site_in_batch;
   o.ok = true;
   return o;
 }
@@ -557,7 +592,7 @@ void reply_status(Reply& r) {
   ensure_table();
   const u64 n = g.table_state == 1 ? g.table.count() : 0;
   u64 enabled = 0;
-  for (u64 i = 0; g.site && i < n; i++) enabled += g.site[i] & 1;
+  for (u64 i = 0; g.site && i < n; i++) enabled += g.site[i] & site_on;
   r.line().str("ok: pid ").num(static_cast<u64>(call(sys::nr_getpid))).str(", ").num(enabled).str(" of ").num(g.table.count()).str(" sites enabled\n");
   r.line().str("sync: ").str(g.use_signals ? "signals (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=signal)" : "membarrier").ch('\n');
   const Stats& s = g.stats;
@@ -567,7 +602,7 @@ void reply_status(Reply& r) {
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
   for (u64 i = 0; g.site && i < n; i++)
-    if (g.site[i] & 1) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
+    if (g.site[i] & site_on) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
 }
 
 void serve_request(u32 id) {
@@ -634,7 +669,7 @@ void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
       if (i < g.table.count()) {
         __atomic_fetch_add(&g.stats.traps, 1, __ATOMIC_RELAXED);
         SiteEntry e = g.table.entry(i);
-        if (__atomic_load_n(&g.site[i], __ATOMIC_ACQUIRE) & 1) return emulate_call(uc, at + e.length, g.tramp[e.kind - 1]);
+        if (__atomic_load_n(&g.site[i], __ATOMIC_ACQUIRE) & site_on) return emulate_call(uc, at + e.length, g.tramp[e.kind - 1]);
         uc->gregs[sys::reg_rip] = at + e.length;  // the nop: skip the site
         return;
       }

@@ -3,7 +3,9 @@
    The request goes to the calling thread, so the reply is there when the signal call returns. */
 #ifndef PREPATCH_CTL_CHANNEL_H
 #define PREPATCH_CTL_CHANNEL_H
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>

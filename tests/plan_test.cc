@@ -147,6 +147,13 @@ TEST(Plans, PhasesSplitAtSyncs) {
   EXPECT_EQ(b.begin->offset, 1);
   EXPECT_EQ(c.begin->offset, 0);
   EXPECT_TRUE(d.empty());
+  EXPECT_EQ(phase_count(int3_plan), 3u);
+  for (Isa isa : all_isas)
+    for (u64 addr : {0x1000, 0x1002}) {
+      const Plan& p = plan_for(isa, addr);
+      EXPECT_FALSE(phase(p, phase_count(p) - 1).empty()) << p.name;
+      EXPECT_TRUE(phase(p, phase_count(p)).empty()) << p.name;
+    }
 }
 
 TEST(PlanCommand, PrintsStepsStatesAndVerdict) {

@@ -135,7 +135,11 @@ struct FakeSites {
   bool changes(u64 i) const { return in_batch[i]; }
   u64 addr(u64 i) const { return addrs[i]; }
   unsigned len(u64 i) const { return lens[i]; }
-  void target(u64 i, u8* out) const { shim::x86_site_form(true, addrs[i], static_cast<u8>(lens[i]), lens[i] == 5 ? 1 : 2, 0x5000, out); }
+  const u8* target(u64 i) const {
+    shim::x86_site_form(true, addrs[i], static_cast<u8>(lens[i]), lens[i] == 5 ? 1 : 2, 0x5000, form);
+    return form;
+  }
+  mutable u8 form[16];
 };
 
 TEST(ShimCore, ABatchRunsTheX86PlanInThreePhasesWhateverItsSize) {
