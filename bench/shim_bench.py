@@ -7,7 +7,7 @@ binary prepared (`prepared`). Runs each --runs times, interleaved, and prints me
   prepared - pfe5, tracing off: the shim's start-up (its self-test, handler and membarrier
                                 registration; the table is not read),
   prepared, PREPATCH_TRACE='*': start-up with a batch enabling all 100k sites plus 100k counted calls.
-The toggle-latency comparison with LLVM XRay is not written yet (docs/PERFORMANCE.md).
+Toggle latency against LLVM XRay: bench/toggle_bench.py; off overhead: bench/off_bench.py.
 Usage: bench/shim_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 31]
 Not a test: nothing here asserts a time.
 """

@@ -102,14 +102,15 @@ struct State {
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   long membarrier_error;
   int busy;  // a batch runs
-  // The signal fallback: the last round's number and the threads it waits for, each with the number of
-  // the last round it answered (memory mapped at the first round).
+  // The signal fallback: the last round's number, the threads the running round waits for (each with
+  // the number of the last round it answered), and how many have not answered yet (a futex word).
   u32 sync_round;
   struct SyncSlot {
     int tid;
     u32 answered;
   } * sync_slots;
   u64 sync_count;
+  u32 sync_left;
   u64 selftest_traps, selftest_calls;
   Stats stats;
 };
@@ -191,13 +192,24 @@ void* map(u64 size, int prot, int flags, int fd) {
 
 // The fallback: every other thread takes ctl_signal carrying sync_magic and the round's number,
 // serializes its core in the handler (cpuid) and checks itself off; the batch waits until every thread
-// has, or has exited. All threads are signalled first and then waited for, so a round costs one
-// scheduling delay, not one per thread. A thread that does not answer within a second (stopped,
-// traced) is counted in sync_timeouts and the batch goes on.
+// has, or has exited. All threads are signalled first, then the batch thread sleeps on a futex the
+// last answer wakes, so the threads it waits for get its core too. A thread that does not answer
+// within a second (stopped, traced) is counted in sync_timeouts and the batch goes on.
 constexpr u64 sync_slots = 8192;  // threads per round; more are synced in further rounds
 
+// Checks slot i off for round `seq`: only from "answered the round before" (how slots are filled), so
+// a late answer to an earlier round can never check a thread off in a later one. The last one wakes
+// the batch thread.
+void check_off(u64 i, u32 seq) {
+  u32 expected = seq - 1;
+  if (!__atomic_compare_exchange_n(&g.sync_slots[i].answered, &expected, seq, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return;
+  if (__atomic_sub_fetch(&g.sync_left, 1, __ATOMIC_ACQ_REL) == 0)
+    call(sys::nr_futex, reinterpret_cast<long>(&g.sync_left), sys::futex_wake_private, 1);
+}
+
 void run_sync_round(long pid, long uid) {
-  const u32 seq = __atomic_add_fetch(&g.sync_round, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&g.sync_left, static_cast<u32>(g.sync_count), __ATOMIC_RELEASE);
+  const u32 seq = __atomic_add_fetch(&g.sync_round, 1, __ATOMIC_ACQ_REL);
   for (u64 i = 0; i < g.sync_count; i++) {
     sys::SigInfo si{};
     si.signo = ctl_signal;
@@ -205,19 +217,22 @@ void run_sync_round(long pid, long uid) {
     si.pid = static_cast<int>(pid);
     si.uid = static_cast<unsigned>(uid);
     si.value = sync_magic << 32 | seq;
-    if (call(sys::nr_rt_tgsigqueueinfo, pid, g.sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0)
-      __atomic_store_n(&g.sync_slots[i].answered, seq, __ATOMIC_RELAXED);  // gone already
+    if (call(sys::nr_rt_tgsigqueueinfo, pid, g.sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0) check_off(i, seq);  // gone already
   }
-  // Wait for each thread in turn: answered, exited, or (past the deadline) counted as a timeout.
   const i64 deadline = now_ns() + 1000000000;
-  for (u64 i = 0, spin = 1; i < g.sync_count; spin++) {
-    bool done = __atomic_load_n(&g.sync_slots[i].answered, __ATOMIC_ACQUIRE) == seq;
-    if (!done && spin % 64 == 0) {
-      done = call(sys::nr_tgkill, pid, g.sync_slots[i].tid, 0) == -sys::esrch;
-      if (!done && now_ns() > deadline) done = true, g.stats.sync_timeouts++;
+  for (;;) {
+    const u32 left = __atomic_load_n(&g.sync_left, __ATOMIC_ACQUIRE);
+    if (left == 0) return;
+    sys::Timespec wait{0, 1000000};
+    call(sys::nr_futex, reinterpret_cast<long>(&g.sync_left), sys::futex_wait_private, left, reinterpret_cast<long>(&wait));
+    if (__atomic_load_n(&g.sync_left, __ATOMIC_ACQUIRE) == 0) return;
+    // Threads that exited meanwhile never answer; past the deadline, nobody else will either.
+    const bool late = now_ns() > deadline;
+    for (u64 i = 0; i < g.sync_count; i++) {
+      if (__atomic_load_n(&g.sync_slots[i].answered, __ATOMIC_ACQUIRE) == seq) continue;
+      if (call(sys::nr_tgkill, pid, g.sync_slots[i].tid, 0) == -sys::esrch) check_off(i, seq);
+      else if (late) g.stats.sync_timeouts++, check_off(i, seq);
     }
-    if (done) i++;
-    else call(sys::nr_sched_yield);
   }
 }
 
@@ -232,20 +247,19 @@ void signal_sync() {
   for_each_thread([&](int tid) {
     if (tid == self) return;
     if (g.sync_count == sync_slots) run_sync_round(pid, uid), g.sync_count = 0;
-    g.sync_slots[g.sync_count++] = {tid, 0};
+    g.sync_slots[g.sync_count++] = {tid, g.sync_round};  // "answered the round before the next"
   });
   if (g.sync_count) run_sync_round(pid, uid);
   g.sync_count = 0;
 }
 
 // A sync request of round `seq` reached this thread: serialize, then check this thread off for that
-// round. A late answer to an earlier round records that round's number, which the waiter ignores, even
-// when it lands while the slots are being refilled.
+// round (a late answer to an earlier round checks nothing off, see check_off).
 void acknowledge_sync(u32 seq) {
   serialize_core();
   const int self = static_cast<int>(call(sys::nr_gettid));
   for (u64 i = 0; i < g.sync_count; i++)
-    if (g.sync_slots[i].tid == self) __atomic_store_n(&g.sync_slots[i].answered, seq, __ATOMIC_RELEASE);
+    if (g.sync_slots[i].tid == self) check_off(i, seq);
 }
 
 // Every thread of the process executes a serializing instruction before any of them runs code this

@@ -17,12 +17,13 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 // System call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 enum : long {
   nr_read = 0, nr_write = 1, nr_close = 3, nr_fstat = 5, nr_mmap = 9, nr_mprotect = 10, nr_munmap = 11,
-  nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_sched_yield = 24, nr_nanosleep = 35, nr_getpid = 39,
+  nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_nanosleep = 35, nr_getpid = 39,
   nr_ftruncate = 77, nr_rename = 82, nr_unlink = 87, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
-  nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
+  nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
 };
 
 inline constexpr int at_fdcwd = -100;
+inline constexpr int futex_wait_private = 128, futex_wake_private = 129;  // FUTEX_WAIT/WAKE | FUTEX_PRIVATE_FLAG
 inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_trunc = 01000, o_directory = 0200000,
                      o_nofollow = 0400000, o_cloexec = 02000000;
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;

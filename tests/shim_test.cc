@@ -315,7 +315,7 @@ TEST(ShimStress, PatchableEntrySites) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   stress("live-pfe5", "", 2000);
 }
-TEST(ShimStress, SignalFallbackForced) { stress("live-fentry", "signal", 200); }
+TEST(ShimStress, SignalFallbackForced) { stress("live-fentry", "signal", 10000); }
 
 TEST(ShimEmbed, SharedObjectsAreRefused) {
   TempDir d;
