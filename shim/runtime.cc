@@ -516,18 +516,14 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
     g.site[i] = static_cast<u8>(on | site_in_batch);  // the handler emulates site_on from the moment the int3 is there
     o.changed++;
   }
-  if (outside) {
+  const auto call_off = [&] {  // the batch will not run: its sites keep their form
     for (u64 i = 0; i < n; i++)
       if (g.site[i] & site_in_batch) g.site[i] = static_cast<u8>(!on);
-    return err.str("the site of ").str(outside).str(" lies outside every executable segment; the batch is refused"), o;
-  }
+  };
+  if (outside) return call_off(), err.str("the site of ").str(outside).str(" lies outside every executable segment; the batch is refused"), o;
   if (o.changed) {
     TextWritable text;
-    if (!text.ok) {
-      for (u64 i = 0; i < n; i++)
-        if (g.site[i] & site_in_batch) g.site[i] = static_cast<u8>(!on);
-      return err.str("cannot make the sites' text writable (mprotect failed)"), o;
-    }
+    if (!text.ok) return call_off(), err.str("cannot make the sites' text writable (mprotect failed)"), o;
     TextMemory mem;
     BatchSites sites{o.changed};
     g.stats.writes += run_batch(arch::Isa::x86_64, sites, mem);
