@@ -108,17 +108,24 @@ constexpr Bytes trap_bytes(Isa isa, const Plan* p = nullptr) {
   }
 }
 
-// The plan the shim uses for the toggled instruction at `addr` (of either form: the same plan enables
-// and disables). The alignment is the only thing that selects among them.
-constexpr const Plan& plan_for(Isa isa, u64 addr) {
+// The one plan every site of `isa` uses, whatever its address; null where the address selects the plan.
+// The shim runs such an ISA's batches through a copy of the executor compiled for that plan (shim/core.h).
+constexpr const Plan* fixed_plan(Isa isa) {
   switch (isa) {
-    case Isa::x86_64: return int3_plan;
+    case Isa::x86_64: return &int3_plan;
     case Isa::aarch64:
-    case Isa::ppc64le: return word_plan;
-    case Isa::riscv64: return addr % 4 == 0 ? word_plan : halfword_trap_plan;
-    case Isa::thumb2: return halfword_trap_plan;
+    case Isa::ppc64le: return &word_plan;
+    case Isa::riscv64: return nullptr;
+    case Isa::thumb2: return &halfword_trap_plan;
   }
-  return int3_plan;
+  return &int3_plan;
+}
+
+// The plan the shim uses for the toggled instruction at `addr` (of either form: the same plan enables
+// and disables). The alignment is the only thing that selects among them, on RISC-V.
+constexpr const Plan& plan_for(Isa isa, u64 addr) {
+  if (isa == Isa::riscv64) return addr % 4 == 0 ? word_plan : halfword_trap_plan;
+  return *fixed_plan(isa);
 }
 
 // The steps of phase `n` (0-based: the steps after the n-th sync, up to and including the next sync),

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -167,6 +168,41 @@ TEST(ShimCore, ABatchRunsTheX86PlanInThreePhasesWhateverItsSize) {
     EXPECT_EQ(0, std::memcmp(mem.text.data() + (s.addrs[i] - mem.base), call, s.lens[i])) << i;
   }
   EXPECT_EQ(mem.text[0x20], 0x90);
+}
+
+// The executor compiled for an ISA's one plan must store exactly what the one reading the plan at run
+// time stores, in the same order, with the same syncs.
+template <arch::Isa I>
+void expect_same_batch(const FakeSites& s) {
+  Recorder any, of;
+  FakeSites a = s, b = s;
+  const u64 n_any = shim::run_batch_any(I, a, any), n_of = shim::run_batch_of<I>(b, of);
+  EXPECT_EQ(n_any, n_of);
+  EXPECT_EQ(any.stores, of.stores);
+  EXPECT_EQ(any.syncs, of.syncs);
+  EXPECT_EQ(any.text, of.text);
+}
+
+TEST(ShimCore, TheCompiledExecutorStoresWhatThePlanReaderStores) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 50; round++) {
+    FakeSites x86, word, half;
+    for (u64 i = 0, at = 0x1000; i < 14; i++, at += 16) {  // within the Recorder's 256 bytes
+      const bool in = rng() % 3 != 0;
+      x86.addrs.push_back(at + rng() % 8), x86.lens.push_back(rng() % 2 ? 5 : 6), x86.in_batch.push_back(in);
+      word.addrs.push_back(at + 4 * (rng() % 3)), word.lens.push_back(4), word.in_batch.push_back(in);
+      half.addrs.push_back(at + 2 * (rng() % 5)), half.lens.push_back(4), half.in_batch.push_back(in);
+    }
+    expect_same_batch<arch::Isa::x86_64>(x86);
+    expect_same_batch<arch::Isa::aarch64>(word);
+    expect_same_batch<arch::Isa::ppc64le>(word);
+    expect_same_batch<arch::Isa::thumb2>(half);
+    if (round == 0) {  // and the empty batch
+      for (auto&& f : {&x86, &word, &half}) f->in_batch.assign(f->in_batch.size(), false);
+      expect_same_batch<arch::Isa::x86_64>(x86);
+      expect_same_batch<arch::Isa::thumb2>(half);
+    }
+  }
 }
 
 TEST(ShimCore, AnEmptyBatchNeitherWritesNorSyncs) {
