@@ -38,6 +38,8 @@ std::string cannot_embed(const elf::Elf& elf) {
          "prepare the executable instead";
 }
 
+u64 runtime_segment_tail() { return page - 1 + blob_header(shim_blob_x86_64()).mem_size; }
+
 RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const std::vector<Site>& sites) {
   std::span<const u8> blob = shim_blob_x86_64();
   const shim::BlobHeader h = blob_header(blob);

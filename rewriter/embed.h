@@ -16,6 +16,10 @@ struct RuntimeSegment {
   u64 entry = 0;         // the new e_entry: the shim's start routine
 };
 
+// How many bytes runtime_segment() appends to the table at most: a table whose vector has this much
+// spare capacity is not copied.
+u64 runtime_segment_tail();
+
 // Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes.
 // Throws InputError when a prepared site could not reach its trampoline with a rel32 call.
 RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const std::vector<Site>& sites);

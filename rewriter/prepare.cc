@@ -169,7 +169,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   }
 
   // Discovery laid the names out as the table's string table (names of skipped sites included).
-  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings);
+  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings,
+                     runtime_segment_tail());
   elf::SegmentCursor cursor(elf);
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;

@@ -393,6 +393,8 @@ void Discoverer::scan_symbols() {
   for (const Site& s : d_.sites) covered.push_back(s.addr);
   std::sort(covered.begin(), covered.end());
   d_.sites.reserve(d_.sites.size() + elf_.symbol_count(*functions_));
+  // Names are copied out of the string table, so it bounds them (a reservation, not memory touched).
+  d_.strings.reserve(d_.strings.size() + elf_.section_data(elf_.symbol_strings(*functions_)).size());
   for_each_code_symbol(*functions_, [&](const elf::Symbol& f, const char* name) {
     if (f.type != STT_FUNC) return;
     if (!covered.empty()) {

@@ -55,7 +55,9 @@ struct Table {
 // a NUL, and entries' `name` fields are offsets into it. Entries must come in address order.
 class TableBuilder {
  public:
-  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings);
+  // `spare`: capacity for bytes the caller appends to the finished table (the runtime segment's shim),
+  // so appending them copies nothing.
+  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare = 0);
   // Throws std::logic_error past `count` or for a name outside `strings`. Inline: called per site.
   void add(const TableEntry& e) {
     if (added_ == count_ || e.name >= str_size_) throw std::logic_error("TableBuilder: more entries than announced, or a name outside the strings");
