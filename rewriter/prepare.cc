@@ -142,7 +142,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            std::to_string(t->table.entries.size()) + " sites); nothing written");
     return res;
   }
-  Discovery d = discover(elf);  // refuses other ISAs first, naming e_machine
+  Discovery d = discover(elf, runtime_segment_tail());  // refuses other ISAs first, naming e_machine
   if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
   for (const Site& s : d.sites) {
     if (!s.prepared()) {
@@ -170,7 +170,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   // Discovery laid the names out as the table's string table (names of skipped sites included).
   TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings,
-                     runtime_segment_tail());
+                     runtime_segment_tail(), std::move(d.table_memory));
   elf::SegmentCursor cursor(elf);
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;

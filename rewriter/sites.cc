@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -47,15 +48,19 @@ constexpr u32 local_bit = 1u << 31;
 // in L1), so keys under 2^22 take two passes. Symbol tables are not in address order (ld writes
 // locals per file, then globals in hash order), and with 100k functions a comparison sort was the
 // single largest cost of preparing.
+//
+// `scratch`, when it holds v.size() elements (suitably aligned), is used instead of fresh memory.
 template <class T, class Key>
-void radix_sort(std::vector<T>& v, Key key, unsigned bits) {
+void radix_sort(std::vector<T>& v, Key key, unsigned bits, std::span<u8> scratch = {}) {
   static_assert(std::is_trivially_copyable_v<T>);
   constexpr unsigned digit_bits = 11;
   constexpr size_t buckets = size_t{1} << digit_bits;
   // Scratch space is overwritten before it is read: no need to zero it.
-  std::unique_ptr<T[]> tmp(static_cast<T*>(::operator new[](v.size() * sizeof(T))));
+  std::unique_ptr<T[]> tmp;
   T* from = v.data();
-  T* to = tmp.get();
+  T* to = reinterpret_cast<T*>(scratch.data());
+  if (scratch.size() < v.size() * sizeof(T) || reinterpret_cast<uintptr_t>(to) % alignof(T))
+    tmp.reset(static_cast<T*>(::operator new[](v.size() * sizeof(T)))), to = tmp.get();
   std::vector<size_t> count(buckets);
   for (unsigned shift = 0; shift < bits; shift += digit_bits) {
     std::fill(count.begin(), count.end(), 0);
@@ -70,7 +75,7 @@ void radix_sort(std::vector<T>& v, Key key, unsigned bits) {
 
 // Sorts by address, then with `local(x)` false before true, unless already in that order.
 template <class T, class Local>
-void sort_by_address(std::vector<T>& v, Local local) {
+void sort_by_address(std::vector<T>& v, Local local, std::span<u8> scratch = {}) {
   auto before = [&](const T& a, const T& b) { return a.addr != b.addr ? a.addr < b.addr : local(a) < local(b); };
   if (v.empty() || std::is_sorted(v.begin(), v.end(), before)) return;
   u64 lo = UINT64_MAX, hi = 0;
@@ -80,7 +85,7 @@ void sort_by_address(std::vector<T>& v, Local local) {
   }
   const unsigned bits = std::bit_width(hi - lo) + 1;
   if (bits > 64) return std::stable_sort(v.begin(), v.end(), before);  // spread over all of 64 bits: not from a linker
-  radix_sort(v, [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits);
+  radix_sort(v, [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits, scratch);
 }
 
 // Where mcount/__fentry__ can be called: callee addresses (direct calls) or pointer slots (GOT),
@@ -109,7 +114,7 @@ class Targets {
 
 class Discoverer {
  public:
-  explicit Discoverer(const elf::Elf& elf) : elf_(elf) {}
+  Discoverer(const elf::Elf& elf, u64 table_tail) : elf_(elf), table_tail_(table_tail) {}
   Discovery run();
 
  private:
@@ -137,6 +142,7 @@ class Discoverer {
   const Func* func_at_or_after(u64 addr, u64 within) const;
 
   const elf::Elf& elf_;
+  const u64 table_tail_;
   Discovery d_;
   const elf::Section* functions_ = nullptr;  // the symbol table functions come from: .symtab, else .dynsym
   const char* func_names_ = nullptr;         // its string table
@@ -209,6 +215,14 @@ void Discoverer::find_tracer_entries() {
     });
   }
   direct_.seal();
+  // A PIE's dynamic relocations start with its R_X86_64_RELATIVE ones, DT_RELACOUNT of them (glibc's
+  // loader relies on that count too). They matter only when the binary defines a tracer, so otherwise
+  // they are not read: a program with a table of 100k function pointers has 100k of them.
+  u64 relative_lead = 0, rela_addr = 0;
+  for (const elf::Dyn& dyn : elf_.dynamic()) {
+    if (dyn.tag == DT_RELACOUNT) relative_lead = dyn.val;
+    if (dyn.tag == DT_RELA) rela_addr = dyn.val;
+  }
   for (const elf::Section& rel : elf_.sections()) {
     if (rel.type != SHT_RELA && rel.type != SHT_REL) continue;
     if (!(rel.flags & SHF_ALLOC)) continue;  // only dynamic relocations describe final slots
@@ -216,7 +230,8 @@ void Discoverer::find_tracer_entries() {
     bool has_syms = symtab.type == SHT_DYNSYM || symtab.type == SHT_SYMTAB;
     const u64 n = elf_.reloc_count(rel);
     const u64 nsyms = has_syms ? elf_.symbol_count(symtab) : 0;
-    for (u64 i = 0; i < n; i++) {
+    const bool skip_lead = direct_.empty() && rel.type == SHT_RELA && rel.addr == rela_addr && rela_addr != 0;
+    for (u64 i = skip_lead ? std::min(relative_lead, n) : 0; i < n; i++) {
       elf::Reloc r = elf_.reloc(rel, i);
       if (r.type == R_X86_64_RELATIVE) {  // static-pie: a GOT slot holding a defined tracer's address
         if (direct_.empty()) continue;
@@ -421,7 +436,13 @@ void Discoverer::scan_symbols() {
 
 void Discoverer::finish() {
   auto& v = d_.sites;
-  sort_by_address(v, [](const Site& s) { return s.local(); });
+  // The sort's scratch is the memory the table will be built in (Discovery::table_memory), sized for
+  // it: header, an entry per site, the names, and what goes behind it.
+  if (!v.empty() && !std::is_sorted(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr < b.addr; })) {
+    d_.table_memory.reserve(table_header_size + v.size() * table_entry_size + d_.strings.size() + table_tail_);
+    d_.table_memory.resize(v.size() * sizeof(Site));
+  }
+  sort_by_address(v, [](const Site& s) { return s.local(); }, d_.table_memory);
   v.erase(std::unique(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr == b.addr; }), v.end());
   u64 end = 0;
   for (Site& s : v) {
@@ -462,6 +483,6 @@ std::string_view Discovery::func_name(const Site& s) const {
   return {strings.data() + s.name};  // NUL-terminated: see add_name
 }
 
-Discovery discover(const elf::Elf& elf) { return Discoverer(elf).run(); }
+Discovery discover(const elf::Elf& elf, u64 table_tail) { return Discoverer(elf, table_tail).run(); }
 
 }  // namespace prepatch

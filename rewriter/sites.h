@@ -61,6 +61,10 @@ struct Discovery {
   // __patch_sites string table, so Site::name is the table's name offset. Names of sites that were
   // dropped as duplicates (aliases) stay in it, unreferenced.
   std::vector<char> strings;
+  // Memory whose pages the sort already touched (it was its scratch), with capacity for the table
+  // built from these sites and `table_tail` bytes behind it; empty when the sites came sorted. Each
+  // fresh page costs a page fault (~3 us on a VM): building the table here saves ~1 ms for 100k sites.
+  std::vector<u8> table_memory;
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
 
@@ -68,6 +72,7 @@ struct Discovery {
 };
 
 // Throws InputError for an unsupported ISA ("EM_AARCH64 not supported yet") or malformed tables.
-Discovery discover(const elf::Elf& elf);
+// `table_tail`: bytes the caller will append to the table (see table_memory).
+Discovery discover(const elf::Elf& elf, u64 table_tail = 0);
 
 }  // namespace prepatch

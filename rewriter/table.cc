@@ -9,11 +9,13 @@ std::string_view Table::name(const TableEntry& e) const {
   return {strings.data() + e.name};
 }
 
-TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare)
-    : c_(c), count_(count), str_size_(strings.size()) {
+TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare,
+                           std::vector<u8> memory)
+    : c_(c), b_(std::move(memory)), count_(count), str_size_(strings.size()) {
   if (strings.empty() || strings.front() != 0 || strings.back() != 0)
     throw std::logic_error("TableBuilder: the string table must start and end with a NUL");
   const u64 str_off = table_header_size + count * table_entry_size;
+  b_.clear();
   b_.reserve(str_off + strings.size() + spare);
   b_.resize(str_off + strings.size());
   std::memcpy(b_.data(), table_magic, 8);

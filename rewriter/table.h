@@ -56,8 +56,10 @@ struct Table {
 class TableBuilder {
  public:
   // `spare`: capacity for bytes the caller appends to the finished table (the runtime segment's shim),
-  // so appending them copies nothing.
-  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare = 0);
+  // so appending them copies nothing. `memory`: a buffer to build in (its contents are overwritten),
+  // used when its capacity suffices.
+  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare = 0,
+               std::vector<u8> memory = {});
   // Throws std::logic_error past `count` or for a name outside `strings`. Inline: called per site.
   void add(const TableEntry& e) {
     if (added_ == count_ || e.name >= str_size_) throw std::logic_error("TableBuilder: more entries than announced, or a name outside the strings");
