@@ -102,21 +102,10 @@ INSTANTIATE_TEST_SUITE_P(AllFlavors, Shim, ::testing::ValuesIn(manifest()),
 // A program running in the background, its stdin a pipe: it prints "ready PID" when it can be driven.
 class Background {
  public:
-  explicit Background(std::vector<std::string> argv, const std::string& cwd) {
-    int in[2], out[2];
-    if (pipe(in) != 0 || pipe(out) != 0) throw std::runtime_error("pipe");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(in[0], 0);
-      dup2(out[1], 1);
-      close(in[1]), close(out[0]);
-      if (chdir(cwd.c_str()) != 0) _exit(126);
-      std::vector<char*> args;
-      for (std::string& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      execvp(args[0], args.data());
-      _exit(127);
-    }
+  explicit Background(const std::vector<std::string>& argv, const std::string& cwd) {
+    int in[2], out[2];  // close-on-exec: the child keeps only its stdin and stdout, so closing ours ends its input
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    pid_ = spawn(argv, cwd, in[0], out[1], -1);
     close(in[0]), close(out[1]);
     stdin_ = in[1];
     out_ = fdopen(out[0], "r");
@@ -141,7 +130,7 @@ class Background {
     fclose(out_);
     int st = 0;
     waitpid(pid_, &st, 0);
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), rest};
+    return {exit_code(st), rest};
   }
 
  private:

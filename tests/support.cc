@@ -14,17 +14,13 @@
 
 namespace prepatch::test {
 
-Proc run(const std::vector<std::string>& argv, const std::string& cwd) {
-  char out_path[] = "/tmp/prepatch-run-out-XXXXXX";
-  char err_path[] = "/tmp/prepatch-run-err-XXXXXX";
-  int out = mkstemp(out_path), err = mkstemp(err_path);
-  if (out < 0 || err < 0) throw std::runtime_error("mkstemp failed");
+int spawn(const std::vector<std::string>& argv, const std::string& cwd, int in, int out, int err) {
   pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
-    dup2(out, 1);
-    dup2(err, 2);
-    int devnull = open("/dev/null", O_RDONLY);
-    dup2(devnull, 0);
+    if (in >= 0) dup2(in, 0);
+    if (out >= 0) dup2(out, 1);
+    if (err >= 0) dup2(err, 2);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -32,10 +28,22 @@ Proc run(const std::vector<std::string>& argv, const std::string& cwd) {
     execvp(args[0], args.data());
     _exit(127);
   }
+  return pid;
+}
+
+int exit_code(int wait_status) { return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status); }
+
+Proc run(const std::vector<std::string>& argv, const std::string& cwd) {
+  char out_path[] = "/tmp/prepatch-run-out-XXXXXX";
+  char err_path[] = "/tmp/prepatch-run-err-XXXXXX";
+  int out = mkstemp(out_path), err = mkstemp(err_path), devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (out < 0 || err < 0 || devnull < 0) throw std::runtime_error("mkstemp or opening /dev/null failed");
+  const pid_t pid = spawn(argv, cwd, devnull, out, err);
+  close(devnull);
   int st = 0;
   waitpid(pid, &st, 0);
   Proc r;
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.status = exit_code(st);
   close(out);
   close(err);
   r.out = read_file(out_path);

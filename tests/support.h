@@ -14,6 +14,12 @@ struct Proc {
 };
 // Runs argv[0] (searched in PATH) with argv, optionally in `cwd`, capturing stdout and stderr.
 Proc run(const std::vector<std::string>& argv, const std::string& cwd = "");
+// Starts argv[0] (searched in PATH) with argv, in `cwd` when not empty, with `in`, `out` and `err` as
+// its stdin, stdout and stderr (-1: this process's own); returns its pid. The child exits 126 when it
+// cannot enter `cwd`, 127 when it cannot run argv[0].
+int spawn(const std::vector<std::string>& argv, const std::string& cwd, int in, int out, int err);
+// A waitpid() status as Proc::status reports it: the exit code, or 128 + the signal number.
+int exit_code(int wait_status);
 Proc prepatch(const std::vector<std::string>& args);
 
 std::string read_file(const std::string& path);
