@@ -397,7 +397,6 @@ bool ensure_table() {
   return g.table_state == 1;
 }
 
-
 bool ensure_counts(Text& err) {
   if (g.counts) return true;
   if (!g.counts_path[0]) {
@@ -478,6 +477,7 @@ bool threads_block_signals(Text& err) {
 struct Outcome {
   u64 matched = 0, changed = 0;
   bool ok = false;
+  bool busy = false;  // refused only because another batch runs: the reply says `busy:`, and ctl asks again
 };
 
 // Switches every site whose function matches `include` and not `exclude` to `on`. The reason for a
@@ -486,7 +486,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
   Outcome o;
   if (g.disabled) return err.str("the shim is disabled: ").str(g.disabled), o;
   BatchLock lock;
-  if (!lock.held) return err.str("busy: another batch is running; try again"), o;
+  if (!lock.held) return o.busy = true, err.str("busy: another batch is running; try again"), o;
   if (!ensure_table()) return err.str(g.disabled), o;
   const u64 n = g.table.count();
   if (!g.site) {
@@ -628,8 +628,7 @@ void serve_request(u32 id) {
   const bool on = c.verb == Command::enable;
   Outcome o = toggle(c.globs, {}, on, err);
   if (!o.ok) {
-    const bool busy = err.size() >= 4 && err.data()[0] == 'b' && err.data()[3] == 'y';
-    return void(r.line().str(busy ? "" : "error: ").put(err.data(), err.size()).ch('\n'));
+    return void(r.line().str(o.busy ? "" : "error: ").put(err.data(), err.size()).ch('\n'));
   }
   r.line().str("ok: ").str(on ? "enabled " : "disabled ").num(o.changed).str(" site").str(o.changed == 1 ? "" : "s").str(" (").num(o.matched)
       .str(" matched)\n");
