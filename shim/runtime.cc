@@ -603,7 +603,7 @@ void reply_status(Reply& r) {
   const u64 n = g.table_state == 1 ? g.table.count() : 0;
   u64 enabled = 0;
   for (u64 i = 0; g.site && i < n; i++) enabled += g.site[i] & site_on;
-  r.line().str("ok: pid ").num(static_cast<u64>(call(sys::nr_getpid))).str(", ").num(enabled).str(" of ").num(g.table.count()).str(" sites enabled\n");
+  r.line().str("ok: pid ").num(static_cast<u64>(call(sys::nr_getpid))).str(", ").num(enabled).str(" of ").num(n).str(" sites enabled\n");
   r.line().str("sync: ").str(g.use_signals ? "signals (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=signal)" : "membarrier").ch('\n');
   const Stats& s = g.stats;
   r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
