@@ -1,15 +1,24 @@
 // prepatch: the command-line front end. Parses arguments (CLI11), calls the rewriter, maps errors to
 // the documented exit codes (README.md, "Exit codes"). No logic of its own beyond presentation.
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
-#include <optional>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 
 #include "arch/describe.h"
 #include "control/control.h"
 #include "elf/mapped_file.h"
 #include "rewriter/prepare.h"
+#include "trace/trace.h"
 
 #ifndef PREPATCH_VERSION
 #define PREPATCH_VERSION "0.0.0"
@@ -147,6 +156,59 @@ int run_counts(const std::string& binary, const std::string& counts, bool all, b
   return ok;
 }
 
+// Writes `bytes` to a temporary file beside `path` and renames it over `path`: the output appears whole
+// or not at all.
+void write_file_atomically(const std::string& path, std::span<const u8> bytes, unsigned mode) {
+  std::filesystem::path p(path);
+  std::string tmp = (p.has_parent_path() ? p.parent_path() / ("." + p.filename().string()) : std::filesystem::path("." + p.filename().string())).string() + ".XXXXXX";
+  int fd = mkstemp(tmp.data());
+  if (fd < 0) throw IoError(path + ": cannot create a temporary file beside it: " + std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    done += static_cast<size_t>(w);
+  }
+  int err = done == bytes.size() ? 0 : (errno ? errno : EIO);
+  if (!err && fchmod(fd, mode) != 0) err = errno;
+  if (close(fd) != 0 && !err) err = errno;
+  if (err || rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = err ? err : errno;
+    unlink(tmp.c_str());
+    throw IoError(path + ": cannot write it: " + std::strerror(e));
+  }
+}
+
+// A damaged trace file: what was intact has been printed; the damage goes to stderr and the exit code.
+int trace_problems(const trace::Trace& t) {
+  for (const std::string& p : t.problems) std::cerr << "prepatch: " << p << "\n";
+  if (t.lost) std::cerr << "prepatch: " << t.file << ": " << t.lost << " events were lost (the trace file was full: PREPATCH_BUFFER)\n";
+  return t.problems.empty() ? ok : bad_input;
+}
+
+int run_report(const std::string& file, const std::string& sort) {
+  trace::Trace t = trace::read_trace(file);
+  trace::report(t, sort == "self" ? trace::SortBy::self : sort == "calls" ? trace::SortBy::calls : trace::SortBy::total, std::cout);
+  if (t.unwound) std::cout << "\n" << t.unwound << " calls were left without returning (longjmp, exceptions, thread exits)\n";
+  return trace_problems(t);
+}
+
+int run_replay(const std::string& file, const trace::ReplayFilter& f) {
+  trace::Trace t = trace::read_trace(file);
+  trace::replay(t, f, std::cout);
+  return trace_problems(t);
+}
+
+int run_export(const std::string& file, const std::string& out) {
+  trace::Trace t = trace::read_trace(file);
+  std::ostringstream json;
+  trace::export_chrome(t, json);
+  const std::string s = json.str();
+  write_file_atomically(out, std::span<const u8>(reinterpret_cast<const u8*>(s.data()), s.size()), 0644);
+  return trace_problems(t);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -200,6 +262,23 @@ int main(int argc, char** argv) {
   counts->add_option("counts", counts_file, "its counts file (default name prepatch.PID.counts)")->required();
   counts->add_flag("--all", counts_all, "include sites never called");
   counts->add_flag("--json", counts_json, "print JSON instead of a table");
+
+  CLI::App* report = app.add_subcommand("report", "per function: calls, total and self time, from a trace file (PREPATCH_TRACER=function or graph)");
+  std::string trace_file, report_sort = "total";
+  report->add_option("trace", trace_file, "the trace file (default name prepatch.PID.trace)")->required();
+  report->add_option("--sort", report_sort, "total, self or calls (graph; function traces sort by calls)")
+      ->check(CLI::IsMember({"total", "self", "calls"}))->capture_default_str();
+  CLI::App* replay = app.add_subcommand("replay", "the trace's events in time order; graph traces nested like ftrace's function_graph");
+  trace::ReplayFilter replay_filter;
+  replay->add_option("trace", trace_file, "the trace file")->required();
+  replay->add_option("--tid", replay_filter.tids, "show only this thread (repeatable)");
+  replay->add_option("--function", replay_filter.functions, "show only calls of functions matching these comma-separated globs, and their callees");
+  CLI::App* exp = app.add_subcommand("export", "convert a trace file for a trace viewer");
+  std::string export_format = "chrome", export_out;
+  exp->add_option("trace", trace_file, "the trace file")->required();
+  exp->add_option("--format", export_format, "chrome: Chrome Trace Event JSON (Perfetto UI, chrome://tracing)")
+      ->check(CLI::IsMember({"chrome"}))->capture_default_str();
+  exp->add_option("-o,--output", export_out, "the JSON file to write (atomically)")->required();
   app.require_subcommand(0, 1);
 
   try {
@@ -217,6 +296,9 @@ int main(int argc, char** argv) {
     if (plan->parsed()) return run_plan(pa);
     if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout);
     if (counts->parsed()) return run_counts(counts_binary, counts_file, counts_all, counts_json);
+    if (report->parsed()) return run_report(trace_file, report_sort);
+    if (replay->parsed()) return run_replay(trace_file, replay_filter);
+    if (exp->parsed()) return run_export(trace_file, export_out);
     if (in.empty() || out.empty()) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";
       return usage;

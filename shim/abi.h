@@ -56,6 +56,71 @@ struct CountsHeader {
 static_assert(sizeof(CountsHeader) == 64);
 inline constexpr char counts_magic[8] = {'P', 'P', 'C', 'O', 'U', 'N', 'T', 1};
 
+// The tracer a prepared process runs when a site is enabled (PREPATCH_TRACER, chosen at start).
+enum class Tracer : u32 { count = 1, function = 2, graph = 3 };
+
+// The trace file of the `function` and `graph` tracers (PREPATCH_OUTPUT, default prepatch.PID.trace in
+// the working directory; docs/FORMAT.md). A shared file mapping the shim writes while the program runs,
+// so whatever was written survives a crash or SIGKILL. Layout: this header (one page), a copy of the
+// binary's __patch_sites table at table_offset (the names), then chunks of chunk_size bytes from
+// chunk_offset. A thread claims a chunk (chunks_claimed, atomically), writes 16-byte records into it and
+// publishes how many bytes are complete in the chunk's `used` after each one. The file grows a chunk at
+// a time; when chunk_capacity chunks are claimed, later events are dropped and counted in `lost`.
+struct TraceHeader {
+  char magic[8];          // "PPTRACE\1"
+  u32 version;            // trace_version
+  u32 header_size;        // sizeof(TraceHeader)
+  u32 tracer;             // Tracer
+  u32 chunk_size;         // bytes per chunk, its ChunkHeader included
+  u64 pid;                // the process that writes the file
+  u64 table_offset;       // the copy of __patch_sites
+  u64 table_size;
+  u64 chunk_offset;       // the first chunk (page-aligned)
+  u64 chunk_capacity;     // chunks the file may hold (PREPATCH_BUFFER)
+  u64 chunks_claimed;     // atomic; may exceed chunk_capacity by the failed claims
+  u64 lost;               // atomic: events dropped because every chunk was claimed
+  u64 unwound;            // atomic (graph): frames left without their return (longjmp, exception, thread exit)
+  u64 tsc_hz;             // TSC ticks per second, measured when the file was created
+  u64 tsc0;               // the TSC when the file was created
+  u64 monotonic0;         // CLOCK_MONOTONIC (ns) at the same moment
+  u64 realtime0;          // CLOCK_REALTIME (ns) at the same moment
+  u64 load_bias;          // run-time minus link-time addresses of the binary
+  u8 reserved[4096 - 128];
+};
+static_assert(sizeof(TraceHeader) == 4096);
+inline constexpr char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
+inline constexpr u32 trace_version = 1;
+
+// At the start of every chunk. `used` is stored (release) after each complete record, so a reader never
+// counts a half-written one.
+struct ChunkHeader {
+  u32 magic;        // chunk_magic once the chunk is claimed and its header written
+  u32 tid;          // the thread writing it
+  u64 seq;          // this thread's chunk number: 0, 1, 2...
+  u64 used;         // bytes of complete records after this header
+  u64 tsc;          // the TSC when the chunk was claimed
+  u64 reserved[4];
+};
+static_assert(sizeof(ChunkHeader) == 64);
+inline constexpr u32 chunk_magic = 0x4b4e4843;  // "CHNK"
+
+// A record: 16 bytes, two little-endian u64. `time` is the TSC. `info`: bits 0-1 the type, bits 2-25 the
+// site's index in the table, bits 26-63 the depth (entry, exit, unwound) or the caller (call).
+struct TraceRecord {
+  u64 time;
+  u64 info;
+};
+static_assert(sizeof(TraceRecord) == 16);
+enum RecordType : u64 {
+  rec_entry = 0,    // graph: the function was entered
+  rec_exit = 1,     // graph: it returned
+  rec_call = 2,     // function: it was called; the rest is the caller's link-time return address
+  rec_unwound = 3,  // graph: it was left without returning (longjmp, exception, thread exit); time = when noticed
+};
+inline constexpr unsigned rec_site_shift = 2, rec_rest_shift = 26;
+inline constexpr u64 rec_site_limit = u64{1} << 24, rec_rest_limit = u64{1} << 38;
+inline constexpr u64 rec_caller_unknown = rec_rest_limit - 1;  // the caller lies outside the binary's first 256 GiB
+
 // The control channel (prepatch ctl). A request is a file `<dir>/<pid>.<id>.req` (dir =
 // /tmp/prepatch-<uid>, mode 0700) holding one command line; the client then sends ctl_signal to one
 // thread with rt_tgsigqueueinfo, si_code SI_QUEUE and si_value = ctl_magic << 32 | id. The shim answers

@@ -374,4 +374,92 @@ inline bool x86_site_form(bool on, u64 addr, u8 len, u8 call_form, u64 trampolin
   return arch::call_form_length(f) == len && arch::encode_call_form(f, addr, trampoline, out);
 }
 
+// ---- tracing -----------------------------------------------------------------------------------
+
+// The site hash: a site's run-time end (the return address its call pushes) -> a value (the site's
+// index, or for the count tracer the address of its counter). Open addressing with linear probing and
+// no wrap-around: `site_hash_slack` slots follow the mask's range and the last of them always stays
+// empty, so every lookup ends. Filled while sites are enabled, before any becomes a call; never shrinks
+// (an entry of a disabled site is harmless). shim/entry.S's count trampoline repeats find() in assembly.
+struct SiteHashSlot {
+  u64 key, value;
+};
+inline constexpr u64 site_hash_mult = 0x9E3779B97F4A7C15, site_hash_slack = 64;
+inline u64 site_hash_home(u64 key, u64 mask) { return ((key * site_hash_mult) >> 32) & mask; }
+// The mask for `sites` entries: a load factor of at most one half.
+inline u64 site_hash_mask(u64 sites) {
+  u64 n = 64;
+  while (n < 2 * sites) n *= 2;
+  return n - 1;
+}
+inline u64 site_hash_size(u64 mask) { return mask + 1 + site_hash_slack; }
+
+inline bool site_hash_insert(SiteHashSlot* t, u64 mask, u64 key, u64 value) {
+  for (u64 i = site_hash_home(key, mask); i < mask + site_hash_slack; i++) {  // never the last slot
+    if (t[i].key == key) return t[i].value == value;
+    if (t[i].key == 0) {
+      t[i].value = value;
+      __atomic_store_n(&t[i].key, key, __ATOMIC_RELEASE);
+      return true;
+    }
+  }
+  return false;
+}
+
+inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 key) {
+  for (u64 i = site_hash_home(key, mask);; i++) {
+    const u64 k = __atomic_load_n(&t[i].key, __ATOMIC_ACQUIRE);
+    if (k == key) return &t[i];
+    if (k == 0) return nullptr;
+  }
+}
+
+// The graph tracer's per-thread shadow stack: for every traced function the thread is in, where its
+// return address lives on the stack (`slot`), the real return address the exit trampoline took the
+// place of, and the site. Stacks grow down, so a frame whose slot lies at or below the slot of a new
+// call, or below the slot being returned through, belongs to a function that was left without
+// returning (longjmp, an exception, a stack switch): such frames are dropped, and `unwound` is told.
+struct ShadowFrame {
+  u64 slot, ret, site;
+};
+
+struct ShadowStack {
+  ShadowFrame* frames = nullptr;
+  u32 depth = 0, cap = 0;
+
+  template <class F>
+  void drop_dead(u64 slot, F unwound) {
+    while (depth > 0 && frames[depth - 1].slot <= slot) unwound(frames[depth - 1]), depth--;
+  }
+  // False when full. The frame is written, published by the depth, and written again: a signal
+  // handler that ran traced code in between used the same entry and left it stale.
+  bool push(const ShadowFrame& f) {
+    if (depth == cap) return false;
+    const u32 d = depth;
+    frames[d] = f;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    depth = d + 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    frames[d] = f;
+    return true;
+  }
+  // The frame returned through `slot`, popped with every dead frame above it; false when no frame has
+  // that slot (the return cannot be resolved).
+  template <class F>
+  bool pop(u64 slot, ShadowFrame& out, F unwound) {
+    while (depth > 0) {
+      const ShadowFrame f = frames[depth - 1];
+      if (f.slot == slot) {
+        out = f;
+        depth--;
+        return true;
+      }
+      if (f.slot > slot) return false;
+      unwound(f);
+      depth--;
+    }
+    return false;
+  }
+};
+
 }  // namespace prepatch::shim

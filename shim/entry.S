@@ -122,6 +122,56 @@ prepatch_start:
         TRAMPOLINE prepatch_tramp_mcount, 2
         TRAMPOLINE prepatch_tramp_patchable, 3
 
+// The count tracer's trampoline, for every kind of site: the counter of the site that called is found
+// in the site hash (shim/core.h site_hash_find, here in assembly) and incremented atomically. %r11 is
+// free at a function's entry and right after an mcount site's frame setup (no argument, not the static
+// chain, clobbered by any PLT call); %rax (varargs' vector count) is saved; the flags are dead.
+        .globl prepatch_tramp_count
+        .type prepatch_tramp_count, @function
+prepatch_tramp_count:
+        push %rax
+        mov 8(%rsp), %r11                               // the key: the site's end
+        movabs $0x9E3779B97F4A7C15, %rax                // site_hash_home: ((key * mult) >> 32) & mask
+        imul %r11, %rax
+        shr $32, %rax
+        and prepatch_hash_mask(%rip), %rax
+        shl $4, %rax
+        add prepatch_hash(%rip), %rax
+1:      cmp (%rax), %r11
+        jne 2f
+        mov 8(%rax), %r11
+        lock incq (%r11)
+        pop %rax
+        ret
+2:      cmpq $0, (%rax)                                 // an empty slot: not a site (cannot happen)
+        je 3f
+        add $16, %rax
+        jmp 1b
+3:      pop %rax
+        ret
+        .size prepatch_tramp_count, . - prepatch_tramp_count
+
+// The graph tracer's exit trampoline: a traced function whose return address prepatch_on_call replaced
+// returns here, with %rsp just above that address's slot. prepatch_on_exit records the exit and gives
+// back the real return address, which goes into the dead slot for the final `ret`. The return value's
+// registers are kept: %rax and %rdx (the C side never touches vector or x87 registers, so %xmm0,
+// %xmm1 and %st(0) are kept too); the other caller-saved registers are dead after a return.
+        .globl prepatch_tramp_exit
+        .type prepatch_tramp_exit, @function
+prepatch_tramp_exit:
+        sub $8, %rsp                                    // the slot: will hold the real return address
+        push %rax
+        push %rdx
+        lea 24(%rsp), %rdi                              // the stack pointer the function returned with
+        sub $8, %rsp                                    // %rsp was 16-aligned at the return: align the call
+        call prepatch_on_exit
+        add $8, %rsp
+        mov %rax, 16(%rsp)
+        pop %rdx
+        pop %rax
+        ret
+        .size prepatch_tramp_exit, . - prepatch_tramp_exit
+
 // sa_restorer for the shim's own SIGTRAP handler: rt_sigreturn.
         .globl prepatch_restorer
         .type prepatch_restorer, @function

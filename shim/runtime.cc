@@ -26,6 +26,8 @@ extern u8 __shim_mem_end[];
 extern u8 prepatch_tramp_fentry[];
 extern u8 prepatch_tramp_mcount[];
 extern u8 prepatch_tramp_patchable[];
+extern u8 prepatch_tramp_count[];
+extern u8 prepatch_tramp_exit[];
 extern u8 prepatch_selftest_site[];
 void prepatch_selftest();
 void prepatch_restorer();
@@ -61,6 +63,10 @@ int memcmp(const void* a, const void* b, size_t n) {
 
 // Filled in by the preparer (shim/abi.h); in .data so that it is part of the file image.
 __attribute__((section(".data.config"))) Config prepatch_config = {};
+
+// The site hash (shim/core.h), read by the count trampoline in shim/entry.S.
+SiteHashSlot* prepatch_hash;
+u64 prepatch_hash_mask;
 }
 
 namespace {
@@ -113,6 +119,14 @@ struct State {
   u32 sync_left;
   u64 selftest_traps, selftest_calls;
   Stats stats;
+  // Tracing (PREPATCH_TRACER): what a call does, where the trace file goes, how large it may grow.
+  Tracer tracer;
+  char output[512];  // PREPATCH_OUTPUT, "" for the default
+  u64 buffer_bytes;  // PREPATCH_BUFFER
+  struct Thread* threads;
+  struct Writer* writer;  // wiped in a child after fork: the child writes its own file
+  u64 generation;         // numbers the trace files this process (and its parents) created
+  int tid_in_tcb;         // glibc keeps the thread's tid at %fs:0x2d0: 1 checked, -1 not so, 0 unknown
 };
 constinit State g{};
 
@@ -474,6 +488,255 @@ bool threads_block_signals(Text& err) {
   return true;
 }
 
+// ---- tracers ----------------------------------------------------------------------------------
+
+// The trace file's writer state, in a page the kernel zeroes in a child after fork (MADV_WIPEONFORK):
+// a child finds no file and creates its own at its first event.
+struct Writer {
+  u64 generation;      // of the open file, 0 when none
+  TraceHeader* header;
+  int fd;              // the file, to allocate its chunks
+  bool allocate;       // chunks need fallocate (false: the file was sized whole, sparse)
+  int creating;        // a thread is creating the file
+};
+
+// A thread known to the tracers, found by its thread pointer (%fs:0). One per thread for the life of
+// the process; a dead thread's entry is taken over by the next thread glibc gives its thread block.
+struct Thread {
+  u64 key;  // the thread pointer, 0 while free
+  u32 tid, pid;
+  u64 generation;  // the trace file `chunk` lies in
+  TraceRecord *pos, *end;
+  ChunkHeader* chunk;
+  u64 seq;
+  ShadowStack shadow;
+};
+constexpr u64 max_threads = 4096, chunk_bytes = 256 * 1024, shadow_bytes = 1 << 20;
+constexpr u64 glibc_tid_offset = 0x2d0;  // struct pthread's tid, where every x86-64 glibc keeps it
+
+inline u64 rdtsc() {
+  u32 lo, hi;
+  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return u64{hi} << 32 | lo;
+}
+
+inline u64 thread_pointer() {
+  u64 tp;
+  asm("mov %%fs:0, %0" : "=r"(tp));
+  return tp;
+}
+
+// A thread block for the time before the C library sets up its own (a static binary starts with no
+// thread pointer, and %fs:0 must be readable by the tracers from the first instruction on).
+alignas(64) u8 early_tcb[0x300];
+
+i64 clock_ns(int clock) {
+  sys::Timespec t{};
+  call(sys::nr_clock_gettime, clock, reinterpret_cast<long>(&t));
+  return t.sec * 1000000000 + t.nsec;
+}
+
+// The trace file's name for this process: PREPATCH_OUTPUT with %p replaced by the pid, or
+// prepatch.PID.trace; a child after fork whose PREPATCH_OUTPUT has no %p appends ".PID".
+void trace_path(Text& t, bool child) {
+  const u64 pid = static_cast<u64>(call(sys::nr_getpid));
+  if (!g.output[0]) return void(t.str("prepatch.").num(pid).str(".trace"));
+  bool had_pid = false;
+  for (const char* p = g.output; *p; p++) {
+    if (p[0] == '%' && p[1] == 'p') t.num(pid), p++, had_pid = true;
+    else t.ch(*p);
+  }
+  if (child && !had_pid) t.ch('.').num(pid);
+}
+
+// Creates the trace file: written under a temporary name, then renamed into place, so a process
+// still writing an older file of that name keeps a valid mapping. nullptr with the reason in err.
+TraceHeader* create_trace(bool child, Writer& w, Text& err) {
+  char path[600], tmp[620];
+  Text p(path, sizeof path - 1);
+  trace_path(p, child);
+  if (p.truncated) return err.str("the trace file's name is too long"), nullptr;
+  path[p.size()] = 0;
+  Text tp(tmp, sizeof tmp - 1);
+  tp.str(path).str(".tmp");
+  tmp[tp.size()] = 0;
+  const u64 table_off = sizeof(TraceHeader), table_size = prepatch_config.table_size;
+  const u64 chunk_off = (table_off + table_size + 4095) & ~u64{4095};
+  if (g.buffer_bytes < chunk_off + chunk_bytes) return err.str("PREPATCH_BUFFER is too small to hold one chunk"), nullptr;
+  const u64 capacity = (g.buffer_bytes - chunk_off) / chunk_bytes, size = chunk_off + capacity * chunk_bytes;
+  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(tmp),
+                                 sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
+  if (fd < 0) return err.str("cannot create the trace file ").str(tmp), nullptr;
+  // Blocks are allocated a chunk at a time (fallocate), so the file is as large as what was written;
+  // where fallocate is not supported the file is sized once, sparse.
+  w.allocate = call(sys::nr_fallocate, fd, 0, 0, static_cast<long>(chunk_off)) == 0;
+  const bool ok = w.allocate || call(sys::nr_ftruncate, fd, static_cast<long>(size)) == 0;
+  void* m = ok ? map(size, sys::prot_read | sys::prot_write, sys::map_shared, fd) : nullptr;
+  if (!m) {
+    call(sys::nr_close, fd);
+    call(sys::nr_unlink, reinterpret_cast<long>(tmp));
+    return err.str("cannot size or map the trace file ").str(tmp), nullptr;
+  }
+  auto* h = static_cast<TraceHeader*>(m);
+  h->version = trace_version;
+  h->header_size = sizeof(TraceHeader);
+  h->tracer = static_cast<u32>(g.tracer);
+  h->chunk_size = chunk_bytes;
+  h->pid = static_cast<u64>(call(sys::nr_getpid));
+  h->table_offset = table_off, h->table_size = table_size;
+  h->chunk_offset = chunk_off, h->chunk_capacity = capacity;
+  h->load_bias = g.bias;
+  memcpy(reinterpret_cast<u8*>(h) + table_off, reinterpret_cast<const u8*>(prepatch_config.table_vaddr + g.bias), table_size);
+  // The TSC's rate against CLOCK_MONOTONIC over 2 ms, once per file (docs/FORMAT.md).
+  const i64 n0 = clock_ns(1);
+  const u64 c0 = rdtsc();
+  h->realtime0 = static_cast<u64>(clock_ns(0));
+  i64 n1 = n0;
+  u64 c1 = c0;
+  while (n1 - n0 < 2000000) n1 = clock_ns(1), c1 = rdtsc();
+  h->tsc0 = c0, h->monotonic0 = static_cast<u64>(n0);
+  h->tsc_hz = (c1 - c0) * 1000000000 / static_cast<u64>(n1 - n0);
+  w.fd = fd;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  memcpy(h->magic, trace_magic, 8);  // last: a file with the magic has a whole header
+  if (call(sys::nr_rename, reinterpret_cast<long>(tmp), reinterpret_cast<long>(path)) != 0) {
+    call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
+    call(sys::nr_close, fd);
+    call(sys::nr_unlink, reinterpret_cast<long>(tmp));
+    return err.str("cannot rename the trace file into place: ").str(path), nullptr;
+  }
+  return h;
+}
+
+// The trace file of this process, created on the first call (in a child after fork, at its first
+// event). nullptr when it cannot be, or while another thread creates it.
+TraceHeader* trace_file(Text* err) {
+  Writer* w = g.writer;
+  if (__atomic_load_n(&w->generation, __ATOMIC_ACQUIRE)) return w->header;
+  if (__atomic_exchange_n(&w->creating, 1, __ATOMIC_ACQUIRE)) return nullptr;
+  char ebuf[256];
+  Text local(ebuf, sizeof ebuf - 1);
+  const bool child = g.generation != 0;  // a file was created before, by the parent
+  TraceHeader* h = create_trace(child, *w, err ? *err : local);
+  if (h) {
+    w->header = h;
+    __atomic_store_n(&w->generation, ++g.generation, __ATOMIC_RELEASE);
+  } else if (!err) {
+    ebuf[local.size()] = 0;
+    say("tracing: ", ebuf);
+  }
+  __atomic_store_n(&w->creating, 0, __ATOMIC_RELEASE);
+  return h;
+}
+
+// The calling thread's entry: looked up by thread pointer; claimed on its first event. A thread whose
+// tid differs from the entry's is a new thread in a reused thread block (the old thread's frames are
+// dead) or this thread in a child after fork (its frames are alive: the child returns through them).
+Thread* this_thread() {
+  const u64 tp = thread_pointer();
+  u64 i = (tp * site_hash_mult >> 40) & (max_threads - 1);
+  for (u64 probes = 0; probes < max_threads; probes++, i = (i + 1) & (max_threads - 1)) {
+    Thread* t = &g.threads[i];
+    const u64 key = __atomic_load_n(&t->key, __ATOMIC_ACQUIRE);
+    if (key == tp) {
+      if (g.tid_in_tcb == 1 && *reinterpret_cast<const u32*>(tp + glibc_tid_offset) != t->tid) {
+        const u32 pid = static_cast<u32>(call(sys::nr_getpid));
+        if (pid == t->pid && g.writer->header) __atomic_fetch_add(&g.writer->header->unwound, t->shadow.depth, __ATOMIC_RELAXED);
+        if (pid == t->pid) t->shadow.depth = 0;
+        t->tid = static_cast<u32>(call(sys::nr_gettid)), t->pid = pid, t->generation = 0;  // a new chunk, tagged with the tid
+      }
+      return t;
+    }
+    if (key != 0) continue;
+    u64 expected = 0;
+    if (!__atomic_compare_exchange_n(&t->key, &expected, tp, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      if (expected == tp) return t;
+      continue;
+    }
+    t->tid = static_cast<u32>(call(sys::nr_gettid));
+    t->pid = static_cast<u32>(call(sys::nr_getpid));
+    if (g.tid_in_tcb == 0) g.tid_in_tcb = *reinterpret_cast<const u32*>(tp + glibc_tid_offset) == t->tid ? 1 : -1;
+    return t;
+  }
+  return nullptr;
+}
+
+// Moves the thread to a fresh chunk of the current file; false when there is none (the event is lost).
+bool next_chunk(Thread* t) {
+  TraceHeader* h = trace_file(nullptr);
+  if (!h) return false;
+  const u64 k = __atomic_fetch_add(&h->chunks_claimed, 1, __ATOMIC_RELAXED);
+  const u64 off = h->chunk_offset + k * chunk_bytes;
+  const Writer* w = g.writer;
+  if (k >= h->chunk_capacity || (w->allocate && call(sys::nr_fallocate, w->fd, 0, static_cast<long>(off), chunk_bytes) != 0)) {
+    t->generation = 0;  // a full file (or disk): this thread's later events are lost too, and counted
+    return false;
+  }
+  auto* c = reinterpret_cast<ChunkHeader*>(reinterpret_cast<u8*>(h) + off);
+  c->tid = t->tid;
+  c->seq = t->generation == g.writer->generation ? t->seq + 1 : 0;
+  c->used = 0;
+  c->tsc = rdtsc();
+  __atomic_store_n(&c->magic, chunk_magic, __ATOMIC_RELEASE);
+  t->seq = c->seq;
+  t->chunk = c;
+  t->pos = reinterpret_cast<TraceRecord*>(c + 1);
+  t->end = reinterpret_cast<TraceRecord*>(reinterpret_cast<u8*>(c) + chunk_bytes);
+  t->generation = g.writer->generation;
+  return true;
+}
+
+// Appends a record; the chunk's `used` covers it once it is whole.
+void emit(Thread* t, u64 type, u64 site, u64 rest) {
+  if (t->generation != __atomic_load_n(&g.writer->generation, __ATOMIC_ACQUIRE) || t->pos == t->end) {
+    if (!next_chunk(t)) {
+      if (g.writer->header) __atomic_fetch_add(&g.writer->header->lost, 1, __ATOMIC_RELAXED);
+      return;
+    }
+  }
+  TraceRecord* r = t->pos++;
+  r->time = rdtsc();
+  r->info = type | site << rec_site_shift | rest << rec_rest_shift;
+  __atomic_store_n(&t->chunk->used, static_cast<u64>(reinterpret_cast<u8*>(t->pos) - reinterpret_cast<u8*>(t->chunk + 1)), __ATOMIC_RELEASE);
+}
+
+// A frame the thread left without returning through it (its top frame, about to be dropped).
+void note_unwound(Thread* t, const ShadowFrame& f) {
+  emit(t, rec_unwound, f.site, t->shadow.depth - 1);
+  if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->unwound, 1, __ATOMIC_RELAXED);
+}
+
+// Resolves a return through the exit trampoline that has no frame: nothing sane is left to return to.
+[[noreturn]] void lost_return() {
+  say("graph: a return through the exit trampoline has no shadow frame (did the thread switch stacks?); aborting");
+  sys::KernelSigaction dfl{nullptr, sys::sa_restorer, &prepatch_restorer, 0};
+  call(sys::nr_rt_sigaction, 6, reinterpret_cast<long>(&dfl), 0, 8);
+  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), 6);
+  for (;;) call(60 /* exit */, 134);
+}
+
+bool ensure_tracing(Text& err) {
+  const u64 n = g.table.count();
+  if (!prepatch_hash) {
+    const u64 mask = site_hash_mask(n);
+    void* m = map(site_hash_size(mask) * sizeof(SiteHashSlot), sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+    if (!m) return err.str("cannot map the site hash"), false;
+    prepatch_hash_mask = mask;
+    __atomic_store_n(&prepatch_hash, static_cast<SiteHashSlot*>(m), __ATOMIC_RELEASE);
+  }
+  if (g.tracer == Tracer::count) return ensure_counts(err);
+  if (n >= rec_site_limit) return err.str("the function and graph tracers record at most 16777216 sites"), false;
+  if (!g.threads) {
+    void* t = map(max_threads * sizeof(Thread), sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+    void* w = map(4096, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+    if (!t || !w || call(sys::nr_madvise, reinterpret_cast<long>(w), 4096, 18 /* MADV_WIPEONFORK */) != 0)
+      return err.str("cannot map the tracer's thread table"), false;
+    g.writer = static_cast<Writer*>(w);
+    g.threads = static_cast<Thread*>(t);
+  }
+  return trace_file(&err) != nullptr;
+}
+
 struct Outcome {
   u64 matched = 0, changed = 0;
   bool ok = false;
@@ -496,7 +759,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
     g.site = reinterpret_cast<u8*>(g.batch + n);
     find_text_spans();
   }
-  if (on && !ensure_counts(err)) return o;
+  if (on && !ensure_tracing(err)) return o;
   if (threads_block_signals(err)) return g.stats.refused++, o;
   ensure_handler();
   const char* outside = nullptr;
@@ -513,6 +776,9 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
     State::BatchEntry& b = g.batch[o.changed];
     b.addr = e.addr + g.bias, b.len = e.length;
     if (!x86_site_form(on, b.addr, e.length, e.call_form, g.tramp[e.kind - 1], b.target)) continue;
+    if (on && !site_hash_insert(prepatch_hash, prepatch_hash_mask, b.addr + e.length,
+                                g.tracer == Tracer::count ? reinterpret_cast<u64>(&g.counts[i]) : i))
+      continue;  // cannot happen at a load factor of one half short of a pathological address pattern
     g.site[i] = static_cast<u8>(on | site_in_batch);  // the handler emulates site_on from the moment the int3 is there
     o.changed++;
   }
@@ -671,7 +937,7 @@ void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
     const u64 at = uc->gregs[sys::reg_rip] - 1;  // int3 reports the address after it
     if (at == reinterpret_cast<u64>(prepatch_selftest_site)) {
       g.selftest_traps++;
-      return emulate_call(uc, at + 5, g.tramp[0]);
+      return emulate_call(uc, at + 5, reinterpret_cast<u64>(prepatch_tramp_fentry));
     }
     if (g.site && g.table_state == 1) {
       const u64 i = g.table.find_start(at - g.bias);
@@ -699,14 +965,47 @@ void selftest() {
 
 }  // namespace
 
-// Called by the trampolines (shim/entry.S) with every caller-saved register preserved: the site's end
-// (the return address into the function), the site's kind, and the stack pointer at the site.
+// Called by the function and graph tracers' trampolines (shim/entry.S) with every caller-saved
+// register preserved: the site's end (the return address into the function), the site's kind, and the
+// stack pointer at the site. (The count tracer's trampoline does its work in assembly.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp) {
-  (void)kind, (void)sp;  // the tracers (issue 5) use them
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + 5) return void(g.selftest_calls++);
-  if (!g.counts) return;
-  const u64 i = g.table.find_containing(site_end - 1 - g.bias);
-  if (i < g.table.count()) __atomic_fetch_add(&g.counts[i], 1, __ATOMIC_RELAXED);
+  const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr;
+  if (!s || !g.threads) return;
+  Thread* t = this_thread();
+  if (!t) {  // more threads than the table holds
+    if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->lost, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  // The traced function's return address: at the site's stack pointer, or above the %rbp that an
+  // mcount site's frame setup pushed.
+  u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? sp + 8 : sp);
+  if (g.tracer == Tracer::function) {
+    const u64 caller = *slot - g.bias;
+    return emit(t, rec_call, s->value, caller < rec_caller_unknown ? caller : rec_caller_unknown);
+  }
+  const auto unwound = [&](const ShadowFrame& f) { note_unwound(t, f); };
+  if (!t->shadow.frames) {
+    void* m = map(shadow_bytes, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+    if (!m) return;
+    t->shadow.frames = static_cast<ShadowFrame*>(m);
+    t->shadow.cap = shadow_bytes / sizeof(ShadowFrame);
+  }
+  t->shadow.drop_dead(reinterpret_cast<u64>(slot), unwound);
+  const u32 depth = t->shadow.depth;
+  if (!t->shadow.push({reinterpret_cast<u64>(slot), *slot, s->value})) return;  // too deep: this call is not traced
+  emit(t, rec_entry, s->value, depth);
+  *slot = reinterpret_cast<u64>(prepatch_tramp_exit);
+}
+
+// Called by the exit trampoline with the stack pointer a traced function returned with (just above its
+// return address's slot): records the exit and returns the real return address.
+extern "C" u64 prepatch_on_exit(u64 sp) {
+  Thread* t = this_thread();
+  ShadowFrame f{};
+  if (!t || !t->shadow.pop(sp - 8, f, [&](const ShadowFrame& d) { note_unwound(t, d); })) lost_return();
+  emit(t, rec_exit, f.site, t->shadow.depth);
+  return f.ret;
 }
 
 // Called once by the start routine (shim/entry.S) with the stack pointer the kernel set up: argc,
@@ -721,9 +1020,36 @@ extern "C" void prepatch_init(u64* sp) {
     if (aux[0] == 5) g.phnum = aux[1];                               // AT_PHNUM
   }
   g.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
-  g.tramp[0] = reinterpret_cast<u64>(prepatch_tramp_fentry);
-  g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
-  g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
+  // A static binary starts without a thread pointer; the tracers read %fs:0 (and the tid glibc keeps
+  // in its thread block) from the first traced call on, so until the C library sets its own, it is ours.
+  u64 fs = 0;
+  if (call(sys::nr_arch_prctl, 0x1003 /* ARCH_GET_FS */, reinterpret_cast<long>(&fs)) == 0 && fs == 0) {
+    *reinterpret_cast<u64*>(early_tcb) = reinterpret_cast<u64>(early_tcb);
+    *reinterpret_cast<u32*>(early_tcb + glibc_tid_offset) = static_cast<u32>(call(sys::nr_gettid));
+    call(sys::nr_arch_prctl, 0x1002 /* ARCH_SET_FS */, reinterpret_cast<long>(early_tcb));
+  }
+  const char* tracer = env_get(envp, "PREPATCH_TRACER");
+  g.tracer = Tracer::count;
+  if (tracer && *tracer) {
+    if (str_eq("function", 8, tracer)) g.tracer = Tracer::function;
+    else if (str_eq("graph", 5, tracer)) g.tracer = Tracer::graph;
+    else if (!str_eq("count", 5, tracer)) g.disabled = "PREPATCH_TRACER is not count, function or graph";
+  }
+  for (int k = 0; k < 3; k++)
+    g.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
+                                           : reinterpret_cast<u64>(k == 0 ? prepatch_tramp_fentry : k == 1 ? prepatch_tramp_mcount : prepatch_tramp_patchable);
+  if (const char* p = env_get(envp, "PREPATCH_OUTPUT"); p && *p) {
+    Text t(g.output, sizeof g.output - 1);
+    t.str(p);
+    if (t.truncated) g.disabled = "PREPATCH_OUTPUT is longer than 500 bytes";
+  }
+  g.buffer_bytes = u64{1024} << 20;
+  if (const char* p = env_get(envp, "PREPATCH_BUFFER"); p && *p) {
+    u64 mb = 0;
+    for (; *p >= '0' && *p <= '9' && mb < (u64{1} << 30); p++) mb = mb * 10 + static_cast<u64>(*p - '0');
+    if (*p || mb == 0 || mb >= (u64{1} << 30)) g.disabled = "PREPATCH_BUFFER is not a size in MiB (1 or more)";
+    g.buffer_bytes = mb << 20;
+  }
   if (const char* p = env_get(envp, "PREPATCH_COUNTS"); p && *p) {
     Text t(g.counts_path, sizeof g.counts_path - 1);
     t.str(p);

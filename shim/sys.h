@@ -16,10 +16,11 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 
 // System call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 enum : long {
-  nr_read = 0, nr_write = 1, nr_close = 3, nr_fstat = 5, nr_mmap = 9, nr_mprotect = 10, nr_munmap = 11,
+  nr_read = 0, nr_write = 1, nr_close = 3, nr_fstat = 5, nr_mmap = 9, nr_mprotect = 10, nr_munmap = 11, nr_madvise = 28,
   nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_nanosleep = 35, nr_getpid = 39,
   nr_ftruncate = 77, nr_rename = 82, nr_unlink = 87, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
   nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
+  nr_arch_prctl = 158, nr_fallocate = 285,
 };
 
 inline constexpr int at_fdcwd = -100;
