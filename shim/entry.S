@@ -77,11 +77,12 @@ prepatch_start:
 // The trampolines. A site's call form enters with [%rsp] = the site's end (the return address into
 // the function). They save every register the ABI lets a callee clobber and that the traced function
 // may still need (arguments %rdi %rsi %rdx %rcx %r8 %r9, %rax for varargs' vector count, %r10 the
-// static chain, %r11), align the stack and call prepatch_on_call(site_end, kind, sp_at_site). The C
+// static chain, %r11), align the stack and call prepatch_on_call(site_end, kind, sp_at_site, rbp). The C
 // side is built with -mgeneral-regs-only, so no vector or x87 register needs saving; the flags are
 // dead at a function's entry and after its frame setup.
 //   fentry:    at the function's entry (after endbr64): [sp_at_site] is the caller's return address.
-//   mcount:    after `push %rbp; mov %rsp,%rbp`: the caller's return address is at 8(%rbp).
+//   mcount:    after `push %rbp; mov %rsp,%rbp` (and maybe more pushes): the caller's return address
+//              is at 8(%rbp), %rbp being the function's frame pointer.
 //   patchable: at the entry, like fentry (-fpatchable-function-entry pads, M bytes before it untouched).
         .macro TRAMPOLINE name, kind
         .globl \name
@@ -101,6 +102,7 @@ prepatch_start:
         mov 8(%rbp), %rdi
         mov $\kind, %esi
         lea 16(%rbp), %rdx
+        mov (%rbp), %rcx                                // the function's %rbp (mcount: its frame pointer)
         and $-16, %rsp
         call prepatch_on_call
         lea -72(%rbp), %rsp

@@ -126,6 +126,7 @@ struct State {
   struct Thread* threads;
   struct Writer* writer;  // wiped in a child after fork: the child writes its own file
   u64 generation;         // numbers the trace files this process (and its parents) created
+  u64 tsc_hz;             // the TSC's rate, measured when the first trace file was created
   int tid_in_tcb;         // glibc keeps the thread's tid at %fs:0x2d0: 1 checked, -1 not so, 0 unknown
 };
 constinit State g{};
@@ -587,15 +588,19 @@ TraceHeader* create_trace(bool child, Writer& w, Text& err) {
   h->chunk_offset = chunk_off, h->chunk_capacity = capacity;
   h->load_bias = g.bias;
   memcpy(reinterpret_cast<u8*>(h) + table_off, reinterpret_cast<const u8*>(prepatch_config.table_vaddr + g.bias), table_size);
-  // The TSC's rate against CLOCK_MONOTONIC over 2 ms, once per file (docs/FORMAT.md).
+  // The TSC's rate against CLOCK_MONOTONIC over 2 ms, once per process tree (a child after fork
+  // keeps its parent's figure; docs/FORMAT.md).
   const i64 n0 = clock_ns(1);
   const u64 c0 = rdtsc();
   h->realtime0 = static_cast<u64>(clock_ns(0));
-  i64 n1 = n0;
-  u64 c1 = c0;
-  while (n1 - n0 < 2000000) n1 = clock_ns(1), c1 = rdtsc();
   h->tsc0 = c0, h->monotonic0 = static_cast<u64>(n0);
-  h->tsc_hz = (c1 - c0) * 1000000000 / static_cast<u64>(n1 - n0);
+  if (!g.tsc_hz) {
+    i64 n1 = n0;
+    u64 c1 = c0;
+    while (n1 - n0 < 2000000) n1 = clock_ns(1), c1 = rdtsc();
+    g.tsc_hz = (c1 - c0) * 1000000000 / static_cast<u64>(n1 - n0);
+  }
+  h->tsc_hz = g.tsc_hz;
   w.fd = fd;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   memcpy(h->magic, trace_magic, 8);  // last: a file with the magic has a whole header
@@ -688,7 +693,8 @@ bool next_chunk(Thread* t) {
 
 // Appends a record; the chunk's `used` covers it once it is whole.
 void emit(Thread* t, u64 type, u64 site, u64 rest) {
-  if (t->generation != __atomic_load_n(&g.writer->generation, __ATOMIC_ACQUIRE) || t->pos == t->end) {
+  const u64 gen = __atomic_load_n(&g.writer->generation, __ATOMIC_ACQUIRE);
+  if (gen == 0 || t->generation != gen || t->pos == t->end) {  // no file yet (a child after fork), another file, a full chunk
     if (!next_chunk(t)) {
       if (g.writer->header) __atomic_fetch_add(&g.writer->header->lost, 1, __ATOMIC_RELAXED);
       return;
@@ -967,8 +973,8 @@ void selftest() {
 
 // Called by the function and graph tracers' trampolines (shim/entry.S) with every caller-saved
 // register preserved: the site's end (the return address into the function), the site's kind, and the
-// stack pointer at the site. (The count tracer's trampoline does its work in assembly.)
-extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp) {
+// stack pointer at the site, and the function's %rbp. (The count tracer's trampoline does its work in assembly.)
+extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + 5) return void(g.selftest_calls++);
   const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr;
   if (!s || !g.threads) return;
@@ -977,9 +983,9 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp) {
     if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->lost, 1, __ATOMIC_RELAXED);
     return;
   }
-  // The traced function's return address: at the site's stack pointer, or above the %rbp that an
-  // mcount site's frame setup pushed.
-  u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? sp + 8 : sp);
+  // The traced function's return address: at the site's stack pointer, or for an mcount site (called
+  // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
+  u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
   if (g.tracer == Tracer::function) {
     const u64 caller = *slot - g.bias;
     return emit(t, rec_call, s->value, caller < rec_caller_unknown ? caller : rec_caller_unknown);

@@ -1,0 +1,88 @@
+/* A program with a known call tree, for the tracers (tests/trace_test.cc). Every worker calls
+   top() ROUNDS times; top -> mid -> leaf, leaf. Modes (argv[1]):
+     threads   3 workers at once, then 2 more one after the other (glibc reuses a thread block)
+     longjmp   catcher -> deep -> jumper, which longjmps back into catcher, which then calls leaf
+     wait      one worker on the main thread, then "ready PID" and a wait for stdin to close (or kill -9)
+     fork      top, then fork inside spawn(); the child returns from spawn and calls top; the parent waits
+               and calls top again */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define ROUNDS 1000
+
+__attribute__((noinline)) int leaf(int x) {
+  __asm__ volatile("");
+  return x * 3 + 1;
+}
+__attribute__((noinline)) int mid(int x) { return leaf(x) + leaf(x + 1); }
+__attribute__((noinline)) int top(int x) { return mid(x) - x; }
+__attribute__((noinline)) void* worker(void* arg) {
+  long id = (long)arg, sum = 0;
+  for (int i = 0; i < ROUNDS; i++) sum += top(i + (int)id);
+  return (void*)sum;
+}
+
+static jmp_buf env;
+__attribute__((noinline)) void jumper(int x) {
+  if (x >= 0) longjmp(env, 1);
+}
+__attribute__((noinline)) void deep(int x) {
+  jumper(x);
+  leaf(x); /* never reached */
+}
+__attribute__((noinline)) int catcher(int x) {
+  if (setjmp(env)) return leaf(x);
+  deep(x);
+  return -1;
+}
+
+__attribute__((noinline)) int spawn(void) { return fork(); }
+
+int main(int argc, char** argv) {
+  const char* mode = argc > 1 ? argv[1] : "threads";
+  if (!strcmp(mode, "threads")) {
+    long total = 0;
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], NULL, worker, (void*)i);
+    for (int i = 0; i < 3; i++) {
+      void* r;
+      pthread_join(t[i], &r);
+      total += (long)r;
+    }
+    for (long i = 3; i < 5; i++) {
+      void* r;
+      pthread_create(&t[0], NULL, worker, (void*)i);
+      pthread_join(t[0], &r);
+      total += (long)r;
+    }
+    printf("sum %ld\n", total);
+  } else if (!strcmp(mode, "longjmp")) {
+    int sum = 0;
+    for (int i = 0; i < 3; i++) sum += catcher(i);
+    printf("sum %d\n", sum);
+  } else if (!strcmp(mode, "wait")) {
+    printf("sum %ld\n", (long)worker(0));
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0) {
+    }
+  } else if (!strcmp(mode, "fork")) {
+    int a = top(1);
+    fflush(stdout);
+    int pid = spawn();
+    if (pid == 0) {
+      printf("child %d\n", top(2) + a);
+      fflush(stdout);
+      _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    printf("parent %d child exit %d\n", top(3) + a, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  }
+  return 0;
+}
