@@ -262,5 +262,73 @@ TEST(ShimCore, EnvironmentLookup) {
   EXPECT_EQ(shim::env_get(envp, "PREPATCH_NOTRACE"), nullptr);
 }
 
+// The site hash the tracers use to find a site from the return address its call pushed: every key
+// inserted is found with its value, keys never inserted are not, at the highest load it is sized for;
+// the last slot stays empty so a lookup of a missing key ends.
+TEST(SiteHash, FindsEveryInsertedSiteAndNoOther) {
+  for (u64 n : {1u, 5u, 1000u, 100000u}) {
+    const u64 mask = shim::site_hash_mask(n);
+    EXPECT_GE(mask + 1, 2 * n);
+    std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
+    // Addresses like real site ends: 16-aligned functions, 5 bytes in, in one text segment.
+    for (u64 i = 0; i < n; i++) ASSERT_TRUE(shim::site_hash_insert(t.data(), mask, 0x401000 + 16 * i + 5, i)) << n << " " << i;
+    EXPECT_TRUE(shim::site_hash_insert(t.data(), mask, 0x401005, 0));    // again, same value: fine
+    EXPECT_FALSE(shim::site_hash_insert(t.data(), mask, 0x401005, 7));   // again, another value: refused
+    for (u64 i = 0; i < n; i++) {
+      const shim::SiteHashSlot* s = shim::site_hash_find(t.data(), mask, 0x401000 + 16 * i + 5);
+      ASSERT_NE(s, nullptr);
+      ASSERT_EQ(s->value, i);
+      ASSERT_EQ(shim::site_hash_find(t.data(), mask, 0x401000 + 16 * i + 6), nullptr);
+    }
+    EXPECT_EQ(t.back().key, 0u);
+  }
+}
+
+TEST(SiteHash, RefusesWhenTheProbeWouldPassTheSlack) {
+  const u64 mask = shim::site_hash_mask(1);  // 64 slots and 64 of slack
+  std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
+  u64 inserted = 0;
+  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), mask, k, k);
+  EXPECT_EQ(inserted, t.size() - 1);  // all but the last slot
+  EXPECT_EQ(t.back().key, 0u);
+  EXPECT_EQ(shim::site_hash_find(t.data(), mask, 1000000), nullptr);  // ends at the empty last slot
+}
+
+// The graph tracer's shadow stack: frames are matched by the slot of the return address; frames left
+// without returning (longjmp, exceptions) are dropped when a call or return further up the stack shows
+// they are dead, and reported.
+TEST(ShadowStack, DropsFramesLeftWithoutReturningAndMatchesReturnsBySlot) {
+  shim::ShadowFrame mem[4];
+  shim::ShadowStack s;
+  s.frames = mem, s.cap = 4;
+  std::vector<u64> unwound;
+  const auto note = [&](const shim::ShadowFrame& f) { unwound.push_back(f.site); };
+  ASSERT_TRUE(s.push({0x7000, 0xa, 1}));  // outer, its return address at 0x7000
+  ASSERT_TRUE(s.push({0x6f00, 0xb, 2}));
+  ASSERT_TRUE(s.push({0x6e00, 0xc, 3}));
+  // A longjmp back into site 1's function, which now calls another: frames at or below its slot are dead.
+  s.drop_dead(0x6f80, note);
+  EXPECT_EQ(unwound, (std::vector<u64>{3, 2}));
+  EXPECT_EQ(s.depth, 1u);
+  ASSERT_TRUE(s.push({0x6f80, 0xd, 4}));
+  ASSERT_TRUE(s.push({0x6e80, 0xe, 5}));
+  // Site 4's function returns while site 5's frame is still on top: 5 was left by a longjmp.
+  shim::ShadowFrame f{};
+  unwound.clear();
+  ASSERT_TRUE(s.pop(0x6f80, f, note));
+  EXPECT_EQ(f.ret, 0xdu);
+  EXPECT_EQ(unwound, (std::vector<u64>{5}));
+  // A return through a slot above every frame cannot be resolved (a stack switch): nothing is popped.
+  EXPECT_FALSE(s.pop(0x6000, f, note));
+  EXPECT_EQ(s.depth, 1u);
+  ASSERT_TRUE(s.pop(0x7000, f, note));
+  EXPECT_EQ(f.ret, 0xau);
+  EXPECT_FALSE(s.pop(0x7000, f, note));  // empty
+  // Full: the push is refused (the call goes untraced) and nothing is overwritten.
+  for (u64 i = 0; i < 4; i++) ASSERT_TRUE(s.push({0x7000 - 16 * i, i, i}));
+  EXPECT_FALSE(s.push({0x6000, 9, 9}));
+  EXPECT_EQ(s.frames[3].site, 3u);
+}
+
 }  // namespace
 }  // namespace prepatch

@@ -1,0 +1,392 @@
+// The tracers end to end: testdata/calltree.c (a known call tree on several threads) prepared in each
+// kind of site and a static build, run under count, function and graph; the trace file read back
+// (trace/trace.h, the same reader `prepatch report` uses) and checked call by call. Also: a program
+// killed with SIGKILL, longjmp out of traced functions, fork, a full trace file, damaged trace files,
+// and the reading commands' output (report, replay, Chrome JSON).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "shim/core.h"
+#include "support.h"
+#include "trace/trace.h"
+
+namespace prepatch::test {
+namespace {
+
+const std::string td = TESTDATA_DIR;
+constexpr int rounds = 1000;  // calltree.c's ROUNDS
+
+std::string prepare(const TempDir& d, const std::string& flavor) {
+  Proc p = prepatch({td + "/calltree-" + flavor, "-o", d / "calltree"});
+  EXPECT_EQ(p.status, 0) << p.err;
+  return d / "calltree";
+}
+
+// The one trace file a run left in `dir` (its name is prepatch.PID.trace).
+std::vector<std::string> traces_in(const std::string& dir) {
+  std::vector<std::string> v;
+  for (const std::string& f : list_dir(dir))
+    if (f.starts_with("prepatch.") && f.ends_with(".trace")) v.push_back(dir + "/" + f);
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+std::string name(const trace::Trace& t, const trace::Event& e) { return t.names[e.site]; }
+
+// The events of a graph thread as "E name depth" / "X name depth" / "U name depth" words.
+std::vector<std::string> graph_words(const trace::Trace& t, const trace::ThreadTrace& th) {
+  std::vector<std::string> w;
+  for (const trace::Event& e : th.events)
+    w.push_back(std::string(e.type == shim::rec_entry ? "E " : e.type == shim::rec_exit ? "X " : "U ") + name(t, e) + " " +
+                std::to_string(e.rest));
+  return w;
+}
+
+// What one worker thread of calltree.c writes under graph: worker { (top { mid { leaf leaf } }) x rounds }.
+std::vector<std::string> worker_words() {
+  std::vector<std::string> w{"E worker 0"};
+  for (int i = 0; i < rounds; i++)
+    for (const char* s : {"E top 1", "E mid 2", "E leaf 3", "X leaf 3", "E leaf 3", "X leaf 3", "X mid 2", "X top 1"}) w.push_back(s);
+  w.push_back("X worker 0");
+  return w;
+}
+
+// The function whose site most closely precedes link-time address `a` (where a caller lies).
+std::string function_at(const trace::Trace& t, u64 a) {
+  if (a == shim::rec_caller_unknown) return "?";
+  auto it = std::upper_bound(t.table.entries.begin(), t.table.entries.end(), a, [](u64 x, const TableEntry& e) { return x < e.addr; });
+  return it == t.table.entries.begin() ? "?" : t.names[static_cast<size_t>(it - t.table.entries.begin()) - 1];
+}
+
+class CallTree : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CallTree, CountTracerCountsEveryCall) {
+  TempDir d;
+  const std::string bin = prepare(d, GetParam());
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=count", "PREPATCH_COUNTS=" + d / "c", bin, "threads"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  Proc c = prepatch({"counts", bin, d / "c", "--json"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::map<std::string, unsigned long long> m;
+  for (const auto& row : nlohmann::json::parse(c.out)) m[row["function"]] = row["count"];
+  EXPECT_EQ(m, (std::map<std::string, unsigned long long>{{"main", 1}, {"worker", 5}, {"top", 5 * rounds}, {"mid", 5 * rounds},
+                                                         {"leaf", 10 * rounds}}));
+}
+
+TEST_P(CallTree, FunctionTracerRecordsEveryCallWithItsCallerPerThreadInOrder) {
+  TempDir d;
+  const std::string bin = prepare(d, GetParam());
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=function", bin, "threads"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  const std::vector<std::string> files = traces_in(d.path());
+  ASSERT_EQ(files.size(), 1u);
+  trace::Trace t = trace::read_trace(files[0]);
+  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
+  EXPECT_EQ(t.lost, 0u);
+  ASSERT_EQ(t.threads.size(), 6u);  // main and five workers, each its own tid
+  int workers = 0;
+  for (const trace::ThreadTrace& th : t.threads) {
+    std::vector<std::string> got;
+    for (const trace::Event& e : th.events) got.push_back(name(t, e) + "<-" + function_at(t, e.rest));
+    if (got.size() == 1) {
+      EXPECT_EQ(got[0].substr(0, 6), "main<-");
+      continue;
+    }
+    workers++;
+    // worker is called by glibc's thread start, in libc (or, linked statically, in no traced function).
+    EXPECT_EQ(got[0].substr(0, 8), "worker<-");
+    got[0] = "worker<-libc";
+    std::vector<std::string> want{"worker<-libc"};
+    for (int i = 0; i < rounds; i++)
+      for (const char* s : {"top<-worker", "mid<-top", "leaf<-mid", "leaf<-mid"}) want.push_back(s);
+    EXPECT_EQ(got, want) << "thread " << th.tid;
+  }
+  EXPECT_EQ(workers, 5);
+}
+
+TEST_P(CallTree, GraphTracerNestsEveryCallPerThread) {
+  TempDir d;
+  const std::string bin = prepare(d, GetParam());
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "threads"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  const std::vector<std::string> files = traces_in(d.path());
+  ASSERT_EQ(files.size(), 1u);
+  trace::Trace t = trace::read_trace(files[0]);
+  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
+  EXPECT_EQ(t.lost, 0u);
+  EXPECT_EQ(t.unwound, 0u);
+  ASSERT_EQ(t.threads.size(), 6u);
+  int workers = 0;
+  for (const trace::ThreadTrace& th : t.threads) {
+    const std::vector<std::string> w = graph_words(t, th);
+    if (w.size() == 2) {
+      EXPECT_EQ(w, (std::vector<std::string>{"E main 0", "X main 0"}));
+      continue;
+    }
+    workers++;
+    EXPECT_EQ(w, worker_words()) << "thread " << th.tid;
+    for (size_t i = 1; i < th.events.size(); i++) ASSERT_LE(th.events[i - 1].ns, th.events[i].ns) << "thread " << th.tid << " event " << i;
+  }
+  EXPECT_EQ(workers, 5);
+
+  // The report: calls, and times that add up (self <= total; worker's total covers its calls).
+  Proc rep = prepatch({"report", files[0], "--sort", "calls"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  std::istringstream in(rep.out);
+  std::string line;
+  std::map<std::string, std::string> calls;
+  while (std::getline(in, line)) {
+    std::istringstream l(line);
+    std::string tot, tu, self, su, n, fn;
+    if (l >> tot >> tu >> self >> su >> n >> fn && fn != "Function") calls[fn] = n;
+  }
+  EXPECT_EQ(calls, (std::map<std::string, std::string>{{"main", "1"}, {"worker", "5"}, {"top", "5000"}, {"mid", "5000"}, {"leaf", "10000"}}))
+      << rep.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static"));
+
+TEST(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
+  TempDir d;
+  const std::string bin = prepare(d, "fentry");
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "longjmp"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12\n");  // leaf(0) + leaf(1) + leaf(2): 1 + 4 + 7
+  trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
+  ASSERT_EQ(t.threads.size(), 1u);
+  std::vector<std::string> want{"E main 0"};
+  for (int i = 0; i < 3; i++)  // jumper and deep are left by the longjmp: noticed when leaf is entered
+    for (const char* s : {"E catcher 1", "E deep 2", "E jumper 3", "U jumper 3", "U deep 2", "E leaf 2", "X leaf 2", "X catcher 1"})
+      want.push_back(s);
+  want.push_back("X main 0");
+  EXPECT_EQ(graph_words(t, t.threads[0]), want);
+  EXPECT_EQ(t.unwound, 6u);
+  Proc rep = prepatch({"replay", traces_in(d.path()).at(0)});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  EXPECT_NE(rep.out.find("jumper(); /* unwound */"), std::string::npos) << rep.out;
+}
+
+TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
+  for (const char* tracer : {"graph", "function"}) {
+    TempDir d;
+    const std::string bin = prepare(d, "mcount");
+    Proc r = run({"env", "PREPATCH_TRACE=*", std::string("PREPATCH_TRACER=") + tracer, bin, "fork"}, d.path());
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "child 25\nparent 30 child exit 0\n");
+    const std::vector<std::string> files = traces_in(d.path());
+    ASSERT_EQ(files.size(), 2u) << tracer;
+    std::map<std::string, int> tops;  // per file: how many times top was entered
+    for (const std::string& f : files) {
+      trace::Trace t = trace::read_trace(f);
+      EXPECT_TRUE(t.problems.empty()) << f;
+      int n = 0;
+      for (const auto& th : t.threads)
+        for (const auto& e : th.events) n += name(t, e) == "top" && e.type != shim::rec_exit;
+      tops[t.names.empty() ? "" : std::to_string(t.pid)] = n;
+    }
+    std::vector<int> counts;
+    for (auto& [pid, n] : tops) counts.push_back(n);
+    std::sort(counts.begin(), counts.end());
+    EXPECT_EQ(counts, (std::vector<int>{1, 2})) << tracer << ": the child calls top once, the parent twice";
+  }
+}
+
+TEST(Graph, TraceOfAProcessKilledWithSigkillIsReadable) {
+  TempDir d;
+  const std::string bin = prepare(d, "fentry");
+  int in[2], out[2];
+  ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  const int pid = spawn({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "wait"}, d.path(), in[0], out[1], -1);
+  close(in[0]), close(out[1]);
+  FILE* f = fdopen(out[0], "r");
+  char line[128] = {};
+  std::string text;
+  while (text.find("ready") == std::string::npos && fgets(line, sizeof line, f)) text += line;
+  ASSERT_NE(text.find("ready"), std::string::npos) << text;
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  fclose(f), close(in[1]);
+  ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
+  EXPECT_TRUE(t.problems.empty());
+  ASSERT_EQ(t.threads.size(), 1u);
+  std::vector<std::string> want = worker_words();
+  for (std::string& w : want) w.back() = static_cast<char>(w.back() + 1);  // under main
+  want.insert(want.begin(), "E main 0");
+  EXPECT_EQ(graph_words(t, t.threads[0]), want);  // main never returned
+  Proc rep = prepatch({"replay", traces_in(d.path()).at(0), "--function", "main"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  EXPECT_NE(rep.out.find("} /* main (unfinished) */"), std::string::npos) << rep.out.substr(rep.out.size() - 300);
+}
+
+TEST(Tracers, AFullTraceFileDropsAndCountsEventsAndKeepsTheRest) {
+  TempDir d;
+  const std::string bin = prepare(d, "fentry");
+  // 1 MiB: the header, the table, three 256 KiB chunks; five workers write 9,002 records (16 bytes) each.
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_BUFFER=1", bin, "threads"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
+  EXPECT_TRUE(t.problems.empty());
+  EXPECT_EQ(t.chunks, 3u);
+  EXPECT_GT(t.lost, 0u);
+  u64 kept = 0;
+  for (const auto& th : t.threads) kept += th.events.size();
+  EXPECT_EQ(kept + t.lost, 2u + 5u * (2 + 8 * rounds));  // nothing lost that is not counted
+  Proc rep = prepatch({"report", traces_in(d.path()).at(0)});
+  EXPECT_EQ(rep.status, 0);
+  EXPECT_NE(rep.err.find(std::to_string(t.lost) + " events were lost"), std::string::npos) << rep.err;
+}
+
+TEST(Tracers, AnUnknownTracerLeavesTheProgramUntracedAndSaysSo) {
+  TempDir d;
+  const std::string bin = prepare(d, "fentry");
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graf", bin, "threads"}, d.path());
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  EXPECT_NE(r.err.find("PREPATCH_TRACER is not count, function or graph"), std::string::npos) << r.err;
+  EXPECT_TRUE(traces_in(d.path()).empty());
+}
+
+// One graph trace of the threads run, made once for the reading tests.
+const std::string& graph_trace() {
+  static TempDir* d = new TempDir;  // kept for the whole run
+  static const std::string file = [] {
+    Proc p = prepatch({td + "/calltree-fentry", "-o", *d / "calltree"});
+    EXPECT_EQ(p.status, 0) << p.err;
+    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + *d / "t.trace", *d / "calltree", "threads"}, d->path());
+    EXPECT_EQ(r.status, 0) << r.err;
+    return *d / "t.trace";
+  }();
+  return file;
+}
+
+TEST(Export, ChromeJsonParsesAndBeginEndPairsNestPerThread) {
+  TempDir d;
+  Proc e = prepatch({"export", graph_trace(), "--format", "chrome", "-o", d / "out.json"});
+  ASSERT_EQ(e.status, 0) << e.err;
+  nlohmann::json j = nlohmann::json::parse(read_file(d / "out.json"));
+  std::map<int, std::vector<std::string>> open;
+  std::map<int, double> last;
+  size_t events = 0;
+  for (const auto& ev : j["traceEvents"]) {
+    const int tid = ev["tid"];
+    const std::string ph = ev["ph"], nm = ev["name"];
+    const double ts = ev["ts"];
+    ASSERT_GE(ts, last[tid]) << "tid " << tid;
+    last[tid] = ts;
+    if (ph == "B") open[tid].push_back(nm);
+    else {
+      ASSERT_EQ(ph, "E");
+      ASSERT_FALSE(open[tid].empty());
+      ASSERT_EQ(open[tid].back(), nm);
+      open[tid].pop_back();
+    }
+    events++;
+  }
+  for (auto& [tid, s] : open) EXPECT_TRUE(s.empty()) << tid;
+  EXPECT_EQ(events, 2u * (1 + 5 * (1 + 4 * rounds)));
+}
+
+TEST(Replay, NestsLikeFunctionGraphAndFilters) {
+  Proc r = prepatch({"replay", graph_trace(), "--function", "mid"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream in(r.out);
+  std::string line;
+  std::map<std::string, int> kinds;
+  std::getline(in, line);  // the heading
+  while (std::getline(in, line)) {
+    if (line.find(" |     mid() {") != std::string::npos) kinds["mid"]++;  // at depth 2
+    else if (line.find(" |       leaf();") != std::string::npos) kinds["leaf"]++;
+    else if (line.find(" |     } /* mid */") != std::string::npos) kinds["close"]++;
+    else ADD_FAILURE() << "unexpected line: " << line;
+  }
+  EXPECT_EQ(kinds, (std::map<std::string, int>{{"mid", 5 * rounds}, {"leaf", 10 * rounds}, {"close", 5 * rounds}}));
+  trace::Trace t = trace::read_trace(graph_trace());
+  Proc one = prepatch({"replay", graph_trace(), "--tid", std::to_string(t.threads[1].tid)});
+  ASSERT_EQ(one.status, 0);
+  // The heading, worker's two lines, and per round top's and mid's two lines each and two leaves.
+  EXPECT_EQ(std::count(one.out.begin(), one.out.end(), '\n'), 1 + 2 + 6 * rounds) << one.out.substr(0, 500);
+}
+
+TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
+  TempDir d;
+  const std::string good = read_file(graph_trace());
+  trace::Trace t = trace::read_trace(graph_trace());
+  const auto with = [&](const std::string& name, std::string bytes) {
+    write_file(d / name, bytes);
+    return d / name;
+  };
+  // Cut in the middle of the last chunk: what comes before is reported, the cut is named.
+  {
+    const std::string f = with("cut.trace", good.substr(0, good.size() / 2 + 1000));  // inside a full chunk
+    Proc r = prepatch({"report", f});
+    EXPECT_EQ(r.status, 4);
+    EXPECT_NE(r.err.find(f + ": offset 0x"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("(truncated?)"), std::string::npos) << r.err;
+    EXPECT_NE(r.out.find("worker"), std::string::npos) << r.out;
+  }
+  // A chunk's record count corrupted: that chunk is skipped, the others are kept.
+  {
+    std::string bytes = good;
+    shim::TraceHeader h;
+    std::memcpy(&h, bytes.data(), sizeof h);
+    const u64 used_at = h.chunk_offset + 16;
+    const u64 bad = 12345;  // not a multiple of 16
+    std::memcpy(&bytes[used_at], &bad, 8);
+    const std::string f = with("used.trace", bytes);
+    trace::Trace c = trace::read_trace(f);
+    ASSERT_EQ(c.problems.size(), 1u);
+    EXPECT_NE(c.problems[0].find("offset 0x" + [&] { std::ostringstream o; o << std::hex << used_at; return o.str(); }()), std::string::npos) << c.problems[0];
+    size_t events = 0;
+    for (const auto& th : c.threads) events += th.events.size();
+    EXPECT_GT(events, 0u);
+    Proc r = prepatch({"replay", f});
+    EXPECT_EQ(r.status, 4);
+    EXPECT_GT(std::count(r.out.begin(), r.out.end(), '\n'), 100);
+  }
+  // Damage to the header or the table copy: nothing can be read; one line names the file and offset.
+  struct Case {
+    const char* name;
+    std::string bytes;
+    const char* message;
+  };
+  std::string magic = good, version = good, table = good;
+  magic[0] = 'X';
+  version[8] = 9;
+  table[4096 + 2] = 'X';
+  for (const Case& c : {Case{"short", good.substr(0, 100), "offset 0x64: the file ends inside the trace header"},
+                        Case{"magic", magic, "offset 0x0: expected the trace magic"},
+                        Case{"version", version, "offset 0x8: trace version 9, expected 1"},
+                        Case{"table", table, "offset 0x1000"},
+                        Case{"empty", "", "offset 0x0: the file ends inside the trace header"}}) {
+    const std::string f = with(std::string(c.name) + ".trace", c.bytes);
+    for (const char* cmd : {"report", "replay"}) {
+      Proc r = prepatch({cmd, f});
+      EXPECT_EQ(r.status, 4) << c.name;
+      EXPECT_NE(r.err.find(f + ": " + c.message), std::string::npos) << c.name << ": " << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+  }
+  Proc missing = prepatch({"report", d / "nonexistent.trace"});
+  EXPECT_EQ(missing.status, 5);
+  Proc out = prepatch({"export", graph_trace(), "-o", d / "no/such/dir/out.json"});
+  EXPECT_EQ(out.status, 5);
+  EXPECT_FALSE(exists(d / "no/such/dir/out.json"));
+}
+
+}  // namespace
+}  // namespace prepatch::test
