@@ -13,7 +13,7 @@ packages=(
   libgtest-dev                        # tests
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv, to test permission errors as root
-  python3 valgrind                    # bench/
+  python3 valgrind uftrace            # bench/ (uftrace: the tracer benchmark's peer)
 )
 
 missing=()

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Tracer benchmark (issue 5): the cost of one traced call, prepatch against uftrace and LLVM XRay FDR,
+side by side.
+
+One program calls a leaf function --calls times (default 5M) in a loop. It is built three ways:
+  gcc -O2 -pg -mfentry           run untraced (the baseline), under `uftrace record` (entry and exit
+                                 recorded), and prepared by prepatch under PREPATCH_TRACER=count,
+                                 function and graph with PREPATCH_TRACE=leaf;
+  clang -O2 -fxray-instrument    run with XRay off (its baseline) and in FDR mode recording every call
+                                 (func_duration_threshold_us=0), entry and exit.
+Every configuration runs --runs times, interleaved; the script prints the median wall time of the
+whole run, the cost per call (median minus the baseline's median, divided by --calls), each tracer's
+bytes per recorded event, and the ratios. Not a test: nothing here asserts a time.
+Usage: bench/tracer_bench.py [--prepatch build/prepatch] [--runs 11] [--calls 5000000]
+"""
+import argparse, glob, os, shutil, statistics, subprocess, tempfile, time
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline)) int leaf(int x) { __asm__ volatile(""); return x + 1; }
+int main(int argc, char** argv) {
+  long n = argc > 1 ? atol(argv[1]) : 5000000;
+  int s = 0;
+  for (long i = 0; i < n; i++) s = leaf(s);
+  printf("%d\n", s);
+  return 0;
+}
+"""
+
+
+def sh(cmd, **kw):
+    subprocess.run(cmd, check=True, **kw)
+
+
+def timed(cmd, env, cwd):
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def dir_bytes(pattern):
+    return sum(os.path.getsize(f) for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prepatch", default="build/prepatch")
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--calls", type=int, default=5_000_000)
+    a = ap.parse_args()
+    prepatch = os.path.abspath(a.prepatch)
+    have_uftrace = shutil.which("uftrace") is not None
+    with tempfile.TemporaryDirectory(prefix="prepatch-tracer-bench-") as d:
+        src = os.path.join(d, "leaf.c")
+        open(src, "w").write(PROGRAM)
+        fentry, prepared, xray = (os.path.join(d, n) for n in ("leaf-fentry", "leaf-prepared", "leaf-xray"))
+        sh(["gcc", "-O2", "-pg", "-mfentry", src, "-o", fentry])
+        sh([prepatch, "-q", fentry, "-o", prepared])
+        sh(["clang", "-O2", "-fxray-instrument", "-fxray-instruction-threshold=1", src, "-o", xray])
+        n = str(a.calls)
+        base = dict(os.environ)
+        for k in list(base):
+            if k.startswith(("PREPATCH_", "XRAY_")):
+                del base[k]
+        pp = dict(base, PREPATCH_TRACE="leaf")
+        xray_fdr = dict(base, XRAY_OPTIONS="patch_premain=true xray_mode=xray-fdr verbosity=0 xray_logfile_base=" + d + "/xray-log.",
+                        XRAY_FDR_OPTIONS="func_duration_threshold_us=0")
+        configs = [
+            ("baseline (gcc -pg -mfentry, untraced)", [fentry, n], base, None),
+            ("prepatch prepared, tracing off", [prepared, n], base, None),
+            ("prepatch count", [prepared, n], dict(pp, PREPATCH_TRACER="count", PREPATCH_COUNTS=d + "/c"), None),
+            ("prepatch function", [prepared, n], dict(pp, PREPATCH_TRACER="function", PREPATCH_OUTPUT=d + "/f.trace"), d + "/f.trace"),
+            ("prepatch graph", [prepared, n], dict(pp, PREPATCH_TRACER="graph", PREPATCH_OUTPUT=d + "/g.trace"), d + "/g.trace"),
+            ("xray baseline (clang -fxray-instrument, off)", [xray, n], base, None),
+            ("xray FDR", [xray, n], xray_fdr, d + "/xray-log.*"),
+        ]
+        if have_uftrace:
+            configs.append(("uftrace record", ["uftrace", "record", "--no-libcall", "-d", d + "/uftrace.data", fentry, n], base,
+                            d + "/uftrace.data/*.dat"))
+        times = {c[0]: [] for c in configs}
+        sizes = {}
+        for r in range(a.runs):
+            for name, cmd, env, out in configs:
+                for f in glob.glob(d + "/xray-log.*"):
+                    os.remove(f)
+                shutil.rmtree(d + "/uftrace.data", ignore_errors=True)
+                times[name].append(timed(cmd, env, d))
+                if out:
+                    sizes[name] = dir_bytes(out)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        calls = a.calls
+        per = {}
+        print(f"{calls} calls of leaf(), {a.runs} runs each, interleaved; median wall time of the whole run")
+        print(f"{'configuration':48} {'median':>10} {'per call':>10} {'bytes/event':>12}")
+        for name, cmd, env, out in configs:
+            b = med["xray baseline (clang -fxray-instrument, off)"] if name.startswith("xray") else med["baseline (gcc -pg -mfentry, untraced)"]
+            per[name] = (med[name] - b) / calls * 1e9
+            events = 0 if name.endswith("count") or not out else (calls if name.endswith("function") else 2 * calls)
+            size = f"{sizes[name] / events:.1f}" if events and name in sizes else ""
+            print(f"{name:48} {med[name] * 1e3:8.1f}ms {per[name]:8.1f}ns {size:>12}")
+        print()
+        print(f"graph per call: {per['prepatch graph']:.1f} ns; XRay FDR {per['xray FDR']:.1f} ns (ratio {per['prepatch graph'] / per['xray FDR']:.2f})")
+        if have_uftrace:
+            print(f"                uftrace {per['uftrace record']:.1f} ns (ratio {per['prepatch graph'] / per['uftrace record']:.2f})")
+        else:
+            print("uftrace is not installed (scripts/install-deps.sh installs it): no uftrace figures")
+        print(f"count per call: {per['prepatch count']:.1f} ns")
+
+
+if __name__ == "__main__":
+    main()
