@@ -2,14 +2,16 @@
 """Tracer benchmark (issue 5): the cost of one traced call, prepatch against uftrace and LLVM XRay FDR,
 side by side.
 
-One program calls a leaf function --calls times (default 5M) in a loop. It is built three ways:
-  gcc -O2 -pg -mfentry           run untraced (the baseline), under `uftrace record` (entry and exit
-                                 recorded), and prepared by prepatch under PREPATCH_TRACER=count,
-                                 function and graph with PREPATCH_TRACE=leaf;
-  clang -O2 -fxray-instrument    run with XRay off (its baseline) and in FDR mode recording every call
-                                 (func_duration_threshold_us=0), entry and exit.
+One program calls a leaf function --calls times (default 5M) in a loop. It is built four ways:
+  gcc -O2                        no hooks: the baseline of every gcc configuration;
+  gcc -O2 -pg -mfentry           run under `uftrace record` (entry and exit recorded), and prepared by
+                                 prepatch: run untraced, and under PREPATCH_TRACER=count, function and
+                                 graph with PREPATCH_TRACE=leaf;
+  clang -O2 -fxray-instrument    run with XRay's sleds unpatched (its baseline), in FDR mode recording
+                                 every call (func_duration_threshold_us=0) and in basic mode (which
+                                 writes at exit), entry and exit.
 Every configuration runs --runs times, interleaved; the script prints the median wall time of the
-whole run, the cost per call (median minus the baseline's median, divided by --calls), each tracer's
+whole run, the cost per call (median minus its baseline's median, divided by --calls), each tracer's
 bytes per recorded event, and the ratios. Not a test: nothing here asserts a time.
 Usage: bench/tracer_bench.py [--prepatch build/prepatch] [--runs 11] [--calls 5000000]
 """
@@ -18,12 +20,24 @@ import argparse, glob, os, shutil, statistics, subprocess, tempfile, time
 PROGRAM = r"""
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef USE_XRAY
+/* FDR mode writes its log only when asked (xray_log_interface.h, C linkage). */
+int __xray_log_finalize(void);
+int __xray_log_flushLog(void);
+#define XRAY_MAIN __attribute__((xray_never_instrument))
+#else
+#define XRAY_MAIN
+#endif
 __attribute__((noinline)) int leaf(int x) { __asm__ volatile(""); return x + 1; }
-int main(int argc, char** argv) {
+XRAY_MAIN int main(int argc, char** argv) {
   long n = argc > 1 ? atol(argv[1]) : 5000000;
   int s = 0;
   for (long i = 0; i < n; i++) s = leaf(s);
   printf("%d\n", s);
+#ifdef USE_XRAY
+  __xray_log_finalize();
+  __xray_log_flushLog();
+#endif
   return 0;
 }
 """
@@ -54,10 +68,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="prepatch-tracer-bench-") as d:
         src = os.path.join(d, "leaf.c")
         open(src, "w").write(PROGRAM)
-        fentry, prepared, xray = (os.path.join(d, n) for n in ("leaf-fentry", "leaf-prepared", "leaf-xray"))
+        plain, fentry, prepared, xray = (os.path.join(d, n) for n in ("leaf-plain", "leaf-fentry", "leaf-prepared", "leaf-xray"))
+        sh(["gcc", "-O2", src, "-o", plain])
         sh(["gcc", "-O2", "-pg", "-mfentry", src, "-o", fentry])
         sh([prepatch, "-q", fentry, "-o", prepared])
-        sh(["clang", "-O2", "-fxray-instrument", "-fxray-instruction-threshold=1", src, "-o", xray])
+        sh(["clang", "-O2", "-DUSE_XRAY", "-fxray-instrument", "-fxray-instruction-threshold=1", src, "-o", xray])
         n = str(a.calls)
         base = dict(os.environ)
         for k in list(base):
@@ -66,14 +81,16 @@ def main():
         pp = dict(base, PREPATCH_TRACE="leaf")
         xray_fdr = dict(base, XRAY_OPTIONS="patch_premain=true xray_mode=xray-fdr verbosity=0 xray_logfile_base=" + d + "/xray-log.",
                         XRAY_FDR_OPTIONS="func_duration_threshold_us=0")
+        xray_basic = dict(base, XRAY_OPTIONS="patch_premain=true xray_mode=xray-basic verbosity=0 xray_logfile_base=" + d + "/xray-log.")
         configs = [
-            ("baseline (gcc -pg -mfentry, untraced)", [fentry, n], base, None),
+            ("baseline (gcc -O2, no hooks)", [plain, n], base, None),
             ("prepatch prepared, tracing off", [prepared, n], base, None),
             ("prepatch count", [prepared, n], dict(pp, PREPATCH_TRACER="count", PREPATCH_COUNTS=d + "/c"), None),
             ("prepatch function", [prepared, n], dict(pp, PREPATCH_TRACER="function", PREPATCH_OUTPUT=d + "/f.trace"), d + "/f.trace"),
             ("prepatch graph", [prepared, n], dict(pp, PREPATCH_TRACER="graph", PREPATCH_OUTPUT=d + "/g.trace"), d + "/g.trace"),
             ("xray baseline (clang -fxray-instrument, off)", [xray, n], base, None),
             ("xray FDR", [xray, n], xray_fdr, d + "/xray-log.*"),
+            ("xray basic", [xray, n], xray_basic, d + "/xray-log.*"),
         ]
         if have_uftrace:
             configs.append(("uftrace record", ["uftrace", "record", "--no-libcall", "-d", d + "/uftrace.data", fentry, n], base,
@@ -94,13 +111,18 @@ def main():
         print(f"{calls} calls of leaf(), {a.runs} runs each, interleaved; median wall time of the whole run")
         print(f"{'configuration':48} {'median':>10} {'per call':>10} {'bytes/event':>12}")
         for name, cmd, env, out in configs:
-            b = med["xray baseline (clang -fxray-instrument, off)"] if name.startswith("xray") else med["baseline (gcc -pg -mfentry, untraced)"]
+            b = med["xray baseline (clang -fxray-instrument, off)"] if name.startswith("xray") else med["baseline (gcc -O2, no hooks)"]
             per[name] = (med[name] - b) / calls * 1e9
             events = 0 if name.endswith("count") or not out else (calls if name.endswith("function") else 2 * calls)
             size = f"{sizes[name] / events:.1f}" if events and name in sizes else ""
             print(f"{name:48} {med[name] * 1e3:8.1f}ms {per[name]:8.1f}ns {size:>12}")
         print()
-        print(f"graph per call: {per['prepatch graph']:.1f} ns; XRay FDR {per['xray FDR']:.1f} ns (ratio {per['prepatch graph'] / per['xray FDR']:.2f})")
+        print(f"graph per call: {per['prepatch graph']:.1f} ns; XRay basic {per['xray basic']:.1f} ns (ratio {per['prepatch graph'] / per['xray basic']:.2f})")
+        if sizes.get("xray FDR"):
+            print(f"                XRay FDR {per['xray FDR']:.1f} ns (ratio {per['prepatch graph'] / per['xray FDR']:.2f})")
+        else:
+            print("                XRay FDR wrote no log: its initialisation failed (XRay needs the TSC's frequency from\n"
+                  "                /proc/cpuinfo or sysfs: 'Unable to determine CPU frequency'); its time is not a tracing cost")
         if have_uftrace:
             print(f"                uftrace {per['uftrace record']:.1f} ns (ratio {per['prepatch graph'] / per['uftrace record']:.2f})")
         else:
