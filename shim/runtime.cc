@@ -972,8 +972,8 @@ void selftest() {
 }  // namespace
 
 // Called by the function and graph tracers' trampolines (shim/entry.S) with every caller-saved
-// register preserved: the site's end (the return address into the function), the site's kind, and the
-// stack pointer at the site, and the function's %rbp. (The count tracer's trampoline does its work in assembly.)
+// register preserved: the site's end (the return address into the function), the site's kind, the
+// stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + 5) return void(g.selftest_calls++);
   const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr;
