@@ -1,14 +1,7 @@
 // prepatch: the command-line front end. Parses arguments (CLI11), calls the rewriter, maps errors to
 // the documented exit codes (README.md, "Exit codes"). No logic of its own beyond presentation.
 #include <CLI/CLI.hpp>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -17,6 +10,7 @@
 #include "arch/describe.h"
 #include "control/control.h"
 #include "elf/mapped_file.h"
+#include "elf/writer.h"
 #include "rewriter/prepare.h"
 #include "trace/trace.h"
 
@@ -156,30 +150,6 @@ int run_counts(const std::string& binary, const std::string& counts, bool all, b
   return ok;
 }
 
-// Writes `bytes` to a temporary file beside `path` and renames it over `path`: the output appears whole
-// or not at all.
-void write_file_atomically(const std::string& path, std::span<const u8> bytes, unsigned mode) {
-  std::filesystem::path p(path);
-  std::string tmp = (p.has_parent_path() ? p.parent_path() / ("." + p.filename().string()) : std::filesystem::path("." + p.filename().string())).string() + ".XXXXXX";
-  int fd = mkstemp(tmp.data());
-  if (fd < 0) throw IoError(path + ": cannot create a temporary file beside it: " + std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break;
-    done += static_cast<size_t>(w);
-  }
-  int err = done == bytes.size() ? 0 : (errno ? errno : EIO);
-  if (!err && fchmod(fd, mode) != 0) err = errno;
-  if (close(fd) != 0 && !err) err = errno;
-  if (err || rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = err ? err : errno;
-    unlink(tmp.c_str());
-    throw IoError(path + ": cannot write it: " + std::strerror(e));
-  }
-}
-
 // A damaged trace file: what was intact has been printed; the damage goes to stderr and the exit code.
 int trace_problems(const trace::Trace& t) {
   for (const std::string& p : t.problems) std::cerr << "prepatch: " << p << "\n";
@@ -205,7 +175,7 @@ int run_export(const std::string& file, const std::string& out) {
   std::ostringstream json;
   trace::export_chrome(t, json);
   const std::string s = json.str();
-  write_file_atomically(out, std::span<const u8>(reinterpret_cast<const u8*>(s.data()), s.size()), 0644);
+  elf::write_file(out, std::span<const u8>(reinterpret_cast<const u8*>(s.data()), s.size()), 0644);
   return trace_problems(t);
 }
 

@@ -334,4 +334,10 @@ u64 Writer::new_section_count() const {
   return n;
 }
 
+void write_file(const std::string& path, std::span<const u8> bytes, unsigned mode) {
+  TempFile tmp(path, bytes.size());
+  tmp.write_at(bytes, 0);
+  tmp.commit(mode);
+}
+
 }  // namespace prepatch::elf

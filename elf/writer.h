@@ -92,4 +92,8 @@ class Writer {
   std::optional<u64> entry_;
 };
 
+// Writes `bytes` to `path` with permission bits `mode` the way Writer::write does: into a temporary file
+// beside it, renamed into place, so `path` appears whole or not at all. Throws IoError.
+void write_file(const std::string& path, std::span<const u8> bytes, unsigned mode);
+
 }  // namespace prepatch::elf
