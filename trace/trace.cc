@@ -30,11 +30,8 @@ std::string demangle(std::string_view name) {
   return r;
 }
 
-std::string at(const std::string& file, u64 off, const std::string& what) {
-  char b[32];
-  std::snprintf(b, sizeof b, "0x%" PRIx64, off);
-  return file + ": offset " + b + ": " + what;
-}
+// A damage found past the header, worded as InputError words the fatal ones.
+std::string at(const std::string& file, u64 off, const std::string& what) { return InputError(file, off, what).what(); }
 
 }  // namespace
 
@@ -98,6 +95,7 @@ Trace read_trace(const std::string& path) {
     by_tid[c.tid].push_back({off, c.tsc, c.seq, used});
   }
   const u64 sites = t.table.entries.size();
+  const bool graph = t.tracer == shim::Tracer::graph;
   for (auto& [tid, chunks] : by_tid) {
     std::stable_sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) { return a.tsc != b.tsc ? a.tsc < b.tsc : a.seq < b.seq; });
     ThreadTrace th;
@@ -109,7 +107,6 @@ Trace read_trace(const std::string& path) {
         shim::TraceRecord rec;
         std::memcpy(&rec, b.data() + off, sizeof rec);
         const u64 type = rec.info & 3, site = rec.info >> shim::rec_site_shift & (shim::rec_site_limit - 1), rest = rec.info >> shim::rec_rest_shift;
-        const bool graph = t.tracer == shim::Tracer::graph;
         if (site >= sites || (graph ? type == shim::rec_call : type != shim::rec_call)) {
           if (!bad++) bad_at = off;
           continue;
@@ -201,14 +198,15 @@ void report(const Trace& t, SortBy by, std::ostream& out) {
     // Total time counts a recursive function's outermost call only, as uftrace does.
     std::vector<u32> active(t.names.size());
     std::vector<size_t> stack;
-    for (const Call& c : calls) {
+    for (size_t i = 0; i < calls.size(); i++) {
+      const Call& c = calls[i];
       while (!stack.empty() && calls[stack.back()].depth >= c.depth) active[calls[stack.back()].site]--, stack.pop_back();
       Row& r = rows[c.site];
       r.calls++;
       if (!active[c.site]) r.total += c.end - c.begin;
       r.self += c.end - c.begin - std::min(c.child_ns, c.end - c.begin);
       active[c.site]++;
-      stack.push_back(static_cast<size_t>(&c - calls.data()));
+      stack.push_back(i);
     }
   }
   std::vector<u32> order;
@@ -255,8 +253,7 @@ std::vector<Line> thread_lines(const Trace& t, const ThreadTrace& th, const Repl
       if (e.rest != shim::rec_caller_unknown) {
         // The caller: the traced function whose site precedes the return address most closely.
         auto it = std::upper_bound(t.table.entries.begin(), t.table.entries.end(), e.rest, [](u64 a, const TableEntry& x) { return a < x.addr; });
-        std::snprintf(b, sizeof b, "0x%" PRIx64, e.rest);
-        caller = it == t.table.entries.begin() ? b : t.names[static_cast<size_t>(it - t.table.entries.begin()) - 1] + " (" + b + ")";
+        caller = it == t.table.entries.begin() ? hex(e.rest) : t.names[static_cast<size_t>(it - t.table.entries.begin()) - 1] + " (" + hex(e.rest) + ")";
       }
       lines.push_back({e.ns, th.tid, t.names[e.site] + "() <- " + caller});
     }
