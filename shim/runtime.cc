@@ -144,6 +144,13 @@ void say(const char* a, const char* b = "", const char* c = "") {
   sys::write_all(2, t.data(), t.size());
 }
 
+// Restores the default action of `sig` and sends it to this thread.
+void raise_default(int sig) {
+  sys::KernelSigaction dfl{nullptr, sys::sa_restorer, &prepatch_restorer, 0};
+  call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, 8);
+  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), sig);
+}
+
 void serialize_core() {
   u32 a = 0, b, c = 0, d;
   asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");  // serializing (SDM 8.1.3)
@@ -192,11 +199,14 @@ bool blocked_mask(int tid, u64& mask) {
   return status_mask(buf, static_cast<size_t>(n), "SigBlk:", mask);
 }
 
-i64 now_ns() {
+// clock_gettime(clock) in ns: 0 CLOCK_REALTIME, 1 CLOCK_MONOTONIC.
+i64 clock_ns(int clock) {
   sys::Timespec t{};
-  call(sys::nr_clock_gettime, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&t));
+  call(sys::nr_clock_gettime, clock, reinterpret_cast<long>(&t));
   return t.sec * 1000000000 + t.nsec;
 }
+
+i64 now_ns() { return clock_ns(1); }
 
 void* map(u64 size, int prot, int flags, int fd) {
   long p = call(sys::nr_mmap, 0, static_cast<long>(size), prot, flags, fd, 0);
@@ -531,12 +541,6 @@ inline u64 thread_pointer() {
 // thread pointer, and %fs:0 must be readable by the tracers from the first instruction on).
 alignas(64) u8 early_tcb[0x300];
 
-i64 clock_ns(int clock) {
-  sys::Timespec t{};
-  call(sys::nr_clock_gettime, clock, reinterpret_cast<long>(&t));
-  return t.sec * 1000000000 + t.nsec;
-}
-
 // The trace file's name for this process: PREPATCH_OUTPUT with %p replaced by the pid, or
 // prepatch.PID.trace; a child after fork whose PREPATCH_OUTPUT has no %p appends ".PID".
 void trace_path(Text& t, bool child) {
@@ -590,14 +594,14 @@ TraceHeader* create_trace(bool child, Writer& w, Text& err) {
   memcpy(reinterpret_cast<u8*>(h) + table_off, reinterpret_cast<const u8*>(prepatch_config.table_vaddr + g.bias), table_size);
   // The TSC's rate against CLOCK_MONOTONIC over 2 ms, once per process tree (a child after fork
   // keeps its parent's figure; docs/FORMAT.md).
-  const i64 n0 = clock_ns(1);
+  const i64 n0 = now_ns();
   const u64 c0 = rdtsc();
   h->realtime0 = static_cast<u64>(clock_ns(0));
   h->tsc0 = c0, h->monotonic0 = static_cast<u64>(n0);
   if (!g.tsc_hz) {
     i64 n1 = n0;
     u64 c1 = c0;
-    while (n1 - n0 < 2000000) n1 = clock_ns(1), c1 = rdtsc();
+    while (n1 - n0 < 2000000) n1 = now_ns(), c1 = rdtsc();
     g.tsc_hz = (c1 - c0) * 1000000000 / static_cast<u64>(n1 - n0);
   }
   h->tsc_hz = g.tsc_hz;
@@ -646,8 +650,10 @@ Thread* this_thread() {
     if (key == tp) {
       if (g.tid_in_tcb == 1 && *reinterpret_cast<const u32*>(tp + glibc_tid_offset) != t->tid) {
         const u32 pid = static_cast<u32>(call(sys::nr_getpid));
-        if (pid == t->pid && g.writer->header) __atomic_fetch_add(&g.writer->header->unwound, t->shadow.depth, __ATOMIC_RELAXED);
-        if (pid == t->pid) t->shadow.depth = 0;
+        if (pid == t->pid) {  // a new thread: the old one's frames are dead
+          if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->unwound, t->shadow.depth, __ATOMIC_RELAXED);
+          t->shadow.depth = 0;
+        }
         t->tid = static_cast<u32>(call(sys::nr_gettid)), t->pid = pid, t->generation = 0;  // a new chunk, tagged with the tid
       }
       return t;
@@ -691,14 +697,16 @@ bool next_chunk(Thread* t) {
   return true;
 }
 
+// An event that could not be written, counted in the file (when there is one yet).
+void count_lost() {
+  if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->lost, 1, __ATOMIC_RELAXED);
+}
+
 // Appends a record; the chunk's `used` covers it once it is whole.
 void emit(Thread* t, u64 type, u64 site, u64 rest) {
   const u64 gen = __atomic_load_n(&g.writer->generation, __ATOMIC_ACQUIRE);
   if (gen == 0 || t->generation != gen || t->pos == t->end) {  // no file yet (a child after fork), another file, a full chunk
-    if (!next_chunk(t)) {
-      if (g.writer->header) __atomic_fetch_add(&g.writer->header->lost, 1, __ATOMIC_RELAXED);
-      return;
-    }
+    if (!next_chunk(t)) return count_lost();
   }
   TraceRecord* r = t->pos++;
   r->time = rdtsc();
@@ -715,10 +723,8 @@ void note_unwound(Thread* t, const ShadowFrame& f) {
 // Resolves a return through the exit trampoline that has no frame: nothing sane is left to return to.
 [[noreturn]] void lost_return() {
   say("graph: a return through the exit trampoline has no shadow frame (did the thread switch stacks?); aborting");
-  sys::KernelSigaction dfl{nullptr, sys::sa_restorer, &prepatch_restorer, 0};
-  call(sys::nr_rt_sigaction, 6, reinterpret_cast<long>(&dfl), 0, 8);
-  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), 6);
-  for (;;) call(60 /* exit */, 134);
+  raise_default(6 /* SIGABRT */);
+  for (;;) call(60 /* exit */, 134);  // SIGABRT was blocked
 }
 
 bool ensure_tracing(Text& err) {
@@ -925,9 +931,7 @@ void chain(int sig, sys::SigInfo* si, void* uc) {
     else reinterpret_cast<void (*)(int)>(prev.handler)(sig);
     return;
   }
-  sys::KernelSigaction dfl{nullptr, sys::sa_restorer, &prepatch_restorer, 0};
-  call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, 8);
-  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), sig);  // SA_NODEFER: not blocked, so it acts now
+  raise_default(sig);  // SA_NODEFER: not blocked, so it acts now
 }
 
 // ctl_signal: a sync request from the batch (signal fallback) or a control request from `prepatch ctl`.
@@ -979,10 +983,7 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr;
   if (!s || !g.threads) return;
   Thread* t = this_thread();
-  if (!t) {  // more threads than the table holds
-    if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->lost, 1, __ATOMIC_RELAXED);
-    return;
-  }
+  if (!t) return count_lost();  // more threads than the table holds
   // The traced function's return address: at the site's stack pointer, or for an mcount site (called
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
