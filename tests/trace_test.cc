@@ -66,6 +66,24 @@ std::string function_at(const trace::Trace& t, u64 a) {
   return it == t.table.entries.begin() ? "?" : t.names[static_cast<size_t>(it - t.table.entries.begin()) - 1];
 }
 
+// Runs calltree's `threads` mode prepared from `flavor` under `tracer` and reads the one trace file it
+// leaves (its path in `file`), which must be whole, with nothing lost, and hold main and five workers.
+trace::Trace traced_threads(const TempDir& d, const std::string& flavor, const std::string& tracer, std::string& file) {
+  const std::string bin = prepare(d, flavor);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=" + tracer, bin, "threads"}, d.path());
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  const std::vector<std::string> files = traces_in(d.path());
+  EXPECT_EQ(files.size(), 1u);
+  if (files.empty()) return {};
+  file = files[0];
+  trace::Trace t = trace::read_trace(file);
+  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
+  EXPECT_EQ(t.lost, 0u);
+  EXPECT_EQ(t.threads.size(), 6u);  // main and five workers, each its own tid
+  return t;
+}
+
 class CallTree : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CallTree, CountTracerCountsEveryCall) {
@@ -84,16 +102,8 @@ TEST_P(CallTree, CountTracerCountsEveryCall) {
 
 TEST_P(CallTree, FunctionTracerRecordsEveryCallWithItsCallerPerThreadInOrder) {
   TempDir d;
-  const std::string bin = prepare(d, GetParam());
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=function", bin, "threads"}, d.path());
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, "sum 12562500\n");
-  const std::vector<std::string> files = traces_in(d.path());
-  ASSERT_EQ(files.size(), 1u);
-  trace::Trace t = trace::read_trace(files[0]);
-  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
-  EXPECT_EQ(t.lost, 0u);
-  ASSERT_EQ(t.threads.size(), 6u);  // main and five workers, each its own tid
+  std::string file;
+  trace::Trace t = traced_threads(d, GetParam(), "function", file);
   int workers = 0;
   for (const trace::ThreadTrace& th : t.threads) {
     std::vector<std::string> got;
@@ -116,17 +126,9 @@ TEST_P(CallTree, FunctionTracerRecordsEveryCallWithItsCallerPerThreadInOrder) {
 
 TEST_P(CallTree, GraphTracerNestsEveryCallPerThread) {
   TempDir d;
-  const std::string bin = prepare(d, GetParam());
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "threads"}, d.path());
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, "sum 12562500\n");
-  const std::vector<std::string> files = traces_in(d.path());
-  ASSERT_EQ(files.size(), 1u);
-  trace::Trace t = trace::read_trace(files[0]);
-  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
-  EXPECT_EQ(t.lost, 0u);
+  std::string file;
+  trace::Trace t = traced_threads(d, GetParam(), "graph", file);
   EXPECT_EQ(t.unwound, 0u);
-  ASSERT_EQ(t.threads.size(), 6u);
   int workers = 0;
   for (const trace::ThreadTrace& th : t.threads) {
     const std::vector<std::string> w = graph_words(t, th);
@@ -141,7 +143,7 @@ TEST_P(CallTree, GraphTracerNestsEveryCallPerThread) {
   EXPECT_EQ(workers, 5);
 
   // The report: calls, and times that add up (self <= total; worker's total covers its calls).
-  Proc rep = prepatch({"report", files[0], "--sort", "calls"});
+  Proc rep = prepatch({"report", file, "--sort", "calls"});
   ASSERT_EQ(rep.status, 0) << rep.err;
   std::istringstream in(rep.out);
   std::string line;
