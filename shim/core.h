@@ -460,6 +460,27 @@ struct ShadowStack {
     }
     return false;
   }
+  // An exception starts (or resumes) unwinding with the stack pointer `sp` of the unwinder's caller:
+  // frames whose slot lies below it are dead. Every live frame's slot that returns through `tramp`
+  // gets its real return address back, so the unwinder walks the real stack.
+  template <class F>
+  void unhook(u64 sp, u64 tramp, F unwound) {
+    drop_dead(sp - 1, unwound);
+    for (u32 i = 0; i < depth; i++) {
+      auto* s = reinterpret_cast<u64*>(frames[i].slot);
+      if (*s == tramp) *s = frames[i].ret;
+    }
+  }
+  // A handler caught the exception, in the frame whose stack pointer is `sp`: the frames below it were
+  // unwound; the live ones return through `tramp` again.
+  template <class F>
+  void rehook(u64 sp, u64 tramp, F unwound) {
+    drop_dead(sp - 1, unwound);
+    for (u32 i = 0; i < depth; i++) {
+      auto* s = reinterpret_cast<u64*>(frames[i].slot);
+      if (*s == frames[i].ret) *s = tramp;
+    }
+  }
 };
 
 }  // namespace prepatch::shim

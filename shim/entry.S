@@ -174,6 +174,39 @@ prepatch_tramp_exit:
         ret
         .size prepatch_tramp_exit, . - prepatch_tramp_exit
 
+// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to (shim/
+// runtime.cc hook_unwinder): the handler gets the caller's stack pointer, then the hook jumps to the
+// real function with the argument registers as they came, so no frame of the shim is left for the
+// unwinder to see. 7 pushes after the call's return address: the stack is 16-aligned for the call.
+        .macro UNWIND_HOOK name, index, handler
+        .globl \name
+        .type \name, @function
+\name:
+        push %rdi
+        push %rsi
+        push %rdx
+        push %rcx
+        push %r8
+        push %r9
+        push %rax
+        lea 64(%rsp), %rdi                              // the caller's stack pointer, above the return address
+        call \handler
+        pop %rax
+        pop %r9
+        pop %r8
+        pop %rcx
+        pop %rdx
+        pop %rsi
+        pop %rdi
+        jmp *prepatch_unwind_real+8*\index(%rip)
+        .size \name, . - \name
+        .endm
+
+        UNWIND_HOOK prepatch_hook_raise, 0, prepatch_unwind_start
+        UNWIND_HOOK prepatch_hook_resume, 1, prepatch_unwind_start
+        UNWIND_HOOK prepatch_hook_rethrow, 2, prepatch_unwind_start
+        UNWIND_HOOK prepatch_hook_catch, 3, prepatch_unwind_caught
+
 // sa_restorer for the shim's own SIGTRAP handler: rt_sigreturn.
         .globl prepatch_restorer
         .type prepatch_restorer, @function

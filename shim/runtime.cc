@@ -14,6 +14,7 @@
 
 #include "shim/abi.h"
 #include "shim/core.h"
+#include "shim/dynlink.h"
 #include "shim/sys.h"
 
 using namespace prepatch;
@@ -29,6 +30,10 @@ extern u8 prepatch_tramp_patchable[];
 extern u8 prepatch_tramp_count[];
 extern u8 prepatch_tramp_exit[];
 extern u8 prepatch_selftest_site[];
+extern u8 prepatch_hook_raise[];
+extern u8 prepatch_hook_resume[];
+extern u8 prepatch_hook_rethrow[];
+extern u8 prepatch_hook_catch[];
 void prepatch_selftest();
 void prepatch_restorer();
 
@@ -67,6 +72,9 @@ __attribute__((section(".data.config"))) Config prepatch_config = {};
 // The site hash (shim/core.h), read by the count trampoline in shim/entry.S.
 SiteHashSlot* prepatch_hash;
 u64 prepatch_hash_mask;
+
+// The functions the exception hooks in shim/entry.S go on to, in hook_unwinder's order.
+u64 prepatch_unwind_real[4];
 }
 
 namespace {
@@ -128,6 +136,8 @@ struct State {
   u64 generation;         // numbers the trace files this process (and its parents) created
   u64 tsc_hz;             // the TSC's rate, measured when the first trace file was created
   int tid_in_tcb;         // glibc keeps the thread's tid at %fs:0x2d0: 1 checked, -1 not so, 0 unknown
+  u64 unwind_hooks;       // GOT slots that call the exception hooks (graph)
+  const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
 
@@ -727,6 +737,66 @@ void note_unwound(Thread* t, const ShadowFrame& f) {
   for (;;) call(60 /* exit */, 134);  // SIGABRT was blocked
 }
 
+// ---- exceptions (graph) ------------------------------------------------------------------------
+
+// A C++ exception's unwinder finds each caller by its return address, and a return address that is the
+// exit trampoline has no unwind information: the unwinder would give up and std::terminate. So the
+// graph tracer hooks the unwinder's entry points in every loaded object's GOT. When unwinding starts
+// (or resumes after a cleanup), the thread's live frames get their real return addresses back; when a
+// handler catches, the frames below it are dropped as unwound and the live ones are hooked again.
+
+// The phase of an object's PT_GNU_RELRO the dynamic linker made read-only, as page bounds; {0, 0}
+// when it has none, and false when its program headers cannot be found.
+bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
+  const u8* phdr = g.phdr;
+  u64 phnum = g.phnum;
+  if (!main) {  // a shared object maps its ELF header at its bias
+    const u8* e = reinterpret_cast<const u8*>(m->addr);
+    if (!e || load_le(e, 4) != 0x464c457f || e[4] != 2 /* ELFCLASS64 */) return false;
+    phdr = e + load_le(e + 32, 8), phnum = load_le(e + 56, 2);
+  }
+  lo = hi = 0;
+  for (u64 p = 0; p < phnum; p++) {
+    const u8* ph = phdr + p * 56;
+    if (load_le(ph, 4) != 0x6474e552) continue;
+    const u64 start = m->addr + load_le(ph + 16, 8);
+    lo = start & ~u64{4095}, hi = (start + load_le(ph + 40, 8)) & ~u64{4095};
+  }
+  return true;
+}
+
+// Points every GOT slot that calls one of the unwinder's entry points at its hook; once, at start
+// (objects loaded later by dlopen are not hooked). Notes in g.unwind_unhooked why exceptions are not
+// followed.
+void hook_unwinder() {
+  // Built on the stack: a static table of pointers would need relocating, and the shim has no loader.
+  const char* const names[4] = {"_Unwind_RaiseException", "_Unwind_Resume", "_Unwind_Resume_or_Rethrow", "__cxa_begin_catch"};
+  const u8* dyn = nullptr;
+  for (u64 p = 0; p < g.phnum; p++)
+    if (load_le(g.phdr + p * 56, 4) == 2 /* PT_DYNAMIC */) dyn = reinterpret_cast<const u8*>(load_le(g.phdr + p * 56 + 16, 8) + g.bias);
+  if (!dyn) return void(g.unwind_unhooked = "a static binary calls its unwinder directly");
+  const auto* r = reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug);
+  if (!r || !r->map) return void(g.unwind_unhooked = "the program has no DT_DEBUG, so its loaded objects cannot be listed");
+  u8* const hooks[4] = {prepatch_hook_raise, prepatch_hook_resume, prepatch_hook_rethrow, prepatch_hook_catch};
+  for (unsigned k = 0; k < 4; k++)
+    for (const LinkMap* m = r->map; m && !prepatch_unwind_real[k]; m = m->next)
+      prepatch_unwind_real[k] = find_definition(read_dynamic(m->addr, m->ld), names[k]);
+  if (!prepatch_unwind_real[0]) return void(g.unwind_unhooked = "no loaded object defines _Unwind_RaiseException");
+  for (const LinkMap* m = r->map; m; m = m->next) {
+    u64 lo, hi;
+    const bool known = relro_pages(m, m == r->map, lo, hi);
+    for_each_import(read_dynamic(m->addr, m->ld), names, 4, [&](u64* slot, unsigned k) {
+      const u64 hook = reinterpret_cast<u64>(hooks[k]), page = reinterpret_cast<u64>(slot) & ~u64{4095};
+      if (!prepatch_unwind_real[k] || !known || __atomic_load_n(slot, __ATOMIC_RELAXED) == hook) return;
+      const bool relro = page >= lo && page < hi;
+      if (relro && call(sys::nr_mprotect, static_cast<long>(page), 4096, sys::prot_read | sys::prot_write) != 0) return;
+      __atomic_store_n(slot, hook, __ATOMIC_RELAXED);
+      if (relro) call(sys::nr_mprotect, static_cast<long>(page), 4096, sys::prot_read);
+      g.unwind_hooks++;
+    });
+  }
+}
+
 bool ensure_tracing(Text& err) {
   const u64 n = g.table.count();
   if (!prepatch_hash) {
@@ -888,6 +958,10 @@ void reply_status(Reply& r) {
       .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
   r.line().str("waits for threads blocking signals ").num(s.block_waits).str(", longest ").num(s.block_wait_max_ns / 1000000).str(" ms\n");
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
+  Text& tracer = r.line().str("tracer: ").str(g.tracer == Tracer::graph ? "graph" : g.tracer == Tracer::function ? "function" : "count");
+  if (g.tracer == Tracer::graph && g.unwind_unhooked) tracer.str(", exceptions not followed: ").str(g.unwind_unhooked);
+  else if (g.tracer == Tracer::graph) tracer.str(", exceptions followed through ").num(g.unwind_hooks).str(" GOT slots");
+  tracer.ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
   for (u64 i = 0; g.site && i < n; i++)
     if (g.site[i] & site_on) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
@@ -1015,6 +1089,20 @@ extern "C" u64 prepatch_on_exit(u64 sp) {
   return f.ret;
 }
 
+// Called by the exception hooks (shim/entry.S) before the unwinder starts or resumes, with its caller's
+// stack pointer: the thread's live frames get their real return addresses back.
+extern "C" void prepatch_unwind_start(u64 sp) {
+  Thread* t = g.threads ? this_thread() : nullptr;
+  if (t && t->shadow.depth) t->shadow.unhook(sp, reinterpret_cast<u64>(prepatch_tramp_exit), [&](const ShadowFrame& d) { note_unwound(t, d); });
+}
+
+// Called by the __cxa_begin_catch hook with the catching function's stack pointer: the frames below it
+// were unwound, the live ones return through the exit trampoline again.
+extern "C" void prepatch_unwind_caught(u64 sp) {
+  Thread* t = g.threads ? this_thread() : nullptr;
+  if (t && t->shadow.depth) t->shadow.rehook(sp, reinterpret_cast<u64>(prepatch_tramp_exit), [&](const ShadowFrame& d) { note_unwound(t, d); });
+}
+
 // Called once by the start routine (shim/entry.S) with the stack pointer the kernel set up: argc,
 // argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
 extern "C" void prepatch_init(u64* sp) {
@@ -1070,6 +1158,7 @@ extern "C" void prepatch_init(u64* sp) {
   }
   if (!install_handler(0) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 64 handlers";
   if (!g.disabled) selftest();
+  if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
   const char* trace = env_get(envp, "PREPATCH_TRACE");
   if (!trace || !*trace) return;
   if (g.disabled) return say("tracing is off: ", g.disabled);

@@ -1,7 +1,9 @@
 // The shim's logic (shim/core.h) on the host: the table as the trap handler reads it, globs, the
 // control grammar, the batch executor against a recording memory, and the kernel structures the
 // freestanding shim declares itself (checked against glibc's).
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <link.h>
 #include <signal.h>
 #include <ucontext.h>
 
@@ -14,6 +16,7 @@
 #include "arch/x86_64.h"
 #include "rewriter/table.h"
 #include "shim/core.h"
+#include "shim/dynlink.h"
 #include "shim/sys.h"
 
 namespace prepatch {
@@ -328,6 +331,76 @@ TEST(ShadowStack, DropsFramesLeftWithoutReturningAndMatchesReturnsBySlot) {
   for (u64 i = 0; i < 4; i++) ASSERT_TRUE(s.push({0x7000 - 16 * i, i, i}));
   EXPECT_FALSE(s.push({0x6000, 9, 9}));
   EXPECT_EQ(s.frames[3].site, 3u);
+}
+
+TEST(ShadowStack, UnhooksLiveFramesForAnExceptionAndRehooksTheCatchersFrames) {
+  // A stack of 8 slots; word k lies at stack + 8k. Frames A (slot 7), B (slot 5) and C (slot 3) return
+  // through the trampoline; word 1 held a frame that died before (its slot was reused since).
+  constexpr u64 tramp = 0x5000;
+  u64 stack[8] = {};
+  const auto at = [&](int k) { return reinterpret_cast<u64>(&stack[k]); };
+  shim::ShadowFrame mem[4];
+  shim::ShadowStack s;
+  s.frames = mem, s.cap = 4;
+  std::vector<u64> unwound;
+  const auto note = [&](const shim::ShadowFrame& f) { unwound.push_back(f.site); };
+  ASSERT_TRUE(s.push({at(7), 0xa, 1}));
+  ASSERT_TRUE(s.push({at(5), 0xb, 2}));
+  ASSERT_TRUE(s.push({at(3), 0xc, 3}));
+  ASSERT_TRUE(s.push({at(1), 0xd, 4}));
+  stack[7] = stack[5] = stack[3] = tramp;
+  stack[1] = 0x1234;  // reused: no longer the dead frame's return slot
+  // The unwinder is called with its caller's stack pointer at word 2: frame 4 is dead and its slot is
+  // left alone; the live frames get their real return addresses.
+  s.unhook(at(2), tramp, note);
+  EXPECT_EQ(unwound, (std::vector<u64>{4}));
+  EXPECT_EQ(s.depth, 3u);
+  EXPECT_EQ(stack[7], 0xau);
+  EXPECT_EQ(stack[5], 0xbu);
+  EXPECT_EQ(stack[3], 0xcu);
+  EXPECT_EQ(stack[1], 0x1234u);
+  // A second unwind (a cleanup resumes) finds nothing to change.
+  s.unhook(at(2), tramp, note);
+  EXPECT_EQ(stack[3], 0xcu);
+  // B's function catches with its stack pointer at word 4: C was unwound; A and B return through the
+  // trampoline again. A slot that holds neither is not touched.
+  unwound.clear();
+  stack[7] = 0x9999;
+  s.rehook(at(4), tramp, note);
+  EXPECT_EQ(unwound, (std::vector<u64>{3}));
+  EXPECT_EQ(s.depth, 2u);
+  EXPECT_EQ(stack[5], tramp);
+  EXPECT_EQ(stack[7], 0x9999u);
+  EXPECT_EQ(stack[3], 0xcu);
+}
+
+// shim/dynlink.h on this test process, whose dynamic linker is the oracle: a definition found by GNU
+// hash in link-map order is what dlsym finds, and the objects that call the unwinder do so through GOT
+// slots the relocations name.
+TEST(DynamicLinking, FindsDefinitionsAsDlsymDoesAndTheSlotsThatImportThem) {
+  const auto* r = reinterpret_cast<const shim::RDebug*>(&_r_debug);
+  ASSERT_NE(r->map, nullptr);
+  // pthread_create: the sanitizers' runtime, in this executable, interposes libc's.
+  for (const char* name : {"_Unwind_RaiseException", "_Unwind_Resume", "__cxa_begin_catch", "pthread_create", "dlopen"}) {
+    u64 found = 0;
+    for (const shim::LinkMap* m = r->map; m && !found; m = m->next) found = shim::find_definition(shim::read_dynamic(m->addr, m->ld), name);
+    EXPECT_EQ(found, reinterpret_cast<u64>(dlsym(RTLD_DEFAULT, name))) << name;
+  }
+  u64 none = 0;
+  for (const shim::LinkMap* m = r->map; m; m = m->next) none |= shim::find_definition(shim::read_dynamic(m->addr, m->ld), "no_such_function_here");
+  EXPECT_EQ(none, 0u);
+  const char* const names[2] = {"_Unwind_RaiseException", "__cxa_begin_catch"};
+  unsigned raise = 0, caught = 0;
+  for (const shim::LinkMap* m = r->map; m; m = m->next) {
+    const std::string object = m->name;
+    shim::for_each_import(shim::read_dynamic(m->addr, m->ld), names, 2, [&](u64* slot, unsigned k) {
+      EXPECT_GT(reinterpret_cast<u64>(slot), m->addr) << object;
+      if (k == 0 && object.find("libstdc++") != std::string::npos) raise++;  // __cxa_throw's call
+      if (k == 1 && object.empty()) caught++;                                // this executable catches
+    });
+  }
+  EXPECT_GE(raise, 1u);
+  EXPECT_GE(caught, 1u);
 }
 
 }  // namespace

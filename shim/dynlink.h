@@ -1,0 +1,108 @@
+// The objects of a dynamically linked process as the dynamic linker left them, read in place: the
+// list r_debug heads (the one debuggers walk), each object's dynamic section, a symbol's definition by
+// its GNU hash, and the GOT slots through which an object calls a symbol. The graph tracer's exception
+// hooks need nothing more (shim/runtime.cc). Freestanding, like core.h; tests/shim_core_test.cc runs it
+// on the test process itself.
+#pragma once
+#include "shim/core.h"
+
+namespace prepatch::shim {
+
+// glibc's struct link_map and struct r_debug, the parts <link.h> makes public.
+struct LinkMap {
+  u64 addr;  // load bias
+  const char* name;
+  const u8* ld;  // the dynamic section
+  LinkMap *next, *prev;
+};
+struct RDebug {
+  int version;
+  LinkMap* map;
+};
+
+// One object's dynamic section, with its addresses made run-time ones.
+struct DynamicInfo {
+  u64 bias = 0;
+  const u8* symtab = nullptr;
+  const char* strtab = nullptr;
+  const u32* gnu_hash = nullptr;
+  const u16* versym = nullptr;
+  const u8* rela = nullptr;  // DT_RELA, DT_RELASZ
+  u64 rela_size = 0;
+  const u8* jmprel = nullptr;  // DT_JMPREL, DT_PLTRELSZ (when DT_PLTREL is DT_RELA)
+  u64 jmprel_size = 0;
+  u64 debug = 0;  // DT_DEBUG's value: the r_debug the dynamic linker fills in (executables)
+};
+
+// Reads a dynamic section. An address may be a link-time one or one the dynamic linker already
+// relocated in place (glibc does for writable dynamic sections): one below the bias is link-time.
+inline DynamicInfo read_dynamic(u64 bias, const u8* dyn) {
+  DynamicInfo d;
+  d.bias = bias;
+  const auto addr = [&](u64 v) { return v < bias ? v + bias : v; };
+  bool pltrel_rela = true;
+  for (const u8* e = dyn; load_le(e, 8) != 0 /* DT_NULL */; e += 16) {
+    const u64 tag = load_le(e, 8), v = load_le(e + 8, 8);
+    switch (tag) {
+      case 2: d.jmprel_size = v; break;                                         // DT_PLTRELSZ
+      case 5: d.strtab = reinterpret_cast<const char*>(addr(v)); break;         // DT_STRTAB
+      case 6: d.symtab = reinterpret_cast<const u8*>(addr(v)); break;           // DT_SYMTAB
+      case 7: d.rela = reinterpret_cast<const u8*>(addr(v)); break;             // DT_RELA
+      case 8: d.rela_size = v; break;                                           // DT_RELASZ
+      case 20: pltrel_rela = v == 7; break;                                     // DT_PLTREL
+      case 21: d.debug = v; break;                                              // DT_DEBUG
+      case 23: d.jmprel = reinterpret_cast<const u8*>(addr(v)); break;          // DT_JMPREL
+      case 0x6ffffef5: d.gnu_hash = reinterpret_cast<const u32*>(addr(v)); break;  // DT_GNU_HASH
+      case 0x6ffffff0: d.versym = reinterpret_cast<const u16*>(addr(v)); break;    // DT_VERSYM
+      default: break;
+    }
+  }
+  if (!pltrel_rela) d.jmprel = nullptr, d.jmprel_size = 0;
+  if (!d.symtab || !d.strtab) d.gnu_hash = nullptr, d.rela = d.jmprel = nullptr;
+  return d;
+}
+
+// The run-time address of the function `name` defines, found through its GNU hash table; 0 when it
+// defines none (or only a hidden version, or an indirect function, whose address needs its resolver).
+inline u64 find_definition(const DynamicInfo& d, const char* name) {
+  if (!d.gnu_hash) return 0;
+  const u32 buckets = d.gnu_hash[0], first = d.gnu_hash[1], bloom_words = d.gnu_hash[2];
+  if (buckets == 0) return 0;
+  const u32* bucket = d.gnu_hash + 4 + 2 * bloom_words;  // after the header and the 64-bit bloom words
+  const u32* chain = bucket + buckets;
+  u32 h = 5381;
+  for (const char* c = name; *c; c++) h = h * 33 + static_cast<u8>(*c);
+  const size_t len = str_len(name);
+  for (u32 i = bucket[h % buckets]; i >= first && i != 0; i++) {
+    const u32 ch = chain[i - first];
+    if ((ch | 1) == (h | 1)) {
+      const u8* s = d.symtab + 24 * u64{i};
+      const bool defined = load_le(s + 6, 2) != 0 && load_le(s + 8, 8) != 0;
+      const bool function = (s[4] & 0xf) == 2;  // STT_FUNC
+      if (defined && function && !(d.versym && (d.versym[i] & 0x8000)) && str_eq(name, len, d.strtab + load_le(s, 4)))
+        return d.bias + load_le(s + 8, 8);
+    }
+    if (ch & 1) break;
+  }
+  return 0;
+}
+
+// Calls f(slot, k) for every GOT slot through which the object calls names[k]: its R_X86_64_JUMP_SLOT
+// (PLT) and R_X86_64_GLOB_DAT (-fno-plt, function pointers) relocations of that symbol.
+template <class F>
+void for_each_import(const DynamicInfo& d, const char* const* names, unsigned n, F f) {
+  const auto scan = [&](const u8* rel, u64 size) {
+    if (!rel) return;
+    for (u64 at = 0; at + 24 <= size; at += 24) {
+      const u64 info = load_le(rel + at + 8, 8), type = info & 0xffffffff, sym = info >> 32;
+      if ((type != 6 && type != 7) || sym == 0) continue;
+      const char* s = d.strtab + load_le(d.symtab + 24 * sym, 4);
+      for (unsigned k = 0; k < n; k++)
+        if (str_eq(names[k], str_len(names[k]), s)) f(reinterpret_cast<u64*>(d.bias + load_le(rel + at, 8)), k);
+    }
+  };
+  scan(d.rela, d.rela_size);
+  scan(d.jmprel, d.jmprel_size);
+}
+
+}  // namespace prepatch::shim
