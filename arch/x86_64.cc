@@ -89,6 +89,27 @@ std::optional<ScannedCall> scan_prologue_for_call(std::span<const u8> code, u64 
   return std::nullopt;
 }
 
+unsigned movable_prefix(std::span<const u8> code, unsigned min) {
+  unsigned at = 0;
+  while (at < min) {
+    ZydisDecodedInstruction insn;
+    if (!decode(code.subspan(at), insn) || (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE)) return 0;
+    switch (insn.meta.category) {
+      case ZYDIS_CATEGORY_CALL:
+      case ZYDIS_CATEGORY_COND_BR:
+      case ZYDIS_CATEGORY_UNCOND_BR:
+      case ZYDIS_CATEGORY_RET:
+      case ZYDIS_CATEGORY_SYSCALL:
+      case ZYDIS_CATEGORY_INTERRUPT:
+        return 0;
+      default:
+        break;
+    }
+    at += insn.length;
+  }
+  return at;
+}
+
 std::string disassemble(std::span<const u8> b, u64 addr, unsigned* len) {
   ZydisDisassembledInstruction insn;
   if (!ZYAN_SUCCESS(ZydisDisassembleIntel(ZYDIS_MACHINE_MODE_LONG_64, addr, b.data(), b.size(), &insn))) {

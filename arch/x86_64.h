@@ -72,6 +72,11 @@ struct ScannedCall {
 };
 std::optional<ScannedCall> scan_prologue_for_call(std::span<const u8> code, u64 addr, unsigned limit);
 
+// The length of the whole instructions at the start of `code` that cover at least `min` bytes and run
+// the same at any address (no branch, call, return, system call, interrupt or RIP-relative operand), so
+// they can be copied elsewhere and followed by a jump back; 0 when they are not such.
+unsigned movable_prefix(std::span<const u8> code, unsigned min);
+
 // Intel-syntax text of the instruction at `b`, for messages and tests ("?" when undecodable).
 std::string disassemble(std::span<const u8> b, u64 addr, unsigned* len = nullptr);
 

@@ -1,5 +1,6 @@
 #include "rewriter/embed.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "rewriter/shim_blob.h"
@@ -40,7 +41,7 @@ std::string cannot_embed(const elf::Elf& elf) {
 
 u64 runtime_segment_tail() { return page - 1 + blob_header(shim_blob_x86_64()).mem_size; }
 
-RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const std::vector<Site>& sites) {
+RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d) {
   std::span<const u8> blob = shim_blob_x86_64();
   const shim::BlobHeader h = blob_header(blob);
   RuntimeSegment r;
@@ -50,10 +51,20 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   r.data.resize(r.blob_offset + h.mem_size);
   std::memcpy(r.data.data() + r.blob_offset, blob.data(), blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
-  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, 0};
+  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, 0, {}, {}, 0};
+  // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
+  // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
+  for (int k = 0; k < 4; k++) {
+    const u64 f = d.unwinder[k];
+    if (!f) continue;
+    const auto site = std::lower_bound(d.sites.begin(), d.sites.end(), f, [](const Site& s, u64 a) { return s.addr + s.len <= a; });
+    if (site != d.sites.end() && site->addr < f + 5 + arch::X86_64::max_insn) continue;
+    config.unwinder[k] = f;
+    config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, 5 + arch::X86_64::max_insn), 5));
+  }
   std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
   r.entry = blob_vaddr + h.start;
-  for (const Site& s : sites) {
+  for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     u8 call[6];
     const u64 target = blob_vaddr + h.trampoline[static_cast<int>(s.kind) - 1];

@@ -20,9 +20,10 @@ struct RuntimeSegment {
 // spare capacity is not copied.
 u64 runtime_segment_tail();
 
-// Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes.
+// Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes, with
+// the Config for discovery `d` (its sites, the binary's own unwinder entry points).
 // Throws InputError when a prepared site could not reach its trampoline with a rel32 call.
-RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const std::vector<Site>& sites);
+RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d);
 
 // The reason `elf` cannot carry the shim (a shared object, another machine), or empty.
 std::string cannot_embed(const elf::Elf& elf);

@@ -179,7 +179,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   }
   // One segment after all others: the table, then the shim, which the entry point now starts.
   elf::Writer w(elf);
-  RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d.sites);
+  RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d);
   std::vector<elf::NewSection> sections = {{std::string(table_section), 0, rt.table_size, 0},
                                            {std::string(shim_section), rt.blob_offset, rt.data.size() - rt.blob_offset, SHF_EXECINSTR}};
   w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections));

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "elf/layout.h"
+#include "shim/abi.h"
 
 namespace prepatch {
 
@@ -33,6 +34,15 @@ std::optional<SiteKind> tracer_kind(std::string_view name) {
 std::optional<SiteKind> tracer_kind(const char* name) {
   if (name[0] != 'm' && !(name[0] == '_' && (name[1] == '_' || name[1] == 'm'))) return std::nullopt;
   return tracer_kind(std::string_view(name));
+}
+
+// Which of the unwinder's entry points (shim::unwinder_names) `name` is, or -1; names are measured only
+// when they start as one does.
+int unwinder_index(const char* name) {
+  if (name[0] != '_' || (name[1] != 'U' && !(name[1] == '_' && name[2] == 'c'))) return -1;
+  for (int k = 0; k < 4; k++)
+    if (std::strcmp(name, shim::unwinder_names[k]) == 0) return k;
+  return -1;
 }
 
 // A function symbol, 16 bytes. Discovery sorts them only when record sections need a function
@@ -212,6 +222,7 @@ void Discoverer::find_tracer_entries() {
     for_each_code_symbol(*tab, [&](const elf::Symbol& s, const char* name) {
       if (auto k = tracer_kind(name)) direct_.add(s.value, *k);
       if (tab == functions_ && s.type == STT_FUNC) d_.has_symbols = true;
+      if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC) d_.unwinder[k] = s.value;
     });
   }
   direct_.seal();

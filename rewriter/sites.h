@@ -68,6 +68,7 @@ struct Discovery {
   std::vector<u8> table_memory;
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
+  u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names, 0 when none
 
   std::string_view func_name(const Site& s) const;  // empty when the site is in no known function
 };

@@ -38,8 +38,21 @@ struct Config {
   u64 table_size;
   u64 entry;        // the program's own entry point (e_entry before preparing)
   u64 flags;        // reserved, 0
+  // The binary's own definitions of the unwinder's entry points (a static binary, or one linked with
+  // -static-libgcc), which the graph tracer hooks in place (docs/SHIM.md, "Exceptions"), in
+  // unwinder_names' order: link-time addresses (0: not defined here) and how many bytes of whole
+  // position-independent instructions at each the hook's jump displaces (0: it cannot be hooked).
+  u64 unwinder[4];
+  u8 unwinder_len[4];
+  u32 reserved;
 };
-static_assert(sizeof(Config) == 40);
+static_assert(sizeof(Config) == 80);
+
+// The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
+// and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to
+// relocate a table of pointers.
+inline constexpr char unwinder_names[4][26] = {"_Unwind_RaiseException", "_Unwind_Resume", "_Unwind_Resume_or_Rethrow",
+                                               "__cxa_begin_catch"};
 
 // The counts file (PREPATCH_COUNTS, default prepatch.PID.counts in the working directory): a header,
 // then one little-endian u64 per table entry, in table order, updated atomically while the program

@@ -87,10 +87,11 @@ inline u64 find_definition(const DynamicInfo& d, const char* name) {
   return 0;
 }
 
-// Calls f(slot, k) for every GOT slot through which the object calls names[k]: its R_X86_64_JUMP_SLOT
-// (PLT) and R_X86_64_GLOB_DAT (-fno-plt, function pointers) relocations of that symbol.
-template <class F>
-void for_each_import(const DynamicInfo& d, const char* const* names, unsigned n, F f) {
+// Calls f(slot, k) for every GOT slot through which the object calls names[k] (k < n; a name is a
+// C string): its R_X86_64_JUMP_SLOT (PLT) and R_X86_64_GLOB_DAT (-fno-plt, function pointers)
+// relocations of that symbol.
+template <class Names, class F>
+void for_each_import(const DynamicInfo& d, const Names& names, unsigned n, F f) {
   const auto scan = [&](const u8* rel, u64 size) {
     if (!rel) return;
     for (u64 at = 0; at + 24 <= size; at += 24) {

@@ -136,7 +136,8 @@ struct State {
   u64 generation;         // numbers the trace files this process (and its parents) created
   u64 tsc_hz;             // the TSC's rate, measured when the first trace file was created
   int tid_in_tcb;         // glibc keeps the thread's tid at %fs:0x2d0: 1 checked, -1 not so, 0 unknown
-  u64 unwind_hooks;       // GOT slots that call the exception hooks (graph)
+  u64 unwind_hooks;       // GOT slots, or entry points of the binary's own unwinder, hooked (graph)
+  bool unwind_in_place;   // the binary's own unwinder was hooked
   const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
@@ -765,27 +766,72 @@ bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
   return true;
 }
 
-// Points every GOT slot that calls one of the unwinder's entry points at its hook; once, at start
-// (objects loaded later by dlopen are not hooked). Notes in g.unwind_unhooked why exceptions are not
-// followed.
+// A binary with its own unwinder (static, or linked with -static-libgcc) calls it directly: each entry
+// point's first instructions (Config::unwinder_len bytes, found movable by the preparer) are copied to
+// an executable page, followed by a jump back, and a jump to the hook replaces them; the hook goes on
+// to the copy. At start, while no other thread runs.
+void hook_unwinder_in_place(u8* const* hooks) {
+  const Config& c = prepatch_config;
+  for (unsigned k = 0; k < 4; k++)
+    if (c.unwinder[k] && !c.unwinder_len[k]) return void(g.unwind_unhooked = "the binary's own unwinder starts with instructions that cannot be moved");
+  auto* copies = static_cast<u8*>(map(4096, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1));
+  if (!copies) return void(g.unwind_unhooked = "cannot map a page for the unwinder's hooks");
+  for (unsigned k = 0; k < 4; k++) {
+    if (!c.unwinder[k]) continue;
+    const u64 f = c.unwinder[k] + g.bias, n = c.unwinder_len[k];
+    const i64 rel = static_cast<i64>(reinterpret_cast<u64>(hooks[k]) - (f + 5));
+    if (rel != static_cast<int>(rel)) return void(g.unwind_unhooked = "the binary's own unwinder is out of a jump's reach of the shim");
+    u8* copy = copies + 48 * k;  // n <= 19 bytes, then jmp *0(%rip) and the address: at most 33
+    memcpy(copy, reinterpret_cast<const u8*>(f), n);
+    const u8 jmp[6] = {0xff, 0x25, 0, 0, 0, 0};
+    memcpy(copy + n, jmp, 6);
+    const u64 back = f + n;
+    memcpy(copy + n + 6, &back, 8);
+    prepatch_unwind_real[k] = reinterpret_cast<u64>(copy);
+  }
+  if (call(sys::nr_mprotect, reinterpret_cast<long>(copies), 4096, sys::prot_read | sys::prot_exec) != 0)
+    return void(g.unwind_unhooked = "cannot make the unwinder hooks' page executable");
+  for (unsigned k = 0; k < 4; k++) {
+    if (!c.unwinder[k]) continue;
+    const u64 f = c.unwinder[k] + g.bias, lo = f & ~u64{4095}, hi = (f + 5 + 4095) & ~u64{4095};
+    int prot = sys::prot_read | sys::prot_exec;
+    for (u64 p = 0; p < g.phnum; p++) {
+      const u8* ph = g.phdr + p * 56;
+      const u64 v = load_le(ph + 16, 8);
+      if (load_le(ph, 4) == 1 && c.unwinder[k] >= v && c.unwinder[k] < v + load_le(ph + 40, 8)) prot = prot_of(static_cast<u32>(load_le(ph + 4, 4)));
+    }
+    if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot | sys::prot_write) != 0)
+      return void(g.unwind_unhooked = "cannot make the binary's own unwinder writable to hook it");
+    const int rel = static_cast<int>(reinterpret_cast<u64>(hooks[k]) - (f + 5));
+    u8 jump[5] = {0xe9};
+    memcpy(jump + 1, &rel, 4);
+    memcpy(reinterpret_cast<u8*>(f), jump, 5);
+    call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot);
+    g.unwind_hooks++;
+  }
+  g.unwind_in_place = true;
+}
+
+// Points every GOT slot that calls one of the unwinder's entry points at its hook, or hooks the
+// binary's own unwinder in place; once, at start (objects loaded later by dlopen are not hooked).
+// Notes in g.unwind_unhooked why exceptions are not followed.
 void hook_unwinder() {
-  // Built on the stack: a static table of pointers would need relocating, and the shim has no loader.
-  const char* const names[4] = {"_Unwind_RaiseException", "_Unwind_Resume", "_Unwind_Resume_or_Rethrow", "__cxa_begin_catch"};
+  u8* const hooks[4] = {prepatch_hook_raise, prepatch_hook_resume, prepatch_hook_rethrow, prepatch_hook_catch};
+  if (prepatch_config.unwinder[0]) return hook_unwinder_in_place(hooks);
   const u8* dyn = nullptr;
   for (u64 p = 0; p < g.phnum; p++)
     if (load_le(g.phdr + p * 56, 4) == 2 /* PT_DYNAMIC */) dyn = reinterpret_cast<const u8*>(load_le(g.phdr + p * 56 + 16, 8) + g.bias);
-  if (!dyn) return void(g.unwind_unhooked = "a static binary calls its unwinder directly");
+  if (!dyn) return void(g.unwind_unhooked = "a static binary without an unwinder");
   const auto* r = reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug);
   if (!r || !r->map) return void(g.unwind_unhooked = "the program has no DT_DEBUG, so its loaded objects cannot be listed");
-  u8* const hooks[4] = {prepatch_hook_raise, prepatch_hook_resume, prepatch_hook_rethrow, prepatch_hook_catch};
   for (unsigned k = 0; k < 4; k++)
     for (const LinkMap* m = r->map; m && !prepatch_unwind_real[k]; m = m->next)
-      prepatch_unwind_real[k] = find_definition(read_dynamic(m->addr, m->ld), names[k]);
+      prepatch_unwind_real[k] = find_definition(read_dynamic(m->addr, m->ld), unwinder_names[k]);
   if (!prepatch_unwind_real[0]) return void(g.unwind_unhooked = "no loaded object defines _Unwind_RaiseException");
   for (const LinkMap* m = r->map; m; m = m->next) {
     u64 lo, hi;
     const bool known = relro_pages(m, m == r->map, lo, hi);
-    for_each_import(read_dynamic(m->addr, m->ld), names, 4, [&](u64* slot, unsigned k) {
+    for_each_import(read_dynamic(m->addr, m->ld), unwinder_names, 4, [&](u64* slot, unsigned k) {
       const u64 hook = reinterpret_cast<u64>(hooks[k]), page = reinterpret_cast<u64>(slot) & ~u64{4095};
       if (!prepatch_unwind_real[k] || !known || __atomic_load_n(slot, __ATOMIC_RELAXED) == hook) return;
       const bool relro = page >= lo && page < hi;
@@ -960,7 +1006,8 @@ void reply_status(Reply& r) {
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
   Text& tracer = r.line().str("tracer: ").str(g.tracer == Tracer::graph ? "graph" : g.tracer == Tracer::function ? "function" : "count");
   if (g.tracer == Tracer::graph && g.unwind_unhooked) tracer.str(", exceptions not followed: ").str(g.unwind_unhooked);
-  else if (g.tracer == Tracer::graph) tracer.str(", exceptions followed through ").num(g.unwind_hooks).str(" GOT slots");
+  else if (g.tracer == Tracer::graph)
+    tracer.str(", exceptions followed through ").num(g.unwind_hooks).str(g.unwind_in_place ? " hooked entry points of the binary's own unwinder" : " GOT slots");
   tracer.ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
   for (u64 i = 0; g.site && i < n; i++)

@@ -101,5 +101,25 @@ TEST(X86_64, PrologueScanFindsTheMcountCall) {
   EXPECT_FALSE(arch::scan_prologue_for_call(branch, 0, sizeof branch));
 }
 
+TEST(X86_64, MovablePrefixCoversWholeInstructionsThatRunAnywhere) {
+  // libgcc's _Unwind_RaiseException: endbr64; push %rbp; mov %rsp,%rbp
+  const u8 unwind[] = {0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5};
+  EXPECT_EQ(arch::movable_prefix(unwind, 5), 5u);
+  EXPECT_EQ(arch::movable_prefix(unwind, 6), 8u);  // whole instructions only
+  // push %rbx; mov %rdi,%rbx; call ...: the call must not move
+  const u8 catcher[] = {0x53, 0x48, 0x89, 0xfb, 0xe8, 0, 0, 0, 0};
+  EXPECT_EQ(arch::movable_prefix(catcher, 4), 4u);
+  EXPECT_EQ(arch::movable_prefix(catcher, 5), 0u);
+  // lea 0x10(%rip),%rax: RIP-relative; jmp rel32; ret; syscall
+  const u8 riprel[] = {0x48, 0x8d, 0x05, 0x10, 0, 0, 0};
+  const u8 jump[] = {0xe9, 0, 0, 0, 0};
+  const u8 ret[] = {0x55, 0xc3, 0x90, 0x90, 0x90};
+  const u8 sys[] = {0x0f, 0x05, 0x90, 0x90, 0x90};
+  for (std::span<const u8> b : {std::span<const u8>(riprel), std::span<const u8>(jump), std::span<const u8>(ret), std::span<const u8>(sys)})
+    EXPECT_EQ(arch::movable_prefix(b, 5), 0u) << arch::disassemble(b, 0);
+  // Cut short: the instructions run out before 5 bytes.
+  EXPECT_EQ(arch::movable_prefix(std::span<const u8>(unwind, 3), 5), 0u);
+}
+
 }  // namespace
 }  // namespace prepatch::test
