@@ -154,24 +154,24 @@ prepatch_tramp_count:
         .size prepatch_tramp_count, . - prepatch_tramp_count
 
 // The graph tracer's exit trampoline: a traced function whose return address prepatch_on_call replaced
-// returns here, with %rsp just above that address's slot. prepatch_on_exit records the exit and gives
-// back the real return address, which goes into the dead slot for the final `ret`. The return value's
-// registers are kept: %rax and %rdx (the C side never touches vector or x87 registers, so %xmm0,
-// %xmm1 and %st(0) are kept too); the other caller-saved registers are dead after a return.
+// returns here, with %rsp just above that address's slot (16-aligned, as at any return).
+// prepatch_on_exit records the exit and gives back the real return address, which is jumped to rather
+// than returned to: the function's `ret` already took this call's entry off the return stack buffer,
+// and a second `ret` would take its caller's too, so every later return would be mispredicted. %r11 is
+// free after a return (no value comes back in it, even under clang's preserve_most and preserve_all).
+// The return value's registers are kept: %rax and %rdx (the C side never touches vector or x87
+// registers, so %xmm0, %xmm1 and %st(0) are kept too); the other caller-saved registers are dead.
         .globl prepatch_tramp_exit
         .type prepatch_tramp_exit, @function
 prepatch_tramp_exit:
-        sub $8, %rsp                                    // the slot: will hold the real return address
         push %rax
         push %rdx
-        lea 24(%rsp), %rdi                              // the stack pointer the function returned with
-        sub $8, %rsp                                    // %rsp was 16-aligned at the return: align the call
+        lea 16(%rsp), %rdi                              // the stack pointer the function returned with
         call prepatch_on_exit
-        add $8, %rsp
-        mov %rax, 16(%rsp)
+        mov %rax, %r11
         pop %rdx
         pop %rax
-        ret
+        notrack jmp *%r11
         .size prepatch_tramp_exit, . - prepatch_tramp_exit
 
 // The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to (shim/

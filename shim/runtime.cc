@@ -695,6 +695,9 @@ bool next_chunk(Thread* t) {
     return false;
   }
   auto* c = reinterpret_cast<ChunkHeader*>(reinterpret_cast<u8*>(h) + off);
+  // The chunk's pages, allocated in one call rather than one page fault each (measured: the faults
+  // were a third of graph's cost per call). Kernels before 5.14 refuse; the faults then do it.
+  call(sys::nr_madvise, reinterpret_cast<long>(c), chunk_bytes, 23 /* MADV_POPULATE_WRITE */);
   c->tid = t->tid;
   c->seq = t->generation == g.writer->generation ? t->seq + 1 : 0;
   c->used = 0;
