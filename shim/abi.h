@@ -76,8 +76,9 @@ enum class Tracer : u32 { count = 1, function = 2, graph = 3 };
 // the working directory; docs/FORMAT.md). A shared file mapping the shim writes while the program runs,
 // so whatever was written survives a crash or SIGKILL. Layout: this header (one page), a copy of the
 // binary's __patch_sites table at table_offset (the names), then chunks of chunk_size bytes from
-// chunk_offset. A thread claims a chunk (chunks_claimed, atomically), writes 16-byte records into it and
-// publishes how many bytes are complete in the chunk's `used` after each one. The file grows a chunk at
+// chunk_offset. A thread claims a chunk (chunks_claimed, atomically), writes records into it (16 bytes
+// under `function`, 8 under `graph`) and publishes how many bytes are complete in the chunk's `used`
+// after each one. The file grows a chunk at
 // a time; when chunk_capacity chunks are claimed, later events are dropped and counted in `lost`.
 struct TraceHeader {
   char magic[8];          // "PPTRACE\1"
@@ -102,7 +103,7 @@ struct TraceHeader {
 };
 static_assert(sizeof(TraceHeader) == 4096);
 inline constexpr char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
-inline constexpr u32 trace_version = 1;
+inline constexpr u32 trace_version = 2;  // 1: graph records were 16 bytes
 
 // At the start of every chunk. `used` is stored (release) after each complete record, so a reader never
 // counts a half-written one.
@@ -111,19 +112,24 @@ struct ChunkHeader {
   u32 tid;          // the thread writing it
   u64 seq;          // this thread's chunk number: 0, 1, 2...
   u64 used;         // bytes of complete records after this header
-  u64 tsc;          // the TSC when the chunk was claimed
-  u64 reserved[4];
+  u64 tsc;          // the TSC when the chunk was claimed: graph records' times are offsets from it
+  u64 depth;        // graph: the thread's call depth before the chunk's first record
+  u64 reserved[3];
 };
 static_assert(sizeof(ChunkHeader) == 64);
 inline constexpr u32 chunk_magic = 0x4b4e4843;  // "CHNK"
 
-// A record: 16 bytes, two little-endian u64. `time` is the TSC. `info`: bits 0-1 the type, bits 2-25 the
-// site's index in the table, bits 26-63 the depth (entry, exit, unwound) or the caller (call).
+// A `function` record: 16 bytes, two little-endian u64. `time` is the TSC. `info`: bits 0-1 the type
+// (rec_call), bits 2-25 the site's index in the table, bits 26-63 the caller.
 struct TraceRecord {
   u64 time;
   u64 info;
 };
 static_assert(sizeof(TraceRecord) == 16);
+// A `graph` record: one little-endian u64, bits 0-1 the type (entry, exit, unwound), bits 2-25 the
+// site's index, bits 26-63 the TSC minus the chunk's `tsc`. The depth is not stored: an entry is at the
+// depth before it and adds one, an exit or unwound record takes one off and is at the depth after it,
+// counting from the chunk's `depth`. A thread starts a new chunk before an offset would not fit.
 enum RecordType : u64 {
   rec_entry = 0,    // graph: the function was entered
   rec_exit = 1,     // graph: it returned
@@ -131,7 +137,7 @@ enum RecordType : u64 {
   rec_unwound = 3,  // graph: it was left without returning (longjmp, exception, thread exit); time = when noticed
 };
 inline constexpr unsigned rec_site_shift = 2, rec_rest_shift = 26;
-inline constexpr u64 rec_site_limit = u64{1} << 24, rec_rest_limit = u64{1} << 38;
+inline constexpr u64 rec_site_limit = u64{1} << 24, rec_rest_limit = u64{1} << 38;  // rest: caller or TSC offset
 inline constexpr u64 rec_caller_unknown = rec_rest_limit - 1;  // the caller lies outside the binary's first 256 GiB
 
 // The control channel (prepatch ctl). A request is a file `<dir>/<pid>.<id>.req` (dir =

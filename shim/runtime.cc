@@ -528,7 +528,8 @@ struct Thread {
   u64 key;  // the thread pointer, 0 while free
   u32 tid, pid;
   u64 generation;  // the trace file `chunk` lies in
-  TraceRecord *pos, *end;
+  u8 *pos, *end;  // the next record's place in `chunk`, and the chunk's end
+  u64 base;       // the chunk's TSC: graph records store their time as an offset from it
   ChunkHeader* chunk;
   u64 seq;
   ShadowStack shadow;
@@ -683,8 +684,9 @@ Thread* this_thread() {
   return nullptr;
 }
 
-// Moves the thread to a fresh chunk of the current file; false when there is none (the event is lost).
-bool next_chunk(Thread* t) {
+// Moves the thread to a fresh chunk of the current file, based at TSC `now`, its records starting at
+// call depth `depth` (graph); false when there is none (the event is lost).
+bool next_chunk(Thread* t, u64 now, u64 depth) {
   TraceHeader* h = trace_file(nullptr);
   if (!h) return false;
   const u64 k = __atomic_fetch_add(&h->chunks_claimed, 1, __ATOMIC_RELAXED);
@@ -701,12 +703,14 @@ bool next_chunk(Thread* t) {
   c->tid = t->tid;
   c->seq = t->generation == g.writer->generation ? t->seq + 1 : 0;
   c->used = 0;
-  c->tsc = rdtsc();
+  c->tsc = now;
+  c->depth = depth;
   __atomic_store_n(&c->magic, chunk_magic, __ATOMIC_RELEASE);
   t->seq = c->seq;
   t->chunk = c;
-  t->pos = reinterpret_cast<TraceRecord*>(c + 1);
-  t->end = reinterpret_cast<TraceRecord*>(reinterpret_cast<u8*>(c) + chunk_bytes);
+  t->base = now;
+  t->pos = reinterpret_cast<u8*>(c + 1);
+  t->end = reinterpret_cast<u8*>(c) + chunk_bytes;
   t->generation = g.writer->generation;
   return true;
 }
@@ -716,16 +720,26 @@ void count_lost() {
   if (TraceHeader* h = g.writer->header) __atomic_fetch_add(&h->lost, 1, __ATOMIC_RELAXED);
 }
 
-// Appends a record; the chunk's `used` covers it once it is whole.
+// Appends a record (shim/abi.h: 16 bytes for a call, 8 for graph's entry, exit and unwound, whose `rest`
+// is the depth the file does not store); the chunk's `used` covers it once it is whole.
 void emit(Thread* t, u64 type, u64 site, u64 rest) {
+  const u64 now = rdtsc();
+  const bool graph = type != rec_call;
+  const u64 size = graph ? 8 : 16;
   const u64 gen = __atomic_load_n(&g.writer->generation, __ATOMIC_ACQUIRE);
-  if (gen == 0 || t->generation != gen || t->pos == t->end) {  // no file yet (a child after fork), another file, a full chunk
-    if (!next_chunk(t)) return count_lost();
+  // No file yet (a child after fork), another file, a full chunk, or a time too far from the chunk's.
+  if (gen == 0 || t->generation != gen || static_cast<u64>(t->end - t->pos) < size || (graph && now - t->base >= rec_rest_limit)) {
+    if (!next_chunk(t, now, graph ? (type == rec_entry ? rest : rest + 1) : 0)) return count_lost();
   }
-  TraceRecord* r = t->pos++;
-  r->time = rdtsc();
-  r->info = type | site << rec_site_shift | rest << rec_rest_shift;
-  __atomic_store_n(&t->chunk->used, static_cast<u64>(reinterpret_cast<u8*>(t->pos) - reinterpret_cast<u8*>(t->chunk + 1)), __ATOMIC_RELEASE);
+  auto* r = reinterpret_cast<u64*>(t->pos);
+  if (graph) {
+    r[0] = type | site << rec_site_shift | (now - t->base) << rec_rest_shift;
+  } else {
+    r[0] = now;
+    r[1] = type | site << rec_site_shift | rest << rec_rest_shift;
+  }
+  t->pos += size;
+  __atomic_store_n(&t->chunk->used, static_cast<u64>(t->pos - reinterpret_cast<u8*>(t->chunk + 1)), __ATOMIC_RELEASE);
 }
 
 // A frame the thread left without returning through it (its top frame, about to be dropped).

@@ -407,7 +407,7 @@ TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
     shim::TraceHeader h;
     std::memcpy(&h, bytes.data(), sizeof h);
     const u64 used_at = h.chunk_offset + 16;
-    const u64 bad = 12345;  // not a multiple of 16
+    const u64 bad = 12345;  // not a multiple of 8
     std::memcpy(&bytes[used_at], &bad, 8);
     const std::string f = with("used.trace", bytes);
     trace::Trace c = trace::read_trace(f);
@@ -420,19 +420,39 @@ TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
     EXPECT_EQ(r.status, 4);
     EXPECT_GT(std::count(r.out.begin(), r.out.end(), '\n'), 100);
   }
+  // The first record (main's entry) turned into an exit: at depth 0 it leaves nothing, so it is skipped
+  // and named, and so is main's exit, which then has no entry; the other threads are whole.
+  {
+    std::string bytes = good;
+    shim::TraceHeader h;
+    std::memcpy(&h, bytes.data(), sizeof h);
+    const u64 rec_at = h.chunk_offset + sizeof(shim::ChunkHeader);
+    bytes[rec_at] = static_cast<char>((bytes[rec_at] & ~3) | shim::rec_exit);
+    trace::Trace c = trace::read_trace(with("depth.trace", bytes));
+    ASSERT_EQ(c.problems.size(), 1u);
+    EXPECT_NE(c.problems[0].find(hex(rec_at) + ": thread "), std::string::npos) << c.problems[0];
+    EXPECT_NE(c.problems[0].find(": 2 records"), std::string::npos) << c.problems[0];
+    EXPECT_NE(c.problems[0].find("leave a depth of 0"), std::string::npos) << c.problems[0];
+    size_t events = 0, whole = 0;
+    for (const auto& th : c.threads) events += th.events.size();
+    for (const auto& th : t.threads) whole += th.events.size();
+    EXPECT_EQ(events, whole - 2);
+  }
   // Damage to the header or the table copy: nothing can be read; one line names the file and offset.
   struct Case {
     const char* name;
     std::string bytes;
     const char* message;
   };
-  std::string magic = good, version = good, table = good;
+  std::string magic = good, version = good, version1 = good, table = good;
   magic[0] = 'X';
   version[8] = 9;
+  version1[8] = 1;
   table[4096 + 2] = 'X';
   for (const Case& c : {Case{"short", good.substr(0, 100), "offset 0x64: the file ends inside the trace header"},
                         Case{"magic", magic, "offset 0x0: expected the trace magic"},
-                        Case{"version", version, "offset 0x8: trace version 9, expected 1"},
+                        Case{"version", version, "offset 0x8: trace version 9, expected 2"},
+                        Case{"version1", version1, "offset 0x8: trace version 1, expected 2 (written by an older prepatch"},
                         Case{"table", table, "offset 0x1000"},
                         Case{"empty", "", "offset 0x0: the file ends inside the trace header"}}) {
     const std::string f = with(std::string(c.name) + ".trace", c.bytes);

@@ -44,7 +44,9 @@ Trace read_trace(const std::string& path) {
   if (b.size() < sizeof h) throw InputError(path, b.size(), "the file ends inside the trace header (expected 4096 bytes)");
   std::memcpy(&h, b.data(), sizeof h);
   if (std::memcmp(h.magic, shim::trace_magic, 8) != 0) throw InputError(path, 0, "expected the trace magic \"PPTRACE\\1\"");
-  if (h.version != shim::trace_version) throw InputError(path, 8, "trace version " + std::to_string(h.version) + ", expected 1");
+  if (h.version != shim::trace_version)
+    throw InputError(path, 8, "trace version " + std::to_string(h.version) + ", expected " + std::to_string(shim::trace_version) +
+                                  (h.version == 1 ? " (written by an older prepatch, whose graph records were 16 bytes)" : ""));
   if (h.header_size != sizeof h) throw InputError(path, 12, "the header size is not 4096");
   if (h.tracer != static_cast<u32>(shim::Tracer::function) && h.tracer != static_cast<u32>(shim::Tracer::graph))
     throw InputError(path, 16, "the tracer is not function (2) or graph (3)");
@@ -64,8 +66,10 @@ Trace read_trace(const std::string& path) {
 
   // Chunks, grouped by thread and ordered by the TSC at which each was claimed.
   struct Chunk {
-    u64 offset, tsc, seq, used;
+    u64 offset, tsc, seq, used, depth;
   };
+  const bool graph = t.tracer == shim::Tracer::graph;
+  const u64 size = graph ? 8 : sizeof(shim::TraceRecord);  // bytes per record
   std::map<u32, std::vector<Chunk>> by_tid;
   const auto ns = [&](u64 tsc) -> u64 {
     if (tsc < h.tsc0) return 0;
@@ -82,41 +86,49 @@ Trace read_trace(const std::string& path) {
     std::memcpy(&c, b.data() + off, sizeof c);
     if (c.magic != shim::chunk_magic) continue;  // claimed, but its writer stopped before writing the header
     u64 used = c.used;
-    if (used % 16 || used > h.chunk_size - sizeof c) {
+    if (used % size || used > h.chunk_size - sizeof c) {
       t.problems.push_back(at(path, off + 16, "chunk " + std::to_string(k) + "'s record count is corrupt; its records are skipped"));
       continue;
     }
     if (used > b.size() - off - sizeof c) {
-      const u64 keep = (b.size() - off - sizeof c) / 16 * 16;
+      const u64 keep = (b.size() - off - sizeof c) / size * size;
       t.problems.push_back(at(path, b.size(), "the file ends inside chunk " + std::to_string(k) + " (truncated?): " +
-                                                  std::to_string((used - keep) / 16) + " of its records are missing"));
+                                                  std::to_string((used - keep) / size) + " of its records are missing"));
       used = keep;
     }
-    by_tid[c.tid].push_back({off, c.tsc, c.seq, used});
+    by_tid[c.tid].push_back({off, c.tsc, c.seq, used, c.depth});
   }
   const u64 sites = t.table.entries.size();
-  const bool graph = t.tracer == shim::Tracer::graph;
   for (auto& [tid, chunks] : by_tid) {
     std::stable_sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) { return a.tsc != b.tsc ? a.tsc < b.tsc : a.seq < b.seq; });
     ThreadTrace th;
     th.tid = tid;
     u64 bad = 0, bad_at = 0;
     for (const Chunk& c : chunks) {
-      for (u64 r = 0; r < c.used / 16; r++) {
-        const u64 off = c.offset + sizeof(ChunkHeader) + r * 16;
-        shim::TraceRecord rec;
-        std::memcpy(&rec, b.data() + off, sizeof rec);
-        const u64 type = rec.info & 3, site = rec.info >> shim::rec_site_shift & (shim::rec_site_limit - 1), rest = rec.info >> shim::rec_rest_shift;
-        if (site >= sites || (graph ? type == shim::rec_call : type != shim::rec_call)) {
+      u64 depth = c.depth;  // graph: the depth before the next record
+      for (u64 r = 0; r < c.used / size; r++) {
+        const u64 off = c.offset + sizeof(ChunkHeader) + r * size;
+        u64 word[2] = {};  // function: the TSC and the info; graph: the info alone (its time is in its top bits)
+        std::memcpy(word, b.data() + off, size);
+        const u64 info = graph ? word[0] : word[1];
+        const u64 type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1), rest = info >> shim::rec_rest_shift;
+        const bool leaves = graph && type != shim::rec_entry;  // an exit or unwound record takes a level off
+        if (site >= sites || (graph ? type == shim::rec_call : type != shim::rec_call) || (leaves && depth == 0)) {
           if (!bad++) bad_at = off;
           continue;
         }
-        th.events.push_back({ns(rec.time), static_cast<u8>(type), static_cast<u32>(site), rest});
+        if (!graph) {
+          th.events.push_back({ns(word[0]), static_cast<u8>(type), static_cast<u32>(site), rest});
+          continue;
+        }
+        if (leaves) depth--;
+        th.events.push_back({ns(c.tsc + rest), static_cast<u8>(type), static_cast<u32>(site), depth});
+        if (!leaves) depth++;
       }
     }
     if (bad)
       t.problems.push_back(at(path, bad_at, "thread " + std::to_string(tid) + ": " + std::to_string(bad) +
-                                                " records name no site of the table or are of the other tracer; skipped"));
+                                                " records name no site of the table, are of the other tracer or leave a depth of 0; skipped"));
     t.threads.push_back(std::move(th));
   }
   return t;
