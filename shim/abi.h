@@ -38,8 +38,8 @@ struct Config {
   u64 table_size;
   u64 entry;        // the program's own entry point (e_entry before preparing)
   u64 flags;        // reserved, 0
-  // The binary's own definitions of the unwinder's entry points (a static binary, or one linked with
-  // -static-libgcc), which the graph tracer hooks in place (docs/SHIM.md, "Exceptions"), in
+  // The binary's own definitions of the unwinder's entry points (a static binary, -static-libgcc,
+  // -static-libstdc++), which the graph tracer hooks in place (docs/SHIM.md, "Exceptions"), in
   // unwinder_names' order: link-time addresses (0: not defined here) and how many bytes of whole
   // position-independent instructions at each the hook's jump displaces (0: it cannot be hooked).
   u64 unwinder[4];

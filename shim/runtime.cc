@@ -136,8 +136,7 @@ struct State {
   u64 generation;         // numbers the trace files this process (and its parents) created
   u64 tsc_hz;             // the TSC's rate, measured when the first trace file was created
   int tid_in_tcb;         // glibc keeps the thread's tid at %fs:0x2d0: 1 checked, -1 not so, 0 unknown
-  u64 unwind_hooks;       // GOT slots, or entry points of the binary's own unwinder, hooked (graph)
-  bool unwind_in_place;   // the binary's own unwinder was hooked
+  u64 unwind_in_place, unwind_got;  // entry points of the binary's own unwinder, and GOT slots, hooked (graph)
   const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
@@ -763,7 +762,7 @@ void note_unwound(Thread* t, const ShadowFrame& f) {
 // (or resumes after a cleanup), the thread's live frames get their real return addresses back; when a
 // handler catches, the frames below it are dropped as unwound and the live ones are hooked again.
 
-// The phase of an object's PT_GNU_RELRO the dynamic linker made read-only, as page bounds; {0, 0}
+// The part of an object's PT_GNU_RELRO the dynamic linker made read-only, as page bounds; {0, 0}
 // when it has none, and false when its program headers cannot be found.
 bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
   const u8* phdr = g.phdr;
@@ -783,21 +782,22 @@ bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
   return true;
 }
 
-// A binary with its own unwinder (static, or linked with -static-libgcc) calls it directly: each entry
-// point's first instructions (Config::unwinder_len bytes, found movable by the preparer) are copied to
-// an executable page, followed by a jump back, and a jump to the hook replaces them; the hook goes on
-// to the copy. At start, while no other thread runs.
-void hook_unwinder_in_place(u8* const* hooks) {
+// The entry points a binary defines itself (static, -static-libgcc, -static-libstdc++) are called
+// directly: each one's first instructions (Config::unwinder_len bytes, found movable by the preparer)
+// are copied to an executable page, followed by a jump back, and a jump to the hook replaces them; the
+// hook goes on to the copy. At start, while no other thread runs. False, with the reason in
+// g.unwind_unhooked, when they cannot all be hooked.
+bool hook_unwinder_in_place(u8* const* hooks) {
   const Config& c = prepatch_config;
   for (unsigned k = 0; k < 4; k++)
-    if (c.unwinder[k] && !c.unwinder_len[k]) return void(g.unwind_unhooked = "the binary's own unwinder starts with instructions that cannot be moved");
+    if (c.unwinder[k] && !c.unwinder_len[k]) return g.unwind_unhooked = "the binary's own unwinder starts with instructions that cannot be moved", false;
   auto* copies = static_cast<u8*>(map(4096, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1));
-  if (!copies) return void(g.unwind_unhooked = "cannot map a page for the unwinder's hooks");
+  if (!copies) return g.unwind_unhooked = "cannot map a page for the unwinder's hooks", false;
   for (unsigned k = 0; k < 4; k++) {
     if (!c.unwinder[k]) continue;
     const u64 f = c.unwinder[k] + g.bias, n = c.unwinder_len[k];
     const i64 rel = static_cast<i64>(reinterpret_cast<u64>(hooks[k]) - (f + 5));
-    if (rel != static_cast<int>(rel)) return void(g.unwind_unhooked = "the binary's own unwinder is out of a jump's reach of the shim");
+    if (rel != static_cast<int>(rel)) return g.unwind_unhooked = "the binary's own unwinder is out of a jump's reach of the shim", false;
     u8* copy = copies + 48 * k;  // n <= 19 bytes, then jmp *0(%rip) and the address: at most 33
     memcpy(copy, reinterpret_cast<const u8*>(f), n);
     const u8 jmp[6] = {0xff, 0x25, 0, 0, 0, 0};
@@ -807,7 +807,7 @@ void hook_unwinder_in_place(u8* const* hooks) {
     prepatch_unwind_real[k] = reinterpret_cast<u64>(copy);
   }
   if (call(sys::nr_mprotect, reinterpret_cast<long>(copies), 4096, sys::prot_read | sys::prot_exec) != 0)
-    return void(g.unwind_unhooked = "cannot make the unwinder hooks' page executable");
+    return g.unwind_unhooked = "cannot make the unwinder hooks' page executable", false;
   for (unsigned k = 0; k < 4; k++) {
     if (!c.unwinder[k]) continue;
     const u64 f = c.unwinder[k] + g.bias, lo = f & ~u64{4095}, hi = (f + 5 + 4095) & ~u64{4095};
@@ -818,28 +818,30 @@ void hook_unwinder_in_place(u8* const* hooks) {
       if (load_le(ph, 4) == 1 && c.unwinder[k] >= v && c.unwinder[k] < v + load_le(ph + 40, 8)) prot = prot_of(static_cast<u32>(load_le(ph + 4, 4)));
     }
     if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot | sys::prot_write) != 0)
-      return void(g.unwind_unhooked = "cannot make the binary's own unwinder writable to hook it");
+      return g.unwind_unhooked = "cannot make the binary's own unwinder writable to hook it", false;
     const int rel = static_cast<int>(reinterpret_cast<u64>(hooks[k]) - (f + 5));
     u8 jump[5] = {0xe9};
     memcpy(jump + 1, &rel, 4);
     memcpy(reinterpret_cast<u8*>(f), jump, 5);
     call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot);
-    g.unwind_hooks++;
+    g.unwind_in_place++;
   }
-  g.unwind_in_place = true;
+  return true;
 }
 
-// Points every GOT slot that calls one of the unwinder's entry points at its hook, or hooks the
-// binary's own unwinder in place; once, at start (objects loaded later by dlopen are not hooked).
-// Notes in g.unwind_unhooked why exceptions are not followed.
+// Hooks the entry points the binary defines in place, and points every GOT slot through which a loaded
+// object calls one of the others at its hook; once, at start (objects loaded later by dlopen are not
+// hooked). Notes in g.unwind_unhooked why exceptions are not followed.
 void hook_unwinder() {
   u8* const hooks[4] = {prepatch_hook_raise, prepatch_hook_resume, prepatch_hook_rethrow, prepatch_hook_catch};
-  if (prepatch_config.unwinder[0]) return hook_unwinder_in_place(hooks);
+  const Config& c = prepatch_config;
+  if ((c.unwinder[0] | c.unwinder[1] | c.unwinder[2] | c.unwinder[3]) && !hook_unwinder_in_place(hooks)) return;
   const u8* dyn = nullptr;
   for (u64 p = 0; p < g.phnum; p++)
     if (load_le(g.phdr + p * 56, 4) == 2 /* PT_DYNAMIC */) dyn = reinterpret_cast<const u8*>(load_le(g.phdr + p * 56 + 16, 8) + g.bias);
-  if (!dyn) return void(g.unwind_unhooked = "a static binary without an unwinder");
-  const auto* r = reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug);
+  const auto* r = dyn ? reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug) : nullptr;
+  if (!dyn && !c.unwinder[0]) return void(g.unwind_unhooked = "a static binary without an unwinder");
+  if (!dyn) return;  // static: all in place
   if (!r || !r->map) return void(g.unwind_unhooked = "the program has no DT_DEBUG, so its loaded objects cannot be listed");
   for (unsigned k = 0; k < 4; k++)
     for (const LinkMap* m = r->map; m && !prepatch_unwind_real[k]; m = m->next)
@@ -855,7 +857,7 @@ void hook_unwinder() {
       if (relro && call(sys::nr_mprotect, static_cast<long>(page), 4096, sys::prot_read | sys::prot_write) != 0) return;
       __atomic_store_n(slot, hook, __ATOMIC_RELAXED);
       if (relro) call(sys::nr_mprotect, static_cast<long>(page), 4096, sys::prot_read);
-      g.unwind_hooks++;
+      g.unwind_got++;
     });
   }
 }
@@ -1024,7 +1026,7 @@ void reply_status(Reply& r) {
   Text& tracer = r.line().str("tracer: ").str(g.tracer == Tracer::graph ? "graph" : g.tracer == Tracer::function ? "function" : "count");
   if (g.tracer == Tracer::graph && g.unwind_unhooked) tracer.str(", exceptions not followed: ").str(g.unwind_unhooked);
   else if (g.tracer == Tracer::graph)
-    tracer.str(", exceptions followed through ").num(g.unwind_hooks).str(g.unwind_in_place ? " hooked entry points of the binary's own unwinder" : " GOT slots");
+    tracer.str(", exceptions followed: ").num(g.unwind_in_place).str(" entry points of the binary's own unwinder and ").num(g.unwind_got).str(" GOT slots hooked");
   tracer.ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
   for (u64 i = 0; g.site && i < n; i++)
