@@ -840,9 +840,12 @@ void hook_unwinder() {
   for (u64 p = 0; p < g.phnum; p++)
     if (load_le(g.phdr + p * 56, 4) == 2 /* PT_DYNAMIC */) dyn = reinterpret_cast<const u8*>(load_le(g.phdr + p * 56 + 16, 8) + g.bias);
   const auto* r = dyn ? reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug) : nullptr;
-  if (!dyn && !c.unwinder[0]) return void(g.unwind_unhooked = "a static binary without an unwinder");
-  if (!dyn) return;  // static: all in place
-  if (!r || !r->map) return void(g.unwind_unhooked = "the program has no DT_DEBUG, so its loaded objects cannot be listed");
+  // Static (or static-pie, whose r_debug lists nothing): with its own unwinder, all of it is hooked.
+  if (!r || !r->map) {
+    if (!c.unwinder[0])
+      g.unwind_unhooked = dyn ? "the program has no DT_DEBUG, so its loaded objects cannot be listed" : "a static binary without an unwinder";
+    return;
+  }
   for (unsigned k = 0; k < 4; k++)
     for (const LinkMap* m = r->map; m && !prepatch_unwind_real[k]; m = m->next)
       prepatch_unwind_real[k] = find_definition(read_dynamic(m->addr, m->ld), unwinder_names[k]);

@@ -235,10 +235,10 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
   }
 }
 
-// The static build carries the whole unwinder, hooked in place; staticcxx (-static-libstdc++) carries
-// __cxa_begin_catch, hooked in place, and calls libgcc_s's unwinder through GOT slots; the others call
-// libstdc++ and libgcc_s through GOT slots only.
-INSTANTIATE_TEST_SUITE_P(Sites, Exceptions, ::testing::Values("fentry", "mcount", "pfe5", "static", "staticcxx"));
+// The static and static-pie builds carry the whole unwinder, hooked in place; staticcxx
+// (-static-libstdc++) carries __cxa_begin_catch, hooked in place, and calls libgcc_s's unwinder through
+// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only.
+INSTANTIATE_TEST_SUITE_P(Sites, Exceptions, ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx"));
 
 TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
   for (const char* tracer : {"graph", "function"}) {
