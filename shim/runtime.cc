@@ -565,14 +565,33 @@ void trace_path(Text& t, bool child) {
   if (child && !had_pid) t.ch('.').num(pid);
 }
 
+// Whether the trace file at `path` was written by this process: by the program it ran before an
+// exec (or by an earlier process that had the same pid). Such a file is never replaced.
+bool written_by_this_process(const char* path) {
+  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_cloexec));
+  if (fd < 0) return false;
+  u8 head[32];
+  const long n = call(sys::nr_read, fd, reinterpret_cast<long>(head), sizeof head);
+  call(sys::nr_close, fd);
+  return n == sizeof head && memcmp(head, trace_magic, 8) == 0 && load_le(head + 24, 8) == static_cast<u64>(call(sys::nr_getpid));
+}
+
 // Creates the trace file: written under a temporary name, then renamed into place, so a process
-// still writing an older file of that name keeps a valid mapping. nullptr with the reason in err.
+// still writing an older file of that name keeps a valid mapping. A file this process wrote before
+// an exec keeps its name: this one becomes NAME.1 (or .2, ...). nullptr with the reason in err.
 TraceHeader* create_trace(bool child, Writer& w, Text& err) {
   char path[600], tmp[620];
   Text p(path, sizeof path - 1);
   trace_path(p, child);
-  if (p.truncated) return err.str("the trace file's name is too long"), nullptr;
   path[p.size()] = 0;
+  for (u64 k = 1; !p.truncated && written_by_this_process(path); k++) {
+    if (k == 1000) return err.str("999 trace files of this name are this process's already"), nullptr;
+    p = Text(path, sizeof path - 1);
+    trace_path(p, child);
+    p.ch('.').num(k);
+    path[p.size()] = 0;
+  }
+  if (p.truncated) return err.str("the trace file's name is too long"), nullptr;
   Text tp(tmp, sizeof tmp - 1);
   tp.str(path).str(".tmp");
   tmp[tp.size()] = 0;

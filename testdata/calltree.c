@@ -4,7 +4,8 @@
      longjmp   catcher -> deep -> jumper, which longjmps back into catcher, which then calls leaf
      wait      one worker on the main thread, then "ready PID" and a wait for stdin to close (or kill -9)
      fork      top, then fork inside spawn(); the child returns from spawn and calls top; the parent waits
-               and calls top again */
+               and calls top again
+     exec      top, then exec itself in mode `after`, which calls top once more (the same process) */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -83,6 +84,13 @@ int main(int argc, char** argv) {
     int st = 0;
     waitpid(pid, &st, 0);
     printf("parent %d child exit %d\n", top(3) + a, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  } else if (!strcmp(mode, "exec")) {
+    printf("before %d\n", top(1));
+    fflush(stdout);
+    execl("/proc/self/exe", argv[0], "after", (char*)NULL);
+    return 1;
+  } else if (!strcmp(mode, "after")) {
+    printf("after %d\n", top(2));
   }
   return 0;
 }

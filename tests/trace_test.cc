@@ -265,6 +265,30 @@ TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
   }
 }
 
+TEST(Graph, AProgramExecdByATracedProcessWritesItsOwnFileAndKeepsTheFirst) {
+  TempDir d;
+  const std::string bin = prepare(d, "fentry");
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "exec"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "before 10\nafter 15\n");  // top(x) = 5x + 5
+  // The same pid before and after the exec: the first file keeps its name, the second gets ".1".
+  const std::vector<std::string> files = traces_in(d.path());
+  ASSERT_EQ(files.size(), 1u);
+  ASSERT_TRUE(exists(files[0] + ".1"));
+  const auto words = [&](const std::string& f) {
+    trace::Trace t = trace::read_trace(f);
+    EXPECT_TRUE(t.problems.empty()) << f;
+    return t.threads.size() == 1 ? graph_words(t, t.threads[0]) : std::vector<std::string>{};
+  };
+  const std::vector<std::string> call{"E top 1", "E mid 2", "E leaf 3", "X leaf 3", "E leaf 3", "X leaf 3", "X mid 2", "X top 1"};
+  std::vector<std::string> before{"E main 0"}, after{"E main 0"};
+  before.insert(before.end(), call.begin(), call.end());  // main never returns: it exec'd
+  after.insert(after.end(), call.begin(), call.end());
+  after.push_back("X main 0");
+  EXPECT_EQ(words(files[0]), before);
+  EXPECT_EQ(words(files[0] + ".1"), after);
+}
+
 TEST(Graph, TraceOfAProcessKilledWithSigkillIsReadable) {
   TempDir d;
   const std::string bin = prepare(d, "fentry");
