@@ -460,25 +460,18 @@ struct ShadowStack {
     }
     return false;
   }
-  // An exception starts (or resumes) unwinding with the stack pointer `sp` of the unwinder's caller:
-  // frames whose slot lies below it are dead. Every live frame's slot that returns through `tramp`
-  // gets its real return address back, so the unwinder walks the real stack.
+  // An exception passes: `to_real` before the unwinder starts or resumes, with its caller's stack
+  // pointer `sp`; else when a handler catches, in the frame whose stack pointer is `sp`. Frames whose
+  // slot lies below `sp` are dead and dropped. Then every live frame's slot that returns through `tramp`
+  // gets its real return address back, so the unwinder walks the real stack (to_real), or every live
+  // slot holding its real return address returns through `tramp` again.
   template <class F>
-  void unhook(u64 sp, u64 tramp, F unwound) {
+  void relink(u64 sp, u64 tramp, bool to_real, F unwound) {
     drop_dead(sp - 1, unwound);
     for (u32 i = 0; i < depth; i++) {
       auto* s = reinterpret_cast<u64*>(frames[i].slot);
-      if (*s == tramp) *s = frames[i].ret;
-    }
-  }
-  // A handler caught the exception, in the frame whose stack pointer is `sp`: the frames below it were
-  // unwound; the live ones return through `tramp` again.
-  template <class F>
-  void rehook(u64 sp, u64 tramp, F unwound) {
-    drop_dead(sp - 1, unwound);
-    for (u32 i = 0; i < depth; i++) {
-      auto* s = reinterpret_cast<u64*>(frames[i].slot);
-      if (*s == frames[i].ret) *s = tramp;
+      const u64 from = to_real ? tramp : frames[i].ret, to = to_real ? frames[i].ret : tramp;
+      if (*s == from) *s = to;
     }
   }
 };

@@ -178,7 +178,8 @@ prepatch_tramp_exit:
 // runtime.cc hook_unwinder): the handler gets the caller's stack pointer, then the hook jumps to the
 // real function with the argument registers as they came, so no frame of the shim is left for the
 // unwinder to see. 7 pushes after the call's return address: the stack is 16-aligned for the call.
-        .macro UNWIND_HOOK name, index, handler
+// prepatch_unwind(caller's sp, to_real): 1 where unwinding starts or resumes, 0 where a handler catches.
+        .macro UNWIND_HOOK name, index, to_real
         .globl \name
         .type \name, @function
 \name:
@@ -190,7 +191,8 @@ prepatch_tramp_exit:
         push %r9
         push %rax
         lea 64(%rsp), %rdi                              // the caller's stack pointer, above the return address
-        call \handler
+        mov $\to_real, %esi
+        call prepatch_unwind
         pop %rax
         pop %r9
         pop %r8
@@ -202,10 +204,10 @@ prepatch_tramp_exit:
         .size \name, . - \name
         .endm
 
-        UNWIND_HOOK prepatch_hook_raise, 0, prepatch_unwind_start
-        UNWIND_HOOK prepatch_hook_resume, 1, prepatch_unwind_start
-        UNWIND_HOOK prepatch_hook_rethrow, 2, prepatch_unwind_start
-        UNWIND_HOOK prepatch_hook_catch, 3, prepatch_unwind_caught
+        UNWIND_HOOK prepatch_hook_raise, 0, 1
+        UNWIND_HOOK prepatch_hook_resume, 1, 1
+        UNWIND_HOOK prepatch_hook_rethrow, 2, 1
+        UNWIND_HOOK prepatch_hook_catch, 3, 0
 
 // sa_restorer for the shim's own SIGTRAP handler: rt_sigreturn.
         .globl prepatch_restorer

@@ -332,6 +332,28 @@ struct BatchSites {
 
 int prot_of(u32 pflags) { return (pflags & 4 ? sys::prot_read : 0) | (pflags & 2 ? sys::prot_write : 0) | (pflags & 1 ? sys::prot_exec : 0); }
 
+// The first of the `phnum` program headers at `phdr` of type `type` whose segment holds link-time
+// address `addr` (any of that type when `addr` is ~0); nullptr when there is none.
+const u8* find_phdr(const u8* phdr, u64 phnum, u32 type, u64 addr = ~u64{0}) {
+  for (u64 p = 0; p < phnum; p++) {
+    const u8* ph = phdr + p * 56;
+    const u64 v = load_le(ph + 16, 8);
+    if (load_le(ph, 4) == type && (addr == ~u64{0} || (addr >= v && addr - v < load_le(ph + 40, 8)))) return ph;
+  }
+  return nullptr;
+}
+
+// Runs write() with the pages spanning [addr, addr + n) writable, then gives them back `prot`, the
+// protection they have; false, and nothing written, when they cannot be made writable.
+template <class F>
+bool while_writable(u64 addr, u64 n, int prot, F write) {
+  const u64 lo = addr & ~u64{4095}, hi = (addr + n + 4095) & ~u64{4095};
+  if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot | sys::prot_write) != 0) return false;
+  write();
+  call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot);
+  return true;
+}
+
 // Finds each executable segment's span of sites and marks the sites outside every one; once, when the
 // site states are mapped.
 void find_text_spans() {
@@ -792,9 +814,7 @@ bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
     phdr = e + load_le(e + 32, 8), phnum = load_le(e + 56, 2);
   }
   lo = hi = 0;
-  for (u64 p = 0; p < phnum; p++) {
-    const u8* ph = phdr + p * 56;
-    if (load_le(ph, 4) != 0x6474e552) continue;
+  if (const u8* ph = find_phdr(phdr, phnum, 0x6474e552 /* PT_GNU_RELRO */)) {
     const u64 start = m->addr + load_le(ph + 16, 8);
     lo = start & ~u64{4095}, hi = (start + load_le(ph + 40, 8)) & ~u64{4095};
   }
@@ -829,20 +849,14 @@ bool hook_unwinder_in_place(u8* const* hooks) {
     return g.unwind_unhooked = "cannot make the unwinder hooks' page executable", false;
   for (unsigned k = 0; k < 4; k++) {
     if (!c.unwinder[k]) continue;
-    const u64 f = c.unwinder[k] + g.bias, lo = f & ~u64{4095}, hi = (f + 5 + 4095) & ~u64{4095};
-    int prot = sys::prot_read | sys::prot_exec;
-    for (u64 p = 0; p < g.phnum; p++) {
-      const u8* ph = g.phdr + p * 56;
-      const u64 v = load_le(ph + 16, 8);
-      if (load_le(ph, 4) == 1 && c.unwinder[k] >= v && c.unwinder[k] < v + load_le(ph + 40, 8)) prot = prot_of(static_cast<u32>(load_le(ph + 4, 4)));
-    }
-    if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot | sys::prot_write) != 0)
-      return g.unwind_unhooked = "cannot make the binary's own unwinder writable to hook it", false;
+    const u64 f = c.unwinder[k] + g.bias;
+    const u8* load = find_phdr(g.phdr, g.phnum, 1 /* PT_LOAD */, c.unwinder[k]);
+    const int prot = load ? prot_of(static_cast<u32>(load_le(load + 4, 4))) : sys::prot_read | sys::prot_exec;
     const int rel = static_cast<int>(reinterpret_cast<u64>(hooks[k]) - (f + 5));
     u8 jump[5] = {0xe9};
     memcpy(jump + 1, &rel, 4);
-    memcpy(reinterpret_cast<u8*>(f), jump, 5);
-    call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot);
+    if (!while_writable(f, 5, prot, [&] { memcpy(reinterpret_cast<u8*>(f), jump, 5); }))
+      return g.unwind_unhooked = "cannot make the binary's own unwinder writable to hook it", false;
     g.unwind_in_place++;
   }
   return true;
@@ -855,9 +869,8 @@ void hook_unwinder() {
   u8* const hooks[4] = {prepatch_hook_raise, prepatch_hook_resume, prepatch_hook_rethrow, prepatch_hook_catch};
   const Config& c = prepatch_config;
   if ((c.unwinder[0] | c.unwinder[1] | c.unwinder[2] | c.unwinder[3]) && !hook_unwinder_in_place(hooks)) return;
-  const u8* dyn = nullptr;
-  for (u64 p = 0; p < g.phnum; p++)
-    if (load_le(g.phdr + p * 56, 4) == 2 /* PT_DYNAMIC */) dyn = reinterpret_cast<const u8*>(load_le(g.phdr + p * 56 + 16, 8) + g.bias);
+  const u8* dyn_ph = find_phdr(g.phdr, g.phnum, 2 /* PT_DYNAMIC */);
+  const u8* dyn = dyn_ph ? reinterpret_cast<const u8*>(load_le(dyn_ph + 16, 8) + g.bias) : nullptr;
   const auto* r = dyn ? reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug) : nullptr;
   // Static (or static-pie, whose r_debug lists nothing): with its own unwinder, all of it is hooked.
   if (!r || !r->map) {
@@ -875,10 +888,12 @@ void hook_unwinder() {
     for_each_import(read_dynamic(m->addr, m->ld), unwinder_names, 4, [&](u64* slot, unsigned k) {
       const u64 hook = reinterpret_cast<u64>(hooks[k]), page = reinterpret_cast<u64>(slot) & ~u64{4095};
       if (!prepatch_unwind_real[k] || !known || __atomic_load_n(slot, __ATOMIC_RELAXED) == hook) return;
-      const bool relro = page >= lo && page < hi;
-      if (relro && call(sys::nr_mprotect, static_cast<long>(page), 4096, sys::prot_read | sys::prot_write) != 0) return;
-      __atomic_store_n(slot, hook, __ATOMIC_RELAXED);
-      if (relro) call(sys::nr_mprotect, static_cast<long>(page), 4096, sys::prot_read);
+      const auto store = [&] { __atomic_store_n(slot, hook, __ATOMIC_RELAXED); };
+      if (page >= lo && page < hi) {  // RELRO: read-only since start-up
+        if (!while_writable(reinterpret_cast<u64>(slot), 8, sys::prot_read, store)) return;
+      } else {
+        store();
+      }
       g.unwind_got++;
     });
   }
@@ -1177,18 +1192,14 @@ extern "C" u64 prepatch_on_exit(u64 sp) {
   return f.ret;
 }
 
-// Called by the exception hooks (shim/entry.S) before the unwinder starts or resumes, with its caller's
-// stack pointer: the thread's live frames get their real return addresses back.
-extern "C" void prepatch_unwind_start(u64 sp) {
+// Called by the exception hooks (shim/entry.S) with their caller's stack pointer: before the unwinder
+// starts or resumes (to_real: the thread's live frames get their real return addresses back), and when
+// a handler catches (the frames below the catching function were unwound, the live ones return through
+// the exit trampoline again).
+extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
-  if (t && t->shadow.depth) t->shadow.unhook(sp, reinterpret_cast<u64>(prepatch_tramp_exit), [&](const ShadowFrame& d) { note_unwound(t, d); });
-}
-
-// Called by the __cxa_begin_catch hook with the catching function's stack pointer: the frames below it
-// were unwound, the live ones return through the exit trampoline again.
-extern "C" void prepatch_unwind_caught(u64 sp) {
-  Thread* t = g.threads ? this_thread() : nullptr;
-  if (t && t->shadow.depth) t->shadow.rehook(sp, reinterpret_cast<u64>(prepatch_tramp_exit), [&](const ShadowFrame& d) { note_unwound(t, d); });
+  if (t && t->shadow.depth)
+    t->shadow.relink(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 
 // Called once by the start routine (shim/entry.S) with the stack pointer the kernel set up: argc,

@@ -352,7 +352,7 @@ TEST(ShadowStack, UnhooksLiveFramesForAnExceptionAndRehooksTheCatchersFrames) {
   stack[1] = 0x1234;  // reused: no longer the dead frame's return slot
   // The unwinder is called with its caller's stack pointer at word 2: frame 4 is dead and its slot is
   // left alone; the live frames get their real return addresses.
-  s.unhook(at(2), tramp, note);
+  s.relink(at(2), tramp, true, note);
   EXPECT_EQ(unwound, (std::vector<u64>{4}));
   EXPECT_EQ(s.depth, 3u);
   EXPECT_EQ(stack[7], 0xau);
@@ -360,13 +360,13 @@ TEST(ShadowStack, UnhooksLiveFramesForAnExceptionAndRehooksTheCatchersFrames) {
   EXPECT_EQ(stack[3], 0xcu);
   EXPECT_EQ(stack[1], 0x1234u);
   // A second unwind (a cleanup resumes) finds nothing to change.
-  s.unhook(at(2), tramp, note);
+  s.relink(at(2), tramp, true, note);
   EXPECT_EQ(stack[3], 0xcu);
   // B's function catches with its stack pointer at word 4: C was unwound; A and B return through the
   // trampoline again. A slot that holds neither is not touched.
   unwound.clear();
   stack[7] = 0x9999;
-  s.rehook(at(4), tramp, note);
+  s.relink(at(4), tramp, false, note);
   EXPECT_EQ(unwound, (std::vector<u64>{3}));
   EXPECT_EQ(s.depth, 2u);
   EXPECT_EQ(stack[5], tramp);
