@@ -1175,7 +1175,11 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
     t->shadow.frames = static_cast<ShadowFrame*>(m);
     t->shadow.cap = shadow_bytes / sizeof(ShadowFrame);
   }
-  t->shadow.drop_dead(reinterpret_cast<u64>(slot), unwound);
+  // A frame whose slot a new call reuses was left without a return (longjmp) and is dropped, unless
+  // the slot still returns through the trampoline: then a traced function tail-called this one, whose
+  // return goes through the trampoline twice (its frame, then the tail-caller's).
+  const bool tail_call = *slot == reinterpret_cast<u64>(prepatch_tramp_exit);
+  t->shadow.drop_dead(reinterpret_cast<u64>(slot) - (tail_call ? 1 : 0), unwound);
   const u32 depth = t->shadow.depth;
   if (!t->shadow.push({reinterpret_cast<u64>(slot), *slot, s->value})) return;  // too deep: this call is not traced
   emit(t, rec_entry, s->value, depth);

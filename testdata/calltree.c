@@ -5,7 +5,8 @@
      wait      one worker on the main thread, then "ready PID" and a wait for stdin to close (or kill -9)
      fork      top, then fork inside spawn(); the child returns from spawn and calls top; the parent waits
                and calls top again
-     exec      top, then exec itself in mode `after`, which calls top once more (the same process) */
+     exec      top, then exec itself in mode `after`, which calls top once more (the same process)
+     tailcall  chain -> relay -> leaf, each arrow a tail call (a jump through a pointer), 3 times */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -40,6 +41,14 @@ __attribute__((noinline)) int catcher(int x) {
   deep(x);
   return -1;
 }
+
+/* Tail calls: the callee returns straight to the caller's caller, through the return address the
+   caller was entered with (under graph, the exit trampoline). */
+__attribute__((noinline)) int relay(int x);
+static int (*volatile leaf_call)(int) = leaf;
+static int (*volatile relay_call)(int) = relay;
+__attribute__((noinline)) int relay(int x) { return leaf_call(x + 1); }
+__attribute__((noinline)) int chain(int x) { return relay_call(x * 2); }
 
 __attribute__((noinline)) int spawn(void) { return fork(); }
 
@@ -89,6 +98,10 @@ int main(int argc, char** argv) {
     fflush(stdout);
     execl("/proc/self/exe", argv[0], "after", (char*)NULL);
     return 1;
+  } else if (!strcmp(mode, "tailcall")) {
+    int sum = 0;
+    for (int i = 0; i < 3; i++) sum += chain(i);
+    printf("sum %d\n", sum);
   } else if (!strcmp(mode, "after")) {
     printf("after %d\n", top(2));
   }

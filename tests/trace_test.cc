@@ -157,6 +157,24 @@ TEST_P(CallTree, GraphTracerNestsEveryCallPerThread) {
       << rep.out;
 }
 
+// A tail call (a jump, not a call) enters the callee with the return address the caller was entered
+// with: under graph, the exit trampoline. Each function is still recorded as returning, innermost first.
+TEST_P(CallTree, GraphTracerFollowsTailCalls) {
+  TempDir d;
+  const std::string bin = prepare(d, GetParam());
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "tailcall"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 30\n");  // leaf(1) + leaf(3) + leaf(5)
+  trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
+  ASSERT_EQ(t.threads.size(), 1u);
+  std::vector<std::string> want{"E main 0"};
+  for (int i = 0; i < 3; i++)
+    for (const char* s : {"E chain 1", "E relay 2", "E leaf 3", "X leaf 3", "X relay 2", "X chain 1"}) want.push_back(s);
+  want.push_back("X main 0");
+  EXPECT_EQ(graph_words(t, t.threads[0]), want);
+  EXPECT_EQ(t.unwound, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static"));
 
 TEST(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
