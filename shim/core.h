@@ -270,6 +270,10 @@ class Text {
     while (n) ch(d[--n]);
     return *this;
   }
+  Text& hex(u64 v) {  // 16 digits, as /proc shows a signal mask
+    for (int shift = 60; shift >= 0; shift -= 4) ch("0123456789abcdef"[(v >> shift) & 15]);
+    return *this;
+  }
   const char* data() const { return buf_; }
   size_t size() const { return len_; }
   bool truncated = false;

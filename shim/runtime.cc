@@ -486,7 +486,14 @@ bool ensure_counts(Text& err) {
 // thread exit do), and a program that creates threads all the time nearly always has one such thread.
 // So only a lasting block refuses: the same thread still blocking (or its mask still unreadable) after
 // block_patience_ns, or blocked threads seen without a pause for block_limit_ns.
+//
+// A thread that also blocks one of glibc's own signals (32, SIGCANCEL; 33, SIGSETXID) is not waited
+// for when only SIGTRAP matters: sigprocmask, pthread_sigmask and sigaction's sa_mask never block
+// those, so glibc itself set that mask, for a moment in which it runs none of the program's code (a
+// thread starting or exiting: fffffffefffbfeff). With 1,000 busy threads on 2 cores such a moment can
+// outlast the patience.
 constexpr i64 block_patience_ns = 500000000, block_limit_ns = 3000000000;
+constexpr u64 glibc_internal_bits = 3ull << 31;
 
 bool threads_block_signals(Text& err) {
   const u64 needed = sigtrap_bit | (g.use_signals ? ctl_bit : 0);
@@ -505,7 +512,7 @@ bool threads_block_signals(Text& err) {
       if (!blocked_mask(tid, mask)) {
         if (call(sys::nr_tgkill, call(sys::nr_getpid), tid, 0) != 0) return;  // gone meanwhile
         unreadable = true;
-      } else if (!(mask & needed)) {
+      } else if (!(mask & needed) || (!g.use_signals && (mask & glibc_internal_bits))) {
         return;
       }
       if (tid == watched) watched_still = true, watched_mask = mask, watched_unreadable = unreadable;
@@ -525,7 +532,7 @@ bool threads_block_signals(Text& err) {
   if (watched_unreadable)
     err.str(": cannot read its signal mask from /proc/self/task, so whether it blocks SIGTRAP is unknown; the batch is refused");
   else if (watched_mask & sigtrap_bit)
-    err.str(" blocks SIGTRAP: a thread that met a breakpoint mid-batch would be killed, so the batch is refused (docs/SHIM.md)");
+    err.str(" blocks SIGTRAP (SigBlk ").hex(watched_mask).str("): a thread that met a breakpoint mid-batch would be killed, so the batch is refused (docs/SHIM.md)");
   else
     err.str(" blocks signal 64 (SIGRTMAX), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
   return true;

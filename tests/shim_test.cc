@@ -229,6 +229,59 @@ TEST(ShimLive, AForkedChildCanBeToggled) {
   EXPECT_EQ(out, "wrong results 0\n");
 }
 
+// procs.c toggles every site from a thread of its own (the control channel) while it works.
+TEST(ShimLive, AThousandThreadsAreToggledWithoutARefusal) {
+  TempDir d;
+  for (const std::string flavor : {"fentry", "pfe5"}) {
+    Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", prepared(d, "procs-" + flavor), "threads", "1000", "100000"}, d.path());
+    EXPECT_EQ(r.status, 0) << flavor << ": " << r.err;
+    EXPECT_EQ(r.out, "threads 1000 calls 100000000 wrong 0\n") << flavor;
+    // Threads starting and exiting all along (glibc blocks their signals meanwhile) refuse no batch.
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, std::regex("toggles (\\d+) refused (\\d+)"))) << r.err;
+    EXPECT_GT(std::stoul(m[1]), 0u) << r.err;
+    EXPECT_EQ(m[2], "0") << r.err;
+  }
+}
+
+TEST(ShimStart, AThousandThreadsAreCountedExactly) {
+  TempDir d;
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", prepared(d, "procs-fentry"), "threads", "1000", "1000", "still"},
+               d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "threads 1000 calls 1000000 wrong 0\n");
+  Proc c = prepatch({"counts", d / "procs-fentry", d / "c"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_TRUE(std::regex_search(c.out, std::regex("\\n1000000 +0x[0-9a-f]+ leaf\\n"))) << c.out;
+  EXPECT_TRUE(std::regex_search(c.out, std::regex("\\n1000 +0x[0-9a-f]+ caller\\n"))) << c.out;
+}
+
+// A vfork child shares the address space, batches and all, until it execs; it calls a traced
+// function before it does.
+TEST(ShimLive, VforkAndExecWhileTheSitesAreToggled) {
+  TempDir d;
+  for (const std::string flavor : {"fentry", "pfe5"}) {
+    Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", prepared(d, "procs-" + flavor), "vfork", "300"}, d.path());
+    EXPECT_EQ(r.status, 0) << flavor << ": " << r.err;
+    EXPECT_EQ(r.out, "vforks 300 failed 0\n") << flavor;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, std::regex("toggles (\\d+) refused 0"))) << r.err;
+    EXPECT_GT(std::stoul(m[1]), 0u) << r.err;
+  }
+}
+
+// exit() while a thread is inside a batch, at 20 different moments. (-fpatchable-function-entry only:
+// a -pg program's own profiling timer can kill it during exit, prepared or not.)
+TEST(ShimLive, AProcessThatExitsWhileABatchRunsExitsNormally) {
+  TempDir d;
+  const std::string bin = prepared(d, "procs-pfe5");
+  for (int i = 0; i < 20; i++) {
+    Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", bin, "exit", std::to_string(20 + 23 * i)}, d.path());
+    EXPECT_EQ(r.status, 7) << r.err;
+    EXPECT_EQ(r.out, "exiting, wrong 0\n");
+  }
+}
+
 TEST(ShimLive, AProgramsOwnSigtrapHandlerStillGetsItsTraps) {
   TempDir d;
   for (const std::string flavor : {"fentry", "pfe5"}) {
