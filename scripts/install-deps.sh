@@ -14,16 +14,29 @@ packages=(
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv, to test permission errors as root
   python3 valgrind uftrace            # bench/ (uftrace: the tracer benchmark's peer)
+  dpkg-dev                            # tests: apt-get source (lua5.4, zlib: tests/real_programs.sh)
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The real-program tests fetch Debian source packages: a deb-src entry for this machine's own suite.
+suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+need_src=0
+if [ -n "$suite" ] && ! grep -rqsE "^[[:space:]]*(deb-src[[:space:]]|Types:.*deb-src)" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  need_src=1
+fi
+[ ${#missing[@]} -eq 0 ] && [ $need_src -eq 0 ] && exit 0
 
-echo "install-deps: installing ${missing[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ $need_src -eq 1 ]; then
+  echo "install-deps: adding a deb-src entry for $suite (/etc/apt/sources.list.d/prepatch-deb-src.sources)" >&2
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$suite" | $sudo tee /etc/apt/sources.list.d/prepatch-deb-src.sources >/dev/null
+fi
 $sudo apt-get update -qq
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}" >&2
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

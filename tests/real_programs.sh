@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Fetches lua5.4 and zlib as Debian source packages (apt-get source: scripts/install-deps.sh adds the
+# deb-src entry) and builds them in three site flavors for tests/real_programs_test.cc: the Lua
+# interpreter, and zlib's own test programs (example, minigzip, infcover) with zlib compiled in.
+# Usage: tests/real_programs.sh OUTDIR   (does nothing when OUTDIR is already complete)
+set -euo pipefail
+out=$1
+mkdir -p "$out"
+cd "$out"
+[ -f built ] && exit 0
+if ! ls -d lua5.4-*/src zlib-*/test >/dev/null 2>&1; then
+  rm -rf lua5.4* zlib*
+  apt-get source -qq lua5.4 zlib >fetch.log 2>&1 || { cat fetch.log >&2; echo "real_programs: apt-get source failed" >&2; exit 1; }
+fi
+lua=$(ls -d lua5.4-*/src)
+zlib=$(ls -d zlib-*/ | head -1)
+zlib=${zlib%/}
+# Debian's patch makes luaconf.h include a header its build generates.
+mkdir -p include
+echo '#define DEB_HOST_MULTIARCH "x86_64-linux-gnu"' >include/lua5.4-deb-multiarch.h
+lua_sources=$(ls "$lua"/*.c | grep -v '/luac\.c$')
+zlib_sources=$(for f in adler32 compress crc32 deflate gzclose gzlib gzread gzwrite infback inffast inflate inftrees trees uncompr zutil; do
+  echo "$zlib/$f.c"; done)
+
+build() {  # NAME FLAGS
+  local name=$1 flags=$2
+  mkdir -p "$name"
+  # shellcheck disable=SC2086
+  gcc -O2 -g0 -w $flags -Iinclude -DLUA_USE_LINUX $lua_sources -o "$name/lua" -lm -ldl
+  for p in example minigzip infcover; do
+    # shellcheck disable=SC2086
+    gcc -O2 -g0 -w $flags -I"$zlib" $zlib_sources "$zlib/test/$p.c" -o "$name/$p"
+  done
+}
+build fentry "-pg -mfentry" &
+first=$!
+build pfe5 "-fpatchable-function-entry=5"
+wait $first
+build mcount "-pg"
+touch built
