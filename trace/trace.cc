@@ -37,7 +37,10 @@ std::string at(const std::string& file, u64 off, const std::string& what) { retu
 
 Trace read_trace(const std::string& path) {
   MappedFile file(path);
-  std::span<const u8> b = file.bytes();
+  return read_trace(file.bytes(), path);
+}
+
+Trace read_trace(std::span<const u8> b, const std::string& path) {
   Trace t;
   t.file = path;
   TraceHeader h;

@@ -3,6 +3,7 @@
 // returned, what is not is listed in Trace::problems, naming the offset.
 #pragma once
 #include <iosfwd>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,8 @@ struct Trace {
 // Throws InputError when the header or the table copy is unusable (nothing can be read); damage past
 // them is collected in problems.
 Trace read_trace(const std::string& path);
+// The same, for a file's bytes already in memory; `path` names it in messages.
+Trace read_trace(std::span<const u8> bytes, const std::string& path);
 
 enum class SortBy { total, self, calls };
 void report(const Trace& t, SortBy by, std::ostream& out);
