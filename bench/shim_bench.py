@@ -6,7 +6,9 @@ with -fpatchable-function-entry=5 (`pfe5`: nops, no profiling runtime linked in,
 binary prepared (`prepared`). Runs each --runs times, interleaved, and prints medians and differences:
   prepared - pfe5, tracing off: the shim's start-up (its self-test, handler and membarrier
                                 registration; the table is not read),
-  prepared, PREPATCH_TRACE='*': start-up with a batch enabling all 100k sites plus 100k counted calls.
+  prepared, PREPATCH_TRACE='*': start-up with a batch enabling all 100k sites plus 100k counted calls,
+and both again under PREPATCH_WX=strict (the text copied into a memfd and mapped over itself at start),
+with each run's peak resident set (the memfd's pages are the process's own, not the page cache's).
 Toggle latency against LLVM XRay: bench/toggle_bench.py; off overhead: bench/off_bench.py.
 Usage: bench/shim_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 31]
 Not a test: nothing here asserts a time.
@@ -15,10 +17,29 @@ import os, statistics, subprocess, tempfile, time
 
 from common import arguments, write_program
 
-def run(argv, env):
+# Runs its arguments and prints their peak resident set (KiB). A child's ru_maxrss counts the memory of
+# the process it was forked from (the high-water mark survives exec), so the fork is made from this
+# small program rather than from Python.
+MAXRSS_C = """#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  (void)argc;
+  pid_t pid = fork();
+  if (pid == 0) { execv(argv[1], argv + 1); _exit(127); }
+  int status; struct rusage ru;
+  if (wait4(pid, &status, 0, &ru) != pid || status != 0) return 1;
+  fprintf(stderr, "%ld\\n", ru.ru_maxrss);
+  return 0;
+}
+"""
+
+def run(maxrss, argv, env):
+    """The wall time of one run, and its peak resident set in KiB."""
     t0 = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, env=env, check=True)
-    return time.perf_counter() - t0
+    r = subprocess.run([maxrss, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True, check=True)
+    return time.perf_counter() - t0, int(r.stderr.split()[-1])
 
 def main():
     a = arguments(runs=31)
@@ -28,22 +49,35 @@ def main():
         for name, flags in bins.items():
             subprocess.run([a.cc, "-O1", *flags, src, "-o", os.path.join(d, name)], check=True)
         subprocess.run([a.prepatch, "-q", os.path.join(d, "pfe5"), "-o", os.path.join(d, "prepared")], check=True)
+        maxrss = os.path.join(d, "maxrss")
+        with open(maxrss + ".c", "w") as f:
+            f.write(MAXRSS_C)
+        subprocess.run([a.cc, "-O1", maxrss + ".c", "-o", maxrss], check=True)
         off = dict(os.environ)
         off.pop("PREPATCH_TRACE", None)
         on = dict(off, PREPATCH_TRACE="*", PREPATCH_COUNTS=os.path.join(d, "counts"))
+        off_wx, on_wx = dict(off, PREPATCH_WX="strict"), dict(on, PREPATCH_WX="strict")
         cases = [("plain", "plain", off), ("pfe5", "pfe5", off), ("prepared, tracing off", "prepared", off),
-                 ("prepared, PREPATCH_TRACE='*'", "prepared", on)]
+                 ("prepared, PREPATCH_TRACE='*'", "prepared", on), ("strict, tracing off", "prepared", off_wx),
+                 ("strict, PREPATCH_TRACE='*'", "prepared", on_wx)]
         times = {c[0]: [] for c in cases}
+        rss = {c[0]: [] for c in cases}
         for _ in range(a.runs):
             for label, binary, env in cases:
-                times[label].append(run([os.path.join(d, binary)], env))
+                t, kib = run(maxrss, [os.path.join(d, binary)], env)
+                times[label].append(t)
+                rss[label].append(kib)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        print(f"{a.functions} functions, {a.runs} interleaved runs each, median wall time of the whole run:")
+        kib = {k: statistics.median(v) for k, v in rss.items()}
+        print(f"{a.functions} functions, {a.runs} interleaved runs each, median wall time of the whole run and peak RSS:")
         for label, _, _ in cases:
-            print(f"  {label:32s} {med[label]:7.2f} ms")
+            print(f"  {label:32s} {med[label]:7.2f} ms {kib[label]:8.0f} KiB")
         print(f"shim start-up, tracing off (prepared - pfe5): {med['prepared, tracing off'] - med['pfe5']:+.2f} ms")
         print(f"enabling all sites at start and counting {a.functions} calls: "
               f"{med[cases[3][0]] - med['prepared, tracing off']:+.2f} ms")
+        print(f"PREPATCH_WX=strict at start, tracing off: {med['strict, tracing off'] - med['prepared, tracing off']:+.2f} ms, "
+              f"{kib['strict, tracing off'] - kib['prepared, tracing off']:+.0f} KiB peak RSS; "
+              f"with every site enabled: {med[cases[5][0]] - med[cases[3][0]]:+.2f} ms")
 
 if __name__ == "__main__":
     main()

@@ -51,7 +51,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   r.data.resize(r.blob_offset + h.mem_size);
   std::memcpy(r.data.data() + r.blob_offset, blob.data(), blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
-  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, 0, {}, {}, 0};
+  const u64 flags = d.has_symtab && !d.defines_fork ? shim::config_forkless : 0;
+  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, flags, {}, {}, 0};
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
   // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
   for (int k = 0; k < 4; k++) {

@@ -223,8 +223,11 @@ void Discoverer::find_tracer_entries() {
       if (auto k = tracer_kind(name)) direct_.add(s.value, *k);
       if (tab == functions_ && s.type == STT_FUNC) d_.has_symbols = true;
       if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC) d_.unwinder[k] = s.value;
+      if ((name[0] == 'f' && std::strcmp(name, "fork") == 0) || (name[0] == '_' && name[1] == 'F' && std::strcmp(name, "_Fork") == 0))
+        d_.defines_fork = true;
     });
   }
+  d_.has_symtab = elf_.symtab() != nullptr;
   direct_.seal();
   // A PIE's dynamic relocations start with its R_X86_64_RELATIVE ones, DT_RELACOUNT of them (glibc's
   // loader relies on that count too). They matter only when the binary defines a tracer, so otherwise

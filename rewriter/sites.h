@@ -69,6 +69,8 @@ struct Discovery {
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
   u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names, 0 when none
+  bool has_symtab = false;    // a .symtab (not only .dynsym)
+  bool defines_fork = false;  // a symbol table defines fork or _Fork (glibc's; shim::config_forkless)
 
   std::string_view func_name(const Site& s) const;  // empty when the site is in no known function
 };

@@ -37,7 +37,7 @@ struct Config {
   u64 table_vaddr;  // link-time address of the __patch_sites table
   u64 table_size;
   u64 entry;        // the program's own entry point (e_entry before preparing)
-  u64 flags;        // reserved, 0
+  u64 flags;        // config_* bits
   // The binary's own definitions of the unwinder's entry points (a static binary, -static-libgcc,
   // -static-libstdc++), which the graph tracer hooks in place (docs/SHIM.md, "Exceptions"), in
   // unwinder_names' order: link-time addresses (0: not defined here) and how many bytes of whole
@@ -47,6 +47,9 @@ struct Config {
   u32 reserved;
 };
 static_assert(sizeof(Config) == 80);
+// Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
+// through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).
+inline constexpr u64 config_forkless = 1;
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
 // and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to

@@ -209,6 +209,19 @@ prepatch_tramp_exit:
         UNWIND_HOOK prepatch_hook_rethrow, 2, 1
         UNWIND_HOOK prepatch_hook_catch, 3, 0
 
+// The start routine of a thread created through prepatch_hook_pthread_create, with %rdi its region
+// (an alternate signal stack, the real start routine and argument at its top): sets the stack up, then
+// jumps to the real start routine with its argument, returning to glibc's start_thread directly.
+        .globl prepatch_thread_start
+        .type prepatch_thread_start, @function
+prepatch_thread_start:
+        push %rdi                                       // and the stack is 16-aligned for the call
+        call prepatch_thread_setup                      // %rax: {start, arg}
+        pop %rdi
+        mov 8(%rax), %rdi
+        jmp *(%rax)
+        .size prepatch_thread_start, . - prepatch_thread_start
+
 // sa_restorer for the shim's own SIGTRAP handler: rt_sigreturn.
         .globl prepatch_restorer
         .type prepatch_restorer, @function

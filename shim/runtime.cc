@@ -6,10 +6,13 @@
 //   start:    registers membarrier SYNC_CORE, installs the SIGTRAP handler, runs the trap self-test,
 //             enables the sites PREPATCH_TRACE names, then the program starts (shim/entry.S).
 //   a batch:  switches a set of sites between nop and call by running arch/plan.h's plan phase by phase
-//             (shim/core.h run_batch), with the text made writable for the batch only.
+//             (shim/core.h run_batch), with the text made writable for the batch only (or, with
+//             PREPATCH_WX=strict, through a writable mapping of the memfd the text is mapped from).
 //   SIGTRAP:  a thread that hits a site's int3 mid-batch is resolved by a binary search of the table
 //             and the emulation of the site's new form; other traps go to the program's own handler.
 //   control:  `prepatch ctl PID ...` leaves a request file and queues a SIGTRAP carrying its id.
+//   threads:  each gets an alternate signal stack for the handlers (pthread_create hooked); fork waits
+//             for a running batch (glibc's fork handlers).
 #pragma GCC visibility push(hidden)
 
 #include "shim/abi.h"
@@ -36,6 +39,8 @@ extern u8 prepatch_hook_rethrow[];
 extern u8 prepatch_hook_catch[];
 void prepatch_selftest();
 void prepatch_restorer();
+void* prepatch_thread_start(void* region);
+int prepatch_hook_pthread_create(void* thread, const void* attr, void* (*start)(void*), void* arg);
 
 // What the compiler may call even in freestanding code.
 void* memcpy(void* d, const void* s, size_t n) {
@@ -100,8 +105,14 @@ struct State {
   struct TextSpan {
     u64 lo, hi;
     int prot;
+    u64 off;  // PREPATCH_WX=strict: where the span lies in the text's memfd
   } text[16];
   unsigned text_spans;
+  // PREPATCH_WX=strict: the spans are mapped from a memfd (wx_fd, wx_size bytes), written through a
+  // second, writable mapping of it made for each batch alone (docs/SHIM.md, "W^X").
+  bool wx_strict, wx_mapped;
+  int wx_fd;
+  u64 wx_size;
   // One site of a batch: its run-time address, length and the bytes it must end up as (the kernel's
   // text_poke_loc). Mapped with the site states, one per table entry; a batch touches what it uses.
   struct BatchEntry {
@@ -110,12 +121,16 @@ struct State {
     u8 target[15];
   } * batch;
   u64* counts;      // per site call counts, in the counts file's shared mapping
-  char counts_path[512];
+  char counts_env[512];   // PREPATCH_COUNTS
+  char counts_path[520];  // the counts file, once created
+  u64 start_pid;          // the process that started (a forked child has another pid)
   sys::KernelSigaction chained[2];  // the program's dispositions of SIGTRAP and ctl_signal, to chain to
   const char* disabled;          // why the shim is off, or nullptr
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   long membarrier_error;
-  int busy;  // a batch runs
+  int busy;      // a batch runs
+  int busy_tid;  // the thread running it, once it has set it (0 otherwise)
+  bool fork_locked;  // fork's prepare handler holds `busy` for the fork
   // The signal fallback: the last round's number, the threads the running round waits for (each with
   // the number of the last round it answered), and how many have not answered yet (a futex word).
   u32 sync_round;
@@ -137,6 +152,17 @@ struct State {
   u64 tsc_hz;             // the TSC's rate, measured when the first trace file was created
   int tid_in_tcb;         // glibc keeps the thread's tid at %fs:0x2d0: 1 checked, -1 not so, 0 unknown
   u64 unwind_in_place, unwind_got;  // entry points of the binary's own unwinder, and GOT slots, hooked (graph)
+  // Alternate signal stacks: glibc's pthread_create and pthread_setspecific, the key whose destructor
+  // frees a thread's stack, and the GOT slots of pthread_create hooked.
+  int (*pthread_create)(void*, const void*, void* (*)(void*), void*);
+  int (*pthread_setspecific)(u32, const void*);
+  u32 pthread_key;
+  u64 pthread_got;
+  // Stacks of threads that ended, for the next threads to take (mapping and unmapping one costs a
+  // thread ~20 us), under a spin lock (held for a few instructions; fork holds it across).
+  u8* stack_cache[64];
+  u32 stacks_cached;
+  int stack_lock;
   const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
@@ -312,9 +338,14 @@ void sync_all() {
 
 // ---- the batch ---------------------------------------------------------------------------------
 
+// Writes a batch's bytes: in place, or through the memfd's writable mapping `alias` (PREPATCH_WX=strict).
 struct TextMemory {
+  u8* alias;
   void store(u64 addr, const u8* bytes, unsigned width) {
-    for (unsigned i = 0; i < width; i++) reinterpret_cast<volatile u8*>(addr)[i] = bytes[i];
+    auto* at = reinterpret_cast<volatile u8*>(addr);
+    for (unsigned k = 0; alias && k < g.text_spans; k++)
+      if (addr >= g.text[k].lo && addr < g.text[k].hi) at = alias + g.text[k].off + (addr - g.text[k].lo);
+    for (unsigned i = 0; i < width; i++) at[i] = bytes[i];
   }
   void sync() { sync_all(); }
 };
@@ -344,11 +375,13 @@ const u8* find_phdr(const u8* phdr, u64 phnum, u32 type, u64 addr = ~u64{0}) {
 }
 
 // Runs write() with the pages spanning [addr, addr + n) writable, then gives them back `prot`, the
-// protection they have; false, and nothing written, when they cannot be made writable.
+// protection they have; false, and nothing written, when they cannot be made writable. Under
+// PREPATCH_WX=strict they are not executable meanwhile (used at start only, while no other thread runs).
 template <class F>
 bool while_writable(u64 addr, u64 n, int prot, F write) {
   const u64 lo = addr & ~u64{4095}, hi = (addr + n + 4095) & ~u64{4095};
-  if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot | sys::prot_write) != 0) return false;
+  const int writable = (g.wx_strict ? prot & ~sys::prot_exec : prot) | sys::prot_write;
+  if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), writable) != 0) return false;
   write();
   call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot);
   return true;
@@ -380,15 +413,21 @@ void find_text_spans() {
     last[k] = e.addr + e.length;
   }
   for (unsigned k = 0; k < n; k++)
-    if (first[k] != ~u64{0}) g.text[g.text_spans++] = {(first[k] + g.bias) & ~u64{4095}, (last[k] + g.bias + 4095) & ~u64{4095}, prot[k]};
+    if (first[k] != ~u64{0}) g.text[g.text_spans++] = {(first[k] + g.bias) & ~u64{4095}, (last[k] + g.bias + 4095) & ~u64{4095}, prot[k], 0};
 }
 
 // Makes the executable segments' spans of sites writable for its lifetime, then restores each
 // segment's own protection, whatever happened in between (RAII: an early return cannot leave text
-// writable).
+// writable). Under PREPATCH_WX=strict the text itself is never writable: `alias` is a writable mapping
+// of its memfd, unmapped at the end.
 class TextWritable {
  public:
   TextWritable() {
+    if (g.wx_strict) {
+      alias = static_cast<u8*>(map(g.wx_size, sys::prot_read | sys::prot_write, sys::map_shared, g.wx_fd));
+      ok = alias != nullptr;
+      return;
+    }
     for (; n_ < g.text_spans; n_++) {
       const State::TextSpan& t = g.text[n_];
       g.stats.protections++;
@@ -399,6 +438,7 @@ class TextWritable {
     }
   }
   ~TextWritable() {
+    if (alias) call(sys::nr_munmap, reinterpret_cast<long>(alias), static_cast<long>(g.wx_size));
     for (unsigned i = 0; i < n_; i++) {
       const State::TextSpan& t = g.text[i];
       g.stats.protections++;
@@ -406,17 +446,30 @@ class TextWritable {
     }
   }
   bool ok = true;
+  u8* alias = nullptr;
 
  private:
   unsigned n_ = 0;
 };
 
-// The "a batch runs" flag, held for a scope.
+// The "a batch runs" flag (g.busy, with the thread holding it in g.busy_tid).
+bool take_batch_lock() {
+  if (__atomic_exchange_n(&g.busy, 1, __ATOMIC_ACQUIRE) != 0) return false;
+  __atomic_store_n(&g.busy_tid, static_cast<int>(call(sys::nr_gettid)), __ATOMIC_RELAXED);
+  return true;
+}
+
+void drop_batch_lock() {
+  __atomic_store_n(&g.busy_tid, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g.busy, 0, __ATOMIC_RELEASE);
+}
+
+// The flag, held for a scope.
 class BatchLock {
  public:
-  BatchLock() : held(__atomic_exchange_n(&g.busy, 1, __ATOMIC_ACQUIRE) == 0) {}
+  BatchLock() : held(take_batch_lock()) {}
   ~BatchLock() {
-    if (held) __atomic_store_n(&g.busy, 0, __ATOMIC_RELEASE);
+    if (held) drop_batch_lock();
   }
   const bool held;
 };
@@ -454,26 +507,87 @@ bool ensure_table() {
   return g.table_state == 1;
 }
 
+// Maps the site states and the batch's entries, and finds the text spans; once.
+bool ensure_sites() {
+  if (g.site) return true;
+  const u64 n = g.table.count();
+  void* m = map(n * (1 + sizeof *g.batch) + 64, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
+  if (!m) return false;
+  g.batch = static_cast<State::BatchEntry*>(m);
+  g.site = reinterpret_cast<u8*>(g.batch + n);
+  find_text_spans();
+  return true;
+}
+
+// Whether the file at `path` (a trace or counts file: `magic`, then the writer's pid at offset 24)
+// was written by this process: by the program it ran before an exec (or by an earlier process that
+// had the same pid). Such a file is never replaced.
+bool written_by_this_process(const char* path, const char* magic) {
+  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_cloexec));
+  if (fd < 0) return false;
+  u8 head[32];
+  const long n = call(sys::nr_read, fd, reinterpret_cast<long>(head), sizeof head);
+  call(sys::nr_close, fd);
+  return n == sizeof head && memcmp(head, magic, 8) == 0 && load_le(head + 24, 8) == static_cast<u64>(call(sys::nr_getpid));
+}
+
+// Puts a name for a new file of this process in `path` (`cap` bytes): what name(Text&) writes, then
+// .1, .2, ... while a file of that name is this process's own. nullptr, or why there is none.
+template <class F>
+const char* fresh_name(char* path, u64 cap, const char* magic, F name) {
+  Text p(path, cap - 1);
+  name(p);
+  path[p.size()] = 0;
+  for (u64 k = 1; !p.truncated && written_by_this_process(path, magic); k++) {
+    if (k == 1000) return "999 files of this name are this process's already";
+    p = Text(path, cap - 1);
+    name(p);
+    p.ch('.').num(k);
+    path[p.size()] = 0;
+  }
+  return p.truncated ? "its name is too long" : nullptr;
+}
+
+// The counts file's name for this process: PREPATCH_COUNTS, or prepatch.PID.counts; a process forked
+// from the one that started with PREPATCH_COUNTS appends ".PID" (its parent's file is its parent's).
+void counts_name(Text& t) {
+  const u64 pid = static_cast<u64>(call(sys::nr_getpid));
+  if (!g.counts_env[0]) return void(t.str("prepatch.").num(pid).str(".counts"));
+  t.str(g.counts_env);
+  if (pid != g.start_pid) t.ch('.').num(pid);
+}
+
+// Creates the counts file the way the trace file is (docs/SHIM.md, "The counts file"): under a
+// temporary name, renamed into place, so a process still counting into an older file of that name
+// keeps a valid mapping; a file this process wrote before an exec keeps its name.
 bool ensure_counts(Text& err) {
   if (g.counts) return true;
-  if (!g.counts_path[0]) {
-    Text p(g.counts_path, sizeof g.counts_path - 1);
-    p.str("prepatch.").num(static_cast<u64>(call(sys::nr_getpid))).str(".counts");
-  }
+  char tmp[sizeof g.counts_path + 8];
+  if (const char* why = fresh_name(g.counts_path, sizeof g.counts_path, counts_magic, counts_name))
+    return err.str("the counts file: ").str(why), false;
+  Text tp(tmp, sizeof tmp - 1);
+  tp.str(g.counts_path).str(".tmp");
+  tmp[tp.size()] = 0;
   const u64 n = g.table.count(), size = sizeof(CountsHeader) + 8 * n;
-  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(g.counts_path),
+  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(tmp),
                                  sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
-  if (fd < 0) return err.str("cannot create the counts file ").str(g.counts_path), false;
+  if (fd < 0) return err.str("cannot create the counts file ").str(tmp), false;
   void* m = call(sys::nr_ftruncate, fd, static_cast<long>(size)) == 0 ? map(size, sys::prot_read | sys::prot_write, sys::map_shared, fd) : nullptr;
   call(sys::nr_close, fd);
-  if (!m) return err.str("cannot size or map the counts file ").str(g.counts_path), false;
   auto* h = static_cast<CountsHeader*>(m);
-  memcpy(h->magic, counts_magic, 8);
-  h->version = 1;
-  h->header_size = sizeof(CountsHeader);
-  h->count = n;
-  h->pid = static_cast<u64>(call(sys::nr_getpid));
-  h->table_vaddr = prepatch_config.table_vaddr;
+  if (h) {
+    memcpy(h->magic, counts_magic, 8);
+    h->version = 1;
+    h->header_size = sizeof(CountsHeader);
+    h->count = n;
+    h->pid = static_cast<u64>(call(sys::nr_getpid));
+    h->table_vaddr = prepatch_config.table_vaddr;
+  }
+  if (!h || call(sys::nr_rename, reinterpret_cast<long>(tmp), reinterpret_cast<long>(g.counts_path)) != 0) {
+    if (h) call(sys::nr_munmap, reinterpret_cast<long>(h), static_cast<long>(size));
+    call(sys::nr_unlink, reinterpret_cast<long>(tmp));
+    return err.str("cannot size, map or rename the counts file ").str(g.counts_path), false;
+  }
   g.counts = reinterpret_cast<u64*>(h + 1);
   return true;
 }
@@ -594,33 +708,13 @@ void trace_path(Text& t, bool child) {
   if (child && !had_pid) t.ch('.').num(pid);
 }
 
-// Whether the trace file at `path` was written by this process: by the program it ran before an
-// exec (or by an earlier process that had the same pid). Such a file is never replaced.
-bool written_by_this_process(const char* path) {
-  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_cloexec));
-  if (fd < 0) return false;
-  u8 head[32];
-  const long n = call(sys::nr_read, fd, reinterpret_cast<long>(head), sizeof head);
-  call(sys::nr_close, fd);
-  return n == sizeof head && memcmp(head, trace_magic, 8) == 0 && load_le(head + 24, 8) == static_cast<u64>(call(sys::nr_getpid));
-}
-
 // Creates the trace file: written under a temporary name, then renamed into place, so a process
 // still writing an older file of that name keeps a valid mapping. A file this process wrote before
 // an exec keeps its name: this one becomes NAME.1 (or .2, ...). nullptr with the reason in err.
 TraceHeader* create_trace(bool child, Writer& w, Text& err) {
   char path[600], tmp[620];
-  Text p(path, sizeof path - 1);
-  trace_path(p, child);
-  path[p.size()] = 0;
-  for (u64 k = 1; !p.truncated && written_by_this_process(path); k++) {
-    if (k == 1000) return err.str("999 trace files of this name are this process's already"), nullptr;
-    p = Text(path, sizeof path - 1);
-    trace_path(p, child);
-    p.ch('.').num(k);
-    path[p.size()] = 0;
-  }
-  if (p.truncated) return err.str("the trace file's name is too long"), nullptr;
+  if (const char* why = fresh_name(path, sizeof path, trace_magic, [&](Text& t) { trace_path(t, child); }))
+    return err.str("the trace file: ").str(why), nullptr;
   Text tp(tmp, sizeof tmp - 1);
   tp.str(path).str(".tmp");
   tmp[tp.size()] = 0;
@@ -869,6 +963,46 @@ bool hook_unwinder_in_place(u8* const* hooks) {
   return true;
 }
 
+// The loader's list of the loaded objects (r_debug, through the program's DT_DEBUG), or nullptr: a
+// static or static-pie program, or no DT_DEBUG. `dynamic`: whether the program has a PT_DYNAMIC.
+const RDebug* loaded_objects(bool* dynamic = nullptr) {
+  const u8* dyn_ph = find_phdr(g.phdr, g.phnum, 2 /* PT_DYNAMIC */);
+  if (dynamic) *dynamic = dyn_ph != nullptr;
+  const u8* dyn = dyn_ph ? reinterpret_cast<const u8*>(load_le(dyn_ph + 16, 8) + g.bias) : nullptr;
+  const auto* r = dyn ? reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug) : nullptr;
+  return r && r->map ? r : nullptr;
+}
+
+// Points every GOT slot through which a loaded object calls names[k] (k < n) at hooks[k], RELRO slots
+// included, for each k whose real[k] (the definition the hook goes on to) is known; how many.
+template <class Names>
+u64 hook_imports(const RDebug* r, const Names& names, unsigned n, u8* const* hooks, const u64* real) {
+  u64 hooked = 0;
+  for (const LinkMap* m = r->map; m; m = m->next) {
+    u64 lo, hi;
+    const bool known = relro_pages(m, m == r->map, lo, hi);
+    for_each_import(read_dynamic(m->addr, m->ld), names, n, [&](u64* slot, unsigned k) {
+      const u64 hook = reinterpret_cast<u64>(hooks[k]), page = reinterpret_cast<u64>(slot) & ~u64{4095};
+      if (!real[k] || !known || __atomic_load_n(slot, __ATOMIC_RELAXED) == hook) return;
+      const auto store = [&] { __atomic_store_n(slot, hook, __ATOMIC_RELAXED); };
+      if (page >= lo && page < hi) {  // RELRO: read-only since start-up
+        if (!while_writable(reinterpret_cast<u64>(slot), 8, sys::prot_read, store)) return;
+      } else {
+        store();
+      }
+      hooked++;
+    });
+  }
+  return hooked;
+}
+
+// The first definition of `name` in the loaded objects, run-time address; 0 when none.
+u64 find_loaded(const RDebug* r, const char* name) {
+  u64 f = 0;
+  for (const LinkMap* m = r ? r->map : nullptr; m && !f; m = m->next) f = find_definition(read_dynamic(m->addr, m->ld), name);
+  return f;
+}
+
 // Hooks the entry points the binary defines in place, and points every GOT slot through which a loaded
 // object calls one of the others at its hook; once, at start (objects loaded later by dlopen are not
 // hooked). Notes in g.unwind_unhooked why exceptions are not followed.
@@ -876,34 +1010,189 @@ void hook_unwinder() {
   u8* const hooks[4] = {prepatch_hook_raise, prepatch_hook_resume, prepatch_hook_rethrow, prepatch_hook_catch};
   const Config& c = prepatch_config;
   if ((c.unwinder[0] | c.unwinder[1] | c.unwinder[2] | c.unwinder[3]) && !hook_unwinder_in_place(hooks)) return;
-  const u8* dyn_ph = find_phdr(g.phdr, g.phnum, 2 /* PT_DYNAMIC */);
-  const u8* dyn = dyn_ph ? reinterpret_cast<const u8*>(load_le(dyn_ph + 16, 8) + g.bias) : nullptr;
-  const auto* r = dyn ? reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug) : nullptr;
+  bool dynamic = false;
+  const RDebug* r = loaded_objects(&dynamic);
   // Static (or static-pie, whose r_debug lists nothing): with its own unwinder, all of it is hooked.
-  if (!r || !r->map) {
+  if (!r) {
     if (!c.unwinder[0])
-      g.unwind_unhooked = dyn ? "the program has no DT_DEBUG, so its loaded objects cannot be listed" : "a static binary without an unwinder";
+      g.unwind_unhooked = dynamic ? "the program has no DT_DEBUG, so its loaded objects cannot be listed" : "a static binary without an unwinder";
     return;
   }
-  for (unsigned k = 0; k < 4; k++)
-    for (const LinkMap* m = r->map; m && !prepatch_unwind_real[k]; m = m->next)
-      prepatch_unwind_real[k] = find_definition(read_dynamic(m->addr, m->ld), unwinder_names[k]);
+  for (unsigned k = 0; k < 4; k++)  // those hooked in place go on to their copies already
+    if (!prepatch_unwind_real[k]) prepatch_unwind_real[k] = find_loaded(r, unwinder_names[k]);
   if (!prepatch_unwind_real[0]) return void(g.unwind_unhooked = "no loaded object defines _Unwind_RaiseException");
-  for (const LinkMap* m = r->map; m; m = m->next) {
-    u64 lo, hi;
-    const bool known = relro_pages(m, m == r->map, lo, hi);
-    for_each_import(read_dynamic(m->addr, m->ld), unwinder_names, 4, [&](u64* slot, unsigned k) {
-      const u64 hook = reinterpret_cast<u64>(hooks[k]), page = reinterpret_cast<u64>(slot) & ~u64{4095};
-      if (!prepatch_unwind_real[k] || !known || __atomic_load_n(slot, __ATOMIC_RELAXED) == hook) return;
-      const auto store = [&] { __atomic_store_n(slot, hook, __ATOMIC_RELAXED); };
-      if (page >= lo && page < hi) {  // RELRO: read-only since start-up
-        if (!while_writable(reinterpret_cast<u64>(slot), 8, sys::prot_read, store)) return;
-      } else {
-        store();
-      }
-      g.unwind_got++;
-    });
+  g.unwind_got = hook_imports(r, unwinder_names, 4, hooks, prepatch_unwind_real);
+}
+
+// ---- PREPATCH_WX=strict ------------------------------------------------------------------------
+//
+// The text spans of the sites are copied into a memfd and mapped from it over themselves (shared, with
+// the segment's protection): the same bytes, now also reachable through a second mapping of the memfd,
+// which a batch maps writable at an address of the kernel's choosing and unmaps when done. No page is
+// ever writable and executable at once. A forked child would share the memfd, and so each other's
+// toggles: glibc's fork handlers give both processes their own copy (below, "fork").
+
+// Copies the spans as they are now into a new memfd and maps it over them; nullptr, or why not. A
+// failure leaves the text as it was (the kernel's checks run before a MAP_FIXED mapping replaces
+// anything, and a probe mapping of the memfd, executable, comes first).
+const char* wx_remap() {
+  long fd = call(sys::nr_memfd_create, reinterpret_cast<long>("prepatch-text"), sys::mfd_cloexec | sys::mfd_exec);
+  if (fd == -sys::einval) fd = call(sys::nr_memfd_create, reinterpret_cast<long>("prepatch-text"), sys::mfd_cloexec);  // before 6.3
+  if (fd < 0) return "cannot create a memfd for the text";
+  const char* why = call(sys::nr_ftruncate, fd, static_cast<long>(g.wx_size)) != 0 ? "cannot size the text's memfd" : nullptr;
+  for (unsigned k = 0; k < g.text_spans && !why; k++) {
+    const State::TextSpan& t = g.text[k];
+    for (u64 done = 0; done < t.hi - t.lo && !why;) {
+      const long w = call(sys::nr_pwrite64, fd, static_cast<long>(t.lo + done), static_cast<long>(t.hi - t.lo - done), static_cast<long>(t.off + done));
+      if (w == -sys::eintr) continue;
+      if (w <= 0) why = "cannot copy the text into its memfd";
+      else done += static_cast<u64>(w);
+    }
   }
+  if (!why) {
+    void* probe = map(g.wx_size, sys::prot_read | sys::prot_exec, sys::map_shared, static_cast<int>(fd));
+    if (!probe) why = "the kernel refuses to map a memfd executable (vm.memfd_noexec, a security module)";
+    else call(sys::nr_munmap, reinterpret_cast<long>(probe), static_cast<long>(g.wx_size));
+  }
+  for (unsigned k = 0; k < g.text_spans && !why; k++) {
+    const State::TextSpan& t = g.text[k];
+    if (call(sys::nr_mmap, static_cast<long>(t.lo), static_cast<long>(t.hi - t.lo), t.prot, sys::map_shared | sys::map_fixed, fd,
+             static_cast<long>(t.off)) != static_cast<long>(t.lo))
+      why = "cannot map the text's memfd over the text";
+  }
+  if (why) return call(sys::nr_close, fd), why;
+  if (g.wx_mapped) call(sys::nr_close, g.wx_fd);
+  g.wx_fd = static_cast<int>(fd), g.wx_mapped = true;
+  return nullptr;
+}
+
+// PREPATCH_WX=strict, at start (no other thread runs): moves the text onto its memfd. Without the fork
+// handlers (a static program), the program must be one that cannot fork through glibc.
+void wx_start(bool fork_handlers) {
+  if (!fork_handlers && !(prepatch_config.flags & config_forkless))
+    return void(g.disabled = "PREPATCH_WX=strict: the program may fork, and its forks cannot be followed (no __register_atfork: a static binary)");
+  if (!ensure_table()) return;
+  if (!ensure_sites()) return void(g.disabled = "cannot map the site states");
+  for (unsigned k = 0; k < g.text_spans; k++) g.text[k].off = g.wx_size, g.wx_size += g.text[k].hi - g.text[k].lo;
+  if (!g.wx_size) return;  // no site in an executable segment: no batch will ever write
+  if (const char* why = wx_remap()) g.disabled = why;
+}
+
+// ---- alternate signal stacks -------------------------------------------------------------------
+//
+// The trap handler runs on an alternate signal stack (SA_ONSTACK), so a thread whose own stack is
+// (nearly) used up still gets its int3 resolved: the kernel needs AT_MINSIGSTKSZ bytes (3 KiB with
+// AVX-512) for the signal frame alone. The starting thread gets one at start; in a dynamic program,
+// every thread started through pthread_create (the GOT slots of the loaded objects, hooked at start)
+// gets one before its start routine runs, freed by a pthread key's destructor when it ends (returns,
+// pthread_exit, cancellation). A thread that has one already (the program's own) keeps it.
+constexpr u64 altstack_bytes = 64 << 10;  // above a guard page; the top 16 bytes hold the start routine
+
+struct ThreadStart {
+  void* (*start)(void*);
+  void* arg;
+};
+
+ThreadStart* thread_start(u8* region) { return reinterpret_cast<ThreadStart*>(region + 4096 + altstack_bytes) - 1; }
+
+void lock_stacks() {
+  while (__atomic_exchange_n(&g.stack_lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
+}
+void unlock_stacks() { __atomic_store_n(&g.stack_lock, 0, __ATOMIC_RELEASE); }
+
+// A guard page and an alternate signal stack above it, from the cache or new; nullptr when there is
+// no memory.
+u8* altstack_map() {
+  lock_stacks();
+  u8* m = g.stacks_cached ? g.stack_cache[--g.stacks_cached] : nullptr;
+  unlock_stacks();
+  if (m) return m;
+  m = static_cast<u8*>(map(4096 + altstack_bytes, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1));
+  if (m && call(sys::nr_mprotect, reinterpret_cast<long>(m), 4096, 0) != 0)
+    call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(4096 + altstack_bytes)), m = nullptr;
+  return m;
+}
+
+// Gives a stack no thread uses back: to the cache, or unmapped when the cache is full.
+void altstack_unmap(u8* region) {
+  lock_stacks();
+  const bool cached = g.stacks_cached < sizeof g.stack_cache / sizeof g.stack_cache[0];
+  if (cached) g.stack_cache[g.stacks_cached++] = region;
+  unlock_stacks();
+  if (!cached) call(sys::nr_munmap, reinterpret_cast<long>(region), static_cast<long>(4096 + altstack_bytes));
+}
+
+// Makes `region` (altstack_map) the calling thread's alternate signal stack, unless it has one.
+bool altstack_install(u8* region) {
+  sys::StackT cur{};
+  if (call(sys::nr_sigaltstack, 0, reinterpret_cast<long>(&cur)) != 0 || !(cur.flags & sys::ss_disable)) return false;
+  sys::StackT ss{region + 4096, 0, altstack_bytes - sizeof(ThreadStart)};
+  return call(sys::nr_sigaltstack, reinterpret_cast<long>(&ss), 0) == 0;
+}
+
+// The pthread key's destructor, as the thread ends: stops using the region, unless the thread is on it
+// (pthread_exit from a handler running there), and gives it back.
+void altstack_free(void* p) {
+  auto* region = static_cast<u8*>(p);
+  sys::StackT cur{};
+  call(sys::nr_sigaltstack, 0, reinterpret_cast<long>(&cur));
+  if (cur.sp == region + 4096) {
+    if (cur.flags & sys::ss_onstack) return;
+    sys::StackT off{nullptr, sys::ss_disable, 0};
+    call(sys::nr_sigaltstack, reinterpret_cast<long>(&off), 0);
+  }
+  altstack_unmap(region);
+}
+
+// Gives the starting thread its alternate signal stack, and hooks pthread_create where a loaded
+// object calls it (with glibc's pthread key functions found); at start. Returns the GOT slots hooked.
+u64 give_threads_altstacks() {
+  if (u8* region = altstack_map(); region && !altstack_install(region)) altstack_unmap(region);
+  const RDebug* r = loaded_objects();
+  const auto key_create = reinterpret_cast<int (*)(u32*, void (*)(void*))>(find_loaded(r, "pthread_key_create"));
+  g.pthread_setspecific = reinterpret_cast<decltype(g.pthread_setspecific)>(find_loaded(r, "pthread_setspecific"));
+  const u64 create = find_loaded(r, "pthread_create");
+  if (!create || !key_create || !g.pthread_setspecific || key_create(&g.pthread_key, altstack_free) != 0) return 0;
+  g.pthread_create = reinterpret_cast<decltype(g.pthread_create)>(create);
+  static constexpr char names[1][15] = {"pthread_create"};
+  u8* const hooks[1] = {reinterpret_cast<u8*>(&prepatch_hook_pthread_create)};
+  return hook_imports(r, names, 1, hooks, &create);
+}
+
+// ---- fork ---------------------------------------------------------------------------------------
+//
+// glibc's fork handlers, registered at start in a dynamic program: a fork waits for a running batch
+// and holds the batch lock across the fork, so the child never starts with half a batch written (and
+// its lock held for good); under PREPATCH_WX=strict, neither process writes the shared memfd before
+// it has one of its own. (A fork from a signal handler that interrupted this thread's own batch cannot
+// wait for it: it goes on without.)
+
+void fork_prepare() {
+  const int self = static_cast<int>(call(sys::nr_gettid));
+  while (!(g.fork_locked = take_batch_lock()) && __atomic_load_n(&g.busy_tid, __ATOMIC_RELAXED) != self) {
+    sys::Timespec pause{0, 100000};
+    call(sys::nr_nanosleep, reinterpret_cast<long>(&pause), 0);
+  }
+  lock_stacks();  // held for a moment only: the cache of signal stacks is whole in the child
+}
+
+// After the fork, in each process: under PREPATCH_WX=strict it moves to a memfd of its own (without
+// one it must not write its text again: the shim disables itself); then batches may run.
+void after_fork(bool child) {
+  if (g.wx_mapped && (child || g.fork_locked) && wx_remap())
+    g.disabled = "PREPATCH_WX=strict: after a fork, this process could not get its own copy of the text";
+  if (g.fork_locked) g.fork_locked = false, drop_batch_lock();
+  unlock_stacks();
+}
+void fork_parent() { after_fork(false); }
+void fork_child() { after_fork(true); }
+
+// Registers the fork handlers with glibc's __register_atfork, found in the loaded objects (libc is up
+// by the time the program's entry runs); false in a static program, where it cannot be called.
+bool register_fork_handlers() {
+  using RegisterAtfork = int (*)(void (*)(), void (*)(), void (*)(), void*);
+  const auto register_atfork = reinterpret_cast<RegisterAtfork>(find_loaded(loaded_objects(), "__register_atfork"));
+  return register_atfork && register_atfork(fork_prepare, fork_parent, fork_child, nullptr) == 0;
 }
 
 bool ensure_tracing(Text& err) {
@@ -943,13 +1232,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
   if (!lock.held) return o.busy = true, err.str("busy: another batch is running; try again"), o;
   if (!ensure_table()) return err.str(g.disabled), o;
   const u64 n = g.table.count();
-  if (!g.site) {
-    void* m = map(n * (1 + sizeof *g.batch) + 64, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
-    if (!m) return err.str("cannot map the site states"), o;
-    g.batch = static_cast<State::BatchEntry*>(m);
-    g.site = reinterpret_cast<u8*>(g.batch + n);
-    find_text_spans();
-  }
+  if (!ensure_sites()) return err.str("cannot map the site states"), o;
   if (on && !ensure_tracing(err)) return o;
   if (threads_block_signals(err)) return g.stats.refused++, o;
   ensure_handler();
@@ -980,8 +1263,8 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
   if (outside) return call_off(), err.str("the site of ").str(outside).str(" lies outside every executable segment; the batch is refused"), o;
   if (o.changed) {
     TextWritable text;
-    if (!text.ok) return call_off(), err.str("cannot make the sites' text writable (mprotect failed)"), o;
-    TextMemory mem;
+    if (!text.ok) return call_off(), err.str(g.wx_strict ? "cannot map the text's memfd writable" : "cannot make the sites' text writable (mprotect failed)"), o;
+    TextMemory mem{text.alias};
     BatchSites sites{o.changed};
     g.stats.writes += run_batch(arch::Isa::x86_64, sites, mem);
     g.stats.batches++;
@@ -1062,6 +1345,8 @@ void reply_status(Reply& r) {
   for (u64 i = 0; g.site && i < n; i++) enabled += g.site[i] & site_on;
   r.line().str("ok: pid ").num(static_cast<u64>(call(sys::nr_getpid))).str(", ").num(enabled).str(" of ").num(n).str(" sites enabled\n");
   r.line().str("sync: ").str(g.use_signals ? "signals (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=signal)" : "membarrier").ch('\n');
+  if (g.wx_strict) r.line().str("wx: strict, ").num(g.wx_size >> 10).str(" KiB of text mapped from a memfd, written through a mapping made for each batch\n");
+  else r.line().str("wx: default, the sites' text is writable and executable while a batch runs\n");
   const Stats& s = g.stats;
   r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
       .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
@@ -1072,6 +1357,9 @@ void reply_status(Reply& r) {
   else if (g.tracer == Tracer::graph)
     tracer.str(", exceptions followed: ").num(g.unwind_in_place).str(" entry points of the binary's own unwinder and ").num(g.unwind_got).str(" GOT slots hooked");
   tracer.ch('\n');
+  Text& stacks = r.line().str("signal stacks: the starting thread's");
+  if (g.pthread_got) stacks.str(", and every thread's started through pthread_create (").num(g.pthread_got).str(" GOT slots hooked)");
+  stacks.ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
   for (u64 i = 0; g.site && i < n; i++)
     if (g.site[i] & site_on) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
@@ -1213,6 +1501,27 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
     t->shadow.relink(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 
+// pthread_create, through the GOT slots of the loaded objects: the new thread starts in
+// prepatch_thread_start (shim/entry.S), which has prepatch_thread_setup give it its alternate signal
+// stack, then jumps to its start routine (so no frame of the shim's stays under the thread's frames).
+// Without memory for one, the thread starts as asked, without.
+extern "C" int prepatch_hook_pthread_create(void* thread, const void* attr, void* (*start)(void*), void* arg) {
+  u8* region = altstack_map();
+  if (!region) return g.pthread_create(thread, attr, start, arg);
+  *thread_start(region) = {start, arg};
+  const int r = g.pthread_create(thread, attr, prepatch_thread_start, region);
+  if (r != 0) altstack_unmap(region);
+  return r;
+}
+
+// In the new thread, before its start routine: installs the alternate signal stack and hands it to
+// the pthread key whose destructor frees it. Returns where the start routine and its argument are.
+extern "C" const void* prepatch_thread_setup(u8* region) {
+  altstack_install(region);
+  g.pthread_setspecific(g.pthread_key, region);
+  return thread_start(region);
+}
+
 // Called once by the start routine (shim/entry.S) with the stack pointer the kernel set up: argc,
 // argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
 extern "C" void prepatch_init(u64* sp) {
@@ -1256,9 +1565,14 @@ extern "C" void prepatch_init(u64* sp) {
     g.buffer_bytes = mb << 20;
   }
   if (const char* p = env_get(envp, "PREPATCH_COUNTS"); p && *p) {
-    Text t(g.counts_path, sizeof g.counts_path - 1);
+    Text t(g.counts_env, sizeof g.counts_env - 1);
     t.str(p);
-    if (t.truncated) g.counts_path[0] = 0;
+    if (t.truncated) g.disabled = "PREPATCH_COUNTS is longer than 500 bytes";
+  }
+  g.start_pid = static_cast<u64>(call(sys::nr_getpid));
+  if (const char* wx = env_get(envp, "PREPATCH_WX"); wx && *wx) {
+    g.wx_strict = str_eq("strict", 6, wx);
+    if (!g.wx_strict) g.disabled = "PREPATCH_WX is not strict";
   }
   const char* sync = env_get(envp, "PREPATCH_SYNC");
   g.use_signals = sync && str_eq("signal", 6, sync);
@@ -1269,6 +1583,9 @@ extern "C" void prepatch_init(u64* sp) {
   if (!install_handler(0) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 64 handlers";
   if (!g.disabled) selftest();
   if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
+  const bool fork_handlers = !g.disabled && register_fork_handlers();
+  if (!g.disabled) g.pthread_got = give_threads_altstacks();
+  if (!g.disabled && g.wx_strict) wx_start(fork_handlers);
   const char* trace = env_get(envp, "PREPATCH_TRACE");
   if (!trace || !*trace) return;
   if (g.disabled) return say("tracing is off: ", g.disabled);

@@ -20,7 +20,7 @@ enum : long {
   nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_nanosleep = 35, nr_getpid = 39,
   nr_ftruncate = 77, nr_rename = 82, nr_unlink = 87, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
   nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
-  nr_arch_prctl = 158, nr_fallocate = 285,
+  nr_arch_prctl = 158, nr_fallocate = 285, nr_pwrite64 = 18, nr_memfd_create = 319, nr_sigaltstack = 131,
 };
 
 inline constexpr int at_fdcwd = -100;
@@ -28,10 +28,11 @@ inline constexpr int futex_wait_private = 128, futex_wake_private = 129;  // FUT
 inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_trunc = 01000, o_directory = 0200000,
                      o_nofollow = 0400000, o_cloexec = 02000000;
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;
-inline constexpr int map_shared = 1, map_private = 2, map_anonymous = 0x20;
+inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anonymous = 0x20;
+inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
 inline constexpr int sigtrap = 5;
 inline constexpr int si_kernel = 0x80, si_queue = -1;
-inline constexpr int enosys = 38, esrch = 3, eintr = 4;
+inline constexpr int enosys = 38, esrch = 3, eintr = 4, einval = 22;
 
 // membarrier(2) commands.
 inline constexpr int membarrier_query = 0, membarrier_private_expedited_sync_core = 32,
@@ -76,6 +77,14 @@ struct Stat {
   i64 unused[3];
 };
 static_assert(sizeof(Stat) == 144);
+
+// stack_t, for sigaltstack(2).
+struct StackT {
+  void* sp;
+  int flags;  // ss_onstack, ss_disable
+  u64 size;
+};
+inline constexpr int ss_onstack = 1, ss_disable = 2;
 
 struct Timespec {
   i64 sec, nsec;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <link.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #include <cstddef>
@@ -245,6 +246,13 @@ TEST(ShimCore, KernelStructuresMatchGlibcs) {
   EXPECT_EQ(SI_KERNEL, shim::sys::si_kernel);
   EXPECT_EQ(SA_NODEFER, static_cast<int>(shim::sys::sa_nodefer));
   EXPECT_EQ(SIGRTMAX, 64) << "the control signal is SIGRTMAX";
+  static_assert(sizeof(stack_t) == sizeof(shim::sys::StackT));
+  EXPECT_EQ(offsetof(stack_t, ss_flags), offsetof(shim::sys::StackT, flags));
+  EXPECT_EQ(offsetof(stack_t, ss_size), offsetof(shim::sys::StackT, size));
+  EXPECT_EQ(SS_ONSTACK, shim::sys::ss_onstack);
+  EXPECT_EQ(SS_DISABLE, shim::sys::ss_disable);
+  EXPECT_EQ(MAP_FIXED, shim::sys::map_fixed);
+  EXPECT_EQ(MFD_CLOEXEC, static_cast<unsigned>(shim::sys::mfd_cloexec));
 }
 
 TEST(ShimCore, SignalMasksFromProcStatus) {

@@ -76,6 +76,12 @@ TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
     EXPECT_EQ(n, expected[fn]) << fn;
   }
   for (const auto& [fn, n] : expected) EXPECT_TRUE(counts.count(fn)) << fn << " has no site";
+  // The same under PREPATCH_WX=strict (none of these programs can fork, static ones included).
+  Proc strict = run({"env", "PREPATCH_TRACE=*", "PREPATCH_WX=strict", "PREPATCH_COUNTS=" + d / "strict.counts", d / "prepared"}, d.path());
+  EXPECT_EQ(strict.out, reference);
+  EXPECT_EQ(strict.status, orig.status);
+  EXPECT_EQ(strict.err, "");
+  EXPECT_EQ(counts_of(d / "prepared", d / "strict.counts"), counts);
 }
 
 TEST(ShimStart, TracingSomeFunctionsCountsOnlyThose) {
@@ -167,6 +173,10 @@ TEST(ShimLive, CtlEnablesDisablesAndReportsStatus) {
   s = ctl(p.target(), {"status"});
   EXPECT_NE(s.out.find("3 of "), std::string::npos) << s.out;
   EXPECT_NE(s.out.find("batches 1, syncs 3,"), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("\nwx: default, the sites' text is writable and executable while a batch runs\n"), std::string::npos) << s.out;
+  EXPECT_TRUE(std::regex_search(
+      s.out, std::regex("\nsignal stacks: the starting thread's, and every thread's started through pthread_create \\([1-9][0-9]* GOT slots hooked\\)\n")))
+      << s.out;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(s.out, m, std::regex("enabled leaf_add (\\d+)"))) << s.out;
   EXPECT_GT(std::stoull(m[1]), 0u);
@@ -227,6 +237,12 @@ TEST(ShimLive, AForkedChildCanBeToggled) {
   auto [status, out] = p.finish();
   EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "wrong results 0\n");
+  // The child counts into PREPATCH_COUNTS.PID: PREPATCH_COUNTS is its parent's (replacing it under a
+  // parent that counts into it was a SIGBUS there).
+  const std::string own = d / ("c." + std::to_string(p.target()));
+  EXPECT_NE(s.out.find("\ncounts: " + own + "\n"), std::string::npos) << s.out;
+  EXPECT_FALSE(exists(d / "c"));
+  EXPECT_GT(counts_of(d / "live-fentry", own)["leaf_add"], 0u);
 }
 
 // procs.c toggles every site from a thread of its own (the control channel) while it works.
@@ -282,6 +298,104 @@ TEST(ShimLive, AProcessThatExitsWhileABatchRunsExitsNormally) {
   }
 }
 
+// PREPATCH_WX=strict: procs.c reads /proc/self/maps over and over while every site is toggled from a
+// thread of its own. By default the sites' text is writable and executable while a batch runs, and
+// the reader sees it (so the check can fail); under strict, never.
+TEST(ShimWx, NoMappingIsEverWritableAndExecutableUnderStrict) {
+  TempDir d;
+  for (const std::string flavor : {"fentry", "pfe5"}) {
+    const std::string bin = prepared(d, "procs-" + flavor);
+    for (const std::string wx : {"", "strict"}) {
+      Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx, bin, "wx", "1000"}, d.path());
+      EXPECT_EQ(r.status, 0) << flavor << " " << wx << ": " << r.err;
+      std::smatch m;
+      ASSERT_TRUE(std::regex_search(r.out, m, std::regex("writable and executable mappings seen (\\d+), wrong 0\n"))) << r.out;
+      if (wx == "strict") EXPECT_EQ(m[1], "0") << flavor;
+      else EXPECT_GT(std::stoul(m[1]), 0u) << flavor;
+      ASSERT_TRUE(std::regex_search(r.err, m, std::regex("toggles (\\d+) refused 0"))) << r.err;
+      EXPECT_GT(std::stoul(m[1]), 0u) << r.err;
+    }
+  }
+}
+
+// fork, 30 times, while the parent toggles in_child() from a thread of its own: each child disables
+// in_child() and enables leaf() for itself; procs.c checks that the child's in_child() bytes keep
+// still and the parent's leaf() bytes do not change. By default (private pages) and under strict
+// (each process moves to a memfd of its own). A fork waits for a running batch, so no child starts
+// with half a batch written and the batch lock held for good.
+TEST(ShimWx, AForkedChildAndItsParentToggleOnlyTheirOwnText) {
+  TempDir d;
+  for (const std::string flavor : {"fentry", "pfe5"}) {
+    const std::string bin = prepared(d, "procs-" + flavor);
+    for (const std::string wx : {"", "strict"}) {
+      Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx, bin, "fork", "30"}, d.path());
+      EXPECT_EQ(r.status, 0) << flavor << " " << wx << ": " << r.err;
+      EXPECT_EQ(r.out, "forks 30 failed 0\n") << flavor << " " << wx << ": " << r.err;
+      std::smatch m;
+      ASSERT_TRUE(std::regex_search(r.err, m, std::regex("toggles (\\d+) refused 0"))) << r.err;
+      EXPECT_GT(std::stoul(m[1]), 0u) << r.err;
+    }
+  }
+}
+
+// A static program's forks cannot be followed (no __register_atfork to call): under strict, one that
+// can fork (calltree-static links fork) runs untraced and says why, as does a PREPATCH_WX it does not
+// know. The status line names the mode.
+TEST(ShimWx, StrictIsRefusedWhereItCannotHoldAndStatusNamesIt) {
+  TempDir d;
+  const std::string bin = prepared(d, "calltree-static");
+  Proc orig = run({td + "/calltree-static", "threads"}, d.path());
+  for (const std::string wx : {"strict", "yes"}) {
+    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_WX=" + wx, "PREPATCH_COUNTS=" + d / "c", bin, "threads"}, d.path());
+    EXPECT_EQ(r.out, orig.out);
+    EXPECT_EQ(r.status, orig.status);
+    EXPECT_EQ(r.err, wx == "strict" ? "prepatch: tracing is off: PREPATCH_WX=strict: the program may fork, and its forks cannot be followed "
+                                      "(no __register_atfork: a static binary)\n"
+                                    : "prepatch: tracing is off: PREPATCH_WX is not strict\n");
+    EXPECT_FALSE(exists(d / "c"));
+  }
+  Background p({"env", "PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=strict", prepared(d, "live-fentry"), "wait"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  Proc e = ctl(p.target(), {"enable", "*"});
+  EXPECT_EQ(e.status, 0) << e.err;
+  Proc s = ctl(p.target(), {"status"});
+  EXPECT_TRUE(std::regex_search(s.out, std::regex("\nwx: strict, [1-9][0-9]* KiB of text mapped from a memfd, written through a mapping made for each batch\n")))
+      << s.out;
+  EXPECT_NE(s.out.find("protection changes 0,"), std::string::npos) << s.out;
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "wrong results 0\n");
+}
+
+// The trap handler runs on an alternate signal stack: a thread that has used up its stack but for 512
+// bytes (a signal frame needs AT_MINSIGSTKSZ, 3 KiB with AVX-512) calls a site while every site is
+// toggled. Without the alternate stack the kernel cannot deliver its SIGTRAP and kills the process
+// with SIGSEGV. (-fpatchable-function-entry only: a -pg program's own SIGPROF, on the thread's stack,
+// kills it there, prepared or not.)
+TEST(ShimLive, AThreadWithItsStackUsedUpHasItsTrapsHandled) {
+  TempDir d;
+  Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", prepared(d, "procs-pfe5"), "deep", "1000"}, d.path());
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(std::regex_match(r.out, std::regex("deep calls made, wrong 0, traps resolved [1-9][0-9]*\n"))) << r.out;
+}
+
+// Each thread's alternate signal stack is freed when it ends: by returning, by pthread_exit and by
+// cancellation (a pthread key's destructor). 300 or 3,000 such threads leave the same mappings behind.
+TEST(ShimLive, ThreadsThatEndFreeTheirSignalStacks) {
+  TempDir d;
+  const std::string bin = prepared(d, "procs-pfe5");
+  int left[2] = {0, 0};
+  for (int k = 0; k < 2; k++) {
+    const std::string n = k == 0 ? "300" : "3000";
+    Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", bin, "churn", n}, d.path());
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(r.out, m, std::regex("threads " + n + ", maps before \\d+ after (\\d+), wrong 0\n"))) << r.out;
+    left[k] = std::stoi(m[1]);
+  }
+  EXPECT_LE(left[1], left[0] + 2) << "mappings left by 3,000 threads against 300";
+}
+
 TEST(ShimLive, AProgramsOwnSigtrapHandlerStillGetsItsTraps) {
   TempDir d;
   for (const std::string flavor : {"fentry", "pfe5"}) {
@@ -326,9 +440,9 @@ TEST(ShimLive, ABlockedSigtrapAtStartTurnsTheShimOffNotTheProgram) {
 // The stress test of the issue: 4 threads in tight loops over instrumented leaves, threads being
 // created all along, and every site enabled and disabled many times; live.c checks every result and
 // the counters over windows where the sites were fully enabled.
-void stress(const std::string& bin, const std::string& sync, int toggles) {
+void stress(const std::string& bin, const std::string& sync, int toggles, const std::string& wx = "") {
   TempDir d;
-  std::vector<std::string> argv{"env", "PREPATCH_COUNTS=" + d / "c"};
+  std::vector<std::string> argv{"env", "PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx};
   if (!sync.empty()) argv.push_back("PREPATCH_SYNC=" + sync);
   argv.insert(argv.end(), {prepared(d, bin), "stress", std::to_string(toggles), "100"});
   Proc r = run(argv, d.path());
@@ -340,6 +454,7 @@ void stress(const std::string& bin, const std::string& sync, int toggles) {
   EXPECT_EQ(std::stoull(m[1]), 2u * toggles);
   EXPECT_EQ(std::stoull(m[2]), 3 * std::stoull(m[1])) << "three syncs per batch";
   EXPECT_NE(r.out.find("sync timeouts 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(wx == "strict" ? "\nwx: strict" : "\nwx: default"), std::string::npos) << r.out;
 }
 
 // Whether this kernel offers membarrier SYNC_CORE (a container's seccomp policy may hide it; the shim
@@ -358,6 +473,10 @@ TEST(ShimStress, PatchableEntrySites) {
   stress("live-pfe5", "", 2000);
 }
 TEST(ShimStress, SignalFallbackForced) { stress("live-fentry", "signal", 10000); }
+TEST(ShimStress, StrictWxWritesThroughTheMemfd) {
+  if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
+  stress("live-fentry", "", 4000, "strict");
+}
 
 TEST(ShimEmbed, SharedObjectsAreRefused) {
   TempDir d;

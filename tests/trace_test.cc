@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -220,14 +221,14 @@ std::vector<std::string> throw_round(int d) {
 
 class Exceptions : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCountedAsUnwound) {
+// Runs the prepared throwtree in `d` with every function graph-traced and checks the trace.
+void check_throwtree(const TempDir& d, const std::string& wx) {
   constexpr int throw_rounds = 200;  // throwtree.cc's ROUNDS
-  TempDir d;
-  Proc p = prepatch({td + "/throwtree-" + GetParam(), "-o", d / "throwtree"});
-  ASSERT_EQ(p.status, 0) << p.err;
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", d / "throwtree"}, d.path());
+  for (const std::string& f : traces_in(d.path())) std::filesystem::remove(f);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_WX=" + wx, d / "throwtree"}, d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "sum 305700\n");
+  EXPECT_EQ(r.err, "");
   const std::vector<std::string> files = traces_in(d.path());
   ASSERT_EQ(files.size(), 1u);
   trace::Trace t = trace::read_trace(files[0]);
@@ -251,6 +252,17 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
     ASSERT_EQ(got.size(), want.size()) << "thread " << th.tid;
     for (size_t i = 0; i < want.size(); i++) ASSERT_EQ(got[i], want[i]) << "thread " << th.tid << " event " << i;
   }
+}
+
+TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCountedAsUnwound) {
+  TempDir d;
+  Proc p = prepatch({td + "/throwtree-" + GetParam(), "-o", d / "throwtree"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  check_throwtree(d, "");
+  // Under PREPATCH_WX=strict the in-place hooks are written while their page is not executable, and
+  // the sites through the text's memfd.
+  SCOPED_TRACE("PREPATCH_WX=strict");
+  check_throwtree(d, "strict");
 }
 
 // The static and static-pie builds carry the whole unwinder, hooked in place; staticcxx
