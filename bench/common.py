@@ -1,5 +1,6 @@
-"""What the benchmarks share: their command line and the generated many-function program."""
-import argparse, os
+"""What the benchmarks share: their command line, the generated many-function program, and a parent
+process to measure a command's peak resident set."""
+import argparse, os, subprocess
 
 from gen_many import generate
 
@@ -26,3 +27,32 @@ def write_program(directory, functions, main=None):
     with open(src, "w") as f:
         generate(functions, f, *([main] if main else []))
     return src
+
+
+# Runs its arguments and prints their peak resident set (KiB) on stderr. A child's ru_maxrss counts the
+# memory of the process it was forked from (the high-water mark survives exec: forked or vforked from
+# Python, every command measured ~10 MB more), so the fork is made from this small program instead.
+MAXRSS_C = r"""#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  (void)argc;
+  pid_t pid = fork();
+  if (pid == 0) { execv(argv[1], argv + 1); _exit(127); }
+  int status; struct rusage ru;
+  if (wait4(pid, &status, 0, &ru) != pid || status != 0) return 1;
+  fprintf(stderr, "%ld\n", ru.ru_maxrss);
+  return 0;
+}
+"""
+
+
+def maxrss_runner(directory, cc):
+    """Builds the MAXRSS_C parent in `directory`; returns its path. `[path, cmd...]` runs cmd (its
+    stdout passes through) and prints its peak RSS in KiB as the last line of stderr."""
+    path = os.path.join(directory, "maxrss")
+    with open(path + ".c", "w") as f:
+        f.write(MAXRSS_C)
+    subprocess.run([cc, "-O1", path + ".c", "-o", path], check=True)
+    return path

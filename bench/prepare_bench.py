@@ -6,7 +6,7 @@ Prints a table and the lines docs/PERFORMANCE.md quotes. Not a test: nothing her
 """
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
-from common import arguments, write_program
+from common import arguments, maxrss_runner, write_program
 
 def timed(argv):
     """Runs argv; returns its wall time in seconds. Popen starts it with vfork: os.spawnvp forks all of
@@ -15,14 +15,12 @@ def timed(argv):
     subprocess.run(argv, check=True)
     return time.perf_counter() - t0
 
-def peak_rss(argv):
-    """Runs argv; returns the peak RSS in KiB of that one process. Forked, not vforked: a vforked child
-    is charged the parent's RSS until it execs."""
-    pid = os.spawnvp(os.P_NOWAIT, argv[0], argv)
-    _, status, rusage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+def peak_rss(maxrss, argv):
+    """Runs argv under the maxrss parent (bench/common.py); returns the peak RSS in KiB of that one process."""
+    r = subprocess.run([maxrss, *argv], stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
         sys.exit(f"failed: {' '.join(argv)}")
-    return rusage.ru_maxrss
+    return int(r.stderr.split()[-1])
 
 def main():
     a = arguments(runs=11)
@@ -46,8 +44,10 @@ def main():
                     os.unlink(p)
             cp.append(timed(["cp", binary, out + ".cp"]))
             pp.append(timed([prepatch, "-q", binary, "-o", out]))
-        rss = [peak_rss([prepatch, "-q", binary, "-o", out + ".rss"]) for _ in range(3)]
-        base = min(peak_rss([prepatch, "-q", tiny, "-o", out + ".tiny"]) for _ in range(3))
+        maxrss = maxrss_runner(d, a.cc)
+        rss = [peak_rss(maxrss, [prepatch, "-q", binary, "-o", out + ".rss"]) for _ in range(3)]
+        base = min(peak_rss(maxrss, [prepatch, "-q", tiny, "-o", out + ".tiny"]) for _ in range(3))
+        cp_rss = min(peak_rss(maxrss, ["/bin/cp", binary, out + ".cprss"]) for _ in range(3))
         sites = int(subprocess.run([prepatch, "sites", out], capture_output=True, text=True, check=True)
                     .stdout.strip().splitlines()[-1].split()[0])
         mcp, mpp = statistics.median(cp), statistics.median(pp)
@@ -72,7 +72,7 @@ def main():
         print(f"{'cp':24}{mcp * 1e3:9.1f}ms{min(cp) * 1e3:9.1f}ms{max(cp) * 1e3:9.1f}ms")
         print(f"{'prepatch':24}{mpp * 1e3:9.1f}ms{min(pp) * 1e3:9.1f}ms{max(pp) * 1e3:9.1f}ms")
         print(f"ratio prepatch/cp (medians): {mpp / mcp:.2f}x   (target <= 2x)")
-        print(f"sites: {sites}; peak RSS {statistics.median(rss):.0f} KiB (baseline, tiny input: {base} KiB); "
+        print(f"sites: {sites}; peak RSS {statistics.median(rss):.0f} KiB (baseline, tiny input: {base} KiB; cp: {cp_rss} KiB); "
               f"input {in_kib:.0f} KiB mapped; output {out_kib:.0f} KiB written")
         print(f"peak heap (massif, heap + allocator overhead): {heap / 1024:.0f} KiB = "
               f"{heap / sites:.1f} bytes/site   (target <= 64)")

@@ -15,25 +15,7 @@ Not a test: nothing here asserts a time.
 """
 import os, statistics, subprocess, tempfile, time
 
-from common import arguments, write_program
-
-# Runs its arguments and prints their peak resident set (KiB). A child's ru_maxrss counts the memory of
-# the process it was forked from (the high-water mark survives exec), so the fork is made from this
-# small program rather than from Python.
-MAXRSS_C = """#include <stdio.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-int main(int argc, char** argv) {
-  (void)argc;
-  pid_t pid = fork();
-  if (pid == 0) { execv(argv[1], argv + 1); _exit(127); }
-  int status; struct rusage ru;
-  if (wait4(pid, &status, 0, &ru) != pid || status != 0) return 1;
-  fprintf(stderr, "%ld\\n", ru.ru_maxrss);
-  return 0;
-}
-"""
+from common import arguments, maxrss_runner, write_program
 
 def run(maxrss, argv, env):
     """The wall time of one run, and its peak resident set in KiB."""
@@ -49,10 +31,7 @@ def main():
         for name, flags in bins.items():
             subprocess.run([a.cc, "-O1", *flags, src, "-o", os.path.join(d, name)], check=True)
         subprocess.run([a.prepatch, "-q", os.path.join(d, "pfe5"), "-o", os.path.join(d, "prepared")], check=True)
-        maxrss = os.path.join(d, "maxrss")
-        with open(maxrss + ".c", "w") as f:
-            f.write(MAXRSS_C)
-        subprocess.run([a.cc, "-O1", maxrss + ".c", "-o", maxrss], check=True)
+        maxrss = maxrss_runner(d, a.cc)
         off = dict(os.environ)
         off.pop("PREPATCH_TRACE", None)
         on = dict(off, PREPATCH_TRACE="*", PREPATCH_COUNTS=os.path.join(d, "counts"))
