@@ -10,11 +10,11 @@
      procs wx MS                    2 workers call leaf() for MS ms while a thread reads
                                     /proc/self/maps over and over and counts the mappings it saw
                                     both writable and executable (PREPATCH_WX=strict: none)
-     procs fork N                   only in_child() is toggled; N times: fork a child that disables
-                                    in_child() and enables leaf() for itself, and checks its
-                                    in_child() bytes keep still while the parent's toggles go on;
-                                    the parent checks its leaf() bytes meanwhile: neither process's
-                                    toggles may reach the other's text
+     procs fork N                   only in_child() is toggled, and 2 workers call leaf(); N times:
+                                    fork a child that disables in_child() and enables leaf() for
+                                    itself, and checks its in_child() bytes keep still while the
+                                    parent's toggles go on; the parent checks its leaf() bytes
+                                    meanwhile: neither process's toggles may reach the other's text
      procs deep MS                  a thread uses up its stack but for 512 bytes (no room for a
                                     signal frame) and calls leaf() there for MS ms while every site
                                     is toggled: its traps are handled on the alternate signal stack
@@ -235,10 +235,14 @@ int main(int argc, char** argv) {
     }
     printf("threads %d, maps before %d after %d, wrong %lu\n", n, before, count_maps(), atomic_load(&wrong));
   } else if (!strcmp(mode, "fork") && argc > 2) {
+    for (unsigned long i = 0; i < 2; i++) {
+      pthread_t w;
+      pthread_create(&w, NULL, forever, (void*)(i << 20));
+    }
     int n = atoi(argv[2]), bad = 0;
     for (int i = 0; i < n; i++) bad += fork_one();
     printf("forks %d failed %d\n", n, bad);
-    atomic_store(&wrong, bad);
+    atomic_fetch_add(&wrong, bad);
   } else {
     fprintf(stderr, "usage: procs threads N CALLS [still] | vfork N | exit MS | wx MS | fork N | deep MS | churn N\n");
     return 2;

@@ -318,7 +318,8 @@ TEST(ShimWx, NoMappingIsEverWritableAndExecutableUnderStrict) {
   }
 }
 
-// fork, 30 times, while the parent toggles in_child() from a thread of its own: each child disables
+// fork, 30 times, while the parent toggles in_child() from a thread of its own and 2 workers call
+// leaf() (the parent maps its new memfd under them, under strict): each child disables
 // in_child() and enables leaf() for itself; procs.c checks that the child's in_child() bytes keep
 // still and the parent's leaf() bytes do not change. By default (private pages) and under strict
 // (each process moves to a memfd of its own). A fork waits for a running batch, so no child starts
