@@ -1,7 +1,8 @@
 // The embedded shim, end to end: prepared programs run with tracing chosen at start (every program in
 // every flavor, call counts checked against what the programs report or must do), toggled live from
 // outside with `prepatch ctl` and from inside by a stress program, next to a program's own SIGTRAP use,
-// a thread pool that blocks every signal, a forked child and the signal fallback.
+// a thread pool that blocks every signal, a forked child and the signal fallback; processes and limits
+// (testdata/procs.c: 1,000 threads, vfork, exit, fork, a used-up stack) and PREPATCH_WX=strict.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -237,8 +238,8 @@ TEST(ShimLive, AForkedChildCanBeToggled) {
   auto [status, out] = p.finish();
   EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "wrong results 0\n");
-  // The child counts into PREPATCH_COUNTS.PID: PREPATCH_COUNTS is its parent's (replacing it under a
-  // parent that counts into it was a SIGBUS there).
+  // The child counts into PREPATCH_COUNTS.PID: PREPATCH_COUNTS is its parent's (truncating a file its
+  // parent counts into would kill the parent with SIGBUS).
   const std::string own = d / ("c." + std::to_string(p.target()));
   EXPECT_NE(s.out.find("\ncounts: " + own + "\n"), std::string::npos) << s.out;
   EXPECT_FALSE(exists(d / "c"));
