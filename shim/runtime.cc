@@ -1087,13 +1087,14 @@ void wx_start(bool fork_handlers) {
 // gets one before its start routine runs, freed by a pthread key's destructor when it ends (returns,
 // pthread_exit, cancellation). A thread that has one already (the program's own) keeps it.
 constexpr u64 altstack_bytes = 64 << 10;  // above a guard page; the top 16 bytes hold the start routine
+constexpr u64 altstack_region = 4096 + altstack_bytes;  // a region: the guard page and the stack
 
 struct ThreadStart {
   void* (*start)(void*);
   void* arg;
 };
 
-ThreadStart* thread_start(u8* region) { return reinterpret_cast<ThreadStart*>(region + 4096 + altstack_bytes) - 1; }
+ThreadStart* thread_start(u8* region) { return reinterpret_cast<ThreadStart*>(region + altstack_region) - 1; }
 
 void lock_stacks() {
   while (__atomic_exchange_n(&g.stack_lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
@@ -1107,9 +1108,9 @@ u8* altstack_map() {
   u8* m = g.stacks_cached ? g.stack_cache[--g.stacks_cached] : nullptr;
   unlock_stacks();
   if (m) return m;
-  m = static_cast<u8*>(map(4096 + altstack_bytes, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1));
+  m = static_cast<u8*>(map(altstack_region, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1));
   if (m && call(sys::nr_mprotect, reinterpret_cast<long>(m), 4096, 0) != 0)
-    call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(4096 + altstack_bytes)), m = nullptr;
+    call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(altstack_region)), m = nullptr;
   return m;
 }
 
@@ -1119,7 +1120,7 @@ void altstack_unmap(u8* region) {
   const bool cached = g.stacks_cached < sizeof g.stack_cache / sizeof g.stack_cache[0];
   if (cached) g.stack_cache[g.stacks_cached++] = region;
   unlock_stacks();
-  if (!cached) call(sys::nr_munmap, reinterpret_cast<long>(region), static_cast<long>(4096 + altstack_bytes));
+  if (!cached) call(sys::nr_munmap, reinterpret_cast<long>(region), static_cast<long>(altstack_region));
 }
 
 // Makes `region` (altstack_map) the calling thread's alternate signal stack, unless it has one.
