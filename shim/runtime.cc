@@ -548,8 +548,35 @@ const char* fresh_name(char* path, u64 cap, const char* magic, F name) {
   return p.truncated ? "its name is too long" : nullptr;
 }
 
+// A new file of this process (a trace or counts file), created under NAME.tmp and renamed into place
+// once whole, so a process still using an older file of that name keeps a valid mapping.
+struct NewFile {
+  char path[520], tmp[528];
+  int fd;
+};
+
+// Names the file (fresh_name: `name` writes the name, `magic` marks this process's own files) and
+// creates its temporary; false with the reason in err (`what`: "trace file", "counts file").
+template <class F>
+bool create_file(NewFile& f, const char* magic, F name, const char* what, Text& err) {
+  if (const char* why = fresh_name(f.path, sizeof f.path, magic, name)) return err.str("the ").str(what).str(": ").str(why), false;
+  Text t(f.tmp, sizeof f.tmp - 1);
+  t.str(f.path).str(".tmp");
+  f.tmp[t.size()] = 0;
+  f.fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(f.tmp),
+                               sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
+  if (f.fd < 0) return err.str("cannot create the ").str(what).ch(' ').str(f.tmp), false;
+  return true;
+}
+
+// Gives up a file that could not be completed: closes it and removes the temporary.
+void discard(const NewFile& f) {
+  call(sys::nr_close, f.fd);
+  call(sys::nr_unlink, reinterpret_cast<long>(f.tmp));
+}
+
 // The counts file's name for this process: PREPATCH_COUNTS, or prepatch.PID.counts; a process forked
-// from the one that started with PREPATCH_COUNTS appends ".PID" (its parent's file is its parent's).
+// from the one that started appends ".PID" to PREPATCH_COUNTS (its parent's file is its parent's).
 void counts_name(Text& t) {
   const u64 pid = static_cast<u64>(call(sys::nr_getpid));
   if (!g.counts_env[0]) return void(t.str("prepatch.").num(pid).str(".counts"));
@@ -562,32 +589,24 @@ void counts_name(Text& t) {
 // keeps a valid mapping; a file this process wrote before an exec keeps its name.
 bool ensure_counts(Text& err) {
   if (g.counts) return true;
-  char tmp[sizeof g.counts_path + 8];
-  if (const char* why = fresh_name(g.counts_path, sizeof g.counts_path, counts_magic, counts_name))
-    return err.str("the counts file: ").str(why), false;
-  Text tp(tmp, sizeof tmp - 1);
-  tp.str(g.counts_path).str(".tmp");
-  tmp[tp.size()] = 0;
+  NewFile f;
+  if (!create_file(f, counts_magic, counts_name, "counts file", err)) return false;
   const u64 n = g.table.count(), size = sizeof(CountsHeader) + 8 * n;
-  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(tmp),
-                                 sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
-  if (fd < 0) return err.str("cannot create the counts file ").str(tmp), false;
-  void* m = call(sys::nr_ftruncate, fd, static_cast<long>(size)) == 0 ? map(size, sys::prot_read | sys::prot_write, sys::map_shared, fd) : nullptr;
-  call(sys::nr_close, fd);
+  void* m = call(sys::nr_ftruncate, f.fd, static_cast<long>(size)) == 0 ? map(size, sys::prot_read | sys::prot_write, sys::map_shared, f.fd) : nullptr;
+  if (!m) return discard(f), err.str("cannot size or map the counts file ").str(f.tmp), false;
   auto* h = static_cast<CountsHeader*>(m);
-  if (h) {
-    memcpy(h->magic, counts_magic, 8);
-    h->version = 1;
-    h->header_size = sizeof(CountsHeader);
-    h->count = n;
-    h->pid = static_cast<u64>(call(sys::nr_getpid));
-    h->table_vaddr = prepatch_config.table_vaddr;
+  memcpy(h->magic, counts_magic, 8);
+  h->version = 1;
+  h->header_size = sizeof(CountsHeader);
+  h->count = n;
+  h->pid = static_cast<u64>(call(sys::nr_getpid));
+  h->table_vaddr = prepatch_config.table_vaddr;
+  if (call(sys::nr_rename, reinterpret_cast<long>(f.tmp), reinterpret_cast<long>(f.path)) != 0) {
+    call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
+    return discard(f), err.str("cannot rename the counts file into place: ").str(f.path), false;
   }
-  if (!h || call(sys::nr_rename, reinterpret_cast<long>(tmp), reinterpret_cast<long>(g.counts_path)) != 0) {
-    if (h) call(sys::nr_munmap, reinterpret_cast<long>(h), static_cast<long>(size));
-    call(sys::nr_unlink, reinterpret_cast<long>(tmp));
-    return err.str("cannot size, map or rename the counts file ").str(g.counts_path), false;
-  }
+  call(sys::nr_close, f.fd);
+  memcpy(g.counts_path, f.path, sizeof f.path);
   g.counts = reinterpret_cast<u64*>(h + 1);
   return true;
 }
@@ -696,8 +715,9 @@ inline u64 thread_pointer() {
 alignas(64) u8 early_tcb[0x300];
 
 // The trace file's name for this process: PREPATCH_OUTPUT with %p replaced by the pid, or
-// prepatch.PID.trace; a child after fork whose PREPATCH_OUTPUT has no %p appends ".PID".
-void trace_path(Text& t, bool child) {
+// prepatch.PID.trace; a process forked from the one that started appends ".PID" to a PREPATCH_OUTPUT
+// without %p (as for the counts file: its parent's file is its parent's, made now or later).
+void trace_path(Text& t) {
   const u64 pid = static_cast<u64>(call(sys::nr_getpid));
   if (!g.output[0]) return void(t.str("prepatch.").num(pid).str(".trace"));
   bool had_pid = false;
@@ -705,36 +725,26 @@ void trace_path(Text& t, bool child) {
     if (p[0] == '%' && p[1] == 'p') t.num(pid), p++, had_pid = true;
     else t.ch(*p);
   }
-  if (child && !had_pid) t.ch('.').num(pid);
+  if (pid != g.start_pid && !had_pid) t.ch('.').num(pid);
 }
 
 // Creates the trace file: written under a temporary name, then renamed into place, so a process
 // still writing an older file of that name keeps a valid mapping. A file this process wrote before
 // an exec keeps its name: this one becomes NAME.1 (or .2, ...). nullptr with the reason in err.
-TraceHeader* create_trace(bool child, Writer& w, Text& err) {
-  char path[600], tmp[620];
-  if (const char* why = fresh_name(path, sizeof path, trace_magic, [&](Text& t) { trace_path(t, child); }))
-    return err.str("the trace file: ").str(why), nullptr;
-  Text tp(tmp, sizeof tmp - 1);
-  tp.str(path).str(".tmp");
-  tmp[tp.size()] = 0;
+TraceHeader* create_trace(Writer& w, Text& err) {
   const u64 table_off = sizeof(TraceHeader), table_size = prepatch_config.table_size;
   const u64 chunk_off = (table_off + table_size + 4095) & ~u64{4095};
   if (g.buffer_bytes < chunk_off + chunk_bytes) return err.str("PREPATCH_BUFFER is too small to hold one chunk"), nullptr;
   const u64 capacity = (g.buffer_bytes - chunk_off) / chunk_bytes, size = chunk_off + capacity * chunk_bytes;
-  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(tmp),
-                                 sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
-  if (fd < 0) return err.str("cannot create the trace file ").str(tmp), nullptr;
+  NewFile f;
+  if (!create_file(f, trace_magic, trace_path, "trace file", err)) return nullptr;
+  const int fd = f.fd;
   // Blocks are allocated a chunk at a time (fallocate), so the file is as large as what was written;
   // where fallocate is not supported the file is sized once, sparse.
   w.allocate = call(sys::nr_fallocate, fd, 0, 0, static_cast<long>(chunk_off)) == 0;
   const bool ok = w.allocate || call(sys::nr_ftruncate, fd, static_cast<long>(size)) == 0;
   void* m = ok ? map(size, sys::prot_read | sys::prot_write, sys::map_shared, fd) : nullptr;
-  if (!m) {
-    call(sys::nr_close, fd);
-    call(sys::nr_unlink, reinterpret_cast<long>(tmp));
-    return err.str("cannot size or map the trace file ").str(tmp), nullptr;
-  }
+  if (!m) return discard(f), err.str("cannot size or map the trace file ").str(f.tmp), nullptr;
   auto* h = static_cast<TraceHeader*>(m);
   h->version = trace_version;
   h->header_size = sizeof(TraceHeader);
@@ -761,11 +771,9 @@ TraceHeader* create_trace(bool child, Writer& w, Text& err) {
   w.fd = fd;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   memcpy(h->magic, trace_magic, 8);  // last: a file with the magic has a whole header
-  if (call(sys::nr_rename, reinterpret_cast<long>(tmp), reinterpret_cast<long>(path)) != 0) {
+  if (call(sys::nr_rename, reinterpret_cast<long>(f.tmp), reinterpret_cast<long>(f.path)) != 0) {
     call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
-    call(sys::nr_close, fd);
-    call(sys::nr_unlink, reinterpret_cast<long>(tmp));
-    return err.str("cannot rename the trace file into place: ").str(path), nullptr;
+    return discard(f), err.str("cannot rename the trace file into place: ").str(f.path), nullptr;
   }
   return h;
 }
@@ -778,8 +786,7 @@ TraceHeader* trace_file(Text* err) {
   if (__atomic_exchange_n(&w->creating, 1, __ATOMIC_ACQUIRE)) return nullptr;
   char ebuf[256];
   Text local(ebuf, sizeof ebuf - 1);
-  const bool child = g.generation != 0;  // a file was created before, by the parent
-  TraceHeader* h = create_trace(child, *w, err ? *err : local);
+  TraceHeader* h = create_trace(*w, err ? *err : local);
   if (h) {
     w->header = h;
     __atomic_store_n(&w->generation, ++g.generation, __ATOMIC_RELEASE);

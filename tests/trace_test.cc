@@ -293,6 +293,19 @@ TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
     std::sort(counts.begin(), counts.end());
     EXPECT_EQ(counts, (std::vector<int>{1, 2})) << tracer << ": the child calls top once, the parent twice";
   }
+  // With a PREPATCH_OUTPUT without %p, the child writes PATH.CHILDPID and the parent PATH.
+  TempDir d;
+  const std::string bin = prepare(d, "mcount");
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t", bin, "fork"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> files;
+  for (const std::string& f : list_dir(d.path()))
+    if (f.starts_with("t")) files.push_back(f);
+  std::sort(files.begin(), files.end());
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0], "t");
+  EXPECT_EQ(files[1], "t." + std::to_string(trace::read_trace(d / files[1]).pid));
+  EXPECT_NE(trace::read_trace(d / "t").pid, trace::read_trace(d / files[1]).pid);
 }
 
 TEST(Graph, AProgramExecdByATracedProcessWritesItsOwnFileAndKeepsTheFirst) {
