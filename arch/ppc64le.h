@@ -18,8 +18,11 @@ namespace prepatch::arch::ppc64le {
 inline constexpr u32 nop        = 0x6000'0000;  // nop (ori r0,r0,0)
 inline constexpr u32 mflr_r0    = 0x7c08'02a6;  // mflr r0
 inline constexpr u32 std_r0_16  = 0xf801'0010;  // std r0, 16(r1)
+inline constexpr u32 ld_r2_24_r1 = 0xe841'0018; // ld r2, 24(r1)     (after a call through a stub: the TOC pointer back)
 inline constexpr u32 bl         = 0x4800'0001;  // bl <target>      (LI filled in)
 inline constexpr u32 trap       = 0x7fe0'0008;  // trap (tw 31,0,0)
+inline constexpr u32 addis_r2_r12 = 0x3c4c'0000;  // addis r2, r12, hi  (ELFv2 global entry: the TOC from r12)
+inline constexpr u32 lis_r2     = 0x3c40'0000;  // lis r2, hi         (the same in a non-PIE binary)
 // clang-format on
 
 inline constexpr i64 bl_reach = i64{1} << 25;
@@ -30,5 +33,17 @@ constexpr bool encode_bl(u64 at, u64 target, u32& out) {
   out = bl | (static_cast<u32>(d) & 0x03ff'fffc);
   return true;
 }
+
+// The target of `w` at `at` when it is a relative `bl` (AA = 0, LK = 1). Cross-checked against
+// Capstone in tests/word_isa_test.cc.
+constexpr bool decode_bl(u32 w, u64 at, u64& target) {
+  if ((w & 0xfc00'0003) != bl) return false;
+  target = at + static_cast<u64>(static_cast<i64>(static_cast<i32>((w & 0x03ff'fffc) << 6) >> 6));  // LI || 0b00, signed
+  return true;
+}
+
+// Whether `w` is the first instruction of an ELFv2 global entry's TOC setup (`addis r2, r12, hi` or,
+// in a non-PIE binary, `lis r2, hi`), which a local entry point follows.
+constexpr bool is_toc_setup(u32 w) { return (w & 0xffff'0000) == addis_r2_r12 || (w & 0xffff'0000) == lis_r2; }
 
 }  // namespace prepatch::arch::ppc64le

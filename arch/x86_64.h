@@ -25,7 +25,7 @@
 #include <span>
 #include <string_view>
 
-#include "arch/x86_64_forms.h"
+#include "arch/forms.h"
 #include "elf/types.h"
 
 namespace prepatch::arch {
@@ -43,7 +43,7 @@ struct X86_64 {
 std::span<const u8> canonical_nop(unsigned len);
 
 // call_form_for_length(len): the call form of a site of `len` bytes, or none when no single call
-// instruction has that length (arch/x86_64_forms.h, with call_form_length and the nops).
+// instruction has that length (arch/forms.h, with call_form_length and the nops).
 
 // Encodes the call form at `site` to `target`; false when out of rel32 reach.
 bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out);

@@ -184,8 +184,9 @@ int run_export(const std::string& file, const std::string& out) {
 int main(int argc, char** argv) {
   CLI::App app{
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
-      "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live.\n"
-      "Each site becomes one canonical nop of its length; a sorted __patch_sites table and the runtime\n"
+      "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
+      "x86-64, AArch64 and PPC64le (gcc -pg, -fpatchable-function-entry).\n"
+      "Each site becomes one nop instruction of its length; a sorted __patch_sites table and the runtime\n"
       "shim that switches sites live are appended. Run the output with PREPATCH_TRACE=GLOBS to trace from\n"
       "the start, or switch sites while it runs with `prepatch ctl PID enable GLOBS`.\n\n"
       "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"

@@ -57,7 +57,7 @@ pid_t pick_thread(pid_t pid) {
     if (!any) any = tid;
   }
   if (ec) throw IoError(task + ": cannot list the threads: " + ec.message());
-  if (!any) throw IoError("process " + std::to_string(pid) + ": every thread blocks signal 64 (SIGRTMAX), so none can take the request");
+  if (!any) throw IoError("process " + std::to_string(pid) + ": every thread blocks signal 62 (SIGRTMAX-2), so none can take the request");
   return any;
 }
 
@@ -79,7 +79,7 @@ void check_target(pid_t pid) {
   if (!table) throw IoError(who + ": its executable is not prepared by prepatch (no __patch_sites table)");
   auto caught = status_mask("/proc/" + std::to_string(pid) + "/status", "SigCgt:");
   if (!caught || !(*caught & ctl_bit))
-    throw IoError(who + ": it does not catch signal 64 (SIGRTMAX), so its shim is not listening; not sending a signal that would kill it");
+    throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening; not sending a signal that would kill it");
 }
 
 std::string channel_dir() {

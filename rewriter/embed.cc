@@ -27,7 +27,9 @@ shim::BlobHeader blob_header(std::span<const u8> blob) {
 }  // namespace
 
 std::string cannot_embed(const elf::Elf& elf) {
-  if (elf.header().machine != EM_X86_64) return "the shim exists for x86-64 only so far";
+  if (shim_blob(elf.header().machine).empty())
+    return "this prepatch was built without the shim for " + std::string(elf::machine_name(elf.header().machine)) +
+           " (its cross compiler was missing: scripts/install-deps.sh installs it)";
   if (elf.header().type == ET_EXEC) return {};
   if (elf.header().type != ET_DYN) return "expected an executable (ET_EXEC or ET_DYN)";
   for (const elf::Segment& s : elf.segments())
@@ -39,10 +41,13 @@ std::string cannot_embed(const elf::Elf& elf) {
          "prepare the executable instead";
 }
 
-u64 runtime_segment_tail() { return page - 1 + blob_header(shim_blob_x86_64()).mem_size; }
+u64 runtime_segment_tail(u16 machine) {
+  std::span<const u8> blob = shim_blob(machine);
+  return blob.empty() ? 0 : page - 1 + blob_header(blob).mem_size;
+}
 
 RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d) {
-  std::span<const u8> blob = shim_blob_x86_64();
+  std::span<const u8> blob = shim_blob(elf.header().machine);
   const shim::BlobHeader h = blob_header(blob);
   RuntimeSegment r;
   r.table_size = table.size();
@@ -55,7 +60,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, flags, {}, {}, 0};
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
   // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < 4 && elf.header().machine == EM_X86_64; k++) {  // the graph tracer is x86-64's
     const u64 f = d.unwinder[k];
     if (!f) continue;
     const auto site = std::lower_bound(d.sites.begin(), d.sites.end(), f, [](const Site& s, u64 a) { return s.addr + s.len <= a; });
@@ -65,13 +70,18 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   }
   std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
   r.entry = blob_vaddr + h.start;
+  const u16 machine = elf.header().machine;
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     u8 call[6];
     const u64 target = blob_vaddr + h.trampoline[static_cast<int>(s.kind) - 1];
-    if (!arch::encode_call_form(arch::call_form_for_length(s.len), s.addr, target, call))
-      elf.fail(0, "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) +
-                      " with a rel32 call (the binary spans more than 2 GiB)");
+    if (!arch::encode_call_form(arch::call_form_for(machine, s.len), s.addr, target, call))
+      elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
+               "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) + " with " +
+                   (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
+                    : machine == EM_PPC64 ? "a bl (+-32 MiB)"
+                                          : "a rel32 call (+-2 GiB)") +
+                   ": the binary's segments (.bss included) span more than that, and the shim goes after the last one");
   }
   return r;
 }

@@ -16,13 +16,14 @@ struct RuntimeSegment {
   u64 entry = 0;         // the new e_entry: the shim's start routine
 };
 
-// How many bytes runtime_segment() appends to the table at most: a table whose vector has this much
-// spare capacity is not copied.
-u64 runtime_segment_tail();
+// How many bytes runtime_segment() appends to the table of a binary for ELF machine `machine` at most:
+// a table whose vector has this much spare capacity is not copied.
+u64 runtime_segment_tail(u16 machine);
 
 // Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes, with
 // the Config for discovery `d` (its sites, the binary's own unwinder entry points).
-// Throws InputError when a prepared site could not reach its trampoline with a rel32 call.
+// Throws InputError when a prepared site could not reach its trampoline with its call form (rel32:
+// +-2 GiB; AArch64 bl: +-128 MiB; PPC64 bl: +-32 MiB).
 RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d);
 
 // The reason `elf` cannot carry the shim (a shared object, another machine), or empty.

@@ -4,6 +4,8 @@
 #include <array>
 #include <cstring>
 
+#include "arch/aarch64.h"
+#include "arch/ppc64le.h"
 #include "elf/writer.h"
 #include "rewriter/embed.h"
 
@@ -11,11 +13,31 @@ namespace prepatch {
 
 namespace {
 
-std::string state_of(std::span<const u8> b, unsigned len) {
+std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsigned len) {
   if (b.size() < len) return "other";
+  const u16 m = elf.header().machine;
+  if (m == EM_AARCH64 || m == EM_PPC64) {
+    if (len != 4) return "other";
+    u8 nop[4];
+    arch::off_form(m, 4, nop);
+    const u32 w = static_cast<u32>(elf.codec().get(b, 0, 4));
+    u64 target = 0;
+    if (std::memcmp(b.data(), nop, 4) == 0) return "nop";
+    if (m == EM_AARCH64 ? arch::aarch64::decode_bl(w, addr, target) : arch::ppc64le::decode_bl(w, addr, target)) return "call";
+    return "other";
+  }
   if (arch::nop_length(b) == len) return "nop";
   if (auto c = arch::match_call(b, 0); c && c->len == len) return "call";
   return "other";
+}
+
+// The permanent instruction a patchable site gets in the word before it on AArch64 and PPC64le (what
+// hands the trampoline the function's return address: `mov x9, x30`, `mflr r0`); 0 elsewhere.
+u32 word_context(u16 machine, SiteKind kind) {
+  if (kind != SiteKind::patchable) return 0;
+  if (machine == EM_AARCH64) return arch::aarch64::mov_x9_x30;
+  if (machine == EM_PPC64) return arch::ppc64le::mflr_r0;
+  return 0;
 }
 
 // Up to 6 bytes at addr, fewer near the end of a segment: what a skipped site's message shows.
@@ -30,12 +52,16 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
   return it != rows.end() && it->addr == addr;
 }
 
-// The bytes each prepared site gets, in site order: the site's canonical nop, then, for a patchable pad
-// longer than the site, the rest as permanent canonical nops (11 bytes at most each). Discovery already
-// matched the old bytes against the named patterns.
+// The bytes each prepared site gets, in site order. x86-64: the site's canonical nop, then, for a
+// patchable pad longer than the site, the rest as permanent canonical nops (11 bytes at most each).
+// AArch64 and PPC64le, a word each: a patchable site's context word before it (word_context), the
+// site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
+// 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
+// is a nop). Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
-  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites) : elf_(elf), cursor_(elf), sites_(sites) {}
+  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites)
+      : elf_(elf), cursor_(elf), sites_(sites), machine_(elf.header().machine), words_(machine_ == EM_AARCH64 || machine_ == EM_PPC64) {}
   size_t fill(std::span<elf::Patch> out) {
     size_t n = 0;
     while (n < out.size() && next(out[n])) n++;
@@ -46,7 +72,13 @@ class SitePatches {
   bool next(elf::Patch& p) {
     u64 vaddr;
     std::span<const u8> bytes;
-    if (pad_at_ < pad_end_) {
+    u8 word[4];
+    if (queued_ < queue_len_) {
+      vaddr = queue_[queued_].vaddr;
+      for (unsigned i = 0; i < 4; i++) word[i] = static_cast<u8>(queue_[queued_].word >> (8 * i));
+      bytes = std::span<const u8>(word, 4);
+      queued_++;
+    } else if (pad_at_ < pad_end_) {
       vaddr = pad_at_;
       bytes = arch::canonical_nop(static_cast<unsigned>(std::min<u64>(pad_end_ - pad_at_, 11)));
       pad_at_ += bytes.size();
@@ -54,6 +86,16 @@ class SitePatches {
       while (i_ < sites_.size() && !sites_[i_].prepared()) i_++;
       if (i_ == sites_.size()) return false;
       const Site& s = sites_[i_++];
+      if (words_) {
+        u8 nop[4];
+        arch::off_form(machine_, 4, nop);
+        const u32 nop_word = static_cast<u32>(elf_.codec().get(nop, 0, 4));
+        queued_ = queue_len_ = 0;
+        if (const u32 ctx = word_context(machine_, s.kind)) queue_[queue_len_++] = {s.addr - 4, ctx};
+        queue_[queue_len_++] = {s.addr, nop_word};
+        if (s.pad_rest) queue_[queue_len_++] = {s.addr + 4, nop_word};
+        return next(p);
+      }
       vaddr = s.addr;
       bytes = arch::canonical_nop(s.len);
       pad_at_ = s.addr + s.len;
@@ -70,8 +112,15 @@ class SitePatches {
   const elf::Elf& elf_;
   elf::SegmentCursor cursor_;
   const std::vector<Site>& sites_;
+  const u16 machine_;
+  const bool words_;  // AArch64, PPC64le
   size_t i_ = 0;
   u64 pad_at_ = 0, pad_end_ = 0;
+  struct Word {
+    u64 vaddr;
+    u32 word;
+  } queue_[3];  // a word ISA site's patches, in address order
+  unsigned queued_ = 0, queue_len_ = 0;
 };
 
 }  // namespace
@@ -100,7 +149,7 @@ Listing list_sites(const elf::Elf& elf) {
     r.addr = addr;
     r.file_offset = elf.vaddr_to_offset(addr, 1);
     r.length = len;
-    r.state = state_of(elf.bytes_at(addr, len), len);
+    r.state = state_of(elf, elf.bytes_at(addr, len), addr, len);
     return r;
   };
   if (found) {
@@ -142,7 +191,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            std::to_string(t->table.entries.size()) + " sites); nothing written");
     return res;
   }
-  Discovery d = discover(elf, runtime_segment_tail());  // refuses other ISAs first, naming e_machine
+  Discovery d = discover(elf, runtime_segment_tail(elf.header().machine));  // refuses other ISAs first, naming e_machine
   if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
   for (const Site& s : d.sites) {
     if (!s.prepared()) {
@@ -170,12 +219,13 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   // Discovery laid the names out as the table's string table (names of skipped sites included).
   TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings,
-                     runtime_segment_tail(), std::move(d.table_memory));
+                     runtime_segment_tail(elf.header().machine), std::move(d.table_memory));
   elf::SegmentCursor cursor(elf);
+  const u16 machine = elf.header().machine;
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
-    auto before = s.addr >= 4 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
-    table.add({s.addr, s.name, s.kind, s.len, arch::call_form_for_length(s.len), site_flags(s.addr, s.len, before)});
+    auto before = s.addr >= 4 && machine == EM_X86_64 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
+    table.add({s.addr, s.name, s.kind, s.len, arch::call_form_for(machine, s.len), site_flags(s.addr, s.len, before)});
   }
   // One segment after all others: the table, then the shim, which the entry point now starts.
   elf::Writer w(elf);

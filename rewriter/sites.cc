@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "arch/aarch64.h"
+#include "arch/ppc64le.h"
 #include "elf/layout.h"
 #include "shim/abi.h"
 
@@ -19,8 +21,22 @@ namespace {
 using arch::X86_64;
 
 // How far into a function the symbol scan looks for a -pg call: clang puts it after the whole
-// prologue (register saves, argument moves), gcc right after push %rbp; mov %rsp,%rbp.
+// prologue (register saves, argument moves), gcc right after push %rbp; mov %rsp,%rbp. AArch64 and
+// PPC64le gcc put it after the frame setup and the moves of arguments to callee-saved registers.
 constexpr unsigned prologue_scan_bytes = 96;
+constexpr unsigned word_prologue_scan_bytes = 128;
+
+// R_*_RELATIVE of each ISA: a word the loader sets to the load bias plus the addend.
+u32 relative_reloc(arch::Isa isa) {
+  switch (isa) {
+    case arch::Isa::aarch64: return R_AARCH64_RELATIVE;
+    case arch::Isa::ppc64le: return R_PPC64_RELATIVE;
+    default: return R_X86_64_RELATIVE;
+  }
+}
+
+// ELFv2 (PPC64): the local entry point's offset from a function's global entry, from st_other.
+u64 ppc64_local_entry_offset(u8 other) { return ((u64{1} << ((other >> 5) & 7)) >> 2) << 2; }
 
 std::optional<SiteKind> tracer_kind(std::string_view name) {
   name = name.substr(0, name.find('@'));  // strip symbol versions: __fentry__@GLIBC_2.13
@@ -125,6 +141,8 @@ class Targets {
 class Discoverer {
  public:
   Discoverer(const elf::Elf& elf, u64 table_tail) : elf_(elf), table_tail_(table_tail) {}
+  // AArch64 and PPC64le: every instruction an aligned 32-bit word, one word toggled per site.
+  bool word_isa() const { return isa_ != arch::Isa::x86_64; }
   Discovery run();
 
  private:
@@ -135,7 +153,10 @@ class Discoverer {
   std::vector<u64> record(const elf::Section& s) const;
   void add_mcount_loc(u64 addr);
   void add_patchable(u64 addr);
+  void add_patchable_word(u64 addr);
   void scan_symbols();
+  void scan_word_function(const elf::Symbol& f, const char* name);
+  bool word(u64 addr, u32& w) const;
   void finish();
   u32 add_name(const char* name);
   void push_record_site(Site s) {  // named after the function containing it
@@ -153,6 +174,7 @@ class Discoverer {
 
   const elf::Elf& elf_;
   const u64 table_tail_;
+  arch::Isa isa_ = arch::Isa::x86_64;
   Discovery d_;
   const elf::Section* functions_ = nullptr;  // the symbol table functions come from: .symtab, else .dynsym
   const char* func_names_ = nullptr;         // its string table
@@ -164,9 +186,14 @@ class Discoverer {
 
 Discovery Discoverer::run() {
   const elf::Header& h = elf_.header();
-  if (h.machine != X86_64::e_machine)
+  const bool le64 = elf_.codec().is64 && elf_.codec().little;
+  if (h.machine == X86_64::e_machine && le64) isa_ = arch::Isa::x86_64;
+  else if (h.machine == EM_AARCH64 && le64) isa_ = arch::Isa::aarch64;
+  else if (h.machine == EM_PPC64 && le64) isa_ = arch::Isa::ppc64le;
+  else
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.machine.off,
-              std::string(elf::machine_name(h.machine)) + " not supported yet (e_machine " + std::to_string(h.machine) + "; supported: EM_X86_64)");
+              std::string(elf::machine_name(h.machine)) + (le64 ? "" : " (not 64-bit little-endian)") + " not supported yet (e_machine " +
+                  std::to_string(h.machine) + "; supported: EM_X86_64, EM_AARCH64, EM_PPC64 little-endian)");
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
@@ -177,10 +204,10 @@ Discovery Discoverer::run() {
   const elf::Section* patchable = elf_.section("__patchable_function_entries");
   d_.has_records = mcount_loc || patchable;
   if (d_.has_records) load_funcs();
-  if (mcount_loc)
+  if (mcount_loc && !word_isa())  // gcc's -mrecord-mcount is x86's
     for (u64 a : record(*mcount_loc)) add_mcount_loc(a);
   if (patchable)
-    for (u64 a : record(*patchable)) add_patchable(a);
+    for (u64 a : record(*patchable)) word_isa() ? add_patchable_word(a) : add_patchable(a);
   scan_symbols();
   finish();
   return std::move(d_);
@@ -220,7 +247,16 @@ void Discoverer::find_tracer_entries() {
   for (const elf::Section* tab : {elf_.symtab(), elf_.dynsym()}) {
     if (!tab) continue;
     for_each_code_symbol(*tab, [&](const elf::Symbol& s, const char* name) {
-      if (auto k = tracer_kind(name)) direct_.add(s.value, *k);
+      if (auto k = tracer_kind(name)) {
+        direct_.add(s.value, *k);
+        // PPC64 ELFv2: a direct call enters at the local entry point, after the TOC setup.
+        if (isa_ == arch::Isa::ppc64le) direct_.add(s.value + ppc64_local_entry_offset(s.other), *k);
+      }
+      // PPC64: ld's call stubs to shared objects are symbols `NNNNNNNN.plt_call.NAME` (NOTYPE).
+      if (isa_ == arch::Isa::ppc64le && s.type == STT_NOTYPE && name[0] >= '0' && name[0] <= '9')
+        if (const char* stub = std::strstr(name, ".plt_call.")) {
+          if (auto k = tracer_kind(std::string_view(stub + 10))) direct_.add(s.value, *k);
+        }
       if (tab == functions_ && s.type == STT_FUNC) d_.has_symbols = true;
       if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC) d_.unwinder[k] = s.value;
       if ((name[0] == 'f' && std::strcmp(name, "fork") == 0) || (name[0] == '_' && name[1] == 'F' && std::strcmp(name, "_Fork") == 0))
@@ -237,6 +273,7 @@ void Discoverer::find_tracer_entries() {
     if (dyn.tag == DT_RELACOUNT) relative_lead = dyn.val;
     if (dyn.tag == DT_RELA) rela_addr = dyn.val;
   }
+  const u32 relative = relative_reloc(isa_);
   for (const elf::Section& rel : elf_.sections()) {
     if (rel.type != SHT_RELA && rel.type != SHT_REL) continue;
     if (!(rel.flags & SHF_ALLOC)) continue;  // only dynamic relocations describe final slots
@@ -247,7 +284,7 @@ void Discoverer::find_tracer_entries() {
     const bool skip_lead = direct_.empty() && rel.type == SHT_RELA && rel.addr == rela_addr && rela_addr != 0;
     for (u64 i = skip_lead ? std::min(relative_lead, n) : 0; i < n; i++) {
       elf::Reloc r = elf_.reloc(rel, i);
-      if (r.type == R_X86_64_RELATIVE) {  // static-pie: a GOT slot holding a defined tracer's address
+      if (r.type == relative) {  // static-pie: a GOT slot holding a defined tracer's address
         if (direct_.empty()) continue;
         if (auto k = direct_.find(static_cast<u64>(r.addend))) slots_.add(r.offset, *k);
       } else if (r.sym != 0 && r.sym < nsyms) {
@@ -259,6 +296,17 @@ void Discoverer::find_tracer_entries() {
   for (const elf::Section& s : elf_.sections()) {
     if (s.name != ".plt" && s.name != ".plt.sec" && s.name != ".plt.got") continue;
     auto b = elf_.section_data(s);
+    if (isa_ == arch::Isa::aarch64) {  // 16-byte entries after a 32-byte header
+      for (u64 at = 0; at + 16 <= b.size(); at += 16) {
+        u32 w[4];
+        for (unsigned i = 0; i < 4; i++) w[i] = static_cast<u32>(elf_.codec().get(b, at + 4 * i, 4));
+        u64 slot = 0;
+        if (arch::aarch64::plt_slot(w, s.addr + at, slot))
+          if (auto k = slots_.find(slot)) direct_.add(s.addr + at, *k);
+      }
+      continue;
+    }
+    if (word_isa()) continue;  // PPC64's call stubs are named by symbols (above)
     for (u64 at = 0; at + 6 <= b.size(); at += 8)
       if (auto slot = arch::plt_slot(b.subspan(at, std::min<u64>(16, b.size() - at)), s.addr + at))
         if (auto k = slots_.find(*slot)) direct_.add(s.addr + at, *k);
@@ -304,7 +352,7 @@ std::vector<u64> Discoverer::record(const elf::Section& s) const {
         if (rel.type == SHT_RELA && (rel.flags & SHF_ALLOC))
           for (u64 i = 0, n = elf_.reloc_count(rel); i < n; i++) {
             elf::Reloc r = elf_.reloc(rel, i);
-            if (r.type == R_X86_64_RELATIVE && r.offset >= s.addr && r.offset < s.addr + s.size) addends[r.offset] = r.addend;
+            if (r.type == relative_reloc(isa_) && r.offset >= s.addr && r.offset < s.addr + s.size) addends[r.offset] = r.addend;
           }
       if (addends.empty()) addends[0] = 0;  // looked once, found none
     }
@@ -364,6 +412,60 @@ void Discoverer::add_mcount_loc(u64 addr) {
   } else {
     s.set_skip(Skip::unrecognized);
   }
+  push_record_site(s);
+}
+
+bool Discoverer::word(u64 addr, u32& w) const {
+  auto b = code(addr, 4);
+  if (b.size() != 4) return false;
+  w = static_cast<u32>(elf_.codec().get(b, 0, 4));
+  return true;
+}
+
+// AArch64 and PPC64le: a pad is M nop words before the function symbol and N-M after it (after a
+// `bti` landing pad on AArch64). As the kernel does, the first nop at the entry becomes the context
+// that hands the trampoline the return address (`mov x9, x30`; `mflr r0`), permanently, and the second
+// is the site, toggled between nop and `bl`. gcc 12 for PPC64le puts the pad at the global entry,
+// before the TOC setup, so calls from inside the binary (to the local entry point) never run it: such
+// sites are skipped, saying so.
+void Discoverer::add_patchable_word(u64 addr) {
+  Site s(addr, SiteKind::patchable, Source::patchable_entries);
+  s.len = 4;
+  u32 w = 0;
+  if (addr % 4 != 0 || !executable(addr, 8)) {
+    s.set_skip(Skip::not_in_text);
+    return push_record_site(s);
+  }
+  const u32 nop = isa_ == arch::Isa::aarch64 ? arch::aarch64::nop : arch::ppc64le::nop;
+  u64 entry = addr;
+  const Func* inside = func_at(addr);
+  if (const Func* f = inside ? nullptr : func_at_or_after(addr, 64); f && f->addr > addr) {
+    for (u64 at = addr; at < f->addr; at += 4)  // the M words before the symbol must be nops
+      if (!word(at, w) || w != nop) {
+        s.set_skip(Skip::unrecognized);
+        return push_record_site(s);
+      }
+    entry = f->addr;
+  }
+  if (isa_ == arch::Isa::aarch64 && word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc)) entry += 4;
+  s.addr = entry + 4;
+  // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
+  const u32 ctx = isa_ == arch::Isa::aarch64 ? arch::aarch64::mov_x9_x30 : arch::ppc64le::mflr_r0;
+  u64 target = 0;
+  if (u32 site = 0; word(entry, w) && w == ctx && word(entry + 4, site) &&
+                    (site == nop || (isa_ == arch::Isa::aarch64 ? arch::aarch64::decode_bl(site, entry + 4, target)
+                                                                : arch::ppc64le::decode_bl(site, entry + 4, target))))
+    return push_record_site(s);
+  u64 nops = 0;
+  while (nops < 16 && word(entry + 4 * nops, w) && w == nop) nops++;
+  if (nops < 2) {
+    s.addr = entry;
+    s.set_skip(nops == 0 ? Skip::unrecognized : Skip::pad_too_short);
+    return push_record_site(s);
+  }
+  const Func* f = func_at(entry);
+  if (isa_ == arch::Isa::ppc64le && f && f->addr == entry && word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w))
+    s.set_skip(Skip::before_local_entry);
   push_record_site(s);
 }
 
@@ -432,6 +534,7 @@ void Discoverer::scan_symbols() {
       if (it != covered.end() && *it < end) return;  // a record already names this function's site
     }
     if (!executable(f.value, 1)) return;
+    if (word_isa()) return scan_word_function(f, name);
     u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.value)});
     auto fcode = code(f.value, limit);
     std::optional<arch::ScannedCall> sc;
@@ -446,6 +549,32 @@ void Discoverer::scan_symbols() {
     s.set_local(f.bind == STB_LOCAL);
     s.name = add_name(name);
   }, /*prefetch_code=*/true);
+}
+
+// AArch64 and PPC64le gcc -pg: the first `bl` of the prologue, when it calls _mcount, is the site
+// (toggled between `bl` and nop). What hands _mcount its argument stays: AArch64's `mov x0, x30` before
+// it (the scheduler may move other instructions in between), PPC64le's `mflr r0` (and `std r0,
+// 16(r1)`) earlier in the prologue. Without it the call is not the form gcc emits, and is skipped.
+void Discoverer::scan_word_function(const elf::Symbol& f, const char* name) {
+  const u64 limit = std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(f.value)});
+  bool context = false;  // seen: AArch64 `mov x0, x30`, PPC64le `mflr r0`
+  u32 w = 0;
+  for (u64 at = f.value; at + 4 <= f.value + limit && word(at, w); at += 4) {
+    context |= w == (isa_ == arch::Isa::aarch64 ? arch::aarch64::mov_x0_x30 : arch::ppc64le::mflr_r0);
+    u64 target = 0;
+    if (!(isa_ == arch::Isa::aarch64 ? arch::aarch64::decode_bl(w, at, target) : arch::ppc64le::decode_bl(w, at, target))) continue;
+    auto k = direct_.find(target);
+    if (!k) return;  // the first call is an ordinary one: no -pg site
+    Site& s = d_.sites.emplace_back(at, SiteKind::mcount, Source::symbols);
+    s.len = 4;
+    s.set_local(f.bind == STB_LOCAL);
+    s.name = add_name(name);
+    if (!context) s.set_skip(Skip::no_context);
+    // PPC64le: a call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the
+    // stub saved; it becomes a nop with the call (the trampoline keeps r2 itself).
+    if (u32 next = 0; isa_ == arch::Isa::ppc64le && word(at + 4, next) && next == arch::ppc64le::ld_r2_24_r1) s.pad_rest = 4;
+    return;
+  }
 }
 
 void Discoverer::finish() {
@@ -488,6 +617,10 @@ std::string_view skip_reason(Skip s) {
     case Skip::not_tracer_call: return "expected a call to mcount/__fentry__, found a call elsewhere";
     case Skip::pad_too_short: return "patchable pad is shorter than a 5-byte call";
     case Skip::overlaps: return "overlaps the site before it";
+    case Skip::no_context: return "expected `mov x0, x30` (AArch64) or `mflr r0` (PPC64le) before the call to _mcount";
+    case Skip::before_local_entry:
+      return "patchable pad before the ELFv2 local entry point, which calls from inside the binary enter at (gcc 12's placement); "
+             "build with -pg instead";
   }
   return "?";
 }

@@ -1,10 +1,14 @@
-// Site discovery: every function-entry tracing site a compiler left in an x86-64 ELF binary.
+// Site discovery: every function-entry tracing site a compiler left in an x86-64, AArch64 or PPC64le
+// ELF binary.
 //
 // Sources, in order of trust:
 //   1. __mcount_loc (gcc -mrecord-mcount): the address of every mcount/__fentry__ call or nop;
 //   2. __patchable_function_entries (-fpatchable-function-entry=N[,M]): the address of every nop pad;
 //   3. function symbols, for functions no record covers: the first instructions are decoded until the
-//      call to mcount/__fentry__ (resolved through PLT entries and GOT slots via relocations).
+//      call to mcount/__fentry__ (resolved through PLT entries and GOT slots via relocations; on
+//      PPC64le through ld's named call stubs).
+// On AArch64 and PPC64le a site is the one 32-bit word that toggles (docs/FORMAT.md); a patchable
+// site's word before it is its permanent context.
 // Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
 // does not match is kept as a skipped site with the reason, so it can be reported, and is never written.
 #pragma once
@@ -28,6 +32,8 @@ enum class Skip : u8 {
   not_tracer_call,  // a call, but not to mcount/__fentry__
   pad_too_short,    // a patchable pad shorter than a 5-byte call
   overlaps,         // overlaps the site before it
+  no_context,       // AArch64/PPC64le -pg: the call lacks what hands _mcount its argument
+  before_local_entry,  // PPC64le: a patchable pad that calls to the local entry point skip
 };
 std::string_view skip_reason(Skip s);
 

@@ -1,4 +1,4 @@
-// What the shim and the tools outside it agree on: the site table's constants, the blob's header (written by shim/entry.S, read by
+// What the shim and the tools outside it agree on: the site table's constants, the blob's header (written by shim/entry_x86_64.S, read by
 // the preparer), the configuration the preparer fills in, the counts file, and the control channel.
 // Freestanding (the shim includes it): elf/ints.h only. Documented in docs/SHIM.md.
 #pragma once
@@ -149,7 +149,9 @@ inline constexpr u64 rec_caller_unknown = rec_rest_limit - 1;  // the caller lie
 // in `<dir>/<pid>.<id>.reply`, written to a temporary name and renamed, so the client never reads half.
 // SIGTRAP is kept for breakpoints alone, so a program that takes SIGTRAP over does not cut the channel
 // (and the next batch takes it back).
-inline constexpr int ctl_signal = 64;  // SIGRTMAX: glibc reserves the lowest real-time signals, not it
+// SIGRTMAX-2 (62): glibc reserves the lowest real-time signals, not the top ones; qemu-user, where the
+// AArch64 and PPC64le shims are tested, keeps the top two (63, 64) for itself.
+inline constexpr int ctl_signal = 62;
 inline constexpr u64 ctl_magic = 0x50524550;   // "PREP": a control request
 inline constexpr u64 sync_magic = 0x50535943;  // "PSYC": the signal fallback's sync request (shim to itself, ctl_signal)
 inline constexpr u32 ctl_max_request = 4096;

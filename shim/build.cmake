@@ -1,33 +1,90 @@
-# Builds the shim blob from shim/ (included by the top-level CMakeLists.txt). The compiler runs by hand
-# rather than through a CMake target so that no project-wide option (sanitizers, coverage) reaches code
-# that runs before libc exists: the flags below are the whole story.
+# Builds the shim blobs from shim/ (included by the top-level CMakeLists.txt): one per ISA, with the
+# host's g++ for x86-64 and Debian's cross g++ for AArch64 and PPC64le (scripts/install-deps.sh installs
+# them; an ISA whose cross compiler is missing gets no blob, and prepatch says so when asked to prepare
+# such a binary). The compilers run by hand rather than through CMake targets so that no project-wide
+# option (sanitizers, coverage) reaches code that runs before libc exists: the flags below are the
+# whole story. ${SHIM_DIR}/shim_blob.cc defines shim_blob(machine) over the blobs built.
 find_program(PREPATCH_READELF readelf REQUIRED)
 # The flags are gcc's: a project configured with another compiler (the clang fuzz build) still builds
 # the shim with g++.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-  set(SHIM_CXX ${CMAKE_CXX_COMPILER})
+  set(SHIM_CXX_x86_64 ${CMAKE_CXX_COMPILER})
 else()
-  find_program(SHIM_CXX g++ REQUIRED)
+  find_program(SHIM_CXX_x86_64 g++ REQUIRED)
 endif()
-find_program(PREPATCH_OBJCOPY objcopy REQUIRED)
+find_program(SHIM_OBJCOPY_x86_64 objcopy REQUIRED)
+find_program(SHIM_CXX_aarch64 aarch64-linux-gnu-g++)
+find_program(SHIM_OBJCOPY_aarch64 aarch64-linux-gnu-objcopy)
+find_program(SHIM_CXX_ppc64le powerpc64le-linux-gnu-g++)
+find_program(SHIM_OBJCOPY_ppc64le powerpc64le-linux-gnu-objcopy)
 set(SHIM_DIR ${CMAKE_CURRENT_BINARY_DIR}/shim)
 file(MAKE_DIRECTORY ${SHIM_DIR})
 set(SHIM_FLAGS -std=c++20 -O2 -g0 -fPIE -ffreestanding -fno-exceptions -fno-rtti -fno-stack-protector
   -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-threadsafe-statics -fvisibility=hidden
-  -mgeneral-regs-only -fno-tree-loop-distribute-patterns -fcf-protection=none -fno-jump-tables
-  -Wall -Wextra -Werror -I${PROJECT_SOURCE_DIR})
-add_custom_command(OUTPUT ${SHIM_DIR}/runtime.o
-  COMMAND ${SHIM_CXX} ${SHIM_FLAGS} -MD -MF ${SHIM_DIR}/runtime.o.d -c ${PROJECT_SOURCE_DIR}/shim/runtime.cc -o ${SHIM_DIR}/runtime.o
-  DEPENDS ${PROJECT_SOURCE_DIR}/shim/runtime.cc DEPFILE ${SHIM_DIR}/runtime.o.d VERBATIM)
-add_custom_command(OUTPUT ${SHIM_DIR}/entry.o
-  COMMAND ${SHIM_CXX} -c ${PROJECT_SOURCE_DIR}/shim/entry.S -o ${SHIM_DIR}/entry.o
-  DEPENDS ${PROJECT_SOURCE_DIR}/shim/entry.S VERBATIM)
-add_custom_command(OUTPUT ${SHIM_DIR}/shim.elf
-  COMMAND ${SHIM_CXX} -nostdlib -static -no-pie -Wl,-T,${PROJECT_SOURCE_DIR}/shim/shim.ld -Wl,--build-id=none
-    -Wl,-z,noexecstack ${SHIM_DIR}/entry.o ${SHIM_DIR}/runtime.o -o ${SHIM_DIR}/shim.elf
-  DEPENDS ${SHIM_DIR}/entry.o ${SHIM_DIR}/runtime.o ${PROJECT_SOURCE_DIR}/shim/shim.ld VERBATIM)
-add_custom_command(OUTPUT ${SHIM_DIR}/shim_blob.cc
-  COMMAND ${CMAKE_COMMAND} "-DOBJS=${SHIM_DIR}/entry.o\;${SHIM_DIR}/runtime.o" -DSHIM_ELF=${SHIM_DIR}/shim.elf
-    -DSHIM_BIN=${SHIM_DIR}/shim.bin -DOUT_CC=${SHIM_DIR}/shim_blob.cc -DREADELF=${PREPATCH_READELF}
-    -DOBJCOPY=${PREPATCH_OBJCOPY} -P ${PROJECT_SOURCE_DIR}/shim/embed.cmake
-  DEPENDS ${SHIM_DIR}/shim.elf ${PROJECT_SOURCE_DIR}/shim/embed.cmake VERBATIM)
+  -fno-tree-loop-distribute-patterns -fno-jump-tables -Wall -Wextra -Werror -I${PROJECT_SOURCE_DIR})
+# Per ISA: no floating-point or vector register in the C code (the trampolines save general registers
+# only), no branch-protection landing pads, AArch64 atomics inline (not libgcc's). The function and
+# graph tracers are x86-64's so far; their code is compiled everywhere but driven only there, hence
+# -Wno-unused-function on the others. PPC64: -mlong-double-64, or libstdc++'s headers want __ieee128,
+# which needs VSX.
+set(SHIM_ISA_FLAGS_x86_64 -mgeneral-regs-only -fcf-protection=none)
+set(SHIM_ISA_FLAGS_aarch64 -mgeneral-regs-only -mbranch-protection=none -mno-outline-atomics -Wno-unused-function)
+set(SHIM_ISA_FLAGS_ppc64le -msoft-float -mno-altivec -mno-vsx -mlong-double-64 -mcmodel=medium -Wno-unused-function)
+# How each blob is linked: as a non-PIE at 0, every reference being PC-relative anyway; PPC64 as a
+# static PIE, since ld turns a non-PIE's global entry TOC setup (addis r2, r12, ...) into absolute
+# addresses, and lets its GOT keep its one header word.
+set(SHIM_LINK_FLAGS_x86_64 -static -no-pie -Wl,--defsym=__shim_got_allowed=0)
+set(SHIM_LINK_FLAGS_aarch64 -static -no-pie -Wl,--defsym=__shim_got_allowed=0)
+set(SHIM_LINK_FLAGS_ppc64le -static-pie -Wl,--defsym=__shim_got_allowed=8)
+# ELF e_machine per ISA, and the relocations a position-independent blob cannot have (no loader
+# relocates it): absolute addresses, GOT entries, dynamic relocations.
+set(SHIM_MACHINE_x86_64 62)
+set(SHIM_MACHINE_aarch64 183)
+set(SHIM_MACHINE_ppc64le 21)
+set(SHIM_BAD_RELOCS_x86_64 "R_X86_64_(64|32S?|GOT[A-Z0-9_]*|COPY|GLOB_DAT|JUMP_SLOT|RELATIVE)[ \t]")
+set(SHIM_BAD_RELOCS_aarch64 "R_AARCH64_(ABS[0-9]+|[A-Z0-9_]*GOT[A-Z0-9_]*|COPY|GLOB_DAT|JUMP_SLOT|RELATIVE)[ \t]")
+set(SHIM_BAD_RELOCS_ppc64le "R_PPC64_(ADDR[0-9A-Z_]*|GOT[A-Z0-9_]*|TOC|COPY|GLOB_DAT|JMP_SLOT|RELATIVE)[ \t]")
+
+set(SHIM_BLOBS)
+set(SHIM_DISPATCH "")
+set(SHIM_DECLS "")
+foreach(isa x86_64 aarch64 ppc64le)
+  if(NOT SHIM_CXX_${isa} OR NOT SHIM_OBJCOPY_${isa})
+    message(STATUS "prepatch: no ${isa} cross compiler (g++ and objcopy); prepared ${isa} binaries are refused")
+    continue()
+  endif()
+  set(cxx ${SHIM_CXX_${isa}})
+  set(dir ${SHIM_DIR}/${isa})
+  file(MAKE_DIRECTORY ${dir})
+  add_custom_command(OUTPUT ${dir}/runtime.o
+    COMMAND ${cxx} ${SHIM_FLAGS} ${SHIM_ISA_FLAGS_${isa}} -MD -MF ${dir}/runtime.o.d -c ${PROJECT_SOURCE_DIR}/shim/runtime.cc -o ${dir}/runtime.o
+    DEPENDS ${PROJECT_SOURCE_DIR}/shim/runtime.cc DEPFILE ${dir}/runtime.o.d VERBATIM)
+  add_custom_command(OUTPUT ${dir}/entry.o
+    COMMAND ${cxx} -I${PROJECT_SOURCE_DIR} -c ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S -o ${dir}/entry.o
+    DEPENDS ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S ${PROJECT_SOURCE_DIR}/shim/header.inc VERBATIM)
+  add_custom_command(OUTPUT ${dir}/shim.elf
+    COMMAND ${cxx} -nostdlib ${SHIM_LINK_FLAGS_${isa}} -Wl,-T,${PROJECT_SOURCE_DIR}/shim/shim.ld -Wl,--build-id=none
+      -Wl,-z,noexecstack ${dir}/entry.o ${dir}/runtime.o -o ${dir}/shim.elf
+    DEPENDS ${dir}/entry.o ${dir}/runtime.o ${PROJECT_SOURCE_DIR}/shim/shim.ld VERBATIM)
+  add_custom_command(OUTPUT ${dir}/shim_blob.cc
+    COMMAND ${CMAKE_COMMAND} "-DOBJS=${dir}/entry.o\;${dir}/runtime.o" -DSHIM_ELF=${dir}/shim.elf
+      -DSHIM_BIN=${dir}/shim.bin -DOUT_CC=${dir}/shim_blob.cc -DREADELF=${PREPATCH_READELF}
+      -DOBJCOPY=${SHIM_OBJCOPY_${isa}} -DISA=${isa} "-DBAD_RELOCS=${SHIM_BAD_RELOCS_${isa}}"
+      -P ${PROJECT_SOURCE_DIR}/shim/embed.cmake
+    DEPENDS ${dir}/shim.elf ${PROJECT_SOURCE_DIR}/shim/embed.cmake VERBATIM)
+  list(APPEND SHIM_BLOBS ${dir}/shim_blob.cc)
+  string(APPEND SHIM_DECLS "std::span<const u8> shim_blob_${isa}();\n")
+  string(APPEND SHIM_DISPATCH "  if (machine == ${SHIM_MACHINE_${isa}}) return shim_blob_${isa}();\n")
+endforeach()
+file(CONFIGURE OUTPUT ${SHIM_DIR}/shim_blob.cc CONTENT "// Generated by shim/build.cmake: the shim blobs this build has.
+#include \"rewriter/shim_blob.h\"
+
+namespace prepatch {
+
+${SHIM_DECLS}
+std::span<const u8> shim_blob(u16 machine) {
+${SHIM_DISPATCH}  return {};
+}
+
+}  // namespace prepatch
+")

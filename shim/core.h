@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "arch/plan.h"
-#include "arch/x86_64_forms.h"
+#include "arch/forms.h"
 #include "elf/ints.h"
 #include "shim/abi.h"
 
@@ -358,22 +358,21 @@ u64 run_batch_of(Sites& sites, Memory& mem) {
   }(std::make_integer_sequence<unsigned, arch::phase_count(*arch::fixed_plan(I))>{});
 }
 
-// Runs a batch: through the executor compiled for the ISA's one plan where it has one (the shim is
-// x86-64 only for now), else through the one that looks each site's plan up.
+// Runs a batch: through the executor compiled for the ISA's one plan where the shim exists for that
+// ISA, else through the one that looks each site's plan up.
 template <class Sites, class Memory>
 u64 run_batch(arch::Isa isa, Sites& sites, Memory& mem) {
   if (isa == arch::Isa::x86_64) return run_batch_of<arch::Isa::x86_64>(sites, mem);
+  if (isa == arch::Isa::aarch64) return run_batch_of<arch::Isa::aarch64>(sites, mem);
+  if (isa == arch::Isa::ppc64le) return run_batch_of<arch::Isa::ppc64le>(sites, mem);
   return run_batch_any(isa, sites, mem);
 }
 
-// The bytes of a site's two forms on x86-64: the canonical nop of its length, or its call form to
-// `trampoline`. False when the call cannot be encoded (unknown form, out of rel32 reach).
-inline bool x86_site_form(bool on, u64 addr, u8 len, u8 call_form, u64 trampoline, u8* out) {
-  if (!on) {
-    if (len == 0 || len > arch::max_canonical_nop) return false;
-    for (unsigned i = 0; i < len; i++) out[i] = arch::canonical_nops[len - 1][i];
-    return true;
-  }
+// The bytes of a site's two forms on ELF machine `machine`: off, x86-64's canonical nop of its length
+// or the ISA's nop word; on, its call form to `trampoline`. False when the call cannot be encoded
+// (unknown form, out of reach).
+inline bool site_form(u16 machine, bool on, u64 addr, u8 len, u8 call_form, u64 trampoline, u8* out) {
+  if (!on) return arch::off_form(machine, len, out);
   auto f = static_cast<arch::CallForm>(call_form);
   return arch::call_form_length(f) == len && arch::encode_call_form(f, addr, trampoline, out);
 }
@@ -384,7 +383,7 @@ inline bool x86_site_form(bool on, u64 addr, u8 len, u8 call_form, u64 trampolin
 // index, or for the count tracer the address of its counter). Open addressing with linear probing and
 // no wrap-around: `site_hash_slack` slots follow the mask's range and the last of them always stays
 // empty, so every lookup ends. Filled while sites are enabled, before any becomes a call; never shrinks
-// (an entry of a disabled site is harmless). shim/entry.S's count trampoline repeats find() in assembly.
+// (an entry of a disabled site is harmless). shim/entry_x86_64.S's count trampoline repeats find() in assembly.
 struct SiteHashSlot {
   u64 key, value;
 };

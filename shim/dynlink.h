@@ -87,16 +87,25 @@ inline u64 find_definition(const DynamicInfo& d, const char* name) {
   return 0;
 }
 
+// The relocation types of a GOT slot holding a function's address: *_GLOB_DAT (-fno-plt, function
+// pointers) and *_JUMP_SLOT (PLT), on the ISA this is compiled for.
+#if defined(__aarch64__)
+inline constexpr u64 glob_dat = 1025, jump_slot = 1026;  // R_AARCH64_GLOB_DAT, R_AARCH64_JUMP_SLOT
+#elif defined(__powerpc64__)
+inline constexpr u64 glob_dat = 20, jump_slot = 21;  // R_PPC64_GLOB_DAT, R_PPC64_JMP_SLOT
+#else
+inline constexpr u64 glob_dat = 6, jump_slot = 7;  // R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT
+#endif
+
 // Calls f(slot, k) for every GOT slot through which the object calls names[k] (k < n; a name is a
-// C string): its R_X86_64_JUMP_SLOT (PLT) and R_X86_64_GLOB_DAT (-fno-plt, function pointers)
-// relocations of that symbol.
+// C string): its JUMP_SLOT and GLOB_DAT relocations of that symbol.
 template <class Names, class F>
 void for_each_import(const DynamicInfo& d, const Names& names, unsigned n, F f) {
   const auto scan = [&](const u8* rel, u64 size) {
     if (!rel) return;
     for (u64 at = 0; at + 24 <= size; at += 24) {
       const u64 info = load_le(rel + at + 8, 8), type = info & 0xffffffff, sym = info >> 32;
-      if ((type != 6 && type != 7) || sym == 0) continue;
+      if ((type != glob_dat && type != jump_slot) || sym == 0) continue;
       const char* s = d.strtab + load_le(d.symtab + 24 * sym, 4);
       for (unsigned k = 0; k < n; k++)
         if (str_eq(names[k], str_len(names[k]), s)) f(reinterpret_cast<u64*>(d.bias + load_le(rel + at, 8)), k);

@@ -4,7 +4,7 @@
 //
 // What it does:
 //   start:    registers membarrier SYNC_CORE, installs the SIGTRAP handler, runs the trap self-test,
-//             enables the sites PREPATCH_TRACE names, then the program starts (shim/entry.S).
+//             enables the sites PREPATCH_TRACE names, then the program starts (shim/entry_x86_64.S).
 //   a batch:  switches a set of sites between nop and call by running arch/plan.h's plan phase by phase
 //             (shim/core.h run_batch), with the text made writable for the batch only (or, with
 //             PREPATCH_WX=strict, through a writable mapping of the memfd the text is mapped from).
@@ -74,11 +74,11 @@ int memcmp(const void* a, const void* b, size_t n) {
 // Filled in by the preparer (shim/abi.h); in .data so that it is part of the file image.
 __attribute__((section(".data.config"))) Config prepatch_config = {};
 
-// The site hash (shim/core.h), read by the count trampoline in shim/entry.S.
+// The site hash (shim/core.h), read by the count trampoline in shim/entry_x86_64.S.
 SiteHashSlot* prepatch_hash;
 u64 prepatch_hash_mask;
 
-// The functions the exception hooks in shim/entry.S go on to, in hook_unwinder's order.
+// The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
 u64 prepatch_unwind_real[4];
 }
 
@@ -180,16 +180,26 @@ void say(const char* a, const char* b = "", const char* c = "") {
   sys::write_all(2, t.data(), t.size());
 }
 
-// Restores the default action of `sig` and sends it to this thread.
-void raise_default(int sig) {
-  sys::KernelSigaction dfl{nullptr, sys::sa_restorer, &prepatch_restorer, 0};
-  call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, 8);
-  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), sig);
+// The sa_restorer the shim's handlers name: its own rt_sigreturn on x86-64 (required there), none on
+// the ISAs whose kernel returns through the vDSO (sys::restorer_flag).
+void (*restorer())() {
+#if defined(__x86_64__)
+  return &prepatch_restorer;
+#else
+  return nullptr;
+#endif
 }
 
-void serialize_core() {
-  u32 a = 0, b, c = 0, d;
-  asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");  // serializing (SDM 8.1.3)
+// A trap stands at sites mid-batch on this ISA (x86-64's int3 plan): the SIGTRAP handler, its
+// self-test and the check that no thread blocks SIGTRAP exist for it. AArch64 and PPC64le swap one
+// word in one store and never lay a trap.
+constexpr bool traps = arch::fixed_plan(sys::isa)->leaves_trap;
+
+// Restores the default action of `sig` and sends it to this thread.
+void raise_default(int sig) {
+  sys::KernelSigaction dfl{nullptr, sys::restorer_flag, restorer(), 0};
+  call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, 8);
+  call(sys::nr_tgkill, call(sys::nr_getpid), call(sys::nr_gettid), sig);
 }
 
 // ---- threads -----------------------------------------------------------------------------------
@@ -243,6 +253,10 @@ i64 clock_ns(int clock) {
 }
 
 i64 now_ns() { return clock_ns(1); }
+
+long rename(const char* from, const char* to) {
+  return call(sys::nr_renameat2, sys::at_fdcwd, reinterpret_cast<long>(from), sys::at_fdcwd, reinterpret_cast<long>(to), 0);
+}
 
 void* map(u64 size, int prot, int flags, int fd) {
   long p = call(sys::nr_mmap, 0, static_cast<long>(size), prot, flags, fd, 0);
@@ -317,7 +331,7 @@ void signal_sync() {
 // A sync request of round `seq` reached this thread: serialize, then check this thread off for that
 // round (a late answer to an earlier round checks nothing off, see check_off).
 void acknowledge_sync(u32 seq) {
-  serialize_core();
+  sys::serialize_core();
   const int self = static_cast<int>(call(sys::nr_gettid));
   for (u64 i = 0; i < g.sync_count; i++)
     if (g.sync_slots[i].tid == self) check_off(i, seq);
@@ -345,6 +359,13 @@ struct TextMemory {
     auto* at = reinterpret_cast<volatile u8*>(addr);
     for (unsigned k = 0; alias && k < g.text_spans; k++)
       if (addr >= g.text[k].lo && addr < g.text[k].hi) at = alias + g.text[k].off + (addr - g.text[k].lo);
+    if (width == 4 && sys::isa != arch::Isa::x86_64) {  // an aligned instruction word: one store
+      u32 w;
+      memcpy(&w, bytes, 4);
+      __atomic_store_n(reinterpret_cast<volatile u32*>(at), w, __ATOMIC_RELAXED);
+      sys::sync_icache(const_cast<u8*>(at), reinterpret_cast<void*>(addr));
+      return;
+    }
     for (unsigned i = 0; i < width; i++) at[i] = bytes[i];
   }
   void sync() { sync_all(); }
@@ -482,8 +503,8 @@ void on_message(int sig, sys::SigInfo* si, void* uc);
 bool install_handler(int which) {
   const int sig = which == 0 ? sys::sigtrap : ctl_signal;
   void* handler = which == 0 ? reinterpret_cast<void*>(&on_sigtrap) : reinterpret_cast<void*>(&on_message);
-  sys::KernelSigaction ours{handler, sys::sa_siginfo | sys::sa_restorer | sys::sa_restart | sys::sa_nodefer | sys::sa_onstack,
-                            &prepatch_restorer, 0};
+  sys::KernelSigaction ours{handler, sys::sa_siginfo | sys::restorer_flag | sys::sa_restart | sys::sa_nodefer | sys::sa_onstack,
+                            restorer(), 0};
   sys::KernelSigaction old{};
   if (call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&ours), reinterpret_cast<long>(&old), 8) != 0) return false;
   if (old.handler != handler) g.chained[which] = old;
@@ -500,7 +521,7 @@ void ensure_handler() {
 
 bool ensure_table() {
   if (g.table_state == 0) {
-    const char* why = g.table.check(reinterpret_cast<const u8*>(prepatch_config.table_vaddr + g.bias), prepatch_config.table_size, 62);
+    const char* why = g.table.check(reinterpret_cast<const u8*>(prepatch_config.table_vaddr + g.bias), prepatch_config.table_size, sys::machine);
     g.table_state = why ? -1 : 1;
     if (why) g.disabled = why;
   }
@@ -572,7 +593,7 @@ bool create_file(NewFile& f, const char* magic, F name, const char* what, Text& 
 // Gives up a file that could not be completed: closes it and removes the temporary.
 void discard(const NewFile& f) {
   call(sys::nr_close, f.fd);
-  call(sys::nr_unlink, reinterpret_cast<long>(f.tmp));
+  call(sys::nr_unlinkat, sys::at_fdcwd, reinterpret_cast<long>(f.tmp), 0);
 }
 
 // The counts file's name for this process: PREPATCH_COUNTS, or prepatch.PID.counts; a process forked
@@ -601,7 +622,7 @@ bool ensure_counts(Text& err) {
   h->count = n;
   h->pid = static_cast<u64>(call(sys::nr_getpid));
   h->table_vaddr = prepatch_config.table_vaddr;
-  if (call(sys::nr_rename, reinterpret_cast<long>(f.tmp), reinterpret_cast<long>(f.path)) != 0) {
+  if (rename(f.tmp, f.path) != 0) {
     call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
     return discard(f), err.str("cannot rename the counts file into place: ").str(f.path), false;
   }
@@ -629,7 +650,8 @@ constexpr i64 block_patience_ns = 500000000, block_limit_ns = 3000000000;
 constexpr u64 glibc_internal_bits = 3ull << 31;
 
 bool threads_block_signals(Text& err) {
-  const u64 needed = sigtrap_bit | (g.use_signals ? ctl_bit : 0);
+  const u64 needed = (traps ? sigtrap_bit : 0) | (g.use_signals ? ctl_bit : 0);
+  if (!needed) return false;
   const i64 start = now_ns();
   int watched = 0;
   i64 watched_since = start;
@@ -664,10 +686,10 @@ bool threads_block_signals(Text& err) {
   err.str("thread ").num(static_cast<u64>(watched));
   if (watched_unreadable)
     err.str(": cannot read its signal mask from /proc/self/task, so whether it blocks SIGTRAP is unknown; the batch is refused");
-  else if (watched_mask & sigtrap_bit)
+  else if (traps && (watched_mask & sigtrap_bit))
     err.str(" blocks SIGTRAP (SigBlk ").hex(watched_mask).str("): a thread that met a breakpoint mid-batch would be killed, so the batch is refused (docs/SHIM.md)");
   else
-    err.str(" blocks signal 64 (SIGRTMAX), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
+    err.str(" blocks signal 62 (SIGRTMAX-2), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
   return true;
 }
 
@@ -698,21 +720,13 @@ struct Thread {
 constexpr u64 max_threads = 4096, chunk_bytes = 256 * 1024, shadow_bytes = 1 << 20;
 constexpr u64 glibc_tid_offset = 0x2d0;  // struct pthread's tid, where every x86-64 glibc keeps it
 
-inline u64 rdtsc() {
-  u32 lo, hi;
-  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
-  return u64{hi} << 32 | lo;
-}
-
-inline u64 thread_pointer() {
-  u64 tp;
-  asm("mov %%fs:0, %0" : "=r"(tp));
-  return tp;
-}
+using sys::thread_pointer;
 
 // A thread block for the time before the C library sets up its own (a static binary starts with no
 // thread pointer, and %fs:0 must be readable by the tracers from the first instruction on).
+#if defined(__x86_64__)
 alignas(64) u8 early_tcb[0x300];
+#endif
 
 // The trace file's name for this process: PREPATCH_OUTPUT with %p replaced by the pid, or
 // prepatch.PID.trace; a process forked from the one that started appends ".PID" to a PREPATCH_OUTPUT
@@ -758,20 +772,20 @@ TraceHeader* create_trace(Writer& w, Text& err) {
   // The TSC's rate against CLOCK_MONOTONIC over 2 ms, once per process tree (a child after fork
   // keeps its parent's figure; docs/FORMAT.md).
   const i64 n0 = now_ns();
-  const u64 c0 = rdtsc();
+  const u64 c0 = sys::ticks();
   h->realtime0 = static_cast<u64>(clock_ns(0));
   h->tsc0 = c0, h->monotonic0 = static_cast<u64>(n0);
   if (!g.tsc_hz) {
     i64 n1 = n0;
     u64 c1 = c0;
-    while (n1 - n0 < 2000000) n1 = now_ns(), c1 = rdtsc();
+    while (n1 - n0 < 2000000) n1 = now_ns(), c1 = sys::ticks();
     g.tsc_hz = (c1 - c0) * 1000000000 / static_cast<u64>(n1 - n0);
   }
   h->tsc_hz = g.tsc_hz;
   w.fd = fd;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   memcpy(h->magic, trace_magic, 8);  // last: a file with the magic has a whole header
-  if (call(sys::nr_rename, reinterpret_cast<long>(f.tmp), reinterpret_cast<long>(f.path)) != 0) {
+  if (rename(f.tmp, f.path) != 0) {
     call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
     return discard(f), err.str("cannot rename the trace file into place: ").str(f.path), nullptr;
   }
@@ -871,7 +885,7 @@ void count_lost() {
 // Appends a record (shim/abi.h: 16 bytes for a call, 8 for graph's entry, exit and unwound, whose `rest`
 // is the depth the file does not store); the chunk's `used` covers it once it is whole.
 void emit(Thread* t, u64 type, u64 site, u64 rest) {
-  const u64 now = rdtsc();
+  const u64 now = sys::ticks();
   const bool graph = type != rec_call;
   const u64 size = graph ? 8 : 16;
   const u64 gen = __atomic_load_n(&g.writer->generation, __ATOMIC_ACQUIRE);
@@ -929,6 +943,7 @@ bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
   return true;
 }
 
+#if defined(__x86_64__)
 // The entry points a binary defines itself (static, -static-libgcc, -static-libstdc++) are called
 // directly: each one's first instructions (Config::unwinder_len bytes, found movable by the preparer)
 // are copied to an executable page, followed by a jump back, and a jump to the hook replaces them; the
@@ -970,6 +985,8 @@ bool hook_unwinder_in_place(u8* const* hooks) {
   return true;
 }
 
+#endif  // the graph tracer's in-place exception hooks: x86-64 only
+
 // The loader's list of the loaded objects (r_debug, through the program's DT_DEBUG), or nullptr: a
 // static or static-pie program, or no DT_DEBUG. `dynamic`: whether the program has a PT_DYNAMIC.
 const RDebug* loaded_objects(bool* dynamic = nullptr) {
@@ -1010,6 +1027,7 @@ u64 find_loaded(const RDebug* r, const char* name) {
   return f;
 }
 
+#if defined(__x86_64__)
 // Hooks the entry points the binary defines in place, and points every GOT slot through which a loaded
 // object calls one of the others at its hook; once, at start (objects loaded later by dlopen are not
 // hooked). Notes in g.unwind_unhooked why exceptions are not followed.
@@ -1030,6 +1048,7 @@ void hook_unwinder() {
   if (!prepatch_unwind_real[0]) return void(g.unwind_unhooked = "no loaded object defines _Unwind_RaiseException");
   g.unwind_got = hook_imports(r, unwinder_names, 4, hooks, prepatch_unwind_real);
 }
+#endif  // the graph tracer's exception hooks: x86-64 only
 
 // ---- PREPATCH_WX=strict ------------------------------------------------------------------------
 //
@@ -1104,7 +1123,7 @@ struct ThreadStart {
 ThreadStart* thread_start(u8* region) { return reinterpret_cast<ThreadStart*>(region + altstack_region) - 1; }
 
 void lock_stacks() {
-  while (__atomic_exchange_n(&g.stack_lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
+  while (__atomic_exchange_n(&g.stack_lock, 1, __ATOMIC_ACQUIRE)) sys::cpu_relax();
 }
 void unlock_stacks() { __atomic_store_n(&g.stack_lock, 0, __ATOMIC_RELEASE); }
 
@@ -1243,7 +1262,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
   if (!ensure_sites()) return err.str("cannot map the site states"), o;
   if (on && !ensure_tracing(err)) return o;
   if (threads_block_signals(err)) return g.stats.refused++, o;
-  ensure_handler();
+  if (traps) ensure_handler();
   const char* outside = nullptr;
   const bool all = include.matches_all() && exclude.empty();  // no name to read
   for (u64 i = 0; i < n; i++) {
@@ -1257,7 +1276,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
     const SiteEntry e = g.table.entry(i);
     State::BatchEntry& b = g.batch[o.changed];
     b.addr = e.addr + g.bias, b.len = e.length;
-    if (!x86_site_form(on, b.addr, e.length, e.call_form, g.tramp[e.kind - 1], b.target)) continue;
+    if (!site_form(sys::machine, on, b.addr, e.length, e.call_form, g.tramp[e.kind - 1], b.target)) continue;
     if (on && !site_hash_insert(prepatch_hash, prepatch_hash_mask, b.addr + e.length,
                                 g.tracer == Tracer::count ? reinterpret_cast<u64>(&g.counts[i]) : i))
       continue;  // cannot happen at a load factor of one half short of a pathological address pattern
@@ -1274,7 +1293,7 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
     if (!text.ok) return call_off(), err.str(g.wx_strict ? "cannot map the text's memfd writable" : "cannot make the sites' text writable (mprotect failed)"), o;
     TextMemory mem{text.alias};
     BatchSites sites{o.changed};
-    g.stats.writes += run_batch(arch::Isa::x86_64, sites, mem);
+    g.stats.writes += run_batch(sys::isa, sites, mem);
     g.stats.batches++;
   }
   for (u64 i = 0; i < n; i++) g.site[i] &= ~site_in_batch;
@@ -1335,7 +1354,7 @@ class Reply {
     char path[128];
     Text p(path, sizeof path);
     channel_path(p, id_, ".reply");
-    call(sys::nr_rename, reinterpret_cast<long>(tmp_), reinterpret_cast<long>(path));
+    rename(tmp_, path);
   }
 
  private:
@@ -1394,11 +1413,13 @@ void serve_request(u32 id) {
 
 // ---- SIGTRAP -----------------------------------------------------------------------------------
 
+#if defined(__x86_64__)
 void emulate_call(sys::UContext* uc, u64 ret, u64 target) {
   uc->gregs[sys::reg_rsp] -= 8;
   *reinterpret_cast<u64*>(uc->gregs[sys::reg_rsp]) = ret;
   uc->gregs[sys::reg_rip] = target;
 }
+#endif
 
 // The program's own disposition: its handler, or the default action (for a trap the kernel raised,
 // SIG_IGN means the default action too: the kernel forces it).
@@ -1422,6 +1443,7 @@ void on_message(int sig, sys::SigInfo* si, void* uc) {
 }
 
 void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
+#if defined(__x86_64__)
   auto* uc = static_cast<sys::UContext*>(ucv);
   if (si->code == sys::si_kernel) {
     const u64 at = uc->gregs[sys::reg_rip] - 1;  // int3 reports the address after it
@@ -1440,11 +1462,13 @@ void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
       }
     }
   }
+#endif
   chain(sig, si, ucv);
 }
 
 // The kernel's int3_selftest, in user space: a breakpoint in the shim's own text must reach the
 // handler, which emulates a call to the fentry trampoline, which must reach prepatch_on_call.
+#if defined(__x86_64__)
 void selftest() {
   u64 mask = 0;
   if (call(sys::nr_rt_sigprocmask, 0, 0, reinterpret_cast<long>(&mask), 8) != 0 || (mask & sigtrap_bit))
@@ -1452,10 +1476,12 @@ void selftest() {
   prepatch_selftest();
   if (g.selftest_traps != 1 || g.selftest_calls != 1) g.disabled = "the breakpoint self-test failed";
 }
+#endif
 
 }  // namespace
 
-// Called by the function and graph tracers' trampolines (shim/entry.S) with every caller-saved
+#if defined(__x86_64__)
+// Called by the function and graph tracers' trampolines (shim/entry_x86_64.S) with every caller-saved
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
@@ -1499,7 +1525,7 @@ extern "C" u64 prepatch_on_exit(u64 sp) {
   return f.ret;
 }
 
-// Called by the exception hooks (shim/entry.S) with their caller's stack pointer: before the unwinder
+// Called by the exception hooks (shim/entry_x86_64.S) with their caller's stack pointer: before the unwinder
 // starts or resumes (to_real: the thread's live frames get their real return addresses back), and when
 // a handler catches (the frames below the catching function were unwound, the live ones return through
 // the exit trampoline again).
@@ -1508,9 +1534,17 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   if (t && t->shadow.depth)
     t->shadow.relink(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
+#else
+// Called by the count trampolines (shim/entry_*.S) with the site's end (the return address of its
+// `bl`) and every register the traced function may still need saved: counts the call.
+extern "C" void prepatch_count(u64 site_end) {
+  if (const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr)
+    __atomic_fetch_add(reinterpret_cast<u64*>(s->value), 1, __ATOMIC_RELAXED);
+}
+#endif
 
 // pthread_create, through the GOT slots of the loaded objects: the new thread starts in
-// prepatch_thread_start (shim/entry.S), which has prepatch_thread_setup give it its alternate signal
+// prepatch_thread_start (shim/entry_x86_64.S), which has prepatch_thread_setup give it its alternate signal
 // stack, then jumps to its start routine (so no frame of the shim's stays under the thread's frames).
 // Without memory for one, the thread starts as asked, without.
 extern "C" int prepatch_hook_pthread_create(void* thread, const void* attr, void* (*start)(void*), void* arg) {
@@ -1530,7 +1564,7 @@ extern "C" const void* prepatch_thread_setup(u8* region) {
   return thread_start(region);
 }
 
-// Called once by the start routine (shim/entry.S) with the stack pointer the kernel set up: argc,
+// Called once by the start routine (shim/entry_x86_64.S) with the stack pointer the kernel set up: argc,
 // argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
 extern "C" void prepatch_init(u64* sp) {
   const u64 argc = sp[0];
@@ -1544,12 +1578,14 @@ extern "C" void prepatch_init(u64* sp) {
   g.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
   // A static binary starts without a thread pointer; the tracers read %fs:0 (and the tid glibc keeps
   // in its thread block) from the first traced call on, so until the C library sets its own, it is ours.
+#if defined(__x86_64__)
   u64 fs = 0;
   if (call(sys::nr_arch_prctl, 0x1003 /* ARCH_GET_FS */, reinterpret_cast<long>(&fs)) == 0 && fs == 0) {
     *reinterpret_cast<u64*>(early_tcb) = reinterpret_cast<u64>(early_tcb);
     *reinterpret_cast<u32*>(early_tcb + glibc_tid_offset) = static_cast<u32>(call(sys::nr_gettid));
     call(sys::nr_arch_prctl, 0x1002 /* ARCH_SET_FS */, reinterpret_cast<long>(early_tcb));
   }
+#endif
   const char* tracer = env_get(envp, "PREPATCH_TRACER");
   g.tracer = Tracer::count;
   if (tracer && *tracer) {
@@ -1557,9 +1593,16 @@ extern "C" void prepatch_init(u64* sp) {
     else if (str_eq("graph", 5, tracer)) g.tracer = Tracer::graph;
     else if (!str_eq("count", 5, tracer)) g.disabled = "PREPATCH_TRACER is not count, function or graph";
   }
+#if defined(__x86_64__)
   for (int k = 0; k < 3; k++)
     g.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
                                            : reinterpret_cast<u64>(k == 0 ? prepatch_tramp_fentry : k == 1 ? prepatch_tramp_mcount : prepatch_tramp_patchable);
+#else
+  // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here).
+  if (g.tracer != Tracer::count) g.disabled = "PREPATCH_TRACER=function and graph exist on x86-64 only so far";
+  g.tramp[0] = g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
+  g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
+#endif
   if (const char* p = env_get(envp, "PREPATCH_OUTPUT"); p && *p) {
     Text t(g.output, sizeof g.output - 1);
     t.str(p);
@@ -1581,6 +1624,9 @@ extern "C" void prepatch_init(u64* sp) {
   if (const char* wx = env_get(envp, "PREPATCH_WX"); wx && *wx) {
     g.wx_strict = str_eq("strict", 6, wx);
     if (!g.wx_strict) g.disabled = "PREPATCH_WX is not strict";
+    // qemu-user, where these ISAs are tested, would not see code written through the memfd's second
+    // mapping (it watches the executed pages' own addresses), so strict is not offered untested.
+    if (sys::isa != arch::Isa::x86_64) g.disabled = "PREPATCH_WX=strict exists on x86-64 only so far";
   }
   const char* sync = env_get(envp, "PREPATCH_SYNC");
   g.use_signals = sync && str_eq("signal", 6, sync);
@@ -1588,9 +1634,11 @@ extern "C" void prepatch_init(u64* sp) {
     g.membarrier_error = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0);
     g.use_signals = g.membarrier_error != 0;
   }
-  if (!install_handler(0) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 64 handlers";
+  if ((traps && !install_handler(0)) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 62 handlers";
+#if defined(__x86_64__)
   if (!g.disabled) selftest();
   if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
+#endif
   const bool fork_handlers = !g.disabled && register_fork_handlers();
   if (!g.disabled) g.pthread_got = give_threads_altstacks();
   if (!g.disabled && g.wx_strict) wx_start(fork_handlers);

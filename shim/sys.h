@@ -1,10 +1,27 @@
-// Raw Linux x86-64 system calls and the kernel's structures the shim uses: no libc. The shim runs
-// before libc is initialized (it is the program's entry point) and inside signal handlers.
+// Raw Linux system calls and the kernel's structures the shim uses, for each ISA it is built for
+// (x86-64, AArch64, PPC64le): no libc. The shim runs before libc is initialized (it is the program's
+// entry point) and inside signal handlers.
 #pragma once
+#include "arch/plan.h"
 #include "elf/ints.h"
 
 namespace prepatch::shim::sys {
 
+// The ISA this copy of the shim is built for, as the site table names it (its ELF e_machine).
+#if defined(__x86_64__)
+inline constexpr arch::Isa isa = arch::Isa::x86_64;
+inline constexpr u16 machine = 62;  // EM_X86_64
+#elif defined(__aarch64__)
+inline constexpr arch::Isa isa = arch::Isa::aarch64;
+inline constexpr u16 machine = 183;  // EM_AARCH64
+#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
+inline constexpr arch::Isa isa = arch::Isa::ppc64le;
+inline constexpr u16 machine = 21;  // EM_PPC64
+#else
+#error "the shim exists for x86-64, AArch64 and PPC64le"
+#endif
+
+#if defined(__x86_64__)
 inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
   long ret;
   register long r10 asm("r10") = d;
@@ -18,15 +35,65 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 enum : long {
   nr_read = 0, nr_write = 1, nr_close = 3, nr_fstat = 5, nr_mmap = 9, nr_mprotect = 10, nr_munmap = 11, nr_madvise = 28,
   nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_nanosleep = 35, nr_getpid = 39,
-  nr_ftruncate = 77, nr_rename = 82, nr_unlink = 87, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
+  nr_ftruncate = 77, nr_renameat2 = 316, nr_unlinkat = 263, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
   nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
   nr_arch_prctl = 158, nr_fallocate = 285, nr_pwrite64 = 18, nr_memfd_create = 319, nr_sigaltstack = 131,
 };
+inline constexpr int o_directory = 0200000, o_nofollow = 0400000;
+#elif defined(__aarch64__)
+inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  register long x8 asm("x8") = n;
+  register long x0 asm("x0") = a;
+  register long x1 asm("x1") = b;
+  register long x2 asm("x2") = c;
+  register long x3 asm("x3") = d;
+  register long x4 asm("x4") = e;
+  register long x5 asm("x5") = f;
+  asm volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+  return x0;
+}
+
+// System call numbers (include/uapi/asm-generic/unistd.h).
+enum : long {
+  nr_read = 63, nr_write = 64, nr_close = 57, nr_fstat = 80, nr_mmap = 222, nr_mprotect = 226, nr_munmap = 215, nr_madvise = 233,
+  nr_rt_sigaction = 134, nr_rt_sigprocmask = 135, nr_nanosleep = 101, nr_getpid = 172,
+  nr_ftruncate = 46, nr_renameat2 = 276, nr_unlinkat = 35, nr_geteuid = 175, nr_gettid = 178, nr_getdents64 = 61,
+  nr_futex = 98, nr_clock_gettime = 113, nr_tgkill = 131, nr_openat = 56, nr_rt_tgsigqueueinfo = 240, nr_membarrier = 283,
+  nr_fallocate = 47, nr_pwrite64 = 68, nr_memfd_create = 279, nr_sigaltstack = 132,
+};
+inline constexpr int o_directory = 040000, o_nofollow = 0100000;
+#else
+// PPC64: `sc` with the number in r0 and arguments in r3..r8; the kernel flags an error in CR0.SO and
+// returns the positive errno in r3, made negative here as on the other ISAs.
+inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  register long r0 asm("r0") = n;
+  register long r3 asm("r3") = a;
+  register long r4 asm("r4") = b;
+  register long r5 asm("r5") = c;
+  register long r6 asm("r6") = d;
+  register long r7 asm("r7") = e;
+  register long r8 asm("r8") = f;
+  asm volatile("sc\n\tbns+ 1f\n\tneg %1, %1\n1:"
+               : "+r"(r0), "+r"(r3), "+r"(r4), "+r"(r5), "+r"(r6), "+r"(r7), "+r"(r8)
+               :
+               : "r9", "r10", "r11", "r12", "cr0", "ctr", "xer", "memory");
+  return r3;
+}
+
+// System call numbers (arch/powerpc/kernel/syscalls/syscall.tbl, 64-bit).
+enum : long {
+  nr_read = 3, nr_write = 4, nr_close = 6, nr_fstat = 108, nr_mmap = 90, nr_mprotect = 125, nr_munmap = 91, nr_madvise = 205,
+  nr_rt_sigaction = 173, nr_rt_sigprocmask = 174, nr_nanosleep = 162, nr_getpid = 20,
+  nr_ftruncate = 93, nr_renameat2 = 357, nr_unlinkat = 292, nr_geteuid = 49, nr_gettid = 207, nr_getdents64 = 202,
+  nr_futex = 221, nr_clock_gettime = 246, nr_tgkill = 250, nr_openat = 286, nr_rt_tgsigqueueinfo = 322, nr_membarrier = 365,
+  nr_fallocate = 309, nr_pwrite64 = 180, nr_memfd_create = 360, nr_sigaltstack = 185,
+};
+inline constexpr int o_directory = 040000, o_nofollow = 0100000;
+#endif
 
 inline constexpr int at_fdcwd = -100;
 inline constexpr int futex_wait_private = 128, futex_wake_private = 129;  // FUTEX_WAIT/WAKE | FUTEX_PRIVATE_FLAG
-inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_trunc = 01000, o_directory = 0200000,
-                     o_nofollow = 0400000, o_cloexec = 02000000;
+inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_trunc = 01000, o_cloexec = 02000000;
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;
 inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anonymous = 0x20;
 inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
@@ -38,17 +105,92 @@ inline constexpr int enosys = 38, esrch = 3, eintr = 4, einval = 22;
 inline constexpr int membarrier_query = 0, membarrier_private_expedited_sync_core = 32,
                      membarrier_register_private_expedited_sync_core = 64;
 
-// sigaction flags.
+// sigaction flags (the same values on the three ISAs).
 inline constexpr u64 sa_siginfo = 4, sa_restorer = 0x04000000, sa_onstack = 0x08000000, sa_restart = 0x10000000,
                      sa_nodefer = 0x40000000, sa_resethand = 0x80000000;
+// x86-64 requires a restorer (shim/entry_x86_64.S's rt_sigreturn); AArch64 and PPC64 return through
+// the vDSO's (or qemu-user's) trampoline when none is given.
+#if defined(__x86_64__)
+inline constexpr u64 restorer_flag = sa_restorer;
+#else
+inline constexpr u64 restorer_flag = 0;
+#endif
 
-// The kernel's struct sigaction on x86-64 (not glibc's): sa_restorer is required.
+// The kernel's struct sigaction on these ISAs (not glibc's).
 struct KernelSigaction {
   void* handler;  // 0 = SIG_DFL, 1 = SIG_IGN
   u64 flags;
   void (*restorer)();
   u64 mask;
 };
+
+// Executes the ISA's instruction-stream serialization on this core: what a sync must make every
+// thread run before it executes new code (x86 cpuid, SDM 8.1.3; AArch64 isb; PPC isync).
+inline void serialize_core() {
+#if defined(__x86_64__)
+  u32 a = 0, b, c = 0, d;
+  asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");
+#elif defined(__aarch64__)
+  asm volatile("isb" : : : "memory");
+#else
+  asm volatile("isync" : : : "memory");
+#endif
+}
+
+// After a store of code at `at` (through `written`, the same memory, perhaps at another address):
+// makes the new instruction visible to instruction fetch on this core and, once every other core has
+// serialized, on all of them. x86 keeps instruction fetch coherent itself. AArch64: dc cvau; dsb ish;
+// ic ivau; dsb ish; isb (ARM ARM B2.4.4). PPC: dcbst; sync; icbi; sync; isync (Power ISA Book II 1.9).
+// An aligned 4-byte word lies in one cache line, so one line is cleaned and invalidated.
+inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] const void* at) {
+#if defined(__aarch64__)
+  asm volatile("dc cvau, %0\n\tdsb ish\n\tic ivau, %1\n\tdsb ish\n\tisb" : : "r"(written), "r"(at) : "memory");
+#elif defined(__powerpc64__)
+  asm volatile("dcbst 0, %0\n\tsync\n\ticbi 0, %1\n\tsync\n\tisync" : : "r"(written), "r"(at) : "memory");
+#endif
+}
+
+// A cycle or time-base counter for trace timestamps (x86 TSC, AArch64 CNTVCT_EL0, PPC time base).
+inline u64 ticks() {
+#if defined(__x86_64__)
+  u32 lo, hi;
+  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return u64{hi} << 32 | lo;
+#elif defined(__aarch64__)
+  u64 v;
+  asm volatile("mrs %0, cntvct_el0" : "=r"(v));
+  return v;
+#else
+  u64 v;
+  asm volatile("mftb %0" : "=r"(v));
+  return v;
+#endif
+}
+
+// The thread pointer: what tells threads apart (x86 %fs:0, glibc's TCB pointing to itself; AArch64
+// TPIDR_EL0; PPC64 r13).
+inline u64 thread_pointer() {
+  u64 tp;
+#if defined(__x86_64__)
+  asm("mov %%fs:0, %0" : "=r"(tp));
+#elif defined(__aarch64__)
+  asm("mrs %0, tpidr_el0" : "=r"(tp));
+#else
+  asm("mr %0, 13" : "=r"(tp));
+#endif
+  return tp;
+}
+
+// A spin loop's pause.
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" : : : "memory");
+#else
+  asm volatile("or 27, 27, 27" : : : "memory");  // the "yield" hint
+#endif
+}
 
 struct SigInfo {
   int signo, errno_, code, pad;
@@ -59,6 +201,7 @@ struct SigInfo {
 };
 static_assert(sizeof(SigInfo) == 128);
 
+#if defined(__x86_64__)
 // The parts of ucontext_t the handler reads and writes: uc_mcontext's general registers.
 struct UContext {
   u64 flags;
@@ -67,7 +210,22 @@ struct UContext {
   u64 gregs[23];     // struct sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, ...
 };
 inline constexpr int reg_rsp = 15, reg_rip = 16;
+#endif
 
+// struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, or asm-generic's (AArch64).
+#if defined(__aarch64__)
+struct Stat {
+  u64 dev, ino;
+  u32 mode, nlink, uid, gid;
+  u64 rdev, pad1;
+  i64 size;
+  i32 blksize, pad2;
+  i64 blocks;
+  u64 times[6];
+  u32 unused[2];
+};
+static_assert(sizeof(Stat) == 128);
+#else
 struct Stat {
   u64 dev, ino, nlink;
   u32 mode, uid, gid, pad0;
@@ -77,6 +235,7 @@ struct Stat {
   i64 unused[3];
 };
 static_assert(sizeof(Stat) == 144);
+#endif
 
 // stack_t, for sigaltstack(2).
 struct StackT {

@@ -33,13 +33,13 @@ static const char* control(const char* command) {
   }
   siginfo_t si;
   memset(&si, 0, sizeof si);
-  si.si_signo = 64;
+  si.si_signo = 62;
   si.si_code = SI_QUEUE;
   si.si_pid = getpid();
   si.si_uid = getuid();
   si.si_value.sival_ptr = (void*)(0x50524550ul << 32 | id);
   /* To this thread: the handler has answered when the call returns. */
-  if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), 64, &si) != 0) {
+  if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), 62, &si) != 0) {
     perror("rt_tgsigqueueinfo");
     exit(2);
   }

@@ -96,14 +96,14 @@ static int find_sites(struct dl_phdr_info* info, size_t size, void* data) {
     const ElfW(Phdr)* p = &info->dlpi_phdr[i];
     const unsigned char* t = (const unsigned char*)(info->dlpi_addr + p->p_vaddr);
     if (p->p_type != PT_LOAD || p->p_filesz < 64 || memcmp(t, "PREPATCH", 8) != 0) continue;
-    unsigned count;
+    unsigned count, strings;
     memcpy(&count, t + 16, 4);
-    for (unsigned e = 0; e < count; e++) {
-      unsigned long addr;
-      memcpy(&addr, t + 64 + 16 * e, 8);
-      addr += info->dlpi_addr;
-      if (addr >= (unsigned long)leaf_add && addr < (unsigned long)leaf_add + 16) index_add = e;
-      if (addr >= (unsigned long)leaf_mul && addr < (unsigned long)leaf_mul + 16) index_mul = e;
+    memcpy(&strings, t + 24, 4);
+    for (unsigned e = 0; e < count; e++) {  /* by name: a -pg site may lie anywhere in the prologue */
+      unsigned name;
+      memcpy(&name, t + 64 + 16 * e + 8, 4);
+      if (strcmp((const char*)t + strings + name, "leaf_add") == 0) index_add = e;
+      if (strcmp((const char*)t + strings + name, "leaf_mul") == 0) index_mul = e;
     }
     return 1;
   }

@@ -57,8 +57,8 @@ TEST_P(Matrix, PreparedBinaryBehavesTheSame) {
   const Prepared& p = prepared(b);
   ASSERT_EQ(p.result.status, 0) << p.result.err;
   TempDir cwd;  // -pg binaries write gmon.out into their working directory
-  Proc orig = run({b.bin}, cwd.path());
-  Proc prep = run({p.out}, cwd.path());
+  Proc orig = run(b.exec(b.bin), cwd.path());
+  Proc prep = run(b.exec(p.out), cwd.path());
   if (b.prog == "tablecheck") {
     // The one program that looks for the table: it must find it mapped, with every site in it.
     EXPECT_EQ(orig.out, "no table\n");
@@ -77,7 +77,7 @@ TEST_P(Matrix, EverySiteIsOneNopOfItsLength) {
   ASSERT_EQ(p.result.status, 0) << p.result.err;
   auto j = sites_json(p.out);
   EXPECT_TRUE(j["prepared"].get<bool>());
-  auto insns = objdump_insns(p.out);
+  auto insns = objdump_insns(p.out, b.tool("objdump"));
   ASSERT_FALSE(j["sites"].empty());
   for (const auto& s : j["sites"]) {
     auto addr = s["address"].get<unsigned long long>();
@@ -89,12 +89,26 @@ TEST_P(Matrix, EverySiteIsOneNopOfItsLength) {
     EXPECT_EQ(it->second.length, s["length"].get<unsigned>());
     EXPECT_EQ(it->second.mnemonic.substr(0, 3), "nop") << it->second.mnemonic;
     unsigned len = s["length"];
-    EXPECT_TRUE(len == 5 || len == 6);
+    if (b.insn_len()) {
+      EXPECT_EQ(len, b.insn_len());
+    } else {
+      EXPECT_TRUE(len == 5 || len == 6);
+    }
+    if (!b.isa.empty() && b.has("-pg")) {
+      EXPECT_EQ(s["kind"], "mcount");
+    }
     if (b.has("-mfentry")) {
       EXPECT_EQ(s["kind"], "fentry");
     }
     if (b.has("-fpatchable-function-entry")) {
       EXPECT_EQ(s["kind"], "patchable");
+      // AArch64: the pad's first nop is now the permanent `mov x9, x30` that hands the trampoline the
+      // return address (the kernel's layout).
+      if (b.isa == "aarch64") {
+        auto ctx = insns.find(addr - 4);
+        ASSERT_NE(ctx, insns.end());
+        EXPECT_EQ(ctx->second.mnemonic, "mov");
+      }
       // The rest of a long pad is one permanent nop, not a run of one-byte nops.
       auto next = insns.find(addr + len);
       if (b.has("-fpatchable-function-entry=9")) {
@@ -114,7 +128,7 @@ TEST_P(Matrix, SitesAreTheFunctionsTheCompilerInstrumented) {
     EXPECT_EQ(s["status"], "preparable") << s.dump();
     names.insert(s["function"].get<std::string>());
   }
-  EXPECT_EQ(names, nm_functions(b.obj));
+  EXPECT_EQ(names, nm_functions(b.obj, b.tool("nm")));
   EXPECT_EQ(names.size(), j["sites"].size()) << "one site per function";
 
   // Where the compiler recorded its sites, the list must be that record (read by LIEF, not by us).

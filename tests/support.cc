@@ -104,6 +104,25 @@ std::string TestBinary::name() const {
   return n;
 }
 
+std::vector<std::string> qemu_for(const std::string& isa) {
+  if (isa == "aarch64") return {"qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"};
+  if (isa == "ppc64le") return {"qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"};
+  return {};
+}
+
+std::vector<std::string> TestBinary::exec(const std::string& path, const std::vector<std::string>& args) const {
+  std::vector<std::string> v = qemu_for(isa);
+  v.push_back(path);
+  v.insert(v.end(), args.begin(), args.end());
+  return v;
+}
+
+std::string TestBinary::tool(const std::string& name) const {
+  if (isa == "aarch64") return "aarch64-linux-gnu-" + name;
+  if (isa == "ppc64le") return "powerpc64le-linux-gnu-" + name;
+  return name == "objdump" ? OBJDUMP : name;
+}
+
 bool TestBinary::has(const std::string& flag) const {
   std::istringstream in(flags);
   std::string w;
@@ -129,15 +148,15 @@ const std::vector<TestBinary>& manifest() {
         }
       }
       p.push_back(cur);
-      if (p.size() == 5) v.push_back({p[0], p[1], p[2], p[3], p[4]});
+      if (p.size() == 6) v.push_back({p[0], p[1], p[2], p[3], p[4], p[5]});
     }
     return v;
   }();
   return m;
 }
 
-std::set<std::string> nm_functions(const std::string& obj) {
-  Proc r = run({"nm", "--defined-only", obj});
+std::set<std::string> nm_functions(const std::string& obj, const std::string& nm) {
+  Proc r = run({nm, "--defined-only", obj});
   std::set<std::string> names;
   std::istringstream in(r.out);
   std::string addr, type, name;
@@ -146,8 +165,8 @@ std::set<std::string> nm_functions(const std::string& obj) {
   return names;
 }
 
-std::map<unsigned long long, Insn> objdump_insns(const std::string& bin) {
-  Proc r = run({OBJDUMP, "-d", "-w", "--insn-width=16", bin});
+std::map<unsigned long long, Insn> objdump_insns(const std::string& bin, const std::string& objdump) {
+  Proc r = run({objdump, "-d", "-w", "--insn-width=16", bin});
   std::map<unsigned long long, Insn> m;
   std::istringstream in(r.out);
   std::string line;
@@ -163,7 +182,7 @@ std::map<unsigned long long, Insn> objdump_insns(const std::string& bin) {
     Insn insn;
     std::istringstream bs(bytes);
     std::string b;
-    while (bs >> b) insn.length++;
+    while (bs >> b) insn.length += static_cast<unsigned>(b.size() / 2);  // AArch64's objdump prints one 8-digit word
     if (tab != std::string::npos) {
       std::istringstream ms(line.substr(tab + 1));
       ms >> insn.mnemonic;

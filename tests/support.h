@@ -43,20 +43,31 @@ class TempDir {
 
 struct TestBinary {
   std::string prog, flavor, bin, obj, flags;
+  std::string isa;  // empty: the host's (x86-64); "aarch64", "ppc64le": built with a cross gcc
   std::string name() const;  // usable as a gtest parameter name
   friend void PrintTo(const TestBinary& b, std::ostream* os) { *os << b.bin; }
   bool has(const std::string& flag) const;
+  // The command that runs `path` (a build of this binary, prepared or not) with `args`: itself, or
+  // qemu-user for another ISA.
+  std::vector<std::string> exec(const std::string& path, const std::vector<std::string>& args = {}) const;
+  // A binutils program for this binary's ISA ("objdump", "nm"): the host's, or the cross one.
+  std::string tool(const std::string& name) const;
+  // Bytes of every instruction of this ISA where it has one length (4), else 0 (x86-64).
+  unsigned insn_len() const { return isa.empty() ? 0 : 4; }
 };
+// The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le") here.
+std::vector<std::string> qemu_for(const std::string& isa);
 const std::vector<TestBinary>& manifest();
 
 // Names of the functions an object file defines (nm, T/t): which functions must have sites.
-std::set<std::string> nm_functions(const std::string& obj);
+std::set<std::string> nm_functions(const std::string& obj, const std::string& nm = "nm");
 
 struct Insn {
   unsigned length = 0;
   std::string mnemonic;
 };
-// objdump -d of every executable section: instruction start address -> length and mnemonic.
-std::map<unsigned long long, Insn> objdump_insns(const std::string& bin);
+// objdump -d of every executable section: instruction start address -> length and mnemonic; `objdump`
+// the program to run (a cross objdump for another ISA).
+std::map<unsigned long long, Insn> objdump_insns(const std::string& bin, const std::string& objdump = OBJDUMP);
 
 }  // namespace prepatch::test

@@ -2,23 +2,8 @@
 // sites' call forms target, the signal restorer and the self-test breakpoint. x86-64, System V ABI.
 // Offsets in the header are from __shim_base (the header itself); see shim/abi.h, BlobHeader.
 
-        .section .text.header, "ax"
-        .globl __shim_header
-__shim_header:
-        .ascii "PPSHIM"
-        .byte 0, 1
-        .long 1                                         // version
-        .long 48                                        // header_size
-        .long prepatch_start - __shim_header
-        .long prepatch_tramp_fentry - __shim_header
-        .long prepatch_tramp_mcount - __shim_header
-        .long prepatch_tramp_patchable - __shim_header
-        .long prepatch_config - __shim_header
-        .long __shim_data - __shim_header
-        .long __shim_file_end - __shim_header
-        .long __shim_mem_end - __shim_header
-
-        .text
+#include "shim/header.inc"
+        SHIM_HEADER prepatch_tramp_fentry, prepatch_tramp_mcount, prepatch_tramp_patchable
 
 // e_entry. The kernel (or ld.so) left: %rsp -> argc, argv..., envp..., auxv; %rdx = a function for
 // atexit (ld.so's _dl_fini) or 0. Everything is saved, the shim's data page is made writable, the shim

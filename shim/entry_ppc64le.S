@@ -1,0 +1,182 @@
+// The shim's assembly on PPC64le (ELFv2): the blob header, the start routine e_entry points at, the
+// count tracer's trampolines and the start routine of threads. Offsets in the header are from
+// __shim_base (the header itself); see shim/abi.h, BlobHeader. Sites are `bl` words (arch/ppc64le.h):
+//   mcount:    gcc -pg, `bl <site>` after the frame setup (`mflr r0; std r0, 16(r1); stdu ...` before
+//              it): an ordinary call; the word after it is a nop or, where ld routed the call through
+//              a stub, `ld r2, 24(r1)`, which reloads the TOC pointer the stub saved there.
+//   patchable: -fpatchable-function-entry, `mflr r0; bl <site>` at the entry: r0 = LR = the function's
+//              return address before the bl; every argument register is live.
+// C functions are entered at their global entry with r12 = their address (they compute their TOC
+// pointer, r2, from it); PC-relative addresses come from `bcl 20, 31` (no TOC in assembly). The C side
+// is built without floating-point, vector or VSX registers, so only general registers need saving.
+
+#include "shim/header.inc"
+        SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_patchable
+
+// r12 = the run-time address of `sym`, from the address of local label 9 in r11.
+        .macro ADDR reg, sym
+        addis \reg, 11, (\sym - 9b)@ha
+        addi \reg, \reg, (\sym - 9b)@l
+        .endm
+// Calls the C function `sym` (global entry, r12 = its address); r11 must hold label 9's address.
+        .macro CALL sym
+        ADDR 12, \sym
+        mtctr 12
+        bctrl
+        .endm
+
+// e_entry. The kernel left r1 -> argc, argv..., envp..., auxv. ld.so leaves r1 -> a frame whose back
+// chain is 0 and passes argc, argv, envp, auxv and a function for atexit (its _dl_fini) in r3-r7, argv
+// still pointing into the kernel's block (glibc's __libc_start_main tells the two apart the same way).
+// r12 = the entry's own address (ELFv2).
+// They are saved, the shim's data page is made writable, the shim sets up, and they are restored before
+// the jump to the program's own entry with r12 = its address.
+        .globl prepatch_start
+        .type prepatch_start, @function
+prepatch_start:
+        mr 9, 1
+        stdu 1, -128(1)
+        std 3, 32(1)
+        std 4, 40(1)
+        std 5, 48(1)
+        std 6, 56(1)
+        std 7, 64(1)
+        std 8, 72(1)
+        std 9, 80(1)                                    // the kernel's stack pointer
+        std 2, 88(1)
+        bcl 20, 31, 9f
+9:      mflr 11
+        ADDR 3, __shim_data                             // mprotect(data, size, PROT_READ|PROT_WRITE)
+        ADDR 4, __shim_mem_end
+        subf 4, 3, 4
+        li 5, 3
+        li 0, 125
+        sc
+        bso 1f                                          // no writable data: start the program untraced
+        ld 3, 80(1)
+        ld 9, 0(3)                                      // argc, or 0: ld.so's frame (then r4 = argv)
+        cmpdi 9, 0
+        bne 2f
+        ld 3, 40(1)                                     // argv - 8: where the kernel put argc
+        addi 3, 3, -8
+2:      bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_init
+1:      bcl 20, 31, 9f
+9:      mflr 11
+        ADDR 12, __shim_header                          // the entry: config.entry + load bias
+        ADDR 10, prepatch_config
+        ld 9, 0(10)                                     //   - config.blob_vaddr
+        subf 12, 9, 12
+        ld 9, 24(10)                                    //   + config.entry
+        add 12, 12, 9
+        ld 3, 32(1)
+        ld 4, 40(1)
+        ld 5, 48(1)
+        ld 6, 56(1)
+        ld 7, 64(1)
+        ld 8, 72(1)
+        ld 2, 88(1)
+        addi 1, 1, 128
+        mtctr 12
+        bctr
+        .size prepatch_start, . - prepatch_start
+
+// The count trampolines save r3-r12 (arguments, the static chain r11, the global entry address r12) in
+// a frame of their own: back chain, 16 LR, 24 TOC pointer, 32..111 the registers.
+        .macro SAVE_REGS
+        std 3, 32(1)
+        std 4, 40(1)
+        std 5, 48(1)
+        std 6, 56(1)
+        std 7, 64(1)
+        std 8, 72(1)
+        std 9, 80(1)
+        std 10, 88(1)
+        std 11, 96(1)
+        std 12, 104(1)
+        std 2, 24(1)
+        .endm
+        .macro RESTORE_REGS
+        ld 3, 32(1)
+        ld 4, 40(1)
+        ld 5, 48(1)
+        ld 6, 56(1)
+        ld 7, 64(1)
+        ld 8, 72(1)
+        ld 9, 80(1)
+        ld 10, 88(1)
+        ld 11, 96(1)
+        ld 12, 104(1)
+        ld 2, 24(1)
+        .endm
+
+// -pg: an ordinary call. The TOC pointer also goes to the caller's TOC save slot, 24(r1), as ld's
+// call stub to _mcount would have put it, for the `ld r2, 24(r1)` after such a call.
+        .globl prepatch_tramp_mcount
+        .type prepatch_tramp_mcount, @function
+prepatch_tramp_mcount:
+        std 2, 24(1)
+        mflr 0
+        std 0, 16(1)
+        stdu 1, -128(1)
+        SAVE_REGS
+        mr 3, 0                                         // the site's end
+        bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_count
+        RESTORE_REGS
+        addi 1, 1, 128
+        ld 0, 16(1)
+        mtlr 0
+        blr
+        .size prepatch_tramp_mcount, . - prepatch_tramp_mcount
+
+// -fpatchable-function-entry: back to the site's end (in CTR) with LR = r0 = the function's return
+// address, as if the call had not happened. Nothing of the caller's frame is touched.
+        .globl prepatch_tramp_patchable
+        .type prepatch_tramp_patchable, @function
+prepatch_tramp_patchable:
+        stdu 1, -128(1)
+        std 0, 112(1)                                   // the function's return address
+        mflr 0
+        std 0, 120(1)                                   // the site's end
+        SAVE_REGS
+        mr 3, 0
+        bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_count
+        RESTORE_REGS
+        ld 0, 120(1)
+        mtctr 0
+        ld 0, 112(1)
+        mtlr 0
+        addi 1, 1, 128
+        bctr
+        .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
+
+// The start routine of a thread created through prepatch_hook_pthread_create, with r3 its region (an
+// alternate signal stack, the real start routine and argument at its top): sets the stack up, then
+// jumps to the real start routine (r12 = its global entry) with its argument, returning to glibc's
+// start_thread directly.
+        .globl prepatch_thread_start
+        .type prepatch_thread_start, @function
+prepatch_thread_start:
+        mflr 0
+        std 0, 16(1)
+        stdu 1, -48(1)
+        std 2, 24(1)
+        bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_thread_setup                      // r3: {start, arg}
+        ld 2, 24(1)
+        addi 1, 1, 48
+        ld 0, 16(1)
+        mtlr 0
+        ld 12, 0(3)
+        ld 3, 8(3)
+        mtctr 12
+        bctr
+        .size prepatch_thread_start, . - prepatch_thread_start
+
+        .section .note.GNU-stack, "", @progbits
