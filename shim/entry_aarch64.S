@@ -10,46 +10,8 @@
 #include "shim/header.inc"
         SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_patchable
 
-// e_entry. The kernel (or ld.so) left: sp -> argc, argv..., envp..., auxv; x0 = a function for atexit
-// (ld.so's _dl_fini) or 0. The argument registers and x30 are saved, the shim's data page is made
-// writable, the shim sets up, and they are restored before the jump to the program's own entry (x16,
-// the intra-procedure-call register, carries the target).
-        .globl prepatch_start
-        .type prepatch_start, %function
-prepatch_start:
-        mov x9, sp
-        sub sp, sp, #80
-        stp x0, x1, [sp]
-        stp x2, x3, [sp, #16]
-        stp x4, x5, [sp, #32]
-        stp x6, x7, [sp, #48]
-        stp x9, x30, [sp, #64]
-        adr x0, __shim_data                             // mprotect(data, size, PROT_READ|PROT_WRITE)
-        adr x1, __shim_mem_end
-        sub x1, x1, x0
-        mov x2, #3
-        mov x8, #226
-        svc #0
-        cbnz x0, 1f                                     // no writable data: start the program untraced
-        ldr x0, [sp, #64]                               // the kernel's stack pointer
-        bl prepatch_init
-1:      adr x16, __shim_header                          // the entry: config.entry + load bias
-        adr x17, prepatch_config
-        ldr x9, [x17]                                   //   - config.blob_vaddr
-        sub x16, x16, x9
-        ldr x9, [x17, #24]                              //   + config.entry
-        add x16, x16, x9
-        ldp x0, x1, [sp]
-        ldp x2, x3, [sp, #16]
-        ldp x4, x5, [sp, #32]
-        ldp x6, x7, [sp, #48]
-        ldp x9, x30, [sp, #64]
-        add sp, sp, #80
-        br x16
-        .size prepatch_start, . - prepatch_start
-
-// The count trampolines: save the argument registers x0-x8 (x8: the indirect result), pass the site's
-// end (x30) to prepatch_count, restore. A frame record (x29, x30) keeps backtraces whole.
+// The start routine and the count trampolines save the argument registers x0-x8 (x8: the indirect
+// result) and x9 above a frame record (x29, x30), which keeps backtraces whole.
         .macro SAVE_ARGS
         stp x0, x1, [sp, #16]
         stp x2, x3, [sp, #32]
@@ -64,6 +26,36 @@ prepatch_start:
         ldp x6, x7, [sp, #64]
         ldp x8, x9, [sp, #80]
         .endm
+
+// e_entry. The kernel (or ld.so) left: sp -> argc, argv..., envp..., auxv; x0 = a function for atexit
+// (ld.so's _dl_fini) or 0. The argument registers, x29 and x30 are saved, the shim's data page is made
+// writable, the shim sets up, and they are restored before the jump to the program's own entry (x16,
+// the intra-procedure-call register, carries the target).
+        .globl prepatch_start
+        .type prepatch_start, %function
+prepatch_start:
+        mov x9, sp                                      // the kernel's stack pointer (saved at 88)
+        stp x29, x30, [sp, #-96]!
+        SAVE_ARGS
+        adr x0, __shim_data                             // mprotect(data, size, PROT_READ|PROT_WRITE)
+        adr x1, __shim_mem_end
+        sub x1, x1, x0
+        mov x2, #3
+        mov x8, #226
+        svc #0
+        cbnz x0, 1f                                     // no writable data: start the program untraced
+        ldr x0, [sp, #88]
+        bl prepatch_init
+1:      adr x16, __shim_header                          // the entry: config.entry + load bias
+        adr x17, prepatch_config
+        ldr x9, [x17]                                   //   - config.blob_vaddr
+        sub x16, x16, x9
+        ldr x9, [x17, #24]                              //   + config.entry
+        add x16, x16, x9
+        RESTORE_ARGS
+        ldp x29, x30, [sp], #96
+        br x16
+        .size prepatch_start, . - prepatch_start
 
 // -pg: an ordinary call, returned from with `ret`.
         .globl prepatch_tramp_mcount

@@ -25,65 +25,9 @@
         bctrl
         .endm
 
-// e_entry. The kernel left r1 -> argc, argv..., envp..., auxv. ld.so leaves r1 -> a frame whose back
-// chain is 0 and passes argc, argv, envp, auxv and a function for atexit (its _dl_fini) in r3-r7, argv
-// still pointing into the kernel's block (glibc's __libc_start_main tells the two apart the same way).
-// r12 = the entry's own address (ELFv2).
-// They are saved, the shim's data page is made writable, the shim sets up, and they are restored before
-// the jump to the program's own entry with r12 = its address.
-        .globl prepatch_start
-        .type prepatch_start, @function
-prepatch_start:
-        mr 9, 1
-        stdu 1, -128(1)
-        std 3, 32(1)
-        std 4, 40(1)
-        std 5, 48(1)
-        std 6, 56(1)
-        std 7, 64(1)
-        std 8, 72(1)
-        std 9, 80(1)                                    // the kernel's stack pointer
-        std 2, 88(1)
-        bcl 20, 31, 9f
-9:      mflr 11
-        ADDR 3, __shim_data                             // mprotect(data, size, PROT_READ|PROT_WRITE)
-        ADDR 4, __shim_mem_end
-        subf 4, 3, 4
-        li 5, 3
-        li 0, 125
-        sc
-        bso 1f                                          // no writable data: start the program untraced
-        ld 3, 80(1)
-        ld 9, 0(3)                                      // argc, or 0: ld.so's frame (then r4 = argv)
-        cmpdi 9, 0
-        bne 2f
-        ld 3, 40(1)                                     // argv - 8: where the kernel put argc
-        addi 3, 3, -8
-2:      bcl 20, 31, 9f
-9:      mflr 11
-        CALL prepatch_init
-1:      bcl 20, 31, 9f
-9:      mflr 11
-        ADDR 12, __shim_header                          // the entry: config.entry + load bias
-        ADDR 10, prepatch_config
-        ld 9, 0(10)                                     //   - config.blob_vaddr
-        subf 12, 9, 12
-        ld 9, 24(10)                                    //   + config.entry
-        add 12, 12, 9
-        ld 3, 32(1)
-        ld 4, 40(1)
-        ld 5, 48(1)
-        ld 6, 56(1)
-        ld 7, 64(1)
-        ld 8, 72(1)
-        ld 2, 88(1)
-        addi 1, 1, 128
-        mtctr 12
-        bctr
-        .size prepatch_start, . - prepatch_start
-
-// The count trampolines save r3-r12 (arguments, the static chain r11, the global entry address r12) in
-// a frame of their own: back chain, 16 LR, 24 TOC pointer, 32..111 the registers.
+// The start routine and the count trampolines save r3-r12 (arguments, the static chain r11, the global
+// entry address r12) and r2 in a frame of their own: back chain, 16 LR, 24 TOC pointer, 32..111 the
+// registers.
         .macro SAVE_REGS
         std 3, 32(1)
         std 4, 40(1)
@@ -110,6 +54,52 @@ prepatch_start:
         ld 12, 104(1)
         ld 2, 24(1)
         .endm
+
+// e_entry. The kernel left r1 -> argc, argv..., envp..., auxv. ld.so leaves r1 -> a frame whose back
+// chain is 0 and passes argc, argv, envp, auxv and a function for atexit (its _dl_fini) in r3-r7, argv
+// still pointing into the kernel's block (glibc's __libc_start_main tells the two apart the same way).
+// r12 = the entry's own address (ELFv2).
+// They are saved, the shim's data page is made writable, the shim sets up, and they are restored before
+// the jump to the program's own entry with r12 = its address.
+        .globl prepatch_start
+        .type prepatch_start, @function
+prepatch_start:
+        mr 9, 1                                         // the kernel's stack pointer (saved at 80)
+        stdu 1, -128(1)
+        SAVE_REGS
+        bcl 20, 31, 9f
+9:      mflr 11
+        ADDR 3, __shim_data                             // mprotect(data, size, PROT_READ|PROT_WRITE)
+        ADDR 4, __shim_mem_end
+        subf 4, 3, 4
+        li 5, 3
+        li 0, 125
+        sc
+        bso 1f                                          // no writable data: start the program untraced
+        ld 3, 80(1)
+        ld 9, 0(3)                                      // argc, or 0: ld.so's frame (then r4 = argv)
+        cmpdi 9, 0
+        bne 2f
+        ld 3, 40(1)                                     // argv - 8: where the kernel put argc
+        addi 3, 3, -8
+2:      bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_init
+1:      bcl 20, 31, 9f
+9:      mflr 11
+        ADDR 12, __shim_header                          // the entry: config.entry + load bias
+        ADDR 10, prepatch_config
+        ld 9, 0(10)                                     //   - config.blob_vaddr
+        subf 12, 9, 12
+        ld 9, 24(10)                                    //   + config.entry
+        add 12, 12, 9
+        mtctr 12
+        RESTORE_REGS
+        mfctr 12
+        addi 1, 1, 128
+        bctr
+        .size prepatch_start, . - prepatch_start
+
 
 // -pg: an ordinary call. The TOC pointer also goes to the caller's TOC save slot, 24(r1), as ld's
 // call stub to _mcount would have put it, for the `ld r2, 24(r1)` after such a call.
