@@ -3,6 +3,7 @@
 // PPC64le's -fpatchable-function-entry, whose pad gcc 12 puts before the local entry point.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "arch/aarch64.h"
@@ -113,6 +114,38 @@ TEST(WordIsa, Ppc64lePadsBeforeTheLocalEntryAreSkippedSayingWhy) {
   EXPECT_FALSE(skipped.empty()) << r.err;
   for (const std::string& f : skipped) EXPECT_TRUE(with_local_entry.count(f)) << f << " has no local entry point after its pad";
   EXPECT_NE(r.err.find("no sites could be prepared"), std::string::npos) << r.err;
+}
+
+// Where no TOC setup follows the pad (a function using no global data), the local and the global entry
+// are one, and the site is prepared: `mflr r0` before it, and the trampoline returns with LR set back.
+TEST(WordIsa, Ppc64lePadsOfFunctionsWithoutATocSetupAreCounted) {
+  TempDir d;
+  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\nint g;\n"
+                        "__attribute__((noinline)) double pure(double a, int b) { return a * b; }\n"
+                        "__attribute__((noinline)) int global(int a) { return a + g; }\n"
+                        "int main(int argc, char** argv) { int n = atoi(argv[1]); double s = 0;\n"
+                        "  for (int i = 0; i < n; i++) s += pure(1.5, i) + global(i);\n"
+                        "  printf(\"%.1f\\n\", s); return argc - 2; }\n");
+  Proc cc = run({"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static", d / "p.c", "-o", d / "p"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  Proc r = prepatch({d / "p", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("in global: skipped: patchable pad before the ELFv2 local entry point"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("in pure: skipped"), std::string::npos) << r.err;
+  const std::vector<std::string> qemu = qemu_for("ppc64le");
+  std::vector<std::string> orig = qemu, on = {"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"};
+  orig.insert(orig.end(), {d / "p", "7"});
+  on.insert(on.end(), qemu.begin(), qemu.end());
+  on.insert(on.end(), {d / "out", "7"});
+  Proc o = run(orig), t = run(on);
+  EXPECT_EQ(o.out, "52.5\n");
+  EXPECT_EQ(t.out, o.out);
+  EXPECT_EQ(t.status, 0) << t.err;
+  Proc c = prepatch({"counts", d / "out", d / "c", "--all", "--json"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::map<std::string, unsigned long long> counts;
+  for (const auto& row : nlohmann::json::parse(c.out)) counts[row["function"]] = row["count"];
+  EXPECT_EQ(counts, (std::map<std::string, unsigned long long>{{"pure", 7}})) << c.out;
 }
 
 // A `bl` reaches +-128 MiB and the shim goes after the last segment: a 200 MiB .bss puts it out of
