@@ -28,8 +28,8 @@ shim::BlobHeader blob_header(std::span<const u8> blob) {
 
 std::string cannot_embed(const elf::Elf& elf) {
   if (shim_blob(elf.header().machine).empty())
-    return "this prepatch was built without the shim for " + std::string(elf::machine_name(elf.header().machine)) +
-           " (its cross compiler was missing: scripts/install-deps.sh installs it)";
+    elf.fail(18, std::string(elf::machine_name(elf.header().machine)) +
+                     ": this prepatch was built without the shim for it (its cross compiler was missing: scripts/install-deps.sh installs it)");
   if (elf.header().type == ET_EXEC) return {};
   if (elf.header().type != ET_DYN) return "expected an executable (ET_EXEC or ET_DYN)";
   for (const elf::Segment& s : elf.segments())

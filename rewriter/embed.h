@@ -26,7 +26,8 @@ u64 runtime_segment_tail(u16 machine);
 // +-2 GiB; AArch64 bl: +-128 MiB; PPC64 bl: +-32 MiB).
 RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d);
 
-// The reason `elf` cannot carry the shim (a shared object, another machine), or empty.
+// The reason `elf` cannot carry the shim (a shared object), or empty; throws InputError, naming
+// e_machine, when this build has no shim for its ISA.
 std::string cannot_embed(const elf::Elf& elf);
 
 }  // namespace prepatch
