@@ -30,9 +30,10 @@ set(SHIM_FLAGS -std=c++20 -O2 -g0 -fPIE -ffreestanding -fno-exceptions -fno-rtti
 set(SHIM_ISA_FLAGS_x86_64 -mgeneral-regs-only -fcf-protection=none)
 set(SHIM_ISA_FLAGS_aarch64 -mgeneral-regs-only -mbranch-protection=none -mno-outline-atomics -Wno-unused-function)
 set(SHIM_ISA_FLAGS_ppc64le -msoft-float -mno-altivec -mno-vsx -mlong-double-64 -mcmodel=medium -Wno-unused-function)
-# How each blob is linked: as a non-PIE at 0, every reference being PC-relative anyway; PPC64 as a
-# static PIE, since ld turns a non-PIE's global entry TOC setup (addis r2, r12, ...) into absolute
-# addresses, and lets its GOT keep its one header word.
+# How each blob is linked (its one segment is only objcopy's input, hence no RWX warning): as a
+# non-PIE at 0, every reference being PC-relative anyway; PPC64 as a static PIE, since ld turns a
+# non-PIE's global entry TOC setup (addis r2, r12, ...) into absolute addresses, and lets its GOT keep
+# its one header word.
 set(SHIM_LINK_FLAGS_x86_64 -static -no-pie -Wl,--defsym=__shim_got_allowed=0)
 set(SHIM_LINK_FLAGS_aarch64 -static -no-pie -Wl,--defsym=__shim_got_allowed=0)
 set(SHIM_LINK_FLAGS_ppc64le -static-pie -Wl,--defsym=__shim_got_allowed=8)
@@ -63,7 +64,7 @@ foreach(isa x86_64 aarch64 ppc64le)
     COMMAND ${cxx} -I${PROJECT_SOURCE_DIR} -c ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S -o ${dir}/entry.o
     DEPENDS ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S ${PROJECT_SOURCE_DIR}/shim/header.inc VERBATIM)
   add_custom_command(OUTPUT ${dir}/shim.elf
-    COMMAND ${cxx} -nostdlib ${SHIM_LINK_FLAGS_${isa}} -Wl,-T,${PROJECT_SOURCE_DIR}/shim/shim.ld -Wl,--build-id=none
+    COMMAND ${cxx} -nostdlib ${SHIM_LINK_FLAGS_${isa}} -Wl,-T,${PROJECT_SOURCE_DIR}/shim/shim.ld -Wl,--build-id=none -Wl,--no-warn-rwx-segments
       -Wl,-z,noexecstack ${dir}/entry.o ${dir}/runtime.o -o ${dir}/shim.elf
     DEPENDS ${dir}/entry.o ${dir}/runtime.o ${PROJECT_SOURCE_DIR}/shim/shim.ld VERBATIM)
   add_custom_command(OUTPUT ${dir}/shim_blob.cc
