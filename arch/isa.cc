@@ -51,22 +51,43 @@ constexpr unsigned x86_lengths[] = {5, 6};
 constexpr unsigned word_length[] = {4};
 // clang-format on
 
-// Capstone handles, one per ISA, opened once (cs_disasm on a shared handle is safe without details).
-csh capstone(Isa isa) {
+// Capstone handles, one per ISA and detail setting, opened once: without details (cs_disasm on a shared
+// handle is safe) for text, with them (operands) for what discovery asks of a word.
+csh capstone(Isa isa, bool detail = false) {
   static const auto handles = [] {
-    std::array<csh, 6> h{};
+    std::array<std::array<csh, 6>, 2> h{};
     auto open = [&](Isa i, cs_arch a, int mode) {
-      if (cs_open(a, static_cast<cs_mode>(mode), &h[static_cast<size_t>(i)]) != CS_ERR_OK)
-        throw std::runtime_error("capstone: cannot open a decoder for " + std::string(isa_name(i)));
-      cs_option(h[static_cast<size_t>(i)], CS_OPT_DETAIL, CS_OPT_OFF);
+      for (int d = 0; d < 2; d++) {
+        if (cs_open(a, static_cast<cs_mode>(mode), &h[d][static_cast<size_t>(i)]) != CS_ERR_OK)
+          throw std::runtime_error("capstone: cannot open a decoder for " + std::string(isa_name(i)));
+        cs_option(h[d][static_cast<size_t>(i)], CS_OPT_DETAIL, d ? CS_OPT_ON : CS_OPT_OFF);
+      }
     };
     open(Isa::aarch64, CS_ARCH_ARM64, CS_MODE_LITTLE_ENDIAN);
     open(Isa::ppc64le, CS_ARCH_PPC, CS_MODE_64 | CS_MODE_LITTLE_ENDIAN);
     open(Isa::thumb2, CS_ARCH_ARM, CS_MODE_THUMB | CS_MODE_LITTLE_ENDIAN);
     return h;
   }();
-  return handles[static_cast<size_t>(isa)];
+  return handles[detail ? 1 : 0][static_cast<size_t>(isa)];
 }
+
+// One instruction decoded with details, freed at the end of the scope; empty when undecodable.
+class DetailedInsn {
+ public:
+  DetailedInsn(Isa isa, std::span<const u8> b, u64 addr) {
+    if (b.size() >= 4 && cs_disasm(capstone(isa, true), b.data(), 4, addr, 1, &insn_) != 1) insn_ = nullptr;
+  }
+  ~DetailedInsn() {
+    if (insn_) cs_free(insn_, 1);
+  }
+  DetailedInsn(const DetailedInsn&) = delete;
+  DetailedInsn& operator=(const DetailedInsn&) = delete;
+  const cs_insn* operator->() const { return insn_; }
+  explicit operator bool() const { return insn_ != nullptr; }
+
+ private:
+  cs_insn* insn_ = nullptr;
+};
 
 Decoded decode_capstone(Isa isa, std::span<const u8> b, u64 addr) {
   Decoded d;
@@ -148,6 +169,36 @@ Decoded decode_any(Isa isa, std::span<const u8> b, u64 addr) {
   }
 }
 }  // namespace
+
+std::optional<u64> bl_target(Isa isa, std::span<const u8> b, u64 addr) {
+  if (isa != Isa::aarch64 && isa != Isa::ppc64le) return std::nullopt;
+  DetailedInsn i(isa, b, addr);
+  if (!i) return std::nullopt;
+  if (isa == Isa::aarch64) {
+    const cs_arm64& d = i->detail->arm64;
+    if (i->id == ARM64_INS_BL && d.op_count == 1 && d.operands[0].type == ARM64_OP_IMM) return static_cast<u64>(d.operands[0].imm);
+  } else {
+    const cs_ppc& d = i->detail->ppc;
+    if (i->id == PPC_INS_BL && d.op_count == 1 && d.operands[0].type == PPC_OP_IMM) return static_cast<u64>(d.operands[0].imm);
+  }
+  return std::nullopt;
+}
+
+std::optional<u64> aarch64_plt_slot(std::span<const u8> entry, u64 addr) {
+  if (entry.size() < 16) return std::nullopt;
+  DetailedInsn adrp(Isa::aarch64, entry, addr), ldr(Isa::aarch64, entry.subspan(4), addr + 4), br(Isa::aarch64, entry.subspan(12), addr + 12);
+  if (!adrp || !ldr || !br || adrp->id != ARM64_INS_ADRP || ldr->id != ARM64_INS_LDR || br->id != ARM64_INS_BR) return std::nullopt;
+  const cs_arm64& a = adrp->detail->arm64;
+  const cs_arm64& l = ldr->detail->arm64;
+  const cs_arm64& b = br->detail->arm64;
+  if (a.op_count != 2 || a.operands[0].type != ARM64_OP_REG || a.operands[0].reg != ARM64_REG_X16 || a.operands[1].type != ARM64_OP_IMM)
+    return std::nullopt;
+  if (l.op_count != 2 || l.operands[0].type != ARM64_OP_REG || l.operands[0].reg != ARM64_REG_X17 || l.operands[1].type != ARM64_OP_MEM ||
+      l.operands[1].mem.base != ARM64_REG_X16 || l.operands[1].mem.index != ARM64_REG_INVALID)
+    return std::nullopt;
+  if (b.op_count != 1 || b.operands[0].type != ARM64_OP_REG || b.operands[0].reg != ARM64_REG_X17) return std::nullopt;
+  return static_cast<u64>(a.operands[1].imm) + static_cast<u64>(static_cast<i64>(l.operands[1].mem.disp));
+}
 
 Decoded decode(Isa isa, std::span<const u8> b, u64 addr) {
   Decoded d = decode_any(isa, b, addr);

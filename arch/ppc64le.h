@@ -34,13 +34,9 @@ constexpr bool encode_bl(u64 at, u64 target, u32& out) {
   return true;
 }
 
-// The target of `w` at `at` when it is a relative `bl` (AA = 0, LK = 1). Cross-checked against
-// Capstone in tests/word_isa_test.cc.
-constexpr bool decode_bl(u32 w, u64 at, u64& target) {
-  if ((w & 0xfc00'0003) != bl) return false;
-  target = at + static_cast<u64>(static_cast<i64>(static_cast<i32>((w & 0x03ff'fffc) << 6) >> 6));  // LI || 0b00, signed
-  return true;
-}
+// Whether `w` has the opcode of a relative `bl` (18, AA = 0, LK = 1): the cheap test before Capstone
+// decodes it.
+constexpr bool bl_opcode(u32 w) { return (w & 0xfc00'0003) == bl; }
 
 // Whether `w` is the first instruction of an ELFv2 global entry's TOC setup (`addis r2, r12, hi` or,
 // in a non-PIE binary, `lis r2, hi`), which a local entry point follows.

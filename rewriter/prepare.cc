@@ -20,10 +20,8 @@ std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsig
     if (len != 4) return "other";
     u8 nop[4];
     arch::off_form(m, 4, nop);
-    const u32 w = static_cast<u32>(elf.codec().get(b, 0, 4));
-    u64 target = 0;
     if (std::memcmp(b.data(), nop, 4) == 0) return "nop";
-    if (m == EM_AARCH64 ? arch::aarch64::decode_bl(w, addr, target) : arch::ppc64le::decode_bl(w, addr, target)) return "call";
+    if (arch::bl_target(m == EM_AARCH64 ? arch::Isa::aarch64 : arch::Isa::ppc64le, b, addr)) return "call";
     return "other";
   }
   if (arch::nop_length(b) == len) return "nop";

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "arch/aarch64.h"
+#include "arch/isa.h"
 #include "arch/ppc64le.h"
 #include "elf/layout.h"
 #include "shim/abi.h"
@@ -297,13 +298,9 @@ void Discoverer::find_tracer_entries() {
     if (s.name != ".plt" && s.name != ".plt.sec" && s.name != ".plt.got") continue;
     auto b = elf_.section_data(s);
     if (isa_ == arch::Isa::aarch64) {  // 16-byte entries after a 32-byte header
-      for (u64 at = 0; at + 16 <= b.size(); at += 16) {
-        u32 w[4];
-        for (unsigned i = 0; i < 4; i++) w[i] = static_cast<u32>(elf_.codec().get(b, at + 4 * i, 4));
-        u64 slot = 0;
-        if (arch::aarch64::plt_slot(w, s.addr + at, slot))
-          if (auto k = slots_.find(slot)) direct_.add(s.addr + at, *k);
-      }
+      for (u64 at = 0; at + 16 <= b.size(); at += 16)
+        if (auto slot = arch::aarch64_plt_slot(b.subspan(at, 16), s.addr + at))
+          if (auto k = slots_.find(*slot)) direct_.add(s.addr + at, *k);
       continue;
     }
     if (word_isa()) continue;  // PPC64's call stubs are named by symbols (above)
@@ -451,10 +448,7 @@ void Discoverer::add_patchable_word(u64 addr) {
   s.addr = entry + 4;
   // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
   const u32 ctx = isa_ == arch::Isa::aarch64 ? arch::aarch64::mov_x9_x30 : arch::ppc64le::mflr_r0;
-  u64 target = 0;
-  if (u32 site = 0; word(entry, w) && w == ctx && word(entry + 4, site) &&
-                    (site == nop || (isa_ == arch::Isa::aarch64 ? arch::aarch64::decode_bl(site, entry + 4, target)
-                                                                : arch::ppc64le::decode_bl(site, entry + 4, target))))
+  if (u32 site = 0; word(entry, w) && w == ctx && word(entry + 4, site) && (site == nop || arch::bl_target(isa_, code(entry + 4, 4), entry + 4)))
     return push_record_site(s);
   u64 nops = 0;
   while (nops < 16 && word(entry + 4 * nops, w) && w == nop) nops++;
@@ -561,9 +555,10 @@ void Discoverer::scan_word_function(const elf::Symbol& f, const char* name) {
   u32 w = 0;
   for (u64 at = f.value; at + 4 <= f.value + limit && word(at, w); at += 4) {
     context |= w == (isa_ == arch::Isa::aarch64 ? arch::aarch64::mov_x0_x30 : arch::ppc64le::mflr_r0);
-    u64 target = 0;
-    if (!(isa_ == arch::Isa::aarch64 ? arch::aarch64::decode_bl(w, at, target) : arch::ppc64le::decode_bl(w, at, target))) continue;
-    auto k = direct_.find(target);
+    if (!(isa_ == arch::Isa::aarch64 ? arch::aarch64::bl_opcode(w) : arch::ppc64le::bl_opcode(w))) continue;
+    const auto target = arch::bl_target(isa_, code(at, 4), at);  // Capstone
+    if (!target) continue;
+    auto k = direct_.find(*target);
     if (!k) return;  // the first call is an ordinary one: no -pg site
     Site& s = d_.sites.emplace_back(at, SiteKind::mcount, Source::symbols);
     s.len = 4;
