@@ -83,13 +83,20 @@ constexpr bool encode_call_form(CallForm f, u64 site, u64 target, u8* out) {
   return true;
 }
 
+// ELF machines whose sites are one aligned 32-bit word: AArch64 (183) and PPC64 (21).
+constexpr bool word_machine(u16 machine) { return machine == 183 /* EM_AARCH64 */ || machine == 21 /* EM_PPC64 */; }
+
+// A word machine's nop, and the permanent word a patchable site gets before it: what hands the
+// trampoline the function's return address (`mov x9, x30`, `mflr r0`; the kernel's layout).
+constexpr u32 nop_word(u16 machine) { return machine == 183 ? aarch64::nop : ppc64le::nop; }
+constexpr u32 patchable_context_word(u16 machine) { return machine == 183 ? aarch64::mov_x9_x30 : ppc64le::mflr_r0; }
+
 // The off form of a site of `len` bytes on ELF machine `machine` into out[0, len): x86-64's canonical
 // nop of that length, or the ISA's nop word; false when there is none.
 constexpr bool off_form(u16 machine, unsigned len, u8* out) {
-  if (machine == 183 /* EM_AARCH64 */ || machine == 21 /* EM_PPC64 */) {
+  if (word_machine(machine)) {
     if (len != 4) return false;
-    const u32 w = machine == 183 ? aarch64::nop : ppc64le::nop;
-    for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(w >> (8 * i));
+    for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(nop_word(machine) >> (8 * i));
     return true;
   }
   if (len == 0 || len > max_canonical_nop) return false;

@@ -16,26 +16,15 @@ namespace {
 std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsigned len) {
   if (b.size() < len) return "other";
   const u16 m = elf.header().machine;
-  if (m == EM_AARCH64 || m == EM_PPC64) {
+  if (arch::word_machine(m)) {
     if (len != 4) return "other";
-    u8 nop[4];
-    arch::off_form(m, 4, nop);
-    if (std::memcmp(b.data(), nop, 4) == 0) return "nop";
+    if (elf.codec().get(b, 0, 4) == arch::nop_word(m)) return "nop";
     if (arch::bl_target(m == EM_AARCH64 ? arch::Isa::aarch64 : arch::Isa::ppc64le, b, addr)) return "call";
     return "other";
   }
   if (arch::nop_length(b) == len) return "nop";
   if (auto c = arch::match_call(b, 0); c && c->len == len) return "call";
   return "other";
-}
-
-// The permanent instruction a patchable site gets in the word before it on AArch64 and PPC64le (what
-// hands the trampoline the function's return address: `mov x9, x30`, `mflr r0`); 0 elsewhere.
-u32 word_context(u16 machine, SiteKind kind) {
-  if (kind != SiteKind::patchable) return 0;
-  if (machine == EM_AARCH64) return arch::aarch64::mov_x9_x30;
-  if (machine == EM_PPC64) return arch::ppc64le::mflr_r0;
-  return 0;
 }
 
 // Up to 6 bytes at addr, fewer near the end of a segment: what a skipped site's message shows.
@@ -52,14 +41,14 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 
 // The bytes each prepared site gets, in site order. x86-64: the site's canonical nop, then, for a
 // patchable pad longer than the site, the rest as permanent canonical nops (11 bytes at most each).
-// AArch64 and PPC64le, a word each: a patchable site's context word before it (word_context), the
+// AArch64 and PPC64le, a word each: a patchable site's context word before it (patchable_context_word), the
 // site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
 // 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
 // is a nop). Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
   SitePatches(const elf::Elf& elf, const std::vector<Site>& sites)
-      : elf_(elf), cursor_(elf), sites_(sites), machine_(elf.header().machine), words_(machine_ == EM_AARCH64 || machine_ == EM_PPC64) {}
+      : elf_(elf), cursor_(elf), sites_(sites), machine_(elf.header().machine), words_(arch::word_machine(machine_)) {}
   size_t fill(std::span<elf::Patch> out) {
     size_t n = 0;
     while (n < out.size() && next(out[n])) n++;
@@ -85,13 +74,11 @@ class SitePatches {
       if (i_ == sites_.size()) return false;
       const Site& s = sites_[i_++];
       if (words_) {
-        u8 nop[4];
-        arch::off_form(machine_, 4, nop);
-        const u32 nop_word = static_cast<u32>(elf_.codec().get(nop, 0, 4));
+        const u32 nop = arch::nop_word(machine_);
         queued_ = queue_len_ = 0;
-        if (const u32 ctx = word_context(machine_, s.kind)) queue_[queue_len_++] = {s.addr - 4, ctx};
-        queue_[queue_len_++] = {s.addr, nop_word};
-        if (s.pad_rest) queue_[queue_len_++] = {s.addr + 4, nop_word};
+        if (s.kind == SiteKind::patchable) queue_[queue_len_++] = {s.addr - 4, arch::patchable_context_word(machine_)};
+        queue_[queue_len_++] = {s.addr, nop};
+        if (s.pad_rest) queue_[queue_len_++] = {s.addr + 4, nop};
         return next(p);
       }
       vaddr = s.addr;

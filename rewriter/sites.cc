@@ -433,7 +433,7 @@ void Discoverer::add_patchable_word(u64 addr) {
     s.set_skip(Skip::not_in_text);
     return push_record_site(s);
   }
-  const u32 nop = isa_ == arch::Isa::aarch64 ? arch::aarch64::nop : arch::ppc64le::nop;
+  const u32 nop = arch::nop_word(elf_.header().machine);
   u64 entry = addr;
   const Func* inside = func_at(addr);
   if (const Func* f = inside ? nullptr : func_at_or_after(addr, 64); f && f->addr > addr) {
@@ -447,8 +447,7 @@ void Discoverer::add_patchable_word(u64 addr) {
   if (isa_ == arch::Isa::aarch64 && word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc)) entry += 4;
   s.addr = entry + 4;
   // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
-  const u32 ctx = isa_ == arch::Isa::aarch64 ? arch::aarch64::mov_x9_x30 : arch::ppc64le::mflr_r0;
-  if (u32 site = 0; word(entry, w) && w == ctx && word(entry + 4, site) && (site == nop || arch::bl_target(isa_, code(entry + 4, 4), entry + 4)))
+  if (u32 site = 0; word(entry, w) && w == arch::patchable_context_word(elf_.header().machine) && word(entry + 4, site) && (site == nop || arch::bl_target(isa_, code(entry + 4, 4), entry + 4)))
     return push_record_site(s);
   u64 nops = 0;
   while (nops < 16 && word(entry + 4 * nops, w) && w == nop) nops++;

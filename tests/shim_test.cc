@@ -56,15 +56,10 @@ TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
   TempDir d;
   Proc p = prepatch({b.bin, "-o", d / "prepared"});
   ASSERT_EQ(p.status, 0) << p.err;
-  // `env VAR=... prepared`, run by qemu-user for another ISA.
-  const auto with_env = [&](std::vector<std::string> vars) {
-    vars.insert(vars.begin(), "env");
-    for (std::string& w : b.exec(d / "prepared")) vars.push_back(std::move(w));
-    return vars;
-  };
+  const std::vector<std::string> prep = b.exec(d / "prepared");  // run by qemu-user for another ISA
   Proc orig = run(b.exec(b.bin), d.path());
-  Proc off = run(with_env({"PREPATCH_COUNTS=" + d / "off.counts"}), d.path());
-  Proc on = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "on.counts"}), d.path());
+  Proc off = run(with_env({"PREPATCH_COUNTS=" + d / "off.counts"}, prep), d.path());
+  Proc on = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "on.counts"}, prep), d.path());
   // tablecheck finds the table the preparer added: its output differs from the original's by design.
   const std::string& reference = b.prog == "tablecheck" ? off.out : orig.out;
   if (b.prog == "tablecheck") EXPECT_EQ(off.out.rfind("table: ", 0), 0u) << off.out;
@@ -85,7 +80,7 @@ TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
   for (const auto& [fn, n] : expected) EXPECT_TRUE(counts.count(fn)) << fn << " has no site";
   // The same under PREPATCH_WX=strict (none of these programs can fork, static ones included); on the
   // other ISAs strict is refused, saying so, and the program runs untraced.
-  Proc strict = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_WX=strict", "PREPATCH_COUNTS=" + d / "strict.counts"}), d.path());
+  Proc strict = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_WX=strict", "PREPATCH_COUNTS=" + d / "strict.counts"}, prep), d.path());
   EXPECT_EQ(strict.out, reference);
   EXPECT_EQ(strict.status, orig.status);
   if (!b.isa.empty()) {
@@ -459,11 +454,10 @@ TEST(ShimLive, ABlockedSigtrapAtStartTurnsTheShimOffNotTheProgram) {
 // qemu-user (one sync per batch: one store of a word).
 void stress(const std::string& bin, const std::string& sync, int toggles, const std::string& wx = "", const std::string& isa = "") {
   TempDir d;
-  std::vector<std::string> argv{"env", "PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx};
-  if (!sync.empty()) argv.push_back("PREPATCH_SYNC=" + sync);
-  for (std::string& w : qemu_for(isa)) argv.push_back(std::move(w));
-  argv.insert(argv.end(), {prepared(d, bin), "stress", std::to_string(toggles), "100"});
-  Proc r = run(argv, d.path());
+  std::vector<std::string> vars{"PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx};
+  if (!sync.empty()) vars.push_back("PREPATCH_SYNC=" + sync);
+  const TestBinary b{.isa = isa};
+  Proc r = run(with_env(vars, b.exec(prepared(d, bin), {"stress", std::to_string(toggles), "100"})), d.path());
   EXPECT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("mismatches 0, refusals 0, wrong results 0"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find(sync == "signal" ? "sync: signals" : "sync: membarrier"), std::string::npos) << r.out;

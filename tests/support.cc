@@ -110,6 +110,12 @@ std::vector<std::string> qemu_for(const std::string& isa) {
   return {};
 }
 
+std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd) {
+  vars.insert(vars.begin(), "env");
+  vars.insert(vars.end(), cmd.begin(), cmd.end());
+  return vars;
+}
+
 std::vector<std::string> TestBinary::exec(const std::string& path, const std::vector<std::string>& args) const {
   std::vector<std::string> v = qemu_for(isa);
   v.push_back(path);

@@ -57,6 +57,8 @@ struct TestBinary {
 };
 // The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le") here.
 std::vector<std::string> qemu_for(const std::string& isa);
+// `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
+std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
 const std::vector<TestBinary>& manifest();
 
 // Names of the functions an object file defines (nm, T/t): which functions must have sites.

@@ -135,12 +135,9 @@ TEST(WordIsa, Ppc64lePadsOfFunctionsWithoutATocSetupAreCounted) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("in global: skipped: patchable pad before the ELFv2 local entry point"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("in pure: skipped"), std::string::npos) << r.err;
-  const std::vector<std::string> qemu = qemu_for("ppc64le");
-  std::vector<std::string> orig = qemu, on = {"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"};
-  orig.insert(orig.end(), {d / "p", "7"});
-  on.insert(on.end(), qemu.begin(), qemu.end());
-  on.insert(on.end(), {d / "out", "7"});
-  Proc o = run(orig), t = run(on);
+  const TestBinary ppc{.isa = "ppc64le"};
+  Proc o = run(ppc.exec(d / "p", {"7"}));
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, ppc.exec(d / "out", {"7"})));
   EXPECT_EQ(o.out, "52.5\n");
   EXPECT_EQ(t.out, o.out);
   EXPECT_EQ(t.status, 0) << t.err;
