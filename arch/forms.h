@@ -7,6 +7,7 @@
 
 #include "arch/aarch64.h"
 #include "arch/ppc64le.h"
+#include "arch/riscv64.h"
 #include "elf/ints.h"
 
 namespace prepatch::arch {
@@ -17,6 +18,9 @@ enum class CallForm : u8 {
   addr32_call_rel32 = 2,  // 67 e8 rel32              (6 bytes)
   aarch64_bl = 3,         // bl imm26                 (4 bytes, AArch64: +-128 MiB)
   ppc64_bl = 4,           // bl LI                    (4 bytes, PPC64: +-32 MiB)
+  riscv_jal_ra = 5,       // jal ra, imm20            (4 bytes, RISC-V: +-1 MiB; gcc -pg after ld's relaxation)
+  riscv_jalr_ra = 6,      // jalr ra, lo(ra)          (4 bytes, after `auipc ra, hi` at -4; gcc -pg unrelaxed)
+  riscv_jalr_t0 = 7,      // jalr t0, lo(t0)          (4 bytes, after `auipc t0, hi` at -4; patchable entries)
 };
 
 // clang-format off
@@ -45,7 +49,19 @@ constexpr CallForm call_form_for_length(unsigned len) {
   }
 }
 
-// The call form of a site of `len` bytes on the ISA of ELF machine `machine` (x86-64's when unknown).
+inline constexpr u16 em_riscv = 243;  // EM_RISCV
+
+// RISC-V: the call form of a site of `kind` whose instruction is `insn` as the compiler left it (gcc
+// -pg's `jal ra` or `jalr ra`), or none.
+constexpr CallForm riscv_call_form(SiteKind kind, u32 insn) {
+  if (kind == SiteKind::patchable) return CallForm::riscv_jalr_t0;
+  if (riscv64::is_jal(insn) && riscv64::rd_of(insn) == riscv64::ra) return CallForm::riscv_jal_ra;
+  if (riscv64::is_jalr(insn) && riscv64::rd_of(insn) == riscv64::ra && riscv64::rs1_of(insn) == riscv64::ra) return CallForm::riscv_jalr_ra;
+  return CallForm::none;
+}
+
+// The call form of a site of `len` bytes on the ISA of ELF machine `machine` (x86-64's when unknown;
+// RISC-V's depends on the instruction: riscv_call_form).
 constexpr CallForm call_form_for(u16 machine, unsigned len) {
   if (machine == 183 /* EM_AARCH64 */) return len == 4 ? CallForm::aarch64_bl : CallForm::none;
   if (machine == 21 /* EM_PPC64 */) return len == 4 ? CallForm::ppc64_bl : CallForm::none;
@@ -57,8 +73,25 @@ constexpr unsigned call_form_length(CallForm f) {
     case CallForm::call_rel32: return 5;
     case CallForm::addr32_call_rel32: return 6;
     case CallForm::aarch64_bl:
-    case CallForm::ppc64_bl: return 4;
+    case CallForm::ppc64_bl:
+    case CallForm::riscv_jal_ra:
+    case CallForm::riscv_jalr_ra:
+    case CallForm::riscv_jalr_t0: return 4;
     default: return 0;
+  }
+}
+
+// The one word of a 4-byte call form at `site` to `target`; false when out of reach. RISC-V's jalr
+// forms are the second half of `auipc link, hi; jalr link, lo(link)` with the auipc at site - 4.
+constexpr bool encode_call_word(CallForm f, u64 site, u64 target, u32& w) {
+  u32 auipc = 0;
+  switch (f) {
+    case CallForm::aarch64_bl: return aarch64::encode_bl(site, target, w);
+    case CallForm::ppc64_bl: return ppc64le::encode_bl(site, target, w);
+    case CallForm::riscv_jal_ra: return riscv64::encode_jal(site, target, riscv64::ra, w);
+    case CallForm::riscv_jalr_ra: return riscv64::encode_call(site - 4, target, riscv64::ra, auipc, w);
+    case CallForm::riscv_jalr_t0: return riscv64::encode_call(site - 4, target, riscv64::t0, auipc, w);
+    default: return false;
   }
 }
 
@@ -67,9 +100,9 @@ constexpr unsigned call_form_length(CallForm f) {
 constexpr bool encode_call_form(CallForm f, u64 site, u64 target, u8* out) {
   const unsigned len = call_form_length(f);
   if (len == 0) return false;
-  if (f == CallForm::aarch64_bl || f == CallForm::ppc64_bl) {
+  if (len == 4) {
     u32 w = 0;
-    if (!(f == CallForm::aarch64_bl ? aarch64::encode_bl(site, target, w) : ppc64le::encode_bl(site, target, w))) return false;
+    if (!encode_call_word(f, site, target, w)) return false;
     for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(w >> (8 * i));
     return true;
   }
@@ -86,15 +119,16 @@ constexpr bool encode_call_form(CallForm f, u64 site, u64 target, u8* out) {
 // ELF machines whose sites are one aligned 32-bit word: AArch64 (183) and PPC64 (21).
 constexpr bool word_machine(u16 machine) { return machine == 183 /* EM_AARCH64 */ || machine == 21 /* EM_PPC64 */; }
 
-// A word machine's nop, and the permanent word a patchable site gets before it: what hands the
-// trampoline the function's return address (`mov x9, x30`, `mflr r0`; the kernel's layout).
-constexpr u32 nop_word(u16 machine) { return machine == 183 ? aarch64::nop : ppc64le::nop; }
+// The 32-bit nop of a word machine or RISC-V, and the permanent word a word machine's patchable site
+// gets before it: what hands the trampoline the function's return address (`mov x9, x30`, `mflr r0`;
+// the kernel's layout). RISC-V's is an `auipc t0, hi`, which depends on the site (riscv64::encode_call).
+constexpr u32 nop_word(u16 machine) { return machine == 183 ? aarch64::nop : machine == em_riscv ? riscv64::nop : ppc64le::nop; }
 constexpr u32 patchable_context_word(u16 machine) { return machine == 183 ? aarch64::mov_x9_x30 : ppc64le::mflr_r0; }
 
 // The off form of a site of `len` bytes on ELF machine `machine` into out[0, len): x86-64's canonical
-// nop of that length, or the ISA's nop word; false when there is none.
+// nop of that length, or the ISA's 32-bit nop; false when there is none.
 constexpr bool off_form(u16 machine, unsigned len, u8* out) {
-  if (word_machine(machine)) {
+  if (word_machine(machine) || machine == em_riscv) {
     if (len != 4) return false;
     for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(nop_word(machine) >> (8 * i));
     return true;

@@ -8,7 +8,7 @@
 
 #include "arch/aarch64.h"
 #include "arch/ppc64le.h"
-#include "arch/riscv64.h"
+#include "arch/riscv64_decode.h"
 #include "arch/thumb2.h"
 #include "arch/x86_64.h"
 

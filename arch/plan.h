@@ -108,24 +108,31 @@ constexpr Bytes trap_bytes(Isa isa, const Plan* p = nullptr) {
   }
 }
 
-// The one plan every site of `isa` uses, whatever its address; null where the address selects the plan.
-// The shim runs such an ISA's batches through a copy of the executor compiled for that plan (shim/core.h).
-constexpr const Plan* fixed_plan(Isa isa) {
+// The plans sites of `isa` use, by index: one per ISA, two on RISC-V (aligned and 2-byte aligned
+// sites); nullptr past them. The shim compiles its batch executor for these (shim/core.h).
+constexpr const Plan* isa_plan(Isa isa, unsigned index) {
   switch (isa) {
-    case Isa::x86_64: return &int3_plan;
+    case Isa::x86_64: return index == 0 ? &int3_plan : nullptr;
     case Isa::aarch64:
-    case Isa::ppc64le: return &word_plan;
-    case Isa::riscv64: return nullptr;
-    case Isa::thumb2: return &halfword_trap_plan;
+    case Isa::ppc64le: return index == 0 ? &word_plan : nullptr;
+    case Isa::riscv64: return index == 0 ? &word_plan : index == 1 ? &halfword_trap_plan : nullptr;
+    case Isa::thumb2: return index == 0 ? &halfword_trap_plan : nullptr;
   }
-  return &int3_plan;
+  return nullptr;
 }
+// (Not `isa_plan(isa, 1) != nullptr`: GCC's sanitizers make a constant's address no constant expression.)
+constexpr unsigned plan_count(Isa isa) { return isa == Isa::riscv64 ? 2 : 1; }
 
-// The plan the shim uses for the toggled instruction at `addr` (of either form: the same plan enables
-// and disables). The alignment is the only thing that selects among them, on RISC-V.
-constexpr const Plan& plan_for(Isa isa, u64 addr) {
-  if (isa == Isa::riscv64) return addr % 4 == 0 ? word_plan : halfword_trap_plan;
-  return *fixed_plan(isa);
+// Which of isa_plan(isa, ...) the toggled instruction at `addr` uses (of either form: the same plan
+// enables and disables). The alignment is the only thing that selects among them, on RISC-V.
+constexpr unsigned plan_index(Isa isa, u64 addr) { return isa == Isa::riscv64 && addr % 4 != 0 ? 1 : 0; }
+constexpr const Plan& plan_for(Isa isa, u64 addr) { return *isa_plan(isa, plan_index(isa, addr)); }
+
+// Whether a plan of `isa` may leave a trap at a site between syncs (the shim then needs its handler).
+constexpr bool may_trap(Isa isa) {
+  for (unsigned k = 0; k < plan_count(isa); k++)
+    if (isa_plan(isa, k)->leaves_trap) return true;
+  return false;
 }
 
 // The steps of phase `n` (0-based: the steps after the n-th sync, up to and including the next sync),

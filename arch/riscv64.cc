@@ -1,4 +1,4 @@
-#include "arch/riscv64.h"
+#include "arch/riscv64_decode.h"
 
 #include <cstdio>
 
@@ -87,7 +87,7 @@ Insn decode16(u32 h) {
 // (the checker compares instructions by their bytes, so it needs their length, not their meaning).
 Insn decode32(u32 w) {
   const u32 opcode = bits(w, 6, 0), rd = bits(w, 11, 7), f3 = bits(w, 14, 12), rs1 = bits(w, 19, 15);
-  const i64 imm12 = static_cast<i64>(static_cast<std::int32_t>(w) >> 20);
+  const i64 imm12 = i_imm(w);
   char t[64];
   if (opcode == 0x13 && f3 == 0) {  // addi
     std::snprintf(t, sizeof t, "%s,%s,%lld", regs[rd], regs[rs1], static_cast<long long>(imm12));
@@ -101,9 +101,8 @@ Insn decode32(u32 w) {
     std::snprintf(t, sizeof t, "%s,%lld(%s)", regs[rd], static_cast<long long>(imm12), regs[rs1]);
     return make(4, "jalr", t);
   }
-  if (opcode == 0x6f) {  // jal: imm[20|10:1|11|19:12]
-    const u32 imm = (bits(w, 31, 31) << 20) | (bits(w, 19, 12) << 12) | (bits(w, 20, 20) << 11) | (bits(w, 30, 21) << 1);
-    const i64 off = static_cast<i64>(imm ^ 0x100000) - 0x100000;
+  if (opcode == 0x6f) {
+    const i64 off = j_imm(w);
     std::snprintf(t, sizeof t, "%s,%s0x%llx", regs[rd], off < 0 ? "-" : "+", static_cast<unsigned long long>(off < 0 ? -off : off));
     return make(4, "jal", t);
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "arch/riscv64.h"
 #include "rewriter/shim_blob.h"
 #include "shim/abi.h"
 
@@ -22,6 +23,28 @@ shim::BlobHeader blob_header(std::span<const u8> blob) {
       h.config + sizeof(shim::Config) > h.file_size || h.config < h.data_off)
     throw std::logic_error("internal: the embedded shim blob is malformed (shim/embed.cmake)");
   return h;
+}
+
+// RISC-V: `auipc t1, hi; jr lo(t1)` over the first 8 bytes of what gcc -pg's calls go to (the _mcount
+// PLT entry, or _mcount in a static binary), on to the mcount trampoline with ra (the site's end) and
+// a0 (the function's return address) as the call left them. t1 is free there: the PLT entry clobbers
+// it, and _mcount is called as an ordinary function.
+elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
+  const auto off = elf.vaddr_to_offset(at, 8);
+  const elf::Segment* seg = nullptr;
+  for (const elf::Segment& s : elf.segments())
+    if (s.type == PT_LOAD && at >= s.vaddr && at + 8 <= s.vaddr + s.filesz) seg = &s;
+  if (!off || !seg || !(seg->flags & PF_X))
+    elf.fail(off.value_or(0), "the -pg sites call vaddr " + hex(at) + ", which is not 8 bytes of executable code to redirect to the shim");
+  u32 auipc = 0, jalr = 0;
+  if (!arch::riscv64::encode_call(at, tramp, arch::riscv64::t1, auipc, jalr))
+    elf.fail(*off, "the -pg sites' target at vaddr " + hex(at) + " cannot reach the shim at " + hex(tramp) + " with auipc+jalr (+-2 GiB)");
+  jalr &= ~(u32{31} << 7);  // rd = zero: a jump, not a call
+  elf::Patch p;
+  p.offset = *off;
+  p.len = 8;
+  for (unsigned i = 0; i < 4; i++) p.bytes[i] = static_cast<u8>(auipc >> (8 * i)), p.bytes[4 + i] = static_cast<u8>(jalr >> (8 * i));
+  return p;
 }
 
 }  // namespace
@@ -57,7 +80,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   std::memcpy(r.data.data() + r.blob_offset, blob.data(), blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
   const u64 flags = d.has_symtab && !d.defines_fork ? shim::config_forkless : 0;
-  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, flags, {}, {}, 0};
+  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, flags, {}, {}, 0, d.mcount_via};
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
   // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
   for (int k = 0; k < 4 && elf.header().machine == EM_X86_64; k++) {  // the graph tracer is x86-64's
@@ -70,19 +93,24 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   }
   std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
   r.entry = blob_vaddr + h.start;
+  for (int k = 0; k < 3; k++) r.tramp[k] = blob_vaddr + h.trampoline[k];
   const u16 machine = elf.header().machine;
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     u8 call[6];
-    const u64 target = blob_vaddr + h.trampoline[static_cast<int>(s.kind) - 1];
-    if (!arch::encode_call_form(arch::call_form_for(machine, s.len), s.addr, target, call))
+    // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below).
+    const bool via = machine == EM_RISCV && s.kind == SiteKind::mcount;
+    const u64 target = via ? d.mcount_via : r.tramp[static_cast<int>(s.kind) - 1];
+    if (!arch::encode_call_form(call_form_of(elf, s), s.addr, target, call))
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
                "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) + " with " +
                    (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
                     : machine == EM_PPC64 ? "a bl (+-32 MiB)"
+                    : machine == EM_RISCV ? "auipc+jalr (+-2 GiB)"
                                           : "a rel32 call (+-2 GiB)") +
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one");
   }
+  if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, r.tramp[static_cast<int>(SiteKind::mcount) - 1]);
   return r;
 }
 

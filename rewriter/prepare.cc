@@ -6,6 +6,7 @@
 
 #include "arch/aarch64.h"
 #include "arch/ppc64le.h"
+#include "arch/riscv64.h"
 #include "elf/writer.h"
 #include "rewriter/embed.h"
 
@@ -16,6 +17,15 @@ namespace {
 std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsigned len) {
   if (b.size() < len) return "other";
   const u16 m = elf.header().machine;
+  if (m == EM_RISCV) {
+    if (len != 4) return "other";
+    const u32 w = static_cast<u32>(elf.codec().get(b, 0, 4));
+    if (w == arch::riscv64::nop) return "nop";
+    return arch::riscv_call_form(SiteKind::mcount, w) != arch::CallForm::none ||
+                   (arch::riscv64::is_jalr(w) && arch::riscv64::rd_of(w) == arch::riscv64::t0 && arch::riscv64::rs1_of(w) == arch::riscv64::t0)
+               ? "call"
+               : "other";
+  }
   if (arch::word_machine(m)) {
     if (len != 4) return "other";
     if (elf.codec().get(b, 0, 4) == arch::nop_word(m)) return "nop";
@@ -44,11 +54,13 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 // AArch64 and PPC64le, a word each: a patchable site's context word before it (patchable_context_word), the
 // site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
 // 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
-// is a nop). Discovery already matched the old bytes against the named patterns.
+// is a nop). RISC-V: a patchable site's `auipc t0, hi` before it (hi for the shim's trampoline), the
+// site's nop. Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
-  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites)
-      : elf_(elf), cursor_(elf), sites_(sites), machine_(elf.header().machine), words_(arch::word_machine(machine_)) {}
+  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites, const RuntimeSegment& rt)
+      : elf_(elf), cursor_(elf), sites_(sites), rt_(rt), machine_(elf.header().machine),
+        words_(arch::word_machine(machine_) || machine_ == EM_RISCV) {}
   size_t fill(std::span<elf::Patch> out) {
     size_t n = 0;
     while (n < out.size() && next(out[n])) n++;
@@ -76,7 +88,7 @@ class SitePatches {
       if (words_) {
         const u32 nop = arch::nop_word(machine_);
         queued_ = queue_len_ = 0;
-        if (s.kind == SiteKind::patchable) queue_[queue_len_++] = {s.addr - 4, arch::patchable_context_word(machine_)};
+        if (s.kind == SiteKind::patchable) queue_[queue_len_++] = {s.addr - 4, context_word(s)};
         queue_[queue_len_++] = {s.addr, nop};
         if (s.pad_rest) queue_[queue_len_++] = {s.addr + 4, nop};
         return next(p);
@@ -94,11 +106,19 @@ class SitePatches {
     return true;
   }
 
+  u32 context_word(const Site& s) const {
+    if (machine_ != EM_RISCV) return arch::patchable_context_word(machine_);
+    u32 auipc = 0, jalr = 0;  // in reach: runtime_segment checked every site's call
+    arch::riscv64::encode_call(s.addr - 4, rt_.tramp[static_cast<int>(SiteKind::patchable) - 1], arch::riscv64::t0, auipc, jalr);
+    return auipc;
+  }
+
   const elf::Elf& elf_;
   elf::SegmentCursor cursor_;
   const std::vector<Site>& sites_;
+  const RuntimeSegment& rt_;
   const u16 machine_;
-  const bool words_;  // AArch64, PPC64le
+  const bool words_;  // AArch64, PPC64le, RISC-V: 32-bit instructions
   size_t i_ = 0;
   u64 pad_at_ = 0, pad_end_ = 0;
   struct Word {
@@ -210,7 +230,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     auto before = s.addr >= 4 && machine == EM_X86_64 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
-    table.add({s.addr, s.name, s.kind, s.len, arch::call_form_for(machine, s.len), site_flags(s.addr, s.len, before)});
+    table.add({s.addr, s.name, s.kind, s.len, call_form_of(elf, s), site_flags(s.addr, s.len, before)});
   }
   // One segment after all others: the table, then the shim, which the entry point now starts.
   elf::Writer w(elf);
@@ -223,8 +243,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   // Sites are in address order; where the file keeps that order (every linker's layout), the writer
   // takes the patches as a stream, else as a list sorted by file offset.
-  SitePatches patches(elf, d.sites);
-  bool ascending = true;
+  SitePatches patches(elf, d.sites, rt);
+  bool ascending = !rt.redirect.len;  // the redirect (RISC-V) lies among the sites: the writer sorts
   u64 last = 0;
   for (const Site& s : d.sites)
     if (auto off = cursor.offset(s.addr, 1); off && s.prepared()) {
@@ -237,6 +257,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     std::array<elf::Patch, 64> batch;
     while (size_t n = patches.fill(batch))  // the writer sorts its own list
       for (size_t i = 0; i < n; i++) w.add_patch(batch[i]);
+    if (rt.redirect.len) w.add_patch(rt.redirect);
     w.write(out_path, mode, source_fd);
   }
   return res;

@@ -12,6 +12,7 @@
 #include "arch/aarch64.h"
 #include "arch/isa.h"
 #include "arch/ppc64le.h"
+#include "arch/riscv64.h"
 #include "elf/layout.h"
 #include "shim/abi.h"
 
@@ -32,6 +33,7 @@ u32 relative_reloc(arch::Isa isa) {
   switch (isa) {
     case arch::Isa::aarch64: return R_AARCH64_RELATIVE;
     case arch::Isa::ppc64le: return R_PPC64_RELATIVE;
+    case arch::Isa::riscv64: return R_RISCV_RELATIVE;
     default: return R_X86_64_RELATIVE;
   }
 }
@@ -143,7 +145,8 @@ class Discoverer {
  public:
   Discoverer(const elf::Elf& elf, u64 table_tail) : elf_(elf), table_tail_(table_tail) {}
   // AArch64 and PPC64le: every instruction an aligned 32-bit word, one word toggled per site.
-  bool word_isa() const { return isa_ != arch::Isa::x86_64; }
+  bool word_isa() const { return isa_ == arch::Isa::aarch64 || isa_ == arch::Isa::ppc64le; }
+  bool riscv() const { return isa_ == arch::Isa::riscv64; }
   Discovery run();
 
  private:
@@ -155,8 +158,12 @@ class Discoverer {
   void add_mcount_loc(u64 addr);
   void add_patchable(u64 addr);
   void add_patchable_word(u64 addr);
+  void add_patchable_riscv(u64 addr);
+  bool riscv_nops(u64 from, u64 to) const;
   void scan_symbols();
   void scan_word_function(const elf::Symbol& f, const char* name);
+  void scan_riscv_function(const elf::Symbol& f, const char* name);
+  Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const elf::Symbol& f, const char* name);
   bool word(u64 addr, u32& w) const;
   void finish();
   u32 add_name(const char* name);
@@ -191,10 +198,11 @@ Discovery Discoverer::run() {
   if (h.machine == X86_64::e_machine && le64) isa_ = arch::Isa::x86_64;
   else if (h.machine == EM_AARCH64 && le64) isa_ = arch::Isa::aarch64;
   else if (h.machine == EM_PPC64 && le64) isa_ = arch::Isa::ppc64le;
+  else if (h.machine == EM_RISCV && le64) isa_ = arch::Isa::riscv64;
   else
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.machine.off,
               std::string(elf::machine_name(h.machine)) + (le64 ? "" : " (not 64-bit little-endian)") + " not supported yet (e_machine " +
-                  std::to_string(h.machine) + "; supported: EM_X86_64, EM_AARCH64, EM_PPC64 little-endian)");
+                  std::to_string(h.machine) + "; supported: EM_X86_64, EM_AARCH64, EM_PPC64, EM_RISCV, 64-bit little-endian)");
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
@@ -205,10 +213,10 @@ Discovery Discoverer::run() {
   const elf::Section* patchable = elf_.section("__patchable_function_entries");
   d_.has_records = mcount_loc || patchable;
   if (d_.has_records) load_funcs();
-  if (mcount_loc && !word_isa())  // gcc's -mrecord-mcount is x86's
+  if (mcount_loc && isa_ == arch::Isa::x86_64)  // gcc's -mrecord-mcount is x86's
     for (u64 a : record(*mcount_loc)) add_mcount_loc(a);
   if (patchable)
-    for (u64 a : record(*patchable)) word_isa() ? add_patchable_word(a) : add_patchable(a);
+    for (u64 a : record(*patchable)) word_isa() ? add_patchable_word(a) : riscv() ? add_patchable_riscv(a) : add_patchable(a);
   scan_symbols();
   finish();
   return std::move(d_);
@@ -301,6 +309,15 @@ void Discoverer::find_tracer_entries() {
       for (u64 at = 0; at + 16 <= b.size(); at += 16)
         if (auto slot = arch::aarch64_plt_slot(b.subspan(at, 16), s.addr + at))
           if (auto k = slots_.find(*slot)) direct_.add(s.addr + at, *k);
+      continue;
+    }
+    if (riscv()) {  // 16-byte entries after a 32-byte header: auipc t3; ld t3; jalr t1, t3; nop
+      for (u64 at = 32; at + 16 <= b.size(); at += 16) {
+        const u32 auipc = static_cast<u32>(elf_.codec().get(b, at, 4)), ld = static_cast<u32>(elf_.codec().get(b, at + 4, 4));
+        if (!arch::riscv64::is_auipc(auipc) || !arch::riscv64::is_ld(ld) || arch::riscv64::rs1_of(ld) != arch::riscv64::rd_of(auipc)) continue;
+        const u64 slot = s.addr + at + static_cast<u64>(arch::riscv64::u_imm(auipc) + arch::riscv64::i_imm(ld));
+        if (auto k = slots_.find(slot)) direct_.add(s.addr + at, *k);
+      }
       continue;
     }
     if (word_isa()) continue;  // PPC64's call stubs are named by symbols (above)
@@ -462,6 +479,65 @@ void Discoverer::add_patchable_word(u64 addr) {
   push_record_site(s);
 }
 
+// Whether [from, to) holds only RISC-V nops: c.nop halfwords, or 4-byte nops (no C extension).
+bool Discoverer::riscv_nops(u64 from, u64 to) const {
+  for (u64 at = from; at < to;) {
+    u32 w = 0;
+    auto h = code(at, 2);
+    if (h.size() == 2 && (h[0] | h[1] << 8) == arch::riscv64::c_nop) at += 2;
+    else if (at + 4 <= to && word(at, w) && w == arch::riscv64::nop) at += 4;
+    else return false;
+  }
+  return true;
+}
+
+// RISC-V -fpatchable-function-entry=N[,M]: N nops (c.nop halfwords with the C extension), M of them
+// before the function symbol. As the kernel does, 8 bytes at the entry become a call: a permanent
+// `auipc t0, hi`, written when preparing, then the site, toggled between nop and `jalr t0, lo(t0)`
+// (t0: the return address, so ra keeps the function's). With the C extension the entry may be only
+// 2-byte aligned; where the pad has 2 bytes to spare the pair moves up by a c.nop so the site is
+// 4-byte aligned, which lets one aligned store switch it (arch/plan.h plan_for). Nops after it stay.
+void Discoverer::add_patchable_riscv(u64 addr) {
+  namespace rv = arch::riscv64;
+  Site s(addr, SiteKind::patchable, Source::patchable_entries);
+  s.len = 4;
+  if (addr % 2 != 0 || !executable(addr, 8)) {
+    s.set_skip(Skip::not_in_text);
+    return push_record_site(s);
+  }
+  u64 entry = addr;
+  if (const Func* f = func_at(addr) ? nullptr : func_at_or_after(addr, 64); f && f->addr > addr) {
+    if (!riscv_nops(addr, f->addr)) {
+      s.set_skip(Skip::unrecognized);
+      return push_record_site(s);
+    }
+    entry = f->addr;
+  }
+  // Prepared already (`prepatch sites` on an output): [c.nop,] auipc t0, then the site, nop or jalr t0.
+  for (u64 at : {entry, entry + 2}) {
+    u32 auipc = 0, site = 0;
+    if (at == entry + 2 && !riscv_nops(entry, at)) break;
+    if (word(at, auipc) && rv::is_auipc(auipc) && rv::rd_of(auipc) == rv::t0 && word(at + 4, site) &&
+        (site == rv::nop || (rv::is_jalr(site) && rv::rd_of(site) == rv::t0 && rv::rs1_of(site) == rv::t0))) {
+      s.addr = at + 4;
+      return push_record_site(s);
+    }
+  }
+  u64 pad = 0;  // nop bytes from the entry
+  while (pad < 64)
+    if (riscv_nops(entry + pad, entry + pad + 2)) pad += 2;
+    else if (riscv_nops(entry + pad, entry + pad + 4)) pad += 4;
+    else break;
+  if (pad < 8) {
+    s.addr = entry;
+    s.set_skip(pad == 0 ? Skip::unrecognized : Skip::pad_too_short);
+    return push_record_site(s);
+  }
+  const u64 shift = entry % 4 == 2 && pad >= 10 ? 2 : 0;
+  s.addr = entry + shift + 4;
+  push_record_site(s);
+}
+
 // A pad is M nops before the function symbol and N-M after it (after endbr64 when there is one); gcc
 // emits one-byte nops, clang multi-byte ones. The site is the part that runs on entry.
 void Discoverer::add_patchable(u64 addr) {
@@ -528,6 +604,7 @@ void Discoverer::scan_symbols() {
     }
     if (!executable(f.value, 1)) return;
     if (word_isa()) return scan_word_function(f, name);
+    if (riscv()) return scan_riscv_function(f, name);
     u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.value)});
     auto fcode = code(f.value, limit);
     std::optional<arch::ScannedCall> sc;
@@ -559,15 +636,61 @@ void Discoverer::scan_word_function(const elf::Symbol& f, const char* name) {
     if (!target) continue;
     auto k = direct_.find(*target);
     if (!k) return;  // the first call is an ordinary one: no -pg site
-    Site& s = d_.sites.emplace_back(at, SiteKind::mcount, Source::symbols);
-    s.len = 4;
-    s.set_local(f.bind == STB_LOCAL);
-    s.name = add_name(name);
+    Site& s = add_symbol_site(at, SiteKind::mcount, 4, f, name);
     if (!context) s.set_skip(Skip::no_context);
     // PPC64le: a call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the
     // stub saved; it becomes a nop with the call (the trampoline keeps r2 itself).
     if (u32 next = 0; isa_ == arch::Isa::ppc64le && word(at + 4, next) && next == arch::ppc64le::ld_r2_24_r1) s.pad_rest = 4;
     return;
+  }
+}
+
+Site& Discoverer::add_symbol_site(u64 addr, SiteKind kind, unsigned len, const elf::Symbol& f, const char* name) {
+  Site& s = d_.sites.emplace_back(addr, kind, Source::symbols);
+  s.len = static_cast<u8>(len);
+  s.set_local(f.bind == STB_LOCAL);
+  s.name = add_name(name);
+  return s;
+}
+
+// RISC-V gcc -pg: after the frame setup, `mv a0, ra` (the function's return address, _mcount's
+// argument), then `call _mcount`, which ld relaxes to `jal ra, T` where T (the PLT entry, or _mcount
+// in a static binary) is within 1 MiB, else leaves as `auipc ra, hi; jalr ra, lo(ra)`. The site is the
+// jal or the jalr, toggled with a nop; the auipc stays (it only sets ra, which the call clobbers
+// anyway). The call keeps its target T, which the preparer turns into a jump to the shim
+// (Discovery::mcount_via), so no site needs to reach the shim itself.
+void Discoverer::scan_riscv_function(const elf::Symbol& f, const char* name) {
+  namespace rv = arch::riscv64;
+  const u64 end = f.value + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(f.value)});
+  bool context = false;  // seen: mv a0, ra
+  u64 auipc_at = 0, auipc_value = 0;
+  for (u64 at = f.value; at + 2 <= end;) {
+    auto h = code(at, 2);
+    if (h.size() != 2) return;
+    if (rv::insn_length(static_cast<u16>(h[0] | h[1] << 8)) == 2) {
+      const u16 c = static_cast<u16>(h[0] | h[1] << 8);
+      context |= c == rv::c_mv_a0_ra;
+      if ((c & 0xf07f) == 0x9002 && (c & 0x0f80)) return;  // c.jalr: an indirect call comes first
+      at += 2;
+      continue;
+    }
+    u32 w = 0;
+    if (at + 4 > end || !word(at, w)) return;
+    context |= w == rv::addi_a0_ra;
+    std::optional<u64> target;
+    if (rv::is_jal(w) && rv::rd_of(w) == rv::ra) target = at + static_cast<u64>(rv::j_imm(w));
+    else if (rv::is_jalr(w) && rv::rd_of(w) == rv::ra && rv::rs1_of(w) == rv::ra && auipc_at + 4 == at) target = auipc_value + static_cast<u64>(rv::i_imm(w));
+    else if (rv::is_jalr(w) && rv::rd_of(w) == rv::ra) return;  // an indirect call comes first
+    if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra) auipc_at = at, auipc_value = at + static_cast<u64>(rv::u_imm(w));
+    if (target) {
+      if (!direct_.find(*target)) return;  // the first call is an ordinary one: no -pg site
+      Site& s = add_symbol_site(at, SiteKind::mcount, 4, f, name);
+      if (!context) s.set_skip(Skip::no_context);
+      else if (d_.mcount_via && d_.mcount_via != *target) s.set_skip(Skip::not_tracer_call);  // one entry per binary
+      else d_.mcount_via = *target;
+      return;
+    }
+    at += 4;
   }
 }
 
@@ -609,9 +732,9 @@ std::string_view skip_reason(Skip s) {
     case Skip::not_in_text: return "address is not in an executable, file-backed segment";
     case Skip::unrecognized: return "expected a call to mcount/__fentry__ or a nop of 5 or 6 bytes";
     case Skip::not_tracer_call: return "expected a call to mcount/__fentry__, found a call elsewhere";
-    case Skip::pad_too_short: return "patchable pad is shorter than a 5-byte call";
+    case Skip::pad_too_short: return "patchable pad is shorter than the call it must hold (5 bytes on x86-64, 8 on RISC-V)";
     case Skip::overlaps: return "overlaps the site before it";
-    case Skip::no_context: return "expected `mov x0, x30` (AArch64) or `mflr r0` (PPC64le) before the call to _mcount";
+    case Skip::no_context: return "expected `mov x0, x30` (AArch64), `mflr r0` (PPC64le) or `mv a0, ra` (RISC-V) before the call to _mcount";
     case Skip::before_local_entry:
       return "patchable pad before the ELFv2 local entry point, which calls from inside the binary enter at (gcc 12's placement); "
              "build with -pg instead";
@@ -622,6 +745,13 @@ std::string_view skip_reason(Skip s) {
 std::string_view Discovery::func_name(const Site& s) const {
   if (s.name == 0 || s.name >= strings.size()) return {};
   return {strings.data() + s.name};  // NUL-terminated: see add_name
+}
+
+arch::CallForm call_form_of(const elf::Elf& elf, const Site& s) {
+  const u16 m = elf.header().machine;
+  if (m != EM_RISCV) return arch::call_form_for(m, s.len);
+  auto b = elf.bytes_at(s.addr, 4);
+  return arch::riscv_call_form(s.kind, b.size() == 4 ? static_cast<u32>(elf.codec().get(b, 0, 4)) : 0);
 }
 
 Discovery discover(const elf::Elf& elf, u64 table_tail) { return Discoverer(elf, table_tail).run(); }

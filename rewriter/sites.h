@@ -1,5 +1,5 @@
-// Site discovery: every function-entry tracing site a compiler left in an x86-64, AArch64 or PPC64le
-// ELF binary.
+// Site discovery: every function-entry tracing site a compiler left in an x86-64, AArch64, PPC64le or
+// RISC-V64 ELF binary.
 //
 // Sources, in order of trust:
 //   1. __mcount_loc (gcc -mrecord-mcount): the address of every mcount/__fentry__ call or nop;
@@ -7,8 +7,8 @@
 //   3. function symbols, for functions no record covers: the first instructions are decoded until the
 //      call to mcount/__fentry__ (resolved through PLT entries and GOT slots via relocations; on
 //      PPC64le through ld's named call stubs).
-// On AArch64 and PPC64le a site is the one 32-bit word that toggles (docs/FORMAT.md); a patchable
-// site's word before it is its permanent context.
+// On AArch64, PPC64le and RISC-V a site is the one 32-bit instruction that toggles (docs/FORMAT.md); a
+// patchable site's word before it is its permanent context.
 // Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
 // does not match is kept as a skipped site with the reason, so it can be reported, and is never written.
 #pragma once
@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "arch/forms.h"
 #include "arch/x86_64.h"
 #include "elf/elf.h"
 #include "rewriter/table.h"
@@ -32,7 +33,7 @@ enum class Skip : u8 {
   not_tracer_call,  // a call, but not to mcount/__fentry__
   pad_too_short,    // a patchable pad shorter than a 5-byte call
   overlaps,         // overlaps the site before it
-  no_context,       // AArch64/PPC64le -pg: the call lacks what hands _mcount its argument
+  no_context,       // AArch64/PPC64le/RISC-V -pg: the call lacks what hands _mcount its argument
   before_local_entry,  // PPC64le: a patchable pad that calls to the local entry point skip
 };
 std::string_view skip_reason(Skip s);
@@ -77,11 +78,18 @@ struct Discovery {
   u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names, 0 when none
   bool has_symtab = false;    // a .symtab (not only .dynsym)
   bool defines_fork = false;  // a symbol table defines fork or _Fork (glibc's; shim::config_forkless)
+  // RISC-V -pg: what the sites call (the _mcount PLT entry, or _mcount itself), which the preparer
+  // makes a jump to the shim; 0 when there is none.
+  u64 mcount_via = 0;
 
   std::string_view func_name(const Site& s) const;  // empty when the site is in no known function
 };
 
-// Throws InputError for an unsupported ISA ("EM_AARCH64 not supported yet") or malformed tables.
+// The call form a prepared site's table entry names (docs/FORMAT.md): by ISA and length, on RISC-V by
+// the instruction the compiler left (jal or jalr) and the kind.
+arch::CallForm call_form_of(const elf::Elf& elf, const Site& s);
+
+// Throws InputError for an unsupported ISA ("EM_ARM not supported yet") or malformed tables.
 // `table_tail`: bytes the caller will append to the table (see table_memory).
 Discovery discover(const elf::Elf& elf, u64 table_tail = 0);
 

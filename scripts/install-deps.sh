@@ -8,8 +8,8 @@ packages=(
   libzydis-dev                        # x86-64 decoding
   libcapstone-dev pkg-config          # AArch64, PPC64le and Thumb-2 decoding (the plan checker)
   binutils-riscv64-linux-gnu          # tests: objdump, the oracle for our own RISC-V decoder
-  g++-aarch64-linux-gnu g++-powerpc64le-linux-gnu  # the AArch64 and PPC64le shims, and their test programs
-  qemu-user                           # tests: runs the AArch64 and PPC64le test programs
+  g++-aarch64-linux-gnu g++-powerpc64le-linux-gnu g++-riscv64-linux-gnu  # the other ISAs' shims and test programs
+  qemu-user                           # tests: runs the AArch64, PPC64le and RISC-V64 test programs
   libcli11-dev                        # command line
   nlohmann-json3-dev                  # `prepatch sites --json`
   libgtest-dev                        # tests

@@ -45,8 +45,12 @@ struct Config {
   u64 unwinder[4];
   u8 unwinder_len[4];
   u32 reserved;
+  // RISC-V -pg: the link-time address the sites' calls keep (the _mcount PLT entry, or _mcount), which
+  // the preparer made a jump to the mcount trampoline; the shim's call form for those sites targets it.
+  // 0 elsewhere.
+  u64 mcount_via;
 };
-static_assert(sizeof(Config) == 80);
+static_assert(sizeof(Config) == 88);
 // Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
 // through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).
 inline constexpr u64 config_forkless = 1;

@@ -1,5 +1,5 @@
 # Builds the shim blobs from shim/ (included by the top-level CMakeLists.txt): one per ISA, with the
-# host's g++ for x86-64 and Debian's cross g++ for AArch64 and PPC64le (scripts/install-deps.sh installs
+# host's g++ for x86-64 and Debian's cross g++ for AArch64, PPC64le and RISC-V64 (scripts/install-deps.sh installs
 # them; an ISA whose cross compiler is missing gets no blob, and prepatch says so when asked to prepare
 # such a binary). The compilers run by hand rather than through CMake targets so that no project-wide
 # option (sanitizers, coverage) reaches code that runs before libc exists: the flags below are the
@@ -17,6 +17,8 @@ find_program(SHIM_CXX_aarch64 aarch64-linux-gnu-g++)
 find_program(SHIM_OBJCOPY_aarch64 aarch64-linux-gnu-objcopy)
 find_program(SHIM_CXX_ppc64le powerpc64le-linux-gnu-g++)
 find_program(SHIM_OBJCOPY_ppc64le powerpc64le-linux-gnu-objcopy)
+find_program(SHIM_CXX_riscv64 riscv64-linux-gnu-g++)
+find_program(SHIM_OBJCOPY_riscv64 riscv64-linux-gnu-objcopy)
 set(SHIM_DIR ${CMAKE_CURRENT_BINARY_DIR}/shim)
 file(MAKE_DIRECTORY ${SHIM_DIR})
 set(SHIM_FLAGS -std=c++20 -O2 -g0 -fPIE -ffreestanding -fno-exceptions -fno-rtti -fno-stack-protector
@@ -26,10 +28,13 @@ set(SHIM_FLAGS -std=c++20 -O2 -g0 -fPIE -ffreestanding -fno-exceptions -fno-rtti
 # only), no branch-protection landing pads, AArch64 atomics inline (not libgcc's). The function and
 # graph tracers are x86-64's so far; their code is compiled everywhere but driven only there, hence
 # -Wno-unused-function on the others. PPC64: -mlong-double-64, or libstdc++'s headers want __ieee128,
-# which needs VSX.
+# which needs VSX. RISC-V: soft-float, PC-relative addressing, no linker relaxation (no gp-relative
+# access), for the assembly too (the objects' float ABIs must agree).
 set(SHIM_ISA_FLAGS_x86_64 -mgeneral-regs-only -fcf-protection=none)
 set(SHIM_ISA_FLAGS_aarch64 -mgeneral-regs-only -mbranch-protection=none -mno-outline-atomics -Wno-unused-function)
 set(SHIM_ISA_FLAGS_ppc64le -msoft-float -mno-altivec -mno-vsx -mlong-double-64 -mcmodel=medium -Wno-unused-function)
+set(SHIM_ASM_FLAGS_riscv64 -march=rv64imac_zicsr_zifencei -mabi=lp64 -mno-relax)
+set(SHIM_ISA_FLAGS_riscv64 ${SHIM_ASM_FLAGS_riscv64} -mcmodel=medany -Wno-unused-function)
 # How each blob is linked (its one segment is only objcopy's input, hence no RWX warning): as a
 # non-PIE at 0, every reference being PC-relative anyway; PPC64 as a static PIE, since ld turns a
 # non-PIE's global entry TOC setup (addis r2, r12, ...) into absolute addresses, and lets its GOT keep
@@ -37,19 +42,22 @@ set(SHIM_ISA_FLAGS_ppc64le -msoft-float -mno-altivec -mno-vsx -mlong-double-64 -
 set(SHIM_LINK_FLAGS_x86_64 -static -no-pie -Wl,--defsym=__shim_got_allowed=0)
 set(SHIM_LINK_FLAGS_aarch64 -static -no-pie -Wl,--defsym=__shim_got_allowed=0)
 set(SHIM_LINK_FLAGS_ppc64le -static-pie -Wl,--defsym=__shim_got_allowed=8)
+set(SHIM_LINK_FLAGS_riscv64 ${SHIM_ASM_FLAGS_riscv64} -static -no-pie -Wl,--no-relax -Wl,--defsym=__shim_got_allowed=0)
 # ELF e_machine per ISA, and the relocations a position-independent blob cannot have (no loader
 # relocates it): absolute addresses, GOT entries, dynamic relocations.
 set(SHIM_MACHINE_x86_64 62)
 set(SHIM_MACHINE_aarch64 183)
 set(SHIM_MACHINE_ppc64le 21)
+set(SHIM_MACHINE_riscv64 243)
 set(SHIM_BAD_RELOCS_x86_64 "R_X86_64_(64|32S?|GOT[A-Z0-9_]*|COPY|GLOB_DAT|JUMP_SLOT|RELATIVE)[ \t]")
 set(SHIM_BAD_RELOCS_aarch64 "R_AARCH64_(ABS[0-9]+|[A-Z0-9_]*GOT[A-Z0-9_]*|COPY|GLOB_DAT|JUMP_SLOT|RELATIVE)[ \t]")
 set(SHIM_BAD_RELOCS_ppc64le "R_PPC64_(ADDR[0-9A-Z_]*|GOT[A-Z0-9_]*|TOC|COPY|GLOB_DAT|JMP_SLOT|RELATIVE)[ \t]")
+set(SHIM_BAD_RELOCS_riscv64 "R_RISCV_(32|64|HI20|LO12_[IS]|GOT_HI20|COPY|JUMP_SLOT|RELATIVE)[ \t]")
 
 set(SHIM_BLOBS)
 set(SHIM_DISPATCH "")
 set(SHIM_DECLS "")
-foreach(isa x86_64 aarch64 ppc64le)
+foreach(isa x86_64 aarch64 ppc64le riscv64)
   if(NOT SHIM_CXX_${isa} OR NOT SHIM_OBJCOPY_${isa})
     message(STATUS "prepatch: no ${isa} cross compiler (g++ and objcopy); prepared ${isa} binaries are refused")
     continue()
@@ -57,11 +65,18 @@ foreach(isa x86_64 aarch64 ppc64le)
   set(cxx ${SHIM_CXX_${isa}})
   set(dir ${SHIM_DIR}/${isa})
   file(MAKE_DIRECTORY ${dir})
+  if(isa STREQUAL "riscv64")
+    # libstdc++'s config headers include glibc's <gnu/stubs.h>, which wants the soft-float ABI's
+    # stubs-lp64.h that Debian's hard-float libc6-dev-riscv64-cross lacks. It only lists functions glibc
+    # lacks, which the shim never calls: an empty one stands in.
+    file(WRITE ${dir}/include/gnu/stubs-lp64.h "/* shim/build.cmake: glibc's unimplemented functions; the shim uses no libc */\n")
+    list(APPEND SHIM_ISA_FLAGS_${isa} -isystem ${dir}/include)
+  endif()
   add_custom_command(OUTPUT ${dir}/runtime.o
     COMMAND ${cxx} ${SHIM_FLAGS} ${SHIM_ISA_FLAGS_${isa}} -MD -MF ${dir}/runtime.o.d -c ${PROJECT_SOURCE_DIR}/shim/runtime.cc -o ${dir}/runtime.o
     DEPENDS ${PROJECT_SOURCE_DIR}/shim/runtime.cc DEPFILE ${dir}/runtime.o.d VERBATIM)
   add_custom_command(OUTPUT ${dir}/entry.o
-    COMMAND ${cxx} -I${PROJECT_SOURCE_DIR} -c ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S -o ${dir}/entry.o
+    COMMAND ${cxx} ${SHIM_ASM_FLAGS_${isa}} -I${PROJECT_SOURCE_DIR} -c ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S -o ${dir}/entry.o
     DEPENDS ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S ${PROJECT_SOURCE_DIR}/shim/header.inc VERBATIM)
   add_custom_command(OUTPUT ${dir}/shim.elf
     COMMAND ${cxx} -nostdlib ${SHIM_LINK_FLAGS_${isa}} -Wl,-T,${PROJECT_SOURCE_DIR}/shim/shim.ld -Wl,--build-id=none -Wl,--no-warn-rwx-segments

@@ -320,12 +320,12 @@ u64 run_batch_any(arch::Isa isa, Sites& sites, Memory& mem) {
   return stores;
 }
 
-// run_batch_any for an ISA whose sites all share one plan (arch::fixed_plan): the same phase() and
-// run_step() over the same steps, with the plan a compile-time constant, so each step's fields fold
-// into the code and its loops unroll: 3-4x faster on 100k sites than reading the steps at run time.
-template <arch::Isa I, unsigned Ph, class Sites, class Memory>
-u64 run_phase_of(Sites& sites, Memory& mem) {
-  constexpr const arch::Plan& plan = *arch::fixed_plan(I);
+// One site's writes of phase Ph of plan K of ISA I (arch::isa_plan), the plan a compile-time constant,
+// so each step's fields fold into the code and its loops unroll: 3-4x faster on 100k sites than reading
+// the steps at run time. Returns whether the phase ends with a sync.
+template <arch::Isa I, unsigned K, unsigned Ph, class Sites, class Memory>
+bool run_site_phase(Sites& sites, u64 i, u64 addr, Memory& mem, u64& stores) {
+  constexpr const arch::Plan& plan = *arch::isa_plan(I, K);
   constexpr arch::Phase step = arch::phase(plan, Ph);
   constexpr unsigned steps = static_cast<unsigned>(step.end - step.begin);
   constexpr bool from_target = [] {
@@ -335,37 +335,61 @@ u64 run_phase_of(Sites& sites, Memory& mem) {
   }();
   // (not trap_bytes(I, &plan): GCC's sanitizers make &plan != nullptr no constant expression)
   constexpr arch::Bytes trap = plan.trap ? arch::Bytes{plan.trap, plan.trap_size} : arch::trap_bytes(I);
-  u64 stores = 0;
-  bool any = false;
-  for (u64 i = 0, n = sites.count(); i < n; i++) {
-    if (!sites.changes(i)) continue;
-    any = true;
-    const u64 addr = sites.addr(i);
+  if constexpr (steps > 0) {
     const unsigned len = sites.len(i);
     const u8* target = from_target ? sites.target(i) : nullptr;
-    [&]<unsigned... K>(std::integer_sequence<unsigned, K...>) {
-      ((stores += arch::run_step(step.begin[K], addr, target, len, trap, mem)), ...);
+    [&]<unsigned... S>(std::integer_sequence<unsigned, S...>) {
+      ((stores += arch::run_step(step.begin[S], addr, target, len, trap, mem)), ...);
     }(std::make_integer_sequence<unsigned, steps>{});
   }
-  if (step.sync && any) mem.sync();
+  return step.sync;
+}
+
+// run_batch_any with ISA I's plans (one, or RISC-V's two chosen by alignment) compiled in: the same
+// phase() and run_step() over the same steps, sites in the same order, the same syncs. The shim holds no
+// Plan object this way (their pointers would need relocating).
+template <arch::Isa I, unsigned Ph, class Sites, class Memory>
+u64 run_phase_of(Sites& sites, Memory& mem) {
+  u64 stores = 0;
+  bool sync = false;
+  for (u64 i = 0, n = sites.count(); i < n; i++) {
+    if (!sites.changes(i)) continue;
+    const u64 addr = sites.addr(i);
+    if constexpr (arch::plan_count(I) > 1) {
+      if (arch::plan_index(I, addr) == 1) {
+        sync |= run_site_phase<I, 1, Ph>(sites, i, addr, mem, stores);
+        continue;
+      }
+    }
+    sync |= run_site_phase<I, 0, Ph>(sites, i, addr, mem, stores);
+  }
+  if (sync) mem.sync();
   return stores;
 }
 template <arch::Isa I, class Sites, class Memory>
 u64 run_batch_of(Sites& sites, Memory& mem) {
-  // (An ISA without a fixed plan does not compile here: *fixed_plan(I) is not a constant expression.)
+  constexpr unsigned phases = [] {
+    unsigned n = 0;
+    for (unsigned k = 0; k < arch::plan_count(I); k++)
+      if (arch::phase_count(*arch::isa_plan(I, k)) > n) n = arch::phase_count(*arch::isa_plan(I, k));
+    return n;
+  }();
   return [&]<unsigned... Ph>(std::integer_sequence<unsigned, Ph...>) {
     return (u64{0} + ... + run_phase_of<I, Ph>(sites, mem));
-  }(std::make_integer_sequence<unsigned, arch::phase_count(*arch::fixed_plan(I))>{});
+  }(std::make_integer_sequence<unsigned, phases>{});
 }
 
-// Runs a batch: through the executor compiled for the ISA's one plan where the shim exists for that
-// ISA, else through the one that looks each site's plan up.
+// Runs a batch through the executor compiled for the ISA's plans.
 template <class Sites, class Memory>
 u64 run_batch(arch::Isa isa, Sites& sites, Memory& mem) {
-  if (isa == arch::Isa::x86_64) return run_batch_of<arch::Isa::x86_64>(sites, mem);
-  if (isa == arch::Isa::aarch64) return run_batch_of<arch::Isa::aarch64>(sites, mem);
-  if (isa == arch::Isa::ppc64le) return run_batch_of<arch::Isa::ppc64le>(sites, mem);
-  return run_batch_any(isa, sites, mem);
+  switch (isa) {
+    case arch::Isa::x86_64: return run_batch_of<arch::Isa::x86_64>(sites, mem);
+    case arch::Isa::aarch64: return run_batch_of<arch::Isa::aarch64>(sites, mem);
+    case arch::Isa::ppc64le: return run_batch_of<arch::Isa::ppc64le>(sites, mem);
+    case arch::Isa::riscv64: return run_batch_of<arch::Isa::riscv64>(sites, mem);
+    case arch::Isa::thumb2: return run_batch_of<arch::Isa::thumb2>(sites, mem);
+  }
+  return 0;  // (no other Isa; run_batch_any here would make the shim hold Plan objects)
 }
 
 // The bytes of a site's two forms on ELF machine `machine`: off, x86-64's canonical nop of its length

@@ -129,6 +129,8 @@ struct State {
   sys::KernelSigaction chained[2];  // the program's dispositions of SIGTRAP and ctl_signal, to chain to
   const char* disabled;          // why the shim is off, or nullptr
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
+  bool use_flush_icache;         // RISC-V: sync by riscv_flush_icache (membarrier unavailable or forced)
+  bool emulated;                 // under a user-mode emulator (qemu-user): /proc shows its threads and masks
   long membarrier_error;
   int busy;      // a batch runs
   int busy_tid;  // the thread running it, once it has set it (0 otherwise)
@@ -192,10 +194,10 @@ void (*restorer())() {
 #endif
 }
 
-// A trap stands at sites mid-batch on this ISA (x86-64's int3 plan): the SIGTRAP handler, its
-// self-test and the check that no thread blocks SIGTRAP exist for it. AArch64 and PPC64le swap one
-// word in one store and never lay a trap.
-constexpr bool traps = arch::fixed_plan(sys::isa)->leaves_trap;
+// A trap may stand at sites mid-batch on this ISA (x86-64's int3 plan, RISC-V's c.ebreak for sites that
+// are not 4-byte aligned): the SIGTRAP handler, its self-test and the check that no thread blocks
+// SIGTRAP exist for it. AArch64 and PPC64le swap one word in one store and never lay a trap.
+constexpr bool traps = arch::may_trap(sys::isa);
 
 // Restores the default action of `sig` and sends it to this thread.
 void raise_default(int sig) {
@@ -341,14 +343,23 @@ void acknowledge_sync(u32 seq) {
 
 // Every thread of the process executes a serializing instruction before any of them runs code this
 // thread wrote before the call: membarrier(PRIVATE_EXPEDITED_SYNC_CORE), or the signal fallback.
+// RISC-V: where the kernel offers no membarrier SYNC_CORE (before Linux 6.9), riscv_flush_icache with
+// no range and no flags has every hart of the process run fence.i before it returns.
 void sync_all() {
   g.stats.syncs++;
-  if (!g.use_signals) {
+  if (!g.use_signals && !g.use_flush_icache) {
     long r = call(sys::nr_membarrier, sys::membarrier_private_expedited_sync_core, 0, 0);
     if (r == 0) return;
     g.membarrier_error = r;
-    g.use_signals = true;
+    g.use_flush_icache = sys::isa == arch::Isa::riscv64;
+    g.use_signals = !g.use_flush_icache;
   }
+#if defined(__riscv)
+  if (g.use_flush_icache) {
+    if (call(sys::nr_riscv_flush_icache, 0, 0, 0) == 0) return;
+    g.use_flush_icache = false, g.use_signals = true;
+  }
+#endif
   signal_sync();
 }
 
@@ -366,6 +377,12 @@ struct TextMemory {
       memcpy(&w, bytes, 4);
       __atomic_store_n(reinterpret_cast<volatile u32*>(at), w, __ATOMIC_RELAXED);
       sys::sync_icache(const_cast<u8*>(at), reinterpret_cast<void*>(addr));
+      return;
+    }
+    if (width == 2) {  // an aligned halfword (RISC-V's breakpoint plan): one store
+      u16 h;
+      memcpy(&h, bytes, 2);
+      __atomic_store_n(reinterpret_cast<volatile u16*>(at), h, __ATOMIC_RELAXED);
       return;
     }
     for (unsigned i = 0; i < width; i++) at[i] = bytes[i];
@@ -652,7 +669,7 @@ constexpr i64 block_patience_ns = 500000000, block_limit_ns = 3000000000;
 constexpr u64 glibc_internal_bits = 3ull << 31;
 
 bool threads_block_signals(Text& err) {
-  const u64 needed = (traps ? sigtrap_bit : 0) | (g.use_signals ? ctl_bit : 0);
+  const u64 needed = (traps && !g.emulated ? sigtrap_bit : 0) | (g.use_signals ? ctl_bit : 0);
   if (!needed) return false;
   const i64 start = now_ns();
   int watched = 0;
@@ -693,6 +710,21 @@ bool threads_block_signals(Text& err) {
   else
     err.str(" blocks signal 62 (SIGRTMAX-2), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
   return true;
+}
+
+// Whether this process runs under a user-mode emulator such as qemu-user: its /proc/self/exe (which
+// qemu answers for the program) differs from this thread's /proc/self/task/TID/exe (which it does not,
+// naming qemu). /proc/self/task then lists the emulator's own threads too (qemu's RCU thread blocks
+// every signal but the synchronous ones, for good) and shows host signal masks, while the emulator
+// delivers the program's SIGTRAP itself: the check above cannot be made and is skipped for SIGTRAP.
+bool under_emulator() {
+  char exe[256], task_exe[256], path[64];
+  Text p(path, sizeof path - 1);
+  p.str("/proc/self/task/").num(static_cast<u64>(call(sys::nr_gettid))).str("/exe");
+  path[p.size()] = 0;
+  const long n = call(sys::nr_readlinkat, sys::at_fdcwd, reinterpret_cast<long>("/proc/self/exe"), reinterpret_cast<long>(exe), sizeof exe);
+  const long m = call(sys::nr_readlinkat, sys::at_fdcwd, reinterpret_cast<long>(path), reinterpret_cast<long>(task_exe), sizeof task_exe);
+  return n > 0 && m > 0 && (n != m || memcmp(exe, task_exe, static_cast<size_t>(n)) != 0);
 }
 
 // ---- tracers ----------------------------------------------------------------------------------
@@ -1373,13 +1405,16 @@ void reply_status(Reply& r) {
   u64 enabled = 0;
   for (u64 i = 0; g.site && i < n; i++) enabled += g.site[i] & site_on;
   r.line().str("ok: pid ").num(static_cast<u64>(call(sys::nr_getpid))).str(", ").num(enabled).str(" of ").num(n).str(" sites enabled\n");
-  r.line().str("sync: ").str(g.use_signals ? "signals (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=signal)" : "membarrier").ch('\n');
+  r.line().str("sync: ").str(g.use_signals          ? "signals (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=signal)"
+                             : g.use_flush_icache ? "riscv_flush_icache (membarrier SYNC_CORE unavailable or PREPATCH_SYNC=flush_icache)"
+                                                  : "membarrier").ch('\n');
   if (g.wx_strict) r.line().str("wx: strict, ").num(g.wx_size >> 10).str(" KiB of text mapped from a memfd, written through a mapping made for each batch\n");
   else r.line().str("wx: default, the sites' text is writable and executable while a batch runs\n");
   const Stats& s = g.stats;
   r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
       .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
   r.line().str("waits for threads blocking signals ").num(s.block_waits).str(", longest ").num(s.block_wait_max_ns / 1000000).str(" ms\n");
+  if (g.emulated) r.line().str("emulated: under a user-mode emulator (qemu-user), threads blocking SIGTRAP are not looked for\n");
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
   Text& tracer = r.line().str("tracer: ").str(g.tracer == Tracer::graph ? "graph" : g.tracer == Tracer::function ? "function" : "count");
   if (g.tracer == Tracer::graph && g.unwind_unhooked) tracer.str(", exceptions not followed: ").str(g.unwind_unhooked);
@@ -1415,12 +1450,30 @@ void serve_request(u32 id) {
 
 // ---- SIGTRAP -----------------------------------------------------------------------------------
 
+// What a trap looks like on each ISA that lays one: the trap instruction's address, a call emulated
+// as the site's call form makes it (return address `ret`), and a jump.
 #if defined(__x86_64__)
-void emulate_call(sys::UContext* uc, u64 ret, u64 target) {
+u64 trap_address(const sys::UContext* uc) { return uc->gregs[sys::reg_rip] - 1; }  // int3 reports the address after it
+void emulate_call(sys::UContext* uc, u64 ret, u64 target, u8) {
   uc->gregs[sys::reg_rsp] -= 8;
   *reinterpret_cast<u64*>(uc->gregs[sys::reg_rsp]) = ret;
   uc->gregs[sys::reg_rip] = target;
 }
+void resume_at(sys::UContext* uc, u64 pc) { uc->gregs[sys::reg_rip] = pc; }
+constexpr u8 selftest_form = static_cast<u8>(arch::CallForm::call_rel32);
+constexpr unsigned selftest_len = 5;  // prepatch_selftest_site: int3 and 4 bytes, a call's length
+#elif defined(__riscv)
+u64 trap_address(const sys::UContext* uc) { return uc->gregs[sys::reg_pc]; }  // ebreak reports its own
+void emulate_call(sys::UContext* uc, u64 ret, u64 target, u8 form) {
+  uc->gregs[form == static_cast<u8>(arch::CallForm::riscv_jalr_t0) ? arch::riscv64::t0 : arch::riscv64::ra] = ret;
+  uc->gregs[sys::reg_pc] = target;
+}
+void resume_at(sys::UContext* uc, u64 pc) { uc->gregs[sys::reg_pc] = pc; }
+constexpr u8 selftest_form = static_cast<u8>(arch::CallForm::riscv_jalr_t0);
+constexpr unsigned selftest_len = 4;  // prepatch_selftest_site: c.ebreak, c.nop
+#endif
+#if defined(__x86_64__) || defined(__riscv)
+u8* selftest_trampoline() { return sys::isa == arch::Isa::x86_64 ? prepatch_tramp_fentry : prepatch_tramp_patchable; }
 #endif
 
 // The program's own disposition: its handler, or the default action (for a trap the kernel raised,
@@ -1445,22 +1498,21 @@ void on_message(int sig, sys::SigInfo* si, void* uc) {
 }
 
 void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__riscv)
   auto* uc = static_cast<sys::UContext*>(ucv);
-  if (si->code == sys::si_kernel) {
-    const u64 at = uc->gregs[sys::reg_rip] - 1;  // int3 reports the address after it
+  if (si->code == sys::trap_code) {
+    const u64 at = trap_address(uc);
     if (at == reinterpret_cast<u64>(prepatch_selftest_site)) {
       g.selftest_traps++;
-      return emulate_call(uc, at + 5, reinterpret_cast<u64>(prepatch_tramp_fentry));
+      return emulate_call(uc, at + selftest_len, reinterpret_cast<u64>(selftest_trampoline()), selftest_form);
     }
     if (g.site && g.table_state == 1) {
       const u64 i = g.table.find_start(at - g.bias);
       if (i < g.table.count()) {
         __atomic_fetch_add(&g.stats.traps, 1, __ATOMIC_RELAXED);
         SiteEntry e = g.table.entry(i);
-        if (__atomic_load_n(&g.site[i], __ATOMIC_ACQUIRE) & site_on) return emulate_call(uc, at + e.length, g.tramp[e.kind - 1]);
-        uc->gregs[sys::reg_rip] = at + e.length;  // the nop: skip the site
-        return;
+        if (__atomic_load_n(&g.site[i], __ATOMIC_ACQUIRE) & site_on) return emulate_call(uc, at + e.length, g.tramp[e.kind - 1], e.call_form);
+        return resume_at(uc, at + e.length);  // the nop: skip the site
       }
     }
   }
@@ -1469,8 +1521,9 @@ void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
 }
 
 // The kernel's int3_selftest, in user space: a breakpoint in the shim's own text must reach the
-// handler, which emulates a call to the fentry trampoline, which must reach prepatch_on_call.
-#if defined(__x86_64__)
+// handler, which emulates a call to a trampoline (x86-64: fentry's, to prepatch_on_call; RISC-V: the
+// patchable one, to prepatch_count), which must reach the C side and return behind the site.
+#if defined(__x86_64__) || defined(__riscv)
 void selftest() {
   u64 mask = 0;
   if (call(sys::nr_rt_sigprocmask, 0, 0, reinterpret_cast<long>(&mask), 8) != 0 || (mask & sigtrap_bit))
@@ -1487,7 +1540,7 @@ void selftest() {
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
-  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + 5) return void(g.selftest_calls++);
+  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
   const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr;
   if (!s || !g.threads) return;
   Thread* t = this_thread();
@@ -1540,6 +1593,9 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 // Called by the count trampolines (shim/entry_*.S) with the site's end (the return address of its
 // `bl`) and every register the traced function may still need saved: counts the call.
 extern "C" void prepatch_count(u64 site_end) {
+#if defined(__riscv)
+  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
+#endif
   if (const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr)
     __atomic_fetch_add(reinterpret_cast<u64*>(s->value), 1, __ATOMIC_RELAXED);
 }
@@ -1600,9 +1656,11 @@ extern "C" void prepatch_init(u64* sp) {
     g.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
                                            : reinterpret_cast<u64>(k == 0 ? prepatch_tramp_fentry : k == 1 ? prepatch_tramp_mcount : prepatch_tramp_patchable);
 #else
-  // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here).
+  // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here). RISC-V -pg
+  // sites keep calling what they called, which the preparer made a jump to the mcount trampoline.
   if (g.tracer != Tracer::count) g.disabled = "PREPATCH_TRACER=function and graph exist on x86-64 only so far";
   g.tramp[0] = g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
+  if (prepatch_config.mcount_via) g.tramp[1] = prepatch_config.mcount_via + g.bias;
   g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
 #endif
   if (const char* p = env_get(envp, "PREPATCH_OUTPUT"); p && *p) {
@@ -1632,13 +1690,19 @@ extern "C" void prepatch_init(u64* sp) {
   }
   const char* sync = env_get(envp, "PREPATCH_SYNC");
   g.use_signals = sync && str_eq("signal", 6, sync);
-  if (!g.use_signals) {
+  g.use_flush_icache = sys::isa == arch::Isa::riscv64 && sync && str_eq("flush_icache", 12, sync);
+  if (sync && *sync && !g.use_signals && !g.use_flush_icache)
+    g.disabled = sys::isa == arch::Isa::riscv64 ? "PREPATCH_SYNC is not signal or flush_icache" : "PREPATCH_SYNC is not signal";
+  if (!g.use_signals && !g.use_flush_icache) {
     g.membarrier_error = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0);
-    g.use_signals = g.membarrier_error != 0;
+    if (g.membarrier_error != 0) (sys::isa == arch::Isa::riscv64 ? g.use_flush_icache : g.use_signals) = true;
   }
   if ((traps && !install_handler(0)) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 62 handlers";
-#if defined(__x86_64__)
+  g.emulated = traps && under_emulator();
+#if defined(__x86_64__) || defined(__riscv)
   if (!g.disabled) selftest();
+#endif
+#if defined(__x86_64__)
   if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
 #endif
   const bool fork_handlers = !g.disabled && register_fork_handlers();

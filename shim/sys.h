@@ -1,5 +1,5 @@
 // Raw Linux system calls and the kernel's structures the shim uses, for each ISA it is built for
-// (x86-64, AArch64, PPC64le): no libc. The shim runs before libc is initialized (it is the program's
+// (x86-64, AArch64, PPC64le, RISC-V64): no libc. The shim runs before libc is initialized (it is the program's
 // entry point) and inside signal handlers.
 #pragma once
 #include "arch/plan.h"
@@ -17,8 +17,11 @@ inline constexpr u16 machine = 183;  // EM_AARCH64
 #elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
 inline constexpr arch::Isa isa = arch::Isa::ppc64le;
 inline constexpr u16 machine = 21;  // EM_PPC64
+#elif defined(__riscv) && __riscv_xlen == 64
+inline constexpr arch::Isa isa = arch::Isa::riscv64;
+inline constexpr u16 machine = 243;  // EM_RISCV
 #else
-#error "the shim exists for x86-64, AArch64 and PPC64le"
+#error "the shim exists for x86-64, AArch64, PPC64le and RISC-V64"
 #endif
 
 #if defined(__x86_64__)
@@ -37,11 +40,12 @@ enum : long {
   nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_nanosleep = 35, nr_getpid = 39,
   nr_ftruncate = 77, nr_renameat2 = 316, nr_unlinkat = 263, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
   nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
-  nr_arch_prctl = 158, nr_fallocate = 285, nr_pwrite64 = 18, nr_memfd_create = 319, nr_sigaltstack = 131,
+  nr_arch_prctl = 158, nr_fallocate = 285, nr_pwrite64 = 18, nr_memfd_create = 319, nr_sigaltstack = 131, nr_readlinkat = 267,
 };
 inline constexpr int o_directory = 0200000, o_nofollow = 0400000;
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) || defined(__riscv)
 inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+#if defined(__aarch64__)
   register long x8 asm("x8") = n;
   register long x0 asm("x0") = a;
   register long x1 asm("x1") = b;
@@ -51,17 +55,33 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
   register long x5 asm("x5") = f;
   asm volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
   return x0;
+#else
+  register long a7 asm("a7") = n;
+  register long a0 asm("a0") = a;
+  register long a1 asm("a1") = b;
+  register long a2 asm("a2") = c;
+  register long a3 asm("a3") = d;
+  register long a4 asm("a4") = e;
+  register long a5 asm("a5") = f;
+  asm volatile("ecall" : "+r"(a0) : "r"(a7), "r"(a1), "r"(a2), "r"(a3), "r"(a4), "r"(a5) : "memory");
+  return a0;
+#endif
 }
 
-// System call numbers (include/uapi/asm-generic/unistd.h).
+// System call numbers (include/uapi/asm-generic/unistd.h; riscv_flush_icache: arch/riscv's own).
 enum : long {
+  nr_riscv_flush_icache = 259,
   nr_read = 63, nr_write = 64, nr_close = 57, nr_fstat = 80, nr_mmap = 222, nr_mprotect = 226, nr_munmap = 215, nr_madvise = 233,
   nr_rt_sigaction = 134, nr_rt_sigprocmask = 135, nr_nanosleep = 101, nr_getpid = 172,
   nr_ftruncate = 46, nr_renameat2 = 276, nr_unlinkat = 35, nr_geteuid = 175, nr_gettid = 178, nr_getdents64 = 61,
   nr_futex = 98, nr_clock_gettime = 113, nr_tgkill = 131, nr_openat = 56, nr_rt_tgsigqueueinfo = 240, nr_membarrier = 283,
-  nr_fallocate = 47, nr_pwrite64 = 68, nr_memfd_create = 279, nr_sigaltstack = 132,
+  nr_fallocate = 47, nr_pwrite64 = 68, nr_memfd_create = 279, nr_sigaltstack = 132, nr_readlinkat = 78,
 };
-inline constexpr int o_directory = 040000, o_nofollow = 0100000;
+#if defined(__aarch64__)
+inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm64's own values
+#else
+inline constexpr int o_directory = 0200000, o_nofollow = 0400000;  // asm-generic's, as on x86-64
+#endif
 #else
 // PPC64: `sc` with the number in r0 and arguments in r3..r8; the kernel flags an error in CR0.SO and
 // returns the positive errno in r3, made negative here as on the other ISAs.
@@ -86,7 +106,7 @@ enum : long {
   nr_rt_sigaction = 173, nr_rt_sigprocmask = 174, nr_nanosleep = 162, nr_getpid = 20,
   nr_ftruncate = 93, nr_renameat2 = 357, nr_unlinkat = 292, nr_geteuid = 49, nr_gettid = 207, nr_getdents64 = 202,
   nr_futex = 221, nr_clock_gettime = 246, nr_tgkill = 250, nr_openat = 286, nr_rt_tgsigqueueinfo = 322, nr_membarrier = 365,
-  nr_fallocate = 309, nr_pwrite64 = 180, nr_memfd_create = 360, nr_sigaltstack = 185,
+  nr_fallocate = 309, nr_pwrite64 = 180, nr_memfd_create = 360, nr_sigaltstack = 185, nr_readlinkat = 296,
 };
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;
 #endif
@@ -99,17 +119,23 @@ inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anon
 inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
 inline constexpr int sigtrap = 5;
 inline constexpr int si_kernel = 0x80, si_queue = -1;
+// si_code of the SIGTRAP the ISA's breakpoint raises: x86-64's int3 SI_KERNEL, RISC-V's ebreak TRAP_BRKPT.
+#if defined(__riscv)
+inline constexpr int trap_code = 1;
+#else
+inline constexpr int trap_code = si_kernel;
+#endif
 inline constexpr int enosys = 38, esrch = 3, eintr = 4, einval = 22;
 
 // membarrier(2) commands.
 inline constexpr int membarrier_query = 0, membarrier_private_expedited_sync_core = 32,
                      membarrier_register_private_expedited_sync_core = 64;
 
-// sigaction flags (the same values on the three ISAs).
+// sigaction flags (the same values on these ISAs).
 inline constexpr u64 sa_siginfo = 4, sa_restorer = 0x04000000, sa_onstack = 0x08000000, sa_restart = 0x10000000,
                      sa_nodefer = 0x40000000, sa_resethand = 0x80000000;
-// x86-64 requires a restorer (shim/entry_x86_64.S's rt_sigreturn); AArch64 and PPC64 return through
-// the vDSO's (or qemu-user's) trampoline when none is given.
+// x86-64 requires a restorer (shim/entry_x86_64.S's rt_sigreturn); AArch64, PPC64 and RISC-V return
+// through the vDSO's (or qemu-user's) trampoline when none is given.
 #if defined(__x86_64__)
 inline constexpr u64 restorer_flag = sa_restorer;
 #else
@@ -125,13 +151,16 @@ struct KernelSigaction {
 };
 
 // Executes the ISA's instruction-stream serialization on this core: what a sync must make every
-// thread run before it executes new code (x86 cpuid, SDM 8.1.3; AArch64 isb; PPC isync).
+// thread run before it executes new code (x86 cpuid, SDM 8.1.3; AArch64 isb; PPC isync; RISC-V fence.i,
+// which also makes this hart's own stores visible to its instruction fetch).
 inline void serialize_core() {
 #if defined(__x86_64__)
   u32 a = 0, b, c = 0, d;
   asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");
 #elif defined(__aarch64__)
   asm volatile("isb" : : : "memory");
+#elif defined(__riscv)
+  asm volatile("fence.i" : : : "memory");
 #else
   asm volatile("isync" : : : "memory");
 #endif
@@ -141,6 +170,7 @@ inline void serialize_core() {
 // makes the new instruction visible to instruction fetch on this core and, once every other core has
 // serialized, on all of them. x86 keeps instruction fetch coherent itself. AArch64: dc cvau; dsb ish;
 // ic ivau; dsb ish; isb (ARM ARM B2.4.4). PPC: dcbst; sync; icbi; sync; isync (Power ISA Book II 1.9).
+// RISC-V has no per-line maintenance in user mode: the sync's fence.i on every hart does it.
 // An aligned 4-byte word lies in one cache line, so one line is cleaned and invalidated.
 inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] const void* at) {
 #if defined(__aarch64__)
@@ -150,7 +180,8 @@ inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] c
 #endif
 }
 
-// A cycle or time-base counter for trace timestamps (x86 TSC, AArch64 CNTVCT_EL0, PPC time base).
+// A cycle or time-base counter for trace timestamps (x86 TSC, AArch64 CNTVCT_EL0, PPC time base,
+// RISC-V time).
 inline u64 ticks() {
 #if defined(__x86_64__)
   u32 lo, hi;
@@ -160,6 +191,10 @@ inline u64 ticks() {
   u64 v;
   asm volatile("mrs %0, cntvct_el0" : "=r"(v));
   return v;
+#elif defined(__riscv)
+  u64 v;
+  asm volatile("rdtime %0" : "=r"(v));
+  return v;
 #else
   u64 v;
   asm volatile("mftb %0" : "=r"(v));
@@ -168,13 +203,15 @@ inline u64 ticks() {
 }
 
 // The thread pointer: what tells threads apart (x86 %fs:0, glibc's TCB pointing to itself; AArch64
-// TPIDR_EL0; PPC64 r13).
+// TPIDR_EL0; PPC64 r13; RISC-V tp).
 inline u64 thread_pointer() {
   u64 tp;
 #if defined(__x86_64__)
   asm("mov %%fs:0, %0" : "=r"(tp));
 #elif defined(__aarch64__)
   asm("mrs %0, tpidr_el0" : "=r"(tp));
+#elif defined(__riscv)
+  asm("mv %0, tp" : "=r"(tp));
 #else
   asm("mr %0, 13" : "=r"(tp));
 #endif
@@ -187,6 +224,8 @@ inline void cpu_relax() {
   __builtin_ia32_pause();
 #elif defined(__aarch64__)
   asm volatile("yield" : : : "memory");
+#elif defined(__riscv)
+  asm volatile(".4byte 0x0100000f" : : : "memory");  // pause (Zihintpause; a fence hint before it)
 #else
   asm volatile("or 27, 27, 27" : : : "memory");  // the "yield" hint
 #endif
@@ -210,10 +249,23 @@ struct UContext {
   u64 gregs[23];     // struct sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, ...
 };
 inline constexpr int reg_rsp = 15, reg_rip = 16;
+#elif defined(__riscv)
+// The kernel's riscv ucontext: uc_sigmask padded to 128 bytes, then uc_mcontext (16-byte aligned),
+// whose first part is user_regs_struct: pc, then x1..x31.
+struct UContext {
+  u64 flags;
+  void* link;
+  u8 stack[24];      // stack_t
+  u8 sigmask[128];   // sigset_t and its padding
+  u64 pad;
+  u64 gregs[32];     // pc, ra, sp, gp, tp, t0, ...
+};
+static_assert(__builtin_offsetof(UContext, gregs) == 176);
+inline constexpr int reg_pc = 0;
 #endif
 
-// struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, or asm-generic's (AArch64).
-#if defined(__aarch64__)
+// struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, or asm-generic's (AArch64, RISC-V).
+#if defined(__aarch64__) || defined(__riscv)
 struct Stat {
   u64 dev, ino;
   u32 mode, nlink, uid, gid;

@@ -1,10 +1,14 @@
 // Our RISC-V decoder (Capstone 4 has none) against riscv64-linux-gnu-objdump: every 16-bit encoding,
-// and the 32-bit forms sites are made of.
+// the 32-bit forms sites are made of, and the fields discovery reads from real binaries.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
-#include "arch/riscv64.h"
+#include "arch/riscv64_decode.h"
+#include "elf/elf.h"
+#include "elf/mapped_file.h"
 #include "support.h"
 
 namespace prepatch::test {
@@ -106,6 +110,110 @@ TEST(Riscv64Decoder, CallPairReachesItsTarget) {
   }
   u32 a, j;
   EXPECT_FALSE(arch::riscv64::encode_call(0, 0x8000'0000ULL, 1, a, j));  // past +2 GiB - 2 KiB
+}
+
+
+// ---- discovery on real binaries ---------------------------------------------------------------
+
+const std::string td = TESTDATA_DIR;
+
+struct Line {
+  std::string mnemonic, ops, comment;
+};
+
+// `riscv64-linux-gnu-objdump -d` of a linked binary's section: address -> instruction (aliases on, as
+// people read it: "  87a:\tef7ff0ef          \tjal\t770 <_mcount@plt>").
+std::map<u64, Line> objdump_section(const std::string& bin, const std::string& section) {
+  Proc p = run({RISCV_OBJDUMP, "-d", "-j", section, bin});
+  EXPECT_EQ(p.status, 0) << p.err;
+  std::map<u64, Line> out;
+  std::istringstream in(p.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(":\t");
+    if (colon == std::string::npos || line.find_first_not_of(" 0123456789abcdef") != colon) continue;
+    std::vector<std::string> f;
+    std::istringstream fs(line.substr(colon + 2));
+    std::string part;
+    while (std::getline(fs, part, '\t')) f.push_back(part);
+    if (f.size() < 2) continue;
+    Line l{f[1], f.size() > 2 ? f[2] : "", ""};
+    if (auto hash = l.ops.find(" #"); hash != std::string::npos) l.comment = l.ops.substr(hash + 2), l.ops.resize(hash);
+    out[std::stoull(line.substr(0, colon), nullptr, 16)] = l;
+  }
+  return out;
+}
+
+std::set<u64> site_addresses(const std::string& bin) {
+  Proc r = prepatch({"sites", bin, "--json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  std::set<u64> out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  for (const auto& s : j["sites"]) out.insert(s["address"].get<u64>());
+  return out;
+}
+
+// The decoded fields discovery uses (jal's target, auipc's immediate) against objdump, on every such
+// instruction of .text; and the -pg sites are exactly the calls to _mcount objdump shows, found
+// through the PLT entry (dynamic) or directly (static).
+void expect_calls_agree(const std::string& bin) {
+  SCOPED_TRACE(bin);
+  MappedFile f(bin);
+  elf::Elf e(f.bytes(), bin);
+  std::set<u64> mcount_calls;
+  unsigned jals = 0, auipcs = 0;
+  for (const auto& [at, l] : objdump_section(bin, ".text")) {
+    auto b = e.bytes_at(at, 4);
+    if (b.size() < 4) continue;
+    const u32 w = static_cast<u32>(e.codec().get(b, 0, 4));
+    if (l.mnemonic == "jal") {  // "jal\t770 <_mcount@plt>": rd = ra; "jal\tt0,..." otherwise
+      jals++;
+      ASSERT_TRUE(arch::riscv64::is_jal(w)) << std::hex << at;
+      const std::string target = l.ops.find(',') == std::string::npos ? l.ops : l.ops.substr(l.ops.find(',') + 1);
+      EXPECT_EQ(at + static_cast<u64>(arch::riscv64::j_imm(w)), std::stoull(target, nullptr, 16)) << std::hex << at;
+      if (l.ops.find('<') != std::string::npos && (l.ops.find("<_mcount@plt>") != std::string::npos || l.ops.find("<_mcount>") != std::string::npos))
+        mcount_calls.insert(at);
+    } else if (l.mnemonic == "auipc") {  // "auipc\ta3,0x4d"
+      auipcs++;
+      ASSERT_TRUE(arch::riscv64::is_auipc(w)) << std::hex << at;
+      EXPECT_EQ(static_cast<u64>(arch::riscv64::u_imm(w) >> 12) & 0xfffff, std::stoull(l.ops.substr(l.ops.find(',') + 1), nullptr, 16)) << std::hex << at;
+    }
+  }
+  EXPECT_GT(jals, 10u);
+  EXPECT_GT(auipcs, 2u);
+  EXPECT_EQ(site_addresses(bin), mcount_calls);
+}
+
+TEST(Riscv64Discovery, MinusPgSitesAreTheCallsToMcountObjdumpShows) {
+  expect_calls_agree(td + "/basic-rv-pg");
+  expect_calls_agree(td + "/many-rv-pg");
+  expect_calls_agree(td + "/threads-rv-pg-static");
+}
+
+// The prepared -pg binary: the _mcount PLT entry starts with `auipc t1; jr lo(t1)` into the shim, and
+// every site is a nop that objdump agrees starts an instruction.
+TEST(Riscv64Discovery, ThePltEntryOfMcountJumpsIntoTheShim) {
+  TempDir d;
+  ASSERT_EQ(prepatch({td + "/basic-rv-pg", "-o", d / "out"}).status, 0);
+  MappedFile f(d / "out");
+  elf::Elf e(f.bytes(), d / "out");
+  const elf::Section* shim = e.section("__prepatch_shim");
+  ASSERT_NE(shim, nullptr);
+  auto plt = objdump_section(d / "out", ".plt");
+  Proc syms = run({"riscv64-linux-gnu-objdump", "-d", "-j", ".plt", d / "out"});
+  auto at = syms.out.find("<_mcount@plt>:");
+  ASSERT_NE(at, std::string::npos) << syms.out;
+  const u64 entry = std::stoull(syms.out.substr(syms.out.rfind('\n', at) + 1), nullptr, 16);
+  ASSERT_TRUE(plt.count(entry) && plt.count(entry + 4));
+  EXPECT_EQ(plt[entry].mnemonic, "auipc");
+  EXPECT_EQ(plt[entry].ops.substr(0, 3), "t1,");
+  EXPECT_EQ(plt[entry + 4].mnemonic, "jr");  // jalr zero, lo(t1)
+  const i64 hi = static_cast<i64>(std::stoll(plt[entry].ops.substr(3), nullptr, 16));
+  const std::string& jr = plt[entry + 4].ops;  // "-1234(t1)"
+  ASSERT_NE(jr.find("(t1)"), std::string::npos) << jr;
+  const u64 target = entry + static_cast<u64>(((hi ^ 0x80000) - 0x80000) << 12) + static_cast<u64>(std::stoll(jr.substr(0, jr.find('('))));
+  EXPECT_GE(target, shim->addr);
+  EXPECT_LT(target, shim->addr + shim->size);
 }
 
 }  // namespace

@@ -107,6 +107,7 @@ std::string TestBinary::name() const {
 std::vector<std::string> qemu_for(const std::string& isa) {
   if (isa == "aarch64") return {"qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"};
   if (isa == "ppc64le") return {"qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"};
+  if (isa == "riscv64") return {"qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"};
   return {};
 }
 
@@ -126,6 +127,7 @@ std::vector<std::string> TestBinary::exec(const std::string& path, const std::ve
 std::string TestBinary::tool(const std::string& name) const {
   if (isa == "aarch64") return "aarch64-linux-gnu-" + name;
   if (isa == "ppc64le") return "powerpc64le-linux-gnu-" + name;
+  if (isa == "riscv64") return "riscv64-linux-gnu-" + name;
   return name == "objdump" ? OBJDUMP : name;
 }
 

@@ -43,7 +43,7 @@ class TempDir {
 
 struct TestBinary {
   std::string prog, flavor, bin, obj, flags;
-  std::string isa;  // empty: the host's (x86-64); "aarch64", "ppc64le": built with a cross gcc
+  std::string isa;  // empty: the host's (x86-64); "aarch64", "ppc64le", "riscv64": built with a cross gcc
   std::string name() const;  // usable as a gtest parameter name
   friend void PrintTo(const TestBinary& b, std::ostream* os) { *os << b.bin; }
   bool has(const std::string& flag) const;
@@ -55,7 +55,7 @@ struct TestBinary {
   // Bytes of every instruction of this ISA where it has one length (4), else 0 (x86-64).
   unsigned insn_len() const { return isa.empty() ? 0 : 4; }
 };
-// The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le") here.
+// The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le", "riscv64") here.
 std::vector<std::string> qemu_for(const std::string& isa);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
