@@ -56,7 +56,7 @@ inline constexpr u16 em_riscv = 243;  // EM_RISCV
 constexpr CallForm riscv_call_form(SiteKind kind, u32 insn) {
   if (kind == SiteKind::patchable) return CallForm::riscv_jalr_t0;
   if (riscv64::is_jal(insn) && riscv64::rd_of(insn) == riscv64::ra) return CallForm::riscv_jal_ra;
-  if (riscv64::is_jalr(insn) && riscv64::rd_of(insn) == riscv64::ra && riscv64::rs1_of(insn) == riscv64::ra) return CallForm::riscv_jalr_ra;
+  if (riscv64::is_jalr_via(insn, riscv64::ra)) return CallForm::riscv_jalr_ra;
   return CallForm::none;
 }
 

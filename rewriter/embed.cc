@@ -31,9 +31,7 @@ shim::BlobHeader blob_header(std::span<const u8> blob) {
 // it, and _mcount is called as an ordinary function.
 elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
   const auto off = elf.vaddr_to_offset(at, 8);
-  const elf::Segment* seg = nullptr;
-  for (const elf::Segment& s : elf.segments())
-    if (s.type == PT_LOAD && at >= s.vaddr && at + 8 <= s.vaddr + s.filesz) seg = &s;
+  const elf::Segment* seg = elf.load_segment_for(at, 8);
   if (!off || !seg || !(seg->flags & PF_X))
     elf.fail(off.value_or(0), "the -pg sites call vaddr " + hex(at) + ", which is not 8 bytes of executable code to redirect to the shim");
   u32 auipc = 0, jalr = 0;

@@ -21,10 +21,8 @@ std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsig
     if (len != 4) return "other";
     const u32 w = static_cast<u32>(elf.codec().get(b, 0, 4));
     if (w == arch::riscv64::nop) return "nop";
-    return arch::riscv_call_form(SiteKind::mcount, w) != arch::CallForm::none ||
-                   (arch::riscv64::is_jalr(w) && arch::riscv64::rd_of(w) == arch::riscv64::t0 && arch::riscv64::rs1_of(w) == arch::riscv64::t0)
-               ? "call"
-               : "other";
+    const bool call = arch::riscv_call_form(SiteKind::mcount, w) != arch::CallForm::none || arch::riscv64::is_jalr_via(w, arch::riscv64::t0);
+    return call ? "call" : "other";
   }
   if (arch::word_machine(m)) {
     if (len != 4) return "other";

@@ -518,7 +518,7 @@ void Discoverer::add_patchable_riscv(u64 addr) {
     u32 auipc = 0, site = 0;
     if (at == entry + 2 && !riscv_nops(entry, at)) break;
     if (word(at, auipc) && rv::is_auipc(auipc) && rv::rd_of(auipc) == rv::t0 && word(at + 4, site) &&
-        (site == rv::nop || (rv::is_jalr(site) && rv::rd_of(site) == rv::t0 && rv::rs1_of(site) == rv::t0))) {
+        (site == rv::nop || rv::is_jalr_via(site, rv::t0))) {
       s.addr = at + 4;
       return push_record_site(s);
     }
@@ -679,7 +679,7 @@ void Discoverer::scan_riscv_function(const elf::Symbol& f, const char* name) {
     context |= w == rv::addi_a0_ra;
     std::optional<u64> target;
     if (rv::is_jal(w) && rv::rd_of(w) == rv::ra) target = at + static_cast<u64>(rv::j_imm(w));
-    else if (rv::is_jalr(w) && rv::rd_of(w) == rv::ra && rv::rs1_of(w) == rv::ra && auipc_at + 4 == at) target = auipc_value + static_cast<u64>(rv::i_imm(w));
+    else if (rv::is_jalr_via(w, rv::ra) && auipc_at + 4 == at) target = auipc_value + static_cast<u64>(rv::i_imm(w));
     else if (rv::is_jalr(w) && rv::rd_of(w) == rv::ra) return;  // an indirect call comes first
     if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra) auipc_at = at, auipc_value = at + static_cast<u64>(rv::u_imm(w));
     if (target) {

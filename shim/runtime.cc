@@ -130,7 +130,7 @@ struct State {
   const char* disabled;          // why the shim is off, or nullptr
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   bool use_flush_icache;         // RISC-V: sync by riscv_flush_icache (membarrier unavailable or forced)
-  bool emulated;                 // under a user-mode emulator (qemu-user): /proc shows its threads and masks
+  u8 emulated;                   // under a user-mode emulator (qemu-user; emulated()): 0 not known yet, 1 no, 2 yes
   long membarrier_error;
   int busy;      // a batch runs
   int busy_tid;  // the thread running it, once it has set it (0 otherwise)
@@ -341,6 +341,13 @@ void acknowledge_sync(u32 seq) {
     if (g.sync_slots[i].tid == self) check_off(i, seq);
 }
 
+// membarrier SYNC_CORE failed with `error` (at registration or at a sync): RISC-V syncs with
+// riscv_flush_icache from now on, the other ISAs with the signal fallback.
+void membarrier_unavailable(long error) {
+  g.membarrier_error = error;
+  (sys::isa == arch::Isa::riscv64 ? g.use_flush_icache : g.use_signals) = true;
+}
+
 // Every thread of the process executes a serializing instruction before any of them runs code this
 // thread wrote before the call: membarrier(PRIVATE_EXPEDITED_SYNC_CORE), or the signal fallback.
 // RISC-V: where the kernel offers no membarrier SYNC_CORE (before Linux 6.9), riscv_flush_icache with
@@ -350,9 +357,7 @@ void sync_all() {
   if (!g.use_signals && !g.use_flush_icache) {
     long r = call(sys::nr_membarrier, sys::membarrier_private_expedited_sync_core, 0, 0);
     if (r == 0) return;
-    g.membarrier_error = r;
-    g.use_flush_icache = sys::isa == arch::Isa::riscv64;
-    g.use_signals = !g.use_flush_icache;
+    membarrier_unavailable(r);
   }
 #if defined(__riscv)
   if (g.use_flush_icache) {
@@ -668,8 +673,27 @@ bool ensure_counts(Text& err) {
 constexpr i64 block_patience_ns = 500000000, block_limit_ns = 3000000000;
 constexpr u64 glibc_internal_bits = 3ull << 31;
 
+// Whether this process runs under a user-mode emulator such as qemu-user: its /proc/self/exe (which
+// qemu answers for the program) differs from this thread's /proc/self/task/TID/exe (which it does not,
+// naming qemu). /proc/self/task then lists the emulator's own threads too (qemu's RCU thread blocks
+// every signal but the synchronous ones, for good) and shows host signal masks, while the emulator
+// delivers the program's SIGTRAP itself: the check below cannot be made and is skipped for SIGTRAP.
+// Found out when first asked (a batch or `status`), not at start.
+bool emulated() {
+  if (g.emulated) return g.emulated == 2;
+  char exe[256], task_exe[256], path[64];
+  Text p(path, sizeof path - 1);
+  p.str("/proc/self/task/").num(static_cast<u64>(call(sys::nr_gettid))).str("/exe");
+  path[p.size()] = 0;
+  const long n = call(sys::nr_readlinkat, sys::at_fdcwd, reinterpret_cast<long>("/proc/self/exe"), reinterpret_cast<long>(exe), sizeof exe);
+  const long m = call(sys::nr_readlinkat, sys::at_fdcwd, reinterpret_cast<long>(path), reinterpret_cast<long>(task_exe), sizeof task_exe);
+  const bool yes = n > 0 && m > 0 && (n != m || memcmp(exe, task_exe, static_cast<size_t>(n)) != 0);
+  g.emulated = yes ? 2 : 1;
+  return yes;
+}
+
 bool threads_block_signals(Text& err) {
-  const u64 needed = (traps && !g.emulated ? sigtrap_bit : 0) | (g.use_signals ? ctl_bit : 0);
+  const u64 needed = (traps && !emulated() ? sigtrap_bit : 0) | (g.use_signals ? ctl_bit : 0);
   if (!needed) return false;
   const i64 start = now_ns();
   int watched = 0;
@@ -710,21 +734,6 @@ bool threads_block_signals(Text& err) {
   else
     err.str(" blocks signal 62 (SIGRTMAX-2), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
   return true;
-}
-
-// Whether this process runs under a user-mode emulator such as qemu-user: its /proc/self/exe (which
-// qemu answers for the program) differs from this thread's /proc/self/task/TID/exe (which it does not,
-// naming qemu). /proc/self/task then lists the emulator's own threads too (qemu's RCU thread blocks
-// every signal but the synchronous ones, for good) and shows host signal masks, while the emulator
-// delivers the program's SIGTRAP itself: the check above cannot be made and is skipped for SIGTRAP.
-bool under_emulator() {
-  char exe[256], task_exe[256], path[64];
-  Text p(path, sizeof path - 1);
-  p.str("/proc/self/task/").num(static_cast<u64>(call(sys::nr_gettid))).str("/exe");
-  path[p.size()] = 0;
-  const long n = call(sys::nr_readlinkat, sys::at_fdcwd, reinterpret_cast<long>("/proc/self/exe"), reinterpret_cast<long>(exe), sizeof exe);
-  const long m = call(sys::nr_readlinkat, sys::at_fdcwd, reinterpret_cast<long>(path), reinterpret_cast<long>(task_exe), sizeof task_exe);
-  return n > 0 && m > 0 && (n != m || memcmp(exe, task_exe, static_cast<size_t>(n)) != 0);
 }
 
 // ---- tracers ----------------------------------------------------------------------------------
@@ -1414,7 +1423,7 @@ void reply_status(Reply& r) {
   r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
       .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
   r.line().str("waits for threads blocking signals ").num(s.block_waits).str(", longest ").num(s.block_wait_max_ns / 1000000).str(" ms\n");
-  if (g.emulated) r.line().str("emulated: under a user-mode emulator (qemu-user), threads blocking SIGTRAP are not looked for\n");
+  if (traps && emulated()) r.line().str("emulated: under a user-mode emulator (qemu-user), threads blocking SIGTRAP are not looked for\n");
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
   Text& tracer = r.line().str("tracer: ").str(g.tracer == Tracer::graph ? "graph" : g.tracer == Tracer::function ? "function" : "count");
   if (g.tracer == Tracer::graph && g.unwind_unhooked) tracer.str(", exceptions not followed: ").str(g.unwind_unhooked);
@@ -1694,11 +1703,9 @@ extern "C" void prepatch_init(u64* sp) {
   if (sync && *sync && !g.use_signals && !g.use_flush_icache)
     g.disabled = sys::isa == arch::Isa::riscv64 ? "PREPATCH_SYNC is not signal or flush_icache" : "PREPATCH_SYNC is not signal";
   if (!g.use_signals && !g.use_flush_icache) {
-    g.membarrier_error = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0);
-    if (g.membarrier_error != 0) (sys::isa == arch::Isa::riscv64 ? g.use_flush_icache : g.use_signals) = true;
+    if (long r = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0)) membarrier_unavailable(r);
   }
   if ((traps && !install_handler(0)) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 62 handlers";
-  g.emulated = traps && under_emulator();
 #if defined(__x86_64__) || defined(__riscv)
   if (!g.disabled) selftest();
 #endif
