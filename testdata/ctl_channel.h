@@ -1,6 +1,8 @@
 /* The shim's control channel, as docs/SHIM.md describes it, spoken from inside a prepared program
    (testdata/live.c, bench/toggle_bench.py's program): control("enable *") returns the shim's reply.
-   The request goes to the calling thread, so the reply is there when the signal call returns. */
+   The request goes to the calling thread, so the reply is there when the signal call returns.
+   One thread at a time: the request number and the reply buffer are shared (two threads asking at
+   once could take the same number, and one would remove the other's reply). */
 #ifndef PREPATCH_CTL_CHANNEL_H
 #define PREPATCH_CTL_CHANNEL_H
 #ifndef _GNU_SOURCE
