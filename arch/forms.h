@@ -8,6 +8,7 @@
 #include "arch/aarch64.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64.h"
+#include "arch/thumb2.h"
 #include "elf/ints.h"
 
 namespace prepatch::arch {
@@ -21,6 +22,7 @@ enum class CallForm : u8 {
   riscv_jal_ra = 5,       // jal ra, imm20            (4 bytes, RISC-V: +-1 MiB; gcc -pg after ld's relaxation)
   riscv_jalr_ra = 6,      // jalr ra, lo(ra)          (4 bytes, after `auipc ra, hi` at -4; gcc -pg unrelaxed)
   riscv_jalr_t0 = 7,      // jalr t0, lo(t0)          (4 bytes, after `auipc t0, hi` at -4; patchable entries)
+  thumb_bl = 8,           // bl imm24                 (4 bytes, Thumb-2: +-16 MiB, two halfwords; after `push {lr}`)
 };
 
 // clang-format off
@@ -50,6 +52,7 @@ constexpr CallForm call_form_for_length(unsigned len) {
 }
 
 inline constexpr u16 em_riscv = 243;  // EM_RISCV
+inline constexpr u16 em_arm = 40;     // EM_ARM (prepatch: Thumb-2 code)
 
 // RISC-V: the call form of a site of `kind` whose instruction is `insn` as the compiler left it (gcc
 // -pg's `jal ra` or `jalr ra`), or none.
@@ -65,6 +68,7 @@ constexpr CallForm riscv_call_form(SiteKind kind, u32 insn) {
 constexpr CallForm call_form_for(u16 machine, unsigned len) {
   if (machine == 183 /* EM_AARCH64 */) return len == 4 ? CallForm::aarch64_bl : CallForm::none;
   if (machine == 21 /* EM_PPC64 */) return len == 4 ? CallForm::ppc64_bl : CallForm::none;
+  if (machine == em_arm) return len == 4 ? CallForm::thumb_bl : CallForm::none;
   return call_form_for_length(len);
 }
 
@@ -76,16 +80,23 @@ constexpr unsigned call_form_length(CallForm f) {
     case CallForm::ppc64_bl:
     case CallForm::riscv_jal_ra:
     case CallForm::riscv_jalr_ra:
-    case CallForm::riscv_jalr_t0: return 4;
+    case CallForm::riscv_jalr_t0:
+    case CallForm::thumb_bl: return 4;
     default: return 0;
   }
 }
 
 // The one word of a 4-byte call form at `site` to `target`; false when out of reach. RISC-V's jalr
-// forms are the second half of `auipc link, hi; jalr link, lo(link)` with the auipc at site - 4.
+// forms are the second half of `auipc link, hi; jalr link, lo(link)` with the auipc at site - 4. A
+// Thumb-2 `bl` is its two halfwords, the first in the low half (the one at the lower address).
 constexpr bool encode_call_word(CallForm f, u64 site, u64 target, u32& w) {
   u32 auipc = 0;
+  u16 bl[2] = {};
   switch (f) {
+    case CallForm::thumb_bl:
+      if (!thumb2::encode_bl(site, target, bl)) return false;
+      w = bl[0] | u32{bl[1]} << 16;
+      return true;
     case CallForm::aarch64_bl: return aarch64::encode_bl(site, target, w);
     case CallForm::ppc64_bl: return ppc64le::encode_bl(site, target, w);
     case CallForm::riscv_jal_ra: return riscv64::encode_jal(site, target, riscv64::ra, w);
@@ -122,13 +133,17 @@ constexpr bool word_machine(u16 machine) { return machine == 183 /* EM_AARCH64 *
 // The 32-bit nop of a word machine or RISC-V, and the permanent word a word machine's patchable site
 // gets before it: what hands the trampoline the function's return address (`mov x9, x30`, `mflr r0`;
 // the kernel's layout). RISC-V's is an `auipc t0, hi`, which depends on the site (riscv64::encode_call).
-constexpr u32 nop_word(u16 machine) { return machine == 183 ? aarch64::nop : machine == em_riscv ? riscv64::nop : ppc64le::nop; }
+// Thumb-2's off form is no nop but `pop {lr}` (thumb2.h: it undoes the `push {lr}` before the site).
+constexpr u32 thumb_pop_lr_word = thumb2::pop_lr[0] | u32{thumb2::pop_lr[1]} << 16;
+constexpr u32 nop_word(u16 machine) {
+  return machine == 183 ? aarch64::nop : machine == em_riscv ? riscv64::nop : machine == em_arm ? thumb_pop_lr_word : ppc64le::nop;
+}
 constexpr u32 patchable_context_word(u16 machine) { return machine == 183 ? aarch64::mov_x9_x30 : ppc64le::mflr_r0; }
 
 // The off form of a site of `len` bytes on ELF machine `machine` into out[0, len): x86-64's canonical
-// nop of that length, or the ISA's 32-bit nop; false when there is none.
+// nop of that length, or the ISA's 32-bit nop (Thumb-2: `pop {lr}`); false when there is none.
 constexpr bool off_form(u16 machine, unsigned len, u8* out) {
-  if (word_machine(machine) || machine == em_riscv) {
+  if (word_machine(machine) || machine == em_riscv || machine == em_arm) {
     if (len != 4) return false;
     for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(nop_word(machine) >> (8 * i));
     return true;

@@ -3,6 +3,7 @@
 #include <capstone/capstone.h>
 
 #include <array>
+#include <bit>
 #include <cstring>
 #include <stdexcept>
 
@@ -171,10 +172,14 @@ Decoded decode_any(Isa isa, std::span<const u8> b, u64 addr) {
 }  // namespace
 
 std::optional<u64> bl_target(Isa isa, std::span<const u8> b, u64 addr) {
-  if (isa != Isa::aarch64 && isa != Isa::ppc64le) return std::nullopt;
+  if (isa == Isa::x86_64 || isa == Isa::riscv64) return std::nullopt;
   DetailedInsn i(isa, b, addr);
   if (!i) return std::nullopt;
-  if (isa == Isa::aarch64) {
+  if (isa == Isa::thumb2) {  // bl (to Thumb code) or blx (to ARM code, from the word-aligned pc)
+    const cs_arm& d = i->detail->arm;
+    if (i->size == 4 && (i->id == ARM_INS_BL || i->id == ARM_INS_BLX) && d.op_count == 1 && d.operands[0].type == ARM_OP_IMM)
+      return static_cast<u64>(static_cast<u32>(d.operands[0].imm));
+  } else if (isa == Isa::aarch64) {
     const cs_arm64& d = i->detail->arm64;
     if (i->id == ARM64_INS_BL && d.op_count == 1 && d.operands[0].type == ARM64_OP_IMM) return static_cast<u64>(d.operands[0].imm);
   } else {
@@ -198,6 +203,37 @@ std::optional<u64> aarch64_plt_slot(std::span<const u8> entry, u64 addr) {
     return std::nullopt;
   if (b.op_count != 1 || b.operands[0].type != ARM64_OP_REG || b.operands[0].reg != ARM64_REG_X17) return std::nullopt;
   return static_cast<u64>(a.operands[1].imm) + static_cast<u64>(static_cast<i64>(l.operands[1].mem.disp));
+}
+
+std::optional<u64> arm_plt_slot(std::span<const u8> entry, u64 addr) {
+  static const csh arm = [] {
+    csh h = 0;
+    if (cs_open(CS_ARCH_ARM, static_cast<cs_mode>(CS_MODE_ARM | CS_MODE_LITTLE_ENDIAN), &h) != CS_ERR_OK)
+      throw std::runtime_error("capstone: cannot open a decoder for ARM state");
+    cs_option(h, CS_OPT_DETAIL, CS_OPT_ON);
+    return h;
+  }();
+  u64 at = 0, ip = 0;
+  for (int n = 0; n < 4 && at + 4 <= entry.size(); n++, at += 4) {
+    cs_insn* insn = nullptr;
+    if (cs_disasm(arm, entry.data() + at, 4, addr + at, 1, &insn) != 1) return std::nullopt;
+    const cs_arm& d = insn->detail->arm;
+    const unsigned id = insn->id;
+    const bool ip_first = d.op_count >= 1 && d.operands[0].type == ARM_OP_REG && d.operands[0].reg == ARM_REG_R12;
+    // Capstone 4 shows an immediate it cannot print as a plain one as `#imm, #rotation` (two operands).
+    const bool rotated = d.op_count == 4 && d.operands[3].type == ARM_OP_IMM;
+    const bool add = id == ARM_INS_ADD && (d.op_count == 3 || rotated) && ip_first && d.operands[1].type == ARM_OP_REG &&
+                     d.operands[2].type == ARM_OP_IMM && d.operands[1].reg == (n == 0 ? ARM_REG_PC : ARM_REG_R12);
+    const bool ldr = n > 0 && id == ARM_INS_LDR && d.op_count == 2 && d.operands[0].type == ARM_OP_REG && d.operands[0].reg == ARM_REG_PC &&
+                     d.operands[1].type == ARM_OP_MEM && d.operands[1].mem.base == ARM_REG_R12 && d.operands[1].mem.index == ARM_REG_INVALID;
+    u64 imm = ldr ? static_cast<u64>(static_cast<i64>(d.operands[1].mem.disp)) : 0;
+    if (add) imm = std::rotr(static_cast<u32>(d.operands[2].imm), rotated ? static_cast<int>(d.operands[3].imm) : 0);
+    cs_free(insn, 1);
+    if (add) ip = (n == 0 ? addr + 8 : ip) + imm;  // pc reads as the instruction's address + 8
+    else if (ldr) return static_cast<u32>(ip + imm);
+    else return std::nullopt;
+  }
+  return std::nullopt;
 }
 
 Decoded decode(Isa isa, std::span<const u8> b, u64 addr) {

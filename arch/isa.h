@@ -47,12 +47,17 @@ struct Decoded {
 };
 Decoded decode(Isa isa, std::span<const u8> b, u64 addr);
 
-// AArch64 and PPC64le, decoded by Capstone: the target of the instruction at `addr` (its first 4 bytes
-// in `b`) when it is a relative `bl`; nullopt otherwise (any other instruction, another ISA).
+// AArch64, PPC64le and Thumb-2, decoded by Capstone: the target of the instruction at `addr` (its first
+// 4 bytes in `b`) when it is a relative `bl` (Thumb-2: a 32-bit `bl`, or `blx` to ARM state); nullopt
+// otherwise (any other instruction, another ISA).
 std::optional<u64> bl_target(Isa isa, std::span<const u8> b, u64 addr);
 // AArch64, decoded by Capstone: the pointer slot a GNU ld PLT entry at `addr` jumps through (`adrp
 // x16, page; ldr x17, [x16, #off]; add x16, x16, #off; br x17`: page + off); nullopt for anything else.
 std::optional<u64> aarch64_plt_slot(std::span<const u8> entry, u64 addr);
+// ARM32, decoded by Capstone in ARM state: the pointer slot a GNU ld PLT entry at `addr` jumps through
+// (`add ip, pc, #a; add ip, ip, #b; [add ip, ip, #c;] ldr pc, [ip, #d]!`: addr + 8 + a + b + c + d);
+// nullopt for anything else.
+std::optional<u64> arm_plt_slot(std::span<const u8> entry, u64 addr);
 
 // One site as a plan sees it: the toggled instruction at `addr` in its two forms, after the context
 // instructions that stay as they are.

@@ -21,9 +21,15 @@ namespace prepatch::arch::thumb2 {
 inline constexpr u16 push_lr   = 0xb500;            // push {lr}
 inline constexpr u16 pop_lr[2] = {0xf85d, 0xeb04};  // ldr.w lr, [sp], #4   (pop {lr}: the off form)
 inline constexpr u16 bkpt      = 0xbe00;            // bkpt #0
+inline constexpr u16 bx_pc     = 0x4778;            // bx pc: a PLT entry's Thumb stub, into its ARM-state code
 // clang-format on
 
 inline constexpr i64 bl_reach = i64{1} << 24;
+
+// A halfword that starts a 32-bit instruction (0b11101, 0b11110, 0b11111 in its top five bits).
+constexpr bool is_32bit(u16 first) { return (first >> 11) >= 0x1d; }
+// The halfwords of a 32-bit `bl` (to Thumb) or `blx` (to ARM state) with an immediate.
+constexpr bool is_bl_or_blx(u16 first, u16 second) { return (first & 0xf800) == 0xf000 && (second & 0xc000) == 0xc000; }
 
 // `bl target` at `at` as its two halfwords (T1 encoding: S, imm10 | J1, J2, imm11).
 constexpr bool encode_bl(u64 at, u64 target, u16 (&out)[2]) {

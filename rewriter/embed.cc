@@ -48,6 +48,8 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
 }  // namespace
 
 std::string cannot_embed(const elf::Elf& elf) {
+  if (elf.header().machine == EM_ARM)
+    elf.fail(18, "EM_ARM: Thumb-2 sites are found and listed (`prepatch sites`), but the shim has no ARM32 port yet, so they cannot be prepared");
   if (shim_blob(elf.header().machine).empty())
     elf.fail(18, std::string(elf::machine_name(elf.header().machine)) +
                      ": this prepatch was built without the shim for it (its cross compiler was missing: scripts/install-deps.sh installs it)");

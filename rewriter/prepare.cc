@@ -24,10 +24,10 @@ std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsig
     const bool call = arch::riscv_call_form(SiteKind::mcount, w) != arch::CallForm::none || arch::riscv64::is_jalr_via(w, arch::riscv64::t0);
     return call ? "call" : "other";
   }
-  if (arch::word_machine(m)) {
+  if (arch::word_machine(m) || m == EM_ARM) {
     if (len != 4) return "other";
-    if (elf.codec().get(b, 0, 4) == arch::nop_word(m)) return "nop";
-    if (arch::bl_target(m == EM_AARCH64 ? arch::Isa::aarch64 : arch::Isa::ppc64le, b, addr)) return "call";
+    if (elf.codec().get(b, 0, 4) == arch::nop_word(m)) return "nop";  // Thumb-2: `pop {lr}`
+    if (arch::bl_target(m == EM_AARCH64 ? arch::Isa::aarch64 : m == EM_ARM ? arch::Isa::thumb2 : arch::Isa::ppc64le, b, addr)) return "call";
     return "other";
   }
   if (arch::nop_length(b) == len) return "nop";

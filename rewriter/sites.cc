@@ -13,6 +13,7 @@
 #include "arch/isa.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64.h"
+#include "arch/thumb2.h"
 #include "elf/layout.h"
 #include "shim/abi.h"
 
@@ -34,6 +35,7 @@ u32 relative_reloc(arch::Isa isa) {
     case arch::Isa::aarch64: return R_AARCH64_RELATIVE;
     case arch::Isa::ppc64le: return R_PPC64_RELATIVE;
     case arch::Isa::riscv64: return R_RISCV_RELATIVE;
+    case arch::Isa::thumb2: return R_ARM_RELATIVE;
     default: return R_X86_64_RELATIVE;
   }
 }
@@ -44,7 +46,7 @@ u64 ppc64_local_entry_offset(u8 other) { return ((u64{1} << ((other >> 5) & 7)) 
 std::optional<SiteKind> tracer_kind(std::string_view name) {
   name = name.substr(0, name.find('@'));  // strip symbol versions: __fentry__@GLIBC_2.13
   if (name == "__fentry__") return SiteKind::fentry;
-  if (name == "mcount" || name == "_mcount" || name == "__mcount") return SiteKind::mcount;
+  if (name == "mcount" || name == "_mcount" || name == "__mcount" || name == "__gnu_mcount_nc") return SiteKind::mcount;
   return std::nullopt;
 }
 
@@ -147,6 +149,9 @@ class Discoverer {
   // AArch64 and PPC64le: every instruction an aligned 32-bit word, one word toggled per site.
   bool word_isa() const { return isa_ == arch::Isa::aarch64 || isa_ == arch::Isa::ppc64le; }
   bool riscv() const { return isa_ == arch::Isa::riscv64; }
+  bool thumb() const { return isa_ == arch::Isa::thumb2; }
+  // ARM32: a code symbol's address without its Thumb bit.
+  u64 code_addr(u64 value) const { return thumb() ? value & ~u64{1} : value; }
   Discovery run();
 
  private:
@@ -163,6 +168,7 @@ class Discoverer {
   void scan_symbols();
   void scan_word_function(const elf::Symbol& f, const char* name);
   void scan_riscv_function(const elf::Symbol& f, const char* name);
+  void scan_thumb_function(const elf::Symbol& f, const char* name);
   Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const elf::Symbol& f, const char* name);
   bool word(u64 addr, u32& w) const;
   void finish();
@@ -195,14 +201,17 @@ class Discoverer {
 Discovery Discoverer::run() {
   const elf::Header& h = elf_.header();
   const bool le64 = elf_.codec().is64 && elf_.codec().little;
+  const bool le32 = !elf_.codec().is64 && elf_.codec().little;
   if (h.machine == X86_64::e_machine && le64) isa_ = arch::Isa::x86_64;
   else if (h.machine == EM_AARCH64 && le64) isa_ = arch::Isa::aarch64;
   else if (h.machine == EM_PPC64 && le64) isa_ = arch::Isa::ppc64le;
   else if (h.machine == EM_RISCV && le64) isa_ = arch::Isa::riscv64;
+  else if (h.machine == EM_ARM && le32) isa_ = arch::Isa::thumb2;
   else
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.machine.off,
-              std::string(elf::machine_name(h.machine)) + (le64 ? "" : " (not 64-bit little-endian)") + " not supported yet (e_machine " +
-                  std::to_string(h.machine) + "; supported: EM_X86_64, EM_AARCH64, EM_PPC64, EM_RISCV, 64-bit little-endian)");
+              std::string(elf::machine_name(h.machine)) + (h.machine == EM_ARM ? (le32 ? "" : " (not 32-bit little-endian)") : le64 ? "" : " (not 64-bit little-endian)") +
+                  " not supported yet (e_machine " + std::to_string(h.machine) +
+                  "; supported: EM_X86_64, EM_AARCH64, EM_PPC64, EM_RISCV, 64-bit little-endian; EM_ARM, 32-bit little-endian)");
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
@@ -216,7 +225,16 @@ Discovery Discoverer::run() {
   if (mcount_loc && isa_ == arch::Isa::x86_64)  // gcc's -mrecord-mcount is x86's
     for (u64 a : record(*mcount_loc)) add_mcount_loc(a);
   if (patchable)
-    for (u64 a : record(*patchable)) word_isa() ? add_patchable_word(a) : riscv() ? add_patchable_riscv(a) : add_patchable(a);
+    for (u64 a : record(*patchable)) {
+      if (thumb()) {  // not supported yet: listed, skipped
+        Site s(a & ~u64{1}, SiteKind::patchable, Source::patchable_entries);
+        s.len = 4;
+        s.set_skip(Skip::unsupported_form);
+        push_record_site(s);
+      } else {
+        word_isa() ? add_patchable_word(a) : riscv() ? add_patchable_riscv(a) : add_patchable(a);
+      }
+    }
   scan_symbols();
   finish();
   return std::move(d_);
@@ -257,7 +275,7 @@ void Discoverer::find_tracer_entries() {
     if (!tab) continue;
     for_each_code_symbol(*tab, [&](const elf::Symbol& s, const char* name) {
       if (auto k = tracer_kind(name)) {
-        direct_.add(s.value, *k);
+        direct_.add(code_addr(s.value), *k);
         // PPC64 ELFv2: a direct call enters at the local entry point, after the TOC setup.
         if (isa_ == arch::Isa::ppc64le) direct_.add(s.value + ppc64_local_entry_offset(s.other), *k);
       }
@@ -311,6 +329,17 @@ void Discoverer::find_tracer_entries() {
           if (auto k = slots_.find(*slot)) direct_.add(s.addr + at, *k);
       continue;
     }
+    // ARM-state entries of 3 or 4 words after a 20-byte header: any word may start one. An entry that
+    // Thumb code calls with `bl` starts with a Thumb stub, `bx pc` and a halfword, which `bl` targets.
+    if (thumb()) {
+      for (u64 at = 0; at + 12 <= b.size(); at += 4)
+        if (auto slot = arch::arm_plt_slot(b.subspan(at, std::min<u64>(16, b.size() - at)), s.addr + at))
+          if (auto k = slots_.find(*slot)) {
+            direct_.add(s.addr + at, *k);
+            if (at >= 4 && (b[at - 4] | b[at - 3] << 8) == arch::thumb2::bx_pc) direct_.add(s.addr + at - 4, *k);
+          }
+      continue;
+    }
     if (riscv()) {  // 16-byte entries after a 32-byte header: auipc t3; ld t3; jalr t1, t3; nop
       for (u64 at = 32; at + 16 <= b.size(); at += 16) {
         const u32 auipc = static_cast<u32>(elf_.codec().get(b, at, 4)), ld = static_cast<u32>(elf_.codec().get(b, at + 4, 4));
@@ -336,7 +365,7 @@ void Discoverer::load_funcs() {
   for_each_code_symbol(*functions_, [&](const elf::Symbol& s, const char*) {
     if (s.type != STT_FUNC || (s.name_offset & local_bit)) return;  // local_bit: a 2 GiB string table, not from a linker
     auto size = static_cast<u32>(std::min<u64>(s.size, UINT32_MAX));
-    funcs_.push_back(Func{s.value, size, s.name_offset | (s.bind == STB_LOCAL ? local_bit : 0)});
+    funcs_.push_back(Func{code_addr(s.value), size, s.name_offset | (s.bind == STB_LOCAL ? local_bit : 0)});
   });
   sort_by_address(funcs_, [](const Func& f) { return (f.name & local_bit) != 0; });
   funcs_.erase(std::unique(funcs_.begin(), funcs_.end(), [](const Func& a, const Func& b) { return a.addr == b.addr; }), funcs_.end());
@@ -597,12 +626,14 @@ void Discoverer::scan_symbols() {
   d_.strings.reserve(d_.strings.size() + elf_.section_data(elf_.symbol_strings(*functions_)).size());
   for_each_code_symbol(*functions_, [&](const elf::Symbol& f, const char* name) {
     if (f.type != STT_FUNC) return;
+    const u64 start = code_addr(f.value);
     if (!covered.empty()) {
-      u64 end = f.value + std::max<u64>(f.size, 1);
-      auto it = std::lower_bound(covered.begin(), covered.end(), f.value);
+      u64 end = start + std::max<u64>(f.size, 1);
+      auto it = std::lower_bound(covered.begin(), covered.end(), start);
       if (it != covered.end() && *it < end) return;  // a record already names this function's site
     }
-    if (!executable(f.value, 1)) return;
+    if (!executable(start, 1)) return;
+    if (thumb()) return scan_thumb_function(f, name);
     if (word_isa()) return scan_word_function(f, name);
     if (riscv()) return scan_riscv_function(f, name);
     u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.value)});
@@ -694,6 +725,41 @@ void Discoverer::scan_riscv_function(const elf::Symbol& f, const char* name) {
   }
 }
 
+// ARM32 Thumb-2 gcc -pg: after the function's own pushes, `push {lr}` and then the 32-bit `bl
+// __gnu_mcount_nc` (static: a Thumb callee) or `blx` to its ARM-state PLT entry, often on a 2-byte
+// boundary. The site is that call, toggled between a Thumb `bl` to the shim and `pop {lr}` (`ldr.w lr,
+// [sp], #4`: __gnu_mcount_nc pops what was pushed, so the off form must too); the push stays. ARM-state
+// functions (symbol without the Thumb bit: -marm) are not scanned.
+void Discoverer::scan_thumb_function(const elf::Symbol& f, const char* name) {
+  namespace t2 = arch::thumb2;
+  if (!(f.value & 1)) return;
+  const u64 start = code_addr(f.value);
+  const u64 end = start + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(start)});
+  u16 before = 0;  // the instruction before, when 16-bit
+  for (u64 at = start; at + 2 <= end;) {
+    auto h = code(at, 2);
+    if (h.size() != 2) return;
+    const u16 first = static_cast<u16>(h[0] | h[1] << 8);
+    if (!t2::is_32bit(first)) {
+      before = first;
+      at += 2;
+      continue;
+    }
+    if (at + 4 > end) return;
+    auto b = code(at, 4);
+    if (b.size() != 4) return;
+    if (t2::is_bl_or_blx(first, static_cast<u16>(b[2] | b[3] << 8))) {
+      const auto target = arch::bl_target(isa_, b, at);  // Capstone
+      if (!target || !direct_.find(*target)) return;    // the first call is an ordinary one: no -pg site
+      Site& s = add_symbol_site(at, SiteKind::mcount, 4, f, name);
+      if (before != t2::push_lr) s.set_skip(Skip::no_context);
+      return;
+    }
+    before = 0;
+    at += 4;
+  }
+}
+
 void Discoverer::finish() {
   auto& v = d_.sites;
   // The sort's scratch is the memory the table will be built in (Discovery::table_memory), sized for
@@ -734,10 +800,13 @@ std::string_view skip_reason(Skip s) {
     case Skip::not_tracer_call: return "expected a call to mcount/__fentry__, found a call elsewhere";
     case Skip::pad_too_short: return "patchable pad is shorter than the call it must hold (5 bytes on x86-64, 8 on RISC-V)";
     case Skip::overlaps: return "overlaps the site before it";
-    case Skip::no_context: return "expected `mov x0, x30` (AArch64), `mflr r0` (PPC64le) or `mv a0, ra` (RISC-V) before the call to _mcount";
+    case Skip::no_context:
+      return "expected `mov x0, x30` (AArch64), `mflr r0` (PPC64le), `mv a0, ra` (RISC-V) or `push {lr}` right before it (Thumb-2) before the call to "
+             "_mcount";
     case Skip::before_local_entry:
       return "patchable pad before the ELFv2 local entry point, which calls from inside the binary enter at (gcc 12's placement); "
              "build with -pg instead";
+    case Skip::unsupported_form: return "Thumb-2 -fpatchable-function-entry pads are not supported yet; build with -pg instead";
   }
   return "?";
 }

@@ -1,5 +1,5 @@
-// Site discovery: every function-entry tracing site a compiler left in an x86-64, AArch64, PPC64le or
-// RISC-V64 ELF binary.
+// Site discovery: every function-entry tracing site a compiler left in an x86-64, AArch64, PPC64le,
+// RISC-V64 or ARM32 Thumb-2 ELF binary.
 //
 // Sources, in order of trust:
 //   1. __mcount_loc (gcc -mrecord-mcount): the address of every mcount/__fentry__ call or nop;
@@ -35,6 +35,7 @@ enum class Skip : u8 {
   overlaps,         // overlaps the site before it
   no_context,       // AArch64/PPC64le/RISC-V -pg: the call lacks what hands _mcount its argument
   before_local_entry,  // PPC64le: a patchable pad that calls to the local entry point skip
+  unsupported_form,    // Thumb-2: a patchable pad (only -pg sites are prepared there so far)
 };
 std::string_view skip_reason(Skip s);
 
@@ -49,7 +50,7 @@ struct Site {
   Site() = default;
   Site(u64 a, SiteKind k, Source src) : addr(a), kind(k), bits_(static_cast<u8>(src)) {}
   Source source() const { return static_cast<Source>(bits_ & 3); }
-  Skip skip() const { return static_cast<Skip>((bits_ >> 2) & 7); }
+  Skip skip() const { return static_cast<Skip>((bits_ >> 2) & 15); }
   void set_skip(Skip s) { bits_ = static_cast<u8>((bits_ & (3 | local_flag)) | (static_cast<u8>(s) << 2)); }
   bool prepared() const { return skip() == Skip::none; }
   // Found through a local symbol: where a global one names the same address, its site is kept.
@@ -58,7 +59,7 @@ struct Site {
 
  private:
   static constexpr u8 local_flag = 0x80;
-  u8 bits_ = 0;  // Source in bits 0-1, Skip in bits 2-4, local_flag
+  u8 bits_ = 0;  // Source in bits 0-1, Skip in bits 2-5, local_flag
 };
 static_assert(sizeof(Site) == 16);
 

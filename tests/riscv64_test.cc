@@ -117,31 +117,13 @@ TEST(Riscv64Decoder, CallPairReachesItsTarget) {
 
 const std::string td = TESTDATA_DIR;
 
-struct Line {
-  std::string mnemonic, ops, comment;
-};
-
 // `riscv64-linux-gnu-objdump -d` of a linked binary's section: address -> instruction (aliases on, as
-// people read it: "  87a:\tef7ff0ef          \tjal\t770 <_mcount@plt>").
-std::map<u64, Line> objdump_section(const std::string& bin, const std::string& section) {
-  Proc p = run({RISCV_OBJDUMP, "-d", "-j", section, bin});
-  EXPECT_EQ(p.status, 0) << p.err;
-  std::map<u64, Line> out;
-  std::istringstream in(p.out);
-  std::string line;
-  while (std::getline(in, line)) {
-    const size_t colon = line.find(":\t");
-    if (colon == std::string::npos || line.find_first_not_of(" 0123456789abcdef") != colon) continue;
-    std::vector<std::string> f;
-    std::istringstream fs(line.substr(colon + 2));
-    std::string part;
-    while (std::getline(fs, part, '\t')) f.push_back(part);
-    if (f.size() < 2) continue;
-    Line l{f[1], f.size() > 2 ? f[2] : "", ""};
-    if (auto hash = l.ops.find(" #"); hash != std::string::npos) l.comment = l.ops.substr(hash + 2), l.ops.resize(hash);
-    out[std::stoull(line.substr(0, colon), nullptr, 16)] = l;
-  }
-  return out;
+// people read it: "  87a:\tef7ff0ef          \tjal\t770 <_mcount@plt>"), operands without comments.
+std::map<unsigned long long, ObjdumpLine> objdump_section(const std::string& bin, const std::string& section) {
+  auto insns = test::objdump_section(RISCV_OBJDUMP, bin, section).insns;
+  for (auto& [at, l] : insns)
+    if (auto hash = l.ops.find(" #"); hash != std::string::npos) l.ops.resize(hash);
+  return insns;
 }
 
 std::set<u64> site_addresses(const std::string& bin) {

@@ -108,6 +108,7 @@ std::vector<std::string> qemu_for(const std::string& isa) {
   if (isa == "aarch64") return {"qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"};
   if (isa == "ppc64le") return {"qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"};
   if (isa == "riscv64") return {"qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"};
+  if (isa == "arm") return {"qemu-arm", "-L", "/usr/arm-linux-gnueabihf"};
   return {};
 }
 
@@ -128,6 +129,7 @@ std::string TestBinary::tool(const std::string& name) const {
   if (isa == "aarch64") return "aarch64-linux-gnu-" + name;
   if (isa == "ppc64le") return "powerpc64le-linux-gnu-" + name;
   if (isa == "riscv64") return "riscv64-linux-gnu-" + name;
+  if (isa == "arm") return "arm-linux-gnueabihf-" + name;
   return name == "objdump" ? OBJDUMP : name;
 }
 
@@ -171,6 +173,29 @@ std::set<std::string> nm_functions(const std::string& obj, const std::string& nm
   while (in >> addr >> type >> name)
     if (type == "T" || type == "t") names.insert(name);
   return names;
+}
+
+Disassembly objdump_section(const std::string& objdump, const std::string& bin, const std::string& section) {
+  Proc p = run({objdump, "-d", "-j", section, bin});
+  if (p.status != 0) throw std::runtime_error(objdump + " -d -j " + section + " " + bin + ": " + p.err);
+  Disassembly out;
+  std::istringstream in(p.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (const size_t lt = line.find(" <"); lt != std::string::npos && line.size() > 2 && line.substr(line.size() - 2) == ">:") {
+      out.labels[line.substr(lt + 2, line.size() - lt - 4)] = std::stoull(line.substr(0, lt), nullptr, 16);
+      continue;
+    }
+    const size_t colon = line.find(":\t");
+    if (colon == std::string::npos || line.find_first_not_of(" 0123456789abcdef") != colon) continue;
+    std::vector<std::string> f;
+    std::istringstream fs(line.substr(colon + 2));
+    std::string part;
+    while (std::getline(fs, part, '\t')) f.push_back(part);
+    if (f.size() < 2) continue;
+    out.insns[std::stoull(line.substr(0, colon), nullptr, 16)] = {f[0].substr(0, f[0].find_last_not_of(' ') + 1), f[1], f.size() > 2 ? f[2] : ""};
+  }
+  return out;
 }
 
 std::map<unsigned long long, Insn> objdump_insns(const std::string& bin, const std::string& objdump) {

@@ -43,7 +43,7 @@ class TempDir {
 
 struct TestBinary {
   std::string prog, flavor, bin, obj, flags;
-  std::string isa;  // empty: the host's (x86-64); "aarch64", "ppc64le", "riscv64": built with a cross gcc
+  std::string isa;  // empty: the host's (x86-64); "aarch64", "ppc64le", "riscv64", "arm": built with a cross gcc
   std::string name() const;  // usable as a gtest parameter name
   friend void PrintTo(const TestBinary& b, std::ostream* os) { *os << b.bin; }
   bool has(const std::string& flag) const;
@@ -55,7 +55,8 @@ struct TestBinary {
   // Bytes of every instruction of this ISA where it has one length (4), else 0 (x86-64).
   unsigned insn_len() const { return isa.empty() ? 0 : 4; }
 };
-// The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le", "riscv64") here.
+// The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le", "riscv64", "arm")
+// here.
 std::vector<std::string> qemu_for(const std::string& isa);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
@@ -68,6 +69,19 @@ struct Insn {
   unsigned length = 0;
   std::string mnemonic;
 };
+// `objdump -d -j SECTION` (a cross objdump for another ISA) as people read it, aliases on: address ->
+// the instruction's bytes as printed ("f7ff efee": Thumb halfwords, "ebfff725": an ARM word),
+// mnemonic and operands ("blx", "53c <__gnu_mcount_nc@plt>"), and each label's address
+// ("0000053c <__gnu_mcount_nc@plt>:").
+struct ObjdumpLine {
+  std::string hex, mnemonic, ops;
+};
+struct Disassembly {
+  std::map<unsigned long long, ObjdumpLine> insns;
+  std::map<std::string, unsigned long long> labels;
+};
+Disassembly objdump_section(const std::string& objdump, const std::string& bin, const std::string& section);
+
 // objdump -d of every executable section: instruction start address -> length and mnemonic; `objdump`
 // the program to run (a cross objdump for another ISA).
 std::map<unsigned long long, Insn> objdump_insns(const std::string& bin, const std::string& objdump = OBJDUMP);

@@ -1,0 +1,213 @@
+// ARM32 Thumb-2 discovery against arm-linux-gnueabihf-objdump: the calls Capstone decodes, the PLT
+// entries it follows to their GOT slots, the site list, the forms a site toggles between, and what
+// preparing says while the shim has no ARM32 port.
+#include <gtest/gtest.h>
+
+#include <iomanip>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "arch/forms.h"
+#include "arch/isa.h"
+#include "elf/elf.h"
+#include "elf/mapped_file.h"
+#include "elf/writer.h"
+#include "rewriter/sites.h"
+#include "support.h"
+
+namespace prepatch::test {
+namespace {
+
+const std::string td = TESTDATA_DIR;
+
+// objdump shows Thumb code as halfwords ("f7ff efee"), ARM-state code (glibc's, in a static binary)
+// as words ("ebfff725").
+bool thumb(const ObjdumpLine& l) { return l.hex.size() == 4 || l.hex.size() == 9; }
+Disassembly objdump_section(const std::string& bin, const std::string& section) { return test::objdump_section(ARM_OBJDUMP, bin, section); }
+
+nlohmann::json sites_json(const std::string& bin) {
+  Proc r = prepatch({"sites", bin, "--json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  return nlohmann::json::parse(r.out.empty() ? "{}" : r.out);
+}
+
+// Every 32-bit bl/blx in .text: Capstone's target (arch::bl_target) is objdump's. The -pg sites are
+// exactly the calls objdump shows to __gnu_mcount_nc (its PLT entry, or itself in a static binary),
+// each right after `push {lr}`, each in the state "call" and preparable.
+void expect_calls_agree(const std::string& bin, unsigned min_sites) {
+  SCOPED_TRACE(bin);
+  MappedFile f(bin);
+  elf::Elf e(f.bytes(), bin);
+  const Disassembly text = objdump_section(bin, ".text");
+  std::set<u64> mcount_calls;
+  unsigned calls = 0;
+  for (const auto& [at, l] : text.insns) {
+    if ((l.mnemonic != "bl" && l.mnemonic != "blx") || !thumb(l)) continue;  // glibc's ARM-state code: not ours
+    auto b = e.bytes_at(at, 4);
+    if (l.ops.find('<') == std::string::npos || b.size() < 4) continue;  // blx through a register
+    calls++;
+    const auto target = arch::bl_target(arch::Isa::thumb2, b, at);
+    ASSERT_TRUE(target) << std::hex << at << " " << l.mnemonic << " " << l.ops;
+    EXPECT_EQ(*target, std::stoull(l.ops, nullptr, 16)) << std::hex << at << " " << l.ops;
+    if (l.ops.find("<__gnu_mcount_nc@plt>") != std::string::npos || l.ops.find("<__gnu_mcount_nc>") != std::string::npos) {
+      mcount_calls.insert(at);
+      auto push = e.bytes_at(at - 2, 2);
+      ASSERT_EQ(push.size(), 2u);
+      EXPECT_EQ(push[0] | push[1] << 8, arch::thumb2::push_lr) << std::hex << at;
+    }
+  }
+  EXPECT_GT(calls, 10u);
+  EXPECT_GE(mcount_calls.size(), min_sites);
+  std::set<u64> sites;
+  const nlohmann::json j = sites_json(bin);
+  for (const auto& s : j["sites"]) {
+    sites.insert(s["address"].get<u64>());
+    EXPECT_EQ(s["kind"], "mcount");
+    EXPECT_EQ(s["length"], 4);
+    EXPECT_EQ(s["state"], "call");
+    EXPECT_EQ(s["status"], "preparable") << s.dump();
+  }
+  EXPECT_EQ(sites, mcount_calls);
+}
+
+TEST(Thumb2Discovery, MinusPgSitesAreTheCallsToGnuMcountObjdumpShows) {
+  expect_calls_agree(td + "/basic-arm-pg", 6);
+  expect_calls_agree(td + "/many-arm-pg", 512);
+  expect_calls_agree(td + "/threads-arm-pg", 3);
+  expect_calls_agree(td + "/basic-arm-pg-static", 6);
+  expect_calls_agree(td + "/threads-arm-pg-static", 3);
+}
+
+// Every PLT entry objdump names (`<sym@plt>`) leads, decoded by Capstone in ARM state, to the GOT slot
+// whose R_ARM_JUMP_SLOT relocation names `sym`.
+TEST(Thumb2Discovery, PltEntriesLeadToTheirSymbolsGotSlots) {
+  for (const std::string& bin : {td + "/basic-arm-pg", td + "/threads-arm-pg"}) {
+    SCOPED_TRACE(bin);
+    MappedFile f(bin);
+    elf::Elf e(f.bytes(), bin);
+    std::map<u64, std::string> slot_names;
+    for (const elf::Section& rel : e.sections()) {
+      if (rel.type != SHT_REL || !(rel.flags & SHF_ALLOC)) continue;
+      const elf::Section& syms = e.sections()[rel.link];
+      for (u64 i = 0; i < e.reloc_count(rel); i++) {
+        elf::Reloc r = e.reloc(rel, i);
+        if (r.type == R_ARM_JUMP_SLOT) slot_names[r.offset] = std::string(e.symbol(syms, r.sym).name);
+      }
+    }
+    const Disassembly plt = objdump_section(bin, ".plt");
+    unsigned entries = 0;
+    for (const auto& [label, addr] : plt.labels) {
+      if (label.size() < 4 || label.substr(label.size() - 4) != "@plt") continue;
+      entries++;
+      auto b = e.bytes_at(addr, 2);
+      const u64 arm = b.size() == 2 && (b[0] | b[1] << 8) == arch::thumb2::bx_pc ? addr + 4 : addr;  // after a Thumb stub
+      const auto slot = arch::arm_plt_slot(e.bytes_at(arm, 12), arm);
+      ASSERT_TRUE(slot) << label;
+      ASSERT_TRUE(slot_names.count(*slot)) << label << " " << std::hex << *slot;
+      EXPECT_EQ(slot_names[*slot], label.substr(0, label.size() - 4));
+    }
+    EXPECT_GE(entries, 3u);
+    EXPECT_TRUE(plt.labels.count("__gnu_mcount_nc@plt"));
+  }
+}
+
+// The two forms a site toggles between: `bl` as encode_call_word makes it is what the static binary's
+// linker wrote for every Thumb `bl` (same address, same target), and the off form decodes as the pop
+// of lr that undoes the `push {lr}`.
+TEST(Thumb2Forms, TheCallFormIsTheLinkersBlAndTheOffFormPopsLr) {
+  const std::string bin = td + "/threads-arm-pg-static";
+  MappedFile f(bin);
+  elf::Elf e(f.bytes(), bin);
+  unsigned bls = 0;
+  for (const auto& [at, l] : objdump_section(bin, ".text").insns) {
+    if (l.mnemonic != "bl" || !thumb(l)) continue;
+    auto b = e.bytes_at(at, 4);
+    ASSERT_EQ(b.size(), 4u);
+    u32 w = 0;
+    ASSERT_TRUE(arch::encode_call_word(arch::CallForm::thumb_bl, at, std::stoull(l.ops, nullptr, 16), w)) << std::hex << at;
+    EXPECT_EQ(w, static_cast<u32>(e.codec().get(b, 0, 4))) << std::hex << at << " " << l.ops;
+    bls++;
+  }
+  EXPECT_GT(bls, 1000u);
+  u32 out = 0;
+  EXPECT_FALSE(arch::encode_call_word(arch::CallForm::thumb_bl, 0x10000, 0x10000 + (u64{1} << 24) + 4, out));  // past +16 MiB
+  u8 off[4];
+  ASSERT_TRUE(arch::off_form(arch::em_arm, 4, off));
+  const arch::Decoded d = arch::decode(arch::Isa::thumb2, off, 0x1000);
+  EXPECT_EQ(d.len, 4u);
+  EXPECT_EQ(d.text, "ldr lr, [sp], #4") << d.text;  // Capstone's spelling of `ldr.w lr, [sp], #4`
+}
+
+// -fpatchable-function-entry pads are listed, each skipped with the reason; preparing a Thumb-2
+// binary is refused with exit code 4 and one line naming the file and what is missing, and writes
+// nothing.
+TEST(Thumb2Discovery, PatchablePadsAreListedAsSkippedAndPreparingIsRefused) {
+  const nlohmann::json j = sites_json(td + "/basic-arm-pfe2");
+  ASSERT_GE(j["sites"].size(), 6u);
+  for (const auto& s : j["sites"]) {
+    EXPECT_EQ(s["kind"], "patchable");
+    EXPECT_EQ(s["status"], "skipped");
+    EXPECT_NE(s["reason"].get<std::string>().find("Thumb-2 -fpatchable-function-entry pads are not supported yet"), std::string::npos) << s.dump();
+  }
+  TempDir d;
+  for (const std::string bin : {"basic-arm-pg", "basic-arm-pfe2"}) {
+    Proc r = prepatch({td + "/" + bin, "-o", d / "out"});
+    EXPECT_EQ(r.status, 4) << r.err;
+    EXPECT_EQ(r.err, "prepatch: " + td + "/" + bin + ": offset 0x12: EM_ARM: Thumb-2 sites are found and listed (`prepatch sites`), but the "
+                     "shim has no ARM32 port yet, so they cannot be prepared\n");
+    EXPECT_FALSE(exists(d / "out"));
+  }
+}
+
+// What the preparer's output will need of the ELF writer on a 32-bit binary, run for real under
+// qemu-arm (PIE and static): a PT_NOTE turned into an appended PT_LOAD (the shim's segment, here 5,000
+// bytes of data), and every -pg site written in its off form, `pop {lr}` behind the `push {lr}`. The
+// program prints the same and exits the same (a wrong off form unbalances the stack), the segment is
+// where readelf says and holds the data, and objdump shows each site as the pop.
+TEST(Thumb2Elf, AnAppendedSegmentAndOffFormSitesRunTheSame) {
+  const TestBinary arm{.isa = "arm"};
+  for (const std::string prog : {"basic-arm-pg", "threads-arm-pg", "basic-arm-pg-static"}) {
+    SCOPED_TRACE(prog);
+    TempDir d;
+    const std::string bin = td + "/" + prog;
+    MappedFile f(bin);
+    elf::Elf e(f.bytes(), bin);
+    const Discovery found = discover(e);
+    ASSERT_GE(found.sites.size(), 3u);
+    elf::Writer w(e);
+    std::vector<u8> payload(5000);
+    for (size_t i = 0; i < payload.size(); i++) payload[i] = static_cast<u8>(i * 7);
+    const u64 vaddr = w.add_segment("__extra", PF_R, payload);
+    u8 off[4];
+    ASSERT_TRUE(arch::off_form(arch::em_arm, 4, off));
+    for (const Site& s : found.sites) w.patch(s.addr, off);
+    w.write(d / "out", 0755);
+
+    Proc orig = run(arm.exec(bin, {"3"}), d.path());
+    Proc out = run(arm.exec(d / "out", {"3"}), d.path());
+    EXPECT_EQ(out.status, orig.status) << out.err;
+    EXPECT_EQ(out.out, orig.out);
+    EXPECT_FALSE(orig.out.empty());
+
+    MappedFile g(d / "out");
+    elf::Elf o(g.bytes(), d / "out");
+    auto data = o.bytes_at(vaddr, payload.size());
+    EXPECT_EQ(std::vector<u8>(data.begin(), data.end()), payload);
+    Proc segs = run({"readelf", "-lW", d / "out"});
+    std::ostringstream want;
+    want << "0x" << std::hex << std::setw(8) << std::setfill('0') << vaddr;
+    EXPECT_TRUE(std::regex_search(segs.out, std::regex("\n  LOAD +0x[0-9a-f]+ " + want.str() + " "))) << segs.out;
+    const Disassembly text = objdump_section(d / "out", ".text");
+    for (const Site& s : found.sites) {
+      ASSERT_TRUE(text.insns.count(s.addr)) << std::hex << s.addr;
+      EXPECT_EQ(text.insns.at(s.addr).mnemonic, "ldr.w") << std::hex << s.addr;
+      EXPECT_EQ(text.insns.at(s.addr).ops, "lr, [sp], #4") << std::hex << s.addr;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace prepatch::test
