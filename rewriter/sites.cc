@@ -801,8 +801,8 @@ std::string_view skip_reason(Skip s) {
     case Skip::pad_too_short: return "patchable pad is shorter than the call it must hold (5 bytes on x86-64, 8 on RISC-V)";
     case Skip::overlaps: return "overlaps the site before it";
     case Skip::no_context:
-      return "expected `mov x0, x30` (AArch64), `mflr r0` (PPC64le), `mv a0, ra` (RISC-V) or `push {lr}` right before it (Thumb-2) before the call to "
-             "_mcount";
+      return "expected what hands _mcount its argument before the call: `mov x0, x30` (AArch64), `mflr r0` (PPC64le), `mv a0, ra` (RISC-V), "
+             "or `push {lr}` right before it (Thumb-2)";
     case Skip::before_local_entry:
       return "patchable pad before the ELFv2 local entry point, which calls from inside the binary enter at (gcc 12's placement); "
              "build with -pg instead";
