@@ -72,12 +72,25 @@ csh capstone(Isa isa, bool detail = false) {
   return handles[detail ? 1 : 0][static_cast<size_t>(isa)];
 }
 
+// ARM state (a PLT entry's code in a Thumb-2 binary), with details.
+csh capstone_arm_state() {
+  static const csh h = [] {
+    csh a = 0;
+    if (cs_open(CS_ARCH_ARM, static_cast<cs_mode>(CS_MODE_ARM | CS_MODE_LITTLE_ENDIAN), &a) != CS_ERR_OK)
+      throw std::runtime_error("capstone: cannot open a decoder for ARM state");
+    cs_option(a, CS_OPT_DETAIL, CS_OPT_ON);
+    return a;
+  }();
+  return h;
+}
+
 // One instruction decoded with details, freed at the end of the scope; empty when undecodable.
 class DetailedInsn {
  public:
-  DetailedInsn(Isa isa, std::span<const u8> b, u64 addr) {
-    if (b.size() >= 4 && cs_disasm(capstone(isa, true), b.data(), 4, addr, 1, &insn_) != 1) insn_ = nullptr;
+  DetailedInsn(csh handle, std::span<const u8> b, u64 addr) {
+    if (b.size() >= 4 && cs_disasm(handle, b.data(), 4, addr, 1, &insn_) != 1) insn_ = nullptr;
   }
+  DetailedInsn(Isa isa, std::span<const u8> b, u64 addr) : DetailedInsn(capstone(isa, true), b, addr) {}
   ~DetailedInsn() {
     if (insn_) cs_free(insn_, 1);
   }
@@ -206,17 +219,10 @@ std::optional<u64> aarch64_plt_slot(std::span<const u8> entry, u64 addr) {
 }
 
 std::optional<u64> arm_plt_slot(std::span<const u8> entry, u64 addr) {
-  static const csh arm = [] {
-    csh h = 0;
-    if (cs_open(CS_ARCH_ARM, static_cast<cs_mode>(CS_MODE_ARM | CS_MODE_LITTLE_ENDIAN), &h) != CS_ERR_OK)
-      throw std::runtime_error("capstone: cannot open a decoder for ARM state");
-    cs_option(h, CS_OPT_DETAIL, CS_OPT_ON);
-    return h;
-  }();
   u64 at = 0, ip = 0;
   for (int n = 0; n < 4 && at + 4 <= entry.size(); n++, at += 4) {
-    cs_insn* insn = nullptr;
-    if (cs_disasm(arm, entry.data() + at, 4, addr + at, 1, &insn) != 1) return std::nullopt;
+    DetailedInsn insn(capstone_arm_state(), entry.subspan(at), addr + at);
+    if (!insn) return std::nullopt;
     const cs_arm& d = insn->detail->arm;
     const unsigned id = insn->id;
     const bool ip_first = d.op_count >= 1 && d.operands[0].type == ARM_OP_REG && d.operands[0].reg == ARM_REG_R12;
@@ -228,7 +234,6 @@ std::optional<u64> arm_plt_slot(std::span<const u8> entry, u64 addr) {
                      d.operands[1].type == ARM_OP_MEM && d.operands[1].mem.base == ARM_REG_R12 && d.operands[1].mem.index == ARM_REG_INVALID;
     u64 imm = ldr ? static_cast<u64>(static_cast<i64>(d.operands[1].mem.disp)) : 0;
     if (add) imm = std::rotr(static_cast<u32>(d.operands[2].imm), rotated ? static_cast<int>(d.operands[3].imm) : 0);
-    cs_free(insn, 1);
     if (add) ip = (n == 0 ? addr + 8 : ip) + imm;  // pc reads as the instruction's address + 8
     else if (ldr) return static_cast<u32>(ip + imm);
     else return std::nullopt;

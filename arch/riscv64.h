@@ -46,8 +46,8 @@ constexpr bool encode_call(u64 at, u64 target, unsigned link, u32& auipc_out, u3
 }
 
 // The fields of the forms discovery reads (unprivileged ISA manual, "RV32I Base Integer Instruction
-// Set": U-, I- and J-type immediates). The text decoder below names instructions through them, and the
-// tests compare that text with riscv64-linux-gnu-objdump's.
+// Set": U-, I- and J-type immediates). The text decoder (riscv64_decode.h) names instructions through
+// them, and the tests compare that text with riscv64-linux-gnu-objdump's.
 constexpr unsigned insn_length(u16 first_halfword) { return (first_halfword & 3) == 3 ? 4 : 2; }
 constexpr unsigned rd_of(u32 w) { return (w >> 7) & 31; }
 constexpr unsigned rs1_of(u32 w) { return (w >> 15) & 31; }

@@ -7,8 +7,8 @@
 //   3. function symbols, for functions no record covers: the first instructions are decoded until the
 //      call to mcount/__fentry__ (resolved through PLT entries and GOT slots via relocations; on
 //      PPC64le through ld's named call stubs).
-// On AArch64, PPC64le and RISC-V a site is the one 32-bit instruction that toggles (docs/FORMAT.md); a
-// patchable site's word before it is its permanent context.
+// On AArch64, PPC64le, RISC-V and Thumb-2 a site is the one 32-bit instruction that toggles
+// (docs/FORMAT.md); a patchable site's word before it is its permanent context.
 // Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
 // does not match is kept as a skipped site with the reason, so it can be reported, and is never written.
 #pragma once
@@ -33,7 +33,7 @@ enum class Skip : u8 {
   not_tracer_call,  // a call, but not to mcount/__fentry__
   pad_too_short,    // a patchable pad shorter than a 5-byte call
   overlaps,         // overlaps the site before it
-  no_context,       // AArch64/PPC64le/RISC-V -pg: the call lacks what hands _mcount its argument
+  no_context,       // AArch64/PPC64le/RISC-V/Thumb-2 -pg: the call lacks what hands _mcount its argument
   before_local_entry,  // PPC64le: a patchable pad that calls to the local entry point skip
   unsupported_form,    // Thumb-2: a patchable pad (only -pg sites are prepared there so far)
 };
@@ -90,7 +90,7 @@ struct Discovery {
 // the instruction the compiler left (jal or jalr) and the kind.
 arch::CallForm call_form_of(const elf::Elf& elf, const Site& s);
 
-// Throws InputError for an unsupported ISA ("EM_ARM not supported yet") or malformed tables.
+// Throws InputError for an unsupported ISA ("EM_S390 not supported yet") or malformed tables.
 // `table_tail`: bytes the caller will append to the table (see table_memory).
 Discovery discover(const elf::Elf& elf, u64 table_tail = 0);
 
