@@ -45,8 +45,9 @@ const IsaInfo isas[] = {
   {Isa::thumb2, "thumb2", 2, 2, false, other_kinds,
    "aligned halfwords: a 32-bit Thumb instruction is fetched as two halfwords (ARMv7 ARM A3.5.3), "
    "so another core may see one half old and the other new",
-   "ARMv7 ARM A3.5.4 concurrent modification and execution: BKPT may replace the first halfword; "
-   "the rest is written while every core that reaches the site traps, with a sync after each step"},
+   "ARMv7 ARM A3.5.3/A3.5.4: a core fetches the first halfword old or as the 16-bit trap (udf #1, which "
+   "Linux turns into SIGTRAP; A3.5.4's list of concurrently modifiable instructions names BKPT, not UDF); "
+   "the rest is written while every core that reaches the site traps, with a cacheflush and a sync after each step"},
 };
 constexpr unsigned x86_lengths[] = {5, 6};
 constexpr unsigned word_length[] = {4};
@@ -118,7 +119,7 @@ Decoded decode_capstone(Isa isa, std::span<const u8> b, u64 addr) {
       d.cmodx = id == ARM64_INS_B || id == ARM64_INS_BL || id == ARM64_INS_NOP || id == ARM64_INS_BRK || id == ARM64_INS_SVC ||
                 id == ARM64_INS_HVC || id == ARM64_INS_SMC || id == ARM64_INS_ISB;
       break;
-    case Isa::thumb2: d.trap = id == ARM_INS_BKPT && d.len == 2 && std::memcmp(b.data(), thumb_bkpt, 2) == 0; break;
+    case Isa::thumb2: d.trap = id == ARM_INS_UDF && d.len == 2 && std::memcmp(b.data(), thumb_trap, 2) == 0; break;
     default: break;
   }
   return d;

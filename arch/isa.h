@@ -41,7 +41,7 @@ void put_le(std::vector<u8>& out, T v) {
 struct Decoded {
   unsigned len = 0;    // 0: no complete instruction in the bytes given
   bool valid = false;  // false: undefined or reserved; executing it raises SIGILL
-  bool trap = false;   // the ISA's trap instruction that plans lay down (int3, c.ebreak, bkpt)
+  bool trap = false;   // the ISA's trap instruction that plans lay down (int3, c.ebreak, udf #1)
   bool cmodx = false;  // AArch64: on the CMODX list (B, BL, NOP, BRK, SVC, HVC, SMC, ISB)
   std::string text;
 };

@@ -53,9 +53,9 @@ struct Plan {
 };
 
 // Trap instructions the shim's handler resolves by a binary search of the sorted site table.
-inline constexpr u8 x86_int3[] = {0xcc};              // int3 -> SIGTRAP
-inline constexpr u8 riscv_c_ebreak[] = {0x02, 0x90};  // c.ebreak (0x9002) -> SIGTRAP
-inline constexpr u8 thumb_bkpt[] = {0x00, 0xbe};      // bkpt #0 (0xbe00) -> SIGTRAP
+PREPATCH_CONSTANT u8 x86_int3[] = {0xcc};              // int3 -> SIGTRAP
+PREPATCH_CONSTANT u8 riscv_c_ebreak[] = {0x02, 0x90};  // c.ebreak (0x9002) -> SIGTRAP
+PREPATCH_CONSTANT u8 thumb_trap[] = {0x01, 0xde};      // udf #1 (0xde01), Linux's Thumb breakpoint -> SIGTRAP
 
 // clang-format off
 // x86-64, the kernel's text_poke_bp_batch: the site is one instruction of 5 or 6 bytes at any byte
@@ -103,7 +103,7 @@ constexpr Bytes trap_bytes(Isa isa, const Plan* p = nullptr) {
   switch (isa) {
     case Isa::x86_64: return {x86_int3, sizeof x86_int3};
     case Isa::riscv64: return {riscv_c_ebreak, sizeof riscv_c_ebreak};
-    case Isa::thumb2: return {thumb_bkpt, sizeof thumb_bkpt};
+    case Isa::thumb2: return {thumb_trap, sizeof thumb_trap};
     default: return {nullptr, 0};
   }
 }

@@ -6,8 +6,10 @@
 // `push {lr}`, often sits on a 2-byte boundary; instruction fetch is only guaranteed to see aligned
 // halfwords whole (ARMv7 ARM A3.5.3; A3.5.4 lists what may be modified while another core executes
 // it: B, BL, NOP, BKPT, SVC...). So no single store replaces the instruction, and the plan is the
-// seeds': BKPT (16 bits) over the first halfword, sync, the second halfword, sync, the first halfword,
-// sync; a thread that meets the BKPT traps and the shim's handler resolves it by a binary search.
+// seeds': a 16-bit trap over the first halfword, sync, the second halfword, sync, the first halfword,
+// sync; a thread that meets the trap gets SIGTRAP and the shim's handler resolves it by a binary
+// search. The trap is `udf #1` (0xde01): in Thumb state Linux's ptrace break hook turns it into
+// SIGTRAP (TRAP_BRKPT, the pc at the instruction), which gdb's Thumb breakpoints rely on too.
 //
 // Sites (gcc -pg): `push {lr}; bl __gnu_mcount_nc`. __gnu_mcount_nc pops the pushed lr, so the "off"
 // form cannot be a nop: it is `pop {lr}` as the 32-bit `ldr.w lr, [sp], #4`, as the kernel's ARM
@@ -20,7 +22,6 @@ namespace prepatch::arch::thumb2 {
 // clang-format off
 inline constexpr u16 push_lr   = 0xb500;            // push {lr}
 inline constexpr u16 pop_lr[2] = {0xf85d, 0xeb04};  // ldr.w lr, [sp], #4   (pop {lr}: the off form)
-inline constexpr u16 bkpt      = 0xbe00;            // bkpt #0
 inline constexpr u16 bx_pc     = 0x4778;            // bx pc: a PLT entry's Thumb stub, into its ARM-state code
 // clang-format on
 

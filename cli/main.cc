@@ -185,8 +185,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
-      "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2 -pg\n"
-      "sites are listed (`sites`) but not yet prepared.\n"
+      "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2 (gcc -pg).\n"
       "Each site becomes one nop instruction of its length; a sorted __patch_sites table and the runtime\n"
       "shim that switches sites live are appended. Run the output with PREPATCH_TRACE=GLOBS to trace from\n"
       "the start, or switch sites while it runs with `prepatch ctl PID enable GLOBS`.\n\n"

@@ -127,7 +127,7 @@ ControlReply control(pid_t pid, const std::string& command, std::chrono::millise
     si.si_code = SI_QUEUE;
     si.si_pid = ::getpid();
     si.si_uid = ::getuid();
-    si.si_value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(shim::ctl_magic << 32 | id));
+    si.si_value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(shim::message_value(shim::ctl_magic, shim::ctl_tag, id)));
     if (::syscall(SYS_rt_tgsigqueueinfo, pid, pick_thread(pid), shim::ctl_signal, &si) != 0)
       throw IoError("process " + std::to_string(pid) + ": cannot signal it: " + errno_text());
     std::string text;

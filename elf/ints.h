@@ -14,3 +14,12 @@ using i32 = std::int32_t;
 using i64 = std::int64_t;
 
 }  // namespace prepatch
+
+// A header's constant array: one copy program-wide (inline), except in the ARM32 shim, a single
+// translation unit whose gcc reaches COMDAT data only through a GOT, which the position-independent
+// blob cannot have (shim/build.cmake defines PREPATCH_SHIM_LOCAL_CONSTANTS there).
+#if defined(PREPATCH_SHIM_LOCAL_CONSTANTS)
+#define PREPATCH_CONSTANT constexpr
+#else
+#define PREPATCH_CONSTANT inline constexpr
+#endif

@@ -48,8 +48,6 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
 }  // namespace
 
 std::string cannot_embed(const elf::Elf& elf) {
-  if (elf.header().machine == EM_ARM)
-    elf.fail(18, "EM_ARM: Thumb-2 sites are found and listed (`prepatch sites`), but the shim has no ARM32 port yet, so they cannot be prepared");
   if (shim_blob(elf.header().machine).empty())
     elf.fail(18, std::string(elf::machine_name(elf.header().machine)) +
                      ": this prepatch was built without the shim for it (its cross compiler was missing: scripts/install-deps.sh installs it)");
@@ -92,9 +90,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
     config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, 5 + arch::X86_64::max_insn), 5));
   }
   std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
-  r.entry = blob_vaddr + h.start;
-  for (int k = 0; k < 3; k++) r.tramp[k] = blob_vaddr + h.trampoline[k];
+  // ARM32: the header's offsets of Thumb code have bit 0 set, which e_entry keeps (the kernel starts
+  // the program in Thumb state) and a `bl` target drops.
   const u16 machine = elf.header().machine;
+  r.entry = blob_vaddr + h.start;
+  for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     u8 call[6];
@@ -107,6 +107,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
                    (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
                     : machine == EM_PPC64 ? "a bl (+-32 MiB)"
                     : machine == EM_RISCV ? "auipc+jalr (+-2 GiB)"
+                    : machine == EM_ARM   ? "a Thumb bl (+-16 MiB)"
                                           : "a rel32 call (+-2 GiB)") +
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one");
   }

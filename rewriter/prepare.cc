@@ -58,7 +58,7 @@ class SitePatches {
  public:
   SitePatches(const elf::Elf& elf, const std::vector<Site>& sites, const RuntimeSegment& rt)
       : elf_(elf), cursor_(elf), sites_(sites), rt_(rt), machine_(elf.header().machine),
-        words_(arch::word_machine(machine_) || machine_ == EM_RISCV) {}
+        words_(arch::word_machine(machine_) || machine_ == EM_RISCV || machine_ == EM_ARM) {}
   size_t fill(std::span<elf::Patch> out) {
     size_t n = 0;
     while (n < out.size() && next(out[n])) n++;
@@ -116,7 +116,7 @@ class SitePatches {
   const std::vector<Site>& sites_;
   const RuntimeSegment& rt_;
   const u16 machine_;
-  const bool words_;  // AArch64, PPC64le, RISC-V: 32-bit instructions
+  const bool words_;  // AArch64, PPC64le, RISC-V, Thumb-2: 32-bit instructions (Thumb-2's off form: pop {lr})
   size_t i_ = 0;
   u64 pad_at_ = 0, pad_end_ = 0;
   struct Word {

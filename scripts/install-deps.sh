@@ -9,8 +9,8 @@ packages=(
   libcapstone-dev pkg-config          # AArch64, PPC64le and Thumb-2 decoding (the plan checker)
   binutils-riscv64-linux-gnu          # tests: objdump, the oracle for our own RISC-V decoder
   g++-aarch64-linux-gnu g++-powerpc64le-linux-gnu g++-riscv64-linux-gnu  # the other ISAs' shims and test programs
-  gcc-arm-linux-gnueabihf             # tests: Thumb-2 test programs, and their objdump (the discovery oracle)
-  qemu-user                           # tests: runs the AArch64, PPC64le and RISC-V64 test programs
+  g++-arm-linux-gnueabihf             # the ARM32 (Thumb-2) shim; tests: its programs and objdump (the discovery oracle)
+  qemu-user                           # tests: runs the AArch64, PPC64le, RISC-V64 and ARM32 test programs
   libcli11-dev                        # command line
   nlohmann-json3-dev                  # `prepatch sites --json`
   libgtest-dev                        # tests

@@ -8,7 +8,7 @@ namespace prepatch::shim {
 
 // The __patch_sites table (docs/FORMAT.md): written by rewriter/table.cc, read in place by the shim
 // (shim/core.h TableView) and from files by `prepatch sites`.
-inline constexpr char table_magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
+PREPATCH_CONSTANT char table_magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'};
 inline constexpr u16 table_version = 1;
 inline constexpr u16 table_header_size = 64;
 inline constexpr u16 table_entry_size = 16;
@@ -27,7 +27,7 @@ struct BlobHeader {
   u32 mem_size;         // the same plus .bss, page-aligned
 };
 static_assert(sizeof(BlobHeader) == 48);
-inline constexpr char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
+PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
 inline constexpr u32 blob_version = 1;
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
@@ -58,7 +58,7 @@ inline constexpr u64 config_forkless = 1;
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
 // and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to
 // relocate a table of pointers.
-inline constexpr char unwinder_names[4][26] = {"_Unwind_RaiseException", "_Unwind_Resume", "_Unwind_Resume_or_Rethrow",
+PREPATCH_CONSTANT char unwinder_names[4][26] = {"_Unwind_RaiseException", "_Unwind_Resume", "_Unwind_Resume_or_Rethrow",
                                                "__cxa_begin_catch"};
 
 // The counts file (PREPATCH_COUNTS, default prepatch.PID.counts in the working directory): a header,
@@ -74,7 +74,7 @@ struct CountsHeader {
   u8 reserved[24];
 };
 static_assert(sizeof(CountsHeader) == 64);
-inline constexpr char counts_magic[8] = {'P', 'P', 'C', 'O', 'U', 'N', 'T', 1};
+PREPATCH_CONSTANT char counts_magic[8] = {'P', 'P', 'C', 'O', 'U', 'N', 'T', 1};
 
 // The tracer a prepared process runs when a site is enabled (PREPATCH_TRACER, chosen at start).
 enum class Tracer : u32 { count = 1, function = 2, graph = 3 };
@@ -109,7 +109,7 @@ struct TraceHeader {
   u8 reserved[4096 - 128];
 };
 static_assert(sizeof(TraceHeader) == 4096);
-inline constexpr char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
+PREPATCH_CONSTANT char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
 inline constexpr u32 trace_version = 2;  // 1: graph records were 16 bytes
 
 // At the start of every chunk. `used` is stored (release) after each complete record, so a reader never
@@ -149,7 +149,8 @@ inline constexpr u64 rec_caller_unknown = rec_rest_limit - 1;  // the caller lie
 
 // The control channel (prepatch ctl). A request is a file `<dir>/<pid>.<id>.req` (dir =
 // /tmp/prepatch-<uid>, mode 0700) holding one command line; the client then sends ctl_signal to one
-// thread with rt_tgsigqueueinfo, si_code SI_QUEUE and si_value = ctl_magic << 32 | id. The shim answers
+// thread with rt_tgsigqueueinfo, si_code SI_QUEUE and si_value = message_value(ctl_magic, ctl_tag, id).
+// The shim answers
 // in `<dir>/<pid>.<id>.reply`, written to a temporary name and renamed, so the client never reads half.
 // SIGTRAP is kept for breakpoints alone, so a program that takes SIGTRAP over does not cut the channel
 // (and the next batch takes it back).
@@ -158,7 +159,19 @@ inline constexpr u64 rec_caller_unknown = rec_rest_limit - 1;  // the caller lie
 inline constexpr int ctl_signal = 62;
 inline constexpr u64 ctl_magic = 0x50524550;   // "PREP": a control request
 inline constexpr u64 sync_magic = 0x50535943;  // "PSYC": the signal fallback's sync request (shim to itself, ctl_signal)
+// A 32-bit process (ARM32, natively, as a compat process or under qemu-user) receives only the low 32
+// bits of si_value: there a tag byte marks the message, and the id has 24 bits (a request's id is the
+// client's pid, below PID_MAX_LIMIT = 2^22; a sync round's number is taken modulo 2^24).
+inline constexpr u64 ctl_tag = 0xc7, sync_tag = 0xc8;
+inline constexpr u32 message_id_mask = 0xffffff;
+constexpr u64 message_value(u64 magic, u64 tag, u32 id) { return magic << 32 | tag << 24 | (id & message_id_mask); }
+// The id of a message received as `value` (what fits in an unsigned long), or -1 when it is not one
+// of `magic` and `tag`.
+constexpr long message_id(unsigned long value, u64 magic, u64 tag) {
+  const u64 want = sizeof value == 8 ? magic << 8 | tag : tag;
+  return u64{value} >> 24 == want ? static_cast<long>(value & message_id_mask) : -1;
+}
 inline constexpr u32 ctl_max_request = 4096;
-inline constexpr char ctl_dir_prefix[] = "/tmp/prepatch-";
+PREPATCH_CONSTANT char ctl_dir_prefix[] = "/tmp/prepatch-";
 
 }  // namespace prepatch::shim

@@ -32,6 +32,23 @@ inline u64 load_le(const u8* p, unsigned n) {
   return v;
 }
 
+// The process's own ELF structures, read in place (program headers, the dynamic section, symbols,
+// relocations): ELF64's on the 64-bit ISAs, ELF32's on ARM32, where an address is 4 bytes. Offsets
+// and sizes from the ELF specification; ELF64 ISAs relocate with Rela, ARM with Rel.
+using uptr = unsigned long;  // an address, as wide as a pointer
+namespace elfc {
+inline constexpr bool is64 = sizeof(uptr) == 8;
+inline constexpr unsigned word = sizeof(uptr);                             // Elf_Addr, Elf_Off; a Dyn is two
+inline constexpr u8 elf_class = is64 ? 2 : 1;                              // e_ident[EI_CLASS]
+inline constexpr unsigned e_phoff = is64 ? 32 : 28, e_phnum = is64 ? 56 : 44;
+inline constexpr unsigned phdr_size = is64 ? 56 : 32, p_flags = is64 ? 4 : 24, p_vaddr = is64 ? 16 : 8, p_memsz = is64 ? 40 : 20;
+inline constexpr unsigned sym_size = is64 ? 24 : 16, st_info = is64 ? 4 : 12, st_shndx = is64 ? 6 : 14, st_value = is64 ? 8 : 4;
+inline constexpr unsigned rel_size = is64 ? 24 : 8;                        // Elf64_Rela, Elf32_Rel
+inline constexpr u64 dt_rel = is64 ? 7 : 17, dt_relsz = is64 ? 8 : 18;     // DT_RELA/DT_RELASZ, DT_REL/DT_RELSZ
+inline u64 rel_type(u64 info) { return is64 ? info & 0xffffffff : info & 0xff; }
+inline u64 rel_sym(u64 info) { return is64 ? info >> 32 : info >> 8; }
+}  // namespace elfc
+
 inline size_t str_len(const char* s) {
   size_t n = 0;
   while (s[n]) n++;

@@ -10,7 +10,7 @@ namespace prepatch::shim {
 
 // glibc's struct link_map and struct r_debug, the parts <link.h> makes public.
 struct LinkMap {
-  u64 addr;  // load bias
+  uptr addr;  // load bias
   const char* name;
   const u8* ld;  // the dynamic section
   LinkMap *next, *prev;
@@ -27,9 +27,9 @@ struct DynamicInfo {
   const char* strtab = nullptr;
   const u32* gnu_hash = nullptr;
   const u16* versym = nullptr;
-  const u8* rela = nullptr;  // DT_RELA, DT_RELASZ
+  const u8* rela = nullptr;  // DT_RELA, DT_RELASZ (ARM32: DT_REL, DT_RELSZ)
   u64 rela_size = 0;
-  const u8* jmprel = nullptr;  // DT_JMPREL, DT_PLTRELSZ (when DT_PLTREL is DT_RELA)
+  const u8* jmprel = nullptr;  // DT_JMPREL, DT_PLTRELSZ (when DT_PLTREL is DT_RELA, or DT_REL on ARM32)
   u64 jmprel_size = 0;
   u64 debug = 0;  // DT_DEBUG's value: the r_debug the dynamic linker fills in (executables)
 };
@@ -41,15 +41,15 @@ inline DynamicInfo read_dynamic(u64 bias, const u8* dyn) {
   d.bias = bias;
   const auto addr = [&](u64 v) { return v < bias ? v + bias : v; };
   bool pltrel_rela = true;
-  for (const u8* e = dyn; load_le(e, 8) != 0 /* DT_NULL */; e += 16) {
-    const u64 tag = load_le(e, 8), v = load_le(e + 8, 8);
+  for (const u8* e = dyn; load_le(e, elfc::word) != 0 /* DT_NULL */; e += 2 * elfc::word) {
+    const u64 tag = load_le(e, elfc::word), v = load_le(e + elfc::word, elfc::word);
+    if (tag == elfc::dt_rel) d.rela = reinterpret_cast<const u8*>(addr(v));  // DT_RELA (ARM32: DT_REL)
+    if (tag == elfc::dt_relsz) d.rela_size = v;                              // DT_RELASZ (ARM32: DT_RELSZ)
     switch (tag) {
       case 2: d.jmprel_size = v; break;                                         // DT_PLTRELSZ
       case 5: d.strtab = reinterpret_cast<const char*>(addr(v)); break;         // DT_STRTAB
       case 6: d.symtab = reinterpret_cast<const u8*>(addr(v)); break;           // DT_SYMTAB
-      case 7: d.rela = reinterpret_cast<const u8*>(addr(v)); break;             // DT_RELA
-      case 8: d.rela_size = v; break;                                           // DT_RELASZ
-      case 20: pltrel_rela = v == 7; break;                                     // DT_PLTREL
+      case 20: pltrel_rela = v == elfc::dt_rel; break;                          // DT_PLTREL
       case 21: d.debug = v; break;                                              // DT_DEBUG
       case 23: d.jmprel = reinterpret_cast<const u8*>(addr(v)); break;          // DT_JMPREL
       case 0x6ffffef5: d.gnu_hash = reinterpret_cast<const u32*>(addr(v)); break;  // DT_GNU_HASH
@@ -68,7 +68,7 @@ inline u64 find_definition(const DynamicInfo& d, const char* name) {
   if (!d.gnu_hash) return 0;
   const u32 buckets = d.gnu_hash[0], first = d.gnu_hash[1], bloom_words = d.gnu_hash[2];
   if (buckets == 0) return 0;
-  const u32* bucket = d.gnu_hash + 4 + 2 * bloom_words;  // after the header and the 64-bit bloom words
+  const u32* bucket = d.gnu_hash + 4 + elfc::word / 4 * bloom_words;  // after the header and the address-wide bloom words
   const u32* chain = bucket + buckets;
   u32 h = 5381;
   for (const char* c = name; *c; c++) h = h * 33 + static_cast<u8>(*c);
@@ -76,11 +76,11 @@ inline u64 find_definition(const DynamicInfo& d, const char* name) {
   for (u32 i = bucket[h % buckets]; i >= first && i != 0; i++) {
     const u32 ch = chain[i - first];
     if ((ch | 1) == (h | 1)) {
-      const u8* s = d.symtab + 24 * u64{i};
-      const bool defined = load_le(s + 6, 2) != 0 && load_le(s + 8, 8) != 0;
-      const bool function = (s[4] & 0xf) == 2;  // STT_FUNC
+      const u8* s = d.symtab + elfc::sym_size * u64{i};
+      const bool defined = load_le(s + elfc::st_shndx, 2) != 0 && load_le(s + elfc::st_value, elfc::word) != 0;
+      const bool function = (s[elfc::st_info] & 0xf) == 2;  // STT_FUNC
       if (defined && function && !(d.versym && (d.versym[i] & 0x8000)) && str_eq(name, len, d.strtab + load_le(s, 4)))
-        return d.bias + load_le(s + 8, 8);
+        return d.bias + load_le(s + elfc::st_value, elfc::word);
     }
     if (ch & 1) break;
   }
@@ -93,6 +93,10 @@ inline u64 find_definition(const DynamicInfo& d, const char* name) {
 inline constexpr u64 glob_dat = 1025, jump_slot = 1026;  // R_AARCH64_GLOB_DAT, R_AARCH64_JUMP_SLOT
 #elif defined(__powerpc64__)
 inline constexpr u64 glob_dat = 20, jump_slot = 21;  // R_PPC64_GLOB_DAT, R_PPC64_JMP_SLOT
+#elif defined(__arm__)
+inline constexpr u64 glob_dat = 21, jump_slot = 22;  // R_ARM_GLOB_DAT, R_ARM_JUMP_SLOT
+#elif defined(__riscv)
+inline constexpr u64 glob_dat = 2, jump_slot = 5;  // R_RISCV_64 (RISC-V has no GLOB_DAT), R_RISCV_JUMP_SLOT
 #else
 inline constexpr u64 glob_dat = 6, jump_slot = 7;  // R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT
 #endif
@@ -103,12 +107,12 @@ template <class Names, class F>
 void for_each_import(const DynamicInfo& d, const Names& names, unsigned n, F f) {
   const auto scan = [&](const u8* rel, u64 size) {
     if (!rel) return;
-    for (u64 at = 0; at + 24 <= size; at += 24) {
-      const u64 info = load_le(rel + at + 8, 8), type = info & 0xffffffff, sym = info >> 32;
+    for (u64 at = 0; at + elfc::rel_size <= size; at += elfc::rel_size) {
+      const u64 info = load_le(rel + at + elfc::word, elfc::word), type = elfc::rel_type(info), sym = elfc::rel_sym(info);
       if ((type != glob_dat && type != jump_slot) || sym == 0) continue;
-      const char* s = d.strtab + load_le(d.symtab + 24 * sym, 4);
+      const char* s = d.strtab + load_le(d.symtab + elfc::sym_size * sym, 4);
       for (unsigned k = 0; k < n; k++)
-        if (str_eq(names[k], str_len(names[k]), s)) f(reinterpret_cast<u64*>(d.bias + load_le(rel + at, 8)), k);
+        if (str_eq(names[k], str_len(names[k]), s)) f(reinterpret_cast<uptr*>(d.bias + load_le(rel + at, elfc::word)), k);
     }
   };
   scan(d.rela, d.rela_size);

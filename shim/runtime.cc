@@ -72,6 +72,29 @@ int memcmp(const void* a, const void* b, size_t n) {
     if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
   return 0;
 }
+#if defined(__arm__)
+// ARMv7-A has no divide instruction, so gcc calls the run-time ABI's helpers (ARM IHI 0043), which
+// libgcc would bring with its division-by-zero path into libc; the shim divides rarely (a hash's
+// bucket, decimal numbers), by shifting and subtracting. __aeabi_uldivmod returns its remainder in
+// r2:r3, which C cannot: it is shim/entry_arm.S's, around prepatch_udivmod64.
+u64 prepatch_udivmod64(u64 n, u64 d, u64* rem) {
+  u64 q = 0, r = 0;
+  for (int i = 63; i >= 0; i--) {
+    r = r << 1 | ((n >> i) & 1);
+    if (r >= d) r -= d, q |= u64{1} << i;
+  }
+  *rem = r;
+  return q;
+}
+u32 __aeabi_uidiv(u32 n, u32 d) {
+  u64 r;
+  return static_cast<u32>(prepatch_udivmod64(n, d, &r));
+}
+u64 __aeabi_uidivmod(u32 n, u32 d) {  // the quotient in r0, the remainder in r1
+  u64 r;
+  return prepatch_udivmod64(n, d, &r) | r << 32;
+}
+#endif
 
 // Filled in by the preparer (shim/abi.h); in .data so that it is part of the file image.
 __attribute__((section(".data.config"))) Config prepatch_config = {};
@@ -126,7 +149,7 @@ struct State {
   char counts_env[512];   // PREPATCH_COUNTS
   char counts_path[520];  // the counts file, once created
   u64 start_pid;          // the process that started (a forked child has another pid)
-  sys::KernelSigaction chained[2];  // the program's dispositions of SIGTRAP and ctl_signal, to chain to
+  sys::KernelSigaction chained[3];  // the program's dispositions of SIGTRAP, ctl_signal and SIGILL, to chain to
   const char* disabled;          // why the shim is off, or nullptr
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   bool use_flush_icache;         // RISC-V: sync by riscv_flush_icache (membarrier unavailable or forced)
@@ -175,7 +198,7 @@ constinit State g{};
 // batch, the site lies outside every executable segment (never switched).
 constexpr u8 site_on = 1, site_in_batch = 2, site_outside = 4;
 
-constexpr u64 sigtrap_bit = u64{1} << (sys::sigtrap - 1), ctl_bit = u64{1} << (ctl_signal - 1);
+constexpr u64 sigtrap_bit = u64{1} << (sys::sigtrap - 1), ctl_bit = u64{1} << (ctl_signal - 1), sigill_bit = u64{1} << (sys::sigill - 1);
 
 void say(const char* a, const char* b = "", const char* c = "") {
   char buf[512];
@@ -198,6 +221,11 @@ void (*restorer())() {
 // are not 4-byte aligned): the SIGTRAP handler, its self-test and the check that no thread blocks
 // SIGTRAP exist for it. AArch64 and PPC64le swap one word in one store and never lay a trap.
 constexpr bool traps = arch::may_trap(sys::isa);
+// Thumb-2: Linux turns udf #1 into SIGTRAP only after reading the instruction back from memory (its
+// undefined-instruction hooks match the halfword at the pc), and so does qemu-user. When a batch has
+// replaced the trap meanwhile, the thread gets SIGILL at the site instead, which the handler resolves
+// the same way; SIGILL anywhere else is the program's.
+constexpr bool sigill_at_sites = sys::isa == arch::Isa::thumb2;
 
 // Restores the default action of `sig` and sends it to this thread.
 void raise_default(int sig) {
@@ -295,7 +323,7 @@ void run_sync_round(long pid, long uid) {
     si.code = sys::si_queue;
     si.pid = static_cast<int>(pid);
     si.uid = static_cast<unsigned>(uid);
-    si.value = sync_magic << 32 | seq;
+    si.value = static_cast<unsigned long>(message_value(sync_magic, sync_tag, seq));
     if (call(sys::nr_rt_tgsigqueueinfo, pid, g.sync_slots[i].tid, ctl_signal, reinterpret_cast<long>(&si)) != 0) check_off(i, seq);  // gone already
   }
   const i64 deadline = now_ns() + 1000000000;
@@ -332,10 +360,13 @@ void signal_sync() {
   g.sync_count = 0;
 }
 
-// A sync request of round `seq` reached this thread: serialize, then check this thread off for that
-// round (a late answer to an earlier round checks nothing off, see check_off).
-void acknowledge_sync(u32 seq) {
+// A sync request of the round numbered `id` (modulo 2^24) reached this thread: serialize, then check
+// this thread off for the running round if it is that one (a late answer to an earlier round checks
+// nothing off, see check_off).
+void acknowledge_sync(u32 id) {
   sys::serialize_core();
+  const u32 seq = __atomic_load_n(&g.sync_round, __ATOMIC_ACQUIRE);
+  if ((seq & message_id_mask) != id) return;
   const int self = static_cast<int>(call(sys::nr_gettid));
   for (u64 i = 0; i < g.sync_count; i++)
     if (g.sync_slots[i].tid == self) check_off(i, seq);
@@ -384,10 +415,11 @@ struct TextMemory {
       sys::sync_icache(const_cast<u8*>(at), reinterpret_cast<void*>(addr));
       return;
     }
-    if (width == 2) {  // an aligned halfword (RISC-V's breakpoint plan): one store
+    if (width == 2) {  // an aligned halfword (the halfword-trap plan of RISC-V and Thumb-2): one store
       u16 h;
       memcpy(&h, bytes, 2);
       __atomic_store_n(reinterpret_cast<volatile u16*>(at), h, __ATOMIC_RELAXED);
+      sys::sync_icache(const_cast<u8*>(at), reinterpret_cast<void*>(addr), 2);
       return;
     }
     for (unsigned i = 0; i < width; i++) at[i] = bytes[i];
@@ -412,9 +444,9 @@ int prot_of(u32 pflags) { return (pflags & 4 ? sys::prot_read : 0) | (pflags & 2
 // address `addr` (any of that type when `addr` is ~0); nullptr when there is none.
 const u8* find_phdr(const u8* phdr, u64 phnum, u32 type, u64 addr = ~u64{0}) {
   for (u64 p = 0; p < phnum; p++) {
-    const u8* ph = phdr + p * 56;
-    const u64 v = load_le(ph + 16, 8);
-    if (load_le(ph, 4) == type && (addr == ~u64{0} || (addr >= v && addr - v < load_le(ph + 40, 8)))) return ph;
+    const u8* ph = phdr + p * elfc::phdr_size;
+    const u64 v = load_le(ph + elfc::p_vaddr, elfc::word);
+    if (load_le(ph, 4) == type && (addr == ~u64{0} || (addr >= v && addr - v < load_le(ph + elfc::p_memsz, elfc::word)))) return ph;
   }
   return nullptr;
 }
@@ -440,10 +472,10 @@ void find_text_spans() {
   int prot[max_spans];
   unsigned n = 0;
   for (u64 p = 0; p < g.phnum && n < max_spans; p++) {
-    const u8* ph = g.phdr + p * 56;
-    const u32 flags = static_cast<u32>(load_le(ph + 4, 4));
+    const u8* ph = g.phdr + p * elfc::phdr_size;
+    const u32 flags = static_cast<u32>(load_le(ph + elfc::p_flags, 4));
     if (load_le(ph, 4) != 1 /* PT_LOAD */ || !(flags & 1 /* PF_X */)) continue;
-    lo[n] = load_le(ph + 16, 8), hi[n] = lo[n] + load_le(ph + 40, 8), first[n] = ~u64{0}, last[n] = 0;
+    lo[n] = load_le(ph + elfc::p_vaddr, elfc::word), hi[n] = lo[n] + load_le(ph + elfc::p_memsz, elfc::word), first[n] = ~u64{0}, last[n] = 0;
     prot[n++] = prot_of(flags);
   }
   for (u64 i = 0; i < g.table.count(); i++) {
@@ -522,11 +554,11 @@ class BatchLock {
 void on_sigtrap(int sig, sys::SigInfo* si, void* uc);
 void on_message(int sig, sys::SigInfo* si, void* uc);
 
-// Installs the shim's handler for SIGTRAP (which = 0) or ctl_signal (which = 1), keeping the program's
-// disposition to chain to.
+// Installs the shim's handler for SIGTRAP (which = 0), ctl_signal (1) or SIGILL (2, sigill_at_sites),
+// keeping the program's disposition to chain to.
 bool install_handler(int which) {
-  const int sig = which == 0 ? sys::sigtrap : ctl_signal;
-  void* handler = which == 0 ? reinterpret_cast<void*>(&on_sigtrap) : reinterpret_cast<void*>(&on_message);
+  const int sig = which == 0 ? sys::sigtrap : which == 1 ? ctl_signal : sys::sigill;
+  void* handler = which == 1 ? reinterpret_cast<void*>(&on_message) : reinterpret_cast<void*>(&on_sigtrap);
   sys::KernelSigaction ours{handler, sys::sa_siginfo | sys::restorer_flag | sys::sa_restart | sys::sa_nodefer | sys::sa_onstack,
                             restorer(), 0};
   sys::KernelSigaction old{};
@@ -535,12 +567,15 @@ bool install_handler(int which) {
   return true;
 }
 
-// Before a batch: ours must be the SIGTRAP handler (the program may have replaced it; theirs becomes
-// the one chained to).
+// Before a batch: ours must be the SIGTRAP handler, and the SIGILL one where sigill_at_sites (the
+// program may have replaced them; theirs become the ones chained to).
 void ensure_handler() {
-  sys::KernelSigaction cur{};
-  call(sys::nr_rt_sigaction, sys::sigtrap, 0, reinterpret_cast<long>(&cur), 8);
-  if (cur.handler != reinterpret_cast<void*>(&on_sigtrap)) install_handler(0);
+  for (int which : {0, 2}) {
+    if (which == 2 && !sigill_at_sites) continue;
+    sys::KernelSigaction cur{};
+    call(sys::nr_rt_sigaction, which == 0 ? sys::sigtrap : sys::sigill, 0, reinterpret_cast<long>(&cur), 8);
+    if (cur.handler != reinterpret_cast<void*>(&on_sigtrap)) install_handler(which);
+  }
 }
 
 bool ensure_table() {
@@ -693,7 +728,7 @@ bool emulated() {
 }
 
 bool threads_block_signals(Text& err) {
-  const u64 needed = (traps && !emulated() ? sigtrap_bit : 0) | (g.use_signals ? ctl_bit : 0);
+  const u64 needed = (traps && !emulated() ? sigtrap_bit | (sigill_at_sites ? sigill_bit : 0) : 0) | (g.use_signals ? ctl_bit : 0);
   if (!needed) return false;
   const i64 start = now_ns();
   int watched = 0;
@@ -731,6 +766,8 @@ bool threads_block_signals(Text& err) {
     err.str(": cannot read its signal mask from /proc/self/task, so whether it blocks SIGTRAP is unknown; the batch is refused");
   else if (traps && (watched_mask & sigtrap_bit))
     err.str(" blocks SIGTRAP (SigBlk ").hex(watched_mask).str("): a thread that met a breakpoint mid-batch would be killed, so the batch is refused (docs/SHIM.md)");
+  else if (sigill_at_sites && (watched_mask & sigill_bit))
+    err.str(" blocks SIGILL (SigBlk ").hex(watched_mask).str("): a thread whose breakpoint the batch replaced as it trapped would be killed, so the batch is refused (docs/SHIM.md)");
   else
     err.str(" blocks signal 62 (SIGRTMAX-2), which the signal fallback needs to sync it; the batch is refused (docs/SHIM.md)");
   return true;
@@ -975,13 +1012,13 @@ bool relro_pages(const LinkMap* m, bool main, u64& lo, u64& hi) {
   u64 phnum = g.phnum;
   if (!main) {  // a shared object maps its ELF header at its bias
     const u8* e = reinterpret_cast<const u8*>(m->addr);
-    if (!e || load_le(e, 4) != 0x464c457f || e[4] != 2 /* ELFCLASS64 */) return false;
-    phdr = e + load_le(e + 32, 8), phnum = load_le(e + 56, 2);
+    if (!e || load_le(e, 4) != 0x464c457f || e[4] != elfc::elf_class) return false;
+    phdr = e + load_le(e + elfc::e_phoff, elfc::word), phnum = load_le(e + elfc::e_phnum, 2);
   }
   lo = hi = 0;
   if (const u8* ph = find_phdr(phdr, phnum, 0x6474e552 /* PT_GNU_RELRO */)) {
-    const u64 start = m->addr + load_le(ph + 16, 8);
-    lo = start & ~u64{4095}, hi = (start + load_le(ph + 40, 8)) & ~u64{4095};
+    const u64 start = m->addr + load_le(ph + elfc::p_vaddr, elfc::word);
+    lo = start & ~u64{4095}, hi = (start + load_le(ph + elfc::p_memsz, elfc::word)) & ~u64{4095};
   }
   return true;
 }
@@ -1035,7 +1072,7 @@ bool hook_unwinder_in_place(u8* const* hooks) {
 const RDebug* loaded_objects(bool* dynamic = nullptr) {
   const u8* dyn_ph = find_phdr(g.phdr, g.phnum, 2 /* PT_DYNAMIC */);
   if (dynamic) *dynamic = dyn_ph != nullptr;
-  const u8* dyn = dyn_ph ? reinterpret_cast<const u8*>(load_le(dyn_ph + 16, 8) + g.bias) : nullptr;
+  const u8* dyn = dyn_ph ? reinterpret_cast<const u8*>(load_le(dyn_ph + elfc::p_vaddr, elfc::word) + g.bias) : nullptr;
   const auto* r = dyn ? reinterpret_cast<const RDebug*>(read_dynamic(g.bias, dyn).debug) : nullptr;
   return r && r->map ? r : nullptr;
 }
@@ -1048,12 +1085,12 @@ u64 hook_imports(const RDebug* r, const Names& names, unsigned n, u8* const* hoo
   for (const LinkMap* m = r->map; m; m = m->next) {
     u64 lo, hi;
     const bool known = relro_pages(m, m == r->map, lo, hi);
-    for_each_import(read_dynamic(m->addr, m->ld), names, n, [&](u64* slot, unsigned k) {
-      const u64 hook = reinterpret_cast<u64>(hooks[k]), page = reinterpret_cast<u64>(slot) & ~u64{4095};
+    for_each_import(read_dynamic(m->addr, m->ld), names, n, [&](uptr* slot, unsigned k) {
+      const uptr hook = reinterpret_cast<uptr>(hooks[k]), page = reinterpret_cast<uptr>(slot) & ~uptr{4095};
       if (!real[k] || !known || __atomic_load_n(slot, __ATOMIC_RELAXED) == hook) return;
       const auto store = [&] { __atomic_store_n(slot, hook, __ATOMIC_RELAXED); };
       if (page >= lo && page < hi) {  // RELRO: read-only since start-up
-        if (!while_writable(reinterpret_cast<u64>(slot), 8, sys::prot_read, store)) return;
+        if (!while_writable(reinterpret_cast<uptr>(slot), sizeof *slot, sys::prot_read, store)) return;
       } else {
         store();
       }
@@ -1480,15 +1517,34 @@ void emulate_call(sys::UContext* uc, u64 ret, u64 target, u8 form) {
 void resume_at(sys::UContext* uc, u64 pc) { uc->gregs[sys::reg_pc] = pc; }
 constexpr u8 selftest_form = static_cast<u8>(arch::CallForm::riscv_jalr_t0);
 constexpr unsigned selftest_len = 4;  // prepatch_selftest_site: c.ebreak, c.nop
+#elif defined(__arm__)
+// Thumb: udf #1 reports its own address. A site's call is `bl` (lr = the return address, with the
+// Thumb bit); its off form is `pop {lr}`, which undoes the `push {lr}` before the site, emulated here
+// too since a trap over it must not leave the pushed word behind. The trampolines are Thumb code,
+// and the trap left the thread in Thumb state.
+u64 trap_address(const sys::UContext* uc) { return uc->gregs[sys::reg_pc]; }
+void emulate_call(sys::UContext* uc, u64 ret, u64 target, u8) {
+  uc->gregs[sys::reg_lr] = static_cast<u32>(ret) | 1;
+  uc->gregs[sys::reg_pc] = static_cast<u32>(target) & ~u32{1};  // the self-test's is a Thumb function's address
+}
+void resume_at(sys::UContext* uc, u64 pc) {
+  uc->gregs[sys::reg_lr] = *reinterpret_cast<const u32*>(uc->gregs[sys::reg_sp]);
+  uc->gregs[sys::reg_sp] += 4;
+  uc->gregs[sys::reg_pc] = static_cast<u32>(pc);
+}
+constexpr u8 selftest_form = static_cast<u8>(arch::CallForm::thumb_bl);
+constexpr unsigned selftest_len = 4;  // prepatch_selftest_site: udf #1, nop, after a push {lr}
 #endif
-#if defined(__x86_64__) || defined(__riscv)
-u8* selftest_trampoline() { return sys::isa == arch::Isa::x86_64 ? prepatch_tramp_fentry : prepatch_tramp_patchable; }
+#if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
+u8* selftest_trampoline() {
+  return sys::isa == arch::Isa::x86_64 ? prepatch_tramp_fentry : sys::isa == arch::Isa::riscv64 ? prepatch_tramp_patchable : prepatch_tramp_mcount;
+}
 #endif
 
 // The program's own disposition: its handler, or the default action (for a trap the kernel raised,
 // SIG_IGN means the default action too: the kernel forces it).
 void chain(int sig, sys::SigInfo* si, void* uc) {
-  const sys::KernelSigaction prev = g.chained[sig == sys::sigtrap ? 0 : 1];
+  const sys::KernelSigaction prev = g.chained[sig == sys::sigtrap ? 0 : sig == ctl_signal ? 1 : 2];
   const auto h = reinterpret_cast<u64>(prev.handler);
   if (h == 1 && si->code <= 0) return;
   if (h > 1) {
@@ -1501,15 +1557,15 @@ void chain(int sig, sys::SigInfo* si, void* uc) {
 
 // ctl_signal: a sync request from the batch (signal fallback) or a control request from `prepatch ctl`.
 void on_message(int sig, sys::SigInfo* si, void* uc) {
-  if (si->code == sys::si_queue && si->value >> 32 == sync_magic) return acknowledge_sync(static_cast<u32>(si->value));
-  if (si->code == sys::si_queue && si->value >> 32 == ctl_magic) return serve_request(static_cast<u32>(si->value));
+  if (const long id = message_id(si->value, sync_magic, sync_tag); si->code == sys::si_queue && id >= 0) return acknowledge_sync(static_cast<u32>(id));
+  if (const long id = message_id(si->value, ctl_magic, ctl_tag); si->code == sys::si_queue && id >= 0) return serve_request(static_cast<u32>(id));
   chain(sig, si, uc);
 }
 
 void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
-#if defined(__x86_64__) || defined(__riscv)
+#if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   auto* uc = static_cast<sys::UContext*>(ucv);
-  if (si->code == sys::trap_code) {
+  if (sig == sys::sigill ? sigill_at_sites : si->code == sys::trap_code) {
     const u64 at = trap_address(uc);
     if (at == reinterpret_cast<u64>(prepatch_selftest_site)) {
       g.selftest_traps++;
@@ -1521,7 +1577,7 @@ void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
         __atomic_fetch_add(&g.stats.traps, 1, __ATOMIC_RELAXED);
         SiteEntry e = g.table.entry(i);
         if (__atomic_load_n(&g.site[i], __ATOMIC_ACQUIRE) & site_on) return emulate_call(uc, at + e.length, g.tramp[e.kind - 1], e.call_form);
-        return resume_at(uc, at + e.length);  // the nop: skip the site
+        return resume_at(uc, at + e.length);  // the off form: skip the site (Thumb-2: and pop lr)
       }
     }
   }
@@ -1531,8 +1587,9 @@ void on_sigtrap(int sig, sys::SigInfo* si, void* ucv) {
 
 // The kernel's int3_selftest, in user space: a breakpoint in the shim's own text must reach the
 // handler, which emulates a call to a trampoline (x86-64: fentry's, to prepatch_on_call; RISC-V: the
-// patchable one, to prepatch_count), which must reach the C side and return behind the site.
-#if defined(__x86_64__) || defined(__riscv)
+// patchable one, Thumb-2: the mcount one, to prepatch_count), which must reach the C side and return
+// behind the site.
+#if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
 void selftest() {
   u64 mask = 0;
   if (call(sys::nr_rt_sigprocmask, 0, 0, reinterpret_cast<long>(&mask), 8) != 0 || (mask & sigtrap_bit))
@@ -1601,8 +1658,8 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 #else
 // Called by the count trampolines (shim/entry_*.S) with the site's end (the return address of its
 // `bl`) and every register the traced function may still need saved: counts the call.
-extern "C" void prepatch_count(u64 site_end) {
-#if defined(__riscv)
+extern "C" void prepatch_count(uptr site_end) {
+#if defined(__riscv) || defined(__arm__)
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
 #endif
   if (const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr)
@@ -1633,12 +1690,12 @@ extern "C" const void* prepatch_thread_setup(u8* region) {
 
 // Called once by the start routine (shim/entry_x86_64.S) with the stack pointer the kernel set up: argc,
 // argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
-extern "C" void prepatch_init(u64* sp) {
-  const u64 argc = sp[0];
+extern "C" void prepatch_init(uptr* sp) {
+  const uptr argc = sp[0];
   char** envp = reinterpret_cast<char**>(sp + 1 + argc + 1);
   char** e = envp;
   while (*e) e++;
-  for (u64* aux = reinterpret_cast<u64*>(e + 1); aux[0]; aux += 2) {
+  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) {
     if (aux[0] == 3) g.phdr = reinterpret_cast<const u8*>(aux[1]);  // AT_PHDR
     if (aux[0] == 5) g.phnum = aux[1];                               // AT_PHNUM
   }
@@ -1668,9 +1725,15 @@ extern "C" void prepatch_init(u64* sp) {
   // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here). RISC-V -pg
   // sites keep calling what they called, which the preparer made a jump to the mcount trampoline.
   if (g.tracer != Tracer::count) g.disabled = "PREPATCH_TRACER=function and graph exist on x86-64 only so far";
+#if defined(__arm__)
+  // Thumb-2 has -pg sites only so far. A Thumb function's address has bit 0 set; a `bl` targets the
+  // instruction.
+  g.tramp[0] = g.tramp[1] = g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_mcount) & ~u64{1};
+#else
   g.tramp[0] = g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
   if (prepatch_config.mcount_via) g.tramp[1] = prepatch_config.mcount_via + g.bias;
   g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
+#endif
 #endif
   if (const char* p = env_get(envp, "PREPATCH_OUTPUT"); p && *p) {
     Text t(g.output, sizeof g.output - 1);
@@ -1705,8 +1768,9 @@ extern "C" void prepatch_init(u64* sp) {
   if (!g.use_signals && !g.use_flush_icache) {
     if (long r = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0)) membarrier_unavailable(r);
   }
-  if ((traps && !install_handler(0)) || !install_handler(1)) g.disabled = "cannot install the SIGTRAP and signal 62 handlers";
-#if defined(__x86_64__) || defined(__riscv)
+  if ((traps && !install_handler(0)) || !install_handler(1) || (sigill_at_sites && !install_handler(2)))
+    g.disabled = sigill_at_sites ? "cannot install the SIGTRAP, SIGILL and signal 62 handlers" : "cannot install the SIGTRAP and signal 62 handlers";
+#if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   if (!g.disabled) selftest();
 #endif
 #if defined(__x86_64__)

@@ -1,5 +1,5 @@
 // Raw Linux system calls and the kernel's structures the shim uses, for each ISA it is built for
-// (x86-64, AArch64, PPC64le, RISC-V64): no libc. The shim runs before libc is initialized (it is the program's
+// (x86-64, AArch64, PPC64le, RISC-V64, ARM32 Thumb-2): no libc. The shim runs before libc is initialized (it is the program's
 // entry point) and inside signal handlers.
 #pragma once
 #include "arch/plan.h"
@@ -20,8 +20,11 @@ inline constexpr u16 machine = 21;  // EM_PPC64
 #elif defined(__riscv) && __riscv_xlen == 64
 inline constexpr arch::Isa isa = arch::Isa::riscv64;
 inline constexpr u16 machine = 243;  // EM_RISCV
+#elif defined(__arm__) && defined(__thumb2__) && !defined(__ARMEB__)
+inline constexpr arch::Isa isa = arch::Isa::thumb2;
+inline constexpr u16 machine = 40;  // EM_ARM
 #else
-#error "the shim exists for x86-64, AArch64, PPC64le and RISC-V64"
+#error "the shim exists for x86-64, AArch64, PPC64le, RISC-V64 and ARM32 Thumb-2 (little-endian)"
 #endif
 
 #if defined(__x86_64__)
@@ -82,6 +85,36 @@ inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm64'
 #else
 inline constexpr int o_directory = 0200000, o_nofollow = 0400000;  // asm-generic's, as on x86-64
 #endif
+#elif defined(__arm__)
+// ARM EABI: `svc #0` with the number in r7 (the shim is built without a frame pointer, which Thumb
+// code would keep in r7) and arguments in r0..r5.
+inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  register long r7 asm("r7") = n;
+  register long r0 asm("r0") = a;
+  register long r1 asm("r1") = b;
+  register long r2 asm("r2") = c;
+  register long r3 asm("r3") = d;
+  register long r4 asm("r4") = e;
+  register long r5 asm("r5") = f;
+  asm volatile("svc #0" : "+r"(r0) : "r"(r7), "r"(r1), "r"(r2), "r"(r3), "r"(r4), "r"(r5) : "memory");
+  return r0;
+}
+
+// System call numbers (arch/arm/tools/syscall.tbl, EABI). The 32-bit forms take `long` arguments:
+// mmap2 (its offset counts pages, and the shim maps from offset 0), ftruncate (a counts file under
+// 2 GiB), fstat's struct stat, clock_gettime's and futex's 32-bit timespec, geteuid32. fallocate and
+// pwrite64 split their 64-bit offsets over register pairs; the shim calls them only from the
+// function and graph tracers and PREPATCH_WX=strict, which are x86-64's so far. cacheflush is ARM's
+// private call: cleans the data cache and invalidates the instruction cache over a range, on every core.
+enum : long {
+  nr_cacheflush = 0x0f0002,
+  nr_read = 3, nr_write = 4, nr_close = 6, nr_fstat = 108, nr_mmap = 192, nr_mprotect = 125, nr_munmap = 91, nr_madvise = 220,
+  nr_rt_sigaction = 174, nr_rt_sigprocmask = 175, nr_nanosleep = 162, nr_getpid = 20,
+  nr_ftruncate = 93, nr_renameat2 = 382, nr_unlinkat = 328, nr_geteuid = 201, nr_gettid = 224, nr_getdents64 = 217,
+  nr_futex = 240, nr_clock_gettime = 263, nr_tgkill = 268, nr_openat = 322, nr_rt_tgsigqueueinfo = 363, nr_membarrier = 389,
+  nr_fallocate = 352, nr_pwrite64 = 181, nr_memfd_create = 385, nr_sigaltstack = 186, nr_readlinkat = 332,
+};
+inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm's own values
 #else
 // PPC64: `sc` with the number in r0 and arguments in r3..r8; the kernel flags an error in CR0.SO and
 // returns the positive errno in r3, made negative here as on the other ISAs.
@@ -117,10 +150,11 @@ inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_t
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;
 inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anonymous = 0x20;
 inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
-inline constexpr int sigtrap = 5;
+inline constexpr int sigtrap = 5, sigill = 4;
 inline constexpr int si_kernel = 0x80, si_queue = -1;
-// si_code of the SIGTRAP the ISA's breakpoint raises: x86-64's int3 SI_KERNEL, RISC-V's ebreak TRAP_BRKPT.
-#if defined(__riscv)
+// si_code of the SIGTRAP the ISA's breakpoint raises: x86-64's int3 SI_KERNEL, RISC-V's ebreak and
+// Thumb's udf #1 (the kernel's ptrace breakpoint) TRAP_BRKPT.
+#if defined(__riscv) || defined(__arm__)
 inline constexpr int trap_code = 1;
 #else
 inline constexpr int trap_code = si_kernel;
@@ -134,30 +168,33 @@ inline constexpr int membarrier_query = 0, membarrier_private_expedited_sync_cor
 // sigaction flags (the same values on these ISAs).
 inline constexpr u64 sa_siginfo = 4, sa_restorer = 0x04000000, sa_onstack = 0x08000000, sa_restart = 0x10000000,
                      sa_nodefer = 0x40000000, sa_resethand = 0x80000000;
-// x86-64 requires a restorer (shim/entry_x86_64.S's rt_sigreturn); AArch64, PPC64 and RISC-V return
-// through the vDSO's (or qemu-user's) trampoline when none is given.
+// x86-64 requires a restorer (shim/entry_x86_64.S's rt_sigreturn); AArch64, PPC64, RISC-V and ARM
+// return through the vDSO's or the kernel's sigreturn page (or qemu-user's) when none is given.
 #if defined(__x86_64__)
 inline constexpr u64 restorer_flag = sa_restorer;
 #else
 inline constexpr u64 restorer_flag = 0;
 #endif
 
-// The kernel's struct sigaction on these ISAs (not glibc's).
+// The kernel's struct sigaction on these ISAs (not glibc's): its sigset_t is an array of longs, so
+// 4-byte aligned on ARM32.
+using KernelSigset = u64 __attribute__((aligned(alignof(long))));
 struct KernelSigaction {
   void* handler;  // 0 = SIG_DFL, 1 = SIG_IGN
-  u64 flags;
+  unsigned long flags;
   void (*restorer)();
-  u64 mask;
+  KernelSigset mask;
 };
+static_assert(sizeof(KernelSigaction) == 3 * sizeof(long) + 8);
 
 // Executes the ISA's instruction-stream serialization on this core: what a sync must make every
-// thread run before it executes new code (x86 cpuid, SDM 8.1.3; AArch64 isb; PPC isync; RISC-V fence.i,
-// which also makes this hart's own stores visible to its instruction fetch).
+// thread run before it executes new code (x86 cpuid, SDM 8.1.3; AArch64 and ARMv7 isb; PPC isync; RISC-V
+// fence.i, which also makes this hart's own stores visible to its instruction fetch).
 inline void serialize_core() {
 #if defined(__x86_64__)
   u32 a = 0, b, c = 0, d;
   asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) || defined(__arm__)
   asm volatile("isb" : : : "memory");
 #elif defined(__riscv)
   asm volatile("fence.i" : : : "memory");
@@ -170,10 +207,14 @@ inline void serialize_core() {
 // makes the new instruction visible to instruction fetch on this core and, once every other core has
 // serialized, on all of them. x86 keeps instruction fetch coherent itself. AArch64: dc cvau; dsb ish;
 // ic ivau; dsb ish; isb (ARM ARM B2.4.4). PPC: dcbst; sync; icbi; sync; isync (Power ISA Book II 1.9).
-// RISC-V has no per-line maintenance in user mode: the sync's fence.i on every hart does it.
-// An aligned 4-byte word lies in one cache line, so one line is cleaned and invalidated.
-inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] const void* at) {
-#if defined(__aarch64__)
+// RISC-V has no per-line maintenance in user mode: the sync's fence.i on every hart does it. ARMv7
+// has none either: the kernel's cacheflush call does it for every core (`written` is `at` there:
+// PREPATCH_WX=strict is x86-64's). An aligned 4-byte word lies in one cache line, so one line is
+// cleaned and invalidated.
+inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] const void* at, [[maybe_unused]] unsigned len = 4) {
+#if defined(__arm__)
+  call(nr_cacheflush, reinterpret_cast<long>(at), reinterpret_cast<long>(at) + static_cast<long>(len), 0);
+#elif defined(__aarch64__)
   asm volatile("dc cvau, %0\n\tdsb ish\n\tic ivau, %1\n\tdsb ish\n\tisb" : : "r"(written), "r"(at) : "memory");
 #elif defined(__powerpc64__)
   asm volatile("dcbst 0, %0\n\tsync\n\ticbi 0, %1\n\tsync\n\tisync" : : "r"(written), "r"(at) : "memory");
@@ -181,7 +222,7 @@ inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] c
 }
 
 // A cycle or time-base counter for trace timestamps (x86 TSC, AArch64 CNTVCT_EL0, PPC time base,
-// RISC-V time).
+// RISC-V time, ARMv7 CNTVCT).
 inline u64 ticks() {
 #if defined(__x86_64__)
   u32 lo, hi;
@@ -195,6 +236,10 @@ inline u64 ticks() {
   u64 v;
   asm volatile("rdtime %0" : "=r"(v));
   return v;
+#elif defined(__arm__)
+  u64 v;
+  asm volatile("mrrc p15, 1, %Q0, %R0, c14" : "=r"(v));
+  return v;
 #else
   u64 v;
   asm volatile("mftb %0" : "=r"(v));
@@ -203,15 +248,17 @@ inline u64 ticks() {
 }
 
 // The thread pointer: what tells threads apart (x86 %fs:0, glibc's TCB pointing to itself; AArch64
-// TPIDR_EL0; PPC64 r13; RISC-V tp).
+// TPIDR_EL0; PPC64 r13; RISC-V tp; ARM TPIDRURO).
 inline u64 thread_pointer() {
-  u64 tp;
+  unsigned long tp;
 #if defined(__x86_64__)
   asm("mov %%fs:0, %0" : "=r"(tp));
 #elif defined(__aarch64__)
   asm("mrs %0, tpidr_el0" : "=r"(tp));
 #elif defined(__riscv)
   asm("mv %0, tp" : "=r"(tp));
+#elif defined(__arm__)
+  asm("mrc p15, 0, %0, c13, c0, 3" : "=r"(tp));
 #else
   asm("mr %0, 13" : "=r"(tp));
 #endif
@@ -222,7 +269,7 @@ inline u64 thread_pointer() {
 inline void cpu_relax() {
 #if defined(__x86_64__)
   __builtin_ia32_pause();
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) || defined(__arm__)
   asm volatile("yield" : : : "memory");
 #elif defined(__riscv)
   asm volatile(".4byte 0x0100000f" : : : "memory");  // pause (Zihintpause; a fence hint before it)
@@ -231,14 +278,15 @@ inline void cpu_relax() {
 #endif
 }
 
+// siginfo_t: its union is pointer-aligned (after 16 bytes on 64-bit ISAs, 12 on ARM32).
 struct SigInfo {
-  int signo, errno_, code, pad;
-  int pid;  // SI_USER, SI_QUEUE: the sender
+  int signo, errno_, code;
+  alignas(sizeof(long)) int pid;  // SI_USER, SI_QUEUE: the sender
   unsigned uid;
-  u64 value;  // SI_QUEUE: si_value
-  u8 rest[128 - 32];
+  unsigned long value;  // SI_QUEUE: si_value
+  u8 rest[128 - 16 - 2 * sizeof(long)];
 };
-static_assert(sizeof(SigInfo) == 128);
+static_assert(sizeof(SigInfo) == 128 && __builtin_offsetof(SigInfo, value) == 16 + sizeof(long));
 
 #if defined(__x86_64__)
 // The parts of ucontext_t the handler reads and writes: uc_mcontext's general registers.
@@ -262,10 +310,31 @@ struct UContext {
 };
 static_assert(__builtin_offsetof(UContext, gregs) == 176);
 inline constexpr int reg_pc = 0;
+#elif defined(__arm__)
+// The kernel's ARM ucontext: uc_mcontext is struct sigcontext, trap_no, error_code, oldmask, then
+// r0..r10, fp, ip, sp, lr, pc, cpsr.
+struct UContext {
+  u32 flags;
+  void* link;
+  u8 stack[12];      // stack_t
+  u32 gregs[21];     // struct sigcontext
+};
+static_assert(__builtin_offsetof(UContext, gregs) == 20);
+inline constexpr int reg_r0 = 3, reg_sp = 16, reg_lr = 17, reg_pc = 18;
 #endif
 
-// struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, or asm-generic's (AArch64, RISC-V).
-#if defined(__aarch64__) || defined(__riscv)
+// struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, asm-generic's (AArch64, RISC-V),
+// or ARM32's.
+#if defined(__arm__)
+struct Stat {
+  u32 dev, ino;
+  u16 mode, nlink, uid, gid;
+  u32 rdev, size, blksize, blocks;
+  u32 times[6];
+  u32 unused[2];
+};
+static_assert(sizeof(Stat) == 64);
+#elif defined(__aarch64__) || defined(__riscv)
 struct Stat {
   u64 dev, ino;
   u32 mode, nlink, uid, gid;
@@ -293,12 +362,12 @@ static_assert(sizeof(Stat) == 144);
 struct StackT {
   void* sp;
   int flags;  // ss_onstack, ss_disable
-  u64 size;
+  unsigned long size;
 };
 inline constexpr int ss_onstack = 1, ss_disable = 2;
 
-struct Timespec {
-  i64 sec, nsec;
+struct Timespec {  // the kernel's timespec: 32-bit on ARM32's clock_gettime, nanosleep and futex
+  long sec, nsec;
 };
 
 inline long write_all(int fd, const char* p, u64 n) {

@@ -10,6 +10,7 @@
 #endif
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,8 @@ static const char* control(const char* command) {
   si.si_code = SI_QUEUE;
   si.si_pid = getpid();
   si.si_uid = getuid();
-  si.si_value.sival_ptr = (void*)(0x50524550ul << 32 | id);
+  /* shim/abi.h message_value(ctl_magic, ctl_tag, id); a 32-bit process keeps the low 32 bits */
+  si.si_value.sival_ptr = (void*)(uintptr_t)(0x50524550ull << 32 | 0xc7ull << 24 | (id & 0xffffff));
   /* To this thread: the handler has answered when the call returns. */
   if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), 62, &si) != 0) {
     perror("rt_tgsigqueueinfo");

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +87,7 @@ static void* blocked_pool(void* arg) {
 }
 
 /* The shim's counts file, mapped, and the table indices of the two leaves. */
-static volatile unsigned long* counts;
+static volatile uint64_t* counts;  /* the file's counters are 64-bit everywhere (32-bit ARM too) */
 static long index_add = -1, index_mul = -1;
 
 static int find_sites(struct dl_phdr_info* info, size_t size, void* data) {
@@ -120,7 +121,7 @@ static void map_counts(void) {
   }
   void* m = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
   if (m == MAP_FAILED) exit(2);
-  counts = (volatile unsigned long*)((char*)m + 64);
+  counts = (volatile uint64_t*)((char*)m + 64);
   dl_iterate_phdr(find_sites, NULL);
   if (index_add < 0 || index_mul < 0) {
     fprintf(stderr, "the leaves have no sites in the table\n");
@@ -136,7 +137,7 @@ static void pause_workers(void) {
 
 static void resume_workers(void) { atomic_store(&pause_req, 0); }
 
-static unsigned long leaf_counts(void) { return counts[index_add] + counts[index_mul]; }
+static unsigned long leaf_counts(void) { return (unsigned long)(counts[index_add] + counts[index_mul]); }
 
 static unsigned long worker_total(void) {
   unsigned long s = 0;

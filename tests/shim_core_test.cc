@@ -99,6 +99,20 @@ TEST(ShimCore, Globs) {
   EXPECT_FALSE(shim::glob_list(nullptr).matches("x"));
 }
 
+// The control channel's signal value: the id and a tag byte in the low 32 bits, which is all a 32-bit
+// (ARM32) process receives, and the magic above them for the 64-bit shims.
+TEST(ShimCore, MessagesCarryTheirIdAndTagInTheLow32Bits) {
+  using namespace shim;
+  const u64 v = message_value(ctl_magic, ctl_tag, 4194303);  // the largest pid (PID_MAX_LIMIT - 1)
+  EXPECT_EQ(message_id(v, ctl_magic, ctl_tag), 4194303);
+  EXPECT_EQ(message_id(v, sync_magic, sync_tag), -1);
+  EXPECT_EQ(message_id(v & 0xffffffff, ctl_magic, ctl_tag), -1);  // a 64-bit shim wants the magic too
+  EXPECT_EQ(static_cast<u32>(v) >> 24, ctl_tag);
+  EXPECT_EQ(static_cast<u32>(v) & message_id_mask, 4194303u);
+  EXPECT_EQ(message_id(message_value(sync_magic, sync_tag, 0x1234567), sync_magic, sync_tag), 0x234567);  // rounds modulo 2^24
+  EXPECT_EQ(message_id(0x50524550ul << 32 | 7, ctl_magic, ctl_tag), -1);  // the old encoding, without the tag
+}
+
 TEST(ShimCore, CommandGrammar) {
   auto p = [](const std::string& s) { return shim::parse_command(s.data(), s.size()); };
   EXPECT_EQ(p("status\n").verb, shim::Command::status);

@@ -1,0 +1,127 @@
+// The shim's assembly on ARM32 (Thumb-2, EABI hard-float): the blob header, the start routine e_entry
+// points at, the count tracer's trampoline, the thread start routine and the breakpoint self-test, all
+// Thumb code. Offsets in the header are from __shim_base (the header itself); see shim/abi.h,
+// BlobHeader (a Thumb function's offset has bit 0 set, its interworking address). Sites
+// (arch/thumb2.h):
+//   mcount: gcc -pg, `push {lr}; bl __gnu_mcount_nc` at the entry: lr = the site's end (Thumb bit set),
+//           [sp] = the function's own return address, which the callee pops (glibc's
+//           __gnu_mcount_nc does); every argument register is live. No patchable kind here yet.
+// The C side is built with -mgeneral-regs-only, so no VFP register (hard-float arguments) needs saving;
+// it may clobber ip, as __gnu_mcount_nc does. Addresses are PC-relative: a literal holding
+// `symbol - (the add's address + 4)`, added to pc.
+
+        .syntax unified
+        .thumb
+#include "shim/header.inc"
+        SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_mcount
+        .syntax unified
+        .thumb
+
+// Loads the run-time address of `sym` into `reg`.
+        .macro ADDR reg, sym
+        ldr \reg, 8f
+9:      add \reg, pc
+        b 7f
+        .p2align 2
+8:      .long \sym - (9b + 4)
+7:
+        .endm
+
+// e_entry. The kernel (or ld.so) left: sp -> argc, argv..., envp..., auxv; r0 = a function for atexit
+// (ld.so's _dl_fini) or 0. The registers are saved, the shim's data page is made writable, the shim
+// sets up, and they are restored before the jump to the program's own entry (ip carries the target).
+        .globl prepatch_start
+        .type prepatch_start, %function
+        .thumb_func
+prepatch_start:
+        push {r0-r5, r7, lr}                            // 8 words: sp stays 8-byte aligned
+        add r4, sp, #32                                 // the kernel's stack pointer
+        ADDR r0, __shim_data                            // mprotect(data, size, PROT_READ|PROT_WRITE)
+        ADDR r1, __shim_mem_end
+        subs r1, r1, r0
+        movs r2, #3
+        movs r7, #125
+        svc #0
+        cmp r0, #0
+        bne 1f                                          // no writable data: start the program untraced
+        mov r0, r4
+        bl prepatch_init
+1:      ADDR r0, __shim_header                          // the entry: config.entry + load bias
+        ADDR r1, prepatch_config
+        ldr r2, [r1]                                    //   - config.blob_vaddr (its low word)
+        subs r0, r0, r2
+        ldr r2, [r1, #24]                               //   + config.entry (Thumb bit and all)
+        add ip, r0, r2
+        pop {r0-r5, r7, lr}
+        bx ip
+        .size prepatch_start, . - prepatch_start
+
+// -pg: called by the site's `bl`; pops the function's lr as __gnu_mcount_nc does and returns to the
+// site's end.
+        .globl prepatch_tramp_mcount
+        .type prepatch_tramp_mcount, %function
+        .thumb_func
+prepatch_tramp_mcount:
+        push {r0-r4, lr}
+        mov r4, sp                                      // callee-saved: the frame to return to
+        mov r0, sp
+        bic r0, r0, #7
+        mov sp, r0                                      // the C side wants an 8-byte aligned stack
+        bic r0, lr, #1                                  // the site's end
+        bl prepatch_count
+        mov sp, r4
+        pop {r0-r4, ip}                                 // ip: back into the function
+        pop {lr}                                        // the function's own return address
+        bx ip
+        .size prepatch_tramp_mcount, . - prepatch_tramp_mcount
+
+// The start routine of a thread created through prepatch_hook_pthread_create, with r0 its region (an
+// alternate signal stack, the real start routine and argument at its top): sets the stack up, then
+// jumps to the real start routine with its argument, returning to glibc's start_thread directly.
+        .globl prepatch_thread_start
+        .type prepatch_thread_start, %function
+        .thumb_func
+prepatch_thread_start:
+        push {r4, lr}
+        bl prepatch_thread_setup                        // r0: {start, arg}
+        pop {r4, lr}
+        ldr ip, [r0]
+        ldr r0, [r0, #4]
+        bx ip
+        .size prepatch_thread_start, . - prepatch_thread_start
+
+// The self-test: a 4-byte "site" after a `push {lr}`, as gcc -pg lays it out, whose first halfword is
+// the trap (arch/plan.h thumb_trap). The handler must emulate a `bl` to the mcount trampoline with lr
+// 4 bytes on; the trampoline pops the pushed lr and returns there.
+        .globl prepatch_selftest
+        .type prepatch_selftest, %function
+        .thumb_func
+prepatch_selftest:
+        push {r4, lr}
+        push {lr}
+        .globl prepatch_selftest_site
+prepatch_selftest_site:
+        udf #1
+        nop                                             // never executed: the rest of the site
+        pop {r4, pc}
+        .size prepatch_selftest, . - prepatch_selftest
+
+// The run-time ABI's unsigned 64-bit division (ARM IHI 0043): n in r0:r1, d in r2:r3; the quotient
+// in r0:r1 and the remainder in r2:r3. prepatch_udivmod64 (shim/runtime.cc) takes the remainder's
+// address as its fifth argument word, on the stack.
+        .globl __aeabi_uldivmod
+        .hidden __aeabi_uldivmod
+        .type __aeabi_uldivmod, %function
+        .thumb_func
+__aeabi_uldivmod:
+        push {r4, lr}
+        sub sp, sp, #16
+        add r4, sp, #8
+        str r4, [sp]
+        bl prepatch_udivmod64
+        ldrd r2, r3, [sp, #8]
+        add sp, sp, #16
+        pop {r4, pc}
+        .size __aeabi_uldivmod, . - __aeabi_uldivmod
+
+        .section .note.GNU-stack, "", %progbits
