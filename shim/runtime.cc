@@ -1,17 +1,19 @@
 // The shim: the runtime prepatch embeds in every prepared binary (docs/SHIM.md). Freestanding: it runs
 // as the program's entry point before libc exists, and inside signal handlers. Raw system calls
 // (shim/sys.h), no allocation beyond mmap, no locks, no exceptions, no static constructors. Built once
-// per ISA (x86-64, AArch64, PPC64le: shim/build.cmake), with that ISA's shim/entry_*.S.
+// per ISA (x86-64, AArch64, PPC64le, RISC-V64, ARM32 Thumb-2: shim/build.cmake), with that ISA's
+// shim/entry_*.S.
 //
 // What it does:
 //   start:    registers membarrier SYNC_CORE, installs its handlers (SIGTRAP and the trap self-test
-//             where the ISA's plan lays a trap: x86-64), enables the sites PREPATCH_TRACE names, then
+//             where the ISA's plan lays a trap: x86-64, RISC-V64, Thumb-2), enables the sites PREPATCH_TRACE names, then
 //             the program starts.
 //   a batch:  switches a set of sites between nop and call by running arch/plan.h's plan phase by phase
 //             (shim/core.h run_batch), with the text made writable for the batch only (or, with
 //             PREPATCH_WX=strict, through a writable mapping of the memfd the text is mapped from).
-//   SIGTRAP:  (x86-64) a thread that hits a site's int3 mid-batch is resolved by a binary search of the
-//             table and the emulation of the site's new form; other traps go to the program's own handler.
+//   SIGTRAP:  a thread that hits a site's trap mid-batch (int3, c.ebreak, udf #1; on Thumb-2 also the
+//             SIGILL of a trap replaced before the kernel read it back) is resolved by a binary search of
+//             the table and the emulation of the site's new form; other traps go to the program's own handler.
 //   control:  `prepatch ctl PID ...` leaves a request file and queues signal 62 carrying its id.
 //   threads:  each gets an alternate signal stack for the handlers (pthread_create hooked); fork waits
 //             for a running batch (glibc's fork handlers).
