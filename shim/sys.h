@@ -320,7 +320,7 @@ struct UContext {
   u32 gregs[21];     // struct sigcontext
 };
 static_assert(__builtin_offsetof(UContext, gregs) == 20);
-inline constexpr int reg_r0 = 3, reg_sp = 16, reg_lr = 17, reg_pc = 18;
+inline constexpr int reg_sp = 16, reg_lr = 17, reg_pc = 18;
 #endif
 
 // struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, asm-generic's (AArch64, RISC-V),
