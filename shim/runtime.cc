@@ -404,8 +404,11 @@ void sync_all() {
 // ---- the batch ---------------------------------------------------------------------------------
 
 // Writes a batch's bytes: in place, or through the memfd's writable mapping `alias` (PREPATCH_WX=strict).
+// Halfword stores (Thumb-2) are flushed from the caches once per phase, over the span they cover
+// (sys::flush_code; the sites are in address order), before the sync.
 struct TextMemory {
   u8* alias;
+  u64 stored_lo = ~u64{0}, stored_hi = 0;  // the halfwords stored since the last sync
   void store(u64 addr, const u8* bytes, unsigned width) {
     auto* at = reinterpret_cast<volatile u8*>(addr);
     for (unsigned k = 0; alias && k < g.text_spans; k++)
@@ -421,12 +424,17 @@ struct TextMemory {
       u16 h;
       memcpy(&h, bytes, 2);
       __atomic_store_n(reinterpret_cast<volatile u16*>(at), h, __ATOMIC_RELAXED);
-      sys::sync_icache(const_cast<u8*>(at), reinterpret_cast<void*>(addr), 2);
+      if (addr < stored_lo) stored_lo = addr;
+      if (addr + 2 > stored_hi) stored_hi = addr + 2;
       return;
     }
     for (unsigned i = 0; i < width; i++) at[i] = bytes[i];
   }
-  void sync() { sync_all(); }
+  void sync() {
+    if (stored_lo < stored_hi) sys::flush_code(stored_lo, stored_hi);
+    stored_lo = ~u64{0}, stored_hi = 0;
+    sync_all();
+  }
 };
 
 // The running batch, as run_batch sees it: the sites in g.batch, in address order, each with the bytes
@@ -556,10 +564,14 @@ class BatchLock {
 void on_sigtrap(int sig, sys::SigInfo* si, void* uc);
 void on_message(int sig, sys::SigInfo* si, void* uc);
 
-// Installs the shim's handler for SIGTRAP (which = 0), ctl_signal (1) or SIGILL (2, sigill_at_sites),
-// keeping the program's disposition to chain to.
+// The signals the shim handles, by the index its handler tables use: SIGTRAP, ctl_signal, and SIGILL
+// where sigill_at_sites.
+constexpr int handled_signal[3] = {sys::sigtrap, ctl_signal, sys::sigill};
+int handled_index(int sig) { return sig == sys::sigtrap ? 0 : sig == ctl_signal ? 1 : 2; }
+
+// Installs the shim's handler for handled_signal[which], keeping the program's disposition to chain to.
 bool install_handler(int which) {
-  const int sig = which == 0 ? sys::sigtrap : which == 1 ? ctl_signal : sys::sigill;
+  const int sig = handled_signal[which];
   void* handler = which == 1 ? reinterpret_cast<void*>(&on_message) : reinterpret_cast<void*>(&on_sigtrap);
   sys::KernelSigaction ours{handler, sys::sa_siginfo | sys::restorer_flag | sys::sa_restart | sys::sa_nodefer | sys::sa_onstack,
                             restorer(), 0};
@@ -572,10 +584,10 @@ bool install_handler(int which) {
 // Before a batch: ours must be the SIGTRAP handler, and the SIGILL one where sigill_at_sites (the
 // program may have replaced them; theirs become the ones chained to).
 void ensure_handler() {
-  for (int which : {0, 2}) {
+  for (int which : {0, 2}) {  // SIGTRAP, SIGILL
     if (which == 2 && !sigill_at_sites) continue;
     sys::KernelSigaction cur{};
-    call(sys::nr_rt_sigaction, which == 0 ? sys::sigtrap : sys::sigill, 0, reinterpret_cast<long>(&cur), 8);
+    call(sys::nr_rt_sigaction, handled_signal[which], 0, reinterpret_cast<long>(&cur), 8);
     if (cur.handler != reinterpret_cast<void*>(&on_sigtrap)) install_handler(which);
   }
 }
@@ -1546,7 +1558,7 @@ u8* selftest_trampoline() {
 // The program's own disposition: its handler, or the default action (for a trap the kernel raised,
 // SIG_IGN means the default action too: the kernel forces it).
 void chain(int sig, sys::SigInfo* si, void* uc) {
-  const sys::KernelSigaction prev = g.chained[sig == sys::sigtrap ? 0 : sig == ctl_signal ? 1 : 2];
+  const sys::KernelSigaction prev = g.chained[handled_index(sig)];
   const auto h = reinterpret_cast<u64>(prev.handler);
   if (h == 1 && si->code <= 0) return;
   if (h > 1) {

@@ -207,17 +207,23 @@ inline void serialize_core() {
 // makes the new instruction visible to instruction fetch on this core and, once every other core has
 // serialized, on all of them. x86 keeps instruction fetch coherent itself. AArch64: dc cvau; dsb ish;
 // ic ivau; dsb ish; isb (ARM ARM B2.4.4). PPC: dcbst; sync; icbi; sync; isync (Power ISA Book II 1.9).
-// RISC-V has no per-line maintenance in user mode: the sync's fence.i on every hart does it. ARMv7
-// has none either: the kernel's cacheflush call does it for every core (`written` is `at` there:
-// PREPATCH_WX=strict is x86-64's). An aligned 4-byte word lies in one cache line, so one line is
-// cleaned and invalidated.
-inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] const void* at, [[maybe_unused]] unsigned len = 4) {
-#if defined(__arm__)
-  call(nr_cacheflush, reinterpret_cast<long>(at), reinterpret_cast<long>(at) + static_cast<long>(len), 0);
-#elif defined(__aarch64__)
+// RISC-V has no per-line maintenance in user mode: the sync's fence.i on every hart does it. An
+// aligned 4-byte word lies in one cache line, so one line is cleaned and invalidated.
+inline void sync_icache([[maybe_unused]] const void* written, [[maybe_unused]] const void* at) {
+#if defined(__aarch64__)
   asm volatile("dc cvau, %0\n\tdsb ish\n\tic ivau, %1\n\tdsb ish\n\tisb" : : "r"(written), "r"(at) : "memory");
 #elif defined(__powerpc64__)
   asm volatile("dcbst 0, %0\n\tsync\n\ticbi 0, %1\n\tsync\n\tisync" : : "r"(written), "r"(at) : "memory");
+#endif
+}
+
+// After halfword stores of code within [lo, hi), before the sync. ARMv7 has no cache maintenance in
+// user mode: the kernel's cacheflush call cleans the data cache and invalidates the instruction cache
+// over the range, for every core (the code is written in place: PREPATCH_WX=strict is x86-64's).
+// RISC-V's halfword stores need nothing here: the sync's fence.i on every hart does it.
+inline void flush_code([[maybe_unused]] u64 lo, [[maybe_unused]] u64 hi) {
+#if defined(__arm__)
+  call(nr_cacheflush, static_cast<long>(lo), static_cast<long>(hi), 0);
 #endif
 }
 
