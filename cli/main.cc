@@ -186,9 +186,10 @@ int main(int argc, char** argv) {
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
       "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2 (gcc -pg).\n"
-      "Each site becomes one nop instruction of its length; a sorted __patch_sites table and the runtime\n"
-      "shim that switches sites live are appended. Run the output with PREPATCH_TRACE=GLOBS to trace from\n"
-      "the start, or switch sites while it runs with `prepatch ctl PID enable GLOBS`.\n\n"
+      "Each site becomes one nop instruction of its length (Thumb-2: `pop {lr}`); a sorted __patch_sites\n"
+      "table and the runtime shim that switches sites live are appended. Run the output with\n"
+      "PREPATCH_TRACE=GLOBS to trace from the start, or switch sites while it runs with\n"
+      "`prepatch ctl PID enable GLOBS`.\n\n"
       "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"
       "prepared); 4 bad input (not ELF, corrupt, unsupported ISA, a shared object; ctl: the shim answered\n"
       "an error); 5 I/O error (cannot read or write; ctl: the process cannot be reached).",
