@@ -67,7 +67,7 @@ u64 runtime_segment_tail(u16 machine) {
   return blob.empty() ? 0 : page - 1 + blob_header(blob).mem_size;
 }
 
-RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d) {
+RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d, const Reach& reach) {
   std::span<const u8> blob = shim_blob(elf.header().machine);
   const shim::BlobHeader h = blob_header(blob);
   RuntimeSegment r;
@@ -95,13 +95,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
   const u16 machine = elf.header().machine;
   r.entry = blob_vaddr + h.start;
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
-  for (const Site& s : d.sites) {
-    if (!s.prepared()) continue;
+  reach.for_each_end([&](const Site& s, arch::CallForm form) {
     u8 call[6];
     // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below).
     const bool via = machine == EM_RISCV && s.kind == SiteKind::mcount;
     const u64 target = via ? d.mcount_via : r.tramp[static_cast<int>(s.kind) - 1];
-    if (!arch::encode_call_form(call_form_of(elf, s), s.addr, target, call))
+    if (!arch::encode_call_form(form, s.addr, target, call))
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
                "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) + " with " +
                    (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
@@ -110,7 +109,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
                     : machine == EM_ARM   ? "a Thumb bl (+-16 MiB)"
                                           : "a rel32 call (+-2 GiB)") +
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one");
-  }
+  });
   if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, r.tramp[static_cast<int>(SiteKind::mcount) - 1]);
   return r;
 }

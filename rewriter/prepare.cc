@@ -196,15 +196,14 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   }
   Discovery d = discover(elf, runtime_segment_tail(elf.header().machine));  // refuses other ISAs first, naming e_machine
   if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
-  for (const Site& s : d.sites) {
-    if (!s.prepared()) {
-      res.skipped++;
-      auto b = peek(elf, s.addr);
-      res.messages.push_back(site_location(elf, s.addr, d.func_name(s)) + ": skipped: " + std::string(skip_reason(s.skip())) +
-                             (b.empty() ? "" : ", found " + hex_bytes(b)));
-      continue;
-    }
-    res.prepared++;
+  res.prepared = d.prepared;
+  res.skipped = d.sites.size() - d.prepared;
+  for (size_t i = 0; i < d.sites.size() && res.messages.size() < res.skipped; i++) {
+    const Site& s = d.sites[i];
+    if (s.prepared()) continue;
+    auto b = peek(elf, s.addr);
+    res.messages.push_back(site_location(elf, s.addr, d.func_name(s)) + ": skipped: " + std::string(skip_reason(s.skip())) +
+                           (b.empty() ? "" : ", found " + hex_bytes(b)));
   }
   if (res.prepared == 0) {
     res.outcome = PrepareOutcome::no_sites;
@@ -225,14 +224,26 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                      runtime_segment_tail(elf.header().machine), std::move(d.table_memory));
   elf::SegmentCursor cursor(elf);
   const u16 machine = elf.header().machine;
+  // One read of the sites: their table entries; whether their file offsets ascend as their addresses
+  // do (every linker's layout), so the writer can take the patches as a stream; and, for each kind
+  // and call form, the lowest and highest site, the ones furthest from the shim (Reach).
+  Reach reach;
+  bool ascending = true;
+  u64 last = 0;
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     auto before = s.addr >= 4 && machine == EM_X86_64 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
-    table.add({s.addr, s.name, s.kind, s.len, call_form_of(elf, s), site_flags(s.addr, s.len, before)});
+    const arch::CallForm form = call_form_of(elf, s);
+    table.add({s.addr, s.name, s.kind, s.len, form, site_flags(s.addr, s.len, before)});
+    reach.add(s, form);
+    if (auto off = cursor.offset(s.addr, 1)) {
+      ascending &= *off >= last;
+      last = *off;
+    }
   }
   // One segment after all others: the table, then the shim, which the entry point now starts.
   elf::Writer w(elf);
-  RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d);
+  RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d, reach);
   std::vector<elf::NewSection> sections = {{std::string(table_section), 0, rt.table_size, 0},
                                            {std::string(shim_section), rt.blob_offset, rt.data.size() - rt.blob_offset, SHF_EXECINSTR}};
   w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections));
@@ -242,13 +253,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   // Sites are in address order; where the file keeps that order (every linker's layout), the writer
   // takes the patches as a stream, else as a list sorted by file offset.
   SitePatches patches(elf, d.sites, rt);
-  bool ascending = !rt.redirect.len;  // the redirect (RISC-V) lies among the sites: the writer sorts
-  u64 last = 0;
-  for (const Site& s : d.sites)
-    if (auto off = cursor.offset(s.addr, 1); off && s.prepared()) {
-      ascending &= *off >= last;
-      last = *off;
-    }
+  ascending &= !rt.redirect.len;  // the redirect (RISC-V) lies among the sites: the writer sorts
   if (ascending) {
     w.write(out_path, mode, source_fd, [&](std::span<elf::Patch> out) { return patches.fill(out); });
   } else {

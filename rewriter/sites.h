@@ -74,6 +74,7 @@ struct Discovery {
   // fresh page costs a page fault (~2 us on this VM): building the table here saved ~0.8 ms for 100k
   // sites.
   std::vector<u8> table_memory;
+  size_t prepared = 0;        // sites with Skip::none
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
   u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names, 0 when none

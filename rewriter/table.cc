@@ -17,7 +17,8 @@ TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 coun
   const u64 str_off = table_header_size + count * table_entry_size;
   b_.clear();
   b_.reserve(str_off + strings.size() + spare);
-  b_.resize(str_off + strings.size());
+  b_.resize(str_off);  // the entries are written by add(); the names are copied, not zeroed first
+  b_.insert(b_.end(), strings.begin(), strings.end());
   std::memcpy(b_.data(), table_magic, 8);
   c_.put(b_, 8, 2, table_version);
   c_.put(b_, 10, 2, machine);
@@ -27,7 +28,6 @@ TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 coun
   c_.put(b_, 20, 4, flags);
   c_.put(b_, 24, 4, str_off);
   c_.put(b_, 28, 4, strings.size());
-  std::memcpy(b_.data() + str_off, strings.data(), strings.size());
 }
 
 std::vector<u8> TableBuilder::finish() {

@@ -1,6 +1,11 @@
 // The __patch_sites format: round trip, and every malformed table refused with its offset.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "rewriter/embed.h"
 #include "rewriter/table.h"
 
 namespace prepatch::test {
@@ -66,6 +71,30 @@ TEST(Table, RejectsMalformedTables) {
   b[64 + 12] = 9;
   expect_rejected(b, 64 + 12, "kind");
   expect_rejected(std::vector<u8>(good.begin(), good.begin() + 40), 40, "header");
+}
+
+// The preparer checks a call's reach from the shim only at the lowest and the highest site of each
+// kind and call form (embed.h Reach): those must be the ones it keeps, whatever order sites come in.
+TEST(Reach, KeepsTheLowestAndHighestSiteOfEachKindAndCallForm) {
+  Reach r;
+  auto site = [](u64 addr, SiteKind k) { return Site(addr, k, Source::symbols); };
+  r.add(site(0x5000, SiteKind::fentry), arch::CallForm::call_rel32);
+  r.add(site(0x1000, SiteKind::fentry), arch::CallForm::call_rel32);
+  r.add(site(0x9000, SiteKind::fentry), arch::CallForm::call_rel32);
+  r.add(site(0x3000, SiteKind::fentry), arch::CallForm::call_rel32);
+  r.add(site(0x7000, SiteKind::fentry), arch::CallForm::addr32_call_rel32);
+  r.add(site(0x2000, SiteKind::patchable), arch::CallForm::call_rel32);
+  std::vector<std::tuple<u64, SiteKind, arch::CallForm>> ends;
+  r.for_each_end([&](const Site& s, arch::CallForm f) { ends.emplace_back(s.addr, s.kind, f); });
+  std::sort(ends.begin(), ends.end());
+  using K = SiteKind;
+  using F = arch::CallForm;
+  EXPECT_EQ(ends, (std::vector<std::tuple<u64, SiteKind, arch::CallForm>>{{0x1000, K::fentry, F::call_rel32},
+                                                                        {0x2000, K::patchable, F::call_rel32},
+                                                                        {0x2000, K::patchable, F::call_rel32},
+                                                                        {0x7000, K::fentry, F::addr32_call_rel32},
+                                                                        {0x7000, K::fentry, F::addr32_call_rel32},
+                                                                        {0x9000, K::fentry, F::call_rel32}}));
 }
 
 }  // namespace
