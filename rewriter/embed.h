@@ -2,6 +2,7 @@
 // __patch_sites table, then the shim blob (code and read-only data, then its writable page), with the
 // blob's Config filled in; the entry point moves to the shim's start routine (docs/SHIM.md).
 #pragma once
+#include <stdexcept>
 #include <vector>
 
 #include "arch/forms.h"
@@ -61,10 +62,10 @@ class Reach {
 u64 runtime_segment_tail(u16 machine);
 
 // Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes, with
-// the Config for discovery `d` (its sites, the binary's own unwinder entry points), `reach` the ends of
-// its prepared sites. Throws InputError when a prepared site could not reach its trampoline with its call form (rel32:
-// +-2 GiB; AArch64 bl: +-128 MiB; PPC64 bl: +-32 MiB; RISC-V auipc+jalr: +-2 GiB), or RISC-V's
-// redirect cannot be written.
+// the Config for discovery `d` (its sites, the binary's own unwinder entry points); `reach` holds the
+// ends of its prepared sites. Throws InputError when a prepared site could not reach its trampoline
+// with its call form (rel32: +-2 GiB; AArch64 bl: +-128 MiB; PPC64 bl: +-32 MiB; RISC-V auipc+jalr:
+// +-2 GiB; Thumb bl: +-16 MiB), or RISC-V's redirect cannot be written.
 RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d, const Reach& reach);
 
 // The reason `elf` cannot carry the shim (a shared object), or empty; throws InputError, naming
