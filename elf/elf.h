@@ -158,31 +158,10 @@ class Elf {
 
 // Inline: discovery decodes every symbol and dynamic relocation of a binary, 100k and more.
 inline Symbol Elf::symbol_fields(const Section& symtab, u64 i) const {
-  Symbol s;
-  if (codec_.little && std::endian::native == std::endian::little) {  // fixed offsets, no per-field width switch
-    const u8* p = data_.data() + symtab.offset + i * (codec_.is64 ? 24 : 16);
-    std::memcpy(&s.name_offset, p, 4);
-    u8 info;
-    if (codec_.is64) {
-      info = p[4], s.other = p[5];
-      std::memcpy(&s.shndx, p + 6, 2);
-      std::memcpy(&s.value, p + 8, 8);
-      std::memcpy(&s.size, p + 16, 8);
-    } else {
-      u32 value, size;
-      std::memcpy(&value, p + 4, 4);
-      std::memcpy(&size, p + 8, 4);
-      s.value = value, s.size = size;
-      info = p[12], s.other = p[13];
-      std::memcpy(&s.shndx, p + 14, 2);
-    }
-    s.type = info & 0xf;
-    s.bind = info >> 4;
-    return s;
-  }
   const SymLayout& y = layout_for(codec_.is64).sym;
   u64 base = symtab.offset + i * y.size;
   auto f = [&](Field fl) { return get(base + fl.off, fl.width); };
+  Symbol s;
   u8 info = f(y.info);
   s.type = info & 0xf;
   s.bind = info >> 4;

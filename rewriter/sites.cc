@@ -118,8 +118,9 @@ void radix_sort(std::vector<T>& v, Key key, unsigned bits, std::span<u8> scratch
 }
 
 // Sorts by address, then with `local(x)` false before true, unless already in that order.
-template <class T, class Local>
-void sort_by_address(std::vector<T>& v, Local local, std::span<u8> scratch = {}) {
+// `scratch()` is called only when the radix sort runs, for memory it may use (see radix_sort).
+template <class T, class Local, class Scratch>
+void sort_by_address(std::vector<T>& v, Local local, Scratch scratch) {
   auto before = [&](const T& a, const T& b) { return a.addr != b.addr ? a.addr < b.addr : local(a) < local(b); };
   if (v.empty()) return;
   u64 lo = UINT64_MAX, hi = 0;
@@ -132,7 +133,12 @@ void sort_by_address(std::vector<T>& v, Local local, std::span<u8> scratch = {})
   if (sorted) return;
   const unsigned bits = std::bit_width(hi - lo) + 1;
   if (bits > 64 || v.size() >= (u64{1} << 32)) return std::stable_sort(v.begin(), v.end(), before);  // not from a linker
-  radix_sort(v, [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits, scratch);
+  radix_sort(v, [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits, scratch());
+}
+
+template <class T, class Local>
+void sort_by_address(std::vector<T>& v, Local local) {
+  sort_by_address(v, local, [] { return std::span<u8>{}; });
 }
 
 // Where mcount/__fentry__ can be called: callee addresses (direct calls) or pointer slots (GOT),
@@ -779,11 +785,11 @@ void Discoverer::finish() {
   auto& v = d_.sites;
   // The sort's scratch is the memory the table will be built in (Discovery::table_memory), sized for
   // it: header, an entry per site, the names, and what goes behind it.
-  if (!v.empty() && !std::is_sorted(v.begin(), v.end(), [](const Site& a, const Site& b) { return a.addr < b.addr; })) {
+  sort_by_address(v, [](const Site& s) { return s.local(); }, [&] {
     d_.table_memory.reserve(table_header_size + v.size() * table_entry_size + d_.strings.size() + table_tail_);
     d_.table_memory.resize(v.size() * sizeof(Site));
-  }
-  sort_by_address(v, [](const Site& s) { return s.local(); }, d_.table_memory);
+    return std::span<u8>(d_.table_memory);
+  });
   // One read: drop the later sites at one address (aliases: the global name sorted first), mark the
   // ones overlapping the site before them, count the prepared ones.
   size_t kept = 0;
