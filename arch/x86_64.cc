@@ -30,11 +30,6 @@ i64 rel32(std::span<const u8> b, size_t at) {
 
 }  // namespace
 
-std::span<const u8> canonical_nop(unsigned len) {
-  if (len == 0 || len > max_canonical_nop) return {};
-  return {canonical_nops[len - 1], len};
-}
-
 bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out) {
   return out.size() == call_form_length(f) && encode_call_form(f, site, target, out.data());
 }
@@ -44,10 +39,6 @@ std::optional<Call> match_call(std::span<const u8> b, u64 addr) {
   if (b.size() >= 6 && b[0] == 0x67 && b[1] == 0xe8) return Call{6, false, addr + 6 + rel32(b, 2)};
   if (b.size() >= 6 && b[0] == 0xff && b[1] == 0x15) return Call{6, true, addr + 6 + rel32(b, 2)};
   return std::nullopt;
-}
-
-bool is_endbr64(std::span<const u8> b) {
-  return b.size() >= 4 && std::memcmp(b.data(), X86_64::endbr64.data(), 4) == 0;
 }
 
 unsigned nop_length(std::span<const u8> b) {

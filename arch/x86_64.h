@@ -40,7 +40,11 @@ struct X86_64 {
 };
 
 // The canonical (Intel SDM recommended) nop of `len` bytes, 1..11; empty for other lengths.
-std::span<const u8> canonical_nop(unsigned len);
+// Inline: the preparer asks for one per site.
+inline std::span<const u8> canonical_nop(unsigned len) {
+  if (len == 0 || len > max_canonical_nop) return {};
+  return {canonical_nops[len - 1], len};
+}
 
 // call_form_for_length(len): the call form of a site of `len` bytes, or none when no single call
 // instruction has that length (arch/forms.h, with call_form_length and the nops).
@@ -56,7 +60,9 @@ struct Call {
 };
 std::optional<Call> match_call(std::span<const u8> b, u64 addr);
 
-bool is_endbr64(std::span<const u8> b);
+inline bool is_endbr64(std::span<const u8> b) {  // inline: asked for every function and site
+  return b.size() >= 4 && b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && b[3] == 0xfa;
+}
 
 // Length of the instruction at `b` when it is a nop of any encoding (Zydis), else 0.
 unsigned nop_length(std::span<const u8> b);

@@ -32,6 +32,17 @@ std::string hex_bytes(std::span<const u8> b) {
   return s;
 }
 
+void prefault(std::span<const u8> part) {
+#ifdef MADV_POPULATE_READ
+  if (part.empty()) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto lo = reinterpret_cast<uintptr_t>(part.data()) / page * page, hi = reinterpret_cast<uintptr_t>(part.data()) + part.size();
+  ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_READ);
+#else
+  (void)part;
+#endif
+}
+
 MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
   int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw IoError(path_ + ": cannot open for reading: " + std::strerror(errno));

@@ -29,4 +29,9 @@ class MappedFile {
   int fd_ = -1;
 };
 
+// Asks the kernel to map the pages under `part`, a stretch of a file mapping, now and in one call
+// (MADV_POPULATE_READ, Linux 5.14) rather than in a page fault per 16 pages as they are first read
+// (~2 us each on a VM). Only advice: where the kernel cannot, the pages fault in as usual.
+void prefault(std::span<const u8> part);
+
 }  // namespace prepatch

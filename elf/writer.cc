@@ -54,20 +54,21 @@ class TempFile {
       off += static_cast<u64>(n);
     }
   }
-  // Copies [off, off+len) of the input to the same offset: in the kernel (copy_file_range, as cp does)
-  // when `src_fd` is open and the kernel can, else from the mapping.
-  void copy_from(int src_fd, u64 off, u64 len, std::span<const u8> src) {
+  // Copies [from, from+len) of the input to offset `to`: in the kernel (copy_file_range, as cp does)
+  // when `src_fd` is open and the kernel can, else from the mapping `src`.
+  void copy_from(int src_fd, u64 from, u64 to, u64 len, std::span<const u8> src) {
     if (src_fd >= 0) {
-      loff_t in = static_cast<loff_t>(off), out = static_cast<loff_t>(off);
+      loff_t in = static_cast<loff_t>(from), out = static_cast<loff_t>(to);
       while (len > 0) {
         ssize_t n = ::copy_file_range(src_fd, &in, fd_, &out, len, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;  // EXDEV, ENOSYS, EINVAL...: finish from the mapping
         len -= static_cast<u64>(n);
       }
-      off = static_cast<u64>(in);
+      from = static_cast<u64>(in);
+      to = static_cast<u64>(out);
     }
-    if (len) write_at(src.subspan(off, len), off);
+    if (len) write_at(src.subspan(from, len), to);
   }
   void commit(unsigned mode) {
     if (::fchmod(fd_, mode) != 0) fail("cannot set the mode of the temporary file");
@@ -86,6 +87,20 @@ class TempFile {
   int fd_ = -1;
   bool committed_ = false;
 };
+
+// Copies a patch's n <= 15 bytes (`src` holds 15) with fixed-size moves, not a memcpy call: the
+// preparer applies one patch per site.
+void small_copy(u8* dst, const u8* src, unsigned n) {
+  if (n >= 8) {
+    std::memcpy(dst, src, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + n - 4, src + n - 4, 4);
+  } else {
+    for (unsigned i = 0; i < n; i++) dst[i] = src[i];
+  }
+}
 
 // Copies the part of `src` (placed at file offset `src_off`) that falls in the chunk at `chunk_off`.
 void overlay(std::span<u8> chunk, u64 chunk_off, std::span<const u8> src, u64 src_off) {
@@ -139,18 +154,21 @@ u64 Writer::next_vaddr() const {
   u64 end = 0;
   for (const Segment& s : in_.segments())
     if (s.type == PT_LOAD) end = std::max(end, s.vaddr + s.memsz);
-  for (const NewSegment& n : segs_) end = std::max(end, n.vaddr + n.data.size());
+  for (const NewSegment& n : segs_) end = std::max(end, n.vaddr + n.size());
   return align_up(end, max_load_align());
 }
 
-u64 Writer::add_segment(std::string section_name, u32 flags, std::vector<u8> data, std::vector<NewSection> sections) {
+u64 Writer::add_segment(std::string section_name, u32 flags, Bytes data, std::vector<NewSection> sections,
+                        std::vector<Insert> inserts) {
   auto slots = spare_phdr_slots();
   if (slots.empty())
     in_.fail(in_.header().phoff, "expected a PT_NOTE program header to turn into the PT_LOAD that maps the site table and the shim; found none spare");
-  if (sections.empty()) sections.push_back({std::move(section_name), 0, data.size(), 0});
-  for (const NewSection& n : sections)
-    if (n.offset > data.size() || n.size > data.size() - n.offset) in_.fail(0, "internal: a new section outside its segment");
-  NewSegment s{std::move(sections), flags, std::move(data), next_vaddr(), 0, slots.front()};
+  for (size_t i = 0; i < inserts.size(); i++)
+    if (inserts[i].at > data.size() || (i > 0 && inserts[i].at < inserts[i - 1].at)) in_.fail(0, "internal: inserts out of order or past the segment's data");
+  NewSegment s{std::move(sections), flags, std::move(data), std::move(inserts), next_vaddr(), 0, slots.front()};
+  if (s.sections.empty()) s.sections.push_back({std::move(section_name), 0, s.size(), 0});
+  for (const NewSection& n : s.sections)
+    if (n.offset > s.size() || n.size > s.size() - n.offset) in_.fail(0, "internal: a new section outside its segment");
   segs_.push_back(std::move(s));
   return segs_.back().vaddr;
 }
@@ -166,7 +184,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
     u64 off = align_up(size, 16);
     off += ((s.vaddr % align) - (off % align) + align) % align;
     s.offset = off;
-    size = off + s.data.size();
+    size = off + s.size();
   }
   u64 shstr_off = 0, shoff = 0;
   if (h.shnum > 0 && !segs_.empty()) {
@@ -232,11 +250,11 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
     const u64 hi = lo + c.size();
     if (!touched(lo, hi)) {
       if (hi < in_size) continue;  // extend the clean run
-      tmp.copy_from(source_fd, clean_from, in_size - clean_from, in_.bytes());
+      tmp.copy_from(source_fd, clean_from, clean_from, in_size - clean_from, in_.bytes());
       clean_from = in_size;
       break;
     }
-    if (clean_from < lo) tmp.copy_from(source_fd, clean_from, lo - clean_from, in_.bytes());
+    if (clean_from < lo) tmp.copy_from(source_fd, clean_from, clean_from, lo - clean_from, in_.bytes());
     clean_from = hi;
     std::memcpy(c.data(), in_.bytes().data() + lo, c.size());
     overlay(c, lo, phdrs, h.phoff);
@@ -244,12 +262,30 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
     if (carry) overlay(c, lo, {carry->bytes, carry->len}, carry->offset);
     carry.reset();
     for (; head && head->offset < hi; pull()) {
+      if (head->offset >= lo && head->offset + head->len <= hi) {
+        small_copy(c.data() + (head->offset - lo), head->bytes, head->len);
+        continue;
+      }
       overlay(c, lo, {head->bytes, head->len}, head->offset);
       if (head->offset + head->len > hi) carry = *head;
     }
     tmp.write_at(c, lo);
   }
-  for (const NewSegment& s : segs_) tmp.write_at(s.data, s.offset);
+  for (const NewSegment& s : segs_) {  // its data, with the inserts put in
+    u64 from = 0, to = s.offset;
+    for (const Insert& i : s.inserts) {
+      tmp.write_at(std::span<const u8>(s.data).subspan(from, i.at - from), to);
+      to += i.at - from;
+      from = i.at;
+      const u8* in = in_.bytes().data();
+      if (i.bytes.data() >= in && i.bytes.data() + i.bytes.size() <= in + in_size)
+        tmp.copy_from(source_fd, static_cast<u64>(i.bytes.data() - in), to, i.bytes.size(), in_.bytes());
+      else
+        tmp.write_at(i.bytes, to);
+      to += i.bytes.size();
+    }
+    tmp.write_at(std::span<const u8>(s.data).subspan(from), to);
+  }
   if (!tail.empty()) tmp.write_at(tail, shstr_off);
   tmp.commit(mode);
 }
@@ -266,8 +302,8 @@ void Writer::emit_phdrs(std::span<u8> out) const {
     put(p.offset, s.offset);
     put(p.vaddr, s.vaddr);
     put(p.paddr, s.vaddr);
-    put(p.filesz, s.data.size());
-    put(p.memsz, s.data.size());
+    put(p.filesz, s.size());
+    put(p.memsz, s.size());
     put(p.align, max_load_align());
   }
   // Keep PT_LOAD records in ascending p_vaddr order, in the slots PT_LOAD records occupy.

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "elf/bulk.h"
 #include "elf/elf.h"
 
 namespace prepatch::elf {
@@ -32,13 +33,26 @@ struct NewSection {
   u32 flags = 0;             // SHF_* beyond SHF_ALLOC
 };
 
+// Bytes that go into an appended segment at offset `at` of its data, which moves what follows.
+// Bytes that are part of the input's mapping are copied from the input file by the kernel.
+struct Insert {
+  u64 at = 0;
+  std::span<const u8> bytes;  // must stay valid until Writer::write returns
+};
+
 struct NewSegment {
   std::vector<NewSection> sections;
   u32 flags = PF_R;  // PF_R/PF_W/PF_X
-  std::vector<u8> data;
+  Bytes data;
+  std::vector<Insert> inserts;  // by ascending `at`
   u64 vaddr = 0;      // assigned by Writer::add_segment
   u64 offset = 0;     // assigned by Writer::layout
   u32 phdr_slot = 0;  // index of the PT_NOTE it replaces
+  u64 size() const {
+    u64 n = data.size();
+    for (const Insert& i : inserts) n += i.bytes.size();
+    return n;
+  }
 };
 
 // A few bytes to write over the copy of the input, at a file offset.
@@ -58,10 +72,12 @@ class Writer {
  public:
   explicit Writer(const Elf& in) : in_(in) {}
 
-  // Appends a loadable segment holding `data`, described by `sections` (one covering it all when
-  // empty); returns its virtual address, the one next_segment_vaddr() announced. Throws InputError
-  // when the input has no spare program header slot left.
-  u64 add_segment(std::string section_name, u32 flags, std::vector<u8> data, std::vector<NewSection> sections = {});
+  // Appends a loadable segment holding `data` with `inserts` put in, described by `sections` (offsets
+  // in the whole segment; one covering it all when empty); returns its virtual address, the one
+  // next_segment_vaddr() announced. Throws InputError when the input has no spare program header slot
+  // left.
+  u64 add_segment(std::string section_name, u32 flags, Bytes data, std::vector<NewSection> sections = {},
+                  std::vector<Insert> inserts = {});
   // The virtual address the next add_segment() will use: above every segment, page-aligned.
   u64 next_segment_vaddr() const { return next_vaddr(); }
   // Points e_entry at `vaddr`.

@@ -67,15 +67,20 @@ u64 runtime_segment_tail(u16 machine) {
   return blob.empty() ? 0 : page - 1 + blob_header(blob).mem_size;
 }
 
-RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d, const Reach& reach) {
+RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, const Discovery& d, const Reach& reach) {
   std::span<const u8> blob = shim_blob(elf.header().machine);
   const shim::BlobHeader h = blob_header(blob);
   RuntimeSegment r;
-  r.table_size = table.size();
-  r.blob_offset = align_up(table.size(), page);
+  r.names_at = table.size();
+  r.names = std::span<const u8>(reinterpret_cast<const u8*>(d.strings.data()), d.strings.size());
+  r.table_size = table.size() + r.names.size();
+  r.blob_offset = align_up(r.table_size, page);
+  const u64 blob_at = r.blob_offset - r.names.size();  // in data, which lacks the names
   r.data = std::move(table);
-  r.data.resize(r.blob_offset + h.mem_size);
-  std::memcpy(r.data.data() + r.blob_offset, blob.data(), blob.size());
+  r.data.resize(blob_at + h.mem_size);  // Bytes: not zeroed, so the padding and the .bss are, below
+  std::memset(r.data.data() + r.names_at, 0, blob_at - r.names_at);
+  std::memcpy(r.data.data() + blob_at, blob.data(), blob.size());
+  std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
   const u64 flags = d.has_symtab && !d.defines_fork ? shim::config_forkless : 0;
   shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, flags, {}, {}, 0, d.mcount_via};
@@ -89,7 +94,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 v
     config.unwinder[k] = f;
     config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, 5 + arch::X86_64::max_insn), 5));
   }
-  std::memcpy(r.data.data() + r.blob_offset + h.config, &config, sizeof config);
+  std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
   // ARM32: the header's offsets of Thumb code have bit 0 set, which e_entry keeps (the kernel starts
   // the program in Thumb state) and a `bl` target drops.
   const u16 machine = elf.header().machine;

@@ -13,8 +13,12 @@
 namespace prepatch {
 
 struct RuntimeSegment {
-  std::vector<u8> data;  // the segment's bytes: table, padding, blob image, zeroed .bss
-  u64 table_size = 0;    // the table is data[0, table_size)
+  // The segment's bytes but the names: table header and entries, padding, blob image, zeroed .bss.
+  // The table's string table (`names`, Discovery::strings) goes in at data offset `names_at`.
+  Bytes data;
+  u64 names_at = 0;
+  std::span<const u8> names;
+  u64 table_size = 0;    // the table is the segment's first table_size bytes, names included
   u64 blob_offset = 0;   // the blob starts here (page-aligned)
   u64 entry = 0;         // the new e_entry: the shim's start routine
   u64 tramp[3] = {};     // link-time addresses of the trampolines, by SiteKind - 1
@@ -61,12 +65,12 @@ class Reach {
 // a table whose vector has this much spare capacity is not copied.
 u64 runtime_segment_tail(u16 machine);
 
-// Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's bytes, with
-// the Config for discovery `d` (its sites, the binary's own unwinder entry points); `reach` holds the
-// ends of its prepared sites. Throws InputError when a prepared site could not reach its trampoline
+// Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's header and
+// entries (`table`, TableBuilder::finish) and d.strings, with the Config for discovery `d` (its sites,
+// the binary's own unwinder entry points); `reach` holds the ends of its prepared sites. Throws InputError when a prepared site could not reach its trampoline
 // with its call form (rel32: +-2 GiB; AArch64 bl: +-128 MiB; PPC64 bl: +-32 MiB; RISC-V auipc+jalr:
 // +-2 GiB; Thumb bl: +-16 MiB), or RISC-V's redirect cannot be written.
-RuntimeSegment runtime_segment(const elf::Elf& elf, std::vector<u8> table, u64 vaddr, const Discovery& d, const Reach& reach);
+RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, const Discovery& d, const Reach& reach);
 
 // The reason `elf` cannot carry the shim (a shared object), or empty; throws InputError, naming
 // e_machine, when this build has no shim for its ISA.

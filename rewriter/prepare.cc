@@ -56,7 +56,7 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 // site's nop. Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
-  SitePatches(const elf::Elf& elf, const std::vector<Site>& sites, const RuntimeSegment& rt)
+  SitePatches(const elf::Elf& elf, std::span<const Site> sites, const RuntimeSegment& rt)
       : elf_(elf), cursor_(elf), sites_(sites), rt_(rt), machine_(elf.header().machine),
         words_(arch::word_machine(machine_) || machine_ == EM_RISCV || machine_ == EM_ARM) {}
   size_t fill(std::span<elf::Patch> out) {
@@ -66,19 +66,21 @@ class SitePatches {
   }
 
  private:
+  // Fills p: its bytes are copied in fixed sizes (4 for a word, the canonical nops' row of 11 for a
+  // nop), not with a memcpy call of the length: 100k sites.
   bool next(elf::Patch& p) {
     u64 vaddr;
-    std::span<const u8> bytes;
-    u8 word[4];
+    unsigned len;
     if (queued_ < queue_len_) {
       vaddr = queue_[queued_].vaddr;
-      for (unsigned i = 0; i < 4; i++) word[i] = static_cast<u8>(queue_[queued_].word >> (8 * i));
-      bytes = std::span<const u8>(word, 4);
+      len = 4;
+      for (unsigned i = 0; i < 4; i++) p.bytes[i] = static_cast<u8>(queue_[queued_].word >> (8 * i));
       queued_++;
     } else if (pad_at_ < pad_end_) {
       vaddr = pad_at_;
-      bytes = arch::canonical_nop(static_cast<unsigned>(std::min<u64>(pad_end_ - pad_at_, 11)));
-      pad_at_ += bytes.size();
+      len = static_cast<unsigned>(std::min<u64>(pad_end_ - pad_at_, arch::max_canonical_nop));
+      std::memcpy(p.bytes, arch::canonical_nops[len - 1], arch::max_canonical_nop);
+      pad_at_ += len;
     } else {
       while (i_ < sites_.size() && !sites_[i_].prepared()) i_++;
       if (i_ == sites_.size()) return false;
@@ -92,15 +94,16 @@ class SitePatches {
         return next(p);
       }
       vaddr = s.addr;
-      bytes = arch::canonical_nop(s.len);
+      len = s.len;
+      if (len == 0 || len > arch::max_canonical_nop) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " has no canonical nop");
+      std::memcpy(p.bytes, arch::canonical_nops[len - 1], arch::max_canonical_nop);
       pad_at_ = s.addr + s.len;
       pad_end_ = pad_at_ + s.pad_rest;
     }
-    auto off = cursor_.offset(vaddr, bytes.size());
-    if (!off || bytes.empty()) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " is not file-backed or has no canonical nop");
+    auto off = cursor_.offset(vaddr, len);
+    if (!off) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " is not file-backed");
     p.offset = *off;
-    p.len = static_cast<u8>(bytes.size());
-    std::memcpy(p.bytes, bytes.data(), bytes.size());
+    p.len = static_cast<u8>(len);
     return true;
   }
 
@@ -113,7 +116,7 @@ class SitePatches {
 
   const elf::Elf& elf_;
   elf::SegmentCursor cursor_;
-  const std::vector<Site>& sites_;
+  std::span<const Site> sites_;
   const RuntimeSegment& rt_;
   const u16 machine_;
   const bool words_;  // AArch64, PPC64le, RISC-V, Thumb-2: 32-bit instructions (Thumb-2's off form: pop {lr})
@@ -194,7 +197,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            std::to_string(t->table.entries.size()) + " sites); nothing written");
     return res;
   }
-  Discovery d = discover(elf, runtime_segment_tail(elf.header().machine));  // refuses other ISAs first, naming e_machine
+  Discovery d = discover(elf);  // refuses other ISAs first, naming e_machine
   if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
   res.prepared = d.prepared;
   res.skipped = d.sites.size() - d.prepared;
@@ -219,9 +222,10 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     return res;
   }
 
-  // Discovery laid the names out as the table's string table (names of skipped sites included).
-  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings,
-                     runtime_segment_tail(elf.header().machine), std::move(d.table_memory));
+  // The table's string table is the symbols' own (Discovery::strings), which runtime_segment puts
+  // behind the entries.
+  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings.size(),
+                     runtime_segment_tail(elf.header().machine));
   elf::SegmentCursor cursor(elf);
   const u16 machine = elf.header().machine;
   // One read of the sites: their table entries; whether their file offsets ascend as their addresses
@@ -233,7 +237,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   for (const Site& s : d.sites) {
     if (!s.prepared()) continue;
     auto before = s.addr >= 4 && machine == EM_X86_64 ? cursor.bytes(s.addr - 4, 4) : std::span<const u8>{};
-    const arch::CallForm form = call_form_of(elf, s);
+    const arch::CallForm form = machine == EM_RISCV ? call_form_of(elf, s) : arch::call_form_for(machine, s.len);
     table.add({s.addr, s.name, s.kind, s.len, form, site_flags(s.addr, s.len, before)});
     reach.add(s, form);
     if (auto off = cursor.offset(s.addr, 1)) {
@@ -245,10 +249,9 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   elf::Writer w(elf);
   RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d, reach);
   std::vector<elf::NewSection> sections = {{std::string(table_section), 0, rt.table_size, 0},
-                                           {std::string(shim_section), rt.blob_offset, rt.data.size() - rt.blob_offset, SHF_EXECINSTR}};
-  w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections));
+                                           {std::string(shim_section), rt.blob_offset, rt.data.size() + rt.names.size() - rt.blob_offset, SHF_EXECINSTR}};
+  w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections), {{rt.names_at, rt.names}});
   w.set_entry(rt.entry);
-  std::vector<char>().swap(d.strings);  // the table holds its copy
 
   // Sites are in address order; where the file keeps that order (every linker's layout), the writer
   // takes the patches as a stream, else as a list sorted by file offset.

@@ -15,6 +15,7 @@
 #include "arch/riscv64.h"
 #include "arch/thumb2.h"
 #include "elf/layout.h"
+#include "elf/mapped_file.h"
 #include "shim/abi.h"
 
 namespace prepatch {
@@ -73,34 +74,34 @@ bool is_fork(const char* n) {
   return n[0] == 'f' && n[1] == 'o' && n[2] == 'r' && n[3] == 'k' && n[4] == 0;
 }
 
-// A function symbol, 16 bytes. Discovery sorts them only when record sections need a function
-// lookup by address; the symbol scan works in symbol table order.
+// A function symbol, 16 bytes: one per STT_FUNC symbol, sorted by address, for the scan (which reads
+// the code in address order) and for naming record sites (func_at).
+constexpr u32 local_bit = 1u << 31;  // STB_LOCAL: where a global symbol shares the address, it sorts first
+constexpr u32 arm_bit = 1u << 30;    // ARM32: an ARM-state function (no Thumb bit), which the scan skips
 struct Func {
-  u64 addr;
-  u32 size;
-  u32 name;  // offset into the symbol string table; local symbols carry local_bit until sorted
+  u64 addr;  // without the Thumb bit
+  u32 size;  // st_size, at most 4 GiB - 1
+  u32 name;  // st_name (0 where it is past 1 GiB), with local_bit and arm_bit
+  u32 name_off() const { return name & ~(local_bit | arm_bit); }
+  bool local() const { return name & local_bit; }
 };
-constexpr u32 local_bit = 1u << 31;
 
 // Stable sort of `v` by key(x) < 2^bits in O(n): an LSD radix sort of at most 12 bits per pass (the
 // counts stay in L1), the bits shared evenly between the passes, so keys under 2^24 take two passes.
 // One read counts the digits of every pass. Symbol tables are not in address order (ld writes locals
 // per file, then globals in hash order), and with 100k functions a comparison sort was the single
 // largest cost of preparing. Every pass over 100k sites costs ~0.2-0.4 ms here (1.6 MB, more than L2).
-//
-// `scratch`, when it holds v.size() elements (suitably aligned), is used instead of fresh memory.
 template <class T, class Key>
-void radix_sort(std::vector<T>& v, Key key, unsigned bits, std::span<u8> scratch = {}) {
+void radix_sort(std::span<T> v, Key key, unsigned bits) {
   static_assert(std::is_trivially_copyable_v<T>);
   const unsigned passes = std::max(1u, (bits + 11) / 12);
   const unsigned digit_bits = (bits + passes - 1) / passes;
   const size_t buckets = size_t{1} << digit_bits;
-  // Scratch space is overwritten before it is read: no need to zero it.
-  std::unique_ptr<T[]> tmp;
+  // Scratch space is overwritten before it is read: no need to zero it. Its huge pages go back to
+  // BulkAllocator's cache afterwards, for the next large array (the table).
+  Bulk<T> tmp(v.size());
   T* from = v.data();
-  T* to = reinterpret_cast<T*>(scratch.data());
-  if (scratch.size() < v.size() * sizeof(T) || reinterpret_cast<uintptr_t>(to) % alignof(T))
-    tmp.reset(static_cast<T*>(::operator new[](v.size() * sizeof(T)))), to = tmp.get();
+  T* to = tmp.data();
   std::vector<u32> counts(buckets * passes);  // 16 KiB a pass: v has fewer than 2^32 elements (sort_by_address)
   for (size_t i = 0; i < v.size(); i++) {
     const u64 k = key(from[i]);
@@ -118,9 +119,9 @@ void radix_sort(std::vector<T>& v, Key key, unsigned bits, std::span<u8> scratch
 }
 
 // Sorts by address, then with `local(x)` false before true, unless already in that order.
-// `scratch()` is called only when the radix sort runs, for memory it may use (see radix_sort).
-template <class T, class Local, class Scratch>
-void sort_by_address(std::vector<T>& v, Local local, Scratch scratch) {
+template <class V, class Local>
+void sort_by_address(V& v, Local local) {
+  using T = typename V::value_type;
   auto before = [&](const T& a, const T& b) { return a.addr != b.addr ? a.addr < b.addr : local(a) < local(b); };
   if (v.empty()) return;
   u64 lo = UINT64_MAX, hi = 0;
@@ -133,12 +134,7 @@ void sort_by_address(std::vector<T>& v, Local local, Scratch scratch) {
   if (sorted) return;
   const unsigned bits = std::bit_width(hi - lo) + 1;
   if (bits > 64 || v.size() >= (u64{1} << 32)) return std::stable_sort(v.begin(), v.end(), before);  // not from a linker
-  radix_sort(v, [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits, scratch());
-}
-
-template <class T, class Local>
-void sort_by_address(std::vector<T>& v, Local local) {
-  sort_by_address(v, local, [] { return std::span<u8>{}; });
+  radix_sort(std::span<T>(v), [lo, &local](const T& x) { return ((x.addr - lo) << 1) | u64{local(x)}; }, bits);
 }
 
 // Where mcount/__fentry__ can be called: callee addresses (direct calls) or pointer slots (GOT),
@@ -167,7 +163,7 @@ class Targets {
 
 class Discoverer {
  public:
-  Discoverer(const elf::Elf& elf, u64 table_tail) : elf_(elf), table_tail_(table_tail) {}
+  explicit Discoverer(const elf::Elf& elf) : elf_(elf) {}
   // AArch64 and PPC64le: every instruction an aligned 32-bit word, one word toggled per site.
   bool word_isa() const { return isa_ == arch::Isa::aarch64 || isa_ == arch::Isa::ppc64le; }
   bool riscv() const { return isa_ == arch::Isa::riscv64; }
@@ -178,9 +174,9 @@ class Discoverer {
 
  private:
   template <class F>
-  void for_each_code_symbol(const elf::Section& tab, F f, bool prefetch_code = false) const;
-  void find_tracer_entries();
-  void load_funcs();
+  void for_each_code_symbol(const elf::Section& tab, F f) const;
+  void read_symbols();
+  void find_tracer_slots();
   std::vector<u64> record(const elf::Section& s) const;
   void add_mcount_loc(u64 addr);
   void add_patchable(u64 addr);
@@ -188,18 +184,21 @@ class Discoverer {
   void add_patchable_riscv(u64 addr);
   bool riscv_nops(u64 from, u64 to) const;
   void scan_symbols();
-  void scan_word_function(const elf::Symbol& f, const char* name);
-  void scan_riscv_function(const elf::Symbol& f, const char* name);
-  void scan_thumb_function(const elf::Symbol& f, const char* name);
-  Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const elf::Symbol& f, const char* name);
+  void scan_x86_function(const Func& f);
+  void scan_word_function(const Func& f);
+  void scan_riscv_function(const Func& f);
+  void scan_thumb_function(const Func& f);
+  Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const Func& f);
   bool word(u64 addr, u32& w) const;
   void finish();
-  u32 add_name(const char* name);
+  // A site's name: the symbol's own name offset (Discovery::strings is its string table), or 0 where
+  // the name lies past the table's last NUL.
+  u32 name_of(u32 name_offset) const { return name_offset < d_.strings.size() ? name_offset : 0; }
   void push_record_site(Site s) {  // named after the function containing it
-    s.name = add_name(func_at(s.addr));
+    const Func* f = func_at(s.addr);
+    s.name = f ? name_of(f->name_off()) : 0;
     d_.sites.push_back(s);
   }
-  u32 add_name(const Func* f) { return f ? add_name(func_names_ + f->name) : 0; }
   const elf::Segment* segment(u64 addr, u64 len) const { return cursor_.find(addr, len); }
   bool executable(u64 addr, u64 len) const;
   std::span<const u8> code(u64 addr, u64 len) const;
@@ -209,12 +208,11 @@ class Discoverer {
   const Func* func_at_or_after(u64 addr, u64 within) const;
 
   const elf::Elf& elf_;
-  const u64 table_tail_;
   arch::Isa isa_ = arch::Isa::x86_64;
   Discovery d_;
   const elf::Section* functions_ = nullptr;  // the symbol table functions come from: .symtab, else .dynsym
-  const char* func_names_ = nullptr;         // its string table
-  std::vector<Func> funcs_;                  // only with record sections: sorted by address, one per address
+  Bulk<Func> funcs_;                         // sorted by address, the global one first at an address;
+                                             // with record sections one per address (func_at)
   Targets direct_;                           // callee address -> kind (tracer symbols and PLT stubs)
   Targets slots_;                            // pointer slot address -> kind (GOT)
   mutable elf::SegmentCursor cursor_{elf_};
@@ -237,13 +235,22 @@ Discovery Discoverer::run() {
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
-  if (functions_) func_names_ = reinterpret_cast<const char*>(elf_.section_data(elf_.symbol_strings(*functions_)).data());
-  d_.strings.push_back('\0');  // offset 0: the empty name
-  find_tracer_entries();
+  // The names' string table is the function symbols' own, up to its last NUL (every name the scan
+  // accepts ends by then), when it starts with the empty name as the ELF specification has it.
+  static constexpr char no_names[] = "";
+  d_.strings = std::span<const char>(no_names, 1);
+  if (functions_) {
+    auto b = elf_.section_data(elf_.symbol_strings(*functions_));
+    if (!b.empty() && b[0] == 0) {  // the table's strings_size is 32 bits: names past 4 GiB get none
+      const auto* last = static_cast<const u8*>(::memrchr(b.data(), 0, std::min<u64>(b.size(), UINT32_MAX)));
+      d_.strings = std::span<const char>(reinterpret_cast<const char*>(b.data()), static_cast<size_t>(last - b.data()) + 1);
+    }
+  }
   const elf::Section* mcount_loc = elf_.section("__mcount_loc");
   const elf::Section* patchable = elf_.section("__patchable_function_entries");
   d_.has_records = mcount_loc || patchable;
-  if (d_.has_records) load_funcs();
+  read_symbols();
+  find_tracer_slots();
   if (mcount_loc && isa_ == arch::Isa::x86_64)  // gcc's -mrecord-mcount is x86's
     for (u64 a : record(*mcount_loc)) add_mcount_loc(a);
   if (patchable)
@@ -258,6 +265,7 @@ Discovery Discoverer::run() {
       }
     }
   scan_symbols();
+  Bulk<Func>().swap(funcs_);  // its huge pages go to BulkAllocator's cache, for the table
   finish();
   return std::move(d_);
 }
@@ -266,23 +274,13 @@ Discovery Discoverer::run() {
 // at its NUL-terminated name. In a string table that ends with a NUL every offset inside it starts a
 // terminated string, so names need no search for their end; otherwise each one is checked (and a bad
 // one reported, naming the field).
-//
-// With `prefetch_code`, the first bytes of the function a few symbols ahead are prefetched: symbols
-// are in no address order, so each function's code is a cache miss, and overlapping the misses
-// halved the time of the scan.
 template <class F>
-void Discoverer::for_each_code_symbol(const elf::Section& tab, F f, bool prefetch_code) const {
+void Discoverer::for_each_code_symbol(const elf::Section& tab, F f) const {
   auto strings = elf_.section_data(elf_.symbol_strings(tab));
   const auto* names = reinterpret_cast<const char*>(strings.data());
   const bool terminated = !strings.empty() && strings.back() == 0;
   const u64 n = elf_.symbol_count(tab);
-  constexpr u64 ahead = 16;
   for (u64 i = 0; i < n; i++) {
-    if (prefetch_code && i + ahead < n) {
-      u64 v = elf_.symbol_fields(tab, i + ahead).value;
-      if (const elf::Segment* seg = cursor_.last(); seg && v >= seg->vaddr && v - seg->vaddr < seg->filesz)
-        __builtin_prefetch(elf_.bytes().data() + seg->offset + (v - seg->vaddr));
-    }
     elf::Symbol s = elf_.symbol_fields(tab, i);
     if (s.shndx == SHN_UNDEF || s.value == 0 || (s.type != STT_FUNC && s.type != STT_NOTYPE)) continue;
     if (!terminated || s.name_offset >= strings.size()) elf_.symbol(tab, i);  // throws
@@ -290,9 +288,16 @@ void Discoverer::for_each_code_symbol(const elf::Section& tab, F f, bool prefetc
   }
 }
 
-// mcount/__fentry__ can be reached three ways: directly (static binaries, where ld may also relax
-// `call *GOT` into `addr32 call`), through a PLT stub (non-PIE), or through a GOT slot (PIE, `ff 15`).
-void Discoverer::find_tracer_entries() {
+// The one read of the symbol tables: the function list (funcs_, sorted), the tracers a symbol
+// defines, and what the shim wants to know (the unwinder's entry points, fork). Symbol tables are in
+// no address order (ld writes the locals file by file, then the globals in hash order), so the scan
+// reads code in the sorted order instead: front to back, not a cache miss per function.
+void Discoverer::read_symbols() {
+  if (functions_) {
+    funcs_.reserve(elf_.symbol_count(*functions_));
+    prefault(elf_.section_data(*functions_));
+    prefault(elf_.section_data(elf_.symbol_strings(*functions_)));
+  }
   for (const elf::Section* tab : {elf_.symtab(), elf_.dynsym()}) {
     if (!tab) continue;
     for_each_code_symbol(*tab, [&](const elf::Symbol& s, const char* name) {
@@ -306,13 +311,27 @@ void Discoverer::find_tracer_entries() {
         if (const char* stub = std::strstr(name, ".plt_call.")) {
           if (auto k = tracer_kind(std::string_view(stub + 10))) direct_.add(s.value, *k);
         }
-      if (tab == functions_ && s.type == STT_FUNC) d_.has_symbols = true;
+      if (tab == functions_ && s.type == STT_FUNC) {
+        d_.has_symbols = true;
+        const u32 flags = (s.bind == STB_LOCAL ? local_bit : 0) | (thumb() && !(s.value & 1) ? arm_bit : 0);
+        funcs_.push_back(Func{code_addr(s.value), static_cast<u32>(std::min<u64>(s.size, UINT32_MAX)),
+                              (s.name_offset < arm_bit ? s.name_offset : 0) | flags});
+      }
       if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC) d_.unwinder[k] = s.value;
       if (is_fork(name)) d_.defines_fork = true;
     });
   }
   d_.has_symtab = elf_.symtab() != nullptr;
   direct_.seal();
+  sort_by_address(funcs_, [](const Func& f) { return f.local(); });
+  if (d_.has_records)  // func_at wants one per address: the global name
+    funcs_.erase(std::unique(funcs_.begin(), funcs_.end(), [](const Func& a, const Func& b) { return a.addr == b.addr; }), funcs_.end());
+}
+
+// mcount/__fentry__ can be reached three ways: directly (static binaries, where ld may also relax
+// `call *GOT` into `addr32 call`), through a PLT stub (non-PIE), or through a GOT slot (PIE, `ff 15`).
+// read_symbols found the first; here the GOT slots (dynamic relocations) and the PLT stubs.
+void Discoverer::find_tracer_slots() {
   // A PIE's dynamic relocations start with its R_X86_64_RELATIVE ones, DT_RELACOUNT of them (glibc's
   // loader relies on that count too). They matter only when the binary defines a tracer, so otherwise
   // they are not read: a program with a table of 100k function pointers has 100k of them.
@@ -376,29 +395,6 @@ void Discoverer::find_tracer_entries() {
         if (auto k = slots_.find(*slot)) direct_.add(s.addr + at, *k);
   }
   direct_.seal();
-}
-
-// The function list record sections need (func_at): sorted by address, one per address, the global
-// name where a local one shares its address.
-void Discoverer::load_funcs() {
-  if (!functions_) return;
-  funcs_.reserve(elf_.symbol_count(*functions_));
-  for_each_code_symbol(*functions_, [&](const elf::Symbol& s, const char*) {
-    if (s.type != STT_FUNC || (s.name_offset & local_bit)) return;  // local_bit: a 2 GiB string table, not from a linker
-    auto size = static_cast<u32>(std::min<u64>(s.size, UINT32_MAX));
-    funcs_.push_back(Func{code_addr(s.value), size, s.name_offset | (s.bind == STB_LOCAL ? local_bit : 0)});
-  });
-  sort_by_address(funcs_, [](const Func& f) { return (f.name & local_bit) != 0; });
-  funcs_.erase(std::unique(funcs_.begin(), funcs_.end(), [](const Func& a, const Func& b) { return a.addr == b.addr; }), funcs_.end());
-  for (Func& f : funcs_) f.name &= ~local_bit;
-}
-
-u32 Discoverer::add_name(const char* name) {
-  const size_t n = std::strlen(name);
-  if (n == 0 || d_.strings.size() + n + 1 > UINT32_MAX) return 0;
-  auto off = static_cast<u32>(d_.strings.size());
-  d_.strings.insert(d_.strings.end(), name, name + n + 1);
-  return off;
 }
 
 // A record section holds one pointer per site. In a PIE the linker also emits an R_X86_64_RELATIVE
@@ -633,62 +629,70 @@ void Discoverer::add_patchable(u64 addr) {
   push_record_site(s);
 }
 
-// Functions are scanned in symbol table order, which reads the symbol and string tables front to
-// back; finish() sorts the sites. An alias (two symbols at one address) yields its site twice, and
-// finish() keeps the one with the global name.
+// Functions are scanned in address order (funcs_), so their code is read front to back and their
+// sites come out sorted. Of two symbols at one address (aliases) the global one, sorted first, is
+// scanned. A function without a size (st_size 0: crtstuff's frame_dummy, hand-written assembly) is
+// scanned up to the next function, whose site it would otherwise claim.
 void Discoverer::scan_symbols() {
-  if (!functions_ || (direct_.empty() && slots_.empty())) return;  // nothing to call: no -pg code in this binary
+  if (direct_.empty() && slots_.empty()) return;  // nothing to call: no -pg code in this binary
   std::vector<u64> covered;  // sites from records, which the scan must not find again
   covered.reserve(d_.sites.size());
   for (const Site& s : d_.sites) covered.push_back(s.addr);
   std::sort(covered.begin(), covered.end());
-  d_.sites.reserve(d_.sites.size() + elf_.symbol_count(*functions_));
-  // Names are copied out of the string table, so it bounds them (a reservation, not memory touched).
-  d_.strings.reserve(d_.strings.size() + elf_.section_data(elf_.symbol_strings(*functions_)).size());
-  for_each_code_symbol(*functions_, [&](const elf::Symbol& f, const char* name) {
-    if (f.type != STT_FUNC) return;
-    const u64 start = code_addr(f.value);
-    if (!covered.empty()) {
-      u64 end = start + std::max<u64>(f.size, 1);
-      auto it = std::lower_bound(covered.begin(), covered.end(), start);
-      if (it != covered.end() && *it < end) return;  // a record already names this function's site
+  d_.sites.reserve(d_.sites.size() + funcs_.size());
+  for (const elf::Segment& s : elf_.segments())
+    if (s.type == PT_LOAD && (s.flags & PF_X)) prefault(elf_.bytes().subspan(s.offset, s.filesz));
+  for (size_t i = 0, next = 0; i < funcs_.size(); i++) {
+    if (i > 0 && funcs_[i].addr == funcs_[i - 1].addr) continue;
+    Func f = funcs_[i];
+    if (f.size == 0) {
+      while (next < funcs_.size() && funcs_[next].addr <= f.addr) next++;
+      if (next < funcs_.size()) f.size = static_cast<u32>(std::min<u64>(funcs_[next].addr - f.addr, UINT32_MAX));
     }
-    if (!executable(start, 1)) return;
-    if (thumb()) return scan_thumb_function(f, name);
-    if (word_isa()) return scan_word_function(f, name);
-    if (riscv()) return scan_riscv_function(f, name);
-    u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.value)});
-    auto fcode = code(f.value, limit);
-    std::optional<arch::ScannedCall> sc;
-    if (auto c = arch::match_call(fcode, f.value)) sc = arch::ScannedCall{f.value, *c};  // fast path: -mfentry
-    else if (arch::is_endbr64(fcode) && (c = arch::match_call(fcode.subspan(4), f.value + 4))) sc = arch::ScannedCall{f.value + 4, *c};
-    else sc = arch::scan_prologue_for_call(fcode, f.value, limit);
-    if (!sc) return;
-    auto k = classify_call(sc->call);
-    if (!k) return;  // an ordinary call early in the function: not a site
-    Site& s = d_.sites.emplace_back(sc->addr, *k, Source::symbols);
-    s.len = static_cast<u8>(sc->call.len);
-    s.set_local(f.bind == STB_LOCAL);
-    s.name = add_name(name);
-  }, /*prefetch_code=*/true);
+    if (!covered.empty()) {
+      u64 end = f.addr + std::max<u64>(f.size, 1);
+      auto it = std::lower_bound(covered.begin(), covered.end(), f.addr);
+      if (it != covered.end() && *it < end) continue;  // a record already names this function's site
+    }
+    if (!executable(f.addr, 1)) continue;
+    if (thumb()) scan_thumb_function(f);
+    else if (word_isa()) scan_word_function(f);
+    else if (riscv()) scan_riscv_function(f);
+    else scan_x86_function(f);
+  }
+}
+
+// x86-64: the call to mcount/__fentry__ at the entry (-mfentry), after an endbr64, or after the
+// frame setup (-pg): the first call of the prologue.
+void Discoverer::scan_x86_function(const Func& f) {
+  const u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.addr)});
+  auto fcode = code(f.addr, limit);
+  std::optional<arch::ScannedCall> sc;
+  if (auto c = arch::match_call(fcode, f.addr)) sc = arch::ScannedCall{f.addr, *c};  // fast path: -mfentry
+  else if (arch::is_endbr64(fcode) && (c = arch::match_call(fcode.subspan(4), f.addr + 4))) sc = arch::ScannedCall{f.addr + 4, *c};
+  else sc = arch::scan_prologue_for_call(fcode, f.addr, limit);
+  if (!sc) return;
+  auto k = classify_call(sc->call);
+  if (!k) return;  // an ordinary call early in the function: not a site
+  add_symbol_site(sc->addr, *k, sc->call.len, f);
 }
 
 // AArch64 and PPC64le gcc -pg: the first `bl` of the prologue, when it calls _mcount, is the site
 // (toggled between `bl` and nop). What hands _mcount its argument stays: AArch64's `mov x0, x30` before
 // it (the scheduler may move other instructions in between), PPC64le's `mflr r0` (and `std r0,
 // 16(r1)`) earlier in the prologue. Without it the call is not the form gcc emits, and is skipped.
-void Discoverer::scan_word_function(const elf::Symbol& f, const char* name) {
-  const u64 limit = std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(f.value)});
+void Discoverer::scan_word_function(const Func& f) {
+  const u64 limit = std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(f.addr)});
   bool context = false;  // seen: AArch64 `mov x0, x30`, PPC64le `mflr r0`
   u32 w = 0;
-  for (u64 at = f.value; at + 4 <= f.value + limit && word(at, w); at += 4) {
+  for (u64 at = f.addr; at + 4 <= f.addr + limit && word(at, w); at += 4) {
     context |= w == (isa_ == arch::Isa::aarch64 ? arch::aarch64::mov_x0_x30 : arch::ppc64le::mflr_r0);
     if (!(isa_ == arch::Isa::aarch64 ? arch::aarch64::bl_opcode(w) : arch::ppc64le::bl_opcode(w))) continue;
     const auto target = arch::bl_target(isa_, code(at, 4), at);  // Capstone
     if (!target) continue;
     auto k = direct_.find(*target);
     if (!k) return;  // the first call is an ordinary one: no -pg site
-    Site& s = add_symbol_site(at, SiteKind::mcount, 4, f, name);
+    Site& s = add_symbol_site(at, SiteKind::mcount, 4, f);
     if (!context) s.set_skip(Skip::no_context);
     // PPC64le: a call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the
     // stub saved; it becomes a nop with the call (the trampoline keeps r2 itself).
@@ -697,11 +701,11 @@ void Discoverer::scan_word_function(const elf::Symbol& f, const char* name) {
   }
 }
 
-Site& Discoverer::add_symbol_site(u64 addr, SiteKind kind, unsigned len, const elf::Symbol& f, const char* name) {
+Site& Discoverer::add_symbol_site(u64 addr, SiteKind kind, unsigned len, const Func& f) {
   Site& s = d_.sites.emplace_back(addr, kind, Source::symbols);
   s.len = static_cast<u8>(len);
-  s.set_local(f.bind == STB_LOCAL);
-  s.name = add_name(name);
+  s.set_local(f.local());
+  s.name = name_of(f.name_off());
   return s;
 }
 
@@ -711,12 +715,12 @@ Site& Discoverer::add_symbol_site(u64 addr, SiteKind kind, unsigned len, const e
 // jal or the jalr, toggled with a nop; the auipc stays (it only sets ra, which the call clobbers
 // anyway). The call keeps its target T, which the preparer turns into a jump to the shim
 // (Discovery::mcount_via), so no site needs to reach the shim itself.
-void Discoverer::scan_riscv_function(const elf::Symbol& f, const char* name) {
+void Discoverer::scan_riscv_function(const Func& f) {
   namespace rv = arch::riscv64;
-  const u64 end = f.value + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(f.value)});
+  const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(f.addr)});
   bool context = false;  // seen: mv a0, ra
   u64 auipc_at = 0, auipc_value = 0;
-  for (u64 at = f.value; at + 2 <= end;) {
+  for (u64 at = f.addr; at + 2 <= end;) {
     auto h = code(at, 2);
     if (h.size() != 2) return;
     if (rv::insn_length(static_cast<u16>(h[0] | h[1] << 8)) == 2) {
@@ -736,7 +740,7 @@ void Discoverer::scan_riscv_function(const elf::Symbol& f, const char* name) {
     if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra) auipc_at = at, auipc_value = at + static_cast<u64>(rv::u_imm(w));
     if (target) {
       if (!direct_.find(*target)) return;  // the first call is an ordinary one: no -pg site
-      Site& s = add_symbol_site(at, SiteKind::mcount, 4, f, name);
+      Site& s = add_symbol_site(at, SiteKind::mcount, 4, f);
       if (!context) s.set_skip(Skip::no_context);
       else if (d_.mcount_via && d_.mcount_via != *target) s.set_skip(Skip::not_tracer_call);  // one entry per binary
       else d_.mcount_via = *target;
@@ -751,10 +755,10 @@ void Discoverer::scan_riscv_function(const elf::Symbol& f, const char* name) {
 // boundary. The site is that call, toggled between a Thumb `bl` to the shim and `pop {lr}` (`ldr.w lr,
 // [sp], #4`: __gnu_mcount_nc pops what was pushed, so the off form must too); the push stays. ARM-state
 // functions (symbol without the Thumb bit: -marm) are not scanned.
-void Discoverer::scan_thumb_function(const elf::Symbol& f, const char* name) {
+void Discoverer::scan_thumb_function(const Func& f) {
   namespace t2 = arch::thumb2;
-  if (!(f.value & 1)) return;
-  const u64 start = code_addr(f.value);
+  if (f.name & arm_bit) return;
+  const u64 start = f.addr;
   const u64 end = start + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, code_size(start)});
   u16 before = 0;  // the instruction before, when 16-bit
   for (u64 at = start; at + 2 <= end;) {
@@ -772,7 +776,7 @@ void Discoverer::scan_thumb_function(const elf::Symbol& f, const char* name) {
     if (t2::is_bl_or_blx(first, static_cast<u16>(b[2] | b[3] << 8))) {
       const auto target = arch::bl_target(isa_, b, at);  // Capstone
       if (!target || !direct_.find(*target)) return;    // the first call is an ordinary one: no -pg site
-      Site& s = add_symbol_site(at, SiteKind::mcount, 4, f, name);
+      Site& s = add_symbol_site(at, SiteKind::mcount, 4, f);
       if (before != t2::push_lr) s.set_skip(Skip::no_context);
       return;
     }
@@ -783,13 +787,7 @@ void Discoverer::scan_thumb_function(const elf::Symbol& f, const char* name) {
 
 void Discoverer::finish() {
   auto& v = d_.sites;
-  // The sort's scratch is the memory the table will be built in (Discovery::table_memory), sized for
-  // it: header, an entry per site, the names, and what goes behind it.
-  sort_by_address(v, [](const Site& s) { return s.local(); }, [&] {
-    d_.table_memory.reserve(table_header_size + v.size() * table_entry_size + d_.strings.size() + table_tail_);
-    d_.table_memory.resize(v.size() * sizeof(Site));
-    return std::span<u8>(d_.table_memory);
-  });
+  sort_by_address(v, [](const Site& s) { return s.local(); });  // already sorted without records
   // One read: drop the later sites at one address (aliases: the global name sorted first), mark the
   // ones overlapping the site before them, count the prepared ones.
   size_t kept = 0;
@@ -840,7 +838,7 @@ std::string_view skip_reason(Skip s) {
 
 std::string_view Discovery::func_name(const Site& s) const {
   if (s.name == 0 || s.name >= strings.size()) return {};
-  return {strings.data() + s.name};  // NUL-terminated: see add_name
+  return {strings.data() + s.name};  // NUL-terminated: strings ends with a NUL
 }
 
 arch::CallForm call_form_of(const elf::Elf& elf, const Site& s) {
@@ -850,6 +848,6 @@ arch::CallForm call_form_of(const elf::Elf& elf, const Site& s) {
   return arch::riscv_call_form(s.kind, b.size() == 4 ? static_cast<u32>(elf.codec().get(b, 0, 4)) : 0);
 }
 
-Discovery discover(const elf::Elf& elf, u64 table_tail) { return Discoverer(elf, table_tail).run(); }
+Discovery discover(const elf::Elf& elf) { return Discoverer(elf).run(); }
 
 }  // namespace prepatch

@@ -12,12 +12,14 @@
 // Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
 // does not match is kept as a skipped site with the reason, so it can be reported, and is never written.
 #pragma once
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "arch/forms.h"
 #include "arch/x86_64.h"
+#include "elf/bulk.h"
 #include "elf/elf.h"
 #include "rewriter/table.h"
 
@@ -42,7 +44,7 @@ std::string_view skip_reason(Skip s);
 // 16 bytes: the preparer holds one per site, and its memory target is 64 bytes per site in all.
 struct Site {
   u64 addr = 0;
-  u32 name = 0;           // the function's name: an offset into Discovery::strings; 0 for none
+  u32 name = 0;           // the function's name: its symbol's st_name, an offset into Discovery::strings; 0 for none
   u8 len = 0;             // bytes of the one instruction the site becomes
   u8 pad_rest = 0;        // patchable pads: nop bytes after the site, made one permanent nop
   SiteKind kind = SiteKind::fentry;
@@ -64,16 +66,12 @@ struct Site {
 static_assert(sizeof(Site) == 16);
 
 struct Discovery {
-  std::vector<Site> sites;    // sorted by address
-  // The sites' function names, NUL-terminated, starting with the empty name: laid out as the
-  // __patch_sites string table, so Site::name is the table's name offset. Names of sites that were
-  // dropped as duplicates (aliases) stay in it, unreferenced.
-  std::vector<char> strings;
-  // Memory whose pages the sort already touched (it was its scratch), with capacity for the table
-  // built from these sites and `table_tail` bytes behind it; empty when the radix sort did not run
-  // (the sites came sorted, or spread too wide for it). Each fresh page costs a page fault (~2 us on
-  // this VM): building the table here saved ~0.8 ms for 100k sites.
-  std::vector<u8> table_memory;
+  Bulk<Site> sites;           // sorted by address
+  // The names: the function symbols' string table (.strtab, else .dynstr) as it is in the input, up
+  // to its last NUL, or a lone NUL when there is none. It becomes the __patch_sites string table
+  // verbatim (the writer has the kernel copy it), so Site::name is the table's name offset, and
+  // names nothing refers to (objects', files', skipped sites') come along unreferenced.
+  std::span<const char> strings;
   size_t prepared = 0;        // sites with Skip::none
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
@@ -92,7 +90,6 @@ struct Discovery {
 arch::CallForm call_form_of(const elf::Elf& elf, const Site& s);
 
 // Throws InputError for an unsupported ISA ("EM_S390 not supported yet") or malformed tables.
-// `table_tail`: bytes the caller will append to the table (see table_memory).
-Discovery discover(const elf::Elf& elf, u64 table_tail = 0);
+Discovery discover(const elf::Elf& elf);
 
 }  // namespace prepatch

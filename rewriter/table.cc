@@ -9,16 +9,13 @@ std::string_view Table::name(const TableEntry& e) const {
   return {strings.data() + e.name};
 }
 
-TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare,
-                           std::vector<u8> memory)
-    : c_(c), b_(std::move(memory)), count_(count), str_size_(strings.size()) {
-  if (strings.empty() || strings.front() != 0 || strings.back() != 0)
-    throw std::logic_error("TableBuilder: the string table must start and end with a NUL");
+TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, u64 strings_size, u64 spare)
+    : c_(c), count_(count), str_size_(strings_size) {
+  if (strings_size == 0 || strings_size > UINT32_MAX) throw std::logic_error("TableBuilder: the string table must hold 1 byte to 4 GiB");
   const u64 str_off = table_header_size + count * table_entry_size;
-  b_.clear();
-  b_.reserve(str_off + strings.size() + spare);
-  b_.resize(str_off);  // the entries are written by add(); the names are copied, not zeroed first
-  b_.insert(b_.end(), strings.begin(), strings.end());
+  b_.reserve(str_off + spare);
+  b_.resize(str_off);  // Bytes: not zeroed; the entries are written by add(), the header here
+  std::memset(b_.data(), 0, table_header_size);
   std::memcpy(b_.data(), table_magic, 8);
   c_.put(b_, 8, 2, table_version);
   c_.put(b_, 10, 2, machine);
@@ -27,26 +24,23 @@ TableBuilder::TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 coun
   c_.put(b_, 16, 4, count);
   c_.put(b_, 20, 4, flags);
   c_.put(b_, 24, 4, str_off);
-  c_.put(b_, 28, 4, strings.size());
+  c_.put(b_, 28, 4, strings_size);
 }
 
-std::vector<u8> TableBuilder::finish() {
+Bytes TableBuilder::finish() {
   if (added_ != count_) throw std::logic_error("TableBuilder: fewer entries than announced");
   return std::move(b_);
 }
 
-u8 site_flags(u64 addr, unsigned len, std::span<const u8> preceding) {
-  u8 f = 0;
-  if ((addr % 8) + len > 8) f |= site_crosses_word;
-  if ((addr % 64) + len > 64) f |= site_crosses_line;
-  if (arch::is_endbr64(preceding)) f |= site_after_endbr;
-  return f;
-}
-
 std::vector<u8> encode_table(const Table& t, const elf::Codec& c) {
-  TableBuilder b(c, t.machine, t.flags, t.entries.size(), t.strings);
+  if (t.strings.empty() || t.strings.front() != 0 || t.strings.back() != 0)
+    throw std::logic_error("encode_table: the string table must start and end with a NUL");
+  TableBuilder b(c, t.machine, t.flags, t.entries.size(), t.strings.size(), t.strings.size());
   for (const TableEntry& e : t.entries) b.add(e);
-  return b.finish();
+  Bytes head = b.finish();
+  std::vector<u8> out(head.begin(), head.end());
+  out.insert(out.end(), t.strings.begin(), t.strings.end());
+  return out;
 }
 
 Table decode_table(std::span<const u8> b, const elf::Codec& c, const std::string& file, u64 base) {

@@ -10,6 +10,7 @@
 
 #include "arch/isa.h"
 #include "arch/x86_64.h"
+#include "elf/bulk.h"
 #include "elf/elf.h"
 #include "shim/abi.h"
 
@@ -50,16 +51,16 @@ struct Table {
   std::string_view name(const TableEntry& e) const;
 };
 
-// Writes a table straight into its final bytes, one entry at a time (the preparer's path: no
-// intermediate copy of 100k entries). `strings` is the string table as stored: it starts and ends with
-// a NUL, and entries' `name` fields are offsets into it. Entries must come in address order.
+// Writes a table's header and entries straight into their final bytes, one entry at a time (the
+// preparer's path: no intermediate copy of 100k entries). The string table, `strings_size` bytes that
+// start and end with a NUL, follows the entries; the caller puts it there (the preparer has the kernel
+// copy it from the input), and entries' `name` fields are offsets into it. Entries must come in
+// address order.
 class TableBuilder {
  public:
-  // `spare`: capacity for bytes the caller appends to the finished table (the runtime segment's shim),
-  // so appending them copies nothing. `memory`: a buffer to build in (its contents are overwritten),
-  // used when its capacity suffices.
-  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, std::span<const char> strings, u64 spare = 0,
-               std::vector<u8> memory = {});
+  // `spare`: capacity for bytes the caller appends to the header and entries (the runtime segment's
+  // shim), so appending them copies nothing.
+  TableBuilder(const elf::Codec& c, u16 machine, u32 flags, u64 count, u64 strings_size, u64 spare = 0);
   // Throws std::logic_error past `count` or for a name outside `strings`. Inline: called per site.
   void add(const TableEntry& e) {
     if (added_ == count_ || e.name >= str_size_) throw std::logic_error("TableBuilder: more entries than announced, or a name outside the strings");
@@ -71,19 +72,27 @@ class TableBuilder {
     entry[14] = static_cast<u8>(e.call_form);
     entry[15] = e.flags;
   }
-  std::vector<u8> finish();  // throws std::logic_error if fewer than `count` were added
+  // The header and entries; the string table goes right behind them. Throws std::logic_error if
+  // fewer than `count` were added.
+  Bytes finish();
 
  private:
   elf::Codec c_;
-  std::vector<u8> b_;
+  Bytes b_;
   u64 count_, added_ = 0, str_size_;
 };
 
 // Flags of the site at `addr` of `len` bytes: word/line crossings; `after_endbr` from `preceding`,
 // the 4 bytes before it (empty when there are none).
-u8 site_flags(u64 addr, unsigned len, std::span<const u8> preceding);
+inline u8 site_flags(u64 addr, unsigned len, std::span<const u8> preceding) {  // inline: once per site
+  u8 f = 0;
+  if ((addr % 8) + len > 8) f |= site_crosses_word;
+  if ((addr % 64) + len > 64) f |= site_crosses_line;
+  if (arch::is_endbr64(preceding)) f |= site_after_endbr;
+  return f;
+}
 
-std::vector<u8> encode_table(const Table& t, const elf::Codec& c);
+std::vector<u8> encode_table(const Table& t, const elf::Codec& c);  // the whole table, strings included
 
 // Decodes a table from its bytes; throws InputError (naming `file_offset` + the field) when malformed:
 // bad magic/version/sizes, counts past the end, unsorted or overlapping entries, names outside the strings.

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "elf/bulk.h"
 #include "elf/elf.h"
 #include "elf/layout.h"
 #include "elf/mapped_file.h"
@@ -84,7 +85,7 @@ TEST(Elf, WriterAppendsALoadSegmentAndASection) {
   TempDir d;
   elf::Writer w(e);
   std::vector<u8> payload = {1, 2, 3, 4, 5};
-  u64 vaddr = w.add_segment("__extra", PF_R, payload);
+  u64 vaddr = w.add_segment("__extra", PF_R, Bytes(payload.begin(), payload.end()));
   EXPECT_EQ(vaddr % 0x10000, 0u);
   EXPECT_GE(vaddr, 0x100000f0u);
   const u8 patch[] = {0xaa, 0xbb};
@@ -130,6 +131,61 @@ TEST(Elf, WriterPatchesAcrossChunkBoundaries) {
   std::string out = read_file(d / "out");
   EXPECT_EQ(out.substr((1 << 20) - 3, 6), std::string("\1\2\3\4\5\6"));
   EXPECT_EQ(out.substr(0, 4), "\x7f" "ELF");
+}
+
+// Blocks of 1 MiB and more are mapped 2 MiB-aligned (so the kernel can back them with huge pages);
+// the block freed last comes back for the next allocation of its size, contents and all; smaller
+// blocks come from operator new. resize() does not zero.
+TEST(Bulk, LargeBlocksAreHugePageAlignedAndTheLastFreedIsReused) {
+  const u8* first = nullptr;
+  {
+    Bytes a(3 << 20);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % (2 << 20), 0u);
+    a[0] = 0x5a;
+    a.back() = 0xa5;
+    first = a.data();
+  }
+  Bytes b;
+  b.resize((3 << 20) + 100);  // rounds to the same 4 MiB
+  EXPECT_EQ(b.data(), first);
+  EXPECT_EQ(b[0], 0x5a) << "kept, and not zeroed by resize()";
+  EXPECT_EQ(b[(3 << 20) - 1], 0xa5);
+  Bulk<u64> c(1 << 18);  // 2 MiB: a different size, a fresh block
+  EXPECT_NE(reinterpret_cast<const u8*>(c.data()), first);
+  for (size_t i = 0; i < c.size(); i++) c[i] = i;
+  EXPECT_EQ(c[12345], 12345u);
+  Bytes small(1000, 7);
+  EXPECT_EQ(small[999], 7);
+}
+
+// Inserts go into a segment's data at their offsets. One that is part of the input's mapping is copied
+// from the input file (by the kernel, given the file); one from elsewhere is written as it is. The
+// segment and its section cover both.
+TEST(Elf, WriterPutsInsertsIntoAnAppendedSegment) {
+  auto b = tiny_elf32_be();
+  TempDir d;
+  write_file(d / "in", std::string(b.begin(), b.end()));
+  MappedFile in(d / "in");
+  elf::Elf e(in.bytes(), "in");
+  for (int fd : {in.fd(), -1}) {
+    SCOPED_TRACE(fd < 0 ? "from the mapping" : "by the kernel");
+    elf::Writer w(e);
+    const u8 other[] = {0xee, 0xef};
+    const u64 vaddr = w.add_segment("__extra", PF_R, Bytes{1, 2, 3, 4}, {},
+                                    {{1, in.bytes().subspan(0x10, 6)}, {3, std::span<const u8>(other)}});
+    w.write(d / "out", 0644, fd);
+    MappedFile f(d / "out");
+    elf::Elf out(f.bytes(), "out");
+    const elf::Section* s = out.section("__extra");
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->addr, vaddr);
+    ASSERT_EQ(s->size, 12u);
+    std::vector<u8> want = {1};
+    want.insert(want.end(), b.begin() + 0x10, b.begin() + 0x16);
+    want.insert(want.end(), {2, 3, 0xee, 0xef, 4});
+    auto got = out.bytes_at(vaddr, 12);
+    EXPECT_EQ(std::vector<u8>(got.begin(), got.end()), want);
+  }
 }
 
 TEST(Elf, WriterRefusesWhenNoSpareProgramHeader) {

@@ -181,7 +181,7 @@ TEST(Thumb2Elf, AnAppendedSegmentAndOffFormSitesRunTheSame) {
     elf::Writer w(e);
     std::vector<u8> payload(5000);
     for (size_t i = 0; i < payload.size(); i++) payload[i] = static_cast<u8>(i * 7);
-    const u64 vaddr = w.add_segment("__extra", PF_R, payload);
+    const u64 vaddr = w.add_segment("__extra", PF_R, Bytes(payload.begin(), payload.end()));
     u8 off[4];
     ASSERT_TRUE(arch::off_form(arch::em_arm, 4, off));
     for (const Site& s : found.sites) w.patch(s.addr, off);
