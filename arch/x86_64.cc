@@ -34,13 +34,6 @@ bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out) {
   return out.size() == call_form_length(f) && encode_call_form(f, site, target, out.data());
 }
 
-std::optional<Call> match_call(std::span<const u8> b, u64 addr) {
-  if (b.size() >= 5 && b[0] == 0xe8) return Call{5, false, addr + 5 + rel32(b, 1)};
-  if (b.size() >= 6 && b[0] == 0x67 && b[1] == 0xe8) return Call{6, false, addr + 6 + rel32(b, 2)};
-  if (b.size() >= 6 && b[0] == 0xff && b[1] == 0x15) return Call{6, true, addr + 6 + rel32(b, 2)};
-  return std::nullopt;
-}
-
 unsigned nop_length(std::span<const u8> b) {
   ZydisDecodedInstruction insn;
   if (!decode(b, insn) || insn.mnemonic != ZYDIS_MNEMONIC_NOP) return 0;

@@ -21,6 +21,8 @@
 #include <elf.h>
 
 #include <array>
+#include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -58,7 +60,18 @@ struct Call {
   bool indirect = false;  // ff 15: `call *slot(%rip)`
   u64 target = 0;         // direct: the callee; indirect: the address of the pointer slot
 };
-std::optional<Call> match_call(std::span<const u8> b, u64 addr);
+// Inline: the symbol scan asks at every function's start.
+inline std::optional<Call> match_call(std::span<const u8> b, u64 addr) {
+  auto rel32 = [&](size_t at) {
+    std::int32_t v;
+    std::memcpy(&v, b.data() + at, 4);  // x86-64 is little endian, like the host this tool runs on
+    return static_cast<i64>(v);
+  };
+  if (b.size() >= 5 && b[0] == 0xe8) return Call{5, false, addr + 5 + rel32(1)};
+  if (b.size() >= 6 && b[0] == 0x67 && b[1] == 0xe8) return Call{6, false, addr + 6 + rel32(2)};
+  if (b.size() >= 6 && b[0] == 0xff && b[1] == 0x15) return Call{6, true, addr + 6 + rel32(2)};
+  return std::nullopt;
+}
 
 inline bool is_endbr64(std::span<const u8> b) {  // inline: asked for every function and site
   return b.size() >= 4 && b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && b[3] == 0xfa;

@@ -147,6 +147,11 @@ class Targets {
     v_.erase(std::unique(v_.begin(), v_.end(), [](const Entry& a, const Entry& b) { return a.addr == b.addr; }), v_.end());
   }
   std::optional<SiteKind> find(u64 addr) const {
+    if (v_.size() <= 4) {  // the usual one or two: asked once per function
+      for (const Entry& e : v_)
+        if (e.addr == addr) return e.kind;
+      return std::nullopt;
+    }
     auto it = std::lower_bound(v_.begin(), v_.end(), addr, [](const Entry& e, u64 a) { return e.addr < a; });
     if (it == v_.end() || it->addr != addr) return std::nullopt;
     return it->kind;
@@ -184,7 +189,7 @@ class Discoverer {
   void add_patchable_riscv(u64 addr);
   bool riscv_nops(u64 from, u64 to) const;
   void scan_symbols();
-  void scan_x86_function(const Func& f);
+  void scan_x86_function(const Func& f, std::span<const u8> rest);
   void scan_word_function(const Func& f);
   void scan_riscv_function(const Func& f);
   void scan_thumb_function(const Func& f);
@@ -654,19 +659,21 @@ void Discoverer::scan_symbols() {
       auto it = std::lower_bound(covered.begin(), covered.end(), f.addr);
       if (it != covered.end() && *it < end) continue;  // a record already names this function's site
     }
-    if (!executable(f.addr, 1)) continue;
+    const elf::Segment* seg = segment(f.addr, 1);
+    if (!seg || !(seg->flags & PF_X)) continue;
     if (thumb()) scan_thumb_function(f);
     else if (word_isa()) scan_word_function(f);
     else if (riscv()) scan_riscv_function(f);
-    else scan_x86_function(f);
+    else scan_x86_function(f, elf_.bytes().subspan(seg->offset + (f.addr - seg->vaddr), seg->vaddr + seg->filesz - f.addr));
   }
 }
 
 // x86-64: the call to mcount/__fentry__ at the entry (-mfentry), after an endbr64, or after the
-// frame setup (-pg): the first call of the prologue.
-void Discoverer::scan_x86_function(const Func& f) {
-  const u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, code_size(f.addr)});
-  auto fcode = code(f.addr, limit);
+// frame setup (-pg): the first call of the prologue. `rest`: the file bytes from the function's
+// start to the end of its segment.
+void Discoverer::scan_x86_function(const Func& f, std::span<const u8> rest) {
+  const u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, rest.size()});
+  auto fcode = rest.first(limit);
   std::optional<arch::ScannedCall> sc;
   if (auto c = arch::match_call(fcode, f.addr)) sc = arch::ScannedCall{f.addr, *c};  // fast path: -mfentry
   else if (arch::is_endbr64(fcode) && (c = arch::match_call(fcode.subspan(4), f.addr + 4))) sc = arch::ScannedCall{f.addr + 4, *c};
