@@ -32,8 +32,17 @@ void* bulk_allocate(size_t bytes) {
   if (bytes > std::numeric_limits<size_t>::max() - 2 * huge) throw std::bad_alloc();
   const size_t size = huge_round(bytes);
   if (kept.p && kept.size == size) return std::exchange(kept.p, nullptr);
-  // Map a huge page more than needed, then give back what lies outside the aligned stretch.
-  void* m = ::mmap(nullptr, size + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  // Linux 6.7 and later place anonymous mappings of whole huge pages on a huge page boundary; where
+  // this one is not, map a huge page more than needed and give back what lies outside the aligned
+  // stretch.
+  void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) throw std::bad_alloc();
+  if (reinterpret_cast<uintptr_t>(m) % huge == 0) {
+    ::madvise(m, size, MADV_HUGEPAGE);
+    return m;
+  }
+  ::munmap(m, size);
+  m = ::mmap(nullptr, size + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) throw std::bad_alloc();
   const auto base = reinterpret_cast<uintptr_t>(m), start = (base + huge - 1) / huge * huge;
   if (start > base) ::munmap(m, start - base);
