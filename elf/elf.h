@@ -225,7 +225,6 @@ class SegmentCursor {
     if (!s) return std::nullopt;
     return s->offset + (vaddr - s->vaddr);
   }
-  const Segment* last() const { return last_; }  // the segment of the last hit, if any
   std::span<const u8> bytes(u64 vaddr, u64 len) {
     auto off = offset(vaddr, len);
     return off ? elf_.bytes().subspan(*off, len) : std::span<const u8>{};

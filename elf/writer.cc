@@ -280,9 +280,9 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
       tmp.write_at(std::span<const u8>(s.data).subspan(from, i.at - from), to);
       to += i.at - from;
       from = i.at;
-      const u8* in = in_.bytes().data();
-      if (i.bytes.data() >= in && i.bytes.data() + i.bytes.size() <= in + in_size)
-        tmp.copy_from(source_fd, static_cast<u64>(i.bytes.data() - in), to, i.bytes.size(), in_.bytes());
+      const auto in = reinterpret_cast<uintptr_t>(in_.bytes().data()), at = reinterpret_cast<uintptr_t>(i.bytes.data());
+      if (at >= in && at - in <= in_size && i.bytes.size() <= in_size - (at - in))  // part of the input's mapping
+        tmp.copy_from(source_fd, at - in, to, i.bytes.size(), in_.bytes());
       else
         tmp.write_at(i.bytes, to);
       to += i.bytes.size();
