@@ -158,19 +158,6 @@ class Elf {
 
 // Inline: discovery decodes every symbol and dynamic relocation of a binary, 100k and more.
 inline Symbol Elf::symbol_fields(const Section& symtab, u64 i) const {
-  if (codec_.is64 && codec_.little && std::endian::native == std::endian::little) {  // the common case: <elf.h>'s own struct
-    Elf64_Sym e;
-    std::memcpy(&e, data_.data() + symtab.offset + i * sizeof e, sizeof e);
-    Symbol s;
-    s.type = ELF64_ST_TYPE(e.st_info);
-    s.bind = ELF64_ST_BIND(e.st_info);
-    s.other = e.st_other;
-    s.shndx = e.st_shndx;
-    s.value = e.st_value;
-    s.size = e.st_size;
-    s.name_offset = e.st_name;
-    return s;
-  }
   const SymLayout& y = layout_for(codec_.is64).sym;
   u64 base = symtab.offset + i * y.size;
   auto f = [&](Field fl) { return get(base + fl.off, fl.width); };
