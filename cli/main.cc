@@ -175,7 +175,7 @@ int run_export(const std::string& file, const std::string& out) {
   std::ostringstream json;
   trace::export_chrome(t, json);
   const std::string s = json.str();
-  elf::write_file(out, std::span<const u8>(reinterpret_cast<const u8*>(s.data()), s.size()), 0644);
+  elf::write_file(out, std::span<const u8>(reinterpret_cast<const u8*>(s.data()), s.size()), 0600);
   return trace_problems(t);
 }
 

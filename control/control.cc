@@ -79,76 +79,205 @@ void check_target(pid_t pid) {
   if (!table) throw IoError(who + ": its executable is not prepared by prepatch (no __patch_sites table)");
   auto caught = status_mask("/proc/" + std::to_string(pid) + "/status", "SigCgt:");
   if (!caught || !(*caught & ctl_bit))
-    throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening; not sending a signal that would kill it");
+    throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening (a program run setuid, setgid or with file "
+                        "capabilities never starts it: SECURITY.md); not sending a signal that would kill it");
 }
 
-std::string channel_dir() {
-  const std::string dir = shim::ctl_dir_prefix + std::to_string(::geteuid());
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw IoError(dir + ": cannot create the control directory: " + errno_text());
+// The effective uid a process runs as (the second field of /proc/PID/status's Uid: line).
+std::optional<uid_t> process_euid(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("Uid:", 0) != 0) continue;
+    std::istringstream in(line.substr(4));
+    unsigned long real = 0, effective = 0;
+    if (in >> real >> effective) return static_cast<uid_t>(effective);
+  }
+  return std::nullopt;
+}
+
+// The namespace `kind` ("user", "mnt") a process is in, as /proc names it ("user:[4026531837]"); empty
+// when it cannot be read.
+std::string namespace_of(const std::string& proc, const char* kind) {
+  std::error_code ec;
+  auto link = std::filesystem::read_symlink(proc + "/ns/" + kind, ec);
+  return ec ? std::string() : link.string();
+}
+
+// Who may drive `pid` from here, and through which directory (SECURITY.md, "The control channel"):
+// its own user, through /tmp/prepatch-EUID; root, through the same directory of the process's user.
+// A process in another user or mount namespace (a container) sees another /tmp or other uids: it is
+// driven from inside its namespaces.
+uid_t channel_owner(pid_t pid) {
+  const std::string who = "process " + std::to_string(pid);
+  const std::string proc = "/proc/" + std::to_string(pid);
+  for (const char* kind : {"user", "mnt"}) {
+    const std::string ours = namespace_of("/proc/self", kind), theirs = namespace_of(proc, kind);
+    if (!ours.empty() && !theirs.empty() && ours != theirs)
+      throw IoError(who + ": it runs in another " + (std::string(kind) == "user" ? "user" : "mount") +
+                    " namespace (a container?), where the control channel's directory and user ids are not these; run prepatch ctl "
+                    "inside it (nsenter --target " + std::to_string(pid) + " --user --mount --preserve-credentials prepatch ctl ...)");
+  }
+  auto target = process_euid(pid);
+  if (!target) throw IoError(who + ": cannot read its user from " + proc + "/status");
+  if (*target != ::geteuid() && ::geteuid() != 0)
+    throw IoError(who + ": belongs to another user (uid " + std::to_string(*target) + "); only that user or root may drive it");
+  return *target;
+}
+
+// The channel's directory of user `owner`, opened (never through a symbolic link) and checked: a
+// directory of `owner`'s with mode 0700. Created when missing (by root for another user: then given
+// to that user).
+int channel_dir(uid_t owner) {
+  const std::string dir = shim::ctl_dir_prefix + std::to_string(owner);
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    if (owner != ::geteuid() && ::chown(dir.c_str(), owner, static_cast<gid_t>(-1)) != 0) {
+      const std::string why = errno_text();
+      ::rmdir(dir.c_str());
+      throw IoError(dir + ": cannot give the control directory to uid " + std::to_string(owner) + ": " + why);
+    }
+  } else if (errno != EEXIST) {
+    throw IoError(dir + ": cannot create the control directory: " + errno_text());
+  }
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw IoError(dir + ": cannot open the control directory (a symbolic link?): " + errno_text());
   struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) throw IoError(dir + ": " + errno_text());
-  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077))
-    throw IoError(dir + ": expected a directory of this user with mode 0700 (someone else may have created it)");
-  return dir;
+  if (::fstat(fd, &st) != 0 || !shim::channel_dir_safe(st.st_mode, st.st_uid, owner)) {
+    ::close(fd);
+    throw IoError(dir + ": expected a directory of uid " + std::to_string(owner) +
+                  " with mode 0700 (someone else may have created it); the shim would not read requests from it either");
+  }
+  return fd;
 }
 
-void write_request(const std::string& path, const std::string& command) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) throw IoError(tmp + ": " + errno_text());
+// An unpredictable name beside `name`: NAME.tmp-XXXXXXXXXXXX.
+std::string temporary_name(const std::string& name) {
+  static constexpr char chars[] = "abcdefghijklmnopqrstuvwxyz234567";
+  unsigned char r[12];
+  if (::getentropy(r, sizeof r) != 0) throw IoError("cannot draw random bytes for a temporary name: " + errno_text());
+  std::string t = name + ".tmp-";
+  for (unsigned char c : r) t += chars[c & 31];
+  return t;
+}
+
+// Writes the request `name` in directory `dir`: created under an unpredictable temporary name,
+// exclusively (nothing planted there is opened), then renamed into place. Mode 0600, or 0644 when root
+// writes it for another user, whose shim must read it (the directory is that user's, mode 0700).
+void write_request(int dir, const std::string& name, const std::string& command, bool for_other_user) {
+  std::string tmp;
+  int fd = -1;
+  for (int k = 0; k < 16 && fd < 0; k++) {
+    tmp = temporary_name(name);
+    fd = ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) throw IoError(name + ": cannot create the request: " + errno_text());
   const std::string line = command + "\n";
   bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ok &= !for_other_user || ::fchmod(fd, 0644) == 0;
   ok &= ::close(fd) == 0;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    throw IoError(path + ": cannot write the request: " + errno_text());
+  if (!ok || ::renameat(dir, tmp.c_str(), dir, name.c_str()) != 0) {
+    const std::string why = errno_text();
+    ::unlinkat(dir, tmp.c_str(), 0);
+    throw IoError(name + ": cannot write the request: " + why);
   }
 }
 
+// The reply `name` in directory `dir` once it is there: a regular file of `owner`'s, opened without
+// following a symbolic link or waiting for a FIFO, read up to max_reply bytes. nullopt while it is not
+// there yet.
+std::optional<std::string> read_reply(int dir, const std::string& name, uid_t owner) {
+  const int fd = ::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return std::nullopt;
+  if (fd < 0) throw IoError(name + ": cannot open the reply: " + errno_text());
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != owner) {
+    ::close(fd);
+    throw IoError(name + ": the reply is not a regular file of uid " + std::to_string(owner) + "; not read");
+  }
+  std::string text;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > max_reply) {
+      ::close(fd);
+      throw IoError(name + ": the reply is longer than " + std::to_string(max_reply >> 20) + " MiB; not read");
+    }
+  }
+  ::close(fd);
+  return text;
+}
+
 }  // namespace
+
+ParsedReply parse_reply(std::string_view text) {
+  ParsedReply r;
+  if (text.rfind("ok:", 0) == 0) r.kind = ReplyKind::ok;
+  else if (text.rfind("error:", 0) == 0) r.kind = ReplyKind::error;
+  else if (text.rfind("busy", 0) == 0) r.kind = ReplyKind::busy;
+  else r.kind = ReplyKind::malformed;
+  r.text.reserve(text.size() + 1);
+  for (size_t i = 0; i < text.size(); i++) {
+    const auto u = static_cast<unsigned char>(text[i]);
+    const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if (u == 0xc2 && next >= 0x80 && next <= 0x9f) {  // a C1 control in UTF-8 (CSI is c2 9b): terminals act on them too
+      r.text += "??";
+      i++;
+    } else {
+      r.text += (u < 0x20 && u != '\n' && u != '\t') || u == 0x7f ? '?' : text[i];
+    }
+  }
+  if (r.kind == ReplyKind::malformed) r.text = "the shim's reply does not start with ok:, error: or busy (" + r.text.substr(0, 200) + ")";
+  if (!r.text.empty() && r.text.back() != '\n') r.text += '\n';
+  return r;
+}
 
 ControlReply control(pid_t pid, const std::string& command, std::chrono::milliseconds timeout) {
   if (command.size() >= shim::ctl_max_request || command.find('\n') != std::string::npos)
     throw IoError("the command must be one line shorter than 4096 bytes");
   check_target(pid);
-  const u32 id = static_cast<u32>(::getpid());
-  const std::string base = channel_dir() + "/" + std::to_string(pid) + "." + std::to_string(id);
+  const uid_t owner = channel_owner(pid);
+  const int dir = channel_dir(owner);
+  const u32 id = static_cast<u32>(::getpid()) & shim::message_id_mask;
+  const std::string base = std::to_string(pid) + "." + std::to_string(id);
   const std::string req = base + ".req", reply = base + ".reply";
   struct Cleanup {
+    int dir;
     std::string a, b;
-    ~Cleanup() { ::unlink(a.c_str()), ::unlink(b.c_str()); }
-  } cleanup{req, reply};
+    ~Cleanup() { ::unlinkat(dir, a.c_str(), 0), ::unlinkat(dir, b.c_str(), 0), ::close(dir); }
+  } cleanup{dir, req, reply};
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    ::unlink(reply.c_str());
-    write_request(req, command);
+    ::unlinkat(dir, reply.c_str(), 0);
+    write_request(dir, req, command, owner != ::geteuid());
     siginfo_t si{};
     si.si_signo = shim::ctl_signal;
     si.si_code = SI_QUEUE;
     si.si_pid = ::getpid();
     si.si_uid = ::getuid();
     si.si_value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(shim::message_value(shim::ctl_magic, shim::ctl_tag, id)));
-    if (::syscall(SYS_rt_tgsigqueueinfo, pid, pick_thread(pid), shim::ctl_signal, &si) != 0)
-      throw IoError("process " + std::to_string(pid) + ": cannot signal it: " + errno_text());
-    std::string text;
-    for (;;) {
-      std::ifstream f(reply);
-      if (f) {
-        std::stringstream ss;
-        ss << f.rdbuf();
-        text = ss.str();
-        break;
+    std::optional<std::string> text;
+    // The shim drops a request that arrives while it serves another (or in a flood): signalled again
+    // every 250 ms while the request is still there, unread.
+    auto next_signal = std::chrono::steady_clock::now();
+    while (!(text = read_reply(dir, reply, owner))) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_signal && ::faccessat(dir, req.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (::syscall(SYS_rt_tgsigqueueinfo, pid, pick_thread(pid), shim::ctl_signal, &si) != 0)
+          throw IoError("process " + std::to_string(pid) + ": cannot signal it: " + errno_text());
+        next_signal = now + std::chrono::milliseconds(250);
       }
       if (::kill(pid, 0) != 0) throw IoError("process " + std::to_string(pid) + " exited before answering");
-      if (std::chrono::steady_clock::now() > deadline)
+      if (now > deadline)
         throw IoError("process " + std::to_string(pid) + " did not answer within " + std::to_string(timeout.count()) + " ms (is it stopped?)");
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    if (text.rfind("busy", 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+    ParsedReply r = parse_reply(*text);
+    if (r.kind == ReplyKind::busy && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
     }
-    return {text.rfind("ok:", 0) == 0, text};
+    if (r.kind == ReplyKind::malformed) throw IoError("process " + std::to_string(pid) + ": " + r.text.substr(0, r.text.size() - 1));
+    return {r.kind == ReplyKind::ok, r.text};
   }
 }
 

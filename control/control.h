@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "elf/elf.h"
@@ -17,9 +18,22 @@ struct ControlReply {
   std::string text;   // its whole answer
 };
 
+// The longest reply `control` reads (a status lists every enabled site: ~40 bytes each).
+inline constexpr size_t max_reply = size_t{64} << 20;
+
+enum class ReplyKind { ok, error, busy, malformed };
+struct ParsedReply {
+  ReplyKind kind = ReplyKind::malformed;
+  std::string text;  // the reply, safe to print: control characters (C0, DEL, UTF-8 C1) but newline and tab as '?', ending in a newline
+};
+// What the shim answered: its first word, and the text to show. The process is another program (or
+// another user's, when root asks), so nothing it writes reaches a terminal unfiltered.
+ParsedReply parse_reply(std::string_view text);
+
 // Sends `command` (one line: `enable GLOBS`, `disable GLOBS`, `status`) to process `pid` and waits up
 // to `timeout` for the answer; a "busy" answer (another batch runs) is retried until then. Throws
-// IoError when the process is not a prepared binary of this user, is gone, or does not answer.
+// IoError when the process is not a prepared binary of this user (or, for root, of any user), runs in
+// another user or mount namespace, is gone, does not answer, or answers something malformed.
 ControlReply control(pid_t pid, const std::string& command, std::chrono::milliseconds timeout);
 
 struct CountRow {

@@ -44,7 +44,8 @@ void prefault(std::span<const u8> part) {
 }
 
 MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
-  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO put where a file is expected is refused below (not a regular file), not waited on.
+  int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) throw IoError(path_ + ": cannot open for reading: " + std::strerror(errno));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -58,6 +59,8 @@ MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
   }
   size_ = static_cast<u64>(st.st_size);
   mode_ = st.st_mode & 07777;
+  if (st.st_uid != ::geteuid()) mode_ &= ~unsigned{S_ISUID};
+  if (st.st_gid != ::getegid()) mode_ &= ~unsigned{S_ISGID};
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {

@@ -18,7 +18,10 @@ class MappedFile {
 
   std::span<const u8> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
-  unsigned mode() const { return mode_; }  // permission bits of the file, to copy onto outputs
+  // Permission bits of the file, to copy onto outputs: the set-user-ID and set-group-ID bits only when
+  // the file's owner (group) is this process's effective user (group), who will own the output; `cp`
+  // drops them the same way (a setuid binary of one user, prepared by root, must not become root's).
+  unsigned mode() const { return mode_; }
   int fd() const { return fd_; }            // read-only descriptor, for copy_file_range
 
  private:

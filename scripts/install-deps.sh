@@ -15,7 +15,8 @@ packages=(
   nlohmann-json3-dev                  # `prepatch sites --json`
   libgtest-dev                        # tests
   liblief-dev                         # tests: an independent ELF reader to compare against
-  util-linux                          # tests: setpriv, to test permission errors as root
+  util-linux                          # tests: setpriv (permission errors, other users as root), unshare (a user namespace)
+  libcap2-bin                         # tests: setcap, a prepared program with a file capability (tests/security_test.cc)
   python3 valgrind uftrace            # bench/ (uftrace: the tracer benchmark's peer)
   dpkg-dev                            # tests: apt-get source (lua5.4, zlib: tests/real_programs.sh)
 )

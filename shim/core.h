@@ -265,6 +265,25 @@ inline Command parse_command(const char* s, size_t n) {
   return c;
 }
 
+// The control channel's rules on its files (docs/SHIM.md, SECURITY.md), on what fstat reports.
+// The directory /tmp/prepatch-EUID: a directory of the process's effective user that no one else may
+// enter or write.
+inline bool channel_dir_safe(u32 mode, u32 uid, u32 euid) { return (mode & 0170000) == 0040000 && uid == euid && !(mode & 077); }
+
+// Why a request file must not be read, or nullptr. It must be a regular file (not a FIFO or device,
+// which could block or be endless; symbolic links are refused when opening), have one name (not a hard
+// link to a file of someone else's choosing), belong to the process's effective user or to root
+// (`root_only`: to root alone), be writable by its owner only, and hold at most ctl_max_request bytes.
+inline const char* request_file_problem(u32 mode, u64 nlink, u32 uid, i64 size, u32 euid, bool root_only) {
+  if ((mode & 0170000) != 0100000) return "the request is not a regular file";
+  if (nlink != 1) return "the request file has more than one name (a hard link)";
+  if (uid != 0 && root_only) return "this process takes requests from root only (its user ids differ, or it is not dumpable)";
+  if (uid != 0 && uid != euid) return "the request file belongs to another user";
+  if (mode & 022) return "the request file is writable by group or others";
+  if (size < 0 || size > static_cast<i64>(ctl_max_request)) return "the request is longer than 4096 bytes";
+  return nullptr;
+}
+
 // Builds text into a fixed buffer; what does not fit is dropped and `truncated` set.
 class Text {
  public:

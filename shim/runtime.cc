@@ -22,6 +22,7 @@
 #include "shim/abi.h"
 #include "shim/core.h"
 #include "shim/dynlink.h"
+#include "shim/settings.h"
 #include "shim/sys.h"
 
 using namespace prepatch;
@@ -116,6 +117,9 @@ using sys::call;
 struct Stats {
   u64 batches, syncs, writes, protections, traps, refused, sync_timeouts;
   u64 block_waits, block_wait_max_ns;  // batches that waited for threads blocking signals, longest wait
+  // Control requests: answered, dropped unread (one was being served, or a burst past ctl_burst), refused
+  // for what their file is, and the longest time one took in its handler.
+  u64 requests, requests_dropped, requests_refused, request_max_ns;
 };
 
 // The shim's whole state: one object in .bss, zero at start.
@@ -148,6 +152,9 @@ struct State {
     u8 target[15];
   } * batch;
   u64* counts;      // per site call counts, in the counts file's shared mapping
+  u32 file_mode;          // PREPATCH_FILE_MODE: the trace and counts files' mode
+  int serving;            // a control request is being served
+  u32 burst;              // control requests served while more were queued, since the queue was last empty
   char counts_env[512];   // PREPATCH_COUNTS
   char counts_path[520];  // the counts file, once created
   u64 start_pid;          // the process that started (a forked child has another pid)
@@ -288,8 +295,63 @@ i64 clock_ns(int clock) {
 
 i64 now_ns() { return clock_ns(1); }
 
-long rename(const char* from, const char* to) {
-  return call(sys::nr_renameat2, sys::at_fdcwd, reinterpret_cast<long>(from), sys::at_fdcwd, reinterpret_cast<long>(to), 0);
+// Renames `from` to `to`, both relative to directory `dir` (at_fdcwd: the working directory). A
+// symbolic link, FIFO or file at `to` is replaced, never written through.
+long rename(const char* from, const char* to, int dir = sys::at_fdcwd) {
+  return call(sys::nr_renameat2, dir, reinterpret_cast<long>(from), dir, reinterpret_cast<long>(to), 0);
+}
+
+// What a failed system call's result (-errno) means, for messages.
+const char* errno_text(long r) {
+  switch (-r) {
+    case sys::eacces: return "permission denied";
+    case sys::eperm: return "operation not permitted";
+    case sys::eexist: return "a file of that name exists";
+    case sys::enoent: return "no such file or directory";
+    case sys::eloop: return "a symbolic link is in the way";
+    case sys::enospc: return "no space left on the device";
+    case sys::erofs: return "read-only file system";
+    case sys::enotdir: return "a component of the path is not a directory";
+    case sys::eisdir: return "a directory is in the way";
+    case sys::enxio: return "no such device";
+  }
+  return "an error";
+}
+
+// Appends n unpredictable characters (5 bits each) for a temporary file's name: from getrandom, or,
+// where the kernel has none (before 3.17), the TSC and the clock mixed.
+void random_chars(Text& t, unsigned n) {
+  u8 r[16] = {};
+  if (n > sizeof r) n = sizeof r;
+  if (call(sys::nr_getrandom, reinterpret_cast<long>(r), n, 1 /* GRND_NONBLOCK */) != static_cast<long>(n)) {
+    u64 x = sys::ticks() ^ static_cast<u64>(clock_ns(0)) * 0x9E3779B97F4A7C15;
+    for (unsigned i = 0; i < n; i++) x = (x ^ (x >> 29)) * 0xBF58476D1CE4E5B9, r[i] = static_cast<u8>(x >> 56);
+  }
+  for (unsigned i = 0; i < n; i++) t.ch("abcdefghijklmnopqrstuvwxyz234567"[r[i] & 31]);
+}
+
+// Creates the new file `path` (relative to directory `dir`) exclusively: it fails, rather than open
+// anything, when any file is there already, a symbolic link (dangling or not), a FIFO or a device
+// (O_EXCL | O_NOFOLLOW). Mode `mode` less the umask. The descriptor, or -errno.
+long create_exclusive(int dir, const char* path, u32 mode) {
+  return call(sys::nr_openat, dir, reinterpret_cast<long>(path),
+              sys::o_rdwr | sys::o_creat | sys::o_excl | sys::o_nofollow | sys::o_noctty | sys::o_cloexec, mode);
+}
+
+// Creates a temporary file beside `path` under an unpredictable name, PATH.tmp-XXXXXXXXXXXX (60 random
+// bits), put in `tmp` (`cap` bytes); a name someone took meanwhile is drawn again, 16 times at most.
+// The descriptor, or -errno.
+long create_temporary(int dir, const char* path, char* tmp, u64 cap, u32 mode) {
+  long fd = -sys::eexist;
+  for (int k = 0; k < 16 && fd == -sys::eexist; k++) {
+    Text t(tmp, cap - 1);
+    t.str(path).str(".tmp-");
+    random_chars(t, 12);
+    tmp[t.size()] = 0;
+    if (t.truncated) return -sys::einval;
+    fd = create_exclusive(dir, tmp, mode);
+  }
+  return fd;
 }
 
 void* map(u64 size, int prot, int flags, int fd) {
@@ -573,8 +635,12 @@ int handled_index(int sig) { return sig == sys::sigtrap ? 0 : sig == ctl_signal 
 bool install_handler(int which) {
   const int sig = handled_signal[which];
   void* handler = which == 1 ? reinterpret_cast<void*>(&on_message) : reinterpret_cast<void*>(&on_sigtrap);
-  sys::KernelSigaction ours{handler, sys::sa_siginfo | sys::restorer_flag | sys::sa_restart | sys::sa_nodefer | sys::sa_onstack,
-                            restorer(), 0};
+  // The trap handlers do not block their signal (a traced function that a handler calls may trap in
+  // turn); ctl_signal's does: with it unblocked the kernel would deliver every queued request at once,
+  // one frame over the other before any ran, and a burst of a few thousand would overflow the signal
+  // stack (it did). Blocked, they run one after the other and serve_request drops the excess.
+  const u64 flags = sys::sa_siginfo | sys::restorer_flag | sys::sa_restart | sys::sa_onstack | (which == 1 ? 0 : sys::sa_nodefer);
+  sys::KernelSigaction ours{handler, static_cast<unsigned long>(flags), restorer(), 0};
   sys::KernelSigaction old{};
   if (call(sys::nr_rt_sigaction, sig, reinterpret_cast<long>(&ours), reinterpret_cast<long>(&old), 8) != 0) return false;
   if (old.handler != handler) g.chained[which] = old;
@@ -616,11 +682,16 @@ bool ensure_sites() {
 // Whether the file at `path` (a trace or counts file: `magic`, then the writer's pid at offset 24)
 // was written by this process: by the program it ran before an exec (or by an earlier process that
 // had the same pid). Such a file is never replaced.
+// Only a regular file is read: a symbolic link is not followed, and a FIFO or device put there is
+// neither waited for (O_NONBLOCK) nor read.
 bool written_by_this_process(const char* path, const char* magic) {
-  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_cloexec));
+  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path),
+                                       sys::o_rdonly | sys::o_nofollow | sys::o_nonblock | sys::o_noctty | sys::o_cloexec));
   if (fd < 0) return false;
   u8 head[32];
-  const long n = call(sys::nr_read, fd, reinterpret_cast<long>(head), sizeof head);
+  sys::Stat st{};
+  const bool regular = call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) == 0 && (st.mode & 0170000) == 0100000;
+  const long n = regular ? call(sys::nr_read, fd, reinterpret_cast<long>(head), sizeof head) : -1;
   call(sys::nr_close, fd);
   return n == sizeof head && memcmp(head, magic, 8) == 0 && load_le(head + 24, 8) == static_cast<u64>(call(sys::nr_getpid));
 }
@@ -642,10 +713,11 @@ const char* fresh_name(char* path, u64 cap, const char* magic, F name) {
   return p.truncated ? "its name is too long" : nullptr;
 }
 
-// A new file of this process (a trace or counts file), created under NAME.tmp and renamed into place
-// once whole, so a process still using an older file of that name keeps a valid mapping.
+// A new file of this process (a trace or counts file), created under a temporary name no one can
+// predict (create_temporary) and renamed into place once whole, so a process still using an older file
+// of that name keeps a valid mapping, and nothing planted at either name is ever written through.
 struct NewFile {
-  char path[520], tmp[528];
+  char path[520], tmp[544];
   int fd;
 };
 
@@ -654,12 +726,9 @@ struct NewFile {
 template <class F>
 bool create_file(NewFile& f, const char* magic, F name, const char* what, Text& err) {
   if (const char* why = fresh_name(f.path, sizeof f.path, magic, name)) return err.str("the ").str(what).str(": ").str(why), false;
-  Text t(f.tmp, sizeof f.tmp - 1);
-  t.str(f.path).str(".tmp");
-  f.tmp[t.size()] = 0;
-  f.fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(f.tmp),
-                               sys::o_rdwr | sys::o_creat | sys::o_trunc | sys::o_cloexec, 0644));
-  if (f.fd < 0) return err.str("cannot create the ").str(what).ch(' ').str(f.tmp), false;
+  const long fd = create_temporary(sys::at_fdcwd, f.path, f.tmp, sizeof f.tmp, g.file_mode);
+  f.fd = static_cast<int>(fd);
+  if (fd < 0) return err.str("cannot create the ").str(what).str(" beside ").str(f.path).str(": ").str(errno_text(fd)), false;
   return true;
 }
 
@@ -695,9 +764,9 @@ bool ensure_counts(Text& err) {
   h->count = n;
   h->pid = static_cast<u64>(call(sys::nr_getpid));
   h->table_vaddr = prepatch_config.table_vaddr;
-  if (rename(f.tmp, f.path) != 0) {
+  if (const long r = rename(f.tmp, f.path); r != 0) {
     call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
-    return discard(f), err.str("cannot rename the counts file into place: ").str(f.path), false;
+    return discard(f), err.str("cannot rename the counts file into place: ").str(f.path).str(": ").str(errno_text(r)), false;
   }
   call(sys::nr_close, f.fd);
   memcpy(g.counts_path, f.path, sizeof f.path);
@@ -745,6 +814,7 @@ bool threads_block_signals(Text& err) {
   const u64 needed = (traps && !emulated() ? sigtrap_bit | (sigill_at_sites ? sigill_bit : 0) : 0) | (g.use_signals ? ctl_bit : 0);
   if (!needed) return false;
   const i64 start = now_ns();
+  const int self = static_cast<int>(call(sys::nr_gettid));
   int watched = 0;
   i64 watched_since = start;
   u64 watched_mask = 0;
@@ -759,7 +829,10 @@ bool threads_block_signals(Text& err) {
       if (!blocked_mask(tid, mask)) {
         if (call(sys::nr_tgkill, call(sys::nr_getpid), tid, 0) != 0) return;  // gone meanwhile
         unreadable = true;
-      } else if (!(mask & needed) || (!g.use_signals && (mask & glibc_internal_bits))) {
+      } else if (tid == self) {
+        mask &= ~ctl_bit;  // never synced by a signal (and it blocks ctl_signal while it serves a request)
+      }
+      if (!unreadable && (!(mask & needed) || (!g.use_signals && (mask & glibc_internal_bits)))) {
         return;
       }
       if (tid == watched) watched_still = true, watched_mask = mask, watched_unreadable = unreadable;
@@ -879,9 +952,9 @@ TraceHeader* create_trace(Writer& w, Text& err) {
   w.fd = fd;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   memcpy(h->magic, trace_magic, 8);  // last: a file with the magic has a whole header
-  if (rename(f.tmp, f.path) != 0) {
+  if (const long r = rename(f.tmp, f.path); r != 0) {
     call(sys::nr_munmap, reinterpret_cast<long>(m), static_cast<long>(size));
-    return discard(f), err.str("cannot rename the trace file into place: ").str(f.path), nullptr;
+    return discard(f), err.str("cannot rename the trace file into place: ").str(f.path).str(": ").str(errno_text(r)), nullptr;
   }
   return h;
 }
@@ -1300,6 +1373,7 @@ void fork_prepare() {
 // After the fork, in each process: under PREPATCH_WX=strict it moves to a memfd of its own (without
 // one it must not write its text again: the shim disables itself); then batches may run.
 void after_fork(bool child) {
+  if (child) g.serving = 0, g.burst = 0;  // a request another thread was serving is the parent's
   if (g.wx_mapped && (child || g.fork_locked) && wx_remap())
     g.disabled = "PREPATCH_WX=strict: after a fork, this process could not get its own copy of the text";
   if (g.fork_locked) g.fork_locked = false, drop_batch_lock();
@@ -1396,42 +1470,81 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
 }
 
 // ---- the control channel -----------------------------------------------------------------------
+//
+// docs/SHIM.md "The control channel" and SECURITY.md: who may drive a process, what a request file
+// must be before it is read, how replies are written, and what a flood of requests costs.
 
-void channel_path(Text& t, u32 id, const char* suffix) {
-  t.str(ctl_dir_prefix).num(static_cast<u64>(call(sys::nr_geteuid))).ch('/').num(static_cast<u64>(call(sys::nr_getpid))).ch('.').num(id).str(suffix).ch(0);
+// At most this many requests are answered, one after the other, while more are queued behind them
+// (a burst); later ones are dropped unread until the queue has been empty once. One at a time in any
+// case: a request arriving while another is served is dropped too. A dropped request's client signals
+// again (prepatch ctl does, every 250 ms, until its timeout).
+constexpr u32 ctl_burst = 16;
+
+u32 euid() { return static_cast<u32>(call(sys::nr_geteuid)); }
+
+// Whether this process takes requests from root alone: its user ids differ (set-id privileges kept
+// in the saved id, or dropped for a while), or it made itself non-dumpable (PR_SET_DUMPABLE 0), which
+// keeps even its own user's debuggers out.
+bool root_only() {
+  u32 ids[3] = {};
+  if (call(sys::nr_getresuid, reinterpret_cast<long>(&ids[0]), reinterpret_cast<long>(&ids[1]), reinterpret_cast<long>(&ids[2])) != 0) return true;
+  return ids[0] != ids[1] || ids[2] != ids[1] || call(sys::nr_prctl, 3 /* PR_GET_DUMPABLE */) != 1;
 }
 
-// Reads the request file: a regular file of the same user, not writable by others, at most
-// ctl_max_request bytes. Returns its length, or -1 with the reason in err.
-long read_request(u32 id, char* buf, Text& err) {
-  char path[128];
+// "PID.ID" and a suffix: a request's or its reply's name in the channel's directory.
+void channel_name(Text& t, u32 id, const char* suffix) {
+  t.num(static_cast<u64>(call(sys::nr_getpid))).ch('.').num(id).str(suffix).ch(0);
+}
+
+// The channel's directory, /tmp/prepatch-EUID, opened without following a symbolic link; -1 when it is
+// missing or not this user's alone (channel_dir_safe). Every request and reply is then opened
+// relative to it, so the directory cannot be swapped for another between the check and the use.
+int open_channel_dir() {
+  char path[64];
   Text p(path, sizeof path);
-  channel_path(p, id, ".req");
-  int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path), sys::o_rdonly | sys::o_nofollow | sys::o_cloexec));
-  if (fd < 0) return err.str("cannot open the request file"), -1;
+  p.str(ctl_dir_prefix).num(euid()).ch(0);
+  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(path),
+                                       sys::o_rdonly | sys::o_directory | sys::o_nofollow | sys::o_cloexec));
+  if (fd < 0) return -1;
   sys::Stat st{};
-  long n = -1;
-  if (call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) != 0 || (st.mode & 0170000) != 0100000)
-    err.str("the request is not a regular file");
-  else if (st.uid != static_cast<u32>(call(sys::nr_geteuid)) || (st.mode & 022))
-    err.str("the request file belongs to another user or is writable by others");
-  else if (st.size > static_cast<i64>(ctl_max_request))
-    err.str("the request is longer than 4096 bytes");
-  else
-    n = call(sys::nr_read, fd, reinterpret_cast<long>(buf), ctl_max_request);
+  if (call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) == 0 && channel_dir_safe(st.mode, st.uid, euid())) return fd;
   call(sys::nr_close, fd);
-  if (n < 0 && !err.size()) err.str("cannot read the request file");
+  return -1;
+}
+
+// Reads request `name` in directory `dir` into buf (ctl_max_request bytes) and removes it, so that a
+// signal repeating the same id finds nothing to do. Opened without following a symbolic link or
+// waiting for a FIFO's writer; read only when request_file_problem finds nothing wrong. Its length,
+// -enoent when there is no such request, or -1 with the reason in err.
+long read_request(int dir, const char* name, char* buf, Text& err) {
+  const long fd = call(sys::nr_openat, dir, reinterpret_cast<long>(name),
+                       sys::o_rdonly | sys::o_nofollow | sys::o_nonblock | sys::o_noctty | sys::o_cloexec);
+  if (fd == -sys::enoent) return fd;
+  long n = -1;
+  if (fd < 0) {
+    err.str(fd == -sys::eloop ? "the request is a symbolic link" : "cannot open the request file: ").str(fd == -sys::eloop ? "" : errno_text(fd));
+  } else {
+    sys::Stat st{};
+    const char* why = call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) != 0
+                          ? "cannot stat the request file"
+                          : request_file_problem(st.mode, st.nlink, st.uid, static_cast<i64>(st.size), euid(), root_only());
+    if (why) err.str(why);
+    else if ((n = call(sys::nr_read, fd, reinterpret_cast<long>(buf), ctl_max_request)) < 0) err.str("cannot read the request file");
+    call(sys::nr_close, fd);
+  }
+  call(sys::nr_unlinkat, dir, reinterpret_cast<long>(name), 0);
   return n;
 }
 
-// A reply written straight to its file, a buffer at a time.
+// A reply written straight to its file, a buffer at a time: created under an unpredictable temporary
+// name in the channel's directory (0600, exclusively), renamed to PID.ID.reply when whole.
 class Reply {
  public:
-  explicit Reply(u32 id) : id_(id) {
-    Text p(tmp_, sizeof tmp_);
-    channel_path(p, id, ".reply.tmp");
-    fd_ = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>(tmp_),
-                                sys::o_wronly | sys::o_creat | sys::o_trunc | sys::o_nofollow | sys::o_cloexec, 0600));
+  Reply(int dir, u32 id) : dir_(dir), id_(id) {
+    char name[64];
+    Text n(name, sizeof name);
+    channel_name(n, id, ".reply");
+    fd_ = static_cast<int>(create_temporary(dir, name, tmp_, sizeof tmp_, 0600));
   }
   Text& line() {
     flush();
@@ -1445,16 +1558,17 @@ class Reply {
     if (fd_ < 0) return;
     flush();
     call(sys::nr_close, fd_);
-    char path[128];
-    Text p(path, sizeof path);
-    channel_path(p, id_, ".reply");
-    rename(tmp_, path);
+    char name[64];
+    Text n(name, sizeof name);
+    channel_name(n, id_, ".reply");
+    if (rename(tmp_, name, dir_) != 0) call(sys::nr_unlinkat, dir_, reinterpret_cast<long>(tmp_), 0);
   }
 
  private:
+  int dir_;
   u32 id_;
   int fd_ = -1;
-  char tmp_[128];
+  char tmp_[96];
   char buf_[512];
   Text t_{buf_, sizeof buf_};
 };
@@ -1474,6 +1588,9 @@ void reply_status(Reply& r) {
   r.line().str("batches ").num(s.batches).str(", syncs ").num(s.syncs).str(", writes ").num(s.writes).str(", protection changes ").num(s.protections)
       .str(", traps resolved ").num(s.traps).str(", refused ").num(s.refused).str(", sync timeouts ").num(s.sync_timeouts).ch('\n');
   r.line().str("waits for threads blocking signals ").num(s.block_waits).str(", longest ").num(s.block_wait_max_ns / 1000000).str(" ms\n");
+  r.line().str("requests: ").num(s.requests).str(" answered before this one, ").num(s.requests_dropped).str(" dropped (one at a time, at most ")
+      .num(ctl_burst).str(" of a burst), ").num(s.requests_refused).str(" refused (request file or directory unsafe), longest ")
+      .num(s.request_max_ns / 1000).str(" us; from ").str(root_only() ? "root only" : "this user and root").ch('\n');
   if (traps && emulated()) r.line().str("emulated: under a user-mode emulator (qemu-user), threads blocking SIGTRAP are not looked for\n");
   if (g.disabled) r.line().str("disabled: ").str(g.disabled).ch('\n');
   Text& tracer = r.line().str("tracer: ").str(g.tracer == Tracer::graph ? "graph" : g.tracer == Tracer::function ? "function" : "count");
@@ -1489,23 +1606,57 @@ void reply_status(Reply& r) {
     if (g.site[i] & site_on) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
 }
 
-void serve_request(u32 id) {
+// Answers request `id`: reads it from the channel's directory (nothing, when the directory is unsafe
+// or the request is gone) and writes the reply beside it.
+void answer_request(u32 id) {
+  const int dir = open_channel_dir();
+  if (dir < 0) return void(__atomic_fetch_add(&g.stats.requests_refused, 1, __ATOMIC_RELAXED));
+  char name[64];
+  Text nm(name, sizeof name);
+  channel_name(nm, id, ".req");
   char req[ctl_max_request];
   char ebuf[256];
   Text err(ebuf, sizeof ebuf);
-  long n = read_request(id, req, err);
-  Reply r(id);
-  if (n < 0) return void(r.line().str("error: ").put(err.data(), err.size()).ch('\n'));
-  Command c = parse_command(req, static_cast<size_t>(n));
-  if (c.verb == Command::invalid) return void(r.line().str("error: ").str(c.error).ch('\n'));
-  if (c.verb == Command::status) return reply_status(r);
-  const bool on = c.verb == Command::enable;
-  Outcome o = toggle(c.globs, {}, on, err);
-  if (!o.ok) {
-    return void(r.line().str(o.busy ? "" : "error: ").put(err.data(), err.size()).ch('\n'));
+  const long n = read_request(dir, name, req, err);
+  if (n == -sys::enoent) return void(call(sys::nr_close, dir));
+  {
+    Reply r(dir, id);
+    if (n < 0) {
+      __atomic_fetch_add(&g.stats.requests_refused, 1, __ATOMIC_RELAXED);
+      r.line().str("error: ").put(err.data(), err.size()).ch('\n');
+    } else if (Command c = parse_command(req, static_cast<size_t>(n)); c.verb == Command::invalid) {
+      r.line().str("error: ").str(c.error).ch('\n');
+    } else if (c.verb == Command::status) {
+      reply_status(r);
+    } else {
+      const bool on = c.verb == Command::enable;
+      Outcome o = toggle(c.globs, {}, on, err);
+      if (!o.ok) r.line().str(o.busy ? "" : "error: ").put(err.data(), err.size()).ch('\n');
+      else
+        r.line().str("ok: ").str(on ? "enabled " : "disabled ").num(o.changed).str(" site").str(o.changed == 1 ? "" : "s").str(" (").num(o.matched)
+            .str(" matched)\n");
+    }
   }
-  r.line().str("ok: ").str(on ? "enabled " : "disabled ").num(o.changed).str(" site").str(o.changed == 1 ? "" : "s").str(" (").num(o.matched)
-      .str(" matched)\n");
+  call(sys::nr_close, dir);
+}
+
+// A control request reached this thread (ctl_signal). One is served at a time; one arriving meanwhile,
+// and those queued past a burst of ctl_burst, are dropped unread (counted): a flood costs each thread
+// it reaches the kernel's signal delivery and a few instructions per request, not a file's reading.
+void serve_request(u32 id) {
+  if (__atomic_exchange_n(&g.serving, 1, __ATOMIC_ACQUIRE)) return void(__atomic_fetch_add(&g.stats.requests_dropped, 1, __ATOMIC_RELAXED));
+  u64 pending = 0;
+  call(sys::nr_rt_sigpending, reinterpret_cast<long>(&pending), 8);
+  if (!(pending & ctl_bit)) g.burst = 0;
+  if ((pending & ctl_bit) && ++g.burst > ctl_burst) {
+    __atomic_fetch_add(&g.stats.requests_dropped, 1, __ATOMIC_RELAXED);
+  } else {
+    const i64 start = now_ns();
+    answer_request(id);
+    g.stats.requests++;
+    if (const u64 took = static_cast<u64>(now_ns() - start); took > g.stats.request_max_ns) g.stats.request_max_ns = took;
+  }
+  __atomic_store_n(&g.serving, 0, __ATOMIC_RELEASE);
 }
 
 // ---- SIGTRAP -----------------------------------------------------------------------------------
@@ -1566,7 +1717,7 @@ void chain(int sig, sys::SigInfo* si, void* uc) {
     else reinterpret_cast<void (*)(int)>(prev.handler)(sig);
     return;
   }
-  raise_default(sig);  // SA_NODEFER: not blocked, so it acts now
+  raise_default(sig);  // SIGTRAP, SIGILL (SA_NODEFER): not blocked, so it acts now; ctl_signal: when its handler returns
 }
 
 // ctl_signal: a sync request from the batch (signal fallback) or a control request from `prepatch ctl`.
@@ -1709,10 +1860,17 @@ extern "C" void prepatch_init(uptr* sp) {
   char** envp = reinterpret_cast<char**>(sp + 1 + argc + 1);
   char** e = envp;
   while (*e) e++;
+  bool secure = false;
   for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) {
     if (aux[0] == 3) g.phdr = reinterpret_cast<const u8*>(aux[1]);  // AT_PHDR
     if (aux[0] == 5) g.phnum = aux[1];                               // AT_PHNUM
+    if (aux[0] == 23) secure = aux[1] != 0;                          // AT_SECURE
   }
+  // Secure execution (setuid, setgid, file capabilities, an LSM transition): the environment is the
+  // caller's, who may not be trusted with this process's rights. The shim does nothing at all: no
+  // variable is read, no handler installed, no file created; the program runs as if unprepared, with
+  // every site a nop (SECURITY.md).
+  if (secure) return;
   g.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
   // A static binary starts without a thread pointer; the tracers read %fs:0 (and the tid glibc keeps
   // in its thread block) from the first traced call on, so until the C library sets its own, it is ours.
@@ -1724,61 +1882,32 @@ extern "C" void prepatch_init(uptr* sp) {
     call(sys::nr_arch_prctl, 0x1002 /* ARCH_SET_FS */, reinterpret_cast<long>(early_tcb));
   }
 #endif
-  const char* tracer = env_get(envp, "PREPATCH_TRACER");
-  g.tracer = Tracer::count;
-  if (tracer && *tracer) {
-    if (str_eq("function", 8, tracer)) g.tracer = Tracer::function;
-    else if (str_eq("graph", 5, tracer)) g.tracer = Tracer::graph;
-    else if (!str_eq("count", 5, tracer)) g.disabled = "PREPATCH_TRACER is not count, function or graph";
-  }
+  const Settings set = parse_settings(envp, sys::isa);
+  g.disabled = set.error;
+  g.tracer = set.tracer;
 #if defined(__x86_64__)
   for (int k = 0; k < 3; k++)
     g.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
                                            : reinterpret_cast<u64>(k == 0 ? prepatch_tramp_fentry : k == 1 ? prepatch_tramp_mcount : prepatch_tramp_patchable);
+#elif defined(__arm__)
+  // The count tracer only so far (parse_settings refuses the others here). Thumb-2 has -pg sites only
+  // so far. A Thumb function's address has bit 0 set; a `bl` targets the instruction.
+  g.tramp[0] = g.tramp[1] = g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_mcount) & ~u64{1};
 #else
   // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here). RISC-V -pg
   // sites keep calling what they called, which the preparer made a jump to the mcount trampoline.
-  if (g.tracer != Tracer::count) g.disabled = "PREPATCH_TRACER=function and graph exist on x86-64 only so far";
-#if defined(__arm__)
-  // Thumb-2 has -pg sites only so far. A Thumb function's address has bit 0 set; a `bl` targets the
-  // instruction.
-  g.tramp[0] = g.tramp[1] = g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_mcount) & ~u64{1};
-#else
   g.tramp[0] = g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
   if (prepatch_config.mcount_via) g.tramp[1] = prepatch_config.mcount_via + g.bias;
   g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
 #endif
-#endif
-  if (const char* p = env_get(envp, "PREPATCH_OUTPUT"); p && *p) {
-    Text t(g.output, sizeof g.output - 1);
-    t.str(p);
-    if (t.truncated) g.disabled = "PREPATCH_OUTPUT is longer than 500 bytes";
-  }
-  g.buffer_bytes = u64{1024} << 20;
-  if (const char* p = env_get(envp, "PREPATCH_BUFFER"); p && *p) {
-    u64 mb = 0;
-    for (; *p >= '0' && *p <= '9' && mb < (u64{1} << 30); p++) mb = mb * 10 + static_cast<u64>(*p - '0');
-    if (*p || mb == 0 || mb >= (u64{1} << 30)) g.disabled = "PREPATCH_BUFFER is not a size in MiB (1 or more)";
-    g.buffer_bytes = mb << 20;
-  }
-  if (const char* p = env_get(envp, "PREPATCH_COUNTS"); p && *p) {
-    Text t(g.counts_env, sizeof g.counts_env - 1);
-    t.str(p);
-    if (t.truncated) g.disabled = "PREPATCH_COUNTS is longer than 500 bytes";
-  }
+  if (set.output) memcpy(g.output, set.output, str_len(set.output) + 1);  // (at most max_path_setting bytes)
+  if (set.counts) memcpy(g.counts_env, set.counts, str_len(set.counts) + 1);
+  g.buffer_bytes = set.buffer_bytes;
+  g.file_mode = set.file_mode;
   g.start_pid = static_cast<u64>(call(sys::nr_getpid));
-  if (const char* wx = env_get(envp, "PREPATCH_WX"); wx && *wx) {
-    g.wx_strict = str_eq("strict", 6, wx);
-    if (!g.wx_strict) g.disabled = "PREPATCH_WX is not strict";
-    // qemu-user, where these ISAs are tested, would not see code written through the memfd's second
-    // mapping (it watches the executed pages' own addresses), so strict is not offered untested.
-    if (sys::isa != arch::Isa::x86_64) g.disabled = "PREPATCH_WX=strict exists on x86-64 only so far";
-  }
-  const char* sync = env_get(envp, "PREPATCH_SYNC");
-  g.use_signals = sync && str_eq("signal", 6, sync);
-  g.use_flush_icache = sys::isa == arch::Isa::riscv64 && sync && str_eq("flush_icache", 12, sync);
-  if (sync && *sync && !g.use_signals && !g.use_flush_icache)
-    g.disabled = sys::isa == arch::Isa::riscv64 ? "PREPATCH_SYNC is not signal or flush_icache" : "PREPATCH_SYNC is not signal";
+  g.wx_strict = set.wx_strict;
+  g.use_signals = set.sync_signal;
+  g.use_flush_icache = set.sync_flush_icache;
   if (!g.use_signals && !g.use_flush_icache) {
     if (long r = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0)) membarrier_unavailable(r);
   }
@@ -1793,12 +1922,12 @@ extern "C" void prepatch_init(uptr* sp) {
   const bool fork_handlers = !g.disabled && register_fork_handlers();
   if (!g.disabled) g.pthread_got = give_threads_altstacks();
   if (!g.disabled && g.wx_strict) wx_start(fork_handlers);
-  const char* trace = env_get(envp, "PREPATCH_TRACE");
+  const char* trace = set.trace;
   if (!trace || !*trace) return;
   if (g.disabled) return say("tracing is off: ", g.disabled);
   char ebuf[256];
   Text err(ebuf, sizeof ebuf - 1);
-  Outcome o = toggle(glob_list(trace), glob_list(env_get(envp, "PREPATCH_NOTRACE")), true, err);
+  Outcome o = toggle(glob_list(trace), glob_list(set.notrace), true, err);
   ebuf[err.size()] = 0;
   if (!o.ok) say("PREPATCH_TRACE: ", ebuf);
   else if (o.matched == 0) say("PREPATCH_TRACE: no site's function matches ", trace);

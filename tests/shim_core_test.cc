@@ -17,6 +17,7 @@
 #include "arch/x86_64.h"
 #include "rewriter/table.h"
 #include "shim/core.h"
+#include "shim/settings.h"
 #include "shim/dynlink.h"
 #include "shim/sys.h"
 
@@ -285,6 +286,75 @@ TEST(ShimCore, EnvironmentLookup) {
   char* envp[] = {b, c, a, nullptr};
   EXPECT_STREQ(shim::env_get(envp, "PREPATCH_TRACE"), "main,leaf_*");
   EXPECT_EQ(shim::env_get(envp, "PREPATCH_NOTRACE"), nullptr);
+}
+
+// The PREPATCH_* variables (shim/settings.h): defaults, every value taken, and the first wrong one
+// named; ISA-specific ones refused elsewhere.
+TEST(ShimSettings, ParsesEveryVariableAndNamesTheFirstWrongOne) {
+  auto parse = [](std::vector<std::string> vars, arch::Isa isa = arch::Isa::x86_64) {
+    static std::vector<std::string> keep;
+    keep = std::move(vars);
+    static std::vector<char*> envp;
+    envp.clear();
+    for (std::string& v : keep) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    return shim::parse_settings(envp.data(), isa);
+  };
+  shim::Settings d = parse({});
+  EXPECT_EQ(d.tracer, shim::Tracer::count);
+  EXPECT_EQ(d.file_mode, 0600u);
+  EXPECT_EQ(d.buffer_bytes, u64{1024} << 20);
+  EXPECT_EQ(d.output, nullptr);
+  EXPECT_EQ(d.error, nullptr);
+  shim::Settings s = parse({"PREPATCH_TRACER=graph", "PREPATCH_TRACE=a,b*", "PREPATCH_NOTRACE=b2", "PREPATCH_OUTPUT=t.%p",
+                            "PREPATCH_COUNTS=c", "PREPATCH_BUFFER=64", "PREPATCH_FILE_MODE=0640", "PREPATCH_WX=strict", "PREPATCH_SYNC=signal"});
+  EXPECT_EQ(s.error, nullptr);
+  EXPECT_EQ(s.tracer, shim::Tracer::graph);
+  EXPECT_STREQ(s.trace, "a,b*");
+  EXPECT_STREQ(s.notrace, "b2");
+  EXPECT_STREQ(s.output, "t.%p");
+  EXPECT_STREQ(s.counts, "c");
+  EXPECT_EQ(s.buffer_bytes, u64{64} << 20);
+  EXPECT_EQ(s.file_mode, 0640u);
+  EXPECT_TRUE(s.wx_strict);
+  EXPECT_TRUE(s.sync_signal);
+  for (const char* mode : {"0700", "0400", "4666", "0666x", "9", "06666", "01000000000000000000000600"}) {
+    shim::Settings m = parse({std::string("PREPATCH_FILE_MODE=") + mode});
+    EXPECT_STREQ(m.error, "PREPATCH_FILE_MODE is not an octal mode between 0600 and 0666 (no execute or set-id bits)") << mode;
+    EXPECT_EQ(m.file_mode, 0600u) << mode;
+  }
+  EXPECT_STREQ(parse({"PREPATCH_BUFFER=0"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more)");
+  EXPECT_STREQ(parse({"PREPATCH_BUFFER=1073741824"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more)");
+  EXPECT_STREQ(parse({"PREPATCH_OUTPUT=" + std::string(501, 'a')}).error, "PREPATCH_OUTPUT is longer than 500 bytes");
+  EXPECT_EQ(parse({"PREPATCH_OUTPUT=" + std::string(500, 'a')}).error, nullptr);
+  EXPECT_STREQ(parse({"PREPATCH_TRACER=x", "PREPATCH_WX=no"}).error, "PREPATCH_TRACER is not count, function or graph");
+  EXPECT_STREQ(parse({"PREPATCH_TRACER=graph"}, arch::Isa::aarch64).error, "PREPATCH_TRACER=function and graph exist on x86-64 only so far");
+  EXPECT_STREQ(parse({"PREPATCH_WX=strict"}, arch::Isa::ppc64le).error, "PREPATCH_WX=strict exists on x86-64 only so far");
+  EXPECT_TRUE(parse({"PREPATCH_SYNC=flush_icache"}, arch::Isa::riscv64).sync_flush_icache);
+  EXPECT_STREQ(parse({"PREPATCH_SYNC=flush_icache"}).error, "PREPATCH_SYNC is not signal");
+}
+
+// The control channel's rules on its directory and request files (shim/core.h; SECURITY.md).
+TEST(ShimCore, ControlChannelFileRules) {
+  EXPECT_TRUE(shim::channel_dir_safe(040700, 1000, 1000));
+  EXPECT_FALSE(shim::channel_dir_safe(040700, 0, 1000)) << "another user's directory";
+  EXPECT_FALSE(shim::channel_dir_safe(040710, 1000, 1000)) << "the group may enter";
+  EXPECT_FALSE(shim::channel_dir_safe(041777, 1000, 1000));
+  EXPECT_FALSE(shim::channel_dir_safe(0100700, 1000, 1000)) << "not a directory";
+  const u32 reg = 0100000;
+  EXPECT_EQ(shim::request_file_problem(reg | 0600, 1, 1000, 12, 1000, false), nullptr);
+  EXPECT_EQ(shim::request_file_problem(reg | 0644, 1, 0, 12, 1000, false), nullptr) << "root's request";
+  EXPECT_EQ(shim::request_file_problem(reg | 0644, 1, 0, 12, 1000, true), nullptr) << "root's request, root only";
+  EXPECT_STREQ(shim::request_file_problem(reg | 0600, 1, 1000, 12, 1000, true),
+               "this process takes requests from root only (its user ids differ, or it is not dumpable)");
+  EXPECT_STREQ(shim::request_file_problem(010600, 1, 1000, 0, 1000, false), "the request is not a regular file");  // FIFO
+  EXPECT_STREQ(shim::request_file_problem(020600, 1, 1000, 0, 1000, false), "the request is not a regular file");  // device
+  EXPECT_STREQ(shim::request_file_problem(reg | 0600, 2, 1000, 12, 1000, false), "the request file has more than one name (a hard link)");
+  EXPECT_STREQ(shim::request_file_problem(reg | 0600, 1, 1001, 12, 1000, false), "the request file belongs to another user");
+  EXPECT_STREQ(shim::request_file_problem(reg | 0602, 1, 1000, 12, 1000, false), "the request file is writable by group or others");
+  EXPECT_STREQ(shim::request_file_problem(reg | 0620, 1, 1000, 12, 1000, false), "the request file is writable by group or others");
+  EXPECT_EQ(shim::request_file_problem(reg | 0600, 1, 1000, 4096, 1000, false), nullptr);
+  EXPECT_STREQ(shim::request_file_problem(reg | 0600, 1, 1000, 4097, 1000, false), "the request is longer than 4096 bytes");
 }
 
 // The site hash the tracers use to find a site from the return address its call pushed: every key

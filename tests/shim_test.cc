@@ -113,48 +113,6 @@ TEST(ShimStart, TracingSomeFunctionsCountsOnlyThose) {
 INSTANTIATE_TEST_SUITE_P(AllFlavors, Shim, ::testing::ValuesIn(manifest()),
                          [](const ::testing::TestParamInfo<TestBinary>& i) { return i.param.name(); });
 
-// A program running in the background, its stdin a pipe: it prints "ready PID" when it can be driven.
-class Background {
- public:
-  explicit Background(const std::vector<std::string>& argv, const std::string& cwd) {
-    int in[2], out[2];  // close-on-exec: the child keeps only its stdin and stdout, so closing ours ends its input
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    pid_ = spawn(argv, cwd, in[0], out[1], -1);
-    close(in[0]), close(out[1]);
-    stdin_ = in[1];
-    out_ = fdopen(out[0], "r");
-    char line[128];
-    if (fgets(line, sizeof line, out_)) ready_ = line;
-    std::smatch m;
-    if (std::regex_search(ready_, m, std::regex("ready (\\d+)"))) target_ = std::stoi(m[1]);
-  }
-  ~Background() {
-    if (stdin_ >= 0) finish();
-  }
-  int target() const { return target_; }  // the pid it reported (a forked child's, for `fork`)
-  bool alive() const { return ::kill(pid_, 0) == 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
-  void say(const std::string& line) { (void)!write(stdin_, line.data(), line.size()); }
-  // Closes its stdin and waits: exit status (128 + signal when killed) and the rest of its output.
-  std::pair<int, std::string> finish() {
-    close(stdin_);
-    stdin_ = -1;
-    std::string rest;
-    char buf[4096];
-    for (size_t n; (n = fread(buf, 1, sizeof buf, out_)) > 0;) rest.append(buf, n);
-    fclose(out_);
-    int st = 0;
-    waitpid(pid_, &st, 0);
-    return {exit_code(st), rest};
-  }
-
- private:
-  pid_t pid_ = -1;
-  int target_ = 0;
-  int stdin_ = -1;
-  FILE* out_ = nullptr;
-  std::string ready_;
-};
-
 std::string prepared(const TempDir& d, const std::string& name) {
   Proc p = prepatch({td + "/" + name, "-o", d / name});
   EXPECT_EQ(p.status, 0) << p.err;

@@ -1,6 +1,7 @@
 #include "support.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -87,6 +89,40 @@ std::vector<std::string> list_dir(const std::string& dir) {
     closedir(d);
   }
   return names;
+}
+
+Background::Background(const std::vector<std::string>& argv, const std::string& cwd, bool ready, int err) {
+  int in[2], out[2];  // close-on-exec: the child keeps only its stdin and stdout, so closing ours ends its input
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_ = spawn(argv, cwd, in[0], out[1], err);
+  close(in[0]), close(out[1]);
+  stdin_ = in[1];
+  out_ = fdopen(out[0], "r");
+  if (!ready) return;
+  char line[128];
+  if (fgets(line, sizeof line, out_)) ready_ = line;
+  std::smatch m;
+  if (std::regex_search(ready_, m, std::regex("ready (\\d+)"))) target_ = std::stoi(m[1]);
+}
+
+Background::~Background() {
+  if (stdin_ >= 0) finish();
+}
+
+bool Background::alive() const { return ::kill(pid_, 0) == 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+void Background::say(const std::string& line) { (void)!write(stdin_, line.data(), line.size()); }
+
+std::pair<int, std::string> Background::finish() {
+  close(stdin_);
+  stdin_ = -1;
+  std::string rest;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, out_)) > 0;) rest.append(buf, n);
+  fclose(out_);
+  int st = 0;
+  waitpid(pid_, &st, 0);
+  return {exit_code(st), rest};
 }
 
 TempDir::TempDir() {

@@ -1,5 +1,6 @@
 // Test helpers: running programs, the testdata manifest, and independent oracles (nm, objdump).
 #pragma once
+#include <cstdio>
 #include <map>
 #include <ostream>
 #include <set>
@@ -39,6 +40,30 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+// A program running in the background, its stdin a pipe. With `ready`, waits for it to print a line
+// "ready PID" first (the pid it can be driven by: a forked child's, for `fork`). Its stderr goes to
+// `err` (-1: this process's own).
+class Background {
+ public:
+  explicit Background(const std::vector<std::string>& argv, const std::string& cwd, bool ready = true, int err = -1);
+  ~Background();
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  int target() const { return target_; }  // the pid it reported
+  int pid() const { return pid_; }        // the pid it runs as (after exec: the program's)
+  bool alive() const;
+  void say(const std::string& line);
+  // Closes its stdin and waits: exit status (128 + signal when killed) and the rest of its output.
+  std::pair<int, std::string> finish();
+
+ private:
+  int pid_ = -1;
+  int target_ = 0;
+  int stdin_ = -1;
+  FILE* out_ = nullptr;
+  std::string ready_;
 };
 
 struct TestBinary {
