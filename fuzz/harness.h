@@ -21,4 +21,27 @@ bool prepare_one(std::span<const u8> data, const std::string& dir);
 // True when the reader accepted the file.
 bool trace_one(std::span<const u8> data);
 
+// The shim's control-request grammar (shim/core.h parse_command) on `data` as a request file's bytes,
+// the glob list it yields matched against a few names (and compared with a reference matcher), and
+// the control channel's file rules (request_file_problem, channel_dir_safe) on modes, link counts,
+// owners and sizes read from the same bytes (mode: bytes 0-3, nlink 4-11, uid 12-15, size 16-23, euid
+// 24-27, root_only bit 0 of byte 28, little-endian, zero past the end), each also with the file made
+// regular, single-named, owned by root or by euid, and small, so that every rule is reached.
+// True when the request is a valid command.
+bool request_one(std::span<const u8> data);
+
+// The PREPATCH_* environment parser (shim/settings.h parse_settings), for every ISA, on an environment
+// made of `data`: split at '\0' and '\n' into strings, whose first byte (modulo 16) names the variable:
+// 0 PREPATCH_TRACE=, 1 PREPATCH_NOTRACE=, 2 PREPATCH_TRACER=, 3 PREPATCH_OUTPUT=, 4 PREPATCH_COUNTS=,
+// 5 PREPATCH_BUFFER=, 6 PREPATCH_FILE_MODE=, 7 PREPATCH_WX=, 8 PREPATCH_SYNC=, 9 PREPATCH_ (the name
+// left to the rest), 10-15 none (the rest as it is): '@' is PREPATCH_TRACE=, 'A' PREPATCH_NOTRACE=...
+// 'I' PREPATCH_, 'J' to 'O' nothing. Every setting is compared with an independent reading of the
+// same variables. True when some ISA took every setting.
+bool settings_one(std::span<const u8> data);
+
+// `prepatch ctl`'s reading of what a process answered (control/control.h parse_reply) on `data`: the
+// text it shows must hold no control character but newline and tab and end in a newline, and its kind
+// must follow the reply's first word. True when the kind is ok, error or busy.
+bool reply_one(std::span<const u8> data);
+
 }  // namespace prepatch::fuzz

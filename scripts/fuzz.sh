@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# Fuzzes the preparer and the trace-file reader with libFuzzer (docs/FUZZING.md): builds the clang
-# fuzz tree in build-fuzz/, makes the seed corpora from testdata programs, then runs each target for
-# SECONDS (default 120). Fails when a target finds a crash: the input is left in build-fuzz/crashes/.
-# Usage: scripts/fuzz.sh [SECONDS] [prepare|trace ...]
+# Fuzzes the preparer, the trace-file reader, the shim's control grammar and environment parser and
+# `prepatch ctl`'s reply parser with libFuzzer (docs/FUZZING.md): builds the clang fuzz tree in
+# build-fuzz/, makes the seed corpora, then runs each target in turn. Fails when a target finds a
+# crash: the input is left in build-fuzz/crashes/TARGET/.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET[=SECONDS] ...]   (targets: prepare trace request settings reply)
+# prepare and trace run SECONDS (default 120). The cheap targets (request, settings, reply: a million
+# executions in seconds) run PREPATCH_FUZZ_SMALL_SECONDS if set, else the smaller of SECONDS and 30.
+# TARGET=SECONDS sets one target's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
 seconds=${1:-120}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(prepare trace)
+[ ${#targets[@]} -gt 0 ] || targets=(prepare trace request settings reply)
+number() { [[ $1 =~ ^[0-9]+$ ]] || { echo "fuzz: $2 is not a number of seconds: '$1'" >&2; exit 2; }; }
+number "$seconds" SECONDS
+small_seconds=${PREPATCH_FUZZ_SMALL_SECONDS:-$((seconds < 30 ? seconds : 30))}
+number "$small_seconds" PREPATCH_FUZZ_SMALL_SECONDS
+for spec in "${targets[@]}"; do
+  case ${spec%%=*} in
+    prepare | trace | request | settings | reply) ;;
+    *) echo "fuzz: unknown target ${spec%%=*} (expected prepare, trace, request, settings or reply)" >&2; exit 2 ;;
+  esac
+  [ "$spec" = "${spec%%=*}" ] || number "${spec#*=}" "$spec"
+done
+scripts/install-deps.sh
 
 mkdir -p build-fuzz
 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
@@ -50,11 +65,59 @@ FLAVORS
   touch $seeds/done
 fi
 
+# Seeds of the cheap targets, written every run (they cost nothing): control requests as the shim reads
+# them from a request file, environments (the first byte of each line names the variable, see
+# fuzz/harness.h settings_one: '@' PREPATCH_TRACE=, 'A' NOTRACE, 'B' TRACER, 'C' OUTPUT, 'D' COUNTS,
+# 'E' BUFFER, 'F' FILE_MODE, 'G' WX, 'H' SYNC, 'I' PREPATCH_ and the rest, 'J' the line as it is), and
+# replies as a process writes them.
+rm -rf $seeds/request $seeds/settings $seeds/reply
+# One seed file per line of standard input in directory $1, escapes (\n, \0, \033) expanded.
+seed_lines() {
+  mkdir -p "$1"
+  local n=0 line
+  while IFS= read -r line; do
+    n=$((n + 1))
+    printf '%b' "$line" >"$1/$n"
+  done
+}
+seed_lines $seeds/request <<'REQUESTS'
+enable main,leaf_*\n
+status\n
+disable *\n
+enable  a?c,,*_x,\n
+status now\n
+enable a b\n
+enable\n
+stop\n
+REQUESTS
+seed_lines $seeds/settings <<'ENVIRONMENTS'
+@main,leaf_*\nAleaf_2\nBcount\nC/tmp/out.trace\nDcounts.out\nE64\nF0644\nHsignal\nJPATH=/usr/bin\nJHOME=/root\n
+Bgraph\0Gstrict\0F600\0E0001\0@*\0
+Bfunction\nHflush_icache\nE1024\nF0666\n
+Bbogus\nE0\nF0755\nGlax\nHnever\n
+JPREPATCH_TRACER=function\nIWX=strict\nISYNC=signal\nJPREPATCH_TRACE\nJPREPATCH_TRACERX=graph\n
+ENVIRONMENTS
+seed_lines $seeds/reply <<'REPLIES'
+ok: enabled 3 sites (3 matched)\n
+ok: disabled 0 sites (0 matched)\n
+ok: 2 sites enabled\nmain\nleaf_1\n
+error: unknown command (expected `enable GLOBS`, `disable GLOBS` or `status`)\n
+error: globs are separated by commas, not spaces\n
+busy: a batch runs, try again\n
+ok: \033[2J\033]0;title\007\r\n
+REPLIES
+
 status=0
-for t in "${targets[@]}"; do
+for spec in "${targets[@]}"; do
+  t=${spec%%=*}
+  case $t in
+    prepare | trace) time=$seconds max_len=1048576 ;;
+    *) time=$small_seconds max_len=8192 ;;  # a request file holds 4096 bytes at most
+  esac
+  [ "$spec" = "$t" ] || time=${spec#*=}
   mkdir -p build-fuzz/corpus/$t build-fuzz/crashes/$t
-  echo "fuzz: $t for ${seconds}s" >&2
-  if ! build-fuzz/${t}_fuzz -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -max_len=1048576 \
+  echo "fuzz: $t for ${time}s" >&2
+  if ! build-fuzz/${t}_fuzz -max_total_time="$time" -timeout=20 -rss_limit_mb=2048 -max_len=$max_len \
       -print_final_stats=1 -artifact_prefix=build-fuzz/crashes/$t/ build-fuzz/corpus/$t $seeds/$t \
       >build-fuzz/$t.log 2>&1; then
     status=1

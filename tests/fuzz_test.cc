@@ -3,6 +3,10 @@
 // hold on real programs and trace files, so that a fuzz run that finds nothing means something.
 #include <gtest/gtest.h>
 
+#include <span>
+#include <string>
+#include <string_view>
+
 #include "fuzz/harness.h"
 #include "support.h"
 
@@ -14,16 +18,21 @@ std::vector<u8> bytes_of(const std::string& path) {
   return {s.begin(), s.end()};
 }
 
+std::span<const u8> span_of(std::string_view s) { return {reinterpret_cast<const u8*>(s.data()), s.size()}; }
+
 TEST(FuzzCrashes, EveryInputAFuzzerCrashedIsNowHandled) {
   TempDir d;
   int inputs = 0;
-  for (const char* target : {"prepare", "trace"}) {
+  for (const std::string target : {"prepare", "trace", "request", "settings", "reply"}) {
     const std::string dir = std::string(SOURCE_DIR) + "/tests/fuzz-crashes/" + target;
     for (const std::string& name : list_dir(dir)) {
       SCOPED_TRACE(dir + "/" + name);
       std::vector<u8> b = bytes_of(dir + "/" + name);
-      if (std::string(target) == "prepare") fuzz::prepare_one(b, d.path());
-      else fuzz::trace_one(b);
+      if (target == "prepare") fuzz::prepare_one(b, d.path());
+      else if (target == "trace") fuzz::trace_one(b);
+      else if (target == "request") fuzz::request_one(b);
+      else if (target == "settings") fuzz::settings_one(b);
+      else fuzz::reply_one(b);
       inputs++;
     }
   }
@@ -49,6 +58,41 @@ TEST(FuzzHarness, ReadsTheTraceFilesOfARealRun) {
     EXPECT_TRUE(fuzz::trace_one(bytes_of(d / tracer))) << tracer;
   }
   EXPECT_FALSE(fuzz::trace_one(bytes_of(bin))) << "an ELF file is not a trace file";
+}
+
+// Each function returns whether the input was taken; the invariants it checks abort when broken.
+TEST(FuzzHarness, ChecksControlRequests) {
+  using namespace std::string_view_literals;
+  for (std::string_view ok : {"enable main,leaf_*\n"sv, "status"sv, "status\n"sv, "disable *\n"sv, "enable  a?c,,x*,\n"sv,
+                              "disable ,*,"sv})
+    EXPECT_TRUE(fuzz::request_one(span_of(ok))) << ok;
+  for (std::string_view bad : {""sv, "\n"sv, "status now\n"sv, "enable\n"sv, "enable ,,\n"sv, "enable a b\n"sv, "enable a\tb\n"sv,
+                               "enable a\0b\n"sv, "disable a\x7f\n"sv, "stop\n"sv, "Enable main\n"sv, " status\n"sv})
+    EXPECT_FALSE(fuzz::request_one(span_of(bad))) << bad;
+}
+
+TEST(FuzzHarness, ChecksSettings) {
+  using namespace std::string_view_literals;
+  // The first byte of each string names the variable (fuzz/harness.h): '@' PREPATCH_TRACE=, 'B'
+  // PREPATCH_TRACER=, 'C' OUTPUT, 'D' COUNTS, 'E' BUFFER, 'F' FILE_MODE, 'G' WX, 'H' SYNC, 'J' none.
+  for (std::string_view ok : {""sv, "@main,leaf_*\nAleaf_2\nBcount\nC/tmp/out.trace\nDcounts\nE64\nF0644\nHsignal\nJPATH=/bin\n"sv,
+                              "Bgraph\0Gstrict\0F600\0E0001"sv, "Hflush_icache\n"sv, "JPREPATCH_TRACER=function\nBbogus\n"sv,
+                              "IWX=strict\n"sv, "F0666\n@\nC\n"sv})
+    EXPECT_TRUE(fuzz::settings_one(span_of(ok))) << ok;
+  for (std::string_view bad : {"Bbogus\n"sv, "E0\n"sv, "E1073741824\n"sv, "E12x\n"sv, "F0755\n"sv, "F0400\n"sv, "F4644\n"sv,
+                               "Glax\n"sv, "Hnever\n"sv, "@main\nBcount\nF0700\nF0600\n"sv})
+    EXPECT_FALSE(fuzz::settings_one(span_of(bad))) << bad;
+  EXPECT_FALSE(fuzz::settings_one(span_of("C" + std::string(501, 'x')))) << "an output name of 501 bytes";
+  EXPECT_TRUE(fuzz::settings_one(span_of("D" + std::string(500, 'x')))) << "a counts name of 500 bytes";
+}
+
+TEST(FuzzHarness, ChecksReplies) {
+  using namespace std::string_view_literals;
+  for (std::string_view ok : {"ok: enabled 3 sites (3 matched)\n"sv, "error: unknown command\n"sv, "busy"sv, "busy: a batch runs\n"sv,
+                              "ok: status\n\x1b[2J\tmain\r\n\0"sv, "error:"sv})
+    EXPECT_TRUE(fuzz::reply_one(span_of(ok))) << ok;
+  for (std::string_view bad : {""sv, "\n"sv, "ok\n"sv, "OK: yes\n"sv, " ok: x\n"sv, "bus"sv, "\x1b]0;owned\x07\n"sv, std::string_view("x\0", 2)})
+    EXPECT_FALSE(fuzz::reply_one(span_of(bad))) << bad;
 }
 
 }  // namespace

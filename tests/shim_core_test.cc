@@ -92,6 +92,13 @@ TEST(ShimCore, Globs) {
   EXPECT_FALSE(m("", "main"));
   EXPECT_TRUE(m("", ""));
   EXPECT_TRUE(m("f*o*o", "foxoo"));
+  // A name holding a star (a C++ operator's demangled name, a hand-named symbol): the pattern's star is
+  // a star, not a letter that the name's star uses up (fuzz/request_fuzz.cc found that).
+  EXPECT_TRUE(m("*", "*x"));
+  EXPECT_TRUE(m("*x*", "enable *x*\n"));
+  EXPECT_TRUE(m("operator*", "operator*"));
+  EXPECT_TRUE(m("*isae m*", "disable *isae m*\n"));
+  EXPECT_FALSE(m("a*b", "a*c"));
   shim::GlobList l = shim::glob_list("leaf_*,,main");
   EXPECT_TRUE(l.matches("leaf_add"));
   EXPECT_TRUE(l.matches("main"));
