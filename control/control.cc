@@ -61,9 +61,21 @@ pid_t pick_thread(pid_t pid) {
   return any;
 }
 
+// Whether `pid` still runs: it exists and is not a zombie (exited, not yet waited for).
+bool running(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' && line[paren + 2] != 'X';
+}
+
 // The control signal kills a process that does not catch it: make sure `pid` runs a prepared binary
-// whose shim is listening before sending one.
-void check_target(pid_t pid) {
+// whose shim is listening before sending one. A process that has only just started may not have run
+// its shim yet (it installs its handler before the program's own start-up): waited for until
+// `deadline`.
+void check_target(pid_t pid, std::chrono::steady_clock::time_point deadline) {
   const std::string who = "process " + std::to_string(pid);
   if (::kill(pid, 0) != 0)
     throw IoError(who + ": " + (errno == ESRCH ? "no such process" : errno == EPERM ? "belongs to another user" : errno_text()));
@@ -77,9 +89,14 @@ void check_target(pid_t pid) {
     throw IoError(who + ": cannot read its executable (" + e.what() + ")");
   }
   if (!table) throw IoError(who + ": its executable is not prepared by prepatch (no __patch_sites table)");
-  auto caught = status_mask("/proc/" + std::to_string(pid) + "/status", "SigCgt:");
-  if (!caught || !(*caught & ctl_bit))
-    throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening (a program run setuid, setgid or with file "
+  for (;;) {
+    auto caught = status_mask("/proc/" + std::to_string(pid) + "/status", "SigCgt:");
+    if (caught && (*caught & ctl_bit)) return;
+    if (!running(pid)) throw IoError(who + " exited before its shim was listening");
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening (a program run setuid, setgid or with file "
                         "capabilities never starts it: SECURITY.md); not sending a signal that would kill it");
 }
 
@@ -234,7 +251,8 @@ ParsedReply parse_reply(std::string_view text) {
 ControlReply control(pid_t pid, const std::string& command, std::chrono::milliseconds timeout) {
   if (command.size() >= shim::ctl_max_request || command.find('\n') != std::string::npos)
     throw IoError("the command must be one line shorter than 4096 bytes");
-  check_target(pid);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  check_target(pid, deadline);
   const uid_t owner = channel_owner(pid);
   const int dir = channel_dir(owner);
   const u32 id = static_cast<u32>(::getpid()) & shim::message_id_mask;
@@ -245,7 +263,6 @@ ControlReply control(pid_t pid, const std::string& command, std::chrono::millise
     std::string a, b;
     ~Cleanup() { ::unlinkat(dir, a.c_str(), 0), ::unlinkat(dir, b.c_str(), 0), ::close(dir); }
   } cleanup{dir, req, reply};
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     ::unlinkat(dir, reply.c_str(), 0);
     write_request(dir, req, command, owner != ::geteuid());
@@ -266,7 +283,7 @@ ControlReply control(pid_t pid, const std::string& command, std::chrono::millise
           throw IoError("process " + std::to_string(pid) + ": cannot signal it: " + errno_text());
         next_signal = now + std::chrono::milliseconds(250);
       }
-      if (::kill(pid, 0) != 0) throw IoError("process " + std::to_string(pid) + " exited before answering");
+      if (!running(pid)) throw IoError("process " + std::to_string(pid) + " exited before answering");
       if (now > deadline)
         throw IoError("process " + std::to_string(pid) + " did not answer within " + std::to_string(timeout.count()) + " ms (is it stopped?)");
       std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -31,9 +31,10 @@ struct ParsedReply {
 ParsedReply parse_reply(std::string_view text);
 
 // Sends `command` (one line: `enable GLOBS`, `disable GLOBS`, `status`) to process `pid` and waits up
-// to `timeout` for the answer; a "busy" answer (another batch runs) is retried until then. Throws
-// IoError when the process is not a prepared binary of this user (or, for root, of any user), runs in
-// another user or mount namespace, is gone, does not answer, or answers something malformed.
+// to `timeout` for the answer (and, for a process that has only just started, for its shim to
+// listen); a "busy" answer (another batch runs) is retried until then. Throws IoError when the
+// process is not a prepared binary of this user (or, for root, of any user), runs in another user or
+// mount namespace, is gone, does not answer, or answers something malformed.
 ControlReply control(pid_t pid, const std::string& command, std::chrono::milliseconds timeout);
 
 struct CountRow {

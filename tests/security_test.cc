@@ -150,7 +150,8 @@ TEST(SecureExecution, CtlCannotDriveASetuidProcess) {
   Background p(as_user(nobody, {d / "prepared", "wait"}), d.path());
   ASSERT_GT(p.target(), 0);
   for (bool root : {true, false}) {
-    std::vector<std::string> cmd{PREPATCH_BIN, "ctl", std::to_string(p.target()), "enable", "*"};
+    // (--timeout: ctl waits that long for a shim that is not listening yet, which this one never will)
+    std::vector<std::string> cmd{PREPATCH_BIN, "ctl", std::to_string(p.target()), "enable", "*", "--timeout", "300"};
     Proc c = run(root ? cmd : as_user(nobody, cmd));
     EXPECT_EQ(c.status, 5) << c.err;
     // (nobody cannot even read a setuid process's executable: the kernel keeps it from its caller)

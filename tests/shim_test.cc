@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -161,6 +162,45 @@ TEST(ShimLive, CtlEnablesDisablesAndReportsStatus) {
   auto [status, out] = p.finish();
   EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "wrong results 0\n");
+}
+
+// `prepatch ctl` right after a program started, while its libraries' constructors still run (the shim
+// starts after them, at the program's entry): it waits for the shim instead of failing; a program that
+// exits before its shim ever listens gets a clear message.
+TEST(ShimLive, CtlWaitsForAShimThatIsNotReadyYet) {
+  TempDir d;
+  write_file(d / "slow.c",
+             "#include <stdlib.h>\n#include <unistd.h>\n"
+             "__attribute__((constructor)) static void slow(void) {\n"
+             "  usleep(atoi(getenv(\"SLOW_START_MS\")) * 1000);\n"
+             "  if (getenv(\"SLOW_EXIT\")) _exit(3);\n}\n");
+  Proc cc = run({"gcc", "-shared", "-fPIC", d / "slow.c", "-o", d / "slow.so"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  const std::string bin = prepared(d, "live-fentry");
+  // Until the program runs the prepared binary (env has exec'd it), then ask at once.
+  const auto runs_bin = [&](int pid) {
+    for (int i = 0; i < 2000; i++) {
+      std::error_code ec;
+      if (std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec) == bin) return true;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return false;
+  };
+  Background p({"env", "LD_PRELOAD=" + d / "slow.so", "SLOW_START_MS=700", "PREPATCH_COUNTS=" + d / "c", bin, "wait"}, d.path(), false);
+  ASSERT_TRUE(runs_bin(p.pid()));
+  Proc s = ctl(p.pid(), {"status"});
+  EXPECT_EQ(s.status, 0) << s.err;
+  EXPECT_EQ(s.out.rfind("ok: pid " + std::to_string(p.pid()) + ", 0 of ", 0), 0u) << s.out;
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "ready " + std::to_string(p.pid()) + "\nwrong results 0\n");
+
+  Background q({"env", "LD_PRELOAD=" + d / "slow.so", "SLOW_START_MS=300", "SLOW_EXIT=1", bin, "wait"}, d.path(), false);
+  ASSERT_TRUE(runs_bin(q.pid()));
+  Proc e = ctl(q.pid(), {"status"});
+  EXPECT_EQ(e.status, 5);
+  EXPECT_NE(e.err.find("exited before its shim was listening"), std::string::npos) << e.err;
+  EXPECT_EQ(q.finish().first, 3);
 }
 
 TEST(ShimLive, CtlRefusesAProcessItsSignalWouldKill) {
