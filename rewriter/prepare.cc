@@ -9,6 +9,7 @@
 #include "arch/riscv64.h"
 #include "elf/writer.h"
 #include "rewriter/embed.h"
+#include "rewriter/gprof.h"
 
 namespace prepatch {
 
@@ -127,6 +128,33 @@ class SitePatches {
     u32 word;
   } queue_[3];  // a word ISA site's patches, in address order
   unsigned queued_ = 0, queue_len_ = 0;
+};
+
+// The sites' patches with a few others (`extra`, sorted by file offset) merged in by file offset, so the
+// writer still takes one ascending stream. The sites fill each batch directly (100k of them); an extra
+// is inserted where it belongs among them, or after the last.
+class MergedPatches {
+ public:
+  MergedPatches(SitePatches& sites, std::span<const elf::Patch> extra) : sites_(sites), extra_(extra) {}
+  size_t fill(std::span<elf::Patch> out) {
+    if (out.empty()) return 0;
+    const size_t left = extra_.size() - next_;
+    size_t n = sites_.fill(out.first(out.size() > left ? out.size() - left : 1));
+    while (next_ < extra_.size() && n < out.size() && (n == 0 || extra_[next_].offset < out[n - 1].offset)) {
+      const elf::Patch& e = extra_[next_++];
+      auto at = std::upper_bound(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n), e.offset,
+                                 [](u64 off, const elf::Patch& p) { return off < p.offset; });
+      std::move_backward(at, out.begin() + static_cast<std::ptrdiff_t>(n), out.begin() + static_cast<std::ptrdiff_t>(n + 1));
+      *at = e;
+      n++;
+    }
+    return n;
+  }
+
+ private:
+  SitePatches& sites_;
+  std::span<const elf::Patch> extra_;
+  size_t next_ = 0;
 };
 
 }  // namespace
@@ -253,17 +281,24 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections), {{rt.names_at, rt.names}});
   w.set_entry(rt.entry);
 
+  // Besides the sites: RISC-V's redirect of what the -pg sites call, and gprof's start-up made to return
+  // (rewriter/gprof.h), in file order, merged into the sites' stream.
+  std::vector<elf::Patch> extra;
+  if (rt.redirect.len) extra.push_back(rt.redirect);
+  if (d.gmon_start)
+    if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);
+  std::sort(extra.begin(), extra.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });
+
   // Sites are in address order; where the file keeps that order (every linker's layout), the writer
   // takes the patches as a stream, else as a list sorted by file offset.
-  SitePatches patches(elf, d.sites, rt);
-  ascending &= !rt.redirect.len;  // the redirect (RISC-V) lies among the sites: the writer sorts
+  SitePatches sites(elf, d.sites, rt);
+  MergedPatches patches(sites, extra);
   if (ascending) {
     w.write(out_path, mode, source_fd, [&](std::span<elf::Patch> out) { return patches.fill(out); });
   } else {
     std::array<elf::Patch, 64> batch;
     while (size_t n = patches.fill(batch))  // the writer sorts its own list
       for (size_t i = 0; i < n; i++) w.add_patch(batch[i]);
-    if (rt.redirect.len) w.add_patch(rt.redirect);
     w.write(out_path, mode, source_fd);
   }
   return res;

@@ -16,6 +16,7 @@
 #include "arch/thumb2.h"
 #include "elf/layout.h"
 #include "elf/mapped_file.h"
+#include "rewriter/gprof.h"
 #include "shim/abi.h"
 
 namespace prepatch {
@@ -324,6 +325,8 @@ void Discoverer::read_symbols() {
       }
       if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC) d_.unwinder[k] = s.value;
       if (is_fork(name)) d_.defines_fork = true;
+      if (s.type == STT_FUNC && name[0] == '_' && name[1] == '_' && name[2] == 'g' && std::strcmp(name, gmon_start_name) == 0)
+        d_.gmon_start = s.value, d_.gmon_start_other = s.other;
     });
   }
   d_.has_symtab = elf_.symtab() != nullptr;

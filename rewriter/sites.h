@@ -81,6 +81,10 @@ struct Discovery {
   // RISC-V -pg: what the sites call (the _mcount PLT entry, or _mcount itself), which the preparer
   // makes a jump to the shim; 0 when there is none.
   u64 mcount_via = 0;
+  // glibc's gprof start-up (rewriter/gprof.h), when the binary defines it: its st_value and st_other;
+  // 0 when there is none.
+  u64 gmon_start = 0;
+  u8 gmon_start_other = 0;
 
   std::string_view func_name(const Site& s) const;  // empty when the site is in no known function
 };

@@ -59,6 +59,7 @@ TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
   ASSERT_EQ(p.status, 0) << p.err;
   const std::vector<std::string> prep = b.exec(d / "prepared");  // run by qemu-user for another ISA
   Proc orig = run(b.exec(b.bin), d.path());
+  unlink((d / "gmon.out").c_str());  // the original, if linked with -pg, ran gprof
   Proc off = run(with_env({"PREPATCH_COUNTS=" + d / "off.counts"}, prep), d.path());
   Proc on = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "on.counts"}, prep), d.path());
   // tablecheck finds the table the preparer added: its output differs from the original's by design.
@@ -79,6 +80,7 @@ TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
     EXPECT_EQ(n, expected[fn]) << fn;
   }
   for (const auto& [fn, n] : expected) EXPECT_TRUE(counts.count(fn)) << fn << " has no site";
+  EXPECT_FALSE(exists(d / "gmon.out")) << "a prepared binary must not run gprof (rewriter/gprof.h)";
   // The same under PREPATCH_WX=strict (none of these programs can fork, static ones included); on the
   // other ISAs strict is refused, saying so, and the program runs untraced.
   Proc strict = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_WX=strict", "PREPATCH_COUNTS=" + d / "strict.counts"}, prep), d.path());
@@ -108,6 +110,35 @@ TEST(ShimStart, TracingSomeFunctionsCountsOnlyThose) {
     }
     Proc none = run({"env", "PREPATCH_TRACE=no_such_function", "PREPATCH_COUNTS=" + d / "c2", d / "prepared"}, d.path());
     EXPECT_NE(none.err.find("PREPATCH_TRACE: no site's function matches no_such_function"), std::string::npos) << none.err;
+  }
+}
+
+// A -pg link brings glibc's gprof, which starts before main (a SIGPROF timer whose signals cut short
+// system calls) and writes gmon.out at exit; a prepared binary runs none of it, traced or not, on every
+// ISA. The unprepared program shows the test can tell.
+TEST(ShimStart, GprofNeverRunsInAPreparedBinary) {
+  for (const std::string flavor :
+       {"gcc-pg", "gcc-fentry-cet-static", "clang-pg", "a64-pg", "a64-pg-static", "ppc-pg", "rv-pg", "arm-pg", "arm-pg-static"}) {
+    SCOPED_TRACE(flavor);
+    TempDir d;
+    const std::string bin = td + "/gprof-" + flavor;
+    ASSERT_EQ(prepatch({bin, "-o", d / "prepared", "-q"}).status, 0);
+    const std::string isa = flavor.rfind("a64", 0) == 0 ? "aarch64" : flavor.rfind("ppc", 0) == 0 ? "ppc64le" : flavor.rfind("rv", 0) == 0 ? "riscv64"
+                            : flavor.rfind("arm", 0) == 0 ? "arm" : "";
+    std::vector<std::string> orig = qemu_for(isa), prep = qemu_for(isa);
+    orig.push_back(bin), prep.push_back(d / "prepared");
+    Proc o = run(orig, d.path());
+    EXPECT_EQ(o.status, 0) << o.err;
+    EXPECT_EQ(o.out.rfind("profiling timer on, SIGPROF handled\n", 0), 0u) << o.out;
+    EXPECT_TRUE(exists(d / "gmon.out"));
+    unlink((d / "gmon.out").c_str());
+    for (const std::vector<std::string>& vars : {std::vector<std::string>{}, {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}}) {
+      Proc p = run(with_env(vars, prep), d.path());
+      EXPECT_EQ(p.status, 0) << p.err;
+      EXPECT_EQ(p.out, "profiling timer off, SIGPROF default\npoll interrupted never\n");
+      EXPECT_EQ(p.err, "");
+      EXPECT_FALSE(exists(d / "gmon.out"));
+    }
   }
 }
 
