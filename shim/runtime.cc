@@ -117,8 +117,9 @@ using sys::call;
 struct Stats {
   u64 batches, syncs, writes, protections, traps, refused, sync_timeouts;
   u64 block_waits, block_wait_max_ns;  // batches that waited for threads blocking signals, longest wait
-  // Control requests: answered, dropped unread (one was being served, or a burst past ctl_burst), refused
-  // for what their file is, and the longest time one took in its handler.
+  // Control requests: answered (a reply written, refusals included), dropped unread (one was being
+  // served, or a burst past ctl_burst), refused for what their file or directory is, and the longest
+  // time one took in its handler.
   u64 requests, requests_dropped, requests_refused, request_max_ns;
 };
 
@@ -1606,11 +1607,11 @@ void reply_status(Reply& r) {
     if (g.site[i] & site_on) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
 }
 
-// Answers request `id`: reads it from the channel's directory (nothing, when the directory is unsafe
-// or the request is gone) and writes the reply beside it.
-void answer_request(u32 id) {
+// Answers request `id`: reads it from the channel's directory and writes the reply beside it. False
+// when there is nothing to answer: the directory is unsafe, or the request is gone (answered already).
+bool answer_request(u32 id) {
   const int dir = open_channel_dir();
-  if (dir < 0) return void(__atomic_fetch_add(&g.stats.requests_refused, 1, __ATOMIC_RELAXED));
+  if (dir < 0) return __atomic_fetch_add(&g.stats.requests_refused, 1, __ATOMIC_RELAXED), false;
   char name[64];
   Text nm(name, sizeof name);
   channel_name(nm, id, ".req");
@@ -1618,7 +1619,7 @@ void answer_request(u32 id) {
   char ebuf[256];
   Text err(ebuf, sizeof ebuf);
   const long n = read_request(dir, name, req, err);
-  if (n == -sys::enoent) return void(call(sys::nr_close, dir));
+  if (n == -sys::enoent) return call(sys::nr_close, dir), false;
   {
     Reply r(dir, id);
     if (n < 0) {
@@ -1638,6 +1639,7 @@ void answer_request(u32 id) {
     }
   }
   call(sys::nr_close, dir);
+  return true;
 }
 
 // A control request reached this thread (ctl_signal). One is served at a time; one arriving meanwhile,
@@ -1652,8 +1654,7 @@ void serve_request(u32 id) {
     __atomic_fetch_add(&g.stats.requests_dropped, 1, __ATOMIC_RELAXED);
   } else {
     const i64 start = now_ns();
-    answer_request(id);
-    g.stats.requests++;
+    if (answer_request(id)) g.stats.requests++;
     if (const u64 took = static_cast<u64>(now_ns() - start); took > g.stats.request_max_ns) g.stats.request_max_ns = took;
   }
   __atomic_store_n(&g.serving, 0, __ATOMIC_RELEASE);
