@@ -217,14 +217,15 @@ int main(int argc, char** argv) {
   plan->add_option("--target", pa.target, "address the call form calls (default: --at + 0x1000)");
   plan->add_flag("--off", pa.off, "show switching the site off instead of on");
   plan->add_flag("--markdown", pa.markdown, "print the generated part of docs/PROTOCOLS.md (every ISA; runs the full check)");
-  CLI::App* ctl = app.add_subcommand("ctl", "drive the shim of a running prepared process: enable GLOBS, disable GLOBS\n"
-                                            "(comma-separated globs over function names) or status (docs/SHIM.md)");
+  CLI::App* ctl = app.add_subcommand("ctl", "drive the shim of a running prepared process of this user (any user's as root): enable\n"
+                                            "GLOBS, disable GLOBS (comma-separated globs over function names) or status (docs/SHIM.md,\n"
+                                            "SECURITY.md); waits for a process whose shim is not listening yet");
   std::string ctl_pid;
   std::vector<std::string> ctl_words;
   unsigned ctl_timeout = 10000;
   ctl->add_option("pid", ctl_pid, "the process")->required();
   ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | status")->required();
-  ctl->add_option("--timeout", ctl_timeout, "milliseconds to wait for the answer (a busy process is asked again until then)")
+  ctl->add_option("--timeout", ctl_timeout, "milliseconds to wait for the shim to listen and answer (a busy process is asked again until then)")
       ->capture_default_str();
 
   CLI::App* counts = app.add_subcommand("counts", "print the per-function call counts a prepared process wrote (PREPATCH_COUNTS)");
