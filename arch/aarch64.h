@@ -25,6 +25,9 @@ inline constexpr u32 mov_x9_x30 = 0xaa1e'03e9;  // mov x9, x30      (patchable: 
 inline constexpr u32 bl         = 0x9400'0000;  // bl <target>      (imm26 filled in)
 inline constexpr u32 bti_c      = 0xd503'245f;  // bti c            (a function's landing pad)
 inline constexpr u32 bti_jc     = 0xd503'24df;  // bti jc
+inline constexpr u32 paciasp    = 0xd503'233f;  // paciasp          (signs x30; a landing pad too)
+inline constexpr u32 autiasp    = 0xd503'23bf;  // autiasp
+inline constexpr u32 ret        = 0xd65f'03c0;  // ret
 // clang-format on
 
 inline constexpr i64 bl_reach = i64{1} << 27;  // bytes, either way

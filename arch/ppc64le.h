@@ -23,7 +23,11 @@ inline constexpr u32 bl         = 0x4800'0001;  // bl <target>      (LI filled i
 inline constexpr u32 trap       = 0x7fe0'0008;  // trap (tw 31,0,0)
 inline constexpr u32 addis_r2_r12 = 0x3c4c'0000;  // addis r2, r12, hi  (ELFv2 global entry: the TOC from r12)
 inline constexpr u32 lis_r2     = 0x3c40'0000;  // lis r2, hi         (the same in a non-PIE binary)
+inline constexpr u32 blr        = 0x4e80'0020;  // blr
 // clang-format on
+
+// ELFv2: the local entry point's offset from a function's global entry, from its symbol's st_other.
+constexpr u64 local_entry_offset(u8 other) { return ((u64{1} << ((other >> 5) & 7)) >> 2) << 2; }
 
 inline constexpr i64 bl_reach = i64{1} << 25;
 

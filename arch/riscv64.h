@@ -31,6 +31,7 @@ inline constexpr u32 jalr     = 0x0000'0067;  // jalr rd, imm12(rs1) (rd, rs1, i
 inline constexpr u16 c_mv_a0_ra = 0x8506;     // c.mv a0, ra
 inline constexpr u16 c_nop    = 0x0001;       // c.nop
 inline constexpr u16 c_ebreak = 0x9002;       // c.ebreak
+inline constexpr u16 c_ret    = 0x8082;       // c.jr ra (ret)
 inline constexpr unsigned zero = 0, ra = 1, t0 = 5, t1 = 6;
 // clang-format on
 

@@ -23,6 +23,8 @@ namespace prepatch::arch::thumb2 {
 inline constexpr u16 push_lr   = 0xb500;            // push {lr}
 inline constexpr u16 pop_lr[2] = {0xf85d, 0xeb04};  // ldr.w lr, [sp], #4   (pop {lr}: the off form)
 inline constexpr u16 bx_pc     = 0x4778;            // bx pc: a PLT entry's Thumb stub, into its ARM-state code
+inline constexpr u16 bx_lr     = 0x4770;            // bx lr
+inline constexpr u32 arm_bx_lr = 0xe12f'ff1e;       // bx lr, in ARM state
 // clang-format on
 
 inline constexpr i64 bl_reach = i64{1} << 24;

@@ -38,6 +38,7 @@ struct X86_64 {
   static constexpr u8 trap[] = {0xcc};  // int3
   static constexpr unsigned max_insn = 15;
   static constexpr std::array<u8, 4> endbr64 = {0xf3, 0x0f, 0x1e, 0xfa};
+  static constexpr u8 ret = 0xc3;
   static constexpr std::array<u8, 5> nop5 = {0x0f, 0x1f, 0x44, 0x00, 0x00};  // nopl 0x0(%rax,%rax,1)
 };
 

@@ -37,6 +37,17 @@ std::optional<u64> status_mask(const std::string& status_path, const char* key) 
   return mask;
 }
 
+// The state letter of a process or thread (R running, S sleeping, Z zombie, ...) from its /proc stat
+// file; nullopt when it cannot be read (gone).
+std::optional<char> proc_state(const std::string& stat_path) {
+  std::ifstream stat(stat_path);
+  std::string line;
+  std::getline(stat, line);
+  const auto paren = line.rfind(')');  // the name, in parentheses, may hold anything
+  if (paren == std::string::npos || paren + 2 >= line.size()) return std::nullopt;
+  return line[paren + 2];
+}
+
 // The thread to deliver the request to: one that does not block the control signal, preferably one running
 // (state R), whose handler then interrupts no system call. A signal to the whole process would go to
 // any thread, often the main one, and cut short its sleep() or poll().
@@ -49,11 +60,7 @@ pid_t pick_thread(pid_t pid) {
     pid_t tid = static_cast<pid_t>(std::strtol(name.c_str(), nullptr, 10));
     auto blocked = status_mask(task + name + "/status", "SigBlk:");
     if (tid <= 0 || !blocked || (*blocked & ctl_bit)) continue;
-    std::ifstream stat(task + name + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    auto paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'R') return tid;
+    if (proc_state(task + name + "/stat") == 'R') return tid;
     if (!any) any = tid;
   }
   if (ec) throw IoError(task + ": cannot list the threads: " + ec.message());
@@ -64,11 +71,8 @@ pid_t pick_thread(pid_t pid) {
 // Whether `pid` still runs: it exists and is not a zombie (exited, not yet waited for).
 bool running(pid_t pid) {
   if (::kill(pid, 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z' && line[paren + 2] != 'X';
+  const auto state = proc_state("/proc/" + std::to_string(pid) + "/stat");
+  return state && *state != 'Z' && *state != 'X';
 }
 
 // The control signal kills a process that does not catch it: make sure `pid` runs a prepared binary
@@ -166,13 +170,13 @@ int channel_dir(uid_t owner) {
   return fd;
 }
 
-// An unpredictable name beside `name`: NAME.tmp-XXXXXXXXXXXX.
+// An unpredictable name beside `name`, as the shim draws them (shim/core.h temp_name_chars):
+// NAME.tmp-XXXXXXXXXXXX.
 std::string temporary_name(const std::string& name) {
-  static constexpr char chars[] = "abcdefghijklmnopqrstuvwxyz234567";
-  unsigned char r[12];
+  unsigned char r[shim::temp_random_chars];
   if (::getentropy(r, sizeof r) != 0) throw IoError("cannot draw random bytes for a temporary name: " + errno_text());
   std::string t = name + ".tmp-";
-  for (unsigned char c : r) t += chars[c & 31];
+  for (unsigned char c : r) t += shim::temp_name_chars[c & 31];
   return t;
 }
 
@@ -182,7 +186,7 @@ std::string temporary_name(const std::string& name) {
 void write_request(int dir, const std::string& name, const std::string& command, bool for_other_user) {
   std::string tmp;
   int fd = -1;
-  for (int k = 0; k < 16 && fd < 0; k++) {
+  for (unsigned k = 0; k < shim::temp_tries && fd < 0; k++) {
     tmp = temporary_name(name);
     fd = ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
     if (fd < 0 && errno != EEXIST) break;

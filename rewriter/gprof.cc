@@ -1,59 +1,61 @@
 #include "rewriter/gprof.h"
 
-#include <cstring>
+#include <algorithm>
+
+#include "arch/aarch64.h"
+#include "arch/ppc64le.h"
+#include "arch/riscv64.h"
+#include "arch/thumb2.h"
+#include "arch/x86_64.h"
 
 namespace prepatch {
 
 namespace {
 
-u32 load32(std::span<const u8> b) { return u32{b[0]} | u32{b[1]} << 8 | u32{b[2]} << 16 | u32{b[3]} << 24; }
-
-void put32(elf::Patch& p, unsigned at, u32 w) {
-  for (unsigned i = 0; i < 4; i++) p.bytes[at + i] = static_cast<u8>(w >> (8 * i));
+// Puts the little-endian `n`-byte instruction `insn` at byte `at` of the patch, and grows it to cover it.
+void put(elf::Patch& p, unsigned at, u32 insn, unsigned n) {
+  for (unsigned i = 0; i < n; i++) p.bytes[at + i] = static_cast<u8>(insn >> (8 * i));
+  p.len = static_cast<u8>(std::max<unsigned>(p.len, at + n));
 }
 
 }  // namespace
 
 std::optional<elf::Patch> gprof_off_patch(const elf::Elf& elf, u64 value, u8 other) {
-  const u16 machine = elf.header().machine;
   u64 at = value;
   elf::Patch p;
-  switch (machine) {
+  switch (elf.header().machine) {
     case EM_X86_64: {
-      constexpr u8 endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};  // IBT's landing pad stays: _init calls through a pointer
-      if (auto b = elf.bytes_at(at, 4); b.size() == 4 && std::memcmp(b.data(), endbr64, 4) == 0) at += 4;
-      p.bytes[0] = 0xc3;  // ret
-      p.len = 1;
+      constexpr auto endbr64 = arch::X86_64::endbr64;  // IBT's landing pad stays: _init calls through a pointer
+      if (auto b = elf.bytes_at(at, 4); b.size() == 4 && std::equal(b.begin(), b.end(), endbr64.begin())) at += 4;
+      put(p, 0, arch::X86_64::ret, 1);
       break;
     }
     case EM_AARCH64: {
       auto b = elf.bytes_at(at, 4);
       if (b.size() != 4) return std::nullopt;
-      const u32 first = load32(b);
-      if (first == 0xd503245f) {  // bti c: the landing pad stays
+      const auto first = static_cast<u32>(elf.codec().get(b, 0, 4));
+      if (first == arch::aarch64::bti_c) {  // the landing pad stays
         at += 4;
-        put32(p, 0, 0xd65f03c0), p.len = 4;  // ret
-      } else if (first == 0xd503233f) {  // paciasp (a landing pad too): authenticate the return address again
+      } else if (first == arch::aarch64::paciasp) {  // a landing pad too: authenticate the return address again
         at += 4;
-        put32(p, 0, 0xd50323bf), put32(p, 4, 0xd65f03c0), p.len = 8;  // autiasp; ret
-      } else {
-        put32(p, 0, 0xd65f03c0), p.len = 4;
+        put(p, 0, arch::aarch64::autiasp, 4);
       }
+      put(p, p.len, arch::aarch64::ret, 4);
       break;
     }
     case EM_PPC64:  // ELFv2: calls from inside the binary enter at the local entry point, the others fall into it
-      at += ((u64{1} << ((other >> 5) & 7)) >> 2) << 2;
-      put32(p, 0, 0x4e800020), p.len = 4;  // blr
+      at += arch::ppc64le::local_entry_offset(other);
+      put(p, 0, arch::ppc64le::blr, 4);
       break;
-    case EM_RISCV:
-      p.bytes[0] = 0x82, p.bytes[1] = 0x80, p.len = 2;  // c.jr ra (ret); RV64GC, as the rest of the binary
+    case EM_RISCV:  // RV64GC, as the rest of the binary
+      put(p, 0, arch::riscv64::c_ret, 2);
       break;
     case EM_ARM:
       if (at & 1) {  // Thumb
         at &= ~u64{1};
-        p.bytes[0] = 0x70, p.bytes[1] = 0x47, p.len = 2;  // bx lr
+        put(p, 0, arch::thumb2::bx_lr, 2);
       } else {
-        put32(p, 0, 0xe12fff1e), p.len = 4;  // ARM state: bx lr
+        put(p, 0, arch::thumb2::arm_bx_lr, 4);
       }
       break;
     default:

@@ -42,9 +42,6 @@ u32 relative_reloc(arch::Isa isa) {
   }
 }
 
-// ELFv2 (PPC64): the local entry point's offset from a function's global entry, from st_other.
-u64 ppc64_local_entry_offset(u8 other) { return ((u64{1} << ((other >> 5) & 7)) >> 2) << 2; }
-
 std::optional<SiteKind> tracer_kind(std::string_view name) {
   name = name.substr(0, name.find('@'));  // strip symbol versions: __fentry__@GLIBC_2.13
   if (name == "__fentry__") return SiteKind::fentry;
@@ -310,7 +307,7 @@ void Discoverer::read_symbols() {
       if (auto k = tracer_kind(name)) {
         direct_.add(code_addr(s.value), *k);
         // PPC64 ELFv2: a direct call enters at the local entry point, after the TOC setup.
-        if (isa_ == arch::Isa::ppc64le) direct_.add(s.value + ppc64_local_entry_offset(s.other), *k);
+        if (isa_ == arch::Isa::ppc64le) direct_.add(s.value + arch::ppc64le::local_entry_offset(s.other), *k);
       }
       // PPC64: ld's call stubs to shared objects are symbols `NNNNNNNN.plt_call.NAME` (NOTYPE).
       if (isa_ == arch::Isa::ppc64le && s.type == STT_NOTYPE && name[0] >= '0' && name[0] <= '9')

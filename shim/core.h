@@ -267,6 +267,12 @@ inline Command parse_command(const char* s, size_t n) {
   return c;
 }
 
+// The temporary names behind every file the shim and `prepatch ctl` create (SECURITY.md): NAME.tmp-
+// and temp_random_chars characters of temp_name_chars, each from 5 random bits (60 bits in all), created
+// exclusively; a name someone took is drawn again, temp_tries times at most.
+PREPATCH_CONSTANT char temp_name_chars[33] = "abcdefghijklmnopqrstuvwxyz234567";
+inline constexpr unsigned temp_random_chars = 12, temp_tries = 16;
+
 // The control channel's rules on its files (docs/SHIM.md, SECURITY.md), on what fstat reports.
 // The directory /tmp/prepatch-EUID: a directory of the process's effective user that no one else may
 // enter or write.

@@ -319,16 +319,16 @@ const char* errno_text(long r) {
   return "an error";
 }
 
-// Appends n unpredictable characters (5 bits each) for a temporary file's name: from getrandom, or,
-// where the kernel has none (before 3.17), the TSC and the clock mixed.
-void random_chars(Text& t, unsigned n) {
-  u8 r[16] = {};
-  if (n > sizeof r) n = sizeof r;
+// Appends a temporary name's unpredictable characters (shim/core.h temp_name_chars): from getrandom,
+// or, where the kernel has none (before 3.17), the TSC and the clock mixed.
+void random_chars(Text& t) {
+  constexpr unsigned n = temp_random_chars;
+  u8 r[n] = {};
   if (call(sys::nr_getrandom, reinterpret_cast<long>(r), n, 1 /* GRND_NONBLOCK */) != static_cast<long>(n)) {
     u64 x = sys::ticks() ^ static_cast<u64>(clock_ns(0)) * 0x9E3779B97F4A7C15;
     for (unsigned i = 0; i < n; i++) x = (x ^ (x >> 29)) * 0xBF58476D1CE4E5B9, r[i] = static_cast<u8>(x >> 56);
   }
-  for (unsigned i = 0; i < n; i++) t.ch("abcdefghijklmnopqrstuvwxyz234567"[r[i] & 31]);
+  for (unsigned i = 0; i < n; i++) t.ch(temp_name_chars[r[i] & 31]);
 }
 
 // Creates the new file `path` (relative to directory `dir`) exclusively: it fails, rather than open
@@ -340,14 +340,14 @@ long create_exclusive(int dir, const char* path, u32 mode) {
 }
 
 // Creates a temporary file beside `path` under an unpredictable name, PATH.tmp-XXXXXXXXXXXX (60 random
-// bits), put in `tmp` (`cap` bytes); a name someone took meanwhile is drawn again, 16 times at most.
-// The descriptor, or -errno.
+// bits), put in `tmp` (`cap` bytes); a name someone took meanwhile is drawn again, temp_tries times at
+// most. The descriptor, or -errno.
 long create_temporary(int dir, const char* path, char* tmp, u64 cap, u32 mode) {
   long fd = -sys::eexist;
-  for (int k = 0; k < 16 && fd == -sys::eexist; k++) {
+  for (unsigned k = 0; k < temp_tries && fd == -sys::eexist; k++) {
     Text t(tmp, cap - 1);
     t.str(path).str(".tmp-");
-    random_chars(t, 12);
+    random_chars(t);
     tmp[t.size()] = 0;
     if (t.truncated) return -sys::einval;
     fd = create_exclusive(dir, tmp, mode);

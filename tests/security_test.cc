@@ -376,6 +376,13 @@ struct Target {
     }
     return "";
   }
+  // The process, unharmed by whatever the test did, still running; it ends as it should, its results right.
+  void ends_well() const {
+    EXPECT_TRUE(proc->alive());
+    auto [status, out] = proc->finish();
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(out, "wrong results 0\n");
+  }
   Proc ctl(const std::vector<std::string>& words) const {
     std::vector<std::string> args{"ctl", std::to_string(pid())};
     args.insert(args.end(), words.begin(), words.end());
@@ -441,10 +448,7 @@ TEST(ControlChannel, RequestFilesOfEveryWrongKindAreRefused) {
   ASSERT_EQ(s.status, 0) << s.err;
   EXPECT_NE(s.out.find(", 0 of "), std::string::npos) << "no refused request may enable anything: " << s.out;
   EXPECT_TRUE(std::regex_search(s.out, std::regex("requests: \\d+ answered before this one, 0 dropped \\(.*\\), 11 refused"))) << s.out;
-  EXPECT_TRUE(t.proc->alive());
-  auto [status, out] = t.proc->finish();
-  EXPECT_EQ(status, 0);
-  EXPECT_EQ(out, "wrong results 0\n");
+  t.ends_well();
 }
 
 // 10,000 requests in a burst, each a valid `status` (the largest answer), sent to every thread of the
@@ -482,10 +486,7 @@ TEST(ControlChannel, AFloodOfRequestsIsDroppedNotServed) {
   for (unsigned i = 0; i < n; i++) replies += exists(t.rep(first + i)), unread += exists(t.req(first + i));
   EXPECT_EQ(replies, answered);
   EXPECT_EQ(replies + unread, n) << "every request was either answered (and removed) or left unread";
-  EXPECT_TRUE(t.proc->alive());
-  auto [status, out] = t.proc->finish();
-  EXPECT_EQ(status, 0);
-  EXPECT_EQ(out, "wrong results 0\n");
+  t.ends_well();
 }
 
 // Who may drive a process: its user and root; not another user; not from outside its user namespace.
@@ -502,9 +503,7 @@ TEST(ControlChannel, OnlyTheUserAndRootMayDriveAProcess) {
   Proc self = run(as_user(t.uid, {PREPATCH_BIN, "ctl", std::to_string(t.pid()), "disable", "*"}));
   EXPECT_EQ(self.status, 0) << self.err;
   EXPECT_EQ(self.out, "ok: disabled 1 site (13 matched)\n");
-  auto [status, out] = t.proc->finish();
-  EXPECT_EQ(status, 0);
-  EXPECT_EQ(out, "wrong results 0\n");
+  t.ends_well();
 
   // In a user namespace of its own (as a rootless container runs it), the process's uids and /tmp are
   // not the client's: refused with the way in, not left to time out.
