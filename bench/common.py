@@ -7,14 +7,14 @@ from gen_many import generate
 
 def arguments(runs, **counts):
     """Parses --prepatch, --functions, --runs (default `runs`), --cc, and one integer option per keyword
-    (--rounds for rounds=21); --prepatch made absolute."""
+    (--rounds for rounds=21, --big-mb for big_mb=1); --prepatch made absolute."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--prepatch", default="build/prepatch")
     ap.add_argument("--functions", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--cc", default="gcc")
     for name, default in counts.items():
-        ap.add_argument("--" + name, type=int, default=default)
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     a = ap.parse_args()
     a.prepatch = os.path.abspath(a.prepatch)
     return a

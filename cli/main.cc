@@ -10,6 +10,7 @@
 #include "arch/describe.h"
 #include "control/control.h"
 #include "elf/mapped_file.h"
+#include "elf/temp_file.h"
 #include "elf/writer.h"
 #include "rewriter/prepare.h"
 #include "trace/trace.h"
@@ -151,31 +152,46 @@ int run_counts(const std::string& binary, const std::string& counts, bool all, b
 }
 
 // A damaged trace file: what was intact has been printed; the damage goes to stderr and the exit code.
-int trace_problems(const trace::Trace& t) {
-  for (const std::string& p : t.problems) std::cerr << "prepatch: " << p << "\n";
-  if (t.lost) std::cerr << "prepatch: " << t.file << ": " << t.lost << " events were lost (the trace file was full: PREPATCH_BUFFER)\n";
-  return t.problems.empty() ? ok : bad_input;
+int trace_problems(const trace::TraceFile& t) {
+  const std::vector<std::string> problems = t.problems();
+  for (const std::string& p : problems) std::cerr << "prepatch: " << p << "\n";
+  if (t.header().lost) std::cerr << "prepatch: " << t.file() << ": " << t.header().lost << " events were lost (the trace file was full: PREPATCH_BUFFER)\n";
+  return problems.empty() ? ok : bad_input;
 }
 
 int run_report(const std::string& file, const std::string& sort) {
-  trace::Trace t = trace::read_trace(file);
-  trace::report(t, sort == "self" ? trace::SortBy::self : sort == "calls" ? trace::SortBy::calls : trace::SortBy::total, std::cout);
-  if (t.unwound) std::cout << "\n" << t.unwound << " calls were left without returning (longjmp, exceptions, thread exits)\n";
+  trace::TraceFile t(file);
+  trace::Output out(1, "standard output");
+  trace::report(t, sort == "self" ? trace::SortBy::self : sort == "calls" ? trace::SortBy::calls : trace::SortBy::total, out);
+  if (t.header().unwound) out.put("\n").num(t.header().unwound).put(" calls were left without returning (longjmp, exceptions, thread exits)\n");
+  out.flush();
   return trace_problems(t);
 }
 
 int run_replay(const std::string& file, const trace::ReplayFilter& f) {
-  trace::Trace t = trace::read_trace(file);
-  trace::replay(t, f, std::cout);
+  trace::TraceFile t(file);
+  trace::Output out(1, "standard output");
+  trace::replay(t, f, out);
+  out.flush();
   return trace_problems(t);
 }
 
-int run_export(const std::string& file, const std::string& out) {
-  trace::Trace t = trace::read_trace(file);
-  std::ostringstream json;
-  trace::export_chrome(t, json);
-  const std::string s = json.str();
-  elf::write_file(out, std::span<const u8>(reinterpret_cast<const u8*>(s.data()), s.size()), 0600);
+// -o -: standard output; else a file that appears whole (0600) once the export succeeded.
+int run_export(const std::string& file, const std::string& path) {
+  trace::TraceFile t(file);
+  if (path == "-") {
+    trace::Output out(1, "standard output");
+    trace::export_chrome(t, out);
+    out.flush();
+    return trace_problems(t);
+  }
+  elf::TempFile tmp(path, 0);
+  {
+    trace::Output out(tmp.fd(), path);
+    trace::export_chrome(t, out);
+    out.flush();
+  }
+  tmp.commit(0600);
   return trace_problems(t);
 }
 
@@ -251,7 +267,7 @@ int main(int argc, char** argv) {
   exp->add_option("trace", trace_file, "the trace file")->required();
   exp->add_option("--format", export_format, "chrome: Chrome Trace Event JSON (Perfetto UI, chrome://tracing)")
       ->check(CLI::IsMember({"chrome"}))->capture_default_str();
-  exp->add_option("-o,--output", export_out, "the JSON file to write (atomically)")->required();
+  exp->add_option("-o,--output", export_out, "the JSON file to write (atomically, mode 0600), or - for standard output")->required();
   app.require_subcommand(0, 1);
 
   try {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <optional>
 #include <ostream>
 #include <streambuf>
 #include <string>
@@ -66,17 +67,20 @@ bool prepare_one(std::span<const u8> data, const std::string& dir) {
 }
 
 bool trace_one(std::span<const u8> data) {
-  trace::Trace t;
+  std::optional<trace::TraceFile> t;
   try {
-    t = trace::read_trace(data, "fuzz-trace");
+    t.emplace(data, "fuzz-trace");
   } catch (const InputError&) {
     return false;
   }
   NullBuf buf;
   std::ostream null(&buf);
-  for (trace::SortBy by : {trace::SortBy::total, trace::SortBy::self, trace::SortBy::calls}) trace::report(t, by, null);
-  trace::replay(t, {}, null);
-  trace::export_chrome(t, null);
+  trace::Output out(null);
+  for (trace::SortBy by : {trace::SortBy::total, trace::SortBy::self, trace::SortBy::calls}) trace::report(*t, by, out, 1);
+  trace::replay(*t, {}, out);
+  trace::replay(*t, {{t->threads() ? t->tid(0) : 1u}, "l*"}, out);
+  trace::export_chrome(*t, out);
+  expect(trace::read_trace(data, "fuzz-trace").problems == t->problems(), "collecting the trace found other damage than streaming it");
   return true;
 }
 

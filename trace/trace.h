@@ -1,29 +1,23 @@
-// Trace files (shim/abi.h TraceHeader, docs/FORMAT.md): reading them, and the three views `prepatch
-// report`, `replay` and `export` print. A damaged file is read as far as it is sound: what is intact is
-// returned, what is not is listed in Trace::problems, naming the offset.
+// The views of a trace file that `prepatch report`, `replay` and `export` print, each streaming the
+// file through trace/reader.h in bounded memory, and read_trace, which collects a whole (small) trace
+// in memory for tests. A damaged file is read as far as it is sound (TraceFile::problems()).
 #pragma once
 #include <iosfwd>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "rewriter/table.h"
-#include "shim/abi.h"
+#include "trace/reader.h"
+#include "trace/text.h"
 
 namespace prepatch::trace {
-
-struct Event {
-  u64 ns;       // since the trace file was created
-  u8 type;      // shim::RecordType
-  u32 site;     // index into the table
-  u64 rest;     // depth (entry, exit, unwound) or the caller's link-time address (call)
-};
 
 struct ThreadTrace {
   u32 tid = 0;
   std::vector<Event> events;  // in the order the thread wrote them
 };
 
+// A whole trace in memory: for tests and small files only (the views stream instead).
 struct Trace {
   std::string file;
   shim::Tracer tracer = shim::Tracer::function;
@@ -35,24 +29,25 @@ struct Trace {
   std::vector<std::string> problems;  // damage found, each naming the file and offset
 };
 
-// Throws InputError when the header or the table copy is unusable (nothing can be read); damage past
-// them is collected in problems.
+// Throws what TraceFile's constructor throws.
 Trace read_trace(const std::string& path);
-// The same, for a file's bytes already in memory; `path` names it in messages.
 Trace read_trace(std::span<const u8> bytes, const std::string& path);
 
 enum class SortBy { total, self, calls };
-void report(const Trace& t, SortBy by, std::ostream& out);
+// Per function: calls (and under graph, total and self time), the threads' streams read by up to
+// `workers` threads at once.
+void report(TraceFile& t, SortBy by, Output& out, unsigned workers = 2);
 
 struct ReplayFilter {
   std::vector<u32> tids;     // empty: every thread
   std::string functions;     // comma-separated globs; a call is shown when it or a caller matches; empty: all
 };
-void replay(const Trace& t, const ReplayFilter& f, std::ostream& out);
+// The events of every thread merged in time order; graph calls nested like ftrace's function_graph.
+void replay(TraceFile& t, const ReplayFilter& f, Output& out);
 
 // Chrome Trace Event JSON (Perfetto UI, chrome://tracing): B/E pairs per call for graph, instant
 // events for function. Calls still open at the end of a thread's records are closed at its last
 // timestamp with args.unfinished = true.
-void export_chrome(const Trace& t, std::ostream& out);
+void export_chrome(TraceFile& t, Output& out);
 
 }  // namespace prepatch::trace

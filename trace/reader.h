@@ -1,0 +1,162 @@
+// Reading a trace file (shim/abi.h TraceHeader, docs/FORMAT.md) as streams, one per thread, in memory
+// bounded by the number of threads and sites, whatever the file's length: the header, the site table
+// and the chunk headers are read up front; a thread's records are read a window at a time as its
+// stream is consumed. A damaged file is read as far as it is sound: what is intact is returned, what
+// is not is listed by problems(), naming the offset.
+#pragma once
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rewriter/table.h"
+#include "shim/abi.h"
+
+namespace prepatch::trace {
+
+struct Event {
+  u64 ns;    // since the trace file was created
+  u8 type;   // shim::RecordType
+  u32 site;  // index into the table
+  u64 rest;  // depth (entry, exit, unwound) or the caller's link-time address (call)
+};
+
+// TSC ticks to nanoseconds since the file's tsc0, exactly floor((tsc - tsc0) * 1e9 / hz) (0 before
+// tsc0), by a reciprocal multiplication corrected to the exact quotient: no 128-bit division per event.
+class Clock {
+ public:
+  Clock() = default;
+  Clock(u64 tsc0, u64 hz);
+  u64 ns(u64 tsc) const {
+    if (tsc < tsc0_) return 0;
+    const u64 d = tsc - tsc0_;
+    const unsigned __int128 num = static_cast<unsigned __int128>(d) * 1000000000u;
+    u64 q = static_cast<u64>((static_cast<unsigned __int128>(d) * mul_) >> shift_);  // never above the quotient
+    const unsigned __int128 rem = num - static_cast<unsigned __int128>(q) * hz_;
+    if (rem < hz_) return q;
+    if (rem < 2 * static_cast<unsigned __int128>(hz_)) return q + 1;
+    return static_cast<u64>(num / hz_);
+  }
+
+ private:
+  u64 tsc0_ = 0, hz_ = 1, mul_ = 0;
+  unsigned shift_ = 0;
+};
+
+class TraceFile {
+ public:
+  // Reads the header, the table copy and every chunk's header. Throws IoError when the file cannot be
+  // read, InputError when the header or the table copy is unusable (nothing can be read).
+  explicit TraceFile(const std::string& path);
+  // The same, for a file's bytes in memory (the fuzzer); `path` names it in messages.
+  TraceFile(std::span<const u8> bytes, const std::string& path);
+  TraceFile(const TraceFile&) = delete;
+  TraceFile& operator=(const TraceFile&) = delete;
+  ~TraceFile();
+
+  const std::string& file() const { return path_; }
+  shim::Tracer tracer() const { return tracer_; }
+  bool graph() const { return tracer_ == shim::Tracer::graph; }
+  const shim::TraceHeader& header() const { return h_; }
+  u64 chunks() const { return chunks_; }  // claimed, at most the capacity
+  const Table& table() const { return table_; }
+  u32 sites() const { return static_cast<u32>(table_.entries.size()); }
+  const std::string& name(u32 site);             // demangled (on first use)
+  // The name as a call: "f()" for a C name, the demangled name as it is (it has its parameters).
+  const std::string& call(u32 site);
+  std::string_view mangled(u32 site) const { return table_.name(table_.entries[site]); }
+  const Clock& clock() const { return clock_; }
+
+  size_t threads() const { return threads_.size(); }  // by tid
+  u32 tid(size_t k) const { return threads_[k].tid; }
+  // The damage found: the header walk's, then each thread's bad records once a stream of it ended.
+  std::vector<std::string> problems() const;
+
+  class Stream;
+
+ private:
+  friend class Stream;
+  struct Chunk {
+    u64 offset, tsc, seq, used, depth;
+  };
+  struct Thread {
+    u32 tid;
+    std::vector<Chunk> chunks;  // in the order written (by TSC, then number)
+    u64 bad = 0, bad_at = 0;    // records skipped, the first one's offset
+  };
+  void open();
+  // Reads [off, off + len) into `buf` (or points into the bytes in memory); returns the bytes' start.
+  const u8* fetch(u64 off, u64 len, std::vector<u8>& buf) const;
+
+  std::string path_;
+  int fd_ = -1;
+  std::span<const u8> bytes_;  // when read from memory
+  u64 size_ = 0;
+  shim::TraceHeader h_{};
+  shim::Tracer tracer_ = shim::Tracer::function;
+  u64 chunks_ = 0;
+  Table table_;
+  std::vector<std::string> names_, calls_;
+  std::vector<bool> named_;
+  Clock clock_;
+  std::vector<Thread> threads_;
+  std::vector<std::string> problems_;
+};
+
+// One thread's events in the order the thread wrote them; records that name no site, are of the
+// other tracer or leave a depth of 0 are skipped and counted (problems()). Reads `window` bytes at a
+// time. Streams of different threads may run at once, on different threads.
+class TraceFile::Stream {
+ public:
+  Stream(TraceFile& f, size_t thread, u64 window = 256 * 1024);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  bool next(Event& e) {
+    for (;;) {
+      if (pos_ == end_ && !refill()) return false;
+      const u8* p = pos_;
+      pos_ += size_;
+      u64 word[2];
+      if (graph_) {
+        std::memcpy(word, p, 8);
+        const u64 info = word[0], type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1);
+        const bool leaves = type != shim::rec_entry;
+        if (site >= sites_ || type == shim::rec_call || (leaves && depth_ == 0)) {
+          skip(p);
+          continue;
+        }
+        if (leaves) depth_--;
+        e = {clock_.ns(tsc_ + (info >> shim::rec_rest_shift)), static_cast<u8>(type), static_cast<u32>(site), depth_};
+        if (!leaves) depth_++;
+        return true;
+      }
+      std::memcpy(word, p, 16);
+      const u64 info = word[1], type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1);
+      if (site >= sites_ || type != shim::rec_call) {
+        skip(p);
+        continue;
+      }
+      e = {clock_.ns(word[0]), static_cast<u8>(type), static_cast<u32>(site), info >> shim::rec_rest_shift};
+      return true;
+    }
+  }
+
+ private:
+  bool refill();
+  void skip(const u8* p);
+  TraceFile& f_;
+  TraceFile::Thread& th_;
+  const Clock clock_;
+  const bool graph_;
+  const u64 size_, sites_, window_;
+  std::vector<u8> buf_;
+  size_t chunk_ = 0;          // the next chunk to read from
+  u64 done_ = 0;              // bytes of records of chunk_ - 1 already read
+  u64 base_ = 0;              // the file offset of the window's first byte
+  const u8 *start_ = nullptr, *pos_ = nullptr, *end_ = nullptr;
+  u64 depth_ = 0, tsc_ = 0;   // graph: the depth before the next record; the current chunk's TSC
+  u64 bad_ = 0, bad_at_ = 0;
+};
+
+}  // namespace prepatch::trace
