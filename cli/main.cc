@@ -9,6 +9,7 @@
 
 #include "arch/describe.h"
 #include "control/control.h"
+#include "control/record.h"
 #include "elf/mapped_file.h"
 #include "elf/temp_file.h"
 #include "elf/writer.h"
@@ -208,7 +209,8 @@ int main(int argc, char** argv) {
       "`prepatch ctl PID enable GLOBS`.\n\n"
       "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"
       "prepared); 4 bad input (not ELF, corrupt, unsupported ISA, a shared object; ctl: the shim answered\n"
-      "an error); 5 I/O error (cannot read or write; ctl: the process cannot be reached).",
+      "an error); 5 I/O error (cannot read or write; ctl: the process cannot be reached). record exits\n"
+      "with the program's status (128 + N when a signal N killed it), or with these when it cannot run it.",
       "prepatch"};
   app.set_version_flag("--version", "prepatch " PREPATCH_VERSION);
   std::string in, out;
@@ -268,6 +270,14 @@ int main(int argc, char** argv) {
   exp->add_option("--format", export_format, "chrome: Chrome Trace Event JSON (Perfetto UI, chrome://tracing)")
       ->check(CLI::IsMember({"chrome"}))->capture_default_str();
   exp->add_option("-o,--output", export_out, "the JSON file to write (atomically, mode 0600), or - for standard output")->required();
+  CLI::App* rec = app.add_subcommand("record", "prepare PROGRAM (into a cache keyed by its content; a prepared one runs as it is), run it\n"
+                                               "traced with ARGS, pass its exit status through and print how to read the trace:\n"
+                                               "prepatch record [--tracer T] [--trace GLOBS] [-o TRACE] -- PROGRAM ARGS...");
+  RecordOptions ro;
+  rec->add_option("--tracer", ro.tracer, "count, function or graph")->check(CLI::IsMember({"count", "function", "graph"}))->capture_default_str();
+  rec->add_option("--trace", ro.trace, "comma-separated globs over function names: the functions traced (PREPATCH_TRACE)")->capture_default_str();
+  rec->add_option("-o,--output", ro.output, "the trace file (the counts file for count); default prepatch.PID.trace (.counts)");
+  rec->add_option("program", ro.argv, "the program (searched in PATH) and its arguments, after --")->required();
   app.require_subcommand(0, 1);
 
   try {
@@ -288,11 +298,15 @@ int main(int argc, char** argv) {
     if (report->parsed()) return run_report(trace_file, report_sort);
     if (replay->parsed()) return run_replay(trace_file, replay_filter);
     if (exp->parsed()) return run_export(trace_file, export_out);
+    if (rec->parsed()) return record(ro);
     if (in.empty() || out.empty()) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";
       return usage;
     }
     return run_prepare(in, out, quiet);
+  } catch (const NoSites& e) {
+    std::cerr << "prepatch: " << e.what() << "\n";
+    return nothing_to_do;
   } catch (const InputError& e) {
     std::cerr << "prepatch: " << e.what() << "\n";
     return bad_input;

@@ -34,3 +34,15 @@ done
 echo "== tracing: PREPATCH_TRACE='*' ./basic.prepared 12, then the calls per function it counted"
 (cd "$demo" && rm -f basic.counts && PREPATCH_TRACE='*' PREPATCH_COUNTS=basic.counts ./basic.prepared 12 >/dev/null) || true
 build/prepatch counts "$demo/basic.prepared" "$demo/basic.counts"
+echo "== prepatch record -o basic.trace -- ./basic 12: prepared into the cache (~/.cache/prepatch), run with every call traced"
+status=0
+(cd "$demo" && rm -f basic.trace && ../prepatch record -o basic.trace -- ./basic 12 >/dev/null) || status=$?
+if [ "$status" -ne $((12 % 7)) ]; then
+  echo "== prepatch record exited $status, not the program's own status $((12 % 7))" >&2
+  exit 1
+fi
+echo "== (the program's exit status $status passed through) prepatch report $demo/basic.trace"
+build/prepatch report "$demo/basic.trace"
+echo "== prepatch replay $demo/basic.trace (the first 16 lines)"
+build/prepatch replay "$demo/basic.trace" >"$demo/basic.replay"
+head -16 "$demo/basic.replay"

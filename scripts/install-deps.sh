@@ -13,6 +13,7 @@ packages=(
   qemu-user                           # tests: runs the AArch64, PPC64le, RISC-V64 and ARM32 test programs
   libcli11-dev                        # command line
   nlohmann-json3-dev                  # `prepatch sites --json`
+  libssl-dev                          # `prepatch record`: SHA-256 keys of its cache (libcrypto)
   libgtest-dev                        # tests
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv (permission errors, other users as root), unshare (a user namespace)
