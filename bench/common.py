@@ -6,26 +6,28 @@ from gen_many import generate
 
 
 def arguments(runs, **counts):
-    """Parses --prepatch, --functions, --runs (default `runs`), --cc, and one integer option per keyword
+    """Parses --prepatch, --functions, --runs (default `runs`), --cc, --cxx, and one integer option per keyword
     (--rounds for rounds=21, --big-mb for big_mb=1); --prepatch made absolute."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--prepatch", default="build/prepatch")
     ap.add_argument("--functions", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--cc", default="gcc")
+    ap.add_argument("--cxx", action="store_true", help="a C++ program of mangled names (gen_many.py), built with g++")
     for name, default in counts.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     a = ap.parse_args()
     a.prepatch = os.path.abspath(a.prepatch)
+    a.compiler = "g++" if a.cxx else a.cc  # what builds write_program's program
     return a
 
 
-def write_program(directory, functions, main=None):
+def write_program(directory, functions, main=None, cxx=False):
     """Writes bench/gen_many.py's program with `functions` functions (and `main`, if given, instead of
-    its own) to DIRECTORY/many.c; returns its path."""
-    src = os.path.join(directory, "many.c")
+    its own) to DIRECTORY/many.c (many.cc with `cxx`); returns its path."""
+    src = os.path.join(directory, "many.cc" if cxx else "many.c")
     with open(src, "w") as f:
-        generate(functions, f, *([main] if main else []))
+        generate(functions, f, *([main] if main else []), cxx=cxx)
     return src
 
 

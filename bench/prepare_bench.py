@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Preparer benchmark: prepatch vs cp on a generated 100k-function `-pg -mfentry` binary, side by side.
 
-Usage: bench/prepare_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 11]
+Usage: bench/prepare_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 11] [--cxx]
+--cxx: the functions are C++ (mangled names such as bench::modqaxp::Clsabc::runxyz(unsigned)).
 Prints a table and the lines docs/PERFORMANCE.md quotes. Not a test: nothing here asserts a time.
 """
 import os, shutil, statistics, subprocess, sys, tempfile, time
@@ -26,10 +27,10 @@ def main():
     a = arguments(runs=11)
     prepatch = a.prepatch
     with tempfile.TemporaryDirectory(prefix="prepatch-bench-") as d:
-        src, binary = write_program(d, a.functions), os.path.join(d, "many")
+        src, binary = write_program(d, a.functions, cxx=a.cxx), os.path.join(d, "many")
         t0 = time.perf_counter()
-        subprocess.run([a.cc, "-O1", "-pg", "-mfentry", src, "-o", binary], check=True)
-        print(f"built {a.functions} functions with {a.cc} -O1 -pg -mfentry in {time.perf_counter() - t0:.1f} s; "
+        subprocess.run([a.compiler, "-O1", "-pg", "-mfentry", src, "-o", binary], check=True)
+        print(f"built {a.functions} functions with {a.compiler} -O1 -pg -mfentry in {time.perf_counter() - t0:.1f} s; "
               f"{os.path.getsize(binary) / 1e6:.1f} MB")
         tiny = os.path.join(d, "tiny")
         with open(os.path.join(d, "tiny.c"), "w") as f:

@@ -10,7 +10,10 @@ binary prepared (`prepared`). Runs each --runs times, interleaved, and prints me
 and both again under PREPATCH_WX=strict (the text copied into a memfd and mapped over itself at start),
 with each run's peak resident set (the memfd's pages are the process's own, not the page cache's).
 Toggle latency against LLVM XRay: bench/toggle_bench.py; off overhead: bench/off_bench.py.
-Usage: bench/shim_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 31]
+With --cxx the program is C++ (100k mangled names: bench/gen_many.py), and two more cases start with a
+glob in demangled form, one naming a class (10 functions: most names never demangled, see shim/names.h)
+and one every function (`bench::*`: every name demangled).
+Usage: bench/shim_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 31] [--cxx]
 Not a test: nothing here asserts a time.
 """
 import os, statistics, subprocess, tempfile, time
@@ -26,10 +29,10 @@ def run(maxrss, argv, env):
 def main():
     a = arguments(runs=31)
     with tempfile.TemporaryDirectory(prefix="prepatch-shim-bench-") as d:
-        src = write_program(d, a.functions)
+        src = write_program(d, a.functions, cxx=a.cxx)
         bins = {"plain": [], "pfe5": ["-fpatchable-function-entry=5"]}
         for name, flags in bins.items():
-            subprocess.run([a.cc, "-O1", *flags, src, "-o", os.path.join(d, name)], check=True)
+            subprocess.run([a.compiler, "-O1", *flags, src, "-o", os.path.join(d, name)], check=True)
         subprocess.run([a.prepatch, "-q", os.path.join(d, "pfe5"), "-o", os.path.join(d, "prepared")], check=True)
         maxrss = maxrss_runner(d, a.cc)
         off = dict(os.environ)
@@ -39,6 +42,9 @@ def main():
         cases = [("plain", "plain", off), ("pfe5", "pfe5", off), ("prepared, tracing off", "prepared", off),
                  ("prepared, PREPATCH_TRACE='*'", "prepared", on), ("strict, tracing off", "prepared", off_wx),
                  ("strict, PREPATCH_TRACE='*'", "prepared", on_wx)]
+        if a.cxx:  # a class by its demangled name; every function by a demangled-form glob
+            cases += [("TRACE='bench::modaaab::ClsAak::*'", "prepared", dict(on, PREPATCH_TRACE="bench::modaaab::ClsAak::*")),
+                      ("TRACE='bench::*'", "prepared", dict(on, PREPATCH_TRACE="bench::*"))]
         times = {c[0]: [] for c in cases}
         rss = {c[0]: [] for c in cases}
         for _ in range(a.runs):
@@ -57,6 +63,9 @@ def main():
         print(f"PREPATCH_WX=strict at start, tracing off: {med['strict, tracing off'] - med['prepared, tracing off']:+.2f} ms, "
               f"{kib['strict, tracing off'] - kib['prepared, tracing off']:+.0f} KiB peak RSS; "
               f"with every site enabled: {med[cases[5][0]] - med[cases[3][0]]:+.2f} ms")
+        if a.cxx:
+            print(f"a class by its demangled name (10 sites) at start: {med[cases[6][0]] - med['prepared, tracing off']:+.2f} ms; "
+                  f"every site by a demangled-form glob: {med[cases[7][0]] - med[cases[3][0]]:+.2f} ms more than '*'")
 
 if __name__ == "__main__":
     main()

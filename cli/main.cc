@@ -13,6 +13,7 @@
 #include "elf/mapped_file.h"
 #include "elf/temp_file.h"
 #include "elf/writer.h"
+#include "rewriter/names.h"
 #include "rewriter/prepare.h"
 #include "trace/trace.h"
 
@@ -38,7 +39,7 @@ int run_prepare(const std::string& in, const std::string& out, bool quiet) {
   return ok;
 }
 
-int run_sites(const std::string& path, bool json) {
+int run_sites(const std::string& path, bool json, bool mangled) {
   MappedFile file(path);
   elf::Elf elf(file.bytes(), path);
   Listing l = list_sites(elf);
@@ -48,7 +49,7 @@ int run_sites(const std::string& path, bool json) {
     j["prepared"] = l.prepared;
     j["sites"] = nlohmann::json::array();
     for (const SiteRow& r : l.rows) {
-      nlohmann::json s = {{"address", r.addr},        {"function", r.function}, {"kind", kind_name(r.kind)},
+      nlohmann::json s = {{"address", r.addr},        {"function", mangled ? r.function : shown_name(r.function)}, {"symbol", r.function}, {"kind", kind_name(r.kind)},
                           {"length", r.length},       {"state", r.state},       {"status", r.status},
                           {"source", r.source}};
       s["file_offset"] = r.file_offset ? nlohmann::json(*r.file_offset) : nlohmann::json(nullptr);
@@ -65,7 +66,7 @@ int run_sites(const std::string& path, bool json) {
   for (const SiteRow& r : l.rows) {
     std::printf("0x%016llx %-10s %-3u %-9s %-5s %-10s %s%s\n", static_cast<unsigned long long>(r.addr),
                 r.file_offset ? hex(*r.file_offset).c_str() : "-", r.length, std::string(kind_name(r.kind)).c_str(),
-                r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : r.function.c_str(),
+                r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : (mangled ? r.function : shown_name(r.function)).c_str(),
                 r.reason.empty() ? "" : ("  (" + r.reason + "; found " + r.found + ")").c_str());
   }
   size_t skipped = std::count_if(l.rows.begin(), l.rows.end(), [](const SiteRow& r) { return r.status == "skipped"; });
@@ -122,7 +123,7 @@ int run_plan(const PlanArgs& a) {
   return ok;
 }
 
-int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, unsigned timeout_ms) {
+int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, unsigned timeout_ms, bool mangled) {
   auto pid = parse_address(pid_text);
   if (!pid || *pid == 0 || *pid > 0x7fffffff || words.empty()) {
     std::cerr << "prepatch ctl: usage: prepatch ctl PID enable GLOBS | disable GLOBS | status\n";
@@ -130,25 +131,28 @@ int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, 
   }
   std::string command;
   for (const std::string& w : words) command += (command.empty() ? "" : " ") + w;
+  if (mangled && command == "status") command += " mangled";
   ControlReply r = control(static_cast<pid_t>(*pid), command, std::chrono::milliseconds(timeout_ms));
   (r.ok ? std::cout : std::cerr) << r.text;
   return r.ok ? ok : bad_input;
 }
 
-int run_counts(const std::string& binary, const std::string& counts, bool all, bool json) {
+int run_counts(const std::string& binary, const std::string& counts, bool all, bool json, bool mangled) {
   MappedFile file(binary);
   elf::Elf elf(file.bytes(), binary);
   std::vector<CountRow> rows = read_counts(counts, elf);
   if (json) {
     nlohmann::json j = nlohmann::json::array();
     for (const CountRow& r : rows)
-      if (all || r.count) j.push_back({{"address", r.addr}, {"function", r.function}, {"count", r.count}});
+      if (all || r.count) j.push_back({{"address", r.addr}, {"function", mangled ? r.function : shown_name(r.function)}, {"symbol", r.function}, {"count", r.count}});
     std::cout << j.dump(1) << "\n";
     return ok;
   }
   std::printf("%-12s %-18s %s\n", "COUNT", "ADDRESS", "FUNCTION");
   for (const CountRow& r : rows)
-    if (all || r.count) std::printf("%-12llu 0x%016llx %s\n", static_cast<unsigned long long>(r.count), static_cast<unsigned long long>(r.addr), r.function.c_str());
+    if (all || r.count)
+      std::printf("%-12llu 0x%016llx %s\n", static_cast<unsigned long long>(r.count), static_cast<unsigned long long>(r.addr),
+                  (mangled ? r.function : shown_name(r.function)).c_str());
   return ok;
 }
 
@@ -160,8 +164,9 @@ int trace_problems(const trace::TraceFile& t) {
   return problems.empty() ? ok : bad_input;
 }
 
-int run_report(const std::string& file, const std::string& sort) {
+int run_report(const std::string& file, const std::string& sort, bool mangled) {
   trace::TraceFile t(file);
+  t.show_mangled(mangled);
   trace::Output out(1, "standard output");
   trace::report(t, sort == "self" ? trace::SortBy::self : sort == "calls" ? trace::SortBy::calls : trace::SortBy::total, out);
   if (t.header().unwound) out.put("\n").num(t.header().unwound).put(" calls were left without returning (longjmp, exceptions, thread exits)\n");
@@ -169,8 +174,9 @@ int run_report(const std::string& file, const std::string& sort) {
   return trace_problems(t);
 }
 
-int run_replay(const std::string& file, const trace::ReplayFilter& f) {
+int run_replay(const std::string& file, const trace::ReplayFilter& f, bool mangled) {
   trace::TraceFile t(file);
+  t.show_mangled(mangled);
   trace::Output out(1, "standard output");
   trace::replay(t, f, out);
   out.flush();
@@ -178,8 +184,9 @@ int run_replay(const std::string& file, const trace::ReplayFilter& f) {
 }
 
 // -o -: standard output; else a file that appears whole (0600) once the export succeeded.
-int run_export(const std::string& file, const std::string& path) {
+int run_export(const std::string& file, const std::string& path, bool mangled) {
   trace::TraceFile t(file);
+  t.show_mangled(mangled);
   if (path == "-") {
     trace::Output out(1, "standard output");
     trace::export_chrome(t, out);
@@ -224,6 +231,9 @@ int main(int argc, char** argv) {
   bool json = false;
   sites->add_option("file", sites_file, "ELF file")->required();
   sites->add_flag("--json", json, "print JSON instead of a table");
+  bool mangled = false;
+  const char* mangled_help = "raw symbols instead of demangled C++ names (README.md, \"Names\")";
+  sites->add_flag("--mangled", mangled, mangled_help);
 
   CLI::App* plan = app.add_subcommand("plan", "print the plan that switches a site of one ISA and kind on or off, the states it\n"
                                               "passes through, and the plan checker's verdict for that site");
@@ -245,6 +255,7 @@ int main(int argc, char** argv) {
   ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | status")->required();
   ctl->add_option("--timeout", ctl_timeout, "milliseconds to wait for the shim to listen and answer (a busy process is asked again until then)")
       ->capture_default_str();
+  ctl->add_flag("--mangled", mangled, "status: raw symbols instead of demangled C++ names");
 
   CLI::App* counts = app.add_subcommand("counts", "print the per-function call counts a prepared process wrote (PREPATCH_COUNTS)");
   std::string counts_binary, counts_file;
@@ -253,22 +264,26 @@ int main(int argc, char** argv) {
   counts->add_option("counts", counts_file, "its counts file (default name prepatch.PID.counts)")->required();
   counts->add_flag("--all", counts_all, "include sites never called");
   counts->add_flag("--json", counts_json, "print JSON instead of a table");
+  counts->add_flag("--mangled", mangled, mangled_help);
 
   CLI::App* report = app.add_subcommand("report", "per function: calls, total and self time, from a trace file (PREPATCH_TRACER=function or graph)");
   std::string trace_file, report_sort = "total";
   report->add_option("trace", trace_file, "the trace file (default name prepatch.PID.trace)")->required();
   report->add_option("--sort", report_sort, "total, self or calls (graph; function traces sort by calls)")
       ->check(CLI::IsMember({"total", "self", "calls"}))->capture_default_str();
+  report->add_flag("--mangled", mangled, mangled_help);
   CLI::App* replay = app.add_subcommand("replay", "the trace's events in time order; graph traces nested like ftrace's function_graph");
   trace::ReplayFilter replay_filter;
   replay->add_option("trace", trace_file, "the trace file")->required();
   replay->add_option("--tid", replay_filter.tids, "show only this thread (repeatable)");
   replay->add_option("--function", replay_filter.functions, "show only calls of functions matching these comma-separated globs, and their callees");
+  replay->add_flag("--mangled", mangled, mangled_help);
   CLI::App* exp = app.add_subcommand("export", "convert a trace file for a trace viewer");
   std::string export_format = "chrome", export_out;
   exp->add_option("trace", trace_file, "the trace file")->required();
   exp->add_option("--format", export_format, "chrome: Chrome Trace Event JSON (Perfetto UI, chrome://tracing)")
       ->check(CLI::IsMember({"chrome"}))->capture_default_str();
+  exp->add_flag("--mangled", mangled, mangled_help);
   exp->add_option("-o,--output", export_out, "the JSON file to write (atomically, mode 0600), or - for standard output")->required();
   CLI::App* rec = app.add_subcommand("record", "prepare PROGRAM (into a cache keyed by its content; a prepared one runs as it is), run it\n"
                                                "traced with ARGS, pass its exit status through and print how to read the trace:\n"
@@ -291,13 +306,13 @@ int main(int argc, char** argv) {
     return usage;
   }
   try {
-    if (sites->parsed()) return run_sites(sites_file, json);
+    if (sites->parsed()) return run_sites(sites_file, json, mangled);
     if (plan->parsed()) return run_plan(pa);
-    if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout);
-    if (counts->parsed()) return run_counts(counts_binary, counts_file, counts_all, counts_json);
-    if (report->parsed()) return run_report(trace_file, report_sort);
-    if (replay->parsed()) return run_replay(trace_file, replay_filter);
-    if (exp->parsed()) return run_export(trace_file, export_out);
+    if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled);
+    if (counts->parsed()) return run_counts(counts_binary, counts_file, counts_all, counts_json, mangled);
+    if (report->parsed()) return run_report(trace_file, report_sort, mangled);
+    if (replay->parsed()) return run_replay(trace_file, replay_filter, mangled);
+    if (exp->parsed()) return run_export(trace_file, export_out, mangled);
     if (rec->parsed()) return record(ro);
     if (in.empty() || out.empty()) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";

@@ -1,5 +1,7 @@
 #include "fuzz/harness.h"
 
+#include <cxxabi.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +17,7 @@
 #include "elf/mapped_file.h"
 #include "rewriter/prepare.h"
 #include "rewriter/table.h"
+#include "shim/names.h"
 #include "shim/settings.h"
 #include "trace/trace.h"
 
@@ -112,13 +115,21 @@ bool reference_glob(std::string_view p, std::string_view s) {
 }
 
 // The items of a comma-separated glob list, empty ones included.
+// The items of a glob list: split at the commas outside parentheses and angle brackets (an unmatched
+// closing one does not count).
 std::vector<std::string_view> items_of(std::string_view list) {
   std::vector<std::string_view> items;
-  for (size_t at = 0; at <= list.size();) {
-    size_t end = list.find(',', at);
-    if (end == std::string_view::npos) end = list.size();
-    items.push_back(list.substr(at, end - at));
-    at = end + 1;
+  size_t from = 0;
+  long open = 0;
+  for (size_t i = 0; i <= list.size(); i++) {
+    if (i == list.size() || (list[i] == ',' && open == 0)) {
+      items.push_back(list.substr(from, i - from));
+      from = i + 1;
+    } else if (list[i] == '(' || list[i] == '<') {
+      open++;
+    } else if ((list[i] == ')' || list[i] == '>') && open > 0) {
+      open--;
+    }
   }
   return items;
 }
@@ -211,7 +222,8 @@ bool request_one(std::span<const u8> data) {
   bool control = false;
   for (char ch : line) control |= is_control(static_cast<unsigned char>(ch));
   if (control) expect(c.verb == shim::Command::invalid, "a request with a control character was accepted");
-  if (c.verb == shim::Command::status) expect(line == "status", "`status` was accepted with an argument");
+  if (c.verb == shim::Command::status) expect(line == "status" || line == "status mangled", "`status` was accepted with another argument than `mangled`");
+  expect(c.mangled == (c.verb == shim::Command::status && line == "status mangled"), "`mangled` set for another request than `status mangled`");
   if (c.verb == shim::Command::enable || c.verb == shim::Command::disable) {
     const std::string_view verb = c.verb == shim::Command::enable ? "enable " : "disable ";
     expect(line.substr(0, verb.size()) == verb, "enable or disable accepted from another word");
@@ -221,7 +233,7 @@ bool request_one(std::span<const u8> data) {
     expect(c.globs.text == s + arg && c.globs.len == len - arg, "the globs are not the rest of the line");
     for (size_t i = 0; i < c.globs.len; i++) {
       const auto ch = static_cast<unsigned char>(c.globs.text[i]);
-      expect(ch != ' ' && !is_control(ch), "accepted globs hold a space or a control character");
+      expect(!is_control(ch), "accepted globs hold a control character");
     }
   }
   // One more name to match: the input's last bytes, up to a NUL.
@@ -415,6 +427,31 @@ bool reply_one(std::span<const u8> data) {
     expect(r.text == shown, "the reply shown is not the reply with its control characters replaced");
   }
   return r.kind != ReplyKind::malformed;
+}
+
+bool demangle_one(std::span<const u8> data) {
+  static shim::Demangler d;  // ~80 KB: not on the stack
+  static char out[4096];
+  std::string name(reinterpret_cast<const char*>(data.data()), data.size());
+  name.resize(std::strlen(name.c_str()));
+  const shim::Demangled r = d.run(name.data(), name.size(), out, sizeof out);
+  expect(r.len <= sizeof out && r.name_begin <= r.name_end && r.name_end <= r.len, "the name's span lies outside the text");
+  if (r.len) {
+    int status = 0;
+    char* gnu = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
+    if (!gnu || std::string_view(out, r.len) != gnu) {
+      std::fprintf(stderr, "fuzz: %s\n  ours: %.*s\n  GNU:  %s\n", name.c_str(), static_cast<int>(r.len), out, gnu ? gnu : "(rejected)");
+      std::abort();
+    }
+    std::free(gnu);
+  }
+  static char forms_out[4096];
+  shim::NameForms forms(d, forms_out, sizeof forms_out);
+  const std::string globs(reinterpret_cast<const char*>(data.data()), data.size());
+  forms.matches(shim::GlobList{globs.data(), globs.size()}, name.c_str());
+  size_t len = 0;
+  forms.shown(name.c_str(), len);
+  return r.len != 0;
 }
 
 }  // namespace prepatch::fuzz

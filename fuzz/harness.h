@@ -44,4 +44,9 @@ bool settings_one(std::span<const u8> data);
 // must follow the reply's first word. True when the kind is ok, error or busy.
 bool reply_one(std::span<const u8> data);
 
+// The demangler (shim/demangle.h) on `data` as a symbol (up to a NUL), with GNU's __cxa_demangle as the
+// oracle: a name it accepts must read exactly as GNU reads it; then the name forms a glob matches
+// (shim/names.h) on it, with the input's own bytes as globs. True when the name was accepted.
+bool demangle_one(std::span<const u8> data);
+
 }  // namespace prepatch::fuzz

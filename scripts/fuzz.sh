@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fuzzes the preparer, the trace-file reader, the shim's control grammar and environment parser and
-# `prepatch ctl`'s reply parser with libFuzzer (docs/FUZZING.md): builds the clang fuzz tree in
+# `prepatch ctl`'s reply parser and the demangler with libFuzzer (docs/FUZZING.md): builds the clang fuzz tree in
 # build-fuzz/, makes the seed corpora, then runs each target in turn. Fails when a target finds a
 # crash: the input is left in build-fuzz/crashes/TARGET/.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET[=SECONDS] ...]   (targets: prepare trace request settings reply)
-# prepare and trace run SECONDS (default 120). The cheap targets (request, settings, reply: a million
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET[=SECONDS] ...]   (targets: prepare trace request settings reply demangle)
+# prepare and trace run SECONDS (default 120). The cheap targets (request, settings, reply, demangle: a million
 # executions in seconds) run PREPATCH_FUZZ_SMALL_SECONDS if set, else the smaller of SECONDS and 30.
 # TARGET=SECONDS sets one target's time.
 set -euo pipefail
@@ -12,15 +12,15 @@ cd "$(dirname "$0")/.."
 seconds=${1:-120}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(prepare trace request settings reply)
+[ ${#targets[@]} -gt 0 ] || targets=(prepare trace request settings reply demangle)
 number() { [[ $1 =~ ^[0-9]+$ ]] || { echo "fuzz: $2 is not a number of seconds: '$1'" >&2; exit 2; }; }
 number "$seconds" SECONDS
 small_seconds=${PREPATCH_FUZZ_SMALL_SECONDS:-$((seconds < 30 ? seconds : 30))}
 number "$small_seconds" PREPATCH_FUZZ_SMALL_SECONDS
 for spec in "${targets[@]}"; do
   case ${spec%%=*} in
-    prepare | trace | request | settings | reply) ;;
-    *) echo "fuzz: unknown target ${spec%%=*} (expected prepare, trace, request, settings or reply)" >&2; exit 2 ;;
+    prepare | trace | request | settings | reply | demangle) ;;
+    *) echo "fuzz: unknown target ${spec%%=*} (expected prepare, trace, request, settings, reply or demangle)" >&2; exit 2 ;;
   esac
   [ "$spec" = "${spec%%=*}" ] || number "${spec#*=}" "$spec"
 done
@@ -70,7 +70,7 @@ fi
 # fuzz/harness.h settings_one: '@' PREPATCH_TRACE=, 'A' NOTRACE, 'B' TRACER, 'C' OUTPUT, 'D' COUNTS,
 # 'E' BUFFER, 'F' FILE_MODE, 'G' WX, 'H' SYNC, 'I' PREPATCH_ and the rest, 'J' the line as it is), and
 # replies as a process writes them.
-rm -rf $seeds/request $seeds/settings $seeds/reply
+rm -rf $seeds/request $seeds/settings $seeds/reply $seeds/demangle
 # One seed file per line of standard input in directory $1, escapes (\n, \0, \033) expanded.
 seed_lines() {
   mkdir -p "$1"
@@ -106,6 +106,10 @@ error: globs are separated by commas, not spaces\n
 busy: a batch runs, try again\n
 ok: \033[2J\033]0;title\007\r\n
 REPLIES
+# The demangler's seeds: C++ symbols of the machine's own libstdc++ (every 8th of its exported ones).
+mkdir -p $seeds/demangle
+nm -D --defined-only "$(g++ -print-file-name=libstdc++.so)" 2>/dev/null | awk '$3 ~ /^_Z/ && NR % 8 == 0 {print $3}' |
+  sed 's/@.*//' | split -a 4 -l 1 - $seeds/demangle/sym-
 
 status=0
 for spec in "${targets[@]}"; do

@@ -171,10 +171,10 @@ class TableView {
   u64 count_ = 0, strings_ = 0, strings_size_ = 0;
 };
 
-// Shell-style glob: `*` any run, `?` any one character; everything else literal.
-inline bool glob_match(const char* p, size_t plen, const char* s) {
+// Shell-style glob: `*` any run, `?` any one character; everything else literal. `s` is `slen` bytes.
+inline bool glob_match(const char* p, size_t plen, const char* s, size_t slen) {
   size_t pi = 0, si = 0, star_p = ~size_t{0}, star_s = 0;
-  while (s[si]) {
+  while (si < slen) {
     // A star first: compared as a letter, a star in the pattern would be used up by a star in the name
     // (found by fuzz/request_fuzz.cc: `*` did not match the name `*x`).
     if (pi < plen && p[pi] == '*') {
@@ -192,21 +192,34 @@ inline bool glob_match(const char* p, size_t plen, const char* s) {
   while (pi < plen && p[pi] == '*') pi++;
   return pi == plen;
 }
+inline bool glob_match(const char* p, size_t plen, const char* s) { return glob_match(p, plen, s, str_len(s)); }
 
 // A comma-separated list of globs (PREPATCH_TRACE, PREPATCH_NOTRACE, `prepatch ctl PID enable GLOBS`).
-// Empty items are ignored; an empty list matches nothing.
+// A comma inside parentheses or angle brackets belongs to the glob (`ns::f(int, char)`, `g<a, b>`);
+// empty items are ignored; an empty list matches nothing.
 struct GlobList {
   const char* text = nullptr;
   size_t len = 0;
-  bool matches(const char* name) const {
+  // The end of the item that starts at `at`.
+  size_t item_end(size_t at) const {
+    int depth = 0;
+    for (; at < len; at++) {
+      const char c = text[at];
+      if (c == '(' || c == '<') depth++;
+      else if ((c == ')' || c == '>') && depth > 0) depth--;
+      else if (c == ',' && depth == 0) break;
+    }
+    return at;
+  }
+  bool matches(const char* name, size_t n) const {
     for (size_t at = 0; at < len;) {
-      size_t end = at;
-      while (end < len && text[end] != ',') end++;
-      if (end > at && glob_match(text + at, end - at, name)) return true;
+      const size_t end = item_end(at);
+      if (end > at && glob_match(text + at, end - at, name, n)) return true;
       at = end + 1;
     }
     return false;
   }
+  bool matches(const char* name) const { return matches(name, str_len(name)); }
   bool empty() const {
     for (size_t i = 0; i < len; i++)
       if (text[i] != ',') return false;
@@ -215,10 +228,10 @@ struct GlobList {
   // Whether some item is stars only, so every name matches (and no name need be read).
   bool matches_all() const {
     for (size_t at = 0; at < len;) {
-      size_t end = at;
-      while (end < len && text[end] == '*') end++;
-      if (end > at && (end == len || text[end] == ',')) return true;
-      while (end < len && text[end] != ',') end++;
+      const size_t end = item_end(at);
+      size_t k = at;
+      while (k < end && text[k] == '*') k++;
+      if (end > at && k == end) return true;
       at = end + 1;
     }
     return false;
@@ -227,10 +240,11 @@ struct GlobList {
 
 inline GlobList glob_list(const char* s) { return {s, s ? str_len(s) : 0}; }
 
-// A control request: one line, `enable GLOBS`, `disable GLOBS` or `status`.
+// A control request: one line, `enable GLOBS`, `disable GLOBS`, `status` or `status mangled`.
 struct Command {
   enum Verb { invalid, enable, disable, status } verb = invalid;
   GlobList globs;
+  bool mangled = false;         // status: raw symbols, not demangled names
   const char* error = nullptr;  // why it is invalid
 };
 
@@ -251,15 +265,14 @@ inline Command parse_command(const char* s, size_t n) {
     return true;
   };
   if (is("status")) {
-    if (arg != n) return c.error = "`status` takes no argument", c;
+    c.mangled = n - arg == 7 && str_eq(s + arg, 7, "mangled");
+    if (arg != n && !c.mangled) return c.error = "`status` takes no argument but `mangled` (raw symbols)", c;
     c.verb = Command::status;
     return c;
   }
   if (is("enable") || is("disable")) {
     c.globs = {s + arg, n - arg};
     if (c.globs.empty()) return c.error = "expected a comma-separated list of globs after the verb", c;
-    for (size_t i = arg; i < n; i++)
-      if (s[i] == ' ') return c.error = "globs are separated by commas, not spaces", c;
     c.verb = s[0] == 'e' ? Command::enable : Command::disable;
     return c;
   }

@@ -22,6 +22,7 @@
 #include "shim/abi.h"
 #include "shim/core.h"
 #include "shim/dynlink.h"
+#include "shim/names.h"
 #include "shim/settings.h"
 #include "shim/sys.h"
 
@@ -203,6 +204,12 @@ struct State {
   const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
+
+// Function names as users write them (shim/names.h): one demangler for batches, which run under the
+// batch lock, one for `status`, which requests run one at a time. Their text is here, not on the
+// (signal) stack, which holds only the demangler's frames (~20 KiB at its deepest).
+char batch_names_out[4096], status_names_out[4096];
+constinit Demangler batch_demangler, status_demangler;
 
 // g.site bits: the form a site is (or is being switched to) is the call, the site is in the running
 // batch, the site lies outside every executable segment (never switched).
@@ -1434,8 +1441,9 @@ Outcome toggle(GlobList include, GlobList exclude, bool on, Text& err) {
   if (traps) ensure_handler();
   const char* outside = nullptr;
   const bool all = include.matches_all() && exclude.empty();  // no name to read
+  NameForms names(batch_demangler, batch_names_out, sizeof batch_names_out);
   for (u64 i = 0; i < n; i++) {
-    if (!all && (!include.matches(g.table.name(i)) || exclude.matches(g.table.name(i)))) continue;
+    if (!all && (!names.matches(include, g.table.name(i)) || names.matches(exclude, g.table.name(i)))) continue;
     o.matched++;
     if ((g.site[i] & site_on) == on) continue;
     if (g.site[i] & site_outside) {
@@ -1570,11 +1578,11 @@ class Reply {
   u32 id_;
   int fd_ = -1;
   char tmp_[96];
-  char buf_[512];
+  char buf_[4096 + 64];  // a line: `enabled NAME COUNT`, NAME up to 4096 bytes
   Text t_{buf_, sizeof buf_};
 };
 
-void reply_status(Reply& r) {
+void reply_status(Reply& r, bool mangled) {
   ensure_table();
   const u64 n = g.table_state == 1 ? g.table.count() : 0;
   u64 enabled = 0;
@@ -1603,8 +1611,14 @@ void reply_status(Reply& r) {
   if (g.pthread_got) stacks.str(", and every thread's started through pthread_create (").num(g.pthread_got).str(" GOT slots hooked)");
   stacks.ch('\n');
   if (g.counts) r.line().str("counts: ").str(g.counts_path).ch('\n');
-  for (u64 i = 0; g.site && i < n; i++)
-    if (g.site[i] & site_on) r.line().str("enabled ").str(g.table.name(i)).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
+  NameForms names(status_demangler, status_names_out, sizeof status_names_out);
+  for (u64 i = 0; g.site && i < n; i++) {
+    if (!(g.site[i] & site_on)) continue;
+    size_t len = 0;
+    const char* name = mangled ? g.table.name(i) : names.shown(g.table.name(i), len);
+    if (mangled) len = str_len(name);
+    r.line().str("enabled ").put(name, len).ch(' ').num(g.counts ? __atomic_load_n(&g.counts[i], __ATOMIC_RELAXED) : 0).ch('\n');
+  }
 }
 
 // Answers request `id`: reads it from the channel's directory and writes the reply beside it. False
@@ -1628,11 +1642,12 @@ bool answer_request(u32 id) {
     } else if (Command c = parse_command(req, static_cast<size_t>(n)); c.verb == Command::invalid) {
       r.line().str("error: ").str(c.error).ch('\n');
     } else if (c.verb == Command::status) {
-      reply_status(r);
+      reply_status(r, c.mangled);
     } else {
       const bool on = c.verb == Command::enable;
       Outcome o = toggle(c.globs, {}, on, err);
       if (!o.ok) r.line().str(o.busy ? "" : "error: ").put(err.data(), err.size()).ch('\n');
+      else if (!o.matched) r.line().str("error: no site's function matches ").put(c.globs.text, c.globs.len).ch('\n');
       else
         r.line().str("ok: ").str(on ? "enabled " : "disabled ").num(o.changed).str(" site").str(o.changed == 1 ? "" : "s").str(" (").num(o.matched)
             .str(" matched)\n");

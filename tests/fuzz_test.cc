@@ -23,7 +23,7 @@ std::span<const u8> span_of(std::string_view s) { return {reinterpret_cast<const
 TEST(FuzzCrashes, EveryInputAFuzzerCrashedIsNowHandled) {
   TempDir d;
   int inputs = 0;
-  for (const std::string target : {"prepare", "trace", "request", "settings", "reply"}) {
+  for (const std::string target : {"prepare", "trace", "request", "settings", "reply", "demangle"}) {
     const std::string dir = std::string(SOURCE_DIR) + "/tests/fuzz-crashes/" + target;
     for (const std::string& name : list_dir(dir)) {
       SCOPED_TRACE(dir + "/" + name);
@@ -32,7 +32,8 @@ TEST(FuzzCrashes, EveryInputAFuzzerCrashedIsNowHandled) {
       else if (target == "trace") fuzz::trace_one(b);
       else if (target == "request") fuzz::request_one(b);
       else if (target == "settings") fuzz::settings_one(b);
-      else fuzz::reply_one(b);
+      else if (target == "reply") fuzz::reply_one(b);
+      else fuzz::demangle_one(b);
       inputs++;
     }
   }
@@ -63,10 +64,10 @@ TEST(FuzzHarness, ReadsTheTraceFilesOfARealRun) {
 // Each function returns whether the input was taken; the invariants it checks abort when broken.
 TEST(FuzzHarness, ChecksControlRequests) {
   using namespace std::string_view_literals;
-  for (std::string_view ok : {"enable main,leaf_*\n"sv, "status"sv, "status\n"sv, "disable *\n"sv, "enable  a?c,,x*,\n"sv,
-                              "disable ,*,"sv})
+  for (std::string_view ok : {"enable main,leaf_*\n"sv, "status"sv, "status\n"sv, "status mangled\n"sv, "disable *\n"sv, "enable  a?c,,x*,\n"sv,
+                              "disable ,*,"sv, "enable a b\n"sv, "enable ns::f(int, char),(anonymous namespace)::g\n"sv})
     EXPECT_TRUE(fuzz::request_one(span_of(ok))) << ok;
-  for (std::string_view bad : {""sv, "\n"sv, "status now\n"sv, "enable\n"sv, "enable ,,\n"sv, "enable a b\n"sv, "enable a\tb\n"sv,
+  for (std::string_view bad : {""sv, "\n"sv, "status now\n"sv, "status mangled now\n"sv, "enable\n"sv, "enable ,,\n"sv, "enable a\tb\n"sv,
                                "enable a\0b\n"sv, "disable a\x7f\n"sv, "stop\n"sv, "Enable main\n"sv, " status\n"sv})
     EXPECT_FALSE(fuzz::request_one(span_of(bad))) << bad;
 }

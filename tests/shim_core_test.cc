@@ -105,6 +105,12 @@ TEST(ShimCore, Globs) {
   EXPECT_FALSE(l.matches("mainly"));
   EXPECT_TRUE(shim::glob_list(",,").empty());
   EXPECT_FALSE(shim::glob_list(nullptr).matches("x"));
+  // A comma inside a parameter or template argument list belongs to the glob.
+  shim::GlobList params = shim::glob_list("ns::f(int, char),g<a, b>::*,main");
+  EXPECT_TRUE(params.matches("ns::f(int, char)"));
+  EXPECT_TRUE(params.matches("g<a, b>::h"));
+  EXPECT_TRUE(params.matches("main"));
+  EXPECT_FALSE(params.matches(" char)"));
 }
 
 // The control channel's signal value: the id and a tag byte in the low 32 bits, which is all a 32-bit
@@ -130,8 +136,11 @@ TEST(ShimCore, CommandGrammar) {
   EXPECT_EQ(c.verb, shim::Command::disable);
   EXPECT_EQ(std::string(c.globs.text, c.globs.len), "leaf_*,main");
   EXPECT_EQ(p("enable").verb, shim::Command::invalid);
-  EXPECT_EQ(p("enable a b").verb, shim::Command::invalid);
+  // Demangled names hold spaces: `operator new`, `unsigned long`, `(anonymous namespace)`.
+  EXPECT_EQ(p("enable (anonymous namespace)::f(unsigned long, int)").verb, shim::Command::enable);
   EXPECT_EQ(p("status now").verb, shim::Command::invalid);
+  EXPECT_TRUE(p("status mangled").mangled);
+  EXPECT_FALSE(p("status").mangled);
   EXPECT_EQ(p("enable *\nstatus").verb, shim::Command::invalid);
   EXPECT_EQ(p("enablex *").verb, shim::Command::invalid);
   EXPECT_EQ(p("").verb, shim::Command::invalid);

@@ -1,6 +1,5 @@
 #include "trace/reader.h"
 
-#include <cxxabi.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +11,7 @@
 #include <map>
 
 #include "elf/mapped_file.h"
+#include "rewriter/names.h"
 
 namespace prepatch::trace {
 namespace {
@@ -21,17 +21,6 @@ using shim::TraceHeader;
 
 // A damage found past the header, worded as InputError words the fatal ones.
 std::string at(const std::string& file, u64 off, const std::string& what) { return InputError(file, off, what).what(); }
-
-std::string demangle(std::string_view name) {
-  std::string s(name);
-  if (s.rfind("_Z", 0) != 0) return s;
-  int status = 0;
-  char* d = abi::__cxa_demangle(s.c_str(), nullptr, nullptr, &status);
-  if (status != 0 || !d) return s;
-  std::string r(d);
-  std::free(d);
-  return r;
-}
 
 }  // namespace
 
@@ -115,7 +104,7 @@ void TraceFile::open() {
   }
   names_.resize(table_.entries.size());
   calls_.resize(table_.entries.size());
-  named_.assign(table_.entries.size(), false);
+  named_ = std::make_unique<std::atomic<bool>[]>(table_.entries.size());
   tracer_ = static_cast<shim::Tracer>(h.tracer);
   clock_ = Clock(h.tsc0, h.tsc_hz);
   chunks_ = std::min(h.chunks_claimed, h.chunk_capacity);
@@ -152,18 +141,12 @@ void TraceFile::open() {
   }
 }
 
-const std::string& TraceFile::name(u32 site) {
-  if (!named_[site]) {
-    names_[site] = demangle(mangled(site));
-    calls_[site] = names_[site] == mangled(site) ? names_[site] + "()" : names_[site];
-    named_[site] = true;
-  }
-  return names_[site];
-}
-
-const std::string& TraceFile::call(u32 site) {
-  name(site);
-  return calls_[site];
+void TraceFile::make_name(u32 site) {
+  std::lock_guard<std::mutex> lock(naming_);
+  if (named_[site].load(std::memory_order_relaxed)) return;
+  names_[site] = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));
+  calls_[site] = names_[site] == mangled(site) ? names_[site] + "()" : names_[site];
+  named_[site].store(true, std::memory_order_release);
 }
 
 std::vector<std::string> TraceFile::problems() const {

@@ -4,7 +4,10 @@
 // stream is consumed. A damaged file is read as far as it is sound: what is intact is returned, what
 // is not is listed by problems(), naming the offset.
 #pragma once
+#include <atomic>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -61,9 +64,18 @@ class TraceFile {
   u64 chunks() const { return chunks_; }  // claimed, at most the capacity
   const Table& table() const { return table_; }
   u32 sites() const { return static_cast<u32>(table_.entries.size()); }
-  const std::string& name(u32 site);             // demangled (on first use)
+  // Names as raw symbols (--mangled) instead of demangled: before the first name().
+  void show_mangled(bool raw) { show_mangled_ = raw; }
+  // As README.md's "Names" says, made on first use; threads may ask at once (a lock only then).
+  const std::string& name(u32 site) {
+    if (!named_[site].load(std::memory_order_acquire)) make_name(site);
+    return names_[site];
+  }
   // The name as a call: "f()" for a C name, the demangled name as it is (it has its parameters).
-  const std::string& call(u32 site);
+  const std::string& call(u32 site) {
+    if (!named_[site].load(std::memory_order_acquire)) make_name(site);
+    return calls_[site];
+  }
   std::string_view mangled(u32 site) const { return table_.name(table_.entries[site]); }
   const Clock& clock() const { return clock_; }
 
@@ -85,6 +97,7 @@ class TraceFile {
     u64 bad = 0, bad_at = 0;    // records skipped, the first one's offset
   };
   void open();
+  void make_name(u32 site);
   // Reads [off, off + len) into `buf` (or points into the bytes in memory); returns the bytes' start.
   const u8* fetch(u64 off, u64 len, std::vector<u8>& buf) const;
 
@@ -97,7 +110,9 @@ class TraceFile {
   u64 chunks_ = 0;
   Table table_;
   std::vector<std::string> names_, calls_;
-  std::vector<bool> named_;
+  std::unique_ptr<std::atomic<bool>[]> named_;  // names_[site] and calls_[site] are made
+  std::mutex naming_;
+  bool show_mangled_ = false;
   Clock clock_;
   std::vector<Thread> threads_;
   std::vector<std::string> problems_;

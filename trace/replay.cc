@@ -2,9 +2,16 @@
 // stream is read and held only until the merge writes them, so memory grows with the threads and the
 // call depth, not the trace.
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <queue>
 
+#include "rewriter/names.h"
 #include "shim/core.h"
 #include "trace/calls.h"
 #include "trace/trace.h"
@@ -12,23 +19,23 @@
 namespace prepatch::trace {
 namespace {
 
-// Which sites the --function globs select, decided once per site, on the raw and the demangled name.
+// Which sites the --function globs select, decided once per site as the shim decides PREPATCH_TRACE
+// (rewriter/names.h).
 class Wanted {
  public:
-  Wanted(TraceFile& t, const std::string& globs)
-      : t_(t), all_(globs.empty()), text_(globs), globs_(shim::glob_list(all_ ? nullptr : text_.c_str())), known_(t.sites(), -1) {}
+  Wanted(TraceFile& t, const std::string& globs) : t_(t), globs_(globs), known_(std::make_unique<std::atomic<u8>[]>(t.sites())) {}
+  // Threads may ask at once: an answer found twice is the same answer.
   bool operator()(u32 site) {
-    if (all_) return true;
-    if (known_[site] < 0) known_[site] = globs_.matches(std::string(t_.mangled(site)).c_str()) || globs_.matches(t_.name(site).c_str());
-    return known_[site];
+    if (globs_.empty()) return true;
+    u8 k = known_[site].load(std::memory_order_relaxed);
+    if (!k) known_[site].store(k = name_matches(globs_, t_.mangled(site)) ? 2 : 1, std::memory_order_relaxed);
+    return k == 2;
   }
 
  private:
   TraceFile& t_;
-  bool all_;
-  std::string text_;
-  shim::GlobList globs_;
-  std::vector<signed char> known_;
+  std::string globs_;
+  std::unique_ptr<std::atomic<u8>[]> known_;  // 0 not yet known, 1 no, 2 yes
 };
 
 // One thread's lines not yet written: their text, and per line its time and where it ends.
@@ -72,12 +79,10 @@ class ThreadLines {
     lines.tid.assign(b, d);
   }
 
-  // Reads until a line is ready or the thread's events end; false when no line is left.
-  bool fill() {
-    if (!lines.empty()) return true;
-    lines.clear();
+  // Makes lines into `lines` until they hold `target` bytes or the thread's events end.
+  void make(size_t target) {
     Event e;
-    while (lines.empty() && !ended_) {
+    while (lines.text.size() < target && !ended_) {
       if (!stream_.next(e)) {
         if (t_.graph()) matcher_.finish();
         ended_ = true;
@@ -87,8 +92,8 @@ class ThreadLines {
         call_line(e);
       }
     }
-    return !lines.empty();
   }
+  bool ended() const { return ended_; }
 
   void enter(std::vector<Call>& open) {
     Call& c = open.back();
@@ -159,29 +164,150 @@ class ThreadLines {
 
 }  // namespace
 
+namespace {
+
+// The threads' lines as blocks of about `block` bytes, made ahead of the merge by a helper thread (the
+// merge's thread makes a block itself when none is ready and none is being made): at most `ahead`
+// blocks wait per thread, so memory stays bounded by the threads' count.
+class Blocks {
+ public:
+  Blocks(std::vector<std::unique_ptr<ThreadLines>>& makers, size_t block) : makers_(makers), tracks_(makers.size()), block_(block) {
+    for (size_t i = 0; i < makers.size(); i++) tracks_[i].tid = makers[i]->lines.tid;
+    if (!makers.empty()) helper_ = std::thread([this] { help(); });
+  }
+  ~Blocks() {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (helper_.joinable()) helper_.join();
+  }
+
+  // Thread i's next block, into `into` (its lines consumed, its buffers kept for another block):
+  // false when the thread has no more.
+  bool next(size_t i, Lines& into) {
+    std::unique_lock<std::mutex> lock(m_);
+    if (spare_.size() < tracks_.size() + 2) {
+      into.clear();
+      spare_.push_back(std::move(into));
+    }
+    Track& t = tracks_[i];
+    while (t.ready.empty() && !t.ended && !failed_) {
+      if (!t.making) {
+        make(i, lock);
+        continue;
+      }
+      // The helper is making this one: make another meanwhile rather than wait.
+      const size_t j = pick();
+      if (j == tracks_.size()) cv_.wait(lock);
+      else make(j, lock);
+    }
+    if (failed_) std::rethrow_exception(failed_);
+    if (t.ready.empty()) return false;
+    into = std::move(t.ready.front());
+    t.ready.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+
+ private:
+  struct Track {
+    std::deque<Lines> ready;
+    std::string tid;
+    bool making = false, ended = false;
+  };
+  static constexpr size_t ahead = 4;
+
+  // Makes one block of thread i, unlocked meanwhile; `lock` is held on entry and on return.
+  void make(size_t i, std::unique_lock<std::mutex>& lock) {
+    Track& t = tracks_[i];
+    t.making = true;
+    Lines b;
+    if (!spare_.empty()) b = std::move(spare_.back()), spare_.pop_back();
+    lock.unlock();
+    b.tid = t.tid;
+    bool ended = false;
+    std::exception_ptr failed;
+    try {
+      ThreadLines& m = *makers_[i];
+      std::swap(m.lines, b);
+      m.make(block_);
+      std::swap(m.lines, b);
+      ended = m.ended();
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    lock.lock();
+    t.making = false;
+    if (!b.empty()) t.ready.push_back(std::move(b));
+    t.ended = ended || failed;
+    if (failed && !failed_) failed_ = failed;
+    cv_.notify_all();
+  }
+
+  // The thread with the fewest blocks ready that nobody makes and that may have more, or none.
+  size_t pick() const {
+    size_t best = tracks_.size();
+    for (size_t i = 0; i < tracks_.size(); i++) {
+      const Track& t = tracks_[i];
+      if (!t.making && !t.ended && t.ready.size() < ahead && (best == tracks_.size() || t.ready.size() < tracks_[best].ready.size())) best = i;
+    }
+    return best;
+  }
+
+  void help() {
+    std::unique_lock<std::mutex> lock(m_);
+    while (!stop_ && !failed_) {
+      const size_t i = pick();
+      if (i == tracks_.size()) cv_.wait(lock);
+      else make(i, lock);
+    }
+  }
+
+  std::vector<std::unique_ptr<ThreadLines>>& makers_;
+  std::vector<Track> tracks_;
+  std::vector<Lines> spare_;  // blocks written out, their buffers reused (no allocation per block)
+  const size_t block_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::exception_ptr failed_;
+  std::thread helper_;
+};
+
+}  // namespace
+
 void replay(TraceFile& t, const ReplayFilter& f, Output& out) {
   Wanted wanted(t, f.functions);
   std::vector<size_t> picked;
   for (size_t k = 0; k < t.threads(); k++)
     if (f.tids.empty() || std::find(f.tids.begin(), f.tids.end(), t.tid(k)) != f.tids.end()) picked.push_back(k);
-  // Windows small enough that many threads' together stay within 64 MiB.
-  const u64 window = std::clamp<u64>((64 << 20) / std::max<size_t>(picked.size(), 1), 4096, 256 * 1024);
-  std::vector<std::unique_ptr<ThreadLines>> threads;
-  for (size_t k : picked) threads.push_back(std::make_unique<ThreadLines>(t, k, wanted, window));
+  // Windows and blocks small enough that many threads' together stay within 64 MiB and 96 MiB.
+  const size_t n = std::max<size_t>(picked.size(), 1);
+  const u64 window = std::clamp<u64>((64 << 20) / n, 4096, 256 * 1024);
+  const size_t block = std::clamp<size_t>((24 << 20) / n, 4096, 64 * 1024);
+  std::vector<std::unique_ptr<ThreadLines>> makers;
+  for (size_t k : picked) makers.push_back(std::make_unique<ThreadLines>(t, k, wanted, window));
   out.put(t.graph() ? "#     TIME(us)      TID     DURATION | FUNCTION\n" : "#     TIME(us)      TID  FUNCTION <- CALLER\n");
-  // Merge by time, each thread's lines kept in their own order; of equal times, the lower tid first.
-  using Head = std::pair<u64, size_t>;  // the next line's time, the thread
-  std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;
-  for (size_t i = 0; i < threads.size(); i++)
-    if (threads[i]->fill()) heads.emplace(threads[i]->lines.ends[threads[i]->lines.head].first, i);
-  while (!heads.empty()) {
-    const size_t i = heads.top().second;
-    heads.pop();
-    Lines& l = threads[i]->lines;
-    out.put(l.pop());
-    // A thread alone (or the earliest by far) writes on without going through the heap.
-    while (threads[i]->fill() && (heads.empty() || Head(l.ends[l.head].first, i) < heads.top())) out.put(l.pop());
-    if (!l.empty()) heads.emplace(l.ends[l.head].first, i);
+  {
+    Blocks blocks(makers, block);
+    std::vector<Lines> current(makers.size());
+    const auto has_line = [&](size_t i) { return !current[i].empty() || blocks.next(i, current[i]); };
+    // Merge by time, each thread's lines kept in their own order; of equal times, the lower tid first.
+    using Head = std::pair<u64, size_t>;  // the next line's time, the thread
+    std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;
+    for (size_t i = 0; i < makers.size(); i++)
+      if (has_line(i)) heads.emplace(current[i].ends[current[i].head].first, i);
+    while (!heads.empty()) {
+      const size_t i = heads.top().second;
+      heads.pop();
+      Lines& l = current[i];
+      out.put(l.pop());
+      // A thread alone (or the earliest by far) writes on without going through the heap.
+      while (has_line(i) && (heads.empty() || Head(l.ends[l.head].first, i) < heads.top())) out.put(l.pop());
+      if (!l.empty()) heads.emplace(l.ends[l.head].first, i);
+    }
   }
   // The threads not shown are still read, so that their damage is named as before.
   for (size_t k = 0; k < t.threads(); k++) {
