@@ -1,4 +1,6 @@
 // `prepatch export --format chrome`: Chrome Trace Event JSON, one thread after another, each streamed.
+#include <cstdio>
+
 #include "trace/calls.h"
 #include "trace/trace.h"
 
