@@ -45,22 +45,6 @@ class Sha256 {
     if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) throw std::runtime_error("SHA-256 is not available");
   }
   void add(const void* p, size_t n) { EVP_DigestUpdate(ctx_.get(), p, n); }
-  // The file's bytes, read through a descriptor (the running prepatch itself: /proc/self/exe).
-  void add_file(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw IoError(path + ": cannot open for reading: " + errno_text());
-    std::unique_ptr<char[]> buf(new char[1 << 20]);
-    for (ssize_t n; (n = ::read(fd, buf.get(), 1 << 20)) != 0;) {
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        const std::string e = errno_text();
-        ::close(fd);
-        throw IoError(path + ": cannot read: " + e);
-      }
-      add(buf.get(), static_cast<size_t>(n));
-    }
-    ::close(fd);
-  }
   std::string hex() {
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned n = 0;
@@ -107,7 +91,8 @@ std::string prepared_for(const std::string& program) {
   elf::Elf elf(file.bytes(), program);
   // Keyed by the program's bytes and this prepatch's own (its shim and rewriter make the copy).
   Sha256 key;
-  key.add_file("/proc/self/exe");
+  const MappedFile self("/proc/self/exe");
+  key.add(self.bytes().data(), self.bytes().size());
   key.add(file.bytes().data(), file.bytes().size());
   const std::string dir = cache_dir();
   const std::string parent = dir.substr(0, dir.rfind('/'));

@@ -43,20 +43,24 @@ void prefault(std::span<const u8> part) {
 #endif
 }
 
-MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
-  // O_NONBLOCK: a FIFO put where a file is expected is refused below (not a regular file), not waited on.
-  int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) throw IoError(path_ + ": cannot open for reading: " + std::strerror(errno));
-  struct stat st;
+int open_regular_file(const std::string& path, struct stat& st) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) throw IoError(path + ": cannot open for reading: " + std::strerror(errno));
   if (::fstat(fd, &st) != 0) {
     int e = errno;
     ::close(fd);
-    throw IoError(path_ + ": cannot stat: " + std::strerror(e));
+    throw IoError(path + ": cannot stat: " + std::strerror(e));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw IoError(path_ + ": not a regular file" + (S_ISDIR(st.st_mode) ? " (it is a directory)" : ""));
+    throw IoError(path + ": not a regular file" + (S_ISDIR(st.st_mode) ? " (it is a directory)" : ""));
   }
+  return fd;
+}
+
+MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
+  struct stat st;
+  const int fd = open_regular_file(path_, st);
   size_ = static_cast<u64>(st.st_size);
   mode_ = st.st_mode & 07777;
   if (st.st_uid != ::geteuid()) mode_ &= ~unsigned{S_ISUID};

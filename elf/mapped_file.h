@@ -1,11 +1,16 @@
 // A read-only view of a whole file: mmap'ed, never opened for writing.
 #pragma once
+#include <sys/stat.h>
 #include <span>
 #include <string>
 
 #include "elf/types.h"
 
 namespace prepatch {
+
+// Opens `path` read-only (O_NONBLOCK: a FIFO put where a file is expected is refused, not waited on)
+// and checks it is a regular file; its stat in `st`. Throws IoError naming the path and the reason.
+int open_regular_file(const std::string& path, struct stat& st);
 
 class MappedFile {
  public:

@@ -35,17 +35,8 @@ Clock::Clock(u64 tsc0, u64 hz) : tsc0_(tsc0), hz_(hz) {
 }
 
 TraceFile::TraceFile(const std::string& path) : path_(path) {
-  // O_NONBLOCK: a FIFO put where a trace is expected is refused below, not waited on.
-  fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd_ < 0) throw IoError(path + ": cannot open for reading: " + std::strerror(errno));
   struct stat st;
-  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
-    const int e = errno;
-    const bool dir = S_ISDIR(st.st_mode);
-    ::close(fd_);
-    fd_ = -1;
-    throw IoError(path + (e ? ": cannot stat: " + std::string(std::strerror(e)) : ": not a regular file" + std::string(dir ? " (it is a directory)" : "")));
-  }
+  fd_ = open_regular_file(path, st);
   size_ = static_cast<u64>(st.st_size);
   ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
   try {
