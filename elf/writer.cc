@@ -104,12 +104,63 @@ u64 Writer::add_segment(std::string section_name, u32 flags, Bytes data, std::ve
   return segs_.back().vaddr;
 }
 
+// Where the input's copy ends: at the input's end, unless everything from some offset on is sections
+// the new segments hold whole copies of (Insert::section), the section name table and the section
+// header table (both written anew behind the segments), or zero padding between them; then at that
+// offset. ld puts .symtab's strings there, so a table that carries them (the preparer's) does not
+// make the file hold them twice. Anything else there (another section, a segment's bytes, data that
+// no header describes) keeps the whole input.
+u64 Writer::copied_end() const {
+  const Header& h = in_.header();
+  const u64 in_size = in_.bytes().size();
+  if (h.shnum == 0 || segs_.empty()) return in_size;
+  struct Span {
+    u64 lo, hi;
+  };
+  std::vector<Span> renewed = {{h.shoff, h.shoff + h.shnum * layout_for(in_.codec().is64).shdr.size}};
+  const auto& secs = in_.sections();
+  if (secs[h.shstrndx].has_file_data()) renewed.push_back({secs[h.shstrndx].offset, secs[h.shstrndx].offset + secs[h.shstrndx].size});
+  for (const NewSegment& s : segs_)
+    for (const Insert& i : s.inserts)
+      if (is_copy_of_section(i)) renewed.push_back({secs[i.section].offset, secs[i.section].offset + secs[i.section].size});
+  std::sort(renewed.begin(), renewed.end(), [](const Span& a, const Span& b) { return a.hi > b.hi; });
+  u64 end = in_size;
+  for (const Span& r : renewed) {
+    if (r.hi > in_size) return in_size;
+    if (r.hi < end && std::any_of(in_.bytes().begin() + r.hi, in_.bytes().begin() + end, [](u8 b) { return b != 0; })) break;
+    end = std::min(end, r.lo);
+  }
+  if (end == in_size) return in_size;
+  const bool kept = h.phoff + h.phnum * layout_for(in_.codec().is64).phdr.size <= end &&
+                    std::all_of(in_.segments().begin(), in_.segments().end(), [&](const Segment& s) { return s.filesz == 0 || s.offset + s.filesz <= end; });
+  const bool rest = std::all_of(secs.begin(), secs.end(), [&](const Section& s) {
+    return !s.has_file_data() || s.size == 0 || s.offset + s.size <= end || s.index == h.shstrndx || moved(s.index, end);
+  });
+  return kept && rest ? end : in_size;
+}
+
+// Whether `i` carries the whole of the input section it names.
+bool Writer::is_copy_of_section(const Insert& i) const {
+  if (i.section == 0 || i.section >= in_.sections().size()) return false;
+  const Section& s = in_.sections()[i.section];
+  return s.has_file_data() && !(s.flags & SHF_ALLOC) && i.bytes.data() == in_.bytes().data() + s.offset && i.bytes.size() == s.size;
+}
+
+// Whether section `index` is left out of a copy of the input that ends at `end`, its header pointing
+// into a new segment.
+bool Writer::moved(u32 index, u64 end) const {
+  for (const NewSegment& s : segs_)
+    for (const Insert& i : s.inserts)
+      if (i.section == index && is_copy_of_section(i)) return in_.sections()[index].offset >= end;
+  return false;
+}
+
 void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchStream stream) {
   const Layout& l = layout_for(in_.codec().is64);
   const Header& h = in_.header();
   const u64 align = max_load_align();
-  const u64 in_size = in_.bytes().size();
-  u64 size = in_size;
+  const u64 copy_end = copied_end();  // the input's bytes that are copied: [0, copy_end)
+  u64 size = copy_end;
   // Each appended segment's file offset is congruent to its vaddr modulo the page alignment.
   for (NewSegment& s : segs_) {
     u64 off = align_up(size, 16);
@@ -133,7 +184,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
   std::vector<u8> tail;
   if (!segs_.empty()) emit_phdrs(phdrs);
   if (entry_) in_.codec().put(ehdr, l.ehdr.entry.off, l.ehdr.entry.width, *entry_);
-  if (shoff) tail = section_tail(shstr_off, shoff, ehdr);
+  if (shoff) tail = section_tail(shstr_off, shoff, copy_end, ehdr);
   if (!stream) {
     auto by_offset = [](const Patch& a, const Patch& b) { return a.offset < b.offset; };
     if (!std::is_sorted(patches_.begin(), patches_.end(), by_offset)) std::sort(patches_.begin(), patches_.end(), by_offset);
@@ -161,7 +212,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
       if (batch_size == 0) return void(head = nullptr);
     }
     const Patch& p = batch[batch_at++];
-    if (p.offset < last_end || p.len > sizeof p.bytes || p.offset + p.len > in_size)
+    if (p.offset < last_end || p.len > sizeof p.bytes || p.offset + p.len > copy_end)
       in_.fail(p.offset, "internal: patches out of order, overlapping or past the end of the file");
     last_end = p.offset + p.len;
     head = &p;
@@ -170,19 +221,19 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
 
   TempFile tmp(path, size);
   constexpr u64 chunk_size = 256 << 10;
-  std::vector<u8> chunk(std::min(chunk_size, in_size));
+  std::vector<u8> chunk(std::min(chunk_size, copy_end));
   u64 clean_from = 0;  // start of a run of chunks nothing changes, to copy in the kernel
   auto touched = [&](u64 lo, u64 hi) {
     auto hits = [&](u64 off, u64 len) { return off < hi && off + len > lo; };
     return hits(0, ehdr.size()) || hits(h.phoff, phdrs.size()) || carry || (head && head->offset < hi);
   };
-  for (u64 lo = 0; lo < in_size; lo += chunk_size) {
-    std::span<u8> c(chunk.data(), std::min(chunk_size, in_size - lo));
+  for (u64 lo = 0; lo < copy_end; lo += chunk_size) {
+    std::span<u8> c(chunk.data(), std::min(chunk_size, copy_end - lo));
     const u64 hi = lo + c.size();
     if (!touched(lo, hi)) {
-      if (hi < in_size) continue;  // extend the clean run
-      tmp.copy_from(source_fd, clean_from, clean_from, in_size - clean_from, in_.bytes());
-      clean_from = in_size;
+      if (hi < copy_end) continue;  // extend the clean run
+      tmp.copy_from(source_fd, clean_from, clean_from, copy_end - clean_from, in_.bytes());
+      clean_from = copy_end;
       break;
     }
     if (clean_from < lo) tmp.copy_from(source_fd, clean_from, clean_from, lo - clean_from, in_.bytes());
@@ -208,6 +259,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
       tmp.write_at(std::span<const u8>(s.data).subspan(from, i.at - from), to);
       to += i.at - from;
       from = i.at;
+      const u64 in_size = in_.bytes().size();
       const auto in = reinterpret_cast<uintptr_t>(in_.bytes().data()), at = reinterpret_cast<uintptr_t>(i.bytes.data());
       if (at >= in && at - in <= in_size && i.bytes.size() <= in_size - (at - in))  // part of the input's mapping
         tmp.copy_from(source_fd, at - in, to, i.bytes.size(), in_.bytes());
@@ -253,8 +305,10 @@ void Writer::emit_phdrs(std::span<u8> out) const {
 }
 
 // The section name table (the old names, then the new ones) and the section header table (the old
-// headers, then one per appended segment), laid out from `shstr_off`; also points `ehdr` at them.
-std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehdr) const {
+// headers, then one per appended segment), laid out from `shstr_off`, the headers of sections left
+// out of the input's copy (which ends at `copy_end`) pointing at their copies; also points `ehdr` at
+// them.
+std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, u64 copy_end, std::span<u8> ehdr) const {
   const Codec& c = in_.codec();
   const Layout& l = layout_for(c.is64);
   const ShdrLayout& sh = l.shdr;
@@ -268,6 +322,11 @@ std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehd
   auto put = [&](u64 index, Field f, u64 v) { c.put(shdrs, index * sh.size + f.off, f.width, v); };
   u64 str_end = old_str.size, idx = h.shnum;
   for (const NewSegment& s : segs_) {
+    u64 inserted = 0;  // the inserts' bytes before this one
+    for (const Insert& i : s.inserts) {
+      if (moved(i.section, copy_end)) put(i.section, sh.offset, s.offset + i.at + inserted);
+      inserted += i.bytes.size();
+    }
     for (const NewSection& n : s.sections) {
       std::memcpy(strs.data() + str_end, n.name.c_str(), n.name.size() + 1);
       put(idx, sh.name, str_end);

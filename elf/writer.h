@@ -8,7 +8,10 @@
 // size and place and nothing already in the file moves. PT_LOAD entries are kept in ascending p_vaddr
 // order, as the ELF specification and the kernel's total-mapping-size computation expect. The new
 // segment is placed above every existing segment's end (including .bss) and, on x86-64, within rel32
-// reach of the text of any binary under 2 GiB.
+// reach of the text of any binary under 2 GiB. One exception to "nothing moves": a non-allocated
+// section the new segments carry a whole copy of (Insert::section; the preparer's .strtab) is left out
+// of the input's copy when only such sections, the section name table and the section headers follow
+// it, and its header then points at the copy.
 //
 // Output appears atomically: everything is written to a temporary file in the target's directory,
 // given the requested mode, and renamed over the target. On any error the temporary file is removed.
@@ -35,9 +38,14 @@ struct NewSection {
 
 // Bytes that go into an appended segment at offset `at` of its data, which moves what follows.
 // Bytes that are part of the input's mapping are copied from the input file by the kernel.
+// `section`, when not 0, says the bytes are the whole of that input section (a non-allocated one, such
+// as .strtab): where the sections at the input's end are all copied into the new segments this way,
+// the output leaves their old copies out and their headers point at the new ones (Writer::write), so
+// the file holds the bytes once.
 struct Insert {
   u64 at = 0;
   std::span<const u8> bytes;  // must stay valid until Writer::write returns
+  u32 section = 0;
 };
 
 struct NewSegment {
@@ -100,7 +108,10 @@ class Writer {
   u64 max_load_align() const;
   u64 new_section_count() const;
   void emit_phdrs(std::span<u8> ehdr_phdrs) const;
-  std::vector<u8> section_tail(u64 shstr_off, u64 shoff, std::span<u8> ehdr) const;
+  u64 copied_end() const;
+  bool is_copy_of_section(const Insert& i) const;
+  bool moved(u32 index, u64 end) const;
+  std::vector<u8> section_tail(u64 shstr_off, u64 shoff, u64 copy_end, std::span<u8> ehdr) const;
 
   const Elf& in_;
   std::vector<NewSegment> segs_;

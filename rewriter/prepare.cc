@@ -278,7 +278,9 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d, reach);
   std::vector<elf::NewSection> sections = {{std::string(table_section), 0, rt.table_size, 0},
                                            {std::string(shim_section), rt.blob_offset, rt.data.size() + rt.names.size() - rt.blob_offset, SHF_EXECINSTR}};
-  w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections), {{rt.names_at, rt.names}});
+  // The names are the input's .strtab, whole where it ends with its last name: the writer then leaves
+  // the input's copy of it out and points .strtab at this one (elf::Insert::section).
+  w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections), {{rt.names_at, rt.names, d.strings_section}});
   w.set_entry(rt.entry);
 
   // Besides the sites: RISC-V's redirect of what the -pg sites call, and gprof's start-up made to return

@@ -243,10 +243,12 @@ Discovery Discoverer::run() {
   static constexpr char no_names[] = "";
   d_.strings = std::span<const char>(no_names, 1);
   if (functions_) {
-    auto b = elf_.section_data(elf_.symbol_strings(*functions_));
+    const elf::Section& names = elf_.symbol_strings(*functions_);
+    auto b = elf_.section_data(names);
     if (!b.empty() && b[0] == 0) {  // the table's strings_size is 32 bits: names past 4 GiB get none
       const auto* last = static_cast<const u8*>(::memrchr(b.data(), 0, std::min<u64>(b.size(), UINT32_MAX)));
       d_.strings = std::span<const char>(reinterpret_cast<const char*>(b.data()), static_cast<size_t>(last - b.data()) + 1);
+      d_.strings_section = names.index;
     }
   }
   const elf::Section* mcount_loc = elf_.section("__mcount_loc");

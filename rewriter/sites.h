@@ -72,6 +72,7 @@ struct Discovery {
   // verbatim (the writer has the kernel copy it), so Site::name is the table's name offset, and
   // names nothing refers to (objects', files', skipped sites') come along unreferenced.
   std::span<const char> strings;
+  u32 strings_section = 0;    // the section `strings` comes from, 0 when a lone NUL
   size_t prepared = 0;        // sites with Skip::none
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present

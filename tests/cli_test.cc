@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "support.h"
@@ -118,6 +119,63 @@ TEST(Cli, AliasIsOneSiteNamedByItsGlobalSymbol) {
     EXPECT_EQ(names.count("impl"), 0u) << j.dump();
     EXPECT_EQ(run({d / "alias.out"}).status, 0);
   }
+}
+
+// A section's file offset and size as readelf shows them (an oracle beside our own reader).
+std::pair<unsigned long long, unsigned long long> readelf_section(const std::string& bin, const std::string& name) {
+  Proc r = run({"readelf", "-SW", bin});
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t at = line.find("] " + name + " ");
+    if (at == std::string::npos) continue;
+    std::istringstream f(line.substr(at + 2 + name.size()));
+    std::string type, addr, off, size;
+    f >> type >> addr >> off >> size;
+    return {std::stoull(off, nullptr, 16), std::stoull(size, nullptr, 16)};
+  }
+  ADD_FAILURE() << bin << " has no section " << name << ":\n" << r.out;
+  return {0, 0};
+}
+
+// The table carries the symbols' names, a copy of .strtab. Where .strtab ends the input (ld's layout),
+// the output holds them once: .strtab's header points at the table's copy, the output stops copying
+// the input there. nm reads the symbols there; strip, which drops .strtab, leaves the table's names;
+// and bytes after .strtab that no header describes (a payload appended to a program) keep the input
+// whole.
+TEST(Cli, SymbolNamesAreStoredOnce) {
+  TempDir d;
+  ASSERT_EQ(prepatch({"-q", source, "-o", d / "out"}).status, 0);
+  const auto [in_off, in_size] = readelf_section(source, ".strtab");
+  const auto [str_off, str_size] = readelf_section(d / "out", ".strtab");
+  const auto [tab_off, tab_size] = readelf_section(d / "out", "__patch_sites");
+  EXPECT_EQ(str_size, in_size);
+  EXPECT_GT(str_off, tab_off);
+  EXPECT_LE(str_off + str_size, tab_off + tab_size) << ".strtab is the table's names";
+  EXPECT_EQ(read_file(d / "out").substr(str_off, str_size), read_file(source).substr(in_off, in_size));
+  EXPECT_LT(in_off, tab_off);
+  EXPECT_EQ(read_file(d / "out").substr(in_off, in_size).find("main"), std::string::npos) << "the input's copy is left out";
+  Proc nm_in = run({"nm", source}), nm_out = run({"nm", d / "out"});
+  ASSERT_EQ(nm_out.status, 0) << nm_out.err;
+  EXPECT_NE(nm_out.out.find(" T main\n"), std::string::npos) << nm_out.out;
+  EXPECT_EQ(nm_out.err, "");
+
+  ASSERT_EQ(run({"strip", "-o", d / "stripped", d / "out"}).status, 0);
+  EXPECT_NE(run({"nm", d / "stripped"}).err.find("no symbols"), std::string::npos);
+  Proc sites = prepatch({"sites", d / "stripped"});
+  ASSERT_EQ(sites.status, 0) << sites.err;
+  EXPECT_NE(sites.out.find(" main\n"), std::string::npos) << sites.out;
+  EXPECT_EQ(prepatch({"sites", d / "out"}).out, sites.out) << "the same sites, names and all";
+  Proc a = run({source}), b = run({d / "stripped"});
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.status, b.status);
+
+  const std::string payload = "an appended payload, read through /proc/self/exe";
+  write_file(d / "payload", read_file(source) + payload, 0755);
+  ASSERT_EQ(prepatch({"-q", d / "payload", "-o", d / "payload.out"}).status, 0);
+  const std::string out = read_file(d / "payload.out");
+  EXPECT_EQ(out.substr(read_file(source).size(), payload.size()), payload);
+  EXPECT_EQ(readelf_section(d / "payload.out", ".strtab").first, in_off) << "kept where it was";
+  EXPECT_EQ(run({d / "payload.out"}).out, a.out);
 }
 
 }  // namespace
