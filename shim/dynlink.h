@@ -1,7 +1,7 @@
 // The objects of a dynamically linked process as the dynamic linker left them, read in place: the
 // list r_debug heads (the one debuggers walk), each object's dynamic section, a symbol's definition by
 // its GNU hash, and the GOT slots through which an object calls a symbol. The graph tracer's exception
-// hooks need nothing more (shim/runtime.cc). Freestanding, like core.h; tests/shim_core_test.cc runs it
+// hooks need nothing more (shim/runtime/exceptions.inc). Freestanding, like core.h; tests/shim_core_test.cc runs it
 // on the test process itself.
 #pragma once
 #include "shim/core.h"

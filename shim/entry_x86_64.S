@@ -159,9 +159,9 @@ prepatch_tramp_exit:
         notrack jmp *%r11
         .size prepatch_tramp_exit, . - prepatch_tramp_exit
 
-// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to (shim/
-// runtime.cc hook_unwinder): the handler gets the caller's stack pointer, then the hook jumps to the
-// real function with the argument registers as they came, so no frame of the shim is left for the
+// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to
+// (shim/runtime/exceptions.inc, hook_unwinder): the handler gets the caller's stack pointer, then the
+// hook jumps to the real function with the argument registers as they came, so no frame of the shim is left for the
 // unwinder to see. 7 pushes after the call's return address: the stack is 16-aligned for the call.
 // prepatch_unwind(caller's sp, to_real): 1 where unwinding starts or resumes, 0 where a handler catches.
         .macro UNWIND_HOOK name, index, to_real
