@@ -209,20 +209,22 @@ int main(int argc, char** argv) {
   CLI::App app{
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
-      "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2 (gcc -pg).\n"
+      "x86-64 (executables and shared objects); AArch64, PPC64le and RISC-V64 (gcc -pg,\n"
+      "-fpatchable-function-entry); ARM32 Thumb-2 (gcc -pg): executables.\n"
       "Each site becomes one nop instruction of its length (Thumb-2: `pop {lr}`); a sorted __patch_sites\n"
       "table and the runtime shim that switches sites live are appended. Run the output with\n"
       "PREPATCH_TRACE=GLOBS to trace from the start, or switch sites while it runs with\n"
       "`prepatch ctl PID enable GLOBS`.\n\n"
       "Exit codes: 0 ok; 1 internal error; 2 usage error; 3 nothing to do (no sites, or already\n"
-      "prepared); 4 bad input (not ELF, corrupt, unsupported ISA, a shared object; ctl: the shim answered\n"
-      "an error); 5 I/O error (cannot read or write; ctl: the process cannot be reached). record exits\n"
+      "prepared); 4 bad input (not ELF, corrupt, unsupported ISA, a shared object that cannot carry the\n"
+      "shim; ctl: the shim answered an error); 5 I/O error (cannot read or write; ctl: the process cannot\n"
+      "be reached). record exits\n"
       "with the program's status (128 + N when a signal N killed it), or with these when it cannot run it.",
       "prepatch"};
   app.set_version_flag("--version", "prepatch " PREPATCH_VERSION);
   std::string in, out;
   bool quiet = false;
-  app.add_option("input", in, "ELF executable to prepare (only read, never written)");
+  app.add_option("input", in, "ELF executable or shared object (x86-64) to prepare (only read, never written)");
   app.add_option("-o,--output", out, "where to write the prepared binary (may equal the input; written atomically)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -75,6 +76,18 @@ bool running(pid_t pid) {
   return state && *state != 'Z' && *state != 'X';
 }
 
+// Whether a prepared shared object's runtime claimed process `pid`: the page at the address the
+// runtimes meet at is mapped (docs/SHIM.md, "Shared objects"; x86-64).
+bool runs_object_runtime(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  char page[48];
+  std::snprintf(page, sizeof page, "%llx-%llx ", static_cast<unsigned long long>(shim::rendezvous_page),
+                static_cast<unsigned long long>(shim::rendezvous_page + 4096));
+  for (std::string line; std::getline(maps, line);)
+    if (line.rfind(page, 0) == 0) return true;
+  return false;
+}
+
 // The control signal kills a process that does not catch it: make sure `pid` runs a prepared binary
 // whose shim is listening before sending one. A process that has only just started may not have run
 // its shim yet (it installs its handler before the program's own start-up): waited for until
@@ -92,7 +105,8 @@ void check_target(pid_t pid, std::chrono::steady_clock::time_point deadline) {
   } catch (const std::exception& e) {
     throw IoError(who + ": cannot read its executable (" + e.what() + ")");
   }
-  if (!table) throw IoError(who + ": its executable is not prepared by prepatch (no __patch_sites table)");
+  if (!table && !runs_object_runtime(pid))
+    throw IoError(who + ": its executable is not prepared by prepatch (no __patch_sites table), and no prepared shared object's runtime runs in it");
   for (;;) {
     auto caught = status_mask("/proc/" + std::to_string(pid) + "/status", "SigCgt:");
     if (caught && (*caught & ctl_bit)) return;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "arch/riscv64.h"
 #include "rewriter/shim_blob.h"
@@ -47,19 +48,75 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
 
 }  // namespace
 
+namespace {
+
+// ET_DYN that is not an executable: no PT_INTERP (a PIE has one), no DF_1_PIE (a static PIE has
+// that), and a dynamic section (an ET_DYN without one is nothing a loader would take as a library).
+bool is_shared_object(const elf::Elf& elf) {
+  if (elf.header().type != ET_DYN) return false;
+  for (const elf::Segment& s : elf.segments())
+    if (s.type == PT_INTERP) return false;
+  const auto dyn = elf.dynamic();
+  for (const elf::Dyn& d : dyn)
+    if (d.tag == DT_FLAGS_1 && (d.val & DF_1_PIE)) return false;
+  return !dyn.empty();
+}
+
+// The dynamic section's entries with their file offsets (in the one PT_DYNAMIC), up to DT_NULL.
+struct DynAt {
+  elf::Dyn dyn;
+  u64 offset;
+};
+std::vector<DynAt> dynamic_at(const elf::Elf& elf) {
+  std::vector<DynAt> out;
+  const auto dyn = elf.dynamic();
+  for (const elf::Segment& s : elf.segments())
+    if (s.type == PT_DYNAMIC) {
+      const u64 size = 2 * elf.codec().word();
+      for (size_t i = 0; i < dyn.size(); i++) out.push_back({dyn[i], s.offset + i * size});
+      break;
+    }
+  return out;
+}
+
+// A shared object's DT_INIT entry, which the shim's start takes over; nullopt when there is none.
+std::optional<DynAt> dt_init(const elf::Elf& elf) {
+  for (const DynAt& d : dynamic_at(elf))
+    if (d.dyn.tag == DT_INIT) return d;
+  return std::nullopt;
+}
+
+// The link-time address of a shared object's program headers: inside its first loaded segment.
+std::optional<u64> phdr_vaddr(const elf::Elf& elf) {
+  const u64 size = elf.header().phnum * elf::layout_for(elf.codec().is64).phdr.size;
+  for (const elf::Segment& s : elf.segments())
+    if (s.type == PT_LOAD && elf.header().phoff >= s.offset && elf.header().phoff + size <= s.offset + s.filesz)
+      return s.vaddr + (elf.header().phoff - s.offset);
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::string cannot_embed(const elf::Elf& elf) {
   if (shim_blob(elf.header().machine).empty())
     elf.fail(18, std::string(elf::machine_name(elf.header().machine)) +
                      ": this prepatch was built without the shim for it (its cross compiler was missing: scripts/install-deps.sh installs it)");
   if (elf.header().type == ET_EXEC) return {};
-  if (elf.header().type != ET_DYN) return "expected an executable (ET_EXEC or ET_DYN)";
-  for (const elf::Segment& s : elf.segments())
-    if (s.type == PT_INTERP) return {};  // a PIE
-  for (const elf::Dyn& d : elf.dynamic())
-    if (d.tag == DT_FLAGS_1 && (d.val & DF_1_PIE)) return {};  // a static PIE
-  if (elf.dynamic().empty()) return {};  // ET_DYN without a dynamic section: nothing loads it as a library
-  return "a shared object (ET_DYN without PT_INTERP or DF_1_PIE): shared objects cannot carry the shim yet; "
-         "prepare the executable instead";
+  if (elf.header().type != ET_DYN) return "expected an executable or a shared object (ET_EXEC or ET_DYN)";
+  if (!is_shared_object(elf)) return {};
+  if (elf.header().machine != EM_X86_64)
+    return "a shared object for " + std::string(elf::machine_name(elf.header().machine)) +
+           ": shared objects can carry the shim on x86-64 only so far; prepare the executable instead";
+  const auto dyn = dynamic_at(elf);
+  for (const DynAt& d : dyn)
+    if (d.dyn.tag == DT_TEXTREL || (d.dyn.tag == DT_FLAGS && (d.dyn.val & DF_TEXTREL)))
+      elf.fail(d.offset, "a shared object with text relocations (DT_TEXTREL): the loader writes its code, which the shim "
+                         "must own; build it with -fPIC");
+  if (!dt_init(elf))
+    elf.fail(dyn.empty() ? 0 : dyn.front().offset, "expected a DT_INIT entry in the shared object's dynamic section, which the shim "
+                                                   "starts from (gcc's crti.o provides _init; was it linked with -nostartfiles?); found none");
+  if (!phdr_vaddr(elf)) elf.fail(elf.header().phoff, "expected the shared object's program headers inside a loaded segment");
+  return {};
 }
 
 u64 runtime_segment_tail(u16 machine) {
@@ -82,8 +139,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::memcpy(r.data.data() + blob_at, blob.data(), blob.size());
   std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
-  const u64 flags = d.has_symtab && !d.defines_fork ? shim::config_forkless : 0;
-  shim::Config config{blob_vaddr, vaddr, r.table_size, elf.header().entry, flags, {}, {}, 0, d.mcount_via};
+  const bool shared = is_shared_object(elf);
+  const auto init = shared ? dt_init(elf) : std::nullopt;
+  const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0);
+  shim::Config config{blob_vaddr, vaddr, r.table_size, init ? init->dyn.val : elf.header().entry, flags, {}, {}, 0, d.mcount_via,
+                      shared ? phdr_vaddr(elf).value_or(0) : 0, shared ? elf.header().phnum : 0u};
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
   // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
   for (int k = 0; k < 4 && elf.header().machine == EM_X86_64; k++) {  // the graph tracer is x86-64's
@@ -99,6 +159,14 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // the program in Thumb state) and a `bl` target drops.
   const u16 machine = elf.header().machine;
   r.entry = blob_vaddr + h.start;
+  if (init) {  // a shared object starts from its DT_INIT, which now leads to the shim (docs/SHIM.md)
+    r.entry = 0;
+    r.start_hook.offset = init->offset + elf.codec().word();
+    r.start_hook.len = static_cast<u8>(elf.codec().word());
+    u8 value[8];
+    elf.codec().put(value, 0, elf.codec().word(), blob_vaddr + h.object_start);
+    std::memcpy(r.start_hook.bytes, value, r.start_hook.len);
+  }
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     u8 call[6];

@@ -20,11 +20,13 @@ struct RuntimeSegment {
   std::span<const u8> names;
   u64 table_size = 0;    // the table is the segment's first table_size bytes, names included
   u64 blob_offset = 0;   // the blob starts here (page-aligned)
-  u64 entry = 0;         // the new e_entry: the shim's start routine
+  u64 entry = 0;         // the new e_entry: the shim's start routine (0 in a shared object: unchanged)
   u64 tramp[3] = {};     // link-time addresses of the trampolines, by SiteKind - 1
   // RISC-V -pg: the jump to the mcount trampoline that replaces the start of what the sites call
   // (Discovery::mcount_via); len 0 when there is none.
   elf::Patch redirect;
+  // A shared object: its DT_INIT's value made the shim's object start; len 0 in an executable.
+  elf::Patch start_hook;
 };
 
 // For each site kind and call form, the lowest and the highest prepared site. A call form reaches a
@@ -72,8 +74,10 @@ u64 runtime_segment_tail(u16 machine);
 // +-2 GiB; Thumb bl: +-16 MiB), or RISC-V's redirect cannot be written.
 RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, const Discovery& d, const Reach& reach);
 
-// The reason `elf` cannot carry the shim (a shared object), or empty; throws InputError, naming
-// e_machine, when this build has no shim for its ISA.
+// The reason `elf` cannot carry the shim (not an executable or a shared object; a shared object of an
+// ISA whose shim cannot start from DT_INIT yet), or empty; throws InputError, naming the offset, when
+// this build has no shim for its ISA or a shared object has text relocations, no DT_INIT, or program
+// headers outside its loaded segments.
 std::string cannot_embed(const elf::Elf& elf);
 
 }  // namespace prepatch

@@ -281,12 +281,14 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   // The names are the input's .strtab, whole where it ends with its last name: the writer then leaves
   // the input's copy of it out and points .strtab at this one (elf::Insert::section).
   w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections), {{rt.names_at, rt.names, d.strings_section}});
-  w.set_entry(rt.entry);
+  if (rt.entry) w.set_entry(rt.entry);
 
-  // Besides the sites: RISC-V's redirect of what the -pg sites call, and gprof's start-up made to return
+  // Besides the sites: RISC-V's redirect of what the -pg sites call, a shared object's DT_INIT (the
+  // shim's start), and gprof's start-up made to return
   // (rewriter/gprof.h), in file order, merged into the sites' stream.
   std::vector<elf::Patch> extra;
   if (rt.redirect.len) extra.push_back(rt.redirect);
+  if (rt.start_hook.len) extra.push_back(rt.start_hook);
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);
   std::sort(extra.begin(), extra.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });

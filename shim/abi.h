@@ -25,10 +25,11 @@ struct BlobHeader {
   u32 data_off;         // page-aligned start of the writable part
   u32 file_size;        // bytes of the blob image (code, rodata, data)
   u32 mem_size;         // the same plus .bss, page-aligned
+  u32 object_start;     // what a prepared shared object's DT_INIT points at (x86-64 so far)
 };
-static_assert(sizeof(BlobHeader) == 48);
+static_assert(sizeof(BlobHeader) == 52);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 1;
+inline constexpr u32 blob_version = 2;
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -36,7 +37,8 @@ struct Config {
   u64 blob_vaddr;   // link-time address of the blob's first byte
   u64 table_vaddr;  // link-time address of the __patch_sites table
   u64 table_size;
-  u64 entry;        // the program's own entry point (e_entry before preparing)
+  u64 entry;        // the program's own entry point (e_entry before preparing); in a shared object,
+                    // its own DT_INIT before preparing (0: none)
   u64 flags;        // config_* bits
   // The binary's own definitions of the unwinder's entry points (a static binary, -static-libgcc,
   // -static-libstdc++), which the graph tracer hooks in place (docs/SHIM.md, "Exceptions"), in
@@ -49,11 +51,22 @@ struct Config {
   // the preparer made a jump to the mcount trampoline; the shim's call form for those sites targets it.
   // 0 elsewhere.
   u64 mcount_via;
+  // A shared object: the link-time address of its program headers (the ELF header's e_phoff inside
+  // its first loaded segment) and their number; 0 in an executable, whose headers the kernel reports.
+  u64 phdr_vaddr;
+  u64 phnum;
 };
-static_assert(sizeof(Config) == 88);
+static_assert(sizeof(Config) == 104);
 // Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
 // through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).
 inline constexpr u64 config_forkless = 1;
+// Config::flags: a shared object, started from its DT_INIT (BlobHeader::object_start), not e_entry.
+inline constexpr u64 config_shared_object = 2;
+
+// One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object whose shim
+// starts maps this page with MAP_FIXED_NOREPLACE and serves the process; `prepatch ctl` takes the page
+// in /proc/PID/maps as the sign that a prepared shared object's runtime runs there. x86-64.
+inline constexpr u64 rendezvous_page = 0x7e5e00000000;
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
 // and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to

@@ -41,7 +41,8 @@ inline constexpr bool is64 = sizeof(uptr) == 8;
 inline constexpr unsigned word = sizeof(uptr);                             // Elf_Addr, Elf_Off; a Dyn is two
 inline constexpr u8 elf_class = is64 ? 2 : 1;                              // e_ident[EI_CLASS]
 inline constexpr unsigned e_phoff = is64 ? 32 : 28, e_phnum = is64 ? 56 : 44;
-inline constexpr unsigned phdr_size = is64 ? 56 : 32, p_flags = is64 ? 4 : 24, p_vaddr = is64 ? 16 : 8, p_memsz = is64 ? 40 : 20;
+inline constexpr unsigned phdr_size = is64 ? 56 : 32, p_flags = is64 ? 4 : 24, p_vaddr = is64 ? 16 : 8, p_filesz = is64 ? 32 : 16,
+                       p_memsz = is64 ? 40 : 20;
 inline constexpr unsigned sym_size = is64 ? 24 : 16, st_info = is64 ? 4 : 12, st_shndx = is64 ? 6 : 14, st_value = is64 ? 8 : 4;
 inline constexpr unsigned rel_size = is64 ? 24 : 8;                        // Elf64_Rela, Elf32_Rel
 inline constexpr u64 dt_rel = is64 ? 7 : 17, dt_relsz = is64 ? 8 : 18;     // DT_RELA/DT_RELASZ, DT_REL/DT_RELSZ

@@ -43,6 +43,7 @@ extern u8 prepatch_hook_raise[];
 extern u8 prepatch_hook_resume[];
 extern u8 prepatch_hook_rethrow[];
 extern u8 prepatch_hook_catch[];
+void prepatch_object_init(int argc, char** argv, char** envp);
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -140,12 +141,10 @@ struct Stats {
   u64 requests, requests_dropped, requests_refused, request_max_ns;
 };
 
-// The shim's whole state: one object in .bss, zero at start. Each part in shim/runtime/ says at its
-// top which of these fields it owns. Per object, that is of the one prepared binary whose table this
-// is: bias, tramp, phdr, phnum, table, table_state, site, text, text_spans, the wx_ fields, batch and
-// counts (one counter per site). Everything else is per process: one control channel, one trap
-// handler, one sync, one trace file.
-struct State {
+// One prepared object: its table and sites, where its text is, its batch. Today the one prepared
+// binary (g.obj); issue 26 makes one per loaded object. Each part in shim/runtime/ says at its top
+// which state it owns.
+struct Object {
   u64 bias;        // run-time address minus link-time address
   u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1
   const u8* phdr;  // the program headers, as the kernel reported them (AT_PHDR)
@@ -163,7 +162,7 @@ struct State {
   unsigned text_spans;
   // PREPATCH_WX=strict: the spans are mapped from a memfd (wx_fd, wx_size bytes), written through a
   // second, writable mapping of it made for each batch alone (docs/SHIM.md, "W^X").
-  bool wx_strict, wx_mapped;
+  bool wx_mapped;
   int wx_fd;
   u64 wx_size;
   // One site of a batch: its run-time address, length and the bytes it must end up as (the kernel's
@@ -173,7 +172,20 @@ struct State {
     u8 len;
     u8 target[15];
   } * batch;
-  u64* counts;      // per site call counts, in the counts file's shared mapping
+  u64* counts;  // per site call counts, in the counts file's shared mapping
+};
+
+// The process's state: one object in .bss, zero at start. One control channel, one trap handler, one
+// sync, one trace file, however many objects.
+struct State {
+  Object obj;      // the prepared binary
+  // The executable's program headers and load bias: where the loaded objects are listed (its DT_DEBUG).
+  // The prepared object's own, unless that is a shared object.
+  struct Program {
+    const u8* phdr;
+    u64 phnum, bias;
+  } main;
+  bool wx_strict;  // PREPATCH_WX=strict (docs/SHIM.md, "W^X")
   u32 file_mode;          // PREPATCH_FILE_MODE: the trace and counts files' mode
   int serving;            // a control request is being served
   u32 burst;              // control requests served while more were queued, since the queue was last empty
@@ -231,7 +243,7 @@ constinit State g{};
 char batch_names_out[4096], status_names_out[4096];
 constinit Demangler batch_demangler, status_demangler;
 
-// g.site bits: the form a site is (or is being switched to) is the call, the site is in the running
+// g.obj.site bits: the form a site is (or is being switched to) is the call, the site is in the running
 // batch, the site lies outside every executable segment (never switched).
 constexpr u8 site_on = 1, site_in_batch = 2, site_outside = 4;
 
@@ -301,7 +313,7 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
   if (g.tracer == Tracer::function) {
-    const u64 caller = *slot - g.bias;
+    const u64 caller = *slot - g.obj.bias;
     return emit(t, rec_call, s->value, caller < rec_caller_unknown ? caller : rec_caller_unknown);
   }
   const auto unwound = [&](const ShadowFrame& f) { note_unwound(t, f); };
@@ -374,52 +386,77 @@ extern "C" const void* prepatch_thread_setup(u8* region) {
   return thread_start(region);
 }
 
-// Called once by the start routine (shim/entry_x86_64.S) with the stack pointer the kernel set up: argc,
-// argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
-extern "C" void prepatch_init(uptr* sp) {
-  const uptr argc = sp[0];
-  char** envp = reinterpret_cast<char**>(sp + 1 + argc + 1);
-  char** e = envp;
-  while (*e) e++;
-  bool secure = false;
-  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) {
-    if (aux[0] == 3) g.phdr = reinterpret_cast<const u8*>(aux[1]);  // AT_PHDR
-    if (aux[0] == 5) g.phnum = aux[1];                               // AT_PHNUM
-    if (aux[0] == 23) secure = aux[1] != 0;                          // AT_SECURE
-  }
-  // Secure execution (setuid, setgid, file capabilities, an LSM transition): the environment is the
-  // caller's, who may not be trusted with this process's rights. The shim does nothing at all: no
-  // variable is read, no handler installed, no file created; the program runs as if unprepared, with
-  // every site a nop (SECURITY.md).
-  if (secure) return;
-  g.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
-  // A static binary starts without a thread pointer; the tracers read %fs:0 (and the tid glibc keeps
-  // in its thread block) from the first traced call on, so until the C library sets its own, it is ours.
+namespace {
+
 #if defined(__x86_64__)
-  u64 fs = 0;
-  if (call(sys::nr_arch_prctl, 0x1003 /* ARCH_GET_FS */, reinterpret_cast<long>(&fs)) == 0 && fs == 0) {
-    *reinterpret_cast<u64*>(early_tcb) = reinterpret_cast<u64>(early_tcb);
-    *reinterpret_cast<u32*>(early_tcb + glibc_tid_offset) = static_cast<u32>(call(sys::nr_gettid));
-    call(sys::nr_arch_prctl, 0x1002 /* ARCH_SET_FS */, reinterpret_cast<long>(early_tcb));
+// One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object to start maps
+// shim::rendezvous_page, which no one else maps (MAP_FIXED_NOREPLACE: the kernel decides who was
+// first, also for two dlopens at once); an object that finds it taken leaves its sites off. The page
+// holds nothing but its magic; it is inherited by fork and gone after exec, as the runtime is.
+constexpr int map_fixed_noreplace = 0x100000;
+#endif
+
+// Whether the executable carries a prepatch table (at the start of one of its loaded segments): its
+// runtime then serves the process, though the libraries' DT_INITs run before its entry.
+bool executable_prepared() {
+  for (u64 p = 0; p < g.main.phnum; p++) {
+    const u8* ph = g.main.phdr + p * elfc::phdr_size;
+    if (load_le(ph, 4) != 1 /* PT_LOAD */ || load_le(ph + elfc::p_filesz, elfc::word) < 8) continue;
+    if (!memcmp(reinterpret_cast<const void*>(load_le(ph + elfc::p_vaddr, elfc::word) + g.main.bias), table_magic, 8)) return true;
+  }
+  return false;
+}
+
+// Claims the process for this object's runtime; false, having said why, when another prepared object's
+// runtime serves it, or will: a prepared executable's, which starts after the libraries loaded with
+// it. Where the kernel cannot map at a fixed address without replacing (before 4.17), an executable's
+// runtime goes on, a shared object's does not.
+bool claim_process() {
+#if defined(__x86_64__)
+  const bool shared = prepatch_config.flags & config_shared_object;
+  if (shared && executable_prepared()) {
+    say("this shared object's sites stay off: ", "the prepared executable's runtime serves this process (one runtime serving several objects is not supported yet)");
+    return false;
+  }
+  const long r = call(sys::nr_mmap, static_cast<long>(rendezvous_page), 4096, sys::prot_read | sys::prot_write,
+                      sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
+  if (static_cast<u64>(r) == rendezvous_page) {
+    memcpy(reinterpret_cast<void*>(rendezvous_page), "PPRUNTM\1", 8);
+    return true;
+  }
+  if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);  // mapped elsewhere: the flag is unknown
+  if (r == -17 /* EEXIST */ || shared) {
+    say("this shared object's sites stay off: ",
+        r == -17 ? "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)"
+                 : "the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17)");
+    return false;
   }
 #endif
+  return true;
+}
+
+// What an executable's start and a shared object's share, once they know the object's program headers
+// and the executable's and that execution is not secure: the settings, the handlers, the hooks, and
+// the sites PREPATCH_TRACE names.
+void start(char** envp) {
+  if (!claim_process()) return;
   const Settings set = parse_settings(envp, sys::isa);
   g.disabled = set.error;
   g.tracer = set.tracer;
 #if defined(__x86_64__)
   for (int k = 0; k < 3; k++)
-    g.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
+    g.obj.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
                                            : reinterpret_cast<u64>(k == 0 ? prepatch_tramp_fentry : k == 1 ? prepatch_tramp_mcount : prepatch_tramp_patchable);
 #elif defined(__arm__)
   // The count tracer only so far (parse_settings refuses the others here). Thumb-2 has -pg sites only
   // so far. A Thumb function's address has bit 0 set; a `bl` targets the instruction.
-  g.tramp[0] = g.tramp[1] = g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_mcount) & ~u64{1};
+  g.obj.tramp[0] = g.obj.tramp[1] = g.obj.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_mcount) & ~u64{1};
 #else
   // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here). RISC-V -pg
   // sites keep calling what they called, which the preparer made a jump to the mcount trampoline.
-  g.tramp[0] = g.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
-  if (prepatch_config.mcount_via) g.tramp[1] = prepatch_config.mcount_via + g.bias;
-  g.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
+  g.obj.tramp[0] = g.obj.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
+  if (prepatch_config.mcount_via) g.obj.tramp[1] = prepatch_config.mcount_via + g.obj.bias;
+  g.obj.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
 #endif
   if (set.output) memcpy(g.output, set.output, str_len(set.output) + 1);  // (at most max_path_setting bytes)
   if (set.counts) memcpy(g.counts_env, set.counts, str_len(set.counts) + 1);
@@ -452,4 +489,102 @@ extern "C" void prepatch_init(uptr* sp) {
   ebuf[err.size()] = 0;
   if (!o.ok) say("PREPATCH_TRACE: ", ebuf);
   else if (o.matched == 0) say("PREPATCH_TRACE: no site's function matches ", trace);
+}
+
+}  // namespace
+
+// Called once by the start routine (shim/entry_x86_64.S) with the stack pointer the kernel set up: argc,
+// argv, envp, auxv. The program's entry runs after it returns, whatever happened here.
+extern "C" void prepatch_init(uptr* sp) {
+  const uptr argc = sp[0];
+  char** envp = reinterpret_cast<char**>(sp + 1 + argc + 1);
+  char** e = envp;
+  while (*e) e++;
+  bool secure = false;
+  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) {
+    if (aux[0] == 3) g.obj.phdr = reinterpret_cast<const u8*>(aux[1]);  // AT_PHDR
+    if (aux[0] == 5) g.obj.phnum = aux[1];                           // AT_PHNUM
+    if (aux[0] == 23) secure = aux[1] != 0;                          // AT_SECURE
+  }
+  // Secure execution (setuid, setgid, file capabilities, an LSM transition): the environment is the
+  // caller's, who may not be trusted with this process's rights. The shim does nothing at all: no
+  // variable is read, no handler installed, no file created; the program runs as if unprepared, with
+  // every site a nop (SECURITY.md).
+  if (secure) return;
+  g.obj.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  g.main = {g.obj.phdr, g.obj.phnum, g.obj.bias};
+  // A static binary starts without a thread pointer; the tracers read %fs:0 (and the tid glibc keeps
+  // in its thread block) from the first traced call on, so until the C library sets its own, it is ours.
+#if defined(__x86_64__)
+  u64 fs = 0;
+  if (call(sys::nr_arch_prctl, 0x1003 /* ARCH_GET_FS */, reinterpret_cast<long>(&fs)) == 0 && fs == 0) {
+    *reinterpret_cast<u64*>(early_tcb) = reinterpret_cast<u64>(early_tcb);
+    *reinterpret_cast<u32*>(early_tcb + glibc_tid_offset) = static_cast<u32>(call(sys::nr_gettid));
+    call(sys::nr_arch_prctl, 0x1002 /* ARCH_SET_FS */, reinterpret_cast<long>(early_tcb));
+  }
+#endif
+  start(envp);
+}
+
+namespace {
+
+// The kernel's copy of the auxiliary vector (/proc/self/auxv): the executable's program headers and
+// whether execution is secure. False when it cannot be read: the caller then treats it as secure.
+bool read_auxv(State::Program& main, bool& secure) {
+  const int fd = static_cast<int>(call(sys::nr_openat, sys::at_fdcwd, reinterpret_cast<long>("/proc/self/auxv"), sys::o_rdonly | sys::o_cloexec));
+  if (fd < 0) return false;
+  uptr aux[2 * 64];
+  long n = 0;
+  for (long r; n < static_cast<long>(sizeof aux); n += r)
+    if ((r = call(sys::nr_read, fd, reinterpret_cast<long>(aux) + n, static_cast<long>(sizeof aux) - n)) <= 0) break;
+  call(sys::nr_close, fd);
+  bool ended = false;
+  main = {};
+  secure = true;
+  for (long i = 0; i + 1 < n / static_cast<long>(sizeof(uptr)) && !ended; i += 2) {
+    if (aux[i] == 0) ended = true;                                     // AT_NULL
+    if (aux[i] == 3) main.phdr = reinterpret_cast<const u8*>(aux[i + 1]);  // AT_PHDR
+    if (aux[i] == 5) main.phnum = aux[i + 1];                          // AT_PHNUM
+    if (aux[i] == 23) secure = aux[i + 1] != 0;                        // AT_SECURE
+  }
+  if (!ended || !main.phdr) return false;
+  // The executable's bias: where its PT_PHDR ended up against where it was linked (0 without one: a
+  // static executable, which lists no loaded objects anyway).
+  if (const u8* ph = find_phdr(main.phdr, main.phnum, 6 /* PT_PHDR */))
+    main.bias = reinterpret_cast<u64>(main.phdr) - load_le(ph + elfc::p_vaddr, elfc::word);
+  return true;
+}
+
+// Keeps this shared object loaded for the rest of the process (RTLD_NODELETE, through the C library's
+// own dlopen of it, already loaded): its handlers, hooks and trampolines must outlive any dlclose.
+bool pin_object() {
+  const RDebug* r = loaded_objects();
+  using Dlopen = void* (*)(const char*, int);
+  const auto dlopen = reinterpret_cast<Dlopen>(find_loaded(r, "dlopen"));
+  for (const LinkMap* m = r ? r->map : nullptr; m && dlopen; m = m->next)
+    if (m->addr == g.obj.bias && m->name && *m->name) return dlopen(m->name, 0x1 | 0x4 | 0x1000) != nullptr;  // RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE
+  return false;
+}
+
+}  // namespace
+
+// A prepared shared object's DT_INIT, which the preparer pointed here (x86-64): ld.so calls it with
+// the process's argc, argv and environment when it loads the object, at start or by dlopen, before the
+// object's constructors. The shim starts as in an executable, its program headers those the preparer
+// recorded; then the object's own DT_INIT runs, whatever happened here.
+extern "C" void prepatch_object_init(int argc, char** argv, char** envp) {
+  const u64 bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  const long data = reinterpret_cast<long>(__shim_data);
+  if (call(sys::nr_mprotect, data, reinterpret_cast<long>(__shim_mem_end) - data, sys::prot_read | sys::prot_write) == 0) {
+    bool secure = true;
+    g.obj.bias = bias;
+    g.obj.phdr = reinterpret_cast<const u8*>(prepatch_config.phdr_vaddr + bias);
+    g.obj.phnum = prepatch_config.phnum;
+    // Secure execution, or not known: nothing at all, as in an executable (SECURITY.md).
+    if (read_auxv(g.main, secure) && !secure) {
+      if (pin_object()) start(envp);
+      else say("this shared object's sites stay off: it cannot be kept loaded (no dlopen found, or it is not in the loaded objects' list)");
+    }
+  }
+  if (prepatch_config.entry) reinterpret_cast<void (*)(int, char**, char**)>(prepatch_config.entry + bias)(argc, argv, envp);
 }

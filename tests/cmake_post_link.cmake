@@ -1,5 +1,6 @@
 # cmake -P script: install prepatch into a scratch prefix, configure and build testdata/cmake-project
-# against it, and check that the binary it built is prepared and still behaves the same.
+# against it, and check that the binary, shared library and module it built are prepared and the
+# binary still behaves the same.
 foreach(v SOURCE_DIR BUILD_DIR WORK_DIR PREPATCH)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "${v} not set")
@@ -32,5 +33,11 @@ run(${PREPATCH} sites ${WORK_DIR}/build/hello)
 if(NOT out MATCHES "; prepared binary\n" OR NOT out MATCHES " prepared +main")
   message(FATAL_ERROR "the built binary is not prepared:\n${out}")
 endif()
+foreach(lib libgreet.so libplugin.so)
+  run(${PREPATCH} sites ${WORK_DIR}/build/${lib})
+  if(NOT out MATCHES "; prepared binary\n" OR NOT out MATCHES " prepared +greet_twice")
+    message(FATAL_ERROR "the built library ${lib} is not prepared:\n${out}")
+  endif()
+endforeach()
 run(${WORK_DIR}/build/hello 14)  # exits 14 % 7 = 0
 message(STATUS "post-link example ran: ${out}")

@@ -141,6 +141,40 @@ TEST(SecureExecution, SetIdAndCapabilityProgramsIgnoreEveryVariable) {
   }
 }
 
+// A set-id program (unprepared) that loads a prepared library: the library's shim learns of the secure
+// execution from /proc/self/auxv and does nothing, whatever the variables say.
+TEST(SecureExecution, APreparedLibraryInASetuidProgramIgnoresEveryVariable) {
+  REQUIRE_ROOT();
+  TempDir d;
+  must({"chmod", "755", d.path()});
+  write_file(d / "plugin.c", "__attribute__((noinline)) int leaf(int x) { return x + 1; }\nint work(int n) { int s = 0; for (int i = 0; i < n; i++) s += leaf(i); return s; }\n");
+  write_file(d / "host.c",
+             "#include <dlfcn.h>\n#include <stdio.h>\n"
+             "int main(int argc, char** argv) { (void)argc; void* h = dlopen(argv[1], RTLD_NOW); if (!h) return 1;\n"
+             "  int (*work)(int) = (int (*)(int))dlsym(h, \"work\"); printf(\"%d\\n\", work(10)); return 0; }\n");
+  must({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / "plugin.orig.so"});
+  must({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
+  ASSERT_EQ(prepatch({"-q", d / "plugin.orig.so", "-o", d / "plugin.so"}).status, 0);
+  must({"chmod", "644", d / "plugin.so"});
+  const std::string root_only = d / "rootonly";
+  must({"mkdir", "-m", "700", root_only});
+  for (const Privilege& priv : privileges()) {
+    SCOPED_TRACE(priv.name);
+    give(priv, d / "host");
+    Proc r = run(as_user(nobody, {"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + root_only + "/counts", "PREPATCH_TRACER=bogus", d / "host", d / "plugin.so"}), "/");
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "55\n");
+    EXPECT_EQ(r.err, "") << "not even a complaint about PREPATCH_TRACER";
+    EXPECT_TRUE(list_dir(root_only).empty());
+    run({"setcap", "-r", d / "host"});  // the capability case's; fails harmlessly for the others
+    must({"chmod", "755", d / "host"});
+  }
+  // The test can fail: run by root, gaining nothing, the library's shim counts.
+  Proc root = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + root_only + "/counts", d / "host", d / "plugin.so"});
+  EXPECT_EQ(root.status, 0) << root.err;
+  EXPECT_TRUE(exists(root_only + "/counts"));
+}
+
 // `prepatch ctl` cannot reach a set-id process: its shim installed no handler, so the client refuses
 // to send a signal that would kill it, whoever asks.
 TEST(SecureExecution, CtlCannotDriveASetuidProcess) {

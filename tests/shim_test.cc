@@ -569,16 +569,5 @@ TEST(ShimStress, StrictWxWritesThroughTheMemfd) {
   stress("live-fentry", "", 4000, "strict");
 }
 
-TEST(ShimEmbed, SharedObjectsAreRefused) {
-  TempDir d;
-  write_file(d / "lib.c", "int f(int x) { return x + 1; }\n");
-  Proc cc = run({"gcc", "-O2", "-pg", "-mfentry", "-shared", "-fPIC", d / "lib.c", "-o", d / "lib.so"});
-  ASSERT_EQ(cc.status, 0) << cc.err;
-  Proc p = prepatch({d / "lib.so", "-o", d / "out.so"});
-  EXPECT_EQ(p.status, 4);
-  EXPECT_NE(p.err.find("a shared object"), std::string::npos) << p.err;
-  EXPECT_FALSE(exists(d / "out.so"));
-}
-
 }  // namespace
 }  // namespace prepatch::test

@@ -1,0 +1,270 @@
+// Shared objects (x86-64): a prepared library starts its own copy of the shim from DT_INIT, so an
+// unprepared program that loads it (linked against it, or by dlopen, or Debian's own python3 importing
+// an extension module) gets tracing; one runtime per process; the library's interface unchanged; what
+// cannot carry the shim refused with a reason.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "support.h"
+
+namespace prepatch::test {
+namespace {
+
+const char* lib_source = R"(
+__attribute__((noinline)) int leaf(int x) { return x * 3 + 1; }
+__attribute__((noinline)) int lib_work(int n) {
+  int s = 0;
+  for (int i = 0; i < n; i++) s += leaf(i);
+  return s;
+}
+)";
+// sum over i < n of 3i + 1
+long expected(long n) { return 3 * n * (n - 1) / 2 + n; }
+
+void compile(const std::vector<std::string>& argv) {
+  Proc cc = run(argv);
+  ASSERT_EQ(cc.status, 0) << cc.err;
+}
+
+// Per function, its count in a counts file the process wrote for `binary`.
+std::map<std::string, long> counts(const std::string& binary, const std::string& file) {
+  Proc c = prepatch({"counts", "--json", binary, file});
+  EXPECT_EQ(c.status, 0) << c.err;
+  std::map<std::string, long> out;
+  if (c.status != 0) return out;
+  for (const auto& row : nlohmann::json::parse(c.out)) out[row["function"]] = row["count"];
+  return out;
+}
+
+// readelf's view of the dynamic section, one line per entry, without the file name.
+std::vector<std::string> dynamic_entries(const std::string& so) {
+  std::istringstream lines(run({"readelf", "-dW", so}).out);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(lines, l);)
+    if (l.find("0x") != std::string::npos && l.find("Dynamic section") == std::string::npos) out.push_back(l);
+  return out;
+}
+
+// A library built -pg -mfentry, and a program built without hooks that is linked against it.
+struct Linked {
+  TempDir d;
+  std::string lib = d / "libwork.so", orig = d / "libwork.orig.so", main = d / "main";
+  Linked() {
+    write_file(d / "lib.c", lib_source);
+    write_file(d / "main.c",
+               "#include <stdio.h>\n#include <stdlib.h>\nint lib_work(int);\n"
+               "int main(int argc, char** argv) { printf(\"%d\\n\", lib_work(atoi(argv[1]))); return 0; }\n");
+    compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", "-Wl,-soname,libwork.so", d / "lib.c", "-o", orig});
+    compile({"gcc", "-O2", d / "main.c", "-L" + d.path(), "-l:libwork.orig.so", "-Wl,-rpath,$ORIGIN", "-o", main});
+    // The program asks for the SONAME, libwork.so: the prepared copy.
+    Proc p = prepatch({orig, "-o", lib});
+    EXPECT_EQ(p.status, 0) << p.err;
+    EXPECT_NE(p.out.find("prepared 2 sites"), std::string::npos) << p.out;
+  }
+};
+
+TEST(SharedObject, AnUnpreparedProgramGetsTracingFromAPreparedLibrary) {
+  Linked t;
+  const std::string want = std::to_string(expected(1000)) + "\n";
+  Proc plain = run({t.main, "1000"});
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  EXPECT_EQ(plain.out, want);
+  EXPECT_EQ(plain.err, "");
+
+  Proc traced = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c", t.main, "1000"});
+  ASSERT_EQ(traced.status, 0) << traced.err;
+  EXPECT_EQ(traced.out, want);
+  auto c = counts(t.lib, t.d / "c");
+  EXPECT_EQ(c["leaf"], 1000);
+  EXPECT_EQ(c["lib_work"], 1);
+
+  Proc one = run({"env", "PREPATCH_TRACE=leaf", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + t.d / "t", t.main, "5"});
+  ASSERT_EQ(one.status, 0) << one.err;
+  Proc rep = prepatch({"replay", t.d / "t"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  size_t leaves = 0;
+  for (size_t at = rep.out.find("leaf() <- lib_work"); at != std::string::npos; at = rep.out.find("leaf()", at + 1)) leaves++;
+  EXPECT_EQ(leaves, 5u) << rep.out;
+  EXPECT_EQ(rep.out.find("lib_work()"), std::string::npos) << "not selected: " << rep.out;
+
+  // The library's interface is the same: its dynamic symbols, SONAME, needed libraries; only DT_INIT
+  // now leads to the shim.
+  EXPECT_EQ(run({"nm", "-D", t.lib}).out, run({"nm", "-D", t.orig}).out);
+  Proc abi = run({"abidiff", t.orig, t.lib});  // Debian's abigail-tools: 0 = no ABI change
+  EXPECT_EQ(abi.status, 0) << abi.out << abi.err;
+  auto a = dynamic_entries(t.orig), b = dynamic_entries(t.lib);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); i++)
+    if (a[i].find("(INIT)") == std::string::npos) EXPECT_EQ(a[i], b[i]);
+    else EXPECT_NE(a[i], b[i]);
+  Proc sites = prepatch({"sites", t.lib});
+  EXPECT_NE(sites.out.find("2 sites (0 skipped); prepared binary"), std::string::npos) << sites.out;
+}
+
+// A plugin loaded and unloaded again and again while its sites are enabled: the shim keeps the object
+// mapped (its handlers and trampolines are in it), every call is counted.
+TEST(SharedObject, ADlopenedPluginIsTracedAcrossDlclose) {
+  TempDir d;
+  write_file(d / "plugin.c", lib_source);
+  write_file(d / "host.c", R"(
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char** argv) {
+  (void)argc;
+  long total = 0;
+  for (int round = 0; round < 50; round++) {
+    void* h = dlopen(argv[1], RTLD_NOW);
+    if (!h) return printf("dlopen: %s\n", dlerror()), 1;
+    int (*work)(int) = (int (*)(int))dlsym(h, "lib_work");
+    total += work(100);
+    if (dlclose(h) != 0) return 2;
+  }
+  printf("%ld\n", total);
+  return 0;
+}
+)");
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / "plugin.orig.so"});
+  compile({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
+  ASSERT_EQ(prepatch({"-q", d / "plugin.orig.so", "-o", d / "plugin.so"}).status, 0);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", d / "plugin.so"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, std::to_string(50 * expected(100)) + "\n");
+  EXPECT_EQ(r.err, "");
+  auto c = counts(d / "plugin.so", d / "c");
+  EXPECT_EQ(c["leaf"], 50 * 100);
+  EXPECT_EQ(c["lib_work"], 50);
+}
+
+// A prepared program linked against a prepared library: the program's runtime serves the process
+// (the library's DT_INIT runs first, sees the program is prepared, and leaves it the process); the
+// library says once that its sites stay off, and everything runs as built.
+TEST(SharedObject, OneRuntimePerProcess) {
+  Linked t;
+  compile({"gcc", "-O2", "-pg", "-mfentry", t.d / "main.c", "-L" + t.d.path(), "-l:libwork.orig.so", "-Wl,-rpath,$ORIGIN", "-o", t.d / "main.pg"});
+  ASSERT_EQ(prepatch({"-q", t.d / "main.pg", "-o", t.d / "main.both"}).status, 0);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c", t.d / "main.both", "10"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, std::to_string(expected(10)) + "\n");
+  EXPECT_NE(r.err.find("this shared object's sites stay off: the prepared executable's runtime serves this process"), std::string::npos) << r.err;
+  auto c = counts(t.d / "main.both", t.d / "c");
+  EXPECT_EQ(c["main"], 1);
+  Proc plain = run({t.d / "main.both", "10"});
+  EXPECT_EQ(plain.out, r.out);
+}
+
+// Debian's own python3 importing a C extension module built -pg -mfentry and prepared: traced from the
+// environment, the interpreter unprepared.
+TEST(SharedObject, DebiansPython3ImportsAPreparedExtensionModule) {
+  const std::string python = "/usr/bin/python3";
+  Proc inc = run({python, "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"});
+  ASSERT_EQ(inc.status, 0) << inc.err;
+  std::string include = inc.out.substr(0, inc.out.find('\n'));
+  ASSERT_TRUE(exists(include + "/Python.h")) << "python3-dev (scripts/install-deps.sh) provides " << include << "/Python.h";
+  TempDir d;
+  write_file(d / "work.c", std::string("#include <Python.h>\n") + lib_source + R"(
+static PyObject* run_work(PyObject* self, PyObject* args) {
+  (void)self;
+  int n;
+  if (!PyArg_ParseTuple(args, "i", &n)) return NULL;
+  return PyLong_FromLong(lib_work(n));
+}
+static PyMethodDef methods[] = {{"work", run_work, METH_VARARGS, "sum"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "work", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_work(void) { return PyModule_Create(&module); }
+)");
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", "-I" + include, d / "work.c", "-o", d / "work.orig.so"});
+  ASSERT_EQ(prepatch({"-q", d / "work.orig.so", "-o", d / "work.so"}).status, 0);
+  const std::string script = "import sys; sys.path.insert(0, '" + d.path() + "'); import work; print(sum(work.work(50) for _ in range(20)))";
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", python, "-c", script});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, std::to_string(20 * expected(50)) + "\n");
+  auto c = counts(d / "work.so", d / "c");
+  EXPECT_EQ(c["leaf"], 20 * 50);
+  EXPECT_EQ(c["lib_work"], 20);
+  EXPECT_EQ(c["run_work"], 20);
+  EXPECT_EQ(c["PyInit_work"], 1);
+}
+
+// `prepatch ctl` drives the runtime of a prepared library inside an unprepared program (its executable
+// has no table: the runtime's page in /proc/PID/maps says one runs there).
+TEST(SharedObject, CtlTogglesALibrarysSitesInAnUnpreparedProgram) {
+  Linked t;
+  write_file(t.d / "live.c", R"(
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int lib_work(int);
+int main(void) {
+  printf("ready %d\n", getpid());
+  fflush(stdout);
+  char line[64];
+  long total = 0;
+  while (fgets(line, sizeof line, stdin))
+    if (!strncmp(line, "run", 3)) total += lib_work(10);
+  printf("%ld\n", total);
+  return 0;
+}
+)");
+  compile({"gcc", "-O2", t.d / "live.c", "-L" + t.d.path(), "-l:libwork.orig.so", "-Wl,-rpath,$ORIGIN", "-o", t.d / "live"});
+  Background p({"env", "PREPATCH_COUNTS=" + t.d / "c", t.d / "live"}, t.d.path());
+  ASSERT_GT(p.target(), 0);
+  const std::string pid = std::to_string(p.target());
+  Proc e = prepatch({"ctl", pid, "enable", "leaf"});
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_EQ(e.out, "ok: enabled 1 site (1 matched)\n");
+  Proc s = prepatch({"ctl", pid, "status"});
+  ASSERT_EQ(s.status, 0) << s.err;
+  EXPECT_NE(s.out.find("enabled leaf"), std::string::npos) << s.out;
+  for (int i = 0; i < 3; i++) p.say("run\n");
+  auto [status, out] = p.finish();
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(out, std::to_string(3 * expected(10)) + "\n");
+  auto c = counts(t.lib, t.d / "c");
+  EXPECT_EQ(c["leaf"], 30);
+  EXPECT_EQ(c.count("lib_work") ? c["lib_work"] : 0, 0);
+
+  Proc plain = run({"sh", "-c", "sleep 5 >/dev/null 2>&1 & echo $!"});
+  const std::string other = plain.out.substr(0, plain.out.find('\n'));
+  Proc refused = prepatch({"ctl", other, "status"});
+  EXPECT_EQ(refused.status, 5);
+  EXPECT_NE(refused.err.find("no prepared shared object's runtime runs in it"), std::string::npos) << refused.err;
+}
+
+// What cannot carry the shim is refused with the offset and the reason, and nothing is written.
+TEST(SharedObject, RefusedWithAReason) {
+  TempDir d;
+  write_file(d / "lib.c", lib_source);
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", "-nostartfiles", d / "lib.c", "-o", d / "noinit.so"});
+  Proc p = prepatch({d / "noinit.so", "-o", d / "out.so"});
+  EXPECT_EQ(p.status, 4);
+  EXPECT_NE(p.err.find("expected a DT_INIT entry"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("offset 0x"), std::string::npos) << p.err;
+  EXPECT_FALSE(exists(d / "out.so"));
+
+  // Code the loader writes (a text relocation) belongs to the loader, not to the shim.
+  write_file(d / "textrel.c", std::string(lib_source) + "__asm__(\".text\\n.globl slot\\nslot: .quad slot\\n\");\n");
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", "-Wl,-z,notext", d / "textrel.c", "-o", d / "textrel.so"});
+  p = prepatch({d / "textrel.so", "-o", d / "out.so"});
+  EXPECT_EQ(p.status, 4);
+  EXPECT_NE(p.err.find("DT_TEXTREL"), std::string::npos) << p.err;
+  EXPECT_FALSE(exists(d / "out.so"));
+
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "lib.c", "-o", d / "lib.so"});
+  ASSERT_EQ(prepatch({"-q", d / "lib.so", "-o", d / "once.so"}).status, 0);
+  p = prepatch({d / "once.so", "-o", d / "twice.so"});
+  EXPECT_EQ(p.status, 3);
+  EXPECT_NE(p.err.find("already prepared"), std::string::npos) << p.err;
+  EXPECT_FALSE(exists(d / "twice.so"));
+
+  Proc cc = run({"aarch64-linux-gnu-gcc", "-O2", "-pg", "-fPIC", "-shared", d / "lib.c", "-o", d / "arm64.so"});
+  if (cc.status != 0) GTEST_SKIP() << "no aarch64-linux-gnu-gcc: " << cc.err;
+  p = prepatch({d / "arm64.so", "-o", d / "out.so"});
+  EXPECT_EQ(p.status, 4);
+  EXPECT_NE(p.err.find("x86-64 only so far"), std::string::npos) << p.err;
+  EXPECT_FALSE(exists(d / "out.so"));
+}
+
+}  // namespace
+}  // namespace prepatch::test
