@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Shared objects (issue 26): what a prepared 100k-site library costs the program that dlopens it.
+
+Builds bench/gen_many.py's functions as one shared library (-O1 -pg -mfentry -fPIC), prepares a copy,
+and runs a small host program that dlopens the library (RTLD_NOW), dlcloses it and exits, side by
+side, interleaved: the library as built, prepared with tracing off (the shim's start: /proc/self/auxv,
+pinning the object, its handlers and self-test), and prepared with PREPATCH_TRACE='*' (a batch
+enabling all 100k sites; no function is called). Median wall time of the whole host run.
+Usage: bench/dlopen_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 31]
+Not a test: nothing here asserts a time.
+"""
+import os, statistics, subprocess, tempfile, time
+
+from common import arguments, write_program
+
+HOST = r"""#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char** argv) {
+  (void)argc;
+  void* h = dlopen(argv[1], RTLD_NOW);
+  if (!h) return fprintf(stderr, "%s\n", dlerror()), 1;
+  return dlclose(h);
+}
+"""
+
+def timed(argv, env):
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, env=env)
+    return time.perf_counter() - t0
+
+def main():
+    a = arguments(runs=31)
+    with tempfile.TemporaryDirectory(prefix="prepatch-dlopen-bench-") as d:
+        src = write_program(d, a.functions)
+        lib, prepared = os.path.join(d, "libmany.so"), os.path.join(d, "libmany.prepared.so")
+        subprocess.run([a.cc, "-O1", "-pg", "-mfentry", "-fPIC", "-shared", src, "-o", lib], check=True)
+        subprocess.run([a.prepatch, "-q", lib, "-o", prepared], check=True)
+        host = os.path.join(d, "host")
+        with open(host + ".c", "w") as f:
+            f.write(HOST)
+        subprocess.run([a.cc, "-O2", host + ".c", "-o", host, "-ldl"], check=True)
+        off = {k: v for k, v in os.environ.items() if not k.startswith("PREPATCH_")}
+        on = dict(off, PREPATCH_TRACE="*", PREPATCH_COUNTS=os.path.join(d, "counts"))
+        cases = [("as built (-pg -mfentry)", lib, off), ("prepared, tracing off", prepared, off),
+                 ("prepared, PREPATCH_TRACE='*'", prepared, on)]
+        times = {label: [] for label, _, _ in cases}
+        for _ in range(a.runs):
+            for label, so, env in cases:
+                times[label].append(timed([host, so], env))
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(f"a {a.functions}-function library, {a.runs} interleaved runs of a host that dlopens and dlcloses it:")
+        for label, _, _ in cases:
+            print(f"  {label:30s} {med[label]:7.2f} ms")
+        print(f"the prepared library's dlopen, tracing off: {med[cases[1][0]] - med[cases[0][0]]:+.2f} ms (goal <= +1 ms); "
+              f"enabling all {a.functions} sites as it loads: {med[cases[2][0]] - med[cases[1][0]]:+.2f} ms more")
+
+if __name__ == "__main__":
+    main()
