@@ -46,10 +46,6 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
   return p;
 }
 
-}  // namespace
-
-namespace {
-
 // ET_DYN that is not an executable: no PT_INTERP (a PIE has one), no DF_1_PIE (a static PIE has
 // that), and a dynamic section (an ET_DYN without one is nothing a loader would take as a library).
 bool is_shared_object(const elf::Elf& elf) {
