@@ -61,8 +61,13 @@ std::optional<elf::Patch> gprof_off_patch(const elf::Elf& elf, u64 value, u8 oth
     default:
       return std::nullopt;
   }
+  // Only code: a symbol that points anywhere else (the ELF header, the program headers, data) is left
+  // alone. A fuzzed __gmon_start__ at the ELF header's e_shnum once turned it into a `ret` byte.
   auto off = elf.vaddr_to_offset(at, p.len);
-  if (!off) return std::nullopt;
+  const elf::Segment* seg = elf.load_segment_for(at, p.len);
+  if (!off || !seg || !(seg->flags & PF_X)) return std::nullopt;
+  const u64 headers_end = elf.header().phoff + u64{elf.header().phnum} * elf::layout_for(elf.codec().is64).phdr.size;
+  if (*off < elf::layout_for(elf.codec().is64).ehdr.size || (*off + p.len > elf.header().phoff && *off < headers_end)) return std::nullopt;
   p.offset = *off;
   return p;
 }
