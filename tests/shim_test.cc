@@ -15,6 +15,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "support.h"
@@ -490,13 +491,30 @@ void stress(const std::string& bin, const std::string& sync, int toggles, const 
   const TestBinary b{.isa = isa};
   const std::string prep = prepared(d, bin);
   Proc r = run(with_env(vars, b.exec(prep, {"stress", std::to_string(toggles), "100"})), d.path());
-  EXPECT_EQ(r.status, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find("mismatches 0, refusals 0, wrong results 0"), std::string::npos) << r.out << r.err;
+  std::smatch outcome;
+  ASSERT_TRUE(std::regex_search(r.out, outcome, std::regex("mismatches (\\d+), refusals (\\d+), wrong results (\\d+)"))) << r.out << r.err;
+  EXPECT_EQ(outcome[1], "0") << r.out << r.err;
+  EXPECT_EQ(outcome[3], "0") << r.out << r.err;
+  // The signal fallback waits for every thread to answer, and a thread inside glibc's thread start or
+  // exit blocks every signal (SigBlk fffffffffffbfeff); under ASan on a loaded 2-core host that can
+  // outlast the shim's patience (500 ms), and the batch is refused, as designed (docs/SHIM.md, "Limits",
+  // blocked signals). There, and only for that reason, up to 1% of the toggles may be refused.
+  const unsigned long long refusals = std::stoull(outcome[2]);
+  bool glibc_masks_only = true;
+  std::istringstream err(r.err);
+  for (std::string line; std::getline(err, line);)
+    if ((line.rfind("enable: ", 0) == 0 || line.rfind("disable: ", 0) == 0) && line.find("(SigBlk fffffffffffbfeff)") == std::string::npos)
+      glibc_masks_only = false;
+  const bool tolerated = sync == "signal" && glibc_masks_only && refusals * 100 <= static_cast<unsigned long long>(toggles);
+  if (!tolerated) {
+    EXPECT_EQ(refusals, 0u) << r.out << r.err;
+  }
+  EXPECT_EQ(r.status, refusals ? 1 : 0) << r.out << r.err;  // live.c exits 1 on any refusal
   EXPECT_NE(r.out.find(sync == "signal" ? "sync: signals" : sync == "flush_icache" ? "sync: riscv_flush_icache" : "sync: membarrier"), std::string::npos)
       << r.out;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(r.out, m, std::regex("batches (\\d+), syncs (\\d+),"))) << r.out;
-  EXPECT_EQ(std::stoull(m[1]), 2u * toggles);
+  EXPECT_EQ(std::stoull(m[1]), 2u * toggles - refusals);
   bool unaligned = false;  // RISC-V: a site the word plan cannot switch
   if (isa == "riscv64") {
     const nlohmann::json j = nlohmann::json::parse(prepatch({"sites", prep, "--json"}).out);
