@@ -435,6 +435,14 @@ bool claim_process() {
   return true;
 }
 
+// One entry of an auxiliary vector (type, value): the program headers (AT_PHDR, AT_PHNUM) and secure
+// execution (AT_SECURE), as the executable's start and a shared object's read them.
+void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
+  if (aux[0] == 3) phdr = reinterpret_cast<const u8*>(aux[1]);
+  if (aux[0] == 5) phnum = aux[1];
+  if (aux[0] == 23) secure = aux[1] != 0;
+}
+
 // What an executable's start and a shared object's share, once they know the object's program headers
 // and the executable's and that execution is not secure: the settings, the handlers, the hooks, and
 // the sites PREPATCH_TRACE names.
@@ -501,11 +509,7 @@ extern "C" void prepatch_init(uptr* sp) {
   char** e = envp;
   while (*e) e++;
   bool secure = false;
-  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) {
-    if (aux[0] == 3) g.obj.phdr = reinterpret_cast<const u8*>(aux[1]);  // AT_PHDR
-    if (aux[0] == 5) g.obj.phnum = aux[1];                           // AT_PHNUM
-    if (aux[0] == 23) secure = aux[1] != 0;                          // AT_SECURE
-  }
+  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) take_aux(aux, g.obj.phdr, g.obj.phnum, secure);
   // Secure execution (setuid, setgid, file capabilities, an LSM transition): the environment is the
   // caller's, who may not be trusted with this process's rights. The shim does nothing at all: no
   // variable is read, no handler installed, no file created; the program runs as if unprepared, with
@@ -542,10 +546,8 @@ bool read_auxv(State::Program& main, bool& secure) {
   main = {};
   secure = true;
   for (long i = 0; i + 1 < n / static_cast<long>(sizeof(uptr)) && !ended; i += 2) {
-    if (aux[i] == 0) ended = true;                                     // AT_NULL
-    if (aux[i] == 3) main.phdr = reinterpret_cast<const u8*>(aux[i + 1]);  // AT_PHDR
-    if (aux[i] == 5) main.phnum = aux[i + 1];                          // AT_PHNUM
-    if (aux[i] == 23) secure = aux[i + 1] != 0;                        // AT_SECURE
+    ended = aux[i] == 0;  // AT_NULL
+    take_aux(aux + i, main.phdr, main.phnum, secure);
   }
   if (!ended || !main.phdr) return false;
   // The executable's bias: where its PT_PHDR ended up against where it was linked (0 without one: a
