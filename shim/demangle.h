@@ -777,6 +777,9 @@ class Demangler {
     if (peek() == 'T' || peek() == 'G') return fail(), e;  // vtables, typeinfo, guards: not functions
     Name n = name(true);
     if (bad_) return e;
+    // T_ names the arguments of the function's own template only: a member of a class template that
+    // is no template itself has none (its class's arguments were recorded on the way).
+    if (!n.targs) nargs_ = 0;
     if (peek() == '.') return fail(), e;  // a clone of a name without a function type: GNU reads none
     if (peek() == 0 || peek() == 'E') {
       if (n.quals.len) return fail(), e;  // a member's qualifiers without its type
