@@ -91,6 +91,35 @@ std::optional<u64> phdr_vaddr(const elf::Elf& elf) {
   return std::nullopt;
 }
 
+// A shared object with text relocations (DT_TEXTREL) can carry the shim when none of them writes code:
+// gcc -pg -mrecord-mcount -fPIC leaves absolute addresses in the read-only __mcount_loc, which makes
+// the link mark the object so, yet the loader only writes that section (before any constructor, the
+// shim's start included). A relocation inside an executable segment (non-PIC code: a -pg site's own
+// `call mcount` among them) would have the loader write bytes the shim owns: refused, at the offset
+// of that relocation. Without section headers the relocations cannot be listed: refused too.
+void check_text_relocations(const elf::Elf& elf, u64 textrel_at) {
+  const auto refuse = [&](u64 at, const std::string& why) {
+    elf.fail(at, "a shared object with text relocations (DT_TEXTREL) " + why + "; build it with -fPIC");
+  };
+  if (elf.sections().empty()) refuse(textrel_at, "and no section headers to show which bytes they write");
+  const u64 word = elf.codec().word();
+  for (const elf::Section& s : elf.sections()) {
+    if (!(s.flags & SHF_ALLOC)) continue;
+    if (s.type == SHT_RELR) refuse(s.offset, "in packed relative relocations (SHT_RELR), which this prepatch does not read");
+    if (s.type != SHT_RELA && s.type != SHT_REL) continue;
+    const u64 n = elf.reloc_count(s);
+    const elf::Layout& l = elf::layout_for(elf.codec().is64);
+    const u64 size = s.type == SHT_RELA ? l.rela_size : l.rel_size;
+    for (u64 i = 0; i < n; i++) {
+      const u64 at = elf.reloc(s, i).offset;
+      for (const elf::Segment& g : elf.segments())
+        if (g.type == PT_LOAD && (g.flags & PF_X) && at < g.vaddr + g.memsz && at + word > g.vaddr)
+          refuse(s.offset + i * size, "whose relocation in " + std::string(s.name) + " writes code at vaddr " + hex(at) +
+                                               ": the loader would write bytes the shim owns");
+    }
+  }
+}
+
 }  // namespace
 
 std::string cannot_embed(const elf::Elf& elf) {
@@ -105,9 +134,7 @@ std::string cannot_embed(const elf::Elf& elf) {
            ": shared objects can carry the shim on x86-64 only so far; prepare the executable instead";
   const auto dyn = dynamic_at(elf);
   for (const DynAt& d : dyn)
-    if (d.dyn.tag == DT_TEXTREL || (d.dyn.tag == DT_FLAGS && (d.dyn.val & DF_TEXTREL)))
-      elf.fail(d.offset, "a shared object with text relocations (DT_TEXTREL): the loader writes its code, which the shim "
-                         "must own; build it with -fPIC");
+    if (d.dyn.tag == DT_TEXTREL || (d.dyn.tag == DT_FLAGS && (d.dyn.val & DF_TEXTREL))) check_text_relocations(elf, d.offset);
   if (!dt_init(elf))
     elf.fail(dyn.empty() ? 0 : dyn.front().offset, "expected a DT_INIT entry in the shared object's dynamic section, which the shim "
                                                    "starts from (gcc's crti.o provides _init; was it linked with -nostartfiles?); found none");

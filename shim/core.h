@@ -75,6 +75,17 @@ inline const char* env_get(char** envp, const char* name) {
   return nullptr;
 }
 
+// Whether some variable of a NULL-terminated `envp` begins with `prefix` ("PREPATCH_").
+inline bool env_any(char** envp, const char* prefix) {
+  const size_t n = str_len(prefix);
+  for (; envp && *envp; envp++) {
+    size_t i = 0;
+    while (i < n && (*envp)[i] == prefix[i]) i++;
+    if (i == n) return true;
+  }
+  return false;
+}
+
 // The hex mask after `key` (e.g. "SigBlk:") at the start of a line of a /proc status text of `n`
 // bytes; false when no line has it.
 inline bool status_mask(const char* text, size_t n, const char* key, u64& mask) {

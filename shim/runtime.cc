@@ -407,17 +407,20 @@ bool executable_prepared() {
   return false;
 }
 
-// Claims the process for this object's runtime; false, having said why, when another prepared object's
-// runtime serves it, or will: a prepared executable's, which starts after the libraries loaded with
-// it. Where the kernel cannot map at a fixed address without replacing (before 4.17), an executable's
-// runtime goes on, a shared object's does not.
-bool claim_process() {
+// Claims the process for this object's runtime; false when another prepared object's runtime serves
+// it, or will: a prepared executable's, which starts after the libraries loaded with it. Where the
+// kernel cannot map at a fixed address without replacing (before 4.17), an executable's runtime goes
+// on, a shared object's does not. A shared object that stands down says why when the environment
+// asks for tracing (some PREPATCH_ variable): a process that asked for nothing sees nothing.
+bool claim_process(char** envp) {
 #if defined(__x86_64__)
   const bool shared = prepatch_config.flags & config_shared_object;
-  if (shared && executable_prepared()) {
-    say("this shared object's sites stay off: ", "the prepared executable's runtime serves this process (one runtime serving several objects is not supported yet)");
+  const auto stand_down = [&](const char* why) {
+    if (env_any(envp, "PREPATCH_")) say("this shared object's sites stay off: ", why);
     return false;
-  }
+  };
+  if (shared && executable_prepared())
+    return stand_down("the prepared executable's runtime serves this process (one runtime serving several objects is not supported yet)");
   const long r = call(sys::nr_mmap, static_cast<long>(rendezvous_page), 4096, sys::prot_read | sys::prot_write,
                       sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
   if (static_cast<u64>(r) == rendezvous_page) {
@@ -425,12 +428,11 @@ bool claim_process() {
     return true;
   }
   if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);  // mapped elsewhere: the flag is unknown
-  if (r == -17 /* EEXIST */ || shared) {
-    say("this shared object's sites stay off: ",
-        r == -17 ? "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)"
-                 : "the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17)");
-    return false;
-  }
+  if (r == -17 /* EEXIST */ || shared)
+    return stand_down(r == -17 ? "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)"
+                               : "the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17)");
+#else
+  (void)envp;
 #endif
   return true;
 }
@@ -447,7 +449,7 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 // and the executable's and that execution is not secure: the settings, the handlers, the hooks, and
 // the sites PREPATCH_TRACE names.
 void start(char** envp) {
-  if (!claim_process()) return;
+  if (!claim_process(envp)) return;
   const Settings set = parse_settings(envp, sys::isa);
   g.disabled = set.error;
   g.tracer = set.tracer;
