@@ -21,6 +21,7 @@ packages=(
   python3 valgrind uftrace            # bench/ (uftrace: the tracer benchmark's peer)
   python3-dev abigail-tools           # tests: a C extension module that Debian's python3 imports; abidiff (tests/shared_object_test.cc)
   dpkg-dev                            # tests: apt-get source (lua5.4, zlib: tests/real_programs.sh)
+  lua5.4                              # tests: Debian's own interpreter requiring a prepared C module (tests/real_programs_test.cc)
 )
 
 missing=()

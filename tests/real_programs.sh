@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Fetches lua5.4 and zlib as Debian source packages (apt-get source: scripts/install-deps.sh adds the
 # deb-src entry) and builds them in three site flavors for tests/real_programs_test.cc: the Lua
-# interpreter, and zlib's own test programs (example, minigzip, infcover) with zlib compiled in.
+# interpreter, and zlib's own test programs (example, minigzip, infcover) with zlib compiled in; and
+# zlib and Lua as shared libraries (-pg -mfentry) under programs built without hooks, plus a Lua C module.
 # Usage: tests/real_programs.sh OUTDIR   (does nothing when OUTDIR is already complete)
 set -euo pipefail
 out=$1
+here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 cd "$out"
-[ -f built ] && exit 0
+[ -f built ] && [ -f shared/built ] && exit 0
 if ! ls -d lua5.4-*/src zlib-*/test >/dev/null 2>&1; then
   rm -rf lua5.4* zlib*
   apt-get source -qq lua5.4 zlib >fetch.log 2>&1 || { cat fetch.log >&2; echo "real_programs: apt-get source failed" >&2; exit 1; }
@@ -32,9 +34,26 @@ build() {  # NAME FLAGS
     gcc -O2 -g0 -w $flags -I"$zlib" $zlib_sources "$zlib/test/$p.c" -o "$name/$p"
   done
 }
-build fentry "-pg -mfentry" &
-first=$!
-build pfe5 "-fpatchable-function-entry=5"
-wait $first
-build mcount "-pg"
-touch built
+if [ ! -f built ]; then
+  build fentry "-pg -mfentry" &
+  first=$!
+  build pfe5 "-fpatchable-function-entry=5"
+  wait $first
+  build mcount "-pg"
+  touch built
+fi
+# Shared: zlib as libz.so.1 and Lua as liblua5.4.so.0, built -pg -mfentry, with minigzip, example and
+# the interpreter built without hooks and linked against them (they find the library through
+# LD_LIBRARY_PATH); and a Lua C module (testdata/real/ppmod.c) for Debian's own lua5.4.
+mkdir -p shared/lib
+# shellcheck disable=SC2086
+gcc -O2 -g0 -w -pg -mfentry -fPIC -shared -Wl,-soname,libz.so.1 -I"$zlib" $zlib_sources -o shared/lib/libz.so.1
+for p in example minigzip; do
+  gcc -O2 -g0 -w -I"$zlib" "$zlib/test/$p.c" shared/lib/libz.so.1 -o "shared/$p"
+done
+# shellcheck disable=SC2046
+gcc -O2 -g0 -w -pg -mfentry -fPIC -shared -Wl,-soname,liblua5.4.so.0 -Iinclude -DLUA_USE_LINUX \
+  $(ls "$lua"/*.c | grep -v '/lua\.c$' | grep -v '/luac\.c$') -o shared/lib/liblua5.4.so.0 -lm -ldl
+gcc -O2 -g0 -w -Iinclude -DLUA_USE_LINUX "$lua/lua.c" shared/lib/liblua5.4.so.0 -o shared/lua -lm -ldl
+gcc -O2 -g0 -w -pg -mfentry -fPIC -shared -I"$lua" -Iinclude "$here/../testdata/real/ppmod.c" -o shared/lib/ppmod.so
+touch shared/built

@@ -2,12 +2,17 @@
 // packages (tests/real_programs.sh fetches and builds them in three site flavors), prepared, and run
 // three ways against the same program built without preparing: tracing off, every function traced by
 // the graph tracer, and while `prepatch ctl` switches every site on and off in a loop. Stdout, stderr,
-// exit status and the files they write must be identical. ctest label: realprograms.
+// exit status and the files they write must be identical. The same for zlib and Lua as prepared
+// shared libraries under programs built without hooks, and for a prepared C module under Debian's own
+// lua5.4 (RealShared). ctest label: realprograms.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <map>
+#include <sstream>
 
 #include "support.h"
 
@@ -16,6 +21,35 @@ namespace {
 
 const std::string real = REAL_DIR;
 const std::string workload = std::string(SOURCE_DIR) + "/testdata/real/workload.lua";
+
+// Runs `argv` (stdout and stderr to files in `cwd`) while enabling and disabling every site through
+// `prepatch ctl` until it exits; returns its output, and how many enables the shim carried out.
+Proc toggled(const std::vector<std::string>& argv, const std::string& cwd, int& enables) {
+  int out = open((cwd + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err = open((cwd + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int pid = spawn(argv, cwd, -1, out, err);
+  close(out), close(err);
+  enables = 0;
+  int st = 0;
+  const std::string p = std::to_string(pid);
+  // A failure is an error unless the program is ending: it then exits within a few seconds.
+  auto ended = [&](int ms) {
+    for (int i = 0; i <= ms / 10; i++, usleep(10000))
+      if (waitpid(pid, &st, WNOHANG) == pid) return true;
+    return false;
+  };
+  for (bool on = true; !ended(0); on = !on) {
+    Proc c = prepatch({"ctl", p, on ? "enable" : "disable", "*"});
+    if (c.status == 0) enables += on;
+    else if (!ended(3000)) ADD_FAILURE() << "ctl " << (on ? "enable" : "disable") << " failed while the program ran: " << c.err;
+    else break;
+  }
+  Proc r;
+  r.status = exit_code(st);
+  r.out = read_file(cwd + "/stdout");
+  r.err = read_file(cwd + "/stderr");
+  return r;
+}
 
 class Real : public ::testing::TestWithParam<std::string> {
  protected:
@@ -60,38 +94,6 @@ class Real : public ::testing::TestWithParam<std::string> {
     return want;
   }
 
-  // Runs the prepared program (stdout and stderr to files in its own directory) while enabling and
-  // disabling every site through `prepatch ctl` until it exits; returns its output, and how many
-  // enables the shim carried out.
-  Proc toggled(const std::string& prog, const std::vector<std::string>& args, const std::string& cwd, int& enables) {
-    std::vector<std::string> argv{prepared(prog)};
-    argv.insert(argv.end(), args.begin(), args.end());
-    int out = open((cwd + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int err = open((cwd + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int pid = spawn(argv, cwd, -1, out, err);
-    close(out), close(err);
-    enables = 0;
-    int st = 0;
-    const std::string p = std::to_string(pid);
-    // A failure is an error unless the program is ending: it then exits within a few seconds.
-    auto ended = [&](int ms) {
-      for (int i = 0; i <= ms / 10; i++, usleep(10000))
-        if (waitpid(pid, &st, WNOHANG) == pid) return true;
-      return false;
-    };
-    for (bool on = true; !ended(0); on = !on) {
-      Proc c = prepatch({"ctl", p, on ? "enable" : "disable", "*"});
-      if (c.status == 0) enables += on;
-      else if (!ended(3000)) ADD_FAILURE() << "ctl " << (on ? "enable" : "disable") << " failed while the program ran: " << c.err;
-      else break;
-    }
-    Proc r;
-    r.status = exit_code(st);
-    r.out = read_file(cwd + "/stdout");
-    r.err = read_file(cwd + "/stderr");
-    return r;
-  }
-
   TempDir d_;
 };
 
@@ -100,10 +102,9 @@ TEST_P(Real, LuaRunsTheSameOffTracedAndToggled) {
   EXPECT_EQ(want.status, 0) << want.err;
   EXPECT_NE(want.out.find("coroutines"), std::string::npos) << want.out;
   // Longer, so that many batches land while it runs.
-  const std::vector<std::string> args{workload, "40"};
   Proc plain_run = run({plain("lua"), workload, "40"}, dir("lua.long"));
   int enables = 0;
-  Proc t = toggled("lua", args, dir("lua.toggled"), enables);
+  Proc t = toggled({prepared("lua"), workload, "40"}, dir("lua.toggled"), enables);
   EXPECT_EQ(t.status, plain_run.status) << t.err;
   EXPECT_EQ(t.out, plain_run.out);
   EXPECT_EQ(t.err, plain_run.err);
@@ -131,7 +132,7 @@ TEST_P(Real, ZlibMinigzipCompressesTheSameWhileToggled) {
   Proc want = run({plain("minigzip"), "data"}, a);
   ASSERT_EQ(want.status, 0) << want.err;
   int enables = 0;
-  Proc t = toggled("minigzip", {"data"}, b, enables);
+  Proc t = toggled({prepared("minigzip"), "data"}, b, enables);
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
   const std::string gz = read_file(b + "/data.gz");
@@ -142,6 +143,131 @@ TEST_P(Real, ZlibMinigzipCompressesTheSameWhileToggled) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Flavors, Real, ::testing::Values("fentry", "pfe5", "mcount"));
+
+// zlib and Lua as shared libraries built -pg -mfentry and prepared, under their own programs built
+// without hooks (found through LD_LIBRARY_PATH); and a Lua C module under Debian's own lua5.4.
+class RealShared : public ::testing::Test {
+ protected:
+  const std::string built = real + "/shared/lib";
+  TempDir d_;
+  const std::string lib = d_ / "lib";  // the prepared copies, under the same file names
+  RealShared() {
+    mkdir(lib.c_str(), 0755);
+    for (const char* so : {"libz.so.1", "liblua5.4.so.0", "ppmod.so"}) {
+      Proc p = prepatch({"-q", built + "/" + so, "-o", lib + "/" + so});
+      EXPECT_EQ(p.status, 0) << so << ": " << p.err;
+    }
+  }
+  std::string dir(const std::string& name) {
+    const std::string p = d_ / name;
+    mkdir(p.c_str(), 0755);
+    return p;
+  }
+  // `argv` with the libraries of `libdir` first, and more variables.
+  static std::vector<std::string> with_libs(const std::string& libdir, std::vector<std::string> argv, std::vector<std::string> env = {}) {
+    env.insert(env.begin(), "LD_LIBRARY_PATH=" + libdir);
+    return with_env(env, argv);
+  }
+  // Runs `argv` with the built libraries, then with the prepared ones off and under graph: all three
+  // agree; the graph trace reads back and names `functions` (the library's). Returns the first run.
+  Proc off_and_graph(const std::string& name, const std::vector<std::string>& argv, const std::vector<std::string>& functions) {
+    Proc want = run(with_libs(built, argv), dir(name + ".plain"));
+    Proc off = run(with_libs(lib, argv), dir(name + ".off"));
+    EXPECT_EQ(off.status, want.status);
+    EXPECT_EQ(off.out, want.out);
+    EXPECT_EQ(off.err, want.err);
+    const std::string g = dir(name + ".graph");
+    Proc graph = run(with_libs(lib, argv, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + g + "/t.trace"}), g);
+    EXPECT_EQ(graph.status, want.status) << graph.err;
+    EXPECT_EQ(graph.out, want.out);
+    EXPECT_EQ(graph.err, want.err);
+    Proc rep = prepatch({"report", g + "/t.trace", "--sort", "calls"});
+    EXPECT_EQ(rep.status, 0) << rep.err;
+    for (const std::string& f : functions) EXPECT_NE(rep.out.find(" " + f + "\n"), std::string::npos) << f << " in\n" << rep.out.substr(0, 2000);
+    return want;
+  }
+};
+
+TEST_F(RealShared, ZlibAsAPreparedLibraryUnderItsOwnProgramsRunsTheSameOffTracedAndToggled) {
+  Proc ex = off_and_graph("example", {real + "/shared/example"}, {"deflate", "inflate", "crc32_z", "adler32_z"});
+  EXPECT_EQ(ex.status, 0) << ex.err;
+  EXPECT_NE(ex.out.find("large_inflate(): OK"), std::string::npos) << ex.out;
+  EXPECT_EQ(read_file(d_ / "example.off/foo.gz"), read_file(d_ / "example.plain/foo.gz"));
+  EXPECT_EQ(read_file(d_ / "example.graph/foo.gz"), read_file(d_ / "example.plain/foo.gz"));
+
+  std::string data;
+  for (int i = 0; data.size() < (16u << 20); i++) data += "line " + std::to_string(i) + " " + std::to_string(i * 2654435761u % 1000003) + "\n";
+  const std::string a = dir("gzip.plain"), b = dir("gzip.toggled");
+  write_file(a + "/data", data);
+  write_file(b + "/data", data);
+  const std::string minigzip = real + "/shared/minigzip";
+  Proc want = run(with_libs(built, {minigzip, "data"}), a);
+  ASSERT_EQ(want.status, 0) << want.err;
+  int enables = 0;
+  Proc t = toggled(with_libs(lib, {minigzip, "data"}), b, enables);
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
+  EXPECT_TRUE(read_file(b + "/data.gz") == read_file(a + "/data.gz")) << "the compressed files differ";
+  Proc back = run(with_libs(lib, {minigzip, "-d", "data.gz"}, {"PREPATCH_TRACE=*"}), b);
+  EXPECT_EQ(back.status, 0) << back.err;
+  EXPECT_TRUE(read_file(b + "/data") == data) << "the round trip lost data";
+}
+
+TEST_F(RealShared, LuaAsAPreparedLibraryUnderItsInterpreterRunsTheSameOffTracedAndToggled) {
+  const std::string lua = real + "/shared/lua";
+  Proc want = off_and_graph("lua", {lua, workload, "1"}, {"luaV_execute", "luaD_call", "luaH_get"});
+  EXPECT_EQ(want.status, 0) << want.err;
+  EXPECT_NE(want.out.find("coroutines"), std::string::npos) << want.out;
+  Proc plain_run = run(with_libs(built, {lua, workload, "40"}), dir("lua.long"));
+  int enables = 0;
+  Proc t = toggled(with_libs(lib, {lua, workload, "40"}), dir("lua.toggled"), enables);
+  EXPECT_EQ(t.status, plain_run.status) << t.err;
+  EXPECT_EQ(t.out, plain_run.out);
+  EXPECT_EQ(t.err, plain_run.err);
+  EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
+}
+
+// Debian's own /usr/bin/lua5.4, unprepared, requires the prepared C module: the same results, exact
+// counts from the environment (next() runs once per Collatz step, the total the module returns), and
+// live toggling while it runs.
+TEST_F(RealShared, DebiansLua54RequiresAPreparedCModule) {
+  const std::string lua = "/usr/bin/lua5.4";
+  ASSERT_TRUE(exists(lua)) << "Debian's lua5.4 (scripts/install-deps.sh installs it)";
+  auto script = [](const std::string& libdir, int n, int rounds) {
+    return "package.cpath = '" + libdir + "/?.so;' .. package.cpath; local m = require 'ppmod'; local s = 0; for r = 1, " +
+           std::to_string(rounds) + " do s = s + m.collatz(" + std::to_string(n) + ") end; print(s)";
+  };
+  Proc want = run({lua, "-e", script(built, 10000, 1)});
+  ASSERT_EQ(want.status, 0) << want.err;
+  Proc off = run({lua, "-e", script(lib, 10000, 1)});
+  EXPECT_EQ(off.out, want.out);
+  EXPECT_EQ(off.err, want.err);
+  const std::string file = d_ / "counts";
+  Proc on = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + file, lua, "-e", script(lib, 10000, 1)});
+  EXPECT_EQ(on.out, want.out);
+  EXPECT_EQ(on.err, want.err);
+  Proc c = prepatch({"counts", lib + "/ppmod.so", file});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::map<std::string, unsigned long> n;
+  std::istringstream rows(c.out);
+  for (std::string line; std::getline(rows, line);) {
+    std::istringstream f(line);
+    unsigned long count = 0;
+    std::string address, name;
+    if (f >> count >> address >> name) n[name] = count;
+  }
+  EXPECT_EQ(n["luaopen_ppmod"], 1u) << c.out;
+  EXPECT_EQ(n["collatz"], 1u) << c.out;
+  EXPECT_EQ(n["steps"], 10000u) << c.out;
+  EXPECT_EQ(std::to_string(n["next"]) + "\n", want.out) << c.out;
+
+  Proc long_want = run({lua, "-e", script(built, 20000, 60)});
+  int enables = 0;
+  Proc t = toggled({lua, "-e", script(lib, 20000, 60)}, dir("module.toggled"), enables);
+  EXPECT_EQ(t.status, long_want.status) << t.err;
+  EXPECT_EQ(t.out, long_want.out);
+  EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
+}
 
 }  // namespace
 }  // namespace prepatch::test
