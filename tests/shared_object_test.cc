@@ -4,6 +4,7 @@
 // cannot carry the shim refused with a reason.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -135,6 +136,38 @@ int main(int argc, char** argv) {
   auto c = counts(d / "plugin.so", d / "c");
   EXPECT_EQ(c["leaf"], 50 * 100);
   EXPECT_EQ(c["lib_work"], 50);
+}
+
+// The soak: a prepared plugin dlopen'ed, called and dlclose'd 100,000 times by four threads of an
+// unprepared host while a fifth enables and disables every site through the control channel
+// (testdata/plugin_soak.c checks every result and that each request is carried out). No crash, no
+// wrong result, anonymous memory flat from the first tenth of the cycles to the end (a leak of 12
+// bytes a cycle would show), every function counted; a shorter run under the function tracer names
+// every plugin function in its trace.
+TEST(SharedObject, PluginSoakLoadUnloadAndToggleFromFiveThreads) {
+  TempDir d;
+  const std::string td = std::string(SOURCE_DIR) + "/testdata";
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", td + "/plugin.c", "-o", d / "plugin.orig.so"});
+  compile({"gcc", "-O2", "-I" + td, td + "/plugin_soak.c", "-o", d / "soak", "-pthread", "-ldl"});
+  ASSERT_EQ(prepatch({"-q", d / "plugin.orig.so", "-o", d / "plugin.so"}).status, 0);
+  Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", d / "soak", d / "plugin.so", "100000"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.err, "");
+  long cycles = 0, toggles = 0, early = 0, late = 0;
+  ASSERT_EQ(std::sscanf(r.out.c_str(), "cycles %ld toggles %ld rss_anon_kib %ld %ld", &cycles, &toggles, &early, &late), 4) << r.out;
+  EXPECT_EQ(cycles, 100000);
+  EXPECT_GE(toggles, 10) << "the batches hardly overlapped the cycles";
+  EXPECT_GT(early, 0);
+  EXPECT_LE(late - early, 1024) << "anonymous memory grew by " << late - early << " KiB over 90,000 cycles";
+  auto c = counts(d / "plugin.so", d / "c");
+  for (const char* f : {"plugin_work", "sum", "mix"}) EXPECT_GT(c[f], 0) << f;
+  EXPECT_EQ(c["sum"], c["plugin_work"]);
+
+  Proc f = run({"env", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + d / "t.trace", d / "soak", d / "plugin.so", "300"});
+  ASSERT_EQ(f.status, 0) << f.out << f.err;
+  Proc rep = prepatch({"report", d / "t.trace"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  for (const char* fn : {"plugin_work", "sum", "mix"}) EXPECT_NE(rep.out.find(std::string(" ") + fn + "\n"), std::string::npos) << fn << " in\n" << rep.out;
 }
 
 // A prepared program linked against a prepared library: the program's runtime serves the process
