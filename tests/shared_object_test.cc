@@ -8,7 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "rewriter/names.h"
+#include "shim/abi.h"
 #include "support.h"
+#include "trace/trace.h"
 
 namespace prepatch::test {
 namespace {
@@ -136,6 +139,81 @@ int main(int argc, char** argv) {
   auto c = counts(d / "plugin.so", d / "c");
   EXPECT_EQ(c["leaf"], 50 * 100);
   EXPECT_EQ(c["lib_work"], 50);
+}
+
+// The graph tracer across objects: an unprepared C++ program calls a prepared library, which calls
+// back into the program, which calls into the library again; exceptions thrown in the library pass
+// through the program's frames and are caught in either object. Each function's entries equal the
+// calls the library counted itself, and the frames unwound equal what a model of the program says.
+TEST(SharedObject, GraphTracesExceptionsAndCallbacksAcrossTheProgramAndALibrary) {
+  TempDir d;
+  write_file(d / "lib.cc", R"(
+#include <stdexcept>
+unsigned long n_thrower, n_middle, n_top, n_escape;
+__attribute__((noinline)) int thrower(int x) { n_thrower++; if (x > 3) throw std::runtime_error("deep"); return x; }
+__attribute__((noinline)) int middle(int x, int (*cb)(int)) { n_middle++; return thrower(cb(x)) + 1; }
+__attribute__((noinline)) int top(int x, int (*cb)(int)) {
+  n_top++;
+  try { return middle(x, cb); } catch (const std::exception&) { return -1; }
+}
+__attribute__((noinline)) int escape(int x, int (*cb)(int)) { n_escape++; return middle(x, cb) * 2; }
+)");
+  write_file(d / "main.cc", R"(
+#include <cstdio>
+#include <stdexcept>
+extern unsigned long n_thrower, n_middle, n_top, n_escape;
+int top(int, int (*)(int));
+int escape(int, int (*)(int));
+int middle(int, int (*)(int));
+__attribute__((noinline)) int cb(int x) { return x + 1; }
+__attribute__((noinline)) int cb_reenter(int x) { return middle(x + 1, cb); }
+int main() {
+  long s = 0;
+  for (int i = 0; i < 1000; i++) {
+    s += top(i % 6, cb);
+    try { s += escape(i % 6, cb); } catch (const std::runtime_error&) { s += 1000; }
+    try { s += escape(i % 6, cb_reenter); } catch (const std::runtime_error&) { s += 7; }
+  }
+  printf("%ld thrower=%lu middle=%lu top=%lu escape=%lu\n", s, n_thrower, n_middle, n_top, n_escape);
+}
+)");
+  compile({"g++", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", "-Wl,-soname,libexc.so", d / "lib.cc", "-o", d / "libexc.orig.so"});
+  compile({"g++", "-O2", d / "main.cc", d / "libexc.orig.so", "-o", d / "main"});
+  const std::string built = d / "built", prepared = d / "prepared";
+  for (const std::string& dir : {built, prepared}) mkdir(dir.c_str(), 0755);
+  write_file(built + "/libexc.so", read_file(d / "libexc.orig.so"));
+  ASSERT_EQ(prepatch({"-q", d / "libexc.orig.so", "-o", prepared + "/libexc.so"}).status, 0);
+  Proc want = run({"env", "LD_LIBRARY_PATH=" + built, d / "main"});
+  ASSERT_EQ(want.status, 0) << want.err;
+  Proc r = run({"env", "LD_LIBRARY_PATH=" + prepared, "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace", d / "main"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, want.out);
+  EXPECT_EQ(r.err, "");
+
+  // The frames each throw leaves (callbacks are the program's, untraced): thrown where x > 3.
+  unsigned long unwound = 0;
+  for (int i = 0; i < 1000; i++) {
+    const int v = i % 6;
+    if (v + 1 > 3) unwound += 2 + 3;  // top: thrower, middle (caught in top); escape: those and escape
+    if (v + 2 > 3) unwound += 4;      // escape -> middle -> cb_reenter -> middle -> thrower
+    else if (v + 3 > 3) unwound += 3;  // the inner middle returns v + 3: the outer thrower throws
+  }
+  trace::Trace t = trace::read_trace(d / "t.trace");
+  ASSERT_TRUE(t.problems.empty()) << t.problems[0];
+  EXPECT_EQ(t.lost, 0u);
+  EXPECT_EQ(t.unwound, unwound);
+  // Entries per function (the demangled name up to its parameters) against the library's counters.
+  std::map<std::string, unsigned long> entries, counted;
+  for (const auto& th : t.threads)
+    for (const auto& e : th.events)
+      if (e.type == shim::rec_entry) {
+        const std::string shown = shown_name(t.names[e.site]);
+        entries[shown.substr(0, shown.find('('))]++;
+      }
+  std::istringstream words(want.out.substr(want.out.find(' ') + 1));
+  for (std::string w; words >> w;) counted[w.substr(0, w.find('='))] = std::stoul(w.substr(w.find('=') + 1));
+  EXPECT_EQ(counted.size(), 4u) << want.out;
+  EXPECT_EQ(entries, counted);
 }
 
 // The soak: a prepared plugin dlopen'ed, called and dlclose'd 100,000 times by four threads of an
