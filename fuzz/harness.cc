@@ -446,7 +446,7 @@ bool demangle_one(std::span<const u8> data) {
     std::free(gnu);
   }
   static char forms_out[4096];
-  shim::NameForms forms(d, forms_out, sizeof forms_out);
+  shim::NameForms forms(d, forms_out, sizeof forms_out, "libfuzz.so.1");  // OBJECT:FUNCTION items matched too
   const std::string globs(reinterpret_cast<const char*>(data.data()), data.size());
   forms.matches(shim::GlobList{globs.data(), globs.size()}, name.c_str());
   size_t len = 0;

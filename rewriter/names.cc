@@ -28,10 +28,10 @@ std::string shown_name(std::string_view raw) {
   return std::string(text, len);
 }
 
-bool name_matches(std::string_view globs, std::string_view raw) {
-  const std::string s(raw);
+bool name_matches(std::string_view globs, std::string_view raw, std::string_view object) {
+  const std::string s(raw), o(object);
   Names& n = names();
-  shim::NameForms forms(n.demangler, n.out, sizeof n.out);
+  shim::NameForms forms(n.demangler, n.out, sizeof n.out, o.empty() ? nullptr : o.c_str());
   return forms.matches(shim::GlobList{globs.data(), globs.size()}, s.c_str());
 }
 

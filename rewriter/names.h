@@ -11,6 +11,6 @@ namespace prepatch {
 std::string shown_name(std::string_view raw);
 
 // Whether comma-separated `globs` match `raw` as the shim's PREPATCH_TRACE would.
-bool name_matches(std::string_view globs, std::string_view raw);
+bool name_matches(std::string_view globs, std::string_view raw, std::string_view object = {});
 
 }  // namespace prepatch

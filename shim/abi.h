@@ -119,7 +119,8 @@ struct TraceHeader {
   u64 monotonic0;         // CLOCK_MONOTONIC (ns) at the same moment
   u64 realtime0;          // CLOCK_REALTIME (ns) at the same moment
   u64 load_bias;          // run-time minus link-time addresses of the binary
-  u8 reserved[4096 - 128];
+  char object[256];       // the traced object's file as it was loaded, NUL-terminated ("": not known)
+  u8 reserved[4096 - 384];
 };
 static_assert(sizeof(TraceHeader) == 4096);
 PREPATCH_CONSTANT char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};

@@ -2,8 +2,9 @@
 // (shim/demangle.h) where the symbol is a C++ name this demangler knows, else the raw symbol. A glob
 // matches a function when it matches the raw symbol, the demangled text, that text from the qualified
 // name on (no return type: `ns::f<int>(int)`), or the qualified name alone (`ns::C::f`, for globs
-// written without the parameter list). Freestanding, for the shim (PREPATCH_TRACE, `ctl`) and the
-// host (`replay --function`) alike.
+// written without the parameter list). An item OBJECT:FUNCTION matches too where OBJECT matches the
+// base name of the object the function is in and FUNCTION matches as above. Freestanding, for the shim
+// (PREPATCH_TRACE, `ctl`) and the host (`replay --function`) alike.
 #pragma once
 #include "shim/core.h"
 #include "shim/demangle.h"
@@ -84,9 +85,34 @@ inline bool may_match_demangled(const char* p, size_t plen, const char* raw, siz
   return r.may_match(raw, rawlen);
 }
 
+// Where glob item `p` (n bytes) parts OBJECT from FUNCTION: its first ':' that is neither half of a
+// "::" nor inside (), <> or [] (`*[abi:cxx11]*` is no OBJECT:FUNCTION); n when there is none.
+inline size_t object_colon(const char* p, size_t n) {
+  int depth = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char c = p[i];
+    if (c == '(' || c == '<' || c == '[') depth++;
+    else if ((c == ')' || c == '>' || c == ']') && depth > 0) depth--;
+    else if (c == ':' && depth == 0 && i + 1 < n && p[i + 1] == ':') i++;
+    else if (c == ':' && depth == 0) return i;
+  }
+  return n;
+}
+
+// The base name of `path` (after its last '/'); nullptr stays nullptr.
+inline const char* base_name(const char* path) {
+  const char* b = path;
+  for (const char* c = path; c && *c; c++)
+    if (*c == '/') b = c + 1;
+  return b;
+}
+
 class NameForms {
  public:
-  NameForms(Demangler& d, char* out, size_t out_size) : d_(d), out_(out), out_size_(out_size) {}
+  // `object`: the base name of the object whose functions are matched (nullptr: not known, and no
+  // OBJECT:FUNCTION item matches).
+  NameForms(Demangler& d, char* out, size_t out_size, const char* object = nullptr)
+      : d_(d), out_(out), out_size_(out_size), object_(object) {}
 
   // The name shown for `raw`: the demangled text, or the raw symbol. Valid until the next call.
   const char* shown(const char* raw, size_t& len) {
@@ -97,24 +123,30 @@ class NameForms {
 
   bool matches(const GlobList& globs, const char* raw) {
     const size_t rawlen = str_len(raw);
-    if (globs.matches(raw, rawlen)) return true;
-    if (rawlen < 3 || raw[0] != '_' || raw[1] != 'Z') return false;
     for (size_t at = 0; at < globs.len;) {
       const size_t end = globs.item_end(at);
       const char* p = globs.text + at;
-      const size_t plen = end - at;
-      if (plen && runs(p, plen).may_match(raw, rawlen)) {
-        demangle(raw);
-        if (r_.len && (glob_match(p, plen, out_, r_.len) || (r_.name_begin && glob_match(p, plen, out_ + r_.name_begin, r_.len - r_.name_begin)) ||
-                       glob_match(p, plen, out_ + r_.name_begin, r_.name_end - r_.name_begin)))
-          return true;
-      }
+      const size_t plen = end - at, colon = object_colon(p, plen);
+      if (plen && item_matches(p, plen, raw, rawlen)) return true;
+      if (colon < plen && object_ && glob_match(p, colon, object_, str_len(object_)) &&
+          item_matches(p + colon + 1, plen - colon - 1, raw, rawlen))
+        return true;
       at = end + 1;
     }
     return false;
   }
 
  private:
+  // Whether function glob `p` matches the raw symbol or one of its demangled forms.
+  bool item_matches(const char* p, size_t plen, const char* raw, size_t rawlen) {
+    if (!plen) return false;
+    if (glob_match(p, plen, raw, rawlen)) return true;
+    if (rawlen < 3 || raw[0] != '_' || raw[1] != 'Z' || !runs(p, plen).may_match(raw, rawlen)) return false;
+    demangle(raw);
+    return r_.len && (glob_match(p, plen, out_, r_.len) || (r_.name_begin && glob_match(p, plen, out_ + r_.name_begin, r_.len - r_.name_begin)) ||
+                      glob_match(p, plen, out_ + r_.name_begin, r_.name_end - r_.name_begin));
+  }
+
   void demangle(const char* raw) {
     if (raw == for_) return;  // the same symbol as last time (the include and the exclude list)
     for_ = raw;
@@ -135,6 +167,7 @@ class NameForms {
   Demangler& d_;
   char* out_;
   size_t out_size_;
+  const char* object_;
   const char* for_ = nullptr;
   Demangled r_;
   const char* item_[max_items] = {};

@@ -173,6 +173,7 @@ struct Object {
     u8 target[15];
   } * batch;
   u64* counts;  // per site call counts, in the counts file's shared mapping
+  const char* path;  // the object's file as it was loaded (AT_EXECFN, the loader's l_name); may be nullptr
 };
 
 // The process's state: one object in .bss, zero at start. One control channel, one trap handler, one
@@ -511,7 +512,10 @@ extern "C" void prepatch_init(uptr* sp) {
   char** e = envp;
   while (*e) e++;
   bool secure = false;
-  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) take_aux(aux, g.obj.phdr, g.obj.phnum, secure);
+  for (uptr* aux = reinterpret_cast<uptr*>(e + 1); aux[0]; aux += 2) {
+    take_aux(aux, g.obj.phdr, g.obj.phnum, secure);
+    if (aux[0] == 31 /* AT_EXECFN */) g.obj.path = reinterpret_cast<const char*>(aux[1]);
+  }
   // Secure execution (setuid, setgid, file capabilities, an LSM transition): the environment is the
   // caller's, who may not be trusted with this process's rights. The shim does nothing at all: no
   // variable is read, no handler installed, no file created; the program runs as if unprepared, with
@@ -566,7 +570,10 @@ bool pin_object() {
   using Dlopen = void* (*)(const char*, int);
   const auto dlopen = reinterpret_cast<Dlopen>(find_loaded(r, "dlopen"));
   for (const LinkMap* m = r ? r->map : nullptr; m && dlopen; m = m->next)
-    if (m->addr == g.obj.bias && m->name && *m->name) return dlopen(m->name, 0x1 | 0x4 | 0x1000) != nullptr;  // RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE
+    if (m->addr == g.obj.bias && m->name && *m->name) {
+      g.obj.path = m->name;  // the loader's copy, which the pin keeps
+      return dlopen(m->name, 0x1 | 0x4 | 0x1000) != nullptr;  // RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE
+    }
   return false;
 }
 

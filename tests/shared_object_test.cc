@@ -266,6 +266,55 @@ TEST(SharedObject, OneRuntimePerProcess) {
   EXPECT_EQ(plain.err, "") << "a process that asked for no tracing hears nothing of it";
 }
 
+// Globs that name the object, OBJECT:FUNCTION (README.md, "Names"): OBJECT is the base name of the
+// library as loaded, or of the executable as run; a bare glob takes every object; `replay --function`
+// reads the object from the trace's header.
+TEST(SharedObject, GlobsNameTheObjectAsWellAsTheFunction) {
+  Linked t;
+  const auto traced = [&](const std::string& globs) {
+    const std::string file = t.d / "c";
+    unlink(file.c_str());
+    Proc r = run({"env", "PREPATCH_TRACE=" + globs, "PREPATCH_COUNTS=" + file, t.main, "1000"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, std::to_string(expected(1000)) + "\n");
+    std::map<std::string, long> c = exists(file) ? counts(t.lib, file) : std::map<std::string, long>{};
+    return std::make_pair(c, r.err);
+  };
+  auto [only_leaf, err1] = traced("libwork.so:leaf");
+  EXPECT_EQ(only_leaf["leaf"], 1000);
+  EXPECT_EQ(only_leaf["lib_work"], 0);
+  EXPECT_EQ(err1, "");
+  auto [both, err2] = traced("libw*.so:*");
+  EXPECT_EQ(both["leaf"], 1000);
+  EXPECT_EQ(both["lib_work"], 1);
+  auto [bare, err3] = traced("lib_work");
+  EXPECT_EQ(bare["lib_work"], 1);
+  EXPECT_EQ(bare["leaf"], 0);
+  auto [other, err4] = traced("libother.so:*,main:leaf");
+  EXPECT_EQ(other["leaf"] + other["lib_work"], 0);
+  EXPECT_NE(err4.find("no site's function matches libother.so:*,main:leaf"), std::string::npos) << err4;
+
+  // The executable, by the name it was run as.
+  compile({"gcc", "-O2", "-pg", "-mfentry", t.d / "main.c", t.d / "lib.c", "-o", t.d / "prog.orig"});
+  ASSERT_EQ(prepatch({"-q", t.d / "prog.orig", "-o", t.d / "prog"}).status, 0);
+  Proc r = run({"env", "PREPATCH_TRACE=prog:leaf,libwork.so:main", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + t.d / "t.trace", t.d / "prog", "3"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  Proc all = prepatch({"replay", t.d / "t.trace"});
+  ASSERT_EQ(all.status, 0) << all.err;
+  const auto calls = [](const std::string& out, const std::string& f) {
+    size_t n = 0;
+    for (size_t at = out.find(f); at != std::string::npos; at = out.find(f, at + 1)) n++;
+    return n;
+  };
+  EXPECT_EQ(calls(all.out, "leaf()"), 3u) << all.out;
+  EXPECT_EQ(calls(all.out, "main()"), 0u) << all.out;
+  Proc mine = prepatch({"replay", t.d / "t.trace", "--function", "prog:leaf"});
+  EXPECT_EQ(mine.out, all.out);
+  Proc other_object = prepatch({"replay", t.d / "t.trace", "--function", "libwork.so:leaf"});
+  EXPECT_EQ(other_object.status, 0) << other_object.err;
+  EXPECT_EQ(calls(other_object.out, "leaf()"), 0u) << other_object.out;
+}
+
 // Debian's own python3 importing a C extension module built -pg -mfentry and prepared: traced from the
 // environment, the interpreter unprepared.
 TEST(SharedObject, DebiansPython3ImportsAPreparedExtensionModule) {

@@ -77,6 +77,13 @@ class TraceFile {
     return calls_[site];
   }
   std::string_view mangled(u32 site) const { return table_.name(table_.entries[site]); }
+  // The traced object's file as the process loaded it (the header's `object`; empty in files written
+  // before it was recorded), and its base name, which OBJECT:FUNCTION globs match.
+  std::string object() const { return std::string(h_.object, strnlen(h_.object, sizeof h_.object)); }
+  std::string object_base() const {
+    const std::string o = object();
+    return o.substr(o.rfind('/') + 1);
+  }
   const Clock& clock() const { return clock_; }
 
   size_t threads() const { return threads_.size(); }  // by tid
