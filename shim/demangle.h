@@ -698,6 +698,9 @@ class Demangler {
     while (!bad_ && peek() != 'E') {
       const char c = peek();
       if (!c) return fail(), n;
+      // Arguments right after arguments (A::A<int><long>): GNU no longer sees the constructor,
+      // destructor or conversion in the name, so it wants a return type.
+      if (c == 'I' && n.targs) n.ctor_dtor_conv = false;
       n.targs = false;
       if (c == 'I') {
         if (!have) return fail(), n;
