@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -51,6 +52,36 @@ Proc toggled(const std::vector<std::string>& argv, const std::string& cwd, int& 
   return r;
 }
 
+// How a run is started: the program as built (prepared false) or prepared, with `env` set.
+using Command = std::function<std::vector<std::string>(bool prepared, const std::vector<std::string>& env)>;
+
+// A fresh working directory in `d` per run, so files a program writes (foo.gz, gmon.out) are its own.
+std::string dir(const TempDir& d, const std::string& name) {
+  const std::string p = d / name;
+  mkdir(p.c_str(), 0755);
+  return p;
+}
+
+// Runs `command` as built, then prepared with tracing off and under graph, each in its own directory
+// in `d`: all three must agree, and the graph trace reads back and names `functions`. Returns the run
+// as built.
+Proc off_and_graph(const Command& command, const TempDir& d, const std::string& name, const std::vector<std::string>& functions) {
+  Proc want = run(command(false, {}), dir(d, name + ".plain"));
+  Proc off = run(command(true, {}), dir(d, name + ".off"));
+  EXPECT_EQ(off.status, want.status);
+  EXPECT_EQ(off.out, want.out);
+  EXPECT_EQ(off.err, want.err);
+  const std::string g = dir(d, name + ".graph");
+  Proc graph = run(command(true, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + g + "/t.trace"}), g);
+  EXPECT_EQ(graph.status, want.status) << graph.err;
+  EXPECT_EQ(graph.out, want.out);
+  EXPECT_EQ(graph.err, want.err);
+  Proc rep = prepatch({"report", g + "/t.trace", "--sort", "calls"});
+  EXPECT_EQ(rep.status, 0) << rep.err;
+  for (const std::string& f : functions) EXPECT_NE(rep.out.find(" " + f + "\n"), std::string::npos) << f << " in\n" << rep.out.substr(0, 2000);
+  return want;
+}
+
 class Real : public ::testing::TestWithParam<std::string> {
  protected:
   // The program as built (the oracle) and prepared.
@@ -63,35 +94,17 @@ class Real : public ::testing::TestWithParam<std::string> {
     }
     return out;
   }
-  // A fresh working directory per run, so files a program writes (foo.gz, gmon.out) are its own.
-  std::string dir(const std::string& name) {
-    const std::string p = d_ / name;
-    mkdir(p.c_str(), 0755);
-    return p;
-  }
+  std::string dir(const std::string& name) { return test::dir(d_, name); }
 
-  // Runs the plain build, then the prepared one off and under graph: all three must agree. Returns
-  // the plain run.
+  // off_and_graph() of the program with `args`; the trace must name main.
   Proc off_and_graph(const std::string& prog, const std::vector<std::string>& args) {
-    auto with = [&](std::vector<std::string> argv) {
-      argv.insert(argv.end(), args.begin(), args.end());
-      return argv;
-    };
-    Proc want = run(with({plain(prog)}), dir(prog + ".plain"));
-    Proc off = run(with({prepared(prog)}), dir(prog + ".off"));
-    EXPECT_EQ(off.status, want.status);
-    EXPECT_EQ(off.out, want.out);
-    EXPECT_EQ(off.err, want.err);
-    const std::string gdir = dir(prog + ".graph");
-    Proc graph = run(with({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + gdir + "/t.trace", prepared(prog)}), gdir);
-    EXPECT_EQ(graph.status, want.status) << graph.err;
-    EXPECT_EQ(graph.out, want.out);
-    EXPECT_EQ(graph.err, want.err);
-    // The trace reads back whole, with every function's calls in it.
-    Proc rep = prepatch({"report", gdir + "/t.trace", "--sort", "calls"});
-    EXPECT_EQ(rep.status, 0) << rep.err;
-    EXPECT_NE(rep.out.find(" main\n"), std::string::npos) << rep.out.substr(0, 2000);
-    return want;
+    return test::off_and_graph(
+        [&](bool prep, const std::vector<std::string>& env) {
+          std::vector<std::string> argv{prep ? prepared(prog) : plain(prog)};
+          argv.insert(argv.end(), args.begin(), args.end());
+          return env.empty() ? argv : with_env(env, argv);
+        },
+        d_, prog, {"main"});
   }
 
   TempDir d_;
@@ -158,33 +171,16 @@ class RealShared : public ::testing::Test {
       EXPECT_EQ(p.status, 0) << so << ": " << p.err;
     }
   }
-  std::string dir(const std::string& name) {
-    const std::string p = d_ / name;
-    mkdir(p.c_str(), 0755);
-    return p;
-  }
+  std::string dir(const std::string& name) { return test::dir(d_, name); }
   // `argv` with the libraries of `libdir` first, and more variables.
   static std::vector<std::string> with_libs(const std::string& libdir, std::vector<std::string> argv, std::vector<std::string> env = {}) {
     env.insert(env.begin(), "LD_LIBRARY_PATH=" + libdir);
     return with_env(env, argv);
   }
-  // Runs `argv` with the built libraries, then with the prepared ones off and under graph: all three
-  // agree; the graph trace reads back and names `functions` (the library's). Returns the first run.
+  // off_and_graph() of `argv` with the built libraries, then the prepared ones.
   Proc off_and_graph(const std::string& name, const std::vector<std::string>& argv, const std::vector<std::string>& functions) {
-    Proc want = run(with_libs(built, argv), dir(name + ".plain"));
-    Proc off = run(with_libs(lib, argv), dir(name + ".off"));
-    EXPECT_EQ(off.status, want.status);
-    EXPECT_EQ(off.out, want.out);
-    EXPECT_EQ(off.err, want.err);
-    const std::string g = dir(name + ".graph");
-    Proc graph = run(with_libs(lib, argv, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + g + "/t.trace"}), g);
-    EXPECT_EQ(graph.status, want.status) << graph.err;
-    EXPECT_EQ(graph.out, want.out);
-    EXPECT_EQ(graph.err, want.err);
-    Proc rep = prepatch({"report", g + "/t.trace", "--sort", "calls"});
-    EXPECT_EQ(rep.status, 0) << rep.err;
-    for (const std::string& f : functions) EXPECT_NE(rep.out.find(" " + f + "\n"), std::string::npos) << f << " in\n" << rep.out.substr(0, 2000);
-    return want;
+    return test::off_and_graph([&](bool prep, const std::vector<std::string>& env) { return with_libs(prep ? lib : built, argv, env); },
+                               d_, name, functions);
   }
 };
 
@@ -261,9 +257,9 @@ TEST_F(RealShared, DebiansLua54RequiresAPreparedCModule) {
   EXPECT_EQ(n["steps"], 10000u) << c.out;
   EXPECT_EQ(std::to_string(n["next"]) + "\n", want.out) << c.out;
 
-  Proc long_want = run({lua, "-e", script(built, 20000, 60)});
+  Proc long_want = run({lua, "-e", script(built, 20000, 300)});
   int enables = 0;
-  Proc t = toggled({lua, "-e", script(lib, 20000, 60)}, dir("module.toggled"), enables);
+  Proc t = toggled({lua, "-e", script(lib, 20000, 300)}, dir("module.toggled"), enables);
   EXPECT_EQ(t.status, long_want.status) << t.err;
   EXPECT_EQ(t.out, long_want.out);
   EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
