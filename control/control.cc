@@ -77,14 +77,16 @@ bool running(pid_t pid) {
 }
 
 // Whether a prepared shared object's runtime claimed process `pid`: the page at the address the
-// runtimes meet at is mapped (docs/SHIM.md, "Shared objects"; x86-64).
+// runtimes meet at is mapped (docs/SHIM.md, "Shared objects"), a 64-bit or a 32-bit process's.
 bool runs_object_runtime(pid_t pid) {
   std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  char page[48];
-  std::snprintf(page, sizeof page, "%llx-%llx ", static_cast<unsigned long long>(shim::rendezvous_page),
-                static_cast<unsigned long long>(shim::rendezvous_page + 4096));
+  char page64[48], page32[48];
+  std::snprintf(page64, sizeof page64, "%llx-%llx ", static_cast<unsigned long long>(shim::rendezvous_page_64),
+                static_cast<unsigned long long>(shim::rendezvous_page_64 + 4096));
+  std::snprintf(page32, sizeof page32, "%08llx-%08llx ", static_cast<unsigned long long>(shim::rendezvous_page_32),
+                static_cast<unsigned long long>(shim::rendezvous_page_32 + 4096));
   for (std::string line; std::getline(maps, line);)
-    if (line.rfind(page, 0) == 0) return true;
+    if (line.rfind(page64, 0) == 0 || line.rfind(page32, 0) == 0) return true;
   return false;
 }
 

@@ -129,9 +129,9 @@ std::string cannot_embed(const elf::Elf& elf) {
   if (elf.header().type == ET_EXEC) return {};
   if (elf.header().type != ET_DYN) return "expected an executable or a shared object (ET_EXEC or ET_DYN)";
   if (!is_shared_object(elf)) return {};
-  if (elf.header().machine != EM_X86_64)
-    return "a shared object for " + std::string(elf::machine_name(elf.header().machine)) +
-           ": shared objects can carry the shim on x86-64 only so far; prepare the executable instead";
+  if (elf.header().machine == EM_RISCV)
+    return "a shared object for EM_RISCV: RISC-V's C library has no _init, so its shared objects have no DT_INIT for the shim "
+           "to start from; prepare the executable instead";
   const auto dyn = dynamic_at(elf);
   for (const DynAt& d : dyn)
     if (d.dyn.tag == DT_TEXTREL || (d.dyn.tag == DT_FLAGS && (d.dyn.val & DF_TEXTREL))) check_text_relocations(elf, d.offset);

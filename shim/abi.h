@@ -65,8 +65,10 @@ inline constexpr u64 config_shared_object = 2;
 
 // One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object whose shim
 // starts maps this page with MAP_FIXED_NOREPLACE and serves the process; `prepatch ctl` takes the page
-// in /proc/PID/maps as the sign that a prepared shared object's runtime runs there. x86-64.
-inline constexpr u64 rendezvous_page = 0x7e5e00000000;
+// in /proc/PID/maps as the sign that a prepared shared object's runtime runs there. One address for
+// 64-bit processes, another below 2 GiB for 32-bit ones (ARM32).
+inline constexpr u64 rendezvous_page_64 = 0x7e5e00000000, rendezvous_page_32 = 0x7e5e0000;
+inline constexpr u64 rendezvous_page = sizeof(void*) == 8 ? rendezvous_page_64 : rendezvous_page_32;
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
 // and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to

@@ -389,13 +389,11 @@ extern "C" const void* prepatch_thread_setup(u8* region) {
 
 namespace {
 
-#if defined(__x86_64__)
 // One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object to start maps
 // shim::rendezvous_page, which no one else maps (MAP_FIXED_NOREPLACE: the kernel decides who was
 // first, also for two dlopens at once); an object that finds it taken leaves its sites off. The page
 // holds nothing but its magic; it is inherited by fork and gone after exec, as the runtime is.
-constexpr int map_fixed_noreplace = 0x100000;
-#endif
+constexpr int map_fixed_noreplace = 0x100000;  // the same on every ISA here
 
 // Whether the executable carries a prepatch table (at the start of one of its loaded segments): its
 // runtime then serves the process, though the libraries' DT_INITs run before its entry.
@@ -414,10 +412,9 @@ bool executable_prepared() {
 // on, a shared object's does not. A shared object that stands down says why when the environment
 // asks for tracing (some PREPATCH_ variable): a process that asked for nothing sees nothing.
 bool claim_process(char** envp) {
-#if defined(__x86_64__)
   const bool shared = prepatch_config.flags & config_shared_object;
   const auto stand_down = [&](const char* why) {
-    if (env_any(envp, "PREPATCH_")) say("this shared object's sites stay off: ", why);
+    if (env_any(envp, "PREPATCH_")) say(shared ? "this shared object's sites stay off: " : "this program's sites stay off: ", why);
     return false;
   };
   if (shared && executable_prepared())
@@ -425,16 +422,18 @@ bool claim_process(char** envp) {
   const long r = call(sys::nr_mmap, static_cast<long>(rendezvous_page), 4096, sys::prot_read | sys::prot_write,
                       sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
   if (static_cast<u64>(r) == rendezvous_page) {
-    memcpy(reinterpret_cast<void*>(rendezvous_page), "PPRUNTM\1", 8);
+    // "PPRUNTM\1", stored as a number: a string copied to a constant address makes some compilers
+    // keep that address, minus the string's, in a table the blob could not relocate.
+    *reinterpret_cast<volatile u64*>(rendezvous_page) = 0x014d544e55525050;
     return true;
   }
   if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);  // mapped elsewhere: the flag is unknown
-  if (r == -17 /* EEXIST */ || shared)
-    return stand_down(r == -17 ? "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)"
-                               : "the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17)");
-#else
-  (void)envp;
-#endif
+  // (Two calls, not one with a choice of strings: the blob may hold no table of addresses to relocate.)
+  if (r == -17 /* EEXIST */)
+    return stand_down("another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)");
+  if (shared)
+    return stand_down("the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17, at the address "
+                      "docs/SHIM.md names)");
   return true;
 }
 
@@ -579,7 +578,7 @@ bool pin_object() {
 
 }  // namespace
 
-// A prepared shared object's DT_INIT, which the preparer pointed here (x86-64): ld.so calls it with
+// A prepared shared object's DT_INIT, which the preparer pointed here: ld.so calls it with
 // the process's argc, argv and environment when it loads the object, at start or by dlopen, before the
 // object's constructors. The shim starts as in an executable, its program headers those the preparer
 // recorded; then the object's own DT_INIT runs, whatever happened here.

@@ -220,8 +220,8 @@ int main() {
 // unprepared host while a fifth enables and disables every site through the control channel
 // (testdata/plugin_soak.c checks every result and that each request is carried out). No crash, no
 // wrong result, anonymous memory flat from the first tenth of the cycles to the end (a leak of 12
-// bytes a cycle would show), every function counted; a shorter run under the function tracer names
-// every plugin function in its trace.
+// bytes a cycle would show), every function counted (the last cycle runs with every site on); a
+// shorter run under the function tracer names every plugin function in its trace.
 TEST(SharedObject, PluginSoakLoadUnloadAndToggleFromFiveThreads) {
   TempDir d;
   const std::string td = std::string(SOURCE_DIR) + "/testdata";
@@ -238,8 +238,8 @@ TEST(SharedObject, PluginSoakLoadUnloadAndToggleFromFiveThreads) {
   EXPECT_GT(early, 0);
   EXPECT_LE(late - early, 1024) << "anonymous memory grew by " << late - early << " KiB over 90,000 cycles";
   auto c = counts(d / "plugin.so", d / "c");
+  // (Not equal to each other: a batch may land between a call of plugin_work and its call of sum.)
   for (const char* f : {"plugin_work", "sum", "mix"}) EXPECT_GT(c[f], 0) << f;
-  EXPECT_EQ(c["sum"], c["plugin_work"]);
 
   Proc f = run({"env", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + d / "t.trace", d / "soak", d / "plugin.so", "300"});
   ASSERT_EQ(f.status, 0) << f.out << f.err;
@@ -427,13 +427,69 @@ TEST(SharedObject, RefusedWithAReason) {
   EXPECT_NE(p.err.find("already prepared"), std::string::npos) << p.err;
   EXPECT_FALSE(exists(d / "twice.so"));
 
-  Proc cc = run({"aarch64-linux-gnu-gcc", "-O2", "-pg", "-fPIC", "-shared", d / "lib.c", "-o", d / "arm64.so"});
-  if (cc.status != 0) GTEST_SKIP() << "no aarch64-linux-gnu-gcc: " << cc.err;
-  p = prepatch({d / "arm64.so", "-o", d / "out.so"});
+  // RISC-V's C library has no _init: its shared objects have no DT_INIT to start from.
+  compile({"riscv64-linux-gnu-gcc", "-O2", "-pg", "-fPIC", "-shared", d / "lib.c", "-o", d / "riscv.so"});
+  p = prepatch({d / "riscv.so", "-o", d / "out.so"});
   EXPECT_EQ(p.status, 4);
-  EXPECT_NE(p.err.find("x86-64 only so far"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("RISC-V's C library has no _init"), std::string::npos) << p.err;
   EXPECT_FALSE(exists(d / "out.so"));
 }
+
+// The other ISAs (count tracer), under qemu-user: a prepared library in an unprepared program counts
+// exactly; with the program prepared too, the program's runtime serves the process and the library
+// says its sites stay off (the rendezvous page: 64-bit, and ARM32's own).
+class OtherIsaSharedObject : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndLeavesTheProcessToAPreparedProgram) {
+  const std::string isa = GetParam()[0], cc = GetParam()[1], flags = GetParam()[2];
+  TempDir d;
+  write_file(d / "lib.c", lib_source);
+  write_file(d / "main.c", "#include <stdio.h>\n#include <stdlib.h>\nint lib_work(int);\n"
+                           "int main(int argc, char** argv) { printf(\"%d\\n\", lib_work(atoi(argv[1]))); return 0; }\n");
+  const std::string built = d / "built", prepared = d / "prepared";
+  for (const std::string& dir : {built, prepared}) mkdir(dir.c_str(), 0755);
+  compile({cc, "-O2", flags, "-fPIC", "-shared", "-Wl,-soname,libwork.so", d / "lib.c", "-o", built + "/libwork.so"});
+  compile({cc, "-O2", d / "main.c", built + "/libwork.so", "-o", d / "main"});
+  compile({cc, "-O2", flags, d / "main.c", built + "/libwork.so", "-o", d / "main.hooks"});
+  ASSERT_EQ(prepatch({"-q", built + "/libwork.so", "-o", prepared + "/libwork.so"}).status, 0);
+  ASSERT_EQ(prepatch({"-q", d / "main.hooks", "-o", d / "main.prepared"}).status, 0);
+  auto in = [&](const std::string& libdir, const std::string& exe, std::vector<std::string> env) {
+    env.push_back("LD_LIBRARY_PATH=" + libdir);
+    std::vector<std::string> argv = qemu_for(isa);
+    argv.push_back(exe);
+    argv.push_back("1000");
+    return run(with_env(env, argv), d.path());
+  };
+  const std::string want = std::to_string(expected(1000)) + "\n";
+  Proc plain = in(built, d / "main", {});
+  ASSERT_EQ(plain.out, want) << plain.err;
+  Proc off = in(prepared, d / "main", {});
+  EXPECT_EQ(off.out, want);
+  EXPECT_EQ(off.err, plain.err);
+  Proc on = in(prepared, d / "main", {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"});
+  EXPECT_EQ(on.out, want);
+  EXPECT_EQ(on.err, plain.err);
+  auto c = counts(prepared + "/libwork.so", d / "c");
+  EXPECT_EQ(c["leaf"], 1000);
+  EXPECT_EQ(c["lib_work"], 1);
+  Proc both = in(prepared, d / "main.prepared", {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c2"});
+  EXPECT_EQ(both.out, want);
+  EXPECT_NE(both.err.find("this shared object's sites stay off: the prepared executable's runtime serves this process"), std::string::npos)
+      << both.err;
+  EXPECT_EQ(counts(d / "main.prepared", d / "c2")["main"], 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, OtherIsaSharedObject,
+                         ::testing::Values(std::vector<std::string>{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
+                                           std::vector<std::string>{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
+                                           std::vector<std::string>{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
+                                           std::vector<std::string>{"arm", "arm-linux-gnueabihf-gcc", "-pg"}),
+                         [](const auto& info) {
+                           std::string n = info.param[0] + "_" + info.param[2];
+                           for (char& ch : n)
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace prepatch::test
