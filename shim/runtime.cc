@@ -428,7 +428,6 @@ bool claim_process(char** envp) {
     return true;
   }
   if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);  // mapped elsewhere: the flag is unknown
-  // (Two calls, not one with a choice of strings: the blob may hold no table of addresses to relocate.)
   if (r == -17 /* EEXIST */)
     return stand_down("another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)");
   if (shared)

@@ -266,6 +266,43 @@ TEST(SharedObject, OneRuntimePerProcess) {
   EXPECT_EQ(plain.err, "") << "a process that asked for no tracing hears nothing of it";
 }
 
+// Two prepared plugins dlopen'ed by an unprepared host: the first one's runtime claims the process
+// and counts its calls; the second finds the process claimed, says so, and runs as built.
+TEST(SharedObject, TheSecondPreparedPluginLeavesTheProcessToTheFirst) {
+  TempDir d;
+  write_file(d / "plugin.c", lib_source);
+  write_file(d / "host.c", R"(
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char** argv) {
+  long total = 0;
+  for (int i = 1; i < argc; i++) {
+    void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) return printf("dlopen: %s\n", dlerror()), 1;
+    total += ((int (*)(int))dlsym(h, "lib_work"))(100);
+  }
+  printf("%ld\n", total);
+  return 0;
+}
+)");
+  for (const char* name : {"one", "two"})
+    compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / (std::string(name) + ".orig.so")});
+  compile({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
+  for (const char* name : {"one", "two"})
+    ASSERT_EQ(prepatch({"-q", d / (std::string(name) + ".orig.so"), "-o", d / (std::string(name) + ".so")}).status, 0);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", d / "one.so", d / "two.so"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, std::to_string(2 * expected(100)) + "\n");
+  EXPECT_EQ(r.err, "prepatch: this shared object's sites stay off: another prepared object's runtime serves this process (one runtime serving "
+                   "several objects is not supported yet)\n");
+  auto c = counts(d / "one.so", d / "c");
+  EXPECT_EQ(c["leaf"], 100);
+  EXPECT_EQ(c["lib_work"], 1);
+  Proc quiet = run({d / "host", d / "one.so", d / "two.so"});
+  EXPECT_EQ(quiet.out, r.out);
+  EXPECT_EQ(quiet.err, "");
+}
+
 // Globs that name the object, OBJECT:FUNCTION (README.md, "Names"): OBJECT is the base name of the
 // library as loaded, or of the executable as run; a bare glob takes every object; `replay --function`
 // reads the object from the trace's header.
