@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
       "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2\n"
-      "(gcc -pg): executables, and shared objects but on RISC-V64.\n"
+      "(gcc -pg): executables and shared objects.\n"
       "Each site becomes one nop instruction of its length (Thumb-2: `pop {lr}`); a sorted __patch_sites\n"
       "table and the runtime shim that switches sites live are appended. Run the output with\n"
       "PREPATCH_TRACE=GLOBS to trace from the start, or switch sites while it runs with\n"
@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "prepatch " PREPATCH_VERSION);
   std::string in, out;
   bool quiet = false;
-  app.add_option("input", in, "ELF executable or shared object (not RISC-V) to prepare (only read, never written)");
+  app.add_option("input", in, "ELF executable or shared object to prepare (only read, never written)");
   app.add_option("-o,--output", out, "where to write the prepared binary (may equal the input; written atomically)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
 

@@ -21,6 +21,16 @@ void Codec::put_slow(std::span<u8> b, u64 off, unsigned width, u64 v) const {
   for (unsigned i = 0; i < width; i++) b[off + (little ? i : width - 1 - i)] = static_cast<u8>(v >> (8 * i));
 }
 
+u32 relative_reloc(u16 machine) {
+  switch (machine) {
+    case EM_AARCH64: return R_AARCH64_RELATIVE;
+    case EM_PPC64: return R_PPC64_RELATIVE;
+    case EM_RISCV: return R_RISCV_RELATIVE;
+    case EM_ARM: return R_ARM_RELATIVE;
+    default: return R_X86_64_RELATIVE;
+  }
+}
+
 std::string_view machine_name(u16 machine) {
   switch (machine) {
     case EM_X86_64: return "EM_X86_64";

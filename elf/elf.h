@@ -95,6 +95,8 @@ struct Dyn {
 };
 
 std::string_view machine_name(u16 machine);  // "EM_X86_64", "EM_AARCH64", ...
+// R_*_RELATIVE of `machine`: a word the loader sets to the load bias plus the addend.
+u32 relative_reloc(u16 machine);
 
 class Elf {
  public:

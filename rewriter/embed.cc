@@ -75,10 +75,45 @@ std::vector<DynAt> dynamic_at(const elf::Elf& elf) {
   return out;
 }
 
-// A shared object's DT_INIT entry, which the shim's start takes over; nullopt when there is none.
-std::optional<DynAt> dt_init(const elf::Elf& elf) {
-  for (const DynAt& d : dynamic_at(elf))
-    if (d.dyn.tag == DT_INIT) return d;
+// Where a shared object's shim starts (docs/SHIM.md, "Shared objects"): its DT_INIT, which ld.so
+// calls before the object's constructors; or, where there is none (RISC-V: its C library has no
+// _init), the first DT_INIT_ARRAY entry, which runs before the others, through the R_*_RELATIVE
+// relocation that fills it. `original`: the link-time address that runs once the shim has started;
+// `words`: the file offsets of the words that become the shim's object start (a RELA relocation's
+// addend, and its slot too where the linker wrote the value there as well).
+struct StartHook {
+  u64 original = 0;
+  u64 words[2] = {};
+  unsigned count = 0;
+};
+std::optional<StartHook> start_hook(const elf::Elf& elf) {
+  const auto dyn = dynamic_at(elf);
+  const u64 word = elf.codec().word();
+  for (const DynAt& d : dyn)
+    if (d.dyn.tag == DT_INIT) return StartHook{d.dyn.val, {d.offset + word}, 1};
+  u64 array = 0, size = 0;
+  for (const DynAt& d : dyn) {
+    if (d.dyn.tag == DT_INIT_ARRAY) array = d.dyn.val;
+    if (d.dyn.tag == DT_INIT_ARRAYSZ) size = d.dyn.val;
+  }
+  const auto slot = array && size >= word ? elf.vaddr_to_offset(array, word) : std::nullopt;
+  if (!slot) return std::nullopt;
+  const u64 in_slot = elf.codec().get(elf.bytes(), *slot, word);
+  const elf::Layout& l = elf::layout_for(elf.codec().is64);
+  for (const elf::Section& s : elf.sections()) {
+    if (!(s.flags & SHF_ALLOC) || (s.type != SHT_RELA && s.type != SHT_REL)) continue;
+    for (u64 i = 0, n = elf.reloc_count(s); i < n; i++) {
+      const elf::Reloc r = elf.reloc(s, i);
+      if (r.offset != array) continue;
+      if (r.type != elf::relative_reloc(elf.header().machine)) return std::nullopt;
+      if (s.type == SHT_REL) return StartHook{in_slot, {*slot}, 1};  // the slot holds the addend
+      const u64 addend_at = s.offset + i * l.rela_size + 2 * word;
+      const u64 addend = static_cast<u64>(r.addend) & (word == 8 ? ~u64{0} : 0xffffffffu);
+      if (in_slot == 0) return StartHook{addend, {addend_at}, 1};
+      if (in_slot == addend) return StartHook{addend, {addend_at, *slot}, 2};
+      return std::nullopt;
+    }
+  }
   return std::nullopt;
 }
 
@@ -129,15 +164,14 @@ std::string cannot_embed(const elf::Elf& elf) {
   if (elf.header().type == ET_EXEC) return {};
   if (elf.header().type != ET_DYN) return "expected an executable or a shared object (ET_EXEC or ET_DYN)";
   if (!is_shared_object(elf)) return {};
-  if (elf.header().machine == EM_RISCV)
-    return "a shared object for EM_RISCV: RISC-V's C library has no _init, so its shared objects have no DT_INIT for the shim "
-           "to start from; prepare the executable instead";
   const auto dyn = dynamic_at(elf);
   for (const DynAt& d : dyn)
     if (d.dyn.tag == DT_TEXTREL || (d.dyn.tag == DT_FLAGS && (d.dyn.val & DF_TEXTREL))) check_text_relocations(elf, d.offset);
-  if (!dt_init(elf))
-    elf.fail(dyn.empty() ? 0 : dyn.front().offset, "expected a DT_INIT entry in the shared object's dynamic section, which the shim "
-                                                   "starts from (gcc's crti.o provides _init; was it linked with -nostartfiles?); found none");
+  if (!start_hook(elf))
+    elf.fail(dyn.empty() ? 0 : dyn.front().offset,
+             "expected a DT_INIT entry in the shared object's dynamic section, or a first DT_INIT_ARRAY entry that a relative "
+             "relocation fills, which the shim starts from (gcc's crti.o provides _init, crtbeginS.o an init_array entry; was it "
+             "linked with -nostartfiles?); found neither");
   if (!phdr_vaddr(elf)) elf.fail(elf.header().phoff, "expected the shared object's program headers inside a loaded segment");
   return {};
 }
@@ -163,9 +197,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
   const bool shared = is_shared_object(elf);
-  const auto init = shared ? dt_init(elf) : std::nullopt;
+  const auto hook = shared ? start_hook(elf) : std::nullopt;
   const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0);
-  shim::Config config{blob_vaddr, vaddr, r.table_size, init ? init->dyn.val : elf.header().entry, flags, {}, {}, 0, d.mcount_via,
+  shim::Config config{blob_vaddr, vaddr, r.table_size, hook ? hook->original : elf.header().entry, flags, {}, {}, 0, d.mcount_via,
                       shared ? phdr_vaddr(elf).value_or(0) : 0, shared ? elf.header().phnum : 0u};
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
   // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
@@ -182,13 +216,16 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // the program in Thumb state) and a `bl` target drops.
   const u16 machine = elf.header().machine;
   r.entry = blob_vaddr + h.start;
-  if (init) {  // a shared object starts from its DT_INIT, which now leads to the shim (docs/SHIM.md)
+  if (hook) {  // a shared object starts from its DT_INIT or first init_array entry, which now lead to the shim
     r.entry = 0;
-    r.start_hook.offset = init->offset + elf.codec().word();
-    r.start_hook.len = static_cast<u8>(elf.codec().word());
     u8 value[8];
     elf.codec().put(value, 0, elf.codec().word(), blob_vaddr + h.object_start);
-    std::memcpy(r.start_hook.bytes, value, r.start_hook.len);
+    for (unsigned k = 0; k < hook->count; k++) {
+      elf::Patch& p = r.start_hook.emplace_back();
+      p.offset = hook->words[k];
+      p.len = static_cast<u8>(elf.codec().word());
+      std::memcpy(p.bytes, value, p.len);
+    }
   }
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
   reach.for_each_end([&](const Site& s, arch::CallForm form) {

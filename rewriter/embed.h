@@ -25,8 +25,9 @@ struct RuntimeSegment {
   // RISC-V -pg: the jump to the mcount trampoline that replaces the start of what the sites call
   // (Discovery::mcount_via); len 0 when there is none.
   elf::Patch redirect;
-  // A shared object: its DT_INIT's value made the shim's object start; len 0 in an executable.
-  elf::Patch start_hook;
+  // A shared object: its DT_INIT's value, or its first init_array entry's, made the shim's object
+  // start; none in an executable.
+  std::vector<elf::Patch> start_hook;
 };
 
 // For each site kind and call form, the lowest and the highest prepared site. A call form reaches a

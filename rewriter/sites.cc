@@ -31,17 +31,6 @@ using arch::X86_64;
 constexpr unsigned prologue_scan_bytes = 96;
 constexpr unsigned word_prologue_scan_bytes = 128;
 
-// R_*_RELATIVE of each ISA: a word the loader sets to the load bias plus the addend.
-u32 relative_reloc(arch::Isa isa) {
-  switch (isa) {
-    case arch::Isa::aarch64: return R_AARCH64_RELATIVE;
-    case arch::Isa::ppc64le: return R_PPC64_RELATIVE;
-    case arch::Isa::riscv64: return R_RISCV_RELATIVE;
-    case arch::Isa::thumb2: return R_ARM_RELATIVE;
-    default: return R_X86_64_RELATIVE;
-  }
-}
-
 std::optional<SiteKind> tracer_kind(std::string_view name) {
   name = name.substr(0, name.find('@'));  // strip symbol versions: __fentry__@GLIBC_2.13
   if (name == "__fentry__") return SiteKind::fentry;
@@ -347,7 +336,7 @@ void Discoverer::find_tracer_slots() {
     if (dyn.tag == DT_RELACOUNT) relative_lead = dyn.val;
     if (dyn.tag == DT_RELA) rela_addr = dyn.val;
   }
-  const u32 relative = relative_reloc(isa_);
+  const u32 relative = elf::relative_reloc(elf_.header().machine);
   for (const elf::Section& rel : elf_.sections()) {
     if (rel.type != SHT_RELA && rel.type != SHT_REL) continue;
     if (!(rel.flags & SHF_ALLOC)) continue;  // only dynamic relocations describe final slots
@@ -419,7 +408,7 @@ std::vector<u64> Discoverer::record(const elf::Section& s) const {
         if (rel.type == SHT_RELA && (rel.flags & SHF_ALLOC))
           for (u64 i = 0, n = elf_.reloc_count(rel); i < n; i++) {
             elf::Reloc r = elf_.reloc(rel, i);
-            if (r.type == relative_reloc(isa_) && r.offset >= s.addr && r.offset < s.addr + s.size) addends[r.offset] = r.addend;
+            if (r.type == elf::relative_reloc(elf_.header().machine) && r.offset >= s.addr && r.offset < s.addr + s.size) addends[r.offset] = r.addend;
           }
       if (addends.empty()) addends[0] = 0;  // looked once, found none
     }

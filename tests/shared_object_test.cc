@@ -105,6 +105,18 @@ TEST(SharedObject, AnUnpreparedProgramGetsTracingFromAPreparedLibrary) {
     else EXPECT_NE(a[i], b[i]);
   Proc sites = prepatch({"sites", t.lib});
   EXPECT_NE(sites.out.find("2 sites (0 skipped); prepared binary"), std::string::npos) << sites.out;
+  // ldd and objdump read it as they read the input: the same libraries, the same functions' code but
+  // for the sites.
+  const auto libraries = [](const std::string& so) {
+    std::string out;
+    std::istringstream lines(run({"ldd", so}).out);
+    for (std::string l; std::getline(lines, l);) out += l.substr(0, l.find(" (0x")) + "\n";  // without load addresses
+    return out;
+  };
+  EXPECT_EQ(libraries(t.lib), libraries(t.orig));
+  Proc dump = run({"objdump", "-d", "--no-show-raw-insn", t.lib});
+  EXPECT_EQ(dump.status, 0) << dump.err;
+  EXPECT_NE(dump.out.find("<lib_work>:"), std::string::npos) << dump.out.substr(0, 2000);
 }
 
 // A plugin loaded and unloaded again and again while its sites are enabled: the shim keeps the object
@@ -464,17 +476,36 @@ TEST(SharedObject, RefusedWithAReason) {
   EXPECT_NE(p.err.find("already prepared"), std::string::npos) << p.err;
   EXPECT_FALSE(exists(d / "twice.so"));
 
-  // RISC-V's C library has no _init: its shared objects have no DT_INIT to start from.
-  compile({"riscv64-linux-gnu-gcc", "-O2", "-pg", "-fPIC", "-shared", d / "lib.c", "-o", d / "riscv.so"});
-  p = prepatch({d / "riscv.so", "-o", d / "out.so"});
-  EXPECT_EQ(p.status, 4);
-  EXPECT_NE(p.err.find("RISC-V's C library has no _init"), std::string::npos) << p.err;
-  EXPECT_FALSE(exists(d / "out.so"));
+}
+
+// Without DT_INIT (RISC-V's C library has no _init; here an x86-64 library linked -nostartfiles with a
+// constructor) the shim starts from the first init_array entry, then runs it: the constructor's work
+// is there, and the library is traced.
+TEST(SharedObject, WithoutDtInitTheShimStartsFromTheFirstInitArrayEntry) {
+  TempDir d;
+  write_file(d / "lib.c", std::string(lib_source) + "int ready;\n__attribute__((constructor)) static void init(void) { ready = 42; }\n");
+  write_file(d / "main.c", "#include <stdio.h>\nint lib_work(int);\nextern int ready;\n"
+                           "int main(void) { printf(\"%d %d\\n\", ready, lib_work(10)); return 0; }\n");
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", "-nostartfiles", "-Wl,-soname,libwork.so", d / "lib.c", "-o", d / "libwork.orig.so"});
+  ASSERT_EQ(run({"readelf", "-d", d / "libwork.orig.so"}).out.find("(INIT)"), std::string::npos) << "expected no DT_INIT";
+  compile({"gcc", "-O2", d / "main.c", d / "libwork.orig.so", "-o", d / "main"});
+  const std::string prepared = d / "prepared";
+  mkdir(prepared.c_str(), 0755);
+  Proc p = prepatch({d / "libwork.orig.so", "-o", prepared + "/libwork.so"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  Proc r = run({"env", "LD_LIBRARY_PATH=" + prepared, "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "main"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "42 " + std::to_string(expected(10)) + "\n") << "the constructor did not run";
+  EXPECT_EQ(r.err, "");
+  auto c = counts(prepared + "/libwork.so", d / "c");
+  EXPECT_EQ(c["leaf"], 10);
+  EXPECT_EQ(c["init"], 1) << "the constructor is traced too: the shim started before it";
 }
 
 // The other ISAs (count tracer), under qemu-user: a prepared library in an unprepared program counts
 // exactly; with the program prepared too, the program's runtime serves the process and the library
-// says its sites stay off (the rendezvous page: 64-bit, and ARM32's own).
+// says its sites stay off (the rendezvous page: 64-bit, and ARM32's own). RISC-V's libraries start
+// the shim from their first init_array entry (no DT_INIT there).
 class OtherIsaSharedObject : public ::testing::TestWithParam<std::vector<std::string>> {};
 
 TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndLeavesTheProcessToAPreparedProgram) {
@@ -520,6 +551,8 @@ INSTANTIATE_TEST_SUITE_P(Isas, OtherIsaSharedObject,
                          ::testing::Values(std::vector<std::string>{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
                                            std::vector<std::string>{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
                                            std::vector<std::string>{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
+                                           std::vector<std::string>{"riscv64", "riscv64-linux-gnu-gcc", "-pg"},
+                                           std::vector<std::string>{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
                                            std::vector<std::string>{"arm", "arm-linux-gnueabihf-gcc", "-pg"}),
                          [](const auto& info) {
                            std::string n = info.param[0] + "_" + info.param[2];
