@@ -1,6 +1,6 @@
-// The flavor matrix for shared objects (x86-64): each test program built into a library in every site
-// flavor a shared object can have, with a small executable in the same flavor that calls it
-// (testdata/lib_main.c; tests/CMakeLists.txt builds them). The library and the executable, each
+// The flavor matrix for shared objects: each test program built into a library in every site flavor a
+// shared object can have (x86-64's, and the other ISAs' under qemu-user), with a small executable in
+// the same flavor that calls it (testdata/lib_main.c; tests/CMakeLists.txt builds them). The library and the executable, each
 // prepared or not, in all four combinations: they must behave as built, with tracing off and on; the
 // library's sites are one nop each (objdump), they are the compiler's own records (LIEF), and the ELF
 // reader agrees with LIEF on the prepared library.
@@ -17,7 +17,7 @@ namespace prepatch::test {
 namespace {
 
 struct SoBinary {
-  std::string prog, flavor, exe, lib, obj, flags;
+  std::string prog, flavor, exe, lib, obj, flags, isa;  // isa: empty for the host's (x86-64)
   std::string name() const {
     std::string n = prog + "_" + flavor;
     for (char& c : n)
@@ -27,6 +27,8 @@ struct SoBinary {
   friend void PrintTo(const SoBinary& b, std::ostream* os) { *os << b.lib; }
   bool has(const std::string& flag) const { return (" " + flags + " ").find(" " + flag) != std::string::npos; }
   std::string soname() const { return lib.substr(lib.rfind('/') + 1); }
+  // qemu-user and the binutils for the ISA (support.h's, through a TestBinary of it).
+  TestBinary as_test_binary() const { return {prog, flavor, exe, obj, flags, isa}; }
 };
 
 std::vector<SoBinary> so_manifest() {
@@ -37,7 +39,7 @@ std::vector<SoBinary> so_manifest() {
     for (char c : line)
       if (c == '|') p.emplace_back();
       else p.back().push_back(c);
-    if (p.size() == 6) v.push_back({p[0], p[1], p[2], p[3], p[4], p[5]});
+    if (p.size() == 7) v.push_back({p[0], p[1], p[2], p[3], p[4], p[5], p[6]});
   }
   return v;
 }
@@ -125,9 +127,7 @@ TEST_P(SharedMatrix, AllFourCombinationsBehaveAsBuilt) {
   const std::vector<std::string> args = b.prog == "basic" ? std::vector<std::string>{"12"} : std::vector<std::string>{};
   auto command = [&](const std::string& exe, const std::string& libdir, std::vector<std::string> env) {
     env.insert(env.begin(), "LD_LIBRARY_PATH=" + libdir);
-    std::vector<std::string> argv{exe};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return with_env(env, argv);
+    return with_env(env, b.as_test_binary().exec(exe, args));
   };
   for (const bool lib_prepared : {false, true}) {
     const std::string libdir = d / (lib_prepared ? "prepared" : "built");
@@ -170,7 +170,7 @@ TEST_P(SharedMatrix, EveryLibrarySiteIsOneNop) {
   ASSERT_EQ(p.lib_result.status, 0) << p.lib_result.err;
   auto j = sites_json(p.lib);
   ASSERT_FALSE(j["sites"].empty());
-  auto insns = objdump_insns(p.lib);
+  auto insns = objdump_insns(p.lib, b.as_test_binary().tool("objdump"));
   const std::string kind = b.has("-fpatchable-function-entry") ? "patchable" : b.has("-mfentry") ? "fentry" : "mcount";
   for (const auto& s : j["sites"]) {
     SCOPED_TRACE(s.dump());
@@ -179,7 +179,8 @@ TEST_P(SharedMatrix, EveryLibrarySiteIsOneNop) {
     auto it = insns.find(s["address"].get<unsigned long long>());
     ASSERT_NE(it, insns.end()) << "objdump has no instruction starting at the site";
     EXPECT_EQ(it->second.length, s["length"].get<unsigned>());
-    EXPECT_EQ(it->second.mnemonic.substr(0, 3), "nop") << it->second.mnemonic;
+    // Thumb-2's off form is `pop {lr}` (ldr.w lr, [sp], #4), undoing the push before the site.
+    EXPECT_EQ(b.isa == "arm" ? it->second.mnemonic : it->second.mnemonic.substr(0, 3), b.isa == "arm" ? "ldr.w" : "nop") << it->second.mnemonic;
   }
 }
 
@@ -188,7 +189,7 @@ TEST_P(SharedMatrix, LibrarySitesAreTheFunctionsTheCompilerInstrumented) {
   auto j = sites_json(b.lib);
   std::set<std::string> names;
   for (const auto& s : j["sites"]) names.insert(s["function"].get<std::string>());
-  EXPECT_EQ(names, nm_functions(b.obj));
+  EXPECT_EQ(names, nm_functions(b.obj, b.as_test_binary().tool("nm")));
   EXPECT_EQ(names.size(), j["sites"].size()) << "one site per function";
   expect_sites_are_compiler_records(b.lib, j["sites"]);
   const Prepared& p = prepared(b);
@@ -210,7 +211,7 @@ TEST_P(SharedMatrix, ReaderAgreesWithLiefOnTheLibrary) {
 
 INSTANTIATE_TEST_SUITE_P(SoFlavors, SharedMatrix, ::testing::ValuesIn(so_manifest()), [](const auto& info) { return info.param.name(); });
 
-TEST(SoManifest, CoversEveryProgramAndFlavor) { EXPECT_EQ(so_manifest().size(), 3u * 13u); }
+TEST(SoManifest, CoversEveryProgramAndFlavor) { EXPECT_EQ(so_manifest().size(), 3u * (13u + 6u)); }
 
 }  // namespace
 }  // namespace prepatch::test
