@@ -31,8 +31,9 @@ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=cl
   -DPREPATCH_FUZZ=ON -DPREPATCH_TESTS=OFF -DPREPATCH_WERROR=ON >/dev/null
 cmake --build build-fuzz -j2 >build-fuzz/build.log 2>&1 || { tail -40 build-fuzz/build.log >&2; exit 1; }
 
-# Seeds: small programs in the site forms the preparer knows, some prepared (the already-prepared
-# path), and the trace files two of them write (function and graph), whole and cut short.
+# Seeds: small programs in the site forms the preparer knows, two shared objects, some prepared (the
+# already-prepared path), and the trace files two of them write (function and graph), whole and cut
+# short.
 seeds=build-fuzz/seeds
 if [ ! -f $seeds/done ]; then
   rm -rf $seeds && mkdir -p $seeds/prepare $seeds/trace
@@ -56,6 +57,9 @@ clang|-pg -mfentry
 clang|-fpatchable-function-entry=5 -fcf-protection
 gcc|-O2
 FLAVORS
+  # Shared objects: one with DT_INIT (x86-64), one started from its first init_array entry (RISC-V).
+  gcc -O2 -g0 -pg -mfentry -fPIC -shared -Dmain=prepatch_program_main testdata/basic.c -o $seeds/prepare/libbasic.so
+  riscv64-linux-gnu-gcc -O2 -g0 -pg -fPIC -shared -Dmain=prepatch_program_main testdata/basic.c -o $seeds/prepare/libbasic-riscv.so
   for i in 3 7; do build-fuzz/prepatch -q $seeds/prepare/basic-$i -o $seeds/prepare/basic-$i.prepared; done
   for tracer in function graph; do
     (cd $seeds && PREPATCH_TRACE='*' PREPATCH_TRACER=$tracer PREPATCH_OUTPUT=trace/basic.$tracer \

@@ -156,7 +156,8 @@ int main(int argc, char** argv) {
 // The graph tracer across objects: an unprepared C++ program calls a prepared library, which calls
 // back into the program, which calls into the library again; exceptions thrown in the library pass
 // through the program's frames and are caught in either object. Each function's entries equal the
-// calls the library counted itself, and the frames unwound equal what a model of the program says.
+// calls the library counted itself, and the frames unwound equal what a model of the program says;
+// also with the library loaded by dlopen.
 TEST(SharedObject, GraphTracesExceptionsAndCallbacksAcrossTheProgramAndALibrary) {
   TempDir d;
   write_file(d / "lib.cc", R"(
@@ -226,6 +227,39 @@ int main() {
   for (std::string w; words >> w;) counted[w.substr(0, w.find('='))] = std::stoul(w.substr(w.find('=') + 1));
   EXPECT_EQ(counted.size(), 4u) << want.out;
   EXPECT_EQ(entries, counted);
+
+  // The same library loaded by dlopen: its runtime starts then, after the C++ runtime it needs, and
+  // still follows the exceptions (top catches its own; escape's reach the host).
+  write_file(d / "host.cc", R"(
+#include <dlfcn.h>
+#include <cstdio>
+#include <stdexcept>
+__attribute__((noinline)) int cb(int x) { return x + 1; }
+int main(int argc, char** argv) {
+  void* h = dlopen(argv[1], RTLD_NOW);
+  if (!h) return printf("%s\n", dlerror()), 1;
+  auto top = (int (*)(int, int (*)(int)))dlsym(h, "_Z3topiPFiiE");
+  auto escape = (int (*)(int, int (*)(int)))dlsym(h, "_Z6escapeiPFiiE");
+  long s = 0;
+  for (int i = 0; i < 1000; i++) {
+    s += top(i % 6, cb);
+    try { s += escape(i % 6, cb); } catch (const std::runtime_error&) { s += 1000; }
+  }
+  printf("%ld\n", s);
+}
+)");
+  compile({"g++", "-O2", d / "host.cc", "-o", d / "host", "-ldl"});
+  Proc want_dl = run({d / "host", built + "/libexc.so"});
+  ASSERT_EQ(want_dl.status, 0) << want_dl.out << want_dl.err;
+  Proc dl = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "dl.trace", d / "host", prepared + "/libexc.so"});
+  ASSERT_EQ(dl.status, 0) << dl.err;
+  EXPECT_EQ(dl.out, want_dl.out);
+  trace::Trace td = trace::read_trace(d / "dl.trace");
+  ASSERT_TRUE(td.problems.empty()) << td.problems[0];
+  unsigned long unwound_dl = 0;
+  for (int i = 0; i < 1000; i++)
+    if (i % 6 + 1 > 3) unwound_dl += 2 + 3;
+  EXPECT_EQ(td.unwound, unwound_dl);
 }
 
 // The soak: a prepared plugin dlopen'ed, called and dlclose'd 100,000 times by four threads of an
