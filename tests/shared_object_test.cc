@@ -429,6 +429,64 @@ PyMODINIT_FUNC PyInit_work(void) { return PyModule_Create(&module); }
   EXPECT_EQ(c["lib_work"], 20);
   EXPECT_EQ(c["run_work"], 20);
   EXPECT_EQ(c["PyInit_work"], 1);
+
+  // Toggled live with `prepatch ctl` while four Python threads call into the module: the interpreter
+  // itself asks for each batch (a fifth thread), toggling while the workers run, and over 10 windows
+  // opened while they wait at a barrier, the counts grow by exactly the calls they made.
+  write_file(d / "live.py", R"(
+import json, os, subprocess, sys, threading
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+import work
+prepatch, module, counts_file = sys.argv[1], sys.argv[2], sys.argv[3]
+def ctl(*words):
+    subprocess.run([prepatch, 'ctl', str(os.getpid()), *words], check=True, stdout=subprocess.DEVNULL)
+def counts():
+    rows = json.loads(subprocess.run([prepatch, 'counts', '--json', module, counts_file], check=True, capture_output=True).stdout)
+    c = {r['function']: r['count'] for r in rows}   # a function never called is not listed
+    return lambda f: c.get(f, 0)
+paused, resumed = threading.Barrier(5), threading.Barrier(5)
+pause = stop = False
+calls = [0] * 4
+def worker(k):
+    while not stop:
+        for _ in range(50):
+            assert work.work(30) == 3 * 30 * 29 // 2 + 30
+        calls[k] += 50
+        if pause:                  # between two rounds: wait for the window to open or close
+            paused.wait()
+            resumed.wait()
+def hold():                        # every worker between two rounds
+    global pause
+    pause = True
+    paused.wait()
+def release():
+    global pause
+    pause = False
+    resumed.wait()
+threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]  # a failure here ends them too
+ctl('enable', 'leaf')  # the counts file exists from here on
+for t in threads: t.start()
+exact = 0
+for window in range(10):
+    hold()
+    before, made = counts(), sum(calls)
+    ctl('enable', '*')
+    release()
+    ctl('disable', 'leaf'); ctl('enable', 'leaf')   # batches while they run
+    hold()
+    after, done = counts(), sum(calls)
+    if after('lib_work') - before('lib_work') == done - made and after('run_work') - before('run_work') == done - made:
+        exact += 1
+    release()
+    ctl('disable', 'lib_work,run_work')            # while they run
+stop = True
+for t in threads: t.join()
+print('windows', exact, 'calls', sum(calls))
+)");
+  const std::string live_counts = d / "live.counts";
+  Proc live = run({"timeout", "120", "env", "PREPATCH_COUNTS=" + live_counts, python, d / "live.py", PREPATCH_BIN, d / "work.so", live_counts});
+  ASSERT_EQ(live.status, 0) << live.out << live.err;
+  EXPECT_EQ(live.out.substr(0, live.out.find(" calls")), "windows 10") << live.out << live.err;
 }
 
 // `prepatch ctl` drives the runtime of a prepared library inside an unprepared program (its executable
