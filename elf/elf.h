@@ -128,6 +128,11 @@ class Elf {
   // Entries of a SHT_REL/SHT_RELA section.
   u64 reloc_count(const Section& rel) const;
   Reloc reloc(const Section& rel, u64 i) const;
+  // The file offset of entry `i` (its r_offset; a RELA entry's addend is two words further).
+  u64 reloc_entry_offset(const Section& rel, u64 i) const {
+    const Layout& l = layout_for(codec_.is64);
+    return rel.offset + i * (rel.type == SHT_RELA ? l.rela_size : l.rel_size);
+  }
   std::vector<Reloc> relocations(const Section& rel) const;
 
   std::vector<Dyn> dynamic() const;
@@ -176,10 +181,9 @@ inline Symbol Elf::symbol_fields(const Section& symtab, u64 i) const {
 }
 
 inline Reloc Elf::reloc(const Section& rel, u64 i) const {
-  const Layout& l = layout_for(codec_.is64);
   bool rela = rel.type == SHT_RELA;
   unsigned w = codec_.word();
-  u64 base = rel.offset + i * (rela ? l.rela_size : l.rel_size);
+  u64 base = reloc_entry_offset(rel, i);
   Reloc r;
   r.offset = get(base, w);
   u64 info = get(base + w, w);

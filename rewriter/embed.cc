@@ -99,7 +99,6 @@ std::optional<StartHook> start_hook(const elf::Elf& elf) {
   const auto slot = array && size >= word ? elf.vaddr_to_offset(array, word) : std::nullopt;
   if (!slot) return std::nullopt;
   const u64 in_slot = elf.codec().get(elf.bytes(), *slot, word);
-  const elf::Layout& l = elf::layout_for(elf.codec().is64);
   for (const elf::Section& s : elf.sections()) {
     if (!(s.flags & SHF_ALLOC) || (s.type != SHT_RELA && s.type != SHT_REL)) continue;
     for (u64 i = 0, n = elf.reloc_count(s); i < n; i++) {
@@ -107,7 +106,7 @@ std::optional<StartHook> start_hook(const elf::Elf& elf) {
       if (r.offset != array) continue;
       if (r.type != elf::relative_reloc(elf.header().machine)) return std::nullopt;
       if (s.type == SHT_REL) return StartHook{in_slot, {*slot}, 1};  // the slot holds the addend
-      const u64 addend_at = s.offset + i * l.rela_size + 2 * word;
+      const u64 addend_at = elf.reloc_entry_offset(s, i) + 2 * word;
       const u64 addend = static_cast<u64>(r.addend) & (word == 8 ? ~u64{0} : 0xffffffffu);
       if (in_slot == 0) return StartHook{addend, {addend_at}, 1};
       if (in_slot == addend) return StartHook{addend, {addend_at, *slot}, 2};
@@ -142,14 +141,11 @@ void check_text_relocations(const elf::Elf& elf, u64 textrel_at) {
     if (!(s.flags & SHF_ALLOC)) continue;
     if (s.type == SHT_RELR) refuse(s.offset, "in packed relative relocations (SHT_RELR), which this prepatch does not read");
     if (s.type != SHT_RELA && s.type != SHT_REL) continue;
-    const u64 n = elf.reloc_count(s);
-    const elf::Layout& l = elf::layout_for(elf.codec().is64);
-    const u64 size = s.type == SHT_RELA ? l.rela_size : l.rel_size;
-    for (u64 i = 0; i < n; i++) {
+    for (u64 i = 0, n = elf.reloc_count(s); i < n; i++) {
       const u64 at = elf.reloc(s, i).offset;
       for (const elf::Segment& g : elf.segments())
         if (g.type == PT_LOAD && (g.flags & PF_X) && at < g.vaddr + g.memsz && at + word > g.vaddr)
-          refuse(s.offset + i * size, "whose relocation in " + std::string(s.name) + " writes code at vaddr " + hex(at) +
+          refuse(elf.reloc_entry_offset(s, i), "whose relocation in " + std::string(s.name) + " writes code at vaddr " + hex(at) +
                                                ": the loader would write bytes the shim owns");
     }
   }

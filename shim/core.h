@@ -63,26 +63,34 @@ inline bool str_eq(const char* a, size_t alen, const char* b) {
   return b[i] == 0;
 }
 
+// Whether `s` begins with the `n` bytes of `prefix`.
+inline bool begins_with(const char* s, const char* prefix, size_t n) {
+  size_t i = 0;
+  while (i < n && s[i] == prefix[i]) i++;
+  return i == n;
+}
+
+// The base name of `path` (after its last '/'); nullptr stays nullptr.
+inline const char* base_name(const char* path) {
+  const char* b = path;
+  for (const char* c = path; c && *c; c++)
+    if (*c == '/') b = c + 1;
+  return b;
+}
+
 // The value of environment variable `name` in a NULL-terminated `envp`, or nullptr.
 inline const char* env_get(char** envp, const char* name) {
   const size_t n = str_len(name);
-  for (; envp && *envp; envp++) {
-    const char* e = *envp;
-    size_t i = 0;
-    while (i < n && e[i] == name[i]) i++;
-    if (i == n && e[i] == '=') return e + n + 1;
-  }
+  for (; envp && *envp; envp++)
+    if (begins_with(*envp, name, n) && (*envp)[n] == '=') return *envp + n + 1;
   return nullptr;
 }
 
 // Whether some variable of a NULL-terminated `envp` begins with `prefix` ("PREPATCH_").
 inline bool env_any(char** envp, const char* prefix) {
   const size_t n = str_len(prefix);
-  for (; envp && *envp; envp++) {
-    size_t i = 0;
-    while (i < n && (*envp)[i] == prefix[i]) i++;
-    if (i == n) return true;
-  }
+  for (; envp && *envp; envp++)
+    if (begins_with(*envp, prefix, n)) return true;
   return false;
 }
 

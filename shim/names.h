@@ -99,14 +99,6 @@ inline size_t object_colon(const char* p, size_t n) {
   return n;
 }
 
-// The base name of `path` (after its last '/'); nullptr stays nullptr.
-inline const char* base_name(const char* path) {
-  const char* b = path;
-  for (const char* c = path; c && *c; c++)
-    if (*c == '/') b = c + 1;
-  return b;
-}
-
 class NameForms {
  public:
   // `object`: the base name of the object whose functions are matched (nullptr: not known, and no

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "lief_oracle.h"
+#include "matrix_checks.h"
 #include "support.h"
 
 namespace prepatch::test {
@@ -34,12 +34,6 @@ const Prepared& prepared(const TestBinary& b) {
   p.result = prepatch({b.bin, "-o", p.out});
   p.input_unchanged = read_file(b.bin) == before;
   return cache.emplace(b.bin, std::move(p)).first->second;
-}
-
-nlohmann::json sites_json(const std::string& file) {
-  Proc r = prepatch({"sites", file, "--json"});
-  EXPECT_EQ(r.status, 0) << r.err;
-  return nlohmann::json::parse(r.out);
 }
 
 class Matrix : public ::testing::TestWithParam<TestBinary> {};
@@ -151,13 +145,7 @@ TEST_P(Matrix, SitesAreTheFunctionsTheCompilerInstrumented) {
   // The prepared binary lists the same sites.
   const Prepared& p = prepared(b);
   ASSERT_EQ(p.result.status, 0) << p.result.err;
-  auto pj = sites_json(p.out);
-  ASSERT_EQ(pj["sites"].size(), j["sites"].size());
-  for (size_t i = 0; i < pj["sites"].size(); i++) {
-    EXPECT_EQ(pj["sites"][i]["address"], j["sites"][i]["address"]);
-    EXPECT_EQ(pj["sites"][i]["function"], j["sites"][i]["function"]);
-    EXPECT_EQ(pj["sites"][i]["kind"], j["sites"][i]["kind"]);
-  }
+  expect_same_sites(sites_json(p.out), j);
 }
 
 TEST_P(Matrix, PreparingTwiceIsRefused) {

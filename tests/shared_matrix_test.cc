@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "lief_oracle.h"
+#include "matrix_checks.h"
 #include "support.h"
 
 namespace prepatch::test {
@@ -64,12 +64,6 @@ const Prepared& prepared(const SoBinary& b) {
   p.lib_unchanged = read_file(b.lib) == before;
   p.exe_result = prepatch({b.exe, "-o", p.exe});
   return cache.emplace(b.lib, std::move(p)).first->second;
-}
-
-nlohmann::json sites_json(const std::string& file) {
-  Proc r = prepatch({"sites", file, "--json"});
-  EXPECT_EQ(r.status, 0) << r.err;
-  return r.status == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{{"sites", nlohmann::json::array()}};
 }
 
 // Per function, its count in the counts file `file` that a process wrote for `binary`.
@@ -194,12 +188,7 @@ TEST_P(SharedMatrix, LibrarySitesAreTheFunctionsTheCompilerInstrumented) {
   expect_sites_are_compiler_records(b.lib, j["sites"]);
   const Prepared& p = prepared(b);
   ASSERT_EQ(p.lib_result.status, 0) << p.lib_result.err;
-  auto pj = sites_json(p.lib);
-  ASSERT_EQ(pj["sites"].size(), j["sites"].size());
-  for (size_t i = 0; i < pj["sites"].size(); i++) {
-    EXPECT_EQ(pj["sites"][i]["address"], j["sites"][i]["address"]);
-    EXPECT_EQ(pj["sites"][i]["function"], j["sites"][i]["function"]);
-  }
+  expect_same_sites(sites_json(p.lib), j);
 }
 
 TEST_P(SharedMatrix, ReaderAgreesWithLiefOnTheLibrary) {

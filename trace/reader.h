@@ -14,6 +14,7 @@
 
 #include "rewriter/table.h"
 #include "shim/abi.h"
+#include "shim/core.h"
 
 namespace prepatch::trace {
 
@@ -80,10 +81,7 @@ class TraceFile {
   // The traced object's file as the process loaded it (the header's `object`; empty in files written
   // before it was recorded), and its base name, which OBJECT:FUNCTION globs match.
   std::string object() const { return std::string(h_.object, strnlen(h_.object, sizeof h_.object)); }
-  std::string object_base() const {
-    const std::string o = object();
-    return o.substr(o.rfind('/') + 1);
-  }
+  std::string object_base() const { return shim::base_name(object().c_str()); }
   const Clock& clock() const { return clock_; }
 
   size_t threads() const { return threads_.size(); }  // by tid

@@ -1,5 +1,5 @@
-// The ELF reader checked against LIEF 0.9, an independent parser (tests/lief_oracle.h).
-#include "lief_oracle.h"
+// Checks both flavor matrices share (tests/matrix_checks.h).
+#include "matrix_checks.h"
 
 #include <LIEF/ELF.hpp>
 #include <gtest/gtest.h>
@@ -12,8 +12,24 @@
 
 #include "elf/elf.h"
 #include "elf/mapped_file.h"
+#include "support.h"
 
 namespace prepatch::test {
+
+nlohmann::json sites_json(const std::string& file) {
+  Proc r = prepatch({"sites", file, "--json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  return r.status == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{{"sites", nlohmann::json::array()}};
+}
+
+void expect_same_sites(const nlohmann::json& prepared, const nlohmann::json& input) {
+  ASSERT_EQ(prepared["sites"].size(), input["sites"].size());
+  for (size_t i = 0; i < prepared["sites"].size(); i++) {
+    EXPECT_EQ(prepared["sites"][i]["address"], input["sites"][i]["address"]);
+    EXPECT_EQ(prepared["sites"][i]["function"], input["sites"][i]["function"]);
+    EXPECT_EQ(prepared["sites"][i]["kind"], input["sites"][i]["kind"]);
+  }
+}
 
 // Our reader and LIEF 0.9 must agree on sections, segments and function symbols, before and after.
 void expect_agrees_with_lief(const std::string& path) {

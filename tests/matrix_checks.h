@@ -1,9 +1,18 @@
-// The ELF reader against LIEF 0.9 (Debian's), used read-only as an independent oracle.
+// What the flavor matrices of executables and of shared objects (tests/matrix_test.cc,
+// tests/shared_matrix_test.cc) both check: `prepatch sites`' view, and the ELF reader and the sites
+// against LIEF 0.9 (Debian's), used read-only as an independent oracle.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
 
 namespace prepatch::test {
+
+// `prepatch sites FILE --json` (an expectation that it succeeds; no sites when it fails).
+nlohmann::json sites_json(const std::string& file);
+
+// A prepared binary's sites (`prepared`, sites_json's) are its input's (`input`): the same addresses,
+// functions and kinds, in the same order.
+void expect_same_sites(const nlohmann::json& prepared, const nlohmann::json& input);
 
 // Our reader and LIEF must agree on the sections, segments, function symbols, dynamic section and
 // dynamic relocations of `path` (gtest expectations).
