@@ -30,9 +30,14 @@ TempFile::TempFile(const std::string& target, u64 size) : target_(target) {
   path_ = dir_of(target) + "/." + base_of(target) + ".prepatch-XXXXXX";
   fd_ = ::mkstemp(path_.data());
   if (fd_ < 0) throw IoError(target + ": cannot create a temporary file in " + dir_of(target) + ": " + std::strerror(errno));
+  resize(size);
+}
+
+void TempFile::resize(u64 size) {
   // Its blocks allocated up front, when the file system can: the writes then skip the per-page
   // reservation of delayed allocation (ext4: copying 10.7 MB took 3.5 ms, 2.9 ms after fallocate).
-  if (size > 0 && ::fallocate(fd_, 0, 0, static_cast<off_t>(size)) == 0) return;
+  // fallocate() only grows a file; ftruncate() also cuts what an earlier size left beyond this one.
+  if (size > 0) (void)::fallocate(fd_, 0, 0, static_cast<off_t>(size));
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) fail("cannot size the temporary file");
 }
 

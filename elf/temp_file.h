@@ -16,6 +16,8 @@ class TempFile {
   TempFile& operator=(const TempFile&) = delete;
   ~TempFile();
   int fd() const { return fd_; }
+  // Sets the file's size, its blocks allocated up front where the file system can. Throws IoError.
+  void resize(u64 size);
   void write_at(std::span<const u8> b, u64 off);
   // Copies [from, from+len) of the input to offset `to`: in the kernel (copy_file_range, as cp does)
   // when `src_fd` is open and the kernel can, else from the mapping `src`.

@@ -8,6 +8,8 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <optional>
 
 #include "elf/layout.h"
@@ -104,25 +106,32 @@ u64 Writer::add_segment(std::string section_name, u32 flags, Bytes data, std::ve
   return segs_.back().vaddr;
 }
 
-// Where the input's copy ends: at the input's end, unless everything from some offset on is sections
-// the new segments hold whole copies of (Insert::section), the section name table and the section
-// header table (both written anew behind the segments), or zero padding between them; then at that
-// offset. ld puts .symtab's strings there, so a table that carries them (the preparer's) does not
-// make the file hold them twice. Anything else there (another section, a segment's bytes, data that
-// no header describes) keeps the whole input.
 u64 Writer::copied_end() const {
+  if (segs_.empty()) return in_.bytes().size();
+  std::vector<u32> carried;
+  for (const NewSegment& s : segs_)
+    for (const Insert& i : s.inserts)
+      if (is_copy_of_section(i)) carried.push_back(i.section);
+  return copied_end(carried);
+}
+
+// Where the input's copy ends, given segments appended that carry the sections `carried` whole: at the
+// input's end, unless everything from some offset on is those sections, the section name table and
+// the section header table (both written anew behind the segments), or zero padding between them;
+// then at that offset. ld puts .symtab's strings there, so a table that carries them (the preparer's)
+// does not make the file hold them twice. Anything else there (another section, a segment's bytes,
+// data that no header describes) keeps the whole input.
+u64 Writer::copied_end(std::span<const u32> carried) const {
   const Header& h = in_.header();
   const u64 in_size = in_.bytes().size();
-  if (h.shnum == 0 || segs_.empty()) return in_size;
+  if (h.shnum == 0) return in_size;
   struct Span {
     u64 lo, hi;
   };
   std::vector<Span> renewed = {{h.shoff, h.shoff + h.shnum * layout_for(in_.codec().is64).shdr.size}};
   const auto& secs = in_.sections();
   if (secs[h.shstrndx].has_file_data()) renewed.push_back({secs[h.shstrndx].offset, secs[h.shstrndx].offset + secs[h.shstrndx].size});
-  for (const NewSegment& s : segs_)
-    for (const Insert& i : s.inserts)
-      if (is_copy_of_section(i)) renewed.push_back({secs[i.section].offset, secs[i.section].offset + secs[i.section].size});
+  for (u32 i : carried) renewed.push_back({secs[i].offset, secs[i].offset + secs[i].size});
   std::sort(renewed.begin(), renewed.end(), [](const Span& a, const Span& b) { return a.hi > b.hi; });
   u64 end = in_size;
   for (const Span& r : renewed) {
@@ -134,7 +143,8 @@ u64 Writer::copied_end() const {
   const bool kept = h.phoff + h.phnum * layout_for(in_.codec().is64).phdr.size <= end &&
                     std::all_of(in_.segments().begin(), in_.segments().end(), [&](const Segment& s) { return s.filesz == 0 || s.offset + s.filesz <= end; });
   const bool rest = std::all_of(secs.begin(), secs.end(), [&](const Section& s) {
-    return !s.has_file_data() || s.size == 0 || s.offset + s.size <= end || s.index == h.shstrndx || moved(s.index, end);
+    const bool moved = s.offset >= end && std::find(carried.begin(), carried.end(), s.index) != carried.end();
+    return !s.has_file_data() || s.size == 0 || s.offset + s.size <= end || s.index == h.shstrndx || moved;
   });
   return kept && rest ? end : in_size;
 }
@@ -146,27 +156,48 @@ bool Writer::is_copy_of_section(const Insert& i) const {
   return s.has_file_data() && !(s.flags & SHF_ALLOC) && i.bytes.data() == in_.bytes().data() + s.offset && i.bytes.size() == s.size;
 }
 
-// Whether section `index` is left out of a copy of the input that ends at `end`, its header pointing
-// into a new segment.
-bool Writer::moved(u32 index, u64 end) const {
-  for (const NewSegment& s : segs_)
-    for (const Insert& i : s.inserts)
-      if (i.section == index && is_copy_of_section(i)) return in_.sections()[index].offset >= end;
-  return false;
+void Writer::begin(const std::string& path, int source_fd, std::span<const u32> carried) {
+  constexpr u64 worth_a_thread = 4 << 20;  // a thread's start costs ~0.1 ms; copying 4 MiB ~1 ms
+  const u64 in_size = in_.bytes().size();
+  if (source_fd < 0 || in_size < worth_a_thread || file_) return;
+  std::vector<u32> whole;  // those the new segments can carry: non-allocated ones with file data
+  for (u32 i : carried)
+    if (i != 0 && i < in_.sections().size() && in_.sections()[i].has_file_data() && !(in_.sections()[i].flags & SHF_ALLOC)) whole.push_back(i);
+  early_end_ = copied_end(whole);
+  try {
+    file_ = std::make_unique<TempFile>(path, in_size);
+    early_copy_ = std::make_unique<Copier>(source_fd, file_->fd(), 0, 0, early_end_);
+  } catch (const std::exception&) {  // no file (write() tries again and reports why), or no thread
+    file_.reset();
+    return;
+  }
+  file_path_ = path;
+}
+
+// Where a segment's data goes when the file so far ends at `end`: 16-byte aligned, its offset congruent
+// to its vaddr modulo the largest page alignment.
+u64 Writer::segment_offset(u64 end, u64 vaddr) const {
+  const u64 align = max_load_align();
+  const u64 off = align_up(end, 16);
+  return off + ((vaddr % align) - (off % align) + align) % align;
+}
+
+// The offset in the input of `bytes` when they are part of its mapping.
+std::optional<u64> Writer::input_offset(std::span<const u8> bytes) const {
+  const u64 in_size = in_.bytes().size();
+  const auto in = reinterpret_cast<uintptr_t>(in_.bytes().data()), at = reinterpret_cast<uintptr_t>(bytes.data());
+  if (at >= in && at - in <= in_size && bytes.size() <= in_size - (at - in)) return at - in;
+  return std::nullopt;
 }
 
 void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchStream stream) {
   const Layout& l = layout_for(in_.codec().is64);
   const Header& h = in_.header();
-  const u64 align = max_load_align();
   const u64 copy_end = copied_end();  // the input's bytes that are copied: [0, copy_end)
   u64 size = copy_end;
-  // Each appended segment's file offset is congruent to its vaddr modulo the page alignment.
   for (NewSegment& s : segs_) {
-    u64 off = align_up(size, 16);
-    off += ((s.vaddr % align) - (off % align) + align) % align;
-    s.offset = off;
-    size = off + s.size();
+    s.offset = segment_offset(size, s.vaddr);
+    size = s.offset + s.size();
   }
   u64 shstr_off = 0, shoff = 0;
   if (h.shnum > 0 && !segs_.empty()) {
@@ -219,7 +250,21 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
   };
   pull();
 
-  TempFile tmp(path, size);
+  // The file: begin()'s, with [0, early) of the input in it already, or a new one.
+  if (file_ && path != file_path_) {
+    early_copy_.reset();
+    file_.reset();
+  }
+  const u64 early = early_copy_ ? early_copy_->wait() : 0;
+  if (file_)
+    file_->resize(size);
+  else
+    file_ = std::make_unique<TempFile>(path, size);
+  TempFile& tmp = *file_;
+  auto copy_input = [&](u64 lo, u64 hi) {
+    lo = std::max(lo, early);
+    if (lo < hi) tmp.copy_from(source_fd, lo, lo, hi - lo, in_.bytes());
+  };
   constexpr u64 chunk_size = 256 << 10;
   std::vector<u8> chunk(std::min(chunk_size, copy_end));
   u64 clean_from = 0;  // start of a run of chunks nothing changes, to copy in the kernel
@@ -232,11 +277,11 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
     const u64 hi = lo + c.size();
     if (!touched(lo, hi)) {
       if (hi < copy_end) continue;  // extend the clean run
-      tmp.copy_from(source_fd, clean_from, clean_from, copy_end - clean_from, in_.bytes());
+      copy_input(clean_from, copy_end);
       clean_from = copy_end;
       break;
     }
-    if (clean_from < lo) tmp.copy_from(source_fd, clean_from, clean_from, lo - clean_from, in_.bytes());
+    copy_input(clean_from, lo);
     clean_from = hi;
     std::memcpy(c.data(), in_.bytes().data() + lo, c.size());
     overlay(c, lo, phdrs, h.phoff);
@@ -253,16 +298,22 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
     }
     tmp.write_at(c, lo);
   }
+  // What the early copy put beyond the input's copy and nothing below overwrites (the padding before
+  // each segment) becomes zeros again.
+  static constexpr u8 zeros[4096] = {};
+  for (u64 at = copy_end; const NewSegment& s : segs_) {
+    for (u64 hi = std::min(s.offset, early); at < hi; at += std::min<u64>(hi - at, sizeof zeros))
+      tmp.write_at(std::span<const u8>(zeros, std::min<u64>(hi - at, sizeof zeros)), at);
+    at = s.offset + s.size();
+  }
   for (const NewSegment& s : segs_) {  // its data, with the inserts put in
     u64 from = 0, to = s.offset;
     for (const Insert& i : s.inserts) {
       tmp.write_at(std::span<const u8>(s.data).subspan(from, i.at - from), to);
       to += i.at - from;
       from = i.at;
-      const u64 in_size = in_.bytes().size();
-      const auto in = reinterpret_cast<uintptr_t>(in_.bytes().data()), at = reinterpret_cast<uintptr_t>(i.bytes.data());
-      if (at >= in && at - in <= in_size && i.bytes.size() <= in_size - (at - in))  // part of the input's mapping
-        tmp.copy_from(source_fd, at - in, to, i.bytes.size(), in_.bytes());
+      if (auto off = input_offset(i.bytes))  // part of the input's mapping
+        tmp.copy_from(source_fd, *off, to, i.bytes.size(), in_.bytes());
       else
         tmp.write_at(i.bytes, to);
       to += i.bytes.size();
@@ -324,7 +375,7 @@ std::vector<u8> Writer::section_tail(u64 shstr_off, u64 shoff, u64 copy_end, std
   for (const NewSegment& s : segs_) {
     u64 inserted = 0;  // the inserts' bytes before this one
     for (const Insert& i : s.inserts) {
-      if (moved(i.section, copy_end)) put(i.section, sh.offset, s.offset + i.at + inserted);
+      if (is_copy_of_section(i) && in_.sections()[i.section].offset >= copy_end) put(i.section, sh.offset, s.offset + i.at + inserted);  // left out of the copy
       inserted += i.bytes.size();
     }
     for (const NewSection& n : s.sections) {

@@ -17,15 +17,20 @@
 // given the requested mode, and renamed over the target. On any error the temporary file is removed.
 // The file is streamed through one fixed-size buffer (copy a chunk of the input, apply the patches that
 // fall in it, write it), so memory does not grow with the binary: 24 bytes per patch, nothing per byte.
+// The kernel's copy of the input can start early, on a second thread, while the caller still works
+// out the edits (begin()).
 #pragma once
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "elf/bulk.h"
+#include "elf/copier.h"
 #include "elf/elf.h"
+#include "elf/temp_file.h"
 
 namespace prepatch::elf {
 
@@ -80,6 +85,16 @@ class Writer {
  public:
   explicit Writer(const Elf& in) : in_(in) {}
 
+  // Starts the output early: creates its temporary file beside `path` and has the kernel copy the input
+  // into it (copy_file_range) on a second thread while the caller still works out the edits. Copying
+  // is most of what `cp` does, and working out a large binary's edits takes about as long; write()
+  // then rewrites only the stretches that change. `carried`: the input sections the new segments will
+  // hold whole copies of (Insert::section), so the early copy stops where the output's copy of the
+  // input is going to end. Best effort, and only worth a thread for inputs of a few MiB: without
+  // `source_fd`, for a small input, or when the file cannot be created, it does nothing, and write()
+  // does all (and reports any error).
+  void begin(const std::string& path, int source_fd, std::span<const u32> carried = {});
+
   // Appends a loadable segment holding `data` with `inserts` put in, described by `sections` (offsets
   // in the whole segment; one covering it all when empty); returns its virtual address, the one
   // next_segment_vaddr() announced. Throws InputError when the input has no spare program header slot
@@ -109,14 +124,22 @@ class Writer {
   u64 new_section_count() const;
   void emit_phdrs(std::span<u8> ehdr_phdrs) const;
   u64 copied_end() const;
+  u64 copied_end(std::span<const u32> carried) const;
   bool is_copy_of_section(const Insert& i) const;
-  bool moved(u32 index, u64 end) const;
+  u64 segment_offset(u64 end, u64 vaddr) const;
+  std::optional<u64> input_offset(std::span<const u8> bytes) const;
   std::vector<u8> section_tail(u64 shstr_off, u64 shoff, u64 copy_end, std::span<u8> ehdr) const;
 
   const Elf& in_;
   std::vector<NewSegment> segs_;
   std::vector<Patch> patches_;
   std::optional<u64> entry_;
+  // The output's file, from begin() or write(); begin()'s copy of the input's [0, early_end_) into it,
+  // running while the caller works.
+  std::unique_ptr<TempFile> file_;
+  std::string file_path_;
+  u64 early_end_ = 0;
+  std::unique_ptr<Copier> early_copy_;  // after file_: stopped before the file is closed and removed
 };
 
 // Writes `bytes` to `path` with permission bits `mode` the way Writer::write does: into a temporary file

@@ -225,6 +225,16 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            std::to_string(t->table.entries.size()) + " sites); nothing written");
     return res;
   }
+  // The kernel copies the input into the output's file on a second thread while discovery reads it
+  // (elf::Writer::begin); where the copy may end depends on the names' section, which the table
+  // carries. A broken one is reported by discover(), after what it checks first.
+  elf::Writer w(elf);
+  u32 names_section = 0;
+  try {
+    names_section = function_names(elf).section;
+  } catch (const InputError&) {
+  }
+  w.begin(out_path, source_fd, {&names_section, 1});
   Discovery d = discover(elf);  // refuses other ISAs first, naming e_machine
   if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
   res.prepared = d.prepared;
@@ -274,7 +284,6 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     }
   }
   // One segment after all others: the table, then the shim, which the entry point now starts.
-  elf::Writer w(elf);
   RuntimeSegment rt = runtime_segment(elf, table.finish(), w.next_segment_vaddr(), d, reach);
   std::vector<elf::NewSection> sections = {{std::string(table_section), 0, rt.table_size, 0},
                                            {std::string(shim_section), rt.blob_offset, rt.data.size() + rt.names.size() - rt.blob_offset, SHF_EXECINSTR}};

@@ -227,19 +227,9 @@ Discovery Discoverer::run() {
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
-  // The names' string table is the function symbols' own, up to its last NUL (every name the scan
-  // accepts ends by then), when it starts with the empty name as the ELF specification has it.
-  static constexpr char no_names[] = "";
-  d_.strings = std::span<const char>(no_names, 1);
-  if (functions_) {
-    const elf::Section& names = elf_.symbol_strings(*functions_);
-    auto b = elf_.section_data(names);
-    if (!b.empty() && b[0] == 0) {  // the table's strings_size is 32 bits: names past 4 GiB get none
-      const auto* last = static_cast<const u8*>(::memrchr(b.data(), 0, std::min<u64>(b.size(), UINT32_MAX)));
-      d_.strings = std::span<const char>(reinterpret_cast<const char*>(b.data()), static_cast<size_t>(last - b.data()) + 1);
-      d_.strings_section = names.index;
-    }
-  }
+  const FunctionNames names = function_names(elf_);
+  d_.strings = names.strings;
+  d_.strings_section = names.section;
   const elf::Section* mcount_loc = elf_.section("__mcount_loc");
   const elf::Section* patchable = elf_.section("__patchable_function_entries");
   d_.has_records = mcount_loc || patchable;
@@ -847,5 +837,19 @@ arch::CallForm call_form_of(const elf::Elf& elf, const Site& s) {
 }
 
 Discovery discover(const elf::Elf& elf) { return Discoverer(elf).run(); }
+
+// The names' string table is the function symbols' own, up to its last NUL (every name the scan
+// accepts ends by then), when it starts with the empty name as the ELF specification has it.
+FunctionNames function_names(const elf::Elf& elf) {
+  static constexpr char no_names[] = "";
+  const elf::Section* functions = elf.symtab() ? elf.symtab() : elf.dynsym();
+  if (!functions) return {std::span<const char>(no_names, 1), 0};
+  const elf::Section& names = elf.symbol_strings(*functions);
+  auto b = elf.section_data(names);
+  if (b.empty() || b[0] != 0) return {std::span<const char>(no_names, 1), 0};
+  // The table's strings_size is 32 bits: names past 4 GiB get none.
+  const auto* last = static_cast<const u8*>(::memrchr(b.data(), 0, std::min<u64>(b.size(), UINT32_MAX)));
+  return {std::span<const char>(reinterpret_cast<const char*>(b.data()), static_cast<size_t>(last - b.data()) + 1), names.index};
+}
 
 }  // namespace prepatch

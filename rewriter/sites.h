@@ -97,4 +97,12 @@ arch::CallForm call_form_of(const elf::Elf& elf, const Site& s);
 // Throws InputError for an unsupported ISA ("EM_S390 not supported yet") or malformed tables.
 Discovery discover(const elf::Elf& elf);
 
+// Discovery::strings and strings_section: what the site table's names will be, known before discovery
+// (the preparer's writer starts copying the input early and wants to know where its copy may end).
+struct FunctionNames {
+  std::span<const char> strings;
+  u32 section = 0;
+};
+FunctionNames function_names(const elf::Elf& elf);
+
 }  // namespace prepatch

@@ -2,6 +2,7 @@
 // and the writer's appended segment.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 
 #include "elf/bulk.h"
@@ -9,6 +10,7 @@
 #include "elf/layout.h"
 #include "elf/mapped_file.h"
 #include "elf/writer.h"
+#include "rewriter/prepare.h"
 #include "support.h"
 
 namespace prepatch::test {
@@ -186,6 +188,99 @@ TEST(Elf, WriterPutsInsertsIntoAnAppendedSegment) {
     auto got = out.bytes_at(vaddr, 12);
     EXPECT_EQ(std::vector<u8>(got.begin(), got.end()), want);
   }
+}
+
+// A real program over 4 MiB (6 MiB of .rodata), where the writer starts the kernel's copy of the input
+// on a second thread before it knows the edits (Writer::begin). Built once for the tests below.
+const std::string& big_program() {
+  static const std::string path = [] {
+    static TempDir d;
+    write_file(d / "big.c",
+               "#include <stdio.h>\n"
+               "static const unsigned char big[6 << 20] = {1, 2, 3};\n"
+               "__attribute__((noinline)) int f(int x) { return x + big[x % 3]; }\n"
+               "int main(int argc, char** argv) { printf(\"%d\\n\", f(argc)); return 0; }\n");
+    Proc r = run({"gcc", "-O1", "-pg", "-mfentry", d / "big.c", "-o", d / "big"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return d / "big";
+  }();
+  return path;
+}
+
+// The output with the early copy equals the one written without it (source_fd -1: through memory),
+// byte for byte: where .strtab ends the input (its copy left out, so the early copy had written input
+// bytes past the output's copy of the input, which must not survive in the padding) and where a payload
+// follows it (the input copied whole).
+TEST(Writer, EarlyCopyWritesTheSameBytes) {
+  TempDir d;
+  const std::string payload = "an appended payload";
+  write_file(d / "payload", read_file(big_program()) + payload, 0755);
+  for (const std::string& in_path : {big_program(), d / "payload"}) {
+    SCOPED_TRACE(in_path);
+    MappedFile in(in_path);
+    ASSERT_GT(in.bytes().size(), 4u << 20);
+    elf::Elf e(in.bytes(), in_path);
+    ASSERT_EQ(prepare(e, d / "early", 0755, in.fd()).outcome, PrepareOutcome::written);
+    ASSERT_EQ(prepare(e, d / "plain", 0755, -1).outcome, PrepareOutcome::written);
+    const std::string early = read_file(d / "early");
+    EXPECT_TRUE(early == read_file(d / "plain")) << "the outputs differ";
+    MappedFile out(d / "early");
+    elf::Elf o(out.bytes(), "early");
+    EXPECT_EQ(o.section(".strtab")->offset == e.section(".strtab")->offset, in_path != big_program()) << "the payload keeps the input whole";
+    Proc a = run({in_path}), b = run({d / "early"});
+    EXPECT_EQ(b.status, 0) << b.err;
+    EXPECT_EQ(a.out, b.out);
+    // With one CPU there is no second thread (elf/copier.h): the same bytes again.
+    Proc one = run({"taskset", "-c", "0", PREPATCH_BIN, "-q", in_path, "-o", d / "one-cpu"});
+    ASSERT_EQ(one.status, 0) << one.err;
+    EXPECT_TRUE(read_file(d / "one-cpu") == early) << "the outputs differ";
+  }
+  EXPECT_EQ(list_dir(d.path()).size(), 4u) << "a temporary file was left behind";
+}
+
+// Writer::begin is a head start, not a promise: told the wrong sections (here none, while the segment
+// then carries .strtab), or written to another path, or never written, the writer still writes the
+// same bytes, to the right place, and leaves no temporary file behind.
+TEST(Writer, EarlyCopyWithWrongHintsOrNoWrite) {
+  TempDir d;
+  MappedFile in(big_program());
+  elf::Elf e(in.bytes(), "big");
+  const elf::Section* strtab = e.section(".strtab");
+  ASSERT_NE(strtab, nullptr);
+  const std::span<const u8> names = in.bytes().subspan(strtab->offset, strtab->size);
+  auto build = [&](elf::Writer& w) {
+    const u8 patch[] = {0x90};
+    w.patch(e.header().entry, patch);
+    w.add_segment({}, PF_R, Bytes{1, 2, 3, 4}, {{"__names", 0, 4 + names.size(), 0}}, {{4, names, strtab->index}});
+  };
+  {
+    elf::Writer w(e);
+    build(w);
+    w.write(d / "plain", 0644);
+  }
+  const std::string want = read_file(d / "plain");
+  ASSERT_LT(want.size(), in.bytes().size() + 4096) << ".strtab is held once";
+  {
+    elf::Writer w(e);
+    w.begin(d / "no-hint", in.fd());
+    build(w);
+    w.write(d / "no-hint", 0644, in.fd());
+  }
+  EXPECT_TRUE(read_file(d / "no-hint") == want);
+  {
+    elf::Writer w(e);
+    w.begin(d / "begun", in.fd(), std::array<u32, 1>{strtab->index});
+    build(w);
+    w.write(d / "elsewhere", 0644, in.fd());
+  }
+  EXPECT_TRUE(read_file(d / "elsewhere") == want);
+  {
+    elf::Writer w(e);
+    w.begin(d / "never", in.fd(), std::array<u32, 1>{strtab->index});
+  }
+  EXPECT_FALSE(exists(d / "never"));
+  EXPECT_FALSE(exists(d / "begun"));
+  EXPECT_EQ(list_dir(d.path()).size(), 3u) << "a temporary file was left behind";
 }
 
 TEST(Elf, WriterRefusesWhenNoSpareProgramHeader) {
