@@ -543,7 +543,13 @@ TEST(ShimStress, PatchableEntrySites) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   stress("live-pfe5", "", 2000);
 }
-TEST(ShimStress, SignalFallbackForced) { stress("live-fentry", "signal", 10000); }
+// Each signal round waits until every busy worker has run its handler: with 4 workers and the batch on
+// 2 cores that is a scheduler's time slice or so, ~20-40 ms a toggle depending on the host, so the
+// default run toggles 2,000 times; PREPATCH_TEST_SIGNAL_TOGGLES=10000 is the soak.
+TEST(ShimStress, SignalFallbackForced) {
+  const char* n = std::getenv("PREPATCH_TEST_SIGNAL_TOGGLES");
+  stress("live-fentry", "signal", n ? std::atoi(n) : 2000);
+}
 // AArch64 and PPC64le under qemu-user, which passes membarrier through to this kernel. qemu runs the
 // guest's threads on host threads but does not reproduce a real core's instruction fetch: the checker
 // (tests/plan_test.cc) is what covers racing fetches; this covers the shim's code paths. The signal
