@@ -149,6 +149,7 @@ struct Object {
   u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1
   const u8* phdr;  // the program headers, as the kernel reported them (AT_PHDR)
   u64 phnum;
+  u64 table_addr, table_size;  // the __patch_sites table, at run time
   TableView table;
   int table_state;  // 0 unchecked, 1 sound, -1 malformed
   u8* site;         // per site: site_on, site_in_batch, site_outside bits
@@ -448,6 +449,7 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 // and the executable's and that execution is not secure: the settings, the handlers, the hooks, and
 // the sites PREPATCH_TRACE names.
 void start(char** envp) {
+  g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
   if (!claim_process(envp)) return;
   const Settings set = parse_settings(envp, sys::isa);
   g.disabled = set.error;
@@ -488,7 +490,7 @@ void start(char** envp) {
 #endif
   const bool fork_handlers = !g.disabled && register_fork_handlers();
   if (!g.disabled) g.pthread_got = give_threads_altstacks();
-  if (!g.disabled && g.wx_strict) wx_start(fork_handlers);
+  if (!g.disabled && g.wx_strict) wx_start(g.obj, fork_handlers);
   const char* trace = set.trace;
   if (!trace || !*trace) return;
   if (g.disabled) return say("tracing is off: ", g.disabled);
