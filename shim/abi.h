@@ -69,6 +69,17 @@ inline constexpr u64 config_shared_object = 2;
 // 64-bit processes, another below 2 GiB for 32-bit ones (ARM32).
 inline constexpr u64 rendezvous_page_64 = 0x7e5e00000000, rendezvous_page_32 = 0x7e5e0000;
 inline constexpr u64 rendezvous_page = sizeof(void*) == 8 ? rendezvous_page_64 : rendezvous_page_32;
+// What the page begins with: the magic (written last, so a reader that sees it sees the rest), and the
+// version of what the page means to the runtimes that meet there. Objects whose runtimes hold other
+// versions cannot share one runtime: the one that finds the page says so and leaves its sites off.
+// Version 0 is the page of the runtimes that wrote only the magic (before 2026-12-04).
+struct RendezvousHeader {
+  u64 magic;
+  u32 abi;
+  u32 reserved;
+};
+inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
+inline constexpr u32 runtime_abi = 1;
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
 // and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to

@@ -407,6 +407,30 @@ bool executable_prepared() {
   return false;
 }
 
+// Why the rendezvous page, found taken, leaves this object's sites off: another runtime of this version
+// serves the process (one runtime for several objects is not built yet), one of another version does
+// (RendezvousHeader::abi), or the address holds something that is not a runtime's page. The page is
+// read through process_vm_readv, which fails where a plain read would fault (another mapping there,
+// unreadable).
+const char* why_taken(char* buf, unsigned size) {
+  RendezvousHeader h{};
+  struct IoVec {
+    void* base;
+    uptr len;
+  } here{&h, sizeof h}, there{reinterpret_cast<void*>(rendezvous_page), sizeof h};
+  const long pid = call(sys::nr_getpid);
+  const bool read = call(sys::nr_process_vm_readv, pid, reinterpret_cast<long>(&here), 1, reinterpret_cast<long>(&there), 1, 0) == sizeof h;
+  if (read && h.magic == rendezvous_magic && h.abi == runtime_abi)
+    return "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)";
+  Text t(buf, size - 1);
+  if (read && h.magic == rendezvous_magic)
+    t.str("the runtime serving this process came with an object prepared by another prepatch version (runtime ABI ").num(h.abi).str(", this object's ").num(runtime_abi).ch(')');
+  else
+    t.str("something other than a prepatch runtime is mapped at 0x").hex(rendezvous_page).str(", where the runtimes of prepared objects meet");
+  buf[t.size()] = 0;
+  return buf;
+}
+
 // Claims the process for this object's runtime; false when another prepared object's runtime serves
 // it, or will: a prepared executable's, which starts after the libraries loaded with it. Where the
 // kernel cannot map at a fixed address without replacing (before 4.17), an executable's runtime goes
@@ -423,14 +447,16 @@ bool claim_process(char** envp) {
   const long r = call(sys::nr_mmap, static_cast<long>(rendezvous_page), 4096, sys::prot_read | sys::prot_write,
                       sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
   if (static_cast<u64>(r) == rendezvous_page) {
-    // "PPRUNTM\1", stored as a number: a string copied to a constant address makes some compilers
+    auto* page = reinterpret_cast<RendezvousHeader*>(rendezvous_page);
+    // The magic is a number, not a string: a string copied to a constant address makes some compilers
     // keep that address, minus the string's, in a table the blob could not relocate.
-    *reinterpret_cast<volatile u64*>(rendezvous_page) = 0x014d544e55525050;
+    page->abi = runtime_abi;
+    __atomic_store_n(&page->magic, rendezvous_magic, __ATOMIC_RELEASE);
     return true;
   }
   if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);  // mapped elsewhere: the flag is unknown
-  if (r == -17 /* EEXIST */)
-    return stand_down("another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)");
+  char buf[200];
+  if (r == -17 /* EEXIST */) return stand_down(why_taken(buf, sizeof buf));
   if (shared)
     return stand_down("the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17, at the address "
                       "docs/SHIM.md names)");

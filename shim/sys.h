@@ -39,6 +39,7 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 
 // System call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 enum : long {
+  nr_process_vm_readv = 310,
   nr_read = 0, nr_write = 1, nr_close = 3, nr_fstat = 5, nr_mmap = 9, nr_mprotect = 10, nr_munmap = 11, nr_madvise = 28,
   nr_rt_sigaction = 13, nr_rt_sigprocmask = 14, nr_nanosleep = 35, nr_getpid = 39,
   nr_ftruncate = 77, nr_renameat2 = 316, nr_unlinkat = 263, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
@@ -75,6 +76,7 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 // System call numbers (include/uapi/asm-generic/unistd.h; riscv_flush_icache: arch/riscv's own).
 enum : long {
   nr_riscv_flush_icache = 259,
+  nr_process_vm_readv = 270,
   nr_read = 63, nr_write = 64, nr_close = 57, nr_fstat = 80, nr_mmap = 222, nr_mprotect = 226, nr_munmap = 215, nr_madvise = 233,
   nr_rt_sigaction = 134, nr_rt_sigprocmask = 135, nr_nanosleep = 101, nr_getpid = 172,
   nr_ftruncate = 46, nr_renameat2 = 276, nr_unlinkat = 35, nr_geteuid = 175, nr_gettid = 178, nr_getdents64 = 61,
@@ -110,6 +112,7 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 // private call: cleans the data cache and invalidates the instruction cache over a range, on every core.
 enum : long {
   nr_cacheflush = 0x0f0002,
+  nr_process_vm_readv = 376,
   nr_read = 3, nr_write = 4, nr_close = 6, nr_fstat = 108, nr_mmap = 192, nr_mprotect = 125, nr_munmap = 91, nr_madvise = 220,
   nr_rt_sigaction = 174, nr_rt_sigprocmask = 175, nr_nanosleep = 162, nr_getpid = 20,
   nr_ftruncate = 93, nr_renameat2 = 382, nr_unlinkat = 328, nr_geteuid = 201, nr_gettid = 224, nr_getdents64 = 217,
@@ -138,6 +141,7 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 
 // System call numbers (arch/powerpc/kernel/syscalls/syscall.tbl, 64-bit).
 enum : long {
+  nr_process_vm_readv = 351,
   nr_read = 3, nr_write = 4, nr_close = 6, nr_fstat = 108, nr_mmap = 90, nr_mprotect = 125, nr_munmap = 91, nr_madvise = 205,
   nr_rt_sigaction = 173, nr_rt_sigprocmask = 174, nr_nanosleep = 162, nr_getpid = 20,
   nr_ftruncate = 93, nr_renameat2 = 357, nr_unlinkat = 292, nr_geteuid = 49, nr_gettid = 207, nr_getdents64 = 202,

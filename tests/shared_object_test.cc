@@ -330,6 +330,7 @@ int main(int argc, char** argv) {
   printf("%ld\n", total);
   return 0;
 }
+
 )");
   for (const char* name : {"one", "two"})
     compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / (std::string(name) + ".orig.so")});
@@ -347,6 +348,51 @@ int main(int argc, char** argv) {
   Proc quiet = run({d / "host", d / "one.so", d / "two.so"});
   EXPECT_EQ(quiet.out, r.out);
   EXPECT_EQ(quiet.err, "");
+}
+
+// The rendezvous page holds a runtime of another prepatch version (a number other than this runtime's
+// after the magic), or something that is no runtime's page at all (here unreadable): a prepared plugin
+// says which, once, leaves its sites off, and runs as built (docs/SHIM.md, "One runtime per process").
+TEST(SharedObject, AnotherVersionsRuntimeOrAForeignPageLeavesTheSitesOff) {
+  TempDir d;
+  write_file(d / "plugin.c", lib_source);
+  write_file(d / "host.c", R"(
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+int main(int argc, char** argv) {
+  const int other_version = strcmp(argv[2], "version") == 0;
+  uint64_t* page = mmap((void*)0x7e5e00000000, 4096, other_version ? PROT_READ | PROT_WRITE : PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (page != (void*)0x7e5e00000000) return printf("cannot map the page\n"), 1;
+  if (other_version) page[0] = 0x014d544e55525050, page[1] = 99;
+  void* h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!h) return printf("dlopen: %s\n", dlerror()), 1;
+  printf("%d\n", ((int (*)(int))dlsym(h, "lib_work"))(100));
+  return 0;
+}
+)");
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / "plugin.orig.so"});
+  compile({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
+  ASSERT_EQ(prepatch({"-q", d / "plugin.orig.so", "-o", d / "plugin.so"}).status, 0);
+  const std::pair<const char*, const char*> cases[] = {
+      {"version", "prepatch: this shared object's sites stay off: the runtime serving this process came with an object prepared by another "
+                  "prepatch version (runtime ABI 99, this object's 1)\n"},
+      {"foreign", "prepatch: this shared object's sites stay off: something other than a prepatch runtime is mapped at 0x00007e5e00000000, where "
+                  "the runtimes of prepared objects meet\n"}};
+  for (const auto& [page, message] : cases) {
+    SCOPED_TRACE(page);
+    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", d / "plugin.so", page});
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_EQ(r.out, std::to_string(expected(100)) + "\n");
+    EXPECT_EQ(r.err, message);
+    EXPECT_FALSE(exists(d / "c")) << "no counts: the sites stayed off";
+    Proc quiet = run({d / "host", d / "plugin.so", page});
+    EXPECT_EQ(quiet.out, r.out);
+    EXPECT_EQ(quiet.err, "") << "nothing asked for, nothing said";
+  }
 }
 
 // Globs that name the object, OBJECT:FUNCTION (README.md, "Names"): OBJECT is the base name of the
