@@ -250,6 +250,7 @@ std::vector<Dyn> Elf::dynamic() const {
     unsigned w = codec_.word();
     for (u64 off = 0; off + l.dyn_size <= s.filesz; off += l.dyn_size) {
       Dyn d;
+      d.offset = s.offset + off;
       u64 tag = get(s.offset + off, w);
       d.tag = codec_.is64 ? static_cast<i64>(tag) : static_cast<i64>(static_cast<std::int32_t>(tag));
       d.val = get(s.offset + off + w, w);

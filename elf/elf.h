@@ -92,6 +92,7 @@ struct Reloc {
 struct Dyn {
   i64 tag = 0;
   u64 val = 0;
+  u64 offset = 0;  // the entry's file offset
 };
 
 std::string_view machine_name(u16 machine);  // "EM_X86_64", "EM_AARCH64", ...

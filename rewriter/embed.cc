@@ -58,23 +58,6 @@ bool is_shared_object(const elf::Elf& elf) {
   return !dyn.empty();
 }
 
-// The dynamic section's entries with their file offsets (in the one PT_DYNAMIC), up to DT_NULL.
-struct DynAt {
-  elf::Dyn dyn;
-  u64 offset;
-};
-std::vector<DynAt> dynamic_at(const elf::Elf& elf) {
-  std::vector<DynAt> out;
-  const auto dyn = elf.dynamic();
-  for (const elf::Segment& s : elf.segments())
-    if (s.type == PT_DYNAMIC) {
-      const u64 size = 2 * elf.codec().word();
-      for (size_t i = 0; i < dyn.size(); i++) out.push_back({dyn[i], s.offset + i * size});
-      break;
-    }
-  return out;
-}
-
 // Where a shared object's shim starts (docs/SHIM.md, "Shared objects"): its DT_INIT, which ld.so
 // calls before the object's constructors; or, where there is none (RISC-V: its C library has no
 // _init), the first DT_INIT_ARRAY entry, which runs before the others, through the R_*_RELATIVE
@@ -87,14 +70,14 @@ struct StartHook {
   unsigned count = 0;
 };
 std::optional<StartHook> start_hook(const elf::Elf& elf) {
-  const auto dyn = dynamic_at(elf);
+  const auto dyn = elf.dynamic();
   const u64 word = elf.codec().word();
-  for (const DynAt& d : dyn)
-    if (d.dyn.tag == DT_INIT) return StartHook{d.dyn.val, {d.offset + word}, 1};
+  for (const elf::Dyn& d : dyn)
+    if (d.tag == DT_INIT) return StartHook{d.val, {d.offset + word}, 1};
   u64 array = 0, size = 0;
-  for (const DynAt& d : dyn) {
-    if (d.dyn.tag == DT_INIT_ARRAY) array = d.dyn.val;
-    if (d.dyn.tag == DT_INIT_ARRAYSZ) size = d.dyn.val;
+  for (const elf::Dyn& d : dyn) {
+    if (d.tag == DT_INIT_ARRAY) array = d.val;
+    if (d.tag == DT_INIT_ARRAYSZ) size = d.val;
   }
   const auto slot = array && size >= word ? elf.vaddr_to_offset(array, word) : std::nullopt;
   if (!slot) return std::nullopt;
@@ -160,9 +143,9 @@ std::string cannot_embed(const elf::Elf& elf) {
   if (elf.header().type == ET_EXEC) return {};
   if (elf.header().type != ET_DYN) return "expected an executable or a shared object (ET_EXEC or ET_DYN)";
   if (!is_shared_object(elf)) return {};
-  const auto dyn = dynamic_at(elf);
-  for (const DynAt& d : dyn)
-    if (d.dyn.tag == DT_TEXTREL || (d.dyn.tag == DT_FLAGS && (d.dyn.val & DF_TEXTREL))) check_text_relocations(elf, d.offset);
+  const auto dyn = elf.dynamic();
+  for (const elf::Dyn& d : dyn)
+    if (d.tag == DT_TEXTREL || (d.tag == DT_FLAGS && (d.val & DF_TEXTREL))) check_text_relocations(elf, d.offset);
   if (!start_hook(elf))
     elf.fail(dyn.empty() ? 0 : dyn.front().offset,
              "expected a DT_INIT entry in the shared object's dynamic section, or a first DT_INIT_ARRAY entry that a relative "
