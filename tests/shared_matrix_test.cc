@@ -66,16 +66,6 @@ const Prepared& prepared(const SoBinary& b) {
   return cache.emplace(b.lib, std::move(p)).first->second;
 }
 
-// Per function, its count in the counts file `file` that a process wrote for `binary`.
-std::map<std::string, unsigned long> counts(const std::string& binary, const std::string& file) {
-  Proc c = prepatch({"counts", "--json", binary, file});
-  EXPECT_EQ(c.status, 0) << c.err;
-  std::map<std::string, unsigned long> out;
-  if (c.status == 0)
-    for (const auto& row : nlohmann::json::parse(c.out)) out[row["function"]] = row["count"];
-  return out;
-}
-
 // What each program's functions must have been called, by the program's own account (basic prints
 // its counters) or by construction (threads: 4 workers of 100,000 steps; many: each of 512 once).
 std::map<std::string, unsigned long> expected_calls(const SoBinary& b, const std::string& out) {
@@ -148,10 +138,10 @@ TEST_P(SharedMatrix, AllFourCombinationsBehaveAsBuilt) {
       const std::string stood_down = "prepatch: this shared object's sites stay off: the prepared executable's runtime serves this process";
       EXPECT_EQ(on.err.find(stood_down) != std::string::npos, exe_prepared && lib_prepared) << on.err;
       if (exe_prepared) {
-        EXPECT_EQ(counts(p.exe, file)["main"], 1u);
+        EXPECT_EQ(function_counts(p.exe, file)["main"], 1);
       } else if (lib_prepared) {
-        auto got = counts(p.lib, file);
-        for (const auto& [function, n] : calls) EXPECT_EQ(got[function], n) << function;
+        auto got = function_counts(p.lib, file);
+        for (const auto& [function, n] : calls) EXPECT_EQ(got[function], static_cast<long>(n)) << function;
       } else {
         EXPECT_FALSE(exists(file)) << "nothing prepared, nothing written";
       }

@@ -32,16 +32,6 @@ void compile(const std::vector<std::string>& argv) {
   ASSERT_EQ(cc.status, 0) << cc.err;
 }
 
-// Per function, its count in a counts file the process wrote for `binary`.
-std::map<std::string, long> counts(const std::string& binary, const std::string& file) {
-  Proc c = prepatch({"counts", "--json", binary, file});
-  EXPECT_EQ(c.status, 0) << c.err;
-  std::map<std::string, long> out;
-  if (c.status != 0) return out;
-  for (const auto& row : nlohmann::json::parse(c.out)) out[row["function"]] = row["count"];
-  return out;
-}
-
 // readelf's view of the dynamic section, one line per entry, without the file name.
 std::vector<std::string> dynamic_entries(const std::string& so) {
   std::istringstream lines(run({"readelf", "-dW", so}).out);
@@ -80,7 +70,7 @@ TEST(SharedObject, AnUnpreparedProgramGetsTracingFromAPreparedLibrary) {
   Proc traced = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c", t.main, "1000"});
   ASSERT_EQ(traced.status, 0) << traced.err;
   EXPECT_EQ(traced.out, want);
-  auto c = counts(t.lib, t.d / "c");
+  auto c = function_counts(t.lib, t.d / "c");
   EXPECT_EQ(c["leaf"], 1000);
   EXPECT_EQ(c["lib_work"], 1);
 
@@ -148,7 +138,7 @@ int main(int argc, char** argv) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::to_string(50 * expected(100)) + "\n");
   EXPECT_EQ(r.err, "");
-  auto c = counts(d / "plugin.so", d / "c");
+  auto c = function_counts(d / "plugin.so", d / "c");
   EXPECT_EQ(c["leaf"], 50 * 100);
   EXPECT_EQ(c["lib_work"], 50);
 }
@@ -283,7 +273,7 @@ TEST(SharedObject, PluginSoakLoadUnloadAndToggleFromFiveThreads) {
   EXPECT_GE(toggles, 10) << "the batches hardly overlapped the cycles";
   EXPECT_GT(early, 0);
   EXPECT_LE(late - early, 1024) << "anonymous memory grew by " << late - early << " KiB over 90,000 cycles";
-  auto c = counts(d / "plugin.so", d / "c");
+  auto c = function_counts(d / "plugin.so", d / "c");
   // (Not equal to each other: a batch may land between a call of plugin_work and its call of sum.)
   for (const char* f : {"plugin_work", "sum", "mix"}) EXPECT_GT(c[f], 0) << f;
 
@@ -305,7 +295,7 @@ TEST(SharedObject, OneRuntimePerProcess) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::to_string(expected(10)) + "\n");
   EXPECT_NE(r.err.find("this shared object's sites stay off: the prepared executable's runtime serves this process"), std::string::npos) << r.err;
-  auto c = counts(t.d / "main.both", t.d / "c");
+  auto c = function_counts(t.d / "main.both", t.d / "c");
   EXPECT_EQ(c["main"], 1);
   Proc plain = run({t.d / "main.both", "10"});
   EXPECT_EQ(plain.out, r.out);
@@ -342,7 +332,7 @@ int main(int argc, char** argv) {
   EXPECT_EQ(r.out, std::to_string(2 * expected(100)) + "\n");
   EXPECT_EQ(r.err, "prepatch: this shared object's sites stay off: another prepared object's runtime serves this process (one runtime serving "
                    "several objects is not supported yet)\n");
-  auto c = counts(d / "one.so", d / "c");
+  auto c = function_counts(d / "one.so", d / "c");
   EXPECT_EQ(c["leaf"], 100);
   EXPECT_EQ(c["lib_work"], 1);
   Proc quiet = run({d / "host", d / "one.so", d / "two.so"});
@@ -406,7 +396,7 @@ TEST(SharedObject, GlobsNameTheObjectAsWellAsTheFunction) {
     Proc r = run({"env", "PREPATCH_TRACE=" + globs, "PREPATCH_COUNTS=" + file, t.main, "1000"});
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, std::to_string(expected(1000)) + "\n");
-    std::map<std::string, long> c = exists(file) ? counts(t.lib, file) : std::map<std::string, long>{};
+    std::map<std::string, long> c = exists(file) ? function_counts(t.lib, file) : std::map<std::string, long>{};
     return std::make_pair(c, r.err);
   };
   auto [only_leaf, err1] = traced("libwork.so:leaf");
@@ -470,7 +460,7 @@ PyMODINIT_FUNC PyInit_work(void) { return PyModule_Create(&module); }
   Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", python, "-c", script});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::to_string(20 * expected(50)) + "\n");
-  auto c = counts(d / "work.so", d / "c");
+  auto c = function_counts(d / "work.so", d / "c");
   EXPECT_EQ(c["leaf"], 20 * 50);
   EXPECT_EQ(c["lib_work"], 20);
   EXPECT_EQ(c["run_work"], 20);
@@ -569,7 +559,7 @@ int main(void) {
   auto [status, out] = p.finish();
   ASSERT_EQ(status, 0) << out;
   EXPECT_EQ(out, std::to_string(3 * expected(10)) + "\n");
-  auto c = counts(t.lib, t.d / "c");
+  auto c = function_counts(t.lib, t.d / "c");
   EXPECT_EQ(c["leaf"], 30);
   EXPECT_EQ(c.count("lib_work") ? c["lib_work"] : 0, 0);
 
@@ -635,7 +625,7 @@ TEST(SharedObject, WithoutDtInitTheShimStartsFromTheFirstInitArrayEntry) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "42 " + std::to_string(expected(10)) + "\n") << "the constructor did not run";
   EXPECT_EQ(r.err, "");
-  auto c = counts(prepared + "/libwork.so", d / "c");
+  auto c = function_counts(prepared + "/libwork.so", d / "c");
   EXPECT_EQ(c["leaf"], 10);
   EXPECT_EQ(c["init"], 1) << "the constructor is traced too: the shim started before it";
 }
@@ -675,14 +665,14 @@ TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndLeavesTheProcessToAPrepare
   Proc on = in(prepared, d / "main", {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"});
   EXPECT_EQ(on.out, want);
   EXPECT_EQ(on.err, plain.err);
-  auto c = counts(prepared + "/libwork.so", d / "c");
+  auto c = function_counts(prepared + "/libwork.so", d / "c");
   EXPECT_EQ(c["leaf"], 1000);
   EXPECT_EQ(c["lib_work"], 1);
   Proc both = in(prepared, d / "main.prepared", {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c2"});
   EXPECT_EQ(both.out, want);
   EXPECT_NE(both.err.find("this shared object's sites stay off: the prepared executable's runtime serves this process"), std::string::npos)
       << both.err;
-  EXPECT_EQ(counts(d / "main.prepared", d / "c2")["main"], 1);
+  EXPECT_EQ(function_counts(d / "main.prepared", d / "c2")["main"], 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, OtherIsaSharedObject,

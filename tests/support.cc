@@ -14,6 +14,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
 namespace prepatch::test {
 
 int spawn(const std::vector<std::string>& argv, const std::string& cwd, int in, int out, int err) {
@@ -263,6 +266,15 @@ std::map<unsigned long long, Insn> objdump_insns(const std::string& bin, const s
     m[addr] = insn;
   }
   return m;
+}
+
+std::map<std::string, long> function_counts(const std::string& binary, const std::string& file) {
+  Proc c = prepatch({"counts", "--json", binary, file});
+  EXPECT_EQ(c.status, 0) << c.err;
+  std::map<std::string, long> out;
+  if (c.status == 0)
+    for (const auto& row : nlohmann::json::parse(c.out)) out[row["function"]] = row["count"];
+  return out;
 }
 
 }  // namespace prepatch::test

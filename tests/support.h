@@ -87,6 +87,10 @@ std::vector<std::string> qemu_for(const std::string& isa);
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
 const std::vector<TestBinary>& manifest();
 
+// Per function, its count in the counts file `file` that a process wrote for `binary` (`prepatch counts
+// --json`); empty, with a failure recorded, where prepatch cannot read it.
+std::map<std::string, long> function_counts(const std::string& binary, const std::string& file);
+
 // Names of the functions an object file defines (nm, T/t): which functions must have sites.
 std::set<std::string> nm_functions(const std::string& obj, const std::string& nm = "nm");
 
