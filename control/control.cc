@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -332,6 +333,13 @@ std::vector<CountRow> read_counts(const std::string& path, const elf::Elf& binar
   if (h.count != entries.size() || h.table_vaddr != table->vaddr)
     throw InputError(path, 16, "written by another binary: " + std::to_string(h.count) + " sites, table at " + hex(h.table_vaddr) + "; " +
                                    binary.name() + " has " + std::to_string(entries.size()) + " at " + hex(table->vaddr));
+  // A rebuild that kept the layout (same sites, same table address) has another build ID.
+  if (h.build_id_size > shim::build_id_max)
+    throw InputError(path, offsetof(shim::CountsHeader, build_id_size), "expected a build ID of at most 20 bytes, found a size of " + std::to_string(h.build_id_size));
+  const std::span<const u8> id = binary.build_id().first(std::min<size_t>(binary.build_id().size(), shim::build_id_max));
+  if (h.build_id_size && !id.empty() && !std::equal(id.begin(), id.end(), h.build_id, h.build_id + h.build_id_size))
+    throw InputError(path, offsetof(shim::CountsHeader, build_id_size),
+                     "written by another build: build ID " + hex_bytes({h.build_id, h.build_id_size}, "") + "; " + binary.name() + "'s is " + hex_bytes(id, ""));
   if ((b.size() - sizeof h) / 8 < h.count) throw InputError(path, b.size(), "counts file is truncated");
   std::vector<CountRow> rows;
   rows.reserve(entries.size());

@@ -261,6 +261,30 @@ std::vector<Dyn> Elf::dynamic() const {
   return out;
 }
 
+std::span<const u8> Elf::build_id() const {
+  // Notes: namesz, descsz, type (4 bytes each), the name and the descriptor, each padded to `align`.
+  auto find = [&](u64 off, u64 size, u64 align) -> std::span<const u8> {
+    if (off > data_.size() || size > data_.size() - off) return {};
+    const u64 a = align == 8 ? 8 : 4;
+    for (u64 at = 0; at + 12 <= size;) {
+      const u64 namesz = get(off + at, 4), descsz = get(off + at + 4, 4), type = get(off + at + 8, 4);
+      const u64 name_at = at + 12, desc_at = name_at + (namesz + a - 1) / a * a;
+      if (desc_at > size || descsz > size - desc_at) return {};
+      if (type == NT_GNU_BUILD_ID && namesz == 4 && std::memcmp(data_.data() + off + name_at, "GNU", 4) == 0)
+        return data_.subspan(off + desc_at, descsz);
+      at = desc_at + (descsz + a - 1) / a * a;
+    }
+    return {};
+  };
+  for (const Section& s : sections_)
+    if (s.type == SHT_NOTE && s.has_file_data())
+      if (auto id = find(s.offset, s.size, s.addralign); !id.empty()) return id;
+  for (const Segment& s : segments_)
+    if (s.type == PT_NOTE)
+      if (auto id = find(s.offset, s.filesz, s.align); !id.empty()) return id;
+  return {};
+}
+
 const Segment* Elf::load_segment_for(u64 vaddr, u64 len) const {
   for (const Segment& s : segments_) {
     if (s.type != PT_LOAD || vaddr < s.vaddr) continue;

@@ -137,6 +137,9 @@ class Elf {
   std::vector<Reloc> relocations(const Section& rel) const;
 
   std::vector<Dyn> dynamic() const;
+  // The GNU build ID (NT_GNU_BUILD_ID) from the SHT_NOTE sections, else the PT_NOTE segments; empty when
+  // there is none or the notes are malformed (it names the file; nothing depends on it).
+  std::span<const u8> build_id() const;
 
   // The file range that holds `len` bytes at virtual address `vaddr`, when one PT_LOAD covers all of them
   // with file-backed bytes.

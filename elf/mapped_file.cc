@@ -21,11 +21,11 @@ std::string hex(u64 v) {
   return buf;
 }
 
-std::string hex_bytes(std::span<const u8> b) {
+std::string hex_bytes(std::span<const u8> b, std::string_view separator) {
   static const char digits[] = "0123456789abcdef";
   std::string s;
   for (u8 x : b) {
-    if (!s.empty()) s += ' ';
+    if (!s.empty()) s += separator;
     s += digits[x >> 4];
     s += digits[x & 15];
   }

@@ -4,6 +4,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace prepatch {
 
@@ -31,7 +32,7 @@ class IoError : public std::runtime_error {
 };
 
 std::string hex(u64 v);
-// "0f 1f 44 00 00": bytes in messages and diagrams.
-std::string hex_bytes(std::span<const u8> b);
+// "0f 1f 44 00 00": bytes in messages and diagrams ("0f1f440000" with an empty separator).
+std::string hex_bytes(std::span<const u8> b, std::string_view separator = " ");
 
 }  // namespace prepatch

@@ -180,6 +180,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0);
   shim::Config config{blob_vaddr, vaddr, r.table_size, hook ? hook->original : elf.header().entry, flags, {}, {}, 0, d.mcount_via,
                       shared ? phdr_vaddr(elf).value_or(0) : 0, shared ? elf.header().phnum : 0u};
+  const std::span<const u8> id = elf.build_id();
+  config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
+  if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
   // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
   for (int k = 0; k < 4 && elf.header().machine == EM_X86_64; k++) {  // the graph tracer is x86-64's

@@ -55,8 +55,14 @@ struct Config {
   // its first loaded segment) and their number; 0 in an executable, whose headers the kernel reports.
   u64 phdr_vaddr;
   u64 phnum;
+  // The binary's GNU build ID (its first build_id_max bytes; size 0: none), which the shim writes into
+  // the trace and counts files so that readers can tell which build wrote them.
+  u8 build_id_size;
+  u8 build_id[20];
+  u8 reserved2[3];
 };
-static_assert(sizeof(Config) == 104);
+static_assert(sizeof(Config) == 128);
+inline constexpr unsigned build_id_max = 20;
 // Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
 // through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).
 inline constexpr u64 config_forkless = 1;
@@ -97,7 +103,9 @@ struct CountsHeader {
   u64 count;         // entries, = the table's count
   u64 pid;           // the process that created the file
   u64 table_vaddr;   // link-time address of the table, to match the file with its binary
-  u8 reserved[24];
+  u8 build_id_size;  // the binary's GNU build ID, its first 20 bytes (Config::build_id); 0: none, or
+  u8 build_id[20];   // written before this field existed
+  u8 reserved[3];
 };
 static_assert(sizeof(CountsHeader) == 64);
 PREPATCH_CONSTANT char counts_magic[8] = {'P', 'P', 'C', 'O', 'U', 'N', 'T', 1};
@@ -133,7 +141,9 @@ struct TraceHeader {
   u64 realtime0;          // CLOCK_REALTIME (ns) at the same moment
   u64 load_bias;          // run-time minus link-time addresses of the binary
   char object[256];       // the traced object's file as it was loaded, NUL-terminated ("": not known)
-  u8 reserved[4096 - 384];
+  u8 build_id_size;       // the object's GNU build ID, its first 20 bytes (Config::build_id); 0: none
+  u8 build_id[20];
+  u8 reserved[4096 - 405];
 };
 static_assert(sizeof(TraceHeader) == 4096);
 PREPATCH_CONSTANT char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};

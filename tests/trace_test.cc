@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -538,5 +539,62 @@ TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
   EXPECT_FALSE(exists(d / "no/such/dir/out.json"));
 }
 
+
+// The GNU build ID as readelf shows it ("" when there is none).
+std::string readelf_build_id(const std::string& bin) {
+  const std::string out = run({"readelf", "-n", bin}).out;
+  const auto at = out.find("Build ID: ");
+  return at == std::string::npos ? "" : out.substr(at + 10, out.find('\n', at) - at - 10);
+}
+
+// `size` bytes at `off` of `file`, as hex digits.
+std::string hex_at(const std::string& file, size_t off, size_t size) {
+  const std::string b = read_file(file);
+  std::string s;
+  for (size_t i = off; i < off + size && i < b.size(); i++) s += hex_bytes({reinterpret_cast<const u8*>(b.data()) + i, 1});
+  return s;
+}
+
+// The trace and counts files carry the build ID of the binary that wrote them (docs/FORMAT.md), as
+// readelf reads it; `prepatch counts` refuses a counts file from another build of the same layout
+// (same sites at the same addresses: only a constant string differs), naming both IDs.
+TEST(Files, RecordTheBuildIdOfTheBinary) {
+  TempDir d;
+  const std::string bin = prepare(d, "fentry");
+  const std::string id = readelf_build_id(bin);
+  ASSERT_EQ(id.size(), 40u) << "gcc's default build ID is 20 bytes";
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + d / "t.trace", bin, "threads"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(hex_at(d / "t.trace", offsetof(shim::TraceHeader, build_id_size), 1), "14");
+  EXPECT_EQ(hex_at(d / "t.trace", offsetof(shim::TraceHeader, build_id), 20), id);
+  r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", bin, "threads"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(hex_at(d / "c", offsetof(shim::CountsHeader, build_id_size), 1), "14");
+  EXPECT_EQ(hex_at(d / "c", offsetof(shim::CountsHeader, build_id), 20), id);
+
+  for (const char* word : {"apple", "mango"}) {
+    write_file(d / (std::string(word) + ".c"), std::string("#include <stdio.h>\n__attribute__((noinline)) void say(const char* s) { puts(s); }\n"
+                                                           "int main(void) { say(\"") + word + "\"); return 0; }\n");
+    Proc cc = run({"gcc", "-O1", "-pg", "-mfentry", d / (std::string(word) + ".c"), "-o", d / (std::string(word) + ".orig")});
+    ASSERT_EQ(cc.status, 0) << cc.err;
+    ASSERT_EQ(prepatch({"-q", d / (std::string(word) + ".orig"), "-o", d / word}).status, 0);
+  }
+  ASSERT_NE(readelf_build_id(d / "apple"), readelf_build_id(d / "mango"));
+  r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "apple.counts", d / "apple"}, d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(prepatch({"counts", d / "apple", d / "apple.counts"}).status, 0);
+  Proc other = prepatch({"counts", d / "mango", d / "apple.counts"});
+  EXPECT_EQ(other.status, 4) << other.out << other.err;
+  EXPECT_NE(other.err.find("written by another build: build ID " + readelf_build_id(d / "apple") + "; " + d / "mango" + "'s is " +
+                           readelf_build_id(d / "mango")),
+            std::string::npos)
+      << other.err;
+  std::string damaged = read_file(d / "apple.counts");
+  damaged[offsetof(shim::CountsHeader, build_id_size)] = 99;
+  write_file(d / "damaged.counts", damaged);
+  Proc bad = prepatch({"counts", d / "apple", d / "damaged.counts"});
+  EXPECT_EQ(bad.status, 4);
+  EXPECT_NE(bad.err.find("offset 0x28: expected a build ID of at most 20 bytes, found a size of 99"), std::string::npos) << bad.err;
+}
 }  // namespace
 }  // namespace prepatch::test
