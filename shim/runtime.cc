@@ -410,8 +410,9 @@ bool executable_prepared() {
 // Why the rendezvous page, found taken, leaves this object's sites off: another runtime of this version
 // serves the process (one runtime for several objects is not built yet), one of another version does
 // (RendezvousHeader::abi), or the address holds something that is not a runtime's page. The page is
-// read through process_vm_readv, which fails where a plain read would fault (another mapping there,
-// unreadable).
+// read through process_vm_readv, which fails with EFAULT where a plain read would fault (another
+// mapping there, unreadable); where the call itself is refused (a seccomp policy), the page is taken
+// to be a runtime's of this version.
 const char* why_taken(char* buf, unsigned size) {
   RendezvousHeader h{};
   struct IoVec {
@@ -419,8 +420,9 @@ const char* why_taken(char* buf, unsigned size) {
     uptr len;
   } here{&h, sizeof h}, there{reinterpret_cast<void*>(rendezvous_page), sizeof h};
   const long pid = call(sys::nr_getpid);
-  const bool read = call(sys::nr_process_vm_readv, pid, reinterpret_cast<long>(&here), 1, reinterpret_cast<long>(&there), 1, 0) == sizeof h;
-  if (read && h.magic == rendezvous_magic && h.abi == runtime_abi)
+  const long r = call(sys::nr_process_vm_readv, pid, reinterpret_cast<long>(&here), 1, reinterpret_cast<long>(&there), 1, 0);
+  const bool read = r == sizeof h;
+  if ((read && h.magic == rendezvous_magic && h.abi == runtime_abi) || (!read && r != -sys::efault))
     return "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)";
   Text t(buf, size - 1);
   if (read && h.magic == rendezvous_magic)

@@ -168,7 +168,7 @@ inline constexpr int trap_code = 1;
 #else
 inline constexpr int trap_code = si_kernel;
 #endif
-inline constexpr int enosys = 38, esrch = 3, eintr = 4, einval = 22, enoent = 2, eexist = 17, eacces = 13, eperm = 1, eloop = 40,
+inline constexpr int efault = 14, enosys = 38, esrch = 3, eintr = 4, einval = 22, enoent = 2, eexist = 17, eacces = 13, eperm = 1, eloop = 40,
                      enospc = 28, erofs = 30, enotdir = 20, eisdir = 21, enxio = 6;
 
 // membarrier(2) commands.
