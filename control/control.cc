@@ -336,7 +336,8 @@ std::vector<CountRow> read_counts(const std::string& path, const elf::Elf& binar
   // A rebuild that kept the layout (same sites, same table address) has another build ID.
   if (h.build_id_size > shim::build_id_max)
     throw InputError(path, offsetof(shim::CountsHeader, build_id_size), "expected a build ID of at most 20 bytes, found a size of " + std::to_string(h.build_id_size));
-  const std::span<const u8> id = binary.build_id().first(std::min<size_t>(binary.build_id().size(), shim::build_id_max));
+  std::span<const u8> id = binary.build_id();
+  id = id.first(std::min<size_t>(id.size(), shim::build_id_max));
   if (h.build_id_size && !id.empty() && !std::equal(id.begin(), id.end(), h.build_id, h.build_id + h.build_id_size))
     throw InputError(path, offsetof(shim::CountsHeader, build_id_size),
                      "written by another build: build ID " + hex_bytes({h.build_id, h.build_id_size}, "") + "; " + binary.name() + "'s is " + hex_bytes(id, ""));

@@ -550,9 +550,8 @@ std::string readelf_build_id(const std::string& bin) {
 // `size` bytes at `off` of `file`, as hex digits.
 std::string hex_at(const std::string& file, size_t off, size_t size) {
   const std::string b = read_file(file);
-  std::string s;
-  for (size_t i = off; i < off + size && i < b.size(); i++) s += hex_bytes({reinterpret_cast<const u8*>(b.data()) + i, 1});
-  return s;
+  if (off > b.size()) return "";
+  return hex_bytes({reinterpret_cast<const u8*>(b.data()) + off, std::min(size, b.size() - off)}, "");
 }
 
 // The trace and counts files carry the build ID of the binary that wrote them (docs/FORMAT.md), as
