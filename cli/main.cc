@@ -9,6 +9,7 @@
 
 #include "arch/describe.h"
 #include "control/control.h"
+#include "control/counts.h"
 #include "control/record.h"
 #include "elf/mapped_file.h"
 #include "elf/temp_file.h"
@@ -137,22 +138,26 @@ int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, 
   return r.ok ? ok : bad_input;
 }
 
-int run_counts(const std::string& binary, const std::string& counts, bool all, bool json, bool mangled) {
-  MappedFile file(binary);
-  elf::Elf elf(file.bytes(), binary);
-  std::vector<CountRow> rows = read_counts(counts, elf);
+// `files`: the binaries (none, one, or one per object), then the counts file.
+int run_counts(const std::vector<std::string>& files, bool all, bool json, bool mangled) {
+  const std::vector<std::string> binaries(files.begin(), files.end() - 1);
+  std::vector<CountRow> rows = read_counts(files.back(), binaries);
+  std::vector<std::string> shown;
+  shown.reserve(rows.size());
+  for (const CountRow& r : rows) shown.push_back(mangled ? r.function : shown_name(r.function));
+  const std::vector<std::string> names = qualified_names(rows, shown);
   if (json) {
     nlohmann::json j = nlohmann::json::array();
-    for (const CountRow& r : rows)
-      if (all || r.count) j.push_back({{"address", r.addr}, {"function", mangled ? r.function : shown_name(r.function)}, {"symbol", r.function}, {"count", r.count}});
+    for (size_t i = 0; i < rows.size(); i++)
+      if (all || rows[i].count)
+        j.push_back({{"object", rows[i].object}, {"address", rows[i].addr}, {"function", names[i]}, {"symbol", rows[i].function}, {"count", rows[i].count}});
     std::cout << j.dump(1) << "\n";
     return ok;
   }
   std::printf("%-12s %-18s %s\n", "COUNT", "ADDRESS", "FUNCTION");
-  for (const CountRow& r : rows)
-    if (all || r.count)
-      std::printf("%-12llu 0x%016llx %s\n", static_cast<unsigned long long>(r.count), static_cast<unsigned long long>(r.addr),
-                  (mangled ? r.function : shown_name(r.function)).c_str());
+  for (size_t i = 0; i < rows.size(); i++)
+    if (all || rows[i].count)
+      std::printf("%-12llu 0x%016llx %s\n", static_cast<unsigned long long>(rows[i].count), static_cast<unsigned long long>(rows[i].addr), names[i].c_str());
   return ok;
 }
 
@@ -260,10 +265,12 @@ int main(int argc, char** argv) {
   ctl->add_flag("--mangled", mangled, "status: raw symbols instead of demangled C++ names");
 
   CLI::App* counts = app.add_subcommand("counts", "print the per-function call counts a prepared process wrote (PREPATCH_COUNTS)");
-  std::string counts_binary, counts_file;
+  std::vector<std::string> counts_files;
   bool counts_all = false, counts_json = false;
-  counts->add_option("binary", counts_binary, "the prepared binary the process ran")->required();
-  counts->add_option("counts", counts_file, "its counts file (default name prepatch.PID.counts)")->required();
+  counts->add_option("files", counts_files,
+                     "[BINARY...] COUNTS: the prepared binaries the process ran (an object whose binary is not given is read from the path "
+                     "the file records, when it is the same build), then its counts file (default name prepatch.PID.counts)")
+      ->required();
   counts->add_flag("--all", counts_all, "include sites never called");
   counts->add_flag("--json", counts_json, "print JSON instead of a table");
   counts->add_flag("--mangled", mangled, mangled_help);
@@ -311,7 +318,7 @@ int main(int argc, char** argv) {
     if (sites->parsed()) return run_sites(sites_file, json, mangled);
     if (plan->parsed()) return run_plan(pa);
     if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled);
-    if (counts->parsed()) return run_counts(counts_binary, counts_file, counts_all, counts_json, mangled);
+    if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
     if (report->parsed()) return run_report(trace_file, report_sort, mangled);
     if (replay->parsed()) return run_replay(trace_file, replay_filter, mangled);
     if (exp->parsed()) return run_export(trace_file, export_out, mangled);

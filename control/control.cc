@@ -319,37 +319,4 @@ ControlReply control(pid_t pid, const std::string& command, std::chrono::millise
   }
 }
 
-std::vector<CountRow> read_counts(const std::string& path, const elf::Elf& binary) {
-  auto table = find_table(binary);
-  if (!table) throw InputError(binary.name(), 0, "not a prepared binary (no __patch_sites table)");
-  MappedFile f(path);
-  auto b = f.bytes();
-  shim::CountsHeader h;
-  if (b.size() < sizeof h) throw InputError(path, b.size(), "counts file ends inside its 64-byte header");
-  std::memcpy(&h, b.data(), sizeof h);
-  if (std::memcmp(h.magic, shim::counts_magic, 8) != 0) throw InputError(path, 0, "expected the counts magic \"PPCOUNT\\1\"");
-  if (h.version != 1 || h.header_size != sizeof h) throw InputError(path, 8, "expected version 1 with a 64-byte header");
-  const auto& entries = table->table.entries;
-  if (h.count != entries.size() || h.table_vaddr != table->vaddr)
-    throw InputError(path, 16, "written by another binary: " + std::to_string(h.count) + " sites, table at " + hex(h.table_vaddr) + "; " +
-                                   binary.name() + " has " + std::to_string(entries.size()) + " at " + hex(table->vaddr));
-  // A rebuild that kept the layout (same sites, same table address) has another build ID.
-  if (h.build_id_size > shim::build_id_max)
-    throw InputError(path, offsetof(shim::CountsHeader, build_id_size), "expected a build ID of at most 20 bytes, found a size of " + std::to_string(h.build_id_size));
-  std::span<const u8> id = binary.build_id();
-  id = id.first(std::min<size_t>(id.size(), shim::build_id_max));
-  if (h.build_id_size && !id.empty() && !std::equal(id.begin(), id.end(), h.build_id, h.build_id + h.build_id_size))
-    throw InputError(path, offsetof(shim::CountsHeader, build_id_size),
-                     "written by another build: build ID " + hex_bytes({h.build_id, h.build_id_size}, "") + "; " + binary.name() + "'s is " + hex_bytes(id, ""));
-  if ((b.size() - sizeof h) / 8 < h.count) throw InputError(path, b.size(), "counts file is truncated");
-  std::vector<CountRow> rows;
-  rows.reserve(entries.size());
-  for (size_t i = 0; i < entries.size(); i++) {
-    u64 c;
-    std::memcpy(&c, b.data() + sizeof h + 8 * i, 8);
-    rows.push_back({entries[i].addr, std::string(table->table.name(entries[i])), c});
-  }
-  return rows;
-}
-
 }  // namespace prepatch

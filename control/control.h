@@ -37,15 +37,4 @@ ParsedReply parse_reply(std::string_view text);
 // mount namespace, is gone, does not answer, or answers something malformed.
 ControlReply control(pid_t pid, const std::string& command, std::chrono::milliseconds timeout);
 
-struct CountRow {
-  u64 addr = 0;
-  std::string function;
-  u64 count = 0;
-};
-
-// The counts file `path` written by a process running `binary` (a prepared ELF): one row per site, in
-// table order. Throws InputError (naming the offset) when the file is malformed or belongs to another
-// binary.
-std::vector<CountRow> read_counts(const std::string& path, const elf::Elf& binary);
-
 }  // namespace prepatch

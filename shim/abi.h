@@ -85,7 +85,32 @@ struct RendezvousHeader {
   u32 reserved;
 };
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
-inline constexpr u32 runtime_abi = 1;
+inline constexpr u32 runtime_abi = 2;  // 1: the page held no registry (each object's own runtime or none)
+
+// What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
+// process enrolls another prepared object (written before the magic).
+struct Registry {
+  RendezvousHeader header;
+  // bool enroll(const Enrollment*, char* why, u32 why_size): the object is served from now on (true),
+  // or its sites stay off for the reason put in `why` (false). Called from the object's start, with
+  // the loader's lock held (its DT_INIT): objects enroll one at a time.
+  u64 enroll;
+};
+
+// What a prepared object's runtime hands the serving runtime when it enrolls (run-time addresses): its
+// table and text, and its own trampolines, which its sites keep calling (within their reach) and whose
+// C side forwards to the serving runtime (`forward_ref`); the count trampoline of x86-64 reads the site
+// hash itself, through the object's own pointer (`hash_ref`), which the serving runtime keeps current.
+struct Enrollment {
+  u64 size;                    // sizeof(Enrollment)
+  u64 bias;                    // run-time minus link-time addresses
+  u64 phdr, phnum;             // the object's program headers
+  u64 path;                    // const char*: the object's file as the loader found it (0: not known)
+  u64 config;                  // const Config*: the object's own (table, build ID, mcount_via)
+  u64 tramp[4];                // its trampolines: fentry, mcount, patchable, count
+  u64 hash_ref;                // SiteHash**: its prepatch_hash
+  u64 forward_ref;             // u64*: set to the serving runtime's prepatch_on_call (x86-64) or prepatch_count
+};
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,
 // and where a handler catches it. Arrays of characters, not pointers: the shim has no loader to
@@ -94,21 +119,40 @@ PREPATCH_CONSTANT char unwinder_names[4][26] = {"_Unwind_RaiseException", "_Unwi
                                                "__cxa_begin_catch"};
 
 // The counts file (PREPATCH_COUNTS, default prepatch.PID.counts in the working directory): a header,
-// then one little-endian u64 per table entry, in table order, updated atomically while the program
-// runs (a shared file mapping, so the counts survive the process).
+// then one section per object the runtime serves, in the order they enrolled, each page-aligned: its
+// CountsObject, then one little-endian u64 per table entry, in table order, updated atomically while
+// the program runs (a shared file mapping, so the counts survive the process). A section is complete
+// before the previous one's `next` (or the header's `first`) names it.
 struct CountsHeader {
   char magic[8];     // "PPCOUNT\1"
-  u32 version;       // 1
+  u32 version;       // counts_version
   u32 header_size;   // 64
-  u64 count;         // entries, = the table's count
-  u64 pid;           // the process that created the file
-  u64 table_vaddr;   // link-time address of the table, to match the file with its binary
-  u8 build_id_size;  // the binary's GNU build ID, its first 20 bytes (Config::build_id); 0: none, or
-  u8 build_id[20];   // written before this field existed
-  u8 reserved[3];
+  u64 objects;       // sections linked so far
+  u64 pid;           // the process that created the file (at offset 24 in every version)
+  u64 first;         // offset of the first section (page-aligned), 0 while there is none
+  u8 reserved[24];
 };
 static_assert(sizeof(CountsHeader) == 64);
 PREPATCH_CONSTANT char counts_magic[8] = {'P', 'P', 'C', 'O', 'U', 'N', 'T', 1};
+// Version 1 (before 2026-12-04): one object, no sections: after the 64-byte header, `count` (offset 16)
+// counters; `table_vaddr` at offset 32, `build_id_size` and `build_id` at 40.
+inline constexpr u32 counts_version = 2;
+
+// At the start of an object's section, 512 bytes; its counters follow.
+struct CountsObject {
+  char magic[8];     // "PPCOBJ\0\1"
+  u64 count;         // counters: the object's table entries
+  u64 table_vaddr;   // link-time address of its table, to match the section with its binary
+  u64 load_bias;     // run-time minus link-time addresses of the object
+  u64 next;          // offset of the next section, 0 while there is none
+  u8 build_id_size;  // the object's GNU build ID, its first 20 bytes (Config::build_id); 0: none
+  u8 build_id[20];
+  u8 reserved[3];
+  char path[256];    // the object's file as it was loaded, NUL-terminated ("": not known)
+  u8 reserved2[192];
+};
+static_assert(sizeof(CountsObject) == 512);
+PREPATCH_CONSTANT char counts_object_magic[8] = {'P', 'P', 'C', 'O', 'B', 'J', 0, 1};
 
 // The tracer a prepared process runs when a site is enabled (PREPATCH_TRACER, chosen at start).
 enum class Tracer : u32 { count = 1, function = 2, graph = 3 };

@@ -518,6 +518,29 @@ inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 k
   }
 }
 
+// The process's site hash as the trampolines find it: one block, its mask then its slots, published
+// through a single pointer (prepatch_hash), so a reader never pairs one block's mask with another's
+// slots. It grows by a new block that takes the old one's entries and is published in its place; the
+// old one stays mapped (a thread may still be reading it; its entries stay true). shim/entry_x86_64.S's
+// count trampoline reads it at these offsets.
+struct SiteHash {
+  u64 mask, reserved;
+  SiteHashSlot* slots() { return reinterpret_cast<SiteHashSlot*>(this + 1); }
+  const SiteHashSlot* slots() const { return reinterpret_cast<const SiteHashSlot*>(this + 1); }
+  static u64 bytes(u64 mask) { return sizeof(SiteHash) + site_hash_size(mask) * sizeof(SiteHashSlot); }
+  bool insert(u64 key, u64 value) { return site_hash_insert(slots(), mask, key, value); }
+  const SiteHashSlot* find(u64 key) const { return site_hash_find(slots(), mask, key); }
+  // Takes every entry of `from` (whose mask is smaller); false when one does not fit (cannot happen at
+  // a load factor of one half short of a pathological address pattern).
+  bool take(const SiteHash& from) {
+    const SiteHashSlot* s = from.slots();
+    for (u64 i = 0; i < site_hash_size(from.mask); i++)
+      if (s[i].key && !insert(s[i].key, s[i].value)) return false;
+    return true;
+  }
+};
+static_assert(sizeof(SiteHash) == 16);
+
 // The graph tracer's per-thread shadow stack: for every traced function the thread is in, where its
 // return address lives on the stack (`slot`), the real return address the exit trampoline took the
 // place of, and the site. Stacks grow down, so a frame whose slot lies at or below the slot of a new

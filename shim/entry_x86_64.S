@@ -112,29 +112,34 @@ prepatch_start:
 // The count tracer's trampoline, for every kind of site: the counter of the site that called is found
 // in the site hash (shim/core.h site_hash_find, here in assembly) and incremented atomically. %r11 is
 // free at a function's entry and right after an mcount site's frame setup (no argument, not the static
-// chain, clobbered by any PLT call); %rax (varargs' vector count) is saved; the flags are dead.
+// chain, clobbered by any PLT call); %rax (varargs' vector count) and %rdx (an argument) are saved; the
+// flags are dead.
         .globl prepatch_tramp_count
         .type prepatch_tramp_count, @function
 prepatch_tramp_count:
         push %rax
-        mov 8(%rsp), %r11                               // the key: the site's end
+        push %rdx
+        mov 16(%rsp), %r11                              // the key: the site's end
         movabs $0x9E3779B97F4A7C15, %rax                // site_hash_home: ((key * mult) >> 32) & mask
         imul %r11, %rax
         shr $32, %rax
-        and prepatch_hash_mask(%rip), %rax
+        mov prepatch_hash(%rip), %rdx                   // the SiteHash block: its mask, then its slots
+        and (%rdx), %rax
         shl $4, %rax
-        add prepatch_hash(%rip), %rax
+        lea 16(%rdx,%rax), %rax
 1:      cmp (%rax), %r11
         jne 2f
         mov 8(%rax), %r11
         lock incq (%r11)
+        pop %rdx
         pop %rax
         ret
 2:      cmpq $0, (%rax)                                 // an empty slot: not a site (cannot happen)
         je 3f
         add $16, %rax
         jmp 1b
-3:      pop %rax
+3:      pop %rdx
+        pop %rax
         ret
         .size prepatch_tramp_count, . - prepatch_tramp_count
 

@@ -44,6 +44,8 @@ extern u8 prepatch_hook_resume[];
 extern u8 prepatch_hook_rethrow[];
 extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
+void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp);  // x86-64
+void prepatch_count(uptr site_end);                              // the other ISAs
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -104,9 +106,13 @@ u64 __aeabi_uidivmod(u32 n, u32 d) {  // the quotient in r0, the remainder in r1
 // Filled in by the preparer (shim/abi.h); in .data so that it is part of the file image.
 __attribute__((section(".data.config"))) Config prepatch_config = {};
 
-// The site hash (shim/core.h), read by the count trampoline in shim/entry_x86_64.S.
-SiteHashSlot* prepatch_hash;
-u64 prepatch_hash_mask;
+// The site hash (shim/core.h), read by the count trampoline in shim/entry_x86_64.S. In an object
+// another runtime serves, that runtime keeps this pointing at the process's hash.
+SiteHash* prepatch_hash;
+
+// In an object another runtime serves: where this object's prepatch_on_call (x86-64) or
+// prepatch_count goes on to, the serving runtime's (set when it enrolled the object); 0 otherwise.
+u64 prepatch_forward;
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
 u64 prepatch_unwind_real[4];
@@ -126,6 +132,7 @@ namespace {
 //   altstacks.inc   an alternate signal stack for every thread
 //   fork.inc        fork waits for a batch; the child drops the parent's
 //   toggle.inc      switching the sites a selection names, the tracer made ready first
+//   objects.inc     the objects a runtime serves beyond its own: enrolling, the selection they follow
 //   control.inc     `prepatch ctl`: requests, replies, status
 //   trap.inc        the SIGTRAP (and Thumb-2 SIGILL) handler; the self-test
 // This file keeps the state, the entry points the trampolines and hooks call, and start-up.
@@ -141,10 +148,11 @@ struct Stats {
   u64 requests, requests_dropped, requests_refused, request_max_ns;
 };
 
-// One prepared object: its table and sites, where its text is, its batch. Today the one prepared
-// binary (g.obj); issue 26 makes one per loaded object. Each part in shim/runtime/ says at its top
-// which state it owns.
+// One prepared object the runtime serves: its table and sites, where its text is, its batch. The one
+// whose runtime this is (g.obj), and those enrolled since (objects.inc). Each part in shim/runtime/
+// says at its top which state it owns.
 struct Object {
+  const Config* config;  // the object's own (its table's link-time address, build ID, mcount_via)
   u64 bias;        // run-time address minus link-time address
   u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1
   const u8* phdr;  // the program headers, as the kernel reported them (AT_PHDR)
@@ -152,6 +160,7 @@ struct Object {
   u64 table_addr, table_size;  // the __patch_sites table, at run time
   TableView table;
   int table_state;  // 0 unchecked, 1 sound, -1 malformed
+  const char* table_error;  // why it is malformed
   u8* site;         // per site: site_on, site_in_batch, site_outside bits
   // Per executable segment: the run-time page span of its sites and the segment's protection, which a
   // batch makes writable (found once: the table does not change).
@@ -173,14 +182,19 @@ struct Object {
     u8 len;
     u8 target[15];
   } * batch;
-  u64* counts;  // per site call counts, in the counts file's shared mapping
+  u64* counts;  // per site call counts, in the counts file's shared mapping (its section there)
   const char* path;  // the object's file as it was loaded (AT_EXECFN, the loader's l_name); may be nullptr
+  SiteHash** hash_ref;  // an enrolled object's prepatch_hash, kept pointing at the process's site hash
 };
 
 // The process's state: one object in .bss, zero at start. One control channel, one trap handler, one
 // sync, one trace file, however many objects.
 struct State {
-  Object obj;      // the prepared binary
+  Object obj;      // the prepared object this runtime came with
+  // The objects enrolled since (objects.inc): `more` is mapped at the first, `objects` counts obj and
+  // those, published (release) once an entry is whole, so the trap handler reads whole entries only.
+  Object* more;
+  u32 objects;
   // The executable's program headers and load bias: where the loaded objects are listed (its DT_DEBUG).
   // The prepared object's own, unless that is a shared object.
   struct Program {
@@ -193,6 +207,19 @@ struct State {
   u32 burst;              // control requests served while more were queued, since the queue was last empty
   char counts_env[512];   // PREPATCH_COUNTS
   char counts_path[520];  // the counts file, once created
+  // The counts file's header mapped, its descriptor (kept open: each object enrolled later gets a
+  // section appended), its size, and its last section.
+  CountsHeader* counts_header;
+  int counts_fd;
+  u64 counts_dev, counts_ino;  // what the descriptor must still be
+  u64 counts_end;
+  CountsObject* counts_last;
+  // The selection since start (objects.inc), which an object enrolled later follows: every batch's
+  // globs in order, from PREPATCH_TRACE on.
+  u8* selection;
+  u64 selection_used;
+  bool selection_lost;  // it outgrew its mapping: later objects follow its first part only
+  bool asked;           // the environment holds some PREPATCH_ variable: standing down is said
   u64 start_pid;          // the process that started (a forked child has another pid)
   sys::KernelSigaction chained[3];  // the program's dispositions of SIGTRAP, ctl_signal and SIGILL, to chain to
   const char* disabled;          // why the shim is off, or nullptr
@@ -238,6 +265,10 @@ struct State {
   const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
+
+// Object k of those the runtime serves: 0 its own, then those enrolled, in order.
+Object& object(u32 k) { return k == 0 ? g.obj : g.more[k - 1]; }
+u32 objects() { return __atomic_load_n(&g.objects, __ATOMIC_ACQUIRE); }
 
 // Function names as users write them (shim/names.h): one demangler for batches, which run under the
 // batch lock, one for `status`, which requests run one at a time. Their text is here, not on the
@@ -296,6 +327,7 @@ void raise_default(int sig) {
 #include "shim/runtime/altstacks.inc"
 #include "shim/runtime/fork.inc"
 #include "shim/runtime/toggle.inc"
+#include "shim/runtime/objects.inc"
 #include "shim/runtime/control.inc"
 #include "shim/runtime/trap.inc"
 
@@ -306,8 +338,10 @@ void raise_default(int sig) {
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
+  if (prepatch_forward) return reinterpret_cast<decltype(&prepatch_on_call)>(prepatch_forward)(site_end, kind, sp, fp);
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
-  const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr;
+  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
+  const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
   if (!s || !g.threads) return;
   Thread* t = this_thread();
   if (!t) return count_lost();  // more threads than the table holds
@@ -359,10 +393,12 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 // Called by the count trampolines (shim/entry_*.S) with the site's end (the return address of its
 // `bl`) and every register the traced function may still need saved: counts the call.
 extern "C" void prepatch_count(uptr site_end) {
+  if (prepatch_forward) return reinterpret_cast<decltype(&prepatch_count)>(prepatch_forward)(site_end);
 #if defined(__riscv) || defined(__arm__)
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
 #endif
-  if (const SiteHashSlot* s = prepatch_hash ? site_hash_find(prepatch_hash, prepatch_hash_mask, site_end) : nullptr)
+  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
+  if (const SiteHashSlot* s = h ? h->find(site_end) : nullptr)
     __atomic_fetch_add(reinterpret_cast<u64*>(s->value), 1, __ATOMIC_RELAXED);
 }
 #endif
@@ -390,79 +426,114 @@ extern "C" const void* prepatch_thread_setup(u8* region) {
 
 namespace {
 
-// One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object to start maps
-// shim::rendezvous_page, which no one else maps (MAP_FIXED_NOREPLACE: the kernel decides who was
-// first, also for two dlopens at once); an object that finds it taken leaves its sites off. The page
-// holds nothing but its magic; it is inherited by fork and gone after exec, as the runtime is.
+// One runtime per process (docs/SHIM.md, "One runtime, several objects"): the first prepared object
+// to start maps shim::rendezvous_page, which no one else maps (MAP_FIXED_NOREPLACE: the kernel decides
+// who was first, also for two dlopens at once), and puts a Registry there; an object that finds it
+// taken by a runtime of its ABI enrolls with that runtime, and leaves its sites off otherwise. The page
+// is inherited by fork and gone after exec, as the runtime is.
 constexpr int map_fixed_noreplace = 0x100000;  // the same on every ISA here
 
-// Whether the executable carries a prepatch table (at the start of one of its loaded segments): its
-// runtime then serves the process, though the libraries' DT_INITs run before its entry.
-bool executable_prepared() {
-  for (u64 p = 0; p < g.main.phnum; p++) {
-    const u8* ph = g.main.phdr + p * elfc::phdr_size;
-    if (load_le(ph, 4) != 1 /* PT_LOAD */ || load_le(ph + elfc::p_filesz, elfc::word) < 8) continue;
-    if (!memcmp(reinterpret_cast<const void*>(load_le(ph + elfc::p_vaddr, elfc::word) + g.main.bias), table_magic, 8)) return true;
-  }
-  return false;
-}
-
-// Why the rendezvous page, found taken, leaves this object's sites off: another runtime of this version
-// serves the process (one runtime for several objects is not built yet), one of another version does
-// (RendezvousHeader::abi), or the address holds something that is not a runtime's page. The page is
-// read through process_vm_readv, which fails with EFAULT where a plain read would fault (another
-// mapping there, unreadable); where the call itself is refused (a seccomp policy), the page is taken
-// to be a runtime's of this version.
-const char* why_taken(char* buf, unsigned size) {
-  RendezvousHeader h{};
+// Reads the rendezvous page into `reg`: a runtime's registry of this ABI; or something else (then
+// `buf` says why this object's sites stay off: a runtime of another prepatch version serves the
+// process, or the page cannot be read, or it is no runtime's); or nothing readable at all (EFAULT:
+// nothing mapped, or a mapping that cannot be read), read_memory says. A page claimed this instant
+// may not show its magic yet: it is read again for a while.
+// Copies `n` bytes at `from` in this process to `to` without faulting where they cannot be read
+// (-EFAULT then): through process_vm_readv, or, where that is refused (a seccomp policy) or missing
+// (qemu-user), through a pipe, whose write fails with EFAULT the same way. Bytes read, or -errno.
+long read_memory(void* to, u64 from, u64 n) {
   struct IoVec {
     void* base;
     uptr len;
-  } here{&h, sizeof h}, there{reinterpret_cast<void*>(rendezvous_page), sizeof h};
-  const long pid = call(sys::nr_getpid);
-  const long r = call(sys::nr_process_vm_readv, pid, reinterpret_cast<long>(&here), 1, reinterpret_cast<long>(&there), 1, 0);
-  const bool read = r == sizeof h;
-  if ((read && h.magic == rendezvous_magic && h.abi == runtime_abi) || (!read && r != -sys::efault))
-    return "another prepared object's runtime serves this process (one runtime serving several objects is not supported yet)";
+  } here{to, static_cast<uptr>(n)}, there{reinterpret_cast<void*>(from), static_cast<uptr>(n)};
+  const long r = call(sys::nr_process_vm_readv, call(sys::nr_getpid), reinterpret_cast<long>(&here), 1, reinterpret_cast<long>(&there), 1, 0);
+  if (r >= 0 || r == -sys::efault) return r;
+  int p[2];
+  if (const long e = call(sys::nr_pipe2, reinterpret_cast<long>(p), sys::o_cloexec); e != 0) return e;
+  long w = call(sys::nr_write, p[1], static_cast<long>(from), static_cast<long>(n));  // n is far below a pipe's capacity
+  if (w > 0) w = call(sys::nr_read, p[0], reinterpret_cast<long>(to), w);
+  call(sys::nr_close, p[0]);
+  call(sys::nr_close, p[1]);
+  return w;
+}
+
+enum class Found { registry, other, nothing };
+Found read_registry(Registry& reg, char* buf, unsigned size) {
+  long r = 0;
+  for (int tries = 0; tries < 1000; tries++) {
+    reg = {};
+    r = read_memory(&reg, rendezvous_page, sizeof reg);
+    if (r != sizeof reg || __atomic_load_n(&reg.header.magic, __ATOMIC_RELAXED) != 0) break;
+    sys::Timespec pause{0, 1000000};
+    call(sys::nr_nanosleep, reinterpret_cast<long>(&pause), 0);
+  }
+  const bool read = r == sizeof reg;
+  if (read && reg.header.magic == rendezvous_magic && reg.header.abi == runtime_abi) return Found::registry;
   Text t(buf, size - 1);
-  if (read && h.magic == rendezvous_magic)
-    t.str("the runtime serving this process came with an object prepared by another prepatch version (runtime ABI ").num(h.abi).str(", this object's ").num(runtime_abi).ch(')');
+  if (read && reg.header.magic == rendezvous_magic)
+    t.str("the runtime serving this process came with an object prepared by another prepatch version (runtime ABI ").num(reg.header.abi).str(", this object's ").num(runtime_abi).ch(')');
+  else if (!read && r != -sys::efault)
+    t.str("the page where the runtimes of prepared objects meet cannot be read (").str(errno_text(r)).ch(')');
   else
     t.str("something other than a prepatch runtime is mapped at 0x").hex(rendezvous_page).str(", where the runtimes of prepared objects meet");
   buf[t.size()] = 0;
-  return buf;
+  return read ? Found::other : r == -sys::efault ? Found::nothing : Found::other;
 }
 
-// Claims the process for this object's runtime; false when another prepared object's runtime serves
-// it, or will: a prepared executable's, which starts after the libraries loaded with it. Where the
-// kernel cannot map at a fixed address without replacing (before 4.17), an executable's runtime goes
-// on, a shared object's does not. A shared object that stands down says why when the environment
+// Hands this object to the runtime serving the process (Registry::enroll); false, with the reason in
+// `why`, when its sites stay off.
+bool enroll_with(const Registry& reg, char* why, u32 size) {
+  Enrollment e{};
+  e.size = sizeof e;
+  e.bias = g.obj.bias;
+  e.phdr = reinterpret_cast<u64>(g.obj.phdr), e.phnum = g.obj.phnum;
+  e.path = reinterpret_cast<u64>(g.obj.path);
+  e.config = reinterpret_cast<u64>(&prepatch_config);
+  own_trampolines(e.tramp);
+  e.hash_ref = reinterpret_cast<u64>(&prepatch_hash);
+  e.forward_ref = reinterpret_cast<u64>(&prepatch_forward);
+  return reinterpret_cast<bool (*)(const Enrollment*, char*, u32)>(reg.enroll)(&e, why, size);
+}
+
+// Whether this object's runtime serves the process, another's serves this object too, or its sites
+// stay off.
+enum class Claim { serve, enrolled, off };
+
+// Claims the process for this object's runtime, or enrolls this object with the runtime that claimed
+// it. Where the kernel cannot map at a fixed address without replacing (before 4.17), an executable's
+// runtime serves, a shared object's stays off. An object that stays off says why when the environment
 // asks for tracing (some PREPATCH_ variable): a process that asked for nothing sees nothing.
-bool claim_process(char** envp) {
+Claim claim_process(char** envp) {
   const bool shared = prepatch_config.flags & config_shared_object;
+  g.asked = env_any(envp, "PREPATCH_");
   const auto stand_down = [&](const char* why) {
-    if (env_any(envp, "PREPATCH_")) say(shared ? "this shared object's sites stay off: " : "this program's sites stay off: ", why);
-    return false;
+    if (g.asked) say(shared ? "this shared object's sites stay off: " : "this program's sites stay off: ", why);
+    return Claim::off;
   };
-  if (shared && executable_prepared())
-    return stand_down("the prepared executable's runtime serves this process (one runtime serving several objects is not supported yet)");
   const long r = call(sys::nr_mmap, static_cast<long>(rendezvous_page), 4096, sys::prot_read | sys::prot_write,
                       sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
   if (static_cast<u64>(r) == rendezvous_page) {
-    auto* page = reinterpret_cast<RendezvousHeader*>(rendezvous_page);
+    auto* page = reinterpret_cast<Registry*>(rendezvous_page);
+    page->enroll = reinterpret_cast<u64>(&enroll);
     // The magic is a number, not a string: a string copied to a constant address makes some compilers
     // keep that address, minus the string's, in a table the blob could not relocate.
-    page->abi = runtime_abi;
-    __atomic_store_n(&page->magic, rendezvous_magic, __ATOMIC_RELEASE);
-    return true;
+    page->header.abi = runtime_abi;
+    __atomic_store_n(&page->header.magic, rendezvous_magic, __ATOMIC_RELEASE);
+    return Claim::serve;
   }
-  if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);  // mapped elsewhere: the flag is unknown
-  char buf[200];
-  if (r == -17 /* EEXIST */) return stand_down(why_taken(buf, sizeof buf));
+  // Taken (EEXIST); or mapped elsewhere, where the kernel (before 4.17) or an emulator (qemu-user)
+  // takes the flag for a hint: a runtime's registry may be there all the same.
+  const bool taken = r == -17 /* EEXIST */;
+  if (static_cast<unsigned long>(r) < static_cast<unsigned long>(-4095L)) call(sys::nr_munmap, r, 4096);
+  char buf[256];
+  Registry reg;
+  const Found found = read_registry(reg, buf, sizeof buf);
+  if (found == Found::registry) return enroll_with(reg, buf, sizeof buf) ? Claim::enrolled : stand_down(buf);
+  if (taken || found == Found::other) return stand_down(buf);
   if (shared)
     return stand_down("the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17, at the address "
                       "docs/SHIM.md names)");
-  return true;
+  return Claim::serve;
 }
 
 // One entry of an auxiliary vector (type, value): the program headers (AT_PHDR, AT_PHNUM) and secure
@@ -474,29 +545,20 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 }
 
 // What an executable's start and a shared object's share, once they know the object's program headers
-// and the executable's and that execution is not secure: the settings, the handlers, the hooks, and
-// the sites PREPATCH_TRACE names.
+// and the executable's and that execution is not secure: the process claimed (or this object enrolled
+// with the runtime that claimed it), the settings, the handlers, the hooks, and the sites
+// PREPATCH_TRACE names.
 void start(char** envp) {
+  g.obj.config = &prepatch_config;
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
-  if (!claim_process(envp)) return;
+  if (claim_process(envp) != Claim::serve) return;
+  g.objects = 1;
   const Settings set = parse_settings(envp, sys::isa);
   g.disabled = set.error;
   g.tracer = set.tracer;
-#if defined(__x86_64__)
-  for (int k = 0; k < 3; k++)
-    g.obj.tramp[k] = g.tracer == Tracer::count ? reinterpret_cast<u64>(prepatch_tramp_count)
-                                           : reinterpret_cast<u64>(k == 0 ? prepatch_tramp_fentry : k == 1 ? prepatch_tramp_mcount : prepatch_tramp_patchable);
-#elif defined(__arm__)
-  // The count tracer only so far (parse_settings refuses the others here). Thumb-2 has -pg sites only
-  // so far. A Thumb function's address has bit 0 set; a `bl` targets the instruction.
-  g.obj.tramp[0] = g.obj.tramp[1] = g.obj.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_mcount) & ~u64{1};
-#else
-  // The count tracer only so far: its trampolines are the kinds' own (no fentry kind here). RISC-V -pg
-  // sites keep calling what they called, which the preparer made a jump to the mcount trampoline.
-  g.obj.tramp[0] = g.obj.tramp[1] = reinterpret_cast<u64>(prepatch_tramp_mcount);
-  if (prepatch_config.mcount_via) g.obj.tramp[1] = prepatch_config.mcount_via + g.obj.bias;
-  g.obj.tramp[2] = reinterpret_cast<u64>(prepatch_tramp_patchable);
-#endif
+  u64 own[4];
+  own_trampolines(own);
+  set_trampolines(g.obj, own);
   if (set.output) memcpy(g.output, set.output, str_len(set.output) + 1);  // (at most max_path_setting bytes)
   if (set.counts) memcpy(g.counts_env, set.counts, str_len(set.counts) + 1);
   g.buffer_bytes = set.buffer_bytes;
@@ -524,9 +586,11 @@ void start(char** envp) {
   if (g.disabled) return say("tracing is off: ", g.disabled);
   char ebuf[256];
   Text err(ebuf, sizeof ebuf - 1);
-  Outcome o = toggle(glob_list(trace), glob_list(set.notrace), true, err);
+  Outcome o = toggle(glob_list(trace), glob_list(set.notrace), true, err, true);
   ebuf[err.size()] = 0;
   if (!o.ok) say("PREPATCH_TRACE: ", ebuf);
+  else if (o.matched == 0 && (prepatch_config.flags & config_shared_object))  // the executable may enroll next
+    say("PREPATCH_TRACE: no site's function matches ", trace, " in the objects loaded so far (those loaded later follow it)");
   else if (o.matched == 0) say("PREPATCH_TRACE: no site's function matches ", trace);
 }
 

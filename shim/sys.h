@@ -45,7 +45,7 @@ enum : long {
   nr_ftruncate = 77, nr_renameat2 = 316, nr_unlinkat = 263, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
   nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
   nr_arch_prctl = 158, nr_fallocate = 285, nr_pwrite64 = 18, nr_memfd_create = 319, nr_sigaltstack = 131, nr_readlinkat = 267,
-  nr_getrandom = 318, nr_prctl = 157, nr_getresuid = 118, nr_rt_sigpending = 127,
+  nr_getrandom = 318, nr_prctl = 157, nr_getresuid = 118, nr_rt_sigpending = 127, nr_fcntl = 72, nr_pipe2 = 293,
 };
 inline constexpr int o_directory = 0200000, o_nofollow = 0400000;
 #elif defined(__aarch64__) || defined(__riscv)
@@ -82,7 +82,7 @@ enum : long {
   nr_ftruncate = 46, nr_renameat2 = 276, nr_unlinkat = 35, nr_geteuid = 175, nr_gettid = 178, nr_getdents64 = 61,
   nr_futex = 98, nr_clock_gettime = 113, nr_tgkill = 131, nr_openat = 56, nr_rt_tgsigqueueinfo = 240, nr_membarrier = 283,
   nr_fallocate = 47, nr_pwrite64 = 68, nr_memfd_create = 279, nr_sigaltstack = 132, nr_readlinkat = 78,
-  nr_getrandom = 278, nr_prctl = 167, nr_getresuid = 148, nr_rt_sigpending = 136,
+  nr_getrandom = 278, nr_prctl = 167, nr_getresuid = 148, nr_rt_sigpending = 136, nr_fcntl = 25, nr_pipe2 = 59,
 };
 #if defined(__aarch64__)
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm64's own values
@@ -118,7 +118,7 @@ enum : long {
   nr_ftruncate = 93, nr_renameat2 = 382, nr_unlinkat = 328, nr_geteuid = 201, nr_gettid = 224, nr_getdents64 = 217,
   nr_futex = 240, nr_clock_gettime = 263, nr_tgkill = 268, nr_openat = 322, nr_rt_tgsigqueueinfo = 363, nr_membarrier = 389,
   nr_fallocate = 352, nr_pwrite64 = 181, nr_memfd_create = 385, nr_sigaltstack = 186, nr_readlinkat = 332,
-  nr_getrandom = 384, nr_prctl = 172, nr_getresuid = 209 /* getresuid32 */, nr_rt_sigpending = 176,
+  nr_getrandom = 384, nr_prctl = 172, nr_getresuid = 209 /* getresuid32 */, nr_rt_sigpending = 176, nr_fcntl = 55, nr_pipe2 = 359,
 };
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm's own values
 #else
@@ -147,7 +147,7 @@ enum : long {
   nr_ftruncate = 93, nr_renameat2 = 357, nr_unlinkat = 292, nr_geteuid = 49, nr_gettid = 207, nr_getdents64 = 202,
   nr_futex = 221, nr_clock_gettime = 246, nr_tgkill = 250, nr_openat = 286, nr_rt_tgsigqueueinfo = 322, nr_membarrier = 365,
   nr_fallocate = 309, nr_pwrite64 = 180, nr_memfd_create = 360, nr_sigaltstack = 185, nr_readlinkat = 296,
-  nr_getrandom = 359, nr_prctl = 171, nr_getresuid = 165, nr_rt_sigpending = 175,
+  nr_getrandom = 359, nr_prctl = 171, nr_getresuid = 165, nr_rt_sigpending = 175, nr_fcntl = 55, nr_pipe2 = 317,
 };
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;
 #endif
@@ -158,6 +158,11 @@ inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_e
                      o_nonblock = 04000, o_cloexec = 02000000;  // the same on these ISAs
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;
 inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anonymous = 0x20;
+#if defined(__powerpc64__)
+inline constexpr int map_noreserve = 0x40;  // arch/powerpc's own value
+#else
+inline constexpr int map_noreserve = 0x4000;
+#endif
 inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
 inline constexpr int sigtrap = 5, sigill = 4;
 inline constexpr int si_kernel = 0x80, si_queue = -1;

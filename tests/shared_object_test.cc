@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <unistd.h>
 
 #include "rewriter/names.h"
 #include "shim/abi.h"
@@ -284,27 +287,42 @@ TEST(SharedObject, PluginSoakLoadUnloadAndToggleFromFiveThreads) {
   for (const char* fn : {"plugin_work", "sum", "mix"}) EXPECT_NE(rep.out.find(std::string(" ") + fn + "\n"), std::string::npos) << fn << " in\n" << rep.out;
 }
 
-// A prepared program linked against a prepared library: the program's runtime serves the process
-// (the library's DT_INIT runs first, sees the program is prepared, and leaves it the process); the
-// library says once that its sites stay off, and everything runs as built.
-TEST(SharedObject, OneRuntimePerProcess) {
+// A prepared program linked against a prepared library: one runtime serves both (the library's, whose
+// DT_INIT runs first; the program enrolls with it at its entry and follows PREPATCH_TRACE), one counts
+// file holds both objects' sections, and `prepatch counts` reads them given the program alone (the
+// library's from the path the file records) or given both.
+TEST(SharedObject, OneRuntimeServesTheProgramAndTheLibrary) {
   Linked t;
   compile({"gcc", "-O2", "-pg", "-mfentry", t.d / "main.c", "-L" + t.d.path(), "-l:libwork.orig.so", "-Wl,-rpath,$ORIGIN", "-o", t.d / "main.pg"});
   ASSERT_EQ(prepatch({"-q", t.d / "main.pg", "-o", t.d / "main.both"}).status, 0);
   Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c", t.d / "main.both", "10"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::to_string(expected(10)) + "\n");
-  EXPECT_NE(r.err.find("this shared object's sites stay off: the prepared executable's runtime serves this process"), std::string::npos) << r.err;
-  auto c = function_counts(t.d / "main.both", t.d / "c");
-  EXPECT_EQ(c["main"], 1);
+  EXPECT_EQ(r.err, "");
+  for (const std::vector<std::string>& binaries : {std::vector<std::string>{t.d / "main.both"}, {t.lib, t.d / "main.both"}, {}}) {
+    SCOPED_TRACE(binaries.size());
+    std::vector<std::string> args = {"counts", "--json"};
+    args.insert(args.end(), binaries.begin(), binaries.end());
+    args.push_back(t.d / "c");
+    Proc c = prepatch(args);
+    ASSERT_EQ(c.status, 0) << c.err;
+    std::map<std::string, long> n;
+    std::set<std::string> objects;
+    for (const auto& row : nlohmann::json::parse(c.out)) n[row["function"]] = row["count"], objects.insert(row["object"]);
+    EXPECT_EQ(n["main"], 1);
+    EXPECT_EQ(n["lib_work"], 1);
+    EXPECT_EQ(n["leaf"], 10);
+    EXPECT_EQ(objects, (std::set<std::string>{"libwork.so", "main.both"}));
+  }
   Proc plain = run({t.d / "main.both", "10"});
   EXPECT_EQ(plain.out, r.out);
   EXPECT_EQ(plain.err, "") << "a process that asked for no tracing hears nothing of it";
 }
 
-// Two prepared plugins dlopen'ed by an unprepared host: the first one's runtime claims the process
-// and counts its calls; the second finds the process claimed, says so, and runs as built.
-TEST(SharedObject, TheSecondPreparedPluginLeavesTheProcessToTheFirst) {
+// Two prepared plugins (two copies of one build) dlopen'ed by an unprepared host: the first one's
+// runtime claims the process, the second enrolls with it; both count, each in its own section, and
+// their functions, named alike, are told apart as OBJECT:FUNCTION.
+TEST(SharedObject, TheSecondPreparedPluginEnrollsWithTheFirstsRuntime) {
   TempDir d;
   write_file(d / "plugin.c", lib_source);
   write_file(d / "host.c", R"(
@@ -330,11 +348,12 @@ int main(int argc, char** argv) {
   Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", d / "one.so", d / "two.so"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::to_string(2 * expected(100)) + "\n");
-  EXPECT_EQ(r.err, "prepatch: this shared object's sites stay off: another prepared object's runtime serves this process (one runtime serving "
-                   "several objects is not supported yet)\n");
+  EXPECT_EQ(r.err, "");
   auto c = function_counts(d / "one.so", d / "c");
-  EXPECT_EQ(c["leaf"], 100);
-  EXPECT_EQ(c["lib_work"], 1);
+  EXPECT_EQ(c["one.so:leaf"], 100);
+  EXPECT_EQ(c["one.so:lib_work"], 1);
+  EXPECT_EQ(c["two.so:leaf"], 100);
+  EXPECT_EQ(c["two.so:lib_work"], 1);
   Proc quiet = run({d / "host", d / "one.so", d / "two.so"});
   EXPECT_EQ(quiet.out, r.out);
   EXPECT_EQ(quiet.err, "");
@@ -369,7 +388,7 @@ int main(int argc, char** argv) {
   ASSERT_EQ(prepatch({"-q", d / "plugin.orig.so", "-o", d / "plugin.so"}).status, 0);
   const std::pair<const char*, const char*> cases[] = {
       {"version", "prepatch: this shared object's sites stay off: the runtime serving this process came with an object prepared by another "
-                  "prepatch version (runtime ABI 99, this object's 1)\n"},
+                  "prepatch version (runtime ABI 99, this object's 2)\n"},
       {"foreign", "prepatch: this shared object's sites stay off: something other than a prepatch runtime is mapped at 0x00007e5e00000000, where "
                   "the runtimes of prepared objects meet\n"}};
   for (const auto& [page, message] : cases) {
@@ -570,6 +589,77 @@ int main(void) {
   EXPECT_NE(refused.err.find("no prepared shared object's runtime runs in it"), std::string::npos) << refused.err;
 }
 
+// An object loaded later follows the selection made since start: PREPATCH_TRACE, then every `ctl
+// enable` and `disable` in order, globs naming the object included (docs/SHIM.md, "One runtime,
+// several objects"); `ctl status` lists each object and names functions OBJECT:FUNCTION; one counts
+// file holds a section per object, added as it loads. A request that matched nothing is not kept.
+TEST(SharedObject, AnObjectLoadedLaterFollowsTheSelection) {
+  TempDir d;
+  write_file(d / "plugin.c", lib_source);
+  write_file(d / "loader.c", R"(
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+  void* h[8];
+  int n = 0;
+  long total = 0;
+  char line[512];
+  printf("ready %d\n", getpid());
+  fflush(stdout);
+  while (fgets(line, sizeof line, stdin)) {
+    line[strcspn(line, "\n")] = 0;
+    if (!strncmp(line, "open ", 5) && n < 8 && !(h[n++] = dlopen(line + 5, RTLD_NOW | RTLD_LOCAL))) return printf("dlopen: %s\n", dlerror()), 1;
+    if (!strcmp(line, "run"))
+      for (int i = 0; i < n; i++) total += ((int (*)(int))dlsym(h[i], "lib_work"))(10);
+    char done[600];
+    snprintf(done, sizeof done, "%s.done", strncmp(line, "open ", 5) ? line : strrchr(line, '/') + 1);
+    fclose(fopen(done, "w"));
+  }
+  printf("%ld\n", total);
+  return 0;
+}
+)");
+  for (const char* name : {"one", "two"})
+    compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / (std::string(name) + ".orig.so")});
+  compile({"gcc", "-O2", d / "loader.c", "-o", d / "loader", "-ldl"});
+  for (const char* name : {"one", "two"})
+    ASSERT_EQ(prepatch({"-q", d / (std::string(name) + ".orig.so"), "-o", d / (std::string(name) + ".so")}).status, 0);
+  Background p({"env", "PREPATCH_TRACE=leaf", "PREPATCH_COUNTS=" + d / "c", d / "loader"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  const auto step = [&](const std::string& line, const std::string& done) {
+    p.say(line + "\n");
+    for (int i = 0; i < 2000 && !exists(d / done); i++) usleep(5000);
+    ASSERT_TRUE(exists(d / done)) << line;
+  };
+  const std::string pid = std::to_string(p.target());
+  step("open " + d / "one.so", "one.so.done");
+  Proc e = prepatch({"ctl", pid, "enable", "lib_work"});
+  EXPECT_EQ(e.out, "ok: enabled 1 site (1 matched)\n") << e.err;
+  Proc off = prepatch({"ctl", pid, "disable", "one.so:leaf"});
+  EXPECT_EQ(off.out, "ok: disabled 1 site (1 matched)\n") << off.err;
+  Proc none = prepatch({"ctl", pid, "enable", "two.so:*"});
+  EXPECT_EQ(none.status, 4) << "two.so is not loaded yet: nothing matches, and nothing is kept";
+  step("open " + d / "two.so", "two.so.done");
+  Proc s = prepatch({"ctl", pid, "status"});
+  ASSERT_EQ(s.status, 0) << s.err;
+  EXPECT_NE(s.out.find("ok: pid " + pid + ", 3 of 4 sites enabled\n"), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("object " + d / "one.so" + ": 1 of 2 sites enabled\n"), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("object " + d / "two.so" + ": 2 of 2 sites enabled\n"), std::string::npos) << s.out;
+  for (const char* f : {"one.so:lib_work", "two.so:lib_work", "two.so:leaf"}) EXPECT_NE(s.out.find(std::string("enabled ") + f + " 0\n"), std::string::npos) << f << "\n" << s.out;
+  EXPECT_EQ(s.out.find("enabled one.so:leaf"), std::string::npos) << s.out;
+  step("run", "run.done");
+  auto [status, out] = p.finish();
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(out, std::to_string(2 * expected(10)) + "\n");
+  auto c = function_counts(d / "one.so", d / "c");
+  EXPECT_EQ(c["one.so:lib_work"], 1);
+  EXPECT_EQ(c["one.so:leaf"], 0);
+  EXPECT_EQ(c["two.so:lib_work"], 1);
+  EXPECT_EQ(c["two.so:leaf"], 10);
+}
+
 // What cannot carry the shim is refused with the offset and the reason, and nothing is written.
 TEST(SharedObject, RefusedWithAReason) {
   TempDir d;
@@ -631,12 +721,13 @@ TEST(SharedObject, WithoutDtInitTheShimStartsFromTheFirstInitArrayEntry) {
 }
 
 // The other ISAs (count tracer), under qemu-user: a prepared library in an unprepared program counts
-// exactly; with the program prepared too, the program's runtime serves the process and the library
-// says its sites stay off (the rendezvous page: 64-bit, and ARM32's own). RISC-V's libraries start
-// the shim from their first init_array entry (no DT_INIT there).
+// exactly; with the program prepared too, the library's runtime serves the process and the program
+// enrolls with it (the rendezvous page: 64-bit, and ARM32's own; the program's sites forward through
+// its own trampolines). RISC-V's libraries start the shim from their first init_array entry (no
+// DT_INIT there).
 class OtherIsaSharedObject : public ::testing::TestWithParam<std::vector<std::string>> {};
 
-TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndLeavesTheProcessToAPreparedProgram) {
+TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndServesAPreparedProgramToo) {
   const std::string isa = GetParam()[0], cc = GetParam()[1], flags = GetParam()[2];
   TempDir d;
   write_file(d / "lib.c", lib_source);
@@ -670,9 +761,11 @@ TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndLeavesTheProcessToAPrepare
   EXPECT_EQ(c["lib_work"], 1);
   Proc both = in(prepared, d / "main.prepared", {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c2"});
   EXPECT_EQ(both.out, want);
-  EXPECT_NE(both.err.find("this shared object's sites stay off: the prepared executable's runtime serves this process"), std::string::npos)
-      << both.err;
-  EXPECT_EQ(function_counts(d / "main.prepared", d / "c2")["main"], 1);
+  EXPECT_EQ(both.err, plain.err);
+  auto c2 = function_counts(d / "main.prepared", d / "c2");
+  EXPECT_EQ(c2["main"], 1);
+  EXPECT_EQ(c2["leaf"], 1000);
+  EXPECT_EQ(c2["lib_work"], 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, OtherIsaSharedObject,

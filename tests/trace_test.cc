@@ -568,8 +568,9 @@ TEST(Files, RecordTheBuildIdOfTheBinary) {
   EXPECT_EQ(hex_at(d / "t.trace", offsetof(shim::TraceHeader, build_id), 20), id);
   r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", bin, "threads"}, d.path());
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(hex_at(d / "c", offsetof(shim::CountsHeader, build_id_size), 1), "14");
-  EXPECT_EQ(hex_at(d / "c", offsetof(shim::CountsHeader, build_id), 20), id);
+  constexpr size_t section = 4096;  // the binary's, the first
+  EXPECT_EQ(hex_at(d / "c", section + offsetof(shim::CountsObject, build_id_size), 1), "14");
+  EXPECT_EQ(hex_at(d / "c", section + offsetof(shim::CountsObject, build_id), 20), id);
 
   for (const char* word : {"apple", "mango"}) {
     write_file(d / (std::string(word) + ".c"), std::string("#include <stdio.h>\n__attribute__((noinline)) void say(const char* s) { puts(s); }\n"
@@ -589,11 +590,11 @@ TEST(Files, RecordTheBuildIdOfTheBinary) {
             std::string::npos)
       << other.err;
   std::string damaged = read_file(d / "apple.counts");
-  damaged[offsetof(shim::CountsHeader, build_id_size)] = 99;
+  damaged[section + offsetof(shim::CountsObject, build_id_size)] = 99;
   write_file(d / "damaged.counts", damaged);
   Proc bad = prepatch({"counts", d / "apple", d / "damaged.counts"});
   EXPECT_EQ(bad.status, 4);
-  EXPECT_NE(bad.err.find("offset 0x28: expected a build ID of at most 20 bytes, found a size of 99"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("offset 0x1028: expected a build ID of at most 20 bytes, found a size of 99"), std::string::npos) << bad.err;
 }
 }  // namespace
 }  // namespace prepatch::test
