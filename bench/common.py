@@ -1,6 +1,6 @@
-"""What the benchmarks share: their command line, the generated many-function program, and a parent
-process to measure a command's peak resident set."""
-import argparse, os, subprocess
+"""What the benchmarks share: their command line, the generated many-function program, a parent
+process to measure a command's peak resident set, and reading bench/toggle_rounds.h's rounds."""
+import argparse, os, statistics, subprocess
 
 from gen_many import generate
 
@@ -58,3 +58,20 @@ def maxrss_runner(directory, cc):
         f.write(MAXRSS_C)
     subprocess.run([cc, "-O1", path + ".c", "-o", path], check=True)
     return path
+
+
+def toggle_medians(setups, runs, env, cwd):
+    """Runs each of `setups` (name -> argv of a program built on bench/toggle_rounds.h) `runs` times,
+    interleaved; returns the median time in ms of each toggle ({name: {"enable": ms, "disable": ms}})
+    and the sites each switched ({name: (on, off)})."""
+    times = {s: {"enable": [], "disable": []} for s in setups}
+    sites = {}
+    for _ in range(runs):
+        for setup, argv in setups.items():
+            out = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                _, on, t_on, off, t_off = line.split()
+                sites[setup] = (int(on), int(off))
+                times[setup]["enable"].append(float(t_on))
+                times[setup]["disable"].append(float(t_off))
+    return {s: {k: statistics.median(v) for k, v in t.items()} for s, t in times.items()}, sites

@@ -16,9 +16,9 @@ Each binary runs --runs times, interleaved; the script prints the median time pe
 Usage: bench/toggle_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 5] [--rounds 21]
 Not a test: nothing here asserts a time.
 """
-import os, statistics, subprocess, tempfile
+import os, subprocess, tempfile
 
-from common import arguments, write_program
+from common import arguments, toggle_medians, write_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTDATA = os.path.join(HERE, "..", "testdata")
@@ -39,24 +39,11 @@ size_t __xray_max_function_id(void);
 #include "ctl_channel.h"
 #endif
 
-static atomic_int stop;
+#include "toggle_rounds.h"
 
-static void* runner(void* arg) {
-  unsigned acc = (unsigned)(unsigned long)arg;
-  while (!atomic_load_explicit(&stop, memory_order_relaxed))
-    for (unsigned long i = 0; i < sizeof table / sizeof table[0]; i++) acc = table[i](acc);
-  return (void*)(unsigned long)acc;
-}
-
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static void pause_ms(long ms) {
-  struct timespec t = {0, ms * 1000000L};
-  nanosleep(&t, NULL);
+static unsigned call_all(unsigned acc) {
+  for (unsigned long i = 0; i < sizeof table / sizeof table[0]; i++) acc = table[i](acc);
+  return acc;
 }
 
 /* Switches every site; returns how many the tool reports it switched. */
@@ -69,33 +56,12 @@ static unsigned long toggle(int on) {
   }
   return __xray_max_function_id();
 #else
-  const char* r = control(on ? "enable *" : "disable *");
-  if (strncmp(r, "ok: ", 4) != 0) {
-    fprintf(stderr, "%s", r);
-    exit(1);
-  }
-  return strtoul(r + strlen(on ? "ok: enabled " : "ok: disabled "), NULL, 10);
+  return control_all(on);
 #endif
 }
 
 int main(int argc, char** argv) {
-  int rounds = argc > 1 ? atoi(argv[1]) : 21;
-  pthread_t t[2];
-  for (long i = 0; i < 2; i++) pthread_create(&t[i], NULL, runner, (void*)i);
-  pause_ms(20);
-  for (int r = 0; r < rounds; r++) {
-    double t0 = now_ms();
-    unsigned long on = toggle(1);
-    double t1 = now_ms();
-    pause_ms(5);
-    double t2 = now_ms();
-    unsigned long off = toggle(0);
-    double t3 = now_ms();
-    pause_ms(5);
-    printf("toggle %lu %.4f %lu %.4f\n", on, t1 - t0, off, t3 - t2);
-  }
-  atomic_store(&stop, 1);
-  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  toggle_rounds(argc > 1 ? atoi(argv[1]) : 21, call_all, toggle);
   return 0;
 }
 """
@@ -107,26 +73,16 @@ def main():
     with tempfile.TemporaryDirectory(prefix="prepatch-toggle-bench-") as d:
         src = write_program(d, a.functions, MAIN)
         pfe5, prepared, xray = (os.path.join(d, n) for n in ("pfe5", "prepared", "xray"))
-        common = ["clang", "-O1", "-D_GNU_SOURCE", "-I", TESTDATA, src, "-pthread"]
+        common = ["clang", "-O1", "-D_GNU_SOURCE", "-I", TESTDATA, "-I", HERE, src, "-pthread"]
         subprocess.run([*common, "-fpatchable-function-entry=5", "-o", pfe5], check=True)
         subprocess.run([*common, "-DUSE_XRAY", "-fxray-instrument", "-fxray-instruction-threshold=1", "-o", xray], check=True)
         subprocess.run([a.prepatch, "-q", pfe5, "-o", prepared], check=True)
         env = dict(os.environ, PREPATCH_COUNTS=os.path.join(d, "counts"))
         env.pop("PREPATCH_TRACE", None)
-        tools = {"prepatch": prepared, "XRay": xray}
-        times = {t: {"enable": [], "disable": []} for t in tools}
-        sites = {}
-        for _ in range(a.runs):
-            for tool, binary in tools.items():
-                out = subprocess.run([binary, str(rounds)], env=env, cwd=d, capture_output=True, text=True, check=True).stdout
-                for line in out.splitlines():
-                    _, on, t_on, off, t_off = line.split()
-                    sites[tool] = (int(on), int(off))
-                    times[tool]["enable"].append(float(t_on))
-                    times[tool]["disable"].append(float(t_off))
+        tools = {"prepatch": [prepared, str(rounds)], "XRay": [xray, str(rounds)]}
+        med, sites = toggle_medians(tools, a.runs, env, d)
         print(f"{a.functions} functions, 2 threads calling them all the time; {a.runs} interleaved runs of "
               f"{rounds} enable/disable rounds each; median ms per toggle of every site:")
-        med = {t: {k: statistics.median(v) for k, v in times[t].items()} for t in tools}
         for tool in tools:
             print(f"  {tool:9s} enable {med[tool]['enable']:7.3f} ms   disable {med[tool]['disable']:7.3f} ms"
                   f"   (sites switched: {sites[tool][0]} / {sites[tool][1]}"

@@ -268,8 +268,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> counts_files;
   bool counts_all = false, counts_json = false;
   counts->add_option("files", counts_files,
-                     "[BINARY...] COUNTS: the prepared binaries the process ran (an object whose binary is not given is read from the path "
-                     "the file records, when it is the same build), then its counts file (default name prepatch.PID.counts)")
+                     "[BINARY...] COUNTS: prepared binaries the process ran, to check the file against (the file names its functions "
+                     "itself; a file from before 2026-12-04 needs its one binary), then the counts file (default name prepatch.PID.counts)")
       ->required();
   counts->add_flag("--all", counts_all, "include sites never called");
   counts->add_flag("--json", counts_json, "print JSON instead of a table");

@@ -16,16 +16,15 @@ struct CountRow {
 };
 
 // The counts file `path`: one row per site of each object, objects in the order they were served,
-// sites in table order. Each object's binary is the one of `binaries` whose table (address, size) and
-// GNU build ID match its section, else the file the section names, when that one matches. Throws
-// InputError (naming the offset) when the file is malformed, or when an object's binary is not found
-// (a given one that matches no section, a section no binary matches); a version 1 file (one object,
-// before sections) takes exactly one binary.
+// sites in table order, named from the table copy in each object's section. `binaries` are checked
+// against the file: each must be the object of some section (same table entries and address, same
+// GNU build ID where both have one). Throws InputError (naming the offset) when the file is malformed
+// or a binary given is none of its objects; a version 1 file (one object, no table copy) takes exactly
+// one binary, which names its counts.
 std::vector<CountRow> read_counts(const std::string& path, const std::vector<std::string>& binaries);
 
-// How `row` is named where objects may share function names: FUNCTION, or OBJECT:FUNCTION when
-// another object's row has the same shown name. `shown` is the function's name as shown (demangled
-// or raw); `rows` all rows, `names` their shown names in the same order.
+// How each row is named where objects may share function names: `names[i]` (row i's function as
+// shown), or OBJECT:FUNCTION where another object's row has the same shown name.
 std::vector<std::string> qualified_names(const std::vector<CountRow>& rows, const std::vector<std::string>& names);
 
 }  // namespace prepatch

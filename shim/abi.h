@@ -120,9 +120,9 @@ PREPATCH_CONSTANT char unwinder_names[4][26] = {"_Unwind_RaiseException", "_Unwi
 
 // The counts file (PREPATCH_COUNTS, default prepatch.PID.counts in the working directory): a header,
 // then one section per object the runtime serves, in the order they enrolled, each page-aligned: its
-// CountsObject, then one little-endian u64 per table entry, in table order, updated atomically while
-// the program runs (a shared file mapping, so the counts survive the process). A section is complete
-// before the previous one's `next` (or the header's `first`) names it.
+// CountsObject, one little-endian u64 per table entry, in table order, updated atomically while the
+// program runs (a shared file mapping, so the counts survive the process), then its table's copy. A
+// section is complete before the previous one's `next` (or the header's `first`) names it.
 struct CountsHeader {
   char magic[8];     // "PPCOUNT\1"
   u32 version;       // counts_version
@@ -138,7 +138,8 @@ PREPATCH_CONSTANT char counts_magic[8] = {'P', 'P', 'C', 'O', 'U', 'N', 'T', 1};
 // counters; `table_vaddr` at offset 32, `build_id_size` and `build_id` at 40.
 inline constexpr u32 counts_version = 2;
 
-// At the start of an object's section, 512 bytes; its counters follow.
+// At the start of an object's section, 512 bytes; its counters follow, then a copy of its
+// __patch_sites table (so the counts are named without the binary).
 struct CountsObject {
   char magic[8];     // "PPCOBJ\0\1"
   u64 count;         // counters: the object's table entries
@@ -149,7 +150,9 @@ struct CountsObject {
   u8 build_id[20];
   u8 reserved[3];
   char path[256];    // the object's file as it was loaded, NUL-terminated ("": not known)
-  u8 reserved2[192];
+  u64 table_offset;  // the table copy, from the section's start (after the counters)
+  u64 table_size;
+  u8 reserved2[176];
 };
 static_assert(sizeof(CountsObject) == 512);
 PREPATCH_CONSTANT char counts_object_magic[8] = {'P', 'P', 'C', 'O', 'B', 'J', 0, 1};
@@ -191,7 +194,7 @@ struct TraceHeader {
 };
 static_assert(sizeof(TraceHeader) == 4096);
 PREPATCH_CONSTANT char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
-inline constexpr u32 trace_version = 2;  // 1: graph records were 16 bytes
+inline constexpr u32 trace_version = 3;  // 1: graph records were 16 bytes; 2: no object records
 
 // At the start of every chunk. `used` is stored (release) after each complete record, so a reader never
 // counts a half-written one.
@@ -206,6 +209,25 @@ struct ChunkHeader {
 };
 static_assert(sizeof(ChunkHeader) == 64);
 inline constexpr u32 chunk_magic = 0x4b4e4843;  // "CHNK"
+
+// An object the runtime serves beside the one the header describes (version 3): its record takes
+// `chunks` consecutive chunks, claimed as a thread claims one, the first starting with this header,
+// then a copy of the object's __patch_sites table. Records name its sites first_site, first_site + 1,
+// ... (the header's object's sites are 0, 1, ...). `magic` is stored last.
+struct ObjectChunk {
+  u32 magic;          // object_magic
+  u32 chunks;         // consecutive chunks the record spans
+  u64 first_site;     // the number its first site has in records
+  u64 table_size;     // bytes of the table copy after this header
+  u64 load_bias;      // run-time minus link-time addresses of the object
+  u8 build_id_size;   // its GNU build ID, its first 20 bytes (Config::build_id); 0: none
+  u8 build_id[20];
+  u8 reserved[3];
+  char path[256];     // the object's file as it was loaded, NUL-terminated ("": not known)
+  u64 reserved2[5];
+};
+static_assert(sizeof(ObjectChunk) == 352);
+inline constexpr u32 object_magic = 0x544a424f;  // "OBJT"
 
 // A `function` record: 16 bytes, two little-endian u64. `time` is the TSC. `info`: bits 0-1 the type
 // (rec_call), bits 2-25 the site's index in the table, bits 26-63 the caller.

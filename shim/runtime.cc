@@ -182,10 +182,25 @@ struct Object {
     u8 len;
     u8 target[15];
   } * batch;
+  u64 batch_size;  // entries of the batch being chosen or run, 0 otherwise
   u64* counts;  // per site call counts, in the counts file's shared mapping (its section there)
   const char* path;  // the object's file as it was loaded (AT_EXECFN, the loader's l_name); may be nullptr
   SiteHash** hash_ref;  // an enrolled object's prepatch_hash, kept pointing at the process's site hash
+  u64 first_site;       // the number its first site has in the trace file's records (its own object's: 0)
+  u64 lo, hi;           // the run-time span of its loaded segments
 };
+
+// Where the loaded segments of `o` lie at run time (its program headers and bias known).
+void find_extent(Object& o) {
+  o.lo = ~u64{0}, o.hi = 0;
+  for (u64 p = 0; p < o.phnum; p++) {
+    const u8* ph = o.phdr + p * elfc::phdr_size;
+    if (load_le(ph, 4) != 1 /* PT_LOAD */) continue;
+    const u64 v = load_le(ph + elfc::p_vaddr, elfc::word) + o.bias, end = v + load_le(ph + elfc::p_memsz, elfc::word);
+    if (v < o.lo) o.lo = v;
+    if (end > o.hi) o.hi = end;
+  }
+}
 
 // The process's state: one object in .bss, zero at start. One control channel, one trap handler, one
 // sync, one trace file, however many objects.
@@ -195,6 +210,7 @@ struct State {
   // those, published (release) once an entry is whole, so the trap handler reads whole entries only.
   Object* more;
   u32 objects;
+  u64 sites_numbered;  // sites numbered for the trace file so far (objects.inc)
   // The executable's program headers and load bias: where the loaded objects are listed (its DT_DEBUG).
   // The prepared object's own, unless that is a shared object.
   struct Program {
@@ -348,9 +364,9 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   // The traced function's return address: at the site's stack pointer, or for an mcount site (called
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
-  if (g.tracer == Tracer::function) {
-    const u64 caller = *slot - g.obj.bias;
-    return emit(t, rec_call, s->value, caller < rec_caller_unknown ? caller : rec_caller_unknown);
+  if (g.tracer == Tracer::function) {  // a caller outside the header's object is not known (docs/FORMAT.md)
+    const u64 ret = *slot, caller = ret - g.obj.bias;
+    return emit(t, rec_call, s->value, ret >= g.obj.lo && ret < g.obj.hi && caller < rec_caller_unknown ? caller : rec_caller_unknown);
   }
   const auto unwound = [&](const ShadowFrame& f) { note_unwound(t, f); };
   if (!t->shadow.frames) {
@@ -550,6 +566,7 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 // PREPATCH_TRACE names.
 void start(char** envp) {
   g.obj.config = &prepatch_config;
+  find_extent(g.obj);
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
   if (claim_process(envp) != Claim::serve) return;
   g.objects = 1;

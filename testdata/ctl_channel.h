@@ -60,4 +60,14 @@ static const char* control(const char* command) {
   return reply;
 }
 
+/* "enable *" (on) or "disable *": how many sites the shim says it switched; exits on any other answer. */
+__attribute__((unused)) static unsigned long control_all(int on) {
+  const char* r = control(on ? "enable *" : "disable *");
+  if (strncmp(r, "ok: ", 4) != 0) {
+    fprintf(stderr, "%s", r);
+    exit(1);
+  }
+  return strtoul(r + strlen(on ? "ok: enabled " : "ok: disabled "), NULL, 10);
+}
+
 #endif

@@ -121,7 +121,15 @@ static void map_counts(void) {
   }
   void* m = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
   if (m == MAP_FAILED) exit(2);
-  counts = (volatile uint64_t*)((char*)m + 64);
+  /* Version 2: the header's `first` (offset 32) is this program's section, whose 512-byte header the
+     counters follow (docs/SHIM.md, "The counts file"). */
+  uint64_t first;
+  memcpy(&first, (char*)m + 32, 8);
+  if (first == 0 || first + 512 > (uint64_t)st.st_size) {
+    fprintf(stderr, "the counts file has no section\n");
+    exit(2);
+  }
+  counts = (volatile uint64_t*)((char*)m + first + 512);
   dl_iterate_phdr(find_sites, NULL);
   if (index_add < 0 || index_mul < 0) {
     fprintf(stderr, "the leaves have no sites in the table\n");

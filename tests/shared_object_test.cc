@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <unistd.h>
 
 #include "rewriter/names.h"
@@ -43,6 +45,40 @@ std::vector<std::string> dynamic_entries(const std::string& so) {
     if (l.find("0x") != std::string::npos && l.find("Dynamic section") == std::string::npos) out.push_back(l);
   return out;
 }
+
+// Two copies of one prepared plugin (one.so, two.so) and an unprepared host that dlopens them in turn
+// and calls each one's lib_work(100).
+struct TwoPlugins {
+  TempDir d;
+  TwoPlugins() {
+    write_file(d / "plugin.c", lib_source);
+    write_file(d / "host.c", R"(
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char** argv) {
+  long total = 0;
+  for (int i = 1; i < argc; i++) {
+    void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) return printf("dlopen: %s\n", dlerror()), 1;
+    total += ((int (*)(int))dlsym(h, "lib_work"))(100);
+  }
+  printf("%ld\n", total);
+  return 0;
+}
+)");
+    for (const char* name : {"one", "two"})
+      compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / (std::string(name) + ".orig.so")});
+    compile({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
+    for (const char* name : {"one", "two"})
+      EXPECT_EQ(prepatch({"-q", d / (std::string(name) + ".orig.so"), "-o", d / (std::string(name) + ".so")}).status, 0);
+  }
+  // The host loading one.so then two.so, with `env` set.
+  Proc run(std::vector<std::string> env) const {
+    env.insert(env.begin(), "env");
+    for (const std::string& a : {d / "host", d / "one.so", d / "two.so"}) env.push_back(a);
+    return test::run(env);
+  }
+};
 
 // A library built -pg -mfentry, and a program built without hooks that is linked against it.
 struct Linked {
@@ -221,6 +257,41 @@ int main() {
   EXPECT_EQ(counted.size(), 4u) << want.out;
   EXPECT_EQ(entries, counted);
 
+  // The program prepared too: one runtime (the library's) traces both objects into one file; the
+  // callbacks are traced frames now, which the exceptions unwind too, and every function is named.
+  compile({"g++", "-O2", "-pg", "-mfentry", d / "main.cc", d / "libexc.orig.so", "-o", d / "main.pg"});
+  ASSERT_EQ(prepatch({"-q", d / "main.pg", "-o", d / "main.prepared"}).status, 0);
+  Proc both = run({"env", "LD_LIBRARY_PATH=" + prepared, "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "both.trace",
+                   d / "main.prepared"});
+  ASSERT_EQ(both.status, 0) << both.err;
+  EXPECT_EQ(both.out, want.out);
+  EXPECT_EQ(both.err, "");
+  unsigned long unwound_both = 0;
+  for (int i = 0; i < 1000; i++) {
+    const int v = i % 6;
+    if (v + 1 > 3) unwound_both += 2 + 3;
+    if (v + 2 > 3) unwound_both += 5;  // escape -> middle -> cb_reenter (traced now) -> middle -> thrower
+    else if (v + 3 > 3) unwound_both += 3;
+  }
+  trace::Trace tb = trace::read_trace(d / "both.trace");
+  ASSERT_TRUE(tb.problems.empty()) << tb.problems[0];
+  EXPECT_EQ(tb.lost, 0u);
+  EXPECT_EQ(tb.unwound, unwound_both);
+  std::map<std::string, unsigned long> entries_both;
+  for (const auto& th : tb.threads)
+    for (const auto& e : th.events)
+      if (e.type == shim::rec_entry) {
+        const std::string shown = shown_name(tb.names[e.site]);
+        entries_both[shown.substr(0, shown.find('('))]++;
+      }
+  for (const auto& [f, n] : counted) EXPECT_EQ(entries_both[f], n) << f;
+  EXPECT_EQ(entries_both["main"], 1u);
+  EXPECT_EQ(entries_both["cb"], 3000u) << "top's, escape's and the inner middle's under cb_reenter";
+  EXPECT_GT(entries_both["cb_reenter"], 0u);
+  Proc rep = prepatch({"report", d / "both.trace"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  for (const char* f : {" main\n", " cb(int)\n", " thrower(int)\n"}) EXPECT_NE(rep.out.find(f), std::string::npos) << f << rep.out;
+
   // The same library loaded by dlopen: its runtime starts then, after the C++ runtime it needs, and
   // still follows the exceptions (top catches its own; escape's reach the host).
   write_file(d / "host.cc", R"(
@@ -289,8 +360,8 @@ TEST(SharedObject, PluginSoakLoadUnloadAndToggleFromFiveThreads) {
 
 // A prepared program linked against a prepared library: one runtime serves both (the library's, whose
 // DT_INIT runs first; the program enrolls with it at its entry and follows PREPATCH_TRACE), one counts
-// file holds both objects' sections, and `prepatch counts` reads them given the program alone (the
-// library's from the path the file records) or given both.
+// file holds both objects' sections with their tables, and `prepatch counts` reads them given no
+// binary, the program alone, or both (checked against the file).
 TEST(SharedObject, OneRuntimeServesTheProgramAndTheLibrary) {
   Linked t;
   compile({"gcc", "-O2", "-pg", "-mfentry", t.d / "main.c", "-L" + t.d.path(), "-l:libwork.orig.so", "-Wl,-rpath,$ORIGIN", "-o", t.d / "main.pg"});
@@ -323,40 +394,101 @@ TEST(SharedObject, OneRuntimeServesTheProgramAndTheLibrary) {
 // runtime claims the process, the second enrolls with it; both count, each in its own section, and
 // their functions, named alike, are told apart as OBJECT:FUNCTION.
 TEST(SharedObject, TheSecondPreparedPluginEnrollsWithTheFirstsRuntime) {
-  TempDir d;
-  write_file(d / "plugin.c", lib_source);
-  write_file(d / "host.c", R"(
-#include <dlfcn.h>
-#include <stdio.h>
-int main(int argc, char** argv) {
-  long total = 0;
-  for (int i = 1; i < argc; i++) {
-    void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
-    if (!h) return printf("dlopen: %s\n", dlerror()), 1;
-    total += ((int (*)(int))dlsym(h, "lib_work"))(100);
-  }
-  printf("%ld\n", total);
-  return 0;
-}
-
-)");
-  for (const char* name : {"one", "two"})
-    compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "plugin.c", "-o", d / (std::string(name) + ".orig.so")});
-  compile({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
-  for (const char* name : {"one", "two"})
-    ASSERT_EQ(prepatch({"-q", d / (std::string(name) + ".orig.so"), "-o", d / (std::string(name) + ".so")}).status, 0);
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", d / "one.so", d / "two.so"});
+  TwoPlugins t;
+  Proc r = t.run({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::to_string(2 * expected(100)) + "\n");
   EXPECT_EQ(r.err, "");
-  auto c = function_counts(d / "one.so", d / "c");
+  auto c = function_counts(t.d / "one.so", t.d / "c");
   EXPECT_EQ(c["one.so:leaf"], 100);
   EXPECT_EQ(c["one.so:lib_work"], 1);
   EXPECT_EQ(c["two.so:leaf"], 100);
   EXPECT_EQ(c["two.so:lib_work"], 1);
-  Proc quiet = run({d / "host", d / "one.so", d / "two.so"});
+  Proc quiet = t.run({});
   EXPECT_EQ(quiet.out, r.out);
   EXPECT_EQ(quiet.err, "");
+}
+
+// A counts file's sections and a trace file's object records, damaged: each damage is named with its
+// offset. A counts file is refused whole (its links cannot be trusted past one); a trace file keeps
+// what is intact: the damaged object's functions go unnamed, its records skipped and counted.
+TEST(SharedObject, DamagedObjectSectionsAndRecordsAreNamed) {
+  TwoPlugins t;
+  ASSERT_EQ(t.run({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c"}).status, 0);
+  ASSERT_EQ(t.run({"PREPATCH_TRACE=*", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + t.d / "t.trace"}).status, 0);
+  const std::string counts = read_file(t.d / "c"), trace = read_file(t.d / "t.trace");
+  shim::CountsHeader ch;
+  std::memcpy(&ch, counts.data(), sizeof ch);
+  ASSERT_EQ(ch.objects, 2u);
+  shim::CountsObject first;
+  std::memcpy(&first, counts.data() + ch.first, sizeof first);
+  const auto put = [](std::string b, size_t at, u64 v) {
+    std::memcpy(&b[at], &v, 8);
+    return b;
+  };
+  const u64 f = ch.first;
+  struct Case {
+    const char* name;
+    std::string bytes;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"unaligned", put(counts, 32, f + 8), "offset 0x20: expected the offset of an object's section (page-aligned"},
+      {"loop", put(counts, f + offsetof(shim::CountsObject, next), f), hex(f + offsetof(shim::CountsObject, next)) + ": expected the offset of an object's section"},
+      {"count", put(counts, f + offsetof(shim::CountsObject, count), 1u << 30), hex(f + 8) + ": the section's 1073741824 counters run past the file's end"},
+      {"table", put(counts, f + offsetof(shim::CountsObject, table_offset), 8), hex(f + offsetof(shim::CountsObject, table_offset)) + ": expected the table's copy after the counters"},
+      {"names", put(counts, f + first.table_offset, 0), hex(f + first.table_offset) + ":"},
+      {"objects", put(counts, 16, 3), "offset 0x10: the header counts 3 objects, the sections linked are 2"},
+  };
+  for (const Case& c : cases) {
+    write_file(t.d / c.name, c.bytes);
+    Proc r = prepatch({"counts", t.d / c.name});
+    EXPECT_EQ(r.status, 4) << c.name;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.name << ": " << r.err;
+  }
+  Proc other = prepatch({"counts", t.d / "host", t.d / "c"});
+  EXPECT_EQ(other.status, 4);
+  EXPECT_NE(other.err.find("not a prepared binary"), std::string::npos) << other.err;
+  // A version 1 file (before sections: one object, its counters after the header) is still read, with
+  // its one binary, which names it.
+  std::string v1(64, '\0');
+  v1.replace(0, 8, "PPCOUNT\1");
+  v1 = put(put(put(put(v1, 8, 1 | u64{64} << 32), 16, first.count), 24, 1234), 32, first.table_vaddr);
+  v1[40] = static_cast<char>(first.build_id_size);
+  std::memcpy(&v1[41], first.build_id, 20);
+  v1 += counts.substr(f + sizeof first, 8 * first.count);
+  write_file(t.d / "v1", v1);
+  auto c1 = function_counts(t.d / "one.so", t.d / "v1");
+  EXPECT_EQ(c1["leaf"], 100);
+  EXPECT_EQ(c1["lib_work"], 1);
+  Proc alone = prepatch({"counts", t.d / "v1"});
+  EXPECT_EQ(alone.status, 4);
+  EXPECT_NE(alone.err.find("offset 0x8: a version 1 counts file (one object, no table copy) is read with exactly one binary"), std::string::npos) << alone.err;
+
+  // The trace: two.so's record (the second object) found among the chunks.
+  shim::TraceHeader th;
+  std::memcpy(&th, trace.data(), sizeof th);
+  u64 record = 0;
+  for (u64 at = th.chunk_offset; at + 4 <= trace.size() && !record; at += th.chunk_size)
+    if (trace.compare(at, 4, "OBJT") == 0) record = at;
+  ASSERT_NE(record, 0u) << "no object record";
+  Proc whole = prepatch({"report", t.d / "t.trace"});
+  ASSERT_EQ(whole.status, 0) << whole.err;
+  EXPECT_NE(whole.out.find("two.so:leaf"), std::string::npos) << whole.out;
+  std::string spans = trace, numbers = trace;
+  const u32 many = 999;
+  std::memcpy(&spans[record + 4], &many, 4);
+  numbers = put(numbers, record + 8, 0);
+  for (const auto& [name, bytes, message] : {std::tuple<std::string, std::string, std::string>{"spans.trace", spans, hex(record + 4) + ": chunk "},
+                                             {"numbers.trace", numbers, "numbers its sites from 0, which another object's use"}}) {
+    write_file(t.d / name, bytes);
+    Proc r = prepatch({"report", t.d / name});
+    EXPECT_EQ(r.status, 4) << name;
+    EXPECT_NE(r.err.find(message), std::string::npos) << name << ": " << r.err;
+    EXPECT_NE(r.err.find("records name no site of the table"), std::string::npos) << name << ": " << r.err;
+    EXPECT_NE(r.out.find(" leaf\n"), std::string::npos) << "one.so's functions, bare now: " << r.out;
+    EXPECT_EQ(r.out.find("two.so"), std::string::npos) << r.out;
+  }
 }
 
 // The rendezvous page holds a runtime of another prepatch version (a number other than this runtime's

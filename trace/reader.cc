@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "elf/mapped_file.h"
 #include "rewriter/names.h"
@@ -75,8 +77,8 @@ void TraceFile::open() {
   std::memcpy(&h_, fetch(0, sizeof h_, buf), sizeof h_);
   const TraceHeader& h = h_;
   if (std::memcmp(h.magic, shim::trace_magic, 8) != 0) throw InputError(path, 0, "expected the trace magic \"PPTRACE\\1\"");
-  if (h.version != shim::trace_version)
-    throw InputError(path, 8, "trace version " + std::to_string(h.version) + ", expected " + std::to_string(shim::trace_version) +
+  if (h.version != shim::trace_version && h.version != 2)  // 2: no object records, read the same
+    throw InputError(path, 8, "trace version " + std::to_string(h.version) + ", expected 2 or " + std::to_string(shim::trace_version) +
                                   (h.version == 1 ? " (written by an older prepatch, whose graph records were 16 bytes)" : ""));
   if (h.header_size != sizeof h) throw InputError(path, 12, "the header size is not 4096");
   if (h.tracer != static_cast<u32>(shim::Tracer::function) && h.tracer != static_cast<u32>(shim::Tracer::graph))
@@ -91,11 +93,8 @@ void TraceFile::open() {
   {
     std::vector<u8> table_bytes;
     const u8* t = fetch(h.table_offset, h.table_size, table_bytes);
-    table_ = decode_table({t, h.table_size}, codec, path, h.table_offset);
+    objects_.push_back({0, decode_table({t, h.table_size}, codec, path, h.table_offset), std::string(h.object, strnlen(h.object, sizeof h.object))});
   }
-  names_.resize(table_.entries.size());
-  calls_.resize(table_.entries.size());
-  named_ = std::make_unique<std::atomic<bool>[]>(table_.entries.size());
   tracer_ = static_cast<shim::Tracer>(h.tracer);
   clock_ = Clock(h.tsc0, h.tsc_hz);
   chunks_ = std::min(h.chunks_claimed, h.chunk_capacity);
@@ -112,6 +111,10 @@ void TraceFile::open() {
     }
     ChunkHeader c;
     std::memcpy(&c, fetch(off, sizeof c, buf), sizeof c);
+    if (c.magic == shim::object_magic) {
+      k += read_object(off, k, buf) - 1;
+      continue;
+    }
     if (c.magic != shim::chunk_magic) continue;  // claimed, but its writer stopped before writing the header
     u64 used = c.used;
     if (used % size || used > h.chunk_size - sizeof c) {
@@ -130,13 +133,84 @@ void TraceFile::open() {
     std::stable_sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) { return a.tsc != b.tsc ? a.tsc < b.tsc : a.seq < b.seq; });
     threads_.push_back({tid, std::move(chunks)});
   }
+  number_sites();
+}
+
+u64 TraceFile::read_object(u64 off, u64 k, std::vector<u8>& buf) {
+  shim::ObjectChunk o;
+  const auto bad = [&](u64 where, const std::string& what) {
+    problems_.push_back(at(path_, where, "chunk " + std::to_string(k) + ": an object's record " + what + "; its functions cannot be named"));
+    return u64{1};
+  };
+  if (size_ - off < sizeof o) return bad(size_, "is cut short by the file's end (truncated?)");
+  std::memcpy(&o, fetch(off, sizeof o, buf), sizeof o);
+  const u64 span = u64{o.chunks} * h_.chunk_size;
+  if (o.chunks == 0 || o.chunks > chunks_ - k) return bad(off + 4, "spans " + std::to_string(o.chunks) + " chunks, past the chunks claimed");
+  if (span < sizeof o || o.table_size > span - sizeof o) return bad(off + 16, "holds a table larger than its chunks");
+  if (size_ - off - sizeof o < o.table_size) return bad(size_, "is cut short by the file's end (truncated?)");
+  if (o.first_site >= shim::rec_site_limit) return bad(off + 8, "numbers its sites from " + std::to_string(o.first_site) + ", past what records can name");
+  std::vector<u8> table_bytes;
+  const u8* t = fetch(off + sizeof o, o.table_size, table_bytes);
+  Object object{o.first_site, {}, std::string(o.path, strnlen(o.path, sizeof o.path))};
+  try {
+    object.table = decode_table({t, o.table_size}, elf::Codec{}, path_, off + sizeof o);
+  } catch (const InputError& e) {
+    problems_.push_back(std::string(e.what()) + "; the functions of that object cannot be named");
+    return o.chunks;
+  }
+  for (const Object& seen : objects_)  // recorded twice (as the file was created and as the object enrolled)
+    if (seen.first == object.first && seen.path == object.path && seen.table.entries.size() == object.table.entries.size()) return o.chunks;
+  objects_.push_back(std::move(object));
+  return o.chunks;
+}
+
+// Gives every site number its object, and marks the names more than one object has (shown as
+// OBJECT:FUNCTION); objects whose numbers would overlap an earlier one's are left out.
+void TraceFile::number_sites() {
+  std::stable_sort(objects_.begin() + 1, objects_.end(), [](const Object& a, const Object& b) { return a.first < b.first; });
+  std::vector<Object> kept;
+  for (Object& o : objects_) {
+    const u64 n = o.table.entries.size();
+    if (!kept.empty() && (o.first < owner_.size() || o.first + n > shim::rec_site_limit)) {
+      problems_.push_back(path_ + ": an object's record numbers its sites from " + std::to_string(o.first) + ", which another object's use; left out");
+      continue;
+    }
+    if (owner_.size() < o.first + n) owner_.resize(o.first + n, no_object);
+    for (u64 i = 0; i < n; i++) owner_[o.first + i] = static_cast<u32>(kept.size());
+    kept.push_back(std::move(o));
+  }
+  objects_ = std::move(kept);
+  ambiguous_.assign(owner_.size(), false);
+  if (objects_.size() > 1) {
+    std::unordered_map<std::string_view, u32> first_object;  // raw name -> the first object defining it
+    std::unordered_set<std::string_view> shared;
+    for (u32 k = 0; k < objects_.size(); k++)
+      for (const TableEntry& e : objects_[k].table.entries) {
+        auto [it, fresh] = first_object.emplace(objects_[k].table.name(e), k);
+        if (!fresh && it->second != k) shared.insert(it->first);
+      }
+    for (u32 s = 0; s < owner_.size(); s++)
+      if (owner_[s] != no_object) ambiguous_[s] = shared.count(mangled(s)) > 0;
+  }
+  names_.resize(owner_.size());
+  calls_.resize(owner_.size());
+  named_ = std::make_unique<std::atomic<bool>[]>(owner_.size());
 }
 
 void TraceFile::make_name(u32 site) {
   std::lock_guard<std::mutex> lock(naming_);
   if (named_[site].load(std::memory_order_relaxed)) return;
+  if (!known(site)) {
+    names_[site] = calls_[site] = "?";
+    named_[site].store(true, std::memory_order_release);
+    return;
+  }
   names_[site] = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));
   calls_[site] = names_[site] == mangled(site) ? names_[site] + "()" : names_[site];
+  if (ambiguous_[site]) {
+    const std::string prefix = object_base(site) + ":";
+    names_[site] = prefix + names_[site], calls_[site] = prefix + calls_[site];
+  }
   named_[site].store(true, std::memory_order_release);
 }
 
@@ -151,7 +225,7 @@ std::vector<std::string> TraceFile::problems() const {
 
 TraceFile::Stream::Stream(TraceFile& f, size_t thread, u64 window)
     : f_(f), th_(f.threads_[thread]), clock_(f.clock_), graph_(f.graph()), size_(graph_ ? 8 : sizeof(shim::TraceRecord)),
-      sites_(f.sites()), window_(std::max<u64>(window / 16 * 16, 16)) {}
+      sites_(f.sites()), window_(std::max<u64>(window / 16 * 16, 16)), owner_(f.owner_.data()) {}
 
 TraceFile::Stream::~Stream() = default;
 

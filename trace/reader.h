@@ -63,8 +63,11 @@ class TraceFile {
   bool graph() const { return tracer_ == shim::Tracer::graph; }
   const shim::TraceHeader& header() const { return h_; }
   u64 chunks() const { return chunks_; }  // claimed, at most the capacity
-  const Table& table() const { return table_; }
-  u32 sites() const { return static_cast<u32>(table_.entries.size()); }
+  // The table of the object the header describes (the one whose runtime wrote the file).
+  const Table& table() const { return objects_[0].table; }
+  // Sites of every object recorded: numbers in records run from 0 to sites() - 1 (a number no object
+  // recorded claims, where a record was lost, names no site).
+  u32 sites() const { return static_cast<u32>(owner_.size()); }
   // Names as raw symbols (--mangled) instead of demangled: before the first name().
   void show_mangled(bool raw) { show_mangled_ = raw; }
   // As README.md's "Names" says, made on first use; threads may ask at once (a lock only then).
@@ -77,11 +80,17 @@ class TraceFile {
     if (!named_[site].load(std::memory_order_acquire)) make_name(site);
     return calls_[site];
   }
-  std::string_view mangled(u32 site) const { return table_.name(table_.entries[site]); }
-  // The traced object's file as the process loaded it (the header's `object`; empty in files written
-  // before it was recorded), and its base name, which OBJECT:FUNCTION globs match.
-  std::string object() const { return std::string(h_.object, strnlen(h_.object, sizeof h_.object)); }
-  std::string object_base() const { return shim::base_name(object().c_str()); }
+  std::string_view mangled(u32 site) const {
+    const Object& o = objects_[owner_[site]];
+    return o.table.name(o.table.entries[site - o.first]);
+  }
+  // The file of the object a site is in, as the process loaded it (the header's `object` for its own;
+  // empty in files written before it was recorded), and its base name, which OBJECT:FUNCTION globs
+  // match; which objects were recorded.
+  const std::string& object(u32 site) const { return objects_[owner_[site]].path; }
+  std::string object_base(u32 site) const { return shim::base_name(object(site).c_str()); }
+  bool known(u32 site) const { return site < owner_.size() && owner_[site] != no_object; }
+  size_t objects() const { return objects_.size(); }
   const Clock& clock() const { return clock_; }
 
   size_t threads() const { return threads_.size(); }  // by tid
@@ -101,7 +110,18 @@ class TraceFile {
     std::vector<Chunk> chunks;  // in the order written (by TSC, then number)
     u64 bad = 0, bad_at = 0;    // records skipped, the first one's offset
   };
+  // An object recorded: the header's (first 0), then those of ObjectChunk records, by first site.
+  struct Object {
+    u64 first;
+    Table table;
+    std::string path;
+  };
+  static constexpr u32 no_object = ~u32{0};
   void open();
+  // Reads the object record (shim/abi.h ObjectChunk) at `off`, chunk `k`; how many chunks it spans
+  // (1 when it is unusable: that is a problem, and the next chunk is read as usual).
+  u64 read_object(u64 off, u64 k, std::vector<u8>& buf);
+  void number_sites();
   void make_name(u32 site);
   // Reads [off, off + len) into `buf` (or points into the bytes in memory); returns the bytes' start.
   const u8* fetch(u64 off, u64 len, std::vector<u8>& buf) const;
@@ -113,7 +133,9 @@ class TraceFile {
   shim::TraceHeader h_{};
   shim::Tracer tracer_ = shim::Tracer::function;
   u64 chunks_ = 0;
-  Table table_;
+  std::vector<Object> objects_;
+  std::vector<u32> owner_;              // per site number: its object's index in objects_, or no_object
+  std::vector<bool> ambiguous_;         // per site number: another object has a function of its name
   std::vector<std::string> names_, calls_;
   std::unique_ptr<std::atomic<bool>[]> named_;  // names_[site] and calls_[site] are made
   std::mutex naming_;
@@ -142,7 +164,7 @@ class TraceFile::Stream {
         std::memcpy(word, p, 8);
         const u64 info = word[0], type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1);
         const bool leaves = type != shim::rec_entry;
-        if (site >= sites_ || type == shim::rec_call || (leaves && depth_ == 0)) {
+        if (site >= sites_ || owner_[site] == no_object || type == shim::rec_call || (leaves && depth_ == 0)) {
           skip(p);
           continue;
         }
@@ -153,7 +175,7 @@ class TraceFile::Stream {
       }
       std::memcpy(word, p, 16);
       const u64 info = word[1], type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1);
-      if (site >= sites_ || type != shim::rec_call) {
+      if (site >= sites_ || owner_[site] == no_object || type != shim::rec_call) {
         skip(p);
         continue;
       }
@@ -170,6 +192,7 @@ class TraceFile::Stream {
   const Clock clock_;
   const bool graph_;
   const u64 size_, sites_, window_;
+  const u32* owner_;
   std::vector<u8> buf_;
   size_t chunk_ = 0;          // the next chunk to read from
   u64 done_ = 0;              // bytes of records of chunk_ - 1 already read
