@@ -2,14 +2,15 @@
 # Fetches lua5.4 and zlib as Debian source packages (apt-get source: scripts/install-deps.sh adds the
 # deb-src entry) and builds them in three site flavors for tests/real_programs_test.cc: the Lua
 # interpreter, and zlib's own test programs (example, minigzip, infcover) with zlib compiled in; and
-# zlib and Lua as shared libraries (-pg -mfentry) under programs built without hooks, plus a Lua C module.
+# zlib and Lua as shared libraries (-pg -mfentry) under programs built without hooks and with them, plus a
+# Lua C module.
 # Usage: tests/real_programs.sh OUTDIR   (does nothing when OUTDIR is already complete)
 set -euo pipefail
 out=$1
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 cd "$out"
-[ -f built ] && [ -f shared/built ] && exit 0
+[ -f built ] && [ -f shared/built.v2 ] && exit 0
 if ! ls -d lua5.4-*/src zlib-*/test >/dev/null 2>&1; then
   rm -rf lua5.4* zlib*
   apt-get source -qq lua5.4 zlib >fetch.log 2>&1 || { cat fetch.log >&2; echo "real_programs: apt-get source failed" >&2; exit 1; }
@@ -56,4 +57,12 @@ gcc -O2 -g0 -w -pg -mfentry -fPIC -shared -Wl,-soname,liblua5.4.so.0 -Iinclude -
   $(ls "$lua"/*.c | grep -v '/lua\.c$' | grep -v '/luac\.c$') -o shared/lib/liblua5.4.so.0 -lm -ldl
 gcc -O2 -g0 -w -Iinclude -DLUA_USE_LINUX "$lua/lua.c" shared/lib/liblua5.4.so.0 -o shared/lua -lm -ldl
 gcc -O2 -g0 -w -pg -mfentry -fPIC -shared -I"$lua" -Iinclude "$here/../testdata/real/ppmod.c" -o shared/lib/ppmod.so
-touch shared/built
+# The same programs with hooks too (NAME.hooks), to be prepared along with the libraries: compiled
+# -pg -mfentry, linked without -pg (glibc's __fentry__; no gmon.out).
+for p in example minigzip; do
+  gcc -O2 -g0 -w -pg -mfentry -I"$zlib" -c "$zlib/test/$p.c" -o "shared/$p.o"
+  gcc "shared/$p.o" shared/lib/libz.so.1 -o "shared/$p.hooks"
+done
+gcc -O2 -g0 -w -pg -mfentry -Iinclude -DLUA_USE_LINUX -c "$lua/lua.c" -o shared/lua.o
+gcc shared/lua.o shared/lib/liblua5.4.so.0 -o shared/lua.hooks -lm -ldl
+touch shared/built.v2

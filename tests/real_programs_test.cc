@@ -158,7 +158,8 @@ TEST_P(Real, ZlibMinigzipCompressesTheSameWhileToggled) {
 INSTANTIATE_TEST_SUITE_P(Flavors, Real, ::testing::Values("fentry", "pfe5", "mcount"));
 
 // zlib and Lua as shared libraries built -pg -mfentry and prepared, under their own programs built
-// without hooks (found through LD_LIBRARY_PATH); and a Lua C module under Debian's own lua5.4.
+// without hooks (found through LD_LIBRARY_PATH), or built with hooks and prepared too (one runtime
+// serving both objects); and a Lua C module under Debian's own lua5.4.
 class RealShared : public ::testing::Test {
  protected:
   const std::string built = real + "/shared/lib";
@@ -177,10 +178,18 @@ class RealShared : public ::testing::Test {
     env.insert(env.begin(), "LD_LIBRARY_PATH=" + libdir);
     return with_env(env, argv);
   }
-  // off_and_graph() of `argv` with the built libraries, then the prepared ones.
-  Proc off_and_graph(const std::string& name, const std::vector<std::string>& argv, const std::vector<std::string>& functions) {
-    return test::off_and_graph([&](bool prep, const std::vector<std::string>& env) { return with_libs(prep ? lib : built, argv, env); },
-                               d_, name, functions);
+  // off_and_graph() of `argv` with the built libraries, then the prepared ones; with `hooked`, the
+  // prepared program (argv[0] + ".hooks", prepared) runs with them instead of argv[0].
+  Proc off_and_graph(const std::string& name, std::vector<std::string> argv, const std::vector<std::string>& functions, bool hooked = false) {
+    std::vector<std::string> prepared_argv = argv;
+    if (hooked) {
+      prepared_argv[0] = d_ / (name + ".prepared");
+      Proc p = prepatch({"-q", argv[0] + ".hooks", "-o", prepared_argv[0]});
+      EXPECT_EQ(p.status, 0) << p.err;
+    }
+    return test::off_and_graph(
+        [&](bool prep, const std::vector<std::string>& env) { return with_libs(prep ? lib : built, prep ? prepared_argv : argv, env); }, d_,
+        name, functions);
   }
 };
 
@@ -207,6 +216,25 @@ TEST_F(RealShared, ZlibAsAPreparedLibraryUnderItsOwnProgramsRunsTheSameOffTraced
   Proc back = run(with_libs(lib, {minigzip, "-d", "data.gz"}, {"PREPATCH_TRACE=*"}), b);
   EXPECT_EQ(back.status, 0) << back.err;
   EXPECT_TRUE(read_file(b + "/data") == data) << "the round trip lost data";
+}
+
+// The programs built with hooks and prepared too: one runtime (the library's) serves both objects;
+// the graph trace names the functions of both, and toggling every site of both while they run
+// changes nothing in what they do.
+TEST_F(RealShared, ZlibAndLuaPreparedWithTheirProgramsTraceBothObjects) {
+  Proc ex = off_and_graph("example.both", {real + "/shared/example"}, {"main", "test_deflate", "test_inflate", "deflate", "inflate", "crc32_z"}, true);
+  EXPECT_EQ(ex.status, 0) << ex.err;
+  EXPECT_EQ(read_file(d_ / "example.both.graph/foo.gz"), read_file(d_ / "example.both.plain/foo.gz"));
+  Proc lua = off_and_graph("lua.both", {real + "/shared/lua", workload, "1"}, {"main", "pmain", "docall", "luaV_execute", "luaD_call"}, true);
+  EXPECT_EQ(lua.status, 0) << lua.err;
+  EXPECT_NE(lua.out.find("coroutines"), std::string::npos) << lua.out;
+  Proc plain_run = run(with_libs(built, {real + "/shared/lua", workload, "40"}), dir("lua.both.long"));
+  int enables = 0;
+  Proc t = toggled(with_libs(lib, {d_ / "lua.both.prepared", workload, "40"}), dir("lua.both.toggled"), enables);
+  EXPECT_EQ(t.status, plain_run.status) << t.err;
+  EXPECT_EQ(t.out, plain_run.out);
+  EXPECT_EQ(t.err, plain_run.err);
+  EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
 }
 
 TEST_F(RealShared, LuaAsAPreparedLibraryUnderItsInterpreterRunsTheSameOffTracedAndToggled) {
