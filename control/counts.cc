@@ -85,10 +85,13 @@ std::vector<CountRow> read_v1(const std::string& path, std::span<const u8> b, st
 }  // namespace
 
 std::vector<CountRow> read_counts(const std::string& path, const std::vector<std::string>& binaries) {
-  std::vector<Given> given;
-  for (const std::string& b : binaries) given.push_back(load(b));
   MappedFile f(path);
-  auto b = f.bytes();
+  return read_counts(f.bytes(), path, binaries);
+}
+
+std::vector<CountRow> read_counts(std::span<const u8> b, const std::string& path, const std::vector<std::string>& binaries) {
+  std::vector<Given> given;
+  for (const std::string& bin : binaries) given.push_back(load(bin));
   shim::CountsHeader h;
   if (b.size() < sizeof h) throw InputError(path, b.size(), "counts file ends inside its 64-byte header");
   std::memcpy(&h, b.data(), sizeof h);

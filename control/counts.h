@@ -1,6 +1,7 @@
 // `prepatch counts`: reading the counts file a prepared process wrote (docs/SHIM.md, "The counts
 // file"): one section per object the process's runtime served, each matched with its binary.
 #pragma once
+#include <span>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct CountRow {
 // or a binary given is none of its objects; a version 1 file (one object, no table copy) takes exactly
 // one binary, which names its counts.
 std::vector<CountRow> read_counts(const std::string& path, const std::vector<std::string>& binaries);
+// The same for a file's bytes in memory (the fuzzer); `path` names it in messages.
+std::vector<CountRow> read_counts(std::span<const u8> bytes, const std::string& path, const std::vector<std::string>& binaries);
 
 // How each row is named where objects may share function names: `names[i]` (row i's function as
 // shown), or OBJECT:FUNCTION where another object's row has the same shown name.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "control/control.h"
+#include "control/counts.h"
 #include "elf/mapped_file.h"
 #include "rewriter/prepare.h"
 #include "rewriter/table.h"
@@ -84,6 +85,22 @@ bool trace_one(std::span<const u8> data) {
   trace::replay(*t, {{t->threads() ? t->tid(0) : 1u}, "l*"}, out);
   trace::export_chrome(*t, out);
   expect(trace::read_trace(data, "fuzz-trace").problems == t->problems(), "collecting the trace found other damage than streaming it");
+  return true;
+}
+
+bool counts_one(std::span<const u8> data) {
+  std::vector<CountRow> rows;
+  try {
+    rows = read_counts(data, "fuzz-counts", {});
+  } catch (const InputError&) {
+    return false;
+  }
+  std::vector<std::string> names;
+  for (const CountRow& r : rows) names.push_back(r.function);
+  const std::vector<std::string> shown = qualified_names(rows, names);
+  expect(shown.size() == rows.size(), "a row left unnamed");
+  for (size_t i = 0; i < rows.size(); i++)
+    expect(shown[i] == rows[i].function || shown[i] == rows[i].object + ":" + rows[i].function, "a name shown as neither FUNCTION nor OBJECT:FUNCTION");
   return true;
 }
 

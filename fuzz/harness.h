@@ -21,6 +21,11 @@ bool prepare_one(std::span<const u8> data, const std::string& dir);
 // True when the reader accepted the file.
 bool trace_one(std::span<const u8> data);
 
+// `prepatch counts`'s reader (control/counts.h read_counts) on `data` as a counts file, with no
+// binary, then the names it shows: every row must be named, from its object's table copy. True when
+// the reader accepted the file.
+bool counts_one(std::span<const u8> data);
+
 // The shim's control-request grammar (shim/core.h parse_command) on `data` as a request file's bytes,
 // the glob list it yields matched against a few names (and compared with a reference matcher), and
 // the control channel's file rules (request_file_problem, channel_dir_safe) on modes, link counts,

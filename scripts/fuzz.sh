@@ -3,24 +3,24 @@
 # `prepatch ctl`'s reply parser and the demangler with libFuzzer (docs/FUZZING.md): builds the clang fuzz tree in
 # build-fuzz/, makes the seed corpora, then runs each target in turn. Fails when a target finds a
 # crash: the input is left in build-fuzz/crashes/TARGET/.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET[=SECONDS] ...]   (targets: prepare trace request settings reply demangle)
-# prepare and trace run SECONDS (default 120). The cheap targets (request, settings, reply, demangle: a million
-# executions in seconds) run PREPATCH_FUZZ_SMALL_SECONDS if set, else the smaller of SECONDS and 30.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET[=SECONDS] ...]   (targets: prepare trace counts request settings reply demangle)
+# prepare and trace run SECONDS (default 120). The cheap targets (counts, request, settings, reply, demangle: a
+# million executions in seconds) run PREPATCH_FUZZ_SMALL_SECONDS if set, else the smaller of SECONDS and 30.
 # TARGET=SECONDS sets one target's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-120}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(prepare trace request settings reply demangle)
+[ ${#targets[@]} -gt 0 ] || targets=(prepare trace counts request settings reply demangle)
 number() { [[ $1 =~ ^[0-9]+$ ]] || { echo "fuzz: $2 is not a number of seconds: '$1'" >&2; exit 2; }; }
 number "$seconds" SECONDS
 small_seconds=${PREPATCH_FUZZ_SMALL_SECONDS:-$((seconds < 30 ? seconds : 30))}
 number "$small_seconds" PREPATCH_FUZZ_SMALL_SECONDS
 for spec in "${targets[@]}"; do
   case ${spec%%=*} in
-    prepare | trace | request | settings | reply | demangle) ;;
-    *) echo "fuzz: unknown target ${spec%%=*} (expected prepare, trace, request, settings, reply or demangle)" >&2; exit 2 ;;
+    prepare | trace | counts | request | settings | reply | demangle) ;;
+    *) echo "fuzz: unknown target ${spec%%=*} (expected prepare, trace, counts, request, settings, reply or demangle)" >&2; exit 2 ;;
   esac
   [ "$spec" = "${spec%%=*}" ] || number "${spec#*=}" "$spec"
 done
@@ -32,11 +32,11 @@ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=cl
 cmake --build build-fuzz -j2 >build-fuzz/build.log 2>&1 || { tail -40 build-fuzz/build.log >&2; exit 1; }
 
 # Seeds: small programs in the site forms the preparer knows, two shared objects, some prepared (the
-# already-prepared path), and the trace files two of them write (function and graph), whole and cut
-# short.
+# already-prepared path), the trace files two of them write (function and graph), whole and cut
+# short, alone and with a prepared library loaded (object records), and their counts files.
 seeds=build-fuzz/seeds
-if [ ! -f $seeds/done ]; then
-  rm -rf $seeds && mkdir -p $seeds/prepare $seeds/trace
+if [ ! -f $seeds/done.2 ]; then
+  rm -rf $seeds && mkdir -p $seeds/prepare $seeds/trace $seeds/counts
   n=0
   while IFS='|' read -r cc flags; do
     n=$((n + 1))
@@ -61,12 +61,17 @@ FLAVORS
   gcc -O2 -g0 -pg -mfentry -fPIC -shared -Dmain=prepatch_program_main testdata/basic.c -o $seeds/prepare/libbasic.so
   riscv64-linux-gnu-gcc -O2 -g0 -pg -fPIC -shared -Dmain=prepatch_program_main testdata/basic.c -o $seeds/prepare/libbasic-riscv.so
   for i in 3 7; do build-fuzz/prepatch -q $seeds/prepare/basic-$i -o $seeds/prepare/basic-$i.prepared; done
+  build-fuzz/prepatch -q $seeds/prepare/libbasic.so -o $seeds/libbasic.prepared.so
   for tracer in function graph; do
     (cd $seeds && PREPATCH_TRACE='*' PREPATCH_TRACER=$tracer PREPATCH_OUTPUT=trace/basic.$tracer \
       prepare/basic-3.prepared 12 >/dev/null || true)
     head -c 16384 $seeds/trace/basic.$tracer >$seeds/trace/basic.$tracer.cut
+    (cd $seeds && LD_PRELOAD=$PWD/libbasic.prepared.so PREPATCH_TRACE='*' PREPATCH_TRACER=$tracer \
+      PREPATCH_OUTPUT=trace/two.$tracer prepare/basic-3.prepared 12 >/dev/null || true)
   done
-  touch $seeds/done
+  (cd $seeds && PREPATCH_TRACE='*' PREPATCH_COUNTS=counts/basic prepare/basic-3.prepared 12 >/dev/null || true)
+  (cd $seeds && LD_PRELOAD=$PWD/libbasic.prepared.so PREPATCH_TRACE='*' PREPATCH_COUNTS=counts/two prepare/basic-3.prepared 12 >/dev/null || true)
+  touch $seeds/done.2
 fi
 
 # Seeds of the cheap targets, written every run (they cost nothing): control requests as the shim reads
@@ -120,6 +125,7 @@ for spec in "${targets[@]}"; do
   t=${spec%%=*}
   case $t in
     prepare | trace) time=$seconds max_len=1048576 ;;
+    counts) time=$small_seconds max_len=65536 ;;
     *) time=$small_seconds max_len=8192 ;;  # a request file holds 4096 bytes at most
   esac
   [ "$spec" = "$t" ] || time=${spec#*=}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: the whole test suite, in an ASan+UBSan build with warnings as errors, then the
-# fuzz targets for PREPATCH_FUZZ_SECONDS each (default 120; 0 skips them; the four small targets
+# fuzz targets for PREPATCH_FUZZ_SECONDS each (default 120; 0 skips them; the five small targets
 # 30 s at most, docs/FUZZING.md). Arguments go to ctest, and
 # a run given arguments (a subset) skips the fuzzing.
 set -euo pipefail

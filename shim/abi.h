@@ -98,18 +98,19 @@ struct Registry {
 };
 
 // What a prepared object's runtime hands the serving runtime when it enrolls (run-time addresses): its
-// table and text, and its own trampolines, which its sites keep calling (within their reach) and whose
-// C side forwards to the serving runtime (`forward_ref`); the count trampoline of x86-64 reads the site
-// hash itself, through the object's own pointer (`hash_ref`), which the serving runtime keeps current.
+// table and text, and the trampolines in it that its sites are to call (within their reach), which go
+// on to the serving runtime's through `forward_to` (u64[4], which the serving runtime fills): on
+// x86-64 they are forwarders, one indirect jump each to the serving runtime's fentry, mcount,
+// patchable and count trampolines; elsewhere the object's own trampolines, whose prepatch_count calls
+// the serving runtime's (forward_to[0]).
 struct Enrollment {
   u64 size;                    // sizeof(Enrollment)
   u64 bias;                    // run-time minus link-time addresses
   u64 phdr, phnum;             // the object's program headers
   u64 path;                    // const char*: the object's file as the loader found it (0: not known)
   u64 config;                  // const Config*: the object's own (table, build ID, mcount_via)
-  u64 tramp[4];                // its trampolines: fentry, mcount, patchable, count
-  u64 hash_ref;                // SiteHash**: its prepatch_hash
-  u64 forward_ref;             // u64*: set to the serving runtime's prepatch_on_call (x86-64) or prepatch_count
+  u64 tramp[4];                // its trampolines to call, as the serving runtime's own: fentry, mcount, patchable, count
+  u64 forward_to;              // u64[4]*: where they go on to
 };
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,

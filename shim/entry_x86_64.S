@@ -143,6 +143,22 @@ prepatch_tramp_count:
         ret
         .size prepatch_tramp_count, . - prepatch_tramp_count
 
+// In an object another runtime serves (shim/runtime/objects.inc): its sites call these, which jump to
+// that runtime's trampolines (prepatch_forward_to, filled by it when the object enrolled) with every
+// register and the stack as the site left them. `notrack`: the targets need no ENDBR under IBT.
+        .macro FORWARDER name, slot
+        .globl \name
+        .type \name, @function
+\name:
+        notrack jmp *prepatch_forward_to+8*\slot(%rip)
+        .size \name, . - \name
+        .endm
+
+        FORWARDER prepatch_fwd_fentry, 0
+        FORWARDER prepatch_fwd_mcount, 1
+        FORWARDER prepatch_fwd_patchable, 2
+        FORWARDER prepatch_fwd_count, 3
+
 // The graph tracer's exit trampoline: a traced function whose return address prepatch_on_call replaced
 // returns here, with %rsp just above that address's slot (16-aligned, as at any return).
 // prepatch_on_exit records the exit and gives back the real return address, which is jumped to rather

@@ -38,14 +38,17 @@ extern u8 prepatch_tramp_mcount[];
 extern u8 prepatch_tramp_patchable[];
 extern u8 prepatch_tramp_count[];
 extern u8 prepatch_tramp_exit[];
+extern u8 prepatch_fwd_fentry[];
+extern u8 prepatch_fwd_mcount[];
+extern u8 prepatch_fwd_patchable[];
+extern u8 prepatch_fwd_count[];
 extern u8 prepatch_selftest_site[];
 extern u8 prepatch_hook_raise[];
 extern u8 prepatch_hook_resume[];
 extern u8 prepatch_hook_rethrow[];
 extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
-void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp);  // x86-64
-void prepatch_count(uptr site_end);                              // the other ISAs
+void prepatch_count(uptr site_end);  // the other ISAs' count tracer
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -110,9 +113,11 @@ __attribute__((section(".data.config"))) Config prepatch_config = {};
 // another runtime serves, that runtime keeps this pointing at the process's hash.
 SiteHash* prepatch_hash;
 
-// In an object another runtime serves: where this object's prepatch_on_call (x86-64) or
-// prepatch_count goes on to, the serving runtime's (set when it enrolled the object); 0 otherwise.
-u64 prepatch_forward;
+// In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
+// that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
+// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; elsewhere [0] is its
+// prepatch_count. All 0 otherwise.
+u64 prepatch_forward_to[4];
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
 u64 prepatch_unwind_real[4];
@@ -154,6 +159,7 @@ struct Stats {
 struct Object {
   const Config* config;  // the object's own (its table's link-time address, build ID, mcount_via)
   u64 bias;        // run-time address minus link-time address
+  u64 lo, span;    // the run-time span of its loaded segments (the function tracer's callers are found in it)
   u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1
   const u8* phdr;  // the program headers, as the kernel reported them (AT_PHDR)
   u64 phnum;
@@ -185,21 +191,21 @@ struct Object {
   u64 batch_size;  // entries of the batch being chosen or run, 0 otherwise
   u64* counts;  // per site call counts, in the counts file's shared mapping (its section there)
   const char* path;  // the object's file as it was loaded (AT_EXECFN, the loader's l_name); may be nullptr
-  SiteHash** hash_ref;  // an enrolled object's prepatch_hash, kept pointing at the process's site hash
   u64 first_site;       // the number its first site has in the trace file's records (its own object's: 0)
-  u64 lo, hi;           // the run-time span of its loaded segments
 };
 
-// Where the loaded segments of `o` lie at run time (its program headers and bias known).
+// Where the loaded segments of `o` lie at run time (its program headers and bias known); an empty
+// span where a link-time address in it would not fit a function record's caller.
 void find_extent(Object& o) {
-  o.lo = ~u64{0}, o.hi = 0;
+  u64 lo = ~u64{0}, hi = 0;
   for (u64 p = 0; p < o.phnum; p++) {
     const u8* ph = o.phdr + p * elfc::phdr_size;
     if (load_le(ph, 4) != 1 /* PT_LOAD */) continue;
     const u64 v = load_le(ph + elfc::p_vaddr, elfc::word) + o.bias, end = v + load_le(ph + elfc::p_memsz, elfc::word);
-    if (v < o.lo) o.lo = v;
-    if (end > o.hi) o.hi = end;
+    if (v < lo) lo = v;
+    if (end > hi) hi = end;
   }
+  o.lo = lo, o.span = lo < hi && hi - o.bias < rec_caller_unknown ? hi - lo : 0;
 }
 
 // The process's state: one object in .bss, zero at start. One control channel, one trap handler, one
@@ -236,6 +242,7 @@ struct State {
   u64 selection_used;
   bool selection_lost;  // it outgrew its mapping: later objects follow its first part only
   bool asked;           // the environment holds some PREPATCH_ variable: standing down is said
+  bool registry;        // this runtime mapped the rendezvous page (its magic comes once it has started)
   u64 start_pid;          // the process that started (a forked child has another pid)
   sys::KernelSigaction chained[3];  // the program's dispositions of SIGTRAP, ctl_signal and SIGILL, to chain to
   const char* disabled;          // why the shim is off, or nullptr
@@ -354,7 +361,6 @@ void raise_default(int sig) {
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
-  if (prepatch_forward) return reinterpret_cast<decltype(&prepatch_on_call)>(prepatch_forward)(site_end, kind, sp, fp);
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
   const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
@@ -365,8 +371,8 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
   if (g.tracer == Tracer::function) {  // a caller outside the header's object is not known (docs/FORMAT.md)
-    const u64 ret = *slot, caller = ret - g.obj.bias;
-    return emit(t, rec_call, s->value, ret >= g.obj.lo && ret < g.obj.hi && caller < rec_caller_unknown ? caller : rec_caller_unknown);
+    const u64 ret = *slot;
+    return emit(t, rec_call, s->value, ret - g.obj.lo < g.obj.span ? ret - g.obj.bias : rec_caller_unknown);
   }
   const auto unwound = [&](const ShadowFrame& f) { note_unwound(t, f); };
   if (!t->shadow.frames) {
@@ -409,7 +415,7 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 // Called by the count trampolines (shim/entry_*.S) with the site's end (the return address of its
 // `bl`) and every register the traced function may still need saved: counts the call.
 extern "C" void prepatch_count(uptr site_end) {
-  if (prepatch_forward) return reinterpret_cast<decltype(&prepatch_count)>(prepatch_forward)(site_end);
+  if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_count)>(prepatch_forward_to[0])(site_end);
 #if defined(__riscv) || defined(__arm__)
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
 #endif
@@ -488,6 +494,8 @@ Found read_registry(Registry& reg, char* buf, unsigned size) {
   Text t(buf, size - 1);
   if (read && reg.header.magic == rendezvous_magic)
     t.str("the runtime serving this process came with an object prepared by another prepatch version (runtime ABI ").num(reg.header.abi).str(", this object's ").num(runtime_abi).ch(')');
+  else if (read && reg.header.magic == 0)
+    t.str("the runtime that claimed this process did not finish starting within a second");
   else if (!read && r != -sys::efault)
     t.str("the page where the runtimes of prepared objects meet cannot be read (").str(errno_text(r)).ch(')');
   else
@@ -505,9 +513,8 @@ bool enroll_with(const Registry& reg, char* why, u32 size) {
   e.phdr = reinterpret_cast<u64>(g.obj.phdr), e.phnum = g.obj.phnum;
   e.path = reinterpret_cast<u64>(g.obj.path);
   e.config = reinterpret_cast<u64>(&prepatch_config);
-  own_trampolines(e.tramp);
-  e.hash_ref = reinterpret_cast<u64>(&prepatch_hash);
-  e.forward_ref = reinterpret_cast<u64>(&prepatch_forward);
+  forwarding_trampolines(e.tramp);
+  e.forward_to = reinterpret_cast<u64>(prepatch_forward_to);
   return reinterpret_cast<bool (*)(const Enrollment*, char*, u32)>(reg.enroll)(&e, why, size);
 }
 
@@ -531,10 +538,11 @@ Claim claim_process(char** envp) {
   if (static_cast<u64>(r) == rendezvous_page) {
     auto* page = reinterpret_cast<Registry*>(rendezvous_page);
     page->enroll = reinterpret_cast<u64>(&enroll);
-    // The magic is a number, not a string: a string copied to a constant address makes some compilers
-    // keep that address, minus the string's, in a table the blob could not relocate.
+    // The magic, a number (a string copied to a constant address makes some compilers keep that
+    // address, minus the string's, in a table the blob could not relocate), comes once this runtime
+    // has started (start()).
     page->header.abi = runtime_abi;
-    __atomic_store_n(&page->header.magic, rendezvous_magic, __ATOMIC_RELEASE);
+    g.registry = true;
     return Claim::serve;
   }
   // Taken (EEXIST); or mapped elsewhere, where the kernel (before 4.17) or an emulator (qemu-user)
@@ -564,12 +572,23 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 // and the executable's and that execution is not secure: the process claimed (or this object enrolled
 // with the runtime that claimed it), the settings, the handlers, the hooks, and the sites
 // PREPATCH_TRACE names.
+void serve(char** envp);
+
 void start(char** envp) {
   g.obj.config = &prepatch_config;
   find_extent(g.obj);
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
   if (claim_process(envp) != Claim::serve) return;
   g.objects = 1;
+  serve(envp);
+  // The registry is whole and this runtime ready: objects enrolling meanwhile waited for the magic
+  // (read_registry). Where the page was not granted (a kernel before 4.17), there is none to write.
+  if (auto* page = reinterpret_cast<Registry*>(rendezvous_page); g.registry) __atomic_store_n(&page->header.magic, rendezvous_magic, __ATOMIC_RELEASE);
+}
+
+// This runtime serving the process: the settings, the handlers, the hooks, and the sites
+// PREPATCH_TRACE names.
+void serve(char** envp) {
   const Settings set = parse_settings(envp, sys::isa);
   g.disabled = set.error;
   g.tracer = set.tracer;

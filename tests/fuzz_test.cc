@@ -23,13 +23,14 @@ std::span<const u8> span_of(std::string_view s) { return {reinterpret_cast<const
 TEST(FuzzCrashes, EveryInputAFuzzerCrashedIsNowHandled) {
   TempDir d;
   int inputs = 0;
-  for (const std::string target : {"prepare", "trace", "request", "settings", "reply", "demangle"}) {
+  for (const std::string target : {"prepare", "trace", "counts", "request", "settings", "reply", "demangle"}) {
     const std::string dir = std::string(SOURCE_DIR) + "/tests/fuzz-crashes/" + target;
     for (const std::string& name : list_dir(dir)) {
       SCOPED_TRACE(dir + "/" + name);
       std::vector<u8> b = bytes_of(dir + "/" + name);
       if (target == "prepare") fuzz::prepare_one(b, d.path());
       else if (target == "trace") fuzz::trace_one(b);
+      else if (target == "counts") fuzz::counts_one(b);
       else if (target == "request") fuzz::request_one(b);
       else if (target == "settings") fuzz::settings_one(b);
       else if (target == "reply") fuzz::reply_one(b);
@@ -59,6 +60,27 @@ TEST(FuzzHarness, ReadsTheTraceFilesOfARealRun) {
     EXPECT_TRUE(fuzz::trace_one(bytes_of(d / tracer))) << tracer;
   }
   EXPECT_FALSE(fuzz::trace_one(bytes_of(bin))) << "an ELF file is not a trace file";
+}
+
+// The counts files of a real run: a prepared program alone, and with a prepared library it loads
+// (two sections); damage is refused.
+TEST(FuzzHarness, ReadsTheCountsFilesOfARealRun) {
+  TempDir d;
+  const std::string bin = std::string(TESTDATA_DIR) + "/calltree-fentry";
+  ASSERT_EQ(prepatch({bin, "-o", d / "calltree"}).status, 0);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "calltree", "threads"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fuzz::counts_one(bytes_of(d / "c")));
+  write_file(d / "lib.c", "__attribute__((noinline)) int lib_f(int x) { return x + 1; }\n");
+  ASSERT_EQ(run({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "lib.c", "-o", d / "lib.orig.so"}).status, 0);
+  ASSERT_EQ(prepatch({"-q", d / "lib.orig.so", "-o", d / "lib.so"}).status, 0);
+  r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c2", "LD_PRELOAD=" + d / "lib.so", d / "calltree", "threads"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fuzz::counts_one(bytes_of(d / "c2")));
+  std::vector<u8> cut = bytes_of(d / "c2");
+  cut.resize(cut.size() / 2);
+  EXPECT_FALSE(fuzz::counts_one(cut));
+  EXPECT_FALSE(fuzz::counts_one(bytes_of(bin))) << "an ELF file is not a counts file";
 }
 
 // Each function returns whether the input was taken; the invariants it checks abort when broken.
