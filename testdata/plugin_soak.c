@@ -3,19 +3,24 @@
    dlclose, CYCLES times in all, while a fifth thread enables and disables every site through the
    control channel until they are done. Then every site is enabled, each plugin function is called
    once more, and every site disabled.
-   Usage: plugin_soak PLUGIN CYCLES. Prints "cycles N toggles T rss_anon_kib EARLY LATE" and exits 0;
+   PLUGIN may list several prepared plugins, separated by colons (copies of one: several objects,
+   each enrolling with the first one's runtime as it first loads, while batches run): cycle C loads
+   the (C modulo their number)th.
+   Usage: plugin_soak PLUGIN[:PLUGIN...] CYCLES. Prints "cycles N toggles T rss_anon_kib EARLY LATE" and exits 0;
    exits 1 at a wrong result, 2 when the plugin cannot be loaded or a request is refused. Built without
    hooks: the runtime is the plugin's. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "ctl_channel.h"
 
 #define THREADS 4
 
-static const char* plugin;
+static char* plugins[64];
+static int nplugins;
 static long cycles;
 static atomic_long next_cycle, loaded, done_threads;
 static long early_rss = -1;
@@ -37,8 +42,8 @@ static long rss_anon_kib(void) {
   return kib;
 }
 
-static void* open_plugin(void) {
-  void* h = dlopen(plugin, RTLD_NOW);
+static void* open_plugin(long c) {
+  void* h = dlopen(plugins[c % nplugins], RTLD_NOW);
   if (!h) {
     fprintf(stderr, "dlopen: %s\n", dlerror());
     exit(2);
@@ -47,7 +52,7 @@ static void* open_plugin(void) {
 }
 
 static void one_cycle(long c) {
-  void* h = open_plugin();
+  void* h = open_plugin(c);
   atomic_store(&loaded, 1);
   long (*work)(int) = (long (*)(int))dlsym(h, "plugin_work");
   const int n = (int)(c * 37 % 5000);
@@ -72,8 +77,11 @@ static void* worker(void* arg) {
   return NULL;
 }
 
+/* Sends `command` until it is carried out: "busy" (an object enrolling holds the batch lock, or a
+   batch runs) is asked again, as prepatch ctl does. */
 static void request(const char* command) {
-  const char* r = control(command);
+  const char* r;
+  while (strncmp(r = control(command), "busy", 4) == 0) sched_yield();
   if (strncmp(r, "ok:", 3) != 0) {
     fprintf(stderr, "\"%s\" answered: %s", command, r);
     exit(2);
@@ -81,8 +89,8 @@ static void request(const char* command) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) return fprintf(stderr, "usage: plugin_soak PLUGIN CYCLES\n"), 2;
-  plugin = argv[1];
+  if (argc != 3) return fprintf(stderr, "usage: plugin_soak PLUGIN[:PLUGIN...] CYCLES\n"), 2;
+  for (char* p = strtok(argv[1], ":"); p && nplugins < 64; p = strtok(NULL, ":")) plugins[nplugins++] = p;
   cycles = atol(argv[2]);
   pthread_t t[THREADS];
   for (int i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, NULL);
