@@ -341,6 +341,45 @@ void build_soak(const TempDir& d, const std::string& prepared) {
   ASSERT_EQ(p.status, 0) << p.err;
 }
 
+// An object loaded later that starts threads: the GOT slot through which it calls pthread_create is
+// hooked as it enrolls, so its threads get alternate signal stacks too (`ctl status` counts the slot).
+TEST(SharedObject, ThreadsOfAnObjectLoadedLaterGetSignalStacks) {
+  TempDir d;
+  write_file(d / "plain.c", lib_source);
+  write_file(d / "threads.c", R"(
+#include <pthread.h>
+static void* run(void* a) { return a; }
+__attribute__((noinline)) int lib_work(int n) { pthread_t t; pthread_create(&t, 0, run, 0); pthread_join(t, 0); return n; }
+)");
+  write_file(d / "host.c", R"(
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  for (int i = 2; i < argc; i++) {
+    void* h = dlopen(argv[i], RTLD_NOW);
+    if (!h) return printf("dlopen: %s\n", dlerror()), 1;
+    ((int (*)(int))dlsym(h, "lib_work"))(3);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s ctl %d status | grep '^signal stacks'", argv[1], (int)getpid());
+    if (system(cmd) != 0) return 2;
+  }
+  return 0;
+}
+)");
+  for (const char* name : {"plain", "threads"}) {
+    compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / (std::string(name) + ".c"), "-o", d / (std::string(name) + ".orig.so"), "-pthread"});
+    ASSERT_EQ(prepatch({"-q", d / (std::string(name) + ".orig.so"), "-o", d / (std::string(name) + ".so")}).status, 0);
+  }
+  compile({"gcc", "-O2", d / "host.c", "-o", d / "host", "-ldl"});
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", PREPATCH_BIN, d / "plain.so", d / "threads.so"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "signal stacks: the starting thread's\n"
+                   "signal stacks: the starting thread's, and every thread's started through pthread_create (1 GOT slots hooked)\n");
+  EXPECT_EQ(function_counts(d / "threads.so", d / "c")["threads.so:lib_work"], 1);
+}
+
 // A small object's runtime serves the process with every site on; a large one (3,000 functions)
 // enrolls and follows: the site hash grows to take its sites (a new block, published in one store),
 // and every call of either is counted exactly.
