@@ -109,8 +109,8 @@ u64 __aeabi_uidivmod(u32 n, u32 d) {  // the quotient in r0, the remainder in r1
 // Filled in by the preparer (shim/abi.h); in .data so that it is part of the file image.
 __attribute__((section(".data.config"))) Config prepatch_config = {};
 
-// The site hash (shim/core.h), read by the count trampoline in shim/entry_x86_64.S. In an object
-// another runtime serves, that runtime keeps this pointing at the process's hash.
+// The site hash (shim/core.h), read by the count trampoline in shim/entry_x86_64.S. Unused in an object
+// another runtime serves: its trampolines go on to that runtime's.
 SiteHash* prepatch_hash;
 
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
@@ -455,11 +455,6 @@ namespace {
 // is inherited by fork and gone after exec, as the runtime is.
 constexpr int map_fixed_noreplace = 0x100000;  // the same on every ISA here
 
-// Reads the rendezvous page into `reg`: a runtime's registry of this ABI; or something else (then
-// `buf` says why this object's sites stay off: a runtime of another prepatch version serves the
-// process, or the page cannot be read, or it is no runtime's); or nothing readable at all (EFAULT:
-// nothing mapped, or a mapping that cannot be read), read_memory says. A page claimed this instant
-// may not show its magic yet: it is read again for a while.
 // Copies `n` bytes at `from` in this process to `to` without faulting where they cannot be read
 // (-EFAULT then): through process_vm_readv, or, where that is refused (a seccomp policy) or missing
 // (qemu-user), through a pipe, whose write fails with EFAULT the same way. Bytes read, or -errno.
@@ -479,7 +474,13 @@ long read_memory(void* to, u64 from, u64 n) {
   return w;
 }
 
+// What the rendezvous page holds: a runtime's registry of this ABI; something else (another prepatch
+// version's registry, a page that cannot be read, or no runtime's); or nothing readable at all.
 enum class Found { registry, other, nothing };
+
+// Reads the rendezvous page into `reg`; for `other`, puts in `buf` why this object's sites stay off.
+// `nothing` is EFAULT (nothing mapped, or a mapping that cannot be read), as read_memory says. A page
+// claimed this instant shows no magic until its runtime has started: it is read again for a second.
 Found read_registry(Registry& reg, char* buf, unsigned size) {
   long r = 0;
   for (int tries = 0; tries < 1000; tries++) {
