@@ -225,7 +225,11 @@ struct ObjectChunk {
   u8 build_id[20];
   u8 reserved[3];
   char path[256];     // the object's file as it was loaded, NUL-terminated ("": not known)
-  u64 reserved2[5];
+  // A `function` record's caller in this object is caller_base + (its link-time address - caller_lo),
+  // for addresses in [caller_lo, caller_lo + caller_span) (span 0: its callers are not recorded).
+  // The header's object's callers are their link-time addresses, below the first object's base.
+  u64 caller_base, caller_lo, caller_span;
+  u64 reserved2[2];
 };
 static_assert(sizeof(ObjectChunk) == 352);
 inline constexpr u32 object_magic = 0x544a424f;  // "OBJT"

@@ -192,6 +192,7 @@ struct Object {
   u64* counts;  // per site call counts, in the counts file's shared mapping (its section there)
   const char* path;  // the object's file as it was loaded (AT_EXECFN, the loader's l_name); may be nullptr
   u64 first_site;       // the number its first site has in the trace file's records (its own object's: 0)
+  u64 caller_base;      // where its callers' numbers start in function records (ObjectChunk::caller_base)
 };
 
 // Where the loaded segments of `o` lie at run time (its program headers and bias known); an empty
@@ -217,6 +218,7 @@ struct State {
   Object* more;
   u32 objects;
   u64 sites_numbered;  // sites numbered for the trace file so far (objects.inc)
+  u64 callers_numbered;  // function records' caller numbers given out so far (objects.inc)
   // The executable's program headers and load bias: where the loaded objects are listed (its DT_DEBUG).
   // The prepared object's own, unless that is a shared object.
   struct Program {
@@ -357,6 +359,20 @@ void raise_default(int sig) {
 }  // namespace
 
 #if defined(__x86_64__)
+namespace {
+// A function record's caller (docs/FORMAT.md): a return address in the object the trace file's
+// header describes is its link-time address; one in an enrolled object is numbered after those
+// (ObjectChunk::caller_base); anywhere else it is not known.
+u64 caller_number(u64 ret) {
+  if (ret - g.obj.lo < g.obj.span) return ret - g.obj.bias;
+  for (u32 k = 1, n = objects(); k < n; k++)
+    if (const Object& o = object(k); ret - o.lo < o.span) return o.caller_base + (ret - o.lo);
+  return rec_caller_unknown;
+}
+}  // namespace
+#endif
+
+#if defined(__x86_64__)
 // Called by the function and graph tracers' trampolines (shim/entry_x86_64.S) with every caller-saved
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
@@ -370,10 +386,7 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   // The traced function's return address: at the site's stack pointer, or for an mcount site (called
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
-  if (g.tracer == Tracer::function) {  // a caller outside the header's object is not known (docs/FORMAT.md)
-    const u64 ret = *slot;
-    return emit(t, rec_call, s->value, ret - g.obj.lo < g.obj.span ? ret - g.obj.bias : rec_caller_unknown);
-  }
+  if (g.tracer == Tracer::function) return emit(t, rec_call, s->value, caller_number(*slot));
   const auto unwound = [&](const ShadowFrame& f) { note_unwound(t, f); };
   if (!t->shadow.frames) {
     void* m = map(shadow_bytes, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);

@@ -594,6 +594,11 @@ TEST(SharedObject, DamagedObjectSectionsAndRecordsAreNamed) {
   Proc whole = prepatch({"report", t.d / "t.trace"});
   ASSERT_EQ(whole.status, 0) << whole.err;
   EXPECT_NE(whole.out.find("two.so:leaf"), std::string::npos) << whole.out;
+  // Callers are named in either object (the second's numbered after the first's addresses).
+  Proc calls = prepatch({"replay", t.d / "t.trace"});
+  ASSERT_EQ(calls.status, 0) << calls.err;
+  for (const char* o : {"one.so", "two.so"})
+    EXPECT_NE(calls.out.find(std::string(o) + ":leaf() <- " + o + ":lib_work (0x"), std::string::npos) << o << "\n" << calls.out.substr(0, 1500);
   std::string spans = trace, numbers = trace;
   const u32 many = 999;
   std::memcpy(&spans[record + 4], &many, 4);

@@ -151,7 +151,7 @@ u64 TraceFile::read_object(u64 off, u64 k, std::vector<u8>& buf) {
   if (o.first_site >= shim::rec_site_limit) return bad(off + 8, "numbers its sites from " + std::to_string(o.first_site) + ", past what records can name");
   std::vector<u8> table_bytes;
   const u8* t = fetch(off + sizeof o, o.table_size, table_bytes);
-  Object object{o.first_site, {}, std::string(o.path, strnlen(o.path, sizeof o.path))};
+  Object object{o.first_site, {}, std::string(o.path, strnlen(o.path, sizeof o.path)), o.caller_base, o.caller_lo, o.caller_span};
   try {
     object.table = decode_table({t, o.table_size}, elf::Codec{}, path_, off + sizeof o);
   } catch (const InputError& e) {
@@ -180,6 +180,8 @@ void TraceFile::number_sites() {
     kept.push_back(std::move(o));
   }
   objects_ = std::move(kept);
+  for (size_t k = 1; k < objects_.size(); k++)  // the header's object's callers: below every other's
+    if (objects_[k].caller_span) objects_[0].caller_span = std::min(objects_[0].caller_span, objects_[k].caller_base);
   ambiguous_.assign(owner_.size(), false);
   if (objects_.size() > 1) {
     std::unordered_map<std::string_view, u32> first_object;  // raw name -> the first object defining it
@@ -195,6 +197,18 @@ void TraceFile::number_sites() {
   names_.resize(owner_.size());
   calls_.resize(owner_.size());
   named_ = std::make_unique<std::atomic<bool>[]>(owner_.size());
+}
+
+long TraceFile::caller(u64 number, u64& link) const {
+  for (const Object& o : objects_) {
+    if (number - o.caller_base >= o.caller_span) continue;
+    link = number - o.caller_base + o.caller_lo;
+    const std::vector<TableEntry>& es = o.table.entries;
+    auto it = std::upper_bound(es.begin(), es.end(), link, [](u64 a, const TableEntry& x) { return a < x.addr; });
+    return it == es.begin() ? -1 : static_cast<long>(o.first + static_cast<u64>(it - es.begin()) - 1);
+  }
+  link = number;
+  return -1;
 }
 
 void TraceFile::make_name(u32 site) {

@@ -22,7 +22,7 @@ struct Event {
   u64 ns;    // since the trace file was created
   u8 type;   // shim::RecordType
   u32 site;  // index into the table
-  u64 rest;  // depth (entry, exit, unwound) or the caller's link-time address (call)
+  u64 rest;  // depth (entry, exit, unwound) or the caller's number (call: TraceFile::caller)
 };
 
 // TSC ticks to nanoseconds since the file's tsc0, exactly floor((tsc - tsc0) * 1e9 / hz) (0 before
@@ -90,6 +90,10 @@ class TraceFile {
   const std::string& object(u32 site) const { return objects_[owner_[site]].path; }
   std::string object_base(u32 site) const { return shim::base_name(object(site).c_str()); }
   bool known(u32 site) const { return site < owner_.size() && owner_[site] != no_object; }
+  // A function record's caller number (Event::rest): the site of the traced function it lies in (the
+  // one whose site precedes it most closely in its object), or -1; `link` gets its link-time address
+  // in that object.
+  long caller(u64 number, u64& link) const;
   size_t objects() const { return objects_.size(); }
   const Clock& clock() const { return clock_; }
 
@@ -115,6 +119,7 @@ class TraceFile {
     u64 first;
     Table table;
     std::string path;
+    u64 caller_base = 0, caller_lo = 0, caller_span = ~u64{0};  // shim::ObjectChunk's; the header's object: all below the others'
   };
   static constexpr u32 no_object = ~u32{0};
   void open();

@@ -139,18 +139,16 @@ class ThreadLines {
     if (!wanted_(e.site)) return;
     const std::string& name = t_.call(e.site);
     const std::string* caller = nullptr;
-    if (e.rest != shim::rec_caller_unknown) {
-      const std::vector<TableEntry>& es = t_.table().entries;
-      auto it = std::upper_bound(es.begin(), es.end(), e.rest, [](u64 a, const TableEntry& x) { return a < x.addr; });
-      if (it != es.begin()) caller = &t_.name(static_cast<u32>(it - es.begin()) - 1);
-    }
+    u64 link = e.rest;
+    if (e.rest != shim::rec_caller_unknown)
+      if (const long site = t_.caller(e.rest, link); site >= 0) caller = &t_.name(static_cast<u32>(site));
     char* d = lines.begin(e.ns, name.size() + 6 + (caller ? caller->size() : 0) + 24);
     d = put(put(d, name), " <- ");
     if (e.rest == shim::rec_caller_unknown) {
       *d++ = '?';
     } else {
       if (caller) d = put(put(d, *caller), " (");
-      d = put_hex(d, e.rest);
+      d = put_hex(d, link);
       if (caller) *d++ = ')';
     }
     lines.end(e.ns, d);
