@@ -165,14 +165,19 @@ u64 TraceFile::read_object(u64 off, u64 k, std::vector<u8>& buf) {
 }
 
 // Gives every site number its object, and marks the names more than one object has (shown as
-// OBJECT:FUNCTION); objects whose numbers would overlap an earlier one's are left out.
+// OBJECT:FUNCTION); objects whose numbers would overlap an earlier one's, or start past the sites of
+// every object recorded (a writer numbers them one after the other), are left out: the numbers, and
+// the memory they take here, stay within the sites the file holds.
 void TraceFile::number_sites() {
   std::stable_sort(objects_.begin() + 1, objects_.end(), [](const Object& a, const Object& b) { return a.first < b.first; });
+  u64 total = 0;
+  for (const Object& o : objects_) total += o.table.entries.size();
   std::vector<Object> kept;
   for (Object& o : objects_) {
     const u64 n = o.table.entries.size();
-    if (!kept.empty() && (o.first < owner_.size() || o.first + n > shim::rec_site_limit)) {
-      problems_.push_back(path_ + ": an object's record numbers its sites from " + std::to_string(o.first) + ", which another object's use; left out");
+    if (!kept.empty() && (o.first < owner_.size() || o.first + n > shim::rec_site_limit || o.first > total)) {
+      problems_.push_back(path_ + ": an object's record numbers its sites from " + std::to_string(o.first) + ", which another object's use" +
+                          " or past the sites of every object recorded; left out");
       continue;
     }
     if (owner_.size() < o.first + n) owner_.resize(o.first + n, no_object);
