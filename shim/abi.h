@@ -85,6 +85,8 @@ struct RendezvousHeader {
   u32 reserved;
 };
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
+// Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
+// when theirs is the same.
 inline constexpr u32 runtime_abi = 2;  // 1: the page held no registry (each object's own runtime or none)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
