@@ -791,8 +791,12 @@ class Demangler {
     }
     Str ret;
     if (n.targs && !n.ctor_dtor_conv) {
+      const size_t resolved = tparams_;
       Ty r = type();
       if (r.r.len) return fail(), e;
+      // The function of a local type read as a type (a parameter's, say) whose return type names a T_:
+      // GNU reads that T_ as an argument of the template around the local type, not of this function.
+      if (scope_ > 0 && tparams_ != resolved) return fail(), e;
       ret = cat(r.l, " ");
       if (peek() == 0 || peek() == 'E' || peek() == '.') return fail(), e;  // a return type, then no parameters
     }
