@@ -11,6 +11,7 @@
 #include "elf/mapped_file.h"
 #include "rewriter/table.h"
 #include "shim/abi.h"
+#include "shim/core.h"
 
 namespace prepatch {
 namespace {
@@ -33,7 +34,8 @@ Given load(const std::string& path) {
   return {path, std::move(*t), std::vector<u8>(id.begin(), id.end())};
 }
 
-std::string base_name(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+// What names an object: its path's base name (as the shim's globs match it).
+std::string base_name(const std::string& path) { return shim::base_name(path.c_str()); }
 
 // What a section (or a version 1 header) says of its object: where its build ID lies in the file.
 struct Recorded {
