@@ -58,26 +58,31 @@ bool is_shared_object(const elf::Elf& elf) {
   return !dyn.empty();
 }
 
-// Where a shared object's shim starts (docs/SHIM.md, "Shared objects"): its DT_INIT, which ld.so
-// calls before the object's constructors; or, where there is none (RISC-V: its C library has no
-// _init), the first DT_INIT_ARRAY entry, which runs before the others, through the R_*_RELATIVE
-// relocation that fills it. `original`: the link-time address that runs once the shim has started;
-// `words`: the file offsets of the words that become the shim's object start (a RELA relocation's
-// addend, and its slot too where the linker wrote the value there as well).
-struct StartHook {
+// Where a shared object's shim starts and ends (docs/SHIM.md, "Shared objects", "Unloading"): its
+// DT_INIT, which ld.so calls before the object's constructors, and its DT_FINI, which it calls after
+// the object's destructors; or, where there is none (RISC-V: its C library has no _init or _fini),
+// the first DT_INIT_ARRAY entry, which runs before the others, and the first DT_FINI_ARRAY entry,
+// which runs after the others, through the R_*_RELATIVE relocation that fills it. `original`: the
+// link-time address the shim calls; `words`: the file offsets of the words that become the shim's
+// entry (a RELA relocation's addend, and its slot too where the linker wrote the value there as well).
+struct Hook {
   u64 original = 0;
   u64 words[2] = {};
   unsigned count = 0;
 };
-std::optional<StartHook> start_hook(const elf::Elf& elf) {
+struct HookTags {
+  i64 function, array, array_size;
+};
+constexpr HookTags start_tags{DT_INIT, DT_INIT_ARRAY, DT_INIT_ARRAYSZ}, fini_tags{DT_FINI, DT_FINI_ARRAY, DT_FINI_ARRAYSZ};
+std::optional<Hook> find_hook(const elf::Elf& elf, HookTags tags) {
   const auto dyn = elf.dynamic();
   const u64 word = elf.codec().word();
   for (const elf::Dyn& d : dyn)
-    if (d.tag == DT_INIT) return StartHook{d.val, {d.offset + word}, 1};
+    if (d.tag == tags.function) return Hook{d.val, {d.offset + word}, 1};
   u64 array = 0, size = 0;
   for (const elf::Dyn& d : dyn) {
-    if (d.tag == DT_INIT_ARRAY) array = d.val;
-    if (d.tag == DT_INIT_ARRAYSZ) size = d.val;
+    if (d.tag == tags.array) array = d.val;
+    if (d.tag == tags.array_size) size = d.val;
   }
   const auto slot = array && size >= word ? elf.vaddr_to_offset(array, word) : std::nullopt;
   if (!slot) return std::nullopt;
@@ -88,11 +93,11 @@ std::optional<StartHook> start_hook(const elf::Elf& elf) {
       const elf::Reloc r = elf.reloc(s, i);
       if (r.offset != array) continue;
       if (r.type != elf::relative_reloc(elf.header().machine)) return std::nullopt;
-      if (s.type == SHT_REL) return StartHook{in_slot, {*slot}, 1};  // the slot holds the addend
+      if (s.type == SHT_REL) return Hook{in_slot, {*slot}, 1};  // the slot holds the addend
       const u64 addend_at = elf.reloc_entry_offset(s, i) + 2 * word;
       const u64 addend = static_cast<u64>(r.addend) & (word == 8 ? ~u64{0} : 0xffffffffu);
-      if (in_slot == 0) return StartHook{addend, {addend_at}, 1};
-      if (in_slot == addend) return StartHook{addend, {addend_at, *slot}, 2};
+      if (in_slot == 0) return Hook{addend, {addend_at}, 1};
+      if (in_slot == addend) return Hook{addend, {addend_at, *slot}, 2};
       return std::nullopt;
     }
   }
@@ -146,7 +151,7 @@ std::string cannot_embed(const elf::Elf& elf) {
   const auto dyn = elf.dynamic();
   for (const elf::Dyn& d : dyn)
     if (d.tag == DT_TEXTREL || (d.tag == DT_FLAGS && (d.val & DF_TEXTREL))) check_text_relocations(elf, d.offset);
-  if (!start_hook(elf))
+  if (!find_hook(elf, start_tags))
     elf.fail(dyn.empty() ? 0 : dyn.front().offset,
              "expected a DT_INIT entry in the shared object's dynamic section, or a first DT_INIT_ARRAY entry that a relative "
              "relocation fills, which the shim starts from (gcc's crti.o provides _init, crtbeginS.o an init_array entry; was it "
@@ -176,11 +181,14 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
   const bool shared = is_shared_object(elf);
-  const auto hook = shared ? start_hook(elf) : std::nullopt;
-  const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0);
+  const auto hook = shared ? find_hook(elf, start_tags) : std::nullopt;
+  const auto fini = shared ? find_hook(elf, fini_tags) : std::nullopt;
+  const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0) |
+                    (fini ? shim::config_fini_hooked : 0);
   shim::Config config{blob_vaddr, vaddr, r.table_size, hook ? hook->original : elf.header().entry, flags, {}, {}, 0, d.mcount_via,
                       shared ? phdr_vaddr(elf).value_or(0) : 0, shared ? elf.header().phnum : 0u};
   const std::span<const u8> id = elf.build_id();
+  config.fini = fini ? fini->original : 0;
   config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
   if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
@@ -198,17 +206,20 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // the program in Thumb state) and a `bl` target drops.
   const u16 machine = elf.header().machine;
   r.entry = blob_vaddr + h.start;
-  if (hook) {  // a shared object starts from its DT_INIT or first init_array entry, which now lead to the shim
-    r.entry = 0;
+  // A shared object starts from its DT_INIT or first init_array entry, and ends with its DT_FINI or
+  // first fini_array entry, which now lead to the shim.
+  const auto lead_to = [&](const Hook& k, u32 offset) {
     u8 value[8];
-    elf.codec().put(value, 0, elf.codec().word(), blob_vaddr + h.object_start);
-    for (unsigned k = 0; k < hook->count; k++) {
-      elf::Patch& p = r.start_hook.emplace_back();
-      p.offset = hook->words[k];
+    elf.codec().put(value, 0, elf.codec().word(), blob_vaddr + offset);
+    for (unsigned w = 0; w < k.count; w++) {
+      elf::Patch& p = r.hooks.emplace_back();
+      p.offset = k.words[w];
       p.len = static_cast<u8>(elf.codec().word());
       std::memcpy(p.bytes, value, p.len);
     }
-  }
+  };
+  if (hook) r.entry = 0, lead_to(*hook, h.object_start);
+  if (fini) lead_to(*fini, h.object_fini);
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     u8 call[6];

@@ -26,8 +26,9 @@ struct RuntimeSegment {
   // (Discovery::mcount_via); len 0 when there is none.
   elf::Patch redirect;
   // A shared object: its DT_INIT's value, or its first init_array entry's, made the shim's object
-  // start; none in an executable.
-  std::vector<elf::Patch> start_hook;
+  // start, and its DT_FINI's, or its first fini_array entry's, the shim's object end (where it has
+  // one); none in an executable.
+  std::vector<elf::Patch> hooks;
 };
 
 // For each site kind and call form, the lowest and the highest prepared site. A call form reaches a

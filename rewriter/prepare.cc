@@ -292,12 +292,13 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   w.add_segment({}, PF_R | PF_X, std::move(rt.data), std::move(sections), {{rt.names_at, rt.names, d.strings_section}});
   if (rt.entry) w.set_entry(rt.entry);
 
-  // Besides the sites: RISC-V's redirect of what the -pg sites call, a shared object's start hook
-  // (DT_INIT or its first init_array entry: the shim's start), and gprof's start-up made to return
+  // Besides the sites: RISC-V's redirect of what the -pg sites call, a shared object's hooks
+  // (DT_INIT or its first init_array entry: the shim's start; DT_FINI or its first fini_array entry: its
+  // end), and gprof's start-up made to return
   // (rewriter/gprof.h), in file order, merged into the sites' stream.
   std::vector<elf::Patch> extra;
   if (rt.redirect.len) extra.push_back(rt.redirect);
-  extra.insert(extra.end(), rt.start_hook.begin(), rt.start_hook.end());
+  extra.insert(extra.end(), rt.hooks.begin(), rt.hooks.end());
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);
   std::sort(extra.begin(), extra.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });

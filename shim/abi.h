@@ -25,11 +25,12 @@ struct BlobHeader {
   u32 data_off;         // page-aligned start of the writable part
   u32 file_size;        // bytes of the blob image (code, rodata, data)
   u32 mem_size;         // the same plus .bss, page-aligned
-  u32 object_start;     // what a prepared shared object's DT_INIT points at (x86-64 so far)
+  u32 object_start;     // what a prepared shared object's DT_INIT (or first init_array entry) points at
+  u32 object_fini;      // what its DT_FINI (or first fini_array entry, the last to run) points at
 };
-static_assert(sizeof(BlobHeader) == 52);
+static_assert(sizeof(BlobHeader) == 56);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 2;
+inline constexpr u32 blob_version = 3;
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -60,14 +61,21 @@ struct Config {
   u8 build_id_size;
   u8 build_id[20];
   u8 reserved2[3];
+  // A shared object whose finalizer leads to the shim (config_fini_hooked): the link-time address of
+  // its own DT_FINI or first fini_array entry before preparing, which the shim calls first (0: none).
+  u64 fini;
 };
-static_assert(sizeof(Config) == 128);
+static_assert(sizeof(Config) == 136);
 inline constexpr unsigned build_id_max = 20;
 // Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
 // through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).
 inline constexpr u64 config_forkless = 1;
 // Config::flags: a shared object, started from its DT_INIT (BlobHeader::object_start), not e_entry.
 inline constexpr u64 config_shared_object = 2;
+// Config::flags: the shared object's DT_FINI or first fini_array entry leads to the shim, which then
+// hands the object back (Registry::leave) before the loader unmaps it; without, the shim keeps the
+// object loaded (docs/SHIM.md, "Unloading").
+inline constexpr u64 config_fini_hooked = 4;
 
 // One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object whose shim
 // starts maps this page with MAP_FIXED_NOREPLACE and serves the process; `prepatch ctl` takes the page
@@ -87,7 +95,8 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 2;  // 1: the page held no registry (each object's own runtime or none)
+inline constexpr u32 runtime_abi = 3;  // 1: the page held no registry (each object's own runtime or none);
+                                       // 2: no Registry::leave (every object kept loaded)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).
@@ -97,6 +106,10 @@ struct Registry {
   // or its sites stay off for the reason put in `why` (false). Called from the object's start, with
   // the loader's lock held (its DT_INIT): objects enroll one at a time.
   u64 enroll;
+  // void leave(u64 forward_to): the object enrolled with that `forward_to` is about to be unmapped
+  // (called from its finalizer, the loader's lock held): its sites are switched off and the runtime
+  // keeps no pointer into it once this returns.
+  u64 leave;
 };
 
 // What a prepared object's runtime hands the serving runtime when it enrolls (run-time addresses): its

@@ -483,8 +483,10 @@ inline bool site_form(u16 machine, bool on, u64 addr, u8 len, u8 call_form, u64 
 // The site hash: a site's run-time end (the return address its call pushes) -> a value (the site's
 // index, or for the count tracer the address of its counter). Open addressing with linear probing and
 // no wrap-around: `site_hash_slack` slots follow the mask's range and the last of them always stays
-// empty, so every lookup ends. Filled while sites are enabled, before any becomes a call; never shrinks
-// (an entry of a disabled site is harmless). shim/entry_x86_64.S's count trampoline repeats find() in assembly.
+// empty, so every lookup ends. Filled while sites are enabled, before any becomes a call; an entry is
+// never removed (one of a disabled site is harmless, and one of an object unloaded since is replaced
+// when a site loaded at its address is enabled). shim/entry_x86_64.S's count trampoline repeats find()
+// in assembly.
 struct SiteHashSlot {
   u64 key, value;
 };
@@ -498,16 +500,19 @@ inline u64 site_hash_mask(u64 sites) {
 }
 inline u64 site_hash_size(u64 mask) { return mask + 1 + site_hash_slack; }
 
-inline bool site_hash_insert(SiteHashSlot* t, u64 mask, u64 key, u64 value) {
+// What site_hash_insert did: no room on the key's probe path, replaced the value of the key's entry
+// (no thread calls that site while it is enabled), or added an entry.
+enum class HashInsert { full, replaced, added };
+inline HashInsert site_hash_insert(SiteHashSlot* t, u64 mask, u64 key, u64 value) {
   for (u64 i = site_hash_home(key, mask); i < mask + site_hash_slack; i++) {  // never the last slot
-    if (t[i].key == key) return t[i].value == value;
+    if (t[i].key == key) return __atomic_store_n(&t[i].value, value, __ATOMIC_RELAXED), HashInsert::replaced;
     if (t[i].key == 0) {
       t[i].value = value;
       __atomic_store_n(&t[i].key, key, __ATOMIC_RELEASE);
-      return true;
+      return HashInsert::added;
     }
   }
-  return false;
+  return HashInsert::full;
 }
 
 inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 key) {
@@ -520,22 +525,28 @@ inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 k
 
 // The process's site hash as the trampolines find it: one block, its mask then its slots, published
 // through a single pointer (prepatch_hash), so a reader never pairs one block's mask with another's
-// slots. It grows by a new block that takes the old one's entries and is published in its place; the
-// old one stays mapped (a thread may still be reading it; its entries stay true). shim/entry_x86_64.S's
-// count trampoline reads it at these offsets.
+// slots. It is replaced by a new block that takes the old one's entries still wanted and is published
+// in its place; the old one stays mapped (a thread may still be reading it; its entries stay true).
+// shim/entry_x86_64.S's count trampoline reads it at these offsets.
 struct SiteHash {
-  u64 mask, reserved;
+  u64 mask;
+  u64 used;  // slots holding an entry
   SiteHashSlot* slots() { return reinterpret_cast<SiteHashSlot*>(this + 1); }
   const SiteHashSlot* slots() const { return reinterpret_cast<const SiteHashSlot*>(this + 1); }
   static u64 bytes(u64 mask) { return sizeof(SiteHash) + site_hash_size(mask) * sizeof(SiteHashSlot); }
-  bool insert(u64 key, u64 value) { return site_hash_insert(slots(), mask, key, value); }
+  bool insert(u64 key, u64 value) {
+    const HashInsert r = site_hash_insert(slots(), mask, key, value);
+    used += r == HashInsert::added;
+    return r != HashInsert::full;
+  }
   const SiteHashSlot* find(u64 key) const { return site_hash_find(slots(), mask, key); }
-  // Takes every entry of `from` (whose mask is smaller); false when one does not fit (cannot happen at
-  // a load factor of one half short of a pathological address pattern).
-  bool take(const SiteHash& from) {
+  // Takes every entry of `from` whose key `keep(key)` wants; false when one does not fit (cannot happen
+  // at a load factor of one half short of a pathological address pattern).
+  template <class Keep>
+  bool take(const SiteHash& from, Keep keep) {
     const SiteHashSlot* s = from.slots();
     for (u64 i = 0; i < site_hash_size(from.mask); i++)
-      if (s[i].key && !insert(s[i].key, s[i].value)) return false;
+      if (s[i].key && keep(s[i].key) && !insert(s[i].key, s[i].value)) return false;
     return true;
   }
 };

@@ -48,6 +48,7 @@ extern u8 prepatch_hook_resume[];
 extern u8 prepatch_hook_rethrow[];
 extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
+void prepatch_object_fini();
 void prepatch_count(uptr site_end);  // the other ISAs' count tracer
 void prepatch_selftest();
 void prepatch_restorer();
@@ -137,7 +138,8 @@ namespace {
 //   altstacks.inc   an alternate signal stack for every thread
 //   fork.inc        fork waits for a batch; the child drops the parent's
 //   toggle.inc      switching the sites a selection names, the tracer made ready first
-//   objects.inc     the objects a runtime serves beyond its own: enrolling, the selection they follow
+//   objects.inc     the objects a runtime serves beyond its own: enrolling, the selection they follow,
+//                   leaving as they are unloaded
 //   control.inc     `prepatch ctl`: requests, replies, status
 //   trap.inc        the SIGTRAP (and Thumb-2 SIGILL) handler; the self-test
 // This file keeps the state, the entry points the trampolines and hooks call, and start-up.
@@ -165,9 +167,9 @@ struct Object {
   u64 phnum;
   u64 table_addr, table_size;  // the __patch_sites table, at run time
   TableView table;
-  int table_state;  // 0 unchecked, 1 sound, -1 malformed
+  int table_state;  // 0 unchecked, 1 sound, -1 malformed, 2 unloaded (objects.inc leave: nothing of it may be read)
   const char* table_error;  // why it is malformed
-  u8* site;         // per site: site_on, site_in_batch, site_outside bits
+  u8* site;         // per site: site_on, site_in_batch, site_outside, site_hashed bits
   // Per executable segment: the run-time page span of its sites and the segment's protection, which a
   // batch makes writable (found once: the table does not change).
   struct TextSpan {
@@ -193,6 +195,14 @@ struct Object {
   const char* path;  // the object's file as it was loaded (AT_EXECFN, the loader's l_name); may be nullptr
   u64 first_site;       // the number its first site has in the trace file's records (its own object's: 0)
   u64 caller_base;      // where its callers' numbers start in function records (ObjectChunk::caller_base)
+  u64 caller_room;      // how many it holds: its span when it first enrolled (0 where they did not fit)
+  u64 hashed;           // its sites with an entry in the site hash for where it is loaded now (site_hashed)
+  u64 recorded;         // the generation of the trace file that holds its object record (0: none)
+  // An enrolled object (objects.inc): its Enrollment::forward_to, which Registry::leave names it by;
+  // and what an object loaded again must match to be given this entry back once it was unloaded.
+  u64 forward_to;
+  u64 identity;     // the hash of its path, build ID and table size
+  u64 table_hash;   // without a build ID: the hash of its table too
 };
 
 // Where the loaded segments of `o` lie at run time (its program headers and bias known); an empty
@@ -219,6 +229,10 @@ struct State {
   u32 objects;
   u64 sites_numbered;  // sites numbered for the trace file so far (objects.inc)
   u64 callers_numbered;  // function records' caller numbers given out so far (objects.inc)
+  // Threads reading some object's table or path outside the batch lock (the trap handler, a `status`
+  // reply): an object leaving waits for none to be left (objects.inc leave).
+  u32 readers;
+  u64 leave;  // this object enrolled with another runtime: that runtime's Registry::leave (0 otherwise)
   // The executable's program headers and load bias: where the loaded objects are listed (its DT_DEBUG).
   // The prepared object's own, unless that is a shared object.
   struct Program {
@@ -295,6 +309,15 @@ constinit State g{};
 Object& object(u32 k) { return k == 0 ? g.obj : g.more[k - 1]; }
 u32 objects() { return __atomic_load_n(&g.objects, __ATOMIC_ACQUIRE); }
 
+// Reading objects' tables or paths outside the batch lock (the trap handler, a `status` reply): while
+// one lives, no object it finds loaded() is unmapped (objects.inc leave waits for State::readers).
+struct ObjectReader {
+  ObjectReader() { __atomic_fetch_add(&g.readers, 1, __ATOMIC_SEQ_CST); }
+  ~ObjectReader() { __atomic_fetch_sub(&g.readers, 1, __ATOMIC_RELEASE); }
+  ObjectReader(const ObjectReader&) = delete;
+  static bool loaded(const Object& o) { return __atomic_load_n(&o.table_state, __ATOMIC_SEQ_CST) == 1; }
+};
+
 // Function names as users write them (shim/names.h): one demangler for batches, which run under the
 // batch lock, one for `status`, which requests run one at a time. Their text is here, not on the
 // (signal) stack, which holds only the demangler's frames (~20 KiB at its deepest).
@@ -303,7 +326,7 @@ constinit Demangler batch_demangler, status_demangler;
 
 // g.obj.site bits: the form a site is (or is being switched to) is the call, the site is in the running
 // batch, the site lies outside every executable segment (never switched).
-constexpr u8 site_on = 1, site_in_batch = 2, site_outside = 4;
+constexpr u8 site_on = 1, site_in_batch = 2, site_outside = 4, site_hashed = 8;
 
 constexpr u64 sigtrap_bit = u64{1} << (sys::sigtrap - 1), ctl_bit = u64{1} << (ctl_signal - 1), sigill_bit = u64{1} << (sys::sigill - 1);
 
@@ -552,6 +575,7 @@ Claim claim_process(char** envp) {
   if (static_cast<u64>(r) == rendezvous_page) {
     auto* page = reinterpret_cast<Registry*>(rendezvous_page);
     page->enroll = reinterpret_cast<u64>(&enroll);
+    page->leave = reinterpret_cast<u64>(&leave);
     // The magic, a number (a string copied to a constant address makes some compilers keep that
     // address, minus the string's, in a table the blob could not relocate), comes once this runtime
     // has started (start()).
@@ -566,7 +590,11 @@ Claim claim_process(char** envp) {
   char buf[256];
   Registry reg;
   const Found found = read_registry(reg, buf, sizeof buf);
-  if (found == Found::registry) return enroll_with(reg, buf, sizeof buf) ? Claim::enrolled : stand_down(buf);
+  if (found == Found::registry) {
+    if (!enroll_with(reg, buf, sizeof buf)) return stand_down(buf);
+    g.leave = reg.leave;  // called by this object's finalizer (prepatch_object_fini)
+    return Claim::enrolled;
+  }
   if (taken || found == Found::other) return stand_down(buf);
   if (shared)
     return stand_down("the kernel cannot tell which prepared object's runtime came first (MAP_FIXED_NOREPLACE, Linux 4.17, at the address "
@@ -587,6 +615,7 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 // with the runtime that claimed it), the settings, the handlers, the hooks, and the sites
 // PREPATCH_TRACE names.
 void serve(char** envp);
+bool pin_object();
 
 void start(char** envp) {
   g.obj.config = &prepatch_config;
@@ -605,6 +634,10 @@ void start(char** envp) {
 void serve(char** envp) {
   const Settings set = parse_settings(envp, sys::isa);
   g.disabled = set.error;
+  // A shared object whose runtime serves the process is never unmapped: every object enrolled later
+  // calls into it. (One whose finalizer does not lead to the shim was kept loaded already.)
+  if (constexpr u64 both = config_shared_object | config_fini_hooked; !g.disabled && (prepatch_config.flags & both) == both && !pin_object())
+    g.disabled = "this shared object's runtime serves the process but it cannot be kept loaded (no dlopen found, or it is not in the loaded objects' list)";
   g.tracer = set.tracer;
   u64 own[4];
   own_trampolines(own);
@@ -705,18 +738,22 @@ bool read_auxv(State::Program& main, bool& secure) {
   return true;
 }
 
-// Keeps this shared object loaded for the rest of the process (RTLD_NODELETE, through the C library's
-// own dlopen of it, already loaded): its handlers, hooks and trampolines must outlive any dlclose.
-bool pin_object() {
+// This shared object's entry in the loaded objects' list (nullptr when it is not found there).
+const LinkMap* own_link_map() {
   const RDebug* r = loaded_objects();
+  for (const LinkMap* m = r ? r->map : nullptr; m; m = m->next)
+    if (m->addr == g.obj.bias && m->name && *m->name) return m;
+  return nullptr;
+}
+
+// Keeps this shared object loaded for the rest of the process (RTLD_NODELETE, through the C library's
+// own dlopen of it, already loaded): as the object whose runtime serves the process, or one whose
+// finalizer does not lead to the shim, its handlers, hooks and trampolines must outlive any dlclose.
+bool pin_object() {
   using Dlopen = void* (*)(const char*, int);
-  const auto dlopen = reinterpret_cast<Dlopen>(find_loaded(r, "dlopen"));
-  for (const LinkMap* m = r ? r->map : nullptr; m && dlopen; m = m->next)
-    if (m->addr == g.obj.bias && m->name && *m->name) {
-      g.obj.path = m->name;  // the loader's copy, which the pin keeps
-      return dlopen(m->name, 0x1 | 0x4 | 0x1000) != nullptr;  // RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE
-    }
-  return false;
+  const auto dlopen = reinterpret_cast<Dlopen>(find_loaded(loaded_objects(), "dlopen"));
+  const LinkMap* m = own_link_map();
+  return m && dlopen && dlopen(m->name, 0x1 | 0x4 | 0x1000) != nullptr;  // RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE
 }
 
 }  // namespace
@@ -735,9 +772,25 @@ extern "C" void prepatch_object_init(int argc, char** argv, char** envp) {
     g.obj.phnum = prepatch_config.phnum;
     // Secure execution, or not known: nothing at all, as in an executable (SECURITY.md).
     if (read_auxv(g.main, secure) && !secure) {
-      if (pin_object()) start(envp);
+      if (const LinkMap* m = own_link_map()) g.obj.path = m->name;  // the loader's copy, valid while the object is loaded
+      if ((prepatch_config.flags & config_fini_hooked) || pin_object()) start(envp);  // (serving, it is kept loaded: serve())
       else say("this shared object's sites stay off: it cannot be kept loaded (no dlopen found, or it is not in the loaded objects' list)");
     }
   }
   if (prepatch_config.entry) reinterpret_cast<void (*)(int, char**, char**)>(prepatch_config.entry + bias)(argc, argv, envp);
+}
+
+// A prepared shared object's DT_FINI (or first fini_array entry, the last to run), which the preparer
+// pointed here (config_fini_hooked): ld.so calls it when it unloads the object (dlclose), or at exit,
+// after the object's destructors. The object's own finalizer runs first; then, when another object's
+// runtime serves this one, this one is handed back (Registry::leave) before the loader unmaps it. An
+// object whose runtime serves the process is kept loaded (serve()): this runs at exit only, and leaves
+// everything as it is for the finalizers still to run.
+extern "C" void prepatch_object_fini() {
+  const u64 bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  if (prepatch_config.fini) reinterpret_cast<void (*)()>(prepatch_config.fini + bias)();
+  if (const u64 leave = g.leave) {
+    g.leave = 0;
+    reinterpret_cast<void (*)(u64)>(leave)(reinterpret_cast<u64>(prepatch_forward_to));
+  }
 }

@@ -382,9 +382,13 @@ TEST(SiteHash, FindsEveryInsertedSiteAndNoOther) {
     EXPECT_GE(mask + 1, 2 * n);
     std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
     // Addresses like real site ends: 16-aligned functions, 5 bytes in, in one text segment.
-    for (u64 i = 0; i < n; i++) ASSERT_TRUE(shim::site_hash_insert(t.data(), mask, 0x401000 + 16 * i + 5, i)) << n << " " << i;
-    EXPECT_TRUE(shim::site_hash_insert(t.data(), mask, 0x401005, 0));    // again, same value: fine
-    EXPECT_FALSE(shim::site_hash_insert(t.data(), mask, 0x401005, 7));   // again, another value: refused
+    using R = shim::HashInsert;
+    for (u64 i = 0; i < n; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), mask, 0x401000 + 16 * i + 5, i), R::added) << n << " " << i;
+    EXPECT_EQ(shim::site_hash_insert(t.data(), mask, 0x401005, 0), R::replaced);  // again, same value
+    // Again with another value (a site loaded where an unloaded object's was): the entry takes it.
+    EXPECT_EQ(shim::site_hash_insert(t.data(), mask, 0x401005, 7), R::replaced);
+    EXPECT_EQ(shim::site_hash_find(t.data(), mask, 0x401005)->value, 7u);
+    shim::site_hash_insert(t.data(), mask, 0x401005, 0);
     for (u64 i = 0; i < n; i++) {
       const shim::SiteHashSlot* s = shim::site_hash_find(t.data(), mask, 0x401000 + 16 * i + 5);
       ASSERT_NE(s, nullptr);
@@ -395,11 +399,36 @@ TEST(SiteHash, FindsEveryInsertedSiteAndNoOther) {
   }
 }
 
+// A new block takes the entries of the old one that `keep` wants (those of objects loaded now), and
+// counts what it holds; the old block is left as it was (a thread may still be reading it).
+TEST(SiteHash, ANewBlockTakesTheEntriesKeptAndCountsThem) {
+  const auto block = [](u64 mask) {
+    std::vector<u64> mem(shim::SiteHash::bytes(mask) / sizeof(u64));
+    auto* h = reinterpret_cast<shim::SiteHash*>(mem.data());
+    h->mask = mask;
+    return std::make_pair(std::move(mem), h);
+  };
+  auto [old_mem, old] = block(shim::site_hash_mask(200));
+  for (u64 i = 0; i < 200; i++) ASSERT_TRUE(old->insert((i < 100 ? 0x401000 : 0x7f0000001000) + 16 * i + 5, i));
+  EXPECT_EQ(old->used, 200u);
+  EXPECT_TRUE(old->insert(0x401005, 9)) << "a key inserted again replaces its value";
+  EXPECT_EQ(old->used, 200u);
+  auto [new_mem, h] = block(shim::site_hash_mask(100));
+  ASSERT_TRUE(h->take(*old, [](u64 key) { return key < 0x7f0000000000; }));
+  EXPECT_EQ(h->used, 100u);
+  EXPECT_EQ(h->find(0x401005)->value, 9u);
+  for (u64 i = 1; i < 200; i++) {
+    const u64 key = (i < 100 ? 0x401000 : 0x7f0000001000) + 16 * i + 5;
+    EXPECT_EQ(h->find(key) != nullptr, i < 100) << i;
+    ASSERT_NE(old->find(key), nullptr);
+  }
+}
+
 TEST(SiteHash, RefusesWhenTheProbeWouldPassTheSlack) {
   const u64 mask = shim::site_hash_mask(1);  // 64 slots and 64 of slack
   std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
   u64 inserted = 0;
-  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), mask, k, k);
+  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), mask, k, k) == shim::HashInsert::added;
   EXPECT_EQ(inserted, t.size() - 1);  // all but the last slot
   EXPECT_EQ(t.back().key, 0u);
   EXPECT_EQ(shim::site_hash_find(t.data(), mask, 1000000), nullptr);  // ends at the empty last slot
