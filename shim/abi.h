@@ -206,9 +206,17 @@ struct TraceHeader {
   char object[256];       // the traced object's file as it was loaded, NUL-terminated ("": not known)
   u8 build_id_size;       // the object's GNU build ID, its first 20 bytes (Config::build_id); 0: none
   u8 build_id[20];
-  u8 reserved[4096 - 405];
+  u8 reserved0[3];
+  // PREPATCH_BUFFER=ring:SIZE: the chunks of each thread's ring (0: no rings, in files before them too).
+  // A thread claims them at once and writes them in turn, overwriting its oldest.
+  u64 ring_chunks;
+  u8 reserved[4096 - 416];
 };
-static_assert(sizeof(TraceHeader) == 4096);
+static_assert(sizeof(TraceHeader) == 4096 && __builtin_offsetof(TraceHeader, ring_chunks) == 408);
+// Bytes per chunk of a trace file the shim writes; the most PREPATCH_BUFFER=ring:SIZE takes per thread,
+// and for all threads' rings together (the file's span: threads past it record nothing, and lose
+// their events, counted).
+inline constexpr u64 trace_chunk_bytes = 256 * 1024, ring_max_bytes = u64{1} << 30, rings_max_bytes = u64{64} << 30;
 PREPATCH_CONSTANT char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
 inline constexpr u32 trace_version = 3;  // 1: graph records were 16 bytes; 2: no object records
 

@@ -284,6 +284,7 @@ struct State {
   Tracer tracer;
   char output[512];  // PREPATCH_OUTPUT, "" for the default
   u64 buffer_bytes;  // PREPATCH_BUFFER
+  u32 ring_chunks;   // PREPATCH_BUFFER=ring:SIZE: each thread's ring of chunks (tracers.inc; 0: none)
   struct Thread* threads;
   struct Writer* writer;  // wiped in a child after fork: the child writes its own file
   u64 generation;         // numbers the trace files this process (and its parents) created
@@ -645,6 +646,7 @@ void serve(char** envp) {
   if (set.output) memcpy(g.output, set.output, str_len(set.output) + 1);  // (at most max_path_setting bytes)
   if (set.counts) memcpy(g.counts_env, set.counts, str_len(set.counts) + 1);
   g.buffer_bytes = set.buffer_bytes;
+  g.ring_chunks = set.ring_chunks;
   g.file_mode = set.file_mode;
   g.start_pid = static_cast<u64>(call(sys::nr_getpid));
   g.wx_strict = set.wx_strict;

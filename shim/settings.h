@@ -23,6 +23,7 @@ struct Settings {
   const char* output = nullptr;      // PREPATCH_OUTPUT (nullptr: prepatch.PID.trace)
   const char* counts = nullptr;      // PREPATCH_COUNTS (nullptr: prepatch.PID.counts)
   u64 buffer_bytes = u64{1024} << 20;  // PREPATCH_BUFFER, in bytes
+  u32 ring_chunks = 0;               // PREPATCH_BUFFER=ring:SIZE: each thread's ring, in chunks (0: no ring)
   u32 file_mode = default_file_mode;   // PREPATCH_FILE_MODE
   bool wx_strict = false;            // PREPATCH_WX=strict
   bool sync_signal = false;          // PREPATCH_SYNC=signal
@@ -55,10 +56,19 @@ inline Settings parse_settings(char** envp, arch::Isa isa) {
     else s.counts = p;
   }
   if (const char* p = env_get(envp, "PREPATCH_BUFFER"); p && *p) {
-    u64 mb = 0;
-    for (; *p >= '0' && *p <= '9' && mb < (u64{1} << 30); p++) mb = mb * 10 + static_cast<u64>(*p - '0');
-    if (*p || mb == 0 || mb >= (u64{1} << 30)) fail("PREPATCH_BUFFER is not a size in MiB (1 or more)");
-    else s.buffer_bytes = mb << 20;
+    const bool ring = p[0] == 'r' && p[1] == 'i' && p[2] == 'n' && p[3] == 'g' && p[4] == ':';
+    if (ring) p += 5;
+    u64 n = 0;
+    for (; *p >= '0' && *p <= '9' && n < (u64{1} << 30); p++) n = n * 10 + static_cast<u64>(*p - '0');
+    // A ring's size may name its unit (K, M, G: binary); a number alone is MiB, as for the file.
+    u64 unit = u64{1} << 20;
+    if (ring && (*p == 'K' || *p == 'M' || *p == 'G')) unit = u64{1} << (*p == 'K' ? 10 : *p == 'M' ? 20 : 30), p++;
+    const u64 bytes = n * unit;
+    if (!ring && (*p || n == 0 || n >= (u64{1} << 30))) fail("PREPATCH_BUFFER is not a size in MiB (1 or more), or ring:SIZE");
+    else if (ring && (*p || n == 0 || n >= (u64{1} << 30) || bytes > ring_max_bytes))
+      fail("PREPATCH_BUFFER=ring:SIZE is not a size between 1K and 1G (a number with K, M or G; MiB without)");
+    else if (ring) s.ring_chunks = static_cast<u32>(bytes < 2 * trace_chunk_bytes ? 2 : (bytes + trace_chunk_bytes - 1) / trace_chunk_bytes);
+    else s.buffer_bytes = n << 20;
   }
   if (const char* p = env_get(envp, "PREPATCH_FILE_MODE"); p && *p) {
     u32 mode = 0;

@@ -339,8 +339,23 @@ TEST(ShimSettings, ParsesEveryVariableAndNamesTheFirstWrongOne) {
     EXPECT_STREQ(m.error, "PREPATCH_FILE_MODE is not an octal mode between 0600 and 0666 (no execute or set-id bits)") << mode;
     EXPECT_EQ(m.file_mode, 0600u) << mode;
   }
-  EXPECT_STREQ(parse({"PREPATCH_BUFFER=0"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more)");
-  EXPECT_STREQ(parse({"PREPATCH_BUFFER=1073741824"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more)");
+  EXPECT_STREQ(parse({"PREPATCH_BUFFER=0"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more), or ring:SIZE");
+  EXPECT_STREQ(parse({"PREPATCH_BUFFER=1073741824"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more), or ring:SIZE");
+  EXPECT_STREQ(parse({"PREPATCH_BUFFER=4M"}).error, "PREPATCH_BUFFER is not a size in MiB (1 or more), or ring:SIZE");
+  // The flight recorder: each thread's ring, in whole 256 KiB chunks, two at least.
+  EXPECT_EQ(d.ring_chunks, 0u);
+  EXPECT_EQ(parse({"PREPATCH_BUFFER=ring:4M"}).ring_chunks, 16u);
+  EXPECT_EQ(parse({"PREPATCH_BUFFER=ring:4"}).ring_chunks, 16u) << "MiB without a unit";
+  EXPECT_EQ(parse({"PREPATCH_BUFFER=ring:1K"}).ring_chunks, 2u);
+  EXPECT_EQ(parse({"PREPATCH_BUFFER=ring:600K"}).ring_chunks, 3u);
+  EXPECT_EQ(parse({"PREPATCH_BUFFER=ring:1G"}).ring_chunks, 4096u);
+  EXPECT_EQ(parse({"PREPATCH_BUFFER=ring:4M"}).buffer_bytes, u64{1024} << 20);
+  for (const char* bad : {"ring:", "ring:0", "ring:2G", "ring:4T", "ring:4MB", "ring:-1", "ring:1025M", "rings:4M"}) {
+    shim::Settings b = parse({std::string("PREPATCH_BUFFER=") + bad});
+    EXPECT_NE(b.error, nullptr) << bad;
+    EXPECT_EQ(b.ring_chunks, 0u) << bad;
+  }
+  EXPECT_STREQ(parse({"PREPATCH_BUFFER=ring:2G"}).error, "PREPATCH_BUFFER=ring:SIZE is not a size between 1K and 1G (a number with K, M or G; MiB without)");
   EXPECT_STREQ(parse({"PREPATCH_OUTPUT=" + std::string(501, 'a')}).error, "PREPATCH_OUTPUT is longer than 500 bytes");
   EXPECT_EQ(parse({"PREPATCH_OUTPUT=" + std::string(500, 'a')}).error, nullptr);
   EXPECT_STREQ(parse({"PREPATCH_TRACER=x", "PREPATCH_WX=no"}).error, "PREPATCH_TRACER is not count, function or graph");
