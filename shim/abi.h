@@ -229,9 +229,13 @@ struct ChunkHeader {
   u64 used;         // bytes of complete records after this header
   u64 tsc;          // the TSC when the chunk was claimed: graph records' times are offsets from it
   u64 depth;        // graph: the thread's call depth before the chunk's first record
-  u64 reserved[3];
+  // A fatal signal (SIGSEGV, SIGBUS, SIGABRT) the thread got while this was its chunk, and where its
+  // records then stood (`used` at that moment); 0: none (or the program's own handler took it and
+  // returned). In files before it: 0.
+  u32 signal, signal_at;
+  u64 reserved[2];
 };
-static_assert(sizeof(ChunkHeader) == 64);
+static_assert(sizeof(ChunkHeader) == 64 && __builtin_offsetof(ChunkHeader, signal) == 40);
 inline constexpr u32 chunk_magic = 0x4b4e4843;  // "CHNK"
 
 // An object the runtime serves beside the one the header describes (version 3): its record takes

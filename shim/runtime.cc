@@ -260,7 +260,7 @@ struct State {
   bool asked;           // the environment holds some PREPATCH_ variable: standing down is said
   bool registry;        // this runtime mapped the rendezvous page (its magic comes once it has started)
   u64 start_pid;          // the process that started (a forked child has another pid)
-  sys::KernelSigaction chained[3];  // the program's dispositions of SIGTRAP, ctl_signal and SIGILL, to chain to
+  sys::KernelSigaction chained[6];  // the program's dispositions of handled_signal's (batch.inc), to chain to
   const char* disabled;          // why the shim is off, or nullptr
   bool use_signals;              // sync by signalling every thread (membarrier unavailable or forced)
   bool use_flush_icache;         // RISC-V: sync by riscv_flush_icache (membarrier unavailable or forced)
@@ -657,6 +657,8 @@ void serve(char** envp) {
   }
   if ((traps && !install_handler(0)) || !install_handler(1) || (sigill_at_sites && !install_handler(2)))
     g.disabled = sigill_at_sites ? "cannot install the SIGTRAP, SIGILL and signal 62 handlers" : "cannot install the SIGTRAP and signal 62 handlers";
+  // The fatal signals, whose thread's last event the trace file marks (without, it is not marked).
+  for (int which = first_fatal; !g.disabled && g.tracer != Tracer::count && which < 6; which++) install_handler(which);
 #if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   if (!g.disabled) selftest();
 #endif

@@ -164,7 +164,7 @@ inline constexpr int map_noreserve = 0x40;  // arch/powerpc's own value
 inline constexpr int map_noreserve = 0x4000;
 #endif
 inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
-inline constexpr int sigtrap = 5, sigill = 4;
+inline constexpr int sigtrap = 5, sigill = 4, sigabrt = 6, sigbus = 7, sigsegv = 11;
 inline constexpr int si_kernel = 0x80, si_queue = -1;
 // si_code of the SIGTRAP the ISA's breakpoint raises: x86-64's int3 SI_KERNEL, RISC-V's ebreak and
 // Thumb's udf #1 (the kernel's ptrace breakpoint) TRAP_BRKPT.

@@ -1,7 +1,7 @@
 /* The flight recorder's test (tests/ring_test.cc): four threads each make CALLS calls of f0..f7 in a
    sequence the test computes (thread K's call I is f((I * 7 + K * 3 + I / 16) % 8), 16 of them under
-   each call of g), then print "thread K tid T". With "crash", once all four are done, thread 0
-   dereferences a null pointer; with "forever" they never stop (the test kills them).
+   each call of g), then print "thread K tid T". With "crash", once all four are done, thread 0 calls
+   crash_here, which dereferences a null pointer; with "forever" they never stop (the test kills them).
    Usage: ring CALLS finish|crash|forever */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -19,6 +19,9 @@ __attribute__((noinline)) int g(long k, long i) {
   return s;
 }
 
+static int* volatile nowhere;  /* read at run time: the compiler cannot see the fault coming */
+__attribute__((noinline)) void crash_here(void) { *nowhere = 1; }
+
 static long calls;
 static int forever, crash;
 static pthread_barrier_t done;
@@ -31,7 +34,7 @@ static void* worker(void* arg) {
   fflush(stdout);
   if (crash) {
     pthread_barrier_wait(&done);
-    if (k == 0) *(volatile int*)0 = 1;
+    if (k == 0) crash_here();
     pause();
   }
   return NULL;

@@ -77,6 +77,13 @@ std::map<int, u32> tids(const std::string& out) {
   return t;
 }
 
+// How often `what` occurs in `text`.
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) n++;
+  return n;
+}
+
 // Bytes the file takes on disk.
 long long disk_bytes(const std::string& path) {
   struct stat st {};
@@ -87,7 +94,8 @@ long long disk_bytes(const std::string& path) {
 // Four threads make 2 million calls each, their rings 512 KiB (two chunks): each wraps dozens of times.
 // Each thread's events in the file are exactly the last ones it made, at least a chunk's worth; the file
 // holds a ring per thread and no more; the readers read it without a problem. Also when the process dies
-// by SIGSEGV once every thread is done.
+// by SIGSEGV in crash_here once every thread is done: then that call is thread 0's last event, and
+// replay and export show the signal there, inside it.
 TEST(Ring, EachThreadKeepsExactlyItsLastEvents) {
   const long calls = 2000000;
   for (const char* tracer : {"function", "graph"}) {
@@ -95,9 +103,10 @@ TEST(Ring, EachThreadKeepsExactlyItsLastEvents) {
       SCOPED_TRACE(std::string(tracer) + " " + mode);
       const bool graph = std::string(tracer) == "graph";
       const std::string file = ring().d / (std::string(tracer) + "." + mode + ".trace");
-      Proc r = run({"env", "PREPATCH_TRACE=f*,g", std::string("PREPATCH_TRACER=") + tracer, "PREPATCH_BUFFER=ring:512K",
+      const bool crash = std::string(mode) == "crash";
+      Proc r = run({"env", "PREPATCH_TRACE=f*,g,crash_here", std::string("PREPATCH_TRACER=") + tracer, "PREPATCH_BUFFER=ring:512K",
                     "PREPATCH_OUTPUT=" + file, ring().exe, std::to_string(calls), mode});
-      EXPECT_EQ(r.status, std::string(mode) == "crash" ? 128 + SIGSEGV : 0) << r.err;
+      EXPECT_EQ(r.status, crash ? 128 + SIGSEGV : 0) << r.err;
       const auto t = tids(r.out);
       ASSERT_EQ(t.size(), size_t{workers}) << r.out;
       const auto got = recorded_events(file);
@@ -105,7 +114,12 @@ TEST(Ring, EachThreadKeepsExactlyItsLastEvents) {
       for (const auto& [k, tid] : t) {
         SCOPED_TRACE("thread " + std::to_string(k));
         ASSERT_TRUE(got.count(tid));
-        const std::vector<std::string>& v = got.at(tid);
+        std::vector<std::string> v = got.at(tid);
+        if (crash && k == 0) {  // its last event: the call that crashed
+          ASSERT_FALSE(v.empty());
+          EXPECT_EQ(v.back(), graph ? "+crash_here" : "crash_here");
+          v.pop_back();
+        }
         EXPECT_GE(static_cast<long>(v.size()), per_chunk) << "less than a chunk kept";
         EXPECT_LE(static_cast<long>(v.size()), 2 * per_chunk) << "more than the ring holds";
         // The thread's last calls, enough of them to hold as many events.
@@ -118,7 +132,41 @@ TEST(Ring, EachThreadKeepsExactlyItsLastEvents) {
       Proc rep = prepatch({"report", file});
       EXPECT_EQ(rep.status, 0) << rep.err;
       EXPECT_EQ(rep.err, "");
+      Proc replay = prepatch({"replay", file, "--tid", std::to_string(t.at(0))});
+      ASSERT_EQ(replay.status, 0) << replay.err;
+      const std::string end = replay.out.substr(replay.out.rfind("crash_here") == std::string::npos ? 0 : replay.out.rfind("crash_here"));
+      const size_t signals = count(replay.out, "*** SIGSEGV ***");
+      if (!crash) {
+        EXPECT_EQ(signals, 0u);
+      } else if (graph) {  // the signal inside the call, which never returned
+        EXPECT_EQ(signals, 1u);
+        EXPECT_NE(replay.out.find("| crash_here() {\n"), std::string::npos) << replay.out.substr(replay.out.size() - 600);
+        EXPECT_NE(replay.out.find("|   *** SIGSEGV ***\n"), std::string::npos) << replay.out.substr(replay.out.size() - 600);
+        EXPECT_NE(replay.out.find("| } /* crash_here (unfinished) */\n"), std::string::npos) << replay.out.substr(replay.out.size() - 600);
+      } else {  // right after the call's line
+        EXPECT_EQ(signals, 1u);
+        EXPECT_NE(end.find("crash_here() <- worker"), std::string::npos) << end;
+        const size_t nl = end.find('\n');
+        const std::string next_line = nl == std::string::npos ? "" : end.substr(nl + 1, end.find('\n', nl + 1) - nl - 1);
+        EXPECT_NE(next_line.find("*** SIGSEGV ***"), std::string::npos) << end;
+      }
+      Proc ex = prepatch({"export", file, "-o", "-"});
+      EXPECT_EQ(count(ex.out, "{\"name\":\"SIGSEGV\""), crash ? 1u : 0u);
     }
+  }
+}
+
+// Rings not filled yet (1,000 calls a thread): every event is there, and the file, whose rings were
+// allocated whole as each thread claimed its own, reads without a problem (recorded_events checks).
+TEST(Ring, ARingNotYetFullHoldsEveryEvent) {
+  for (const char* tracer : {"function", "graph"}) {
+    SCOPED_TRACE(tracer);
+    const std::string file = ring().d / (std::string(tracer) + ".short.trace");
+    Proc r = run({"env", "PREPATCH_TRACE=f*,g", std::string("PREPATCH_TRACER=") + tracer, "PREPATCH_BUFFER=ring:1M",
+                  "PREPATCH_OUTPUT=" + file, ring().exe, "1000", "finish"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto got = recorded_events(file);
+    for (const auto& [k, tid] : tids(r.out)) EXPECT_EQ(got.at(tid), expected_events(k, 1000, std::string(tracer) == "graph")) << k;
   }
 }
 

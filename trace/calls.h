@@ -26,6 +26,7 @@ class CallMatcher {
   explicit CallMatcher(Handler& h) : h_(h) {}
 
   void event(const Event& e) {
+    if (e.type == signal_event) return;  // no call's entry or exit
     last_ = e.ns;
     if (e.type == shim::rec_entry) {
       // An entry at a depth the open calls do not reach means records were lost: close what is deeper.
@@ -44,6 +45,9 @@ class CallMatcher {
     while (open_.size() > k) close_top(e.ns, false, false);
     close_top(e.ns, e.type == shim::rec_exit, e.type == shim::rec_unwound);
   }
+
+  // The calls open now, the innermost last.
+  std::vector<Call>& open() { return open_; }
 
   // The thread's events ended: what is still open closes at its last event's time, unfinished.
   void finish() {

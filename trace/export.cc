@@ -28,11 +28,12 @@ class Events {
   void thread(u32 tid) {
     tid_ = std::to_string(tid);
   }
-  void event(const char* ph, u64 ns, u32 site, const char* args) {
+  // `name`: a JSON string instead of the site's name.
+  void event(const char* ph, u64 ns, u32 site, const char* args, const std::string* name = nullptr) {
     out_.put(first_ ? "\n{\"name\":" : ",\n{\"name\":");
     first_ = false;
-    if (names_[site].empty()) names_[site] = json_string(t_.name(site));
-    out_.put(names_[site]).put(",\"ph\":\"").put(ph).put("\",\"ts\":");
+    if (!name && names_[site].empty()) names_[site] = json_string(t_.name(site));
+    out_.put(name ? *name : names_[site]).put(",\"ph\":\"").put(ph).put("\",\"ts\":");
     out_.commit(put_micros(out_.reserve(max_number), ns));
     out_.put(pid_).put(tid_);
     if (ph[0] == 'i') out_.put(",\"s\":\"t\"");
@@ -62,15 +63,21 @@ void export_chrome(TraceFile& t, Output& out) {
   Events ev(t, out);
   for (size_t k = 0; k < t.threads(); k++) {
     ev.thread(t.tid(k));
-    TraceFile::Stream s(t, k);
+    TraceFile::Stream s(t, k, 256 * 1024, true);
     Event e;
-    if (!t.graph()) {
-      while (s.next(e)) ev.event("i", e.ns, e.site, nullptr);
-      continue;
-    }
     CallMatcher<Events> m(ev);
-    while (s.next(e)) m.event(e);
-    m.finish();
+    while (s.next(e)) {
+      if (e.type == signal_event) {
+        // A fatal signal the thread got: an instant event named after it.
+        const std::string name = json_string(signal_name(e.rest));
+        ev.event("i", e.ns, 0, "{\"signal\":true}", &name);
+      } else if (!t.graph()) {
+        ev.event("i", e.ns, e.site, nullptr);
+      } else {
+        m.event(e);
+      }
+    }
+    if (t.graph()) m.finish();
   }
   out.put("\n]}\n");
 }

@@ -127,7 +127,8 @@ void TraceFile::open() {
                                               std::to_string((used - keep) / size) + " of its records are missing"));
       used = keep;
     }
-    by_tid[c.tid].push_back({off, c.tsc, c.seq, used, c.depth});
+    // A signal noted past the records kept (a crash cut short) is shown after the last of them.
+    by_tid[c.tid].push_back({off, c.tsc, c.seq, used, c.depth, c.signal, static_cast<u32>(std::min<u64>(c.signal_at / size * size, used))});
   }
   for (auto& [tid, chunks] : by_tid) {
     std::stable_sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) { return a.tsc != b.tsc ? a.tsc < b.tsc : a.seq < b.seq; });
@@ -242,18 +243,29 @@ std::vector<std::string> TraceFile::problems() const {
   return p;
 }
 
-TraceFile::Stream::Stream(TraceFile& f, size_t thread, u64 window)
+std::string signal_name(u64 sig) {
+  return sig == 11 ? "SIGSEGV" : sig == 7 ? "SIGBUS" : sig == 6 ? "SIGABRT" : "signal " + std::to_string(sig);
+}
+
+TraceFile::Stream::Stream(TraceFile& f, size_t thread, u64 window, bool signals)
     : f_(f), th_(f.threads_[thread]), clock_(f.clock_), graph_(f.graph()), size_(graph_ ? 8 : sizeof(shim::TraceRecord)),
-      sites_(f.sites()), window_(std::max<u64>(window / 16 * 16, 16)), owner_(f.owner_.data()) {}
+      sites_(f.sites()), window_(std::max<u64>(window / 16 * 16, 16)), owner_(f.owner_.data()), signals_(signals) {}
 
 TraceFile::Stream::~Stream() = default;
 
 bool TraceFile::Stream::refill() {
   while (chunk_ < th_.chunks.size()) {
     const Chunk& c = th_.chunks[chunk_];
-    if (done_ == 0) depth_ = c.depth, tsc_ = c.tsc;  // graph: depths count from the chunk's
+    if (done_ == 0) depth_ = c.depth, tsc_ = c.tsc, signal_done_ = false;  // graph: depths count from the chunk's
+    // A fatal signal after signal_at bytes: the window stops there, and the signal comes next.
+    const bool stop = signals_ && c.signal && !signal_done_;
+    if (stop && done_ == c.signal_at) {
+      signal_ = c.signal, signal_done_ = true;
+      start_ = pos_ = end_ = nullptr;
+      return true;
+    }
     if (done_ < c.used) {
-      const u64 len = std::min(window_, c.used - done_);
+      const u64 len = std::min(window_, (stop ? c.signal_at : c.used) - done_);
       base_ = c.offset + sizeof(ChunkHeader) + done_;
       start_ = pos_ = f_.fetch(base_, len, buf_);
       end_ = start_ + len;

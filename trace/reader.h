@@ -20,10 +20,15 @@ namespace prepatch::trace {
 
 struct Event {
   u64 ns;    // since the trace file was created
-  u8 type;   // shim::RecordType
+  u8 type;   // shim::RecordType, or signal_event
   u32 site;  // index into the table
-  u64 rest;  // depth (entry, exit, unwound) or the caller's number (call: TraceFile::caller)
+  u64 rest;  // depth (entry, exit, unwound), the caller's number (call: TraceFile::caller), or the signal
 };
+// Not a record: where the thread got a fatal signal (ChunkHeader::signal), `rest` its number, `ns`
+// its last event's time, `site` 0. Only a Stream made with `signals` yields it.
+inline constexpr u8 signal_event = 4;
+// The name of signal `sig` as the shim marks them: SIGSEGV, SIGBUS, SIGABRT, or "signal N".
+std::string signal_name(u64 sig);
 
 // TSC ticks to nanoseconds since the file's tsc0, exactly floor((tsc - tsc0) * 1e9 / hz) (0 before
 // tsc0), by a reciprocal multiplication corrected to the exact quotient: no 128-bit division per event.
@@ -108,6 +113,7 @@ class TraceFile {
   friend class Stream;
   struct Chunk {
     u64 offset, tsc, seq, used, depth;
+    u32 signal = 0, signal_at = 0;  // a fatal signal the thread got in it, after signal_at bytes of records
   };
   struct Thread {
     u32 tid;
@@ -152,16 +158,20 @@ class TraceFile {
 
 // One thread's events in the order the thread wrote them; records that name no site, are of the
 // other tracer or leave a depth of 0 are skipped and counted (problems()). Reads `window` bytes at a
-// time. Streams of different threads may run at once, on different threads.
+// time. With `signals`, a signal_event where the thread got a fatal signal. Streams of different
+// threads may run at once, on different threads.
 class TraceFile::Stream {
  public:
-  Stream(TraceFile& f, size_t thread, u64 window = 256 * 1024);
+  Stream(TraceFile& f, size_t thread, u64 window = 256 * 1024, bool signals = false);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
   bool next(Event& e) {
     for (;;) {
-      if (pos_ == end_ && !refill()) return false;
+      if (pos_ == end_) {
+        if (!refill()) return false;
+        if (signal_) return e = {last_ns_, signal_event, 0, signal_}, signal_ = 0, true;
+      }
       const u8* p = pos_;
       pos_ += size_;
       u64 word[2];
@@ -174,7 +184,7 @@ class TraceFile::Stream {
           continue;
         }
         if (leaves) depth_--;
-        e = {clock_.ns(tsc_ + (info >> shim::rec_rest_shift)), static_cast<u8>(type), static_cast<u32>(site), depth_};
+        e = {last_ns_ = clock_.ns(tsc_ + (info >> shim::rec_rest_shift)), static_cast<u8>(type), static_cast<u32>(site), depth_};
         if (!leaves) depth_++;
         return true;
       }
@@ -184,7 +194,7 @@ class TraceFile::Stream {
         skip(p);
         continue;
       }
-      e = {clock_.ns(word[0]), static_cast<u8>(type), static_cast<u32>(site), info >> shim::rec_rest_shift};
+      e = {last_ns_ = clock_.ns(word[0]), static_cast<u8>(type), static_cast<u32>(site), info >> shim::rec_rest_shift};
       return true;
     }
   }
@@ -205,6 +215,10 @@ class TraceFile::Stream {
   const u8 *start_ = nullptr, *pos_ = nullptr, *end_ = nullptr;
   u64 depth_ = 0, tsc_ = 0;   // graph: the depth before the next record; the current chunk's TSC
   u64 bad_ = 0, bad_at_ = 0;
+  const bool signals_;
+  u64 last_ns_ = 0;           // the last event's time
+  u32 signal_ = 0;            // a signal_event to yield next
+  bool signal_done_ = false;  // chunk_'s signal was yielded
 };
 
 }  // namespace prepatch::trace

@@ -72,7 +72,7 @@ constexpr u8 shown = 1, pending = 2;  // Call::mark: the call is shown; its line
 class ThreadLines {
  public:
   ThreadLines(TraceFile& t, size_t k, Wanted& wanted, u64 window)
-      : t_(t), stream_(t, k, window), wanted_(wanted), matcher_(*this) {
+      : t_(t), stream_(t, k, window, true), wanted_(wanted), matcher_(*this) {
     char b[2 * max_number];
     *b = ' ';
     char* d = put_num(b + 1, t.tid(k), 8);
@@ -87,6 +87,8 @@ class ThreadLines {
       if (!stream_.next(e)) {
         if (t_.graph()) matcher_.finish();
         ended_ = true;
+      } else if (e.type == signal_event) {
+        signal_line(e);
       } else if (t_.graph()) {
         matcher_.event(e);
       } else {
@@ -99,17 +101,36 @@ class ThreadLines {
   void enter(std::vector<Call>& open) {
     Call& c = open.back();
     Call* caller = open.size() > 1 ? &open[open.size() - 2] : nullptr;
-    if (caller && (caller->mark & pending)) {  // the caller has a callee: a brace
-      Call& p = *caller;
-      p.mark &= ~pending;
-      const std::string& name = t_.call(p.site);
-      char* d = lines.begin(p.begin, 12 + 3 + 2 * p.depth + name.size() + 4);
-      d = put(static_cast<char*>(std::memset(d, ' ', 12)) + 12, " | ");
-      d = static_cast<char*>(std::memset(d, ' ', 2 * p.depth)) + 2 * p.depth;
-      d = put(put(d, name), " {");
-      lines.end(p.begin, d);
-    }
+    if (caller && (caller->mark & pending)) brace(*caller);  // the caller has a callee
     if (wanted_(c.site) || (caller && (caller->mark & shown))) c.mark = shown | pending;
+  }
+
+  // The line that opens call `p`, shown once it has a callee (or a signal came inside it).
+  void brace(Call& p) {
+    p.mark &= ~pending;
+    const std::string& name = t_.call(p.site);
+    char* d = lines.begin(p.begin, 12 + 3 + 2 * p.depth + name.size() + 4);
+    d = put(static_cast<char*>(std::memset(d, ' ', 12)) + 12, " | ");
+    d = static_cast<char*>(std::memset(d, ' ', 2 * p.depth)) + 2 * p.depth;
+    d = put(put(d, name), " {");
+    lines.end(p.begin, d);
+  }
+
+  // A fatal signal the thread got (the shim marked where): a line inside the calls open then.
+  void signal_line(const Event& e) {
+    size_t depth = 0;
+    if (t_.graph()) {
+      std::vector<Call>& open = matcher_.open();
+      if (!open.empty() && (open.back().mark & pending)) brace(open.back());
+      depth = open.size();
+    }
+    const std::string text = "*** " + signal_name(e.rest) + " ***";
+    char* d = lines.begin(e.ns, 12 + 3 + 2 * depth + text.size());
+    if (t_.graph()) {  // in the duration column's place, blank; indented as a callee of the innermost open call
+      d = put(static_cast<char*>(std::memset(d, ' ', 12)) + 12, " | ");
+      d = static_cast<char*>(std::memset(d, ' ', 2 * depth)) + 2 * depth;
+    }
+    lines.end(e.ns, put(d, text));
   }
 
   void close(const Call& c, std::vector<Call>&) {
