@@ -9,6 +9,7 @@
 
 #include "arch/describe.h"
 #include "control/control.h"
+#include "control/snapshot.h"
 #include "control/counts.h"
 #include "control/record.h"
 #include "elf/mapped_file.h"
@@ -124,11 +125,18 @@ int run_plan(const PlanArgs& a) {
   return ok;
 }
 
-int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, unsigned timeout_ms, bool mangled) {
+int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, unsigned timeout_ms, bool mangled, const std::string& out) {
   auto pid = parse_address(pid_text);
-  if (!pid || *pid == 0 || *pid > 0x7fffffff || words.empty()) {
-    std::cerr << "prepatch ctl: usage: prepatch ctl PID enable GLOBS | disable GLOBS | status\n";
+  if (!pid || *pid == 0 || *pid > 0x7fffffff || words.empty() || (words[0] == "snapshot" && words.size() != 1) || (!out.empty() && words[0] != "snapshot")) {
+    std::cerr << "prepatch ctl: usage: prepatch ctl PID enable GLOBS | disable GLOBS | status | snapshot [-o FILE]\n";
     return usage;
+  }
+  if (words[0] == "snapshot") {  // read from outside: the process is not asked, nor stopped
+    const Snapshot s = snapshot(static_cast<pid_t>(*pid), out);
+    std::cout << "snapshot of " << s.trace << ": " << s.path << " (" << s.chunks << " chunks";
+    if (s.dropped) std::cout << "; " << s.dropped << " rewritten while copied, left out";
+    std::cout << ")\n";
+    return ok;
   }
   std::string command;
   for (const std::string& w : words) command += (command.empty() ? "" : " ") + w;
@@ -254,12 +262,15 @@ int main(int argc, char** argv) {
   plan->add_flag("--markdown", pa.markdown, "print the generated part of docs/PROTOCOLS.md (every ISA; runs the full check)");
   CLI::App* ctl = app.add_subcommand("ctl", "drive the shim of a running prepared process of this user (any user's as root): enable\n"
                                             "GLOBS, disable GLOBS (comma-separated globs over function names) or status (docs/SHIM.md,\n"
-                                            "SECURITY.md); waits for a process whose shim is not listening yet");
+                                            "SECURITY.md); waits for a process whose shim is not listening yet. snapshot copies the\n"
+                                            "process's trace file as it is (the flight recorder's rings), without stopping it");
   std::string ctl_pid;
   std::vector<std::string> ctl_words;
   unsigned ctl_timeout = 10000;
   ctl->add_option("pid", ctl_pid, "the process")->required();
-  ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | status")->required();
+  ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | status | snapshot")->required();
+  std::string ctl_out;
+  ctl->add_option("-o", ctl_out, "snapshot: the copy's path (default: the trace file's, then .snapshot.N, the first N free)");
   ctl->add_option("--timeout", ctl_timeout, "milliseconds to wait for the shim to listen and answer (a busy process is asked again until then)")
       ->capture_default_str();
   ctl->add_flag("--mangled", mangled, "status: raw symbols instead of demangled C++ names");
@@ -317,7 +328,7 @@ int main(int argc, char** argv) {
   try {
     if (sites->parsed()) return run_sites(sites_file, json, mangled);
     if (plan->parsed()) return run_plan(pa);
-    if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled);
+    if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled, ctl_out);
     if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
     if (report->parsed()) return run_report(trace_file, report_sort, mangled);
     if (replay->parsed()) return run_replay(trace_file, replay_filter, mangled);

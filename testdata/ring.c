@@ -1,7 +1,8 @@
 /* The flight recorder's test (tests/ring_test.cc): four threads each make CALLS calls of f0..f7 in a
    sequence the test computes (thread K's call I is f((I * 7 + K * 3 + I / 16) % 8), 16 of them under
    each call of g), then print "thread K tid T". With "crash", once all four are done, thread 0 calls
-   crash_here, which dereferences a null pointer; with "forever" they never stop (the test kills them).
+   crash_here, which dereferences a null pointer; with "forever" they never stop (the test kills them),
+   sleeping 50 us every 512 calls.
    Usage: ring CALLS finish|crash|forever */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -29,7 +30,11 @@ static pthread_barrier_t done;
 static void* worker(void* arg) {
   const long k = (long)arg;
   volatile long sink = 0;
-  for (long i = 0; forever || i < calls; i += 16) sink += g(k, i);
+  for (long i = 0; forever || i < calls; i += 16) {
+    sink += g(k, i);
+    /* Forever: a pause now and then leaves the test's own threads some of the machine. */
+    if (forever && i % 512 == 0) usleep(50);
+  }
   printf("thread %ld tid %d\n", k, gettid());
   fflush(stdout);
   if (crash) {

@@ -1,0 +1,25 @@
+// `prepatch ctl PID snapshot [-o FILE]`: a consistent copy of a running process's trace file, taken
+// from outside while its threads keep recording (docs/SHIM.md, "Snapshots"). Mostly for the flight
+// recorder (PREPATCH_BUFFER=ring:SIZE), whose file keeps only each thread's last events.
+#pragma once
+#include <sys/types.h>
+
+#include <string>
+
+namespace prepatch {
+
+struct Snapshot {
+  std::string trace;  // the process's trace file, as /proc/PID/maps names it
+  std::string path;   // the snapshot written
+  unsigned long long chunks = 0, dropped = 0;  // chunks copied; chunks left out (rewritten while copied)
+};
+
+// Finds the trace file process `pid` writes (a file it maps whose header is a trace file's of that
+// pid) and copies it to `out` (empty: TRACE.snapshot.N, the first N free): its header, table copy and
+// object records as they are; each chunk with the records complete when its header was read, left
+// out when the thread rewrote it meanwhile (a ring wrapped onto it). The copy appears whole or not at
+// all. Throws IoError when the process has no trace file (or cannot be read) or the copy cannot be
+// written.
+Snapshot snapshot(pid_t pid, const std::string& out);
+
+}  // namespace prepatch
