@@ -67,15 +67,20 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
     int fd;
     ~Closer() { close(fd); }
   } closer{fd};
-  if (h.header_size != sizeof h || h.chunk_size != shim::trace_chunk_bytes || h.chunk_offset < sizeof h)
-    throw IoError("prepatch ctl: " + s.trace + ": a trace file of another layout than this prepatch writes");
+  // The file is another process's: nothing in it is trusted beyond what its size bears out.
+  struct stat st {};
+  if (fstat(fd, &st) != 0) throw IoError("prepatch ctl: " + s.trace + ": " + std::strerror(errno));
+  const u64 size = static_cast<u64>(st.st_size);
+  if (h.header_size != sizeof h || h.chunk_size != shim::trace_chunk_bytes || h.chunk_offset < sizeof h || h.chunk_offset > size ||
+      h.chunk_offset % 4096)
+    throw IoError("prepatch ctl: " + s.trace + ": not a trace file of the layout this prepatch writes (its header is damaged, or another version's)");
   s.path = out;
   for (unsigned n = 1; s.path.empty(); n++) {
     const std::string p = s.trace + ".snapshot." + std::to_string(n);
     struct stat st;
     if (lstat(p.c_str(), &st) != 0) s.path = p;
   }
-  const u64 chunks = std::min(h.chunks_claimed, h.chunk_capacity);
+  const u64 chunks = std::min({h.chunks_claimed, h.chunk_capacity, (size - h.chunk_offset) / h.chunk_size});
   elf::TempFile t(s.path, 0);
   // The header and the table copy as they are (the header's counters as read now), then every chunk.
   std::vector<u8> buf(h.chunk_offset);
