@@ -256,7 +256,7 @@ TraceFile::Stream::~Stream() = default;
 bool TraceFile::Stream::refill() {
   while (chunk_ < th_.chunks.size()) {
     const Chunk& c = th_.chunks[chunk_];
-    if (done_ == 0) depth_ = c.depth, tsc_ = c.tsc, signal_done_ = false;  // graph: depths count from the chunk's
+    if (done_ == 0) depth_ = c.depth, tsc_ = c.tsc;  // graph: depths count from the chunk's
     // A fatal signal after signal_at bytes: the window stops there, and the signal comes next.
     const bool stop = signals_ && c.signal && !signal_done_;
     if (stop && done_ == c.signal_at) {
@@ -272,7 +272,7 @@ bool TraceFile::Stream::refill() {
       done_ += len;
       return true;
     }
-    chunk_++, done_ = 0;
+    chunk_++, done_ = 0, signal_done_ = false;
   }
   th_.bad = bad_, th_.bad_at = bad_at_;
   return false;
