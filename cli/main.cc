@@ -128,7 +128,7 @@ int run_plan(const PlanArgs& a) {
 int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, unsigned timeout_ms, bool mangled, const std::string& out) {
   auto pid = parse_address(pid_text);
   if (!pid || *pid == 0 || *pid > 0x7fffffff || words.empty() || (words[0] == "snapshot" && words.size() != 1) || (!out.empty() && words[0] != "snapshot")) {
-    std::cerr << "prepatch ctl: usage: prepatch ctl PID enable GLOBS | disable GLOBS | status | snapshot [-o FILE]\n";
+    std::cerr << "prepatch ctl: usage: prepatch ctl PID enable GLOBS | disable GLOBS | set NAME=VALUE | trigger SPECS | status | snapshot [-o FILE]\n";
     return usage;
   }
   if (words[0] == "snapshot") {  // read from outside: the process is not asked, nor stopped
@@ -261,14 +261,17 @@ int main(int argc, char** argv) {
   plan->add_flag("--off", pa.off, "show switching the site off instead of on");
   plan->add_flag("--markdown", pa.markdown, "print the generated part of docs/PROTOCOLS.md (every ISA; runs the full check)");
   CLI::App* ctl = app.add_subcommand("ctl", "drive the shim of a running prepared process of this user (any user's as root): enable\n"
-                                            "GLOBS, disable GLOBS (comma-separated globs over function names) or status (docs/SHIM.md,\n"
-                                            "SECURITY.md); waits for a process whose shim is not listening yet. snapshot copies the\n"
-                                            "process's trace file as it is (the flight recorder's rings), without stopping it");
+                                            "GLOBS, disable GLOBS (comma-separated globs over function names), set NAME=VALUE (a\n"
+                                            "record-time filter: DEPTH, THRESHOLD, GRAPH_FUNCTION, GRAPH_NOTRACE, TIDS, RETVAL, ARGS,\n"
+                                            "TRIGGER, SNAPSHOTS), trigger SPECS (set TRIGGER=SPECS) or status (docs/SHIM.md,\n"
+                                            "SECURITY.md); waits for a process whose shim is not listening yet.\n"
+                                            "snapshot copies the process's trace file as it is (the flight recorder's rings), without\n"
+                                            "stopping it");
   std::string ctl_pid;
   std::vector<std::string> ctl_words;
   unsigned ctl_timeout = 10000;
   ctl->add_option("pid", ctl_pid, "the process")->required();
-  ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | status | snapshot")->required();
+  ctl->add_option("command", ctl_words, "enable GLOBS | disable GLOBS | set NAME=VALUE | trigger SPECS | status | snapshot")->required();
   std::string ctl_out;
   ctl->add_option("-o", ctl_out, "snapshot: the copy's path (default: the trace file's, then .snapshot.N, the first N free)");
   ctl->add_option("--timeout", ctl_timeout, "milliseconds to wait for the shim to listen and answer (a busy process is asked again until then)")

@@ -2,12 +2,15 @@
 
 #include <cxxabi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <optional>
 #include <ostream>
+#include <regex>
+#include <sstream>
 #include <streambuf>
 #include <string>
 #include <string_view>
@@ -265,12 +268,15 @@ namespace {
 // What the first byte of an environment string (modulo 16) puts before the rest (fuzz/harness.h).
 constexpr const char* setting_prefixes[16] = {
     "PREPATCH_TRACE=", "PREPATCH_NOTRACE=", "PREPATCH_TRACER=", "PREPATCH_OUTPUT=", "PREPATCH_COUNTS=", "PREPATCH_BUFFER=",
-    "PREPATCH_FILE_MODE=", "PREPATCH_WX=", "PREPATCH_SYNC=", "PREPATCH_", "", "", "", "", "", ""};
+    "PREPATCH_FILE_MODE=", "PREPATCH_WX=", "PREPATCH_SYNC=", "PREPATCH_", "", "PREPATCH_DEPTH=", "PREPATCH_THRESHOLD=", "PREPATCH_ARGS=",
+    "PREPATCH_TRIGGER=", ""};
 
 // The first value of each PREPATCH_* variable in an environment, read independently of the shim's
 // env_get (once per input: the ISAs share it).
 constexpr std::string_view variable_names[] = {"PREPATCH_TRACE",  "PREPATCH_NOTRACE",   "PREPATCH_TRACER", "PREPATCH_OUTPUT", "PREPATCH_COUNTS",
-                                               "PREPATCH_BUFFER", "PREPATCH_FILE_MODE", "PREPATCH_WX",     "PREPATCH_SYNC"};
+                                               "PREPATCH_BUFFER", "PREPATCH_FILE_MODE", "PREPATCH_WX",     "PREPATCH_SYNC",
+                                               "PREPATCH_DEPTH", "PREPATCH_THRESHOLD", "PREPATCH_GRAPH_FUNCTION", "PREPATCH_GRAPH_NOTRACE",
+                                               "PREPATCH_TIDS", "PREPATCH_RETVAL", "PREPATCH_ARGS", "PREPATCH_TRIGGER", "PREPATCH_SNAPSHOTS"};
 struct Variables {
   const char* values[std::size(variable_names)] = {};
   explicit Variables(const std::vector<std::string>& env) {
@@ -300,6 +306,129 @@ bool number_below(std::string_view v, u64 base, u64 limit, u64& out) {
     if (out >= limit) return false;
   }
   return true;
+}
+
+// The filter variables (shim/filters.h) against an independent reading of `env`: each right one taken,
+// a wrong one an error, and filters the tracer cannot apply refused whole. True when all were taken.
+bool check_filters(const shim::Settings& s, const Variables& env) {
+  const shim::Filters& f = s.filters;
+  bool ok = true, any = false, graph_only = false;
+  auto set = [&](const char* name) -> const char* {
+    const char* v = env[name];
+    return v && *v ? v : nullptr;
+  };
+  shim::Filters want;
+  u64 n = 0;
+  if (const char* v = set("PREPATCH_DEPTH")) {
+    if (number_below(v, 10, 100000, n)) want.depth = static_cast<u32>(n);
+    else ok = false;
+  }
+  // A duration as THRESHOLD and a trigger take it, in ns.
+  const auto duration = [&](const std::string& v, u64& ns) {
+    std::smatch m;
+    const std::string unit = std::regex_match(v, m, std::regex("([0-9]+)(ns|us|ms|s)?")) ? m[2].str() : "?";
+    const u64 mult = unit == "ns" ? 1 : unit == "ms" ? 1000000 : unit == "s" ? 1000000000 : unit == "?" ? 0 : 1000;
+    if (!mult || !number_below(m[1].str(), 10, u64{1} << 50, n) || n > u64{3600} * 1000000000 / mult) return false;
+    ns = n * mult;
+    return true;
+  };
+  if (const char* v = set("PREPATCH_THRESHOLD")) {
+    if (!duration(v, want.threshold_ns)) ok = false;
+  }
+  if (const char* v = set("PREPATCH_SNAPSHOTS")) {
+    if (number_below(v, 10, shim::snapshots_max + 1, n)) want.snapshots = static_cast<u32>(n);
+    else ok = false;
+  }
+  if (const char* v = set("PREPATCH_TRIGGER")) {
+    // SPEC[;SPEC...]: GLOB[>DURATION]:ACTION, the action after the last ':', the duration after the
+    // glob's last '>' when it reads as one (else the '>' is the glob's).
+    const std::string all = v;
+    shim::Filters t;
+    bool good = all.size() <= shim::filter_globs_max;
+    for (size_t at = 0; good && at < all.size();) {
+      size_t end = all.find(';', at);
+      if (end == std::string::npos) end = all.size();
+      const std::string spec = all.substr(at, end - at);
+      const size_t colon = spec.rfind(':');
+      const u32 k = t.trigger_count;
+      const std::string action = colon == std::string::npos ? "" : spec.substr(colon + 1);
+      std::string glob = colon == std::string::npos ? "" : spec.substr(0, colon);
+      const size_t gt = glob.rfind('>');
+      u64 ns = 0;
+      const bool timed = gt != std::string::npos && gt > 0 && duration(glob.substr(gt + 1), ns);
+      if (timed) glob.resize(gt);
+      good = k < shim::triggers_max && colon != std::string::npos && (action == "snapshot" || action == "trace_on" || action == "trace_off") &&
+             !(timed && action != "snapshot") && !glob.empty();
+      if (good) {
+        t.trigger_at[k] = static_cast<u16>(at), t.trigger_len[k] = static_cast<u16>(glob.size()), t.trigger_ns[k] = ns, t.trigger_timed[k] = timed;
+        t.trigger_action[k] = action == "snapshot" ? shim::TriggerAction::snapshot : action == "trace_on" ? shim::TriggerAction::trace_on : shim::TriggerAction::trace_off;
+        t.trigger_count++;
+      }
+      at = end + 1;
+    }
+    if (good) {
+      std::strcpy(want.trigger, v);
+      want.trigger_count = t.trigger_count;
+      std::copy(t.trigger_at, t.trigger_at + t.trigger_count, want.trigger_at);
+      std::copy(t.trigger_len, t.trigger_len + t.trigger_count, want.trigger_len);
+      std::copy(t.trigger_ns, t.trigger_ns + t.trigger_count, want.trigger_ns);
+      std::copy(t.trigger_timed, t.trigger_timed + t.trigger_count, want.trigger_timed);
+      std::copy(t.trigger_action, t.trigger_action + t.trigger_count, want.trigger_action);
+    } else {
+      ok = false;
+    }
+  }
+  const auto globs = [&](const char* name, char* into) {
+    if (const char* v = set(name)) {
+      if (std::strlen(v) <= shim::filter_globs_max) std::strcpy(into, v);
+      else ok = false;
+    }
+  };
+  globs("PREPATCH_GRAPH_FUNCTION", want.graph_function);
+  globs("PREPATCH_GRAPH_NOTRACE", want.graph_notrace);
+  globs("PREPATCH_RETVAL", want.retval);
+  if (const char* v = set("PREPATCH_ARGS")) {
+    std::cmatch m;
+    std::string g = v;
+    u32 count = shim::args_max;
+    if (std::regex_match(v, m, std::regex("(.+):([0-9]+)"))) {
+      if (m[2].length() == 1 && m[2].str()[0] >= '1' && m[2].str()[0] <= '6') g = m[1].str(), count = static_cast<u32>(m[2].str()[0] - '0');
+      else g.clear(), ok = false;
+    }
+    if (g.size() > shim::filter_globs_max) ok = false;
+    else if (!g.empty()) std::strcpy(want.args, g.c_str()), want.arg_count = count;
+  }
+  if (const char* v = set("PREPATCH_TIDS")) {
+    std::vector<u32> tids;
+    std::string item;
+    std::istringstream in(v);
+    bool good = v[std::strlen(v) - 1] != ',';
+    while (good && std::getline(in, item, ',')) good = number_below(item, 10, u64{1} << 31, n) && n > 0 && tids.size() < shim::filter_tids_max, tids.push_back(static_cast<u32>(n));
+    if (good) std::copy(tids.begin(), tids.end(), want.tids), want.tid_count = static_cast<u32>(tids.size());
+    else ok = false;
+  }
+  bool timed = false;
+  for (u32 k = 0; k < want.trigger_count; k++) timed |= want.trigger_timed[k];
+  any = want.depth || want.threshold_ns || want.graph_function[0] || want.graph_notrace[0] || want.retval[0] || want.args[0] || want.tid_count ||
+        want.trigger_count;
+  graph_only = want.depth || want.threshold_ns || want.graph_function[0] || want.graph_notrace[0] || want.retval[0] || timed;
+  if ((s.tracer == shim::Tracer::count && any) || (s.tracer == shim::Tracer::function && graph_only)) {
+    expect(!f.any(), "filters the tracer cannot apply were kept");
+    return false;
+  }
+  expect(f.depth == want.depth && f.threshold_ns == want.threshold_ns && f.arg_count == want.arg_count && f.tid_count == want.tid_count,
+         "a filter was not taken as given");
+  expect(!std::strcmp(f.graph_function, want.graph_function) && !std::strcmp(f.graph_notrace, want.graph_notrace) &&
+             !std::strcmp(f.retval, want.retval) && !std::strcmp(f.args, want.args) && std::equal(want.tids, want.tids + want.tid_count, f.tids),
+         "a glob or thread filter was not taken as given");
+  expect(!std::strcmp(f.trigger, want.trigger) && f.trigger_count == want.trigger_count && f.snapshots == want.snapshots &&
+             std::equal(want.trigger_at, want.trigger_at + want.trigger_count, f.trigger_at) &&
+             std::equal(want.trigger_len, want.trigger_len + want.trigger_count, f.trigger_len) &&
+             std::equal(want.trigger_ns, want.trigger_ns + want.trigger_count, f.trigger_ns) &&
+             std::equal(want.trigger_timed, want.trigger_timed + want.trigger_count, f.trigger_timed) &&
+             std::equal(want.trigger_action, want.trigger_action + want.trigger_count, f.trigger_action),
+         "a trigger was not taken as given");
+  return ok;
 }
 
 // parse_settings's answer for `isa`, against an independent reading of `env`; true when every setting
@@ -354,7 +483,20 @@ bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   }
   if (const char* v = set("PREPATCH_BUFFER")) {
     u64 mb = 0;
-    if (number_below(std::string_view(v), 10, u64{1} << 30, mb) && mb > 0) {
+    std::cmatch ring;
+    if (std::regex_match(v, ring, std::regex("ring:([0-9]+)([KMG]?)"))) {
+      // The flight recorder: a size with its unit (MiB without), 1 GiB at most, in chunks, two at least.
+      u64 n = 0;
+      const u64 unit = ring[2] == "K" ? 1 << 10 : ring[2] == "G" ? 1 << 30 : 1 << 20;
+      if (number_below(ring[1].str(), 10, u64{1} << 30, n) && n > 0 && n * unit <= shim::ring_max_bytes) {
+        const u64 chunks = std::max<u64>(2, (n * unit + shim::trace_chunk_bytes - 1) / shim::trace_chunk_bytes);
+        expect(s.ring_chunks == chunks, "PREPATCH_BUFFER=ring:SIZE was not taken");
+      } else {
+        ok = false;
+        expect(s.ring_chunks == 0, "a wrong PREPATCH_BUFFER=ring:SIZE made a ring");
+      }
+      expect(s.buffer_bytes == d.buffer_bytes, "a ring changed the file's buffer");
+    } else if (number_below(std::string_view(v), 10, u64{1} << 30, mb) && mb > 0) {
       expect(s.buffer_bytes == mb << 20, "PREPATCH_BUFFER was not taken");
     } else {
       ok = false;
@@ -381,6 +523,7 @@ bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   expect(s.sync_signal == (sync == "signal"), "sync_signal is not PREPATCH_SYNC=signal");
   expect(s.sync_flush_icache == (riscv && sync == "flush_icache"), "sync_flush_icache is not PREPATCH_SYNC=flush_icache on RISC-V64");
   if (!sync.empty() && !s.sync_signal && !s.sync_flush_icache) ok = false;
+  if (!check_filters(s, env)) ok = false;
 
   expect((s.error == nullptr) == ok, ok ? "an error for settings that are all right" : "a wrong setting without an error");
   if (s.error) expect(*s.error != 0, "an empty error");

@@ -35,7 +35,7 @@ cmake --build build-fuzz -j2 >build-fuzz/build.log 2>&1 || { tail -40 build-fuzz
 # already-prepared path), the trace files two of them write (function and graph), whole and cut
 # short, alone and with a prepared library loaded (object records), and their counts files.
 seeds=build-fuzz/seeds
-if [ ! -f $seeds/done.2 ]; then
+if [ ! -f $seeds/done.3 ]; then
   rm -rf $seeds && mkdir -p $seeds/prepare $seeds/trace $seeds/counts
   n=0
   while IFS='|' read -r cc flags; do
@@ -69,15 +69,21 @@ FLAVORS
     (cd $seeds && LD_PRELOAD=$PWD/libbasic.prepared.so PREPATCH_TRACE='*' PREPATCH_TRACER=$tracer \
       PREPATCH_OUTPUT=trace/two.$tracer prepare/basic-3.prepared 12 >/dev/null || true)
   done
+  # The flight recorder's file (a ring per thread), and arguments and return values (value records).
+  (cd $seeds && PREPATCH_TRACE='*' PREPATCH_TRACER=graph PREPATCH_BUFFER=ring:512K PREPATCH_OUTPUT=trace/ring.graph \
+    PREPATCH_ARGS='*:3' PREPATCH_RETVAL='*' prepare/basic-3.prepared 12 >/dev/null || true)
+  (cd $seeds && PREPATCH_TRACE='*' PREPATCH_TRACER=function PREPATCH_ARGS='*' PREPATCH_OUTPUT=trace/args.function \
+    prepare/basic-3.prepared 12 >/dev/null || true)
   (cd $seeds && PREPATCH_TRACE='*' PREPATCH_COUNTS=counts/basic prepare/basic-3.prepared 12 >/dev/null || true)
   (cd $seeds && LD_PRELOAD=$PWD/libbasic.prepared.so PREPATCH_TRACE='*' PREPATCH_COUNTS=counts/two prepare/basic-3.prepared 12 >/dev/null || true)
-  touch $seeds/done.2
+  touch $seeds/done.3
 fi
 
 # Seeds of the cheap targets, written every run (they cost nothing): control requests as the shim reads
 # them from a request file, environments (the first byte of each line names the variable, see
 # fuzz/harness.h settings_one: '@' PREPATCH_TRACE=, 'A' NOTRACE, 'B' TRACER, 'C' OUTPUT, 'D' COUNTS,
-# 'E' BUFFER, 'F' FILE_MODE, 'G' WX, 'H' SYNC, 'I' PREPATCH_ and the rest, 'J' the line as it is), and
+# 'E' BUFFER, 'F' FILE_MODE, 'G' WX, 'H' SYNC, 'I' PREPATCH_ and the rest, 'J' the line as it is,
+# 'K' DEPTH, 'L' THRESHOLD, 'M' ARGS, 'N' TRIGGER, 'O' the line as it is), and
 # replies as a process writes them.
 rm -rf $seeds/request $seeds/settings $seeds/reply $seeds/demangle
 # One seed file per line of standard input in directory $1, escapes (\n, \0, \033) expanded.
@@ -105,6 +111,9 @@ Bgraph\0Gstrict\0F600\0E0001\0@*\0
 Bfunction\nHflush_icache\nE1024\nF0666\n
 Bbogus\nE0\nF0755\nGlax\nHnever\n
 JPREPATCH_TRACER=function\nIWX=strict\nISYNC=signal\nJPREPATCH_TRACE\nJPREPATCH_TRACERX=graph\n
+Bgraph\nK3\nL5ms\nMparse_*,lib.so:f:2\nNf>10us:snapshot;main:trace_on;g:trace_off\nIGRAPH_FUNCTION=a,b\nIGRAPH_NOTRACE=c\nIRETVAL=*\nITIDS=12,34\nISNAPSHOTS=3\n
+Bfunction\nK2\nL70000000000\nM:3\nNf>x:snapshot;;\nITIDS=1,\nIdepth=1\nEring:4M\n
+Bcount\nEring:0\nN>1ms:snapshot\nMf:7\nISNAPSHOTS=2000000\n
 ENVIRONMENTS
 seed_lines $seeds/reply <<'REPLIES'
 ok: enabled 3 sites (3 matched)\n

@@ -218,7 +218,7 @@ static_assert(sizeof(TraceHeader) == 4096 && __builtin_offsetof(TraceHeader, rin
 // their events, counted).
 inline constexpr u64 trace_chunk_bytes = 256 * 1024, ring_max_bytes = u64{1} << 30, rings_max_bytes = u64{64} << 30;
 PREPATCH_CONSTANT char trace_magic[8] = {'P', 'P', 'T', 'R', 'A', 'C', 'E', 1};
-inline constexpr u32 trace_version = 3;  // 1: graph records were 16 bytes; 2: no object records
+inline constexpr u32 trace_version = 4;  // 1: graph records were 16 bytes; 2: no object records; 3: no value records
 
 // At the start of every chunk. `used` is stored (release) after each complete record, so a reader never
 // counts a half-written one.
@@ -281,6 +281,17 @@ enum RecordType : u64 {
 inline constexpr unsigned rec_site_shift = 2, rec_rest_shift = 26;
 inline constexpr u64 rec_site_limit = u64{1} << 24, rec_rest_limit = u64{1} << 38;  // rest: caller or TSC offset
 inline constexpr u64 rec_caller_unknown = rec_rest_limit - 1;  // the caller lies outside the binary's first 256 GiB
+// A value record (version 4; PREPATCH_ARGS, PREPATCH_RETVAL): its site is rec_site_value, and it
+// carries a value of a record in the same chunk: the arguments of an entry or call record follow it,
+// the return value of an exit record precedes it. Its `rest`: bits 0-2 the value's index (0-5:
+// argument 1-6, 7: the return value), then
+// - function (16 bytes): bits 3-37 zero; the record's first word is the value;
+// - graph (8 bytes): type 0, bit 3 set when the value continues in the next record, bits 4-37 the value
+//   (34 bits, sign-extended to 64 unless it continues: then they are its low bits); the next record,
+//   type 1, holds its bits 34-63 in its `rest`.
+inline constexpr u64 rec_site_value = rec_site_limit - 1;
+inline constexpr u64 rec_value_retval = 7, rec_value_continued = 8;
+inline constexpr unsigned rec_value_bits = 34;
 
 // The control channel (prepatch ctl). A request is a file `<dir>/<pid>.<id>.req` (dir =
 // /tmp/prepatch-<uid>, mode 0700) holding one command line; the client then sends ctl_signal to one

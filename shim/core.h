@@ -262,8 +262,8 @@ inline GlobList glob_list(const char* s) { return {s, s ? str_len(s) : 0}; }
 
 // A control request: one line, `enable GLOBS`, `disable GLOBS`, `status` or `status mangled`.
 struct Command {
-  enum Verb { invalid, enable, disable, status } verb = invalid;
-  GlobList globs;
+  enum Verb { invalid, enable, disable, status, set, trigger } verb = invalid;
+  GlobList globs;  // enable, disable: the globs; set: NAME=VALUE; trigger: the triggers
   bool mangled = false;         // status: raw symbols, not demangled names
   const char* error = nullptr;  // why it is invalid
 };
@@ -296,7 +296,18 @@ inline Command parse_command(const char* s, size_t n) {
     c.verb = s[0] == 'e' ? Command::enable : Command::disable;
     return c;
   }
-  c.error = "unknown command (expected `enable GLOBS`, `disable GLOBS` or `status`)";
+  if (is("set")) {
+    c.globs = {s + arg, n - arg};
+    if (c.globs.empty()) return c.error = "expected NAME=VALUE after `set`", c;
+    c.verb = Command::set;
+    return c;
+  }
+  if (is("trigger")) {  // `set TRIGGER=...`, shorter; nothing after it: none
+    c.globs = {s + arg, n - arg};
+    c.verb = Command::trigger;
+    return c;
+  }
+  c.error = "unknown command (expected `enable GLOBS`, `disable GLOBS`, `set NAME=VALUE`, `trigger SPECS` or `status`)";
   return c;
 }
 
@@ -557,8 +568,12 @@ static_assert(sizeof(SiteHash) == 16);
 // place of, and the site. Stacks grow down, so a frame whose slot lies at or below the slot of a new
 // call, or below the slot being returned through, belongs to a function that was left without
 // returning (longjmp, an exception, a stack switch): such frames are dropped, and `unwound` is told.
+// `mark` and `time` serve the record-time filters (shim/runtime/filters.inc): how the call is recorded,
+// and when it was entered where its entry is not written yet.
 struct ShadowFrame {
-  u64 slot, ret, site;
+  u64 slot, ret;
+  u32 site, mark;
+  u64 time;
 };
 
 struct ShadowStack {

@@ -24,6 +24,7 @@
 #include "shim/dynlink.h"
 #include "shim/names.h"
 #include "shim/settings.h"
+#include "shim/snapshot.h"
 #include "shim/sys.h"
 
 using namespace prepatch;
@@ -285,6 +286,20 @@ struct State {
   char output[512];  // PREPATCH_OUTPUT, "" for the default
   u64 buffer_bytes;  // PREPATCH_BUFFER
   u32 ring_chunks;   // PREPATCH_BUFFER=ring:SIZE: each thread's ring of chunks (tracers.inc; 0: none)
+  Filters filters, filters_next;  // the record-time filters (filters.inc), and a `set` request's scratch copy
+  bool filtering;                 // some filter is set: the tracers ask admit()
+  u8* site_marks;                 // per site number: what the glob filters say of its function
+  u64 threshold_ticks;            // PREPATCH_THRESHOLD in TSC ticks (0: none, or the TSC's rate is not known yet)
+  u32 filters_version;            // counts the filters' changes
+  // Triggers (triggers.inc): recording on (1) or off (0: a trace_off trigger fired, or a trace_on one
+  // waits); per site number, the triggers naming its function (a bit each); each trigger's duration in
+  // ticks and snapshots taken; the snapshot being written (a lock, its thread), the last N written.
+  int recording;
+  u8* site_triggers;
+  u64 trigger_ticks[triggers_max];
+  u32 trigger_taken[triggers_max];
+  int snapshot_lock, snapshot_tid;
+  u32 snapshots_written;
   struct Thread* threads;
   struct Writer* writer;  // wiped in a child after fork: the child writes its own file
   u64 generation;         // numbers the trace files this process (and its parents) created
@@ -370,7 +385,10 @@ void raise_default(int sig) {
 #include "shim/runtime/batch.inc"
 #include "shim/runtime/files.inc"
 #include "shim/runtime/blocked.inc"
+void set_threshold_ticks();
 #include "shim/runtime/tracers.inc"
+#include "shim/runtime/triggers.inc"
+#include "shim/runtime/filters.inc"
 #include "shim/runtime/exceptions.inc"
 #include "shim/runtime/wx.inc"
 #include "shim/runtime/altstacks.inc"
@@ -410,7 +428,18 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   // The traced function's return address: at the site's stack pointer, or for an mcount site (called
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
-  if (g.tracer == Tracer::function) return emit(t, rec_call, s->value, caller_number(*slot));
+  const bool filtering = __atomic_load_n(&g.filtering, __ATOMIC_RELAXED);
+  if (g.tracer == Tracer::function) {
+    if (!filtering) return emit(t, rec_call, s->value, caller_number(*slot));
+    const u32 mark = admit(t, s->value, false);
+    if (mark == frame_refused) return;
+    u64 args[args_max];
+    const u32 n = mark & frame_args ? g.filters.arg_count : 0;
+    if (n) read_args(sp, args, n);
+    emit_at(t, rec_call, s->value, caller_number(*slot), sys::ticks(), 0, args, n);
+    if (mark & frame_snapshot) fire_snapshots(mark, false, 0);
+    return;
+  }
   const auto unwound = [&](const ShadowFrame& f) { note_unwound(t, f); };
   if (!t->shadow.frames) {
     void* m = map(shadow_bytes, sys::prot_read | sys::prot_write, sys::map_private | sys::map_anonymous, -1);
@@ -424,7 +453,17 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
   const bool tail_call = *slot == reinterpret_cast<u64>(prepatch_tramp_exit);
   t->shadow.drop_dead(reinterpret_cast<u64>(slot) - (tail_call ? 1 : 0), unwound);
   const u32 depth = t->shadow.depth;
-  if (!t->shadow.push({reinterpret_cast<u64>(slot), *slot, s->value})) return;  // too deep: this call is not traced
+  const ShadowFrame f{reinterpret_cast<u64>(slot), *slot, static_cast<u32>(s->value), 0, 0};
+  if (filtering) {
+    const u32 mark = admit(t, s->value, true);
+    if (mark == frame_refused) return;
+    if (mark || t->pending) {
+      if (!enter_marked(t, {f.slot, f.ret, f.site, mark, 0}, depth, sp)) return;  // too deep: this call is not traced
+      *slot = reinterpret_cast<u64>(prepatch_tramp_exit);
+      return;
+    }
+  }
+  if (!t->shadow.push(f)) return;  // too deep: this call is not traced
   emit(t, rec_entry, s->value, depth);
   *slot = reinterpret_cast<u64>(prepatch_tramp_exit);
 }
@@ -435,7 +474,8 @@ extern "C" u64 prepatch_on_exit(u64 sp) {
   Thread* t = this_thread();
   ShadowFrame f{};
   if (!t || !t->shadow.pop(sp - 8, f, [&](const ShadowFrame& d) { note_unwound(t, d); })) lost_return();
-  emit(t, rec_exit, f.site, t->shadow.depth);
+  if (f.mark) exit_marked(t, f, *reinterpret_cast<const u64*>(sp - 8));  // (%rax, which the trampoline pushed first)
+  else emit(t, rec_exit, f.site, t->shadow.depth);
   return f.ret;
 }
 
@@ -668,6 +708,13 @@ void serve(char** envp) {
   const bool fork_handlers = !g.disabled && register_fork_handlers();
   if (!g.disabled) g.pthread_got = give_threads_altstacks();
   if (!g.disabled && g.wx_strict) wx_start(g.obj, fork_handlers);
+  g.filters = set.filters;
+  g.recording = 1;
+  reset_triggers();
+  if (!g.disabled && g.filters.any()) {
+    BatchLock lock;  // (no other thread runs yet; a library's runtime may be starting in a dlopen)
+    if (!apply_filters(true)) say("the filters' site marks cannot be mapped: GRAPH_FUNCTION, GRAPH_NOTRACE, RETVAL and ARGS match nothing");
+  }
   const char* trace = set.trace;
   if (!trace || !*trace) return;
   if (g.disabled) return say("tracing is off: ", g.disabled);

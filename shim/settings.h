@@ -6,6 +6,7 @@
 #include "arch/plan.h"
 #include "shim/abi.h"
 #include "shim/core.h"
+#include "shim/filters.h"
 
 namespace prepatch::shim {
 
@@ -28,6 +29,7 @@ struct Settings {
   bool wx_strict = false;            // PREPATCH_WX=strict
   bool sync_signal = false;          // PREPATCH_SYNC=signal
   bool sync_flush_icache = false;    // PREPATCH_SYNC=flush_icache (RISC-V64)
+  Filters filters;                   // PREPATCH_DEPTH, _THRESHOLD, _GRAPH_FUNCTION, _GRAPH_NOTRACE, _TIDS, _RETVAL, _ARGS
   const char* error = nullptr;       // the first variable that is wrong, and how: the shim stays off and says so
 };
 
@@ -92,6 +94,8 @@ inline Settings parse_settings(char** envp, arch::Isa isa) {
     if (!s.sync_signal && !s.sync_flush_icache)
       fail(isa == arch::Isa::riscv64 ? "PREPATCH_SYNC is not signal or flush_icache" : "PREPATCH_SYNC is not signal");
   }
+  if (const char* why = filters_from_env(s.filters, envp)) fail(why);
+  if (const char* why = filters_problem(s.filters, s.tracer)) s.filters = {}, fail(why);
   return s;
 }
 

@@ -480,7 +480,7 @@ TEST(ShadowStack, DropsFramesLeftWithoutReturningAndMatchesReturnsBySlot) {
   EXPECT_EQ(f.ret, 0xau);
   EXPECT_FALSE(s.pop(0x7000, f, note));  // empty
   // Full: the push is refused (the call goes untraced) and nothing is overwritten.
-  for (u64 i = 0; i < 4; i++) ASSERT_TRUE(s.push({0x7000 - 16 * i, i, i}));
+  for (u64 i = 0; i < 4; i++) ASSERT_TRUE(s.push({0x7000 - 16 * i, i, static_cast<u32>(i)}));
   EXPECT_FALSE(s.push({0x6000, 9, 9}));
   EXPECT_EQ(s.frames[3].site, 3u);
 }

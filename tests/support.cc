@@ -116,6 +116,11 @@ bool Background::alive() const { return ::kill(pid_, 0) == 0 && waitpid(pid_, nu
 
 void Background::say(const std::string& line) { (void)!write(stdin_, line.data(), line.size()); }
 
+std::string Background::line() {
+  char b[4096];
+  return fgets(b, sizeof b, out_) ? std::string(b) : std::string();
+}
+
 std::pair<int, std::string> Background::finish() {
   close(stdin_);
   stdin_ = -1;

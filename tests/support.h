@@ -55,6 +55,8 @@ class Background {
   int pid() const { return pid_; }        // the pid it runs as (after exec: the program's)
   bool alive() const;
   void say(const std::string& line);
+  const std::string& ready_line() const { return ready_; }  // the "ready PID ..." line
+  std::string line();  // its next line of output ("" at its end)
   // Closes its stdin and waits: exit status (128 + signal when killed) and the rest of its output.
   std::pair<int, std::string> finish();
 

@@ -521,7 +521,7 @@ TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
   for (const Case& c : {Case{"short", good.substr(0, 100), "offset 0x64: the file ends inside the trace header"},
                         Case{"magic", magic, "offset 0x0: expected the trace magic"},
                         Case{"version", version, "offset 0x8: trace version 9, expected 2"},
-                        Case{"version1", version1, "offset 0x8: trace version 1, expected 2 or 3 (written by an older prepatch"},
+                        Case{"version1", version1, "offset 0x8: trace version 1, expected 2 to 4 (written by an older prepatch"},
                         Case{"table", table, "offset 0x1000"},
                         Case{"empty", "", "offset 0x0: the file ends inside the trace header"}}) {
     const std::string f = with(std::string(c.name) + ".trace", c.bytes);

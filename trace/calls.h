@@ -2,6 +2,8 @@
 // unwound record closes it. report, replay and export all see calls through this one matcher, which
 // holds only the calls open at the moment (the call depth), whatever the trace's length.
 #pragma once
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "trace/reader.h"
@@ -15,7 +17,20 @@ struct Call {
   bool finished = false;  // it closed with an exit record
   bool unwound = false;   // it closed with an unwound record (left without returning)
   u8 mark = 0;            // the consumer's own
+  u8 args = 0;            // arguments recorded (PREPATCH_ARGS): CallMatcher::args() holds them
+  bool has_retval = false;  // a return value was recorded (PREPATCH_RETVAL)
+  u64 retval = 0;
 };
+
+// A recorded value as the views print it: small integers in decimal, the rest (pointers, most
+// likely) in hex.
+inline std::string value_text(u64 v) {
+  const auto s = static_cast<long long>(v);
+  if (s > -65536 && s < 65536) return std::to_string(s);
+  char b[24];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
 
 // Handler: void enter(std::vector<Call>& open) once the call is pushed (open.back(); its callers
 // below it); void close(const Call& c, std::vector<Call>& open) after c is popped, its end and its
@@ -27,6 +42,7 @@ class CallMatcher {
 
   void event(const Event& e) {
     if (e.type == signal_event) return;  // no call's entry or exit
+    if (e.type == value_event) return value(e);
     last_ = e.ns;
     if (e.type == shim::rec_entry) {
       // An entry at a depth the open calls do not reach means records were lost: close what is deeper.
@@ -40,11 +56,17 @@ class CallMatcher {
     // exit or unwound: closes the innermost open call of that site and those it left open; an exit
     // whose entry was lost matches nothing and is skipped.
     size_t k = open_.size();
+    const bool had_retval = retval_pending_;
+    retval_pending_ = false;
     while (k > 0 && open_[k - 1].site != e.site) k--;
     if (k == 0) return;
     while (open_.size() > k) close_top(e.ns, false, false);
+    if (had_retval && e.type == shim::rec_exit) open_.back().has_retval = true, open_.back().retval = retval_;
     close_top(e.ns, e.type == shim::rec_exit, e.type == shim::rec_unwound);
   }
+
+  // The arguments recorded of call `c` (c.args of them), until another call at its depth begins.
+  const u64* args(const Call& c) const { return args_.data() + size_t{c.depth} * 6; }
 
   // The calls open now, the innermost last.
   std::vector<Call>& open() { return open_; }
@@ -63,9 +85,23 @@ class CallMatcher {
     h_.close(c, open_);
   }
 
+  // A value: an argument of the call entered last (the innermost open one, before any callee of it),
+  // or the return value of the exit next.
+  void value(const Event& e) {
+    if (e.site == shim::rec_value_retval) return void((retval_pending_ = true, retval_ = e.rest));
+    if (e.site >= 6 || open_.empty()) return;
+    Call& c = open_.back();
+    if (args_.size() < (open_.size()) * 6) args_.resize(open_.size() * 6);
+    args_[size_t{c.depth} * 6 + e.site] = e.rest;
+    if (e.site + 1u > c.args) c.args = static_cast<u8>(e.site + 1);
+  }
+
   Handler& h_;
   std::vector<Call> open_;
+  std::vector<u64> args_;  // per depth, the arguments of the call open there
   u64 last_ = 0;
+  bool retval_pending_ = false;
+  u64 retval_ = 0;
 };
 
 }  // namespace prepatch::trace

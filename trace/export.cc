@@ -1,5 +1,7 @@
 // `prepatch export --format chrome`: Chrome Trace Event JSON, one thread after another, each streamed.
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "trace/calls.h"
 #include "trace/trace.h"
@@ -42,9 +44,32 @@ class Events {
   }
   // Graph: B at each call's start, E at its end.
   void enter(std::vector<Call>& open) { event("B", open.back().begin, open.back().site, nullptr); }
+  // The call's recorded values go with its end (Perfetto and Chrome merge an E event's args into the
+  // slice's).
   void close(const Call& c, std::vector<Call>&) {
-    event("E", c.end, c.site, c.unwound ? "{\"unwound\":true}" : !c.finished ? "{\"unfinished\":true}" : nullptr);
+    std::string args;
+    if (c.unwound) args = "\"unwound\":true";
+    else if (!c.finished) args = "\"unfinished\":true";
+    if (c.args) (args += args.empty() ? "" : ",") += values(matcher_->args(c), c.args);
+    if (c.has_retval) (args += args.empty() ? "" : ",") += "\"retval\":" + json_value(c.retval);
+    if (!args.empty()) args.insert(args.begin(), '{'), args += '}';
+    event("E", c.end, c.site, args.empty() ? nullptr : args.c_str());
   }
+  // "args":[...] of `n` values.
+  static std::string values(const u64* v, u8 n) {
+    std::string r = "\"args\":[";
+    for (u8 k = 0; k < n; k++) {
+      if (k) r += ',';
+      r += json_value(v[k]);
+    }
+    return r + "]";
+  }
+  // A value as the views print it: small integers as JSON numbers, the rest as hex strings.
+  static std::string json_value(u64 v) {
+    const std::string s = value_text(v);
+    return s[0] == '0' && s.size() > 1 ? "\"" + s + "\"" : s;
+  }
+  CallMatcher<Events>* matcher_ = nullptr;
 
  private:
   TraceFile& t_;
@@ -63,20 +88,34 @@ void export_chrome(TraceFile& t, Output& out) {
   Events ev(t, out);
   for (size_t k = 0; k < t.threads(); k++) {
     ev.thread(t.tid(k));
-    TraceFile::Stream s(t, k, 256 * 1024, true);
+    TraceFile::Stream s(t, k, 256 * 1024, true, true);
     Event e;
     CallMatcher<Events> m(ev);
+    ev.matcher_ = &m;
+    // function: a call's event waits for its arguments, which follow it.
+    std::optional<Event> call;
+    u64 args[6] = {};
+    u8 nargs = 0;
+    const auto flush = [&] {
+      std::string a;
+      if (nargs) a.append(1, '{').append(Events::values(args, nargs)).append(1, '}');
+      if (call) ev.event("i", call->ns, call->site, nargs ? a.c_str() : nullptr);
+      call.reset(), nargs = 0;
+    };
     while (s.next(e)) {
-      if (e.type == signal_event) {
+      if (t.graph() && e.type != signal_event) {
+        m.event(e);
+      } else if (e.type == value_event) {
+        if (call && e.site < 6) args[e.site] = e.rest, nargs = std::max<u8>(nargs, static_cast<u8>(e.site + 1));
+      } else if (flush(), e.type == signal_event) {
         // A fatal signal the thread got: an instant event named after it.
         const std::string name = json_string(signal_name(e.rest));
         ev.event("i", e.ns, 0, "{\"signal\":true}", &name);
-      } else if (!t.graph()) {
-        ev.event("i", e.ns, e.site, nullptr);
       } else {
-        m.event(e);
+        call = e;
       }
     }
+    flush();
     if (t.graph()) m.finish();
   }
   out.put("\n]}\n");

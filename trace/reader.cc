@@ -77,8 +77,8 @@ void TraceFile::open() {
   std::memcpy(&h_, fetch(0, sizeof h_, buf), sizeof h_);
   const TraceHeader& h = h_;
   if (std::memcmp(h.magic, shim::trace_magic, 8) != 0) throw InputError(path, 0, "expected the trace magic \"PPTRACE\\1\"");
-  if (h.version != shim::trace_version && h.version != 2)  // 2: no object records, read the same
-    throw InputError(path, 8, "trace version " + std::to_string(h.version) + ", expected 2 or " + std::to_string(shim::trace_version) +
+  if (h.version > shim::trace_version || h.version < 2)  // 2: no object records, 3: no value records, read the same
+    throw InputError(path, 8, "trace version " + std::to_string(h.version) + ", expected 2 to " + std::to_string(shim::trace_version) +
                                   (h.version == 1 ? " (written by an older prepatch, whose graph records were 16 bytes)" : ""));
   if (h.header_size != sizeof h) throw InputError(path, 12, "the header size is not 4096");
   if (h.tracer != static_cast<u32>(shim::Tracer::function) && h.tracer != static_cast<u32>(shim::Tracer::graph))
@@ -149,7 +149,7 @@ u64 TraceFile::read_object(u64 off, u64 k, std::vector<u8>& buf) {
   if (o.chunks == 0 || o.chunks > chunks_ - k) return bad(off + 4, "spans " + std::to_string(o.chunks) + " chunks, past the chunks claimed");
   if (span < sizeof o || o.table_size > span - sizeof o) return bad(off + 16, "holds a table larger than its chunks");
   if (size_ - off - sizeof o < o.table_size) return bad(size_, "is cut short by the file's end (truncated?)");
-  if (o.first_site >= shim::rec_site_limit) return bad(off + 8, "numbers its sites from " + std::to_string(o.first_site) + ", past what records can name");
+  if (o.first_site >= shim::rec_site_value) return bad(off + 8, "numbers its sites from " + std::to_string(o.first_site) + ", past what records can name");
   std::vector<u8> table_bytes;
   const u8* t = fetch(off + sizeof o, o.table_size, table_bytes);
   Object object{o.first_site, {}, std::string(o.path, strnlen(o.path, sizeof o.path)), o.caller_base, o.caller_lo, o.caller_span};
@@ -176,7 +176,7 @@ void TraceFile::number_sites() {
   std::vector<Object> kept;
   for (Object& o : objects_) {
     const u64 n = o.table.entries.size();
-    if (!kept.empty() && (o.first < owner_.size() || o.first + n > shim::rec_site_limit || o.first > total)) {
+    if (!kept.empty() && (o.first < owner_.size() || o.first + n > shim::rec_site_value || o.first > total)) {
       problems_.push_back(path_ + ": an object's record numbers its sites from " + std::to_string(o.first) + ", which another object's use" +
                           " or past the sites of every object recorded; left out");
       continue;
@@ -247,9 +247,32 @@ std::string signal_name(u64 sig) {
   return sig == 11 ? "SIGSEGV" : sig == 7 ? "SIGBUS" : sig == 6 ? "SIGABRT" : "signal " + std::to_string(sig);
 }
 
-TraceFile::Stream::Stream(TraceFile& f, size_t thread, u64 window, bool signals)
+TraceFile::Stream::Stream(TraceFile& f, size_t thread, u64 window, bool signals, bool values)
     : f_(f), th_(f.threads_[thread]), clock_(f.clock_), graph_(f.graph()), size_(graph_ ? 8 : sizeof(shim::TraceRecord)),
-      sites_(f.sites()), window_(std::max<u64>(window / 16 * 16, 16)), owner_(f.owner_.data()), signals_(signals) {}
+      sites_(f.sites()), window_(std::max<u64>(window / 16 * 16, 16)), owner_(f.owner_.data()), signals_(signals), values_(values) {}
+
+bool TraceFile::Stream::value(const u8* p, u64 type, u64 rest, Event& e) {
+  const bool was_continued = continued_;
+  continued_ = false;
+  u64 v = 0;
+  if (type == shim::rec_entry && (rest & shim::rec_value_continued)) {
+    continued_ = true, low_ = rest >> 4, index_ = rest & 7;
+    return false;
+  }
+  if (type == shim::rec_entry) {
+    const u64 low = rest >> 4;  // 34 bits, sign-extended
+    v = low & (u64{1} << (shim::rec_value_bits - 1)) ? low | ~((u64{1} << shim::rec_value_bits) - 1) : low;
+    index_ = rest & 7;
+  } else if (type == shim::rec_exit && was_continued) {
+    v = low_ | rest << shim::rec_value_bits;
+  } else {
+    skip(p);  // a value's second half without its first, or a type no value record has
+    return false;
+  }
+  if (!values_) return false;
+  e = {last_ns_, value_event, static_cast<u32>(index_), v};
+  return true;
+}
 
 TraceFile::Stream::~Stream() = default;
 

@@ -27,6 +27,10 @@ struct Event {
 // Not a record: where the thread got a fatal signal (ChunkHeader::signal), `rest` its number, `ns`
 // its last event's time, `site` 0. Only a Stream made with `signals` yields it.
 inline constexpr u8 signal_event = 4;
+// Not a record of its own: a value recorded with the record before it (shim/abi.h rec_site_value):
+// `site` its index (0-5: argument 1-6 of an entry or call, 7: an exit's return value), `rest` the
+// value, `ns` the record's time. Only a Stream made with `values` yields it.
+inline constexpr u8 value_event = 5;
 // The name of signal `sig` as the shim marks them: SIGSEGV, SIGBUS, SIGABRT, or "signal N".
 std::string signal_name(u64 sig);
 
@@ -158,11 +162,12 @@ class TraceFile {
 
 // One thread's events in the order the thread wrote them; records that name no site, are of the
 // other tracer or leave a depth of 0 are skipped and counted (problems()). Reads `window` bytes at a
-// time. With `signals`, a signal_event where the thread got a fatal signal. Streams of different
+// time. With `signals`, a signal_event where the thread got a fatal signal; with `values`, a
+// value_event for each value recorded (after the event it belongs to). Streams of different
 // threads may run at once, on different threads.
 class TraceFile::Stream {
  public:
-  Stream(TraceFile& f, size_t thread, u64 window = 256 * 1024, bool signals = false);
+  Stream(TraceFile& f, size_t thread, u64 window = 256 * 1024, bool signals = false, bool values = false);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -178,6 +183,10 @@ class TraceFile::Stream {
       if (graph_) {
         std::memcpy(word, p, 8);
         const u64 info = word[0], type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1);
+        if (site == shim::rec_site_value) {
+          if (value(p, type, info >> shim::rec_rest_shift, e)) return true;
+          continue;
+        }
         const bool leaves = type != shim::rec_entry;
         if (site >= sites_ || owner_[site] == no_object || type == shim::rec_call || (leaves && depth_ == 0)) {
           skip(p);
@@ -190,6 +199,11 @@ class TraceFile::Stream {
       }
       std::memcpy(word, p, 16);
       const u64 info = word[1], type = info & 3, site = info >> shim::rec_site_shift & (shim::rec_site_limit - 1);
+      if (site == shim::rec_site_value && type == shim::rec_entry && (info >> shim::rec_rest_shift) < 8) {
+        if (!values_) continue;
+        e = {last_ns_, value_event, static_cast<u32>(info >> shim::rec_rest_shift), word[0]};
+        return true;
+      }
       if (site >= sites_ || owner_[site] == no_object || type != shim::rec_call) {
         skip(p);
         continue;
@@ -202,6 +216,8 @@ class TraceFile::Stream {
  private:
   bool refill();
   void skip(const u8* p);
+  // A graph value record at `p` (type, rest): true with the value in `e` when it completes one.
+  bool value(const u8* p, u64 type, u64 rest, Event& e);
   TraceFile& f_;
   TraceFile::Thread& th_;
   const Clock clock_;
@@ -219,6 +235,9 @@ class TraceFile::Stream {
   u64 last_ns_ = 0;           // the last event's time
   u32 signal_ = 0;            // a signal_event to yield next
   bool signal_done_ = false;  // chunk_'s signal was yielded
+  const bool values_;
+  bool continued_ = false;    // graph: a value's low bits were read, its high bits come next
+  u64 low_ = 0, index_ = 0;
 };
 
 }  // namespace prepatch::trace

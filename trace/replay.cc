@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 #include <memory>
+#include <optional>
 #include <queue>
 
 #include "rewriter/names.h"
@@ -64,7 +65,29 @@ struct Lines {
   void clear() { text.clear(), ends.clear(), head = from = 0; }
 };
 
-constexpr u8 shown = 1, pending = 2;  // Call::mark: the call is shown; its line waits to learn if it is a leaf
+constexpr u8 shown = 1, pending = 2;
+
+// `call` (a name as a call: "f()", "ns::f(int)") with the values `v` in place of its parameters:
+// "f(1, 0x7ffd5c3a)", "ns::f(1)".
+std::string with_args(const std::string& call, const u64* v, u8 n) {
+  size_t open = call.size(), close = call.rfind(')');
+  if (close != std::string::npos) {  // the parameter list: the last ')' and the '(' it closes
+    int depth = 0;
+    for (size_t i = close + 1; i-- > 0;) {
+      if (call[i] == ')') depth++;
+      else if (call[i] == '(' && --depth == 0) {
+        open = i;
+        break;
+      }
+    }
+  }
+  std::string r = call.substr(0, open) + "(";
+  for (u8 k = 0; k < n; k++) {
+    if (k) r += ", ";
+    r += value_text(v[k]);
+  }
+  return r + ")" + (open < call.size() ? call.substr(close + 1) : "");
+}  // Call::mark: the call is shown; its line waits to learn if it is a leaf
 
 // A thread's lines, made on demand. Graph: a call is shown when it or one of its callers matches;
 // indentation is by depth. A call with no callee is one line; others open a brace that closes with
@@ -72,7 +95,7 @@ constexpr u8 shown = 1, pending = 2;  // Call::mark: the call is shown; its line
 class ThreadLines {
  public:
   ThreadLines(TraceFile& t, size_t k, Wanted& wanted, u64 window)
-      : t_(t), stream_(t, k, window, true), wanted_(wanted), matcher_(*this) {
+      : t_(t), stream_(t, k, window, true, true), wanted_(wanted), matcher_(*this) {
     char b[2 * max_number];
     *b = ' ';
     char* d = put_num(b + 1, t.tid(k), 8);
@@ -86,13 +109,16 @@ class ThreadLines {
     while (lines.text.size() < target && !ended_) {
       if (!stream_.next(e)) {
         if (t_.graph()) matcher_.finish();
+        else flush_call();
         ended_ = true;
-      } else if (e.type == signal_event) {
-        signal_line(e);
-      } else if (t_.graph()) {
+      } else if (t_.graph() && e.type != signal_event) {
         matcher_.event(e);
+      } else if (e.type == value_event) {  // function: an argument of the call before
+        if (call_ && e.site < 6) call_args_[e.site] = e.rest, call_nargs_ = std::max<u8>(call_nargs_, static_cast<u8>(e.site + 1));
       } else {
-        call_line(e);
+        if (!t_.graph()) flush_call();
+        if (e.type == signal_event) signal_line(e);
+        else call_ = e, call_nargs_ = 0;  // its line waits for its arguments
       }
     }
   }
@@ -108,7 +134,8 @@ class ThreadLines {
   // The line that opens call `p`, shown once it has a callee (or a signal came inside it).
   void brace(Call& p) {
     p.mark &= ~pending;
-    const std::string& name = t_.call(p.site);
+    std::string with;
+    const std::string& name = p.args ? (with = with_args(t_.call(p.site), matcher_.args(p), p.args)) : t_.call(p.site);
     char* d = lines.begin(p.begin, 12 + 3 + 2 * p.depth + name.size() + 4);
     d = put(static_cast<char*>(std::memset(d, ' ', 12)) + 12, " | ");
     d = static_cast<char*>(std::memset(d, ' ', 2 * p.depth)) + 2 * p.depth;
@@ -136,16 +163,20 @@ class ThreadLines {
   void close(const Call& c, std::vector<Call>&) {
     if (!(c.mark & shown)) return;
     const bool leaf = c.mark & pending;
-    const std::string& name = leaf ? t_.call(c.site) : t_.name(c.site);
+    std::string with;
+    const std::string& name = leaf && c.args ? (with = with_args(t_.call(c.site), matcher_.args(c), c.args)) : leaf ? t_.call(c.site) : t_.name(c.site);
+    const std::string retval = c.has_retval ? value_text(c.retval) : std::string();
     const u64 ns = leaf ? c.begin : c.end;
-    char* d = lines.begin(ns, 12 + 3 + 2 * c.depth + name.size() + 24);
+    char* d = lines.begin(ns, 12 + 3 + 2 * c.depth + name.size() + 24 + retval.size() + 8);
     d = put(put_duration(d, c.end - c.begin, 12), " | ");
     d = static_cast<char*>(std::memset(d, ' ', 2 * c.depth)) + 2 * c.depth;
     if (leaf) {
       d = put(put(d, name), ";");
       d = put(d, c.unwound ? " /* unwound */" : !c.finished ? " /* unfinished */" : "");
+      if (c.has_retval) d = put(put(put(d, " /* = "), retval), " */");
     } else {
       d = put(put(d, "} /* "), name);
+      if (c.has_retval) d = put(put(d, " = "), retval);
       d = put(d, c.unwound ? " (unwound) */" : !c.finished ? " (unfinished) */" : " */");
     }
     lines.end(ns, d);
@@ -156,9 +187,14 @@ class ThreadLines {
  private:
   // function: one line per call, with its caller: the traced function whose site precedes the return
   // address most closely.
+  void flush_call() {
+    if (call_) call_line(*call_);
+    call_.reset();
+  }
   void call_line(const Event& e) {
     if (!wanted_(e.site)) return;
-    const std::string& name = t_.call(e.site);
+    std::string with;
+    const std::string& name = call_nargs_ ? (with = with_args(t_.call(e.site), call_args_, call_nargs_)) : t_.call(e.site);
     const std::string* caller = nullptr;
     u64 link = e.rest;
     if (e.rest != shim::rec_caller_unknown)
@@ -180,6 +216,9 @@ class ThreadLines {
   Wanted& wanted_;
   CallMatcher<ThreadLines> matcher_;
   bool ended_ = false;
+  std::optional<Event> call_;  // function: the last call, whose arguments may follow it
+  u64 call_args_[6] = {};
+  u8 call_nargs_ = 0;
 };
 
 }  // namespace
