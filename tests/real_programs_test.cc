@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "support.h"
@@ -23,14 +24,34 @@ namespace {
 const std::string real = REAL_DIR;
 const std::string workload = std::string(SOURCE_DIR) + "/testdata/real/workload.lua";
 
-// Runs `argv` (stdout and stderr to files in `cwd`) while enabling and disabling every site through
-// `prepatch ctl` until it exits; returns its output, and how many enables the shim carried out.
-Proc toggled(const std::vector<std::string>& argv, const std::string& cwd, int& enables) {
+// Runs `argv` (stdout and stderr to files in `cwd`, stdin a pipe) while enabling and disabling every
+// site through `prepatch ctl`: first with one of `pieces` written to its stdin after each enable and each
+// disable (a program that reads them waits for each, so the batches land while it runs whatever this
+// machine's speed), then, its stdin closed, on until it exits. Returns its output, and how many enables
+// the shim carried out.
+Proc toggled(const std::vector<std::string>& argv, const std::string& cwd, int& enables, const std::vector<std::string>& pieces = {}) {
   int out = open((cwd + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int err = open((cwd + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const int pid = spawn(argv, cwd, -1, out, err);
-  close(out), close(err);
+  int in[2];
+  if (pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  const int pid = spawn(argv, cwd, in[0], out, err);
+  close(out), close(err), close(in[0]);
   enables = 0;
+  struct sigaction ignore {}, old {};
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ignore, &old);  // (a program that exits early must not take the test with it)
+  for (size_t k = 0; k < pieces.size(); k++) {
+    Proc c = prepatch({"ctl", std::to_string(pid), k % 2 ? "disable" : "enable", "*"});
+    if (c.status == 0) enables += k % 2 == 0;
+    else ADD_FAILURE() << "ctl failed while the program waited for its input: " << c.err;
+    for (size_t at = 0; at < pieces[k].size();) {
+      const ssize_t w = write(in[1], pieces[k].data() + at, pieces[k].size() - at);
+      if (w <= 0) break;
+      at += static_cast<size_t>(w);
+    }
+  }
+  close(in[1]);
+  sigaction(SIGPIPE, &old, nullptr);
   int st = 0;
   const std::string p = std::to_string(pid);
   // A failure is an error unless the program is ending: it then exits within a few seconds.
@@ -51,6 +72,22 @@ Proc toggled(const std::vector<std::string>& argv, const std::string& cwd, int& 
   r.err = read_file(cwd + "/stderr");
   return r;
 }
+
+// Text to compress: `mb` MiB of numbered lines.
+std::string gzip_data(unsigned mb) {
+  std::string data;
+  for (int i = 0; data.size() < (mb << 20); i++) data += "line " + std::to_string(i) + " " + std::to_string(i * 2654435761u % 1000003) + "\n";
+  return data;
+}
+
+// `data` in `n` pieces; `lines(n)`: n lines (the paced workload.lua reads one per round).
+std::vector<std::string> pieces(const std::string& data, size_t n) {
+  std::vector<std::string> out;
+  for (size_t k = 0; k < n; k++) out.push_back(data.substr(data.size() * k / n, data.size() * (k + 1) / n - data.size() * k / n));
+  return out;
+}
+std::vector<std::string> lines(size_t n) { return std::vector<std::string>(n, "\n"); }
+constexpr int paced_rounds = 12;
 
 // How a run is started: the program as built (prepared false) or prepared, with `env` set.
 using Command = std::function<std::vector<std::string>(bool prepared, const std::vector<std::string>& env)>;
@@ -114,14 +151,46 @@ TEST_P(Real, LuaRunsTheSameOffTracedAndToggled) {
   Proc want = off_and_graph("lua", {workload, "1"});
   EXPECT_EQ(want.status, 0) << want.err;
   EXPECT_NE(want.out.find("coroutines"), std::string::npos) << want.out;
-  // Longer, so that many batches land while it runs.
-  Proc plain_run = run({plain("lua"), workload, "40"}, dir("lua.long"));
+  // Longer, paced by its input (a line a round), so that many batches land while it runs.
+  const std::string rounds = std::to_string(paced_rounds);
+  Proc plain_run = run({plain("lua"), workload, rounds}, dir("lua.long"));
   int enables = 0;
-  Proc t = toggled({prepared("lua"), workload, "40"}, dir("lua.toggled"), enables);
+  Proc t = toggled({prepared("lua"), workload, rounds, "paced"}, dir("lua.toggled"), enables, lines(paced_rounds));
   EXPECT_EQ(t.status, plain_run.status) << t.err;
   EXPECT_EQ(t.out, plain_run.out);
   EXPECT_EQ(t.err, plain_run.err);
   EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
+}
+
+// Lua as production tracing would run it (issue 27): every site on, the flight recorder, a threshold and
+// a trigger. It prints the same; every call the trace holds lasted the threshold; `docall` (which runs
+// the whole script, once) triggers exactly one snapshot, said on stderr, which reads back with docall
+// whole in it.
+TEST_P(Real, LuaUnderARingAThresholdAndATrigger) {
+  Proc want = run({plain("lua"), workload, "2"}, dir("lua.prod.plain"));
+  const std::string d = dir("lua.prod"), trace = d + "/t.trace";
+  Proc r = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_BUFFER=ring:1M", "PREPATCH_THRESHOLD=1ms",
+                         "PREPATCH_TRIGGER=docall>1ms:snapshot", "PREPATCH_OUTPUT=" + trace},
+                        {prepared("lua"), workload, "2"}),
+               d);
+  EXPECT_EQ(r.status, want.status);
+  EXPECT_EQ(r.out, want.out);
+  EXPECT_EQ(r.err, "prepatch: trigger docall>1ms:snapshot: snapshot " + trace + ".snapshot.1\n");
+  EXPECT_FALSE(exists(trace + ".snapshot.2"));
+  for (const std::string& file : {trace, trace + ".snapshot.1"}) {
+    SCOPED_TRACE(file);
+    Proc rep = prepatch({"replay", file});
+    EXPECT_EQ(rep.status, 0) << rep.err;
+    EXPECT_NE(rep.out.find("} /* docall */"), std::string::npos) << rep.out.substr(0, 3000);
+    // Every duration shown ("0.191 us |", "1.234 ms |", "0.150 s |") is 1 ms or more.
+    size_t calls = 0;
+    const std::regex duration("([0-9]+\\.[0-9]+) (us|ms|s) \\|");
+    for (auto it = std::sregex_iterator(rep.out.begin(), rep.out.end(), duration); it != std::sregex_iterator(); ++it, calls++) {
+      const double v = std::stod((*it)[1]), ms = (*it)[2] == "us" ? v / 1000 : (*it)[2] == "ms" ? v : v * 1000;
+      EXPECT_GE(ms, 1.0) << it->str();
+    }
+    EXPECT_GT(calls, 0u);
+  }
 }
 
 TEST_P(Real, ZlibExampleAndInfcoverRunTheSameOffAndTraced) {
@@ -135,21 +204,20 @@ TEST_P(Real, ZlibExampleAndInfcoverRunTheSameOffAndTraced) {
   EXPECT_EQ(read_file(d_ / "example.graph/foo.gz"), read_file(d_ / "example.plain/foo.gz"));
 }
 
-// minigzip compresses a 24 MB file while every site is switched on and off, then decompresses it.
+// minigzip compresses 24 MB from its stdin, fed in pieces, while every site is switched on and off
+// between them, then decompresses it.
 TEST_P(Real, ZlibMinigzipCompressesTheSameWhileToggled) {
-  std::string data;
-  for (int i = 0; data.size() < (24u << 20); i++) data += "line " + std::to_string(i) + " " + std::to_string(i * 2654435761u % 1000003) + "\n";
+  const std::string data = gzip_data(24);
   const std::string a = dir("gzip.plain"), b = dir("gzip.toggled");
   write_file(a + "/data", data);
-  write_file(b + "/data", data);
-  Proc want = run({plain("minigzip"), "data"}, a);
+  Proc want = run({"sh", "-c", "exec \"$0\" <data >data.gz", plain("minigzip")}, a);
   ASSERT_EQ(want.status, 0) << want.err;
   int enables = 0;
-  Proc t = toggled({prepared("minigzip"), "data"}, b, enables);
+  Proc t = toggled({prepared("minigzip")}, b, enables, pieces(data, 8));
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
-  const std::string gz = read_file(b + "/data.gz");
-  EXPECT_TRUE(gz == read_file(a + "/data.gz")) << "the compressed files differ";
+  write_file(b + "/data.gz", t.out);
+  EXPECT_TRUE(t.out == read_file(a + "/data.gz")) << "the compressed files differ";
   Proc back = run({"env", "PREPATCH_TRACE=*", prepared("minigzip"), "-d", "data.gz"}, b);
   EXPECT_EQ(back.status, 0) << back.err;
   EXPECT_TRUE(read_file(b + "/data") == data) << "the round trip lost data";
@@ -200,19 +268,18 @@ TEST_F(RealShared, ZlibAsAPreparedLibraryUnderItsOwnProgramsRunsTheSameOffTraced
   EXPECT_EQ(read_file(d_ / "example.off/foo.gz"), read_file(d_ / "example.plain/foo.gz"));
   EXPECT_EQ(read_file(d_ / "example.graph/foo.gz"), read_file(d_ / "example.plain/foo.gz"));
 
-  std::string data;
-  for (int i = 0; data.size() < (16u << 20); i++) data += "line " + std::to_string(i) + " " + std::to_string(i * 2654435761u % 1000003) + "\n";
+  const std::string data = gzip_data(16);
   const std::string a = dir("gzip.plain"), b = dir("gzip.toggled");
-  write_file(a + "/data", data);
-  write_file(b + "/data", data);
   const std::string minigzip = real + "/shared/minigzip";
-  Proc want = run(with_libs(built, {minigzip, "data"}), a);
+  write_file(a + "/data", data);
+  Proc want = run(with_libs(built, {"sh", "-c", "exec \"$0\" <data >data.gz", minigzip}), a);
   ASSERT_EQ(want.status, 0) << want.err;
   int enables = 0;
-  Proc t = toggled(with_libs(lib, {minigzip, "data"}), b, enables);
+  Proc t = toggled(with_libs(lib, {minigzip}), b, enables, pieces(data, 8));
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_GE(enables, 3) << "the program ended before the toggling got going";
-  EXPECT_TRUE(read_file(b + "/data.gz") == read_file(a + "/data.gz")) << "the compressed files differ";
+  write_file(b + "/data.gz", t.out);
+  EXPECT_TRUE(t.out == read_file(a + "/data.gz")) << "the compressed files differ";
   Proc back = run(with_libs(lib, {minigzip, "-d", "data.gz"}, {"PREPATCH_TRACE=*"}), b);
   EXPECT_EQ(back.status, 0) << back.err;
   EXPECT_TRUE(read_file(b + "/data") == data) << "the round trip lost data";
@@ -228,9 +295,10 @@ TEST_F(RealShared, ZlibAndLuaPreparedWithTheirProgramsTraceBothObjects) {
   Proc lua = off_and_graph("lua.both", {real + "/shared/lua", workload, "1"}, {"main", "pmain", "docall", "luaV_execute", "luaD_call"}, true);
   EXPECT_EQ(lua.status, 0) << lua.err;
   EXPECT_NE(lua.out.find("coroutines"), std::string::npos) << lua.out;
-  Proc plain_run = run(with_libs(built, {real + "/shared/lua", workload, "40"}), dir("lua.both.long"));
+  const std::string rounds = std::to_string(paced_rounds);
+  Proc plain_run = run(with_libs(built, {real + "/shared/lua", workload, rounds}), dir("lua.both.long"));
   int enables = 0;
-  Proc t = toggled(with_libs(lib, {d_ / "lua.both.prepared", workload, "40"}), dir("lua.both.toggled"), enables);
+  Proc t = toggled(with_libs(lib, {d_ / "lua.both.prepared", workload, rounds, "paced"}), dir("lua.both.toggled"), enables, lines(paced_rounds));
   EXPECT_EQ(t.status, plain_run.status) << t.err;
   EXPECT_EQ(t.out, plain_run.out);
   EXPECT_EQ(t.err, plain_run.err);
@@ -242,9 +310,10 @@ TEST_F(RealShared, LuaAsAPreparedLibraryUnderItsInterpreterRunsTheSameOffTracedA
   Proc want = off_and_graph("lua", {lua, workload, "1"}, {"luaV_execute", "luaD_call", "luaH_get"});
   EXPECT_EQ(want.status, 0) << want.err;
   EXPECT_NE(want.out.find("coroutines"), std::string::npos) << want.out;
-  Proc plain_run = run(with_libs(built, {lua, workload, "40"}), dir("lua.long"));
+  const std::string rounds = std::to_string(paced_rounds);
+  Proc plain_run = run(with_libs(built, {lua, workload, rounds}), dir("lua.long"));
   int enables = 0;
-  Proc t = toggled(with_libs(lib, {lua, workload, "40"}), dir("lua.toggled"), enables);
+  Proc t = toggled(with_libs(lib, {lua, workload, rounds, "paced"}), dir("lua.toggled"), enables, lines(paced_rounds));
   EXPECT_EQ(t.status, plain_run.status) << t.err;
   EXPECT_EQ(t.out, plain_run.out);
   EXPECT_EQ(t.err, plain_run.err);

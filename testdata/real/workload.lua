@@ -1,8 +1,10 @@
 -- A deterministic workout for the Lua interpreter (tests/real_programs_test.cc): the parser, the VM,
 -- the garbage collector, strings and patterns, tables, closures, metatables, coroutines, errors
 -- (longjmp in C Lua), string.pack, utf8 and load(). Prints one checksum line per part; ROUNDS
--- (argument 1, default 1) repeats the whole, so a run lasts as long as a test needs.
+-- (argument 1, default 1) repeats the whole, so a run lasts as long as a test needs; with "paced"
+-- (argument 2) each round first reads a line from stdin.
 local rounds = tonumber(arg[1] or "1")
+local paced = arg[2] == "paced"  -- each round waits for a line on stdin (the test toggles sites between them)
 local function fnv(h, s)
   for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
   return h
@@ -14,6 +16,7 @@ local function part(name, f)
 end
 
 for r = 1, rounds do
+  if paced then io.read("l") end
   part("strings", function(out)
     local words = {}
     for w in ("the quick brown fox jumps over the lazy dog " .. r):gmatch("%a+") do words[#words + 1] = w:upper() end
