@@ -6,8 +6,10 @@ One program calls a leaf function --calls times (default 5M) in a loop. It is bu
   gcc -O2                        no hooks: the baseline of every gcc configuration;
   gcc -O2 -pg -mfentry           run under `uftrace record` (entry and exit recorded), and prepared by
                                  prepatch: run untraced, and under PREPATCH_TRACER=count, function and
-                                 graph with PREPATCH_TRACE=leaf, and graph in a 4 MiB ring (the flight
-                                 recorder: the same records, overwriting the oldest);
+                                 graph with PREPATCH_TRACE=leaf, graph in a 4 MiB ring (the flight
+                                 recorder: the same records, overwriting the oldest), and graph with
+                                 PREPATCH_THRESHOLD=1s, which no call reaches (nothing is recorded: the
+                                 cost of a call a duration threshold filters out);
   clang -O2 -fxray-instrument    run with XRay's sleds unpatched (its baseline), and in FDR and basic
                                  mode recording every call's entry and exit (func_duration_threshold_us=0;
                                  FDR with buffers for every call). The program selects, initialises and
@@ -113,6 +115,8 @@ def main():
             ("prepatch graph", [prepared, n], dict(pp, PREPATCH_TRACER="graph", PREPATCH_OUTPUT=d + "/g.trace"), d + "/g.trace"),
             ("prepatch graph, ring:4M", [prepared, n], dict(pp, PREPATCH_TRACER="graph", PREPATCH_BUFFER="ring:4M",
                                                              PREPATCH_OUTPUT=d + "/r.trace"), None),
+            ("prepatch graph, threshold no call reaches", [prepared, n], dict(pp, PREPATCH_TRACER="graph", PREPATCH_THRESHOLD="1s",
+                                                                               PREPATCH_OUTPUT=d + "/t.trace"), None),
             ("xray baseline (clang -fxray-instrument, off)", [xray, n], base, None),
             ("xray FDR", [xray, n], xray_fdr, d + "/xray-log.*"),
             ("xray basic", [xray, n], xray_basic, d + "/xray-log.*"),
@@ -151,6 +155,8 @@ def main():
         print(f"count per call: {per['prepatch count']:.1f} ns")
         print(f"graph in a 4 MiB ring per call: {per['prepatch graph, ring:4M']:.1f} ns (ratio to the file: "
               f"{per['prepatch graph, ring:4M'] / per['prepatch graph']:.2f})")
+        t = per['prepatch graph, threshold no call reaches']
+        print(f"graph under a threshold no call reaches, per call: {t:.1f} ns (count + {t - per['prepatch count']:.1f} ns)")
 
 
 if __name__ == "__main__":
