@@ -97,6 +97,7 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
   std::vector<u8> buf(h.chunk_size);
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
+  h.snapshot = 1;
   shim::snapshot_copy(src, dst, h, chunks, buf.data(), kept.data(), r);
   s.chunks = r.chunks, s.dropped = r.dropped;
   t.resize(r.end);

@@ -210,9 +210,13 @@ struct TraceHeader {
   // PREPATCH_BUFFER=ring:SIZE: the chunks of each thread's ring (0: no rings, in files before them too).
   // A thread claims them at once and writes them in turn, overwriting its oldest.
   u64 ring_chunks;
-  u8 reserved[4096 - 416];
+  // A snapshot (docs/SHIM.md, "Snapshots"): 1 made by `prepatch ctl PID snapshot`, 2 by a trigger; 0 the
+  // file the process writes (and in files before this field). Calls open at a snapshot's end were cut
+  // by it, not left unfinished.
+  u64 snapshot;
+  u8 reserved[4096 - 424];
 };
-static_assert(sizeof(TraceHeader) == 4096 && __builtin_offsetof(TraceHeader, ring_chunks) == 408);
+static_assert(sizeof(TraceHeader) == 4096 && __builtin_offsetof(TraceHeader, ring_chunks) == 408 && __builtin_offsetof(TraceHeader, snapshot) == 416);
 // Bytes per chunk of a trace file the shim writes; the most PREPATCH_BUFFER=ring:SIZE takes per thread,
 // and for all threads' rings together (the file's span: threads past it record nothing, and lose
 // their events, counted).

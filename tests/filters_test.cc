@@ -375,6 +375,10 @@ TEST(Triggers, ADurationTriggerSnapshotsExactlyTheSlowCalls) {
       if (any && last.type == shim::rec_exit && f.name(last.site) == "slow" && last.ns - slow_entry.ns >= 100000000) slow_last++;
     }
     EXPECT_GE(slow_last, 1);
+    // work() was still running when the copy was made: cut, not unfinished.
+    Proc replay = prepatch({"replay", s});
+    EXPECT_NE(replay.out.find("| } /* work (cut) */\n"), std::string::npos) << replay.out.substr(replay.out.size() - 800);
+    EXPECT_EQ(replay.out.find("unfinished"), std::string::npos);
   }
 
   const std::string bounded = program().d / "bounded.trace";

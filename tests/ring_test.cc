@@ -137,6 +137,10 @@ TEST(Ring, EachThreadKeepsExactlyItsLastEvents) {
       ASSERT_EQ(replay.status, 0) << replay.err;
       const std::string end = replay.out.substr(replay.out.rfind("crash_here") == std::string::npos ? 0 : replay.out.rfind("crash_here"));
       const size_t signals = count(replay.out, "*** SIGSEGV ***");
+      // The first kept chunk began inside a call of g (whose entry was overwritten): its exit is cut.
+      if (graph && got.at(t.at(0)).front() != "+g") {
+        EXPECT_NE(replay.out.find("| } /* g (cut) */\n"), std::string::npos) << replay.out.substr(0, 1500);
+      }
       if (!crash) {
         EXPECT_EQ(signals, 0u);
       } else if (graph) {  // the signal inside the call, which never returned

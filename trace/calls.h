@@ -16,6 +16,7 @@ struct Call {
   u32 site = 0, depth = 0;  // depth: the calls open when it began
   bool finished = false;  // it closed with an exit record
   bool unwound = false;   // it closed with an unwound record (left without returning)
+  bool cut = false;       // still open where a snapshot's copy ends
   u8 mark = 0;            // the consumer's own
   u8 args = 0;            // arguments recorded (PREPATCH_ARGS): CallMatcher::args() holds them
   bool has_retval = false;  // a return value was recorded (PREPATCH_RETVAL)
@@ -59,7 +60,12 @@ class CallMatcher {
     const bool had_retval = retval_pending_;
     retval_pending_ = false;
     while (k > 0 && open_[k - 1].site != e.site) k--;
-    if (k == 0) return;
+    if (k == 0) {
+      // A call entered before the thread's first record kept (a ring overwrote its entry, or a
+      // snapshot's copy starts inside it): a handler that shows such exits gets it.
+      if constexpr (requires { h_.cut_exit(e); }) h_.cut_exit(e);
+      return;
+    }
     while (open_.size() > k) close_top(e.ns, false, false);
     if (had_retval && e.type == shim::rec_exit) open_.back().has_retval = true, open_.back().retval = retval_;
     close_top(e.ns, e.type == shim::rec_exit, e.type == shim::rec_unwound);
@@ -71,9 +77,10 @@ class CallMatcher {
   // The calls open now, the innermost last.
   std::vector<Call>& open() { return open_; }
 
-  // The thread's events ended: what is still open closes at its last event's time, unfinished.
-  void finish() {
-    while (!open_.empty()) close_top(last_, false, false);
+  // The thread's events ended: what is still open closes at its last event's time, unfinished, or
+  // `cut` (the file is a snapshot: the calls went on after it).
+  void finish(bool cut = false) {
+    while (!open_.empty()) open_.back().cut = cut, close_top(last_, false, false);
   }
 
  private:

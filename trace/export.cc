@@ -49,6 +49,7 @@ class Events {
   void close(const Call& c, std::vector<Call>&) {
     std::string args;
     if (c.unwound) args = "\"unwound\":true";
+    else if (c.cut) args = "\"cut\":true";
     else if (!c.finished) args = "\"unfinished\":true";
     if (c.args) (args += args.empty() ? "" : ",") += values(matcher_->args(c), c.args);
     if (c.has_retval) (args += args.empty() ? "" : ",") += "\"retval\":" + json_value(c.retval);
@@ -116,7 +117,7 @@ void export_chrome(TraceFile& t, Output& out) {
       }
     }
     flush();
-    if (t.graph()) m.finish();
+    if (t.graph()) m.finish(t.header().snapshot != 0);
   }
   out.put("\n]}\n");
 }

@@ -108,7 +108,7 @@ class ThreadLines {
     Event e;
     while (lines.text.size() < target && !ended_) {
       if (!stream_.next(e)) {
-        if (t_.graph()) matcher_.finish();
+        if (t_.graph()) matcher_.finish(t_.header().snapshot != 0);
         else flush_call();
         ended_ = true;
       } else if (t_.graph() && e.type != signal_event) {
@@ -143,6 +143,16 @@ class ThreadLines {
     lines.end(p.begin, d);
   }
 
+  // The exit of a call entered before the thread's first record kept: `} /* f (cut) */`, its duration
+  // not known, outside every call the trace shows.
+  void cut_exit(const Event& e) {
+    if (!wanted_(e.site)) return;
+    const std::string& name = t_.name(e.site);
+    char* d = lines.begin(e.ns, 12 + 3 + name.size() + 16);
+    d = put(static_cast<char*>(std::memset(d, ' ', 12)) + 12, " | } /* ");
+    lines.end(e.ns, put(put(d, name), " (cut) */"));
+  }
+
   // A fatal signal the thread got (the shim marked where): a line inside the calls open then.
   void signal_line(const Event& e) {
     size_t depth = 0;
@@ -172,12 +182,12 @@ class ThreadLines {
     d = static_cast<char*>(std::memset(d, ' ', 2 * c.depth)) + 2 * c.depth;
     if (leaf) {
       d = put(put(d, name), ";");
-      d = put(d, c.unwound ? " /* unwound */" : !c.finished ? " /* unfinished */" : "");
+      d = put(d, c.unwound ? " /* unwound */" : c.cut ? " /* cut */" : !c.finished ? " /* unfinished */" : "");
       if (c.has_retval) d = put(put(put(d, " /* = "), retval), " */");
     } else {
       d = put(put(d, "} /* "), name);
       if (c.has_retval) d = put(put(d, " = "), retval);
-      d = put(d, c.unwound ? " (unwound) */" : !c.finished ? " (unfinished) */" : " */");
+      d = put(d, c.unwound ? " (unwound) */" : c.cut ? " (cut) */" : !c.finished ? " (unfinished) */" : " */");
     }
     lines.end(ns, d);
   }

@@ -47,7 +47,8 @@ void replay(TraceFile& t, const ReplayFilter& f, Output& out);
 
 // Chrome Trace Event JSON (Perfetto UI, chrome://tracing): B/E pairs per call for graph, instant
 // events for function. Calls still open at the end of a thread's records are closed at its last
-// timestamp with args.unfinished = true.
+// timestamp with args.unfinished = true (args.cut = true in a snapshot, whose calls went on after it);
+// the exits of calls entered before a thread's first record kept (a ring, a snapshot) have no event.
 void export_chrome(TraceFile& t, Output& out);
 
 }  // namespace prepatch::trace
