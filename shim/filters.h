@@ -1,6 +1,7 @@
-// The record-time filters and the values recorded with calls (docs/SHIM.md, "Filters"): set at start
-// by PREPATCH_DEPTH, PREPATCH_THRESHOLD, PREPATCH_GRAPH_FUNCTION, PREPATCH_GRAPH_NOTRACE, PREPATCH_TIDS,
-// PREPATCH_RETVAL and PREPATCH_ARGS, and live by `prepatch ctl PID set NAME=VALUE`, both parsed here.
+// The record-time filters, the values recorded with calls and the triggers (docs/SHIM.md, "Filters" and
+// "Triggers"): set at start by PREPATCH_DEPTH, PREPATCH_THRESHOLD, PREPATCH_GRAPH_FUNCTION,
+// PREPATCH_GRAPH_NOTRACE, PREPATCH_TIDS, PREPATCH_RETVAL, PREPATCH_ARGS, PREPATCH_TRIGGER and
+// PREPATCH_SNAPSHOTS, and live by `prepatch ctl PID set NAME=VALUE`, both parsed here.
 // Freestanding, like shim/settings.h: the shim, gtest and the settings fuzzer run it.
 #pragma once
 #include "shim/core.h"
@@ -30,7 +31,7 @@ struct Filters {
   u32 tids[filter_tids_max] = {};  // TIDS: only these threads record (tid_count 0: every thread)
   u32 tid_count = 0;
   // TRIGGER: its text ("": none), and each trigger parsed from it: its glob (a part of the text), its
-  // duration (`timed`: the call must last min_ns, checked at its exit) and action. SNAPSHOTS: the most
+  // duration (`timed`: the call must last trigger_ns, checked at its exit) and action. SNAPSHOTS: the most
   // snapshots each takes.
   char trigger[filter_globs_max + 1] = {};
   u32 trigger_count = 0;

@@ -65,7 +65,7 @@ struct Lines {
   void clear() { text.clear(), ends.clear(), head = from = 0; }
 };
 
-constexpr u8 shown = 1, pending = 2;
+constexpr u8 shown = 1, pending = 2;  // Call::mark: the call is shown; its line waits to learn if it is a leaf
 
 // `call` (a name as a call: "f()", "ns::f(int)") with the values `v` in place of its parameters:
 // "f(1, 0x7ffd5c3a)", "ns::f(1)".
@@ -87,7 +87,7 @@ std::string with_args(const std::string& call, const u64* v, u8 n) {
     r += value_text(v[k]);
   }
   return r + ")" + (open < call.size() ? call.substr(close + 1) : "");
-}  // Call::mark: the call is shown; its line waits to learn if it is a leaf
+}
 
 // A thread's lines, made on demand. Graph: a call is shown when it or one of its callers matches;
 // indentation is by depth. A call with no callee is one line; others open a brace that closes with
