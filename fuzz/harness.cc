@@ -308,6 +308,9 @@ bool number_below(std::string_view v, u64 base, u64 limit, u64& out) {
   return true;
 }
 
+// The oracle's patterns, compiled once (a fuzzer runs the oracle a million times).
+const std::regex duration_re("([0-9]+)(ns|us|ms|s)?"), ring_re("ring:([0-9]+)([KMG]?)");
+
 // The filter variables (shim/filters.h) against an independent reading of `env`: each right one taken,
 // a wrong one an error, and filters the tracer cannot apply refused whole. True when all were taken.
 bool check_filters(const shim::Settings& s, const Variables& env) {
@@ -326,7 +329,7 @@ bool check_filters(const shim::Settings& s, const Variables& env) {
   // A duration as THRESHOLD and a trigger take it, in ns.
   const auto duration = [&](const std::string& v, u64& ns) {
     std::smatch m;
-    const std::string unit = std::regex_match(v, m, std::regex("([0-9]+)(ns|us|ms|s)?")) ? m[2].str() : "?";
+    const std::string unit = std::regex_match(v, m, duration_re) ? m[2].str() : "?";
     const u64 mult = unit == "ns" ? 1 : unit == "ms" ? 1000000 : unit == "s" ? 1000000000 : unit == "?" ? 0 : 1000;
     if (!mult || !number_below(m[1].str(), 10, u64{1} << 50, n) || n > u64{3600} * 1000000000 / mult) return false;
     ns = n * mult;
@@ -388,11 +391,14 @@ bool check_filters(const shim::Settings& s, const Variables& env) {
   globs("PREPATCH_GRAPH_NOTRACE", want.graph_notrace);
   globs("PREPATCH_RETVAL", want.retval);
   if (const char* v = set("PREPATCH_ARGS")) {
-    std::cmatch m;
     std::string g = v;
     u32 count = shim::args_max;
-    if (std::regex_match(v, m, std::regex("(.+):([0-9]+)"))) {
-      if (m[2].length() == 1 && m[2].str()[0] >= '1' && m[2].str()[0] <= '6') g = m[1].str(), count = static_cast<u32>(m[2].str()[0] - '0');
+    // A count: digits alone after the last ':', which is not the first byte (any byte before it: no
+    // regex, whose '.' stops at a carriage return).
+    const size_t colon = g.rfind(':');
+    if (colon != std::string::npos && colon > 0 && colon + 1 < g.size() && g.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
+      const std::string digits = g.substr(colon + 1);
+      if (digits.size() == 1 && digits[0] >= '1' && digits[0] <= '6') count = static_cast<u32>(digits[0] - '0'), g.resize(colon);
       else g.clear(), ok = false;
     }
     if (g.size() > shim::filter_globs_max) ok = false;
@@ -484,7 +490,7 @@ bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   if (const char* v = set("PREPATCH_BUFFER")) {
     u64 mb = 0;
     std::cmatch ring;
-    if (std::regex_match(v, ring, std::regex("ring:([0-9]+)([KMG]?)"))) {
+    if (std::regex_match(v, ring, ring_re)) {
       // The flight recorder: a size with its unit (MiB without), 1 GiB at most, in chunks, two at least.
       u64 n = 0;
       const u64 unit = ring[2] == "K" ? 1 << 10 : ring[2] == "G" ? 1 << 30 : 1 << 20;
