@@ -2,7 +2,9 @@
 // unwound record closes it. report, replay and export all see calls through this one matcher, which
 // holds only the calls open at the moment (the call depth), whatever the trace's length.
 #pragma once
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,18 @@ inline std::string value_text(u64 v) {
   std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
   return b;
 }
+
+// A `function` trace's last call, held until the next event: its arguments (value events) follow it.
+struct HeldCall {
+  std::optional<Event> call;
+  u64 args[6] = {};
+  u8 nargs = 0;
+  void hold(const Event& e) { call = e, nargs = 0; }
+  void value(const Event& e) {
+    if (call && e.site < 6) args[e.site] = e.rest, nargs = std::max<u8>(nargs, static_cast<u8>(e.site + 1));
+  }
+  void reset() { call.reset(), nargs = 0; }
+};
 
 // Handler: void enter(std::vector<Call>& open) once the call is pushed (open.back(); its callers
 // below it); void close(const Call& c, std::vector<Call>& open) after c is popped, its end and its

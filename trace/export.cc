@@ -94,26 +94,24 @@ void export_chrome(TraceFile& t, Output& out) {
     CallMatcher<Events> m(ev);
     ev.matcher_ = &m;
     // function: a call's event waits for its arguments, which follow it.
-    std::optional<Event> call;
-    u64 args[6] = {};
-    u8 nargs = 0;
+    HeldCall held;
     const auto flush = [&] {
       std::string a;
-      if (nargs) a.append(1, '{').append(Events::values(args, nargs)).append(1, '}');
-      if (call) ev.event("i", call->ns, call->site, nargs ? a.c_str() : nullptr);
-      call.reset(), nargs = 0;
+      if (held.nargs) a.append(1, '{').append(Events::values(held.args, held.nargs)).append(1, '}');
+      if (held.call) ev.event("i", held.call->ns, held.call->site, held.nargs ? a.c_str() : nullptr);
+      held.reset();
     };
     while (s.next(e)) {
       if (t.graph() && e.type != signal_event) {
         m.event(e);
       } else if (e.type == value_event) {
-        if (call && e.site < 6) args[e.site] = e.rest, nargs = std::max<u8>(nargs, static_cast<u8>(e.site + 1));
+        held.value(e);
       } else if (flush(), e.type == signal_event) {
         // A fatal signal the thread got: an instant event named after it.
         const std::string name = json_string(signal_name(e.rest));
         ev.event("i", e.ns, 0, "{\"signal\":true}", &name);
       } else {
-        call = e;
+        held.hold(e);
       }
     }
     flush();

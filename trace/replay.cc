@@ -114,11 +114,11 @@ class ThreadLines {
       } else if (t_.graph() && e.type != signal_event) {
         matcher_.event(e);
       } else if (e.type == value_event) {  // function: an argument of the call before
-        if (call_ && e.site < 6) call_args_[e.site] = e.rest, call_nargs_ = std::max<u8>(call_nargs_, static_cast<u8>(e.site + 1));
+        held_.value(e);
       } else {
         if (!t_.graph()) flush_call();
         if (e.type == signal_event) signal_line(e);
-        else call_ = e, call_nargs_ = 0;  // its line waits for its arguments
+        else held_.hold(e);  // its line waits for its arguments
       }
     }
   }
@@ -198,13 +198,13 @@ class ThreadLines {
   // function: one line per call, with its caller: the traced function whose site precedes the return
   // address most closely.
   void flush_call() {
-    if (call_) call_line(*call_);
-    call_.reset();
+    if (held_.call) call_line(*held_.call);
+    held_.reset();
   }
   void call_line(const Event& e) {
     if (!wanted_(e.site)) return;
     std::string with;
-    const std::string& name = call_nargs_ ? (with = with_args(t_.call(e.site), call_args_, call_nargs_)) : t_.call(e.site);
+    const std::string& name = held_.nargs ? (with = with_args(t_.call(e.site), held_.args, held_.nargs)) : t_.call(e.site);
     const std::string* caller = nullptr;
     u64 link = e.rest;
     if (e.rest != shim::rec_caller_unknown)
@@ -226,9 +226,7 @@ class ThreadLines {
   Wanted& wanted_;
   CallMatcher<ThreadLines> matcher_;
   bool ended_ = false;
-  std::optional<Event> call_;  // function: the last call, whose arguments may follow it
-  u64 call_args_[6] = {};
-  u8 call_nargs_ = 0;
+  HeldCall held_;  // function: the last call, whose arguments may follow it
 };
 
 }  // namespace
