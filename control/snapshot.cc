@@ -87,14 +87,22 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
     int fd;
     bool read(void* to, u64 n, u64 off) { return read_at(fd, to, n, off); }
   } src{fd};
+  std::vector<u8> buf(h.chunk_size), spare(h.chunk_size);
   struct Sink {
     elf::TempFile& t;
+    int from;
+    std::vector<u8>& spare;
     bool write(const void* p, u64 n, u64 off) {
       t.write_at(std::span<const u8>(static_cast<const u8*>(p), n), off);
       return true;
     }
-  } dst{t};
-  std::vector<u8> buf(h.chunk_size);
+    // Through `spare` (copy_file_range, a chunk's records at a time, measured slower here than
+    // pread and pwrite: bench/snapshot_bench.py, docs/PERFORMANCE.md).
+    int copy(u64 n, u64 off) {
+      if (n > spare.size() || !read_at(from, spare.data(), n, off)) return 0;
+      return write(spare.data(), n, off) ? 1 : -1;
+    }
+  } dst{t, fd, spare};
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
   h.snapshot = 1;

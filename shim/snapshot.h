@@ -27,7 +27,9 @@ struct SnapshotResult {
 // the chunks to look at (claimed, at most the capacity and what the file holds). `buf` holds a chunk,
 // `kept` `chunks` entries. Src: bool read(void* to, u64 n, u64 off), exactly n bytes, false past the
 // end (a read of a chunk's records happens after the read of its header, in that order: an in-memory
-// source fences in between). Dst: bool write(const void* p, u64 n, u64 off). False when a write fails.
+// source fences in between). Dst: bool write(const void* p, u64 n, u64 off), and int copy(u64 n, u64 off),
+// which copies the source's n bytes at `off` to the same offset without passing them through `buf`: 1,
+// 0 when the source ends before them, -1 when a write fails. False when a write fails.
 template <class Src, class Dst>
 bool snapshot_copy(Src& src, Dst& dst, TraceHeader h, u64 chunks, u8* buf, SnapshotChunk* kept, SnapshotResult& r) {
   const u64 cs = h.chunk_size;
@@ -38,6 +40,7 @@ bool snapshot_copy(Src& src, Dst& dst, TraceHeader h, u64 chunks, u8* buf, Snaps
   }
   r.end = h.chunk_offset;
   u64 nkept = 0;
+  const ChunkHeader none{};
   // A chunk's header now, and whether it is still the one copied (not started over by its thread:
   // its magic cleared, or another number, as when a ring wrapped onto it).
   const auto same = [&](const SnapshotChunk& k, ChunkHeader& now) {
@@ -61,21 +64,22 @@ bool snapshot_copy(Src& src, Dst& dst, TraceHeader h, u64 chunks, u8* buf, Snaps
     }
     if (c.magic != chunk_magic || c.used > cs - sizeof c) continue;
     // The records complete when the header was read (its thread only appends to them until it starts
-    // the chunk over), kept if it did not meanwhile.
+    // the chunk over), kept if it did not meanwhile: copied first, then the header, which makes them a
+    // chunk of the copy (one left out has none: no chunk).
     const SnapshotChunk kc{off, c.seq, c.used, c.tid, false};
     ChunkHeader now;
-    if (!src.read(buf + sizeof c, kc.used, off + sizeof c) || !same(kc, now)) {
+    const int copied = dst.copy(kc.used, off + sizeof c);
+    if (copied < 0) return false;
+    if (copied == 0 || !same(kc, now)) {  // its header never written: no chunk in the copy
       r.dropped++;
       continue;
     }
-    __builtin_memcpy(buf, &c, sizeof c);
-    if (!dst.write(buf, sizeof c + kc.used, off)) return false;
+    if (!dst.write(&c, sizeof c, off)) return false;
     kept[nkept++] = kc;
     if (off + cs > r.end) r.end = off + cs;
   }
   // Second pass: a chunk whose thread went on to another while the copy ran got more records since;
   // they are copied too (when it has not been started over), so that a thread's chunks join.
-  const ChunkHeader none{};
   for (u64 i = 0; i < nkept; i++) {
     SnapshotChunk& k = kept[i];
     ChunkHeader now;
