@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reader benchmark (issue 25): prepatch report, replay and export against uftrace report and replay,
+"""Reader benchmark (issues 25, 28): prepatch report, replay and export (chrome, perfetto) against uftrace's,
 and against `cat TRACE > /dev/null` with the file cached, side by side.
 
 testdata/bigtrace.c (4 threads, each --rounds rounds of a wide and a 60-deep call tree: 404 calls a
@@ -71,12 +71,21 @@ def main():
             ("prepatch replay", [pp, "replay", trace]),
             ("uftrace replay", ["/usr/bin/uftrace", "replay", "-d", udata]),
             ("prepatch export --format chrome -o -", [pp, "export", trace, "-o", "-"]),
+            ("prepatch export --format perfetto -o -", [pp, "export", trace, "--format", "perfetto", "-o", "-"]),
             ("uftrace dump --chrome", ["/usr/bin/uftrace", "dump", "--chrome", "-d", udata]),
             ("cat TRACE (cached)", ["/bin/cat", trace]),
         ], a.runs, runner, d)
         print(f"report: {med['uftrace report'] / med['prepatch report']:.1f}x faster than uftrace report; "
               f"replay: {med['uftrace replay'] / med['prepatch replay']:.1f}x faster than uftrace replay; "
-              f"export: {med['uftrace dump --chrome'] / med['prepatch export --format chrome -o -']:.1f}x faster than uftrace dump --chrome\n")
+              f"export: {med['uftrace dump --chrome'] / med['prepatch export --format chrome -o -']:.1f}x faster than uftrace dump --chrome")
+        sizes = {}
+        for fmt in ("chrome", "perfetto"):
+            out = os.path.join(d, "export." + fmt)
+            subprocess.run([pp, "export", trace, "--format", fmt, "-o", out], check=True)
+            sizes[fmt] = os.path.getsize(out)
+            os.unlink(out)
+        print(f"export sizes against the trace's {os.path.getsize(trace) / 1e6:.1f} MB: chrome {sizes['chrome'] / os.path.getsize(trace):.2f}x, "
+              f"perfetto {sizes['perfetto'] / os.path.getsize(trace):.2f}x\n")
         if a.big_mb <= 0:
             return
         rounds = a.big_mb * 1000000 // (4 * 404 * 16)
@@ -89,9 +98,10 @@ def main():
             ("prepatch report", [pp, "report", big_trace]),
             ("prepatch replay", [pp, "replay", big_trace]),
             ("prepatch export --format chrome -o -", [pp, "export", big_trace, "-o", "-"]),
+            ("prepatch export --format perfetto -o -", [pp, "export", big_trace, "--format", "perfetto", "-o", "-"]),
         ], max(1, a.runs // 2), runner, d)
         cat = med["cat TRACE (cached)"]
-        for name in ("prepatch report", "prepatch replay", "prepatch export --format chrome -o -"):
+        for name in ("prepatch report", "prepatch replay", "prepatch export --format chrome -o -", "prepatch export --format perfetto -o -"):
             print(f"{name}: {size / med[name] / 1e6:.0f} MB/s, {cat / med[name]:.2f} of cat's speed, peak RSS {rss[name] / 1024:.1f} MB")
 
 

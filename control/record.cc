@@ -155,7 +155,7 @@ int record(const RecordOptions& o) {
     if (st.st_size < 1000000) std::snprintf(size, sizeof size, "%lld kB", static_cast<long long>(st.st_size + 999) / 1000);
     else std::snprintf(size, sizeof size, "%.1f MB", static_cast<double>(st.st_size) / 1e6);
     std::cerr << "prepatch record: wrote " << file << " (" << o.tracer << ", " << size << "); read it with\n  prepatch report " << f
-              << "\n  prepatch replay " << f << "\n  prepatch export " << f << " --format chrome -o trace.json\n";
+              << "\n  prepatch replay " << f << "\n  prepatch export " << f << " --format perfetto -o trace.pftrace\n";
   }
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return WEXITSTATUS(status);

@@ -15,6 +15,7 @@ packages=(
   nlohmann-json3-dev                  # `prepatch sites --json`
   libssl-dev                          # `prepatch record`: SHA-256 keys of its cache (libcrypto)
   libgtest-dev                        # tests
+  libprotobuf-dev libprotoc-dev       # tests: Perfetto's .proto parsed at run time, to decode `export --format perfetto`
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv (permission errors, other users as root), unshare (a user namespace)
   libcap2-bin                         # tests: setcap, a prepared program with a file capability (tests/security_test.cc)

@@ -11,6 +11,8 @@
 
 #include "shim/filters.h"
 #include "support.h"
+#include "tests/perfetto.h"
+#include "trace/calls.h"
 #include "trace/reader.h"
 
 namespace prepatch::test {
@@ -206,6 +208,36 @@ TEST(Filters, ArgumentsAndReturnValuesAreWhatTheProgramComputed) {
   const std::string j = read_file(program().d / "values.json");
   EXPECT_NE(j.find("\"args\":{\"retval\":12}"), std::string::npos) << j.substr(0, 2000);
   EXPECT_NE(j.find("\"args\":{\"args\":[3,-4,\"0x"), std::string::npos) << j.substr(0, 2000);
+  // The same values in the Perfetto export, decoded against Perfetto's definitions: each mix slice's
+  // end carries its six arguments and its value, each a slice's end its value, as the views show them.
+  std::vector<std::string> mix_args, mix_values, a_values;
+  for (size_t k = 0; k < v.size(); k++) {
+    if (v[k] != "+mix") continue;
+    std::string args = "[";
+    for (size_t n = 1; n <= 6; n++) args += (n > 1 ? "," : "") + trace::value_text(static_cast<u64>(std::stoll(v[k + n].substr(3))));
+    mix_args.push_back(args + "]");
+  }
+  for (const auto& [i, value] : mix) mix_values.push_back(trace::value_text(static_cast<u64>(value)));
+  for (int i = 1; i <= 4; i++) a_values.push_back(std::to_string(6 * i));
+  Proc pf = prepatch({"export", file, "--format", "perfetto", "-o", program().d / "values.pftrace"});
+  ASSERT_EQ(pf.status, 0) << pf.err;
+  PerfettoReader reader;
+  std::map<u64, std::vector<std::string>> open;  // by track
+  std::vector<std::string> got_args, got_values, got_a;
+  reader.read(program().d / "values.pftrace", [&](const PfEvent& e) {
+    std::vector<std::string>& o = open[e.track];
+    if (e.type == 1) return o.push_back(e.name);
+    ASSERT_EQ(e.type, 2);
+    ASSERT_FALSE(o.empty());
+    if (o.back() == "mix") got_args.push_back(e.args.at("args")), got_values.push_back(e.args.at("retval"));
+    else if (o.back() == "a") got_a.push_back(e.args.at("retval"));
+    else EXPECT_TRUE(e.args.empty()) << o.back();
+    o.pop_back();
+  });
+  EXPECT_TRUE(reader.problems().empty()) << reader.problems().front();
+  EXPECT_EQ(got_args, mix_args);
+  EXPECT_EQ(got_values, mix_values);
+  EXPECT_EQ(got_a, a_values);
 
   // A threshold: only the slow calls, each with its argument and value; then the function tracer.
   const std::string slow = program().d / "slow.trace";
@@ -220,6 +252,17 @@ TEST(Filters, ArgumentsAndReturnValuesAreWhatTheProgramComputed) {
   EXPECT_EQ(recorded(fn, true).at(tids_of(f.out).at(0)), want);
   Proc freplay = prepatch({"replay", fn});
   EXPECT_NE(freplay.out.find("mix(3, -4) <- work"), std::string::npos) << freplay.out;
+  // In Perfetto: an instant per call, mix's with its two arguments.
+  Proc fpf = prepatch({"export", fn, "--format", "perfetto", "-o", program().d / "function.pftrace"});
+  ASSERT_EQ(fpf.status, 0) << fpf.err;
+  std::vector<std::string> instants, want_instants;
+  reader.read(program().d / "function.pftrace", [&](const PfEvent& e) {
+    EXPECT_EQ(e.type, 3);
+    instants.push_back(e.name + (e.args.empty() ? "" : " " + e.args.at("args")));
+  });
+  EXPECT_TRUE(reader.problems().empty()) << reader.problems().front();
+  for (int i = 0; i < 4; i++) want_instants.insert(want_instants.end(), {"quiet", "mix [" + std::to_string(i) + "," + std::to_string(-1 - i) + "]"});
+  EXPECT_EQ(instants, want_instants);
 }
 
 // `prepatch ctl PID set NAME=VALUE`: each change holds from the next round on, on every thread;

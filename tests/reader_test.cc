@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <sstream>
 
+#include "tests/perfetto.h"
 #include "tests/support.h"
 #include "trace/reader.h"
 
@@ -192,6 +194,39 @@ TEST(BigTrace, ExportPairsEveryCallPerThreadWithinTheMemoryLimit) {
   for (const char* f : {"main", "worker", "round_of", "level0", "level1", "level2", "level3", "dive", "leaf"}) want[f] = b.calls(f);
   EXPECT_EQ(begins, want);
   EXPECT_EQ(ends, want);
+}
+
+// Perfetto's format (issue 28): written within the limit, at most twice the trace's size (interned
+// names, delta timestamps), and decoded against Perfetto's definitions, every call a slice on its
+// thread's track, nested.
+TEST(BigTrace, PerfettoExportIsEveryCallWithinTheMemoryLimitAndAtMostTwiceTheTrace) {
+  const Big& b = big();
+  TempDir d;
+  const std::string out = d / "big.pftrace";
+  std::string err;
+  const int status = limited({"export", b.trace, "--format", "perfetto", "-o", out}, [](std::string_view) {}, err);
+  ASSERT_EQ(status, 0) << err;
+  const u64 trace_bytes = std::filesystem::file_size(b.trace), pf_bytes = std::filesystem::file_size(out);
+  EXPECT_LE(pf_bytes, 2 * trace_bytes) << pf_bytes << " bytes from a trace of " << trace_bytes;
+  std::map<std::string, long> begins;
+  std::map<u64, std::vector<std::string>> open;  // per track
+  long ends = 0, unmatched = 0;
+  PerfettoReader r;
+  r.read(out, [&](const PfEvent& e) {
+    std::vector<std::string>& o = open[e.track];
+    if (e.type == 1) return begins[e.name]++, o.push_back(e.name);
+    ends++;
+    unmatched += e.type != 2 || o.empty() || !e.args.empty();
+    if (!o.empty()) o.pop_back();
+  });
+  EXPECT_TRUE(r.problems().empty()) << r.problems().front();
+  EXPECT_EQ(unmatched, 0);
+  for (const auto& [track, s] : open) EXPECT_TRUE(s.empty()) << track;
+  std::map<std::string, long> want;
+  long calls = 0;
+  for (const char* f : {"main", "worker", "round_of", "level0", "level1", "level2", "level3", "dive", "leaf"}) calls += want[f] = b.calls(f);
+  EXPECT_EQ(begins, want);
+  EXPECT_EQ(ends, calls);
 }
 
 }  // namespace

@@ -125,4 +125,26 @@ class CallMatcher {
   u64 retval_ = 0;
 };
 
+// Thread `k`'s events as the exports show them: a graph trace's records through `m` (its handler gets
+// each call; a snapshot's calls still open at its end are cut), a function trace's calls with the
+// arguments that follow each (`call(const Event&, const u64* args, u8 n)`), and a fatal signal the
+// thread got (`signal(const Event&)`).
+template <class Handler, class OnCall, class OnSignal>
+void stream_thread(TraceFile& t, size_t k, CallMatcher<Handler>& m, OnCall call, OnSignal signal) {
+  TraceFile::Stream s(t, k, 256 * 1024, true, true);
+  HeldCall held;  // a function call waits for its arguments
+  const auto flush = [&] {
+    if (held.call) call(*held.call, held.args, held.nargs);
+    held.reset();
+  };
+  for (Event e; s.next(e);) {
+    if (t.graph() && e.type != signal_event) m.event(e);
+    else if (e.type == value_event) held.value(e);
+    else if (flush(), e.type == signal_event) signal(e);
+    else held.hold(e);
+  }
+  flush();
+  if (t.graph()) m.finish(t.header().snapshot != 0);
+}
+
 }  // namespace prepatch::trace

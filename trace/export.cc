@@ -89,33 +89,16 @@ void export_chrome(TraceFile& t, Output& out) {
   Events ev(t, out);
   for (size_t k = 0; k < t.threads(); k++) {
     ev.thread(t.tid(k));
-    TraceFile::Stream s(t, k, 256 * 1024, true, true);
-    Event e;
     CallMatcher<Events> m(ev);
     ev.matcher_ = &m;
-    // function: a call's event waits for its arguments, which follow it.
-    HeldCall held;
-    const auto flush = [&] {
+    stream_thread(t, k, m, [&](const Event& e, const u64* args, u8 n) {
       std::string a;
-      if (held.nargs) a.append(1, '{').append(Events::values(held.args, held.nargs)).append(1, '}');
-      if (held.call) ev.event("i", held.call->ns, held.call->site, held.nargs ? a.c_str() : nullptr);
-      held.reset();
-    };
-    while (s.next(e)) {
-      if (t.graph() && e.type != signal_event) {
-        m.event(e);
-      } else if (e.type == value_event) {
-        held.value(e);
-      } else if (flush(), e.type == signal_event) {
-        // A fatal signal the thread got: an instant event named after it.
-        const std::string name = json_string(signal_name(e.rest));
-        ev.event("i", e.ns, 0, "{\"signal\":true}", &name);
-      } else {
-        held.hold(e);
-      }
-    }
-    flush();
-    if (t.graph()) m.finish(t.header().snapshot != 0);
+      if (n) a.append(1, '{').append(Events::values(args, n)).append(1, '}');
+      ev.event("i", e.ns, e.site, n ? a.c_str() : nullptr);
+    }, [&](const Event& e) {  // a fatal signal: an instant event named after it
+      const std::string name = json_string(signal_name(e.rest));
+      ev.event("i", e.ns, 0, "{\"signal\":true}", &name);
+    });
   }
   out.put("\n]}\n");
 }

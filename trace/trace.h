@@ -51,4 +51,11 @@ void replay(TraceFile& t, const ReplayFilter& f, Output& out);
 // the exits of calls entered before a thread's first record kept (a ring, a snapshot) have no event.
 void export_chrome(TraceFile& t, Output& out);
 
+// Perfetto's protobuf trace (ui.perfetto.dev, trace_processor): per thread a track (under the
+// process's) and a packet sequence of its own, its function names interned and its timestamps deltas
+// in ns on CLOCK_MONOTONIC; graph calls as slices (begin and end events), function calls as instant
+// events, a fatal signal as an instant event named after it. How a call ended (unwound, cut,
+// unfinished, as export_chrome says) and its recorded values are the end event's debug annotations.
+void export_perfetto(TraceFile& t, Output& out);
+
 }  // namespace prepatch::trace
