@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "tests/perfetto.h"
@@ -194,6 +195,24 @@ TEST(BigTrace, ExportPairsEveryCallPerThreadWithinTheMemoryLimit) {
   for (const char* f : {"main", "worker", "round_of", "level0", "level1", "level2", "level3", "dive", "leaf"}) want[f] = b.calls(f);
   EXPECT_EQ(begins, want);
   EXPECT_EQ(ends, want);
+}
+
+// Collapsed stacks (issue 28): within the limit, one line per distinct stack of the program's call
+// trees (bigtrace.c's: dive recurses 60 deep, so its stacks are many but bounded), none twice.
+TEST(BigTrace, FoldedStacksWithinTheMemoryLimit) {
+  const Big& b = big();
+  std::set<std::string> stacks;
+  long repeated = 0, deepest = 0;
+  std::string err;
+  const int status = limited({"export", b.trace, "--format", "folded", "-o", "-"}, [&](std::string_view l) {
+    const std::string stack(l.substr(0, l.rfind(' ')));
+    repeated += !stacks.insert(stack).second;
+    deepest = std::max<long>(deepest, std::count(stack.begin(), stack.end(), ';') + 1);
+  }, err);
+  ASSERT_EQ(status, 0) << err;
+  EXPECT_EQ(repeated, 0);
+  EXPECT_TRUE(stacks.contains("worker;round_of;level0;level1;level2;level3;leaf"));
+  EXPECT_EQ(deepest, 2 + 61 + 1);  // worker, round_of, dive(60) down to dive(0), leaf
 }
 
 // Perfetto's format (issue 28): written within the limit, at most twice the trace's size (interned

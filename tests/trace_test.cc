@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "shim/core.h"
 #include "support.h"
@@ -430,6 +431,54 @@ TEST(Export, ChromeJsonParsesAndBeginEndPairsNestPerThread) {
   }
   for (auto& [tid, s] : open) EXPECT_TRUE(s.empty()) << tid;
   EXPECT_EQ(events, 2u * (1 + 5 * (1 + 4 * rounds)));
+}
+
+// Collapsed stacks: every stack of the trace with the self time its calls spent, to the nanosecond
+// (computed here from the records), summed over the threads; a function trace is refused.
+TEST(Export, FoldedStacksAreEachStacksSelfTime) {
+  TempDir d;
+  Proc e = prepatch({"export", graph_trace(), "--format", "folded", "-o", d / "out.folded"});
+  ASSERT_EQ(e.status, 0) << e.err;
+  std::map<std::string, u64> got, want;
+  std::istringstream in(read_file(d / "out.folded"));
+  for (std::string line; std::getline(in, line);) {
+    const size_t sp = line.rfind(' ');
+    ASSERT_NE(sp, std::string::npos) << line;
+    ASSERT_TRUE(got.emplace(line.substr(0, sp), std::stoull(line.substr(sp + 1))).second) << "twice: " << line;
+  }
+  trace::Trace t = trace::read_trace(graph_trace());
+  for (const trace::ThreadTrace& th : t.threads) {
+    struct Open {
+      std::string stack;
+      u64 begin, child;
+    };
+    std::vector<Open> open;
+    for (const trace::Event& ev : th.events) {
+      if (ev.type == shim::rec_entry) {
+        open.push_back({(open.empty() ? "" : open.back().stack + ";") + t.names[ev.site], ev.ns, 0});
+        continue;
+      }
+      ASSERT_EQ(ev.type, shim::rec_exit);
+      const Open o = open.back();
+      open.pop_back();
+      want[o.stack] += ev.ns - o.begin - o.child;
+      if (!open.empty()) open.back().child += ev.ns - o.begin;
+    }
+    EXPECT_TRUE(open.empty());
+  }
+  std::erase_if(want, [](const auto& kv) { return kv.second == 0; });
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(got.contains("worker;top;mid;leaf")) << read_file(d / "out.folded");
+
+  const std::string fn = d / "function.trace";
+  Proc p = prepatch({"-q", td + "/calltree-fentry", "-o", d / "calltree"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  Proc f = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + fn, d / "calltree", "threads"}, d.path());
+  ASSERT_EQ(f.status, 0) << f.err;
+  Proc refused = prepatch({"export", fn, "--format", "folded", "-o", d / "f.folded"});
+  EXPECT_EQ(refused.status, 4);
+  EXPECT_NE(refused.err.find(fn + ": offset 0x10: a function trace, which has no durations"), std::string::npos) << refused.err;
+  EXPECT_FALSE(exists(d / "f.folded"));
 }
 
 TEST(Replay, NestsLikeFunctionGraphAndFilters) {

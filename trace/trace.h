@@ -58,4 +58,9 @@ void export_chrome(TraceFile& t, Output& out);
 // unfinished, as export_chrome says) and its recorded values are the end event's debug annotations.
 void export_perfetto(TraceFile& t, Output& out);
 
+// Collapsed stacks (flamegraph.pl, speedscope, inferno): a line per distinct call stack of a graph
+// trace, its functions outermost first separated by `;`, then the ns its innermost one spent itself,
+// summed over every thread. Throws InputError for a function trace (it has no durations).
+void export_folded(TraceFile& t, Output& out);
+
 }  // namespace prepatch::trace
