@@ -1,6 +1,7 @@
 // prepatch: the command-line front end. Parses arguments (CLI11), calls the rewriter, maps errors to
 // the documented exit codes (README.md, "Exit codes"). No logic of its own beyond presentation.
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -187,6 +188,28 @@ int run_report(const std::string& file, const std::string& sort, bool mangled) {
   return trace_problems(t);
 }
 
+// A time as the replay's TIME column shows it: a number (a fraction allowed) with ns, us, ms or s,
+// microseconds without a unit; in ns. False when `text` is not one.
+bool parse_time(const std::string& text, u64& ns) {
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0]))) return false;
+  size_t used = 0;
+  double v = -1;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  const std::string unit = text.substr(used);
+  const double scale = unit == "ns" ? 1 : unit == "" || unit == "us" ? 1e3 : unit == "ms" ? 1e6 : unit == "s" ? 1e9 : -1;
+  if (!(v >= 0) || scale < 0 || !(v * scale < 1.8e19)) return false;
+  ns = static_cast<u64>(v * scale + 0.5);
+  return true;
+}
+std::string time_problem(const std::string& text) {
+  u64 ns;
+  return parse_time(text, ns) ? std::string() : "'" + text + "' is not a time (a number with ns, us, ms or s; microseconds without one)";
+}
+
 int run_replay(const std::string& file, const trace::ReplayFilter& f, bool mangled) {
   trace::TraceFile t(file);
   t.show_mangled(mangled);
@@ -304,6 +327,11 @@ int main(int argc, char** argv) {
   replay->add_option("trace", trace_file, "the trace file")->required();
   replay->add_option("--tid", replay_filter.tids, "show only this thread (repeatable)");
   replay->add_option("--function", replay_filter.functions, "show only calls of functions matching these comma-separated globs, and their callees");
+  replay->add_option("--depth", replay_filter.depth, "graph: show only calls with fewer than N callers open (1: the outermost calls)")->check(CLI::PositiveNumber);
+  std::string since, until;
+  replay->add_option("--since", since, "show only lines at or after this time since the trace began (TIME column: 1500, 1.5ms, 2s; us without a unit)")
+      ->check(time_problem);
+  replay->add_option("--until", until, "show only lines at or before this time since the trace began")->check(time_problem);
   replay->add_flag("--mangled", mangled, mangled_help);
   CLI::App* exp = app.add_subcommand("export", "convert a trace file for a trace viewer");
   std::string export_format = "chrome", export_out;
@@ -341,7 +369,11 @@ int main(int argc, char** argv) {
     if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled, ctl_out);
     if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
     if (report->parsed()) return run_report(trace_file, report_sort, mangled);
-    if (replay->parsed()) return run_replay(trace_file, replay_filter, mangled);
+    if (replay->parsed()) {
+      if (!since.empty()) parse_time(since, replay_filter.since);
+      if (!until.empty()) parse_time(until, replay_filter.until);
+      return run_replay(trace_file, replay_filter, mangled);
+    }
     if (exp->parsed()) return run_export(trace_file, export_format, export_out, mangled);
     if (rec->parsed()) return record(ro);
     if (in.empty() || out.empty()) {

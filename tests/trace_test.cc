@@ -9,6 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <regex>
+#include <cmath>
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
@@ -500,6 +503,62 @@ TEST(Replay, NestsLikeFunctionGraphAndFilters) {
   ASSERT_EQ(one.status, 0);
   // The heading, worker's two lines, and per round top's and mid's two lines each and two leaves.
   EXPECT_EQ(std::count(one.out.begin(), one.out.end(), '\n'), 1 + 2 + 6 * rounds) << one.out.substr(0, 500);
+}
+
+// --depth, --since and --until, and ftrace's duration marks (+ 10 us, ! 100 us, # 1 ms, * 10 ms, @ 100 ms,
+// $ 1 s) in the duration column.
+TEST(Replay, DepthTimeWindowAndDurationMarks) {
+  Proc all = prepatch({"replay", graph_trace()});
+  ASSERT_EQ(all.status, 0) << all.err;
+  std::vector<std::string> lines;
+  std::istringstream in(all.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_GT(lines.size(), 100u);
+  // Every duration's mark, against its value (skipping values printed at a boundary).
+  const std::regex dur("^ *[0-9.]+ +[0-9]+  (.) *([0-9.]+) (us|ms|s) \\|");
+  size_t marked = 0, durations = 0;
+  for (const std::string& l : lines) {
+    std::smatch m;
+    if (!std::regex_search(l, m, dur)) continue;
+    durations++;
+    const double ns = std::stod(m[2]) * (m[3] == "us" ? 1e3 : m[3] == "ms" ? 1e6 : 1e9);
+    const double bounds[] = {1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+    if (std::any_of(std::begin(bounds), std::end(bounds), [&](double b) { return std::abs(ns - b) < 1; })) continue;
+    const char want = ns > 1e9 ? '$' : ns > 1e8 ? '@' : ns > 1e7 ? '*' : ns > 1e6 ? '#' : ns > 1e5 ? '!' : ns > 1e4 ? '+' : ' ';
+    EXPECT_EQ(m[1].str()[0], want) << l;
+    marked += want != ' ';
+  }
+  EXPECT_GT(durations, 100u);
+  EXPECT_GT(marked, 0u);  // main at least: it waits for its threads
+
+  // --depth 2: main and the workers, whose top() calls show as leaves.
+  Proc d2 = prepatch({"replay", graph_trace(), "--depth", "2"});
+  ASSERT_EQ(d2.status, 0) << d2.err;
+  std::map<std::string, int> kinds;
+  std::istringstream d2in(d2.out);
+  std::string line;
+  std::getline(d2in, line);  // the heading
+  while (std::getline(d2in, line)) {
+    const std::string f = line.substr(line.find(" | ") + 3);
+    kinds[f]++;
+  }
+  EXPECT_EQ(kinds, (std::map<std::string, int>{{"main();", 1}, {"worker() {", 5}, {"} /* worker */", 5}, {"  top();", 5 * rounds}})) << d2.out.substr(0, 800);
+
+  // --since and --until between two lines' times: exactly the lines between, in the same order.
+  const auto time_of = [](const std::string& l) { return static_cast<u64>(std::llround(std::stod(l) * 1000)); };
+  size_t a = lines.size() / 3, b = 2 * lines.size() / 3;
+  while (a + 1 < lines.size() && time_of(lines[a + 1]) - time_of(lines[a]) < 2) a++;
+  while (b + 1 < lines.size() && time_of(lines[b + 1]) - time_of(lines[b]) < 2) b++;
+  ASSERT_LT(b + 1, lines.size());
+  const u64 since = (time_of(lines[a]) + time_of(lines[a + 1])) / 2, until = (time_of(lines[b]) + time_of(lines[b + 1])) / 2;
+  Proc w = prepatch({"replay", graph_trace(), "--since", std::to_string(since) + "ns", "--until", std::to_string(until / 1000.0) + "us"});
+  ASSERT_EQ(w.status, 0) << w.err;
+  std::string want = lines[0] + "\n";
+  for (size_t k = a + 1; k <= b; k++) want += lines[k] + "\n";
+  EXPECT_EQ(w.out, want);
+  Proc bad = prepatch({"replay", graph_trace(), "--since", "5 minutes"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("'5 minutes' is not a time"), std::string::npos) << bad.err;
 }
 
 TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {

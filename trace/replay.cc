@@ -52,10 +52,12 @@ struct Lines {
     return put(put_micros(text.reserve(tid.size() + tail + 1 + 2 * max_number), ns, 14), tid);
   }
   void end(u64 ns, char* d) {
+    if (ns < since || ns > until) return;  // outside --since/--until: its text is not committed
     *d++ = '\n';
     text.commit(d);
     ends.emplace_back(ns, text.size());
   }
+  u64 since = 0, until = ~u64{0};
   std::string_view pop() {
     const size_t to = ends[head++].second;
     std::string_view s(text.data() + from, to - from);
@@ -66,6 +68,12 @@ struct Lines {
 };
 
 constexpr u8 shown = 1, pending = 2;  // Call::mark: the call is shown; its line waits to learn if it is a leaf
+
+// ftrace's function_graph marks before a duration: + over 10 us, ! 100 us, # 1 ms, * 10 ms, @ 100 ms,
+// $ 1 s (Documentation/trace/ftrace.rst, "funcgraph-duration").
+char duration_mark(u64 ns) {
+  return ns > 1000000000 ? '$' : ns > 100000000 ? '@' : ns > 10000000 ? '*' : ns > 1000000 ? '#' : ns > 100000 ? '!' : ns > 10000 ? '+' : ' ';
+}
 
 // `call` (a name as a call: "f()", "ns::f(int)") with the values `v` in place of its parameters:
 // "f(1, 0x7ffd5c3a)", "ns::f(1)".
@@ -94,8 +102,8 @@ std::string with_args(const std::string& call, const u64* v, u8 n) {
 // the call.
 class ThreadLines {
  public:
-  ThreadLines(TraceFile& t, size_t k, Wanted& wanted, u64 window)
-      : t_(t), stream_(t, k, window, true, true), wanted_(wanted), matcher_(*this) {
+  ThreadLines(TraceFile& t, size_t k, Wanted& wanted, u64 window, const ReplayFilter& f)
+      : t_(t), stream_(t, k, window, true, true), wanted_(wanted), matcher_(*this), depth_(f.depth), since_(f.since), until_(f.until) {
     char b[2 * max_number];
     *b = ' ';
     char* d = put_num(b + 1, t.tid(k), 8);
@@ -105,6 +113,7 @@ class ThreadLines {
 
   // Makes lines into `lines` until they hold `target` bytes or the thread's events end.
   void make(size_t target) {
+    lines.since = since_, lines.until = until_;  // (lines is a block the merge hands over)
     Event e;
     while (lines.text.size() < target && !ended_) {
       if (!stream_.next(e)) {
@@ -126,6 +135,7 @@ class ThreadLines {
 
   void enter(std::vector<Call>& open) {
     Call& c = open.back();
+    if (depth_ && c.depth >= depth_) return;  // deeper than --depth: not a callee the caller shows
     Call* caller = open.size() > 1 ? &open[open.size() - 2] : nullptr;
     if (caller && (caller->mark & pending)) brace(*caller);  // the caller has a callee
     if (wanted_(c.site) || (caller && (caller->mark & shown))) c.mark = shown | pending;
@@ -178,7 +188,9 @@ class ThreadLines {
     const std::string retval = c.has_retval ? value_text(c.retval) : std::string();
     const u64 ns = leaf ? c.begin : c.end;
     char* d = lines.begin(ns, 12 + 3 + 2 * c.depth + name.size() + 24 + retval.size() + 8);
+    char* column = d;
     d = put(put_duration(d, c.end - c.begin, 12), " | ");
+    if (*column == ' ') *column = duration_mark(c.end - c.begin);
     d = static_cast<char*>(std::memset(d, ' ', 2 * c.depth)) + 2 * c.depth;
     if (leaf) {
       d = put(put(d, name), ";");
@@ -225,6 +237,8 @@ class ThreadLines {
   TraceFile::Stream stream_;
   Wanted& wanted_;
   CallMatcher<ThreadLines> matcher_;
+  const u32 depth_;
+  const u64 since_, until_;
   bool ended_ = false;
   HeldCall held_;  // function: the last call, whose arguments may follow it
 };
@@ -355,7 +369,7 @@ void replay(TraceFile& t, const ReplayFilter& f, Output& out) {
   const u64 window = std::clamp<u64>((64 << 20) / n, 4096, 256 * 1024);
   const size_t block = std::clamp<size_t>((24 << 20) / n, 4096, 64 * 1024);
   std::vector<std::unique_ptr<ThreadLines>> makers;
-  for (size_t k : picked) makers.push_back(std::make_unique<ThreadLines>(t, k, wanted, window));
+  for (size_t k : picked) makers.push_back(std::make_unique<ThreadLines>(t, k, wanted, window, f));
   out.put(t.graph() ? "#     TIME(us)      TID     DURATION | FUNCTION\n" : "#     TIME(us)      TID  FUNCTION <- CALLER\n");
   {
     Blocks blocks(makers, block);
