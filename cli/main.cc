@@ -328,7 +328,9 @@ int main(int argc, char** argv) {
   replay->add_option("--tid", replay_filter.tids, "show only this thread (repeatable)");
   replay->add_option("--function", replay_filter.functions, "show only calls of functions matching these comma-separated globs, and their callees");
   replay->add_option("--depth", replay_filter.depth, "graph: show only calls with fewer than N callers open (1: the outermost calls)")->check(CLI::PositiveNumber);
-  std::string since, until;
+  std::string since, until, threshold;
+  replay->add_option("--threshold", threshold, "graph: show only calls lasting at least this long (10us, 5ms; us without a unit), each with the\n"
+                                               "calls inside it that last as long")->check(time_problem);
   replay->add_option("--since", since, "show only lines at or after this time since the trace began (TIME column: 1500, 1.5ms, 2s; us without a unit)")
       ->check(time_problem);
   replay->add_option("--until", until, "show only lines at or before this time since the trace began")->check(time_problem);
@@ -370,6 +372,7 @@ int main(int argc, char** argv) {
     if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
     if (report->parsed()) return run_report(trace_file, report_sort, mangled);
     if (replay->parsed()) {
+      if (!threshold.empty()) parse_time(threshold, replay_filter.threshold);
       if (!since.empty()) parse_time(since, replay_filter.since);
       if (!until.empty()) parse_time(until, replay_filter.until);
       return run_replay(trace_file, replay_filter, mangled);

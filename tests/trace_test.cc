@@ -505,9 +505,9 @@ TEST(Replay, NestsLikeFunctionGraphAndFilters) {
   EXPECT_EQ(std::count(one.out.begin(), one.out.end(), '\n'), 1 + 2 + 6 * rounds) << one.out.substr(0, 500);
 }
 
-// --depth, --since and --until, and ftrace's duration marks (+ 10 us, ! 100 us, # 1 ms, * 10 ms, @ 100 ms,
+// --depth, --threshold, --since and --until, and ftrace's duration marks (+ 10 us, ! 100 us, # 1 ms, * 10 ms, @ 100 ms,
 // $ 1 s) in the duration column.
-TEST(Replay, DepthTimeWindowAndDurationMarks) {
+TEST(Replay, DepthThresholdTimeWindowAndDurationMarks) {
   Proc all = prepatch({"replay", graph_trace()});
   ASSERT_EQ(all.status, 0) << all.err;
   std::vector<std::string> lines;
@@ -556,6 +556,40 @@ TEST(Replay, DepthTimeWindowAndDurationMarks) {
   std::string want = lines[0] + "\n";
   for (size_t k = a + 1; k <= b; k++) want += lines[k] + "\n";
   EXPECT_EQ(w.out, want);
+  // --threshold at the median duration: exactly the calls lasting that long, each once (a leaf line, or
+  // an opening and a closing one), every duration shown at least that.
+  trace::Trace t = trace::read_trace(graph_trace());
+  std::vector<u64> lasted;
+  for (const trace::ThreadTrace& th : t.threads) {
+    std::vector<u64> open;
+    for (const trace::Event& ev : th.events) {
+      if (ev.type == shim::rec_entry) open.push_back(ev.ns);
+      else lasted.push_back(ev.ns - open.back()), open.pop_back();
+    }
+  }
+  std::vector<u64> sorted = lasted;
+  std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+  const u64 median = sorted[sorted.size() / 2];
+  const long long_enough = std::count_if(lasted.begin(), lasted.end(), [&](u64 d) { return d >= median; });
+  ASSERT_GT(long_enough, 0);
+  ASSERT_LT(static_cast<size_t>(long_enough), lasted.size());
+  Proc th = prepatch({"replay", graph_trace(), "--threshold", std::to_string(median) + "ns"});
+  ASSERT_EQ(th.status, 0) << th.err;
+  long shown = 0;
+  std::istringstream thin(th.out);
+  std::getline(thin, line);
+  while (std::getline(thin, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, dur)) {
+      const double ns = std::stod(m[2]) * (m[3] == "us" ? 1e3 : m[3] == "ms" ? 1e6 : 1e9);
+      EXPECT_GE(ns + 0.5, static_cast<double>(median)) << line;  // (printed to the ns)
+    }
+    shown += line.ends_with("{") || line.ends_with(");");
+  }
+  EXPECT_EQ(shown, long_enough) << th.out.substr(0, 1500);
+  Proc bad_threshold = prepatch({"replay", graph_trace(), "--threshold", "abc"});
+  EXPECT_EQ(bad_threshold.status, 2);
+
   Proc bad = prepatch({"replay", graph_trace(), "--since", "5 minutes"});
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.err.find("'5 minutes' is not a time"), std::string::npos) << bad.err;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
 #include <exception>
 #include <mutex>
@@ -65,6 +66,8 @@ struct Lines {
     return s;
   }
   void clear() { text.clear(), ends.clear(), head = from = 0; }
+  // Drops the lines made since there were `lines` of them in `bytes`.
+  void drop_to(size_t lines, size_t bytes) { ends.resize(lines), text.truncate(bytes); }
 };
 
 constexpr u8 shown = 1, pending = 2;  // Call::mark: the call is shown; its line waits to learn if it is a leaf
@@ -103,7 +106,7 @@ std::string with_args(const std::string& call, const u64* v, u8 n) {
 class ThreadLines {
  public:
   ThreadLines(TraceFile& t, size_t k, Wanted& wanted, u64 window, const ReplayFilter& f)
-      : t_(t), stream_(t, k, window, true, true), wanted_(wanted), matcher_(*this), depth_(f.depth), since_(f.since), until_(f.until) {
+      : t_(t), stream_(t, k, window, true, true), wanted_(wanted), matcher_(*this), depth_(f.depth), threshold_(f.threshold), since_(f.since), until_(f.until) {
     char b[2 * max_number];
     *b = ' ';
     char* d = put_num(b + 1, t.tid(k), 8);
@@ -112,15 +115,17 @@ class ThreadLines {
   }
 
   // Makes lines into `lines` until they hold `target` bytes or the thread's events end.
+  // A block ends only where no call is undecided (its lines may yet be dropped).
   void make(size_t target) {
     lines.since = since_, lines.until = until_;  // (lines is a block the merge hands over)
     Event e;
-    while (lines.text.size() < target && !ended_) {
+    while ((lines.text.size() < target || known_long_ != regions_.size()) && !ended_) {
       if (!stream_.next(e)) {
         if (t_.graph()) matcher_.finish(t_.header().snapshot != 0);
         else flush_call();
         ended_ = true;
       } else if (t_.graph() && e.type != signal_event) {
+        if (threshold_) decide(e.ns);
         matcher_.event(e);
       } else if (e.type == value_event) {  // function: an argument of the call before
         held_.value(e);
@@ -137,8 +142,13 @@ class ThreadLines {
     Call& c = open.back();
     if (depth_ && c.depth >= depth_) return;  // deeper than --depth: not a callee the caller shows
     Call* caller = open.size() > 1 ? &open[open.size() - 2] : nullptr;
-    if (caller && (caller->mark & pending)) brace(*caller);  // the caller has a callee
-    if (wanted_(c.site) || (caller && (caller->mark & shown))) c.mark = shown | pending;
+    if (!(wanted_(c.site) || (caller && (caller->mark & shown)))) return;
+    const size_t before_lines = lines.ends.size(), before_bytes = lines.text.size();
+    const bool braced = caller && (caller->mark & pending);
+    if (braced) brace(*caller);  // the caller has a callee shown
+    c.mark = shown | pending;
+    // Under --threshold the call's lines, and its callees', wait to learn whether it lasts that long.
+    if (threshold_) regions_.push_back({c.depth, c.begin, lines.ends.size(), lines.text.size(), braced, before_lines, before_bytes});
   }
 
   // The line that opens call `p`, shown once it has a callee (or a signal came inside it).
@@ -163,8 +173,10 @@ class ThreadLines {
     lines.end(e.ns, put(put(d, name), " (cut) */"));
   }
 
-  // A fatal signal the thread got (the shim marked where): a line inside the calls open then.
+  // A fatal signal the thread got (the shim marked where): a line inside the calls open then, which
+  // are shown whatever their duration.
   void signal_line(const Event& e) {
+    known_long_ = regions_.size();
     size_t depth = 0;
     if (t_.graph()) {
       std::vector<Call>& open = matcher_.open();
@@ -180,8 +192,19 @@ class ThreadLines {
     lines.end(e.ns, put(d, text));
   }
 
-  void close(const Call& c, std::vector<Call>&) {
+  void close(const Call& c, std::vector<Call>& open) {
     if (!(c.mark & shown)) return;
+    if (threshold_ && !regions_.empty() && regions_.back().depth == c.depth) {
+      const Region r = regions_.back();
+      regions_.pop_back();
+      const bool known = known_long_ > regions_.size();
+      if (known) known_long_ = regions_.size();
+      if (!known && c.end - c.begin < threshold_) {  // too short: it and its callees go
+        if (!r.braced || open.empty()) return lines.drop_to(r.lines, r.bytes);
+        open.back().mark |= pending;  // its caller's brace too, which it made: the caller may be a leaf again
+        return lines.drop_to(r.brace_lines, r.brace_bytes);
+      }
+    }
     const bool leaf = c.mark & pending;
     std::string with;
     const std::string& name = leaf && c.args ? (with = with_args(t_.call(c.site), matcher_.args(c), c.args)) : leaf ? t_.call(c.site) : t_.name(c.site);
@@ -233,11 +256,27 @@ class ThreadLines {
     lines.end(e.ns, d);
   }
 
+  // --threshold: the calls shown and open, outermost first, each with where its lines begin; the first
+  // `known_long_` are known to last the threshold (they began that long before an event seen since).
+  struct Region {
+    u32 depth;
+    u64 begin;
+    size_t lines, bytes;
+    bool braced;  // its entry made its caller's brace line, which began at brace_lines, brace_bytes
+    size_t brace_lines, brace_bytes;
+  };
+  void decide(u64 now) {
+    while (known_long_ < regions_.size() && now - regions_[known_long_].begin >= threshold_) known_long_++;
+  }
+
   TraceFile& t_;
   TraceFile::Stream stream_;
   Wanted& wanted_;
   CallMatcher<ThreadLines> matcher_;
   const u32 depth_;
+  const u64 threshold_;
+  std::vector<Region> regions_;
+  size_t known_long_ = 0;
   const u64 since_, until_;
   bool ended_ = false;
   HeldCall held_;  // function: the last call, whose arguments may follow it
@@ -360,6 +399,8 @@ class Blocks {
 }  // namespace
 
 void replay(TraceFile& t, const ReplayFilter& f, Output& out) {
+  if (f.threshold && !t.graph())
+    throw InputError(t.file(), offsetof(shim::TraceHeader, tracer), "a function trace, which has no durations: --threshold needs a graph trace");
   Wanted wanted(t, f.functions);
   std::vector<size_t> picked;
   for (size_t k = 0; k < t.threads(); k++)

@@ -35,6 +35,7 @@ class Buffer {
   const char* data() const { return p_.get(); }
   size_t size() const { return n_; }
   void clear() { n_ = 0; }
+  void truncate(size_t n) { n_ = n < n_ ? n : n_; }  // drops what lies past n
 
  private:
   void grow(size_t k);

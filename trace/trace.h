@@ -42,10 +42,12 @@ struct ReplayFilter {
   std::vector<u32> tids;     // empty: every thread
   std::string functions;     // comma-separated globs; a call is shown when it or a caller matches; empty: all
   u32 depth = 0;             // graph: only calls with fewer callers than this open; 0: all
+  u64 threshold = 0;         // graph: only calls lasting at least this (ns), each with what it shows inside
   u64 since = 0, until = ~u64{0};  // only lines whose time (ns since the trace began) lies in [since, until]
 };
 // The events of every thread merged in time order; graph calls nested like ftrace's function_graph,
 // each duration marked as ftrace marks it: + over 10 us, ! 100 us, # 1 ms, * 10 ms, @ 100 ms, $ 1 s.
+// Throws InputError for a threshold on a function trace (it has no durations).
 void replay(TraceFile& t, const ReplayFilter& f, Output& out);
 
 // Chrome Trace Event JSON (Perfetto UI, chrome://tracing): B/E pairs per call for graph, instant
