@@ -585,8 +585,8 @@ struct ShadowStack {
     while (depth > 0 && frames[depth - 1].slot <= slot) unwound(frames[depth - 1]), depth--;
   }
   // Copies a frame field by field: a whole-struct copy of a frame just built reads its two 32-bit
-  // fields back as one 64-bit word, which the store buffer cannot forward (a stall that was a sixth of
-  // the graph tracer's cost per call, measured on x86-64).
+  // fields back as one 64-bit word, which the store buffer cannot forward (perf put a sixth of the
+  // graph tracer's samples on that load, x86-64).
   static void put(ShadowFrame& to, const ShadowFrame& f) {
     to.slot = f.slot, to.ret = f.ret, to.site = f.site, to.mark = f.mark, to.time = f.time;
   }
