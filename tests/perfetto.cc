@@ -15,7 +15,7 @@ namespace {
 
 namespace pb = google::protobuf;
 
-const char* const proto_dir = SOURCE_DIR "/../shared/perfetto";
+const char* const proto_dir = PERFETTO_PROTO_DIR;  // tests/CMakeLists.txt: ../shared/perfetto beside the project
 
 struct Errors : pb::compiler::MultiFileErrorCollector {
   std::string text;
@@ -97,7 +97,8 @@ struct PerfettoReader::Impl {
 
 PerfettoReader::PerfettoReader() : impl_(new Impl) {
   impl_->tree.MapPath("", proto_dir);
-  if (!impl_->importer.Import("perfetto_trace.proto")) throw std::runtime_error(std::string(proto_dir) + "/perfetto_trace.proto: " + impl_->errors.text);
+  if (!impl_->importer.Import("perfetto_trace.proto"))
+    throw std::runtime_error(std::string(proto_dir) + "/perfetto_trace.proto, Perfetto's published definitions (expected in ../shared/perfetto beside the project, or configure with -DPERFETTO_PROTO_DIR=DIR): " + impl_->errors.text);
   impl_->packet = impl_->importer.pool()->FindMessageTypeByName("perfetto.protos.TracePacket");
   if (!impl_->packet) throw std::runtime_error("perfetto_trace.proto has no perfetto.protos.TracePacket");
 }
