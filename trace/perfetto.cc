@@ -28,9 +28,9 @@ constexpr u32 timestamp_clock_id = 58, track_event_defaults = 11;  // TracePacke
 constexpr u32 track_uuid = 11;                                     // TrackEventDefaults
 }  // namespace defaults
 namespace track_descriptor {
-constexpr u32 uuid = 1, name = 2, process = 3, thread = 4, parent_uuid = 5;
+constexpr u32 uuid = 1, process = 3, thread = 4, parent_uuid = 5;
 constexpr u32 pid = 1, tid = 2;            // ThreadDescriptor
-constexpr u32 process_name = 6;            // ProcessDescriptor (pid = 1)
+constexpr u32 process_pid = 1, process_name = 6;  // ProcessDescriptor
 }  // namespace track_descriptor
 namespace track_event {
 constexpr u32 debug_annotations = 4, type = 9, name_iid = 10, name = 23;
@@ -53,7 +53,7 @@ class Packets {
   // The process's track, once.
   void process() {
     ProtoMessage proc, track;
-    proc.varint(1, t_.header().pid);
+    proc.varint(track_descriptor::process_pid, t_.header().pid);
     if (t_.header().object[0]) proc.bytes(track_descriptor::process_name, shim::base_name(t_.header().object));
     track.varint(track_descriptor::uuid, process_uuid_).message(track_descriptor::process, proc);
     packet_.varint(trace_packet::trusted_packet_sequence_id, 1).message(trace_packet::track_descriptor, track);
