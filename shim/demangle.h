@@ -375,6 +375,7 @@ class Demangler {
   Str template_args(Arg* list) {
     const bool record = list;
     const Str last_source = last_source_;  // names read in the arguments name no constructor
+    if (record) nargs_ = 0;  // a T_ in the name's own arguments names none yet (GNU rejects it, even in A<int>::f<T_>)
     i_++;  // 'I'
     int count = 0;
     Pool<Str> pool(*this, str_pool_, str_top_, max_args);
