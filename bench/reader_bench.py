@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reader benchmark (issues 25, 28): prepatch report, replay and export (chrome, perfetto) against uftrace's,
+"""Reader benchmark (issues 25, 28): prepatch report, replay and export (chrome, perfetto; folded and svg on the big trace) against uftrace's,
 and against `cat TRACE > /dev/null` with the file cached, side by side.
 
 testdata/bigtrace.c (4 threads, each --rounds rounds of a wide and a 60-deep call tree: 404 calls a
@@ -99,9 +99,12 @@ def main():
             ("prepatch replay", [pp, "replay", big_trace]),
             ("prepatch export --format chrome -o -", [pp, "export", big_trace, "-o", "-"]),
             ("prepatch export --format perfetto -o -", [pp, "export", big_trace, "--format", "perfetto", "-o", "-"]),
+            ("prepatch export --format folded -o -", [pp, "export", big_trace, "--format", "folded", "-o", "-"]),
+            ("prepatch export --format svg -o -", [pp, "export", big_trace, "--format", "svg", "-o", "-"]),
         ], max(1, a.runs // 2), runner, d)
         cat = med["cat TRACE (cached)"]
-        for name in ("prepatch report", "prepatch replay", "prepatch export --format chrome -o -", "prepatch export --format perfetto -o -"):
+        for name in ("prepatch report", "prepatch replay", "prepatch export --format chrome -o -", "prepatch export --format perfetto -o -",
+                     "prepatch export --format folded -o -", "prepatch export --format svg -o -"):
             print(f"{name}: {size / med[name] / 1e6:.0f} MB/s, {cat / med[name]:.2f} of cat's speed, peak RSS {rss[name] / 1024:.1f} MB")
 
 

@@ -226,6 +226,7 @@ int run_export(const std::string& file, const std::string& format, const std::st
   const auto write = [&](trace::Output& out) {
     if (format == "perfetto") trace::export_perfetto(t, out);
     else if (format == "folded") trace::export_folded(t, out);
+    else if (format == "svg") trace::export_svg(t, out);
     else trace::export_chrome(t, out);
     out.flush();
   };
@@ -341,8 +342,9 @@ int main(int argc, char** argv) {
   exp->add_option("--format", export_format,
                   "chrome: Chrome Trace Event JSON (Perfetto UI, chrome://tracing); perfetto: Perfetto's protobuf trace\n"
                   "(ui.perfetto.dev, trace_processor), a fraction of the JSON's size; folded: collapsed stacks with each\n"
-                  "stack's self time in ns (flamegraph.pl, speedscope, inferno; graph traces)")
-      ->check(CLI::IsMember({"chrome", "perfetto", "folded"}))->capture_default_str();
+                  "stack's self time in ns (flamegraph.pl, speedscope, inferno; graph traces); svg: an interactive flame\n"
+                  "graph in one file for any browser (hover, click to zoom, search; graph traces)")
+      ->check(CLI::IsMember({"chrome", "perfetto", "folded", "svg"}))->capture_default_str();
   exp->add_flag("--mangled", mangled, mangled_help);
   exp->add_option("-o,--output", export_out, "the file to write (atomically, mode 0600), or - for standard output")->required();
   CLI::App* rec = app.add_subcommand("record", "prepare PROGRAM (into a cache keyed by its content; a prepared one runs as it is), run it\n"

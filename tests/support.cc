@@ -185,6 +185,18 @@ bool TestBinary::has(const std::string& flag) const {
   return false;
 }
 
+const std::string& calltree_graph_trace() {
+  static TempDir* d = new TempDir;  // kept for the whole run
+  static const std::string file = [] {
+    Proc p = prepatch({std::string(TESTDATA_DIR) + "/calltree-fentry", "-o", *d / "calltree"});
+    EXPECT_EQ(p.status, 0) << p.err;
+    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + *d / "t.trace", *d / "calltree", "threads"}, d->path());
+    EXPECT_EQ(r.status, 0) << r.err;
+    return *d / "t.trace";
+  }();
+  return file;
+}
+
 const std::vector<TestBinary>& manifest() {
   static const std::vector<TestBinary> m = [] {
     std::vector<TestBinary> v;

@@ -88,6 +88,9 @@ std::vector<std::string> qemu_for(const std::string& isa);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
 const std::vector<TestBinary>& manifest();
+// A graph trace of testdata/calltree.c (prepared from calltree-fentry, run with `threads`, every
+// function traced), recorded once per test run and kept for the whole run.
+const std::string& calltree_graph_trace();
 
 // Per function, its count in the counts file `file` that a process wrote for `binary` (`prepatch counts
 // --json`); empty, with a failure recorded, where prepatch cannot read it.

@@ -397,17 +397,7 @@ TEST(Tracers, AnUnknownTracerLeavesTheProgramUntracedAndSaysSo) {
 }
 
 // One graph trace of the threads run, made once for the reading tests.
-const std::string& graph_trace() {
-  static TempDir* d = new TempDir;  // kept for the whole run
-  static const std::string file = [] {
-    Proc p = prepatch({td + "/calltree-fentry", "-o", *d / "calltree"});
-    EXPECT_EQ(p.status, 0) << p.err;
-    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + *d / "t.trace", *d / "calltree", "threads"}, d->path());
-    EXPECT_EQ(r.status, 0) << r.err;
-    return *d / "t.trace";
-  }();
-  return file;
-}
+const std::string& graph_trace() { return calltree_graph_trace(); }
 
 TEST(Export, ChromeJsonParsesAndBeginEndPairsNestPerThread) {
   TempDir d;

@@ -68,4 +68,10 @@ void export_perfetto(TraceFile& t, Output& out);
 // summed over every thread. Throws InputError for a function trace (it has no durations).
 void export_folded(TraceFile& t, Output& out);
 
+// A self-contained interactive SVG flame graph of a graph trace (any browser, no network): outermost
+// calls at the bottom, each frame as wide as its call stack's total time (its own and its callees'),
+// callees narrower than a pixel merged into one frame per caller; hover shows name, time and share,
+// click zooms, Search highlights by regular expression. Throws InputError for a function trace.
+void export_svg(TraceFile& t, Output& out);
+
 }  // namespace prepatch::trace
