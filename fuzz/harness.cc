@@ -88,7 +88,7 @@ bool trace_one(std::span<const u8> data) {
   trace::replay(*t, {{t->threads() ? t->tid(0) : 1u}, "l*"}, out);
   trace::export_chrome(*t, out);
   trace::export_perfetto(*t, out);
-  if (t->graph()) trace::export_folded(*t, out);
+  if (t->graph()) trace::export_folded(*t, out), trace::export_svg(*t, out);
   expect(trace::read_trace(data, "fuzz-trace").problems == t->problems(), "collecting the trace found other damage than streaming it");
   return true;
 }

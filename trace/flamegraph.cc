@@ -165,9 +165,11 @@ class Svg {
     // Each node's total (its self time and its callees'), and its callees in name order.
     total_.resize(nodes_.size());
     first_.assign(nodes_.size() + 1, 0);
+    // Sums saturate: a damaged trace's times may add up past 2^64 ns.
+    const auto add = [](u64& sum, u64 v) { sum = sum > ~u64{0} - v ? ~u64{0} : sum + v; };
     for (size_t k = nodes_.size(); k-- > 1;) {
-      total_[k] += nodes_[k].self;
-      total_[nodes_[k].parent] += total_[k];
+      add(total_[k], nodes_[k].self);
+      add(total_[nodes_[k].parent], total_[k]);
       first_[nodes_[k].parent + 1]++;
     }
     for (size_t k = 1; k <= nodes_.size(); k++) first_[k] += first_[k - 1];
@@ -249,7 +251,7 @@ class Svg {
           .put("\" width=\"").put(fixed(d.w)).put("\" height=\"").put(fixed(frame_h - 1)).put("\" rx=\"2\" fill=\"")
           .put(d.node == ~u32{0} ? std::string("rgb(190,190,190)") : colour(name)).put("\"/><text x=\"").put(fixed(d.x + 3))
           .put("\" y=\"").put(fixed(y + frame_h - 4)).put("\">");
-      const auto fit = static_cast<size_t>(std::max(0.0, (d.w - 6) / char_w));
+      const auto fit = static_cast<size_t>(std::clamp((d.w - 6) / char_w, 0.0, width / char_w));
       if (fit >= 3) put_xml(out_, name.size() <= fit ? name : name.substr(0, fit - 2) + "..");  // a cut may split a UTF-8 character: shown as '?'
       out_.put("</text></g>\n");
     }
