@@ -13,6 +13,7 @@
 #include "control/snapshot.h"
 #include "control/counts.h"
 #include "control/record.h"
+#include "control/top.h"
 #include "elf/mapped_file.h"
 #include "elf/temp_file.h"
 #include "elf/writer.h"
@@ -306,6 +307,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ctl->add_flag("--mangled", mangled, "status: raw symbols instead of demangled C++ names");
 
+  CLI::App* topc = app.add_subcommand("top", "a live view of a running prepared process's hottest functions (calls per second from the\n"
+                                             "count tracer), refreshed every interval, like perf top; q quits. With no site enabled it\n"
+                                             "enables --trace (default: every function) and disables them when it quits; with some enabled\n"
+                                             "it shows those and changes nothing. Piped: one table per refresh");
+  std::string top_pid;
+  TopOptions top_options;
+  topc->add_option("pid", top_pid, "the process")->required();
+  topc->add_option("--trace", top_options.trace, "comma-separated globs: the functions to count while top runs (default: every one)");
+  topc->add_option("--interval", top_options.interval, "seconds between refreshes")->check(CLI::Range(0.1, 3600.0))->capture_default_str();
+  topc->add_option("-n,--iterations", top_options.iterations, "refreshes before quitting (default: until q or a signal)");
+  topc->add_option("--timeout", top_options.timeout_ms, "milliseconds to wait for the shim's answers")->capture_default_str();
+  topc->add_flag("--mangled", top_options.mangled, mangled_help);
+
   CLI::App* counts = app.add_subcommand("counts", "print the per-function call counts a prepared process wrote (PREPATCH_COUNTS)");
   std::vector<std::string> counts_files;
   bool counts_all = false, counts_json = false;
@@ -371,6 +385,15 @@ int main(int argc, char** argv) {
     if (sites->parsed()) return run_sites(sites_file, json, mangled);
     if (plan->parsed()) return run_plan(pa);
     if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled, ctl_out);
+    if (topc->parsed()) {
+      const auto pid = parse_address(top_pid);
+      if (!pid || *pid == 0 || *pid > 0x7fffffff) {
+        std::cerr << "prepatch top: usage: prepatch top PID [--trace GLOBS] [--interval S] [-n N]\n";
+        return usage;
+      }
+      top_options.pid = static_cast<pid_t>(*pid);
+      return top(top_options);
+    }
     if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
     if (report->parsed()) return run_report(trace_file, report_sort, mangled);
     if (replay->parsed()) {

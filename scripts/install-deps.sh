@@ -17,6 +17,7 @@ packages=(
   libgtest-dev                        # tests
   libprotobuf-dev libprotoc-dev       # tests: Perfetto's .proto parsed at run time, to decode `export --format perfetto`
   chromium libpng-dev                 # tests: headless Chromium renders `export --format svg`; libpng reads its screenshot
+  tmux                                # tests: `prepatch top` in a real terminal
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv (permission errors, other users as root), unshare (a user namespace)
   libcap2-bin                         # tests: setcap, a prepared program with a file capability (tests/security_test.cc)
