@@ -1,6 +1,7 @@
 // prepatch: the command-line front end. Parses arguments (CLI11), calls the rewriter, maps errors to
 // the documented exit codes (README.md, "Exit codes"). No logic of its own beyond presentation.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 #include <cctype>
 #include <cstdio>
 #include <iostream>
@@ -19,6 +20,7 @@
 #include "elf/writer.h"
 #include "rewriter/names.h"
 #include "rewriter/prepare.h"
+#include "trace/progress.h"
 #include "trace/trace.h"
 
 #ifndef PREPATCH_VERSION
@@ -182,6 +184,7 @@ int trace_problems(const trace::TraceFile& t) {
 int run_report(const std::string& file, const std::string& sort, bool mangled) {
   trace::TraceFile t(file);
   t.show_mangled(mangled);
+  const trace::Progress progress(t, "report", isatty(2));  // the table comes after the last record is read
   trace::Output out(1, "standard output");
   trace::report(t, sort == "self" ? trace::SortBy::self : sort == "calls" ? trace::SortBy::calls : trace::SortBy::total, out);
   if (t.header().unwound) out.put("\n").num(t.header().unwound).put(" calls were left without returning (longjmp, exceptions, thread exits)\n");
@@ -224,6 +227,7 @@ int run_replay(const std::string& file, const trace::ReplayFilter& f, bool mangl
 int run_export(const std::string& file, const std::string& format, const std::string& path, bool mangled) {
   trace::TraceFile t(file);
   t.show_mangled(mangled);
+  const trace::Progress progress(t, "export", isatty(2) && (path != "-" || !isatty(1)));
   const auto write = [&](trace::Output& out) {
     if (format == "perfetto") trace::export_perfetto(t, out);
     else if (format == "folded") trace::export_folded(t, out);

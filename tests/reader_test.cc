@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -213,6 +214,43 @@ TEST(BigTrace, FoldedStacksWithinTheMemoryLimit) {
   EXPECT_EQ(repeated, 0);
   EXPECT_TRUE(stacks.contains("worker;round_of;level0;level1;level2;level3;leaf"));
   EXPECT_EQ(deepest, 2 + 61 + 1);  // worker, round_of, dive(60) down to dive(0), leaf
+}
+
+// Progress (issue 28, item 6): in a real terminal (tmux), export and report of the 64 MB trace draw a
+// line of growing percentages on stderr and erase it before anything else is shown (report's table
+// starts its own line); piped, neither prints a byte on stderr.
+TEST(BigTrace, ProgressOnATerminalOnly) {
+  const Big& b = big();
+  TempDir d;
+  const std::string pp = PREPATCH_BIN;
+  Tmux term(pp + " export " + b.trace + " --format folded -o " + d / "out.folded" + "; echo export=$?; " + pp + " report " + b.trace +
+                " --sort calls; echo report=$?; sleep 600",
+            120, 40);
+  std::map<std::string, std::vector<int>> seen;  // per command, the percentages shown, in order
+  std::string screen;
+  ASSERT_TRUE(eventually([&] {
+    screen = term.screen();
+    std::smatch m;
+    for (const char* what : {"export", "report"})
+      if (std::regex_search(screen, m, std::regex(std::string("prepatch ") + what + ": ([0-9]+)% of [0-9.]+ MB of records")))
+        if (seen[what].empty() || seen[what].back() != std::stoi(m[1])) seen[what].push_back(std::stoi(m[1]));
+    return screen.find("report=") != std::string::npos;
+  }, 600)) << screen;
+  EXPECT_NE(screen.find("export=0\n"), std::string::npos) << screen;
+  EXPECT_NE(screen.find("report=0\n"), std::string::npos) << screen;
+  for (const char* what : {"export", "report"}) {
+    ASSERT_FALSE(seen[what].empty()) << what << " showed no progress:\n" << screen;
+    EXPECT_TRUE(std::is_sorted(seen[what].begin(), seen[what].end())) << what;
+    EXPECT_LT(seen[what].back(), 100) << what;
+  }
+  EXPECT_EQ(screen.find("% of"), std::string::npos) << "a progress line was left:\n" << screen;
+  EXPECT_NE(screen.find("\n  Total time   Self time       Calls  Function\n"), std::string::npos) << screen;
+
+  std::string err;
+  EXPECT_EQ(limited({"export", b.trace, "--format", "folded", "-o", d / "piped.folded"}, [](std::string_view) {}, err), 0);
+  EXPECT_EQ(err, "");
+  EXPECT_EQ(limited({"report", b.trace}, [](std::string_view) {}, err), 0);
+  EXPECT_EQ(err, "");
 }
 
 // Perfetto's format (issue 28): written within the limit, at most twice the trace's size (interned

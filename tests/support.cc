@@ -185,6 +185,15 @@ bool TestBinary::has(const std::string& flag) const {
   return false;
 }
 
+Tmux::Tmux(const std::string& command, int columns, int rows) : socket_("prepatch-test-" + std::to_string(getpid())) {
+  Proc t = run({"tmux", "-L", socket_, "new-session", "-d", "-s", "t", "-x", std::to_string(columns), "-y", std::to_string(rows), command});
+  EXPECT_EQ(t.status, 0) << "tmux (Debian's package, installed by scripts/install-deps.sh): " << t.err;
+}
+Tmux::~Tmux() { run({"tmux", "-L", socket_, "kill-server"}); }
+std::string Tmux::screen() { return run({"tmux", "-L", socket_, "capture-pane", "-p", "-t", "t"}).out; }
+void Tmux::keys(const std::string& k) { run({"tmux", "-L", socket_, "send-keys", "-t", "t", k}); }
+bool Tmux::running() { return run({"tmux", "-L", socket_, "has-session", "-t", "t"}).status == 0; }
+
 const std::string& calltree_graph_trace() {
   static TempDir* d = new TempDir;  // kept for the whole run
   static const std::string file = [] {

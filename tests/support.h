@@ -1,5 +1,7 @@
 // Test helpers: running programs, the testdata manifest, and independent oracles (nm, objdump).
 #pragma once
+#include <unistd.h>
+
 #include <cstdio>
 #include <map>
 #include <ostream>
@@ -67,6 +69,32 @@ class Background {
   FILE* out_ = nullptr;
   std::string ready_;
 };
+
+// A real terminal: `command` run by sh in a detached tmux session of COLUMNS x ROWS, on a tmux server
+// of this test process's own (killed at the end of the scope).
+class Tmux {
+ public:
+  Tmux(const std::string& command, int columns, int rows);
+  ~Tmux();
+  Tmux(const Tmux&) = delete;
+  Tmux& operator=(const Tmux&) = delete;
+  std::string screen();                 // what the terminal shows now (capture-pane)
+  void keys(const std::string& keys);   // typed into it (send-keys)
+  bool running();                       // the command has not ended
+
+ private:
+  std::string socket_;
+};
+
+// Polls `done` every 100 ms for up to `seconds`; whether it became true.
+template <class F>
+bool eventually(F done, int seconds = 60) {
+  for (int k = 0; k < seconds * 10; k++) {
+    if (done()) return true;
+    usleep(100000);
+  }
+  return false;
+}
 
 struct TestBinary {
   std::string prog, flavor, bin, obj, flags;

@@ -9,13 +9,11 @@
 
 #include <fcntl.h>
 
-#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
 #include <regex>
 #include <sstream>
-#include <thread>
 
 #include "tests/support.h"
 
@@ -65,30 +63,7 @@ std::vector<Table> tables(const std::string& text) {
   return ts;
 }
 
-class Tmux {
- public:
-  explicit Tmux(const std::string& command) : socket_("prepatch-test-" + std::to_string(getpid())) {
-    Proc t = run({"tmux", "-L", socket_, "new-session", "-d", "-s", "top", "-x", "120", "-y", "24", command});
-    EXPECT_EQ(t.status, 0) << "tmux (Debian's package, installed by scripts/install-deps.sh): " << t.err;
-  }
-  ~Tmux() { run({"tmux", "-L", socket_, "kill-server"}); }
-  std::string screen() { return run({"tmux", "-L", socket_, "capture-pane", "-p", "-t", "top"}).out; }
-  void keys(const std::string& k) { run({"tmux", "-L", socket_, "send-keys", "-t", "top", k}); }
-  bool running() { return run({"tmux", "-L", socket_, "has-session", "-t", "top"}).status == 0; }
 
- private:
-  std::string socket_;
-};
-
-// Waits up to 60 s for `done`, checking every 100 ms.
-template <class F>
-bool eventually(F done) {
-  for (int k = 0; k < 600; k++) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
 
 struct Live {
   TempDir d;
@@ -111,7 +86,7 @@ TEST(Top, InATerminalShowsTheHottestFunctionsAndLeavesTheProcessAsItFoundIt) {
   const std::string before = status_line(live.pid());
   ASSERT_NE(before.find(", 0 of 13 sites enabled"), std::string::npos) << before;
 
-  Tmux term(std::string(PREPATCH_BIN) + " top " + pid + " --trace 'leaf_*,worker'");
+  Tmux term(std::string(PREPATCH_BIN) + " top " + pid + " --trace 'leaf_*,worker'", 120, 24);
   std::vector<Table> seen;
   ASSERT_TRUE(eventually([&] {
     for (const Table& t : tables(term.screen()))

@@ -129,6 +129,7 @@ void TraceFile::open() {
     }
     // A signal noted past the records kept (a crash cut short) is shown after the last of them.
     by_tid[c.tid].push_back({off, c.tsc, c.seq, used, c.depth, c.signal, static_cast<u32>(std::min<u64>(c.signal_at / size * size, used))});
+    record_bytes_ += used;
   }
   for (auto& [tid, chunks] : by_tid) {
     std::stable_sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) { return a.tsc != b.tsc ? a.tsc < b.tsc : a.seq < b.seq; });
@@ -293,6 +294,7 @@ bool TraceFile::Stream::refill() {
       start_ = pos_ = f_.fetch(base_, len, buf_);
       end_ = start_ + len;
       done_ += len;
+      if (f_.progress_) f_.progress_(f_.fetched_.fetch_add(len, std::memory_order_relaxed) + len, f_.record_bytes_);
       return true;
     }
     chunk_++, done_ = 0, signal_done_ = false;

@@ -6,6 +6,7 @@
 #pragma once
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -105,6 +106,9 @@ class TraceFile {
   long caller(u64 number, u64& link) const;
   size_t objects() const { return objects_.size(); }
   const Clock& clock() const { return clock_; }
+  // Called as streams read records: the bytes of records read so far by every stream, and the file's
+  // (a reader that reads a thread twice passes the total). From the streams' threads, maybe at once.
+  void on_progress(std::function<void(u64 done, u64 total)> f) { progress_ = std::move(f); }
 
   size_t threads() const { return threads_.size(); }  // by tid
   u32 tid(size_t k) const { return threads_[k].tid; }
@@ -158,6 +162,9 @@ class TraceFile {
   Clock clock_;
   std::vector<Thread> threads_;
   std::vector<std::string> problems_;
+  u64 record_bytes_ = 0;  // every thread's records
+  std::atomic<u64> fetched_{0};
+  std::function<void(u64, u64)> progress_;
 };
 
 // One thread's events in the order the thread wrote them; records that name no site, are of the

@@ -1,0 +1,54 @@
+#include "trace/progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace prepatch::trace {
+namespace {
+
+constexpr auto delay = std::chrono::milliseconds(500), every = std::chrono::milliseconds(200);
+
+void put(const char* s, size_t n) {
+  while (n) {
+    const ssize_t k = write(2, s, n);
+    if (k <= 0) return;  // a progress line is not worth an error
+    s += k, n -= static_cast<size_t>(k);
+  }
+}
+
+}  // namespace
+
+Progress::Progress(TraceFile& t, std::string what, bool show) : t_(t), what_(std::move(what)), start_(std::chrono::steady_clock::now()) {
+  if (show) t_.on_progress([this](u64 done, u64 total) { update(done, total); });
+}
+
+Progress::~Progress() {
+  t_.on_progress(nullptr);
+  const std::lock_guard<std::mutex> l(m_);
+  erase();
+}
+
+void Progress::erase() {
+  if (shown_) put("\r\033[K", 4);
+  shown_ = false;
+}
+
+void Progress::update(u64 done, u64 total) {
+  const std::unique_lock<std::mutex> l(m_, std::try_to_lock);
+  if (!l.owns_lock() || finished_) return;  // another stream's thread is drawing it
+  if (done >= total) {
+    finished_ = true;
+    return erase();
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - start_ < delay || (shown_ && now - last_ < every)) return;
+  last_ = now, shown_ = true;
+  char line[160];
+  const double gb = static_cast<double>(total) / 1e9;
+  const int n = std::snprintf(line, sizeof line, "\r\033[Kprepatch %s: %llu%% of %.*f %s of records", what_.c_str(),
+                              static_cast<unsigned long long>(done * 100 / total), gb >= 1 ? 2 : 1, gb >= 1 ? gb : gb * 1e3, gb >= 1 ? "GB" : "MB");
+  put(line, static_cast<size_t>(std::min<int>(n, sizeof line - 1)));
+}
+
+}  // namespace prepatch::trace
