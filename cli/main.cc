@@ -181,15 +181,28 @@ int trace_problems(const trace::TraceFile& t) {
   return problems.empty() ? ok : bad_input;
 }
 
-int run_report(const std::string& file, const std::string& sort, bool mangled) {
-  trace::TraceFile t(file);
-  t.show_mangled(mangled);
-  const trace::Progress progress(t, "report", isatty(2));  // the table comes after the last record is read
+// `files` summed (and, with `old`, compared with them). The tables come after the last record is read.
+int run_report(const std::vector<std::string>& files, const std::vector<std::string>& old, const trace::ReportOptions& o, bool mangled) {
+  std::vector<std::unique_ptr<trace::TraceFile>> open;
+  std::vector<trace::TraceFile*> now, was;
+  std::vector<std::unique_ptr<trace::Progress>> progress;
+  for (const std::vector<std::string>* list : {&old, &files})
+    for (const std::string& f : *list) {
+      open.push_back(std::make_unique<trace::TraceFile>(f));
+      open.back()->show_mangled(mangled);
+      progress.push_back(std::make_unique<trace::Progress>(*open.back(), "report", isatty(2)));
+      (list == &old ? was : now).push_back(open.back().get());
+    }
   trace::Output out(1, "standard output");
-  trace::report(t, sort == "self" ? trace::SortBy::self : sort == "calls" ? trace::SortBy::calls : trace::SortBy::total, out);
-  if (t.header().unwound) out.put("\n").num(t.header().unwound).put(" calls were left without returning (longjmp, exceptions, thread exits)\n");
+  if (old.empty()) trace::report(now, o, out);
+  else trace::report_diff(was, now, o, out);
+  u64 unwound = 0;
+  for (const trace::TraceFile* t : now) unwound += t->header().unwound;
+  if (unwound && old.empty()) out.put("\n").num(unwound).put(" calls were left without returning (longjmp, exceptions, thread exits)\n");
   out.flush();
-  return trace_problems(t);
+  int status = ok;
+  for (const auto& t : open) status = std::max(status, trace_problems(*t));
+  return status;
 }
 
 // A time as the replay's TIME column shows it: a number (a fraction allowed) with ns, us, ms or s,
@@ -336,10 +349,28 @@ int main(int argc, char** argv) {
   counts->add_flag("--mangled", mangled, mangled_help);
 
   CLI::App* report = app.add_subcommand("report", "per function: calls, total and self time, from a trace file (PREPATCH_TRACER=function or graph)");
-  std::string trace_file, report_sort = "total";
-  report->add_option("trace", trace_file, "the trace file (default name prepatch.PID.trace)")->required();
-  report->add_option("--sort", report_sort, "total, self or calls (graph; function traces sort by calls)")
-      ->check(CLI::IsMember({"total", "self", "calls"}))->capture_default_str();
+  std::string trace_file, report_sort = "total", report_threshold;
+  std::vector<std::string> report_files, report_old;
+  trace::ReportOptions ro_report;
+  bool avg_total = false, avg_self = false;
+  report->add_option("trace", report_files, "the trace files (default name prepatch.PID.trace); several are summed per function (a forking\n"
+                                             "server's per-process files)")->required();
+  report->add_option("--sort", report_sort, "the column to sort by, largest first: total, self, calls, avg, min, max (of --avg-total, or\n"
+                                            "--avg-self; alone they imply --avg-total) or name (graph; function traces sort by calls)")
+      ->check(CLI::IsMember({"total", "self", "calls", "avg", "min", "max", "name"}))->capture_default_str();
+  report->add_flag("--avg-total", avg_total, "graph: a call's average, shortest and longest total time instead of the sums");
+  report->add_flag("--avg-self", avg_self, "graph: a call's average, shortest and longest self time instead of the sums");
+  report->add_option("--tid", ro_report.tids, "count only this thread (repeatable)");
+  report->add_option("--depth", ro_report.depth, "graph: count only calls with fewer than N callers open (1: the outermost calls)")
+      ->check(CLI::PositiveNumber);
+  report->add_option("--threshold", report_threshold, "graph: count only calls lasting at least this long (10us, 5ms; us without a unit)")
+      ->check(time_problem);
+  report->add_option("-F,--function", ro_report.functions, "graph: count only calls of functions matching these comma-separated globs, and\n"
+                                                           "the calls inside them");
+  report->add_option("-N,--notrace", ro_report.notrace, "graph: leave out calls of functions matching these globs, and the calls inside them");
+  report->add_option("--diff", report_old, "compare: this trace (repeatable: summed) is the old side, the trace files the new one;\n"
+                                           "per function old, new and the change, the largest change first")
+      ->expected(1);
   report->add_flag("--mangled", mangled, mangled_help);
   CLI::App* replay = app.add_subcommand("replay", "the trace's events in time order; graph traces nested like ftrace's function_graph");
   trace::ReplayFilter replay_filter;
@@ -399,7 +430,19 @@ int main(int argc, char** argv) {
       return top(top_options);
     }
     if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
-    if (report->parsed()) return run_report(trace_file, report_sort, mangled);
+    if (report->parsed()) {
+      using trace::SortBy;
+      ro_report.by = report_sort == "self" ? SortBy::self : report_sort == "calls" ? SortBy::calls : report_sort == "avg" ? SortBy::avg
+                   : report_sort == "min" ? SortBy::min : report_sort == "max" ? SortBy::max : report_sort == "name" ? SortBy::name : SortBy::total;
+      if (avg_total && avg_self) {
+        std::cerr << "prepatch report: --avg-total and --avg-self are two views: choose one\n";
+        return usage;
+      }
+      const bool by_average = ro_report.by == SortBy::avg || ro_report.by == SortBy::min || ro_report.by == SortBy::max;
+      ro_report.averages = avg_self ? trace::Averages::self : avg_total || by_average ? trace::Averages::total : trace::Averages::none;
+      if (!report_threshold.empty()) parse_time(report_threshold, ro_report.threshold);
+      return run_report(report_files, report_old, ro_report, mangled);
+    }
     if (replay->parsed()) {
       if (!threshold.empty()) parse_time(threshold, replay_filter.threshold);
       if (!since.empty()) parse_time(since, replay_filter.since);

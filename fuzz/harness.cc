@@ -83,7 +83,12 @@ bool trace_one(std::span<const u8> data) {
   NullBuf buf;
   std::ostream null(&buf);
   trace::Output out(null);
-  for (trace::SortBy by : {trace::SortBy::total, trace::SortBy::self, trace::SortBy::calls}) trace::report(*t, by, out, 1);
+  for (trace::SortBy by : {trace::SortBy::total, trace::SortBy::self, trace::SortBy::calls}) trace::report({&*t}, {.by = by}, out, 1);
+  if (t->graph()) {
+    trace::report({&*t}, {.by = trace::SortBy::max, .averages = trace::Averages::self, .depth = 3, .threshold = 100, .functions = "l*", .notrace = "m*"},
+                  out, 1);
+    trace::report_diff({&*t}, {&*t}, {}, out, 1);
+  }
   trace::replay(*t, {}, out);
   trace::replay(*t, {{t->threads() ? t->tid(0) : 1u}, "l*"}, out);
   trace::export_chrome(*t, out);

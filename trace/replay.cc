@@ -16,30 +16,12 @@
 #include "rewriter/names.h"
 #include "shim/core.h"
 #include "trace/calls.h"
+#include "trace/wanted.h"
 #include "trace/trace.h"
 
 namespace prepatch::trace {
 namespace {
 
-// Which sites the --function globs select, decided once per site as the shim decides PREPATCH_TRACE
-// (rewriter/names.h).
-class Wanted {
- public:
-  Wanted(TraceFile& t, const std::string& globs)
-      : t_(t), globs_(globs), known_(std::make_unique<std::atomic<u8>[]>(t.sites())) {}
-  // Threads may ask at once: an answer found twice is the same answer.
-  bool operator()(u32 site) {
-    if (globs_.empty()) return true;
-    u8 k = known_[site].load(std::memory_order_relaxed);
-    if (!k) known_[site].store(k = name_matches(globs_, t_.mangled(site), t_.object_base(site)) ? 2 : 1, std::memory_order_relaxed);
-    return k == 2;
-  }
-
- private:
-  TraceFile& t_;
-  std::string globs_;
-  std::unique_ptr<std::atomic<u8>[]> known_;  // 0 not yet known, 1 no, 2 yes
-};
 
 // One thread's lines not yet written: their text, and per line its time and where it ends.
 struct Lines {

@@ -33,10 +33,30 @@ struct Trace {
 Trace read_trace(const std::string& path);
 Trace read_trace(std::span<const u8> bytes, const std::string& path);
 
-enum class SortBy { total, self, calls };
-// Per function: calls (and under graph, total and self time), the threads' streams read by up to
-// `workers` threads at once.
-void report(TraceFile& t, SortBy by, Output& out, unsigned workers = 2);
+// The column a report sorts by, largest first (name: alphabetically). A function trace sorts by calls.
+enum class SortBy { total, self, calls, avg, min, max, name };
+// What the graph report's duration columns are: total and self time, or a call's average, shortest
+// and longest total (--avg-total) or self time (--avg-self).
+enum class Averages { none, total, self };
+struct ReportOptions {
+  SortBy by = SortBy::total;
+  Averages averages = Averages::none;
+  std::vector<u32> tids;  // empty: every thread
+  // Graph only: which calls are counted. A call not counted leaves its time in the self time of the
+  // nearest counted call around it.
+  u32 depth = 0;          // only calls with fewer callers than this open; 0: all
+  u64 threshold = 0;      // only calls lasting at least this (ns)
+  std::string functions;  // -F: only calls of these functions (comma-separated globs) and the calls inside them
+  std::string notrace;    // -N: not calls of these functions, nor the calls inside them
+};
+// Per function: calls (and under graph, total and self time or the averages), summed over `files`
+// by the function's shown name; each file's threads' streams read by up to `workers` threads at once.
+// Throws InputError for files of different tracers, and for graph-only options on a function trace.
+void report(const std::vector<TraceFile*>& files, const ReportOptions& o, Output& out, unsigned workers = 2);
+// Per function, the rows of `old_files` and of `new_files` side by side, with the change, the
+// functions whose sort column moved most first.
+void report_diff(const std::vector<TraceFile*>& old_files, const std::vector<TraceFile*>& new_files, const ReportOptions& o, Output& out,
+                 unsigned workers = 2);
 
 struct ReplayFilter {
   std::vector<u32> tids;     // empty: every thread
