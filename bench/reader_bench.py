@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reader benchmark (issues 25, 28): prepatch report, replay and export (chrome, perfetto; folded and svg on the big trace) against uftrace's,
+"""Reader benchmark (issues 25, 28): prepatch report, replay and export (chrome, perfetto; folded, svg and report's filters and --diff on the big trace) against uftrace's,
 and against `cat TRACE > /dev/null` with the file cached, side by side.
 
 testdata/bigtrace.c (4 threads, each --rounds rounds of a wide and a 60-deep call tree: 404 calls a
@@ -101,11 +101,15 @@ def main():
             ("prepatch export --format perfetto -o -", [pp, "export", big_trace, "--format", "perfetto", "-o", "-"]),
             ("prepatch export --format folded -o -", [pp, "export", big_trace, "--format", "folded", "-o", "-"]),
             ("prepatch export --format svg -o -", [pp, "export", big_trace, "--format", "svg", "-o", "-"]),
+            ("prepatch report --avg-self -F 'level*' -N dive --depth 6", [pp, "report", big_trace, "--avg-self", "-F", "level*", "-N", "dive", "--depth", "6"]),
+            ("prepatch report --diff TRACE TRACE", [pp, "report", "--diff", big_trace, big_trace]),
         ], max(1, a.runs // 2), runner, d)
         cat = med["cat TRACE (cached)"]
         for name in ("prepatch report", "prepatch replay", "prepatch export --format chrome -o -", "prepatch export --format perfetto -o -",
-                     "prepatch export --format folded -o -", "prepatch export --format svg -o -"):
-            print(f"{name}: {size / med[name] / 1e6:.0f} MB/s, {cat / med[name]:.2f} of cat's speed, peak RSS {rss[name] / 1024:.1f} MB")
+                     "prepatch export --format folded -o -", "prepatch export --format svg -o -",
+                     "prepatch report --avg-self -F 'level*' -N dive --depth 6", "prepatch report --diff TRACE TRACE"):
+            read = size * (2 if "--diff" in name else 1)  # --diff reads both sides
+            print(f"{name}: {read / med[name] / 1e6:.0f} MB/s, {cat * read / size / med[name]:.2f} of cat's speed, peak RSS {rss[name] / 1024:.1f} MB")
 
 
 if __name__ == "__main__":
