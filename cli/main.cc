@@ -348,7 +348,9 @@ int main(int argc, char** argv) {
   counts->add_flag("--json", counts_json, "print JSON instead of a table");
   counts->add_flag("--mangled", mangled, mangled_help);
 
-  CLI::App* report = app.add_subcommand("report", "per function: calls, total and self time, from a trace file (PREPATCH_TRACER=function or graph)");
+  CLI::App* report = app.add_subcommand("report", "per function: calls, total and self time (or a call's average, shortest and longest), from\n"
+                                                 "trace files (PREPATCH_TRACER=function or graph; several are summed), or the change from\n"
+                                                 "--diff OLD");
   std::string trace_file, report_sort = "total", report_threshold;
   std::vector<std::string> report_files, report_old;
   trace::ReportOptions ro_report;
