@@ -183,6 +183,7 @@ int top(const TopOptions& o) {
   std::vector<CountRow> rows = read_counts(path, {});
   std::vector<u64> last(rows.size());
   for (size_t i = 0; i < rows.size(); i++) last[i] = rows[i].count;
+  std::vector<std::string> names;
   auto then = std::chrono::steady_clock::now();
   const int ms = static_cast<int>(o.interval * 1000);
   for (unsigned shown = 0; o.iterations == 0 || shown < o.iterations; shown++) {
@@ -204,10 +205,11 @@ int top(const TopOptions& o) {
     std::vector<size_t> order(rows.size());
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rate[a] != rate[b] ? rate[a] > rate[b] : rows[a].count > rows[b].count; });
-    std::vector<std::string> names;
-    names.reserve(rows.size());
-    for (const CountRow& r : rows) names.push_back(o.mangled ? r.function : shown_name(r.function));
-    names = qualified_names(rows, names);
+    if (names.size() != rows.size()) {  // named once, again only when an object was loaded
+      names.clear();
+      for (const CountRow& r : rows) names.push_back(o.mangled ? r.function : shown_name(r.function));
+      names = qualified_names(rows, names);
+    }
     double all = 0;
     for (double r : rate) all += r;
 
