@@ -35,12 +35,13 @@ void Progress::erase() {
 }
 
 void Progress::update(u64 done, u64 total) {
-  const std::unique_lock<std::mutex> l(m_, std::try_to_lock);
-  if (!l.owns_lock() || finished_) return;  // another stream's thread is drawing it
-  if (done >= total) {
+  if (done >= total) {  // the last read: the line must go before anything else is printed, so wait for the lock
+    const std::lock_guard<std::mutex> l(m_);
     finished_ = true;
     return erase();
   }
+  const std::unique_lock<std::mutex> l(m_, std::try_to_lock);
+  if (!l.owns_lock() || finished_) return;  // another stream's thread is drawing it
   const auto now = std::chrono::steady_clock::now();
   if (now - start_ < delay || (shown_ && now - last_ < every)) return;
   last_ = now, shown_ = true;
