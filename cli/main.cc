@@ -55,7 +55,7 @@ int run_sites(const std::string& path, bool json, bool mangled) {
     j["prepared"] = l.prepared;
     j["sites"] = nlohmann::json::array();
     for (const SiteRow& r : l.rows) {
-      nlohmann::json s = {{"address", r.addr},        {"function", mangled ? r.function : shown_name(r.function)}, {"symbol", r.function}, {"kind", kind_name(r.kind)},
+      nlohmann::json s = {{"address", r.addr},        {"function", name_text(r.function, mangled)}, {"symbol", r.function}, {"kind", kind_name(r.kind)},
                           {"length", r.length},       {"state", r.state},       {"status", r.status},
                           {"source", r.source}};
       s["file_offset"] = r.file_offset ? nlohmann::json(*r.file_offset) : nlohmann::json(nullptr);
@@ -65,14 +65,14 @@ int run_sites(const std::string& path, bool json, bool mangled) {
       }
       j["sites"].push_back(std::move(s));
     }
-    std::cout << j.dump(1) << "\n";
+    std::cout << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";  // a raw symbol that is not UTF-8: U+FFFD
     return ok;
   }
   std::printf("%-18s %-10s %-3s %-9s %-5s %-10s %s\n", "ADDRESS", "FILE", "LEN", "KIND", "STATE", "STATUS", "FUNCTION");
   for (const SiteRow& r : l.rows) {
     std::printf("0x%016llx %-10s %-3u %-9s %-5s %-10s %s%s\n", static_cast<unsigned long long>(r.addr),
                 r.file_offset ? hex(*r.file_offset).c_str() : "-", r.length, std::string(kind_name(r.kind)).c_str(),
-                r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : (mangled ? r.function : shown_name(r.function)).c_str(),
+                r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : name_text(r.function, mangled).c_str(),
                 r.reason.empty() ? "" : ("  (" + r.reason + "; found " + r.found + ")").c_str());
   }
   size_t skipped = std::count_if(l.rows.begin(), l.rows.end(), [](const SiteRow& r) { return r.status == "skipped"; });
@@ -156,14 +156,14 @@ int run_counts(const std::vector<std::string>& files, bool all, bool json, bool 
   std::vector<CountRow> rows = read_counts(files.back(), binaries);
   std::vector<std::string> shown;
   shown.reserve(rows.size());
-  for (const CountRow& r : rows) shown.push_back(mangled ? r.function : shown_name(r.function));
+  for (const CountRow& r : rows) shown.push_back(name_text(r.function, mangled));
   const std::vector<std::string> names = qualified_names(rows, shown);
   if (json) {
     nlohmann::json j = nlohmann::json::array();
     for (size_t i = 0; i < rows.size(); i++)
       if (all || rows[i].count)
         j.push_back({{"object", rows[i].object}, {"address", rows[i].addr}, {"function", names[i]}, {"symbol", rows[i].function}, {"count", rows[i].count}});
-    std::cout << j.dump(1) << "\n";
+    std::cout << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";  // a raw symbol that is not UTF-8: U+FFFD
     return ok;
   }
   std::printf("%-12s %-18s %s\n", "COUNT", "ADDRESS", "FUNCTION");

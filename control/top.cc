@@ -139,12 +139,6 @@ std::string rate_text(double v) {
   return b;
 }
 
-// Control characters in a name from the process's file shown as '?' (it reaches a terminal).
-std::string printable(std::string s) {
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return s;
-}
 
 }  // namespace
 
@@ -207,7 +201,7 @@ int top(const TopOptions& o) {
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rate[a] != rate[b] ? rate[a] > rate[b] : rows[a].count > rows[b].count; });
     if (names.size() != rows.size()) {  // named once, again only when an object was loaded
       names.clear();
-      for (const CountRow& r : rows) names.push_back(o.mangled ? r.function : shown_name(r.function));
+      for (const CountRow& r : rows) names.push_back(name_text(r.function, o.mangled));
       names = qualified_names(rows, names);
     }
     double all = 0;
@@ -227,7 +221,7 @@ int top(const TopOptions& o) {
       const size_t i = order[k];
       if (!rows[i].count) break;
       std::snprintf(line, sizeof line, "%12s %14llu  ", rate_text(rate[i]).c_str(), static_cast<unsigned long long>(rows[i].count));
-      std::string row = line + printable(names[i]);
+      std::string row = line + names[i];
       if (width && row.size() > width) row.resize(width);
       out += row + "\n";
     }

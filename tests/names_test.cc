@@ -275,5 +275,64 @@ TEST(Names, CtlEnablesByDemangledNamesReportsThemAndRefusesAGlobThatNamesNothing
   EXPECT_EQ(status, 0) << rest;
 }
 
+// Symbols someone else made: one with a byte that is not UTF-8, one with a terminal escape sequence
+// (objcopy renames them in a real program). Every view prints them with U+FFFD in place of each bad
+// byte: nothing reaches a terminal raw, and the JSON (sites, counts, export) parses as strict UTF-8.
+TEST(Names, BytesThatAreNotUtf8AndControlCharactersArePrintedAsReplacements) {
+  TempDir d;
+  write_file(d / "a.c", "__attribute__((noinline)) int leaf(int x) { return x * 3; }\n"
+                         "__attribute__((noinline)) int esc(int x) { return leaf(x) + 1; }\n"
+                         "int main(void) { return esc(1) - 4; }\n");
+  ASSERT_EQ(run({"gcc", "-O1", "-pg", "-mfentry", d / "a.c", "-o", d / "a"}).status, 0);
+  Proc oc = run({"objcopy", "--redefine-sym", "leaf=le\xff" "af", "--redefine-sym", "esc=esc\x1b[2Jx", d / "a", d / "b"});
+  ASSERT_EQ(oc.status, 0) << oc.err;
+  ASSERT_EQ(prepatch({"-q", d / "b", "-o", d / "b.p"}).status, 0);
+  const std::string leaf = "le\xef\xbf\xbd" "af", esc = "esc\xef\xbf\xbd[2Jx";
+  const auto clean = [](const std::string& out) { return out.find('\x1b') == std::string::npos && out.find('\xff') == std::string::npos; };
+
+  Proc sites = prepatch({"sites", d / "b.p", "--json"});
+  ASSERT_EQ(sites.status, 0) << sites.err;
+  std::set<std::string> functions, symbols;
+  const nlohmann::json sj = nlohmann::json::parse(sites.out);
+  for (const auto& s : sj["sites"]) functions.insert(s["function"]), symbols.insert(s["symbol"]);
+  EXPECT_EQ(functions, (std::set<std::string>{leaf, esc, "main"}));
+  EXPECT_EQ(symbols, (std::set<std::string>{leaf, "esc\x1b[2Jx", "main"}));  // the raw symbol, its escape written as \u001b
+  EXPECT_TRUE(clean(sites.out)) << sites.out;
+  Proc plain = prepatch({"sites", d / "b.p"});
+  EXPECT_TRUE(clean(plain.out)) << plain.out;
+
+  Proc g = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace", d / "b.p"}, d.path());
+  ASSERT_EQ(g.status, 0) << g.err;
+  for (const std::vector<std::string>& view : std::vector<std::vector<std::string>>{
+           {"report", d / "t.trace"}, {"report", d / "t.trace", "--mangled"}, {"replay", d / "t.trace"},
+           {"export", d / "t.trace", "--format", "folded", "-o", "-"}, {"export", d / "t.trace", "--format", "svg", "-o", "-"}}) {
+    Proc v = prepatch(view);
+    ASSERT_EQ(v.status, 0) << view[0] << ": " << v.err;
+    EXPECT_TRUE(clean(v.out)) << view[0] << ": " << v.out;
+    if (view.back() == "-" && view[3] == "svg") continue;  // its frames narrower than a pixel are merged, unnamed
+    EXPECT_NE(v.out.find(leaf), std::string::npos) << view[0] << ": " << v.out;
+    EXPECT_NE(v.out.find(esc), std::string::npos) << view[0] << ": " << v.out;
+  }
+  Proc chrome = prepatch({"export", d / "t.trace", "-o", "-"});
+  ASSERT_EQ(chrome.status, 0) << chrome.err;
+  std::set<std::string> exported;
+  const nlohmann::json cjs = nlohmann::json::parse(chrome.out);  // throws on bytes that are not UTF-8
+  for (const auto& e : cjs["traceEvents"]) exported.insert(e["name"]);
+  EXPECT_EQ(exported, (std::set<std::string>{leaf, esc, "main"}));
+
+  Proc c = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "b.p"}, d.path());
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc counts = prepatch({"counts", d / "c"});
+  ASSERT_EQ(counts.status, 0) << counts.err;
+  EXPECT_TRUE(clean(counts.out)) << counts.out;
+  EXPECT_NE(counts.out.find(esc), std::string::npos) << counts.out;
+  Proc cj = prepatch({"counts", d / "c", "--json"});
+  ASSERT_EQ(cj.status, 0) << cj.err;
+  std::set<std::string> counted;
+  const nlohmann::json cjson = nlohmann::json::parse(cj.out);
+  for (const auto& r : cjson) counted.insert(r["function"]);
+  EXPECT_EQ(counted, (std::set<std::string>{leaf, esc, "main"}));
+}
+
 }  // namespace
 }  // namespace prepatch::test

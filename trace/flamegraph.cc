@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rewriter/names.h"
 #include "trace/stacks.h"
 
 namespace prepatch::trace {
@@ -21,35 +22,25 @@ namespace {
 constexpr double width = 1200, pad = 10, frame_h = 16, top = 44, bottom = 26;
 constexpr double char_w = 7.2;  // 12px monospace
 
-// Text for XML: markup characters as entities; control characters and bytes that are not UTF-8 as
-// '?' (either would make the whole file unreadable to an XML parser).
+// Text for XML: markup characters as entities. Names come printable (rewriter/names.h: no control
+// characters, valid UTF-8), which an XML parser needs.
 void put_xml(Output& out, std::string_view s) {
-  for (size_t i = 0; i < s.size(); i++) {
-    const auto c = static_cast<unsigned char>(s[i]);
+  for (char c : s) {
     if (c == '&') out.put("&amp;");
     else if (c == '<') out.put("&lt;");
     else if (c == '>') out.put("&gt;");
     else if (c == '"') out.put("&quot;");
-    else if (c < 0x20 || c == 0x7f) out.put('?');
-    else if (c < 0x80) out.put(static_cast<char>(c));
-    else {
-      // A UTF-8 sequence: its length from the lead byte, its continuation bytes checked, overlong
-      // forms, surrogates and code points past U+10FFFF refused.
-      const size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-      bool ok = n && i + n <= s.size();
-      for (size_t k = 1; ok && k < n; k++) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-      if (ok && n >= 3) {
-        const auto c1 = static_cast<unsigned char>(s[i + 1]);
-        ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) && !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
-      }
-      if (!ok) {
-        out.put('?');
-        continue;
-      }
-      out.put(s.substr(i, n));
-      i += n - 1;
-    }
+    else out.put(c);
   }
+}
+
+// The first characters of `s` that fit `fit` columns (a UTF-8 character never cut), ".." after them
+// when some were left out.
+std::string label(const std::string& s, size_t fit) {
+  if (s.size() <= fit) return s;
+  size_t n = fit - 2;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) n--;  // s[n] begins a character
+  return s.substr(0, n) + "..";
 }
 
 std::string time_text(u64 ns) {
@@ -232,7 +223,7 @@ class Svg {
         .put(script)
         .put("]]></script>\n<rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"rgb(248,248,240)\"/>\n");
     out_.put("<text x=\"").put(fixed(width / 2)).put("\" y=\"20\" text-anchor=\"middle\" style=\"font-size: 16px\">Flame graph of ");
-    put_xml(out_, t_.file());
+    put_xml(out_, printable_text(t_.file()));
     out_.put(" (").put(time_text(all)).put(")</text>\n");
     out_.put("<text id=\"unzoom\" class=\"b\" x=\"").put(fixed(pad)).put("\" y=\"36\" style=\"opacity: 0\">Reset Zoom</text>\n");
     out_.put("<text id=\"search\" class=\"b\" x=\"").put(fixed(width - pad - 100)).put("\" y=\"36\">Search</text>\n");
@@ -252,7 +243,7 @@ class Svg {
           .put(d.node == ~u32{0} ? std::string("rgb(190,190,190)") : colour(name)).put("\"/><text x=\"").put(fixed(d.x + 3))
           .put("\" y=\"").put(fixed(y + frame_h - 4)).put("\">");
       const auto fit = static_cast<size_t>(std::clamp((d.w - 6) / char_w, 0.0, width / char_w));
-      if (fit >= 3) put_xml(out_, name.size() <= fit ? name : name.substr(0, fit - 2) + "..");  // a cut may split a UTF-8 character: shown as '?'
+      if (fit >= 3) put_xml(out_, label(name, fit));
       out_.put("</text></g>\n");
     }
     out_.put("</svg>\n");

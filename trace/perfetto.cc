@@ -3,6 +3,7 @@
 // perfetto_trace.proto (TracePacket, TrackDescriptor, TrackEvent, InternedData, ClockSnapshot).
 #include <algorithm>
 
+#include "rewriter/names.h"
 #include "trace/calls.h"
 #include "trace/protobuf.h"
 #include "trace/trace.h"
@@ -54,7 +55,7 @@ class Packets {
   void process() {
     ProtoMessage proc, track;
     proc.varint(track_descriptor::process_pid, t_.header().pid);
-    if (t_.header().object[0]) proc.bytes(track_descriptor::process_name, shim::base_name(t_.header().object));
+    if (t_.header().object[0]) proc.bytes(track_descriptor::process_name, printable_text(shim::base_name(t_.header().object)));
     track.varint(track_descriptor::uuid, process_uuid_).message(track_descriptor::process, proc);
     packet_.varint(trace_packet::trusted_packet_sequence_id, 1).message(trace_packet::track_descriptor, track);
     emit();

@@ -226,10 +226,11 @@ void TraceFile::make_name(u32 site) {
     named_[site].store(true, std::memory_order_release);
     return;
   }
-  names_[site] = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));
-  calls_[site] = names_[site] == mangled(site) ? names_[site] + "()" : names_[site];
+  const std::string shown = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));
+  names_[site] = printable_text(shown);
+  calls_[site] = shown == mangled(site) ? names_[site] + "()" : names_[site];
   if (ambiguous_[site]) {
-    const std::string prefix = object_base(site) + ":";
+    const std::string prefix = printable_text(object_base(site)) + ":";
     names_[site] = prefix + names_[site], calls_[site] = prefix + calls_[site];
   }
   named_[site].store(true, std::memory_order_release);
