@@ -1,4 +1,5 @@
 #include "control/counts.h"
+#include "rewriter/names.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -155,7 +156,7 @@ std::vector<std::string> qualified_names(const std::vector<CountRow>& rows, cons
   for (size_t i = 0; i < rows.size(); i++) objects[names[i]].insert(rows[i].object);
   std::vector<std::string> out;
   out.reserve(rows.size());
-  for (size_t i = 0; i < rows.size(); i++) out.push_back(objects[names[i]].size() > 1 ? rows[i].object + ":" + names[i] : names[i]);
+  for (size_t i = 0; i < rows.size(); i++) out.push_back(objects[names[i]].size() > 1 ? printable_text(rows[i].object) + ":" + names[i] : names[i]);
   return out;
 }
 
