@@ -192,11 +192,7 @@ TEST(Flamegraph, FramesAreTheStacksAndTheirTimeToThePixel) {
     }
   }
 
-  const std::string fn = d / "function.trace";
-  Proc p = prepatch({"-q", td + "/calltree-fentry", "-o", d / "calltree"});
-  ASSERT_EQ(p.status, 0) << p.err;
-  Proc f = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + fn, d / "calltree", "threads"}, d.path());
-  ASSERT_EQ(f.status, 0) << f.err;
+  const std::string& fn = calltree_function_trace();
   Proc refused = prepatch({"export", fn, "--format", "svg", "-o", d / "f.svg"});
   EXPECT_EQ(refused.status, 4);
   EXPECT_NE(refused.err.find(fn + ": offset 0x10: a function trace, which has no durations: --format svg needs a graph trace"), std::string::npos)

@@ -194,15 +194,27 @@ std::string Tmux::screen() { return run({"tmux", "-L", socket_, "capture-pane", 
 void Tmux::keys(const std::string& k) { run({"tmux", "-L", socket_, "send-keys", "-t", "t", k}); }
 bool Tmux::running() { return run({"tmux", "-L", socket_, "has-session", "-t", "t"}).status == 0; }
 
-const std::string& calltree_graph_trace() {
-  static TempDir* d = new TempDir;  // kept for the whole run
-  static const std::string file = [] {
-    Proc p = prepatch({std::string(TESTDATA_DIR) + "/calltree-fentry", "-o", *d / "calltree"});
+namespace {
+// testdata/calltree.c prepared and run with `threads` under `tracer`, every function traced; kept for the whole run.
+std::string calltree_trace(const char* tracer) {
+  static TempDir* d = new TempDir;
+  const std::string bin = *d / "calltree", file = *d / (std::string(tracer) + ".trace");
+  if (!exists(bin)) {
+    Proc p = prepatch({std::string(TESTDATA_DIR) + "/calltree-fentry", "-o", bin});
     EXPECT_EQ(p.status, 0) << p.err;
-    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + *d / "t.trace", *d / "calltree", "threads"}, d->path());
-    EXPECT_EQ(r.status, 0) << r.err;
-    return *d / "t.trace";
-  }();
+  }
+  Proc r = run({"env", "PREPATCH_TRACE=*", std::string("PREPATCH_TRACER=") + tracer, "PREPATCH_OUTPUT=" + file, bin, "threads"}, d->path());
+  EXPECT_EQ(r.status, 0) << r.err;
+  return file;
+}
+}  // namespace
+
+const std::string& calltree_graph_trace() {
+  static const std::string file = calltree_trace("graph");
+  return file;
+}
+const std::string& calltree_function_trace() {
+  static const std::string file = calltree_trace("function");
   return file;
 }
 

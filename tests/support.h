@@ -119,6 +119,8 @@ const std::vector<TestBinary>& manifest();
 // A graph trace of testdata/calltree.c (prepared from calltree-fentry, run with `threads`, every
 // function traced), recorded once per test run and kept for the whole run.
 const std::string& calltree_graph_trace();
+// The same program's `function` trace, recorded once per test run too.
+const std::string& calltree_function_trace();
 
 // Per function, its count in the counts file `file` that a process wrote for `binary` (`prepatch counts
 // --json`); empty, with a failure recorded, where prepatch cannot read it.

@@ -463,11 +463,7 @@ TEST(Export, FoldedStacksAreEachStacksSelfTime) {
   EXPECT_EQ(got, want);
   EXPECT_TRUE(got.contains("worker;top;mid;leaf")) << read_file(d / "out.folded");
 
-  const std::string fn = d / "function.trace";
-  Proc p = prepatch({"-q", td + "/calltree-fentry", "-o", d / "calltree"});
-  ASSERT_EQ(p.status, 0) << p.err;
-  Proc f = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=function", "PREPATCH_OUTPUT=" + fn, d / "calltree", "threads"}, d.path());
-  ASSERT_EQ(f.status, 0) << f.err;
+  const std::string& fn = calltree_function_trace();
   Proc refused = prepatch({"export", fn, "--format", "folded", "-o", d / "f.folded"});
   EXPECT_EQ(refused.status, 4);
   EXPECT_NE(refused.err.find(fn + ": offset 0x10: a function trace, which has no durations"), std::string::npos) << refused.err;
