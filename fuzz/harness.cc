@@ -19,6 +19,7 @@
 #include "control/control.h"
 #include "control/counts.h"
 #include "elf/mapped_file.h"
+#include "rewriter/names.h"
 #include "rewriter/prepare.h"
 #include "rewriter/table.h"
 #include "shim/names.h"
@@ -98,6 +99,10 @@ bool trace_one(std::span<const u8> data) {
   return true;
 }
 
+namespace {
+bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
+}  // namespace
+
 bool counts_one(std::span<const u8> data) {
   std::vector<CountRow> rows;
   try {
@@ -106,17 +111,19 @@ bool counts_one(std::span<const u8> data) {
     return false;
   }
   std::vector<std::string> names;
-  for (const CountRow& r : rows) names.push_back(r.function);
+  for (const CountRow& r : rows) names.push_back(name_text(r.function));
   const std::vector<std::string> shown = qualified_names(rows, names);
   expect(shown.size() == rows.size(), "a row left unnamed");
-  for (size_t i = 0; i < rows.size(); i++)
-    expect(shown[i] == rows[i].function || shown[i] == rows[i].object + ":" + rows[i].function, "a name shown as neither FUNCTION nor OBJECT:FUNCTION");
+  for (size_t i = 0; i < rows.size(); i++) {
+    // The object comes from the counts file, so it is shown with the same replacements as a name.
+    expect(shown[i] == names[i] || shown[i] == printable_text(rows[i].object) + ":" + names[i], "a name shown as neither FUNCTION nor OBJECT:FUNCTION");
+    expect(std::none_of(shown[i].begin(), shown[i].end(), [](char c) { return is_control(static_cast<unsigned char>(c)); }),
+           "a control character in a shown name");
+  }
   return true;
 }
 
 namespace {
-
-bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
 // The little-endian integer of sizeof(T) bytes at `at` in `d`, bytes past its end read as zero.
 template <class T>
