@@ -217,34 +217,39 @@ TEST(BigTrace, FoldedStacksWithinTheMemoryLimit) {
 }
 
 // Progress (issue 28, item 6): in a real terminal (tmux), export and report of the 64 MB trace draw a
-// line of growing percentages on stderr and erase it before anything else is shown (report's table
-// starts its own line); piped, neither prints a byte on stderr.
+// line of growing percentages on stderr (PREPATCH_PROGRESS_DELAY=0: from the start, so whatever this
+// machine's speed; `script` keeps every byte the terminal got) and erase it before anything else is
+// shown (the screen keeps no such line, and report's table starts its own line); piped, neither prints
+// a byte on stderr.
 TEST(BigTrace, ProgressOnATerminalOnly) {
   const Big& b = big();
   TempDir d;
-  const std::string pp = PREPATCH_BIN;
-  Tmux term(pp + " export " + b.trace + " --format folded -o " + d / "out.folded" + "; echo export=$?; " + pp + " report " + b.trace +
-                " --sort calls; echo report=$?; sleep 600",
-            120, 40);
-  std::map<std::string, std::vector<int>> seen;  // per command, the percentages shown, in order
+  const std::string pp = PREPATCH_BIN, typescript = d / "typescript";
+  const std::string commands = "PREPATCH_PROGRESS_DELAY=0 " + pp + " export " + b.trace + " --format folded -o " + d / "out.folded" +
+                               "; echo export=$?; PREPATCH_PROGRESS_DELAY=0 " + pp + " report " + b.trace + " --sort calls; echo report=$?";
+  Tmux term("script -qfec '" + commands + "' " + typescript + "; sleep 600", 120, 40);
   std::string screen;
   ASSERT_TRUE(eventually([&] {
     screen = term.screen();
-    std::smatch m;
-    for (const char* what : {"export", "report"})
-      if (std::regex_search(screen, m, std::regex(std::string("prepatch ") + what + ": ([0-9]+)% of [0-9.]+ MB of records")))
-        if (seen[what].empty() || seen[what].back() != std::stoi(m[1])) seen[what].push_back(std::stoi(m[1]));
     return screen.find("report=") != std::string::npos;
   }, 600)) << screen;
   EXPECT_NE(screen.find("export=0\n"), std::string::npos) << screen;
   EXPECT_NE(screen.find("report=0\n"), std::string::npos) << screen;
-  for (const char* what : {"export", "report"}) {
-    ASSERT_FALSE(seen[what].empty()) << what << " showed no progress:\n" << screen;
-    EXPECT_TRUE(std::is_sorted(seen[what].begin(), seen[what].end())) << what;
-    EXPECT_LT(seen[what].back(), 100) << what;
-  }
   EXPECT_EQ(screen.find("% of"), std::string::npos) << "a progress line was left:\n" << screen;
   EXPECT_NE(screen.find("\n  Total time   Self time       Calls  Function\n"), std::string::npos) << screen;
+  // What the terminal got: each command's lines, each drawn over the last ("\r\033[K"), then erased.
+  const std::string bytes = read_file(typescript);
+  for (const char* what : {"export", "report"}) {
+    SCOPED_TRACE(what);
+    std::vector<int> seen;
+    const std::regex line(std::string("\r\033\\[Kprepatch ") + what + ": ([0-9]+)% of [0-9.]+ MB of records");
+    for (auto it = std::sregex_iterator(bytes.begin(), bytes.end(), line); it != std::sregex_iterator(); ++it) seen.push_back(std::stoi((*it)[1]));
+    ASSERT_FALSE(seen.empty()) << "no progress drawn:\n" << bytes.substr(0, 2000);
+    EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+    EXPECT_LT(seen.back(), 100);
+    const size_t last = bytes.rfind(std::string("prepatch ") + what + ": ");
+    EXPECT_EQ(bytes.substr(bytes.find("records", last) + 7, 4), "\r\033[K") << "the last line drawn is not erased next";
+  }
 
   std::string err;
   EXPECT_EQ(limited({"export", b.trace, "--format", "folded", "-o", d / "piped.folded"}, [](std::string_view) {}, err), 0);

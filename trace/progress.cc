@@ -3,11 +3,28 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 namespace prepatch::trace {
 namespace {
 
-constexpr auto delay = std::chrono::milliseconds(500), every = std::chrono::milliseconds(200);
+constexpr auto every = std::chrono::milliseconds(200);
+
+// How long the work runs before the line is drawn: PREPATCH_PROGRESS_DELAY seconds (0 draws it at
+// once), else half a second.
+std::chrono::steady_clock::duration delay() {
+  const std::chrono::milliseconds fallback(500);
+  const char* v = std::getenv("PREPATCH_PROGRESS_DELAY");
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const double s = std::strtod(v, &end);
+  if (*end || !(s >= 0 && s <= 86400)) {
+    std::fprintf(stderr, "prepatch: PREPATCH_PROGRESS_DELAY=%s is not a number of seconds from 0 to 86400; using 0.5\n", v);
+    return fallback;
+  }
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
 
 void put(const char* s, size_t n) {
   while (n) {
@@ -20,7 +37,9 @@ void put(const char* s, size_t n) {
 }  // namespace
 
 Progress::Progress(TraceFile& t, std::string what, bool show) : t_(t), what_(std::move(what)), start_(std::chrono::steady_clock::now()) {
-  if (show) t_.on_progress([this](u64 done, u64 total) { update(done, total); });
+  if (!show) return;
+  delay_ = delay();
+  t_.on_progress([this](u64 done, u64 total) { update(done, total); });
 }
 
 Progress::~Progress() {
@@ -43,7 +62,7 @@ void Progress::update(u64 done, u64 total) {
   const std::unique_lock<std::mutex> l(m_, std::try_to_lock);
   if (!l.owns_lock() || finished_) return;  // another stream's thread is drawing it
   const auto now = std::chrono::steady_clock::now();
-  if (now - start_ < delay || (shown_ && now - last_ < every)) return;
+  if (now - start_ < delay_ || (shown_ && now - last_ < every)) return;
   last_ = now, shown_ = true;
   char line[160];
   const double gb = static_cast<double>(total) / 1e9;

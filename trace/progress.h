@@ -1,5 +1,5 @@
 // Progress of a long read, on a terminal: one line on stderr ("prepatch export: 42% of 1.10 GB of
-// records"), drawn once the work has run half a second, redrawn at most five times a second, and
+// records"), drawn once the work has run half a second (PREPATCH_PROGRESS_DELAY=SECONDS), redrawn at most five times a second, and
 // erased when the last record has been read (before a report prints its table). Nothing when
 // stderr is not a terminal, or when the output goes to the same terminal.
 #pragma once
@@ -27,6 +27,7 @@ class Progress {
   std::string what_;
   std::mutex m_;
   std::chrono::steady_clock::time_point start_, last_;
+  std::chrono::steady_clock::duration delay_{};
   bool shown_ = false, finished_ = false;
 };
 
