@@ -42,6 +42,12 @@ Proc toggled(const std::vector<std::string>& argv, const std::string& cwd, int& 
   sigaction(SIGPIPE, &ignore, &old);  // (a program that exits early must not take the test with it)
   for (size_t k = 0; k < pieces.size(); k++) {
     Proc c = prepatch({"ctl", std::to_string(pid), k % 2 ? "disable" : "enable", "*"});
+    // The first may come before the program is there to answer: the child not exec'd yet, or its
+    // prepared library not loaded yet ("not prepared by prepatch"). It waits for it, up to 10 s.
+    for (int tries = 0; k == 0 && c.status != 0 && c.err.find("not prepared by prepatch") != std::string::npos && tries < 1000; tries++) {
+      usleep(10000);
+      c = prepatch({"ctl", std::to_string(pid), "enable", "*"});
+    }
     if (c.status == 0) enables += k % 2 == 0;
     else ADD_FAILURE() << "ctl failed while the program waited for its input: " << c.err;
     for (size_t at = 0; at < pieces[k].size();) {
