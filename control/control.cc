@@ -52,7 +52,8 @@ std::optional<char> proc_state(const std::string& stat_path) {
 
 // The thread to deliver the request to: one that does not block the control signal, preferably one running
 // (state R), whose handler then interrupts no system call. A signal to the whole process would go to
-// any thread, often the main one, and cut short its sleep() or poll().
+// any thread, often the main one, and cut short its sleep() or poll(). 0 when every thread blocks it now
+// (as the shim's own start does for a moment): the caller tries again until its deadline.
 pid_t pick_thread(pid_t pid) {
   const std::string task = "/proc/" + std::to_string(pid) + "/task/";
   pid_t any = 0;
@@ -66,7 +67,6 @@ pid_t pick_thread(pid_t pid) {
     if (!any) any = tid;
   }
   if (ec) throw IoError(task + ": cannot list the threads: " + ec.message());
-  if (!any) throw IoError("process " + std::to_string(pid) + ": every thread blocks signal 62 (SIGRTMAX-2), so none can take the request");
   return any;
 }
 
@@ -297,14 +297,19 @@ ControlReply control(pid_t pid, const std::string& command, std::chrono::millise
     // The shim drops a request that arrives while it serves another (or in a flood): signalled again
     // every 250 ms while the request is still there, unread.
     auto next_signal = std::chrono::steady_clock::now();
+    bool all_block = false;  // at the last try, every thread blocked the signal
     while (!(text = read_reply(dir, reply, owner))) {
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_signal && ::faccessat(dir, req.c_str(), F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-        if (::syscall(SYS_rt_tgsigqueueinfo, pid, pick_thread(pid), shim::ctl_signal, &si) != 0)
+        const pid_t tid = pick_thread(pid);
+        all_block = tid == 0;
+        if (tid && ::syscall(SYS_rt_tgsigqueueinfo, pid, tid, shim::ctl_signal, &si) != 0)
           throw IoError("process " + std::to_string(pid) + ": cannot signal it: " + errno_text());
-        next_signal = now + std::chrono::milliseconds(250);
+        next_signal = now + std::chrono::milliseconds(tid ? 250 : 5);
       }
       if (!running(pid)) throw IoError("process " + std::to_string(pid) + " exited before answering");
+      if (now > deadline && all_block)
+        throw IoError("process " + std::to_string(pid) + ": every thread blocks signal 62 (SIGRTMAX-2), so none can take the request");
       if (now > deadline)
         throw IoError("process " + std::to_string(pid) + " did not answer within " + std::to_string(timeout.count()) + " ms (is it stopped?)");
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
