@@ -85,7 +85,7 @@ foreach(isa x86_64 aarch64 ppc64le riscv64 arm)
     DEPENDS ${PROJECT_SOURCE_DIR}/shim/runtime.cc DEPFILE ${dir}/runtime.o.d VERBATIM)
   add_custom_command(OUTPUT ${dir}/entry.o
     COMMAND ${cxx} ${SHIM_ASM_FLAGS_${isa}} -I${PROJECT_SOURCE_DIR} -c ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S -o ${dir}/entry.o
-    DEPENDS ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S ${PROJECT_SOURCE_DIR}/shim/header.inc VERBATIM)
+    DEPENDS ${PROJECT_SOURCE_DIR}/shim/entry_${isa}.S ${PROJECT_SOURCE_DIR}/shim/header.inc ${PROJECT_SOURCE_DIR}/shim/fast_x86_64.h VERBATIM)
   add_custom_command(OUTPUT ${dir}/shim.elf
     COMMAND ${cxx} -nostdlib ${SHIM_LINK_FLAGS_${isa}} -Wl,-T,${PROJECT_SOURCE_DIR}/shim/shim.ld -Wl,--build-id=none -Wl,--no-warn-rwx-segments
       -Wl,-z,noexecstack ${dir}/entry.o ${dir}/runtime.o -o ${dir}/shim.elf

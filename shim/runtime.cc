@@ -22,6 +22,7 @@
 #include "shim/abi.h"
 #include "shim/core.h"
 #include "shim/dynlink.h"
+#include "shim/fast_x86_64.h"
 #include "shim/names.h"
 #include "shim/settings.h"
 #include "shim/snapshot.h"
@@ -127,6 +128,19 @@ __attribute__((section(".data.config"))) Config prepatch_config = {};
 // The site hash (shim/core.h), read by the count trampoline in shim/entry_x86_64.S. Unused in an object
 // another runtime serves: its trampolines go on to that runtime's.
 SiteHash* prepatch_hash;
+
+// The graph tracer's fast path in the x86-64 trampolines (shim/entry_x86_64.S, layout in
+// shim/fast_x86_64.h): `on` while they may record a call's entry and return themselves (1: the graph
+// tracer with no record-time filter or trigger; 2: with a duration threshold and nothing else, whose
+// calls they hold back and drop when shorter), with glibc's tid in the thread block; the thread table,
+// writer and threshold they read. They leave every call they do not cover to prepatch_on_call and
+// prepatch_on_exit.
+struct FastPath {
+  u64 on;
+  void* threads;
+  void* writer;
+  u64 threshold_ticks;
+} prepatch_fast;
 
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
@@ -333,6 +347,21 @@ struct State {
   const char* unwind_unhooked;  // why exceptions are not followed (graph), or nullptr
 };
 constinit State g{};
+
+// Sets prepatch_fast from the state it depends on; called wherever that changes (the tracer's tables,
+// the filters, the threshold's ticks, whether glibc keeps the tid in the thread block).
+void update_fast_path() {
+  const Filters& f = g.filters;
+  const bool base = sys::isa == arch::Isa::x86_64 && g.tracer == Tracer::graph && g.threads && g.writer && g.tid_in_tcb == 1;
+  const bool plain = !__atomic_load_n(&g.filtering, __ATOMIC_RELAXED);
+  const bool threshold = f.threshold_ns && g.threshold_ticks && !f.depth && !*f.graph_function && !*f.graph_notrace && !*f.retval &&
+                         !*f.args && !f.tid_count && !f.trigger_count && __atomic_load_n(&g.recording, __ATOMIC_ACQUIRE);
+  const u64 on = !base ? 0 : plain ? 1 : threshold ? 2 : 0;
+  __atomic_store_n(&prepatch_fast.on, 0, __ATOMIC_RELEASE);  // (never a new threshold under the old mode)
+  prepatch_fast.threads = g.threads, prepatch_fast.writer = g.writer;
+  prepatch_fast.threshold_ticks = on == 2 ? g.threshold_ticks : 0;
+  __atomic_store_n(&prepatch_fast.on, on, __ATOMIC_RELEASE);
+}
 
 // Object k of those the runtime serves: 0 its own, then those enrolled, in order.
 Object& object(u32 k) { return k == 0 ? g.obj : g.more[k - 1]; }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fcntl.h>
 #include <cstdio>
 #include <map>
 #include <sys/stat.h>
@@ -159,6 +160,65 @@ TEST(Ring, EachThreadKeepsExactlyItsLastEvents) {
       EXPECT_EQ(count(ex.out, "{\"name\":\"SIGSEGV\""), crash ? 1u : 0u);
     }
   }
+}
+
+// The graph tracer's assembly fast path (docs/SHIM.md, "Trampolines") serves the plain tracer and a
+// duration threshold alone; calls under other filters go through C. Switched between the three 40
+// times while four threads record (THRESHOLD=3600s, then none, then DEPTH=1, then none), each thread's
+// frames are pushed under one and popped under another: the process lives on and says nothing, the
+// file reads without a problem, every f (a leaf) recorded is an entry right before its own exit (a
+// held-back call whose threshold went away is written whole at its exit), and each g is matched.
+TEST(Ring, FiltersSwitchedLiveWhileThreadsRecordLeaveWholeCalls) {
+  const std::string file = ring().d / "switched.trace", errors = ring().d / "switched.err";
+  const int err = open(errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(err, 0);
+  const int pid = spawn({"env", "PREPATCH_TRACE=f*,g", "PREPATCH_TRACER=graph", "PREPATCH_BUFFER=ring:512K", "PREPATCH_OUTPUT=" + file,
+                         ring().exe, "0", "forever"}, "", -1, -1, err);
+  close(err);
+  ASSERT_GT(pid, 0);
+  struct Killed {  // however the test ends
+    int pid;
+    ~Killed() { kill(pid, SIGKILL); }
+  } killed{pid};
+  for (int tries = 0; tries < 600 && !exists(file); tries++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const std::string id = std::to_string(pid);
+  for (int round = 0; round < 40; round++) {
+    for (const char* pair : {"THRESHOLD=3600s", "THRESHOLD=", "DEPTH=1", "DEPTH="}) {
+      Proc p = prepatch({"ctl", id, "set", pair});
+      ASSERT_EQ(p.status, 0) << round << " " << pair << ": " << p.err;
+    }
+  }
+  Proc st = prepatch({"ctl", id, "status"});
+  EXPECT_EQ(st.status, 0) << st.err;
+  EXPECT_NE(st.out.find("\nfilters: none"), std::string::npos) << st.out;
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  EXPECT_EQ(read_file(errors), "");
+  const auto got = recorded_events(file);
+  int threads = 0;
+  for (const auto& [tid, v] : got) {
+    if (v.empty()) continue;  // the main thread
+    SCOPED_TRACE("thread " + std::to_string(tid));
+    threads++;
+    size_t fs = 0;
+    int open_g = 0;
+    for (size_t i = 0; i < v.size(); i++) {
+      const std::string& e = v[i];
+      if (e == "+g") open_g++;
+      else if (e == "-g") open_g = open_g > 0 ? open_g - 1 : 0;  // (its entry may be before the ring's oldest chunk)
+      else if (e[0] == '+') {
+        ASSERT_TRUE(i + 1 == v.size() || v[i + 1] == "-" + e.substr(1)) << i << ": " << e << " then " << v[i + 1];
+        fs++, i++;
+      } else {
+        ASSERT_EQ(i, 0u) << e << " without its entry";  // only where the ring's oldest chunk begins
+      }
+      ASSERT_LE(open_g, 1) << i << ": g inside g";
+    }
+    EXPECT_GT(fs, 0u);
+  }
+  EXPECT_EQ(threads, workers);
 }
 
 // Rings not filled yet (1,000 calls a thread): every event is there, and the file, whose rings were
