@@ -349,18 +349,28 @@ struct State {
 constinit State g{};
 
 // Sets prepatch_fast from the state it depends on; called wherever that changes (the tracer's tables,
-// the filters, the threshold's ticks, whether glibc keeps the tid in the thread block).
+// the filters, the threshold's ticks, whether glibc keeps the tid in the thread block), from any thread
+// and from signal handlers. One caller at a time writes it, from the state as it is then; a caller that
+// finds another writing leaves it a request to look again (no lock to wait for, so no deadlock with a
+// handler that interrupted the writer), so the last change is always what it ends up showing.
 void update_fast_path() {
-  const Filters& f = g.filters;
-  const bool base = sys::isa == arch::Isa::x86_64 && g.tracer == Tracer::graph && g.threads && g.writer && g.tid_in_tcb == 1;
-  const bool plain = !__atomic_load_n(&g.filtering, __ATOMIC_RELAXED);
-  const bool threshold = f.threshold_ns && g.threshold_ticks && !f.depth && !*f.graph_function && !*f.graph_notrace && !*f.retval &&
-                         !*f.args && !f.tid_count && !f.trigger_count && __atomic_load_n(&g.recording, __ATOMIC_ACQUIRE);
-  const u64 on = !base ? 0 : plain ? 1 : threshold ? 2 : 0;
-  __atomic_store_n(&prepatch_fast.on, 0, __ATOMIC_RELEASE);  // (never a new threshold under the old mode)
-  prepatch_fast.threads = g.threads, prepatch_fast.writer = g.writer;
-  prepatch_fast.threshold_ticks = on == 2 ? g.threshold_ticks : 0;
-  __atomic_store_n(&prepatch_fast.on, on, __ATOMIC_RELEASE);
+  static int writing, again;
+  __atomic_store_n(&again, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&again, __ATOMIC_SEQ_CST) && !__atomic_exchange_n(&writing, 1, __ATOMIC_ACQUIRE)) {
+    while (__atomic_exchange_n(&again, 0, __ATOMIC_SEQ_CST)) {
+      const Filters& f = g.filters;
+      const bool base = sys::isa == arch::Isa::x86_64 && g.tracer == Tracer::graph && g.threads && g.writer && g.tid_in_tcb == 1;
+      const bool plain = !__atomic_load_n(&g.filtering, __ATOMIC_ACQUIRE);
+      const bool threshold = f.threshold_ns && g.threshold_ticks && !f.depth && !*f.graph_function && !*f.graph_notrace && !*f.retval &&
+                             !*f.args && !f.tid_count && !f.trigger_count && __atomic_load_n(&g.recording, __ATOMIC_ACQUIRE);
+      const u64 on = !base ? 0 : plain ? 1 : threshold ? 2 : 0;
+      __atomic_store_n(&prepatch_fast.on, 0, __ATOMIC_RELEASE);  // (never a new threshold under the old mode)
+      prepatch_fast.threads = g.threads, prepatch_fast.writer = g.writer;
+      prepatch_fast.threshold_ticks = on == 2 ? g.threshold_ticks : 0;
+      __atomic_store_n(&prepatch_fast.on, on, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&writing, 0, __ATOMIC_RELEASE);
+  }
 }
 
 // Object k of those the runtime serves: 0 its own, then those enrolled, in order.
