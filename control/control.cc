@@ -106,6 +106,8 @@ void check_target(pid_t pid, std::chrono::steady_clock::time_point deadline) {
     elf::Elf elf(f.bytes(), exe);
     table = find_table(elf);
   } catch (const std::exception& e) {
+    // A process that has just exited (a zombie) has no executable to read: say what happened.
+    if (!running(pid)) throw IoError(who + " exited before its shim was listening");
     throw IoError(who + ": cannot read its executable (" + e.what() + ")");
   }
   if (!table && !runs_object_runtime(pid))

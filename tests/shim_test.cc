@@ -198,7 +198,7 @@ TEST(ShimLive, CtlEnablesDisablesAndReportsStatus) {
 
 // `prepatch ctl` right after a program started, while its libraries' constructors still run (the shim
 // starts after them, at the program's entry): it waits for the shim instead of failing; a program that
-// exits before its shim ever listens gets a clear message.
+// exits before its shim ever listens gets a clear message, also when ctl comes after it exited.
 TEST(ShimLive, CtlWaitsForAShimThatIsNotReadyYet) {
   TempDir d;
   write_file(d / "slow.c",
@@ -233,6 +233,15 @@ TEST(ShimLive, CtlWaitsForAShimThatIsNotReadyYet) {
   EXPECT_EQ(e.status, 5);
   EXPECT_NE(e.err.find("exited before its shim was listening"), std::string::npos) << e.err;
   EXPECT_EQ(q.finish().first, 3);
+
+  // The same when ctl comes only after the exit (a zombie, whose executable /proc no longer shows).
+  Background z({"env", "LD_PRELOAD=" + d / "slow.so", "SLOW_START_MS=0", "SLOW_EXIT=1", bin, "wait"}, d.path(), false);
+  const std::string stat = "/proc/" + std::to_string(z.pid()) + "/stat";
+  ASSERT_TRUE(eventually([&] { return read_file(stat).find(") Z ") != std::string::npos; }, 30));
+  Proc ze = ctl(z.pid(), {"status"});
+  EXPECT_EQ(ze.status, 5);
+  EXPECT_NE(ze.err.find("exited before its shim was listening"), std::string::npos) << ze.err;
+  EXPECT_EQ(z.finish().first, 3);
 }
 
 TEST(ShimLive, CtlRefusesAProcessItsSignalWouldKill) {
