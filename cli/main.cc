@@ -351,6 +351,8 @@ int main(int argc, char** argv) {
   CLI::App* report = app.add_subcommand("report", "per function: calls, total and self time (or a call's average, shortest and longest), from\n"
                                                  "trace files (PREPATCH_TRACER=function or graph; several are summed), or the change from\n"
                                                  "--diff OLD");
+  const char* progress_footer = "On a terminal, progress is drawn on stderr once reading has taken PREPATCH_PROGRESS_DELAY seconds (0.5).";
+  report->footer(progress_footer);
   std::string trace_file, report_sort = "total", report_threshold;
   std::vector<std::string> report_files, report_old;
   trace::ReportOptions ro_report;
@@ -388,6 +390,7 @@ int main(int argc, char** argv) {
   replay->add_option("--until", until, "show only lines at or before this time since the trace began")->check(time_problem);
   replay->add_flag("--mangled", mangled, mangled_help);
   CLI::App* exp = app.add_subcommand("export", "convert a trace file for a trace viewer");
+  exp->footer(progress_footer);
   std::string export_format = "chrome", export_out;
   exp->add_option("trace", trace_file, "the trace file")->required();
   exp->add_option("--format", export_format,
