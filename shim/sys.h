@@ -107,8 +107,9 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 // System call numbers (arch/arm/tools/syscall.tbl, EABI). The 32-bit forms take `long` arguments:
 // mmap2 (its offset counts pages, and the shim maps from offset 0), ftruncate (a counts file under
 // 2 GiB), fstat's struct stat, clock_gettime's and futex's 32-bit timespec, geteuid32. fallocate and
-// pwrite64 split their 64-bit offsets over register pairs; the shim calls them only from the
-// function and graph tracers and PREPATCH_WX=strict, which are x86-64's so far. cacheflush is ARM's
+// pwrite64 split their 64-bit offsets over register pairs: pwrite64 goes through write_at
+// (shim/runtime/os.inc), which does so; fallocate is called only from the function and graph tracers,
+// which are x86-64's so far. cacheflush is ARM's
 // private call: cleans the data cache and invalidates the instruction cache over a range, on every core.
 enum : long {
   nr_cacheflush = 0x0f0002,
