@@ -7,7 +7,9 @@
    and prints "mix K R I = V" for each mix call (K the thread, V what mix returned).
    Usage: filters once THREADS    one round on THREADS threads, then exit
           filters live THREADS    prints "ready PID tids T1 T2 ...", then a round per line read from
-                                  stdin, each ended by a line "done R"; exits at end of input. */
+                                  stdin, each ended by a line "done R"; exits at end of input.
+   With FILTERS_CHDIR=DIR set, main changes its working directory to DIR before the first round (after
+   the shim made its trace file). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -85,6 +87,8 @@ int main(int argc, char** argv) {
   printf(live ? "ready %d tids" : "pid %d tids", (int)getpid());
   for (int k = 0; k < threads; k++) printf(" %d", (int)tids[k]);
   printf("\n");
+  const char* dir = getenv("FILTERS_CHDIR");
+  if (dir && chdir(dir) != 0) return perror(dir), 2;
   char line[64];
   for (int r = 0; live ? fgets(line, sizeof line, stdin) != NULL : r < 1; r++) {
     round_no = r;

@@ -4,6 +4,7 @@
 // what it computed.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <set>
@@ -441,6 +442,26 @@ TEST(Triggers, ADurationTriggerSnapshotsExactlyTheSlowCalls) {
   trace::TraceFile::Stream st(f, 0);
   for (trace::Event ev; st.next(ev);) calls.push_back(f.name(ev.site));
   EXPECT_EQ(calls, (std::vector<std::string>{"work", "a", "b", "c", "c", "quiet", "c", "slow", "c", "mix", "a", "b", "c", "c", "quiet"}));
+}
+
+// A snapshot goes beside the trace file also when the program changed its working directory after
+// the file was made (a relative PREPATCH_OUTPUT): in the directory the file was created in, named as
+// the trace file was, and nothing lands in the new working directory.
+TEST(Triggers, SnapshotsStayBesideTheTraceFileAfterTheProgramChangesDirectory) {
+  const std::string started = program().d / "chdir-start", moved = program().d / "chdir-moved";
+  std::filesystem::create_directories(started);
+  std::filesystem::create_directories(moved);
+  Proc r = run({"env", "PREPATCH_TRACER=function", traced, "PREPATCH_OUTPUT=rel.trace", "PREPATCH_TRIGGER=quiet:snapshot",
+                "PREPATCH_SNAPSHOTS=2", "FILTERS_CHDIR=" + moved, program().exe, "once", "1"},
+               started);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(snapshots_of(started + "/rel.trace").size(), 2u) << r.err;
+  for (const auto& e : std::filesystem::directory_iterator(moved)) ADD_FAILURE() << "in the new working directory: " << e.path();
+  EXPECT_NE(r.err.find("prepatch: trigger quiet:snapshot: snapshot rel.trace.snapshot.1\n"), std::string::npos) << r.err;
+  ASSERT_TRUE(std::filesystem::exists(started + "/rel.trace.snapshot.2"));
+  trace::TraceFile f(started + "/rel.trace.snapshot.2");
+  EXPECT_TRUE(f.problems().empty()) << f.problems().front();
+  EXPECT_EQ(f.threads(), 1u);
 }
 
 // trace_on and trace_off: recording starts off when a trace_on trigger is set, a call of a() turns
