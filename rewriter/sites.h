@@ -11,6 +11,8 @@
 // (docs/FORMAT.md); a patchable site's word before it is its permanent context.
 // Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
 // does not match is kept as a skipped site with the reason, so it can be reported, and is never written.
+// What every ISA shares is rewriter/sites.cc; each ISA's site forms are its own file,
+// rewriter/sites_<isa>.cc, behind one interface (rewriter/discoverer.h).
 #pragma once
 #include <span>
 #include <string>

@@ -1,0 +1,136 @@
+// Inside site discovery (rewriter/sites.h): the discoverer every ISA shares (rewriter/sites.cc: the
+// symbol tables, the tracers' GOT slots, the record sections, the scan in address order, the final
+// sort) and the interface each ISA's file implements (rewriter/sites_<isa>.cc: what a site looks like
+// there). Adding an ISA means adding its file and naming it in sites_for.
+#pragma once
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "arch/isa.h"
+#include "elf/bulk.h"
+#include "elf/elf.h"
+#include "rewriter/sites.h"
+
+namespace prepatch::discovery {
+
+// How far into a function the symbol scan looks for a -pg call: clang puts it after the whole
+// prologue (register saves, argument moves), gcc right after push %rbp; mov %rsp,%rbp. AArch64 and
+// PPC64le gcc put it after the frame setup and the moves of arguments to callee-saved registers.
+constexpr unsigned prologue_scan_bytes = 96;
+constexpr unsigned word_prologue_scan_bytes = 128;
+
+// mcount/__fentry__ by name (a symbol version stripped: __fentry__@GLIBC_2.13), or none.
+std::optional<SiteKind> tracer_kind(std::string_view name);
+// The same for a NUL-terminated name, without measuring names that cannot match (most C++ names
+// start with _Z): with 100k symbols, measuring every name was a visible cost.
+std::optional<SiteKind> tracer_kind(const char* name);
+
+// A function symbol, 16 bytes: one per STT_FUNC symbol, sorted by address, for the scan (which reads
+// the code in address order) and for naming record sites (func_at).
+constexpr u32 local_bit = 1u << 31;  // STB_LOCAL: where a global symbol shares the address, it sorts first
+constexpr u32 other_bit = 1u << 30;  // in an instruction set the scan skips (ARM32: ARM state, no Thumb bit)
+struct Func {
+  u64 addr;  // the code's address (IsaSites::code_address)
+  u32 size;  // st_size, at most 4 GiB - 1
+  u32 name;  // st_name (0 where it is past 1 GiB), with local_bit and other_bit
+  u32 name_off() const { return name & ~(local_bit | other_bit); }
+  bool local() const { return name & local_bit; }
+};
+
+// Where mcount/__fentry__ can be called: callee addresses (direct calls) or pointer slots (GOT),
+// each with the kind of site calling it means. Few entries; sorted for binary search.
+class Targets {
+ public:
+  void add(u64 addr, SiteKind k) { v_.push_back({addr, k}); }
+  void seal();
+  std::optional<SiteKind> find(u64 addr) const;
+  bool empty() const { return v_.empty(); }
+
+ private:
+  struct Entry {
+    u64 addr;
+    SiteKind kind;
+  };
+  std::vector<Entry> v_;
+};
+
+class Discoverer;
+
+// What discovery does differently on one ISA; one implementation per file, rewriter/sites_<isa>.cc.
+class IsaSites {
+ public:
+  virtual ~IsaSites() = default;
+  // The address of a code symbol's first instruction (ARM32: without the Thumb bit).
+  virtual u64 code_address(u64 value) const { return value; }
+  // Whether a function at symbol value `value` is in an instruction set this ISA's scan skips.
+  virtual bool other_state(u64) const { return false; }
+  // A defined code symbol, for what only this ISA names (PPC64le: local entry points, ld's call stubs).
+  virtual void symbol(Discoverer&, const elf::Symbol&, const char* /*name*/) const {}
+  // A PLT section's entries that jump through a tracer's GOT slot (Discoverer::slots) become call
+  // targets (Discoverer::direct).
+  virtual void plt(Discoverer&, const elf::Section&) const {}
+  // A __mcount_loc record (gcc -mrecord-mcount, x86-64's): ignored elsewhere.
+  virtual void mcount_loc(Discoverer&, u64) const {}
+  // A __patchable_function_entries record: the site it describes, or one skipped with the reason.
+  virtual void patchable(Discoverer& d, u64 addr) const = 0;
+  // The symbol scan of one function no record covers: its -pg site, if it has one. `rest`: the file
+  // bytes from the function's start to the end of its segment.
+  virtual void scan(Discoverer& d, const Func& f, std::span<const u8> rest) const = 0;
+};
+
+const IsaSites& x86_64_sites();
+const IsaSites& aarch64_sites();
+const IsaSites& ppc64le_sites();
+const IsaSites& riscv64_sites();
+const IsaSites& thumb2_sites();
+
+class Discoverer {
+ public:
+  explicit Discoverer(const elf::Elf& elf) : elf_(elf) {}
+  Discovery run();
+
+  // For the ISAs' files: the input, the machine, and what discovery found so far.
+  const elf::Elf& elf() const { return elf_; }
+  arch::Isa isa() const { return isa_; }
+  Discovery& found() { return d_; }
+  Targets& direct() { return direct_; }  // callee address -> kind (tracer symbols and PLT stubs)
+  Targets& slots() { return slots_; }    // pointer slot address -> kind (GOT)
+
+  bool executable(u64 addr, u64 len) const;
+  std::span<const u8> code(u64 addr, u64 len) const;
+  u64 code_size(u64 addr) const;  // bytes from addr to the end of its segment's file image
+  bool word(u64 addr, u32& w) const;  // the 32-bit instruction word at addr
+  std::optional<SiteKind> classify_call(const arch::Call& c) const;
+  const Func* func_at(u64 addr) const;  // the function containing addr
+  const Func* func_at_or_after(u64 addr, u64 within) const;
+  void push_record_site(Site s);  // a site from a record, named after the function containing it
+  Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const Func& f);
+
+ private:
+  template <class F>
+  void for_each_code_symbol(const elf::Section& tab, F f) const;
+  void read_symbols();
+  void find_tracer_slots();
+  std::vector<u64> record(const elf::Section& s) const;
+  void scan_symbols();
+  void finish();
+  // A site's name: the symbol's own name offset (Discovery::strings is its string table), or 0 where
+  // the name lies past the table's last NUL.
+  u32 name_of(u32 name_offset) const { return name_offset < d_.strings.size() ? name_offset : 0; }
+  const elf::Segment* segment(u64 addr, u64 len) const { return cursor_.find(addr, len); }
+
+  const elf::Elf& elf_;
+  arch::Isa isa_ = arch::Isa::x86_64;
+  const IsaSites* sites_ = nullptr;
+  Discovery d_;
+  const elf::Section* functions_ = nullptr;  // the symbol table functions come from: .symtab, else .dynsym
+  Bulk<Func> funcs_;                         // sorted by address, the global one first at an address;
+                                             // with record sections one per address (func_at)
+  Targets direct_;
+  Targets slots_;
+  mutable elf::SegmentCursor cursor_{elf_};
+};
+
+}  // namespace prepatch::discovery

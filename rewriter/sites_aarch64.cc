@@ -1,0 +1,35 @@
+// AArch64 site discovery (rewriter/sites_word.h): gcc -pg (`mov x0, x30` then `bl _mcount`) and
+// -fpatchable-function-entry (`mov x9, x30` then the site, as the kernel's ftrace has them).
+#include "arch/aarch64.h"
+#include "rewriter/sites_word.h"
+
+namespace prepatch::discovery {
+namespace {
+
+class Aarch64Sites final : public WordSites {
+ public:
+  // 16-byte entries after a 32-byte header, each loading its GOT slot and branching to it.
+  void plt(Discoverer& d, const elf::Section& s) const override {
+    auto b = d.elf().section_data(s);
+    for (u64 at = 0; at + 16 <= b.size(); at += 16)
+      if (auto slot = arch::aarch64_plt_slot(b.subspan(at, 16), s.addr + at))
+        if (auto k = d.slots().find(*slot)) d.direct().add(s.addr + at, *k);
+  }
+
+ protected:
+  u32 pg_context() const override { return arch::aarch64::mov_x0_x30; }
+  bool is_bl(u32 w) const override { return arch::aarch64::bl_opcode(w); }
+  u64 pad_start(Discoverer& d, u64 entry) const override {
+    u32 w = 0;
+    return d.word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc) ? entry + 4 : entry;
+  }
+};
+
+}  // namespace
+
+const IsaSites& aarch64_sites() {
+  static const Aarch64Sites s;
+  return s;
+}
+
+}  // namespace prepatch::discovery

@@ -1,0 +1,49 @@
+// PPC64le (ELFv2) site discovery (rewriter/sites_word.h): gcc -pg (`mflr r0` early in the prologue,
+// then `bl _mcount`, directly or through ld's call stub) and -fpatchable-function-entry.
+#include <cstring>
+
+#include "arch/ppc64le.h"
+#include "rewriter/sites_word.h"
+
+namespace prepatch::discovery {
+namespace {
+
+class Ppc64leSites final : public WordSites {
+ public:
+  void symbol(Discoverer& d, const elf::Symbol& s, const char* name) const override {
+    // A direct call enters at the local entry point, after the TOC setup.
+    if (auto k = tracer_kind(name)) d.direct().add(s.value + arch::ppc64le::local_entry_offset(s.other), *k);
+    // ld's call stubs to shared objects are symbols `NNNNNNNN.plt_call.NAME` (NOTYPE).
+    if (s.type == STT_NOTYPE && name[0] >= '0' && name[0] <= '9')
+      if (const char* stub = std::strstr(name, ".plt_call.")) {
+        if (auto k = tracer_kind(std::string_view(stub + 10))) d.direct().add(s.value, *k);
+      }
+  }
+  // No PLT entries to read: the call stubs are named by symbols (above).
+
+ protected:
+  u32 pg_context() const override { return arch::ppc64le::mflr_r0; }
+  bool is_bl(u32 w) const override { return arch::ppc64le::bl_opcode(w); }
+  // gcc 12 puts the pad at the global entry, before the TOC setup, so calls from inside the binary (to
+  // the local entry point) never run it: such sites are skipped, saying so.
+  Skip pad_skip(Discoverer& d, u64 entry, u64 nops) const override {
+    const Func* f = d.func_at(entry);
+    u32 w = 0;
+    return f && f->addr == entry && d.word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w) ? Skip::before_local_entry : Skip::none;
+  }
+  // A call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the stub saved;
+  // it becomes a nop with the call (the trampoline keeps r2 itself).
+  u8 after_call(Discoverer& d, u64 at) const override {
+    u32 next = 0;
+    return d.word(at + 4, next) && next == arch::ppc64le::ld_r2_24_r1 ? 4 : 0;
+  }
+};
+
+}  // namespace
+
+const IsaSites& ppc64le_sites() {
+  static const Ppc64leSites s;
+  return s;
+}
+
+}  // namespace prepatch::discovery

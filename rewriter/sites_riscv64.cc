@@ -1,0 +1,136 @@
+// RISC-V64 site discovery (rewriter/discoverer.h): gcc -pg (`mv a0, ra`, then `call _mcount` as ld
+// relaxed it) and -fpatchable-function-entry (c.nop or 4-byte nop pads, as the kernel's ftrace has
+// them). Instructions are decoded by arch/riscv64.h, ours, cross-checked against objdump.
+#include <algorithm>
+
+#include "arch/riscv64.h"
+#include "rewriter/discoverer.h"
+
+namespace prepatch::discovery {
+namespace {
+
+namespace rv = arch::riscv64;
+
+class Riscv64Sites final : public IsaSites {
+ public:
+  // 16-byte entries after a 32-byte header: auipc t3; ld t3; jalr t1, t3; nop.
+  void plt(Discoverer& d, const elf::Section& s) const override {
+    auto b = d.elf().section_data(s);
+    const auto& codec = d.elf().codec();
+    for (u64 at = 32; at + 16 <= b.size(); at += 16) {
+      const u32 auipc = static_cast<u32>(codec.get(b, at, 4)), ld = static_cast<u32>(codec.get(b, at + 4, 4));
+      if (!rv::is_auipc(auipc) || !rv::is_ld(ld) || rv::rs1_of(ld) != rv::rd_of(auipc)) continue;
+      const u64 slot = s.addr + at + static_cast<u64>(rv::u_imm(auipc) + rv::i_imm(ld));
+      if (auto k = d.slots().find(slot)) d.direct().add(s.addr + at, *k);
+    }
+  }
+
+  // -fpatchable-function-entry=N[,M]: N nops (c.nop halfwords with the C extension), M of them before
+  // the function symbol. As the kernel does, 8 bytes at the entry become a call: a permanent `auipc
+  // t0, hi`, written when preparing, then the site, toggled between nop and `jalr t0, lo(t0)` (t0: the
+  // return address, so ra keeps the function's). With the C extension the entry may be only 2-byte
+  // aligned; where the pad has 2 bytes to spare the pair moves up by a c.nop so the site is 4-byte
+  // aligned, which lets one aligned store switch it (arch/plan.h plan_for). Nops after it stay.
+  void patchable(Discoverer& d, u64 addr) const override {
+    Site s(addr, SiteKind::patchable, Source::patchable_entries);
+    s.len = 4;
+    if (addr % 2 != 0 || !d.executable(addr, 8)) {
+      s.set_skip(Skip::not_in_text);
+      return d.push_record_site(s);
+    }
+    u64 entry = addr;
+    if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 64); f && f->addr > addr) {
+      if (!nops(d, addr, f->addr)) {
+        s.set_skip(Skip::unrecognized);
+        return d.push_record_site(s);
+      }
+      entry = f->addr;
+    }
+    // Prepared already (`prepatch sites` on an output): [c.nop,] auipc t0, then the site, nop or jalr t0.
+    for (u64 at : {entry, entry + 2}) {
+      u32 auipc = 0, site = 0;
+      if (at == entry + 2 && !nops(d, entry, at)) break;
+      if (d.word(at, auipc) && rv::is_auipc(auipc) && rv::rd_of(auipc) == rv::t0 && d.word(at + 4, site) &&
+          (site == rv::nop || rv::is_jalr_via(site, rv::t0))) {
+        s.addr = at + 4;
+        return d.push_record_site(s);
+      }
+    }
+    u64 pad = 0;  // nop bytes from the entry
+    while (pad < 64)
+      if (nops(d, entry + pad, entry + pad + 2)) pad += 2;
+      else if (nops(d, entry + pad, entry + pad + 4)) pad += 4;
+      else break;
+    if (pad < 8) {
+      s.addr = entry;
+      s.set_skip(pad == 0 ? Skip::unrecognized : Skip::pad_too_short);
+      return d.push_record_site(s);
+    }
+    const u64 shift = entry % 4 == 2 && pad >= 10 ? 2 : 0;
+    s.addr = entry + shift + 4;
+    d.push_record_site(s);
+  }
+
+  // gcc -pg: after the frame setup, `mv a0, ra` (the function's return address, _mcount's argument),
+  // then `call _mcount`, which ld relaxes to `jal ra, T` where T (the PLT entry, or _mcount in a static
+  // binary) is within 1 MiB, else leaves as `auipc ra, hi; jalr ra, lo(ra)`. The site is the jal or the
+  // jalr, toggled with a nop; the auipc stays (it only sets ra, which the call clobbers anyway). The
+  // call keeps its target T, which the preparer turns into a jump to the shim (Discovery::mcount_via),
+  // so no site needs to reach the shim itself.
+  void scan(Discoverer& d, const Func& f, std::span<const u8>) const override {
+    const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
+    bool context = false;  // seen: mv a0, ra
+    u64 auipc_at = 0, auipc_value = 0;
+    for (u64 at = f.addr; at + 2 <= end;) {
+      auto h = d.code(at, 2);
+      if (h.size() != 2) return;
+      if (rv::insn_length(static_cast<u16>(h[0] | h[1] << 8)) == 2) {
+        const u16 c = static_cast<u16>(h[0] | h[1] << 8);
+        context |= c == rv::c_mv_a0_ra;
+        if ((c & 0xf07f) == 0x9002 && (c & 0x0f80)) return;  // c.jalr: an indirect call comes first
+        at += 2;
+        continue;
+      }
+      u32 w = 0;
+      if (at + 4 > end || !d.word(at, w)) return;
+      context |= w == rv::addi_a0_ra;
+      std::optional<u64> target;
+      if (rv::is_jal(w) && rv::rd_of(w) == rv::ra) target = at + static_cast<u64>(rv::j_imm(w));
+      else if (rv::is_jalr_via(w, rv::ra) && auipc_at + 4 == at) target = auipc_value + static_cast<u64>(rv::i_imm(w));
+      else if (rv::is_jalr(w) && rv::rd_of(w) == rv::ra) return;  // an indirect call comes first
+      if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra) auipc_at = at, auipc_value = at + static_cast<u64>(rv::u_imm(w));
+      if (target) {
+        if (!d.direct().find(*target)) return;  // the first call is an ordinary one: no -pg site
+        Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
+        u64& via = d.found().mcount_via;
+        if (!context) s.set_skip(Skip::no_context);
+        else if (via && via != *target) s.set_skip(Skip::not_tracer_call);  // one entry per binary
+        else via = *target;
+        return;
+      }
+      at += 4;
+    }
+  }
+
+ private:
+  // Whether [from, to) holds only nops: c.nop halfwords, or 4-byte nops (no C extension).
+  static bool nops(Discoverer& d, u64 from, u64 to) {
+    for (u64 at = from; at < to;) {
+      u32 w = 0;
+      auto h = d.code(at, 2);
+      if (h.size() == 2 && (h[0] | h[1] << 8) == rv::c_nop) at += 2;
+      else if (at + 4 <= to && d.word(at, w) && w == rv::nop) at += 4;
+      else return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+const IsaSites& riscv64_sites() {
+  static const Riscv64Sites s;
+  return s;
+}
+
+}  // namespace prepatch::discovery
