@@ -531,7 +531,15 @@ void stress(const std::string& bin, const std::string& sync, int toggles, const 
   }
   const unsigned long long syncs_per_batch = isa.empty() || isa == "arm" || unaligned ? 3 : 1;  // a trap's plan; one word's store
   EXPECT_EQ(std::stoull(m[2]), syncs_per_batch * std::stoull(m[1]));
-  EXPECT_NE(r.out.find("sync timeouts 0"), std::string::npos) << r.out;
+  // A thread that does not answer a signal round within a second is counted and the batch goes on
+  // (docs/SHIM.md, "A batch: the live toggle"): on a 2-core host running other tests beside this one, a thread can go a
+  // second unscheduled or in uninterruptible sleep (this run's requests then wait seconds too). The
+  // fallback may count a few, at most 1 in 1,000 syncs; everything else (the results, mismatches and
+  // refusals above) holds exactly. The other syncs never time out.
+  std::smatch timeouts;
+  ASSERT_TRUE(std::regex_search(r.out, timeouts, std::regex("sync timeouts (\\d+)"))) << r.out;
+  if (sync == "signal") EXPECT_LE(std::stoull(timeouts[1]) * 1000, std::stoull(m[2])) << r.out;
+  else EXPECT_EQ(timeouts[1], "0") << r.out;
   EXPECT_NE(r.out.find(wx == "strict" ? "\nwx: strict" : "\nwx: default"), std::string::npos) << r.out;
   // The program is dynamically linked: its pthread_create is hooked (the relocation types are the ISA's).
   EXPECT_NE(r.out.find("every thread's started through pthread_create (1 GOT slots hooked)"), std::string::npos) << r.out;
