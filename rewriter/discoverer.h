@@ -3,6 +3,8 @@
 // sort) and the interface each ISA's file implements (rewriter/sites_<isa>.cc: what a site looks like
 // there). Adding an ISA means adding its file and naming it in sites_for.
 #pragma once
+#include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -75,9 +77,9 @@ class IsaSites {
   virtual void mcount_loc(Discoverer&, u64) const {}
   // A __patchable_function_entries record: the site it describes, or one skipped with the reason.
   virtual void patchable(Discoverer& d, u64 addr) const = 0;
-  // The symbol scan of one function no record covers: its -pg site, if it has one. `rest`: the file
-  // bytes from the function's start to the end of its segment.
-  virtual void scan(Discoverer& d, const Func& f, std::span<const u8> rest) const = 0;
+  // The symbol scan: each function no record covers (Discoverer::for_each_unscanned, called here so
+  // that the ISA's scan of one function is inlined into the loop), its -pg site if it has one.
+  virtual void scan_all(Discoverer& d) const = 0;
 };
 
 const IsaSites& x86_64_sites();
@@ -98,15 +100,51 @@ class Discoverer {
   Targets& direct() { return direct_; }  // callee address -> kind (tracer symbols and PLT stubs)
   Targets& slots() { return slots_; }    // pointer slot address -> kind (GOT)
 
-  bool executable(u64 addr, u64 len) const;
-  std::span<const u8> code(u64 addr, u64 len) const;
-  u64 code_size(u64 addr) const;  // bytes from addr to the end of its segment's file image
-  bool word(u64 addr, u32& w) const;  // the 32-bit instruction word at addr
-  std::optional<SiteKind> classify_call(const arch::Call& c) const;
+  bool executable(u64 addr, u64 len) const {
+    const elf::Segment* s = segment(addr, len);
+    return s && (s->flags & PF_X);
+  }
+  std::span<const u8> code(u64 addr, u64 len) const { return cursor_.bytes(addr, len); }
+  u64 code_size(u64 addr) const {  // bytes from addr to the end of its segment's file image
+    const elf::Segment* s = segment(addr, 1);
+    return s ? s->vaddr + s->filesz - addr : 0;
+  }
+  bool word(u64 addr, u32& w) const {  // the 32-bit instruction word at addr
+    auto b = code(addr, 4);
+    if (b.size() != 4) return false;
+    w = static_cast<u32>(elf_.codec().get(b, 0, 4));
+    return true;
+  }
+  std::optional<SiteKind> classify_call(const arch::Call& c) const { return (c.indirect ? slots_ : direct_).find(c.target); }
   const Func* func_at(u64 addr) const;  // the function containing addr
   const Func* func_at_or_after(u64 addr, u64 within) const;
   void push_record_site(Site s);  // a site from a record, named after the function containing it
   Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const Func& f);
+
+  // Calls scan(f, rest) for each function no record covers, in address order (funcs_), so that code is
+  // read front to back and sites come out sorted; `rest`: the file bytes from the function's start
+  // to the end of its segment. Of two symbols at one address (aliases) the global one, sorted first,
+  // is scanned. A function without a size (st_size 0: crtstuff's frame_dummy, hand-written assembly)
+  // is scanned up to the next function, whose site it would otherwise claim.
+  template <class Scan>
+  void for_each_unscanned(Scan scan) const {
+    for (size_t i = 0, next = 0; i < funcs_.size(); i++) {
+      if (i > 0 && funcs_[i].addr == funcs_[i - 1].addr) continue;
+      Func f = funcs_[i];
+      if (f.size == 0) {
+        while (next < funcs_.size() && funcs_[next].addr <= f.addr) next++;
+        if (next < funcs_.size()) f.size = static_cast<u32>(std::min<u64>(funcs_[next].addr - f.addr, UINT32_MAX));
+      }
+      if (!covered_.empty()) {
+        u64 end = f.addr + std::max<u64>(f.size, 1);
+        auto it = std::lower_bound(covered_.begin(), covered_.end(), f.addr);
+        if (it != covered_.end() && *it < end) continue;  // a record already names this function's site
+      }
+      const elf::Segment* seg = segment(f.addr, 1);
+      if (!seg || !(seg->flags & PF_X)) continue;
+      scan(f, elf_.bytes().subspan(seg->offset + (f.addr - seg->vaddr), seg->vaddr + seg->filesz - f.addr));
+    }
+  }
 
  private:
   template <class F>
@@ -130,6 +168,7 @@ class Discoverer {
                                              // with record sections one per address (func_at)
   Targets direct_;
   Targets slots_;
+  std::vector<u64> covered_;  // while scanning: the sites from records, sorted, which the scan must not find again
   mutable elf::SegmentCursor cursor_{elf_};
 };
 

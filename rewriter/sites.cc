@@ -283,20 +283,6 @@ std::vector<u64> Discoverer::record(const elf::Section& s) const {
   return out;
 }
 
-bool Discoverer::executable(u64 addr, u64 len) const {
-  const elf::Segment* s = segment(addr, len);
-  return s && (s->flags & PF_X);
-}
-
-u64 Discoverer::code_size(u64 addr) const {
-  const elf::Segment* s = segment(addr, 1);
-  return s ? s->vaddr + s->filesz - addr : 0;
-}
-
-std::span<const u8> Discoverer::code(u64 addr, u64 len) const { return cursor_.bytes(addr, len); }
-
-std::optional<SiteKind> Discoverer::classify_call(const arch::Call& c) const { return (c.indirect ? slots_ : direct_).find(c.target); }
-
 const Func* Discoverer::func_at(u64 addr) const {
   auto it = std::upper_bound(funcs_.begin(), funcs_.end(), addr, [](u64 a, const Func& f) { return a < f.addr; });
   if (it == funcs_.begin()) return nullptr;
@@ -311,42 +297,17 @@ const Func* Discoverer::func_at_or_after(u64 addr, u64 within) const {
   return &*it;
 }
 
-bool Discoverer::word(u64 addr, u32& w) const {
-  auto b = code(addr, 4);
-  if (b.size() != 4) return false;
-  w = static_cast<u32>(elf_.codec().get(b, 0, 4));
-  return true;
-}
-
-// Functions are scanned in address order (funcs_), so their code is read front to back and their
-// sites come out sorted. Of two symbols at one address (aliases) the global one, sorted first, is
-// scanned. A function without a size (st_size 0: crtstuff's frame_dummy, hand-written assembly) is
-// scanned up to the next function, whose site it would otherwise claim.
+// Prepares the symbol scan (for_each_unscanned) and has the ISA's file run it.
 void Discoverer::scan_symbols() {
   if (direct_.empty() && slots_.empty()) return;  // nothing to call: no -pg code in this binary
-  std::vector<u64> covered;  // sites from records, which the scan must not find again
-  covered.reserve(d_.sites.size());
-  for (const Site& s : d_.sites) covered.push_back(s.addr);
-  std::sort(covered.begin(), covered.end());
+  covered_.reserve(d_.sites.size());
+  for (const Site& s : d_.sites) covered_.push_back(s.addr);
+  std::sort(covered_.begin(), covered_.end());
   d_.sites.reserve(d_.sites.size() + funcs_.size());
   for (const elf::Segment& s : elf_.segments())
     if (s.type == PT_LOAD && (s.flags & PF_X)) prefault(elf_.bytes().subspan(s.offset, s.filesz));
-  for (size_t i = 0, next = 0; i < funcs_.size(); i++) {
-    if (i > 0 && funcs_[i].addr == funcs_[i - 1].addr) continue;
-    Func f = funcs_[i];
-    if (f.size == 0) {
-      while (next < funcs_.size() && funcs_[next].addr <= f.addr) next++;
-      if (next < funcs_.size()) f.size = static_cast<u32>(std::min<u64>(funcs_[next].addr - f.addr, UINT32_MAX));
-    }
-    if (!covered.empty()) {
-      u64 end = f.addr + std::max<u64>(f.size, 1);
-      auto it = std::lower_bound(covered.begin(), covered.end(), f.addr);
-      if (it != covered.end() && *it < end) continue;  // a record already names this function's site
-    }
-    const elf::Segment* seg = segment(f.addr, 1);
-    if (!seg || !(seg->flags & PF_X)) continue;
-    sites_->scan(*this, f, elf_.bytes().subspan(seg->offset + (f.addr - seg->vaddr), seg->vaddr + seg->filesz - f.addr));
-  }
+  sites_->scan_all(*this);
+  std::vector<u64>().swap(covered_);
 }
 
 void Discoverer::push_record_site(Site s) {

@@ -6,7 +6,18 @@
 namespace prepatch::discovery {
 namespace {
 
-class Aarch64Sites final : public WordSites {
+struct Aarch64Words {
+  static constexpr u32 pg_context = arch::aarch64::mov_x0_x30;
+  static bool is_bl(u32 w) { return arch::aarch64::bl_opcode(w); }
+  static u64 pad_start(Discoverer& d, u64 entry) {
+    u32 w = 0;
+    return d.word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc) ? entry + 4 : entry;
+  }
+  static Skip pad_skip(Discoverer&, u64, u64) { return Skip::none; }
+  static u8 after_call(Discoverer&, u64) { return 0; }
+};
+
+class Aarch64Sites final : public WordSites<Aarch64Words> {
  public:
   // 16-byte entries after a 32-byte header, each loading its GOT slot and branching to it.
   void plt(Discoverer& d, const elf::Section& s) const override {
@@ -14,14 +25,6 @@ class Aarch64Sites final : public WordSites {
     for (u64 at = 0; at + 16 <= b.size(); at += 16)
       if (auto slot = arch::aarch64_plt_slot(b.subspan(at, 16), s.addr + at))
         if (auto k = d.slots().find(*slot)) d.direct().add(s.addr + at, *k);
-  }
-
- protected:
-  u32 pg_context() const override { return arch::aarch64::mov_x0_x30; }
-  bool is_bl(u32 w) const override { return arch::aarch64::bl_opcode(w); }
-  u64 pad_start(Discoverer& d, u64 entry) const override {
-    u32 w = 0;
-    return d.word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc) ? entry + 4 : entry;
   }
 };
 

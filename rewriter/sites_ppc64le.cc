@@ -8,7 +8,26 @@
 namespace prepatch::discovery {
 namespace {
 
-class Ppc64leSites final : public WordSites {
+struct Ppc64leWords {
+  static constexpr u32 pg_context = arch::ppc64le::mflr_r0;
+  static bool is_bl(u32 w) { return arch::ppc64le::bl_opcode(w); }
+  static u64 pad_start(Discoverer&, u64 entry) { return entry; }
+  // gcc 12 puts the pad at the global entry, before the TOC setup, so calls from inside the binary (to
+  // the local entry point) never run it: such sites are skipped, saying so.
+  static Skip pad_skip(Discoverer& d, u64 entry, u64 nops) {
+    const Func* f = d.func_at(entry);
+    u32 w = 0;
+    return f && f->addr == entry && d.word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w) ? Skip::before_local_entry : Skip::none;
+  }
+  // A call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the stub saved;
+  // it becomes a nop with the call (the trampoline keeps r2 itself).
+  static u8 after_call(Discoverer& d, u64 at) {
+    u32 next = 0;
+    return d.word(at + 4, next) && next == arch::ppc64le::ld_r2_24_r1 ? 4 : 0;
+  }
+};
+
+class Ppc64leSites final : public WordSites<Ppc64leWords> {
  public:
   void symbol(Discoverer& d, const elf::Symbol& s, const char* name) const override {
     // A direct call enters at the local entry point, after the TOC setup.
@@ -20,23 +39,6 @@ class Ppc64leSites final : public WordSites {
       }
   }
   // No PLT entries to read: the call stubs are named by symbols (above).
-
- protected:
-  u32 pg_context() const override { return arch::ppc64le::mflr_r0; }
-  bool is_bl(u32 w) const override { return arch::ppc64le::bl_opcode(w); }
-  // gcc 12 puts the pad at the global entry, before the TOC setup, so calls from inside the binary (to
-  // the local entry point) never run it: such sites are skipped, saying so.
-  Skip pad_skip(Discoverer& d, u64 entry, u64 nops) const override {
-    const Func* f = d.func_at(entry);
-    u32 w = 0;
-    return f && f->addr == entry && d.word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w) ? Skip::before_local_entry : Skip::none;
-  }
-  // A call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the stub saved;
-  // it becomes a nop with the call (the trampoline keeps r2 itself).
-  u8 after_call(Discoverer& d, u64 at) const override {
-    u32 next = 0;
-    return d.word(at + 4, next) && next == arch::ppc64le::ld_r2_24_r1 ? 4 : 0;
-  }
 };
 
 }  // namespace

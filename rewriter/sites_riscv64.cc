@@ -77,7 +77,12 @@ class Riscv64Sites final : public IsaSites {
   // jalr, toggled with a nop; the auipc stays (it only sets ra, which the call clobbers anyway). The
   // call keeps its target T, which the preparer turns into a jump to the shim (Discovery::mcount_via),
   // so no site needs to reach the shim itself.
-  void scan(Discoverer& d, const Func& f, std::span<const u8>) const override {
+  void scan_all(Discoverer& d) const override {
+    d.for_each_unscanned([&](const Func& f, std::span<const u8> rest) { scan(d, f, rest); });
+  }
+
+ private:
+  void scan(Discoverer& d, const Func& f, std::span<const u8>) const {
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
     bool context = false;  // seen: mv a0, ra
     u64 auipc_at = 0, auipc_value = 0;
@@ -112,7 +117,6 @@ class Riscv64Sites final : public IsaSites {
     }
   }
 
- private:
   // Whether [from, to) holds only nops: c.nop halfwords, or 4-byte nops (no C extension).
   static bool nops(Discoverer& d, u64 from, u64 to) {
     for (u64 at = from; at < to;) {

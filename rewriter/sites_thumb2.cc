@@ -40,7 +40,12 @@ class Thumb2Sites final : public IsaSites {
   // (static: a Thumb callee) or `blx` to its ARM-state PLT entry, often on a 2-byte boundary. The site
   // is that call, toggled between a Thumb `bl` to the shim and `pop {lr}` (`ldr.w lr, [sp], #4`:
   // __gnu_mcount_nc pops what was pushed, so the off form must too); the push stays.
-  void scan(Discoverer& d, const Func& f, std::span<const u8>) const override {
+  void scan_all(Discoverer& d) const override {
+    d.for_each_unscanned([&](const Func& f, std::span<const u8> rest) { scan(d, f, rest); });
+  }
+
+ private:
+  void scan(Discoverer& d, const Func& f, std::span<const u8>) const {
     if (f.name & other_bit) return;
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
     u16 before = 0;  // the instruction before, when 16-bit

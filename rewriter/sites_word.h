@@ -2,27 +2,89 @@
 // aligned 32-bit word, one word toggled per site. The -pg site is the prologue's first `bl` when it
 // calls _mcount, after what hands _mcount its argument; a patchable pad's first nop becomes that
 // context and its second the site. Each ISA's file (sites_aarch64.cc, sites_ppc64le.cc) names its own
-// words through the hooks below.
+// words in a class W of static members:
+//   u32 pg_context: what hands _mcount its argument in -pg code, somewhere before the call
+//                   (`mov x0, x30`, `mflr r0`);
+//   bool is_bl(u32 w);
+//   u64 pad_start(Discoverer&, u64 entry): where a pad at the function's entry begins (AArch64: after
+//                   a `bti` landing pad);
+//   Skip pad_skip(Discoverer&, u64 entry, u64 nops): why such a pad cannot be prepared, or Skip::none;
+//   u8 after_call(Discoverer&, u64 at): bytes after a -pg call at `at` that become a nop with it.
 #pragma once
+#include <algorithm>
+
+#include "arch/forms.h"
 #include "rewriter/discoverer.h"
 
 namespace prepatch::discovery {
 
+template <class W>
 class WordSites : public IsaSites {
  public:
-  void patchable(Discoverer& d, u64 addr) const final;
-  void scan(Discoverer& d, const Func& f, std::span<const u8> rest) const final;
+  // A pad is M nop words before the function symbol and N-M after it. As the kernel does, the first
+  // nop at the entry becomes the context that hands the trampoline the return address (`mov x9,
+  // x30`; `mflr r0`), permanently, and the second is the site, toggled between nop and `bl`.
+  void patchable(Discoverer& d, u64 addr) const final {
+    const u16 machine = d.elf().header().machine;
+    Site s(addr, SiteKind::patchable, Source::patchable_entries);
+    s.len = 4;
+    u32 w = 0;
+    if (addr % 4 != 0 || !d.executable(addr, 8)) {
+      s.set_skip(Skip::not_in_text);
+      return d.push_record_site(s);
+    }
+    const u32 nop = arch::nop_word(machine);
+    u64 entry = addr;
+    const Func* inside = d.func_at(addr);
+    if (const Func* f = inside ? nullptr : d.func_at_or_after(addr, 64); f && f->addr > addr) {
+      for (u64 at = addr; at < f->addr; at += 4)  // the M words before the symbol must be nops
+        if (!d.word(at, w) || w != nop) {
+          s.set_skip(Skip::unrecognized);
+          return d.push_record_site(s);
+        }
+      entry = f->addr;
+    }
+    entry = W::pad_start(d, entry);
+    s.addr = entry + 4;
+    // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
+    if (u32 site = 0; d.word(entry, w) && w == arch::patchable_context_word(machine) && d.word(entry + 4, site) &&
+                      (site == nop || arch::bl_target(d.isa(), d.code(entry + 4, 4), entry + 4)))
+      return d.push_record_site(s);
+    u64 nops = 0;
+    while (nops < 16 && d.word(entry + 4 * nops, w) && w == nop) nops++;
+    if (nops < 2) {
+      s.addr = entry;
+      s.set_skip(nops == 0 ? Skip::unrecognized : Skip::pad_too_short);
+      return d.push_record_site(s);
+    }
+    s.set_skip(W::pad_skip(d, entry, nops));
+    d.push_record_site(s);
+  }
 
- protected:
-  // What hands _mcount its argument in -pg code, somewhere before the call: `mov x0, x30`, `mflr r0`.
-  virtual u32 pg_context() const = 0;
-  virtual bool is_bl(u32 w) const = 0;
-  // Where a pad starting at the function's entry begins (AArch64: after a `bti` landing pad).
-  virtual u64 pad_start(Discoverer&, u64 entry) const { return entry; }
-  // Why a pad of `nops` nops at `entry` cannot be prepared, or Skip::none.
-  virtual Skip pad_skip(Discoverer&, u64 /*entry*/, u64 /*nops*/) const { return Skip::none; }
-  // Bytes after a -pg call at `at` that must become a nop with it (PPC64le: the TOC reload).
-  virtual u8 after_call(Discoverer&, u64 /*at*/) const { return 0; }
+  void scan_all(Discoverer& d) const final {
+    d.for_each_unscanned([&](const Func& f, std::span<const u8>) { scan(d, f); });
+  }
+
+ private:
+  // gcc -pg: the first `bl` of the prologue, when it calls _mcount, is the site (toggled between `bl`
+  // and nop). What hands _mcount its argument stays (the scheduler may move other instructions in
+  // between). Without it the call is not the form gcc emits, and is skipped.
+  static void scan(Discoverer& d, const Func& f) {
+    const u64 limit = std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
+    bool context = false;
+    u32 w = 0;
+    for (u64 at = f.addr; at + 4 <= f.addr + limit && d.word(at, w); at += 4) {
+      context |= w == W::pg_context;
+      if (!W::is_bl(w)) continue;
+      const auto target = arch::bl_target(d.isa(), d.code(at, 4), at);  // Capstone
+      if (!target) continue;
+      if (!d.direct().find(*target)) return;  // the first call is an ordinary one: no -pg site
+      Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
+      if (!context) s.set_skip(Skip::no_context);
+      s.pad_rest = W::after_call(d, at);
+      return;
+    }
+  }
 };
 
 }  // namespace prepatch::discovery

@@ -90,7 +90,12 @@ class X86_64Sites final : public IsaSites {
 
   // The call to mcount/__fentry__ at the entry (-mfentry), after an endbr64, or after the frame setup
   // (-pg): the first call of the prologue.
-  void scan(Discoverer& d, const Func& f, std::span<const u8> rest) const override {
+  void scan_all(Discoverer& d) const override {
+    d.for_each_unscanned([&](const Func& f, std::span<const u8> rest) { scan(d, f, rest); });
+  }
+
+ private:
+  void scan(Discoverer& d, const Func& f, std::span<const u8> rest) const {
     const u64 limit = std::min<u64>({f.size ? f.size : prologue_scan_bytes, prologue_scan_bytes, rest.size()});
     auto fcode = rest.first(limit);
     std::optional<arch::ScannedCall> sc;
