@@ -174,6 +174,31 @@ namespace {
 
 using sys::call;
 
+// A descriptor the shim keeps open for the process's life (the counts file, the trace file's
+// directory), moved to a number a program is unlikely to pick (F_DUPFD_CLOEXEC from 900), with the
+// device and inode it must still have when used: the program may close that number and open another
+// file under it. Zeroed (as in a child's wiped writer page), it holds nothing.
+struct KeptFd {
+  bool held;
+  int fd;
+  u64 dev, ino;
+  // Takes `fd` (moved high when it can be); false, with `fd` closed, when fstat fails on it.
+  bool keep(long from) {
+    const long high = call(sys::nr_fcntl, from, 1030 /* F_DUPFD_CLOEXEC */, 900);
+    if (high >= 0) call(sys::nr_close, from);
+    fd = static_cast<int>(high >= 0 ? high : from);
+    sys::Stat st{};
+    if (call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) != 0) return call(sys::nr_close, fd), held = false;
+    dev = st.dev, ino = st.ino;
+    return held = true;
+  }
+  // Whether it is still the descriptor taken.
+  bool still() const {
+    sys::Stat st{};
+    return held && call(sys::nr_fstat, fd, reinterpret_cast<long>(&st)) == 0 && st.dev == dev && st.ino == ino;
+  }
+};
+
 struct Stats {
   u64 batches, syncs, writes, protections, traps, refused, sync_timeouts;
   u64 block_waits, block_wait_max_ns;  // batches that waited for threads blocking signals, longest wait
@@ -276,8 +301,7 @@ struct State {
   // The counts file's header mapped, its descriptor (kept open: each object enrolled later gets a
   // section appended), its size, and its last section.
   CountsHeader* counts_header;
-  int counts_fd;
-  u64 counts_dev, counts_ino;  // what the descriptor must still be
+  KeptFd counts_file;
   u64 counts_end;
   CountsObject* counts_last;
   // The selection since start (objects.inc), which an object enrolled later follows: every batch's
