@@ -73,7 +73,8 @@ class IsaSites {
   // A PLT section's entries that jump through a tracer's GOT slot (Discoverer::slots) become call
   // targets (Discoverer::direct).
   virtual void plt(Discoverer&, const elf::Section&) const {}
-  // A __mcount_loc record (gcc -mrecord-mcount, x86-64's): ignored elsewhere.
+  // Whether __mcount_loc records are read (gcc -mrecord-mcount is x86-64's), and one such record.
+  virtual bool reads_mcount_loc() const { return false; }
   virtual void mcount_loc(Discoverer&, u64) const {}
   // A __patchable_function_entries record: the site it describes, or one skipped with the reason.
   virtual void patchable(Discoverer& d, u64 addr) const = 0;

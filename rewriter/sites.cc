@@ -156,7 +156,7 @@ Discovery Discoverer::run() {
   d_.has_records = mcount_loc || patchable;
   read_symbols();
   find_tracer_slots();
-  if (mcount_loc)
+  if (mcount_loc && sites_->reads_mcount_loc())
     for (u64 a : record(*mcount_loc)) sites_->mcount_loc(*this, a);
   if (patchable)
     for (u64 a : record(*patchable)) sites_->patchable(*this, a);

@@ -22,6 +22,7 @@ class X86_64Sites final : public IsaSites {
         if (auto k = d.slots().find(*slot)) d.direct().add(s.addr + at, *k);
   }
 
+  bool reads_mcount_loc() const override { return true; }
   void mcount_loc(Discoverer& d, u64 addr) const override {
     Site s(addr, SiteKind::fentry, Source::mcount_loc);
     if (!d.executable(addr, 1)) {
