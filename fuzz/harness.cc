@@ -469,7 +469,6 @@ bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   expect(s.buffer_bytes > 0 && s.buffer_bytes % (u64{1} << 20) == 0 && s.buffer_bytes < (u64{1} << 50), "buffer_bytes is not a whole number of MiB below 2^50");
   expect(!s.output || std::strlen(s.output) <= shim::max_path_setting, "output is longer than max_path_setting");
   expect(!s.counts || std::strlen(s.counts) <= shim::max_path_setting, "counts is longer than max_path_setting");
-  expect(!s.wx_strict || x86, "wx_strict on another ISA than x86-64");
   expect(!s.sync_flush_icache || riscv, "sync_flush_icache on another ISA than RISC-V64");
   expect(s.tracer == shim::Tracer::count || x86 || s.error, "a tracer other than count on another ISA than x86-64, without an error");
   expect(s.tracer == shim::Tracer::count || s.tracer == shim::Tracer::function || s.tracer == shim::Tracer::graph, "tracer is not a tracer");
@@ -537,8 +536,8 @@ bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
     expect(s.file_mode == d.file_mode, "the file mode changed without PREPATCH_FILE_MODE");
   }
   const char* wx = set("PREPATCH_WX");
-  if (wx && !(x86 && std::string_view(wx) == "strict")) ok = false;
-  expect(s.wx_strict == (wx && x86 && std::string_view(wx) == "strict"), "wx_strict is not PREPATCH_WX=strict on x86-64");
+  if (wx && std::string_view(wx) != "strict") ok = false;
+  expect(s.wx_strict == (wx && std::string_view(wx) == "strict"), "wx_strict is not PREPATCH_WX=strict");
   const std::string_view sync = set("PREPATCH_SYNC") ? std::string_view(set("PREPATCH_SYNC")) : none;
   expect(s.sync_signal == (sync == "signal"), "sync_signal is not PREPATCH_SYNC=signal");
   expect(s.sync_flush_icache == (riscv && sync == "flush_icache"), "sync_flush_icache is not PREPATCH_SYNC=flush_icache on RISC-V64");

@@ -83,9 +83,6 @@ inline Settings parse_settings(char** envp, arch::Isa isa) {
   }
   if (const char* wx = env_get(envp, "PREPATCH_WX"); wx && *wx) {
     if (!str_eq("strict", 6, wx)) fail("PREPATCH_WX is not strict");
-    // qemu-user, where these ISAs are tested, would not see code written through the memfd's second
-    // mapping (it watches the executed pages' own addresses), so strict is not offered untested.
-    else if (isa != arch::Isa::x86_64) fail("PREPATCH_WX=strict exists on x86-64 only so far");
     else s.wx_strict = true;
   }
   if (const char* sync = env_get(envp, "PREPATCH_SYNC"); sync && *sync) {

@@ -360,7 +360,11 @@ TEST(ShimSettings, ParsesEveryVariableAndNamesTheFirstWrongOne) {
   EXPECT_EQ(parse({"PREPATCH_OUTPUT=" + std::string(500, 'a')}).error, nullptr);
   EXPECT_STREQ(parse({"PREPATCH_TRACER=x", "PREPATCH_WX=no"}).error, "PREPATCH_TRACER is not count, function or graph");
   EXPECT_STREQ(parse({"PREPATCH_TRACER=graph"}, arch::Isa::aarch64).error, "PREPATCH_TRACER=function and graph exist on x86-64 only so far");
-  EXPECT_STREQ(parse({"PREPATCH_WX=strict"}, arch::Isa::ppc64le).error, "PREPATCH_WX=strict exists on x86-64 only so far");
+  for (arch::Isa isa : {arch::Isa::x86_64, arch::Isa::aarch64, arch::Isa::ppc64le, arch::Isa::riscv64, arch::Isa::thumb2}) {
+    const shim::Settings strict = parse({"PREPATCH_WX=strict"}, isa);
+    EXPECT_EQ(strict.error, nullptr);
+    EXPECT_TRUE(strict.wx_strict);
+  }
   EXPECT_TRUE(parse({"PREPATCH_SYNC=flush_icache"}, arch::Isa::riscv64).sync_flush_icache);
   EXPECT_STREQ(parse({"PREPATCH_SYNC=flush_icache"}).error, "PREPATCH_SYNC is not signal");
 }

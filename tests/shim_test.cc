@@ -82,16 +82,11 @@ TEST_P(Shim, TracingFromTheStartCountsEveryCallAndOffChangesNothing) {
   }
   for (const auto& [fn, n] : expected) EXPECT_TRUE(counts.count(fn)) << fn << " has no site";
   EXPECT_FALSE(exists(d / "gmon.out")) << "a prepared binary must not run gprof (rewriter/gprof.h)";
-  // The same under PREPATCH_WX=strict (none of these programs can fork, static ones included); on the
-  // other ISAs strict is refused, saying so, and the program runs untraced.
+  // The same under PREPATCH_WX=strict, on every ISA (none of these programs can fork, static ones
+  // included): the sites written through the memfd's mapping, counted exactly the same.
   Proc strict = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_WX=strict", "PREPATCH_COUNTS=" + d / "strict.counts"}, prep), d.path());
   EXPECT_EQ(strict.out, reference);
   EXPECT_EQ(strict.status, orig.status);
-  if (!b.isa.empty()) {
-    EXPECT_EQ(strict.err, "prepatch: tracing is off: PREPATCH_WX=strict exists on x86-64 only so far\n");
-    EXPECT_FALSE(exists(d / "strict.counts"));
-    return;
-  }
   EXPECT_EQ(strict.err, "");
   EXPECT_EQ(counts_of(d / "prepared", d / "strict.counts"), counts);
 }
@@ -345,15 +340,22 @@ TEST(ShimLive, AProcessThatExitsWhileABatchRunsExitsNormally) {
   }
 }
 
+// procs.c's builds, FLAVOR and ISA ("": the host's): x86-64's two kinds of site, and one build of each
+// other ISA, run under qemu-user.
+const std::vector<std::pair<std::string, std::string>> procs_builds{{"fentry", ""},       {"pfe5", ""},     {"a64-pfe2", "aarch64"},
+                                                                     {"ppc-pg", "ppc64le"}, {"rv-pg", "riscv64"}, {"arm-pg", "arm"}};
+
 // PREPATCH_WX=strict: procs.c reads /proc/self/maps over and over while every site is toggled from a
 // thread of its own. By default the sites' text is writable and executable while a batch runs, and
-// the reader sees it (so the check can fail); under strict, never.
+// the reader sees it (so the check can fail); under strict, never. (qemu-user shows the program's own
+// mappings there, with the protections the program gave them.)
 TEST(ShimWx, NoMappingIsEverWritableAndExecutableUnderStrict) {
   TempDir d;
-  for (const std::string flavor : {"fentry", "pfe5"}) {
+  for (const auto& [flavor, isa] : procs_builds) {
     const std::string bin = prepared(d, "procs-" + flavor);
+    const TestBinary b{.isa = isa};
     for (const std::string wx : {"", "strict"}) {
-      Proc r = run({"env", "PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx, bin, "wx", "1000"}, d.path());
+      Proc r = run(with_env({"PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx}, b.exec(bin, {"wx", "1000"})), d.path());
       EXPECT_EQ(r.status, 0) << flavor << " " << wx << ": " << r.err;
       std::smatch m;
       ASSERT_TRUE(std::regex_search(r.out, m, std::regex("writable and executable mappings seen (\\d+), wrong 0\n"))) << r.out;
@@ -371,6 +373,10 @@ TEST(ShimWx, NoMappingIsEverWritableAndExecutableUnderStrict) {
 // still and the parent's leaf() bytes do not change. By default (private pages) and under strict
 // (each process moves to a memfd of its own). A fork waits for a running batch, so no child starts
 // with half a batch written and the batch lock held for good.
+// x86-64 only: under qemu-user 7.2 a child forked while the parent's other threads run now and then
+// never gets past qemu's own locks (both of its host threads wait on futexes in qemu's memory), by
+// default as under strict; and procs.c compares a function's first 16 bytes, which on PPC64le do not
+// reach a -pg site (after the global entry's TOC setup and the prologue).
 TEST(ShimWx, AForkedChildAndItsParentToggleOnlyTheirOwnText) {
   TempDir d;
   for (const std::string flavor : {"fentry", "pfe5"}) {
@@ -608,6 +614,18 @@ TEST(ShimStress, Riscv64FlushIcacheSync) { stress("live-rv-pg", "flush_icache", 
 TEST(ShimStress, StrictWxWritesThroughTheMemfd) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   stress("live-fentry", "", 4000, "strict");
+}
+// The same on the other ISAs under qemu-user, every site written through the memfd's mapping (the
+// shim maps the spans again after each phase's writes there, so that qemu drops its translations of
+// the old bytes: TextMemory::show_emulator). live.c's counts over fully enabled windows fail if a
+// write did not reach the code the threads run.
+TEST(ShimStress, StrictWxOnEveryIsa) {
+  if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
+  for (const auto& [bin, isa] : std::vector<std::pair<std::string, std::string>>{
+           {"live-a64-pfe2", "aarch64"}, {"live-ppc-pg", "ppc64le"}, {"live-rv-pg", "riscv64"}, {"live-arm-pg", "arm"}}) {
+    SCOPED_TRACE(isa);
+    stress(bin, "", 500, "strict", isa);
+  }
 }
 
 }  // namespace
