@@ -13,18 +13,21 @@
 //
 // Sites (gcc -pg): `push {lr}; bl __gnu_mcount_nc`. __gnu_mcount_nc pops the pushed lr, so the "off"
 // form cannot be a nop: it is `pop {lr}` as the 32-bit `ldr.w lr, [sp], #4`, as the kernel's ARM
-// ftrace does, which keeps the stack balanced either way.
+// ftrace does, which keeps the stack balanced either way. A -fpatchable-function-entry pad of three
+// 16-bit nops or more is given the same shape: its first nop becomes `push {lr}`, the next two the site.
 #pragma once
 #include "arch/plan.h"
 
 namespace prepatch::arch::thumb2 {
 
 // clang-format off
+inline constexpr u16 nop       = 0xbf00;            // nop (16-bit): a -fpatchable-function-entry pad's
 inline constexpr u16 push_lr   = 0xb500;            // push {lr}
 inline constexpr u16 pop_lr[2] = {0xf85d, 0xeb04};  // ldr.w lr, [sp], #4   (pop {lr}: the off form)
 inline constexpr u16 bx_pc     = 0x4778;            // bx pc: a PLT entry's Thumb stub, into its ARM-state code
 inline constexpr u16 bx_lr     = 0x4770;            // bx lr
 inline constexpr u32 arm_bx_lr = 0xe12f'ff1e;       // bx lr, in ARM state
+inline constexpr u32 arm_nop   = 0xe320'f000;       // nop, in ARM state
 // clang-format on
 
 inline constexpr i64 bl_reach = i64{1} << 24;

@@ -7,6 +7,7 @@
 #include "arch/aarch64.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64.h"
+#include "arch/thumb2.h"
 #include "elf/writer.h"
 #include "rewriter/embed.h"
 #include "rewriter/gprof.h"
@@ -54,7 +55,7 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 // site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
 // 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
 // is a nop). RISC-V: a patchable site's `auipc t0, hi` before it (hi for the shim's trampoline), the
-// site's nop. Discovery already matched the old bytes against the named patterns.
+// site's nop. Thumb-2: a patchable site's `push {lr}` halfword before it, the site's `pop {lr}`. Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
   SitePatches(const elf::Elf& elf, std::span<const Site> sites, const RuntimeSegment& rt)
@@ -74,7 +75,7 @@ class SitePatches {
     unsigned len;
     if (queued_ < queue_len_) {
       vaddr = queue_[queued_].vaddr;
-      len = 4;
+      len = queue_[queued_].len;
       for (unsigned i = 0; i < 4; i++) p.bytes[i] = static_cast<u8>(queue_[queued_].word >> (8 * i));
       queued_++;
     } else if (pad_at_ < pad_end_) {
@@ -89,7 +90,8 @@ class SitePatches {
       if (words_) {
         const u32 nop = arch::nop_word(machine_);
         queued_ = queue_len_ = 0;
-        if (s.kind == SiteKind::patchable) queue_[queue_len_++] = {s.addr - 4, context_word(s)};
+        if (s.kind == SiteKind::patchable && machine_ == EM_ARM) queue_[queue_len_++] = {s.addr - 2, arch::thumb2::push_lr, 2};
+        else if (s.kind == SiteKind::patchable) queue_[queue_len_++] = {s.addr - 4, context_word(s)};
         queue_[queue_len_++] = {s.addr, nop};
         if (s.pad_rest) queue_[queue_len_++] = {s.addr + 4, nop};
         return next(p);
@@ -126,6 +128,7 @@ class SitePatches {
   struct Word {
     u64 vaddr;
     u32 word;
+    unsigned len = 4;  // 2: Thumb-2's `push {lr}` before a patchable site
   } queue_[3];  // a word ISA site's patches, in address order
   unsigned queued_ = 0, queue_len_ = 0;
 };

@@ -362,7 +362,9 @@ std::string_view skip_reason(Skip s) {
     case Skip::not_in_text: return "address is not in an executable, file-backed segment";
     case Skip::unrecognized: return "expected a call to mcount/__fentry__ or a nop of 5 or 6 bytes";
     case Skip::not_tracer_call: return "expected a call to mcount/__fentry__, found a call elsewhere";
-    case Skip::pad_too_short: return "patchable pad is shorter than the call it must hold (5 bytes on x86-64, 8 on RISC-V)";
+    case Skip::pad_too_short:
+      return "patchable pad is shorter than the call it must hold (5 bytes on x86-64, 8 on RISC-V, 2 words on AArch64 and PPC64le, "
+             "3 halfword nops on Thumb-2: `push {lr}` and a 32-bit `bl`)";
     case Skip::overlaps: return "overlaps the site before it";
     case Skip::no_context:
       return "expected what hands _mcount its argument before the call: `mov x0, x30` (AArch64), `mflr r0` (PPC64le), `mv a0, ra` (RISC-V), "
@@ -370,7 +372,7 @@ std::string_view skip_reason(Skip s) {
     case Skip::before_local_entry:
       return "patchable pad before the ELFv2 local entry point, which calls from inside the binary enter at (gcc 12's placement); "
              "build with -pg instead";
-    case Skip::unsupported_form: return "Thumb-2 -fpatchable-function-entry pads are not supported yet; build with -pg instead";
+    case Skip::unsupported_form: return "ARM-state (-marm) functions are not prepared yet; build them as Thumb-2 (-mthumb)";
   }
   return "?";
 }

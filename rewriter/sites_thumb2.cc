@@ -1,6 +1,6 @@
 // ARM32 Thumb-2 site discovery (rewriter/discoverer.h): gcc -pg (`push {lr}` then `bl
-// __gnu_mcount_nc`). ARM-state (-marm) functions and -fpatchable-function-entry pads are not prepared
-// yet: the first are not scanned, the second are listed as skipped.
+// __gnu_mcount_nc`) and -fpatchable-function-entry pads of 3 nops or more. ARM-state (-marm) functions
+// are not prepared yet: they are not scanned, and their pads are listed as skipped.
 #include <algorithm>
 
 #include "arch/isa.h"
@@ -29,10 +29,50 @@ class Thumb2Sites final : public IsaSites {
         }
   }
 
-  void patchable(Discoverer& d, u64 addr) const override {  // not supported yet: listed, skipped
-    Site s(addr & ~u64{1}, SiteKind::patchable, Source::patchable_entries);
+  // -fpatchable-function-entry=N[,M]: M 16-bit `nop`s before the function symbol, N-M after it. As
+  // for -pg, the caller's lr must be saved before a `bl` takes its place, so the first nop at the
+  // entry becomes `push {lr}` for good and the next two halfwords are the site, toggled between a Thumb
+  // `bl` to the shim's trampoline (which pops it, as __gnu_mcount_nc does) and `pop {lr}`: N-M >= 3.
+  // Two nops cannot hold a 32-bit call and what keeps lr. ARM-state functions are not prepared yet.
+  void patchable(Discoverer& d, u64 addr) const override {
+    addr &= ~u64{1};
+    Site s(addr, SiteKind::patchable, Source::patchable_entries);
     s.len = 4;
-    s.set_skip(Skip::unsupported_form);
+    if (!d.executable(addr, 6)) {
+      s.set_skip(Skip::not_in_text);
+      return d.push_record_site(s);
+    }
+    u64 entry = addr;
+    const Func* f = d.func_at(addr);
+    if (const Func* next = f ? nullptr : d.func_at_or_after(addr, 32); next && next->addr > addr) {
+      // The M nops before the symbol, which never run here: gcc 12 has them assembled before its
+      // switch to Thumb, as ARM-state nop words where they are aligned.
+      for (u64 at = addr, w = 0; at < next->addr; at += w) {
+        u32 arm = 0;
+        w = halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
+        if (!w) {
+          s.set_skip(Skip::unrecognized);
+          return d.push_record_site(s);
+        }
+      }
+      entry = next->addr, f = next;
+    }
+    if (f && (f->name & other_bit)) {
+      s.set_skip(Skip::unsupported_form);
+      return d.push_record_site(s);
+    }
+    s.addr = entry + 2;
+    // Prepared already (`prepatch sites` on an output): `push {lr}`, then the site, `pop {lr}` or `bl`.
+    if (auto b = d.code(entry + 2, 4); halfword(d, entry) == t2::push_lr && b.size() == 4 &&
+                                         (((b[0] | b[1] << 8) == t2::pop_lr[0] && (b[2] | b[3] << 8) == t2::pop_lr[1]) ||
+                                          arch::bl_target(d.isa(), b, entry + 2)))
+      return d.push_record_site(s);
+    u64 nops = 0;
+    while (nops < 3 && halfword(d, entry + 2 * nops) == t2::nop) nops++;
+    if (nops < 3) {
+      s.addr = entry;
+      s.set_skip(nops == 0 ? Skip::unrecognized : Skip::pad_too_short);
+    }
     d.push_record_site(s);
   }
 
@@ -45,6 +85,11 @@ class Thumb2Sites final : public IsaSites {
   }
 
  private:
+  static u32 halfword(Discoverer& d, u64 at) {
+    auto h = d.code(at, 2);
+    return h.size() == 2 ? static_cast<u32>(h[0] | h[1] << 8) : ~u32{0};
+  }
+
   void scan(Discoverer& d, const Func& f, std::span<const u8>) const {
     if (f.name & other_bit) return;
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});

@@ -3,9 +3,11 @@
 // Thumb code. Offsets in the header are from __shim_base (the header itself); see shim/abi.h,
 // BlobHeader (a Thumb function's offset has bit 0 set, its interworking address). Sites
 // (arch/thumb2.h):
-//   mcount: gcc -pg, `push {lr}; bl __gnu_mcount_nc` at the entry: lr = the site's end (Thumb bit set),
-//           [sp] = the function's own return address, which the callee pops (glibc's
-//           __gnu_mcount_nc does); every argument register is live. No patchable kind here yet.
+//   mcount:    gcc -pg, `push {lr}; bl __gnu_mcount_nc` after the function's own pushes: lr = the
+//              site's end (Thumb bit set), [sp] = the function's own return address, which the callee
+//              pops (glibc's __gnu_mcount_nc does); every argument register is live.
+//   patchable: -fpatchable-function-entry (3 nops or more), made `push {lr}; bl <site>` at the entry:
+//              the same, so the same trampoline serves both.
 // The C side is built with -mgeneral-regs-only, so no VFP register (hard-float arguments) needs saving;
 // it may clobber ip, as __gnu_mcount_nc does. Addresses are PC-relative: a literal holding
 // `symbol - (the add's address + 4)`, added to pc.

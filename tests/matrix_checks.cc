@@ -95,9 +95,10 @@ void expect_sites_are_compiler_records(const std::string& bin, const nlohmann::j
     for (const LIEF::ELF::Relocation& r : lief->dynamic_relocations())
       if (r.address() >= sec.virtual_address() && r.address() < sec.virtual_address() + sec.size()) addends[r.address()] = r.addend();
     std::vector<unsigned long long> addrs;
-    for (size_t i = 0; i + 8 <= content.size(); i += 8) {
-      unsigned long long v;
-      std::memcpy(&v, content.data() + i, 8);
+    const size_t w = static_cast<unsigned>(lief->type()) == ELFCLASS32 ? 4 : 8;  // an address's size (LIEF keeps the ELF values)
+    for (size_t i = 0; i + w <= content.size(); i += w) {
+      unsigned long long v = 0;
+      std::memcpy(&v, content.data() + i, w);
       if (!v && addends.count(sec.virtual_address() + i)) v = static_cast<unsigned long long>(addends[sec.virtual_address() + i]);
       if (v) addrs.push_back(v);
     }

@@ -107,6 +107,14 @@ TEST_P(Matrix, EverySiteIsOneNopOfItsLength) {
         ASSERT_NE(ctx, insns.end());
         EXPECT_EQ(ctx->second.mnemonic, "mov");
       }
+      // Thumb-2: the pad's first nop is now the permanent `push {lr}` that the trampoline (or the off
+      // form, `pop {lr}`) undoes, as at a -pg site; the site follows it.
+      if (b.isa == "arm") {
+        auto ctx = insns.find(addr - 2);
+        ASSERT_NE(ctx, insns.end());
+        EXPECT_EQ(ctx->second.mnemonic, "push");
+        EXPECT_EQ(ctx->second.length, 2u);
+      }
       // RISC-V: the permanent `auipc t0, hi` of the call pair, 4 bytes before the site.
       if (b.isa == "riscv64") {
         auto ctx = insns.find(addr - 4);

@@ -608,6 +608,10 @@ TEST(ShimStress, Thumb2MinusPg) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   stress("live-arm-pg", "", 1000, "", "arm");
 }
+TEST(ShimStress, Thumb2PatchableEntry) {
+  if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
+  stress("live-arm-pfe3", "", 1000, "", "arm");
+}
 // The sync where the kernel has no membarrier SYNC_CORE for riscv (before 6.9): riscv_flush_icache.
 TEST(ShimStress, Riscv64FlushIcacheSync) { stress("live-rv-pg", "flush_icache", 300, "", "riscv64"); }
 
