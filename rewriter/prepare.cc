@@ -55,7 +55,8 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 // site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
 // 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
 // is a nop). RISC-V: a patchable site's `auipc t0, hi` before it (hi for the shim's trampoline), the
-// site's nop. Thumb-2: a patchable site's `push {lr}` halfword before it, the site's `pop {lr}`. Discovery already matched the old bytes against the named patterns.
+// site's nop. Thumb-2: a patchable site's `push {lr}` halfword before it, the site's `pop {lr}`.
+// Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
   SitePatches(const elf::Elf& elf, std::span<const Site> sites, const RuntimeSegment& rt)
