@@ -5,6 +5,21 @@ import argparse, os, statistics, subprocess
 from gen_many import generate
 
 
+# What the per-call benchmarks (off_bench.py, qemu_bench.py) call: a recursive fib (calls that call) and
+# mix, a leaf a few instructions long (the worst case for a per-call hook), both kept out of line.
+CALLS_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline)) unsigned long fib(unsigned n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+__attribute__((noinline)) unsigned mix(unsigned x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  return x;
+}
+"""
+
+
 def arguments(runs, **counts):
     """Parses --prepatch, --functions, --runs (default `runs`), --cc, --cxx, and one integer option per keyword
     (--rounds for rounds=21, --big-mb for big_mb=1); --prepatch made absolute."""

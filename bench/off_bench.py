@@ -15,18 +15,9 @@ Not a test: nothing here asserts a time.
 """
 import os, statistics, subprocess, tempfile, time
 
-from common import arguments
+from common import CALLS_C, arguments
 
-PROGRAM = r"""
-#include <stdio.h>
-#include <stdlib.h>
-__attribute__((noinline)) unsigned long fib(unsigned n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
-__attribute__((noinline)) unsigned mix(unsigned x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  return x;
-}
+PROGRAM = CALLS_C + r"""
 __attribute__((noinline)) unsigned walk(unsigned n) {
   unsigned h = 0;
   for (unsigned i = 0; i < n; i++) h = mix(h + i);

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""The other ISAs under qemu-user (issue 29): what a call costs in a prepared binary with tracing off and
+with the count tracer, as ratios to the same program built without hooks and to the same binary
+unprepared, run side by side. qemu's absolute times mean nothing for real hardware: only the ratios
+are reported.
+
+A loop calls a small function (a few instructions, noinline) CALLS times and a recursive fib adds
+calls of a function that calls; built with the ISA's cross gcc -O2 three ways:
+  plain            no hooks;
+  hooked           -pg (glibc's _mcount or __gnu_mcount_nc runs at every call: what an unprepared -pg
+                   binary costs) or -fpatchable-function-entry (nops);
+  prepared         the hooked build through prepatch: run with tracing off, and with
+                   PREPATCH_TRACE='*' (the count tracer: every call counted).
+Each case runs --runs times, interleaved; the median CPU time (user + system, qemu's own included) of
+each is printed, with the cost per call above plain as a ratio of plain's whole per-call time.
+The `function` and `graph` tracers do not exist on these ISAs yet (issue 29, item 1): not measured.
+Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000]
+Not a test: nothing here asserts a time.
+"""
+import os, statistics, subprocess, tempfile
+
+from common import CALLS_C, arguments
+
+PROGRAM = CALLS_C + r"""
+int main(int argc, char** argv) {
+  unsigned n = (unsigned)atoi(argv[1]), h = 0;
+  for (unsigned i = 0; i < n; i++) h = mix(h + i);
+  printf("%lu %u\n", fib(24), h);
+  return 0;
+}
+"""
+
+# name, compiler, flags, qemu command
+ISAS = [
+    ("aarch64 -pg", "aarch64-linux-gnu-gcc", ["-pg"], ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]),
+    ("aarch64 -fpatchable-function-entry=2", "aarch64-linux-gnu-gcc", ["-fpatchable-function-entry=2"],
+     ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]),
+    ("ppc64le -pg", "powerpc64le-linux-gnu-gcc", ["-pg"], ["qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"]),
+    ("riscv64 -pg", "riscv64-linux-gnu-gcc", ["-pg"], ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"]),
+    ("riscv64 -fpatchable-function-entry=4", "riscv64-linux-gnu-gcc", ["-fpatchable-function-entry=4"],
+     ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"]),
+    ("thumb2 -pg", "arm-linux-gnueabihf-gcc", ["-pg"], ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]),
+    ("thumb2 -fpatchable-function-entry=3", "arm-linux-gnueabihf-gcc", ["-fpatchable-function-entry=3"],
+     ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]),
+]
+FIB_CALLS = 150049  # fib(24)'s calls
+
+
+def run_timed(cmd, env, cwd):
+    """Runs cmd (its output to /dev/null); returns its CPU time, user + system, in seconds."""
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.chdir(cwd)
+        os.execvpe(cmd[0], cmd, env)
+    _, status, ru = os.wait4(pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)}: status {status}")
+    return ru.ru_utime + ru.ru_stime
+
+
+def main():
+    a = arguments(runs=7, calls=3_000_000)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREPATCH_")}
+    count_env = dict(base_env, PREPATCH_TRACE="*")
+    print(f"{a.calls:,} calls of a small function and fib(24) ({FIB_CALLS:,} calls); {a.runs} interleaved runs each, "
+          f"median CPU time under qemu-user; ratios only")
+    print(f"{'ISA and sites':40s} {'hooked/plain':>13s} {'off/plain':>10s} {'count/plain':>12s} {'count/hooked':>13s}")
+    with tempfile.TemporaryDirectory(prefix="prepatch-qemu-bench-") as d:
+        src = os.path.join(d, "calls.c")
+        with open(src, "w") as f:
+            f.write(PROGRAM)
+        for name, cc, flags, qemu in ISAS:
+            tag = name.replace(" ", "_").replace("=", "")
+            plain, hooked, prepared = (os.path.join(d, f"{tag}-{k}") for k in ("plain", "hooked", "prepared"))
+            subprocess.run([cc, "-O2", src, "-o", plain], check=True)
+            subprocess.run([cc, "-O2", *flags, src, "-o", hooked], check=True)
+            subprocess.run([a.prepatch, "-q", hooked, "-o", prepared], check=True)
+            cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
+                     "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
+            outs = {k: subprocess.run([*qemu, b, "1000"], env=e, cwd=d, capture_output=True, text=True, check=True).stdout
+                    for k, (b, e) in cases.items()}
+            if len(set(outs.values())) != 1:
+                raise SystemExit(f"{name}: the builds disagree: {outs}")
+            counted = subprocess.run([a.prepatch, "counts", prepared, os.path.join(d, tag + ".counts")], capture_output=True,
+                                     text=True, check=True).stdout
+            if not any(line.split()[:1] == ["1000"] and line.endswith(" mix") for line in counted.splitlines()):
+                raise SystemExit(f"{name}: the count tracer did not count mix() 1000 times:\n{counted}")
+            os.unlink(os.path.join(d, tag + ".counts"))
+            times = {k: [] for k in cases}
+            for _ in range(a.runs):
+                for k, (b, e) in cases.items():
+                    times[k].append(run_timed([*qemu, b, str(a.calls)], e, d))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"{name:40s} {med['hooked'] / med['plain']:12.2f}x {med['off'] / med['plain']:9.2f}x "
+                  f"{med['count'] / med['plain']:11.2f}x {med['count'] / med['hooked']:12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
