@@ -120,6 +120,21 @@ class Discoverer {
   const Func* func_at(u64 addr) const;  // the function containing addr
   const Func* func_at_or_after(u64 addr, u64 within) const;
   void push_record_site(Site s);  // a site from a record, named after the function containing it
+  // The entry a __patchable_function_entries record at `addr` describes: `addr` itself when it lies in
+  // a function, else the start of the function within `within` bytes after it, whose M pad bytes
+  // before it must all be nops: `nop(at, end)` is the length of the nop at `at` (0: none), which must
+  // not run past `end`. nullopt when something else lies there.
+  template <class Nop>
+  std::optional<u64> pad_entry(u64 addr, u64 within, Nop nop) const {
+    const Func* f = func_at(addr) ? nullptr : func_at_or_after(addr, within);
+    if (!f || f->addr <= addr) return addr;
+    for (u64 at = addr; at < f->addr;) {
+      const u64 n = nop(at, f->addr);
+      if (n == 0 || at + n > f->addr) return std::nullopt;
+      at += n;
+    }
+    return f->addr;
+  }
   Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const Func& f);
 
   // Calls scan(f, rest) for each function no record covers, in address order (funcs_), so that code is

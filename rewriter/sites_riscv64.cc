@@ -38,14 +38,13 @@ class Riscv64Sites final : public IsaSites {
       s.set_skip(Skip::not_in_text);
       return d.push_record_site(s);
     }
-    u64 entry = addr;
-    if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 64); f && f->addr > addr) {
-      if (!nops(d, addr, f->addr)) {
-        s.set_skip(Skip::unrecognized);
-        return d.push_record_site(s);
-      }
-      entry = f->addr;
+    const auto pad_entry =
+        d.pad_entry(addr, 64, [&](u64 at, u64 end) { return nops(d, at, at + 2) ? 2 : at + 4 <= end && nops(d, at, at + 4) ? 4 : 0; });
+    if (!pad_entry) {
+      s.set_skip(Skip::unrecognized);
+      return d.push_record_site(s);
     }
+    const u64 entry = *pad_entry;
     // Prepared already (`prepatch sites` on an output): [c.nop,] auipc t0, then the site, nop or jalr t0.
     for (u64 at : {entry, entry + 2}) {
       u32 auipc = 0, site = 0;

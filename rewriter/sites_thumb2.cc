@@ -42,22 +42,18 @@ class Thumb2Sites final : public IsaSites {
       s.set_skip(Skip::not_in_text);
       return d.push_record_site(s);
     }
-    u64 entry = addr;
-    const Func* f = d.func_at(addr);
-    if (const Func* next = f ? nullptr : d.func_at_or_after(addr, 32); next && next->addr > addr) {
-      // The M nops before the symbol, which never run here: gcc 12 has them assembled before its
-      // switch to Thumb, as ARM-state nop words where they are aligned.
-      for (u64 at = addr, w = 0; at < next->addr; at += w) {
-        u32 arm = 0;
-        w = halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
-        if (!w) {
-          s.set_skip(Skip::unrecognized);
-          return d.push_record_site(s);
-        }
-      }
-      entry = next->addr, f = next;
+    // The M nops before the symbol never run here: gcc 12 has them assembled before its switch to
+    // Thumb, as ARM-state nop words where they are aligned.
+    const auto pad_entry = d.pad_entry(addr, 32, [&](u64 at, u64) {
+      u32 arm = 0;
+      return halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
+    });
+    if (!pad_entry) {
+      s.set_skip(Skip::unrecognized);
+      return d.push_record_site(s);
     }
-    if (f && (f->name & other_bit)) {
+    const u64 entry = *pad_entry;
+    if (const Func* f = d.func_at(entry); f && (f->name & other_bit)) {
       s.set_skip(Skip::unsupported_form);
       return d.push_record_site(s);
     }

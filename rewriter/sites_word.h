@@ -34,17 +34,12 @@ class WordSites : public IsaSites {
       return d.push_record_site(s);
     }
     const u32 nop = arch::nop_word(machine);
-    u64 entry = addr;
-    const Func* inside = d.func_at(addr);
-    if (const Func* f = inside ? nullptr : d.func_at_or_after(addr, 64); f && f->addr > addr) {
-      for (u64 at = addr; at < f->addr; at += 4)  // the M words before the symbol must be nops
-        if (!d.word(at, w) || w != nop) {
-          s.set_skip(Skip::unrecognized);
-          return d.push_record_site(s);
-        }
-      entry = f->addr;
+    const auto pad_entry = d.pad_entry(addr, 64, [&](u64 at, u64) { return d.word(at, w) && w == nop ? 4 : 0; });
+    if (!pad_entry) {
+      s.set_skip(Skip::unrecognized);
+      return d.push_record_site(s);
     }
-    entry = W::pad_start(d, entry);
+    const u64 entry = W::pad_start(d, *pad_entry);
     s.addr = entry + 4;
     // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
     if (u32 site = 0; d.word(entry, w) && w == arch::patchable_context_word(machine) && d.word(entry + 4, site) &&

@@ -55,19 +55,12 @@ class X86_64Sites final : public IsaSites {
       return d.push_record_site(s);
     }
     auto pad_code = d.code(addr, std::min<u64>(64, d.code_size(addr)));
-    u64 entry = addr;
-    const Func* inside = d.func_at(addr);
-    if (const Func* f = inside ? nullptr : d.func_at_or_after(addr, 32); f && f->addr > addr) {
-      for (u64 at = 0; at < f->addr - addr;) {  // the M bytes before the symbol must be nops
-        unsigned n = arch::nop_length(pad_code.subspan(at));
-        if (n == 0 || at + n > f->addr - addr) {
-          s.set_skip(Skip::unrecognized);
-          return d.push_record_site(s);
-        }
-        at += n;
-      }
-      entry = f->addr;
+    const auto pad_entry = d.pad_entry(addr, 32, [&](u64 at, u64) { return arch::nop_length(pad_code.subspan(at - addr)); });
+    if (!pad_entry) {
+      s.set_skip(Skip::unrecognized);
+      return d.push_record_site(s);
     }
+    u64 entry = *pad_entry;
     if (arch::is_endbr64(pad_code.subspan(entry - addr))) entry += 4;
     auto pad = pad_code.subspan(entry - addr);
     u64 len = 0;
