@@ -30,19 +30,13 @@ int main(int argc, char** argv) {
 }
 """
 
-# name, compiler, flags, qemu command
-ISAS = [
-    ("aarch64 -pg", "aarch64-linux-gnu-gcc", ["-pg"], ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]),
-    ("aarch64 -fpatchable-function-entry=2", "aarch64-linux-gnu-gcc", ["-fpatchable-function-entry=2"],
-     ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]),
-    ("ppc64le -pg", "powerpc64le-linux-gnu-gcc", ["-pg"], ["qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"]),
-    ("riscv64 -pg", "riscv64-linux-gnu-gcc", ["-pg"], ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"]),
-    ("riscv64 -fpatchable-function-entry=4", "riscv64-linux-gnu-gcc", ["-fpatchable-function-entry=4"],
-     ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"]),
-    ("thumb2 -pg", "arm-linux-gnueabihf-gcc", ["-pg"], ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]),
-    ("thumb2 -fpatchable-function-entry=3", "arm-linux-gnueabihf-gcc", ["-fpatchable-function-entry=3"],
-     ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]),
-]
+QEMU = {"aarch64": ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"], "ppc64le": ["qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"],
+        "riscv64": ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"], "thumb2": ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]}
+CC = {"aarch64": "aarch64-linux-gnu-gcc", "ppc64le": "powerpc64le-linux-gnu-gcc", "riscv64": "riscv64-linux-gnu-gcc",
+      "thumb2": "arm-linux-gnueabihf-gcc"}
+# ISA, the flags of its hooks
+BUILDS = [("aarch64", "-pg"), ("aarch64", "-fpatchable-function-entry=2"), ("ppc64le", "-pg"), ("riscv64", "-pg"),
+          ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3")]
 FIB_CALLS = 150049  # fib(24)'s calls
 
 
@@ -50,10 +44,12 @@ def run_timed(cmd, env, cwd):
     """Runs cmd (its output to /dev/null); returns its CPU time, user + system, in seconds."""
     pid = os.fork()
     if pid == 0:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.chdir(cwd)
-        os.execvpe(cmd[0], cmd, env)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            os.chdir(cwd)
+            os.execvpe(cmd[0], cmd, env)
+        finally:
+            os._exit(127)
     _, status, ru = os.wait4(pid, 0)
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)}: status {status}")
@@ -71,11 +67,12 @@ def main():
         src = os.path.join(d, "calls.c")
         with open(src, "w") as f:
             f.write(PROGRAM)
-        for name, cc, flags, qemu in ISAS:
+        for isa, flag in BUILDS:
+            name, cc, qemu = f"{isa} {flag}", CC[isa], QEMU[isa]
             tag = name.replace(" ", "_").replace("=", "")
             plain, hooked, prepared = (os.path.join(d, f"{tag}-{k}") for k in ("plain", "hooked", "prepared"))
             subprocess.run([cc, "-O2", src, "-o", plain], check=True)
-            subprocess.run([cc, "-O2", *flags, src, "-o", hooked], check=True)
+            subprocess.run([cc, "-O2", flag, src, "-o", hooked], check=True)
             subprocess.run([a.prepatch, "-q", hooked, "-o", prepared], check=True)
             cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
                      "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
