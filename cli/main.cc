@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
       "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2\n"
-      "(gcc -pg): executables and shared objects.\n"
+      "(gcc -pg, -fpatchable-function-entry with 3 or more nops): executables and shared objects.\n"
       "Each site becomes one nop instruction of its length (Thumb-2: `pop {lr}`); a sorted __patch_sites\n"
       "table and the runtime shim that switches sites live are appended. Run the output with\n"
       "PREPATCH_TRACE=GLOBS to trace from the start, or switch sites while it runs with\n"
