@@ -26,6 +26,7 @@ inline constexpr u32 bl         = 0x9400'0000;  // bl <target>      (imm26 fille
 inline constexpr u32 bti_c      = 0xd503'245f;  // bti c            (a function's landing pad)
 inline constexpr u32 bti_jc     = 0xd503'24df;  // bti jc
 inline constexpr u32 paciasp    = 0xd503'233f;  // paciasp          (signs x30; a landing pad too)
+inline constexpr u32 pacibsp    = 0xd503'237f;  // pacibsp          (the same with key B)
 inline constexpr u32 autiasp    = 0xd503'23bf;  // autiasp
 inline constexpr u32 ret        = 0xd65f'03c0;  // ret
 // clang-format on

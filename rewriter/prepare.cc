@@ -266,7 +266,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   // The table's string table is the symbols' own (Discovery::strings), which runtime_segment puts
   // behind the entries.
-  TableBuilder table(elf.codec(), elf.header().machine, elf.header().type == ET_DYN ? table_pie : 0, res.prepared, d.strings.size(),
+  const u32 table_flags = (elf.header().type == ET_DYN ? table_pie : 0) | (d.signed_returns ? table_signed_returns : 0);
+  TableBuilder table(elf.codec(), elf.header().machine, table_flags, res.prepared, d.strings.size(),
                      runtime_segment_tail(elf.header().machine));
   elf::SegmentCursor cursor(elf);
   const u16 machine = elf.header().machine;

@@ -84,6 +84,9 @@ struct Discovery {
   // RISC-V -pg: what the sites call (the _mcount PLT entry, or _mcount itself), which the preparer
   // makes a jump to the shim; 0 when there is none.
   u64 mcount_via = 0;
+  // AArch64 -pg: a function with a site signs its return address before it (pac-ret: paciasp or
+  // pacibsp first), so the graph tracer cannot replace it (shim::table_signed_returns).
+  bool signed_returns = false;
   // glibc's gprof start-up (rewriter/gprof.h), when the binary defines it: its st_value and st_other;
   // 0 when there is none.
   u64 gmon_start = 0;

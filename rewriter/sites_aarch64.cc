@@ -14,6 +14,11 @@ struct Aarch64Words {
     return d.word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc) ? entry + 4 : entry;
   }
   static Skip pad_skip(Discoverer&, u64, u64) { return Skip::none; }
+  static bool signs_return(Discoverer& d, u64 function) {
+    u32 w = 0;
+    const u64 first = pad_start(d, function);
+    return d.word(first, w) && (w == arch::aarch64::paciasp || w == arch::aarch64::pacibsp);
+  }
   static u8 after_call(Discoverer&, u64) { return 0; }
 };
 

@@ -19,6 +19,7 @@ struct Ppc64leWords {
     u32 w = 0;
     return f && f->addr == entry && d.word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w) ? Skip::before_local_entry : Skip::none;
   }
+  static bool signs_return(Discoverer&, u64) { return false; }  // no pointer authentication on POWER
   // A call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the stub saved;
   // it becomes a nop with the call (the trampoline keeps r2 itself).
   static u8 after_call(Discoverer& d, u64 at) {

@@ -4,6 +4,8 @@
 // context and its second the site. Each ISA's file (sites_aarch64.cc, sites_ppc64le.cc) names its own
 // words in a class W of static members:
 //   u32 pg_context: what hands _mcount its argument in -pg code, somewhere before the call
+//   bool signs_return(Discoverer&, u64 function): whether a -pg function signs its return address in
+//     its prologue, before the site (Discovery::signed_returns)
 //                   (`mov x0, x30`, `mflr r0`);
 //   bool is_bl(u32 w);
 //   u64 pad_start(Discoverer&, u64 entry): where a pad at the function's entry begins (AArch64: after
@@ -77,6 +79,7 @@ class WordSites : public IsaSites {
       Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
       if (!context) s.set_skip(Skip::no_context);
       s.pad_rest = W::after_call(d, at);
+      if (s.prepared() && W::signs_return(d, f.addr)) d.found().signed_returns = true;
       return;
     }
   }

@@ -33,6 +33,7 @@ inline constexpr u8 site_crosses_line = 2;   // ... two aligned 64-byte cache li
 inline constexpr u8 site_after_endbr = 4;    // an endbr64 directly precedes the site
 // Table flags (TableHeader::flags).
 inline constexpr u32 table_pie = 1;  // addresses are link-time: add the load bias at run time
+using shim::table_signed_returns;    // AArch64 -pg: some functions sign their return address before the site
 
 struct TableEntry {
   u64 addr = 0;

@@ -12,6 +12,9 @@ PREPATCH_CONSTANT char table_magic[8] = {'P', 'R', 'E', 'P', 'A', 'T', 'C', 'H'}
 inline constexpr u16 table_version = 1;
 inline constexpr u16 table_header_size = 64;
 inline constexpr u16 table_entry_size = 16;
+// TableHeader flags bit 1: AArch64 -pg functions with sites sign their return address before the site
+// (pac-ret), so the graph tracer cannot replace it (bit 0, pie, is the preparer's: rewriter/table.h).
+inline constexpr u32 table_signed_returns = 2;
 
 // At offset 0 of the blob. Offsets are from the blob's start; the blob's data (.data/.bss) starts at
 // `data_off` (page-aligned) and runs to `mem_size`; everything before it is code and read-only data.

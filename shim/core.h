@@ -155,6 +155,7 @@ class TableView {
   }
 
   u64 count() const { return count_; }
+  u32 flags() const { return static_cast<u32>(load_le(base_ + 20, 4)); }
   SiteEntry entry(u64 i) const {
     const u8* p = base_ + header_size + i * entry_size;
     return {load_le(p, 8), static_cast<u32>(load_le(p + 8, 4)), p[12], p[13], p[14], p[15]};
@@ -570,10 +571,24 @@ static_assert(sizeof(SiteHash) == 16);
 // returning (longjmp, an exception, a stack switch): such frames are dropped, and `unwound` is told.
 // `mark` and `time` serve the record-time filters (shim/runtime/filters.inc): how the call is recorded,
 // and when it was entered where its entry is not written yet.
+//
+// AArch64 keeps a function's return address in x30, not on the stack, and what a traced function
+// returns with tells only its stack pointer and x29 (AAPCS64: callee-saved). A frame there is keyed by
+// the stack pointer the function was entered with (patchable sites, at the entry) or by the slot of its
+// frame record where x30 was saved (-pg's mcount sites, after the prologue), and tagged with x29 as the
+// function was entered (`tag`): a return is resolved to the topmost frame with its tag whose key is not
+// above the stack pointer returned with (pop_returned). `at` is where its return address is kept on
+// the stack once known: an mcount frame's key itself (its record's x30 slot, which `at == slot` tells),
+// a patchable frame's record found when an exception passes (relink_records), else 0; bit 0 set: a
+// patchable frame whose function signs its return address (pac-ret: relink_records).
 struct ShadowFrame {
   u64 slot, ret;
   u32 site, mark;
   u64 time;
+#if !defined(__x86_64__)
+  u64 tag;
+  u64 at;
+#endif
 };
 
 struct ShadowStack {
@@ -589,6 +604,9 @@ struct ShadowStack {
   // graph tracer's samples on that load, x86-64).
   static void put(ShadowFrame& to, const ShadowFrame& f) {
     to.slot = f.slot, to.ret = f.ret, to.site = f.site, to.mark = f.mark, to.time = f.time;
+#if !defined(__x86_64__)
+    to.tag = f.tag, to.at = f.at;
+#endif
   }
   // False when full. The frame is written, published by the depth, and written again: a signal
   // handler that ran traced code in between used the same entry and left it stale.
@@ -619,6 +637,79 @@ struct ShadowStack {
     }
     return false;
   }
+#if !defined(__x86_64__)
+  // AArch64's dead frames at a new call keyed `slot` and tagged `tag`: those keyed at or below it, and
+  // one keyed by a frame record with the new call's tag (a sibling left without returning, whose record
+  // may lie above the new one's). A tail call (`tail`: entered returning to the exit trampoline) keeps
+  // the frame with its tag, its tail caller, whose own record the tail call may have reused.
+  template <class F>
+  void drop_dead_tagged(u64 slot, u64 tag, bool tail, F unwound) {
+    while (depth > 0) {
+      const ShadowFrame& f = frames[depth - 1];
+      const bool dead = tail ? f.tag != tag && f.slot <= slot : f.slot <= slot || (f.at == f.slot && f.tag == tag);
+      if (!dead) return;
+      unwound(f), depth--;
+    }
+  }
+  // AArch64: the frame a function returned through with stack pointer `sp` and x29 `tag`, popped with
+  // every dead frame above it; false when none (a frame keyed above `sp` belongs to a live caller).
+  template <class F>
+  bool pop_returned(u64 sp, u64 tag, ShadowFrame& out, F unwound) {
+    while (depth > 0) {
+      const ShadowFrame& f = frames[depth - 1];
+      if (f.slot > sp) return false;
+      if (f.tag == tag) {
+        put(out, f);
+        depth--;
+        return true;
+      }
+      unwound(f);
+      depth--;
+    }
+    return false;
+  }
+  // AArch64's relink (below): an exception passes, with the stack pointer `sp` and x29 `fp` of the
+  // function calling the unwinder (to_real) or catching. Frames keyed at or below `sp` are dead. A
+  // live frame's return address is where `at` says; a patchable frame's is first found by walking the
+  // frame records from `fp` up to the outermost frame's key (Linux AArch64 code keeps x29 as a frame
+  // chain: each record is the caller's x29, then x30): the next record holding `tramp` above the last
+  // one taken. A tail callee's frame (its return address the trampoline) shares its caller's. A
+  // patchable function built with pac-ret saved its return address signed with its entry stack
+  // pointer, the frame's key (`sign(address, key)`, as sys::pac_sign): its record holds the trampoline
+  // signed, and gets the real address signed (`at` bit 0 remembers it). Where the signature is 0
+  // (signed and unsigned are the same word, 1 in 2^7 or so), bit 0 as pushed decides: whether a paciasp
+  // follows the site closely (prepatch_on_site). (An mcount frame's was signed before the site, and
+  // is never replaced: prepatch_on_site.)
+  template <class F, class Sign>
+  void relink_records(u64 sp, u64 fp, u64 tramp, bool to_real, F unwound, Sign sign) {
+    drop_dead(sp, unwound);
+    if (!depth) return;
+    const u64 top = frames[0].slot;
+    const auto up = [](u64 rec) {  // the caller's record, or 0 where the chain does not lead up
+      const u64 next = *reinterpret_cast<const u64*>(rec);
+      return next > rec ? next : 0;
+    };
+    u64 r = fp;
+    for (u32 i = depth; i-- > 0;) {
+      ShadowFrame& f = frames[i];
+      if (f.ret == tramp) continue;
+      const bool mcount = f.at == f.slot;
+      const u64 signed_tramp = mcount ? tramp : sign(tramp, f.slot);
+      if (!(f.at & ~u64{1}) && to_real)
+        for (; r >= sp && r < top && !(r & 7); r = up(r))
+          if (const u64 v = *reinterpret_cast<const u64*>(r + 8); v == tramp || v == signed_tramp) {
+            if (tramp != signed_tramp) f.at = v == signed_tramp;
+            f.at |= r + 8, r = up(r);
+            break;
+          }
+      auto* s = reinterpret_cast<u64*>(f.at & ~u64{1});
+      if (!s) continue;
+      const bool pac = !mcount && (f.at & 1);
+      const u64 hooked = pac ? signed_tramp : tramp, real = pac ? sign(f.ret, f.slot) : f.ret;
+      if (*s == (to_real ? hooked : real)) *s = to_real ? real : hooked;
+    }
+  }
+#endif
   // An exception passes: `to_real` before the unwinder starts or resumes, with its caller's stack
   // pointer `sp`; else when a handler catches, in the frame whose stack pointer is `sp`. Frames whose
   // slot lies below `sp` are dead and dropped. Then every live frame's slot that returns through `tramp`

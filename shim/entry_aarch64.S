@@ -1,5 +1,6 @@
 // The shim's assembly on AArch64 (AAPCS64): the blob header, the start routine e_entry points at, the
-// count tracer's trampolines and the start routine of threads. Offsets in the header are from
+// trampolines (every tracer's), the graph tracer's exit trampoline and exception hooks, and the start
+// routine of threads. Offsets in the header are from
 // __shim_base (the header itself); see shim/abi.h, BlobHeader. Sites are `bl` words (arch/aarch64.h):
 //   mcount:    gcc -pg, `mov x0, x30; bl <site>` after the prologue: an ordinary call, x30 = the site's
 //              end, x0 = the function's return address.
@@ -10,7 +11,7 @@
 #include "shim/header.inc"
         SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_patchable
 
-// The start routine and the count trampolines save the argument registers x0-x8 (x8: the indirect
+// The start routine and the trampolines save the argument registers x0-x8 (x8: the indirect
 // result) and x9 above a frame record (x29, x30), which keeps backtraces whole.
         .macro SAVE_ARGS
         stp x0, x1, [sp, #16]
@@ -57,6 +58,10 @@ prepatch_start:
         br x16
         .size prepatch_start, . - prepatch_start
 
+// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, where x29
+// and x30 as the site left them lie first (x29: the function's frame pointer at an mcount site, its
+// caller's at a patchable one), then x0-x9. The graph tracer may replace the saved x9 of a patchable
+// site (its return address) or the slot of an mcount site's frame record with prepatch_tramp_exit.
 // -pg: an ordinary call, returned from with `ret`.
         .globl prepatch_tramp_mcount
         .type prepatch_tramp_mcount, %function
@@ -65,7 +70,9 @@ prepatch_tramp_mcount:
         mov x29, sp
         SAVE_ARGS
         mov x0, x30
-        bl prepatch_count
+        mov x1, #2                                      // arch::SiteKind::mcount
+        mov x2, sp
+        bl prepatch_on_site
         RESTORE_ARGS
         ldp x29, x30, [sp], #96
         ret
@@ -80,12 +87,74 @@ prepatch_tramp_patchable:
         mov x29, sp
         SAVE_ARGS
         mov x0, x30
-        bl prepatch_count
+        mov x1, #3                                      // arch::SiteKind::patchable
+        mov x2, sp
+        bl prepatch_on_site
         RESTORE_ARGS
         ldp x29, x16, [sp], #96
         mov x30, x9
         br x16
         .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
+
+// The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
+// returns here, with the stack pointer and x29 it was entered with. prepatch_on_exit(sp, x29, x0)
+// records the exit and gives back the real return address, returned to through x16 (free at a return,
+// as x17 and x30 are). The return value's registers are kept: x0-x7 and x8 (the C side never touches
+// the SIMD and floating-point ones).
+        .globl prepatch_tramp_exit
+        .type prepatch_tramp_exit, %function
+prepatch_tramp_exit:
+        stp x0, x1, [sp, #-80]!
+        stp x2, x3, [sp, #16]
+        stp x4, x5, [sp, #32]
+        stp x6, x7, [sp, #48]
+        stp x8, x29, [sp, #64]
+        add x0, sp, #80
+        mov x1, x29
+        ldr x2, [sp]
+        bl prepatch_on_exit
+        mov x16, x0
+        ldp x2, x3, [sp, #16]
+        ldp x4, x5, [sp, #32]
+        ldp x6, x7, [sp, #48]
+        ldp x8, x29, [sp, #64]
+        ldp x0, x1, [sp], #80
+        ret x16
+        .size prepatch_tramp_exit, . - prepatch_tramp_exit
+
+// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to
+// (shim/runtime/exceptions.inc, hook_unwinder): prepatch_unwind(caller's sp, caller's x29, to_real),
+// 1 where unwinding starts or resumes, 0 where a handler catches; then the real function, with the
+// argument registers and x29/x30 as they came, so no frame of the shim is left for the unwinder to see.
+        .macro UNWIND_HOOK name, index, to_real
+        .globl \name
+        .type \name, %function
+\name:
+        stp x29, x30, [sp, #-80]!
+        mov x29, sp
+        stp x0, x1, [sp, #16]
+        stp x2, x3, [sp, #32]
+        stp x4, x5, [sp, #48]
+        stp x6, x7, [sp, #64]
+        add x0, sp, #80
+        ldr x1, [sp]
+        mov x2, #\to_real
+        bl prepatch_unwind
+        ldp x2, x3, [sp, #32]
+        ldp x4, x5, [sp, #48]
+        ldp x6, x7, [sp, #64]
+        ldp x0, x1, [sp, #16]
+        ldp x29, x30, [sp], #80
+        adr x16, prepatch_unwind_real
+        ldr x16, [x16, #8*\index]
+        br x16
+        .size \name, . - \name
+        .endm
+
+        UNWIND_HOOK prepatch_hook_raise, 0, 1
+        UNWIND_HOOK prepatch_hook_resume, 1, 1
+        UNWIND_HOOK prepatch_hook_rethrow, 2, 1
+        UNWIND_HOOK prepatch_hook_catch, 3, 0
 
 // The start routine of a thread created through prepatch_hook_pthread_create, with x0 its region (an
 // alternate signal stack, the real start routine and argument at its top): sets the stack up, then

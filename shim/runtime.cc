@@ -52,6 +52,7 @@ extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
 void prepatch_object_fini();
 void prepatch_count(uptr site_end);  // the other ISAs' count tracer
+void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's trampolines
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -144,8 +145,8 @@ struct FastPath {
 
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
-// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; elsewhere [0] is its
-// prepatch_count. All 0 otherwise.
+// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64 [0] is its
+// prepatch_on_site, elsewhere its prepatch_count. All 0 otherwise.
 u64 prepatch_forward_to[4];
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
@@ -476,7 +477,6 @@ void set_threshold_ticks();
 
 }  // namespace
 
-#if defined(__x86_64__)
 namespace {
 // A function record's caller (docs/FORMAT.md): a return address in the object the trace file's
 // header describes is its link-time address; one in an enrolled object is numbered after those
@@ -487,32 +487,32 @@ u64 caller_number(u64 ret) {
     if (const Object& o = object(k); ret - o.lo < o.span) return o.caller_base + (ret - o.lo);
   return rec_caller_unknown;
 }
-}  // namespace
-#endif
 
-#if defined(__x86_64__)
-// Called by the function and graph tracers' trampolines (shim/entry_x86_64.S) with every caller-saved
-// register preserved: the site's end (the return address into the function), the site's kind, the
-// stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
-extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
-  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
-  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
-  const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
-  if (!s || !g.threads) return;
+// A traced call as the ISA's trampoline saw it: where the function's return address is (`ra`: its
+// stack slot, or on AArch64 a patchable site's saved x9), the key and tag of its shadow frame (the
+// slot, or AArch64's keys: shim/core.h ShadowFrame), and where its argument registers were saved
+// (read_args; 0 where they are not the call's any more).
+struct TracedCall {
+  u64* ra;
+  u64 key, tag;
+  u64 at;  // AArch64: where the return address stays on the stack, where known (ShadowFrame::at)
+  u64 args_at;
+};
+
+// The function and graph tracers' entry of the call `c` of site `s`: its record, and under graph its
+// shadow frame, its return address replaced by the exit trampoline.
+void trace_call(const SiteHashSlot* s, const TracedCall& c) {
   Thread* t = this_thread();
-  if (!t) return count_lost();  // more threads than the table holds
-  // The traced function's return address: at the site's stack pointer, or for an mcount site (called
-  // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
-  u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
+  if (!t) return count_lost();  // more threads than the table holds (or no thread pointer yet)
   const bool filtering = __atomic_load_n(&g.filtering, __ATOMIC_RELAXED);
   if (g.tracer == Tracer::function) {
-    if (!filtering) return emit(t, rec_call, s->value, caller_number(*slot));
+    if (!filtering) return emit(t, rec_call, s->value, caller_number(*c.ra));
     const u32 mark = admit(t, s->value, false);
     if (mark == frame_refused) return;
     u64 args[args_max];
-    const u32 n = mark & frame_args ? g.filters.arg_count : 0;
-    if (n) read_args(sp, args, n);
-    emit_at(t, rec_call, s->value, caller_number(*slot), sys::ticks(), 0, args, n);
+    const u32 n = mark & frame_args && c.args_at ? g.filters.arg_count : 0;
+    if (n) read_args(c.args_at, args, n);
+    emit_at(t, rec_call, s->value, caller_number(*c.ra), sys::ticks(), 0, args, n);
     if (mark & frame_snapshot) fire_snapshots(mark, false, 0);
     return;
   }
@@ -523,25 +523,60 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
     t->shadow.frames = static_cast<ShadowFrame*>(m);
     t->shadow.cap = shadow_bytes / sizeof(ShadowFrame);
   }
-  // A frame whose slot a new call reuses was left without a return (longjmp) and is dropped, unless
-  // the slot still returns through the trampoline: then a traced function tail-called this one, whose
+  // A frame whose key a new call reuses was left without a return (longjmp) and is dropped, unless the
+  // call returns through the trampoline already: then a traced function tail-called this one, whose
   // return goes through the trampoline twice (its frame, then the tail-caller's).
-  const bool tail_call = *slot == reinterpret_cast<u64>(prepatch_tramp_exit);
-  t->shadow.drop_dead(reinterpret_cast<u64>(slot) - (tail_call ? 1 : 0), unwound);
+  const bool tail_call = *c.ra == reinterpret_cast<u64>(prepatch_tramp_exit);
+#if defined(__x86_64__)
+  t->shadow.drop_dead(c.key - (tail_call ? 1 : 0), unwound);
+#else
+  t->shadow.drop_dead_tagged(c.key, c.tag, tail_call, unwound);
+#endif
   const u32 depth = t->shadow.depth;
-  const ShadowFrame f{reinterpret_cast<u64>(slot), *slot, static_cast<u32>(s->value), 0, 0};
+  ShadowFrame f{};
+  f.slot = c.key, f.ret = *c.ra, f.site = static_cast<u32>(s->value);
+#if !defined(__x86_64__)
+  f.tag = c.tag, f.at = c.at;
+#endif
   if (filtering) {
-    const u32 mark = admit(t, s->value, true);
+    u32 mark = admit(t, s->value, true);
     if (mark == frame_refused) return;
+    if (!c.args_at) mark &= ~frame_args;
     if (mark || t->pending) {
-      if (!enter_marked(t, {f.slot, f.ret, f.site, mark, 0}, depth, sp)) return;  // too deep: this call is not traced
-      *slot = reinterpret_cast<u64>(prepatch_tramp_exit);
+      f.mark = mark;
+      if (!enter_marked(t, f, depth, c.args_at)) return;  // too deep: this call is not traced
+      *c.ra = reinterpret_cast<u64>(prepatch_tramp_exit);
       return;
     }
   }
   if (!t->shadow.push(f)) return;  // too deep: this call is not traced
   emit(t, rec_entry, s->value, depth);
-  *slot = reinterpret_cast<u64>(prepatch_tramp_exit);
+  *c.ra = reinterpret_cast<u64>(prepatch_tramp_exit);
+}
+
+// The graph tracer's exit of the frame `f`, popped (`found`: else the return cannot be resolved), with
+// the function's return value `value`: its record, and the real return address.
+u64 trace_return(Thread* t, bool found, const ShadowFrame& f, u64 value) {
+  if (!found) lost_return();
+  if (f.mark) exit_marked(t, f, value);
+  else emit(t, rec_exit, f.site, t->shadow.depth);
+  return f.ret;
+}
+}  // namespace
+
+#if defined(__x86_64__)
+// Called by the function and graph tracers' trampolines (shim/entry_x86_64.S) with every caller-saved
+// register preserved: the site's end (the return address into the function), the site's kind, the
+// stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
+extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
+  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
+  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
+  const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
+  if (!s || !g.threads) return;
+  // The traced function's return address: at the site's stack pointer, or for an mcount site (called
+  // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
+  u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
+  trace_call(s, {slot, reinterpret_cast<u64>(slot), 0, 0, sp});
 }
 
 // Called by the exit trampoline with the stack pointer a traced function returned with (just above its
@@ -549,10 +584,8 @@ extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
 extern "C" u64 prepatch_on_exit(u64 sp) {
   Thread* t = this_thread();
   ShadowFrame f{};
-  if (!t || !t->shadow.pop(sp - 8, f, [&](const ShadowFrame& d) { note_unwound(t, d); })) lost_return();
-  if (f.mark) exit_marked(t, f, *reinterpret_cast<const u64*>(sp - 8));  // (%rax, which the trampoline pushed first)
-  else emit(t, rec_exit, f.site, t->shadow.depth);
-  return f.ret;
+  const bool found = t && t->shadow.pop(sp - 8, f, [&](const ShadowFrame& d) { note_unwound(t, d); });
+  return trace_return(t, found, f, *reinterpret_cast<const u64*>(sp - 8));  // (%rax, which the trampoline pushed first)
 }
 
 // Called by the exception hooks (shim/entry_x86_64.S) with their caller's stack pointer: before the unwinder
@@ -578,6 +611,61 @@ extern "C" void prepatch_count(uptr site_end) {
 }
 #endif
 
+#if defined(__aarch64__)
+// Called by the trampolines (shim/entry_aarch64.S) with the site's end (its `bl`'s return address),
+// its kind, and where they saved the registers: x29 and x30 (the site's) first, then x0-x9. Counts the
+// call, or has the function or graph tracer trace it. mcount (-pg, after the prologue): the function's
+// frame record is at its x29, with x30 (its return address) saved above its caller's x29. patchable
+// (at the entry): the return address is in x9, which the trampoline gives back as x30.
+extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
+  if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_on_site)>(prepatch_forward_to[0])(site_end, kind, saved);
+  if (g.tracer == Tracer::count) return prepatch_count(site_end);
+  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
+  const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
+  if (!s || !g.threads) return;
+  const u64 fp = saved[0];
+  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) {
+    // A function built with pac-ret signs its return address in its prologue (after the pad, or a few
+    // instructions on where gcc shrink-wraps it): with key A (paciasp) the exception hooks sign what
+    // they write in its place too (ShadowFrame::at bit 0: what the record holds decides, this only
+    // where it cannot); key B's (pacibsp) is not followed, and such a call is not traced under graph.
+    // The next 16 instructions are looked at, within the site's page (the next one may not be mapped).
+    bool pac = false;
+    const u32* code = reinterpret_cast<const u32*>(site_end);
+    for (uptr k = 0; g.tracer == Tracer::graph && k < 16 && !pac && ((site_end + 4 * k) & 4095) >= (site_end & 4095); k++) {
+      if (code[k] == arch::aarch64::pacibsp) return;
+      pac = code[k] == arch::aarch64::paciasp;
+    }
+    return trace_call(s, {&saved[11], reinterpret_cast<u64>(saved + 12), fp, pac, reinterpret_cast<u64>(saved + 2)});
+  }
+  // The return address the frame record holds differs from the one the site passed in x0 (stripped by
+  // xpaclri) where the function signed it (pac-ret): its exit cannot be hooked, and under graph the
+  // call is not traced; the function tracer records it with x0 as its caller.
+  auto* slot = reinterpret_cast<u64*>(fp + 8);
+  const bool signed_ra = *slot != saved[2];
+  if (signed_ra && g.tracer == Tracer::graph) return;
+  trace_call(s, {signed_ra ? &saved[2] : slot, fp + 8, *reinterpret_cast<const u64*>(fp), fp + 8, 0});
+}
+
+// Called by the exit trampoline with the stack pointer and x29 a traced function returned with, and its
+// return value (x0): records the exit and returns the real return address.
+extern "C" u64 prepatch_on_exit(u64 sp, u64 fp, u64 value) {
+  Thread* t = this_thread();
+  ShadowFrame f{};
+  const bool found = t && t->shadow.pop_returned(sp, fp, f, [&](const ShadowFrame& d) { note_unwound(t, d); });
+  return trace_return(t, found, f, value);
+}
+
+// Called by the exception hooks (shim/entry_aarch64.S) with their caller's stack pointer and x29: as
+// on x86-64 (prepatch_unwind above), the frames' return addresses found through ShadowFrame::at.
+extern "C" void prepatch_unwind(u64 sp, u64 fp, u64 to_real) {
+  Thread* t = g.threads ? this_thread() : nullptr;
+  if (t && t->shadow.depth)
+    t->shadow.relink_records(sp, fp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); },
+                             sys::pac_sign);
+}
+#endif
+
 // pthread_create, through the GOT slots of the loaded objects: the new thread starts in
 // prepatch_thread_start (shim/entry_x86_64.S), which has prepatch_thread_setup give it its alternate signal
 // stack, then jumps to its start routine (so no frame of the shim's stays under the thread's frames).
@@ -592,9 +680,12 @@ extern "C" int prepatch_hook_pthread_create(void* thread, const void* attr, void
 }
 
 // In the new thread, before its start routine: installs the alternate signal stack and hands it to
-// the pthread key whose destructor frees it. Returns where the start routine and its argument are.
+// the pthread key whose destructor frees it, and renews the thread's tracer entry where its thread
+// block may have been another thread's (renew_this_thread). Returns where the start routine and its
+// argument are.
 extern "C" const void* prepatch_thread_setup(u8* region) {
   altstack_install(region);
+  renew_this_thread(true);
   g.pthread_setspecific(g.pthread_key, region);
   return thread_start(region);
 }
@@ -778,7 +869,7 @@ void serve(char** envp) {
 #if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   if (!g.disabled) selftest();
 #endif
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
   if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
 #endif
   const bool fork_handlers = !g.disabled && register_fork_handlers();

@@ -345,6 +345,18 @@ static_assert(__builtin_offsetof(UContext, gregs) == 20);
 inline constexpr int reg_sp = 16, reg_lr = 17, reg_pc = 18;
 #endif
 
+#if defined(__aarch64__)
+// `ptr` signed with key A and `modifier` as paciasp signs a return address with the stack pointer
+// (-mbranch-protection=pac-ret). PACIA1716 is in the hint space: without FEAT_PAuth it is a nop, and
+// `ptr` comes back as it was.
+inline u64 pac_sign(u64 ptr, u64 modifier) {
+  register u64 x17 asm("x17") = ptr;
+  register u64 x16 asm("x16") = modifier;
+  asm("hint #8" : "+r"(x17) : "r"(x16));
+  return x17;
+}
+#endif
+
 // struct stat as fstat(2) fills it in: the x86-64 and PPC64 layout, asm-generic's (AArch64, RISC-V),
 // or ARM32's.
 #if defined(__arm__)

@@ -3,14 +3,14 @@
 # deb-src entry) and builds them in three site flavors for tests/real_programs_test.cc: the Lua
 # interpreter, and zlib's own test programs (example, minigzip, infcover) with zlib compiled in; and
 # zlib and Lua as shared libraries (-pg -mfentry) under programs built without hooks and with them, plus a
-# Lua C module.
+# Lua C module; and the Lua interpreter cross-built for AArch64 (-pg).
 # Usage: tests/real_programs.sh OUTDIR   (does nothing when OUTDIR is already complete)
 set -euo pipefail
 out=$1
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 cd "$out"
-[ -f built ] && [ -f shared/built.v2 ] && exit 0
+[ -f built ] && [ -f shared/built.v2 ] && [ -f a64-pg/lua ] && exit 0
 if ! ls -d lua5.4-*/src zlib-*/test >/dev/null 2>&1; then
   rm -rf lua5.4* zlib*
   apt-get source -qq lua5.4 zlib >fetch.log 2>&1 || { cat fetch.log >&2; echo "real_programs: apt-get source failed" >&2; exit 1; }
@@ -42,6 +42,13 @@ if [ ! -f built ]; then
   wait $first
   build mcount "-pg"
   touch built
+fi
+# Lua for AArch64 (-pg), run under qemu-aarch64 (RealAarch64).
+if [ ! -f a64-pg/lua ]; then
+  mkdir -p a64-pg
+  # shellcheck disable=SC2086
+  aarch64-linux-gnu-gcc -O2 -g0 -w -pg -Iinclude -DLUA_USE_LINUX $lua_sources -o a64-pg/lua.new -lm -ldl
+  mv a64-pg/lua.new a64-pg/lua
 fi
 # Shared: zlib as libz.so.1 and Lua as liblua5.4.so.0, built -pg -mfentry, with minigzip, example and
 # the interpreter built without hooks and linked against them (they find the library through

@@ -231,6 +231,22 @@ TEST_P(Real, ZlibMinigzipCompressesTheSameWhileToggled) {
 
 INSTANTIATE_TEST_SUITE_P(Flavors, Real, ::testing::Values("fentry", "pfe5", "mcount"));
 
+// The Lua interpreter cross-built for AArch64 with -pg, under qemu-aarch64: the same output off and
+// with every function graph-traced (its errors are longjmps through traced functions), and the trace
+// names the interpreter's own functions.
+TEST(RealAarch64, LuaRunsTheSameOffAndGraphTracedUnderQemu) {
+  TempDir d;
+  const std::string lua = real + "/a64-pg/lua", prepared = d / "lua.prepared";
+  Proc p = prepatch({"-q", lua, "-o", prepared});
+  ASSERT_EQ(p.status, 0) << p.err;
+  const TestBinary b{.isa = "aarch64"};
+  Proc want = off_and_graph(
+      [&](bool prep, const std::vector<std::string>& env) { return with_env(env, b.exec(prep ? prepared : lua, {workload, "1"})); }, d, "lua",
+      {"main", "luaV_execute", "luaD_call", "luaD_throw"});
+  EXPECT_EQ(want.status, 0) << want.err;
+  EXPECT_NE(want.out.find("coroutines"), std::string::npos) << want.out;
+}
+
 // zlib and Lua as shared libraries built -pg -mfentry and prepared, under their own programs built
 // without hooks (found through LD_LIBRARY_PATH), or built with hooks and prepared too (one runtime
 // serving both objects); and a Lua C module under Debian's own lua5.4.

@@ -18,7 +18,9 @@
 #include <sstream>
 #include <thread>
 
+#include "shim/abi.h"
 #include "support.h"
+#include "trace/trace.h"
 
 namespace prepatch::test {
 namespace {
@@ -620,6 +622,52 @@ TEST(ShimStress, Thumb2PatchableEntry) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   stress("live-arm-pfe3", "", 1000, "", "arm");
 }
+// The graph tracer under the same stress: every site enabled and disabled 1,000 times while the
+// workers call the leaves and threads come and go. A call entered while its site was on returns through
+// the exit trampoline however the sites changed since; live.c checks every result. The trace (its file
+// capped at 16 MiB: the events after are counted as lost) must nest on every thread, nothing unwound.
+void graph_stress(const std::string& bin, const std::string& isa) {
+  TempDir d;
+  const TestBinary b{.isa = isa};
+  Proc r = run(with_env({"PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t", "PREPATCH_BUFFER=16"}, b.exec(prepared(d, bin), {"stress", "1000", "0"})),
+               d.path());
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("toggles 1000, windows 0, mismatches 0, refusals 0, wrong results 0"), std::string::npos) << r.out << r.err;
+  const trace::Trace t = trace::read_trace(d / "t");
+  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
+  EXPECT_EQ(t.unwound, 0u);
+  std::map<std::string, u64> entered;
+  for (const trace::ThreadTrace& th : t.threads) {
+    std::vector<u64> open;  // the sites of the calls entered and not yet left
+    for (size_t i = 0; i < th.events.size(); i++) {
+      const trace::Event& e = th.events[i];
+      if (e.type == shim::rec_entry) {
+        ASSERT_EQ(e.rest, open.size()) << "thread " << th.tid << " event " << i;
+        open.push_back(e.site);
+        entered[t.names[e.site]]++;
+      } else {
+        ASSERT_EQ(e.type, shim::rec_exit) << "thread " << th.tid << " event " << i;
+        ASSERT_FALSE(open.empty()) << "thread " << th.tid << " event " << i;
+        ASSERT_EQ(e.site, open.back()) << "thread " << th.tid << " event " << i;
+        open.pop_back();
+        ASSERT_EQ(e.rest, open.size()) << "thread " << th.tid << " event " << i;
+      }
+    }
+  }
+  EXPECT_GT(entered["leaf_add"], 0u);
+  EXPECT_GT(entered["leaf_mul"], 0u);
+  EXPECT_GT(entered["leaf_spawned"], 0u);
+}
+
+TEST(ShimStress, GraphTracerToggledUnderBusyThreads) {
+  if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
+  for (const auto& [bin, isa] : std::vector<std::pair<std::string, std::string>>{
+           {"live-fentry", ""}, {"live-pfe5", ""}, {"live-a64-pg", "aarch64"}, {"live-a64-pfe2", "aarch64"}}) {
+    SCOPED_TRACE(bin);
+    graph_stress(bin, isa);
+  }
+}
+
 // The sync where the kernel has no membarrier SYNC_CORE for riscv (before 6.9): riscv_flush_icache.
 TEST(ShimStress, Riscv64FlushIcacheSync) { stress("live-rv-pg", "flush_icache", 300, "", "riscv64"); }
 

@@ -36,6 +36,12 @@ std::string prepare(const TempDir& d, const std::string& flavor) {
   return d / "calltree";
 }
 
+// `env VARS... BIN [MODE]`, for a build of `flavor`: run by qemu-user for AArch64's ("a64-...").
+std::vector<std::string> calltree(const std::string& flavor, const std::string& bin, const std::vector<std::string>& vars, const std::string& mode) {
+  const TestBinary b{.isa = flavor.starts_with("a64-") ? "aarch64" : ""};  // (qemu's default CPU has pointer authentication)
+  return with_env(vars, b.exec(bin, mode.empty() ? std::vector<std::string>{} : std::vector<std::string>{mode}));
+}
+
 // The one trace file a run left in `dir` (its name is prepatch.PID.trace).
 std::vector<std::string> traces_in(const std::string& dir) {
   std::vector<std::string> v;
@@ -76,7 +82,7 @@ std::string function_at(const trace::Trace& t, u64 a) {
 // leaves (its path in `file`), which must be whole, with nothing lost, and hold main and five workers.
 trace::Trace traced_threads(const TempDir& d, const std::string& flavor, const std::string& tracer, std::string& file) {
   const std::string bin = prepare(d, flavor);
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=" + tracer, bin, "threads"}, d.path());
+  Proc r = run(calltree(flavor, bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=" + tracer}, "threads"), d.path());
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "sum 12562500\n");
   const std::vector<std::string> files = traces_in(d.path());
@@ -95,7 +101,7 @@ class CallTree : public ::testing::TestWithParam<std::string> {};
 TEST_P(CallTree, CountTracerCountsEveryCall) {
   TempDir d;
   const std::string bin = prepare(d, GetParam());
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=count", "PREPATCH_COUNTS=" + d / "c", bin, "threads"}, d.path());
+  Proc r = run(calltree(GetParam(), bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=count", "PREPATCH_COUNTS=" + d / "c"}, "threads"), d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "sum 12562500\n");
   Proc c = prepatch({"counts", bin, d / "c", "--json"});
@@ -168,7 +174,7 @@ TEST_P(CallTree, GraphTracerNestsEveryCallPerThread) {
 TEST_P(CallTree, GraphTracerFollowsTailCalls) {
   TempDir d;
   const std::string bin = prepare(d, GetParam());
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "tailcall"}, d.path());
+  Proc r = run(calltree(GetParam(), bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "tailcall"), d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "sum 30\n");  // leaf(1) + leaf(3) + leaf(5)
   trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
@@ -181,12 +187,18 @@ TEST_P(CallTree, GraphTracerFollowsTailCalls) {
   EXPECT_EQ(t.unwound, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static"));
+// x86-64's kinds and a static build; AArch64's -pg (mcount: x30 saved in the frame record) and
+// patchable (at the entry: x30 in a register) sites under qemu-user.
+INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2"));
 
-TEST(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
+// The graph tracer's process-level cases, on x86-64 and on AArch64's two kinds of site.
+class Graph : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2"));
+
+TEST_P(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
   TempDir d;
-  const std::string bin = prepare(d, "fentry");
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "longjmp"}, d.path());
+  const std::string bin = prepare(d, GetParam());
+  Proc r = run(calltree(GetParam(), bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "longjmp"), d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "sum 12\n");  // leaf(0) + leaf(1) + leaf(2): 1 + 4 + 7
   trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
@@ -226,11 +238,11 @@ std::vector<std::string> throw_round(int d) {
 
 class Exceptions : public ::testing::TestWithParam<std::string> {};
 
-// Runs the prepared throwtree in `d` with every function graph-traced and checks the trace.
-void check_throwtree(const TempDir& d, const std::string& wx) {
+// Runs the prepared throwtree (of `flavor`) in `d` with every function graph-traced and checks the trace.
+void check_throwtree(const TempDir& d, const std::string& flavor, const std::string& wx) {
   constexpr int throw_rounds = 200;  // throwtree.cc's ROUNDS
   for (const std::string& f : traces_in(d.path())) std::filesystem::remove(f);
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_WX=" + wx, d / "throwtree"}, d.path());
+  Proc r = run(calltree(flavor, d / "throwtree", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_WX=" + wx}, ""), d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "sum 305700\n");
   EXPECT_EQ(r.err, "");
@@ -263,23 +275,52 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
   TempDir d;
   Proc p = prepatch({td + "/throwtree-" + GetParam(), "-o", d / "throwtree"});
   ASSERT_EQ(p.status, 0) << p.err;
-  check_throwtree(d, "");
+  check_throwtree(d, GetParam(), "");
   // Under PREPATCH_WX=strict the in-place hooks are written while their page is not executable, and
   // the sites through the text's memfd.
   SCOPED_TRACE("PREPATCH_WX=strict");
-  check_throwtree(d, "strict");
+  check_throwtree(d, GetParam(), "strict");
 }
 
 // The static and static-pie builds carry the whole unwinder, hooked in place; staticcxx
 // (-static-libstdc++) carries __cxa_begin_catch, hooked in place, and calls libgcc_s's unwinder through
-// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only.
-INSTANTIATE_TEST_SUITE_P(Sites, Exceptions, ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx"));
+// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only. AArch64 (dynamic builds:
+// its hooks are in GOT slots only), under qemu-user: a -pg frame's return address is found in its frame
+// record, a patchable one's by walking the frame records up from the unwinder's caller; built with
+// pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
+// function's entry stack pointer, and gets it back signed.
+INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
+                         ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pfe2", "a64-pfe2-pac"));
 
-TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
+// AArch64 -pg with pac-ret: each function signs its return address before the site, where the graph
+// tracer would replace it (and the function's autiasp would then fault). The preparer marks the table,
+// and the graph tracer refuses the binary, saying so, and the program runs untraced; the function
+// tracer records every call, with its caller (the site's x0, unsigned).
+TEST(PacRet, MinusPgIsRefusedByGraphAndRecordedByFunction) {
+  TempDir d;
+  const std::string bin = prepare(d, "a64-pg-pac");
+  Proc g = run(calltree("a64-pg-pac", bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "tailcall"), d.path());
+  EXPECT_EQ(g.status, 0) << g.err;
+  EXPECT_EQ(g.out, "sum 30\n");
+  EXPECT_NE(g.err.find("its -pg functions sign their return addresses (pac-ret), which the graph tracer would replace"), std::string::npos) << g.err;
+  EXPECT_TRUE(traces_in(d.path()).empty());
+  std::string file;
+  const trace::Trace t = traced_threads(d, "a64-pg-pac", "function", file);
+  std::map<std::string, int> calls;
+  for (const trace::ThreadTrace& th : t.threads)
+    for (const trace::Event& e : th.events) calls[name(t, e) + "<-" + function_at(t, e.rest)]++;
+  EXPECT_EQ(calls["top<-worker"], 5 * rounds);
+  EXPECT_EQ(calls["mid<-top"], 5 * rounds);
+  EXPECT_EQ(calls["leaf<-mid"], 10 * rounds);
+}
+
+// (x86-64 with -pg's mcount sites.)
+TEST_P(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
+  const std::string flavor = GetParam() == "fentry" ? "mcount" : GetParam();
   for (const char* tracer : {"graph", "function"}) {
     TempDir d;
-    const std::string bin = prepare(d, "mcount");
-    Proc r = run({"env", "PREPATCH_TRACE=*", std::string("PREPATCH_TRACER=") + tracer, bin, "fork"}, d.path());
+    const std::string bin = prepare(d, flavor);
+    Proc r = run(calltree(flavor, bin, {"PREPATCH_TRACE=*", std::string("PREPATCH_TRACER=") + tracer}, "fork"), d.path());
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, "child 25\nparent 30 child exit 0\n");
     const std::vector<std::string> files = traces_in(d.path());
@@ -300,8 +341,8 @@ TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
   }
   // With a PREPATCH_OUTPUT without %p, the child writes PATH.CHILDPID and the parent PATH.
   TempDir d;
-  const std::string bin = prepare(d, "mcount");
-  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t", bin, "fork"}, d.path());
+  const std::string bin = prepare(d, flavor);
+  Proc r = run(calltree(flavor, bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t"}, "fork"), d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   std::vector<std::string> files;
   for (const std::string& f : list_dir(d.path()))
@@ -313,7 +354,9 @@ TEST(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
   EXPECT_NE(trace::read_trace(d / "t").pid, trace::read_trace(d / files[1]).pid);
 }
 
-TEST(Graph, AProgramExecdByATracedProcessWritesItsOwnFileAndKeepsTheFirst) {
+// x86-64 only: qemu-user cannot exec a binary of another ISA without binfmt_misc, which the tests do not
+// assume. (What an exec does to the trace is the kernel's and the new image's shim's: no ISA's own.)
+TEST(GraphExec, AProgramExecdByATracedProcessWritesItsOwnFileAndKeepsTheFirst) {
   TempDir d;
   const std::string bin = prepare(d, "fentry");
   Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "exec"}, d.path());
@@ -337,13 +380,13 @@ TEST(Graph, AProgramExecdByATracedProcessWritesItsOwnFileAndKeepsTheFirst) {
   EXPECT_EQ(words(files[0] + ".1"), after);
 }
 
-TEST(Graph, TraceOfAProcessKilledWithSigkillIsReadable) {
+TEST_P(Graph, TraceOfAProcessKilledWithSigkillIsReadable) {
   TempDir d;
-  const std::string bin = prepare(d, "fentry");
+  const std::string bin = prepare(d, GetParam());
   int in[2], out[2];
   ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
   ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
-  const int pid = spawn({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", bin, "wait"}, d.path(), in[0], out[1], -1);
+  const int pid = spawn(calltree(GetParam(), bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "wait"), d.path(), in[0], out[1], -1);
   close(in[0]), close(out[1]);
   FILE* f = fdopen(out[0], "r");
   char line[128] = {};
