@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The other ISAs under qemu-user (issue 29): what a call costs in a prepared binary with tracing off and
-with the count tracer, as ratios to the same program built without hooks and to the same binary
+with each tracer the ISA has, as ratios to the same program built without hooks and to the same binary
 unprepared, run side by side. qemu's absolute times mean nothing for real hardware: only the ratios
 are reported.
 
@@ -10,10 +10,12 @@ calls of a function that calls; built with the ISA's cross gcc -O2 three ways:
   hooked           -pg (glibc's _mcount or __gnu_mcount_nc runs at every call: what an unprepared -pg
                    binary costs) or -fpatchable-function-entry (nops);
   prepared         the hooked build through prepatch: run with tracing off, and with
-                   PREPATCH_TRACE='*' (the count tracer: every call counted).
+                   PREPATCH_TRACE='*' under the count tracer (every call counted) and, where the ISA
+                   has them (AArch64), the function and graph tracers (every call recorded to a
+                   trace file).
 Each case runs --runs times, interleaved; the median CPU time (user + system, qemu's own included) of
 each is printed, with the cost per call above plain as a ratio of plain's whole per-call time.
-The `function` and `graph` tracers do not exist on these ISAs yet (issue 29, item 1): not measured.
+PPC64le, RISC-V64 and Thumb-2 have no `function` and `graph` tracers yet (issue 29, item 1): "-" there.
 Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000]
 Not a test: nothing here asserts a time.
 """
@@ -38,6 +40,7 @@ CC = {"aarch64": "aarch64-linux-gnu-gcc", "ppc64le": "powerpc64le-linux-gnu-gcc"
 BUILDS = [("aarch64", "-pg"), ("aarch64", "-fpatchable-function-entry=2"), ("ppc64le", "-pg"), ("riscv64", "-pg"),
           ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3")]
 FIB_CALLS = 150049  # fib(24)'s calls
+TRACERS = {"aarch64"}  # the ISAs whose shim has the function and graph tracers
 
 
 def run_timed(cmd, env, cwd):
@@ -62,7 +65,9 @@ def main():
     count_env = dict(base_env, PREPATCH_TRACE="*")
     print(f"{a.calls:,} calls of a small function and fib(24) ({FIB_CALLS:,} calls); {a.runs} interleaved runs each, "
           f"median CPU time under qemu-user; ratios only")
-    print(f"{'ISA and sites':40s} {'hooked/plain':>13s} {'off/plain':>10s} {'count/plain':>12s} {'count/hooked':>13s}")
+    columns = [("hooked", "plain"), ("off", "plain"), ("count", "plain"), ("function", "plain"), ("graph", "plain"), ("count", "hooked"),
+               ("function", "hooked"), ("graph", "hooked")]
+    print(f"{'ISA and sites':38s}" + "".join(f"{a + '/' + b:>16s}" for a, b in columns))
     with tempfile.TemporaryDirectory(prefix="prepatch-qemu-bench-") as d:
         src = os.path.join(d, "calls.c")
         with open(src, "w") as f:
@@ -74,10 +79,20 @@ def main():
             subprocess.run([cc, "-O2", src, "-o", plain], check=True)
             subprocess.run([cc, "-O2", flag, src, "-o", hooked], check=True)
             subprocess.run([a.prepatch, "-q", hooked, "-o", prepared], check=True)
+            trace = os.path.join(d, tag + ".trace")
             cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
                      "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
-            outs = {k: subprocess.run([*qemu, b, "1000"], env=e, cwd=d, capture_output=True, text=True, check=True).stdout
-                    for k, (b, e) in cases.items()}
+            if isa in TRACERS:
+                for tracer in ("function", "graph"):
+                    cases[tracer] = (prepared, dict(count_env, PREPATCH_TRACER=tracer, PREPATCH_OUTPUT=trace))
+            outs = {}
+            for k, (b, e) in cases.items():
+                outs[k] = subprocess.run([*qemu, b, "1000"], env=e, cwd=d, capture_output=True, text=True, check=True).stdout
+                if k in ("function", "graph"):  # every call of mix recorded
+                    rep = subprocess.run([a.prepatch, "report", trace], capture_output=True, text=True, check=True).stdout
+                    if not any(line.split()[-2:] == ["1000", "mix"] for line in rep.splitlines()):
+                        raise SystemExit(f"{name}: the {k} tracer did not record mix() 1000 times:\n{rep}")
+                    os.unlink(trace)
             if len(set(outs.values())) != 1:
                 raise SystemExit(f"{name}: the builds disagree: {outs}")
             counted = subprocess.run([a.prepatch, "counts", prepared, os.path.join(d, tag + ".counts")], capture_output=True,
@@ -89,9 +104,10 @@ def main():
             for _ in range(a.runs):
                 for k, (b, e) in cases.items():
                     times[k].append(run_timed([*qemu, b, str(a.calls)], e, d))
+                    if os.path.exists(trace):
+                        os.unlink(trace)
             med = {k: statistics.median(v) for k, v in times.items()}
-            print(f"{name:40s} {med['hooked'] / med['plain']:12.2f}x {med['off'] / med['plain']:9.2f}x "
-                  f"{med['count'] / med['plain']:11.2f}x {med['count'] / med['hooked']:12.2f}x")
+            print(f"{name:38s}" + "".join(f"{med[x] / med[y]:15.2f}x" if x in med else f"{'-':>16s}" for x, y in columns))
 
 
 if __name__ == "__main__":
