@@ -89,11 +89,17 @@ bool snapshot_copy(Src& src, Dst& dst, TraceHeader h, u64 chunks, u8* buf, Snaps
       continue;
     }
     const u64 more = now.used - k.used;
-    if (more && src.read(buf, more, k.off + sizeof now + k.used) && same({k.off, k.seq, now.used, k.tid, false}, now)) {
-      if (!dst.write(buf, more, k.off + sizeof now + k.used)) return false;
-      k.used += more;
-      if (!dst.write(&k.used, sizeof k.used, k.off + __builtin_offsetof(ChunkHeader, used))) return false;
+    if (!more) continue;
+    if (!src.read(buf, more, k.off + sizeof now + k.used) || !same({k.off, k.seq, now.used, k.tid, false}, now)) {
+      // Started over while its new records were read: kept with what the first pass took, it would
+      // join its thread's next chunk with those records missing. Left out, as a gap.
+      r.dropped++, k.out = true;
+      if (!dst.write(&none, sizeof none, k.off)) return false;
+      continue;
     }
+    if (!dst.write(buf, more, k.off + sizeof now + k.used)) return false;
+    k.used += more;
+    if (!dst.write(&k.used, sizeof k.used, k.off + __builtin_offsetof(ChunkHeader, used))) return false;
   }
   // A thread's chunks from its last gap on (one left out between two kept ones): what precedes a gap
   // would join the rest with events missing. By thread, then number (a heap sort: no allocation).

@@ -18,6 +18,7 @@
 #include "rewriter/table.h"
 #include "shim/core.h"
 #include "shim/settings.h"
+#include "shim/snapshot.h"
 #include "shim/dynlink.h"
 #include "shim/sys.h"
 
@@ -359,7 +360,7 @@ TEST(ShimSettings, ParsesEveryVariableAndNamesTheFirstWrongOne) {
   EXPECT_STREQ(parse({"PREPATCH_OUTPUT=" + std::string(501, 'a')}).error, "PREPATCH_OUTPUT is longer than 500 bytes");
   EXPECT_EQ(parse({"PREPATCH_OUTPUT=" + std::string(500, 'a')}).error, nullptr);
   EXPECT_STREQ(parse({"PREPATCH_TRACER=x", "PREPATCH_WX=no"}).error, "PREPATCH_TRACER is not count, function or graph");
-  EXPECT_STREQ(parse({"PREPATCH_TRACER=graph"}, arch::Isa::riscv64).error, "PREPATCH_TRACER=function and graph exist on x86-64 and AArch64 only so far");
+  EXPECT_STREQ(parse({"PREPATCH_TRACER=graph"}, arch::Isa::riscv64).error, "PREPATCH_TRACER=function and graph exist on x86-64, AArch64 and PPC64le only so far");
   EXPECT_EQ(parse({"PREPATCH_TRACER=graph"}, arch::Isa::aarch64).error, nullptr);
   EXPECT_EQ(parse({"PREPATCH_TRACER=function"}, arch::Isa::aarch64).tracer, shim::Tracer::function);
   for (arch::Isa isa : {arch::Isa::x86_64, arch::Isa::aarch64, arch::Isa::ppc64le, arch::Isa::riscv64, arch::Isa::thumb2}) {
@@ -559,6 +560,52 @@ TEST(DynamicLinking, FindsDefinitionsAsDlsymDoesAndTheSlotsThatImportThem) {
   }
   EXPECT_GE(raise, 1u);
   EXPECT_GE(caught, 1u);
+}
+
+// snapshot_copy over a file in memory: one thread's two chunks, A (number 0, first in the file, still
+// being written) and B (number 1, its next). The second pass finds A with more records and reads them;
+// meanwhile the thread starts A over (a ring wrapping onto it, here: its number changes as they are
+// read). A kept with what the first pass took would join B with those records missing: it must be
+// left out, B kept alone (before the fix it was kept, and the thread's events had a hole).
+TEST(Snapshot, AChunkStartedOverWhileItsNewRecordsAreReadIsLeftOut) {
+  constexpr u64 cs = shim::trace_chunk_bytes, at = 4096;
+  std::vector<u8> file(at + 2 * cs);
+  shim::TraceHeader h{};
+  h.header_size = sizeof h, h.chunk_size = cs, h.chunk_offset = at, h.chunk_capacity = 2, h.chunks_claimed = 2;
+  const auto chunk = [&](u64 k) { return reinterpret_cast<shim::ChunkHeader*>(file.data() + at + k * cs); };
+  *chunk(0) = {shim::chunk_magic, 7, 0, 16, 0, 0, 0, 0, {}};
+  *chunk(1) = {shim::chunk_magic, 7, 1, 16, 0, 0, 0, 0, {}};
+  struct Src {
+    std::vector<u8>& f;
+    int header_reads_of_a = 0;
+    bool read(void* to, u64 n, u64 off) {
+      if (off + n > f.size()) return false;
+      memcpy(to, f.data() + off, n);
+      if (off == at && n == sizeof(shim::ChunkHeader) && ++header_reads_of_a == 2) {
+        reinterpret_cast<shim::ChunkHeader*>(f.data() + at)->used = 32;  // the thread went on writing A...
+      } else if (off == at + sizeof(shim::ChunkHeader) + 16) {
+        reinterpret_cast<shim::ChunkHeader*>(f.data() + at)->seq = 2;  // ... and started it over as its new records were read
+      }
+      return true;
+    }
+  } src{file};
+  struct Dst {
+    std::vector<u8>& src;
+    std::vector<u8> out = std::vector<u8>(src.size());
+    bool write(const void* p, u64 n, u64 off) { return memcpy(out.data() + off, p, n), true; }
+    int copy(u64 n, u64 off) { return memcpy(out.data() + off, src.data() + off, n), 1; }
+  } dst{file};
+  std::vector<u8> buf(cs);
+  shim::SnapshotChunk kept[2];
+  shim::SnapshotResult r;
+  ASSERT_TRUE(shim::snapshot_copy(src, dst, h, 2, buf.data(), kept, r));
+  const auto* a = reinterpret_cast<const shim::ChunkHeader*>(dst.out.data() + at);
+  const auto* b = reinterpret_cast<const shim::ChunkHeader*>(dst.out.data() + at + cs);
+  EXPECT_NE(a->magic, shim::chunk_magic);  // no chunk: left out
+  EXPECT_EQ(b->magic, shim::chunk_magic);
+  EXPECT_EQ(b->seq, 1u);
+  EXPECT_EQ(r.chunks, 1u);
+  EXPECT_EQ(r.dropped, 1u);
 }
 
 }  // namespace
