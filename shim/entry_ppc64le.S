@@ -1,5 +1,6 @@
 // The shim's assembly on PPC64le (ELFv2): the blob header, the start routine e_entry points at, the
-// count tracer's trampolines and the start routine of threads. Offsets in the header are from
+// trampolines (every tracer's), the graph tracer's exit trampoline and exception hooks, and the start
+// routine of threads. Offsets in the header are from
 // __shim_base (the header itself); see shim/abi.h, BlobHeader. Sites are `bl` words (arch/ppc64le.h):
 //   mcount:    gcc -pg, `bl <site>` after the frame setup (`mflr r0; std r0, 16(r1); stdu ...` before
 //              it): an ordinary call; the word after it is a nop or, where ld routed the call through
@@ -25,7 +26,7 @@
         bctrl
         .endm
 
-// The start routine and the count trampolines save r3-r12 (arguments, the static chain r11, the global
+// The start routine and the trampolines save r3-r12 (arguments, the static chain r11, the global
 // entry address r12) and r2 in a frame of their own: back chain, 16 LR, 24 TOC pointer, 32..111 the
 // registers.
         .macro SAVE_REGS
@@ -112,9 +113,11 @@ prepatch_tramp_mcount:
         stdu 1, -128(1)
         SAVE_REGS
         mr 3, 0                                         // the site's end
+        li 4, 2                                         // arch::SiteKind::mcount
+        mr 5, 1
         bcl 20, 31, 9f
 9:      mflr 11
-        CALL prepatch_count
+        CALL prepatch_on_site
         RESTORE_REGS
         addi 1, 1, 128
         ld 0, 16(1)
@@ -133,9 +136,11 @@ prepatch_tramp_patchable:
         std 0, 120(1)                                   // the site's end
         SAVE_REGS
         mr 3, 0
+        li 4, 3                                         // arch::SiteKind::patchable
+        mr 5, 1
         bcl 20, 31, 9f
 9:      mflr 11
-        CALL prepatch_count
+        CALL prepatch_on_site
         RESTORE_REGS
         ld 0, 120(1)
         mtctr 0
@@ -144,6 +149,83 @@ prepatch_tramp_patchable:
         addi 1, 1, 128
         bctr
         .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
+
+// The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
+// returns here, with r1 as it was entered (its return address's slot at 16(r1), in its caller's frame).
+// prepatch_on_exit(r1, r3) records the exit and gives back the real return address. The return value's
+// registers r3 and r4 are kept, and r2 (the TOC pointer the caller expects back); the C side never
+// touches floating-point or vector registers.
+        .globl prepatch_tramp_exit
+        .type prepatch_tramp_exit, @function
+prepatch_tramp_exit:
+        stdu 1, -64(1)
+        std 3, 32(1)
+        std 4, 40(1)
+        std 2, 24(1)
+        addi 3, 1, 64
+        ld 4, 32(1)
+        bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_on_exit
+        mtlr 3
+        ld 3, 32(1)
+        ld 4, 40(1)
+        ld 2, 24(1)
+        addi 1, 1, 64
+        blr
+        .size prepatch_tramp_exit, . - prepatch_tramp_exit
+
+// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to
+// (shim/runtime/exceptions.inc, hook_unwinder; the caller's PLT stub saved its r2 and put the hook's
+// address in r12): prepatch_unwind(caller's r1, to_real), 1 where unwinding starts or resumes, 0 where a
+// handler catches; then the real function (r12 = its global entry), with r2, r3-r10 and LR as they
+// came, so no frame of the shim is left for the unwinder to see.
+        .macro UNWIND_HOOK name, index, to_real
+        .globl \name
+        .type \name, @function
+\name:
+        mflr 0
+        std 0, 16(1)
+        stdu 1, -112(1)
+        std 3, 32(1)
+        std 4, 40(1)
+        std 5, 48(1)
+        std 6, 56(1)
+        std 7, 64(1)
+        std 8, 72(1)
+        std 9, 80(1)
+        std 10, 88(1)
+        std 2, 24(1)
+        addi 3, 1, 112
+        li 4, \to_real
+        bcl 20, 31, 9f
+9:      mflr 11
+        CALL prepatch_unwind
+        bcl 20, 31, 9f
+9:      mflr 11
+        ADDR 12, prepatch_unwind_real
+        ld 12, 8*\index(12)
+        mtctr 12
+        ld 3, 32(1)
+        ld 4, 40(1)
+        ld 5, 48(1)
+        ld 6, 56(1)
+        ld 7, 64(1)
+        ld 8, 72(1)
+        ld 9, 80(1)
+        ld 10, 88(1)
+        ld 2, 24(1)
+        addi 1, 1, 112
+        ld 0, 16(1)
+        mtlr 0
+        bctr
+        .size \name, . - \name
+        .endm
+
+        UNWIND_HOOK prepatch_hook_raise, 0, 1
+        UNWIND_HOOK prepatch_hook_resume, 1, 1
+        UNWIND_HOOK prepatch_hook_rethrow, 2, 1
+        UNWIND_HOOK prepatch_hook_catch, 3, 0
 
 // The start routine of a thread created through prepatch_hook_pthread_create, with r3 its region (an
 // alternate signal stack, the real start routine and argument at its top): sets the stack up, then

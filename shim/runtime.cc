@@ -52,7 +52,7 @@ extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
 void prepatch_object_fini();
 void prepatch_count(uptr site_end);  // the other ISAs' count tracer
-void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's trampolines
+void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's and PPC64le's trampolines
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -145,8 +145,8 @@ struct FastPath {
 
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
-// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64 [0] is its
-// prepatch_on_site, elsewhere its prepatch_count. All 0 otherwise.
+// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64 and PPC64le [0] is
+// its prepatch_on_site, elsewhere its prepatch_count. All 0 otherwise.
 u64 prepatch_forward_to[4];
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
@@ -527,10 +527,10 @@ void trace_call(const SiteHashSlot* s, const TracedCall& c) {
   // call returns through the trampoline already: then a traced function tail-called this one, whose
   // return goes through the trampoline twice (its frame, then the tail-caller's).
   const bool tail_call = *c.ra == reinterpret_cast<u64>(prepatch_tramp_exit);
-#if defined(__x86_64__)
-  t->shadow.drop_dead(c.key - (tail_call ? 1 : 0), unwound);
-#else
+#if defined(__aarch64__)
   t->shadow.drop_dead_tagged(c.key, c.tag, tail_call, unwound);
+#else
+  t->shadow.drop_dead(c.key - (tail_call ? 1 : 0), unwound);
 #endif
   const u32 depth = t->shadow.depth;
   ShadowFrame f{};
@@ -611,6 +611,20 @@ extern "C" void prepatch_count(uptr site_end) {
 }
 #endif
 
+#if defined(__aarch64__) || defined(__powerpc64__)
+namespace {
+// What prepatch_on_site does first: the call forwarded to the runtime serving this object, or counted;
+// else the site's slot in the site hash, for the function or graph tracer (nullptr: nothing to trace).
+const SiteHashSlot* site_to_trace(uptr site_end, uptr kind, u64* saved) {
+  if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_on_site)>(prepatch_forward_to[0])(site_end, kind, saved), nullptr;
+  if (g.tracer == Tracer::count) return prepatch_count(site_end), nullptr;
+  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
+  const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
+  return g.threads ? s : nullptr;
+}
+}  // namespace
+#endif
+
 #if defined(__aarch64__)
 // Called by the trampolines (shim/entry_aarch64.S) with the site's end (its `bl`'s return address),
 // its kind, and where they saved the registers: x29 and x30 (the site's) first, then x0-x9. Counts the
@@ -618,11 +632,8 @@ extern "C" void prepatch_count(uptr site_end) {
 // frame record is at its x29, with x30 (its return address) saved above its caller's x29. patchable
 // (at the entry): the return address is in x9, which the trampoline gives back as x30.
 extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
-  if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_on_site)>(prepatch_forward_to[0])(site_end, kind, saved);
-  if (g.tracer == Tracer::count) return prepatch_count(site_end);
-  const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
-  const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
-  if (!s || !g.threads) return;
+  const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
+  if (!s) return;
   const u64 fp = saved[0];
   if (kind != static_cast<uptr>(arch::SiteKind::mcount)) {
     // A function built with pac-ret signs its return address in its prologue (after the pad, or a few
@@ -655,7 +666,46 @@ extern "C" u64 prepatch_on_exit(u64 sp, u64 fp, u64 value) {
   const bool found = t && t->shadow.pop_returned(sp, fp, f, [&](const ShadowFrame& d) { note_unwound(t, d); });
   return trace_return(t, found, f, value);
 }
+#endif
 
+#if defined(__powerpc64__)
+// Called by the trampolines (shim/entry_ppc64le.S) with the site's end, its kind, and their frame:
+// its back chain (the function's r1 at an mcount site, the caller's at a patchable one), r3-r12 from
+// 32, and at a patchable site the function's return address (r0) at 112. Counts the call, or has the
+// function or graph tracer trace it. The function's return address's slot is the LR save doubleword of
+// its caller's frame, 16 bytes above the r1 it was entered with: an mcount site comes after the
+// prologue stored it there (`mflr r0; std r0, 16(r1); stdu ...`), and that slot is the frame's key, as
+// on x86-64. A patchable site comes first, with the return address in r0, which the trampoline gives
+// back as LR (and the function then stores in the same slot); its frame is keyed by the same slot.
+extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
+  const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
+  if (!s) return;
+  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[14], saved[0] + 16, 0, 0, reinterpret_cast<u64>(saved + 4)});
+  const u64 entry_r1 = *reinterpret_cast<const u64*>(saved[0]);
+  trace_call(s, {reinterpret_cast<u64*>(entry_r1 + 16), entry_r1 + 16, 0, 0, 0});
+}
+
+// Called by the exit trampoline with the r1 a traced function returned with and its return value
+// (r3): records the exit and returns the real return address.
+extern "C" u64 prepatch_on_exit(u64 sp, u64 value) {
+  Thread* t = this_thread();
+  ShadowFrame f{};
+  const bool found = t && t->shadow.pop(sp + 16, f, [&](const ShadowFrame& d) { note_unwound(t, d); });
+  return trace_return(t, found, f, value);
+}
+
+// Called by the exception hooks (shim/entry_ppc64le.S) with their caller's r1: as on x86-64
+// (prepatch_unwind above), the slots being 16 bytes above the r1 each function was entered with. A
+// function the catching one (or the unwinder's caller) called was entered with its r1, so frames whose
+// slot lies at or below r1 + 16 are dead (relink drops those below the bound it is given).
+extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
+  Thread* t = g.threads ? this_thread() : nullptr;
+  if (t && t->shadow.depth)
+    t->shadow.relink(sp + 17, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
+}
+#endif
+
+#if defined(__aarch64__)
 // Called by the exception hooks (shim/entry_aarch64.S) with their caller's stack pointer and x29: as
 // on x86-64 (prepatch_unwind above), the frames' return addresses found through ShadowFrame::at.
 extern "C" void prepatch_unwind(u64 sp, u64 fp, u64 to_real) {
@@ -869,7 +919,7 @@ void serve(char** envp) {
 #if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   if (!g.disabled) selftest();
 #endif
-#if defined(__x86_64__) || defined(__aarch64__)
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__powerpc64__)
   if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
 #endif
   const bool fork_handlers = !g.disabled && register_fork_handlers();

@@ -36,9 +36,10 @@ std::string prepare(const TempDir& d, const std::string& flavor) {
   return d / "calltree";
 }
 
-// `env VARS... BIN [MODE]`, for a build of `flavor`: run by qemu-user for AArch64's ("a64-...").
+// `env VARS... BIN [MODE]`, for a build of `flavor`: run by qemu-user for AArch64's ("a64-...") and
+// PPC64le's ("ppc-...").
 std::vector<std::string> calltree(const std::string& flavor, const std::string& bin, const std::vector<std::string>& vars, const std::string& mode) {
-  const TestBinary b{.isa = flavor.starts_with("a64-") ? "aarch64" : ""};  // (qemu's default CPU has pointer authentication)
+  const TestBinary b{.isa = flavor.starts_with("a64-") ? "aarch64" : flavor.starts_with("ppc-") ? "ppc64le" : ""};  // (qemu-aarch64's CPU has pointer authentication)
   return with_env(vars, b.exec(bin, mode.empty() ? std::vector<std::string>{} : std::vector<std::string>{mode}));
 }
 
@@ -188,12 +189,13 @@ TEST_P(CallTree, GraphTracerFollowsTailCalls) {
 }
 
 // x86-64's kinds and a static build; AArch64's -pg (mcount: x30 saved in the frame record) and
-// patchable (at the entry: x30 in a register) sites under qemu-user.
-INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2"));
+// patchable (at the entry: x30 in a register) sites and PPC64le's -pg (LR saved in the caller's frame)
+// under qemu-user.
+INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg"));
 
-// The graph tracer's process-level cases, on x86-64 and on AArch64's two kinds of site.
+// The graph tracer's process-level cases, on x86-64, AArch64's two kinds of site and PPC64le's -pg.
 class Graph : public ::testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2"));
+INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg"));
 
 TEST_P(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
   TempDir d;
@@ -288,9 +290,36 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // its hooks are in GOT slots only), under qemu-user: a -pg frame's return address is found in its frame
 // record, a patchable one's by walking the frame records up from the unwinder's caller; built with
 // pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
-// function's entry stack pointer, and gets it back signed.
+// function's entry stack pointer, and gets it back signed. PPC64le -pg (dynamic): the return address's
+// slot is in the caller's frame, as on x86-64.
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
-                         ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pfe2", "a64-pfe2-pac"));
+                         ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pfe2", "a64-pfe2-pac",
+                                           "ppc-pg"));
+
+// PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
+// has one, and those sites are skipped; leaf has none. Its calls are graph-traced through the patchable
+// trampoline (the return address in r0, given back as LR): every one nested on its thread.
+TEST(PatchablePpc64le, GraphTracesTheFunctionsWithoutATocSetup) {
+  TempDir d;
+  const std::string bin = prepare(d, "ppc-pfe2-static");
+  Proc r = run(calltree("ppc-pfe2-static", bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "threads"), d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 12562500\n");
+  const trace::Trace t = trace::read_trace(traces_in(d.path()).at(0));
+  EXPECT_TRUE(t.problems.empty());
+  EXPECT_EQ(t.unwound, 0u);
+  size_t leaves = 0;
+  for (const trace::ThreadTrace& th : t.threads) {
+    const std::vector<std::string> w = graph_words(t, th);
+    ASSERT_EQ(w.size() % 2, 0u) << "thread " << th.tid;
+    for (size_t i = 0; i < w.size(); i += 2) {
+      EXPECT_EQ(w[i], "E leaf 0") << "thread " << th.tid;
+      EXPECT_EQ(w[i + 1], "X leaf 0") << "thread " << th.tid;
+    }
+    leaves += w.size() / 2;
+  }
+  EXPECT_EQ(leaves, 10u * rounds);
+}
 
 // AArch64 -pg with pac-ret: each function signs its return address before the site, where the graph
 // tracer would replace it (and the function's autiasp would then fault). The preparer marks the table,
