@@ -179,7 +179,7 @@ prepatch_tramp_exit:
 // (shim/runtime/exceptions.inc, hook_unwinder; the caller's PLT stub saved its r2 and put the hook's
 // address in r12): prepatch_unwind(caller's r1, to_real), 1 where unwinding starts or resumes, 0 where a
 // handler catches; then the real function (r12 = its global entry), with r2, r3-r10 and LR as they
-// came, so no frame of the shim is left for the unwinder to see.
+// came (r11 is used on the way), so no frame of the shim is left for the unwinder to see.
         .macro UNWIND_HOOK name, index, to_real
         .globl \name
         .type \name, @function
@@ -187,34 +187,18 @@ prepatch_tramp_exit:
         mflr 0
         std 0, 16(1)
         stdu 1, -112(1)
-        std 3, 32(1)
-        std 4, 40(1)
-        std 5, 48(1)
-        std 6, 56(1)
-        std 7, 64(1)
-        std 8, 72(1)
-        std 9, 80(1)
-        std 10, 88(1)
-        std 2, 24(1)
+        SAVE_REGS
         addi 3, 1, 112
         li 4, \to_real
         bcl 20, 31, 9f
 9:      mflr 11
         CALL prepatch_unwind
+        RESTORE_REGS
         bcl 20, 31, 9f
 9:      mflr 11
         ADDR 12, prepatch_unwind_real
         ld 12, 8*\index(12)
         mtctr 12
-        ld 3, 32(1)
-        ld 4, 40(1)
-        ld 5, 48(1)
-        ld 6, 56(1)
-        ld 7, 64(1)
-        ld 8, 72(1)
-        ld 9, 80(1)
-        ld 10, 88(1)
-        ld 2, 24(1)
         addi 1, 1, 112
         ld 0, 16(1)
         mtlr 0
