@@ -357,14 +357,20 @@ TEST(ShimWx, NoMappingIsEverWritableAndExecutableUnderStrict) {
     const std::string bin = prepared(d, "procs-" + flavor);
     const TestBinary b{.isa = isa};
     for (const std::string wx : {"", "strict"}) {
-      Proc r = run(with_env({"PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx}, b.exec(bin, {"wx", "1000"})), d.path());
-      EXPECT_EQ(r.status, 0) << flavor << " " << wx << ": " << r.err;
-      std::smatch m;
-      ASSERT_TRUE(std::regex_search(r.out, m, std::regex("writable and executable mappings seen (\\d+), wrong 0\n"))) << r.out;
-      if (wx == "strict") EXPECT_EQ(m[1], "0") << flavor;
-      else EXPECT_GT(std::stoul(m[1]), 0u) << flavor;
-      ASSERT_TRUE(std::regex_search(r.err, m, std::regex("toggles (\\d+) refused 0"))) << r.err;
-      EXPECT_GT(std::stoul(m[1]), 0u) << r.err;
+      // By default a batch's window is short, and a loaded host may schedule the reader around every
+      // one of them: up to three runs, one of which must see it. Under strict, none may, in one.
+      unsigned long seen = 0;
+      for (int attempt = 0; attempt < (wx == "strict" ? 1 : 3) && (wx == "strict" || seen == 0); attempt++) {
+        Proc r = run(with_env({"PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx}, b.exec(bin, {"wx", "1000"})), d.path());
+        EXPECT_EQ(r.status, 0) << flavor << " " << wx << ": " << r.err;
+        std::smatch m;
+        ASSERT_TRUE(std::regex_search(r.out, m, std::regex("writable and executable mappings seen (\\d+), wrong 0\n"))) << r.out;
+        seen = std::stoul(m[1]);
+        ASSERT_TRUE(std::regex_search(r.err, m, std::regex("toggles (\\d+) refused 0"))) << r.err;
+        EXPECT_GT(std::stoul(m[1]), 0u) << r.err;
+      }
+      if (wx == "strict") EXPECT_EQ(seen, 0u) << flavor;
+      else EXPECT_GT(seen, 0u) << flavor;
     }
   }
 }
