@@ -4,9 +4,9 @@
 // context and its second the site. Each ISA's file (sites_aarch64.cc, sites_ppc64le.cc) names its own
 // words in a class W of static members:
 //   u32 pg_context: what hands _mcount its argument in -pg code, somewhere before the call
-//   bool signs_return(Discoverer&, u64 function): whether a -pg function signs its return address in
-//     its prologue, before the site (Discovery::signed_returns)
 //                   (`mov x0, x30`, `mflr r0`);
+//   bool signs_return(Discoverer&, u64 function): whether a -pg function signs its return address in
+//     its prologue, before the site (Discovery::signed_returns);
 //   bool is_bl(u32 w);
 //   u64 pad_start(Discoverer&, u64 entry): where a pad at the function's entry begins (AArch64: after
 //                   a `bti` landing pad);
