@@ -151,10 +151,7 @@ prepatch_tramp_exit:
         .size \name, . - \name
         .endm
 
-        UNWIND_HOOK prepatch_hook_raise, 0, 1
-        UNWIND_HOOK prepatch_hook_resume, 1, 1
-        UNWIND_HOOK prepatch_hook_rethrow, 2, 1
-        UNWIND_HOOK prepatch_hook_catch, 3, 0
+        UNWIND_HOOKS
 
 // The start routine of a thread created through prepatch_hook_pthread_create, with x0 its region (an
 // alternate signal stack, the real start routine and argument at its top): sets the stack up, then
