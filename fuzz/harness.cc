@@ -456,7 +456,7 @@ bool check_filters(const shim::Settings& s, const Variables& env) {
 bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   const shim::Settings s = shim::parse_settings(envp, isa);
   const shim::Settings d;  // the defaults
-  const bool x86 = isa == arch::Isa::x86_64, riscv = isa == arch::Isa::riscv64, tracers = x86 || isa == arch::Isa::aarch64 || isa == arch::Isa::ppc64le;
+  const bool x86 = isa == arch::Isa::x86_64, riscv = isa == arch::Isa::riscv64, tracers = isa != arch::Isa::thumb2;
   bool ok = true;
   auto set = [&](const char* name) -> const char* {
     const char* v = env[name];
@@ -470,7 +470,7 @@ bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   expect(!s.output || std::strlen(s.output) <= shim::max_path_setting, "output is longer than max_path_setting");
   expect(!s.counts || std::strlen(s.counts) <= shim::max_path_setting, "counts is longer than max_path_setting");
   expect(!s.sync_flush_icache || riscv, "sync_flush_icache on another ISA than RISC-V64");
-  expect(s.tracer == shim::Tracer::count || tracers || s.error, "a tracer other than count on another ISA than x86-64, AArch64 and PPC64le, without an error");
+  expect(s.tracer == shim::Tracer::count || tracers || s.error, "a tracer other than count on Thumb-2, without an error");
   expect(s.tracer == shim::Tracer::count || s.tracer == shim::Tracer::function || s.tracer == shim::Tracer::graph, "tracer is not a tracer");
 
   // Each variable: taken when right, else an error and (but for the tracer, see below) the default.

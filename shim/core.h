@@ -709,6 +709,34 @@ struct ShadowStack {
       if (*s == (to_real ? hooked : real)) *s = to_real ? real : hooked;
     }
   }
+  // RISC-V64's relink (below), its frames keyed by the stack pointer each function was entered with:
+  // an exception passes, with the stack pointer `sp` of the function calling the unwinder (to_real) or
+  // catching; frames keyed at or below it are dead. A live function saved its return address in its
+  // own frame, where its prologue chose (gcc: the frame's top doubleword), and keeps no frame chain: so
+  // the slot holding `tramp` nearest below its key, above the next live frame's key (or `sp`), is
+  // taken (looked for down from the key, so a stale copy deeper in the stack is not reached first) and
+  // kept in `at` for the catch to hook again. A tail callee's frame (its return address the
+  // trampoline) shares its tail caller's slot.
+  template <class F>
+  void relink_scan(u64 sp, u64 tramp, bool to_real, F unwound) {
+    drop_dead(sp, unwound);
+    u64 lo = sp;
+    for (u32 i = depth; i-- > 0;) {
+      ShadowFrame& f = frames[i];
+      if (f.ret == tramp) continue;
+      const auto at = [](u64 a) { return *reinterpret_cast<const u64*>(a); };
+      if (to_real && (!f.at || (at(f.at) != tramp && at(f.at) != f.ret))) {
+        f.at = 0;
+        for (u64 a = (f.slot - 8) & ~u64{7}; a >= lo && a < f.slot; a -= 8)
+          if (at(a) == tramp) {
+            f.at = a;
+            break;
+          }
+      }
+      lo = f.slot;
+      if (auto* s = reinterpret_cast<u64*>(f.at); s && *s == (to_real ? tramp : f.ret)) *s = to_real ? f.ret : tramp;
+    }
+  }
 #endif
   // An exception passes: `to_real` before the unwinder starts or resumes, with its caller's stack
   // pointer `sp`; else when a handler catches, in the frame whose stack pointer is `sp`. Frames whose

@@ -1,5 +1,6 @@
 // The shim's assembly on RISC-V64 (LP64): the blob header, the start routine e_entry points at, the
-// count tracer's trampolines, the thread start routine and the breakpoint self-test. Offsets in the
+// trampolines (every tracer's), the graph tracer's exit trampoline and exception hooks, the thread
+// start routine and the breakpoint self-test. Offsets in the
 // header are from __shim_base (the header itself); see shim/abi.h, BlobHeader. Sites (arch/riscv64.h):
 //   mcount:    gcc -pg, `mv a0, ra; jal ra, T` (or `auipc ra; jalr ra`) after the prologue, where T
 //              (the _mcount PLT entry, or _mcount) starts with the preparer's jump here: an ordinary
@@ -70,28 +71,77 @@ prepatch_start:
         jr t1
         .size prepatch_start, . - prepatch_start
 
-// -pg: an ordinary call, returned from with `ret`.
+// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, a0-a7, ra
+// and t0 as the site left them (SAVE_REGS), 80 bytes below the stack pointer of the call. The graph
+// tracer may replace the saved ra of a patchable site (the function's return address) with
+// prepatch_tramp_exit.
+// -pg: an ordinary call, returned from with `ret`; a0 holds the function's return address.
         .globl prepatch_tramp_mcount
         .type prepatch_tramp_mcount, %function
 prepatch_tramp_mcount:
         SAVE_REGS
         mv a0, ra
-        call prepatch_count
+        li a1, 2                                        // arch::SiteKind::mcount
+        mv a2, sp
+        call prepatch_on_site
         RESTORE_REGS
         ret
         .size prepatch_tramp_mcount, . - prepatch_tramp_mcount
 
-// -fpatchable-function-entry: back to the site's end (t0) with ra untouched, as if the call had not
-// happened.
+// -fpatchable-function-entry: back to the site's end (t0) with ra (the function's return address) as
+// the C side left it in the frame, as if the call had not happened.
         .globl prepatch_tramp_patchable
         .type prepatch_tramp_patchable, %function
 prepatch_tramp_patchable:
         SAVE_REGS
         mv a0, t0
-        call prepatch_count
+        li a1, 3                                        // arch::SiteKind::patchable
+        mv a2, sp
+        call prepatch_on_site
         RESTORE_REGS
         jr t0
         .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
+
+// The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
+// returns here, with the stack pointer it was entered with. prepatch_on_exit(sp, a0) records the exit
+// and gives back the real return address, returned to through t1 (free at a return). The return
+// value's registers a0 and a1 are kept (the C side never touches the floating-point ones).
+        .globl prepatch_tramp_exit
+        .type prepatch_tramp_exit, %function
+prepatch_tramp_exit:
+        addi sp, sp, -16
+        sd a0, 0(sp)
+        sd a1, 8(sp)
+        addi a0, sp, 16
+        ld a1, 0(sp)
+        call prepatch_on_exit
+        mv t1, a0
+        ld a0, 0(sp)
+        ld a1, 8(sp)
+        addi sp, sp, 16
+        jr t1
+        .size prepatch_tramp_exit, . - prepatch_tramp_exit
+
+// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to
+// (shim/runtime/exceptions.inc, hook_unwinder): prepatch_unwind(caller's sp, to_real), 1 where
+// unwinding starts or resumes, 0 where a handler catches; then the real function, with the argument
+// registers and ra as they came, so no frame of the shim is left for the unwinder to see.
+        .macro UNWIND_HOOK name, index, to_real
+        .globl \name
+        .type \name, %function
+\name:
+        SAVE_REGS
+        addi a0, sp, 80
+        li a1, \to_real
+        call prepatch_unwind
+        RESTORE_REGS
+        lla t1, prepatch_unwind_real
+        ld t1, 8*\index(t1)
+        jr t1
+        .size \name, . - \name
+        .endm
+
+        UNWIND_HOOKS
 
 // The start routine of a thread created through prepatch_hook_pthread_create, with a0 its region (an
 // alternate signal stack, the real start routine and argument at its top): sets the stack up, then

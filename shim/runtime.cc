@@ -52,7 +52,7 @@ extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
 void prepatch_object_fini();
 void prepatch_count(uptr site_end);  // the other ISAs' count tracer
-void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's and PPC64le's trampolines
+void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's, PPC64le's and RISC-V64's trampolines
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -145,8 +145,8 @@ struct FastPath {
 
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
-// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64 and PPC64le [0] is
-// its prepatch_on_site, elsewhere its prepatch_count. All 0 otherwise.
+// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64, PPC64le and
+// RISC-V64 [0] is its prepatch_on_site, on Thumb-2 its prepatch_count. All 0 otherwise.
 u64 prepatch_forward_to[4];
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
@@ -611,12 +611,15 @@ extern "C" void prepatch_count(uptr site_end) {
 }
 #endif
 
-#if defined(__aarch64__) || defined(__powerpc64__)
+#if defined(__aarch64__) || defined(__powerpc64__) || defined(__riscv)
 namespace {
 // What prepatch_on_site does first: the call forwarded to the runtime serving this object, or counted;
 // else the site's slot in the site hash, for the function or graph tracer (nullptr: nothing to trace).
 const SiteHashSlot* site_to_trace(uptr site_end, uptr kind, u64* saved) {
   if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_on_site)>(prepatch_forward_to[0])(site_end, kind, saved), nullptr;
+#if defined(__riscv)
+  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return g.selftest_calls++, nullptr;
+#endif
   if (g.tracer == Tracer::count) return prepatch_count(site_end), nullptr;
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
   const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
@@ -702,6 +705,43 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)
     t->shadow.relink(sp + 17, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
+}
+#endif
+
+#if defined(__riscv)
+// Called by the trampolines (shim/entry_riscv64.S) with the site's end, its kind, and their frame:
+// a0-a7, ra and t0 as the site left them, 80 bytes below the stack pointer of the call. Counts the
+// call, or has the function or graph tracer trace it. A patchable site comes first in the function,
+// with its return address in ra (saved[8], which the trampoline gives back) and the stack pointer it
+// was entered with just above the frame, the key of its shadow frame: the function returns with the
+// same one (x86-64's frames, keyed by the same kind of address, work unchanged). An mcount site comes
+// after the prologue, with the return address copied to a0 (`mv a0, ra`): the function tracer records
+// it; where the prologue saved it is not known (gcc's RISC-V -pg keeps no frame pointer), so the graph
+// tracer refuses a binary with mcount sites (ensure_table) and traces none of them.
+extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
+  const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
+  if (!s) return;
+  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[8], reinterpret_cast<u64>(saved + 10), 0, 0, reinterpret_cast<u64>(saved)});
+  if (g.tracer == Tracer::function) trace_call(s, {&saved[0], 0, 0, 0, 0});
+}
+
+// Called by the exit trampoline with the stack pointer a traced function returned with and its return
+// value (a0): records the exit and returns the real return address.
+extern "C" u64 prepatch_on_exit(u64 sp, u64 value) {
+  Thread* t = this_thread();
+  ShadowFrame f{};
+  const bool found = t && t->shadow.pop(sp, f, [&](const ShadowFrame& d) { note_unwound(t, d); });
+  return trace_return(t, found, f, value);
+}
+
+// Called by the exception hooks (shim/entry_riscv64.S) with their caller's stack pointer: as on
+// x86-64 (prepatch_unwind above), each frame's return address found in its function's own frame
+// (ShadowStack::relink_scan). A function the catching one (or the unwinder's caller) called was
+// entered with its stack pointer, so frames keyed at or below it are dead.
+extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
+  Thread* t = g.threads ? this_thread() : nullptr;
+  if (t && t->shadow.depth)
+    t->shadow.relink_scan(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 #endif
 
@@ -919,7 +959,7 @@ void serve(char** envp) {
 #if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   if (!g.disabled) selftest();
 #endif
-#if defined(__x86_64__) || defined(__aarch64__) || defined(__powerpc64__)
+#if !defined(__arm__)
   if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
 #endif
   const bool fork_handlers = !g.disabled && register_fork_handlers();

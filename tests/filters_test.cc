@@ -4,6 +4,7 @@
 // what it computed.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -264,6 +265,47 @@ TEST(Filters, ArgumentsAndReturnValuesAreWhatTheProgramComputed) {
   EXPECT_TRUE(reader.problems().empty()) << reader.problems().front();
   for (int i = 0; i < 4; i++) want_instants.insert(want_instants.end(), {"quiet", "mix [" + std::to_string(i) + "," + std::to_string(-1 - i) + "]"});
   EXPECT_EQ(instants, want_instants);
+}
+
+// The same on AArch64's and RISC-V64's patchable sites under qemu-user: the six arguments (x0-x5,
+// a0-a5) and mix's value (x0, a0) as the program computed them. The ABIs differ on 32-bit values: an
+// int or unsigned is sign-extended in RISC-V64's register (so `s` = -i reads -i and `u` = 0xffffffff - i
+// reads -1 - i), where AArch64's and x86-64's upper half is not defined (x86-64's test reads it 0).
+TEST(Filters, ArgumentsAndReturnValuesOnAarch64AndRiscv64) {
+  for (const auto& [isa, cc, flag] : std::vector<std::array<std::string, 3>>{{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
+                                                                          {"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"}}) {
+    SCOPED_TRACE(isa);
+    TempDir d;
+    Proc cc_run = run({cc, "-O2", flag, "-pthread", std::string(SOURCE_DIR) + "/testdata/filters.c", "-o", d / "filters.hooks"});
+    ASSERT_EQ(cc_run.status, 0) << cc_run.err;
+    ASSERT_EQ(prepatch({"-q", d / "filters.hooks", "-o", d / "filters"}).status, 0);
+    std::vector<std::string> argv = qemu_for(isa);
+    argv.insert(argv.end(), {d / "filters", "once", "1"});
+    const std::string file = d / "values.trace";
+    Proc r = run(with_env({"PREPATCH_TRACER=graph", traced, "PREPATCH_ARGS=mix", "PREPATCH_RETVAL=mix", "PREPATCH_OUTPUT=" + file}, argv), d.path());
+    ASSERT_EQ(r.status, 0) << r.err;
+    std::map<int, long long> mix;  // by i
+    std::smatch m;
+    for (std::string rest = r.out; std::regex_search(rest, m, std::regex("mix 0 0 (\\d) = (-?\\d+)")); rest = m.suffix()) mix[std::stoi(m[1])] = std::stoll(m[2]);
+    ASSERT_EQ(mix.size(), 4u) << r.out;
+    const auto got = recorded(file, true);
+    ASSERT_EQ(got.size(), 1u);
+    const std::vector<std::string>& v = got.begin()->second;
+    int mixes = 0;
+    for (size_t k = 0; k < v.size(); k++) {
+      if (v[k] != "+mix") continue;
+      const int i = mixes++;
+      ASSERT_LT(k + 8, v.size());
+      EXPECT_EQ(v[k + 1], "=0:" + std::to_string(i));
+      EXPECT_EQ(v[k + 2], "=1:" + std::to_string(-1LL * (i + 1)));
+      if (isa == "riscv64") EXPECT_EQ(v[k + 4], "=3:" + std::to_string(-i));
+      EXPECT_EQ(v[k + 5], "=4:" + std::to_string(0x123456789abLL * (i + 1)));
+      if (isa == "riscv64") EXPECT_EQ(v[k + 6], "=5:" + std::to_string(-1 - i));
+      EXPECT_EQ(v[k + 7], "=7:" + std::to_string(mix[i]));
+      EXPECT_EQ(v[k + 8], "-mix");
+    }
+    EXPECT_EQ(mixes, 4);
+  }
 }
 
 // `prepatch ctl PID set NAME=VALUE`: each change holds from the next round on, on every thread;

@@ -36,10 +36,13 @@ std::string prepare(const TempDir& d, const std::string& flavor) {
   return d / "calltree";
 }
 
-// `env VARS... BIN [MODE]`, for a build of `flavor`: run by qemu-user for AArch64's ("a64-...") and
-// PPC64le's ("ppc-...").
+// `env VARS... BIN [MODE]`, for a build of `flavor`: run by qemu-user for AArch64's ("a64-..."),
+// PPC64le's ("ppc-...") and RISC-V64's ("rv-...").
 std::vector<std::string> calltree(const std::string& flavor, const std::string& bin, const std::vector<std::string>& vars, const std::string& mode) {
-  const TestBinary b{.isa = flavor.starts_with("a64-") ? "aarch64" : flavor.starts_with("ppc-") ? "ppc64le" : ""};  // (qemu-aarch64's CPU has pointer authentication)
+  const TestBinary b{.isa = flavor.starts_with("a64-")   ? "aarch64"  // (qemu-aarch64's CPU has pointer authentication)
+                            : flavor.starts_with("ppc-") ? "ppc64le"
+                            : flavor.starts_with("rv-")  ? "riscv64"
+                                                         : ""};
   return with_env(vars, b.exec(bin, mode.empty() ? std::vector<std::string>{} : std::vector<std::string>{mode}));
 }
 
@@ -189,13 +192,14 @@ TEST_P(CallTree, GraphTracerFollowsTailCalls) {
 }
 
 // x86-64's kinds and a static build; AArch64's -pg (mcount: x30 saved in the frame record) and
-// patchable (at the entry: x30 in a register) sites and PPC64le's -pg (LR saved in the caller's frame)
-// under qemu-user.
-INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg"));
+// patchable (at the entry: x30 in a register) sites, PPC64le's -pg (LR saved in the caller's frame) and
+// RISC-V64's patchable sites (ra in a register; the frame keyed by the entry sp) under qemu-user.
+INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pfe4"));
 
-// The graph tracer's process-level cases, on x86-64, AArch64's two kinds of site and PPC64le's -pg.
+// The graph tracer's process-level cases, on x86-64, AArch64's two kinds of site, PPC64le's -pg and
+// RISC-V64's patchable sites.
 class Graph : public ::testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg"));
+INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pfe4"));
 
 TEST_P(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
   TempDir d;
@@ -291,10 +295,11 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // record, a patchable one's by walking the frame records up from the unwinder's caller; built with
 // pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
 // function's entry stack pointer, and gets it back signed. PPC64le -pg (dynamic): the return address's
-// slot is in the caller's frame, as on x86-64.
+// slot is in the caller's frame, as on x86-64. RISC-V64 patchable (dynamic): a frame's return address
+// is found in its function's own frame, below the stack pointer it was entered with.
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
                          ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pfe2", "a64-pfe2-pac",
-                                           "ppc-pg"));
+                                           "ppc-pg", "rv-pfe4"));
 
 // PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
 // has one, and those sites are skipped; leaf has none. Its calls are graph-traced through the patchable
@@ -321,26 +326,37 @@ TEST(PatchablePpc64le, GraphTracesTheFunctionsWithoutATocSetup) {
   EXPECT_EQ(leaves, 10u * rounds);
 }
 
-// AArch64 -pg with pac-ret: each function signs its return address before the site, where the graph
-// tracer would replace it (and the function's autiasp would then fault). The preparer marks the table,
-// and the graph tracer refuses the binary, saying so, and the program runs untraced; the function
-// tracer records every call, with its caller (the site's x0, unsigned).
-TEST(PacRet, MinusPgIsRefusedByGraphAndRecordedByFunction) {
+// A build whose -pg sites the graph tracer cannot hook the exits of (`flavor`): graph refuses the
+// binary, saying `why`, and the program runs untraced; the function tracer records every call, with its
+// caller (worker's and main's are in libc).
+void refused_by_graph_and_recorded_by_function(const std::string& flavor, const std::string& why) {
   TempDir d;
-  const std::string bin = prepare(d, "a64-pg-pac");
-  Proc g = run(calltree("a64-pg-pac", bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "tailcall"), d.path());
+  const std::string bin = prepare(d, flavor);
+  Proc g = run(calltree(flavor, bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "tailcall"), d.path());
   EXPECT_EQ(g.status, 0) << g.err;
   EXPECT_EQ(g.out, "sum 30\n");
-  EXPECT_NE(g.err.find("its -pg functions sign their return addresses (pac-ret), which the graph tracer would replace"), std::string::npos) << g.err;
+  EXPECT_NE(g.err.find(why), std::string::npos) << g.err;
   EXPECT_TRUE(traces_in(d.path()).empty());
   std::string file;
-  const trace::Trace t = traced_threads(d, "a64-pg-pac", "function", file);
+  const trace::Trace t = traced_threads(d, flavor, "function", file);
   std::map<std::string, int> calls;
   for (const trace::ThreadTrace& th : t.threads)
-    for (const trace::Event& e : th.events) calls[name(t, e) + "<-" + function_at(t, e.rest)]++;
-  EXPECT_EQ(calls["top<-worker"], 5 * rounds);
-  EXPECT_EQ(calls["mid<-top"], 5 * rounds);
-  EXPECT_EQ(calls["leaf<-mid"], 10 * rounds);
+    for (const trace::Event& e : th.events) calls[name(t, e) == "worker" || name(t, e) == "main" ? name(t, e) : name(t, e) + "<-" + function_at(t, e.rest)]++;
+  EXPECT_EQ(calls, (std::map<std::string, int>{{"top<-worker", 5 * rounds}, {"mid<-top", 5 * rounds}, {"leaf<-mid", 10 * rounds}, {"worker", 5}, {"main", 1}}));
+}
+
+// AArch64 -pg with pac-ret: each function signs its return address before the site, where the graph
+// tracer would replace it (and the function's autiasp would then fault). The preparer marks the table,
+// and graph refuses it; the function tracer's callers are the site's x0, unsigned.
+TEST(PacRet, MinusPgIsRefusedByGraphAndRecordedByFunction) {
+  refused_by_graph_and_recorded_by_function("a64-pg-pac", "its -pg functions sign their return addresses (pac-ret), which the graph tracer would replace");
+}
+
+// RISC-V64 -pg: gcc keeps no frame pointer, and where a function's prologue saved its return address
+// is not known at the site, so graph refuses the binary; the function tracer's callers are a0, which
+// the site set to the return address.
+TEST(RiscvMinusPg, IsRefusedByGraphAndRecordedByFunction) {
+  refused_by_graph_and_recorded_by_function("rv-pg", "so the graph tracer cannot hook their exits on RISC-V64");
 }
 
 // (x86-64 with -pg's mcount sites.)
