@@ -59,6 +59,7 @@ constexpr i64 j_imm(u32 w) {  // imm[20|10:1|11|19:12]
   const u32 imm = ((w >> 31) & 1) << 20 | ((w >> 12) & 0xff) << 12 | ((w >> 20) & 1) << 11 | ((w >> 21) & 0x3ff) << 1;
   return static_cast<i64>(imm ^ 0x100000) - 0x100000;
 }
+constexpr i64 s_imm(u32 w) { return static_cast<i64>(static_cast<i32>(((w >> 25) << 5 | ((w >> 7) & 31)) << 20) >> 20); }
 constexpr bool is_auipc(u32 w) { return (w & 0x7f) == 0x17; }
 constexpr bool is_jal(u32 w) { return (w & 0x7f) == 0x6f; }
 constexpr bool is_jalr(u32 w) { return (w & 0x7f) == 0x67 && funct3_of(w) == 0; }
@@ -66,6 +67,39 @@ constexpr bool is_ld(u32 w) { return (w & 0x7f) == 0x03 && funct3_of(w) == 3; }
 // `jalr link, lo(link)`: the second half of a call pair through `link` (ra for -pg, t0 for patchable).
 constexpr bool is_jalr_via(u32 w, unsigned link) { return is_jalr(w) && rd_of(w) == link && rs1_of(w) == link; }
 inline constexpr u32 addi_a0_ra = 0x0000'8513;  // addi a0, ra, 0 (mv a0, ra without the C extension)
+
+// A -pg prologue's moves of sp and its save of ra (what the graph tracer needs to know of an mcount
+// site: rewriter/sites_riscv64.cc), from the manual's "RVC" chapter and the I-type and S-type forms:
+//   addi sp, sp, imm      c.addi16sp imm (nzimm[9|4|6|8:7|5])      c.addi sp, imm (imm[5|4:0])
+//   sd ra, imm(sp)        c.sdsp ra, uimm (uimm[5:3|8:6])
+constexpr bool is_addi_sp_sp(u32 w) { return (w & 0x000f'ffff) == 0x0001'0113; }
+constexpr bool is_sd_ra_sp(u32 w) { return (w & 0x01ff'f07f) == 0x0011'3023; }
+constexpr bool is_c_addi16sp(u16 c) { return (c & 0xef83) == 0x6101 && (c & 0x107c); }
+constexpr bool is_c_addi_sp(u16 c) { return (c & 0xef83) == 0x0101 && (c & 0x107c); }
+constexpr bool is_c_sdsp_ra(u16 c) { return (c & 0xe07f) == 0xe006; }
+constexpr i64 c_addi16sp_imm(u16 c) {
+  const u32 v = ((c >> 12) & 1) << 9 | ((c >> 6) & 1) << 4 | ((c >> 5) & 1) << 6 | ((c >> 3) & 3) << 7 | ((c >> 2) & 1) << 5;
+  return static_cast<i64>(v ^ 0x200) - 0x200;
+}
+constexpr i64 c_addi_imm(u16 c) { return static_cast<i64>((((c >> 12) & 1) << 5 | ((c >> 2) & 31)) ^ 0x20) - 0x20; }
+constexpr u64 c_sdsp_uimm(u16 c) { return ((c >> 10) & 7) << 3 | ((c >> 7) & 7) << 6; }
+// Whether an instruction other than those may write sp (rd = sp), or jumps or branches: where a
+// prologue is not followed further. Compressed: quadrant 1's c.addi/c.addiw/c.li/c.lui with rd = sp,
+// quadrant 2's c.slli/c.lwsp/c.ldsp and c.mv/c.add with rd = sp; c.j, c.beqz, c.bnez, c.jr, c.jalr.
+// 32-bit: every opcode with an integer rd (loads, op-imm, auipc, op, lui, the -32 forms, atomics, fp
+// moves to integer registers, CSR reads) where rd = sp; branches, jal and jalr whatever their rd.
+constexpr bool ends_prologue(u16 c) {
+  const unsigned q = c & 3, f3 = c >> 13, rd = (c >> 7) & 31, rs2 = (c >> 2) & 31;
+  if (q == 1) return (f3 <= 3 && rd == 2) || f3 >= 5;
+  if (q == 2) return ((f3 == 0 || f3 == 2 || f3 == 3) && rd == 2) || (f3 == 4 && ((rd == 2 && rs2 != 0) || (rs2 == 0 && rd != 0)));
+  return false;
+}
+constexpr bool ends_prologue(u32 w) {
+  const unsigned op = w & 0x7f;
+  if (op == 0x63 || op == 0x67 || op == 0x6f) return true;
+  const bool writes_rd = op == 0x03 || op == 0x13 || op == 0x17 || op == 0x1b || op == 0x2f || op == 0x33 || op == 0x37 || op == 0x3b || op == 0x53 || op == 0x73;
+  return writes_rd && rd_of(w) == 2;
+}
 
 // `jal link, target` at `at`: +-1 MiB.
 constexpr bool encode_jal(u64 at, u64 target, unsigned link, u32& out) {

@@ -11,11 +11,11 @@ calls of a function that calls; built with the ISA's cross gcc -O2 three ways:
                    binary costs) or -fpatchable-function-entry (nops);
   prepared         the hooked build through prepatch: run with tracing off, and with
                    PREPATCH_TRACE='*' under the count tracer (every call counted) and, where the ISA
-                   has them (AArch64, PPC64le), the function and graph tracers (every call recorded to a
-                   trace file).
+                   has them (AArch64, PPC64le, RISC-V64), the function and graph tracers (every call
+                   recorded to a trace file).
 Each case runs --runs times, interleaved; the median CPU time (user + system, qemu's own included) of
 each is printed, with the cost per call above plain as a ratio of plain's whole per-call time.
-RISC-V64 and Thumb-2 have no `function` and `graph` tracers yet (issue 29, item 1): "-" there.
+Thumb-2 has no `function` and `graph` tracers yet (issue 29, item 1): "-" there.
 Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000]
 Not a test: nothing here asserts a time.
 """
@@ -40,7 +40,7 @@ CC = {"aarch64": "aarch64-linux-gnu-gcc", "ppc64le": "powerpc64le-linux-gnu-gcc"
 BUILDS = [("aarch64", "-pg"), ("aarch64", "-fpatchable-function-entry=2"), ("ppc64le", "-pg"), ("riscv64", "-pg"),
           ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3")]
 FIB_CALLS = 150049  # fib(24)'s calls
-TRACERS = {"aarch64", "ppc64le"}  # the ISAs whose shim has the function and graph tracers
+TRACERS = {"aarch64", "ppc64le", "riscv64"}  # the ISAs whose shim has the function and graph tracers
 
 
 def run_timed(cmd, env, cwd):
@@ -82,9 +82,8 @@ def main():
             trace = os.path.join(d, tag + ".trace")
             cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
                      "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
-            if isa in TRACERS:
-                for tracer in ("function", "graph"):
-                    cases[tracer] = (prepared, dict(count_env, PREPATCH_TRACER=tracer, PREPATCH_OUTPUT=trace))
+            for tracer in ("function", "graph") if isa in TRACERS else ():
+                cases[tracer] = (prepared, dict(count_env, PREPATCH_TRACER=tracer, PREPATCH_OUTPUT=trace))
             outs = {}
             for k, (b, e) in cases.items():
                 outs[k] = subprocess.run([*qemu, b, "1000"], env=e, cwd=d, capture_output=True, text=True, check=True).stdout

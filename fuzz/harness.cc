@@ -456,7 +456,7 @@ bool check_filters(const shim::Settings& s, const Variables& env) {
 bool check_settings(char** envp, const Variables& env, arch::Isa isa) {
   const shim::Settings s = shim::parse_settings(envp, isa);
   const shim::Settings d;  // the defaults
-  const bool x86 = isa == arch::Isa::x86_64, riscv = isa == arch::Isa::riscv64, tracers = isa != arch::Isa::thumb2;
+  const bool riscv = isa == arch::Isa::riscv64, tracers = isa != arch::Isa::thumb2;
   bool ok = true;
   auto set = [&](const char* name) -> const char* {
     const char* v = env[name];

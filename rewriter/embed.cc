@@ -172,11 +172,24 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   r.names_at = table.size();
   r.names = std::span<const u8>(reinterpret_cast<const u8*>(d.strings.data()), d.strings.size());
   r.table_size = table.size() + r.names.size();
-  r.blob_offset = align_up(r.table_size, page);
+  // RISC-V -pg: the sites' frames, one u32 per table entry, between the names and the blob.
+  std::vector<u32> frames;
+  if (!d.mcount_frames.empty()) {
+    auto by_addr = d.mcount_frames;
+    std::sort(by_addr.begin(), by_addr.end());
+    for (const Site& s : d.sites) {
+      if (!s.prepared()) continue;
+      auto it = std::lower_bound(by_addr.begin(), by_addr.end(), std::pair<u64, u32>{s.addr, 0});
+      frames.push_back(it != by_addr.end() && it->first == s.addr ? it->second : 0);
+    }
+  }
+  const u64 frames_at = align_up(r.table_size, 8);
+  r.blob_offset = align_up(frames_at + 4 * frames.size(), page);
   const u64 blob_at = r.blob_offset - r.names.size();  // in data, which lacks the names
   r.data = std::move(table);
   r.data.resize(blob_at + h.mem_size);  // Bytes: not zeroed, so the padding and the .bss are, below
   std::memset(r.data.data() + r.names_at, 0, blob_at - r.names_at);
+  for (size_t i = 0; i < frames.size(); i++) elf.codec().put(r.data, frames_at - r.names.size() + 4 * i, 4, frames[i]);
   std::memcpy(r.data.data() + blob_at, blob.data(), blob.size());
   std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
@@ -189,6 +202,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                       shared ? phdr_vaddr(elf).value_or(0) : 0, shared ? elf.header().phnum : 0u};
   const std::span<const u8> id = elf.build_id();
   config.fini = fini ? fini->original : 0;
+  config.mcount_frames = frames.empty() ? 0 : static_cast<u32>(frames_at);
   config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
   if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
   // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the

@@ -250,6 +250,17 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     res.messages.push_back(site_location(elf, s.addr, d.func_name(s)) + ": skipped: " + std::string(skip_reason(s.skip())) +
                            (b.empty() ? "" : ", found " + hex_bytes(b)));
   }
+  // RISC-V -pg: the functions whose prologue discovery did not follow (Discovery::mcount_frames).
+  std::string unfollowed;
+  size_t unfollowed_n = 0;
+  for (const auto& [addr, frame] : d.mcount_frames)
+    if (!frame && unfollowed_n++ < 3) {
+      const auto s = std::lower_bound(d.sites.begin(), d.sites.end(), addr, [](const Site& x, u64 a) { return x.addr < a; });
+      unfollowed += (unfollowed.empty() ? "" : ", ") + std::string(s != d.sites.end() ? d.func_name(*s) : "?");
+    }
+  if (unfollowed_n)
+    res.messages.push_back(elf.name() + ": " + std::to_string(unfollowed_n) + " -pg function(s) whose prologue moves sp or saves ra in a way not followed (" +
+                           unfollowed + (unfollowed_n > 3 ? ", ..." : "") + "): the graph tracer leaves their calls out; count and function trace them");
   if (res.prepared == 0) {
     res.outcome = PrepareOutcome::no_sites;
     std::string why;

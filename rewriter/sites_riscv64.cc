@@ -2,6 +2,7 @@
 // relaxed it) and -fpatchable-function-entry (c.nop or 4-byte nop pads, as the kernel's ftrace has
 // them). Instructions are decoded by arch/riscv64.h, ours, cross-checked against objdump.
 #include <algorithm>
+#include <optional>
 
 #include "arch/riscv64.h"
 #include "rewriter/discoverer.h"
@@ -76,6 +77,9 @@ class Riscv64Sites final : public IsaSites {
   // jalr, toggled with a nop; the auipc stays (it only sets ra, which the call clobbers anyway). The
   // call keeps its target T, which the preparer turns into a jump to the shim (Discovery::mcount_via),
   // so no site needs to reach the shim itself.
+  // The prologue before the site is followed too (Discovery::mcount_frames): its moves of sp and its
+  // save of ra, as gcc emits them (`addi sp,sp,-16; sd ra,8(sp); ...`); anything else that may write sp,
+  // and any jump or branch, leaves the site's frame unknown.
   void scan_all(Discoverer& d) const override {
     d.for_each_unscanned([&](const Func& f, std::span<const u8> rest) { scan(d, f, rest); });
   }
@@ -85,6 +89,7 @@ class Riscv64Sites final : public IsaSites {
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
     bool context = false;  // seen: mv a0, ra
     u64 auipc_at = 0, auipc_value = 0;
+    Prologue frame;
     for (u64 at = f.addr; at + 2 <= end;) {
       auto h = d.code(at, 2);
       if (h.size() != 2) return;
@@ -92,6 +97,7 @@ class Riscv64Sites final : public IsaSites {
         const u16 c = static_cast<u16>(h[0] | h[1] << 8);
         context |= c == rv::c_mv_a0_ra;
         if ((c & 0xf07f) == 0x9002 && (c & 0x0f80)) return;  // c.jalr: an indirect call comes first
+        frame.step(c);
         at += 2;
         continue;
       }
@@ -109,12 +115,37 @@ class Riscv64Sites final : public IsaSites {
         u64& via = d.found().mcount_via;
         if (!context) s.set_skip(Skip::no_context);
         else if (via && via != *target) s.set_skip(Skip::not_tracer_call);  // one entry per binary
-        else via = *target;
+        else via = *target, d.found().mcount_frames.emplace_back(at, frame.code());
         return;
       }
+      frame.step(w);
       at += 4;
     }
   }
+
+  // A prologue followed up to the site: sp and where ra was saved, relative to the entry's sp.
+  struct Prologue {
+    i64 sp = 0;
+    std::optional<i64> ra;
+    bool known = true;
+    void step(u16 c) {
+      if (rv::is_c_addi16sp(c)) sp += rv::c_addi16sp_imm(c);
+      else if (rv::is_c_addi_sp(c)) sp += rv::c_addi_imm(c);
+      else if (rv::is_c_sdsp_ra(c)) ra = sp + static_cast<i64>(rv::c_sdsp_uimm(c));
+      else known &= !rv::ends_prologue(c);
+    }
+    void step(u32 w) {
+      if (rv::is_addi_sp_sp(w)) sp += rv::i_imm(w);
+      else if (rv::is_sd_ra_sp(w)) ra = sp + rv::s_imm(w);
+      else known &= !rv::ends_prologue(w);
+    }
+    // shim::mcount_frame's encoding: 0 where unknown (also a frame that did not move sp, or ra saved
+    // outside it, or not saved).
+    u32 code() const {
+      if (!known || !ra || sp >= 0 || -sp % 8 || *ra % 8 || *ra < sp || *ra >= 0 || -sp / 8 > 0xffff) return 0;
+      return static_cast<u32>(-sp / 8) | static_cast<u32>((*ra - sp) / 8) << 16;
+    }
+  };
 
   // Whether [from, to) holds only nops: c.nop halfwords, or 4-byte nops (no C extension).
   static bool nops(Discoverer& d, u64 from, u64 to) {

@@ -50,7 +50,9 @@ struct Config {
   // position-independent instructions at each the hook's jump displaces (0: it cannot be hooked).
   u64 unwinder[4];
   u8 unwinder_len[4];
-  u32 reserved;
+  // RISC-V -pg: where the sites' frames (mcount_frame_entry_sp, mcount_frame_ra) lie, one u32 per table
+  // entry in its order, as an offset from table_vaddr; 0: none (another ISA, or no mcount sites).
+  u32 mcount_frames;
   // RISC-V -pg: the link-time address the sites' calls keep (the _mcount PLT entry, or _mcount), which
   // the preparer made a jump to the mcount trampoline; the shim's call form for those sites targets it.
   // 0 elsewhere.
@@ -69,6 +71,11 @@ struct Config {
   u64 fini;
 };
 static_assert(sizeof(Config) == 136);
+// A RISC-V -pg site's frame (Config::mcount_frames), as the preparer read its function's prologue:
+// bits 0-15 how far above the site's sp the entry's was, bits 16-31 where ra was saved, each in
+// doublewords from the site's sp; 0 where the prologue was not followed (rewriter/sites_riscv64.cc).
+inline constexpr u64 mcount_frame_entry_sp(u32 frame) { return u64{frame & 0xffff} * 8; }
+inline constexpr u64 mcount_frame_ra(u32 frame) { return u64{frame >> 16} * 8; }
 inline constexpr unsigned build_id_max = 20;
 // Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
 // through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).

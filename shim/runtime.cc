@@ -709,20 +709,39 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 #endif
 
 #if defined(__riscv)
+namespace {
+// The frame of the mcount site numbered `site` (its record number), as the preparer read its
+// function's prologue (Config::mcount_frames); 0 where not known.
+u32 mcount_frame(u64 site) {
+  for (u32 k = 0, n = objects(); k < n; k++) {
+    const Object& o = object(k);
+    if (site - o.first_site >= o.table.count()) continue;
+    if (!o.config || !o.config->mcount_frames) return 0;
+    return reinterpret_cast<const u32*>(o.table_addr + o.config->mcount_frames)[site - o.first_site];
+  }
+  return 0;
+}
+}  // namespace
+
 // Called by the trampolines (shim/entry_riscv64.S) with the site's end, its kind, and their frame:
 // a0-a7, ra and t0 as the site left them, 80 bytes below the stack pointer of the call. Counts the
-// call, or has the function or graph tracer trace it. A patchable site comes first in the function,
-// with its return address in ra (saved[8], which the trampoline gives back) and the stack pointer it
-// was entered with just above the frame, the key of its shadow frame: the function returns with the
-// same one (x86-64's frames, keyed by the same kind of address, work unchanged). An mcount site comes
-// after the prologue, with the return address copied to a0 (`mv a0, ra`): the function tracer records
-// it; where the prologue saved it is not known (gcc's RISC-V -pg keeps no frame pointer), so the graph
-// tracer refuses a binary with mcount sites (ensure_table) and traces none of them.
+// call, or has the function or graph tracer trace it. Frames are keyed by the stack pointer the
+// function was entered with, which it returns with (x86-64's frames, keyed by the same kind of
+// address, work unchanged). A patchable site comes first in the function, with its return address in
+// ra (saved[8], which the trampoline gives back) and the entry's stack pointer just above the frame.
+// An mcount site comes after the prologue, with the return address copied to a0 (`mv a0, ra`), which
+// the function tracer records; gcc's RISC-V -pg keeps no frame pointer, so the graph tracer takes
+// where the prologue saved ra, and the entry's stack pointer, from the preparer (mcount_frame), and
+// traces the call only where the slot holds a0 (a call whose prologue was not followed is left out).
 extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
   const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
   if (!s) return;
   if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[8], reinterpret_cast<u64>(saved + 10), 0, 0, reinterpret_cast<u64>(saved)});
-  if (g.tracer == Tracer::function) trace_call(s, {&saved[0], 0, 0, 0, 0});
+  if (g.tracer == Tracer::function) return trace_call(s, {&saved[0], 0, 0, 0, 0});
+  const u32 frame = mcount_frame(s->value);
+  const u64 sp = reinterpret_cast<u64>(saved + 10);
+  auto* slot = reinterpret_cast<u64*>(sp + mcount_frame_ra(frame));
+  if (frame && *slot == saved[0]) trace_call(s, {slot, sp + mcount_frame_entry_sp(frame), 0, reinterpret_cast<u64>(slot), 0});
 }
 
 // Called by the exit trampoline with the stack pointer a traced function returned with and its return
@@ -736,8 +755,9 @@ extern "C" u64 prepatch_on_exit(u64 sp, u64 value) {
 
 // Called by the exception hooks (shim/entry_riscv64.S) with their caller's stack pointer: as on
 // x86-64 (prepatch_unwind above), each frame's return address found in its function's own frame
-// (ShadowStack::relink_scan). A function the catching one (or the unwinder's caller) called was
-// entered with its stack pointer, so frames keyed at or below it are dead.
+// (ShadowStack::relink_scan; an mcount frame's slot is known from its start). A function the catching
+// one (or the unwinder's caller) called was entered with its stack pointer, so frames keyed at or
+// below it are dead.
 extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)

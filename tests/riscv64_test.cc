@@ -99,6 +99,54 @@ TEST(Riscv64Decoder, SiteFormsAgreeWithObjdump) {
   }
 }
 
+// The prologue forms discovery follows at -pg sites (arch/riscv64.h: the moves of sp and the save of
+// ra): every encoding of the compressed ones, and 32-bit ones over the whole immediate range, read as
+// objdump reads them.
+TEST(Riscv64Decoder, PrologueFormsAgreeWithObjdump) {
+  namespace rv = arch::riscv64;
+  std::vector<std::pair<u32, unsigned>> insns;  // (encoding, length)
+  for (u32 h = 0; h < 0x10000; h++)
+    if (rv::is_c_addi16sp(static_cast<u16>(h)) || rv::is_c_addi_sp(static_cast<u16>(h)) || rv::is_c_sdsp_ra(static_cast<u16>(h))) insns.push_back({h, 2});
+  for (i64 imm = -2048; imm < 2048; imm += 8) {
+    const u32 i = static_cast<u32>(imm) & 0xfff;
+    insns.push_back({0x0001'0113 | i << 20, 4});                                   // addi sp, sp, imm
+    insns.push_back({0x0011'3023 | (i >> 5) << 25 | (i & 31) << 7, 4});            // sd ra, imm(sp)
+  }
+  std::string bytes;
+  std::vector<unsigned> at;
+  for (auto [w, len] : insns) {
+    at.push_back(static_cast<unsigned>(bytes.size()));
+    for (unsigned k = 0; k < len; k++) bytes += static_cast<char>(w >> (8 * k));
+  }
+  auto od = objdump_raw(bytes);
+  ASSERT_EQ(od.size(), insns.size());
+  size_t checked[3] = {};
+  for (size_t i = 0; i < insns.size(); i++) {
+    const auto [w, len] = insns[i];
+    const auto& [m, ops] = od.at(at[i]);
+    std::string ours;
+    if (len == 2 && rv::is_c_addi16sp(static_cast<u16>(w))) ours = "c.addi16sp sp," + std::to_string(rv::c_addi16sp_imm(static_cast<u16>(w))), checked[0]++;
+    else if (len == 2 && rv::is_c_addi_sp(static_cast<u16>(w))) ours = "c.addi sp," + std::to_string(rv::c_addi_imm(static_cast<u16>(w))), checked[0]++;
+    else if (len == 2) ours = "c.sdsp ra," + std::to_string(rv::c_sdsp_uimm(static_cast<u16>(w))) + "(sp)", checked[1]++;
+    else if (rv::is_addi_sp_sp(w)) ours = "addi sp,sp," + std::to_string(rv::i_imm(w)), checked[2]++;
+    else if (rv::is_sd_ra_sp(w)) ours = "sd ra," + std::to_string(rv::s_imm(w)) + "(sp)", checked[2]++;
+    EXPECT_EQ(ours, m + " " + ops) << std::hex << "0x" << w;
+  }
+  EXPECT_EQ(checked[0], 63u + 63u);  // c.addi16sp's nonzero immediates (6 bits, x16) and c.addi sp's (6 bits)
+  EXPECT_EQ(checked[1], 64u);        // c.sdsp ra: 6 bits (x8)
+  EXPECT_EQ(checked[2], 1024u);
+  // What may write sp (or jump) ends the prologue; what a prologue does besides does not.
+  EXPECT_TRUE(rv::ends_prologue(u16{0x911a}));   // c.add sp, t1
+  EXPECT_TRUE(rv::ends_prologue(u16{0x8116}));   // c.mv sp, t0
+  EXPECT_TRUE(rv::ends_prologue(u16{0xa001}));   // c.j .
+  EXPECT_TRUE(rv::ends_prologue(u32{0x0000'0063}));  // beq zero, zero, .
+  EXPECT_TRUE(rv::ends_prologue(u32{0x4051'0133}));  // sub sp, sp, t0
+  EXPECT_FALSE(rv::ends_prologue(u16{0xe022}));  // c.sdsp s0, 0(sp)
+  EXPECT_FALSE(rv::ends_prologue(u16{0x842a}));  // c.mv s0, a0
+  EXPECT_FALSE(rv::ends_prologue(u16{0x8506}));  // c.mv a0, ra
+  EXPECT_FALSE(rv::ends_prologue(u32{0x0081'3823}));  // sd s0, 16(sp)
+}
+
 TEST(Riscv64Decoder, CallPairReachesItsTarget) {
   // auipc+jalr must add up to the distance, including where the low part is negative.
   for (i64 d : {0LL, 0x7ffLL, 0x800LL, -0x800LL, -0x801LL, 0x7fff'f7ffLL, -0x8000'0000LL}) {

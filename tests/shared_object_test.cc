@@ -910,10 +910,8 @@ TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndServesAPreparedProgramToo)
   EXPECT_EQ(c2["leaf"], 1000);
   EXPECT_EQ(c2["lib_work"], 1);
   if (isa == "arm") return;  // (Thumb-2 counts only)
-  // The program's calls forwarded to the library's runtime under graph (function at RISC-V's -pg
-  // sites, which graph refuses): every call in one trace.
-  const std::string tracer = isa == "riscv64" && flags == "-pg" ? "function" : "graph";
-  Proc traced = in(prepared, d / "main.prepared", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=" + tracer, "PREPATCH_OUTPUT=" + d / "t.trace"});
+  // The program's calls forwarded to the library's runtime under graph: every call in one trace.
+  Proc traced = in(prepared, d / "main.prepared", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"});
   EXPECT_EQ(traced.out, want);
   EXPECT_EQ(traced.err, plain.err);
   Proc rep = prepatch({"report", d / "t.trace", "--sort", "calls"});

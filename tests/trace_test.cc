@@ -193,13 +193,14 @@ TEST_P(CallTree, GraphTracerFollowsTailCalls) {
 
 // x86-64's kinds and a static build; AArch64's -pg (mcount: x30 saved in the frame record) and
 // patchable (at the entry: x30 in a register) sites, PPC64le's -pg (LR saved in the caller's frame) and
-// RISC-V64's patchable sites (ra in a register; the frame keyed by the entry sp) under qemu-user.
-INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pfe4"));
+// RISC-V64's -pg (ra saved where the prologue the preparer followed put it) and patchable (ra in a
+// register) sites, both keyed by the entry sp, under qemu-user.
+INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4"));
 
-// The graph tracer's process-level cases, on x86-64, AArch64's two kinds of site, PPC64le's -pg and
-// RISC-V64's patchable sites.
+// The graph tracer's process-level cases, on x86-64, AArch64's and RISC-V64's two kinds of site and
+// PPC64le's -pg.
 class Graph : public ::testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pfe4"));
+INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4"));
 
 TEST_P(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
   TempDir d;
@@ -295,11 +296,12 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // record, a patchable one's by walking the frame records up from the unwinder's caller; built with
 // pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
 // function's entry stack pointer, and gets it back signed. PPC64le -pg (dynamic): the return address's
-// slot is in the caller's frame, as on x86-64. RISC-V64 patchable (dynamic): a frame's return address
-// is found in its function's own frame, below the stack pointer it was entered with.
+// slot is in the caller's frame, as on x86-64. RISC-V64 (dynamic): a -pg frame's return address is
+// where the preparer found its prologue saved it, a patchable one's is found in its function's own
+// frame, below the stack pointer it was entered with.
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
                          ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pfe2", "a64-pfe2-pac",
-                                           "ppc-pg", "rv-pfe4"));
+                                           "ppc-pg", "rv-pg", "rv-pfe4"));
 
 // PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
 // has one, and those sites are skipped; leaf has none. Its calls are graph-traced through the patchable
@@ -326,37 +328,56 @@ TEST(PatchablePpc64le, GraphTracesTheFunctionsWithoutATocSetup) {
   EXPECT_EQ(leaves, 10u * rounds);
 }
 
-// A build whose -pg sites the graph tracer cannot hook the exits of (`flavor`): graph refuses the
-// binary, saying `why`, and the program runs untraced; the function tracer records every call, with its
-// caller (worker's and main's are in libc).
-void refused_by_graph_and_recorded_by_function(const std::string& flavor, const std::string& why) {
+// AArch64 -pg with pac-ret: each function signs its return address before the site, where the graph
+// tracer would replace it (and the function's autiasp would then fault). The preparer marks the table,
+// and the graph tracer refuses the binary, saying so, and the program runs untraced; the function
+// tracer records every call, with its caller (the site's x0, unsigned; worker's and main's are in libc).
+TEST(PacRet, MinusPgIsRefusedByGraphAndRecordedByFunction) {
   TempDir d;
-  const std::string bin = prepare(d, flavor);
-  Proc g = run(calltree(flavor, bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "tailcall"), d.path());
+  const std::string bin = prepare(d, "a64-pg-pac");
+  Proc g = run(calltree("a64-pg-pac", bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "tailcall"), d.path());
   EXPECT_EQ(g.status, 0) << g.err;
   EXPECT_EQ(g.out, "sum 30\n");
-  EXPECT_NE(g.err.find(why), std::string::npos) << g.err;
+  EXPECT_NE(g.err.find("its -pg functions sign their return addresses (pac-ret), which the graph tracer would replace"), std::string::npos) << g.err;
   EXPECT_TRUE(traces_in(d.path()).empty());
   std::string file;
-  const trace::Trace t = traced_threads(d, flavor, "function", file);
+  const trace::Trace t = traced_threads(d, "a64-pg-pac", "function", file);
   std::map<std::string, int> calls;
   for (const trace::ThreadTrace& th : t.threads)
     for (const trace::Event& e : th.events) calls[name(t, e) == "worker" || name(t, e) == "main" ? name(t, e) : name(t, e) + "<-" + function_at(t, e.rest)]++;
   EXPECT_EQ(calls, (std::map<std::string, int>{{"top<-worker", 5 * rounds}, {"mid<-top", 5 * rounds}, {"leaf<-mid", 10 * rounds}, {"worker", 5}, {"main", 1}}));
 }
 
-// AArch64 -pg with pac-ret: each function signs its return address before the site, where the graph
-// tracer would replace it (and the function's autiasp would then fault). The preparer marks the table,
-// and graph refuses it; the function tracer's callers are the site's x0, unsigned.
-TEST(PacRet, MinusPgIsRefusedByGraphAndRecordedByFunction) {
-  refused_by_graph_and_recorded_by_function("a64-pg-pac", "its -pg functions sign their return addresses (pac-ret), which the graph tracer would replace");
-}
-
-// RISC-V64 -pg: gcc keeps no frame pointer, and where a function's prologue saved its return address
-// is not known at the site, so graph refuses the binary; the function tracer's callers are a0, which
-// the site set to the return address.
-TEST(RiscvMinusPg, IsRefusedByGraphAndRecordedByFunction) {
-  refused_by_graph_and_recorded_by_function("rv-pg", "so the graph tracer cannot hook their exits on RISC-V64");
+// RISC-V64 -pg under graph: the preparer follows each function's prologue to its site (gcc keeps no
+// frame pointer there); one it does not follow (a frame over 2 KiB, which `add sp, sp, t0` moves) is
+// named when preparing and left out of the trace, while its callers and callees are traced and the
+// program runs as built.
+TEST(RiscvMinusPg, AFunctionWhosePrologueIsNotFollowedIsLeftOutOfGraph) {
+  TempDir d;
+  write_file(d / "big.c",
+             "#include <stdio.h>\n#include <string.h>\n"
+             "__attribute__((noinline)) int leaf(int x) { return x * 3 + 1; }\n"
+             "__attribute__((noinline)) int big(int n) { volatile char buf[8192]; memset((char*)buf, n, sizeof buf); return buf[n] + leaf(n); }\n"
+             "int main(int argc, char** argv) { int s = 0; for (int i = 0; i < 3; i++) s += big(i + argc); printf(\"sum %d\\n\", s); return 0; }\n");
+  Proc cc = run({"riscv64-linux-gnu-gcc", "-O2", "-pg", d / "big.c", "-o", d / "big.hooks"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  Proc p = prepatch({d / "big.hooks", "-o", d / "big"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_NE(p.err.find("1 -pg function(s) whose prologue moves sp or saves ra in a way not followed (big): the graph tracer leaves their calls out"),
+            std::string::npos)
+      << p.err;
+  Proc r = run(calltree("rv-", d / "big", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, ""), d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "sum 27\n");
+  const std::vector<std::string> files = traces_in(d.path());
+  ASSERT_EQ(files.size(), 1u);
+  const trace::Trace t = trace::read_trace(files[0]);
+  ASSERT_EQ(t.threads.size(), 1u);
+  std::vector<std::string> want{"E main 0"};
+  for (int i = 0; i < 3; i++) want.insert(want.end(), {"E leaf 1", "X leaf 1"});
+  want.push_back("X main 0");
+  EXPECT_EQ(graph_words(t, t.threads[0]), want);
+  EXPECT_EQ(t.unwound, 0u);
 }
 
 // (x86-64 with -pg's mcount sites.)
