@@ -44,4 +44,26 @@ constexpr bool encode_bl(u64 at, u64 target, u32& out) {
 // Whether `w` has BL's opcode (bits 31-26 100101): the cheap test before Capstone decodes it.
 constexpr bool bl_opcode(u32 w) { return (w & 0xfc00'0000) == bl; }
 
+// `b target` at `at` (the same reach as bl); false when out of reach or misaligned.
+constexpr bool encode_b(u64 at, u64 target, u32& out) {
+  if (!encode_bl(at, target, out)) return false;
+  out &= ~u32{0x8000'0000};
+  return true;
+}
+
+// Whether the instruction `w` runs the same at another address (the graph tracer moves the first one
+// of the binary's own unwinder entry points, shim/runtime/exceptions.inc): not PC-relative (adr, adrp,
+// literal loads), not a branch (immediate, conditional, compare or test, register) and not an
+// exception-generating one (ARM ARM C4.1's encoding groups).
+constexpr bool movable(u32 w) {
+  return (w & 0x1f00'0000) != 0x1000'0000     // adr, adrp
+         && (w & 0x7c00'0000) != 0x1400'0000  // b, bl
+         && (w & 0xfe00'0000) != 0x5400'0000  // b.cond
+         && (w & 0x7e00'0000) != 0x3400'0000  // cbz, cbnz
+         && (w & 0x7e00'0000) != 0x3600'0000  // tbz, tbnz
+         && (w & 0x3b00'0000) != 0x1800'0000  // ldr, ldrsw, prfm (literal), SIMD too
+         && (w & 0xfe00'0000) != 0xd600'0000  // br, blr, ret, eret, ...
+         && (w & 0xff00'0000) != 0xd400'0000;  // svc, hvc, brk, ...
+}
+
 }  // namespace prepatch::arch::aarch64

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <optional>
 
+#include "arch/aarch64.h"
 #include "arch/riscv64.h"
 #include "rewriter/shim_blob.h"
 #include "shim/abi.h"
@@ -205,15 +206,19 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   config.mcount_frames = frames.empty() ? 0 : static_cast<u32>(frames_at);
   config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
   if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
-  // The binary's own unwinder entry points: the shim hooks them with a 5-byte jump when the
-  // instructions it displaces can run elsewhere (a site there would be overwritten: not hooked).
-  for (int k = 0; k < 4 && elf.header().machine == EM_X86_64; k++) {  // the graph tracer is x86-64's
+  // The binary's own unwinder entry points: the shim hooks them with a jump (x86-64: 5 bytes;
+  // AArch64: a `b`, one word) when the instructions it displaces can run elsewhere (a site there
+  // would be overwritten: not hooked).
+  const bool x86 = elf.header().machine == EM_X86_64, a64 = elf.header().machine == EM_AARCH64;
+  for (int k = 0; k < 4 && (x86 || a64); k++) {
     const u64 f = d.unwinder[k];
     if (!f) continue;
+    const u64 displaced = x86 ? 5 + arch::X86_64::max_insn : 4;
     const auto site = std::lower_bound(d.sites.begin(), d.sites.end(), f, [](const Site& s, u64 a) { return s.addr + s.len <= a; });
-    if (site != d.sites.end() && site->addr < f + 5 + arch::X86_64::max_insn) continue;
+    if (site != d.sites.end() && site->addr < f + displaced) continue;
     config.unwinder[k] = f;
-    config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, 5 + arch::X86_64::max_insn), 5));
+    if (x86) config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, displaced), 5));
+    else if (auto w = elf.bytes_at(f, 4); w.size() == 4 && f % 4 == 0) config.unwinder_len[k] = arch::aarch64::movable(static_cast<u32>(elf.codec().get(w, 0, 4))) ? 4 : 0;
   }
   std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
   // ARM32: the header's offsets of Thumb code have bit 0 set, which e_entry keeps (the kernel starts

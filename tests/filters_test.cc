@@ -298,9 +298,13 @@ TEST(Filters, ArgumentsAndReturnValuesOnAarch64AndRiscv64) {
       ASSERT_LT(k + 8, v.size());
       EXPECT_EQ(v[k + 1], "=0:" + std::to_string(i));
       EXPECT_EQ(v[k + 2], "=1:" + std::to_string(-1LL * (i + 1)));
-      if (isa == "riscv64") EXPECT_EQ(v[k + 4], "=3:" + std::to_string(-i));
+      if (isa == "riscv64") {
+        EXPECT_EQ(v[k + 4], "=3:" + std::to_string(-i));
+      }
       EXPECT_EQ(v[k + 5], "=4:" + std::to_string(0x123456789abLL * (i + 1)));
-      if (isa == "riscv64") EXPECT_EQ(v[k + 6], "=5:" + std::to_string(-1 - i));
+      if (isa == "riscv64") {
+        EXPECT_EQ(v[k + 6], "=5:" + std::to_string(-1 - i));
+      }
       EXPECT_EQ(v[k + 7], "=7:" + std::to_string(mix[i]));
       EXPECT_EQ(v[k + 8], "-mix");
     }

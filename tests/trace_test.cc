@@ -291,8 +291,9 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 
 // The static and static-pie builds carry the whole unwinder, hooked in place; staticcxx
 // (-static-libstdc++) carries __cxa_begin_catch, hooked in place, and calls libgcc_s's unwinder through
-// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only. AArch64 (dynamic builds:
-// its hooks are in GOT slots only), under qemu-user: a -pg frame's return address is found in its frame
+// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only. AArch64 (its hooks in GOT
+// slots, and in place in a static build: a `b` over the entry points' first word), under qemu-user: a
+// -pg frame's return address is found in its frame
 // record, a patchable one's by walking the frame records up from the unwinder's caller; built with
 // pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
 // function's entry stack pointer, and gets it back signed. PPC64le -pg (dynamic): the return address's
@@ -300,7 +301,7 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // where the preparer found its prologue saved it, a patchable one's is found in its function's own
 // frame, below the stack pointer it was entered with.
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
-                         ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pfe2", "a64-pfe2-pac",
+                         ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pg-static", "a64-pfe2", "a64-pfe2-pac",
                                            "ppc-pg", "rv-pg", "rv-pfe4"));
 
 // PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
