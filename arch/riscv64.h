@@ -94,6 +94,18 @@ constexpr bool ends_prologue(u16 c) {
   if (q == 2) return ((f3 == 0 || f3 == 2 || f3 == 3) && rd == 2) || (f3 == 4 && ((rd == 2 && rs2 != 0) || (rs2 == 0 && rd != 0)));
   return false;
 }
+// Whether an instruction runs the same at another address (the graph tracer moves the first ones of
+// the binary's own unwinder entry points, shim/runtime/exceptions.inc): not auipc, and no jump,
+// branch or system instruction (ecall, ebreak, CSR access), compressed or not.
+constexpr bool movable(u16 c) {
+  const unsigned q = c & 3, f3 = c >> 13, rd = (c >> 7) & 31, rs2 = (c >> 2) & 31;
+  if (c == 0 || (q == 1 && f3 >= 5)) return false;   // c.unimp; c.j, c.beqz, c.bnez
+  return !(q == 2 && f3 == 4 && rs2 == 0 && (rd != 0 || (c >> 12) & 1));  // c.jr, c.jalr, c.ebreak
+}
+constexpr bool movable(u32 w) {
+  const unsigned op = w & 0x7f;
+  return op != 0x17 && op != 0x63 && op != 0x67 && op != 0x6f && op != 0x73;
+}
 constexpr bool ends_prologue(u32 w) {
   const unsigned op = w & 0x7f;
   if (op == 0x63 || op == 0x67 || op == 0x6f) return true;

@@ -207,18 +207,28 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
   if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
   // The binary's own unwinder entry points: the shim hooks them with a jump (x86-64: 5 bytes;
-  // AArch64: a `b`, one word) when the instructions it displaces can run elsewhere (a site there
-  // would be overwritten: not hooked).
-  const bool x86 = elf.header().machine == EM_X86_64, a64 = elf.header().machine == EM_AARCH64;
-  for (int k = 0; k < 4 && (x86 || a64); k++) {
+  // AArch64: a `b`, one word; RISC-V: `auipc t1; jr t1`, 8 bytes) when the whole instructions it
+  // displaces can run elsewhere (a site there would be overwritten: not hooked).
+  const bool x86 = elf.header().machine == EM_X86_64, a64 = elf.header().machine == EM_AARCH64, rv = elf.header().machine == EM_RISCV;
+  for (int k = 0; k < 4 && (x86 || a64 || rv); k++) {
     const u64 f = d.unwinder[k];
     if (!f) continue;
-    const u64 displaced = x86 ? 5 + arch::X86_64::max_insn : 4;
+    const u64 displaced = x86 ? 5 + arch::X86_64::max_insn : rv ? 8 + 2 : 4;
     const auto site = std::lower_bound(d.sites.begin(), d.sites.end(), f, [](const Site& s, u64 a) { return s.addr + s.len <= a; });
     if (site != d.sites.end() && site->addr < f + displaced) continue;
     config.unwinder[k] = f;
     if (x86) config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, displaced), 5));
-    else if (auto w = elf.bytes_at(f, 4); w.size() == 4 && f % 4 == 0) config.unwinder_len[k] = arch::aarch64::movable(static_cast<u32>(elf.codec().get(w, 0, 4))) ? 4 : 0;
+    else if (auto w = elf.bytes_at(f, 4); a64 && w.size() == 4 && f % 4 == 0) config.unwinder_len[k] = arch::aarch64::movable(static_cast<u32>(elf.codec().get(w, 0, 4))) ? 4 : 0;
+    else if (auto b = elf.bytes_at(f, displaced); rv && b.size() == displaced && f % 2 == 0) {
+      u64 n = 0;  // whole movable instructions, up to 8 bytes or more
+      while (n < 8) {
+        const u16 h = static_cast<u16>(elf.codec().get(b, n, 2));
+        const bool ok = arch::riscv64::insn_length(h) == 2 ? arch::riscv64::movable(h) : arch::riscv64::movable(static_cast<u32>(elf.codec().get(b, n, 4)));
+        if (!ok) break;
+        n += arch::riscv64::insn_length(h);
+      }
+      config.unwinder_len[k] = static_cast<u8>(n >= 8 ? n : 0);
+    }
   }
   std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
   // ARM32: the header's offsets of Thumb code have bit 0 set, which e_entry keeps (the kernel starts

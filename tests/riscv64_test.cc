@@ -147,6 +147,33 @@ TEST(Riscv64Decoder, PrologueFormsAgreeWithObjdump) {
   EXPECT_FALSE(rv::ends_prologue(u32{0x0081'3823}));  // sd s0, 16(sp)
 }
 
+// arch::riscv64::movable (whether the graph tracer may run a static unwinder's first instructions
+// elsewhere) on every instruction of a static program's .text, against objdump's reading: false
+// exactly for auipc, jumps, branches and system instructions, compressed or not.
+TEST(Riscv64Decoder, MovableAgreesWithObjdump) {
+  Proc p = run({RISCV_OBJDUMP, "-d", "-M", "no-aliases", std::string(TESTDATA_DIR) + "/basic-rv-pg-static"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  const std::set<std::string> fixed{"auipc", "jal", "jalr", "beq", "bne", "blt", "bge", "bltu", "bgeu", "ecall", "ebreak", "c.j", "c.jal",
+                                    "c.jr", "c.jalr", "c.beqz", "c.bnez", "c.ebreak", "c.unimp", "mret", "sret", "wfi"};
+  std::istringstream in(p.out);
+  size_t insns = 0, unmovable = 0;
+  for (std::string line; std::getline(in, line);) {
+    // "   1042a:\t00068717          \tauipc\ta4,0x68"
+    std::vector<std::string> f;
+    std::istringstream fs(line);
+    for (std::string part; std::getline(fs, part, '\t');) f.push_back(part);
+    if (f.size() < 3 || f[0].empty() || f[0].back() != ':' || f[2].starts_with(".")) continue;
+    const std::string hex = f[1].substr(0, f[1].find(' '));
+    const u32 w = static_cast<u32>(std::stoul(hex, nullptr, 16));
+    const std::string& m = f[2];
+    const bool want = !(fixed.count(m) || m.starts_with("csrr"));
+    EXPECT_EQ(hex.size() == 4 ? arch::riscv64::movable(static_cast<u16>(w)) : arch::riscv64::movable(w), want) << line;
+    insns++, unmovable += !want;
+  }
+  EXPECT_GT(insns, 10000u);
+  EXPECT_GT(unmovable, 1000u);
+}
+
 TEST(Riscv64Decoder, CallPairReachesItsTarget) {
   // auipc+jalr must add up to the distance, including where the low part is negative.
   for (i64 d : {0LL, 0x7ffLL, 0x800LL, -0x800LL, -0x801LL, 0x7fff'f7ffLL, -0x8000'0000LL}) {

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "arch/aarch64.h"
@@ -66,6 +67,36 @@ TEST(WordIsa, Aarch64BlDecodesAsObjdumpDoes) {
 TEST(WordIsa, Ppc64leBlDecodesAsObjdumpDoes) {
   expect_bl_agrees(td + "/basic-ppc-pg", arch::Isa::ppc64le, "powerpc64le-linux-gnu-objdump");
   expect_bl_agrees(td + "/threads-ppc-pg-static", arch::Isa::ppc64le, "powerpc64le-linux-gnu-objdump");
+}
+
+// arch::aarch64::movable (whether the graph tracer may run a static unwinder's first instruction
+// elsewhere) on every word of a static program's .text, against the cross objdump's reading: false
+// exactly for the PC-relative ones (adr, adrp, a literal load: an operand without brackets), branches
+// and exception-generating instructions.
+TEST(WordIsa, Aarch64MovableAgreesWithObjdump) {
+  const std::string path = td + "/threads-a64-pg-static";
+  Proc p = run({"aarch64-linux-gnu-objdump", "-d", path});
+  ASSERT_EQ(p.status, 0) << p.err;
+  const std::set<std::string> fixed{"adr", "adrp", "b", "bl", "cbz", "cbnz", "tbz", "tbnz", "br", "blr", "ret", "eret", "svc", "hvc", "smc", "brk", "hlt"};
+  std::istringstream in(p.out);
+  size_t words = 0, unmovable = 0;
+  for (std::string line; std::getline(in, line);) {
+    // "  400200:\tf9400260 \tldr\tx0, [x19]"
+    std::vector<std::string> f;
+    std::istringstream fs(line);
+    for (std::string part; std::getline(fs, part, '\t');) f.push_back(part);
+    if (f.size() < 3 || f[0].empty() || f[0].back() != ':' || f[1].size() < 8 || f[2] == ".inst") continue;
+    const u32 w = static_cast<u32>(std::stoul(f[1].substr(0, 8), nullptr, 16));
+    const std::string& m = f[2];
+    const std::string ops = f.size() > 3 ? f[3] : "";
+    const bool literal = (m == "ldr" || m == "ldrsw" || m == "prfm") && ops.find('[') == std::string::npos;
+    const bool want = !(fixed.count(m) || m.starts_with("b.") || m.starts_with("ret") || m.starts_with("br") || m.starts_with("blr") ||
+                        m.starts_with("eret") || m.starts_with("dcps") || literal);
+    EXPECT_EQ(arch::aarch64::movable(w), want) << line;
+    words++, unmovable += !want;
+  }
+  EXPECT_GT(words, 10000u);
+  EXPECT_GT(unmovable, 1000u);
 }
 
 // Every entry of a PIE's .plt after its header leads to the slot a JUMP_SLOT relocation fills for the
