@@ -155,19 +155,14 @@ TEST(Riscv64Decoder, MovableAgreesWithObjdump) {
   ASSERT_EQ(p.status, 0) << p.err;
   const std::set<std::string> fixed{"auipc", "jal", "jalr", "beq", "bne", "blt", "bge", "bltu", "bgeu", "ecall", "ebreak", "c.j", "c.jal",
                                     "c.jr", "c.jalr", "c.beqz", "c.bnez", "c.ebreak", "c.unimp", "mret", "sret", "wfi"};
-  std::istringstream in(p.out);
   size_t insns = 0, unmovable = 0;
-  for (std::string line; std::getline(in, line);) {
-    // "   1042a:\t00068717          \tauipc\ta4,0x68"
-    std::vector<std::string> f;
-    std::istringstream fs(line);
-    for (std::string part; std::getline(fs, part, '\t');) f.push_back(part);
-    if (f.size() < 3 || f[0].empty() || f[0].back() != ':' || f[2].starts_with(".")) continue;
+  for (const std::vector<std::string>& f : objdump_fields(p.out)) {  // "   1042a:", "00068717          ", "auipc", "a4,0x68"
+    if (f[2].starts_with(".")) continue;
     const std::string hex = f[1].substr(0, f[1].find(' '));
     const u32 w = static_cast<u32>(std::stoul(hex, nullptr, 16));
     const std::string& m = f[2];
     const bool want = !(fixed.count(m) || m.starts_with("csrr"));
-    EXPECT_EQ(hex.size() == 4 ? arch::riscv64::movable(static_cast<u16>(w)) : arch::riscv64::movable(w), want) << line;
+    EXPECT_EQ(hex.size() == 4 ? arch::riscv64::movable(static_cast<u16>(w)) : arch::riscv64::movable(w), want) << f[0] << " " << m;
     insns++, unmovable += !want;
   }
   EXPECT_GT(insns, 10000u);

@@ -84,6 +84,18 @@ bool exists(const std::string& path) {
   return lstat(path.c_str(), &st) == 0;
 }
 
+std::vector<std::vector<std::string>> objdump_fields(const std::string& out) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f;
+    std::istringstream fs(line);
+    for (std::string part; std::getline(fs, part, '\t');) f.push_back(part);
+    if (f.size() >= 3 && !f[0].empty() && f[0].back() == ':') rows.push_back(std::move(f));
+  }
+  return rows;
+}
+
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> names;
   if (DIR* d = opendir(dir.c_str())) {

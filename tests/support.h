@@ -29,6 +29,9 @@ std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data, unsigned mode = 0644);
 bool exists(const std::string& path);
 std::vector<std::string> list_dir(const std::string& dir);
+// The instruction lines of `objdump -d` output, each split at its tabs: "ADDR:", the raw bytes, the
+// mnemonic and (where there are any) the operands.
+std::vector<std::vector<std::string>> objdump_fields(const std::string& out);
 
 // A fresh directory under /tmp, removed with its contents at the end of the scope.
 class TempDir {

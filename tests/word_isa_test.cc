@@ -78,21 +78,16 @@ TEST(WordIsa, Aarch64MovableAgreesWithObjdump) {
   Proc p = run({"aarch64-linux-gnu-objdump", "-d", path});
   ASSERT_EQ(p.status, 0) << p.err;
   const std::set<std::string> fixed{"adr", "adrp", "b", "bl", "cbz", "cbnz", "tbz", "tbnz", "br", "blr", "ret", "eret", "svc", "hvc", "smc", "brk", "hlt"};
-  std::istringstream in(p.out);
   size_t words = 0, unmovable = 0;
-  for (std::string line; std::getline(in, line);) {
-    // "  400200:\tf9400260 \tldr\tx0, [x19]"
-    std::vector<std::string> f;
-    std::istringstream fs(line);
-    for (std::string part; std::getline(fs, part, '\t');) f.push_back(part);
-    if (f.size() < 3 || f[0].empty() || f[0].back() != ':' || f[1].size() < 8 || f[2] == ".inst") continue;
+  for (const std::vector<std::string>& f : objdump_fields(p.out)) {  // "  400200:", "f9400260 ", "ldr", "x0, [x19]"
+    if (f[1].size() < 8 || f[2] == ".inst") continue;
     const u32 w = static_cast<u32>(std::stoul(f[1].substr(0, 8), nullptr, 16));
     const std::string& m = f[2];
     const std::string ops = f.size() > 3 ? f[3] : "";
     const bool literal = (m == "ldr" || m == "ldrsw" || m == "prfm") && ops.find('[') == std::string::npos;
     const bool want = !(fixed.count(m) || m.starts_with("b.") || m.starts_with("ret") || m.starts_with("br") || m.starts_with("blr") ||
                         m.starts_with("eret") || m.starts_with("dcps") || literal);
-    EXPECT_EQ(arch::aarch64::movable(w), want) << line;
+    EXPECT_EQ(arch::aarch64::movable(w), want) << f[0] << " " << m << " " << ops;
     words++, unmovable += !want;
   }
   EXPECT_GT(words, 10000u);
