@@ -42,6 +42,22 @@ constexpr bool encode_bl(u64 at, u64 target, u32& out) {
 // decodes it.
 constexpr bool bl_opcode(u32 w) { return (w & 0xfc00'0003) == bl; }
 
+// `b target` at `at` (the same reach as bl); false when out of reach or misaligned.
+constexpr bool encode_b(u64 at, u64 target, u32& out) {
+  if (!encode_bl(at, target, out)) return false;
+  out &= ~u32{1};
+  return true;
+}
+
+// Whether the instruction `w` runs the same at another address (the graph tracer moves the first one
+// at the local entry of the binary's own unwinder entry points, shim/runtime/exceptions.inc): not a
+// branch (primary opcodes 16, 18; 19: to LR or CTR, addpcis, isync, rfid), not sc (17) and not a
+// prefixed instruction (1, Power ISA 3.1, PC-relative forms among them).
+constexpr bool movable(u32 w) {
+  const u32 op = w >> 26;
+  return op != 1 && op != 16 && op != 17 && op != 18 && op != 19;
+}
+
 // Whether `w` is the first instruction of an ELFv2 global entry's TOC setup (`addis r2, r12, hi` or,
 // in a non-PIE binary, `lis r2, hi`), which a local entry point follows.
 constexpr bool is_toc_setup(u32 w) { return (w & 0xffff'0000) == addis_r2_r12 || (w & 0xffff'0000) == lis_r2; }

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "arch/aarch64.h"
+#include "arch/ppc64le.h"
 #include "arch/riscv64.h"
 #include "rewriter/shim_blob.h"
 #include "shim/abi.h"
@@ -207,10 +208,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
   if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
   // The binary's own unwinder entry points: the shim hooks them with a jump (x86-64: 5 bytes;
-  // AArch64: a `b`, one word; RISC-V: `auipc t1; jr t1`, 8 bytes) when the whole instructions it
-  // displaces can run elsewhere (a site there would be overwritten: not hooked).
-  const bool x86 = elf.header().machine == EM_X86_64, a64 = elf.header().machine == EM_AARCH64, rv = elf.header().machine == EM_RISCV;
-  for (int k = 0; k < 4 && (x86 || a64 || rv); k++) {
+  // AArch64 and PPC64le, at the local entry: a `b`, one word; RISC-V: `auipc t1; jr t1`, 8 bytes)
+  // when the whole instructions it displaces can run elsewhere (a site there would be overwritten:
+  // not hooked).
+  const bool x86 = elf.header().machine == EM_X86_64, a64 = elf.header().machine == EM_AARCH64, rv = elf.header().machine == EM_RISCV,
+             ppc = elf.header().machine == EM_PPC64;
+  for (int k = 0; k < 4 && (x86 || a64 || rv || ppc); k++) {
     const u64 f = d.unwinder[k];
     if (!f) continue;
     const u64 displaced = x86 ? 5 + arch::X86_64::max_insn : rv ? 8 + 2 : 4;
@@ -218,7 +221,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     if (site != d.sites.end() && site->addr < f + displaced) continue;
     config.unwinder[k] = f;
     if (x86) config.unwinder_len[k] = static_cast<u8>(arch::movable_prefix(elf.bytes_at(f, displaced), 5));
-    else if (auto w = elf.bytes_at(f, 4); a64 && w.size() == 4 && f % 4 == 0) config.unwinder_len[k] = arch::aarch64::movable(static_cast<u32>(elf.codec().get(w, 0, 4))) ? 4 : 0;
+    else if (auto w = elf.bytes_at(f, 4); (a64 || ppc) && w.size() == 4 && f % 4 == 0) {
+      const u32 insn = static_cast<u32>(elf.codec().get(w, 0, 4));
+      config.unwinder_len[k] = (a64 ? arch::aarch64::movable(insn) : arch::ppc64le::movable(insn)) ? 4 : 0;
+    }
     else if (auto b = elf.bytes_at(f, displaced); rv && b.size() == displaced && f % 2 == 0) {
       u64 n = 0;  // whole movable instructions, up to 8 bytes or more
       while (n < 8) {

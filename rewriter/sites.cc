@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "arch/isa.h"
+#include "arch/ppc64le.h"
 #include "elf/layout.h"
 #include "elf/mapped_file.h"
 #include "rewriter/discoverer.h"
@@ -205,7 +206,8 @@ void Discoverer::read_symbols() {
         funcs_.push_back(Func{sites_->code_address(s.value), static_cast<u32>(std::min<u64>(s.size, UINT32_MAX)),
                               (s.name_offset < other_bit ? s.name_offset : 0) | flags});
       }
-      if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC) d_.unwinder[k] = s.value;
+      if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC)  // (PPC64le: its local entry, which calls in the binary take)
+        d_.unwinder[k] = s.value + (elf_.header().machine == EM_PPC64 ? arch::ppc64le::local_entry_offset(s.other) : 0);
       if (is_fork(name)) d_.defines_fork = true;
       if (s.type == STT_FUNC && name[0] == '_' && name[1] == '_' && name[2] == 'g' && std::strcmp(name, gmon_start_name) == 0)
         d_.gmon_start = s.value, d_.gmon_start_other = s.other;

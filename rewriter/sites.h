@@ -78,7 +78,7 @@ struct Discovery {
   size_t prepared = 0;        // sites with Skip::none
   bool has_symbols = false;   // any defined function symbol
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
-  u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names, 0 when none
+  u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names (PPC64le: local entries), 0 when none
   bool has_symtab = false;    // a .symtab (not only .dynsym)
   bool defines_fork = false;  // a symbol table defines fork or _Fork (glibc's; shim::config_forkless)
   // RISC-V -pg: what the sites call (the _mcount PLT entry, or _mcount itself), which the preparer

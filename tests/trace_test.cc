@@ -296,14 +296,14 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // -pg frame's return address is found in its frame
 // record, a patchable one's by walking the frame records up from the unwinder's caller; built with
 // pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
-// function's entry stack pointer, and gets it back signed. PPC64le -pg (dynamic): the return address's
-// slot is in the caller's frame, as on x86-64. RISC-V64 (hooked as AArch64, in place with `auipc t1;
+// function's entry stack pointer, and gets it back signed. PPC64le -pg (static: hooked at the local
+// entry points): the return address's slot is in the caller's frame, as on x86-64. RISC-V64 (hooked as AArch64, in place with `auipc t1;
 // jr t1` in a static build): a -pg frame's return address is
 // where the preparer found its prologue saved it, a patchable one's is found in its function's own
 // frame, below the stack pointer it was entered with.
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
                          ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pg-static", "a64-pfe2", "a64-pfe2-pac",
-                                           "ppc-pg", "rv-pg", "rv-pg-static", "rv-pfe4"));
+                                           "ppc-pg", "ppc-pg-static", "rv-pg", "rv-pg-static", "rv-pfe4"));
 
 // PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
 // has one, and those sites are skipped; leaf has none. Its calls are graph-traced through the patchable

@@ -94,6 +94,29 @@ TEST(WordIsa, Aarch64MovableAgreesWithObjdump) {
   EXPECT_GT(unmovable, 1000u);
 }
 
+// The same for arch::ppc64le::movable, on a static program's .text: false exactly for branches (every
+// `b...` mnemonic but bpermd), sc and opcode 19's others (cr logic, mcrf, isync, rfid: conservative,
+// though they would run anywhere).
+TEST(WordIsa, Ppc64leMovableAgreesWithObjdump) {
+  Proc p = run({"powerpc64le-linux-gnu-objdump", "-d", td + "/threads-ppc-pg-static"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  size_t words = 0, unmovable = 0;
+  for (const std::vector<std::string>& f : objdump_fields(p.out)) {  // "10000200:", "a6 02 08 7c ", "mflr", "r0"
+    std::istringstream bytes(f[1]);
+    u32 w = 0;
+    unsigned n = 0;
+    for (std::string b; bytes >> b; n++) w |= static_cast<u32>(std::stoul(b, nullptr, 16)) << (8 * n);
+    if (n != 4 || f[2] == ".long") continue;
+    const std::string m = f[2].substr(0, f[2].find(' '));
+    const bool want =
+        !((m.starts_with("b") && m != "bpermd") || m == "sc" || m == "scv" || m.starts_with("cr") || m == "mcrf" || m == "isync" || m == "rfid");
+    EXPECT_EQ(arch::ppc64le::movable(w), want) << f[0] << " " << m;
+    words++, unmovable += !want;
+  }
+  EXPECT_GT(words, 10000u);
+  EXPECT_GT(unmovable, 1000u);
+}
+
 // Every entry of a PIE's .plt after its header leads to the slot a JUMP_SLOT relocation fills for the
 // symbol the cross objdump names the entry after (`<printf@plt>:`).
 TEST(WordIsa, Aarch64PltEntriesLeadToTheirSlots) {
