@@ -598,11 +598,12 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
     t->shadow.relink(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 #else
-// Called by the count trampolines (shim/entry_*.S) with the site's end (the return address of its
-// `bl`) and every register the traced function may still need saved: counts the call.
+// Called by the count trampolines (shim/entry_arm.S) with the site's end (the return address of its
+// `bl`) and every register the traced function may still need saved, and by the other ISAs'
+// prepatch_on_site (site_to_trace) under count: counts the call.
 extern "C" void prepatch_count(uptr site_end) {
   if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_count)>(prepatch_forward_to[0])(site_end);
-#if defined(__riscv) || defined(__arm__)
+#if defined(__arm__)  // (RISC-V64's self-test call is told apart in site_to_trace, before any tracer)
   if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
 #endif
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);

@@ -291,16 +291,15 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 
 // The static and static-pie builds carry the whole unwinder, hooked in place; staticcxx
 // (-static-libstdc++) carries __cxa_begin_catch, hooked in place, and calls libgcc_s's unwinder through
-// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only. AArch64 (its hooks in GOT
-// slots, and in place in a static build: a `b` over the entry points' first word), under qemu-user: a
-// -pg frame's return address is found in its frame
-// record, a patchable one's by walking the frame records up from the unwinder's caller; built with
-// pac-ret (qemu's CPU authenticates pointers), a patchable one's record holds it signed with the
-// function's entry stack pointer, and gets it back signed. PPC64le -pg (static: hooked at the local
-// entry points): the return address's slot is in the caller's frame, as on x86-64. RISC-V64 (hooked as AArch64, in place with `auipc t1;
-// jr t1` in a static build): a -pg frame's return address is
-// where the preparer found its prologue saved it, a patchable one's is found in its function's own
-// frame, below the stack pointer it was entered with.
+// GOT slots; the others call libstdc++ and libgcc_s through GOT slots only. The other ISAs, under
+// qemu-user, hook GOT slots too, and in place in their static builds (AArch64 and PPC64le a `b`,
+// PPC64le's at the local entry points; RISC-V64 `auipc t1; jr t1`). AArch64: a -pg frame's return
+// address is found in its frame record, a patchable one's by walking the frame records up from the
+// unwinder's caller; built with pac-ret (qemu's CPU authenticates pointers), a patchable one's record
+// holds it signed with the function's entry stack pointer, and gets it back signed. PPC64le -pg: the
+// return address's slot is in the caller's frame, as on x86-64. RISC-V64: a -pg frame's return
+// address is where the preparer found its prologue saved it, a patchable one's is found in its
+// function's own frame, below the stack pointer it was entered with.
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
                          ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pg-static", "a64-pfe2", "a64-pfe2-pac",
                                            "ppc-pg", "ppc-pg-static", "rv-pg", "rv-pg-static", "rv-pfe4"));
