@@ -1,7 +1,7 @@
 // AArch64: the instructions a site is made of, and why one aligned store may swap them.
 //
-// Branch reach: `bl` takes a signed 26-bit word offset, +-128 MiB from the instruction; the shim's
-// trampolines must sit within that (or be reached through veneers: the AArch64 shim issue decides).
+// Branch reach: `bl` takes a signed 26-bit word offset, +-128 MiB from the instruction. A site farther
+// from the shim's trampolines calls a branch island within its reach instead (encode_island).
 //
 // What a store can change atomically: every instruction is an aligned 32-bit word, and an aligned
 // 32-bit store is single-copy atomic for instruction fetch. ARMv8's rule for concurrent modification
@@ -64,6 +64,23 @@ constexpr bool movable(u32 w) {
          && (w & 0x3b00'0000) != 0x1800'0000  // ldr, ldrsw, prfm (literal), SIMD too
          && (w & 0xfe00'0000) != 0xd600'0000  // br, blr, ret, eret, ...
          && (w & 0xff00'0000) != 0xd400'0000;  // svc, hvc, brk, ...
+}
+
+// A branch island (veneer): what a site calls when the trampoline `target` is beyond its bl's reach.
+// `ldr x16, 1f; adr x17, 1f; add x16, x16, x17; br x16; 1: .quad target - 1b`: any distance, position-
+// independent, and it writes only x16 and x17, which AAPCS64 gives every call's veneers (so they hold
+// nothing at a call of _mcount, or at a function's entry). The trampoline starts with `bti c`, which
+// `br x16` may enter where the text is BTI-guarded. 8-aligned (the literal); arch/island.h checks it.
+inline constexpr unsigned island_size = 24, island_align = 8;
+constexpr void encode_island(u64 at, u64 target, u8* out) {
+  const u32 words[4] = {0x5800'0090,   // ldr x16, at + 16
+                        0x1000'0071,   // adr x17, at + 16
+                        0x8b11'0210,   // add x16, x16, x17
+                        0xd61f'0200};  // br x16
+  const u64 delta = target - (at + 16);
+  for (unsigned i = 0; i < 4; i++)
+    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+  for (unsigned b = 0; b < 8; b++) out[16 + b] = static_cast<u8>(delta >> (8 * b));
 }
 
 }  // namespace prepatch::arch::aarch64

@@ -1,6 +1,7 @@
 // PPC64le (ELFv2): the instructions a site is made of, and why only the `bl` may change.
 //
-// Branch reach: `bl` takes a signed 24-bit word offset, +-32 MiB from the instruction.
+// Branch reach: `bl` takes a signed 24-bit word offset, +-32 MiB from the instruction. A site farther
+// from the shim's trampolines calls a branch island within its reach instead (encode_island).
 //
 // What a store can change atomically: instructions are aligned 32-bit words; an aligned word store is
 // seen whole by instruction fetch (Power ISA Book II, "Single-copy atomicity", and the kernel's
@@ -61,5 +62,32 @@ constexpr bool movable(u32 w) {
 // Whether `w` is the first instruction of an ELFv2 global entry's TOC setup (`addis r2, r12, hi` or,
 // in a non-PIE binary, `lis r2, hi`), which a local entry point follows.
 constexpr bool is_toc_setup(u32 w) { return (w & 0xffff'0000) == addis_r2_r12 || (w & 0xffff'0000) == lis_r2; }
+
+// A branch island (veneer): what a site calls when the trampoline `target` is beyond its bl's reach.
+// POWER before 3.1 has no PC-relative load, and LR holds the site's return address, which the
+// trampoline reads; so the island saves LR in r12, learns its own address with `bcl 20,31` into r11,
+// gives LR back, loads the distance to `target` from its literal and jumps through CTR:
+//   std r11,-8(r1); mflr r12; bcl 20,31,1f; 1: mflr r11; mtlr r12; ld r12,28(r11); add r12,r12,r11;
+//   ld r11,-8(r1); mtctr r12; bctr; .quad target - 1b
+// It leaves r12 and CTR changed, which ELFv2 gives call stubs (ld's own use both); r11, the static
+// chain at a nested function's entry, is kept in the red zone below r1 (dead at any call and at any
+// function's entry) and given back. Any distance; 8-aligned (the literal); arch/island.h checks it.
+inline constexpr unsigned island_size = 48, island_align = 8;
+constexpr void encode_island(u64 at, u64 target, u8* out) {
+  const u32 words[10] = {0xf961'fff8,   // std r11, -8(r1)
+                         0x7d88'02a6,   // mflr r12
+                         0x429f'0005,   // bcl 20, 31, at + 12
+                         0x7d68'02a6,   // mflr r11          (at + 12)
+                         0x7d88'03a6,   // mtlr r12
+                         0xe98b'001c,   // ld r12, 28(r11)   (the literal at at + 40)
+                         0x7d8c'5a14,   // add r12, r12, r11
+                         0xe961'fff8,   // ld r11, -8(r1)
+                         0x7d89'03a6,   // mtctr r12
+                         0x4e80'0420};  // bctr
+  const u64 delta = target - (at + 12);
+  for (unsigned i = 0; i < 10; i++)
+    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+  for (unsigned b = 0; b < 8; b++) out[40 + b] = static_cast<u8>(delta >> (8 * b));
+}
 
 }  // namespace prepatch::arch::ppc64le

@@ -1,6 +1,7 @@
 // ARM32 Thumb-2: the instructions a site is made of, and why a 16-bit trap comes first.
 //
-// Branch reach: the 32-bit `bl` reaches +-16 MiB from the instruction's address + 4.
+// Branch reach: the 32-bit `bl` reaches +-16 MiB from the instruction's address + 4. A site farther
+// from the shim's trampolines calls a branch island within its reach instead (encode_island).
 //
 // What a store can change atomically: a 32-bit Thumb instruction is two halfwords and, after a 16-bit
 // `push {lr}`, often sits on a 2-byte boundary; instruction fetch is only guaranteed to see aligned
@@ -47,6 +48,20 @@ constexpr bool encode_bl(u64 at, u64 target, u16 (&out)[2]) {
   out[0] = static_cast<u16>(0xf000 | (s << 10) | ((v >> 12) & 0x3ff));
   out[1] = static_cast<u16>(0xd000 | (j1 << 13) | (j2 << 11) | ((v >> 1) & 0x7ff));
   return true;
+}
+
+// A branch island (veneer), in Thumb state: what a site calls when the trampoline `target` (a Thumb
+// address: bit 0 set) is beyond its bl's reach. `ldr.w ip, [pc, #4]; add ip, pc; bx ip; .word target
+// - (at + 8)`: any distance in the 32-bit space, position-independent, writing only ip, which AAPCS
+// gives every call's veneers (__gnu_mcount_nc clobbers it too). 4-aligned; arch/island.h checks it.
+inline constexpr unsigned island_size = 12, island_align = 4;
+constexpr void encode_island(u64 at, u64 target, u8* out) {
+  const u16 halves[4] = {0xf8df, 0xc004,  // ldr.w ip, [pc, #4]   (the literal at at + 8)
+                         0x44fc,          // add ip, pc           (pc reads at + 8)
+                         0x4760};         // bx ip
+  const u32 delta = static_cast<u32>(target - (at + 8));
+  for (unsigned i = 0; i < 4; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
+  for (unsigned b = 0; b < 4; b++) out[8 + b] = static_cast<u8>(delta >> (8 * b));
 }
 
 }  // namespace prepatch::arch::thumb2

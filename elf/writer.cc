@@ -213,7 +213,7 @@ void Writer::write(const std::string& path, unsigned mode, int source_fd, PatchS
   std::vector<u8> ehdr(in_.bytes().begin(), in_.bytes().begin() + l.ehdr.size);
   std::vector<u8> phdrs(in_.bytes().begin() + h.phoff, in_.bytes().begin() + h.phoff + h.phnum * l.phdr.size);
   std::vector<u8> tail;
-  if (!segs_.empty()) emit_phdrs(phdrs);
+  if (!segs_.empty() || !grown_.empty()) emit_phdrs(phdrs);
   if (entry_) in_.codec().put(ehdr, l.ehdr.entry.off, l.ehdr.entry.width, *entry_);
   if (shoff) tail = section_tail(shstr_off, shoff, copy_end, ehdr);
   if (!stream) {
@@ -328,6 +328,12 @@ void Writer::emit_phdrs(std::span<u8> out) const {
   const Codec& c = in_.codec();
   const PhdrLayout& p = layout_for(c.is64).phdr;
   const u64 phoff = 0;  // `out` is the program header table itself
+  for (const auto& [index, size] : grown_) {
+    if (index >= in_.header().phnum || c.get(out, index * p.size + p.type.off, p.type.width) != PT_LOAD)
+      in_.fail(in_.header().phoff, "internal: growing a program header that is not a PT_LOAD");
+    c.put(out, index * p.size + p.filesz.off, p.filesz.width, size);
+    c.put(out, index * p.size + p.memsz.off, p.memsz.width, size);
+  }
   for (const NewSegment& s : segs_) {
     u64 base = phoff + s.phdr_slot * p.size;
     auto put = [&](Field f, u64 v) { c.put(out, base + f.off, f.width, v); };

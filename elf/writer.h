@@ -103,6 +103,9 @@ class Writer {
                   std::vector<Insert> inserts = {});
   // The virtual address the next add_segment() will use: above every segment, page-aligned.
   u64 next_segment_vaddr() const { return next_vaddr(); }
+  // Makes the input's program header `index` (a PT_LOAD) cover `size` bytes of file and memory: it
+  // grows over padding the caller has patched with bytes of its own (branch islands).
+  void grow_segment(u32 index, u64 size) { grown_.push_back({index, size}); }
   // Points e_entry at `vaddr`.
   void set_entry(u64 vaddr) { entry_ = vaddr; }
 
@@ -133,6 +136,7 @@ class Writer {
   const Elf& in_;
   std::vector<NewSegment> segs_;
   std::vector<Patch> patches_;
+  std::vector<std::pair<u32, u64>> grown_;  // program header index, new p_filesz and p_memsz
   std::optional<u64> entry_;
   // The output's file, from begin() or write(); begin()'s copy of the input's [0, early_end_) into it,
   // running while the caller works.

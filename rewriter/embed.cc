@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "arch/aarch64.h"
+#include "arch/island.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64.h"
 #include "rewriter/shim_blob.h"
@@ -46,6 +47,54 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
   p.len = 8;
   for (unsigned i = 0; i < 4; i++) p.bytes[i] = static_cast<u8>(auipc >> (8 * i)), p.bytes[4 + i] = static_cast<u8>(jalr >> (8 * i));
   return p;
+}
+
+// The ISA whose branch islands a binary of ELF machine `machine` takes (arch/island.h), or nullopt.
+std::optional<arch::Isa> island_isa(u16 machine) {
+  if (machine == EM_AARCH64) return arch::Isa::aarch64;
+  if (machine == EM_PPC64) return arch::Isa::ppc64le;
+  if (machine == EM_ARM) return arch::Isa::thumb2;
+  return std::nullopt;
+}
+
+// Where `size` bytes of branch islands can go, aligned to `align`: right after an executable PT_LOAD's
+// bytes, which the segment grows to cover. The bytes there must be zeros that nothing describes (no
+// section, no other segment, no header table): the padding ld leaves up to the next segment's file
+// offset, which the output copies. Nor may the grown segment's last page reach a page of another
+// loaded segment (pages as large as the largest p_align, so that 64 KiB-page kernels map it too).
+// Candidates in program header order; `fits` picks one (it checks the sites' reach).
+template <class Fits>
+std::optional<Island> island_spot(const elf::Elf& elf, u64 size, u64 align, Fits fits) {
+  const auto& segs = elf.segments();
+  u64 big_page = page;
+  for (const elf::Segment& q : segs)
+    if (q.type == PT_LOAD) big_page = std::max(big_page, q.align);
+  const auto down = [&](u64 v) { return v / big_page * big_page; };
+  for (const elf::Segment& s : segs) {
+    if (s.type != PT_LOAD || !(s.flags & PF_X) || s.filesz != s.memsz || s.filesz == 0) continue;
+    const u64 at = align_up(s.vaddr + s.filesz, align), off = s.offset + (at - s.vaddr), end = at + size;
+    if (off + size > elf.bytes().size()) continue;
+    bool free = true, followed = false;
+    const auto overlaps = [&](u64 lo, u64 hi) { return lo < off + size && off < hi; };
+    for (const elf::Segment& q : segs) {
+      if (q.index == s.index) continue;
+      if (q.filesz && overlaps(q.offset, q.offset + q.filesz)) free = false;
+      if (q.type == PT_LOAD && q.memsz && down(q.vaddr) < align_up(end, big_page) && down(at) < align_up(q.vaddr + q.memsz, big_page)) free = false;
+      followed |= q.type == PT_LOAD && q.filesz && q.offset >= off + size;
+    }
+    for (const elf::Section& c : elf.sections())
+      if (c.has_file_data() && c.size && overlaps(c.offset, c.offset + c.size)) free = false;
+    const auto& h = elf.header();
+    if (overlaps(h.phoff, h.phoff + u64{h.phnum} * (elf.codec().is64 ? 56 : 32)) || overlaps(h.shoff, h.shoff + u64{h.shnum} * (elf.codec().is64 ? 64 : 40)) ||
+        overlaps(0, elf.codec().is64 ? 64 : 52))
+      free = false;
+    if (!free || !followed) continue;
+    const auto bytes = elf.bytes().subspan(off, size);
+    if (std::any_of(bytes.begin(), bytes.end(), [](u8 b) { return b != 0; })) continue;
+    Island i{at, off, s.index, end - s.vaddr, {}};
+    if (fits(i)) return i;
+  }
+  return std::nullopt;
 }
 
 // ET_DYN that is not an executable: no PT_INTERP (a PIE has one), no DF_1_PIE (a static PIE has
@@ -256,12 +305,51 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   if (hook) r.entry = 0, lead_to(*hook, h.object_start);
   if (fini) lead_to(*fini, h.object_fini);
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
-  reach.for_each_end([&](const Site& s, arch::CallForm form) {
+  // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below).
+  const auto target_of = [&](const Site& s) { return machine == EM_RISCV && s.kind == SiteKind::mcount ? d.mcount_via : r.tramp[static_cast<int>(s.kind) - 1]; };
+  const auto reaches = [&](const Site& s, arch::CallForm form, u64 target) {
     u8 call[6];
-    // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below).
-    const bool via = machine == EM_RISCV && s.kind == SiteKind::mcount;
-    const u64 target = via ? d.mcount_via : r.tramp[static_cast<int>(s.kind) - 1];
-    if (!arch::encode_call_form(form, s.addr, target, call))
+    return target && arch::encode_call_form(form, s.addr, target, call);
+  };
+  // A kind whose sites do not all reach its trampoline gets a branch island where they all reach one
+  // (arch/island.h), which jumps on to the trampoline: one island per trampoline, placed together.
+  bool need[3] = {};
+  reach.for_each_end([&](const Site& s, arch::CallForm form) { need[static_cast<int>(s.kind) - 1] |= !reaches(s, form, target_of(s)); });
+  const auto isa = island_isa(machine);
+  if (isa && (need[0] || need[1] || need[2])) {
+    std::vector<int> kinds;  // the kinds with an island of their own; kinds sharing a trampoline share it
+    for (int k = 0; k < 3; k++)
+      if (need[k] && std::none_of(kinds.begin(), kinds.end(), [&](int o) { return r.tramp[o] == r.tramp[k]; })) kinds.push_back(k);
+    const u64 one = arch::island_size(*isa);
+    const auto place = [&](const Island& at) {
+      u64 island[3] = {};
+      for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < kinds.size(); i++)
+          if (need[k] && r.tramp[kinds[i]] == r.tramp[k]) island[k] = at.vaddr + i * one;
+      bool all = true;
+      reach.for_each_end([&](const Site& s, arch::CallForm form) {
+        const int k = static_cast<int>(s.kind) - 1;
+        all &= reaches(s, form, target_of(s)) || reaches(s, form, island[k]);
+      });
+      return all;
+    };
+    if (auto spot = island_spot(elf, one * kinds.size(), arch::island_align(*isa), place)) {
+      r.island = *spot;
+      for (size_t i = 0; i < kinds.size(); i++) {
+        const u64 at = spot->vaddr + i * one, target = r.tramp[kinds[i]] | (machine == EM_ARM ? 1u : 0u);  // Thumb code
+        const std::vector<u8> bytes = arch::encode_island(*isa, at, target);
+        if (std::string why = arch::check_island(*isa, bytes, at, target); !why.empty())
+          throw std::logic_error("internal: the branch island at " + hex(at) + " fails its check: " + why);
+        r.island.bytes.insert(r.island.bytes.end(), bytes.begin(), bytes.end());
+        for (int k = 0; k < 3; k++)
+          if (need[k] && r.tramp[kinds[i]] == r.tramp[k]) config.island[k] = at;
+      }
+      std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+    }
+  }
+  reach.for_each_end([&](const Site& s, arch::CallForm form) {
+    const u64 target = target_of(s);
+    if (!reaches(s, form, target) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]))
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
                "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) + " with " +
                    (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
@@ -269,7 +357,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                     : machine == EM_RISCV ? "auipc+jalr (+-2 GiB)"
                     : machine == EM_ARM   ? "a Thumb bl (+-16 MiB)"
                                           : "a rel32 call (+-2 GiB)") +
-                   ": the binary's segments (.bss included) span more than that, and the shim goes after the last one");
+                   ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
+                   (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
+                          "bytes, up to the next segment's)"
+                        : ""));
   });
   if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, r.tramp[static_cast<int>(SiteKind::mcount) - 1]);
   return r;

@@ -12,6 +12,15 @@
 
 namespace prepatch {
 
+// Branch islands (arch/island.h) after the bytes of an executable segment of the input, which grows
+// to cover them; size 0: none.
+struct Island {
+  u64 vaddr = 0, offset = 0;  // link-time address and file offset of the first
+  u32 segment = 0;            // the program header that grows
+  u64 grown = 0;              // its p_filesz and p_memsz then
+  std::vector<u8> bytes;
+};
+
 struct RuntimeSegment {
   // The segment's bytes but the names: table header and entries, padding, blob image, zeroed .bss.
   // The table's string table (`names`, Discovery::strings) goes in at data offset `names_at`.
@@ -25,6 +34,8 @@ struct RuntimeSegment {
   // RISC-V -pg: the jump to the mcount trampoline that replaces the start of what the sites call
   // (Discovery::mcount_via); len 0 when there is none.
   elf::Patch redirect;
+  // Branch islands for the sites that cannot reach their trampoline (Config::island).
+  Island island;
   // A shared object: its DT_INIT's value, or its first init_array entry's, made the shim's object
   // start, and its DT_FINI's, or its first fini_array entry's, the shim's object end (where it has
   // one); none in an executable.
@@ -71,9 +82,11 @@ u64 runtime_segment_tail(u16 machine);
 
 // Lays out the runtime segment for `elf` at link-time address `vaddr` around the table's header and
 // entries (`table`, TableBuilder::finish) and d.strings, with the Config for discovery `d` (its sites,
-// the binary's own unwinder entry points); `reach` holds the ends of its prepared sites. Throws InputError when a prepared site could not reach its trampoline
-// with its call form (rel32: +-2 GiB; AArch64 bl: +-128 MiB; PPC64 bl: +-32 MiB; RISC-V auipc+jalr:
-// +-2 GiB; Thumb bl: +-16 MiB), or RISC-V's redirect cannot be written.
+// the binary's own unwinder entry points); `reach` holds the ends of its prepared sites. Where sites
+// of a kind cannot reach their trampoline with their call form (AArch64 bl: +-128 MiB; PPC64 bl:
+// +-32 MiB; Thumb bl: +-16 MiB), it places branch islands within their reach (RuntimeSegment::island).
+// Throws InputError when a site reaches neither (nor, on x86-64 and RISC-V, which have no islands,
+// its trampoline: +-2 GiB), or RISC-V's redirect cannot be written.
 RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, const Discovery& d, const Reach& reach);
 
 // The reason `elf` cannot carry the shim (not an executable or a shared object; a shared object of an

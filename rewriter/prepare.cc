@@ -310,11 +310,23 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   // Besides the sites: RISC-V's redirect of what the -pg sites call, a shared object's hooks
   // (DT_INIT or its first init_array entry: the shim's start; DT_FINI or its first fini_array entry: its
-  // end), and gprof's start-up made to return
+  // end), the branch islands (in the padding after the text, which its segment grows over), and
+  // gprof's start-up made to return
   // (rewriter/gprof.h), in file order, merged into the sites' stream.
   std::vector<elf::Patch> extra;
   if (rt.redirect.len) extra.push_back(rt.redirect);
   extra.insert(extra.end(), rt.hooks.begin(), rt.hooks.end());
+  if (!rt.island.bytes.empty()) {
+    w.grow_segment(rt.island.segment, rt.island.grown);
+    for (size_t at = 0; at < rt.island.bytes.size(); at += sizeof elf::Patch::bytes) {
+      elf::Patch& p = extra.emplace_back();
+      p.offset = rt.island.offset + at;
+      p.len = static_cast<u8>(std::min(sizeof p.bytes, rt.island.bytes.size() - at));
+      std::memcpy(p.bytes, rt.island.bytes.data() + at, p.len);
+    }
+    res.messages.push_back(elf.name() + ": sites beyond their call's reach of the shim call it through a branch island at vaddr " +
+                           hex(rt.island.vaddr) + " (" + std::to_string(rt.island.bytes.size()) + " bytes after the text)");
+  }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);
   std::sort(extra.begin(), extra.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });

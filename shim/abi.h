@@ -33,7 +33,7 @@ struct BlobHeader {
 };
 static_assert(sizeof(BlobHeader) == 56);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 3;
+inline constexpr u32 blob_version = 4;  // 3: no Config::island
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -69,8 +69,12 @@ struct Config {
   // A shared object whose finalizer leads to the shim (config_fini_hooked): the link-time address of
   // its own DT_FINI or first fini_array entry before preparing, which the shim calls first (0: none).
   u64 fini;
+  // Branch islands (arch/island.h), by SiteKind - 1: the link-time address of the one a site of that
+  // kind calls when its call form does not reach the kind's trampoline (0: every site reaches it).
+  // Each jumps on to the trampoline, writing only registers the ABI gives call veneers.
+  u64 island[3];
 };
-static_assert(sizeof(Config) == 136);
+static_assert(sizeof(Config) == 160);
 // A RISC-V -pg site's frame (Config::mcount_frames), as the preparer read its function's prologue:
 // bits 0-15 how far above the site's sp the entry's was, bits 16-31 where ra was saved, each in
 // doublewords from the site's sp; 0 where the prologue was not followed (rewriter/sites_riscv64.cc).
@@ -105,8 +109,9 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 3;  // 1: the page held no registry (each object's own runtime or none);
-                                       // 2: no Registry::leave (every object kept loaded)
+inline constexpr u32 runtime_abi = 4;  // 1: the page held no registry (each object's own runtime or none);
+                                       // 2: no Registry::leave (every object kept loaded);
+                                       // 3: Enrollment::config had no `island` (Config before blob_version 4)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).

@@ -62,10 +62,13 @@ prepatch_start:
 // and x30 as the site left them lie first (x29: the function's frame pointer at an mcount site, its
 // caller's at a patchable one), then x0-x9. The graph tracer may replace the saved x9 of a patchable
 // site (its return address) or the slot of an mcount site's frame record with prepatch_tramp_exit.
+// Each starts with `bti c`: a site out of a bl's reach enters through a branch island's `br x16`
+// (arch/aarch64.h encode_island), which a BTI-guarded page allows only onto a landing pad.
 // -pg: an ordinary call, returned from with `ret`.
         .globl prepatch_tramp_mcount
         .type prepatch_tramp_mcount, %function
 prepatch_tramp_mcount:
+        hint #34                                        // bti c
         stp x29, x30, [sp, #-96]!
         mov x29, sp
         SAVE_ARGS
@@ -83,6 +86,7 @@ prepatch_tramp_mcount:
         .globl prepatch_tramp_patchable
         .type prepatch_tramp_patchable, %function
 prepatch_tramp_patchable:
+        hint #34                                        // bti c
         stp x29, x30, [sp, #-96]!
         mov x29, sp
         SAVE_ARGS

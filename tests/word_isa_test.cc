@@ -1,7 +1,7 @@
 // AArch64 and PPC64le: what discovery decodes with Capstone (a `bl` and its target, an AArch64 PLT
 // entry's slot) against the cross objdump over real cross-compiled binaries, what the preparer says of
-// PPC64le's -fpatchable-function-entry (gcc 12 puts the pad before the local entry point), and sites
-// out of a `bl`'s reach.
+// PPC64le's -fpatchable-function-entry (gcc 12 puts the pad before the local entry point). Sites out of
+// a `bl`'s reach: tests/island_test.cc.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -195,21 +195,6 @@ TEST(WordIsa, Ppc64lePadsOfFunctionsWithoutATocSetupAreCounted) {
   std::map<std::string, unsigned long long> counts;
   for (const auto& row : nlohmann::json::parse(c.out)) counts[row["function"]] = row["count"];
   EXPECT_EQ(counts, (std::map<std::string, unsigned long long>{{"pure", 7}})) << c.out;
-}
-
-// A `bl` reaches +-128 MiB and the shim goes after the last segment: a 200 MiB .bss puts it out of
-// reach of every site, and the preparer refuses, naming the site, rather than write a broken binary.
-TEST(WordIsa, SitesOutOfBlReachAreRefused) {
-  TempDir d;
-  write_file(d / "big.c", "static char big[200 << 20];\nint touch(int i) { big[i] = 1; return big[i / 2]; }\n"
-                          "int main(int argc, char** argv) { (void)argv; return touch(argc) - 1; }\n");
-  Proc cc = run({"aarch64-linux-gnu-gcc", "-O2", "-pg", d / "big.c", "-o", d / "big"});
-  ASSERT_EQ(cc.status, 0) << cc.err;
-  Proc r = prepatch({d / "big", "-o", d / "out"});
-  EXPECT_EQ(r.status, 4) << r.err;
-  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
-  EXPECT_FALSE(exists(d / "out"));
 }
 
 }  // namespace

@@ -1,0 +1,243 @@
+// Branch islands: encoding by ISA, and the checker that proves one (arch/island.h).
+#include "arch/island.h"
+
+#include <capstone/capstone.h>
+
+#include <array>
+#include <map>
+#include <stdexcept>
+
+#include "arch/aarch64.h"
+#include "arch/ppc64le.h"
+#include "arch/thumb2.h"
+
+namespace prepatch::arch {
+
+std::vector<u8> encode_island(Isa isa, u64 at, u64 target) {
+  std::vector<u8> out(island_size(isa));
+  switch (isa) {
+    case Isa::aarch64: aarch64::encode_island(at, target, out.data()); break;
+    case Isa::ppc64le: ppc64le::encode_island(at, target, out.data()); break;
+    case Isa::thumb2: thumb2::encode_island(at, target, out.data()); break;
+    default: break;
+  }
+  return out;
+}
+
+unsigned island_size(Isa isa) {
+  return isa == Isa::aarch64 ? aarch64::island_size : isa == Isa::ppc64le ? ppc64le::island_size : isa == Isa::thumb2 ? thumb2::island_size : 0;
+}
+
+unsigned island_align(Isa isa) {
+  return isa == Isa::aarch64 ? aarch64::island_align : isa == Isa::ppc64le ? ppc64le::island_align : isa == Isa::thumb2 ? thumb2::island_align : 0;
+}
+
+namespace {
+
+csh detailed(Isa isa) {
+  static const auto handles = [] {
+    std::array<csh, 3> h{};
+    auto open = [&](size_t i, cs_arch a, int mode) {
+      if (cs_open(a, static_cast<cs_mode>(mode), &h[i]) != CS_ERR_OK) throw std::runtime_error("capstone: cannot open a decoder");
+      cs_option(h[i], CS_OPT_DETAIL, CS_OPT_ON);
+    };
+    open(0, CS_ARCH_ARM64, CS_MODE_LITTLE_ENDIAN);
+    open(1, CS_ARCH_PPC, CS_MODE_64 | CS_MODE_LITTLE_ENDIAN);
+    open(2, CS_ARCH_ARM, CS_MODE_THUMB | CS_MODE_LITTLE_ENDIAN);
+    return h;
+  }();
+  return handles[isa == Isa::aarch64 ? 0 : isa == Isa::ppc64le ? 1 : 2];
+}
+
+// A value: the entry value of register `base` (a Capstone register id) plus `off`, or the constant
+// `off` (base 0, Capstone's "no register" on every ISA here).
+struct Val {
+  unsigned base = 0;
+  u64 off = 0;
+  bool constant() const { return base == 0; }
+  bool operator==(const Val&) const = default;
+};
+
+// The island run on symbolic registers, one instruction at a time.
+class Run {
+ public:
+  Run(Isa isa, std::span<const u8> bytes, u64 at) : isa_(isa), bytes_(bytes), at_(at) {}
+
+  std::string prove(u64 target) {
+    const u64 mask = isa_ == Isa::thumb2 ? 0xffff'ffffu : ~u64{0};
+    u64 pc = at_;
+    for (int step = 0; step < 16; step++) {
+      if (pc < at_ || pc - at_ >= bytes_.size()) return "runs off its bytes at " + hex(pc);
+      std::optional<Val> jump;
+      if (std::string e = execute(pc, jump); !e.empty()) return e;
+      if (!jump) continue;
+      if (!jump->constant() || (jump->off & mask) != (target & mask))
+        return "jumps to " + show(*jump) + ", not to the trampoline at " + hex(target);
+      for (const auto& [r, v] : regs_)
+        if (v != Val{r, 0} && !free(r)) return std::string("leaves ") + name(r) + " changed (" + show(v) + ")";
+      return {};
+    }
+    return "takes more than 16 instructions";
+  }
+
+ private:
+  static std::string hex(u64 v) {
+    char b[24];
+    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+    return b;
+  }
+  const char* name(unsigned r) const { return cs_reg_name(detailed(isa_), r); }
+  std::string show(const Val& v) const { return v.constant() ? hex(v.off) : std::string(name(v.base)) + "+" + hex(v.off); }
+  // The registers every ISA's ABI leaves to a call's veneers.
+  bool free(unsigned r) const {
+    switch (isa_) {
+      case Isa::aarch64: return r == ARM64_REG_X16 || r == ARM64_REG_X17;
+      case Isa::ppc64le: return r == PPC_REG_R12 || r == PPC_REG_CTR;
+      default: return r == ARM_REG_IP;
+    }
+  }
+  Val get(unsigned r) const {
+    auto it = regs_.find(r);
+    return it == regs_.end() ? Val{r, 0} : it->second;
+  }
+  // `n` bytes of the island's own at `addr` (its literal), or nullopt.
+  std::optional<u64> literal(u64 addr, unsigned n) const {
+    if (addr < at_ || addr - at_ + n > bytes_.size()) return std::nullopt;
+    u64 v = 0;
+    for (unsigned i = 0; i < n; i++) v |= u64{bytes_[addr - at_ + i]} << (8 * i);
+    if (n == 4 && isa_ != Isa::thumb2) v = static_cast<u64>(static_cast<i64>(static_cast<int32_t>(v)));
+    return v;
+  }
+  static std::optional<Val> add(Val a, Val b) {
+    if (!a.constant() && !b.constant()) return std::nullopt;
+    return Val{a.base | b.base, a.off + b.off};
+  }
+
+  // Runs the instruction at `pc` (advancing pc); sets `jump` when it is the island's final jump.
+  std::string execute(u64& pc, std::optional<Val>& jump) {
+    const std::span<const u8> rest = bytes_.subspan(pc - at_);
+    const u32 word = rest.size() >= 4 ? static_cast<u32>(rest[0] | rest[1] << 8 | rest[2] << 16 | u32{rest[3]} << 24) : 0;
+    // `bcl 20,31,$+4`, which Capstone 4 reads as bdnzl: LR = the next instruction's address.
+    if (isa_ == Isa::ppc64le && word == 0x429f'0005) {
+      regs_[PPC_REG_LR] = Val{0, pc + 4};
+      pc += 4;
+      return {};
+    }
+    cs_insn* insn = nullptr;
+    if (cs_disasm(detailed(isa_), rest.data(), rest.size(), pc, 1, &insn) != 1) return "holds no instruction at " + hex(pc);
+    const std::string text = hex(pc) + " " + insn->mnemonic + " " + insn->op_str;
+    std::string e;
+    switch (isa_) {
+      case Isa::aarch64: e = aarch64(*insn, word, jump); break;
+      case Isa::ppc64le: e = ppc64le(*insn, jump); break;
+      default: e = thumb2(*insn, pc, jump); break;
+    }
+    pc += insn->size;
+    cs_free(insn, 1);
+    return e.empty() ? e : text + ": " + e;
+  }
+
+  std::string aarch64(const cs_insn& i, u32 word, std::optional<Val>& jump) {
+    const cs_arm64& d = i.detail->arm64;
+    auto reg = [&](int k) { return d.operands[k].type == ARM64_OP_REG ? static_cast<unsigned>(d.operands[k].reg) : 0u; };
+    if (i.id == ARM64_INS_LDR && (word & 0xff00'0000) == 0x5800'0000 && d.op_count == 2 && d.operands[1].type == ARM64_OP_IMM) {
+      auto v = literal(static_cast<u64>(d.operands[1].imm), 8);  // a 64-bit literal load
+      if (!v) return "loads from outside the island";
+      regs_[reg(0)] = Val{0, *v};
+      return {};
+    }
+    if (i.id == ARM64_INS_ADR && d.op_count == 2 && d.operands[1].type == ARM64_OP_IMM) {
+      regs_[reg(0)] = Val{0, static_cast<u64>(d.operands[1].imm)};
+      return {};
+    }
+    if (i.id == ARM64_INS_ADD && (word & 0xffe0'fc00) == 0x8b00'0000 && d.op_count == 3 && reg(1) && reg(2)) {
+      auto v = add(get(reg(1)), get(reg(2)));  // 64-bit, unshifted registers
+      if (!v) return "adds two unknown values";
+      regs_[reg(0)] = *v;
+      return {};
+    }
+    if (i.id == ARM64_INS_BR && d.op_count == 1 && reg(0)) return jump = get(reg(0)), std::string();
+    return "not an instruction an island uses";
+  }
+
+  std::string ppc64le(const cs_insn& i, std::optional<Val>& jump) {
+    const cs_ppc& d = i.detail->ppc;
+    auto reg = [&](int k) { return d.operands[k].type == PPC_OP_REG ? static_cast<unsigned>(d.operands[k].reg) : 0u; };
+    switch (i.id) {
+      case PPC_INS_MFLR: regs_[reg(0)] = get(PPC_REG_LR); return {};
+      case PPC_INS_MTLR: regs_[PPC_REG_LR] = get(reg(0)); return {};
+      case PPC_INS_MTCTR: regs_[PPC_REG_CTR] = get(reg(0)); return {};
+      case PPC_INS_BCTR: jump = get(PPC_REG_CTR); return {};
+      case PPC_INS_ADD: {
+        auto v = add(get(reg(1)), get(reg(2)));
+        if (!v) return "adds two unknown values";
+        regs_[reg(0)] = *v;
+        return {};
+      }
+      case PPC_INS_STD:
+      case PPC_INS_LD: {
+        if (d.op_count != 2 || d.operands[1].type != PPC_OP_MEM) return "not a plain displacement form";
+        const Val base = get(d.operands[1].mem.base);
+        const u64 addr = base.off + static_cast<u64>(static_cast<i64>(d.operands[1].mem.disp));
+        if (i.id == PPC_INS_STD) {
+          // Only into the red zone below the entry's r1, which no one holds at a call or an entry.
+          const i64 below = static_cast<i64>(addr);
+          if (base.base != PPC_REG_R1 || below >= 0 || below < -288) return "stores outside the red zone below r1";
+          stack_[addr] = get(reg(0));
+          return {};
+        }
+        if (base.constant()) {
+          auto v = literal(addr, 8);
+          if (!v) return "loads from outside the island";
+          regs_[reg(0)] = Val{0, *v};
+        } else if (auto it = stack_.find(addr); base.base == PPC_REG_R1 && it != stack_.end()) {
+          regs_[reg(0)] = it->second;
+        } else {
+          return "loads what it did not store";
+        }
+        return {};
+      }
+      default: return "not an instruction an island uses";
+    }
+  }
+
+  std::string thumb2(const cs_insn& i, u64 pc, std::optional<Val>& jump) {
+    const cs_arm& d = i.detail->arm;
+    auto reg = [&](int k) { return d.operands[k].type == ARM_OP_REG ? static_cast<unsigned>(d.operands[k].reg) : 0u; };
+    // Reading pc gives the instruction's address + 4.
+    auto read = [&](unsigned r) { return r == ARM_REG_PC ? Val{0, pc + 4} : get(r); };
+    if (i.id == ARM_INS_LDR && d.op_count == 2 && d.operands[1].type == ARM_OP_MEM && d.operands[1].mem.base == ARM_REG_PC &&
+        d.operands[1].mem.index == ARM_REG_INVALID && !d.writeback) {
+      auto v = literal(((pc + 4) & ~u64{3}) + static_cast<u64>(static_cast<i64>(d.operands[1].mem.disp)), 4);
+      if (!v) return "loads from outside the island";
+      regs_[reg(0)] = Val{0, *v};
+      return {};
+    }
+    if (i.id == ARM_INS_ADD && (d.op_count == 2 || d.op_count == 3) && reg(0) && reg(1) && !d.update_flags) {
+      const unsigned a = d.op_count == 2 ? reg(0) : reg(1), b = d.op_count == 2 ? reg(1) : reg(2);
+      if (!b || d.operands[d.op_count - 1].shift.type != ARM_SFT_INVALID) return "not a plain register add";
+      auto v = add(read(a), read(b));
+      if (!v) return "adds two unknown values";
+      regs_[reg(0)] = Val{v->base, v->off & 0xffff'ffffu};
+      return {};
+    }
+    if (i.id == ARM_INS_BX && d.op_count == 1 && reg(0)) return jump = read(reg(0)), std::string();
+    return "not an instruction an island uses";
+  }
+
+  Isa isa_;
+  std::span<const u8> bytes_;
+  u64 at_;
+  std::map<unsigned, Val> regs_;  // the registers written so far
+  std::map<u64, Val> stack_;      // stores, by offset from the entry's r1
+};
+
+}  // namespace
+
+std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target) {
+  if (!island_size(isa)) return "this ISA has no branch islands";
+  if (at % island_align(isa)) return "misaligned";
+  return Run(isa, bytes, at).prove(target);
+}
+
+}  // namespace prepatch::arch

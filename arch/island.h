@@ -1,0 +1,33 @@
+// Branch islands (veneers): a few instructions the preparer places within a site's reach when the
+// shim's trampoline for it lies beyond what the site's call form reaches (a large .bss between the
+// text and the shim, which goes after every segment). The site then calls the island, which jumps on
+// to the trampoline. Each ISA's island is encoded in its own header (aarch64.h, ppc64le.h, thumb2.h);
+// x86-64's and RISC-V's calls reach +-2 GiB and have none.
+//
+// The checker here proves an island before it is written, as arch/check.h proves plans: it decodes
+// every instruction with Capstone and runs them on symbolic registers (each one's value at the
+// island's entry, plus a constant), and requires that the island ends in a jump to exactly `target`,
+// that it reads no memory but its own literal and what it saved itself, and that every register but
+// the ones the ABI gives call veneers holds its entry value again by then (LR included: the
+// trampoline reads the site's return address from it).
+#pragma once
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "arch/plan.h"
+
+namespace prepatch::arch {
+
+// The island of `isa` at `at` jumping to `target` (Thumb-2: a Thumb address, bit 0 set); empty when
+// the ISA has none.
+std::vector<u8> encode_island(Isa isa, u64 at, u64 target);
+// Its size and alignment (0 when the ISA has none).
+unsigned island_size(Isa isa);
+unsigned island_align(Isa isa);
+
+// Empty when `bytes` at `at` provably jump to `target` as above; else what breaks that.
+std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target);
+
+}  // namespace prepatch::arch

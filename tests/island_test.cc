@@ -1,0 +1,195 @@
+// Branch islands (arch/island.h): the checker proves every ISA's island at a spread of distances and
+// catches broken ones; and sites a 1 GiB .bss puts beyond their call's reach of the shim call it
+// through an island, on AArch64, PPC64le and Thumb-2, traced under qemu call by call.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "arch/island.h"
+#include "arch/isa.h"
+#include "elf/elf.h"
+#include "support.h"
+
+namespace prepatch::test {
+namespace {
+
+using arch::Isa;
+
+constexpr Isa island_isas[] = {Isa::aarch64, Isa::ppc64le, Isa::thumb2};
+
+// Islands near and far from their trampoline, both ways, at the ends of the address space (Thumb-2:
+// the 32-bit one, its targets with the Thumb bit).
+TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
+  for (Isa isa : island_isas) {
+    SCOPED_TRACE(std::string(arch::isa_name(isa)));
+    const bool t32 = isa == Isa::thumb2;
+    const u64 top = t32 ? 0xffff'f000u : 0x7fff'ffff'f000u;
+    const u64 ats[] = {0x1000, 0x10'0000, 0x7e5'0000 + 8 * arch::island_align(isa), top - 0x100};
+    const i64 distances[] = {16, -16, 1 << 20, -(1 << 20), i64{200} << 20, -(i64{200} << 20), i64{3} << 30, -(i64{3} << 30), i64{5} << 30};
+    for (u64 at : ats)
+      for (i64 d : distances) {
+        u64 target = at + static_cast<u64>(d);
+        if (t32) target = (target & 0xffff'fffeu) | 1;
+        const std::vector<u8> b = arch::encode_island(isa, at, target);
+        ASSERT_EQ(b.size(), arch::island_size(isa));
+        EXPECT_EQ(arch::check_island(isa, b, at, target), "") << "at 0x" << std::hex << at << " to 0x" << target;
+        // And it goes there only: the same bytes do not prove a jump anywhere else.
+        EXPECT_NE(arch::check_island(isa, b, at, target + 4), "");
+      }
+    EXPECT_EQ(arch::check_island(isa, arch::encode_island(isa, 0x1000, 0x2001), 0x1001, 0x2001), "misaligned");
+  }
+  EXPECT_EQ(arch::island_size(Isa::x86_64), 0u);
+  EXPECT_EQ(arch::island_size(Isa::riscv64), 0u);
+}
+
+// One instruction word of an island replaced.
+std::vector<u8> with_word(std::vector<u8> b, size_t at, u32 w, unsigned len = 4) {
+  for (unsigned i = 0; i < len; i++) b[at + i] = static_cast<u8>(w >> (8 * i));
+  return b;
+}
+
+// Islands that would jump right but break the ABI, or jump wrong, are each refused with the reason.
+TEST(Island, TheCheckerCatchesABrokenIsland) {
+  const u64 at = 0x1000, far = 0x4000'1000;
+  const auto a64 = arch::encode_island(Isa::aarch64, at, far), ppc = arch::encode_island(Isa::ppc64le, at, far),
+             t2 = arch::encode_island(Isa::thumb2, at, far | 1);
+  struct Case {
+    Isa isa;
+    std::vector<u8> bytes;
+    u64 target;
+    std::string expect;
+  };
+  const Case cases[] = {
+      // AArch64: the literal's address in x0 (an argument register), the jump through x17 (that
+      // address), a literal beyond the island.
+      {Isa::aarch64, with_word(with_word(a64, 4, 0x1000'0060), 8, 0x8b00'0210), far, "leaves x0 changed"},
+      {Isa::aarch64, with_word(a64, 12, 0xd61f'0220), far, "jumps to 0x1010"},
+      {Isa::aarch64, with_word(a64, 0, 0x5800'0110), far, "loads from outside the island"},
+      // PPC64le: LR given back from the wrong register, r11 reloaded from where it was not saved, the
+      // save outside the red zone, and no `mtlr` at all (the trampoline would see the island's LR).
+      {Isa::ppc64le, with_word(ppc, 16, 0x7d68'03a6), far, "leaves lr changed"},
+      {Isa::ppc64le, with_word(ppc, 28, 0xe961'fff0), far, "loads what it did not store"},
+      {Isa::ppc64le, with_word(ppc, 0, 0xf961'0008), far, "stores outside the red zone below r1"},
+      {Isa::ppc64le, with_word(ppc, 16, 0x6000'0000), far, "not an instruction an island uses"},
+      // Thumb-2: the jump through r3, and a literal one halfword off.
+      {Isa::thumb2, with_word(t2, 6, 0x4718, 2), far | 1, "jumps to r3+0x0"},
+      {Isa::thumb2, with_word(t2, 8, static_cast<u32>(far | 1) - (at + 8) + 2), far | 1, "jumps to 0x40001003"},
+  };
+  for (const Case& c : cases) {
+    const std::string why = arch::check_island(c.isa, c.bytes, at, c.target);
+    EXPECT_NE(why.find(c.expect), std::string::npos) << arch::isa_name(c.isa) << ": " << why;
+  }
+}
+
+// A program whose 1 GiB .bss lies between its text and the shim, which goes after every segment:
+// leaf() is called 2n times from mid(), n times from main.
+constexpr const char* big_bss_program = R"(#include <stdio.h>
+#include <stdlib.h>
+static char big[1 << 30];
+__attribute__((noinline)) int leaf(int i) { big[i] += (char)i; return big[i]; }
+__attribute__((noinline)) int mid(int i) { return leaf(i) + leaf(i + (1 << 29)); }
+int main(int argc, char** argv) {
+  int n = atoi(argv[1]), s = 0;
+  for (int i = 0; i < n; i++) s += mid(i);
+  printf("%d\n", s);
+  return argc - 2;
+}
+)";
+
+struct BigBss {
+  std::string isa, cc, flags;
+  bool graph;  // the ISA has the graph tracer
+};
+
+class IslandBigBss : public ::testing::TestWithParam<BigBss> {};
+
+// Every site is out of its call's reach of the shim (+-128 MiB, +-32 MiB, +-16 MiB), so each call
+// goes through the island: counted exactly, and under graph (where the ISA has it) nested as called.
+// Thumb-2's is not a PIE here: qemu-arm loads a PIE at 0x40000000, where a 1 GiB .bss covers the
+// address the runtimes of prepared objects meet at.
+TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
+  const BigBss& p = GetParam();
+  TempDir d;
+  write_file(d / "big.c", big_bss_program);
+  std::vector<std::string> cc = {p.cc, "-O2"};
+  for (std::istringstream f(p.flags); f;)
+    if (std::string w; f >> w) cc.push_back(w);
+  cc.insert(cc.end(), {d / "big.c", "-o", d / "big"});
+  Proc c = run(cc);
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc r = prepatch({d / "big", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through a branch island at vaddr"), std::string::npos) << r.err;
+  const TestBinary bin{.isa = p.isa};
+  const int n = 5;
+  Proc o = run(bin.exec(d / "big", {std::to_string(n)}));
+  ASSERT_EQ(o.status, 0) << o.err;
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {std::to_string(n)})));
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(t.out, o.out);
+  EXPECT_EQ(t.err, "");
+  Proc counts = prepatch({"counts", d / "out", d / "c", "--json"});
+  ASSERT_EQ(counts.status, 0) << counts.err;
+  std::map<std::string, unsigned long long> got;
+  for (const auto& row : nlohmann::json::parse(counts.out)) got[row["function"]] = row["count"];
+  EXPECT_EQ(got, (std::map<std::string, unsigned long long>{{"main", 1}, {"mid", n}, {"leaf", 2 * n}})) << counts.out;
+  if (!p.graph) return;
+  Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(d / "out", {std::to_string(n)})));
+  EXPECT_EQ(g.status, 0) << g.err;
+  EXPECT_EQ(g.out, o.out);
+  Proc replay = prepatch({"replay", d / "t.trace"});
+  ASSERT_EQ(replay.status, 0) << replay.err;
+  // main() { then n times: mid() { leaf(); leaf(); } /* mid */, then } /* main */.
+  std::string shape;
+  std::smatch m;
+  for (std::string rest = replay.out; std::regex_search(rest, m, std::regex("\\| ( *)(\\w+\\(\\) \\{|\\w+\\(\\);|\\} /\\* \\w+ \\*/)")); rest = m.suffix())
+    shape += std::to_string(m[1].length() / 2) + m[2].str() + "\n";
+  std::string expect = "0main() {\n";
+  for (int i = 0; i < n; i++) expect += "1mid() {\n2leaf();\n2leaf();\n1} /* mid */\n";
+  expect += "0} /* main */\n";
+  EXPECT_EQ(shape, expect) << replay.out;
+}
+
+// With the padding after the text not zeros (bytes no header describes, which the preparer leaves
+// alone), there is no room for an island: the preparer refuses, naming the site and why, and writes
+// nothing.
+TEST(Island, NoRoomForAnIslandIsRefusedSayingWhy) {
+  TempDir d;
+  write_file(d / "big.c", big_bss_program);
+  Proc c = run({"aarch64-linux-gnu-gcc", "-O2", "-pg", d / "big.c", "-o", d / "big"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::string bytes = read_file(d / "big");
+  u64 text_end = 0;  // the executable PT_LOAD's file end
+  {
+    elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
+    for (const elf::Segment& s : e.segments())
+      if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
+  }
+  ASSERT_GT(text_end, 0u);
+  ASSERT_EQ(bytes.substr(text_end, 64), std::string(64, '\0'));
+  bytes.replace(text_end, 64, std::string(64, '\xff'));
+  write_file(d / "nopad", bytes, 0755);
+  Proc r = prepatch({d / "nopad", "-o", d / "out"});
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
+  EXPECT_FALSE(exists(d / "out"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
+                         ::testing::Values(BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg", true},
+                                           BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2", true},
+                                           BigBss{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg", true},
+                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg -no-pie", false},
+                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie", false}),
+                         [](const auto& i) {
+                           std::string s = i.param.isa + "_" + i.param.flags;
+                           for (char& ch : s)
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace prepatch::test
