@@ -36,6 +36,12 @@ inline u64 load_le(const u8* p, unsigned n) {
 // relocations): ELF64's on the 64-bit ISAs, ELF32's on ARM32, where an address is 4 bytes. Offsets
 // and sizes from the ELF specification; ELF64 ISAs relocate with Rela, ARM with Rel.
 using uptr = unsigned long;  // an address, as wide as a pointer
+// A pointer's address as a u64, zero-extended: gcc sign-extends a 32-bit pointer cast straight to u64,
+// so on ARM32 an address above 2 GiB would match no address read from a register or a table.
+template <class T>
+inline u64 addr_of(T* p) {
+  return reinterpret_cast<uptr>(p);
+}
 namespace elfc {
 inline constexpr bool is64 = sizeof(uptr) == 8;
 inline constexpr unsigned word = sizeof(uptr);                             // Elf_Addr, Elf_Off; a Dyn is two

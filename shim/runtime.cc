@@ -273,6 +273,18 @@ void find_extent(Object& o) {
   o.lo = lo, o.span = lo < hi && hi - o.bias < rec_caller_unknown ? hi - lo : 0;
 }
 
+// Whether one of the loaded segments of `o` covers the run-time address `a` (its pages included),
+// computed in the address width.
+bool covers(const Object& o, uptr a) {
+  for (u64 p = 0; p < o.phnum; p++) {
+    const u8* ph = o.phdr + p * elfc::phdr_size;
+    if (load_le(ph, 4) != 1 /* PT_LOAD */) continue;
+    const uptr start = static_cast<uptr>(load_le(ph + elfc::p_vaddr, elfc::word) + o.bias), v = start & ~uptr{4095};
+    if (a - v < start + static_cast<uptr>(load_le(ph + elfc::p_memsz, elfc::word)) - v) return true;
+  }
+  return false;
+}
+
 // The process's state: one object in .bss, zero at start. One control channel, one trap handler, one
 // sync, one trace file, however many objects.
 struct State {
@@ -526,7 +538,7 @@ void trace_call(const SiteHashSlot* s, const TracedCall& c) {
   // A frame whose key a new call reuses was left without a return (longjmp) and is dropped, unless the
   // call returns through the trampoline already: then a traced function tail-called this one, whose
   // return goes through the trampoline twice (its frame, then the tail-caller's).
-  const bool tail_call = *c.ra == reinterpret_cast<u64>(prepatch_tramp_exit);
+  const bool tail_call = *c.ra == addr_of(prepatch_tramp_exit);
 #if defined(__aarch64__)
   t->shadow.drop_dead_tagged(c.key, c.tag, tail_call, unwound);
 #else
@@ -545,13 +557,13 @@ void trace_call(const SiteHashSlot* s, const TracedCall& c) {
     if (mark || t->pending) {
       f.mark = mark;
       if (!enter_marked(t, f, depth, c.args_at)) return;  // too deep: this call is not traced
-      *c.ra = reinterpret_cast<u64>(prepatch_tramp_exit);
+      *c.ra = addr_of(prepatch_tramp_exit);
       return;
     }
   }
   if (!t->shadow.push(f)) return;  // too deep: this call is not traced
   emit(t, rec_entry, s->value, depth);
-  *c.ra = reinterpret_cast<u64>(prepatch_tramp_exit);
+  *c.ra = addr_of(prepatch_tramp_exit);
 }
 
 // The graph tracer's exit of the frame `f`, popped (`found`: else the return cannot be resolved), with
@@ -569,14 +581,14 @@ u64 trace_return(Thread* t, bool found, const ShadowFrame& f, u64 value) {
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
-  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
+  if (site_end == addr_of(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
   const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
   if (!s || !g.threads) return;
   // The traced function's return address: at the site's stack pointer, or for an mcount site (called
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.
   u64* slot = reinterpret_cast<u64*>(kind == static_cast<u64>(arch::SiteKind::mcount) ? fp + 8 : sp);
-  trace_call(s, {slot, reinterpret_cast<u64>(slot), 0, 0, sp});
+  trace_call(s, {slot, addr_of(slot), 0, 0, sp});
 }
 
 // Called by the exit trampoline with the stack pointer a traced function returned with (just above its
@@ -595,7 +607,7 @@ extern "C" u64 prepatch_on_exit(u64 sp) {
 extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)
-    t->shadow.relink(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
+    t->shadow.relink(sp, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 #else
 // Called by the count trampolines (shim/entry_arm.S) with the site's end (the return address of its
@@ -604,7 +616,7 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 extern "C" void prepatch_count(uptr site_end) {
   if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_count)>(prepatch_forward_to[0])(site_end);
 #if defined(__arm__)  // (RISC-V64's self-test call is told apart in site_to_trace, before any tracer)
-  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
+  if (site_end == addr_of(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
 #endif
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
   if (const SiteHashSlot* s = h ? h->find(site_end) : nullptr)
@@ -619,7 +631,7 @@ namespace {
 const SiteHashSlot* site_to_trace(uptr site_end, uptr kind, u64* saved) {
   if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_on_site)>(prepatch_forward_to[0])(site_end, kind, saved), nullptr;
 #if defined(__riscv)
-  if (site_end == reinterpret_cast<u64>(prepatch_selftest_site) + selftest_len) return g.selftest_calls++, nullptr;
+  if (site_end == addr_of(prepatch_selftest_site) + selftest_len) return g.selftest_calls++, nullptr;
 #endif
   if (g.tracer == Tracer::count) return prepatch_count(site_end), nullptr;
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
@@ -651,7 +663,7 @@ extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
       if (code[k] == arch::aarch64::pacibsp) return;
       pac = code[k] == arch::aarch64::paciasp;
     }
-    return trace_call(s, {&saved[11], reinterpret_cast<u64>(saved + 12), fp, pac, reinterpret_cast<u64>(saved + 2)});
+    return trace_call(s, {&saved[11], addr_of(saved + 12), fp, pac, addr_of(saved + 2)});
   }
   // The return address the frame record holds differs from the one the site passed in x0 (stripped by
   // xpaclri) where the function signed it (pac-ret): its exit cannot be hooked, and under graph the
@@ -684,7 +696,7 @@ extern "C" u64 prepatch_on_exit(u64 sp, u64 fp, u64 value) {
 extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
   const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
   if (!s) return;
-  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[14], saved[0] + 16, 0, 0, reinterpret_cast<u64>(saved + 4)});
+  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[14], saved[0] + 16, 0, 0, addr_of(saved + 4)});
   const u64 entry_r1 = *reinterpret_cast<const u64*>(saved[0]);
   trace_call(s, {reinterpret_cast<u64*>(entry_r1 + 16), entry_r1 + 16, 0, 0, 0});
 }
@@ -705,7 +717,7 @@ extern "C" u64 prepatch_on_exit(u64 sp, u64 value) {
 extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)
-    t->shadow.relink(sp + 17, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
+    t->shadow.relink(sp + 17, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 #endif
 
@@ -737,12 +749,12 @@ u32 mcount_frame(u64 site) {
 extern "C" void prepatch_on_site(uptr site_end, uptr kind, u64* saved) {
   const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
   if (!s) return;
-  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[8], reinterpret_cast<u64>(saved + 10), 0, 0, reinterpret_cast<u64>(saved)});
+  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) return trace_call(s, {&saved[8], addr_of(saved + 10), 0, 0, addr_of(saved)});
   if (g.tracer == Tracer::function) return trace_call(s, {&saved[0], 0, 0, 0, 0});
   const u32 frame = mcount_frame(s->value);
-  const u64 sp = reinterpret_cast<u64>(saved + 10);
+  const u64 sp = addr_of(saved + 10);
   auto* slot = reinterpret_cast<u64*>(sp + mcount_frame_ra(frame));
-  if (frame && *slot == saved[0]) trace_call(s, {slot, sp + mcount_frame_entry_sp(frame), 0, reinterpret_cast<u64>(slot), 0});
+  if (frame && *slot == saved[0]) trace_call(s, {slot, sp + mcount_frame_entry_sp(frame), 0, addr_of(slot), 0});
 }
 
 // Called by the exit trampoline with the stack pointer a traced function returned with and its return
@@ -762,7 +774,7 @@ extern "C" u64 prepatch_on_exit(u64 sp, u64 value) {
 extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)
-    t->shadow.relink_scan(sp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
+    t->shadow.relink_scan(sp, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 #endif
 
@@ -772,7 +784,7 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 extern "C" void prepatch_unwind(u64 sp, u64 fp, u64 to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)
-    t->shadow.relink_records(sp, fp, reinterpret_cast<u64>(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); },
+    t->shadow.relink_records(sp, fp, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); },
                              sys::pac_sign);
 }
 #endif
@@ -866,11 +878,11 @@ bool enroll_with(const Registry& reg, char* why, u32 size) {
   Enrollment e{};
   e.size = sizeof e;
   e.bias = g.obj.bias;
-  e.phdr = reinterpret_cast<u64>(g.obj.phdr), e.phnum = g.obj.phnum;
-  e.path = reinterpret_cast<u64>(g.obj.path);
-  e.config = reinterpret_cast<u64>(&prepatch_config);
+  e.phdr = addr_of(g.obj.phdr), e.phnum = g.obj.phnum;
+  e.path = addr_of(g.obj.path);
+  e.config = addr_of(&prepatch_config);
   forwarding_trampolines(e.tramp);
-  e.forward_to = reinterpret_cast<u64>(prepatch_forward_to);
+  e.forward_to = addr_of(prepatch_forward_to);
   return reinterpret_cast<bool (*)(const Enrollment*, char*, u32)>(reg.enroll)(&e, why, size);
 }
 
@@ -889,12 +901,19 @@ Claim claim_process(char** envp) {
     if (g.asked) say(shared ? "this shared object's sites stay off: " : "this program's sites stay off: ", why);
     return Claim::off;
   };
+  // The meeting address inside this object's own mapping (under qemu-arm, which loads a 32-bit PIE at
+  // 0x40000000, a .bss of 1 GiB or more covers it): no runtime can meet another there. An executable's
+  // serves alone, as where the kernel cannot map without replacing; a shared object's stays off.
+  if (covers(g.obj, rendezvous_page)) {
+    if (shared) return stand_down("its own mapping covers the address where the runtimes of prepared objects meet (docs/SHIM.md)");
+    return Claim::serve;
+  }
   const long r = call(sys::nr_mmap, static_cast<long>(rendezvous_page), 4096, sys::prot_read | sys::prot_write,
                       sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
   if (static_cast<u64>(r) == rendezvous_page) {
     auto* page = reinterpret_cast<Registry*>(rendezvous_page);
-    page->enroll = reinterpret_cast<u64>(&enroll);
-    page->leave = reinterpret_cast<u64>(&leave);
+    page->enroll = addr_of(&enroll);
+    page->leave = addr_of(&leave);
     // The magic, a number (a string copied to a constant address makes some compilers keep that
     // address, minus the string's, in a table the blob could not relocate), comes once this runtime
     // has started (start()).
@@ -1025,14 +1044,14 @@ extern "C" void prepatch_init(uptr* sp) {
   // variable is read, no handler installed, no file created; the program runs as if unprepared, with
   // every site a nop (SECURITY.md).
   if (secure) return;
-  g.obj.bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  g.obj.bias = addr_of(__shim_base) - prepatch_config.blob_vaddr;
   g.main = {g.obj.phdr, g.obj.phnum, g.obj.bias};
   // A static binary starts without a thread pointer; the tracers read %fs:0 (and the tid glibc keeps
   // in its thread block) from the first traced call on, so until the C library sets its own, it is ours.
 #if defined(__x86_64__)
   u64 fs = 0;
   if (call(sys::nr_arch_prctl, 0x1003 /* ARCH_GET_FS */, reinterpret_cast<long>(&fs)) == 0 && fs == 0) {
-    *reinterpret_cast<u64*>(early_tcb) = reinterpret_cast<u64>(early_tcb);
+    *reinterpret_cast<u64*>(early_tcb) = addr_of(early_tcb);
     *reinterpret_cast<u32*>(early_tcb + glibc_tid_offset) = static_cast<u32>(call(sys::nr_gettid));
     call(sys::nr_arch_prctl, 0x1002 /* ARCH_SET_FS */, reinterpret_cast<long>(early_tcb));
   }
@@ -1063,7 +1082,7 @@ bool read_auxv(State::Program& main, bool& secure) {
   // The executable's bias: where its PT_PHDR ended up against where it was linked (0 without one: a
   // static executable, which lists no loaded objects anyway).
   if (const u8* ph = find_phdr(main.phdr, main.phnum, 6 /* PT_PHDR */))
-    main.bias = reinterpret_cast<u64>(main.phdr) - load_le(ph + elfc::p_vaddr, elfc::word);
+    main.bias = addr_of(main.phdr) - load_le(ph + elfc::p_vaddr, elfc::word);
   return true;
 }
 
@@ -1092,7 +1111,7 @@ bool pin_object() {
 // object's constructors. The shim starts as in an executable, its program headers those the preparer
 // recorded; then the object's own DT_INIT runs, whatever happened here.
 extern "C" void prepatch_object_init(int argc, char** argv, char** envp) {
-  const u64 bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  const u64 bias = addr_of(__shim_base) - prepatch_config.blob_vaddr;
   const long data = reinterpret_cast<long>(__shim_data);
   if (call(sys::nr_mprotect, data, reinterpret_cast<long>(__shim_mem_end) - data, sys::prot_read | sys::prot_write) == 0) {
     bool secure = true;
@@ -1116,10 +1135,10 @@ extern "C" void prepatch_object_init(int argc, char** argv, char** envp) {
 // object whose runtime serves the process is kept loaded (serve()): this runs at exit only, and leaves
 // everything as it is for the finalizers still to run.
 extern "C" void prepatch_object_fini() {
-  const u64 bias = reinterpret_cast<u64>(__shim_base) - prepatch_config.blob_vaddr;
+  const u64 bias = addr_of(__shim_base) - prepatch_config.blob_vaddr;
   if (prepatch_config.fini) reinterpret_cast<void (*)()>(prepatch_config.fini + bias)();
   if (const u64 leave = g.leave) {
     g.leave = 0;
-    reinterpret_cast<void (*)(u64)>(leave)(reinterpret_cast<u64>(prepatch_forward_to));
+    reinterpret_cast<void (*)(u64)>(leave)(addr_of(prepatch_forward_to));
   }
 }
