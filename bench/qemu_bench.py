@@ -16,6 +16,8 @@ calls of a function that calls; built with the ISA's cross gcc -O2 three ways:
 Each case runs --runs times, interleaved; the median CPU time (user + system, qemu's own included) of
 each is printed, with the cost per call above plain as a ratio of plain's whole per-call time.
 Thumb-2 has no `function` and `graph` tracers yet (issue 29, item 1): "-" there.
+The rows marked "far" build the same program with a 1 GiB .bss, which puts the shim beyond a bl's
+reach of every site: each call goes through a branch island (arch/island.h) to the trampoline.
 Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000]
 Not a test: nothing here asserts a time.
 """
@@ -32,13 +34,19 @@ int main(int argc, char** argv) {
 }
 """
 
+# The same with a 1 GiB .bss between the text and the shim (written once, so that gcc keeps it).
+PROGRAM_FAR = PROGRAM.replace("int main(", "static char far_bss[1 << 30];\nint main(").replace(
+    'printf("%lu %u\\n", fib(24), h);', 'far_bss[n % sizeof far_bss] = (char)h;\n  printf("%lu %u %d\\n", fib(24), h, far_bss[n % 7]);')
+assert PROGRAM_FAR.count("far_bss") == 4
+
 QEMU = {"aarch64": ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"], "ppc64le": ["qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"],
         "riscv64": ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"], "thumb2": ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]}
 CC = {"aarch64": "aarch64-linux-gnu-gcc", "ppc64le": "powerpc64le-linux-gnu-gcc", "riscv64": "riscv64-linux-gnu-gcc",
       "thumb2": "arm-linux-gnueabihf-gcc"}
 # ISA, the flags of its hooks
 BUILDS = [("aarch64", "-pg"), ("aarch64", "-fpatchable-function-entry=2"), ("ppc64le", "-pg"), ("riscv64", "-pg"),
-          ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3")]
+          ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3"),
+          ("aarch64", "-pg far"), ("ppc64le", "-pg far"), ("thumb2", "-pg far")]
 FIB_CALLS = 150049  # fib(24)'s calls
 TRACERS = {"aarch64", "ppc64le", "riscv64"}  # the ISAs whose shim has the function and graph tracers
 
@@ -69,16 +77,20 @@ def main():
                ("function", "hooked"), ("graph", "hooked")]
     print(f"{'ISA and sites':38s}" + "".join(f"{a + '/' + b:>16s}" for a, b in columns))
     with tempfile.TemporaryDirectory(prefix="prepatch-qemu-bench-") as d:
-        src = os.path.join(d, "calls.c")
-        with open(src, "w") as f:
-            f.write(PROGRAM)
-        for isa, flag in BUILDS:
-            name, cc, qemu = f"{isa} {flag}", CC[isa], QEMU[isa]
+        for far, text in ((False, PROGRAM), (True, PROGRAM_FAR)):
+            with open(os.path.join(d, "far.c" if far else "calls.c"), "w") as f:
+                f.write(text)
+        for isa, flags in BUILDS:
+            far = flags.endswith(" far")
+            flag, src = flags.removesuffix(" far"), os.path.join(d, "far.c" if far else "calls.c")
+            name, cc, qemu = f"{isa} {flags}", CC[isa], QEMU[isa]
             tag = name.replace(" ", "_").replace("=", "")
             plain, hooked, prepared = (os.path.join(d, f"{tag}-{k}") for k in ("plain", "hooked", "prepared"))
             subprocess.run([cc, "-O2", src, "-o", plain], check=True)
             subprocess.run([cc, "-O2", flag, src, "-o", hooked], check=True)
-            subprocess.run([a.prepatch, "-q", hooked, "-o", prepared], check=True)
+            prep = subprocess.run([a.prepatch, hooked, "-o", prepared], capture_output=True, text=True, check=True)
+            if far != ("branch island" in prep.stderr):
+                raise SystemExit(f"{name}: expected {'a' if far else 'no'} branch island:\n{prep.stderr}")
             trace = os.path.join(d, tag + ".trace")
             cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
                      "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
