@@ -72,10 +72,11 @@ std::optional<Island> island_spot(const elf::Elf& elf, u64 size, u64 align, Fits
   const auto down = [&](u64 v) { return v / big_page * big_page; };
   for (const elf::Segment& s : segs) {
     if (s.type != PT_LOAD || !(s.flags & PF_X) || s.filesz != s.memsz || s.filesz == 0) continue;
-    const u64 at = align_up(s.vaddr + s.filesz, align), off = s.offset + (at - s.vaddr), end = at + size;
-    if (off + size > elf.bytes().size()) continue;
+    // The segment grows over [from, off + size): the alignment before the islands, then the islands.
+    const u64 at = align_up(s.vaddr + s.filesz, align), off = s.offset + (at - s.vaddr), end = at + size, from = s.offset + s.filesz;
+    if (s.vaddr + s.filesz < s.vaddr || at < s.vaddr + s.filesz || from < s.offset || off < from || off + size > elf.bytes().size()) continue;
     bool free = true, followed = false;
-    const auto overlaps = [&](u64 lo, u64 hi) { return lo < off + size && off < hi; };
+    const auto overlaps = [&](u64 lo, u64 hi) { return lo < off + size && from < hi; };
     for (const elf::Segment& q : segs) {
       if (q.index == s.index) continue;
       if (q.filesz && overlaps(q.offset, q.offset + q.filesz)) free = false;
@@ -89,7 +90,7 @@ std::optional<Island> island_spot(const elf::Elf& elf, u64 size, u64 align, Fits
         overlaps(0, elf.codec().is64 ? 64 : 52))
       free = false;
     if (!free || !followed) continue;
-    const auto bytes = elf.bytes().subspan(off, size);
+    const auto bytes = elf.bytes().subspan(from, off + size - from);
     if (std::any_of(bytes.begin(), bytes.end(), [](u8 b) { return b != 0; })) continue;
     Island i{at, off, s.index, end - s.vaddr, {}};
     if (fits(i)) return i;
