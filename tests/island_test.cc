@@ -152,6 +152,36 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   EXPECT_EQ(shape, expect) << replay.out;
 }
 
+// PPC64le -fpatchable-function-entry: only functions without a TOC setup have their pads prepared
+// (tests/word_isa_test.cc), and their site is at the function's entry, where the island keeps r11
+// (a nested function's static chain) in the red zone below r1 and gives it back. `pure` uses no
+// global data; main, which touches the 1 GiB .bss, is skipped. Static, as in word_isa_test.cc: built
+// dynamic, this program crashes unprepared under qemu (gcc 12 puts main's pad before its TOC setup).
+TEST(Island, Ppc64lePatchableSitesCallThroughTheIsland) {
+  TempDir d;
+  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\nstatic char big[1 << 30];\n"
+                        "__attribute__((noinline)) double pure(double a, int b) { return a * b; }\n"
+                        "int main(int argc, char** argv) { int n = atoi(argv[1]); double s = 0;\n"
+                        "  for (int i = 0; i < n; i++) s += pure(1.5, i);\n"
+                        "  big[n] = (char)n; printf(\"%.1f %d\\n\", s, big[n / 2]); return argc - 2; }\n");
+  Proc cc = run({"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static", d / "p.c", "-o", d / "p"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  Proc r = prepatch({d / "p", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through a branch island at vaddr"), std::string::npos) << r.err;
+  const TestBinary ppc{.isa = "ppc64le"};
+  Proc o = run(ppc.exec(d / "p", {"7"}));
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, ppc.exec(d / "out", {"7"})));
+  EXPECT_EQ(o.out, "31.5 0\n");
+  EXPECT_EQ(t.out, o.out);
+  EXPECT_EQ(t.status, 0) << t.err;
+  Proc c = prepatch({"counts", d / "out", d / "c", "--json"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::map<std::string, unsigned long long> counts;
+  for (const auto& row : nlohmann::json::parse(c.out)) counts[row["function"]] = row["count"];
+  EXPECT_EQ(counts, (std::map<std::string, unsigned long long>{{"pure", 7}})) << c.out;
+}
+
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
 // alone), there is no room for an island: the preparer refuses, naming the site and why, and writes
 // nothing.
