@@ -3,7 +3,6 @@
 // through an island, on AArch64, PPC64le and Thumb-2, traced under qemu call by call.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "arch/island.h"
@@ -130,11 +129,7 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(t.out, o.out);
   EXPECT_EQ(t.err, "");
-  Proc counts = prepatch({"counts", d / "out", d / "c", "--json"});
-  ASSERT_EQ(counts.status, 0) << counts.err;
-  std::map<std::string, unsigned long long> got;
-  for (const auto& row : nlohmann::json::parse(counts.out)) got[row["function"]] = row["count"];
-  EXPECT_EQ(got, (std::map<std::string, unsigned long long>{{"main", 1}, {"mid", n}, {"leaf", 2 * n}})) << counts.out;
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", n}, {"leaf", 2 * n}}));
   if (!p.graph) return;
   Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(d / "out", {std::to_string(n)})));
   EXPECT_EQ(g.status, 0) << g.err;
@@ -175,11 +170,7 @@ TEST(Island, Ppc64lePatchableSitesCallThroughTheIsland) {
   EXPECT_EQ(o.out, "31.5 0\n");
   EXPECT_EQ(t.out, o.out);
   EXPECT_EQ(t.status, 0) << t.err;
-  Proc c = prepatch({"counts", d / "out", d / "c", "--json"});
-  ASSERT_EQ(c.status, 0) << c.err;
-  std::map<std::string, unsigned long long> counts;
-  for (const auto& row : nlohmann::json::parse(c.out)) counts[row["function"]] = row["count"];
-  EXPECT_EQ(counts, (std::map<std::string, unsigned long long>{{"pure", 7}})) << c.out;
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"pure", 7}}));
 }
 
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
