@@ -3,7 +3,9 @@
 // through an island, on AArch64, PPC64le and Thumb-2, traced under qemu call by call.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <regex>
+#include <sstream>
 
 #include "arch/island.h"
 #include "arch/isa.h"
