@@ -185,6 +185,8 @@ Decoded decode_any(Isa isa, std::span<const u8> b, u64 addr) {
 }
 }  // namespace
 
+size_t capstone_detailed(Isa isa) { return capstone(isa, true); }
+
 std::optional<u64> bl_target(Isa isa, std::span<const u8> b, u64 addr) {
   if (isa == Isa::x86_64 || isa == Isa::riscv64) return std::nullopt;
   DetailedInsn i(isa, b, addr);

@@ -47,6 +47,10 @@ struct Decoded {
 };
 Decoded decode(Isa isa, std::span<const u8> b, u64 addr);
 
+// Capstone's handle (a csh) for AArch64, PPC64le or Thumb-2 with operand details, opened once and
+// shared (arch/island.cc runs islands on it).
+size_t capstone_detailed(Isa isa);
+
 // AArch64, PPC64le and Thumb-2, decoded by Capstone: the target of the instruction at `addr` (its first
 // 4 bytes in `b`) when it is a relative `bl` (Thumb-2: a 32-bit `bl`, or `blx` to ARM state); nullopt
 // otherwise (any other instruction, another ISA).

@@ -3,11 +3,10 @@
 
 #include <capstone/capstone.h>
 
-#include <array>
 #include <map>
-#include <stdexcept>
 
 #include "arch/aarch64.h"
+#include "arch/isa.h"
 #include "arch/ppc64le.h"
 #include "arch/thumb2.h"
 
@@ -34,20 +33,7 @@ unsigned island_align(Isa isa) {
 
 namespace {
 
-csh detailed(Isa isa) {
-  static const auto handles = [] {
-    std::array<csh, 3> h{};
-    auto open = [&](size_t i, cs_arch a, int mode) {
-      if (cs_open(a, static_cast<cs_mode>(mode), &h[i]) != CS_ERR_OK) throw std::runtime_error("capstone: cannot open a decoder");
-      cs_option(h[i], CS_OPT_DETAIL, CS_OPT_ON);
-    };
-    open(0, CS_ARCH_ARM64, CS_MODE_LITTLE_ENDIAN);
-    open(1, CS_ARCH_PPC, CS_MODE_64 | CS_MODE_LITTLE_ENDIAN);
-    open(2, CS_ARCH_ARM, CS_MODE_THUMB | CS_MODE_LITTLE_ENDIAN);
-    return h;
-  }();
-  return handles[isa == Isa::aarch64 ? 0 : isa == Isa::ppc64le ? 1 : 2];
-}
+csh detailed(Isa isa) { return capstone_detailed(isa); }  // arch/isa.cc's handles
 
 // A value: the entry value of register `base` (a Capstone register id) plus `off`, or the constant
 // `off` (base 0, Capstone's "no register" on every ISA here).
