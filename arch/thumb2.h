@@ -38,6 +38,58 @@ constexpr bool is_32bit(u16 first) { return (first >> 11) >= 0x1d; }
 // The halfwords of a 32-bit `bl` (to Thumb) or `blx` (to ARM state) with an immediate.
 constexpr bool is_bl_or_blx(u16 first, u16 second) { return (first & 0xf800) == 0xf000 && (second & 0xc000) == 0xc000; }
 
+// A prologue's effect on sp, as gcc -pg emits the instructions before its `push {lr}; bl
+// __gnu_mcount_nc` (rewriter/sites_thumb2.cc follows them, for the graph tracer): how many bytes it
+// pushes or subtracts, and whether lr is stored, at which byte above the new sp. Every other
+// instruction is not a prologue's (`known` false), as is a form that writes sp otherwise.
+struct PrologueStep {
+  bool known = false;
+  u32 down = 0;       // bytes sp moves down
+  bool lr = false;    // lr is stored,
+  u32 lr_at = 0;      // at the new sp + this
+};
+
+// ThumbExpandImm (ARMv7 ARM A6.3.2): the 12-bit modified immediate i:imm3:imm8 as a constant.
+constexpr u32 thumb_expand_imm(u32 imm12) {
+  if ((imm12 >> 10) == 0) {
+    const u32 b = imm12 & 0xff;
+    switch ((imm12 >> 8) & 3) {
+      case 0: return b;
+      case 1: return b << 16 | b;
+      case 2: return b << 24 | b << 8;
+      default: return b << 24 | b << 16 | b << 8 | b;
+    }
+  }
+  const u32 v = 0x80 | (imm12 & 0x7f), rot = imm12 >> 7;
+  return v >> rot | v << (32 - rot);
+}
+
+// A register list's size, and lr's place in it (registers are stored lowest first, from sp up).
+constexpr PrologueStep push_step(u32 list) {
+  const u32 n = static_cast<u32>(__builtin_popcount(list));
+  return {true, 4 * n, (list & (1u << 14)) != 0, 4 * (n - 1)};
+}
+
+// The 16-bit instruction `h`.
+constexpr PrologueStep prologue_step(u16 h) {
+  if ((h & 0xfe00) == 0xb400) return push_step((h & 0xff) | ((h & 0x100) ? 1u << 14 : 0));  // push {rlist[, lr]}
+  if ((h & 0xff80) == 0xb080) return {true, 4u * (h & 0x7f), false, 0};                 // sub sp, #imm7*4
+  if ((h & 0xf800) == 0xa800 || h == 0x466f || h == 0xbf00) return {true, 0, false, 0};  // add rd, sp, #imm; mov r7, sp; nop
+  return {};
+}
+
+// The 32-bit instruction `first`, `second`.
+constexpr PrologueStep prologue_step(u16 first, u16 second) {
+  if (first == 0xe92d && !(second & 0xa000)) return push_step(second);  // stmdb sp!, {rlist} (push.w; no sp or pc)
+  if (first == 0xf84d && (second & 0x0fff) == 0x0d04 && (second >> 12) != 15)  // str.w rt, [sp, #-4]! (push.w {rt})
+    return {true, 4, (second >> 12) == 14, 0};
+  if (first == 0xed2d && ((second & 0x0e00) == 0x0a00)) return {true, 4u * (second & 0xff), false, 0};  // vpush {s/d regs}
+  const u32 imm12 = (first & 0x0400u) << 1 | (second & 0x7000u) >> 4 | (second & 0xffu);
+  if ((first & 0xfbff) == 0xf1ad && (second & 0x8f00) == 0x0d00) return {true, thumb_expand_imm(imm12), false, 0};  // sub.w sp, sp, #const
+  if ((first & 0xfbff) == 0xf2ad && (second & 0x8f00) == 0x0d00) return {true, imm12, false, 0};                    // subw sp, sp, #imm12
+  return {};
+}
+
 // `bl target` at `at` as its two halfwords (T1 encoding: S, imm10 | J1, J2, imm11).
 constexpr bool encode_bl(u64 at, u64 target, u16 (&out)[2]) {
   const i64 d = static_cast<i64>(target - (at + 4));
@@ -48,6 +100,31 @@ constexpr bool encode_bl(u64 at, u64 target, u16 (&out)[2]) {
   out[0] = static_cast<u16>(0xf000 | (s << 10) | ((v >> 12) & 0x3ff));
   out[1] = static_cast<u16>(0xd000 | (j1 << 13) | (j2 << 11) | ((v >> 1) & 0x7ff));
   return true;
+}
+
+// `b.w target` at `at` (T4 encoding: bl's, with bit 12 of the second halfword set and bit 14 clear),
+// +-16 MiB: the jump the shim puts at a static binary's own unwinder entry points (Thumb functions).
+constexpr bool encode_b_w(u64 at, u64 target, u16 (&out)[2]) {
+  if (!encode_bl(at, target, out)) return false;
+  out[1] = static_cast<u16>((out[1] & ~0x4000u) | 0x1000u);
+  return true;
+}
+
+// Whether an instruction at a function's entry may run elsewhere unchanged (what a hook's jump
+// displaces is copied and run there): it neither reads nor writes pc, nor branches, nor starts an IT
+// block. A short list of what functions start with, nothing else: 16-bit push, mov (registers, pc
+// excluded), movs (immediate, or register), sub sp, add rd, sp, nop; 32-bit push.w (stmdb sp!, pc
+// excluded), str.w rt, [sp, #-4]!, mov.w rd, #const.
+constexpr bool movable(u16 h) {
+  if ((h & 0xff00) == 0x4600) return ((h >> 3) & 0xf) != 15 && ((h & 7) | ((h >> 4) & 8)) != 15;  // mov rd, rm
+  return (h & 0xfe00) == 0xb400 || (h & 0xf800) == 0x2000 || (h & 0xffc0) == 0x0000 || (h & 0xff80) == 0xb080 ||
+         (h & 0xf800) == 0xa800 || h == nop;
+}
+constexpr bool movable(u16 first, u16 second) {
+  if (first == 0xe92d) return !(second & 0xa000);
+  if (first == 0xf84d) return (second & 0x0fff) == 0x0d04 && (second >> 12) != 15;
+  if ((first & 0xfbef) == 0xf04f) return !(second & 0x8000) && ((second >> 8) & 0xf) < 13;
+  return false;
 }
 
 // A branch island (veneer), in Thumb state: what a site calls when the trampoline `target` (a Thumb

@@ -10,12 +10,13 @@ calls of a function that calls; built with the ISA's cross gcc -O2 three ways:
   hooked           -pg (glibc's _mcount or __gnu_mcount_nc runs at every call: what an unprepared -pg
                    binary costs) or -fpatchable-function-entry (nops);
   prepared         the hooked build through prepatch: run with tracing off, and with
-                   PREPATCH_TRACE='*' under the count tracer (every call counted) and, where the ISA
-                   has them (AArch64, PPC64le, RISC-V64), the function and graph tracers (every call
-                   recorded to a trace file).
+                   PREPATCH_TRACE='*' under the count tracer (every call counted) and the function
+                   and graph tracers (every call recorded to a trace file).
 Each case runs --runs times, interleaved; the median CPU time (user + system, qemu's own included) of
 each is printed, with the cost per call above plain as a ratio of plain's whole per-call time.
-Thumb-2 has no `function` and `graph` tracers yet (issue 29, item 1): "-" there.
+qemu-arm gives user space no generic timer, so Thumb-2's trace timestamps there are CLOCK_MONOTONIC
+read through a system call per event (docs/SHIM.md), which real ARMv7 cores with a readable CNTVCT
+do not pay: its function and graph rows are an upper bound.
 The rows marked "far" build the same program with a 1 GiB .bss, which puts the shim beyond a bl's
 reach of every site: each call goes through a branch island (arch/island.h) to the trampoline.
 Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000]
@@ -48,7 +49,6 @@ BUILDS = [("aarch64", "-pg"), ("aarch64", "-fpatchable-function-entry=2"), ("ppc
           ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3"),
           ("aarch64", "-pg far"), ("ppc64le", "-pg far"), ("thumb2", "-pg far")]
 FIB_CALLS = 150049  # fib(24)'s calls
-TRACERS = {"aarch64", "ppc64le", "riscv64"}  # the ISAs whose shim has the function and graph tracers
 
 
 def run_timed(cmd, env, cwd):
@@ -94,7 +94,7 @@ def main():
             trace = os.path.join(d, tag + ".trace")
             cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
                      "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
-            for tracer in ("function", "graph") if isa in TRACERS else ():
+            for tracer in ("function", "graph"):
                 cases[tracer] = (prepared, dict(count_env, PREPATCH_TRACER=tracer, PREPATCH_OUTPUT=trace))
             outs = {}
             for k, (b, e) in cases.items():

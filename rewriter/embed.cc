@@ -8,6 +8,7 @@
 #include "arch/island.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64.h"
+#include "arch/thumb2.h"
 #include "rewriter/shim_blob.h"
 #include "shim/abi.h"
 
@@ -258,15 +259,15 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   config.build_id_size = static_cast<u8>(std::min<size_t>(id.size(), shim::build_id_max));
   if (config.build_id_size) std::memcpy(config.build_id, id.data(), config.build_id_size);
   // The binary's own unwinder entry points: the shim hooks them with a jump (x86-64: 5 bytes;
-  // AArch64 and PPC64le, at the local entry: a `b`, one word; RISC-V: `auipc t1; jr t1`, 8 bytes)
-  // when the whole instructions it displaces can run elsewhere (a site there would be overwritten:
-  // not hooked).
+  // AArch64 and PPC64le, at the local entry: a `b`, one word; RISC-V: `auipc t1; jr t1`, 8 bytes;
+  // Thumb-2: a `b.w`, 4 bytes) when the whole instructions it displaces can run elsewhere (a site
+  // there would be overwritten: not hooked).
   const bool x86 = elf.header().machine == EM_X86_64, a64 = elf.header().machine == EM_AARCH64, rv = elf.header().machine == EM_RISCV,
-             ppc = elf.header().machine == EM_PPC64;
-  for (int k = 0; k < 4 && (x86 || a64 || rv || ppc); k++) {
+             ppc = elf.header().machine == EM_PPC64, arm = elf.header().machine == EM_ARM;
+  for (int k = 0; k < 4 && (x86 || a64 || rv || ppc || arm); k++) {
     const u64 f = d.unwinder[k];
     if (!f) continue;
-    const u64 displaced = x86 ? 5 + arch::X86_64::max_insn : rv ? 8 + 2 : 4;
+    const u64 displaced = x86 ? 5 + arch::X86_64::max_insn : rv ? 8 + 2 : arm ? 4 + 2 : 4;
     const auto site = std::lower_bound(d.sites.begin(), d.sites.end(), f, [](const Site& s, u64 a) { return s.addr + s.len <= a; });
     if (site != d.sites.end() && site->addr < f + displaced) continue;
     config.unwinder[k] = f;
@@ -284,6 +285,16 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         n += arch::riscv64::insn_length(h);
       }
       config.unwinder_len[k] = static_cast<u8>(n >= 8 ? n : 0);
+    }
+    else if (auto t = elf.bytes_at(f, displaced); arm && t.size() == displaced && f % 2 == 0) {
+      u64 n = 0;  // whole movable instructions, up to 4 bytes or more
+      while (n < 4) {
+        const u16 h = static_cast<u16>(elf.codec().get(t, n, 2));
+        const bool wide = arch::thumb2::is_32bit(h);
+        if (!(wide ? arch::thumb2::movable(h, static_cast<u16>(elf.codec().get(t, n + 2, 2))) : arch::thumb2::movable(h))) break;
+        n += wide ? 4 : 2;
+      }
+      config.unwinder_len[k] = static_cast<u8>(n >= 4 ? n : 0);
     }
   }
   std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);

@@ -250,7 +250,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     res.messages.push_back(site_location(elf, s.addr, d.func_name(s)) + ": skipped: " + std::string(skip_reason(s.skip())) +
                            (b.empty() ? "" : ", found " + hex_bytes(b)));
   }
-  // RISC-V -pg: the functions whose prologue discovery did not follow (Discovery::mcount_frames).
+  // RISC-V and Thumb-2 -pg: the functions whose prologue discovery did not follow (Discovery::mcount_frames).
   std::string unfollowed;
   size_t unfollowed_n = 0;
   for (const auto& [addr, frame] : d.mcount_frames)
@@ -259,7 +259,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
       unfollowed += (unfollowed.empty() ? "" : ", ") + std::string(s != d.sites.end() ? d.func_name(*s) : "?");
     }
   if (unfollowed_n)
-    res.messages.push_back(elf.name() + ": " + std::to_string(unfollowed_n) + " -pg function(s) whose prologue moves sp or saves ra in a way not followed (" +
+    res.messages.push_back(elf.name() + ": " + std::to_string(unfollowed_n) + " -pg function(s) whose prologue moves sp or saves its return address in a way not followed (" +
                            unfollowed + (unfollowed_n > 3 ? ", ..." : "") + "): the graph tracer leaves their calls out; count and function trace them");
   if (res.prepared == 0) {
     res.outcome = PrepareOutcome::no_sites;

@@ -206,8 +206,10 @@ void Discoverer::read_symbols() {
         funcs_.push_back(Func{sites_->code_address(s.value), static_cast<u32>(std::min<u64>(s.size, UINT32_MAX)),
                               (s.name_offset < other_bit ? s.name_offset : 0) | flags});
       }
-      if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC)  // (PPC64le: its local entry, which calls in the binary take)
-        d_.unwinder[k] = s.value + (elf_.header().machine == EM_PPC64 ? arch::ppc64le::local_entry_offset(s.other) : 0);
+      // (PPC64le: its local entry, which calls in the binary take; ARM32: a Thumb function's code, an
+      // ARM-state one is not hooked)
+      if (const int k = unwinder_index(name); k >= 0 && s.type == STT_FUNC && !sites_->other_state(s.value))
+        d_.unwinder[k] = sites_->code_address(s.value) + (elf_.header().machine == EM_PPC64 ? arch::ppc64le::local_entry_offset(s.other) : 0);
       if (is_fork(name)) d_.defines_fork = true;
       if (s.type == STT_FUNC && name[0] == '_' && name[1] == '_' && name[2] == 'g' && std::strcmp(name, gmon_start_name) == 0)
         d_.gmon_start = s.value, d_.gmon_start_other = s.other;

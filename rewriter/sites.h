@@ -84,9 +84,10 @@ struct Discovery {
   // RISC-V -pg: what the sites call (the _mcount PLT entry, or _mcount itself), which the preparer
   // makes a jump to the shim; 0 when there is none.
   u64 mcount_via = 0;
-  // RISC-V -pg: each site's frame as its function's prologue left it (shim::mcount_frame: the bytes
-  // from the site's sp to the entry's and to where ra was saved, in doublewords), by site address;
-  // 0 where the prologue was not followed. The graph tracer hooks the exits through them.
+  // RISC-V and Thumb-2 -pg: each site's frame as its function's prologue left it (shim/abi.h
+  // mcount_frame_entry_sp and mcount_frame_ra: from the site's sp to the entry's and to where ra was
+  // saved, in doublewords; thumb_frame_entry_sp and thumb_frame_lr, in words), by site address; 0 where
+  // the prologue was not followed. The graph tracer hooks the exits through them.
   std::vector<std::pair<u64, u32>> mcount_frames;
   // AArch64 -pg: a function with a site signs its return address before it (pac-ret: paciasp or
   // pacibsp first), so the graph tracer cannot replace it (shim::table_signed_returns).

@@ -2,6 +2,7 @@
 // __gnu_mcount_nc`) and -fpatchable-function-entry pads of 3 nops or more. ARM-state (-marm) functions
 // are not prepared yet: they are not scanned, and their pads are listed as skipped.
 #include <algorithm>
+#include <optional>
 
 #include "arch/isa.h"
 #include "arch/thumb2.h"
@@ -86,33 +87,64 @@ class Thumb2Sites final : public IsaSites {
     return h.size() == 2 ? static_cast<u32>(h[0] | h[1] << 8) : ~u32{0};
   }
 
+  // The prologue before the site is followed too (Discovery::mcount_frames), for the graph tracer: its
+  // pushes and subtractions from sp, and where it stored lr (arch/thumb2.h prologue_step), up to the
+  // site's own `push {lr}`. Any other instruction leaves the site's frame unknown.
   void scan(Discoverer& d, const Func& f, std::span<const u8>) const {
     if (f.name & other_bit) return;
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
     u16 before = 0;  // the instruction before, when 16-bit
+    Prologue frame, until_before;  // (until_before: the frame before the last 16-bit instruction)
     for (u64 at = f.addr; at + 2 <= end;) {
       auto h = d.code(at, 2);
       if (h.size() != 2) return;
       const u16 first = static_cast<u16>(h[0] | h[1] << 8);
       if (!t2::is_32bit(first)) {
         before = first;
+        until_before = frame;
+        frame.step(t2::prologue_step(first));
         at += 2;
         continue;
       }
       if (at + 4 > end) return;
       auto b = d.code(at, 4);
       if (b.size() != 4) return;
-      if (t2::is_bl_or_blx(first, static_cast<u16>(b[2] | b[3] << 8))) {
+      const u16 second = static_cast<u16>(b[2] | b[3] << 8);
+      if (t2::is_bl_or_blx(first, second)) {
         const auto target = arch::bl_target(d.isa(), b, at);  // Capstone
         if (!target || !d.direct().find(*target)) return;    // the first call is an ordinary one: no -pg site
         Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
         if (before != t2::push_lr) s.set_skip(Skip::no_context);
+        else d.found().mcount_frames.emplace_back(at, until_before.code());  // (the frame before the site's own push)
         return;
       }
+      frame.step(t2::prologue_step(first, second));
       before = 0;
       at += 4;
     }
   }
+
+  // A prologue followed up to the site: sp and where lr was stored, in bytes relative to the entry's sp.
+  struct Prologue {
+    i64 sp = 0;
+    std::optional<i64> lr;
+    bool known = true;
+    void step(const t2::PrologueStep& s) {
+      known &= s.known;
+      sp -= s.down;
+      if (s.lr) lr = sp + s.lr_at;
+    }
+    // shim::thumb_frame's encoding, in words from the word the site's `push {lr}` stores (at sp - 4):
+    // bits 0-15 how far above it the entry's sp was, bits 16-31 where lr was stored (0: it was not, lr
+    // holds the return address); 0 where unknown.
+    u32 code() const {
+      const i64 pushed = sp - 4;
+      if (!known || (lr && (*lr < sp || *lr >= 0 || *lr % 4))) return 0;
+      const i64 entry = -pushed / 4, at = lr ? (*lr - pushed) / 4 : 0;
+      if (entry > 0xffff || at > 0xffff) return 0;
+      return static_cast<u32>(entry) | static_cast<u32>(at) << 16;
+    }
+  };
 };
 
 }  // namespace

@@ -50,7 +50,8 @@ struct Config {
   // position-independent instructions at each the hook's jump displaces (0: it cannot be hooked).
   u64 unwinder[4];
   u8 unwinder_len[4];
-  // RISC-V -pg: where the sites' frames (mcount_frame_entry_sp, mcount_frame_ra) lie, one u32 per table
+  // RISC-V and Thumb-2 -pg: where the sites' frames (mcount_frame_entry_sp and mcount_frame_ra, or
+  // thumb_frame_entry_sp and thumb_frame_lr) lie, one u32 per table
   // entry in its order, as an offset from table_vaddr; 0: none (another ISA, or no mcount sites).
   u32 mcount_frames;
   // RISC-V -pg: the link-time address the sites' calls keep (the _mcount PLT entry, or _mcount), which
@@ -80,6 +81,12 @@ static_assert(sizeof(Config) == 160);
 // doublewords from the site's sp; 0 where the prologue was not followed (rewriter/sites_riscv64.cc).
 inline constexpr u64 mcount_frame_entry_sp(u32 frame) { return u64{frame & 0xffff} * 8; }
 inline constexpr u64 mcount_frame_ra(u32 frame) { return u64{frame >> 16} * 8; }
+// A Thumb-2 -pg site's frame (Config::mcount_frames too), in words from the word its `push {lr}`
+// stored: bits 0-15 how far above that word the entry's sp was, bits 16-31 where the prologue stored
+// lr (0: it did not, and the pushed word is the one the function returns through); 0 where the
+// prologue was not followed (rewriter/sites_thumb2.cc).
+inline constexpr u64 thumb_frame_entry_sp(u32 frame) { return u64{frame & 0xffff} * 4; }
+inline constexpr u64 thumb_frame_lr(u32 frame) { return u64{frame >> 16} * 4; }
 inline constexpr unsigned build_id_max = 20;
 // Config::flags: the binary has a symbol table and defines neither fork nor _Fork, so it cannot fork
 // through glibc (what PREPATCH_WX=strict needs of a static binary, whose forks it cannot follow).

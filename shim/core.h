@@ -723,24 +723,27 @@ struct ShadowStack {
   // taken (looked for down from the key, so a stale copy deeper in the stack is not reached first) and
   // kept in `at` for the catch to hook again. A tail callee's frame (its return address the
   // trampoline) shares its tail caller's slot.
+  // The same on ARM32 (Thumb-2), where a return address is a word (uptr: the stack is scanned a
+  // pointer's width at a time).
   template <class F>
   void relink_scan(u64 sp, u64 tramp, bool to_real, F unwound) {
     drop_dead(sp, unwound);
+    constexpr u64 w = sizeof(uptr);
     u64 lo = sp;
     for (u32 i = depth; i-- > 0;) {
       ShadowFrame& f = frames[i];
       if (f.ret == tramp) continue;
-      const auto at = [](u64 a) { return *reinterpret_cast<const u64*>(a); };
+      const auto at = [](u64 a) { return u64{*reinterpret_cast<const uptr*>(a)}; };
       if (to_real && (!f.at || (at(f.at) != tramp && at(f.at) != f.ret))) {
         f.at = 0;
-        for (u64 a = (f.slot - 8) & ~u64{7}; a >= lo && a < f.slot; a -= 8)
+        for (u64 a = (f.slot - w) & ~(w - 1); a >= lo && a < f.slot; a -= w)
           if (at(a) == tramp) {
             f.at = a;
             break;
           }
       }
       lo = f.slot;
-      if (auto* s = reinterpret_cast<u64*>(f.at); s && *s == (to_real ? tramp : f.ret)) *s = to_real ? f.ret : tramp;
+      if (auto* s = reinterpret_cast<uptr*>(f.at); s && *s == (to_real ? tramp : f.ret)) *s = static_cast<uptr>(to_real ? f.ret : tramp);
     }
   }
 #endif

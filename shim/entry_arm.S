@@ -1,21 +1,21 @@
 // The shim's assembly on ARM32 (Thumb-2, EABI hard-float): the blob header, the start routine e_entry
-// points at, the count tracer's trampoline, the thread start routine and the breakpoint self-test, all
-// Thumb code. Offsets in the header are from __shim_base (the header itself); see shim/abi.h,
-// BlobHeader (a Thumb function's offset has bit 0 set, its interworking address). Sites
-// (arch/thumb2.h):
+// points at, the trampolines (every tracer's), the graph tracer's exit trampoline and exception hooks,
+// the thread start routine and the breakpoint self-test, all Thumb code. Offsets in the header are
+// from __shim_base (the header itself); see shim/abi.h, BlobHeader (a Thumb function's offset has bit 0
+// set, its interworking address). Sites (arch/thumb2.h):
 //   mcount:    gcc -pg, `push {lr}; bl __gnu_mcount_nc` after the function's own pushes: lr = the
 //              site's end (Thumb bit set), [sp] = the function's own return address, which the callee
 //              pops (glibc's __gnu_mcount_nc does); every argument register is live.
 //   patchable: -fpatchable-function-entry (3 nops or more), made `push {lr}; bl <site>` at the entry:
-//              the same, so the same trampoline serves both.
-// The C side is built with -mgeneral-regs-only, so no VFP register (hard-float arguments) needs saving;
-// it may clobber ip, as __gnu_mcount_nc does. Addresses are PC-relative: a literal holding
-// `symbol - (the add's address + 4)`, added to pc.
+//              the same, before the function has saved anything.
+// The C side is built with -mgeneral-regs-only, so no VFP register (hard-float arguments and results)
+// needs saving; it may clobber ip, as __gnu_mcount_nc does. Addresses are PC-relative: a literal
+// holding `symbol - (the add's address + 4)`, added to pc.
 
         .syntax unified
         .thumb
 #include "shim/header.inc"
-        SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_mcount
+        SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_patchable
         .syntax unified
         .thumb
 
@@ -58,24 +58,78 @@ prepatch_start:
         bx ip
         .size prepatch_start, . - prepatch_start
 
-// -pg: called by the site's `bl`; pops the function's lr as __gnu_mcount_nc does and returns to the
-// site's end.
-        .globl prepatch_tramp_mcount
-        .type prepatch_tramp_mcount, %function
+// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, r0-r4 and
+// lr (the site's end) as they pushed them, followed by the word the site pushed (the function's return
+// address), just below the stack pointer of the site. The graph tracer may replace that word. Back to
+// the site's end, with the word popped into lr, as __gnu_mcount_nc does.
+        .macro SITE_TRAMPOLINE name, kind
+        .globl \name
+        .type \name, %function
         .thumb_func
-prepatch_tramp_mcount:
+\name:
         push {r0-r4, lr}
         mov r4, sp                                      // callee-saved: the frame to return to
         mov r0, sp
         bic r0, r0, #7
         mov sp, r0                                      // the C side wants an 8-byte aligned stack
         bic r0, lr, #1                                  // the site's end
-        bl prepatch_count
+        movs r1, #\kind
+        mov r2, r4
+        bl prepatch_on_site
         mov sp, r4
         pop {r0-r4, ip}                                 // ip: back into the function
         pop {lr}                                        // the function's own return address
         bx ip
-        .size prepatch_tramp_mcount, . - prepatch_tramp_mcount
+        .size \name, . - \name
+        .endm
+
+        SITE_TRAMPOLINE prepatch_tramp_mcount, 2        // arch::SiteKind::mcount
+        SITE_TRAMPOLINE prepatch_tramp_patchable, 3     // arch::SiteKind::patchable
+
+// The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
+// returns here, with the stack pointer it was entered with. prepatch_on_exit(sp, r0) records the exit
+// and gives back the real return address (Thumb bit and all), returned to through ip (free at a
+// return). The return value's registers r0-r3 are kept (the C side never touches the VFP ones).
+        .globl prepatch_tramp_exit
+        .type prepatch_tramp_exit, %function
+        .thumb_func
+prepatch_tramp_exit:
+        push {r0-r3}                                    // 16 bytes: sp stays 8-byte aligned
+        add r0, sp, #16
+        ldr r2, [sp]                                    // the value (r0, sign-extended), a 64-bit
+        asr r3, r2, #31                                 // argument in r2:r3
+        bl prepatch_on_exit
+        mov ip, r0
+        pop {r0-r3}
+        bx ip
+        .size prepatch_tramp_exit, . - prepatch_tramp_exit
+
+// The graph tracer's exception hooks, which GOT slots of the unwinder's entry points lead to
+// (shim/runtime/exceptions.inc, hook_unwinder): prepatch_unwind(caller's sp, to_real), 1 where
+// unwinding starts or resumes, 0 where a handler catches; then the real function, with the argument
+// registers and lr as they came, so no frame of the shim is left for the unwinder to see (ARM's
+// _Unwind_RaiseException takes the registers it is called with as the thrower's).
+        .macro UNWIND_HOOK name, index, to_real
+        .globl \name
+        .type \name, %function
+        .thumb_func
+\name:
+        push {r0-r4, lr}
+        mov r4, sp
+        add r0, sp, #24                                 // the caller's sp
+        bic r1, r4, #7
+        mov sp, r1
+        movs r1, #\to_real
+        bl prepatch_unwind
+        mov sp, r4
+        ADDR ip, prepatch_unwind_real
+        ldr ip, [ip, #8*\index]                         // (a u64: its low word)
+        pop {r0-r4, lr}
+        bx ip
+        .size \name, . - \name
+        .endm
+
+        UNWIND_HOOKS
 
 // The start routine of a thread created through prepatch_hook_pthread_create, with r0 its region (an
 // alternate signal stack, the real start routine and argument at its top): sets the stack up, then
@@ -107,6 +161,19 @@ prepatch_selftest_site:
         nop                                             // never executed: the rest of the site
         pop {r4, pc}
         .size prepatch_selftest, . - prepatch_selftest
+
+// Reads the generic timer's virtual count (CNTVCT) into r0:r1, once at start: where user space may
+// not (no generic timer, or qemu-arm), the mrrc raises SIGILL, and the handler (shim/runtime/trap.inc)
+// returns 0 from here instead.
+        .globl prepatch_read_cntvct
+        .type prepatch_read_cntvct, %function
+        .thumb_func
+prepatch_read_cntvct:
+        .globl prepatch_cntvct_probe
+prepatch_cntvct_probe:
+        mrrc p15, 1, r0, r1, c14
+        bx lr
+        .size prepatch_read_cntvct, . - prepatch_read_cntvct
 
 // The run-time ABI's unsigned 64-bit division (ARM IHI 0043): n in r0:r1, d in r2:r3; the quotient
 // in r0:r1 and the remainder in r2:r3. prepatch_udivmod64 (shim/runtime.cc) takes the remainder's

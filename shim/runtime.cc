@@ -45,6 +45,9 @@ extern u8 prepatch_fwd_mcount[];
 extern u8 prepatch_fwd_patchable[];
 extern u8 prepatch_fwd_count[];
 extern u8 prepatch_selftest_site[];
+extern u8 prepatch_cntvct_probe[];
+u64 prepatch_read_cntvct();
+unsigned prepatch_ticks_from_clock;
 extern u8 prepatch_hook_raise[];
 extern u8 prepatch_hook_resume[];
 extern u8 prepatch_hook_rethrow[];
@@ -52,7 +55,11 @@ extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
 void prepatch_object_fini();
 void prepatch_count(uptr site_end);  // the other ISAs' count tracer
-void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's, PPC64le's and RISC-V64's trampolines
+#if defined(__arm__)
+void prepatch_on_site(uptr site_end, uptr kind, uptr* saved);  // Thumb-2's trampolines
+#else
+void prepatch_on_site(uptr site_end, uptr kind, u64* saved);  // AArch64's, PPC64le's, RISC-V64's trampolines
+#endif
 void prepatch_selftest();
 void prepatch_restorer();
 void* prepatch_thread_start(void* region);
@@ -146,7 +153,7 @@ struct FastPath {
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
 // and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64, PPC64le and
-// RISC-V64 [0] is its prepatch_on_site, on Thumb-2 its prepatch_count. All 0 otherwise.
+// RISC-V64 and Thumb-2 [0] is its prepatch_on_site. All 0 otherwise.
 u64 prepatch_forward_to[4];
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
@@ -610,27 +617,21 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
     t->shadow.relink(sp, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
 }
 #else
-// Called by the count trampolines (shim/entry_arm.S) with the site's end (the return address of its
-// `bl`) and every register the traced function may still need saved, and by the other ISAs'
-// prepatch_on_site (site_to_trace) under count: counts the call.
+// Called by the other ISAs' prepatch_on_site (site_to_trace) under count: counts the call of the site
+// ending at `site_end`.
 extern "C" void prepatch_count(uptr site_end) {
-  if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_count)>(prepatch_forward_to[0])(site_end);
-#if defined(__arm__)  // (RISC-V64's self-test call is told apart in site_to_trace, before any tracer)
-  if (site_end == addr_of(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
-#endif
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
   if (const SiteHashSlot* s = h ? h->find(site_end) : nullptr)
     __atomic_fetch_add(reinterpret_cast<u64*>(s->value), 1, __ATOMIC_RELAXED);
 }
-#endif
 
-#if defined(__aarch64__) || defined(__powerpc64__) || defined(__riscv)
 namespace {
 // What prepatch_on_site does first: the call forwarded to the runtime serving this object, or counted;
 // else the site's slot in the site hash, for the function or graph tracer (nullptr: nothing to trace).
-const SiteHashSlot* site_to_trace(uptr site_end, uptr kind, u64* saved) {
+template <class Saved>
+const SiteHashSlot* site_to_trace(uptr site_end, uptr kind, Saved* saved) {
   if (prepatch_forward_to[0]) return reinterpret_cast<decltype(&prepatch_on_site)>(prepatch_forward_to[0])(site_end, kind, saved), nullptr;
-#if defined(__riscv)
+#if defined(__riscv) || defined(__arm__)
   if (site_end == addr_of(prepatch_selftest_site) + selftest_len) return g.selftest_calls++, nullptr;
 #endif
   if (g.tracer == Tracer::count) return prepatch_count(site_end), nullptr;
@@ -721,7 +722,7 @@ extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
 }
 #endif
 
-#if defined(__riscv)
+#if defined(__riscv) || defined(__arm__)
 namespace {
 // The frame of the mcount site numbered `site` (its record number), as the preparer read its
 // function's prologue (Config::mcount_frames); 0 where not known.
@@ -735,7 +736,9 @@ u32 mcount_frame(u64 site) {
   return 0;
 }
 }  // namespace
+#endif
 
+#if defined(__riscv)
 // Called by the trampolines (shim/entry_riscv64.S) with the site's end, its kind, and their frame:
 // a0-a7, ra and t0 as the site left them, 80 bytes below the stack pointer of the call. Counts the
 // call, or has the function or graph tracer trace it. Frames are keyed by the stack pointer the
@@ -772,6 +775,54 @@ extern "C" u64 prepatch_on_exit(u64 sp, u64 value) {
 // one (or the unwinder's caller) called was entered with its stack pointer, so frames keyed at or
 // below it are dead.
 extern "C" void prepatch_unwind(u64 sp, u64 to_real) {
+  Thread* t = g.threads ? this_thread() : nullptr;
+  if (t && t->shadow.depth)
+    t->shadow.relink_scan(sp, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
+}
+#endif
+
+#if defined(__arm__)
+// Called by the trampolines (shim/entry_arm.S) with the site's end, its kind, and their frame: r0-r4
+// and the site's lr, then the word the site pushed (saved[6]: the function's return address), just
+// below the stack pointer of the site. Counts the call, or has the function or graph tracer trace it.
+// Frames are keyed by the stack pointer the function was entered with, which it returns with (as on
+// RISC-V64). A patchable site comes first in the function: the pushed word is the one return address,
+// which the trampoline pops into lr, and the stack pointer of the site is the entry's. An mcount site
+// comes after the prologue's pushes, which saved lr already where the function returns from: the graph
+// tracer takes that slot, and the entry's stack pointer, from the preparer (mcount_frame), and traces
+// the call only where the slot holds the pushed word (a call whose prologue was not followed is left
+// out). The return address is a word; trace_call works on a 64-bit copy, written back.
+extern "C" void prepatch_on_site(uptr site_end, uptr kind, uptr* saved) {
+  const SiteHashSlot* s = site_to_trace(site_end, kind, saved);
+  if (!s) return;
+  const uptr sp = addr_of(saved + 7);
+  u64 ra = saved[6];
+  if (kind != static_cast<uptr>(arch::SiteKind::mcount)) {
+    trace_call(s, {&ra, sp, 0, 0, addr_of(saved)});
+    saved[6] = static_cast<uptr>(ra);
+    return;
+  }
+  if (g.tracer == Tracer::function) return trace_call(s, {&ra, 0, 0, 0, 0});
+  const u32 frame = mcount_frame(s->value);
+  auto* slot = saved + 6 + thumb_frame_lr(frame) / 4;  // (the pushed word itself where lr was not stored)
+  if (!frame || *slot != saved[6]) return;
+  trace_call(s, {&ra, addr_of(saved + 6) + thumb_frame_entry_sp(frame), 0, addr_of(slot), 0});
+  *slot = saved[6] = static_cast<uptr>(ra);
+}
+
+// Called by the exit trampoline with the stack pointer a traced function returned with and its return
+// value (r0): records the exit and returns the real return address.
+extern "C" uptr prepatch_on_exit(uptr sp, u64 value) {
+  Thread* t = this_thread();
+  ShadowFrame f{};
+  const bool found = t && t->shadow.pop(sp, f, [&](const ShadowFrame& d) { note_unwound(t, d); });
+  return static_cast<uptr>(trace_return(t, found, f, value));
+}
+
+// Called by the exception hooks (shim/entry_arm.S) with their caller's stack pointer: as on RISC-V64,
+// each frame's return address found in its function's own frame (ShadowStack::relink_scan, a word at
+// a time; an mcount frame's slot is known from its start).
+extern "C" void prepatch_unwind(uptr sp, uptr to_real) {
   Thread* t = g.threads ? this_thread() : nullptr;
   if (t && t->shadow.depth)
     t->shadow.relink_scan(sp, addr_of(prepatch_tramp_exit), to_real != 0, [&](const ShadowFrame& d) { note_unwound(t, d); });
@@ -999,9 +1050,10 @@ void serve(char** envp) {
 #if defined(__x86_64__) || defined(__riscv) || defined(__arm__)
   if (!g.disabled) selftest();
 #endif
-#if !defined(__arm__)
-  if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
+#if defined(__arm__)
+  if (!g.disabled) probe_counter();
 #endif
+  if (!g.disabled && g.tracer == Tracer::graph) hook_unwinder();
   const bool fork_handlers = !g.disabled && register_fork_handlers();
   if (!g.disabled) g.pthread_got = give_threads_altstacks();
   if (!g.disabled && g.wx_strict) wx_start(g.obj, fork_handlers);

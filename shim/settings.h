@@ -44,9 +44,6 @@ inline Settings parse_settings(char** envp, arch::Isa isa) {
     if (str_eq("function", 8, t)) s.tracer = Tracer::function;
     else if (str_eq("graph", 5, t)) s.tracer = Tracer::graph;
     else if (!str_eq("count", 5, t)) fail("PREPATCH_TRACER is not count, function or graph");
-    // Thumb-2's shim counts only, so far.
-    if (s.tracer != Tracer::count && isa == arch::Isa::thumb2)
-      s.tracer = Tracer::count, fail("PREPATCH_TRACER=function and graph exist on x86-64, AArch64, PPC64le and RISC-V64 only so far");
   }
   s.trace = env_get(envp, "PREPATCH_TRACE");
   s.notrace = env_get(envp, "PREPATCH_NOTRACE");

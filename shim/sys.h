@@ -107,9 +107,8 @@ inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e 
 // System call numbers (arch/arm/tools/syscall.tbl, EABI). The 32-bit forms take `long` arguments:
 // mmap2 (its offset counts pages, and the shim maps from offset 0), ftruncate (a counts file under
 // 2 GiB), fstat's struct stat, clock_gettime's and futex's 32-bit timespec, geteuid32. fallocate and
-// pwrite64 split their 64-bit offsets over register pairs: pwrite64 goes through write_at
-// (shim/runtime/os.inc), which does so; fallocate is called only from the function and graph tracers,
-// which are x86-64's so far. cacheflush is ARM's
+// pwrite64 split their 64-bit offsets over register pairs: they go through allocate_at and write_at
+// (shim/runtime/os.inc), which do so. cacheflush is ARM's
 // private call: cleans the data cache and invalidates the instruction cache over a range, on every core.
 enum : long {
   nr_cacheflush = 0x0f0002,
@@ -243,8 +242,15 @@ inline void flush_code([[maybe_unused]] u64 lo, [[maybe_unused]] u64 hi) {
 #endif
 }
 
+#if defined(__arm__)
+// ARMv7: set at start where user space cannot read the generic timer's CNTVCT (a core without one,
+// such as the Cortex-A9, or a kernel that keeps it from user space, or qemu-arm), which then raises
+// SIGILL (shim/runtime/trap.inc, probe_counter).
+extern "C" unsigned prepatch_ticks_from_clock;
+#endif
+
 // A cycle or time-base counter for trace timestamps (x86 TSC, AArch64 CNTVCT_EL0, PPC time base,
-// RISC-V time, ARMv7 CNTVCT).
+// RISC-V time, ARMv7 CNTVCT, or ARMv7's CLOCK_MONOTONIC where CNTVCT cannot be read).
 inline u64 ticks() {
 #if defined(__x86_64__)
   u32 lo, hi;
@@ -259,6 +265,11 @@ inline u64 ticks() {
   asm volatile("rdtime %0" : "=r"(v));
   return v;
 #elif defined(__arm__)
+  if (prepatch_ticks_from_clock) {  // no generic timer user space may read: CLOCK_MONOTONIC's ns
+    long t[2] = {};  // the kernel's 32-bit timespec (Timespec, below)
+    call(nr_clock_gettime, 1, reinterpret_cast<long>(t));
+    return u64{static_cast<u32>(t[0])} * 1000000000 + static_cast<u32>(t[1]);
+  }
   u64 v;
   asm volatile("mrrc p15, 1, %Q0, %R0, c14" : "=r"(v));
   return v;
@@ -342,7 +353,7 @@ struct UContext {
   u32 gregs[21];     // struct sigcontext
 };
 static_assert(__builtin_offsetof(UContext, gregs) == 20);
-inline constexpr int reg_sp = 16, reg_lr = 17, reg_pc = 18;
+inline constexpr int reg_r0 = 3, reg_sp = 16, reg_lr = 17, reg_pc = 18;
 #endif
 
 #if defined(__aarch64__)

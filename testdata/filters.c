@@ -36,7 +36,8 @@ __attribute__((noipa)) int slow(int ms) {
   }
   return c(0);
 }
-/* Small and negative values, and ones that take more than 34 bits (pointers, large constants). */
+/* Small and negative values, and ones that take more than 34 bits (pointers, large constants; where
+   long is 32 bits, t is the constant's low word: the product is unsigned, so that it wraps). */
 __attribute__((noipa)) long mix(int p, long q, const void* r, int s, long t, unsigned u) {
   return p * 1000003L + q - (long)(uintptr_t)r / 2 + s * 7L + t + u;
 }
@@ -50,7 +51,7 @@ __attribute__((noipa)) long work(int k, int r) {
   long sum = 0;
   for (int i = 0; i < 4; i++) {
     sum += a(i) + quiet(i) + slow(i == 1 || i == 3 ? SLOW_MS : 0);
-    const long v = mix(k * 10 + i, -(long)(r + 1) * (i + 1), buffer + i, -i, (long)0x123456789ab * (i + 1), 0xffffffffu - i);
+    const long v = mix(k * 10 + i, -(long)(r + 1) * (i + 1), buffer + i, -i, (long)(0x123456789abULL * (i + 1)), 0xffffffffu - i);
     printf("mix %d %d %d = %ld\n", k, r, i, v);
     sum += v;
   }

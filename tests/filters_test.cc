@@ -267,13 +267,16 @@ TEST(Filters, ArgumentsAndReturnValuesAreWhatTheProgramComputed) {
   EXPECT_EQ(instants, want_instants);
 }
 
-// The same on AArch64's and RISC-V64's patchable sites under qemu-user: the six arguments (x0-x5,
-// a0-a5) and mix's value (x0, a0) as the program computed them. The ABIs differ on 32-bit values: an
-// int or unsigned is sign-extended in RISC-V64's register (so `s` = -i reads -i and `u` = 0xffffffff - i
-// reads -1 - i), where AArch64's and x86-64's upper half is not defined (x86-64's test reads it 0).
-TEST(Filters, ArgumentsAndReturnValuesOnAarch64AndRiscv64) {
+// The same on AArch64's, RISC-V64's and Thumb-2's patchable sites under qemu-user: the six arguments
+// (x0-x5, a0-a5; r0-r3 and two stack words) and mix's value (x0, a0, r0) as the program computed them.
+// The ABIs differ on 32-bit values: an int or unsigned is sign-extended in RISC-V64's register (so `s`
+// = -i reads -i and `u` = 0xffffffff - i reads -1 - i), and the shim sign-extends Thumb-2's words the
+// same way (where `long` is 32 bits, so `t` is its low word), where AArch64's and x86-64's upper half
+// is not defined (x86-64's test reads it 0).
+TEST(Filters, ArgumentsAndReturnValuesOnAarch64Riscv64AndThumb2) {
   for (const auto& [isa, cc, flag] : std::vector<std::array<std::string, 3>>{{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
-                                                                          {"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"}}) {
+                                                                          {"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
+                                                                          {"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3"}}) {
     SCOPED_TRACE(isa);
     TempDir d;
     Proc cc_run = run({cc, "-O2", flag, "-pthread", std::string(SOURCE_DIR) + "/testdata/filters.c", "-o", d / "filters.hooks"});
@@ -298,11 +301,12 @@ TEST(Filters, ArgumentsAndReturnValuesOnAarch64AndRiscv64) {
       ASSERT_LT(k + 8, v.size());
       EXPECT_EQ(v[k + 1], "=0:" + std::to_string(i));
       EXPECT_EQ(v[k + 2], "=1:" + std::to_string(-1LL * (i + 1)));
-      if (isa == "riscv64") {
+      if (isa != "aarch64") {
         EXPECT_EQ(v[k + 4], "=3:" + std::to_string(-i));
       }
-      EXPECT_EQ(v[k + 5], "=4:" + std::to_string(0x123456789abLL * (i + 1)));
-      if (isa == "riscv64") {
+      const long long t = 0x123456789abLL * (i + 1);
+      EXPECT_EQ(v[k + 5], "=4:" + std::to_string(isa == "arm" ? static_cast<long long>(static_cast<int>(static_cast<unsigned>(t))) : t));
+      if (isa != "aarch64") {
         EXPECT_EQ(v[k + 6], "=5:" + std::to_string(-1 - i));
       }
       EXPECT_EQ(v[k + 7], "=7:" + std::to_string(mix[i]));

@@ -866,7 +866,7 @@ TEST(SharedObject, WithoutDtInitTheShimStartsFromTheFirstInitArrayEntry) {
 // The other ISAs, under qemu-user: a prepared library in an unprepared program counts exactly; with
 // the program prepared too, the library's runtime serves the process and the program enrolls with it
 // (the rendezvous page: 64-bit, and ARM32's own; the program's sites forward through its own
-// trampolines), counted, and traced but on Thumb-2. RISC-V's libraries start the shim from their first init_array entry (no
+// trampolines), counted, and graph-traced. RISC-V's libraries start the shim from their first init_array entry (no
 // DT_INIT there).
 class OtherIsaSharedObject : public ::testing::TestWithParam<std::vector<std::string>> {};
 
@@ -909,7 +909,6 @@ TEST_P(OtherIsaSharedObject, APreparedLibraryCountsAndServesAPreparedProgramToo)
   EXPECT_EQ(c2["main"], 1);
   EXPECT_EQ(c2["leaf"], 1000);
   EXPECT_EQ(c2["lib_work"], 1);
-  if (isa == "arm") return;  // (Thumb-2 counts only)
   // The program's calls forwarded to the library's runtime under graph: every call in one trace.
   Proc traced = in(prepared, d / "main.prepared", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"});
   EXPECT_EQ(traced.out, want);

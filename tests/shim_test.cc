@@ -668,7 +668,8 @@ void graph_stress(const std::string& bin, const std::string& isa) {
 TEST(ShimStress, GraphTracerToggledUnderBusyThreads) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   for (const auto& [bin, isa] : std::vector<std::pair<std::string, std::string>>{
-           {"live-fentry", ""}, {"live-pfe5", ""}, {"live-a64-pg", "aarch64"}, {"live-a64-pfe2", "aarch64"}, {"live-ppc-pg", "ppc64le"}, {"live-rv-pg", "riscv64"}, {"live-rv-pfe4", "riscv64"}}) {
+           {"live-fentry", ""}, {"live-pfe5", ""}, {"live-a64-pg", "aarch64"}, {"live-a64-pfe2", "aarch64"}, {"live-ppc-pg", "ppc64le"}, {"live-rv-pg", "riscv64"}, {"live-rv-pfe4", "riscv64"},
+           {"live-arm-pg", "arm"}, {"live-arm-pfe3", "arm"}}) {
     SCOPED_TRACE(bin);
     graph_stress(bin, isa);
   }

@@ -13,6 +13,7 @@
 
 #include "arch/forms.h"
 #include "arch/isa.h"
+#include "arch/thumb2.h"
 #include "elf/elf.h"
 #include "elf/mapped_file.h"
 #include "elf/writer.h"
@@ -211,6 +212,93 @@ TEST(Thumb2Elf, AnAppendedSegmentAndOffFormSitesRunTheSame) {
       EXPECT_EQ(text.insns.at(s.addr).ops, "lr, [sp], #4") << std::hex << s.addr;
     }
   }
+}
+
+// The prologue steps the preparer follows to a -pg site (arch::thumb2::prologue_step) and the
+// instructions an in-place unwinder hook may displace (arch::thumb2::movable), on encodings the GNU
+// assembler makes of each form: how far each moves sp down and where it stores lr, or that it is
+// none of them.
+TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
+  struct Case {
+    const char* insn;
+    bool known;
+    u32 down;
+    int lr_at;  // -1: lr not stored
+    bool movable;
+  };
+  const std::vector<Case> cases{
+      {"push {r4, lr}", true, 8, 4, true},           {"push {r4-r7}", true, 16, -1, true},
+      {"push {lr}", true, 4, 0, true},               {"push.w {r4-r11, lr}", true, 36, 32, true},
+      {"stmdb sp!, {r4, r5}", true, 8, -1, true},    {"str lr, [sp, #-4]!", true, 4, 0, true},
+      {"str r4, [sp, #-4]!", true, 4, -1, true},     {"sub sp, #376", true, 376, -1, true},
+      {"sub sp, sp, #4", true, 4, -1, true},         {"sub.w sp, sp, #69632", true, 69632, -1, false},
+      {"sub.w sp, sp, #0x1380", true, 0x1380, -1, false}, {"subw sp, sp, #4095", true, 4095, -1, false},
+      {"vpush {d8-d15}", true, 64, -1, false},       {"vpush {s16-s17}", true, 8, -1, false},
+      {"add r7, sp, #8", true, 0, -1, true},         {"mov r7, sp", true, 0, -1, true},
+      {"nop", true, 0, -1, true},                    {"mov ip, sp", false, 0, -1, true},
+      {"mov r4, r0", false, 0, -1, true},            {"movs r3, #0", false, 0, -1, true},
+      {"mov.w r3, #0", false, 0, -1, true},          {"mov sp, r4", false, 0, -1, true},
+      {"add sp, #8", false, 0, -1, false},           {"add sp, r4", false, 0, -1, false},
+      {"sub.w r4, sp, #8", false, 0, -1, false},     {"subs.w sp, sp, #8", false, 0, -1, false},
+      {".inst.w 0xe92d8010", false, 0, -1, false},  // push.w {r4, pc}      {"pop {r4, pc}", false, 0, -1, false},
+      {"ldr r3, [pc, #4]", false, 0, -1, false},     {"add r3, pc", false, 0, -1, false},
+      {"mov r4, pc", false, 0, -1, false},           {"bx lr", false, 0, -1, false},
+      {"ite eq", false, 0, -1, false},               {"b.w .", false, 0, -1, false},
+      {"bl .", false, 0, -1, false},                 {"cbz r0, .+4", false, 0, -1, false},
+      {"ldr.w lr, [sp], #4", false, 0, -1, false},   {".inst.w 0xf84dfd04", false, 0, -1, false},  // str.w pc, [sp, #-4]!
+  };
+  TempDir d;
+  std::string src = ".syntax unified\n.thumb\n.fpu vfpv3-d16\n.text\n.p2align 2\n";
+  for (const Case& c : cases) src += std::string(c.insn) + (std::string(c.insn) == "ite eq" ? "\nmoveq r0, r0\nmovne r0, r0" : "") + "\n";
+  write_file(d / "p.s", src);
+  Proc as = run({"arm-linux-gnueabihf-as", "-march=armv7-a", d / "p.s", "-o", d / "p.o"});
+  ASSERT_EQ(as.status, 0) << as.err;
+  Proc cp = run({"arm-linux-gnueabihf-objcopy", "-O", "binary", "--only-section=.text", d / "p.o", d / "p.bin"});
+  ASSERT_EQ(cp.status, 0) << cp.err;
+  const std::string b = read_file(d / "p.bin");
+  const auto half = [&](size_t at) { return static_cast<u16>(static_cast<u8>(b.at(at)) | static_cast<u8>(b.at(at + 1)) << 8); };
+  size_t at = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.insn);
+    const u16 first = half(at);
+    const bool wide = arch::thumb2::is_32bit(first);
+    const u16 second = wide ? half(at + 2) : 0;
+    const arch::thumb2::PrologueStep step = wide ? arch::thumb2::prologue_step(first, second) : arch::thumb2::prologue_step(first);
+    EXPECT_EQ(step.known, c.known);
+    if (c.known) {
+      EXPECT_EQ(step.down, c.down);
+      EXPECT_EQ(step.lr, c.lr_at >= 0);
+      if (c.lr_at >= 0) EXPECT_EQ(step.lr_at, static_cast<u32>(c.lr_at));
+    }
+    EXPECT_EQ(wide ? arch::thumb2::movable(first, second) : arch::thumb2::movable(first), c.movable);
+    at += wide ? 4 : 2;
+    if (std::string(c.insn) == "ite eq") at += 4;  // (the two 16-bit instructions it conditions)
+  }
+  EXPECT_EQ(at, b.size());
+}
+
+// `b.w` as the shim writes it over an unwinder entry point (arch::thumb2::encode_b_w) is the
+// assembler's, forwards and backwards, and refused beyond +-16 MiB.
+TEST(Thumb2Forms, TheHooksBranchIsTheAssemblers) {
+  TempDir d;
+  write_file(d / "b.s", ".syntax unified\n.thumb\n.text\nb.w .+0x123456\nb.w .-0x8000\nb.w .+4\n");
+  Proc as = run({"arm-linux-gnueabihf-as", "-march=armv7-a", d / "b.s", "-o", d / "b.o"});
+  ASSERT_EQ(as.status, 0) << as.err;
+  ASSERT_EQ(run({"arm-linux-gnueabihf-objcopy", "-O", "binary", "--only-section=.text", d / "b.o", d / "b.bin"}).status, 0);
+  const std::string b = read_file(d / "b.bin");
+  ASSERT_EQ(b.size(), 12u);
+  const i64 offsets[3] = {0x123456, -0x8000, 4};
+  for (int k = 0; k < 3; k++) {
+    const u64 at = 0x10000 + 4 * k;
+    u16 out[2];
+    ASSERT_TRUE(arch::thumb2::encode_b_w(at, static_cast<u64>(static_cast<i64>(at) + offsets[k]), out));
+    EXPECT_EQ(out[0], static_cast<u8>(b[4 * k]) | static_cast<u8>(b[4 * k + 1]) << 8) << k;
+    EXPECT_EQ(out[1], static_cast<u8>(b[4 * k + 2]) | static_cast<u8>(b[4 * k + 3]) << 8) << k;
+  }
+  u16 out[2];
+  EXPECT_TRUE(arch::thumb2::encode_b_w(0x2000000, 0x2000000 + 4 + (u64{1} << 24) - 2, out));
+  EXPECT_FALSE(arch::thumb2::encode_b_w(0x2000000, 0x2000000 + 4 + (u64{1} << 24), out));
+  EXPECT_FALSE(arch::thumb2::encode_b_w(0x2000000, 0x2000000 + 4 - (u64{1} << 24) - 2, out));
 }
 
 }  // namespace

@@ -37,11 +37,12 @@ std::string prepare(const TempDir& d, const std::string& flavor) {
 }
 
 // `env VARS... BIN [MODE]`, for a build of `flavor`: run by qemu-user for AArch64's ("a64-..."),
-// PPC64le's ("ppc-...") and RISC-V64's ("rv-...").
+// PPC64le's ("ppc-..."), RISC-V64's ("rv-...") and Thumb-2's ("arm-...").
 std::vector<std::string> calltree(const std::string& flavor, const std::string& bin, const std::vector<std::string>& vars, const std::string& mode) {
   const TestBinary b{.isa = flavor.starts_with("a64-")   ? "aarch64"  // (qemu-aarch64's CPU has pointer authentication)
                             : flavor.starts_with("ppc-") ? "ppc64le"
                             : flavor.starts_with("rv-")  ? "riscv64"
+                            : flavor.starts_with("arm-") ? "arm"
                                                          : ""};
   return with_env(vars, b.exec(bin, mode.empty() ? std::vector<std::string>{} : std::vector<std::string>{mode}));
 }
@@ -192,15 +193,17 @@ TEST_P(CallTree, GraphTracerFollowsTailCalls) {
 }
 
 // x86-64's kinds and a static build; AArch64's -pg (mcount: x30 saved in the frame record) and
-// patchable (at the entry: x30 in a register) sites, PPC64le's -pg (LR saved in the caller's frame) and
+// patchable (at the entry: x30 in a register) sites, PPC64le's -pg (LR saved in the caller's frame),
 // RISC-V64's -pg (ra saved where the prologue the preparer followed put it) and patchable (ra in a
-// register) sites, both keyed by the entry sp, under qemu-user.
-INSTANTIATE_TEST_SUITE_P(Sites, CallTree, ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4"));
+// register) sites, both keyed by the entry sp, and Thumb-2's the same way (-pg: lr stored by the
+// prologue's push, or not at all in a leaf; patchable: the word the site pushed), under qemu-user.
+INSTANTIATE_TEST_SUITE_P(Sites, CallTree,
+                         ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4", "arm-pg", "arm-pfe3"));
 
-// The graph tracer's process-level cases, on x86-64, AArch64's and RISC-V64's two kinds of site and
-// PPC64le's -pg.
+// The graph tracer's process-level cases, on x86-64, AArch64's, RISC-V64's and Thumb-2's two kinds of
+// site and PPC64le's -pg.
 class Graph : public ::testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4"));
+INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4", "arm-pg", "arm-pfe3"));
 
 TEST_P(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
   TempDir d;
@@ -299,10 +302,13 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // holds it signed with the function's entry stack pointer, and gets it back signed. PPC64le -pg: the
 // return address's slot is in the caller's frame, as on x86-64. RISC-V64: a -pg frame's return
 // address is where the preparer found its prologue saved it, a patchable one's is found in its
-// function's own frame, below the stack pointer it was entered with.
+// function's own frame, below the stack pointer it was entered with. Thumb-2 -pg: the same as RISC-V64's,
+// a word at a time, hooked in place with a `b.w` in its static build. (Thumb-2's patchable builds are
+// left out: gcc 12's -fpatchable-function-entry breaks ARM's unwind tables, and such a program
+// terminates at its first exception unprepared: README, "Thumb-2".)
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
                          ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pg-static", "a64-pfe2", "a64-pfe2-pac",
-                                           "ppc-pg", "ppc-pg-static", "rv-pg", "rv-pg-static", "rv-pfe4"));
+                                           "ppc-pg", "ppc-pg-static", "rv-pg", "rv-pg-static", "rv-pfe4", "arm-pg", "arm-pg-static"));
 
 // PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
 // has one, and those sites are skipped; leaf has none. Its calls are graph-traced through the patchable
@@ -349,36 +355,59 @@ TEST(PacRet, MinusPgIsRefusedByGraphAndRecordedByFunction) {
   EXPECT_EQ(calls, (std::map<std::string, int>{{"top<-worker", 5 * rounds}, {"mid<-top", 5 * rounds}, {"leaf<-mid", 10 * rounds}, {"worker", 5}, {"main", 1}}));
 }
 
+// Builds `source` with `cc` -O2 -pg, prepares it (its function `big` has a prologue the preparer does
+// not follow: named when preparing), runs it under graph with qemu for `flavor_prefix`, and checks its
+// output and its one thread's records, `big` left out.
+void expect_big_left_out_of_graph(const std::string& flavor_prefix, const std::string& cc, const std::string& source, const std::string& out,
+                                  const std::vector<std::string>& want) {
+  TempDir d;
+  write_file(d / "big.c", "#include <stdio.h>\n#include <string.h>\n__attribute__((noinline)) int leaf(int x) { return x * 3 + 1; }\n" + source);
+  Proc c = run({cc, "-O2", "-pg", d / "big.c", "-o", d / "big.hooks"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc p = prepatch({d / "big.hooks", "-o", d / "big"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_NE(p.err.find("1 -pg function(s) whose prologue moves sp or saves its return address in a way not followed (big): the graph tracer leaves their calls out"),
+            std::string::npos)
+      << p.err;
+  Proc r = run(calltree(flavor_prefix, d / "big", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, ""), d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, out);
+  const std::vector<std::string> files = traces_in(d.path());
+  ASSERT_EQ(files.size(), 1u);
+  const trace::Trace t = trace::read_trace(files[0]);
+  ASSERT_EQ(t.threads.size(), 1u);
+  EXPECT_EQ(graph_words(t, t.threads[0]), want);
+  EXPECT_EQ(t.unwound, 0u);
+}
+
 // RISC-V64 -pg under graph: the preparer follows each function's prologue to its site (gcc keeps no
 // frame pointer there); one it does not follow (a frame over 2 KiB, which `add sp, sp, t0` moves) is
 // named when preparing and left out of the trace, while its callers and callees are traced and the
 // program runs as built.
 TEST(RiscvMinusPg, AFunctionWhosePrologueIsNotFollowedIsLeftOutOfGraph) {
-  TempDir d;
-  write_file(d / "big.c",
-             "#include <stdio.h>\n#include <string.h>\n"
-             "__attribute__((noinline)) int leaf(int x) { return x * 3 + 1; }\n"
-             "__attribute__((noinline)) int big(int n) { volatile char buf[8192]; memset((char*)buf, n, sizeof buf); return buf[n] + leaf(n); }\n"
-             "int main(int argc, char** argv) { int s = 0; for (int i = 0; i < 3; i++) s += big(i + argc); printf(\"sum %d\\n\", s); return 0; }\n");
-  Proc cc = run({"riscv64-linux-gnu-gcc", "-O2", "-pg", d / "big.c", "-o", d / "big.hooks"});
-  ASSERT_EQ(cc.status, 0) << cc.err;
-  Proc p = prepatch({d / "big.hooks", "-o", d / "big"});
-  ASSERT_EQ(p.status, 0) << p.err;
-  EXPECT_NE(p.err.find("1 -pg function(s) whose prologue moves sp or saves ra in a way not followed (big): the graph tracer leaves their calls out"),
-            std::string::npos)
-      << p.err;
-  Proc r = run(calltree("rv-", d / "big", {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, ""), d.path());
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, "sum 27\n");
-  const std::vector<std::string> files = traces_in(d.path());
-  ASSERT_EQ(files.size(), 1u);
-  const trace::Trace t = trace::read_trace(files[0]);
-  ASSERT_EQ(t.threads.size(), 1u);
   std::vector<std::string> want{"E main 0"};
   for (int i = 0; i < 3; i++) want.insert(want.end(), {"E leaf 1", "X leaf 1"});
   want.push_back("X main 0");
-  EXPECT_EQ(graph_words(t, t.threads[0]), want);
-  EXPECT_EQ(t.unwound, 0u);
+  expect_big_left_out_of_graph(
+      "rv-", "riscv64-linux-gnu-gcc",
+      "__attribute__((noinline)) int big(int n) { volatile char buf[8192]; memset((char*)buf, n, sizeof buf); return buf[n] + leaf(n); }\n"
+      "int main(int argc, char** argv) { int s = 0; for (int i = 0; i < 3; i++) s += big(i + argc); printf(\"sum %d\\n\", s); return 0; }\n",
+      "sum 27\n", want);
+}
+
+// Thumb-2 -pg under graph, the same: the preparer follows each prologue to its site (pushes, `sub sp`,
+// `sub.w sp` with a modified immediate: `wide`'s 70 KB frame); one whose frame is over 256 KiB (more
+// words than the frame word holds) is named and left out, while its callers and callees are traced.
+TEST(Thumb2MinusPg, AFunctionWhosePrologueIsNotFollowedIsLeftOutOfGraph) {
+  std::vector<std::string> want{"E main 0"};
+  for (int i = 0; i < 3; i++) want.insert(want.end(), {"E leaf 1", "X leaf 1", "E wide 1", "E leaf 2", "X leaf 2", "X wide 1"});
+  want.push_back("X main 0");
+  expect_big_left_out_of_graph(
+      "arm-", "arm-linux-gnueabihf-gcc",
+      "__attribute__((noinline)) int big(int n) { volatile char buf[300000]; memset((char*)buf, n, sizeof buf); return buf[n] + leaf(n); }\n"
+      "__attribute__((noinline)) int wide(int n) { volatile char buf[70001]; memset((char*)buf, n, sizeof buf); return buf[n] + leaf(n); }\n"
+      "int main(int argc, char** argv) { int s = 0; for (int i = 0; i < 3; i++) s += big(i + argc) + wide(i); printf(\"sum %d\\n\", s); return 0; }\n",
+      "sum 42\n", want);  // big: 4n + 1 for n = 1, 2, 3; wide: 4i + 1 for i = 0, 1, 2
 }
 
 // (x86-64 with -pg's mcount sites.)
