@@ -29,6 +29,7 @@ inline constexpr u16 bx_pc     = 0x4778;            // bx pc: a PLT entry's Thum
 inline constexpr u16 bx_lr     = 0x4770;            // bx lr
 inline constexpr u32 arm_bx_lr = 0xe12f'ff1e;       // bx lr, in ARM state
 inline constexpr u32 arm_nop   = 0xe320'f000;       // nop, in ARM state
+inline constexpr u32 arm_push_lr = 0xe52d'e004;     // push {lr} (str lr, [sp, #-4]!), in ARM state
 // clang-format on
 
 inline constexpr i64 bl_reach = i64{1} << 24;

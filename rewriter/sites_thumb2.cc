@@ -1,6 +1,6 @@
 // ARM32 Thumb-2 site discovery (rewriter/discoverer.h): gcc -pg (`push {lr}` then `bl
 // __gnu_mcount_nc`) and -fpatchable-function-entry pads of 3 nops or more. ARM-state (-marm) functions
-// are not prepared yet: they are not scanned, and their pads are listed as skipped.
+// are not prepared yet: their -pg sites and pads are listed as skipped.
 #include <algorithm>
 #include <optional>
 
@@ -91,8 +91,8 @@ class Thumb2Sites final : public IsaSites {
   // pushes and subtractions from sp, and where it stored lr (arch/thumb2.h prologue_step), up to the
   // site's own `push {lr}`. Any other instruction leaves the site's frame unknown.
   void scan(Discoverer& d, const Func& f, std::span<const u8>) const {
-    if (f.name & other_bit) return;
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
+    if (f.name & other_bit) return scan_arm_state(d, f, end);
     u16 before = 0;  // the instruction before, when 16-bit
     Prologue frame, until_before;  // (until_before: the frame before the last 16-bit instruction)
     for (u64 at = f.addr; at + 2 <= end;) {
@@ -121,6 +121,28 @@ class Thumb2Sites final : public IsaSites {
       frame.step(t2::prologue_step(first, second));
       before = 0;
       at += 4;
+    }
+  }
+
+  // ARM-state (-marm) -pg: `push {lr}` (`str lr, [sp, #-4]!`) and then `bl __gnu_mcount_nc` (or `blx`
+  // to a Thumb one), whole words. Such a site is not prepared yet (its word would need a plan of its
+  // own, and the trap handler ARM state): it is listed as skipped, so that the preparer says why
+  // rather than finding nothing.
+  static void scan_arm_state(Discoverer& d, const Func& f, u64 end) {
+    u32 before = 0;
+    for (u64 at = f.addr; at % 4 == 0 && at + 4 <= end; at += 4) {
+      u32 w = 0;
+      if (!d.word(at, w)) return;
+      const bool bl = (w & 0xff00'0000) == 0xeb00'0000, blx = (w & 0xfe00'0000) == 0xfa00'0000;
+      if (bl || blx) {
+        const i64 imm = static_cast<i64>(static_cast<i32>(w << 8) >> 6);  // imm24 * 4, sign-extended
+        const u64 target = at + 8 + static_cast<u64>(imm) + (blx ? (w >> 23) & 2 : 0);
+        if (!d.direct().find(target)) return;  // the first call is an ordinary one: no -pg site
+        d.add_symbol_site(at, SiteKind::mcount, 4, f).set_skip(before == t2::arm_push_lr ? Skip::unsupported_form : Skip::no_context);
+        return;
+      }
+      if ((w & 0x0e00'0000) == 0x0a00'0000 || (w & 0x0ff0'00f0) == 0x0120'0030) return;  // a branch, a conditional call or blx rm first
+      before = w;
     }
   }
 

@@ -167,6 +167,51 @@ TEST(Thumb2Discovery, PadsOfTwoNopsAreSkippedSayingWhy) {
   EXPECT_FALSE(exists(d / "out"));
 }
 
+// A binary mixing ARM-state (-marm) and Thumb-2 -pg functions: the ARM-state sites (`push {lr}` and
+// `bl __gnu_mcount_nc` in words) are found and listed as skipped with the reason, the Thumb ones are
+// prepared; the prepared program runs as built under qemu-arm and counts exactly the Thumb functions'
+// calls. A binary of ARM-state functions only is refused saying why, not as one without sites.
+TEST(Thumb2Discovery, ArmStateMinusPgSitesAreListedAsSkippedBesideThumbOnes) {
+  TempDir d;
+  write_file(d / "arm.c", "__attribute__((noinline)) int arm_leaf(int x) { return x * 3 + 1; }\n"
+                          "int arm_work(int n) { int s = 0; for (int i = 0; i < n; i++) s += arm_leaf(i); return s; }\n");
+  write_file(d / "thumb.c", "#include <stdio.h>\n#include <stdlib.h>\nint arm_work(int);\n"
+                            "__attribute__((noinline)) int thumb_leaf(int x) { return x + 2; }\n"
+                            "int main(int argc, char** argv) { int s = arm_work(10); for (int i = 0; i < 7; i++) s += thumb_leaf(i);"
+                            " printf(\"%d\\n\", s); return argc > 5; }\n");
+  for (const auto& [src, state] : {std::pair{"arm", "-marm"}, std::pair{"thumb", "-mthumb"}}) {
+    Proc c = run({"arm-linux-gnueabihf-gcc", "-O2", "-pg", state, "-c", d / (std::string(src) + ".c"), "-o", d / (std::string(src) + ".o")});
+    ASSERT_EQ(c.status, 0) << c.err;
+  }
+  Proc link = run({"arm-linux-gnueabihf-gcc", "-pg", d / "arm.o", d / "thumb.o", "-o", d / "mixed"});
+  ASSERT_EQ(link.status, 0) << link.err;
+  const nlohmann::json j = sites_json(d / "mixed");
+  std::map<std::string, std::string> status;
+  for (const auto& s : j["sites"]) {
+    status[s["function"].get<std::string>()] = s["status"].get<std::string>();
+    if (s["status"] == "skipped")
+      EXPECT_EQ(s["reason"], "ARM-state (-marm) functions are not prepared yet; build them as Thumb-2 (-mthumb)") << s.dump();
+  }
+  EXPECT_EQ(status, (std::map<std::string, std::string>{
+                        {"arm_leaf", "skipped"}, {"arm_work", "skipped"}, {"thumb_leaf", "preparable"}, {"main", "preparable"}}));
+  Proc p = prepatch({d / "mixed", "-o", d / "mixed.prepared"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_NE(p.err.find(" in arm_leaf: skipped: ARM-state (-marm) functions are not prepared yet"), std::string::npos) << p.err;
+  const TestBinary arm{.isa = "arm"};
+  Proc plain = run(arm.exec(d / "mixed", {}), d.path());
+  Proc r = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, arm.exec(d / "mixed.prepared", {})), d.path());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, plain.out);
+  EXPECT_EQ(r.out, "180\n");  // arm_leaf(0..9): 145; thumb_leaf(0..6): 35
+  EXPECT_EQ(function_counts(d / "mixed.prepared", d / "c"), (std::map<std::string, long>{{"main", 1}, {"thumb_leaf", 7}}));
+
+  Proc link_arm = run({"arm-linux-gnueabihf-gcc", "-pg", d / "arm.o", "-x", "c", "/dev/null", "-o", d / "armonly", "-nostartfiles", "-Wl,-e,arm_work"});
+  ASSERT_EQ(link_arm.status, 0) << link_arm.err;
+  Proc only = prepatch({d / "armonly", "-o", d / "armonly.prepared"});
+  EXPECT_EQ(only.status, 3) << only.err;
+  EXPECT_NE(only.err.find("armonly: no sites could be prepared (2 skipped, see above); nothing written"), std::string::npos) << only.err;
+}
+
 // The ELF writer alone on a 32-bit binary (the preparer is the Matrix tests'), run for real under
 // qemu-arm (PIE and static): a PT_NOTE turned into an appended PT_LOAD (the shim's segment, here 5,000
 // bytes of data), and every -pg site written in its off form, `pop {lr}` behind the `push {lr}`. The
