@@ -189,8 +189,9 @@ TEST(Thumb2Discovery, ArmStateMinusPgSitesAreListedAsSkippedBesideThumbOnes) {
   std::map<std::string, std::string> status;
   for (const auto& s : j["sites"]) {
     status[s["function"].get<std::string>()] = s["status"].get<std::string>();
-    if (s["status"] == "skipped")
+    if (s["status"] == "skipped") {
       EXPECT_EQ(s["reason"], "ARM-state (-marm) functions are not prepared yet; build them as Thumb-2 (-mthumb)") << s.dump();
+    }
   }
   EXPECT_EQ(status, (std::map<std::string, std::string>{
                         {"arm_leaf", "skipped"}, {"arm_work", "skipped"}, {"thumb_leaf", "preparable"}, {"main", "preparable"}}));
@@ -313,7 +314,9 @@ TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
     if (c.known) {
       EXPECT_EQ(step.down, c.down);
       EXPECT_EQ(step.lr, c.lr_at >= 0);
-      if (c.lr_at >= 0) EXPECT_EQ(step.lr_at, static_cast<u32>(c.lr_at));
+      if (c.lr_at >= 0) {
+        EXPECT_EQ(step.lr_at, static_cast<u32>(c.lr_at));
+      }
     }
     EXPECT_EQ(wide ? arch::thumb2::movable(first, second) : arch::thumb2::movable(first), c.movable);
     at += wide ? 4 : 2;
