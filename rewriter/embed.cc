@@ -276,25 +276,21 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       const u32 insn = static_cast<u32>(elf.codec().get(w, 0, 4));
       config.unwinder_len[k] = (a64 ? arch::aarch64::movable(insn) : arch::ppc64le::movable(insn)) ? 4 : 0;
     }
-    else if (auto b = elf.bytes_at(f, displaced); rv && b.size() == displaced && f % 2 == 0) {
-      u64 n = 0;  // whole movable instructions, up to 8 bytes or more
-      while (n < 8) {
+    else if (auto b = elf.bytes_at(f, displaced); (rv || arm) && b.size() == displaced && f % 2 == 0) {
+      // Whole movable instructions of 2 or 4 bytes (RISC-V's C extension, Thumb-2), as many as the
+      // jump's bytes or more.
+      const u64 jump = rv ? 8 : 4;
+      u64 n = 0;
+      while (n < jump) {
         const u16 h = static_cast<u16>(elf.codec().get(b, n, 2));
-        const bool ok = arch::riscv64::insn_length(h) == 2 ? arch::riscv64::movable(h) : arch::riscv64::movable(static_cast<u32>(elf.codec().get(b, n, 4)));
+        const bool wide = rv ? arch::riscv64::insn_length(h) == 4 : arch::thumb2::is_32bit(h);
+        const u16 h2 = wide ? static_cast<u16>(elf.codec().get(b, n + 2, 2)) : 0;
+        const bool ok = rv ? (wide ? arch::riscv64::movable(static_cast<u32>(h | h2 << 16)) : arch::riscv64::movable(h))
+                           : (wide ? arch::thumb2::movable(h, h2) : arch::thumb2::movable(h));
         if (!ok) break;
-        n += arch::riscv64::insn_length(h);
-      }
-      config.unwinder_len[k] = static_cast<u8>(n >= 8 ? n : 0);
-    }
-    else if (auto t = elf.bytes_at(f, displaced); arm && t.size() == displaced && f % 2 == 0) {
-      u64 n = 0;  // whole movable instructions, up to 4 bytes or more
-      while (n < 4) {
-        const u16 h = static_cast<u16>(elf.codec().get(t, n, 2));
-        const bool wide = arch::thumb2::is_32bit(h);
-        if (!(wide ? arch::thumb2::movable(h, static_cast<u16>(elf.codec().get(t, n + 2, 2))) : arch::thumb2::movable(h))) break;
         n += wide ? 4 : 2;
       }
-      config.unwinder_len[k] = static_cast<u8>(n >= 4 ? n : 0);
+      config.unwinder_len[k] = static_cast<u8>(n >= jump ? n : 0);
     }
   }
   std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
