@@ -156,22 +156,18 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
 // dynamic, this program crashes unprepared under qemu (gcc 12 puts main's pad before its TOC setup).
 TEST(Island, Ppc64lePatchableSitesCallThroughTheIsland) {
   TempDir d;
-  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\nstatic char big[1 << 30];\n"
-                        "__attribute__((noinline)) double pure(double a, int b) { return a * b; }\n"
-                        "int main(int argc, char** argv) { int n = atoi(argv[1]); double s = 0;\n"
-                        "  for (int i = 0; i < n; i++) s += pure(1.5, i);\n"
-                        "  big[n] = (char)n; printf(\"%.1f %d\\n\", s, big[n / 2]); return argc - 2; }\n");
-  Proc cc = run({"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static", d / "p.c", "-o", d / "p"});
-  ASSERT_EQ(cc.status, 0) << cc.err;
-  Proc r = prepatch({d / "p", "-o", d / "out"});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.err.find("call it through a branch island at vaddr"), std::string::npos) << r.err;
-  const TestBinary ppc{.isa = "ppc64le"};
-  Proc o = run(ppc.exec(d / "p", {"7"}));
-  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, ppc.exec(d / "out", {"7"})));
-  EXPECT_EQ(o.out, "31.5 0\n");
-  EXPECT_EQ(t.out, o.out);
-  EXPECT_EQ(t.status, 0) << t.err;
+  const CountedRun r = build_prepare_and_count(d, "ppc64le", {"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static"},
+                                               "#include <stdio.h>\n#include <stdlib.h>\nstatic char big[1 << 30];\n"
+                                               "__attribute__((noinline)) double pure(double a, int b) { return a * b; }\n"
+                                               "int main(int argc, char** argv) { int n = atoi(argv[1]); double s = 0;\n"
+                                               "  for (int i = 0; i < n; i++) s += pure(1.5, i);\n"
+                                               "  big[n] = (char)n; printf(\"%.1f %d\\n\", s, big[n / 2]); return argc - 2; }\n",
+                                               {"7"});
+  ASSERT_EQ(r.prepare.status, 0) << r.prepare.err;
+  EXPECT_NE(r.prepare.err.find("call it through a branch island at vaddr"), std::string::npos) << r.prepare.err;
+  EXPECT_EQ(r.plain.out, "31.5 0\n");
+  EXPECT_EQ(r.counted.out, r.plain.out);
+  EXPECT_EQ(r.counted.status, 0) << r.counted.err;
   EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"pure", 7}}));
 }
 

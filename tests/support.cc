@@ -327,4 +327,17 @@ std::map<std::string, long> function_counts(const std::string& binary, const std
   return out;
 }
 
+CountedRun build_prepare_and_count(const TempDir& d, const std::string& isa, std::vector<std::string> cc, const std::string& source,
+                                   const std::vector<std::string>& args) {
+  write_file(d / "p.c", source);
+  cc.insert(cc.end(), {d / "p.c", "-o", d / "p"});
+  Proc built = run(cc);
+  EXPECT_EQ(built.status, 0) << built.err;
+  CountedRun r{prepatch({d / "p", "-o", d / "out"}), {}, {}};
+  const TestBinary b{.isa = isa};
+  r.plain = run(b.exec(d / "p", args));
+  r.counted = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, b.exec(d / "out", args)));
+  return r;
+}
+
 }  // namespace prepatch::test

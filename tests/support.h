@@ -129,6 +129,14 @@ const std::string& calltree_function_trace();
 // --json`); empty, with a failure recorded, where prepatch cannot read it.
 std::map<std::string, long> function_counts(const std::string& binary, const std::string& file);
 
+// `source` built by `cc` (the compiler and its flags) into DIR/p, prepared into DIR/out, and each run
+// with `args` (by qemu-user for `isa`), the prepared one with every site counted into DIR/c.
+struct CountedRun {
+  Proc prepare, plain, counted;
+};
+CountedRun build_prepare_and_count(const TempDir& d, const std::string& isa, std::vector<std::string> cc, const std::string& source,
+                                   const std::vector<std::string>& args);
+
 // Names of the functions an object file defines (nm, T/t): which functions must have sites.
 std::set<std::string> nm_functions(const std::string& obj, const std::string& nm = "nm");
 

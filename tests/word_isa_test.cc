@@ -172,24 +172,20 @@ TEST(WordIsa, Ppc64lePadsBeforeTheLocalEntryAreSkippedSayingWhy) {
 // are one, and the site is prepared: `mflr r0` before it, and the trampoline returns with LR set back.
 TEST(WordIsa, Ppc64lePadsOfFunctionsWithoutATocSetupAreCounted) {
   TempDir d;
-  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\nint g;\n"
-                        "__attribute__((noinline)) double pure(double a, int b) { return a * b; }\n"
-                        "__attribute__((noinline)) int global(int a) { return a + g; }\n"
-                        "int main(int argc, char** argv) { int n = atoi(argv[1]); double s = 0;\n"
-                        "  for (int i = 0; i < n; i++) s += pure(1.5, i) + global(i);\n"
-                        "  printf(\"%.1f\\n\", s); return argc - 2; }\n");
-  Proc cc = run({"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static", d / "p.c", "-o", d / "p"});
-  ASSERT_EQ(cc.status, 0) << cc.err;
-  Proc r = prepatch({d / "p", "-o", d / "out"});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.err.find("in global: skipped: patchable pad before the ELFv2 local entry point"), std::string::npos) << r.err;
-  EXPECT_EQ(r.err.find("in pure: skipped"), std::string::npos) << r.err;
-  const TestBinary ppc{.isa = "ppc64le"};
-  Proc o = run(ppc.exec(d / "p", {"7"}));
-  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, ppc.exec(d / "out", {"7"})));
-  EXPECT_EQ(o.out, "52.5\n");
-  EXPECT_EQ(t.out, o.out);
-  EXPECT_EQ(t.status, 0) << t.err;
+  const CountedRun r = build_prepare_and_count(d, "ppc64le", {"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static"},
+                                               "#include <stdio.h>\n#include <stdlib.h>\nint g;\n"
+                                               "__attribute__((noinline)) double pure(double a, int b) { return a * b; }\n"
+                                               "__attribute__((noinline)) int global(int a) { return a + g; }\n"
+                                               "int main(int argc, char** argv) { int n = atoi(argv[1]); double s = 0;\n"
+                                               "  for (int i = 0; i < n; i++) s += pure(1.5, i) + global(i);\n"
+                                               "  printf(\"%.1f\\n\", s); return argc - 2; }\n",
+                                               {"7"});
+  ASSERT_EQ(r.prepare.status, 0) << r.prepare.err;
+  EXPECT_NE(r.prepare.err.find("in global: skipped: patchable pad before the ELFv2 local entry point"), std::string::npos) << r.prepare.err;
+  EXPECT_EQ(r.prepare.err.find("in pure: skipped"), std::string::npos) << r.prepare.err;
+  EXPECT_EQ(r.plain.out, "52.5\n");
+  EXPECT_EQ(r.counted.out, r.plain.out);
+  EXPECT_EQ(r.counted.status, 0) << r.counted.err;
   Proc c = prepatch({"counts", d / "out", d / "c", "--all", "--json"});
   ASSERT_EQ(c.status, 0) << c.err;
   std::map<std::string, unsigned long long> counts;
