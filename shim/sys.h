@@ -242,6 +242,17 @@ inline void flush_code([[maybe_unused]] u64 lo, [[maybe_unused]] u64 hi) {
 #endif
 }
 
+struct Timespec {  // the kernel's timespec: 32-bit on ARM32's clock_gettime, nanosleep and futex
+  long sec, nsec;
+};
+
+// clock_gettime(clock) in ns: 0 CLOCK_REALTIME, 1 CLOCK_MONOTONIC.
+inline i64 clock_ns(int clock) {
+  Timespec t{};
+  call(nr_clock_gettime, clock, reinterpret_cast<long>(&t));
+  return i64{t.sec} * 1000000000 + t.nsec;  // (ARM32: a 32-bit sec, which would overflow alone)
+}
+
 #if defined(__arm__)
 // ARMv7: set at start where user space cannot read the generic timer's CNTVCT (a core without one,
 // such as the Cortex-A9, or a kernel that keeps it from user space, or qemu-arm), which then raises
@@ -265,11 +276,7 @@ inline u64 ticks() {
   asm volatile("rdtime %0" : "=r"(v));
   return v;
 #elif defined(__arm__)
-  if (prepatch_ticks_from_clock) {  // no generic timer user space may read: CLOCK_MONOTONIC's ns
-    long t[2] = {};  // the kernel's 32-bit timespec (Timespec, below)
-    call(nr_clock_gettime, 1, reinterpret_cast<long>(t));
-    return u64{static_cast<u32>(t[0])} * 1000000000 + static_cast<u32>(t[1]);
-  }
+  if (prepatch_ticks_from_clock) return static_cast<u64>(clock_ns(1));  // no generic timer user space may read
   u64 v;
   asm volatile("mrrc p15, 1, %Q0, %R0, c14" : "=r"(v));
   return v;
@@ -411,9 +418,6 @@ struct StackT {
 };
 inline constexpr int ss_onstack = 1, ss_disable = 2;
 
-struct Timespec {  // the kernel's timespec: 32-bit on ARM32's clock_gettime, nanosleep and futex
-  long sec, nsec;
-};
 
 inline long write_all(int fd, const char* p, u64 n) {
   while (n > 0) {
