@@ -14,6 +14,8 @@
 // -fpatchable-function-entry=2: `nop; nop`, prepared offline into `mov x9, x30; nop`, toggled at the
 // second slot (the kernel's layout).
 #pragma once
+#include <optional>
+
 #include "arch/plan.h"
 
 namespace prepatch::arch::aarch64 {
@@ -81,6 +83,42 @@ constexpr void encode_island(u64 at, u64 target, u8* out) {
   for (unsigned i = 0; i < 4; i++)
     for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
   for (unsigned b = 0; b < 8; b++) out[16 + b] = static_cast<u8>(delta >> (8 * b));
+}
+
+// The same in 12 bytes where the trampoline lies within +-4 GiB of `at`: `adrp x16, target; add x16,
+// x16, :lo12:target; br x16`, ld's own short stub, written over such a stub or a PLT entry that only
+// -pg calls entered. False when out of that reach. 4-aligned; arch/island.h checks it.
+inline constexpr unsigned adrp_island_size = 12;
+constexpr bool encode_adrp_island(u64 at, u64 target, u8* out) {
+  const i64 pages = static_cast<i64>((target >> 12) - (at >> 12));
+  if (pages < -(i64{1} << 20) || pages >= (i64{1} << 20)) return false;
+  const u32 imm = static_cast<u32>(pages) & 0x1f'ffff;
+  const u32 words[3] = {0x9000'0010 | (imm & 3) << 29 | (imm >> 2) << 5,     // adrp x16, target
+                        0x9100'0210 | static_cast<u32>(target & 0xfff) << 10,  // add x16, x16, #lo12
+                        0xd61f'0200};                                          // br x16
+  for (unsigned i = 0; i < 3; i++)
+    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+  return true;
+}
+
+// ld's AArch64 stubs, as GNU ld lays them out:
+//   adrp x16, D; add x16, x16, :lo12:D; br x16                               12 bytes, +-4 GiB
+//   ldr x16, 1f; adr x17, .; add x16, x16, x17; br x16; 1: .xword D - (at + 4)   24 bytes, any distance
+// `word(at, w)` reads the instruction word at `at`, false past the code.
+template <class Word>
+constexpr std::optional<LinkerStub> linker_stub(u64 at, Word word) {
+  u32 w[6] = {};
+  for (unsigned i = 0; i < 3; i++)
+    if (at % 4 || !word(at + 4 * i, w[i])) return std::nullopt;
+  if ((w[0] & 0x9f00'001f) == 0x9000'0010 && (w[1] & 0xffc0'03ff) == 0x9100'0210 && w[2] == 0xd61f'0200) {
+    const i64 immhi = static_cast<i64>(static_cast<i32>(w[0] << 8) >> 13), immlo = (w[0] >> 29) & 3;  // immhi sign-extended
+    const u64 page = (at & ~u64{0xfff}) + (static_cast<u64>(immhi * 4 + immlo) << 12);
+    return LinkerStub{at, 12, page + ((w[1] >> 10) & 0xfff)};
+  }
+  if (w[0] == 0x5800'0090 && w[1] == 0x1000'0011 && w[2] == 0x8b11'0210 && word(at + 12, w[3]) && w[3] == 0xd61f'0200 &&
+      word(at + 16, w[4]) && word(at + 20, w[5]))
+    return LinkerStub{at, 24, at + 4 + (u64{w[4]} | u64{w[5]} << 32)};
+  return std::nullopt;
 }
 
 }  // namespace prepatch::arch::aarch64

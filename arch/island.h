@@ -27,7 +27,9 @@ std::vector<u8> encode_island(Isa isa, u64 at, u64 target);
 unsigned island_size(Isa isa);
 unsigned island_align(Isa isa);
 
-// Empty when `bytes` at `at` provably jump to `target` as above; else what breaks that.
+// Empty when `bytes` at `at` provably jump to `target` as above; else what breaks that. Also proves
+// the shorter forms written over ld's stubs (thumb2.h encode_absolute_island, aarch64.h
+// encode_adrp_island).
 std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target);
 
 }  // namespace prepatch::arch

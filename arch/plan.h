@@ -26,6 +26,15 @@ inline constexpr Isa all_isas[] = {Isa::x86_64, Isa::aarch64, Isa::ppc64le, Isa:
 // What a site was compiled as: where it sits and which trampoline its call form targets.
 enum class SiteKind : u8 { fentry = 1, mcount = 2, patchable = 3 };
 
+// A linker stub (veneer): code ld placed within a call's reach when the call's destination lies
+// beyond it, as an ISA header's linker_stub reads it (thumb2.h, aarch64.h). `start`: the address a
+// call to it names; `size`: its bytes from there; `dest`: where it jumps (ARM32: bit 0 set for Thumb).
+struct LinkerStub {
+  u64 start = 0;
+  u32 size = 0;
+  u64 dest = 0;
+};
+
 // Where a write's bytes come from.
 enum class From : u8 {
   trap,    // the ISA's trap instruction, laid over the toggled instruction from its first byte

@@ -17,6 +17,8 @@
 // ftrace does, which keeps the stack balanced either way. A -fpatchable-function-entry pad of three
 // 16-bit nops or more is given the same shape: its first nop becomes `push {lr}`, the next two the site.
 #pragma once
+#include <optional>
+
 #include "arch/plan.h"
 
 namespace prepatch::arch::thumb2 {
@@ -27,6 +29,7 @@ inline constexpr u16 push_lr   = 0xb500;            // push {lr}
 inline constexpr u16 pop_lr[2] = {0xf85d, 0xeb04};  // ldr.w lr, [sp], #4   (pop {lr}: the off form)
 inline constexpr u16 bx_pc     = 0x4778;            // bx pc: a PLT entry's Thumb stub, into its ARM-state code
 inline constexpr u16 bx_lr     = 0x4770;            // bx lr
+inline constexpr u16 nop_mov_r8 = 0x46c0;           // mov r8, r8: the 16-bit nop after a stub's `bx pc`
 inline constexpr u32 arm_bx_lr = 0xe12f'ff1e;       // bx lr, in ARM state
 inline constexpr u32 arm_nop   = 0xe320'f000;       // nop, in ARM state
 inline constexpr u32 arm_push_lr = 0xe52d'e004;     // push {lr} (str lr, [sp, #-4]!), in ARM state
@@ -140,6 +143,58 @@ constexpr void encode_island(u64 at, u64 target, u8* out) {
   const u32 delta = static_cast<u32>(target - (at + 8));
   for (unsigned i = 0; i < 4; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
   for (unsigned b = 0; b < 4; b++) out[8 + b] = static_cast<u8>(delta >> (8 * b));
+}
+
+// The same in 8 bytes, where the binary is never moved (ET_EXEC): `ldr.w pc, [pc, #0]; .word target`,
+// ld's own long branch for Thumb-2. It writes no register but pc. 4-aligned; arch/island.h checks it.
+inline constexpr unsigned absolute_island_size = 8;
+constexpr void encode_absolute_island(u64 target, u8* out) {
+  const u16 halves[2] = {0xf8df, 0xf000};  // ldr.w pc, [pc, #0]   (the literal at at + 4)
+  for (unsigned i = 0; i < 2; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
+  for (unsigned b = 0; b < 4; b++) out[4 + b] = static_cast<u8>(target >> (8 * b));
+}
+
+// A linker stub (veneer): the code ld places within a call's reach when its destination is beyond
+// it, as GNU ld's ARM32 stubs are laid out (ARM state unless noted):
+//   ldr pc, [pc, #-4]; .word D                          any state to any, absolute      8 bytes
+//   ldr ip, [pc]; bx ip; .word D                        absolute                       12 bytes
+//   ldr ip, [pc]; add pc, pc, ip; .word D - (at + 12)   position-independent, to ARM   12 bytes
+//   ldr ip, [pc, #4]; add ip, ip, pc; bx ip; .word D - (at + 12)   PIC, to Thumb        16 bytes
+//   b D                                                 short, to ARM                   4 bytes
+//   Thumb `bx pc; nop`, then one of the above           from Thumb into ARM state     + 4 bytes
+//   Thumb `ldr.w pc, [pc, #0]; .word D`                 Thumb-2, absolute               8 bytes
+// `arm`: the call enters it in ARM state, as a `blx` does. `word(at, w)` reads the instruction word
+// at `at`, false past the code.
+template <class Word>
+constexpr std::optional<LinkerStub> linker_stub(u64 at, bool arm, Word word) {
+  u32 w[4] = {};
+  const auto read = [&](u64 from, unsigned n) {
+    for (unsigned i = 0; i < n; i++)
+      if (!word(from + 4 * i, w[i])) return false;
+    return true;
+  };
+  if (at % 4) return std::nullopt;
+  if (!arm) {
+    if (!read(at, 2)) return std::nullopt;
+    if ((w[0] & 0xffff) == bx_pc && (w[0] >> 16) == nop_mov_r8) {
+      auto s = linker_stub(at + 4, true, word);
+      if (s) s->start = at, s->size += 4;
+      return s;
+    }
+    if (w[0] == 0xf000'f8df) return LinkerStub{at, 8, w[1]};  // ldr.w pc, [pc, #0]
+    return std::nullopt;
+  }
+  if (!read(at, 1)) return std::nullopt;
+  if ((w[0] & 0xff00'0000) == 0xea00'0000)  // b D: pc reads at + 8
+    return LinkerStub{at, 4, (at + 8 + static_cast<u64>(static_cast<i64>(static_cast<i32>(w[0] << 8) >> 6))) & 0xffff'ffffu};
+  if (w[0] == 0xe51f'f004 && read(at, 2)) return LinkerStub{at, 8, w[1]};
+  if (w[0] == 0xe59f'c000 && read(at, 3)) {
+    if (w[1] == 0xe12f'ff1c) return LinkerStub{at, 12, w[2]};
+    if (w[1] == 0xe08f'f00c) return LinkerStub{at, 12, (at + 12 + w[2]) & 0xffff'ffffu};
+  }
+  if (w[0] == 0xe59f'c004 && read(at, 4) && w[1] == 0xe08c'c00f && w[2] == 0xe12f'ff1c)
+    return LinkerStub{at, 16, (at + 12 + w[3]) & 0xffff'ffffu};
+  return std::nullopt;
 }
 
 }  // namespace prepatch::arch::thumb2

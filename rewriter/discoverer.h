@@ -60,6 +60,8 @@ class Targets {
 
 class Discoverer;
 
+using Stub = arch::LinkerStub;  // (arch/plan.h)
+
 // What discovery does differently on one ISA; one implementation per file, rewriter/sites_<isa>.cc.
 class IsaSites {
  public:
@@ -73,6 +75,9 @@ class IsaSites {
   // A PLT section's entries that jump through a tracer's GOT slot (Discoverer::slots) become call
   // targets (Discoverer::direct).
   virtual void plt(Discoverer&, const elf::Section&) const {}
+  // The linker stub a call to `target` enters (`other_state`: in the instruction set other_state()
+  // names, ARM32's ARM state, as a Thumb `blx` enters it), or nullopt when none is there.
+  virtual std::optional<Stub> stub(const Discoverer&, u64 /*target*/, bool /*other_state*/) const { return std::nullopt; }
   // Whether __mcount_loc records are read (gcc -mrecord-mcount is x86-64's), and one such record.
   virtual bool reads_mcount_loc() const { return false; }
   virtual void mcount_loc(Discoverer&, u64) const {}
@@ -100,6 +105,15 @@ class Discoverer {
   Discovery& found() { return d_; }
   Targets& direct() { return direct_; }  // callee address -> kind (tracer symbols and PLT stubs)
   Targets& slots() { return slots_; }    // pointer slot address -> kind (GOT)
+
+  // -pg calls and the code they enter on their way to mcount (Discovery::mcount_stubs). The ISA's
+  // scan asks mcount_call whether a call to `target` is a -pg call: it is when `target` is mcount or
+  // its PLT entry (direct), or a linker stub jumping there (IsaSites::stub; followed once per target).
+  // It then tells note_mcount_call whether the site it made of that call is prepared. The ISA's plt()
+  // names the bytes of a PLT entry with mcount_region, under each address a call may enter it by.
+  std::optional<SiteKind> mcount_call(u64 target, bool other_state = false);
+  void note_mcount_call(u64 target, const Site& s);
+  void mcount_region(u64 target, u64 start, u32 size, SiteKind kind);
 
   bool executable(u64 addr, u64 len) const {
     const elf::Segment* s = segment(addr, len);
@@ -184,6 +198,19 @@ class Discoverer {
                                              // with record sections one per address (func_at)
   Targets direct_;
   Targets slots_;
+  // The code -pg calls enter (PLT entries, linker stubs): how many prepared and skipped sites enter
+  // each, and the region a stub jumps into (a call through the stub enters that one too).
+  struct Region {
+    u64 start;
+    u32 size;
+    SiteKind kind;
+    u32 prepared = 0, skipped = 0;
+    u32 next = ~u32{0};
+  };
+  std::vector<Region> regions_;
+  std::vector<std::pair<u64, u32>> region_of_;  // call target -> regions_ index (few: a linear search)
+  std::vector<u64> not_stubs_;                  // targets found to be no stub to mcount, sorted
+  std::optional<u32> region(u64 target) const;
   std::vector<u64> covered_;  // while scanning: the sites from records, sorted, which the scan must not find again
   mutable elf::SegmentCursor cursor_{elf_};
 };

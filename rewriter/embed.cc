@@ -237,7 +237,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     }
   }
   const u64 frames_at = align_up(r.table_size, 8);
-  r.blob_offset = align_up(frames_at + 4 * frames.size(), page);
+  // Room for the addresses of the islands over stubs (below), at most one per stub.
+  r.stub_islands_at = align_up(frames_at + 4 * frames.size(), 8);
+  const u64 stub_room = 8 * d.mcount_stubs.size();
+  r.blob_offset = align_up(r.stub_islands_at + stub_room, page);
   const u64 blob_at = r.blob_offset - r.names.size();  // in data, which lacks the names
   r.data = std::move(table);
   r.data.resize(blob_at + h.mem_size);  // Bytes: not zeroed, so the padding and the .bss are, below
@@ -355,9 +358,79 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
     }
   }
+  // ARM32 and AArch64 -pg sites that reach neither: the nearest island over code their calls entered
+  // on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed within
+  // their reach. Only prepared sites entered it, and none of them does once prepared.
+  const auto& stubs = d.mcount_stubs;
+  std::vector<u64> stub_islands;
+  bool far = false;
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
+    far |= !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]);
+  });
+  if (far && (machine == EM_ARM || machine == EM_AARCH64) && !stubs.empty()) {
+    const int mk = static_cast<int>(SiteKind::mcount) - 1;
+    const bool fixed = elf.header().type == ET_EXEC;  // never moved: Thumb-2's 8-byte absolute form will do
+    // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).
+    std::vector<std::vector<u8>> form(stubs.size());
+    for (size_t i = 0; i < stubs.size(); i++) {
+      const u64 at = stubs[i].start;
+      std::vector<u8>& b = form[i];
+      if (at % 4) continue;
+      if (machine == EM_ARM && stubs[i].size >= arch::thumb2::island_size)
+        b.resize(arch::thumb2::island_size), arch::thumb2::encode_island(at, r.tramp[mk] | 1, b.data());  // Thumb code
+      else if (machine == EM_ARM && fixed && stubs[i].size >= arch::thumb2::absolute_island_size)
+        b.resize(arch::thumb2::absolute_island_size), arch::thumb2::encode_absolute_island(r.tramp[mk] | 1, b.data());
+      else if (machine == EM_AARCH64 && stubs[i].size >= arch::aarch64::island_size && at % arch::aarch64::island_align == 0)
+        b.resize(arch::aarch64::island_size), arch::aarch64::encode_island(at, r.tramp[mk], b.data());
+      else if (machine == EM_AARCH64 && stubs[i].size >= arch::aarch64::adrp_island_size) {
+        b.resize(arch::aarch64::adrp_island_size);
+        if (!arch::aarch64::encode_adrp_island(at, r.tramp[mk], b.data())) b.clear();
+      }
+    }
+    std::vector<bool> used(stubs.size());
+    for (const Site& s : d.sites) {
+      if (!s.prepared() || s.kind != SiteKind::mcount) continue;
+      const arch::CallForm form_of_site = call_form_of(elf, s);
+      if (reaches(s, form_of_site, r.tramp[mk]) || reaches(s, form_of_site, config.island[mk])) continue;
+      // The nearest stub with an island on either side, if the site reaches it.
+      const auto it = std::lower_bound(stubs.begin(), stubs.end(), s.addr, [](const Discovery::Stretch& t, u64 a) { return t.start < a; });
+      size_t up = static_cast<size_t>(it - stubs.begin()), down = up;
+      while (up < stubs.size() && form[up].empty()) up++;
+      while (down > 0 && form[down - 1].empty()) down--;
+      if (up < stubs.size() && reaches(s, form_of_site, stubs[up].start)) used[up] = true;
+      else if (down > 0 && reaches(s, form_of_site, stubs[down - 1].start)) used[down - 1] = true;
+    }
+    const auto isa = machine == EM_ARM ? arch::Isa::thumb2 : arch::Isa::aarch64;
+    for (size_t i = 0; i < stubs.size(); i++) {
+      if (!used[i]) continue;
+      const u64 at = stubs[i].start, target = r.tramp[mk] | (machine == EM_ARM ? 1u : 0u);
+      if (std::string why = arch::check_island(isa, form[i], at, target); !why.empty())
+        throw std::logic_error("internal: the branch island over the stub at " + hex(at) + " fails its check: " + why);
+      const auto off = elf.vaddr_to_offset(at, form[i].size());
+      if (!off) throw std::logic_error("internal: the stub at " + hex(at) + " has no file bytes");
+      for (size_t k = 0; k < form[i].size(); k += sizeof elf::Patch::bytes) {  // (AArch64's 24 bytes take two)
+        elf::Patch& p = r.stub_islands.emplace_back();
+        p.offset = *off + k;
+        p.len = static_cast<u8>(std::min(sizeof p.bytes, form[i].size() - k));
+        std::memcpy(p.bytes, form[i].data() + k, p.len);
+      }
+      stub_islands.push_back(at);
+    }
+  }
+  // Their addresses, sorted, between the frames and the blob (Config::stub_islands).
+  r.stub_island_count = stub_islands.size();
+  if (!stub_islands.empty()) {
+    config.stub_islands = static_cast<u32>(r.stub_islands_at);
+    config.stub_island_count = static_cast<u32>(stub_islands.size());
+    for (size_t i = 0; i < stub_islands.size(); i++) elf.codec().put(r.data, r.stub_islands_at - r.names.size() + 8 * i, 8, stub_islands[i]);
+    std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+  }
+  const auto stub_island_reached = [&](const Site& s, arch::CallForm form) {
+    const auto it = std::lower_bound(stub_islands.begin(), stub_islands.end(), s.addr);
+    return (it != stub_islands.end() && reaches(s, form, *it)) || (it != stub_islands.begin() && reaches(s, form, *std::prev(it)));
+  };
+  const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
-    if (!reaches(s, form, target) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]))
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
                "the site at vaddr " + hex(s.addr) + " cannot reach the shim at " + hex(target) + " with " +
                    (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
@@ -367,9 +440,24 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                           : "a rel32 call (+-2 GiB)") +
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
                    (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
-                          "bytes, up to the next segment's)"
+                          "bytes, up to the next segment's" +
+                              std::string((machine == EM_ARM || machine == EM_AARCH64) && s.kind == SiteKind::mcount ? "; a PLT entry or linker stub its call entered" : "") + ")"
                         : ""));
+  };
+  reach.for_each_end([&](const Site& s, arch::CallForm form) {
+    if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
+        !(s.kind == SiteKind::mcount && stub_island_reached(s, form)))
+      fail_far(s);
   });
+  // Between a group's ends, stub islands are not all within reach of every site: each is checked.
+  if (!stub_islands.empty())
+    for (const Site& s : d.sites)
+      if (s.prepared()) {
+        const arch::CallForm form = call_form_of(elf, s);
+        if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
+            !(s.kind == SiteKind::mcount && stub_island_reached(s, form)))
+          fail_far(s);
+      }
   if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, r.tramp[static_cast<int>(SiteKind::mcount) - 1]);
   return r;
 }

@@ -36,6 +36,12 @@ struct RuntimeSegment {
   elf::Patch redirect;
   // Branch islands for the sites that cannot reach their trampoline (Config::island).
   Island island;
+  // ARM32 and AArch64 -pg: branch islands over the PLT entries and linker stubs the sites' calls entered
+  // (Discovery::mcount_stubs), for sites that reach neither (Config::stub_islands, whose addresses
+  // lie at offset stub_islands_at of the segment).
+  std::vector<elf::Patch> stub_islands;
+  u64 stub_island_count = 0;
+  u64 stub_islands_at = 0;
   // A shared object: its DT_INIT's value, or its first init_array entry's, made the shim's object
   // start, and its DT_FINI's, or its first fini_array entry's, the shim's object end (where it has
   // one); none in an executable.

@@ -310,8 +310,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
 
   // Besides the sites: RISC-V's redirect of what the -pg sites call, a shared object's hooks
   // (DT_INIT or its first init_array entry: the shim's start; DT_FINI or its first fini_array entry: its
-  // end), the branch islands (in the padding after the text, which its segment grows over), and
-  // gprof's start-up made to return
+  // end), the branch islands (in the padding after the text, which its segment grows over; ARM32's
+  // over the stubs that -pg calls went through), and gprof's start-up made to return
   // (rewriter/gprof.h), in file order, merged into the sites' stream.
   std::vector<elf::Patch> extra;
   if (rt.redirect.len) extra.push_back(rt.redirect);
@@ -326,6 +326,13 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     }
     res.messages.push_back(elf.name() + ": sites beyond their call's reach of the shim call it through a branch island at vaddr " +
                            hex(rt.island.vaddr) + " (" + std::to_string(rt.island.bytes.size()) + " bytes after the text)");
+  }
+  if (!rt.stub_islands.empty()) {
+    extra.insert(extra.end(), rt.stub_islands.begin(), rt.stub_islands.end());
+    const u64 n = rt.stub_island_count;
+    res.messages.push_back(elf.name() + ": -pg sites beyond their call's reach of the shim call it through " + std::to_string(n) + " branch island" +
+                           (n == 1 ? "" : "s") +
+                           " over the PLT entries and linker stubs their calls went through");
   }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);

@@ -314,6 +314,47 @@ void Discoverer::scan_symbols() {
   std::vector<u64>().swap(covered_);
 }
 
+std::optional<u32> Discoverer::region(u64 target) const {
+  for (const auto& [t, i] : region_of_)
+    if (t == target) return i;
+  return std::nullopt;
+}
+
+void Discoverer::mcount_region(u64 target, u64 start, u32 size, SiteKind kind) {
+  u32 i = 0;
+  while (i < regions_.size() && regions_[i].start != start) i++;
+  if (i == regions_.size()) regions_.push_back({start, size, kind});
+  region_of_.emplace_back(target, i);
+}
+
+std::optional<SiteKind> Discoverer::mcount_call(u64 target, bool other_state) {
+  if (auto k = direct_.find(target)) return k;
+  if (auto i = region(target)) return regions_[*i].kind;
+  if (std::binary_search(not_stubs_.begin(), not_stubs_.end(), target)) return std::nullopt;
+  // A stub ld placed for a call beyond mcount's reach; what it jumps to is mcount, its PLT entry, or
+  // (ld chains them) another such stub.
+  if (auto st = sites_->stub(*this, target, other_state)) {
+    const u64 dest = sites_->code_address(st->dest);
+    const auto next = region(dest);
+    const auto k = direct_.find(dest);
+    if (k || next) {
+      mcount_region(target, st->start, st->size, k ? *k : regions_[*next].kind);
+      regions_[region_of_.back().second].next = next.value_or(~u32{0});
+      return k ? *k : regions_[*next].kind;
+    }
+  }
+  not_stubs_.insert(std::upper_bound(not_stubs_.begin(), not_stubs_.end(), target), target);
+  return std::nullopt;
+}
+
+void Discoverer::note_mcount_call(u64 target, const Site& s) {
+  auto i = region(target);
+  for (size_t n = 0; i && *i < regions_.size() && n < regions_.size(); i = regions_[*i].next, n++) {
+    (s.prepared() ? regions_[*i].prepared : regions_[*i].skipped)++;
+    if (s.prepared()) break;  // a prepared site calls an island over the first; a skipped one runs them all
+  }
+}
+
 void Discoverer::push_record_site(Site s) {
   const Func* f = func_at(s.addr);
   s.name = f ? name_of(f->name_off()) : 0;
@@ -347,6 +388,14 @@ void Discoverer::finish() {
     if (kept++ != i) v[kept - 1] = s;
   }
   v.resize(kept);
+  // The stretches only prepared sites enter, none overlapping another that a skipped one enters.
+  std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
+  for (size_t i = 0; i < regions_.size(); i++) {
+    const Region& r = regions_[i];
+    const bool clear = (i == 0 || regions_[i - 1].start + regions_[i - 1].size <= r.start) &&
+                       (i + 1 == regions_.size() || r.start + r.size <= regions_[i + 1].start);
+    if (r.prepared && !r.skipped && clear) d_.mcount_stubs.push_back({r.start, r.size});
+  }
 }
 
 }  // namespace discovery

@@ -6,7 +6,7 @@
 //   2. __patchable_function_entries (-fpatchable-function-entry=N[,M]): the address of every nop pad;
 //   3. function symbols, for functions no record covers: the first instructions are decoded until the
 //      call to mcount/__fentry__ (resolved through PLT entries and GOT slots via relocations; on
-//      PPC64le through ld's named call stubs).
+//      PPC64le through ld's named call stubs; on Thumb-2 and AArch64 through ld's long-branch stubs too).
 // On AArch64, PPC64le, RISC-V and Thumb-2 a site is the one 32-bit instruction that toggles
 // (docs/FORMAT.md); a patchable site's word before it is its permanent context.
 // Every candidate's bytes are compared with named patterns before it becomes a site; a candidate that
@@ -89,6 +89,14 @@ struct Discovery {
   // saved, in doublewords; thumb_frame_entry_sp and thumb_frame_lr, in words), by site address; 0 where
   // the prologue was not followed. The graph tracer hooks the exits through them.
   std::vector<std::pair<u64, u32>> mcount_frames;
+  // ARM32 and AArch64 -pg: code the sites' calls enter on their way to mcount (its PLT entries, ld's
+  // stubs) that only prepared sites enter, sorted and apart: where a site cannot reach the shim, the
+  // preparer may write a branch island over one within its reach (Config::stub_islands).
+  struct Stretch {
+    u64 start;
+    u32 size;
+  };
+  std::vector<Stretch> mcount_stubs;
   // AArch64 -pg: a function with a site signs its return address before it (pac-ret: paciasp or
   // pacibsp first), so the graph tracer cannot replace it (shim::table_signed_returns).
   bool signed_returns = false;

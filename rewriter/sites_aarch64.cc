@@ -29,7 +29,15 @@ class Aarch64Sites final : public WordSites<Aarch64Words> {
     auto b = d.elf().section_data(s);
     for (u64 at = 0; at + 16 <= b.size(); at += 16)
       if (auto slot = arch::aarch64_plt_slot(b.subspan(at, 16), s.addr + at))
-        if (auto k = d.slots().find(*slot)) d.direct().add(s.addr + at, *k);
+        if (auto k = d.slots().find(*slot)) {
+          d.direct().add(s.addr + at, *k);
+          d.mcount_region(s.addr + at, s.addr + at, 16, *k);  // its 16 bytes, which a branch island may take over
+        }
+  }
+
+  // ld's AArch64 stubs (arch/aarch64.h linker_stub).
+  std::optional<Stub> stub(const Discoverer& d, u64 target, bool) const override {
+    return arch::aarch64::linker_stub(target, [&](u64 at, u32& w) { return d.word(at, w); });
   }
 };
 

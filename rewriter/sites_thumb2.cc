@@ -25,9 +25,18 @@ class Thumb2Sites final : public IsaSites {
     for (u64 at = 0; at + 12 <= b.size(); at += 4)
       if (auto slot = arch::arm_plt_slot(b.subspan(at, std::min<u64>(16, b.size() - at)), s.addr + at))
         if (auto k = d.slots().find(*slot)) {
+          // Its 12 bytes (and its Thumb stub's 4 before), which a branch island may take over.
+          const bool thumb_stub = at >= 4 && (b[at - 4] | b[at - 3] << 8) == t2::bx_pc;
+          const u64 start = s.addr + at - (thumb_stub ? 4 : 0);
           d.direct().add(s.addr + at, *k);
-          if (at >= 4 && (b[at - 4] | b[at - 3] << 8) == t2::bx_pc) d.direct().add(s.addr + at - 4, *k);
+          d.mcount_region(s.addr + at, start, thumb_stub ? 16 : 12, *k);
+          if (thumb_stub) d.direct().add(start, *k), d.mcount_region(start, start, 16, *k);
         }
+  }
+
+  // ld's ARM32 stubs (arch/thumb2.h linker_stub): a call enters one in ARM state after a `blx`.
+  std::optional<Stub> stub(const Discoverer& d, u64 target, bool arm) const override {
+    return t2::linker_stub(target, arm, [&](u64 at, u32& w) { return d.word(at, w); });
   }
 
   // -fpatchable-function-entry=N[,M]: M 16-bit `nop`s before the function symbol, N-M after it. As
@@ -112,10 +121,12 @@ class Thumb2Sites final : public IsaSites {
       const u16 second = static_cast<u16>(b[2] | b[3] << 8);
       if (t2::is_bl_or_blx(first, second)) {
         const auto target = arch::bl_target(d.isa(), b, at);  // Capstone
-        if (!target || !d.direct().find(*target)) return;    // the first call is an ordinary one: no -pg site
+        const bool blx = !(second & 0x1000);                  // into ARM state
+        if (!target || !d.mcount_call(*target, blx)) return;  // the first call is an ordinary one: no -pg site
         Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
         if (before != t2::push_lr) s.set_skip(Skip::no_context);
         else d.found().mcount_frames.emplace_back(at, until_before.code());  // (the frame before the site's own push)
+        d.note_mcount_call(*target, s);
         return;
       }
       frame.step(t2::prologue_step(first, second));
@@ -137,8 +148,10 @@ class Thumb2Sites final : public IsaSites {
       if (bl || blx) {
         const i64 imm = static_cast<i64>(static_cast<i32>(w << 8) >> 6);  // imm24 * 4, sign-extended
         const u64 target = at + 8 + static_cast<u64>(imm) + (blx ? (w >> 23) & 2 : 0);
-        if (!d.direct().find(target)) return;  // the first call is an ordinary one: no -pg site
-        d.add_symbol_site(at, SiteKind::mcount, 4, f).set_skip(before == t2::arm_push_lr ? Skip::unsupported_form : Skip::no_context);
+        if (!d.mcount_call(target, bl)) return;  // the first call is an ordinary one: no -pg site (bl: stays in ARM state)
+        Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
+        s.set_skip(before == t2::arm_push_lr ? Skip::unsupported_form : Skip::no_context);
+        d.note_mcount_call(target, s);
         return;
       }
       if ((w & 0x0e00'0000) == 0x0a00'0000 || (w & 0x0ff0'00f0) == 0x0120'0030) return;  // a branch, a conditional call or blx rm first

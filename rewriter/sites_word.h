@@ -75,11 +75,12 @@ class WordSites : public IsaSites {
       if (!W::is_bl(w)) continue;
       const auto target = arch::bl_target(d.isa(), d.code(at, 4), at);  // Capstone
       if (!target) continue;
-      if (!d.direct().find(*target)) return;  // the first call is an ordinary one: no -pg site
+      if (!d.mcount_call(*target)) return;  // the first call is an ordinary one: no -pg site
       Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
       if (!context) s.set_skip(Skip::no_context);
       s.pad_rest = W::after_call(d, at);
       if (s.prepared() && W::signs_return(d, f.addr)) d.found().signed_returns = true;
+      d.note_mcount_call(*target, s);
       return;
     }
   }

@@ -33,7 +33,7 @@ struct BlobHeader {
 };
 static_assert(sizeof(BlobHeader) == 56);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 4;  // 3: no Config::island
+inline constexpr u32 blob_version = 5;  // 4: no Config::stub_islands; 3: no Config::island
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -74,8 +74,14 @@ struct Config {
   // kind calls when its call form does not reach the kind's trampoline (0: every site reaches it).
   // Each jumps on to the trampoline, writing only registers the ABI gives call veneers.
   u64 island[3];
+  // ARM32 and AArch64 -pg sites that reach neither their trampoline nor island[1]: branch islands over the PLT
+  // entries and linker stubs their calls entered before preparing, each jumping on to the mcount
+  // trampoline. Their link-time addresses, u64 each, sorted, lie at offset stub_islands from
+  // table_vaddr (0: none); a site calls the nearest it reaches.
+  u32 stub_islands;
+  u32 stub_island_count;
 };
-static_assert(sizeof(Config) == 160);
+static_assert(sizeof(Config) == 168);
 // A RISC-V -pg site's frame (Config::mcount_frames), as the preparer read its function's prologue:
 // bits 0-15 how far above the site's sp the entry's was, bits 16-31 where ra was saved, each in
 // doublewords from the site's sp; 0 where the prologue was not followed (rewriter/sites_riscv64.cc).
@@ -116,9 +122,10 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 4;  // 1: the page held no registry (each object's own runtime or none);
+inline constexpr u32 runtime_abi = 5;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
+                                       // 4: ... no `stub_islands` (Config before blob_version 5)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).

@@ -1,14 +1,18 @@
 // Branch islands (arch/island.h): the checker proves every ISA's island at a spread of distances and
-// catches broken ones; and sites a 1 GiB .bss puts beyond their call's reach of the shim call it
-// through an island, on AArch64, PPC64le and Thumb-2, traced under qemu call by call.
+// catches broken ones; sites a 1 GiB .bss puts beyond their call's reach of the shim call it
+// through an island, on AArch64, PPC64le and Thumb-2, and -pg sites in a text larger than the reach
+// through islands over ld's stubs and PLT entries (Thumb-2, AArch64), traced under qemu call by call.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <sstream>
 
+#include "arch/aarch64.h"
 #include "arch/island.h"
 #include "arch/isa.h"
+#include "arch/thumb2.h"
 #include "elf/elf.h"
 #include "support.h"
 
@@ -40,6 +44,23 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
       }
     EXPECT_EQ(arch::check_island(isa, arch::encode_island(isa, 0x1000, 0x2001), 0x1001, 0x2001), "misaligned");
   }
+  // Thumb-2's 8-byte absolute form (ET_EXEC only), which the preparer writes over ld's 8-byte stubs.
+  for (u64 target : {u64{0x2001}, u64{0xffff'f001}, u64{0x0140'0001}}) {
+    u8 b[arch::thumb2::absolute_island_size];
+    arch::thumb2::encode_absolute_island(target, b);
+    EXPECT_EQ(arch::check_island(Isa::thumb2, b, 0x1000, target), "");
+    EXPECT_NE(arch::check_island(Isa::thumb2, b, 0x1000, target + 4), "");
+  }
+  // AArch64's 12-byte adrp form, over ld's stubs and PLT entries: +-4 GiB of pages, no farther.
+  for (i64 dist : {i64{16}, -i64{16}, i64{1} << 31, -(i64{1} << 31), (i64{4} << 30) - 0x2000, -(i64{4} << 30) + 0x2000}) {
+    const u64 at = u64{0x5'0000'1234} & ~u64{3}, target = at + static_cast<u64>(dist);
+    u8 b[arch::aarch64::adrp_island_size];
+    ASSERT_TRUE(arch::aarch64::encode_adrp_island(at, target, b)) << dist;
+    EXPECT_EQ(arch::check_island(Isa::aarch64, b, at, target), "") << dist;
+    EXPECT_NE(arch::check_island(Isa::aarch64, b, at, target + 4), "") << dist;
+  }
+  u8 b12[arch::aarch64::adrp_island_size];
+  EXPECT_FALSE(arch::aarch64::encode_adrp_island(0x1000, 0x1000 + (u64{4} << 30) + 0x1000, b12));
   EXPECT_EQ(arch::island_size(Isa::x86_64), 0u);
   EXPECT_EQ(arch::island_size(Isa::riscv64), 0u);
 }
@@ -98,15 +119,23 @@ int main(int argc, char** argv) {
 }
 )";
 
+// A graph replay's calls, one per line: the depth, then `f() {`, `f();` or `} /* f */`.
+std::string call_shape(const std::string& replay) {
+  std::string shape;
+  std::smatch m;
+  for (std::string rest = replay; std::regex_search(rest, m, std::regex("\\| ( *)(\\w+\\(\\) \\{|\\w+\\(\\);|\\} /\\* \\w+ \\*/)")); rest = m.suffix())
+    shape += std::to_string(m[1].length() / 2) + m[2].str() + "\n";
+  return shape;
+}
+
 struct BigBss {
   std::string isa, cc, flags;
-  bool graph;  // the ISA has the graph tracer
 };
 
 class IslandBigBss : public ::testing::TestWithParam<BigBss> {};
 
 // Every site is out of its call's reach of the shim (+-128 MiB, +-32 MiB, +-16 MiB), so each call
-// goes through the island: counted exactly, and under graph (where the ISA has it) nested as called.
+// goes through the island: counted exactly, and under graph nested as called.
 // Thumb-2's PIE, which qemu-arm loads at 0x40000000, also puts its shim above 2 GiB (where addresses
 // must not be sign-extended: shim/core.h addr_of), and covers the address where the runtimes of
 // prepared objects meet: its runtime serves alone (docs/SHIM.md).
@@ -132,17 +161,13 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   EXPECT_EQ(t.out, o.out);
   EXPECT_EQ(t.err, "");
   EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", n}, {"leaf", 2 * n}}));
-  if (!p.graph) return;
   Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(d / "out", {std::to_string(n)})));
   EXPECT_EQ(g.status, 0) << g.err;
   EXPECT_EQ(g.out, o.out);
   Proc replay = prepatch({"replay", d / "t.trace"});
   ASSERT_EQ(replay.status, 0) << replay.err;
   // main() { then n times: mid() { leaf(); leaf(); } /* mid */, then } /* main */.
-  std::string shape;
-  std::smatch m;
-  for (std::string rest = replay.out; std::regex_search(rest, m, std::regex("\\| ( *)(\\w+\\(\\) \\{|\\w+\\(\\);|\\} /\\* \\w+ \\*/)")); rest = m.suffix())
-    shape += std::to_string(m[1].length() / 2) + m[2].str() + "\n";
+  const std::string shape = call_shape(replay.out);
   std::string expect = "0main() {\n";
   for (int i = 0; i < n; i++) expect += "1mid() {\n2leaf();\n2leaf();\n1} /* mid */\n";
   expect += "0} /* main */\n";
@@ -171,39 +196,128 @@ TEST(Island, Ppc64lePatchableSitesCallThroughTheIsland) {
   EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"pure", 7}}));
 }
 
+// A -pg program whose text is larger than a `bl` reaches: MiB of filler after main and near(), then
+// far() and mid(), then (`second`) as much again, then the shim. ld sends the calls to mcount that
+// its PLT entry is beyond through a stub of its own near them; discovery follows it (before, those
+// sites were missed without a word). A site that reaches neither the shim nor the island after the
+// text calls an island the preparer wrote over the stub or PLT entry its call went through.
+std::string large_text_program(unsigned mib, bool second) {
+  const std::string filler = "__asm__(\".section .text.filler%, \\\"ax\\\", %progbits\\n.p2align 2\\n.skip " + std::to_string(mib) + " << 20\\n.previous\\n\");\n";
+  const auto nth = [&](char n) { std::string f = filler; f[f.find('%')] = n; return f; };
+  return "#include <stdio.h>\n#include <stdlib.h>\n"
+         "__attribute__((noinline)) int near(int i) { return i * 3 + 1; }\n" + nth('1') +
+         "__attribute__((noinline)) int far(int i) { return i * 5 + 1; }\n"
+         "__attribute__((noinline)) int mid(int i) { return near(i) + far(i); }\n" + (second ? nth('2') : "") +
+         "int main(int argc, char** argv) {\n  int n = atoi(argv[1]), s = 0;\n  for (int i = 0; i < n; i++) s += mid(i);\n"
+         "  printf(\"%d\\n\", s);\n  return argc - 2;\n}\n";
+}
+
+struct LargeText {
+  std::string isa, cc;
+  unsigned mib;
+  bool second;
+  std::vector<std::string> links;  // -pie, -no-pie
+  std::string islands;             // what the preparer says it wrote
+};
+
+class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
+
+// Thumb-2 (+-16 MiB): 20 MiB twice, so main's and near()'s calls take an island over the PLT entry
+// (12 bytes, position-independent) and far()'s and mid()'s one over ld's stub (in a PIE its 12-byte
+// PIC form; without -pie its 8-byte absolute one, which takes the 8-byte `ldr.w pc` island).
+// AArch64 (+-128 MiB): 130 MiB once, so main and near() take an island over the PLT entry (the 12-byte
+// adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim.
+TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
+  const LargeText& p = GetParam();
+  TempDir d;
+  write_file(d / "large.c", large_text_program(p.mib, p.second));
+  const TestBinary bin{.isa = p.isa};
+  for (const std::string& link : p.links) {
+    SCOPED_TRACE(link);
+    // In this order, each function and filler a section of its own: ld places its stubs between them.
+    Proc c = run({p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", link, d / "large.c", "-o", d / "large"});
+    ASSERT_EQ(c.status, 0) << c.err;
+    Proc sites = prepatch({"sites", d / "large"});
+    EXPECT_EQ(sites.status, 0) << sites.err;
+    for (const std::string f : {"main", "near", "far", "mid"}) {
+      EXPECT_TRUE(std::regex_search(sites.out, std::regex("mcount +call +preparable " + f + "\n"))) << sites.out;
+    }
+    EXPECT_NE(sites.out.find("4 sites (0 skipped)"), std::string::npos) << sites.out;
+    Proc r = prepatch({d / "large", "-o", d / "out"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("call it through " + p.islands + " over the PLT entries and linker stubs"), std::string::npos) << r.err;
+    const int n = 6;
+    Proc o = run(bin.exec(d / "large", {std::to_string(n)}));
+    ASSERT_EQ(o.status, 0) << o.err;
+    Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {std::to_string(n)})));
+    EXPECT_EQ(t.status, 0) << t.err;
+    EXPECT_EQ(t.out, o.out);
+    EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", n}, {"near", n}, {"far", n}}));
+    Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(d / "out", {std::to_string(n)})));
+    EXPECT_EQ(g.status, 0) << g.err;
+    EXPECT_EQ(g.out, o.out);
+    Proc replay = prepatch({"replay", d / "t.trace"});
+    ASSERT_EQ(replay.status, 0) << replay.err;
+    std::string expect = "0main() {\n";
+    for (int i = 0; i < n; i++) expect += "1mid() {\n2near();\n2far();\n1} /* mid */\n";
+    expect += "0} /* main */\n";
+    EXPECT_EQ(call_shape(replay.out), expect) << replay.out;
+    std::filesystem::remove(d / "large"), std::filesystem::remove(d / "out");  // (136 MiB each on AArch64)
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
+                         ::testing::Values(LargeText{"arm", "arm-linux-gnueabihf-gcc", 20, true, {"-pie", "-no-pie"}, "2 branch islands"},
+                                           LargeText{"aarch64", "aarch64-linux-gnu-gcc", 130, false, {"-pie"}, "1 branch island"}),
+                         [](const ::testing::TestParamInfo<LargeText>& i) { return i.param.isa; });
+
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
-// alone), there is no room for an island: the preparer refuses, naming the site and why, and writes
-// nothing.
-TEST(Island, NoRoomForAnIslandIsRefusedSayingWhy) {
+// alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB
+// of the shim: the adrp form), counted exactly; patchable sites, whose calls went through nothing,
+// are refused, naming the site and why, and nothing is written.
+TEST(Island, NoRoomAfterTheTextLeavesMinusPgSitesTheirPltEntryAndRefusesPatchableOnes) {
   TempDir d;
   write_file(d / "big.c", big_bss_program);
-  Proc c = run({"aarch64-linux-gnu-gcc", "-O2", "-pg", d / "big.c", "-o", d / "big"});
-  ASSERT_EQ(c.status, 0) << c.err;
-  std::string bytes = read_file(d / "big");
-  u64 text_end = 0;  // the executable PT_LOAD's file end
-  {
-    elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
-    for (const elf::Segment& s : e.segments())
-      if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
+  for (const std::string flag : {"-pg", "-fpatchable-function-entry=2"}) {
+    SCOPED_TRACE(flag);
+    Proc c = run({"aarch64-linux-gnu-gcc", "-O2", flag, d / "big.c", "-o", d / "big"});
+    ASSERT_EQ(c.status, 0) << c.err;
+    std::string bytes = read_file(d / "big");
+    u64 text_end = 0;  // the executable PT_LOAD's file end
+    {
+      elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
+      for (const elf::Segment& s : e.segments())
+        if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
+    }
+    ASSERT_GT(text_end, 0u);
+    ASSERT_EQ(bytes.substr(text_end, 64), std::string(64, '\0'));
+    bytes.replace(text_end, 64, std::string(64, '\xff'));
+    write_file(d / "nopad", bytes, 0755);
+    Proc r = prepatch({d / "nopad", "-o", d / "out"});
+    if (flag == "-pg") {
+      ASSERT_EQ(r.status, 0) << r.err;
+      EXPECT_NE(r.err.find("call it through 1 branch island over the PLT entries and linker stubs"), std::string::npos) << r.err;
+      const TestBinary bin{.isa = "aarch64"};
+      Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"4"})));
+      EXPECT_EQ(t.status, 0) << t.err;
+      EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 4}, {"leaf", 8}}));
+      std::filesystem::remove(d / "out");
+      continue;
+    }
+    EXPECT_EQ(r.status, 4) << r.err;
+    EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
+    EXPECT_FALSE(exists(d / "out"));
   }
-  ASSERT_GT(text_end, 0u);
-  ASSERT_EQ(bytes.substr(text_end, 64), std::string(64, '\0'));
-  bytes.replace(text_end, 64, std::string(64, '\xff'));
-  write_file(d / "nopad", bytes, 0755);
-  Proc r = prepatch({d / "nopad", "-o", d / "out"});
-  EXPECT_EQ(r.status, 4) << r.err;
-  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
-  EXPECT_FALSE(exists(d / "out"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
-                         ::testing::Values(BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg", true},
-                                           BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2", true},
-                                           BigBss{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg", true},
-                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg", false},
-                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie", false}),
+                         ::testing::Values(BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
+                                           BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
+                                           BigBss{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
+                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg"},
+                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie"}),
                          [](const auto& i) {
                            std::string s = i.param.isa + "_" + i.param.flags;
                            for (char& ch : s)

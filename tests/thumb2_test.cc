@@ -264,6 +264,17 @@ TEST(Thumb2Elf, AnAppendedSegmentAndOffFormSitesRunTheSame) {
 // instructions an in-place unwinder hook may displace (arch::thumb2::movable), on encodings the GNU
 // assembler makes of each form: how far each moves sp down and where it stores lr, or that it is
 // none of them.
+// The .text bytes GNU as makes of `src` (ARMv7-A), assembled in `d`; empty (and a failure) when it
+// does not assemble.
+std::string assembled_text(const TempDir& d, const std::string& src) {
+  write_file(d / "p.s", src);
+  Proc as = run({"arm-linux-gnueabihf-as", "-march=armv7-a", d / "p.s", "-o", d / "p.o"});
+  EXPECT_EQ(as.status, 0) << as.err;
+  Proc cp = run({"arm-linux-gnueabihf-objcopy", "-O", "binary", "--only-section=.text", d / "p.o", d / "p.bin"});
+  EXPECT_EQ(cp.status, 0) << cp.err;
+  return as.status == 0 && cp.status == 0 ? read_file(d / "p.bin") : std::string();
+}
+
 TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
   struct Case {
     const char* insn;
@@ -296,12 +307,8 @@ TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
   TempDir d;
   std::string src = ".syntax unified\n.thumb\n.fpu vfpv3-d16\n.text\n.p2align 2\n";
   for (const Case& c : cases) src += std::string(c.insn) + (std::string(c.insn) == "ite eq" ? "\nmoveq r0, r0\nmovne r0, r0" : "") + "\n";
-  write_file(d / "p.s", src);
-  Proc as = run({"arm-linux-gnueabihf-as", "-march=armv7-a", d / "p.s", "-o", d / "p.o"});
-  ASSERT_EQ(as.status, 0) << as.err;
-  Proc cp = run({"arm-linux-gnueabihf-objcopy", "-O", "binary", "--only-section=.text", d / "p.o", d / "p.bin"});
-  ASSERT_EQ(cp.status, 0) << cp.err;
-  const std::string b = read_file(d / "p.bin");
+  const std::string b = assembled_text(d, src);
+  ASSERT_FALSE(b.empty());
   const auto half = [&](size_t at) { return static_cast<u16>(static_cast<u8>(b.at(at)) | static_cast<u8>(b.at(at + 1)) << 8); };
   size_t at = 0;
   for (const Case& c : cases) {
@@ -323,6 +330,62 @@ TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
     if (std::string(c.insn) == "ite eq") at += 4;  // (the two 16-bit instructions it conditions)
   }
   EXPECT_EQ(at, b.size());
+}
+
+// Each form of ld's ARM32 long-branch stubs that arch::thumb2::linker_stub reads, as the assembler
+// encodes it (each 16-byte aligned, its destination a label after them: `.word` of a label in the
+// same section holds its offset in the object's .text), is followed to its destination with its
+// size; what only looks like one (a function's start, a `ldr ip` not followed by a jump) is none.
+TEST(Thumb2Stubs, EachOfLdsStubFormsIsFollowedToItsDestination) {
+  struct Case {
+    bool arm;           // entered in ARM state (as a blx enters it)
+    const char* code;   // at label sN; dN is its destination
+    u32 size;           // 0: not a stub
+    bool thumb_dest;    // dN + 1
+  };
+  const std::vector<Case> cases{
+      {true, ".arm\nldr pc, [pc, #-4]\n.word d0", 8, false},
+      {true, ".arm\nldr ip, [pc]\nbx ip\n.word d1 + 1", 12, true},
+      {true, ".arm\nldr ip, [pc]\nadd pc, pc, ip\n.word d2 - (s2 + 12)", 12, false},
+      {true, ".arm\nldr ip, [pc, #4]\nadd ip, ip, pc\nbx ip\n.word d3 + 1 - (s3 + 12)", 16, true},
+      {true, ".arm\nb d4", 4, false},
+      {false, ".thumb\nbx pc\nmov r8, r8\n.arm\nldr pc, [pc, #-4]\n.word d5", 12, false},
+      {false, ".thumb\nldr.w pc, [pc, #0]\n.word d6 + 1", 8, true},
+      {false, ".thumb\npush {r4, lr}\nldr r4, [pc, #4]", 0, false},
+      {true, ".arm\nldr ip, [pc]\nbx lr\n.word d8", 0, false},
+      {true, ".arm\npush {r4, lr}\nldr pc, [pc, #-4]", 0, false},
+  };
+  TempDir d;
+  std::string src = ".syntax unified\n.text\n";
+  for (size_t i = 0; i < cases.size(); i++) src += ".p2align 4\ns" + std::to_string(i) + ":\n" + cases[i].code + "\n";
+  src += ".arm\n.p2align 4\n";
+  for (size_t i = 0; i < cases.size(); i++) src += "d" + std::to_string(i) + ": nop\n";
+  const std::string b = assembled_text(d, src);
+  ASSERT_FALSE(b.empty());
+  const u64 dests = (cases.size() * 16 + 15) / 16 * 16;  // where d0 is: after the stubs, 16-aligned
+  const auto word = [&](u64 at, u32& w) {
+    if (at + 4 > b.size()) return false;
+    w = 0;
+    for (unsigned i = 0; i < 4; i++) w |= u32{static_cast<u8>(b[at + i])} << (8 * i);
+    return true;
+  };
+  for (size_t i = 0; i < cases.size(); i++) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(c.code);
+    const auto st = arch::thumb2::linker_stub(16 * i, c.arm, word);
+    if (!c.size) {
+      EXPECT_FALSE(st.has_value());
+      continue;
+    }
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(st->start, 16 * i);
+    EXPECT_EQ(st->size, c.size);
+    EXPECT_EQ(st->dest, dests + 4 * i + (c.thumb_dest ? 1 : 0)) << std::hex << st->dest;
+  }
+  // A Thumb call does not enter an ARM-state stub, nor a blx a Thumb one; nothing is read off-word.
+  EXPECT_FALSE(arch::thumb2::linker_stub(0, false, word).has_value());
+  EXPECT_FALSE(arch::thumb2::linker_stub(16 * 6, true, word).has_value());
+  EXPECT_FALSE(arch::thumb2::linker_stub(2, true, word).has_value());
 }
 
 // `b.w` as the shim writes it over an unwinder entry point (arch::thumb2::encode_b_w) is the

@@ -4,6 +4,7 @@
 // a `bl`'s reach: tests/island_test.cc.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -119,6 +120,58 @@ TEST(WordIsa, Ppc64leMovableAgreesWithObjdump) {
 
 // Every entry of a PIE's .plt after its header leads to the slot a JUMP_SLOT relocation fills for the
 // symbol the cross objdump names the entry after (`<printf@plt>:`).
+// ld's two AArch64 stub forms that arch::aarch64::linker_stub reads, as the assembler encodes them
+// (each 8-aligned, 32 bytes apart; a destination behind them and one far before, so that adrp's page
+// and the 64-bit literal are both exercised both ways), followed to their destinations with their
+// sizes; what only starts like one is none.
+TEST(WordIsa, Aarch64LinkerStubsAreFollowedToTheirDestinations) {
+  TempDir d;
+  write_file(d / "s.s", ".text\nd0: nop\n.skip 0x3000\n"
+                        ".p2align 5\ns0: adrp x16, d0\nadd x16, x16, :lo12:d0\nbr x16\n"
+                        ".p2align 5\ns1: adrp x16, d1\nadd x16, x16, :lo12:d1\nbr x16\n"
+                        ".p2align 5\ns2: ldr x16, 1f\nadr x17, .\nadd x16, x16, x17\nbr x16\n1: .xword d0 - (s2 + 4)\n"
+                        ".p2align 5\ns3: ldr x16, 2f\nadr x17, .\nadd x16, x16, x17\nbr x16\n2: .xword d1 - (s3 + 4)\n"
+                        ".p2align 5\ns4: adrp x16, d1\nadd x17, x16, :lo12:d1\nbr x16\n"
+                        ".p2align 5\ns5: ldr x16, 3f\nadr x17, .\nadd x16, x16, x17\nbr x17\n3: .xword 0\n"
+                        ".p2align 5\n.skip 0x5000\nd1: nop\n");
+  // Linked, so that adrp's page offset is final (the object keeps it for a relocation); the labels'
+  // addresses from nm.
+  Proc ld = run({"aarch64-linux-gnu-gcc", "-nostdlib", "-static", "-Wl,-e,0", d / "s.s", "-o", d / "s"});
+  ASSERT_EQ(ld.status, 0) << ld.err;
+  Proc nm = run({"aarch64-linux-gnu-nm", d / "s"});
+  ASSERT_EQ(nm.status, 0) << nm.err;
+  std::map<std::string, u64> sym;
+  std::istringstream lines(nm.out);
+  for (std::string addr, type, name; lines >> addr >> type >> name;) sym[name] = std::stoull(addr, nullptr, 16);
+  MappedFile f(d / "s");
+  elf::Elf e(f.bytes(), d / "s");
+  const auto word = [&](u64 at, u32& w) {
+    auto b = e.bytes_at(at, 4);
+    if (b.size() != 4) return false;
+    w = static_cast<u32>(e.codec().get(b, 0, 4));
+    return true;
+  };
+  const u64 d0 = sym["d0"], s0 = sym["s0"], d1 = sym["d1"];
+  ASSERT_EQ(sym["s5"], s0 + 5 * 32);
+  const struct {
+    u64 dest;
+    u32 size;
+  } cases[] = {{d0, 12}, {d1, 12}, {d0, 24}, {d1, 24}, {0, 0}, {0, 0}};
+  for (unsigned i = 0; i < 6; i++) {
+    SCOPED_TRACE(i);
+    const auto st = arch::aarch64::linker_stub(s0 + 32 * i, word);
+    if (!cases[i].size) {
+      EXPECT_FALSE(st.has_value());
+      continue;
+    }
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(st->start, s0 + 32 * i);
+    EXPECT_EQ(st->size, cases[i].size);
+    EXPECT_EQ(st->dest, cases[i].dest) << std::hex << st->dest;
+  }
+  EXPECT_FALSE(arch::aarch64::linker_stub(s0 + 2, word).has_value());  // off-word
+}
+
 TEST(WordIsa, Aarch64PltEntriesLeadToTheirSlots) {
   const std::string path = td + "/basic-a64-pg";
   MappedFile f(path);
