@@ -9,6 +9,7 @@
 #include "arch/isa.h"
 #include "arch/ppc64le.h"
 #include "arch/thumb2.h"
+#include "arch/x86_64.h"
 
 namespace prepatch::arch {
 
@@ -18,17 +19,30 @@ std::vector<u8> encode_island(Isa isa, u64 at, u64 target) {
     case Isa::aarch64: aarch64::encode_island(at, target, out.data()); break;
     case Isa::ppc64le: ppc64le::encode_island(at, target, out.data()); break;
     case Isa::thumb2: thumb2::encode_island(at, target, out.data()); break;
+    case Isa::x86_64: x86_64::encode_island(at, target, out.data()); break;
     default: break;
   }
   return out;
 }
 
 unsigned island_size(Isa isa) {
-  return isa == Isa::aarch64 ? aarch64::island_size : isa == Isa::ppc64le ? ppc64le::island_size : isa == Isa::thumb2 ? thumb2::island_size : 0;
+  switch (isa) {
+    case Isa::aarch64: return aarch64::island_size;
+    case Isa::ppc64le: return ppc64le::island_size;
+    case Isa::thumb2: return thumb2::island_size;
+    case Isa::x86_64: return x86_64::island_size;
+    default: return 0;
+  }
 }
 
 unsigned island_align(Isa isa) {
-  return isa == Isa::aarch64 ? aarch64::island_align : isa == Isa::ppc64le ? ppc64le::island_align : isa == Isa::thumb2 ? thumb2::island_align : 0;
+  switch (isa) {
+    case Isa::aarch64: return aarch64::island_align;
+    case Isa::ppc64le: return ppc64le::island_align;
+    case Isa::thumb2: return thumb2::island_align;
+    case Isa::x86_64: return x86_64::island_align;
+    default: return 0;
+  }
 }
 
 namespace {
@@ -230,8 +244,41 @@ class Run {
 
 }  // namespace
 
+// x86-64, decoded with Zydis (three instructions, so run here rather than on symbolic registers):
+// %r11 gets an address within the island, then the quadword there added, then the jump through %r11,
+// with notrack; nothing else is written but the flags.
+std::string check_x86_64_island(std::span<const u8> bytes, u64 at, u64 target) {
+  const auto hex = [](u64 x) {
+    char b[24];
+    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(x));
+    return std::string(b);
+  };
+  using X = x86_64::IslandInsn;
+  const unsigned r11 = x86_64::zydis_r11();
+  u64 pc = at, value = 0;
+  const auto next = [&]() { return pc - at < bytes.size() ? x86_64::island_insn(bytes.subspan(pc - at)) : X{}; };
+  const X lea = next();
+  if (lea.kind != X::rip_lea || lea.reg != r11) return hex(pc) + ": expected lea disp(%rip), %r11";
+  pc += lea.len;
+  value = pc + static_cast<u64>(lea.disp);
+  const X add = next();
+  if (add.kind != X::add_load || add.reg != r11 || add.base != r11) return hex(pc) + ": expected add disp(%r11), %r11";
+  pc += add.len;
+  const u64 slot = value + static_cast<u64>(add.disp);
+  if (slot < at || slot + 8 > at + bytes.size() || slot < pc) return "adds a quadword from outside the island's literal";
+  u64 q = 0;
+  for (unsigned i = 0; i < 8; i++) q |= u64{bytes[slot - at + i]} << (8 * i);
+  value += q;
+  const X jmp = next();
+  if (jmp.kind != X::jump || jmp.reg != r11 || !jmp.notrack) return hex(pc) + ": expected notrack jmp *%r11";
+  if (slot < pc + jmp.len) return "its literal overlaps its code";
+  if (value != target) return "jumps to " + hex(value) + ", not to the trampoline at " + hex(target);
+  return {};
+}
+
 std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target) {
   if (!island_size(isa)) return "this ISA has no branch islands";
+  if (isa == Isa::x86_64) return at % island_align(isa) ? "misaligned" : check_x86_64_island(bytes, at, target);
   // The islands over ld's stubs (thumb2.h encode_absolute_island, aarch64.h encode_adrp_island) read
   // no 8-byte literal: instruction alignment.
   if (at % (bytes.size() == island_size(isa) ? island_align(isa) : 4)) return "misaligned";

@@ -1,11 +1,11 @@
 // Branch islands (veneers): a few instructions the preparer places within a site's reach when the
 // shim's trampoline for it lies beyond what the site's call form reaches (a large .bss between the
 // text and the shim, which goes after every segment). The site then calls the island, which jumps on
-// to the trampoline. Each ISA's island is encoded in its own header (aarch64.h, ppc64le.h, thumb2.h);
-// x86-64's and RISC-V's calls reach +-2 GiB and have none.
+// to the trampoline. Each ISA's island is encoded in its own header (aarch64.h, ppc64le.h, thumb2.h,
+// x86_64.h); RISC-V's have none yet.
 //
 // The checker here proves an island before it is written, as arch/check.h proves plans: it decodes
-// every instruction with Capstone and runs them on symbolic registers (each one's value at the
+// every instruction with Capstone (x86-64's one `jmp` with Zydis) and runs them on symbolic registers (each one's value at the
 // island's entry, plus a constant), and requires that the island ends in a jump to exactly `target`,
 // that it reads no memory but its own literal and what it saved itself, and that every register but
 // the ones the ABI gives call veneers holds its entry value again by then (LR included: the

@@ -34,6 +34,29 @@ bool encode_call(CallForm f, u64 site, u64 target, std::span<u8> out) {
   return out.size() == call_form_length(f) && encode_call_form(f, site, target, out.data());
 }
 
+namespace x86_64 {
+IslandInsn island_insn(std::span<const u8> b) {
+  IslandInsn r;
+  ZydisDecodedInstruction insn;
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+  if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(decoder(), b.data(), b.size(), &insn, ops))) return r;
+  r.len = insn.length;
+  const auto plain_mem = [&](const ZydisDecodedOperand& o) {
+    return o.type == ZYDIS_OPERAND_TYPE_MEMORY && o.mem.index == ZYDIS_REGISTER_NONE && o.mem.segment == ZYDIS_REGISTER_DS && o.size == 64;
+  };
+  const bool reg64 = insn.operand_count_visible >= 1 && ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER && ops[0].size == 64;
+  if (insn.mnemonic == ZYDIS_MNEMONIC_LEA && insn.operand_count_visible == 2 && reg64 && ops[1].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+      ops[1].mem.base == ZYDIS_REGISTER_RIP && ops[1].mem.index == ZYDIS_REGISTER_NONE)
+    r.kind = IslandInsn::rip_lea, r.reg = ops[0].reg.value, r.disp = ops[1].mem.disp.value;
+  else if (insn.mnemonic == ZYDIS_MNEMONIC_ADD && insn.operand_count_visible == 2 && reg64 && plain_mem(ops[1]))
+    r.kind = IslandInsn::add_load, r.reg = ops[0].reg.value, r.base = ops[1].mem.base, r.disp = ops[1].mem.disp.value;
+  else if (insn.mnemonic == ZYDIS_MNEMONIC_JMP && insn.operand_count_visible == 1 && reg64)
+    r.kind = IslandInsn::jump, r.reg = ops[0].reg.value, r.notrack = insn.attributes & ZYDIS_ATTRIB_HAS_NOTRACK;
+  return r;
+}
+unsigned zydis_r11() { return ZYDIS_REGISTER_R11; }
+}  // namespace x86_64
+
 unsigned nop_length(std::span<const u8> b) {
   ZydisDecodedInstruction insn;
   if (!decode(b, insn) || insn.mnemonic != ZYDIS_MNEMONIC_NOP) return 0;

@@ -2,7 +2,8 @@
 //
 // Branch reach: a direct call is `e8 rel32`, +-2 GiB from the end of the instruction, so the shim's
 // trampolines must sit within 2 GiB of every site; the ELF writer places appended segments right above
-// the binary's last segment for that reason.
+// the binary's last segment for that reason, and where a .bss over 2 GiB puts them beyond, the sites
+// call a branch island after the text (encode_island, below).
 //
 // What a store can change atomically: nothing that helps. Sites are 5 or 6 bytes, gcc does not align
 // functions at -O1, so sites straddle 8-byte words and 64-byte lines (both recorded per site). The Intel
@@ -99,5 +100,39 @@ unsigned movable_prefix(std::span<const u8> code, unsigned min);
 
 // Intel-syntax text of the instruction at `b`, for messages and tests ("?" when undecodable).
 std::string disassemble(std::span<const u8> b, u64 addr, unsigned* len = nullptr);
+
+namespace x86_64 {
+// A branch island (arch/island.h): what a site calls when the trampoline `target` lies beyond its
+// call's +-2 GiB (a .bss of more than 2 GiB between the text and the shim, which goes after it).
+//   lea 7(%rip), %r11; add (%r11), %r11; notrack jmp *%r11; .quad target - (at + 14)
+// Any distance, position-independent (a PIE's islands move with it), and it writes only %r11 and the
+// flags: %r11 is free at a function's entry and right after an mcount site's frame setup (no
+// argument, not the static chain, clobbered by any PLT call: the count trampoline relies on it too),
+// and the flags are dead there. The site's call pushed the return address the trampoline reads; under
+// IBT, `notrack` wants no landing pad at the trampoline, as the forwarders' jumps. arch/island.h
+// checks it.
+inline constexpr unsigned island_size = 22, island_align = 16;
+constexpr void encode_island(u64 at, u64 target, u8* out) {
+  const u8 code[14] = {0x4c, 0x8d, 0x1d, 7, 0, 0, 0,  // lea 7(%rip), %r11: the quadword after the jmp
+                       0x4d, 0x03, 0x1b,              // add (%r11), %r11
+                       0x3e, 0x41, 0xff, 0xe3};       // notrack jmp *%r11
+  const u64 delta = target - (at + 14);
+  for (unsigned i = 0; i < 14; i++) out[i] = code[i];
+  for (unsigned b = 0; b < 8; b++) out[14 + b] = static_cast<u8>(delta >> (8 * b));
+}
+// One instruction for the checker, decoded with Zydis: its length and, where it is one of the
+// island's three forms, what it does (`lea disp(%rip), reg`: rip_lea; `add (reg), reg`: add_load;
+// `jmp *reg`: jump), with the register as Zydis numbers it.
+struct IslandInsn {
+  enum Kind { other, rip_lea, add_load, jump } kind = other;
+  unsigned len = 0;
+  unsigned reg = 0;       // the destination (rip_lea, add_load) or the target register (jump)
+  unsigned base = 0;      // add_load: the register it loads through
+  i64 disp = 0;           // rip_lea, add_load
+  bool notrack = false;   // jump: with the notrack prefix
+};
+IslandInsn island_insn(std::span<const u8> b);
+unsigned zydis_r11();
+}  // namespace x86_64
 
 }  // namespace prepatch::arch

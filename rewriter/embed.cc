@@ -55,6 +55,7 @@ std::optional<arch::Isa> island_isa(u16 machine) {
   if (machine == EM_AARCH64) return arch::Isa::aarch64;
   if (machine == EM_PPC64) return arch::Isa::ppc64le;
   if (machine == EM_ARM) return arch::Isa::thumb2;
+  if (machine == EM_X86_64) return arch::Isa::x86_64;
   return std::nullopt;
 }
 

@@ -125,7 +125,8 @@ inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as 
 inline constexpr u32 runtime_abi = 5;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
-                                       // 4: ... no `stub_islands` (Config before blob_version 5)
+                                       // 4: ... no `stub_islands` (Config before blob_version 5), and
+                                       //    Enrollment::forward_to had 4 words (x86-64: no prepatch_on_call)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).
@@ -143,10 +144,11 @@ struct Registry {
 
 // What a prepared object's runtime hands the serving runtime when it enrolls (run-time addresses): its
 // table and text, and the trampolines in it that its sites are to call (within their reach), which go
-// on to the serving runtime's through `forward_to` (u64[4], which the serving runtime fills): on
+// on to the serving runtime's through `forward_to` (u64[5], which the serving runtime fills): on
 // x86-64 they are forwarders, one indirect jump each to the serving runtime's fentry, mcount,
-// patchable and count trampolines; elsewhere the object's own trampolines, whose prepatch_count calls
-// the serving runtime's (forward_to[0]).
+// patchable and count trampolines, and [4] is its prepatch_on_call, which the object's own
+// trampolines call on (its branch islands lead there); elsewhere the object's own trampolines, whose
+// prepatch_count calls the serving runtime's (forward_to[0]).
 struct Enrollment {
   u64 size;                    // sizeof(Enrollment)
   u64 bias;                    // run-time minus link-time addresses
@@ -154,7 +156,7 @@ struct Enrollment {
   u64 path;                    // const char*: the object's file as the loader found it (0: not known)
   u64 config;                  // const Config*: the object's own (table, build ID, mcount_via)
   u64 tramp[4];                // its trampolines to call, as the serving runtime's own: fentry, mcount, patchable, count
-  u64 forward_to;              // u64[4]*: where they go on to
+  u64 forward_to;              // u64[5]*: where they go on to
 };
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,

@@ -55,6 +55,7 @@ extern u8 prepatch_hook_catch[];
 void prepatch_object_init(int argc, char** argv, char** envp);
 void prepatch_object_fini();
 void prepatch_count(uptr site_end);  // the other ISAs' count tracer
+void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp);  // x86-64's trampolines
 #if defined(__arm__)
 void prepatch_on_site(uptr site_end, uptr kind, uptr* saved);  // Thumb-2's trampolines
 #else
@@ -152,9 +153,10 @@ struct FastPath {
 
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
-// and count trampolines, which shim/entry_x86_64.S's forwarders jump to; on AArch64, PPC64le and
+// and count trampolines, which shim/entry_x86_64.S's forwarders jump to, and [4] its prepatch_on_call,
+// which this object's own trampolines call on (reached through a branch island); on AArch64, PPC64le,
 // RISC-V64 and Thumb-2 [0] is its prepatch_on_site. All 0 otherwise.
-u64 prepatch_forward_to[4];
+u64 prepatch_forward_to[5];
 
 // The functions the exception hooks in shim/entry_x86_64.S go on to, in hook_unwinder's order.
 u64 prepatch_unwind_real[4];
@@ -588,9 +590,13 @@ u64 trace_return(Thread* t, bool found, const ShadowFrame& f, u64 value) {
 // register preserved: the site's end (the return address into the function), the site's kind, the
 // stack pointer at the site and the function's %rbp. (The count tracer's trampoline works alone.)
 extern "C" void prepatch_on_call(u64 site_end, u64 kind, u64 sp, u64 fp) {
+  // A branch island leads to the object's own trampolines whatever the tracer, and whichever runtime
+  // serves it: on to the serving runtime's, and counted here under count.
+  if (prepatch_forward_to[4]) return reinterpret_cast<decltype(&prepatch_on_call)>(prepatch_forward_to[4])(site_end, kind, sp, fp);
   if (site_end == addr_of(prepatch_selftest_site) + selftest_len) return void(g.selftest_calls++);
   const SiteHash* h = __atomic_load_n(&prepatch_hash, __ATOMIC_ACQUIRE);
   const SiteHashSlot* s = h ? h->find(site_end) : nullptr;
+  if (s && g.tracer == Tracer::count) return void(__atomic_fetch_add(reinterpret_cast<u64*>(s->value), 1, __ATOMIC_RELAXED));
   if (!s || !g.threads) return;
   // The traced function's return address: at the site's stack pointer, or for an mcount site (called
   // after the frame setup, perhaps after more pushes) just above where its frame pointer points.

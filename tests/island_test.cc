@@ -21,7 +21,7 @@ namespace {
 
 using arch::Isa;
 
-constexpr Isa island_isas[] = {Isa::aarch64, Isa::ppc64le, Isa::thumb2};
+constexpr Isa island_isas[] = {Isa::aarch64, Isa::ppc64le, Isa::thumb2, Isa::x86_64};
 
 // Islands near and far from their trampoline, both ways, at the ends of the address space (Thumb-2:
 // the 32-bit one, its targets with the Thumb bit).
@@ -61,7 +61,6 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
   }
   u8 b12[arch::aarch64::adrp_island_size];
   EXPECT_FALSE(arch::aarch64::encode_adrp_island(0x1000, 0x1000 + (u64{4} << 30) + 0x1000, b12));
-  EXPECT_EQ(arch::island_size(Isa::x86_64), 0u);
   EXPECT_EQ(arch::island_size(Isa::riscv64), 0u);
 }
 
@@ -75,7 +74,7 @@ std::vector<u8> with_word(std::vector<u8> b, size_t at, u32 w, unsigned len = 4)
 TEST(Island, TheCheckerCatchesABrokenIsland) {
   const u64 at = 0x1000, far = 0x4000'1000;
   const auto a64 = arch::encode_island(Isa::aarch64, at, far), ppc = arch::encode_island(Isa::ppc64le, at, far),
-             t2 = arch::encode_island(Isa::thumb2, at, far | 1);
+             t2 = arch::encode_island(Isa::thumb2, at, far | 1), x86 = arch::encode_island(Isa::x86_64, at, far);
   struct Case {
     Isa isa;
     std::vector<u8> bytes;
@@ -94,6 +93,12 @@ TEST(Island, TheCheckerCatchesABrokenIsland) {
       {Isa::ppc64le, with_word(ppc, 28, 0xe961'fff0), far, "loads what it did not store"},
       {Isa::ppc64le, with_word(ppc, 0, 0xf961'0008), far, "stores outside the red zone below r1"},
       {Isa::ppc64le, with_word(ppc, 16, 0x6000'0000), far, "not an instruction an island uses"},
+      // x86-64: the jump without notrack (it would want a landing pad under IBT), through %rax (not
+      // loaded), the lea into %rax (varargs' vector count), the quadword read from the code.
+      {Isa::x86_64, with_word(x86, 10, 0x90e3'ff41), far, "expected notrack jmp *%r11"},
+      {Isa::x86_64, with_word(x86, 10, 0x90e0'ff3e), far, "expected notrack jmp *%r11"},
+      {Isa::x86_64, with_word(x86, 0, 0x058d48, 3), far, "expected lea disp(%rip), %r11"},
+      {Isa::x86_64, with_word(x86, 3, 0, 4), far, "adds a quadword from outside the island's literal"},
       // Thumb-2: the jump through r3, and a literal one halfword off.
       {Isa::thumb2, with_word(t2, 6, 0x4718, 2), far | 1, "jumps to r3+0x0"},
       {Isa::thumb2, with_word(t2, 8, static_cast<u32>(far | 1) - (at + 8) + 2), far | 1, "jumps to 0x40001003"},
@@ -104,12 +109,10 @@ TEST(Island, TheCheckerCatchesABrokenIsland) {
   }
 }
 
-// A program whose 1 GiB .bss lies between its text and the shim, which goes after every segment:
-// leaf() is called 2n times from mid(), n times from main.
-constexpr const char* big_bss_program = R"(#include <stdio.h>
-#include <stdlib.h>
-static char big[1 << 30];
-__attribute__((noinline)) int leaf(int i) { big[i] += (char)i; return big[i]; }
+// A program whose 1 GiB .bss (`gib`: x86-64's 3 GiB, past its calls' +-2 GiB) lies between its text
+// and the shim, which goes after every segment: leaf() is called 2n times from mid(), n times from main.
+std::string big_bss_program(unsigned gib = 1) {
+  return "#include <stdio.h>\n#include <stdlib.h>\nstatic char big[" + std::to_string(gib) + "UL << 30];\n" + R"(__attribute__((noinline)) int leaf(int i) { big[i] += (char)i; return big[i]; }
 __attribute__((noinline)) int mid(int i) { return leaf(i) + leaf(i + (1 << 29)); }
 int main(int argc, char** argv) {
   int n = atoi(argv[1]), s = 0;
@@ -118,6 +121,7 @@ int main(int argc, char** argv) {
   return argc - 2;
 }
 )";
+}
 
 // A graph replay's calls, one per line: the depth, then `f() {`, `f();` or `} /* f */`.
 std::string call_shape(const std::string& replay) {
@@ -129,12 +133,12 @@ std::string call_shape(const std::string& replay) {
 }
 
 struct BigBss {
-  std::string isa, cc, flags;
+  std::string isa, cc, flags;  // isa "": x86-64, its 3 GiB .bss addressed with -mcmodel=medium
 };
 
 class IslandBigBss : public ::testing::TestWithParam<BigBss> {};
 
-// Every site is out of its call's reach of the shim (+-128 MiB, +-32 MiB, +-16 MiB), so each call
+// Every site is out of its call's reach of the shim (+-128 MiB, +-32 MiB, +-16 MiB, +-2 GiB), so each call
 // goes through the island: counted exactly, and under graph nested as called.
 // Thumb-2's PIE, which qemu-arm loads at 0x40000000, also puts its shim above 2 GiB (where addresses
 // must not be sign-extended: shim/core.h addr_of), and covers the address where the runtimes of
@@ -142,7 +146,7 @@ class IslandBigBss : public ::testing::TestWithParam<BigBss> {};
 TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   const BigBss& p = GetParam();
   TempDir d;
-  write_file(d / "big.c", big_bss_program);
+  write_file(d / "big.c", big_bss_program(p.isa.empty() ? 3 : 1));
   std::vector<std::string> cc = {p.cc, "-O2"};
   for (std::istringstream f(p.flags); f;)
     if (std::string w; f >> w) cc.push_back(w);
@@ -277,7 +281,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 // are refused, naming the site and why, and nothing is written.
 TEST(Island, NoRoomAfterTheTextLeavesMinusPgSitesTheirPltEntryAndRefusesPatchableOnes) {
   TempDir d;
-  write_file(d / "big.c", big_bss_program);
+  write_file(d / "big.c", big_bss_program());
   for (const std::string flag : {"-pg", "-fpatchable-function-entry=2"}) {
     SCOPED_TRACE(flag);
     Proc c = run({"aarch64-linux-gnu-gcc", "-O2", flag, d / "big.c", "-o", d / "big"});
@@ -313,13 +317,15 @@ TEST(Island, NoRoomAfterTheTextLeavesMinusPgSitesTheirPltEntryAndRefusesPatchabl
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
-                         ::testing::Values(BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
+                         ::testing::Values(BigBss{"", "gcc", "-pg -mfentry -mcmodel=medium"}, BigBss{"", "gcc", "-pg -mcmodel=medium"},
+                                           BigBss{"", "gcc", "-fpatchable-function-entry=5 -mcmodel=medium -fcf-protection"},
+                                           BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
                                            BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
                                            BigBss{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie"}),
                          [](const auto& i) {
-                           std::string s = i.param.isa + "_" + i.param.flags;
+                           std::string s = (i.param.isa.empty() ? "x86_64" : i.param.isa) + "_" + i.param.flags;
                            for (char& ch : s)
                              if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return s;

@@ -395,6 +395,33 @@ TEST(SharedObject, OneRuntimeServesTheProgramAndTheLibrary) {
   EXPECT_EQ(plain.err, "") << "a process that asked for no tracing hears nothing of it";
 }
 
+// The same with the program's 3 GiB .bss between its text and its shim: its sites call a branch
+// island, which leads to the program's own trampolines whichever runtime serves it. They go on to the
+// library's runtime (Enrollment::forward_to), which counts them, and under graph traces them.
+TEST(SharedObject, AnEnrolledProgramsSitesBeyondItsShimCallOnThroughTheServingRuntime) {
+  Linked t;
+  write_file(t.d / "big.c", "#include <stdio.h>\n#include <stdlib.h>\nint lib_work(int);\nstatic char big[3UL << 30];\n"
+                            "__attribute__((noinline)) int touch(int i) { big[i] += 1; return big[i]; }\n"
+                            "int main(int argc, char** argv) { int n = atoi(argv[1]), s = 0;\n"
+                            "  for (int i = 0; i < n; i++) s += touch(i);\n  printf(\"%d %d\\n\", s, lib_work(n)); return 0; }\n");
+  compile({"gcc", "-O2", "-pg", "-mfentry", "-mcmodel=medium", t.d / "big.c", "-L" + t.d.path(), "-l:libwork.orig.so", "-Wl,-rpath,$ORIGIN",
+           "-o", t.d / "big"});
+  Proc p = prepatch({t.d / "big", "-o", t.d / "big.out"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_NE(p.err.find("call it through a branch island at vaddr"), std::string::npos) << p.err;
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + t.d / "c", t.d / "big.out", "7"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "7 " + std::to_string(expected(7)) + "\n");
+  auto c = function_counts(t.d / "big.out", t.d / "c");
+  EXPECT_EQ(c, (std::map<std::string, long>{{"main", 1}, {"touch", 7}, {"lib_work", 1}, {"leaf", 7}}));
+  Proc g = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + t.d / "t.trace", t.d / "big.out", "3"});
+  ASSERT_EQ(g.status, 0) << g.err;
+  Proc rep = prepatch({"report", t.d / "t.trace"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  EXPECT_NE(rep.out.find(" 3  touch\n"), std::string::npos) << rep.out;
+  EXPECT_NE(rep.out.find(" 1  main\n"), std::string::npos) << rep.out;
+}
+
 // Two prepared plugins (two copies of one build) dlopen'ed by an unprepared host: the first one's
 // runtime claims the process, the second enrolls with it; both count, each in its own section, and
 // their functions, named alike, are told apart as OBJECT:FUNCTION.
