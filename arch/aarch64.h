@@ -80,8 +80,7 @@ constexpr void encode_island(u64 at, u64 target, u8* out) {
                         0x8b11'0210,   // add x16, x16, x17
                         0xd61f'0200};  // br x16
   const u64 delta = target - (at + 16);
-  for (unsigned i = 0; i < 4; i++)
-    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+  put_words_le(words, 4, out);
   for (unsigned b = 0; b < 8; b++) out[16 + b] = static_cast<u8>(delta >> (8 * b));
 }
 
@@ -96,8 +95,7 @@ constexpr bool encode_adrp_island(u64 at, u64 target, u8* out) {
   const u32 words[3] = {0x9000'0010 | (imm & 3) << 29 | (imm >> 2) << 5,     // adrp x16, target
                         0x9100'0210 | static_cast<u32>(target & 0xfff) << 10,  // add x16, x16, #lo12
                         0xd61f'0200};                                          // br x16
-  for (unsigned i = 0; i < 3; i++)
-    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+  put_words_le(words, 3, out);
   return true;
 }
 
@@ -108,15 +106,13 @@ constexpr bool encode_adrp_island(u64 at, u64 target, u8* out) {
 template <class Word>
 constexpr std::optional<LinkerStub> linker_stub(u64 at, Word word) {
   u32 w[6] = {};
-  for (unsigned i = 0; i < 3; i++)
-    if (at % 4 || !word(at + 4 * i, w[i])) return std::nullopt;
+  if (!read_words(at, 3, word, w)) return std::nullopt;
   if ((w[0] & 0x9f00'001f) == 0x9000'0010 && (w[1] & 0xffc0'03ff) == 0x9100'0210 && w[2] == 0xd61f'0200) {
     const i64 immhi = static_cast<i64>(static_cast<i32>(w[0] << 8) >> 13), immlo = (w[0] >> 29) & 3;  // immhi sign-extended
     const u64 page = (at & ~u64{0xfff}) + (static_cast<u64>(immhi * 4 + immlo) << 12);
     return LinkerStub{at, 12, page + ((w[1] >> 10) & 0xfff)};
   }
-  if (w[0] == 0x5800'0090 && w[1] == 0x1000'0011 && w[2] == 0x8b11'0210 && word(at + 12, w[3]) && w[3] == 0xd61f'0200 &&
-      word(at + 16, w[4]) && word(at + 20, w[5]))
+  if (w[0] == 0x5800'0090 && w[1] == 0x1000'0011 && w[2] == 0x8b11'0210 && read_words(at, 6, word, w) && w[3] == 0xd61f'0200)
     return LinkerStub{at, 24, at + 4 + (u64{w[4]} | u64{w[5]} << 32)};
   return std::nullopt;
 }

@@ -61,7 +61,7 @@ struct Val {
 // The island run on symbolic registers, one instruction at a time.
 class Run {
  public:
-  Run(Isa isa, std::span<const u8> bytes, u64 at) : isa_(isa), bytes_(bytes), at_(at) {}
+  Run(Isa isa, std::span<const u8> bytes, u64 at, std::optional<u64> toc) : isa_(isa), bytes_(bytes), at_(at), toc_(toc) {}
 
   std::string prove(u64 target) {
     const u64 mask = isa_ == Isa::thumb2 ? 0xffff'ffffu : ~u64{0};
@@ -98,6 +98,7 @@ class Run {
   }
   Val get(unsigned r) const {
     auto it = regs_.find(r);
+    if (it == regs_.end() && toc_ && r == PPC_REG_R2) return Val{0, *toc_};  // what the island may assume r2 holds
     return it == regs_.end() ? Val{r, 0} : it->second;
   }
   // `n` bytes of the island's own at `addr` (its literal), or nullopt.
@@ -176,6 +177,15 @@ class Run {
       case PPC_INS_MFLR: regs_[reg(0)] = get(PPC_REG_LR); return {};
       case PPC_INS_MTLR: regs_[PPC_REG_LR] = get(reg(0)); return {};
       case PPC_INS_MTCTR: regs_[PPC_REG_CTR] = get(reg(0)); return {};
+      case PPC_INS_ADDIS:
+      case PPC_INS_ADDI: {
+        if (d.op_count != 3 || !reg(1) || d.operands[2].type != PPC_OP_IMM) return "not a register plus an immediate";
+        const i64 imm = static_cast<int16_t>(d.operands[2].imm & 0xffff);
+        auto v = add(get(reg(1)), Val{0, static_cast<u64>(i.id == PPC_INS_ADDIS ? imm * 65536 : imm)});
+        if (!v) return "adds two unknown values";
+        regs_[reg(0)] = *v;
+        return {};
+      }
       case PPC_INS_BCTR: jump = get(PPC_REG_CTR); return {};
       case PPC_INS_ADD: {
         auto v = add(get(reg(1)), get(reg(2)));
@@ -240,6 +250,7 @@ class Run {
   u64 at_;
   std::map<unsigned, Val> regs_;  // the registers written so far
   std::map<u64, Val> stack_;      // stores, by offset from the entry's r1
+  std::optional<u64> toc_;        // PPC64le: r2's value at the island's entry, when it may rely on it
 };
 
 }  // namespace
@@ -276,13 +287,13 @@ std::string check_x86_64_island(std::span<const u8> bytes, u64 at, u64 target) {
   return {};
 }
 
-std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target) {
+std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target, std::optional<u64> toc) {
   if (!island_size(isa)) return "this ISA has no branch islands";
   if (isa == Isa::x86_64) return at % island_align(isa) ? "misaligned" : check_x86_64_island(bytes, at, target);
   // The islands over ld's stubs (thumb2.h encode_absolute_island, aarch64.h encode_adrp_island) read
   // no 8-byte literal: instruction alignment.
   if (at % (bytes.size() == island_size(isa) ? island_align(isa) : 4)) return "misaligned";
-  return Run(isa, bytes, at).prove(target);
+  return Run(isa, bytes, at, toc).prove(target);
 }
 
 }  // namespace prepatch::arch

@@ -35,6 +35,22 @@ struct LinkerStub {
   u64 dest = 0;
 };
 
+// Reads `n` instruction words from `at` on into `out` through `word(addr, w)` (false past the code),
+// as the ISA headers' linker_stub readers do; false where one cannot be read or `at` is misaligned.
+template <class Word>
+constexpr bool read_words(u64 at, unsigned n, Word& word, u32* out) {
+  if (at % 4) return false;
+  for (unsigned i = 0; i < n; i++)
+    if (!word(at + 4 * i, out[i])) return false;
+  return true;
+}
+
+// Instruction words as the little-endian bytes the ISA headers' island encoders write.
+constexpr void put_words_le(const u32* words, unsigned n, u8* out) {
+  for (unsigned i = 0; i < n; i++)
+    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+}
+
 // Where a write's bytes come from.
 enum class From : u8 {
   trap,    // the ISA's trap instruction, laid over the toggled instruction from its first byte

@@ -11,6 +11,9 @@
 // bl _mcount`. Only the `bl` toggles (bl <-> nop). The seeds' counter-example is why: a plan that also
 // nops `mflr r0` lets a thread preempted just after the old nop resume at a `bl` whose `mflr` never ran.
 #pragma once
+#include <cstdint>
+#include <optional>
+
 #include "arch/plan.h"
 
 namespace prepatch::arch::ppc64le {
@@ -85,9 +88,48 @@ constexpr void encode_island(u64 at, u64 target, u8* out) {
                          0x7d89'03a6,   // mtctr r12
                          0x4e80'0420};  // bctr
   const u64 delta = target - (at + 12);
-  for (unsigned i = 0; i < 10; i++)
-    for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
+  put_words_le(words, 10, out);
   for (unsigned b = 0; b < 8; b++) out[40 + b] = static_cast<u8>(delta >> (8 * b));
+}
+
+// ld's ELFv2 call stub to a function in a shared object (symbol `NNNNNNNN.plt_call.NAME`), as GNU ld
+// lays it out: `std r2,24(r1)`, then `addis r12,r2,hi; ld r12,lo(r12)` or `ld r12,lo(r2)`, then
+// `mtctr r12; bctr`. Its size and where it loads the function's address from, relative to the TOC
+// pointer r2 it assumes; nullopt for any other form. `word(at, w)` reads the word at `at`.
+struct PltCallStub {
+  u32 size;
+  i64 toc_offset;
+};
+template <class Word>
+constexpr std::optional<PltCallStub> plt_call_stub(u64 at, Word word) {
+  u32 w[5] = {};
+  if (!read_words(at, 4, word, w)) return std::nullopt;
+  const auto s16 = [](u32 v) { return static_cast<i64>(static_cast<int16_t>(v & 0xffff)); };
+  if (w[0] != 0xf841'0018) return std::nullopt;  // std r2, 24(r1)
+  if ((w[1] & 0xffff'0003) == 0xe982'0000 && w[2] == 0x7d89'03a6 && w[3] == 0x4e80'0420)  // ld r12, lo(r2)
+    return PltCallStub{16, s16(w[1] & 0xfffc)};
+  if ((w[1] & 0xffff'0000) == 0x3d82'0000 && (w[2] & 0xffff'0003) == 0xe98c'0000 && w[3] == 0x7d89'03a6 && read_words(at, 5, word, w) &&
+      w[4] == 0x4e80'0420)  // addis r12, r2, hi; ld r12, lo(r12)
+    return PltCallStub{20, s16(w[1]) * 65536 + s16(w[2] & 0xfffc)};
+  return std::nullopt;
+}
+
+// A branch island written over such a stub, which only -pg calls to _mcount entered:
+// `addis r12,r2,ha; addi r12,r12,lo; mtctr r12; bctr` to `target`, `toc` being the TOC pointer the
+// stub assumed (at a -pg site the function's own, which its call through the stub relied on). It
+// writes only r12 and CTR, as the stub did. False beyond +-2 GiB of `toc`. 16 bytes; arch/island.h
+// checks it, given `toc`.
+inline constexpr unsigned toc_island_size = 16;
+constexpr bool encode_toc_island(u64 toc, u64 target, u8* out) {
+  const i64 delta = static_cast<i64>(target - toc);
+  if (delta < -(i64{1} << 31) || delta >= (i64{1} << 31) - 0x8000) return false;
+  const u32 ha = static_cast<u32>((delta + 0x8000) >> 16) & 0xffff, lo = static_cast<u32>(delta) & 0xffff;
+  const u32 words[4] = {0x3d82'0000 | ha,  // addis r12, r2, ha
+                        0x398c'0000 | lo,  // addi r12, r12, lo
+                        0x7d89'03a6,       // mtctr r12
+                        0x4e80'0420};      // bctr
+  put_words_le(words, 4, out);
+  return true;
 }
 
 }  // namespace prepatch::arch::ppc64le

@@ -168,11 +168,7 @@ constexpr void encode_absolute_island(u64 target, u8* out) {
 template <class Word>
 constexpr std::optional<LinkerStub> linker_stub(u64 at, bool arm, Word word) {
   u32 w[4] = {};
-  const auto read = [&](u64 from, unsigned n) {
-    for (unsigned i = 0; i < n; i++)
-      if (!word(from + 4 * i, w[i])) return false;
-    return true;
-  };
+  const auto read = [&](u64 from, unsigned n) { return read_words(from, n, word, w); };
   if (at % 4) return std::nullopt;
   if (!arm) {
     if (!read(at, 2)) return std::nullopt;

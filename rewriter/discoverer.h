@@ -49,6 +49,10 @@ class Targets {
   void seal();
   std::optional<SiteKind> find(u64 addr) const;
   bool empty() const { return v_.empty(); }
+  template <class F>
+  void for_each(F f) const {
+    for (const Entry& e : v_) f(e.addr, e.kind);
+  }
 
  private:
   struct Entry {

@@ -359,16 +359,21 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
     }
   }
-  // ARM32 and AArch64 -pg sites that reach neither: the nearest island over code their calls entered
-  // on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed within
-  // their reach. Only prepared sites entered it, and none of them does once prepared.
+  // ARM32, AArch64 and PPC64le -pg sites that reach neither: the nearest island over code their calls
+  // entered on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed
+  // within their reach. Only prepared sites entered it, and none of them does once prepared.
   const auto& stubs = d.mcount_stubs;
   std::vector<u64> stub_islands;
   bool far = false;
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     far |= !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]);
   });
-  if (far && (machine == EM_ARM || machine == EM_AARCH64) && !stubs.empty()) {
+  // PPC64le's, relative to the TOC pointer the stub assumed: the `.TOC.` symbol, else the ELFv2 place
+  // (.got + 0x8000), kept only where the stub then loads from _mcount's slot.
+  u64 toc = d.toc;
+  for (const elf::Section& sec : elf.sections())
+    if (!toc && sec.name == ".got") toc = sec.addr + 0x8000;
+  if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty()) {
     const int mk = static_cast<int>(SiteKind::mcount) - 1;
     const bool fixed = elf.header().type == ET_EXEC;  // never moved: Thumb-2's 8-byte absolute form will do
     // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).
@@ -386,6 +391,15 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       else if (machine == EM_AARCH64 && stubs[i].size >= arch::aarch64::adrp_island_size) {
         b.resize(arch::aarch64::adrp_island_size);
         if (!arch::aarch64::encode_adrp_island(at, r.tramp[mk], b.data())) b.clear();
+      } else if (machine == EM_PPC64 && stubs[i].size >= arch::ppc64le::toc_island_size && toc) {
+        const auto f = arch::ppc64le::plt_call_stub(at, [&](u64 a, u32& w) {
+          auto x = elf.bytes_at(a, 4);
+          return x.size() == 4 && (w = static_cast<u32>(elf.codec().get(x, 0, 4)), true);
+        });
+        const u64 slot = f ? toc + static_cast<u64>(f->toc_offset) : 0;
+        const bool loads_mcount = f && std::find(d.mcount_slots.begin(), d.mcount_slots.end(), slot) != d.mcount_slots.end();
+        b.resize(arch::ppc64le::toc_island_size);
+        if (!loads_mcount || !arch::ppc64le::encode_toc_island(toc, r.tramp[mk], b.data())) b.clear();
       }
     }
     std::vector<bool> used(stubs.size());
@@ -401,11 +415,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       if (up < stubs.size() && reaches(s, form_of_site, stubs[up].start)) used[up] = true;
       else if (down > 0 && reaches(s, form_of_site, stubs[down - 1].start)) used[down - 1] = true;
     }
-    const auto isa = machine == EM_ARM ? arch::Isa::thumb2 : arch::Isa::aarch64;
+    const auto isa = machine == EM_ARM ? arch::Isa::thumb2 : machine == EM_PPC64 ? arch::Isa::ppc64le : arch::Isa::aarch64;
     for (size_t i = 0; i < stubs.size(); i++) {
       if (!used[i]) continue;
       const u64 at = stubs[i].start, target = r.tramp[mk] | (machine == EM_ARM ? 1u : 0u);
-      if (std::string why = arch::check_island(isa, form[i], at, target); !why.empty())
+      if (std::string why = arch::check_island(isa, form[i], at, target, machine == EM_PPC64 ? std::optional<u64>(toc) : std::nullopt); !why.empty())
         throw std::logic_error("internal: the branch island over the stub at " + hex(at) + " fails its check: " + why);
       const auto off = elf.vaddr_to_offset(at, form[i].size());
       if (!off) throw std::logic_error("internal: the stub at " + hex(at) + " has no file bytes");
@@ -442,7 +456,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
                    (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
                           "bytes, up to the next segment's" +
-                              std::string((machine == EM_ARM || machine == EM_AARCH64) && s.kind == SiteKind::mcount ? "; a PLT entry or linker stub its call entered" : "") + ")"
+                              std::string(machine != EM_X86_64 && s.kind == SiteKind::mcount ? "; a PLT entry or linker stub its call entered"
+                                                                                               : "") +
+                              ")"
                         : ""));
   };
   reach.for_each_end([&](const Site& s, arch::CallForm form) {

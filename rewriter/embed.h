@@ -36,7 +36,7 @@ struct RuntimeSegment {
   elf::Patch redirect;
   // Branch islands for the sites that cannot reach their trampoline (Config::island).
   Island island;
-  // ARM32 and AArch64 -pg: branch islands over the PLT entries and linker stubs the sites' calls entered
+  // ARM32, AArch64 and PPC64le -pg: branch islands over the PLT entries and linker stubs the sites' calls entered
   // (Discovery::mcount_stubs), for sites that reach neither (Config::stub_islands, whose addresses
   // lie at offset stub_islands_at of the segment).
   std::vector<elf::Patch> stub_islands;

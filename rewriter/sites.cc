@@ -254,6 +254,9 @@ void Discoverer::find_tracer_slots() {
     }
   }
   slots_.seal();
+  slots_.for_each([&](u64 slot, SiteKind k) {
+    if (k == SiteKind::mcount) d_.mcount_slots.push_back(slot);
+  });
   for (const elf::Section& s : elf_.sections()) {
     if (s.name != ".plt" && s.name != ".plt.sec" && s.name != ".plt.got") continue;
     sites_->plt(*this, s);

@@ -89,7 +89,7 @@ struct Discovery {
   // saved, in doublewords; thumb_frame_entry_sp and thumb_frame_lr, in words), by site address; 0 where
   // the prologue was not followed. The graph tracer hooks the exits through them.
   std::vector<std::pair<u64, u32>> mcount_frames;
-  // ARM32 and AArch64 -pg: code the sites' calls enter on their way to mcount (its PLT entries, ld's
+  // ARM32, AArch64 and PPC64le -pg: code the sites' calls enter on their way to mcount (its PLT entries, ld's
   // stubs) that only prepared sites enter, sorted and apart: where a site cannot reach the shim, the
   // preparer may write a branch island over one within its reach (Config::stub_islands).
   struct Stretch {
@@ -97,6 +97,11 @@ struct Discovery {
     u32 size;
   };
   std::vector<Stretch> mcount_stubs;
+  // PPC64le: the `.TOC.` symbol's value (0: none), and the slots the PLT call stubs to _mcount load
+  // from (the islands over those stubs rely on r2 holding the TOC pointer the stubs assumed: the
+  // preparer checks that each stub, at this TOC, loads from one of them).
+  u64 toc = 0;
+  std::vector<u64> mcount_slots;
   // AArch64 -pg: a function with a site signs its return address before it (pac-ret: paciasp or
   // pacibsp first), so the graph tracer cannot replace it (shim::table_signed_returns).
   bool signed_returns = false;

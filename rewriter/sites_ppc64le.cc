@@ -34,10 +34,17 @@ class Ppc64leSites final : public WordSites<Ppc64leWords> {
     // A direct call enters at the local entry point, after the TOC setup.
     if (auto k = tracer_kind(name)) d.direct().add(s.value + arch::ppc64le::local_entry_offset(s.other), *k);
     // ld's call stubs to shared objects are symbols `NNNNNNNN.plt_call.NAME` (NOTYPE).
+    // Its bytes, in ld's form (arch/ppc64le.h plt_call_stub), are code a branch island may take over.
     if (s.type == STT_NOTYPE && name[0] >= '0' && name[0] <= '9')
       if (const char* stub = std::strstr(name, ".plt_call.")) {
-        if (auto k = tracer_kind(std::string_view(stub + 10))) d.direct().add(s.value, *k);
+        if (auto k = tracer_kind(std::string_view(stub + 10))) {
+          d.direct().add(s.value, *k);
+          if (auto f = arch::ppc64le::plt_call_stub(s.value, [&](u64 at, u32& w) { return d.word(at, w); }))
+            d.mcount_region(s.value, s.value, f->size, *k);
+        }
       }
+    // The TOC pointer's value, which those stubs and the functions calling them rely on r2 holding.
+    if (!std::strcmp(name, ".TOC.")) d.found().toc = s.value;
   }
   // No PLT entries to read: the call stubs are named by symbols (above).
 };

@@ -1,7 +1,8 @@
 // Branch islands (arch/island.h): the checker proves every ISA's island at a spread of distances and
 // catches broken ones; sites a 1 GiB .bss puts beyond their call's reach of the shim call it
-// through an island, on AArch64, PPC64le and Thumb-2, and -pg sites in a text larger than the reach
-// through islands over ld's stubs and PLT entries (Thumb-2, AArch64), traced under qemu call by call.
+// through an island, on x86-64, AArch64, PPC64le and Thumb-2, and -pg sites in a text larger than the
+// reach through islands over ld's stubs and PLT entries (Thumb-2, AArch64, PPC64le), traced under qemu
+// call by call.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include "arch/aarch64.h"
 #include "arch/island.h"
 #include "arch/isa.h"
+#include "arch/ppc64le.h"
 #include "arch/thumb2.h"
 #include "elf/elf.h"
 #include "support.h"
@@ -59,6 +61,18 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
     EXPECT_EQ(arch::check_island(Isa::aarch64, b, at, target), "") << dist;
     EXPECT_NE(arch::check_island(Isa::aarch64, b, at, target + 4), "") << dist;
   }
+  // PPC64le's 16-byte form over ld's call stubs, relative to the TOC pointer r2 is known to hold:
+  // proven given that TOC, and not without it (r2 is then unknown) nor given another.
+  for (i64 dist : {i64{16}, -i64{0x9000}, (i64{1} << 31) - 0x9000, -(i64{1} << 31)}) {
+    const u64 toc = 0x1'0000'8000, target = toc + static_cast<u64>(dist);
+    u8 b[arch::ppc64le::toc_island_size];
+    ASSERT_TRUE(arch::ppc64le::encode_toc_island(toc, target, b)) << dist;
+    EXPECT_EQ(arch::check_island(Isa::ppc64le, b, 0x2000, target, toc), "") << dist;
+    EXPECT_NE(arch::check_island(Isa::ppc64le, b, 0x2000, target), "") << dist;
+    EXPECT_NE(arch::check_island(Isa::ppc64le, b, 0x2000, target, toc + 0x10000), "") << dist;
+  }
+  u8 b16[arch::ppc64le::toc_island_size];
+  EXPECT_FALSE(arch::ppc64le::encode_toc_island(0x1000'0000, 0x1000'0000 + (u64{2} << 30), b16));
   u8 b12[arch::aarch64::adrp_island_size];
   EXPECT_FALSE(arch::aarch64::encode_adrp_island(0x1000, 0x1000 + (u64{4} << 30) + 0x1000, b12));
   EXPECT_EQ(arch::island_size(Isa::riscv64), 0u);
@@ -230,7 +244,9 @@ class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
 // (12 bytes, position-independent) and far()'s and mid()'s one over ld's stub (in a PIE its 12-byte
 // PIC form; without -pie its 8-byte absolute one, which takes the 8-byte `ldr.w pc` island).
 // AArch64 (+-128 MiB): 130 MiB once, so main and near() take an island over the PLT entry (the 12-byte
-// adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim.
+// adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim. PPC64le (+-32
+// MiB): 34 MiB twice; ld gives each stretch of text a `plt_call` stub of its own, and each takes the
+// 16-byte island relative to the TOC pointer.
 TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
   const LargeText& p = GetParam();
   TempDir d;
@@ -272,7 +288,8 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
                          ::testing::Values(LargeText{"arm", "arm-linux-gnueabihf-gcc", 20, true, {"-pie", "-no-pie"}, "2 branch islands"},
-                                           LargeText{"aarch64", "aarch64-linux-gnu-gcc", 130, false, {"-pie"}, "1 branch island"}),
+                                           LargeText{"aarch64", "aarch64-linux-gnu-gcc", 130, false, {"-pie"}, "1 branch island"},
+                                           LargeText{"ppc64le", "powerpc64le-linux-gnu-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands"}),
                          [](const ::testing::TestParamInfo<LargeText>& i) { return i.param.isa; });
 
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves

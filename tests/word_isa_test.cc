@@ -172,6 +172,37 @@ TEST(WordIsa, Aarch64LinkerStubsAreFollowedToTheirDestinations) {
   EXPECT_FALSE(arch::aarch64::linker_stub(s0 + 2, word).has_value());  // off-word
 }
 
+// ld's two ELFv2 `plt_call` stub forms that arch::ppc64le::plt_call_stub reads, as the assembler
+// encodes them, with their sizes and TOC offsets (one within 16 bits, one needing addis); what only
+// starts like one is none.
+TEST(WordIsa, Ppc64lePltCallStubsAreReadWithTheirTocOffsets) {
+  TempDir d;
+  write_file(d / "s.s", ".text\n"
+                        ".p2align 5\nstd 2,24(1)\nld 12,-32464(2)\nmtctr 12\nbctr\n"
+                        ".p2align 5\nstd 2,24(1)\naddis 12,2,3\nld 12,-8(12)\nmtctr 12\nbctr\n"
+                        ".p2align 5\nstd 2,24(1)\nld 12,-32464(2)\nmtlr 12\nblr\n");
+  Proc as = run({"powerpc64le-linux-gnu-as", d / "s.s", "-o", d / "s.o"});
+  ASSERT_EQ(as.status, 0) << as.err;
+  Proc cp = run({"powerpc64le-linux-gnu-objcopy", "-O", "binary", "--only-section=.text", d / "s.o", d / "s.bin"});
+  ASSERT_EQ(cp.status, 0) << cp.err;
+  const std::string b = read_file(d / "s.bin");
+  const auto word = [&](u64 at, u32& w) {
+    if (at + 4 > b.size()) return false;
+    w = 0;
+    for (unsigned i = 0; i < 4; i++) w |= u32{static_cast<u8>(b[at + i])} << (8 * i);
+    return true;
+  };
+  const auto a = arch::ppc64le::plt_call_stub(0, word), c = arch::ppc64le::plt_call_stub(32, word);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->size, 16u);
+  EXPECT_EQ(a->toc_offset, -32464);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->size, 20u);
+  EXPECT_EQ(c->toc_offset, 3 * 65536 - 8);
+  EXPECT_FALSE(arch::ppc64le::plt_call_stub(64, word).has_value());
+  EXPECT_FALSE(arch::ppc64le::plt_call_stub(2, word).has_value());
+}
+
 TEST(WordIsa, Aarch64PltEntriesLeadToTheirSlots) {
   const std::string path = td + "/basic-a64-pg";
   MappedFile f(path);
