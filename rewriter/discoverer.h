@@ -112,7 +112,7 @@ class Discoverer {
 
   // -pg calls and the code they enter on their way to mcount (Discovery::mcount_stubs). The ISA's
   // scan asks mcount_call whether a call to `target` is a -pg call: it is when `target` is mcount or
-  // its PLT entry (direct), or a linker stub jumping there (IsaSites::stub; followed once per target).
+  // its PLT entry (direct), or a linker stub jumping there (IsaSites::stub).
   // It then tells note_mcount_call whether the site it made of that call is prepared. The ISA's plt()
   // names the bytes of a PLT entry with mcount_region, under each address a call may enter it by.
   std::optional<SiteKind> mcount_call(u64 target, bool other_state = false);
@@ -213,7 +213,6 @@ class Discoverer {
   };
   std::vector<Region> regions_;
   std::vector<std::pair<u64, u32>> region_of_;  // call target -> regions_ index (few: a linear search)
-  std::vector<u64> not_stubs_;                  // targets found to be no stub to mcount, sorted
   std::optional<u32> region(u64 target) const;
   std::vector<u64> covered_;  // while scanning: the sites from records, sorted, which the scan must not find again
   mutable elf::SegmentCursor cursor_{elf_};

@@ -333,9 +333,9 @@ void Discoverer::mcount_region(u64 target, u64 start, u32 size, SiteKind kind) {
 std::optional<SiteKind> Discoverer::mcount_call(u64 target, bool other_state) {
   if (auto k = direct_.find(target)) return k;
   if (auto i = region(target)) return regions_[*i].kind;
-  if (std::binary_search(not_stubs_.begin(), not_stubs_.end(), target)) return std::nullopt;
   // A stub ld placed for a call beyond mcount's reach; what it jumps to is mcount, its PLT entry, or
-  // (ld chains them) another such stub.
+  // (ld chains them) another such stub. (Reading a few words: asked again for each function whose
+  // first call is an ordinary one, no cache is worth keeping.)
   if (auto st = sites_->stub(*this, target, other_state)) {
     const u64 dest = sites_->code_address(st->dest);
     const auto next = region(dest);
@@ -346,7 +346,6 @@ std::optional<SiteKind> Discoverer::mcount_call(u64 target, bool other_state) {
       return k ? *k : regions_[*next].kind;
     }
   }
-  not_stubs_.insert(std::upper_bound(not_stubs_.begin(), not_stubs_.end(), target), target);
   return std::nullopt;
 }
 
