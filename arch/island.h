@@ -5,11 +5,12 @@
 // x86_64.h); RISC-V's have none yet.
 //
 // The checker here proves an island before it is written, as arch/check.h proves plans: it decodes
-// every instruction with Capstone (x86-64's one `jmp` with Zydis) and runs them on symbolic registers (each one's value at the
-// island's entry, plus a constant), and requires that the island ends in a jump to exactly `target`,
-// that it reads no memory but its own literal and what it saved itself, and that every register but
-// the ones the ABI gives call veneers holds its entry value again by then (LR included: the
-// trampoline reads the site's return address from it).
+// every instruction with Capstone and runs them on symbolic registers (each one's value at the
+// island's entry, plus a constant; x86-64's three instructions are decoded by Zydis and checked form
+// by form), and requires that the island ends in a jump to exactly `target`, that it reads no memory
+// but its own literal and what it saved itself, and that every register but the ones the ABI gives
+// call veneers (x86-64: %r11, free at every site) holds its entry value again by then (LR included:
+// the trampoline reads the site's return address from it).
 #pragma once
 #include <optional>
 #include <span>

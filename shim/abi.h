@@ -76,8 +76,8 @@ struct Config {
   u64 island[3];
   // ARM32, AArch64 and PPC64le -pg sites that reach neither their trampoline nor island[1]: branch
   // islands over the PLT entries and linker stubs their calls entered before preparing, each jumping
-  // on to the mcount trampoline. Their link-time addresses, u64 each, sorted, lie at offset stub_islands from
-  // table_vaddr (0: none); a site calls the nearest it reaches.
+  // on to the mcount trampoline. Their link-time addresses, u64 each, sorted, lie at offset
+  // stub_islands from table_vaddr (0: none); a site calls the nearest it reaches.
   u32 stub_islands;
   u32 stub_island_count;
 };
