@@ -361,7 +361,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   }
   // ARM32, AArch64 and PPC64le -pg sites that reach neither: the nearest island over code their calls
   // entered on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed
-  // within their reach. Only prepared sites entered it, and none of them does once prepared.
+  // within their reach. Only prepared sites entered it, and none of them does once prepared. Only with
+  // a symbol table (.symtab): a stripped binary's local functions are not scanned, and an unprepared
+  // call entering an island would find other code (PPC64le's would then restore r2 from a slot its
+  // stub no longer wrote).
   const auto& stubs = d.mcount_stubs;
   std::vector<u64> stub_islands;
   bool far = false;
@@ -373,7 +376,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   u64 toc = d.toc;
   for (const elf::Section& sec : elf.sections())
     if (!toc && sec.name == ".got") toc = sec.addr + 0x8000;
-  if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty()) {
+  if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && d.has_symtab) {
     const int mk = static_cast<int>(SiteKind::mcount) - 1;
     const bool fixed = elf.header().type == ET_EXEC;  // never moved: Thumb-2's 8-byte absolute form will do
     // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).

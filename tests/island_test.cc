@@ -243,6 +243,7 @@ class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
 // Thumb-2 (+-16 MiB): 20 MiB twice, so main's and near()'s calls take an island over the PLT entry
 // (12 bytes, position-independent) and far()'s and mid()'s one over ld's stub (in a PIE its 12-byte
 // PIC form; without -pie its 8-byte absolute one, which takes the 8-byte `ldr.w pc` island).
+// Stripped, refused (Thumb-2 only).
 // AArch64 (+-128 MiB): 130 MiB once, so main and near() take an island over the PLT entry (the 12-byte
 // adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim. PPC64le (+-32
 // MiB): 34 MiB twice; ld gives each stretch of text a `plt_call` stub of its own, and each takes the
@@ -284,6 +285,18 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
     EXPECT_EQ(call_shape(replay.out), expect) << replay.out;
     std::filesystem::remove(d / "large"), std::filesystem::remove(d / "out");  // (136 MiB each on AArch64)
   }
+  // Stripped (the functions in .dynsym, -rdynamic): the stubs' other callers could not all be known,
+  // so no island goes over them and the far sites are refused, saying where an island could have gone.
+  if (p.isa != "arm") return;
+  Proc c = run({p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", "-rdynamic", "-s", d / "large.c", "-o", d / "stripped"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc sites = prepatch({"sites", d / "stripped"});
+  EXPECT_NE(sites.out.find("4 sites (0 skipped)"), std::string::npos) << sites.out;
+  Proc r = prepatch({d / "stripped", "-o", d / "out"});
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; a PLT entry or linker stub its call entered)"), std::string::npos) << r.err;
+  EXPECT_FALSE(exists(d / "out"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
