@@ -109,9 +109,9 @@ namespace x86_64 {
 // flags: %r11 is free at a function's entry and right after an mcount site's frame setup (no
 // argument, not the static chain, clobbered by any PLT call: the count trampoline relies on it too),
 // and the flags are dead there. The site's call pushed the return address the trampoline reads; under
-// IBT, `notrack` wants no landing pad at the trampoline, as the forwarders' jumps. arch/island.h
-// checks it.
-inline constexpr unsigned island_size = 22, island_align = 16;
+// IBT, `notrack` wants no landing pad at the trampoline, as the forwarders' jumps. Any alignment (the
+// islands of two kinds go back to back); arch/island.h checks it.
+inline constexpr unsigned island_size = 22, island_align = 1;
 constexpr void encode_island(u64 at, u64 target, u8* out) {
   const u8 code[14] = {0x4c, 0x8d, 0x1d, 7, 0, 0, 0,  // lea 7(%rip), %r11: the quadword after the jmp
                        0x4d, 0x03, 0x1b,              // add (%r11), %r11

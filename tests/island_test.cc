@@ -44,7 +44,9 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
         // And it goes there only: the same bytes do not prove a jump anywhere else.
         EXPECT_NE(arch::check_island(isa, b, at, target + 4), "");
       }
-    EXPECT_EQ(arch::check_island(isa, arch::encode_island(isa, 0x1000, 0x2001), 0x1001, 0x2001), "misaligned");
+    if (arch::island_align(isa) > 1) {  // (x86-64's may start anywhere: two kinds' go back to back)
+      EXPECT_EQ(arch::check_island(isa, arch::encode_island(isa, 0x1000, 0x2001), 0x1001, 0x2001), "misaligned");
+    }
   }
   // Thumb-2's 8-byte absolute form (ET_EXEC only), which the preparer writes over ld's 8-byte stubs.
   for (u64 target : {u64{0x2001}, u64{0xffff'f001}, u64{0x0140'0001}}) {
