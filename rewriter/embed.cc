@@ -375,7 +375,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // (.got + 0x8000), kept only where the stub then loads from _mcount's slot.
   u64 toc = d.toc;
   for (const elf::Section& sec : elf.sections())
-    if (!toc && sec.name == ".got") toc = sec.addr + 0x8000;
+    if (machine == EM_PPC64 && far && !toc && sec.name == ".got") toc = sec.addr + 0x8000;
   if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && d.has_symtab) {
     const int mk = static_cast<int>(SiteKind::mcount) - 1;
     const bool fixed = elf.header().type == ET_EXEC;  // never moved: Thumb-2's 8-byte absolute form will do

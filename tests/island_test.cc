@@ -148,6 +148,30 @@ std::string call_shape(const std::string& replay) {
   return shape;
 }
 
+// `out`, the prepared build of `plain` in `d`, run with `n` counted and under graph: its output and
+// status as plain's, nothing said, the calls counted exactly as `counts`, and replayed as main() {
+// then n times mid() { `inner` } /* mid */, then } /* main */ (`inner`: call_shape's lines at depth 2).
+void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
+                             const std::string& inner) {
+  const std::string out = d / "out";
+  Proc o = run(bin.exec(plain, {std::to_string(n)}));
+  ASSERT_EQ(o.status, 0) << o.err;
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(out, {std::to_string(n)})));
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(t.out, o.out);
+  EXPECT_EQ(t.err, "");
+  EXPECT_EQ(function_counts(out, d / "c"), counts);
+  Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(out, {std::to_string(n)})));
+  EXPECT_EQ(g.status, 0) << g.err;
+  EXPECT_EQ(g.out, o.out);
+  Proc replay = prepatch({"replay", d / "t.trace"});
+  ASSERT_EQ(replay.status, 0) << replay.err;
+  std::string expect = "0main() {\n";
+  for (int i = 0; i < n; i++) expect += "1mid() {\n" + inner + "1} /* mid */\n";
+  expect += "0} /* main */\n";
+  EXPECT_EQ(call_shape(replay.out), expect) << replay.out;
+}
+
 struct BigBss {
   std::string isa, cc, flags;  // isa "": x86-64, its 3 GiB .bss addressed with -mcmodel=medium
 };
@@ -172,26 +196,9 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   Proc r = prepatch({d / "big", "-o", d / "out"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("call it through a branch island at vaddr"), std::string::npos) << r.err;
-  const TestBinary bin{.isa = p.isa};
-  const int n = 5;
-  Proc o = run(bin.exec(d / "big", {std::to_string(n)}));
-  ASSERT_EQ(o.status, 0) << o.err;
-  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {std::to_string(n)})));
-  EXPECT_EQ(t.status, 0) << t.err;
-  EXPECT_EQ(t.out, o.out);
-  EXPECT_EQ(t.err, "");
-  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", n}, {"leaf", 2 * n}}));
-  Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(d / "out", {std::to_string(n)})));
-  EXPECT_EQ(g.status, 0) << g.err;
-  EXPECT_EQ(g.out, o.out);
-  Proc replay = prepatch({"replay", d / "t.trace"});
-  ASSERT_EQ(replay.status, 0) << replay.err;
   // main() { then n times: mid() { leaf(); leaf(); } /* mid */, then } /* main */.
-  const std::string shape = call_shape(replay.out);
-  std::string expect = "0main() {\n";
-  for (int i = 0; i < n; i++) expect += "1mid() {\n2leaf();\n2leaf();\n1} /* mid */\n";
-  expect += "0} /* main */\n";
-  EXPECT_EQ(shape, expect) << replay.out;
+  const int n = 5;
+  expect_traced_as_called(TestBinary{.isa = p.isa}, d, d / "big", n, {{"main", 1}, {"mid", n}, {"leaf", 2 * n}}, "2leaf();\n2leaf();\n");
 }
 
 // PPC64le -fpatchable-function-entry: only functions without a TOC setup have their pads prepared
@@ -270,21 +277,7 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("call it through " + p.islands + " over the PLT entries and linker stubs"), std::string::npos) << r.err;
     const int n = 6;
-    Proc o = run(bin.exec(d / "large", {std::to_string(n)}));
-    ASSERT_EQ(o.status, 0) << o.err;
-    Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {std::to_string(n)})));
-    EXPECT_EQ(t.status, 0) << t.err;
-    EXPECT_EQ(t.out, o.out);
-    EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", n}, {"near", n}, {"far", n}}));
-    Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(d / "out", {std::to_string(n)})));
-    EXPECT_EQ(g.status, 0) << g.err;
-    EXPECT_EQ(g.out, o.out);
-    Proc replay = prepatch({"replay", d / "t.trace"});
-    ASSERT_EQ(replay.status, 0) << replay.err;
-    std::string expect = "0main() {\n";
-    for (int i = 0; i < n; i++) expect += "1mid() {\n2near();\n2far();\n1} /* mid */\n";
-    expect += "0} /* main */\n";
-    EXPECT_EQ(call_shape(replay.out), expect) << replay.out;
+    expect_traced_as_called(bin, d, d / "large", n, {{"main", 1}, {"mid", n}, {"near", n}, {"far", n}}, "2near();\n2far();\n");
     std::filesystem::remove(d / "large"), std::filesystem::remove(d / "out");  // (136 MiB each on AArch64)
   }
   // Stripped (the functions in .dynsym, -rdynamic): the stubs' other callers could not all be known,
