@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "arch/thumb2.h"
+
 namespace prepatch::arch {
 
 namespace {
@@ -34,7 +36,8 @@ struct Insn {
 class Checker {
  public:
   Checker(Isa isa, const Plan& plan, const SiteForm& site, bool enable)
-      : isa_(isa), info_(isa_info(isa)), plan_(plan), site_(site) {
+      : isa_(isa), info_(isa_info(isa)), plan_(plan), site_(site), arm_(site.arm_state),
+        fetch_atomic_(arm_ ? 4 : info_.fetch_atomic), insn_align_(arm_ ? 4 : info_.insn_align), cmodx_(info_.cmodx || arm_) {
     base_ = site.addr - site.context.size();
     toggle_ = static_cast<unsigned>(site.context.size());
     len_ = static_cast<unsigned>(site.on.size());
@@ -47,7 +50,7 @@ class Checker {
     new_.insert(new_.end(), to.begin(), to.end());
     const Bytes t = trap_bytes(isa, &plan);
     trap_.assign(t.data, t.data + t.size);
-    trap_illegal_ = !trap_.empty() && !decode(isa, trap_, 0).valid;
+    trap_illegal_ = !trap_.empty() && !dec(trap_, 0).valid;
   }
 
   CheckResult run() {
@@ -74,7 +77,7 @@ class Checker {
 
   bool decode_form(const ByteVec& w, std::vector<Insn>& out, const char* which) {
     for (unsigned o = 0; o < w.size();) {
-      Decoded d = decode(isa_, std::span(w).subspan(o), base_ + o);
+      Decoded d = dec(std::span(w).subspan(o), base_ + o);
       if (d.len == 0 || !d.valid) return fail(std::string("the ") + which + " form does not decode at +" + std::to_string(o) + ": " + hex_bytes(w));
       out.push_back({o, ByteVec(w.begin() + o, w.begin() + o + d.len), d.text});
       o += d.len;
@@ -94,7 +97,7 @@ class Checker {
           return;
         }
         const unsigned off = static_cast<unsigned>(addr - c.base_);
-        if (width <= c.info_.fetch_atomic && addr % width == 0) {
+        if (width <= c.fetch_atomic_ && addr % width == 0) {
           units.push_back({off, ByteVec(b, b + width)});
         } else {
           for (unsigned i = 0; i < width; i++) units.push_back({off + i, ByteVec{b[i]}});
@@ -118,18 +121,19 @@ class Checker {
       }
       if (rec.outside) return fail("the plan writes outside the site");
       if (rec.units.size() > 20) return fail("too many stores between two syncs to enumerate");
-      // AArch64 CMODX: each store must swap listed instructions (the state before it, then after).
-      if (info_.cmodx) {
+      // AArch64 CMODX, ARMv7's list in ARM state: each store must swap listed instructions (the state
+      // before it, then after).
+      if (cmodx_) {
         ByteVec s = state;
         for (const Unit& u : rec.units) {
           ByteVec t = s;
           std::copy(u.bytes.begin(), u.bytes.end(), t.begin() + u.off);
-          const unsigned at = u.off / info_.insn_align * info_.insn_align;
-          Decoded before = decode(isa_, std::span(s).subspan(at), base_ + at);
-          Decoded after = decode(isa_, std::span(t).subspan(at), base_ + at);
+          const unsigned at = u.off / insn_align_ * insn_align_;
+          Decoded before = dec(std::span(s).subspan(at), base_ + at);
+          Decoded after = dec(std::span(t).subspan(at), base_ + at);
           if (s != t && !(before.cmodx && after.cmodx))
             return fail("a store swaps `" + before.text + "` for `" + after.text + "` at +" + std::to_string(at) +
-                        " while other cores may execute it: not both on the ARMv8 CMODX list");
+                        " while other cores may execute it: not both on the " + (arm_ ? "ARMv7 A3.5.4 list" : "ARMv8 CMODX list"));
           s = std::move(t);
         }
       }
@@ -173,7 +177,7 @@ class Checker {
     for (size_t e2 = epochs_.size(); e2-- > e;) {
       for (size_t vi = 0; vi < epochs_[e2].views.size(); vi++) {
         const ByteVec& v = epochs_[e2].views[vi];
-        Decoded d = decode(isa_, std::span(v).subspan(o), base_ + o);
+        Decoded d = dec(std::span(v).subspan(o), base_ + o);
         Step_ st{e2, vi, o, ""};
         unsigned next;
         bool o2 = old_ok, n2 = new_ok;
@@ -248,10 +252,16 @@ class Checker {
     return fail(s);
   }
 
+  // The ISA's decoder, or ARM state's for an ARM32 ARM-state site.
+  Decoded dec(std::span<const u8> b, u64 addr) const { return arm_ ? decode_arm_state(b, addr) : decode(isa_, b, addr); }
+
   Isa isa_;
   const IsaInfo& info_;
   const Plan& plan_;
   const SiteForm& site_;
+  const bool arm_;
+  const unsigned fetch_atomic_, insn_align_;
+  const bool cmodx_;
   u64 base_ = 0;
   unsigned toggle_ = 0, len_ = 0;
   ByteVec old_, new_, trap_;
@@ -277,6 +287,10 @@ std::vector<i64> sweep_distances(Isa isa) {
   return d;
 }
 
+bool has_site(Isa isa, SiteKind kind, unsigned len, u64 addr) {
+  return !(isa == Isa::thumb2 && len == thumb2::arm_site_len && (kind != SiteKind::mcount || addr % 4 != 0));
+}
+
 SweepResult check_shipped_plans(Isa isa) {
   const IsaInfo& info = isa_info(isa);
   SweepResult r;
@@ -287,12 +301,13 @@ SweepResult check_shipped_plans(Isa isa) {
         for (i64 dist : sweep_distances(isa))
           for (bool enable : {true, false}) {
             const u64 addr = line * 64 + off;
+            if (!has_site(isa, kind, len, addr)) continue;
             auto site = site_form(isa, kind, addr, addr + static_cast<u64>(dist), len);
             if (!site) {
               if (r.failures.size() < 5) r.failures.push_back(std::string(info.name) + " " + std::string(kind_name(kind)) + ": no site form at " + hex(addr));
               continue;
             }
-            CheckResult c = check_plan(isa, plan_for(isa, addr), *site, enable);
+            CheckResult c = check_plan(isa, plan_for(isa, addr, len), *site, enable);
             r.checks++;
             r.views += c.views;
             r.runs += c.runs;

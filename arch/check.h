@@ -13,7 +13,7 @@
 // it). Anything else is a counter-example: a hybrid or undefined instruction, a resume point inside an
 // instruction, a trap the handler cannot resolve, or a mix of old and new instructions (a call whose
 // setup never ran). On AArch64 every word a store changes must also be on the CMODX list before and
-// after.
+// after, and so must ARM32's ARM-state words, on ARMv7's list (A3.5.4).
 #pragma once
 #include <string>
 #include <vector>
@@ -40,6 +40,9 @@ struct SweepResult {
   std::vector<std::string> failures;  // "isa kind len@addr enable: counter-example", at most a few
 };
 SweepResult check_shipped_plans(Isa isa);
+// Whether `isa` has a site of `kind` and `len` bytes at `addr` for the sweep: every kind, length and
+// instruction-aligned address, but ARM32's ARM-state sites (8 bytes), which are -pg only and 4-aligned.
+bool has_site(Isa isa, SiteKind kind, unsigned len, u64 addr);
 
 // The trampoline distances a sweep tries for `isa`: short and long, both ways, and a spread of low
 // bits (RISC-V's and Thumb's call encodings put displacement bits in the halfword a trap replaces).

@@ -11,12 +11,13 @@ namespace {
 
 // The instructions `b` holds from its start, "; "-separated; undecodable bytes shown as such. What
 // follows the plan's trap is never fetched, so it is not shown.
-std::string instructions(Isa isa, const std::vector<u8>& b, u64 addr, Bytes trap) {
+std::string instructions(Isa isa, const std::vector<u8>& b, u64 addr, Bytes trap, bool arm_state) {
+  const auto decode = [&](std::span<const u8> at, u64 a) { return arm_state ? decode_arm_state(at, a) : arch::decode(isa, at, a); };
   std::string s;
   if (trap.size && b.size() >= trap.size && std::equal(trap.data, trap.data + trap.size, b.begin()))
-    return decode(isa, b, addr).text + " (trap: the shim's handler resolves it)";
+    return decode(b, addr).text + " (trap: the shim's handler resolves it)";
   for (size_t o = 0; o < b.size();) {
-    Decoded d = decode(isa, std::span(b).subspan(o), addr + o);
+    Decoded d = decode(std::span(b).subspan(o), addr + o);
     if (!s.empty()) s += "; ";
     if (d.len == 0) {
       s += "(incomplete)";
@@ -57,11 +58,15 @@ u64 example_site_address(Isa isa) {
 std::string describe_plan(Isa isa, SiteKind kind, const Plan& plan, const SiteForm& site, bool enable, bool with_rule) {
   const IsaInfo& info = isa_info(isa);
   std::string s;
-  s += std::string(info.name) + " " + std::string(kind_name(kind)) + " site, toggled instruction at " + hex(site.addr) + " (" +
+  s += std::string(info.name) + (site.arm_state ? " ARM-state " : " ") + std::string(kind_name(kind)) + " site, toggled instruction at " + hex(site.addr) + " (" +
        std::to_string(site.on.size()) + " bytes), switched " + (enable ? "on" : "off") + "\n";
   s += "plan \"" + std::string(plan.name) + "\": " + plan.summary + " (the same plan switches it " + (enable ? "off" : "on") + ")\n";
   if (!site.context_text.empty()) s += "context before it, never written: " + site.context_text + "\n";
-  if (with_rule) {
+  if (with_rule && site.arm_state) {
+    s += "rule: ARMv7 ARM A3.5.4: another core may run an ARM-state word while it is swapped only between B, BL, NOP, BKPT, "
+         "SVC, HVC and SMC (the checker holds every store to that list); then a cacheflush and a sync of the other cores\n";
+    s += "fetch atomicity assumed: an aligned 32-bit ARM-state instruction is fetched whole (ARMv7 ARM A3.5.3)\n";
+  } else if (with_rule) {
     s += "rule: " + std::string(info.rule) + "\n";
     s += "fetch atomicity assumed: " + std::string(info.atomicity) + "\n";
   }
@@ -70,10 +75,11 @@ std::string describe_plan(Isa isa, SiteKind kind, const Plan& plan, const SiteFo
   std::vector<u8> state = enable ? site.off : site.on;
   const std::vector<u8>& target = enable ? site.on : site.off;
   const Bytes trap = plan.leaves_trap ? trap_bytes(isa, &plan) : Bytes{nullptr, 0};
+  const size_t width = std::max<size_t>(20, 3 * state.size() + 1);
   auto row = [&](const std::string& label) {
-    return "  " + pad(label, 47) + pad(hex_bytes(state), 20) + instructions(isa, state, site.addr, trap) + "\n";
+    return "  " + pad(label, 47) + pad(hex_bytes(state), width) + instructions(isa, state, site.addr, trap, site.arm_state) + "\n";
   };
-  s += "  " + pad("step", 47) + pad("bytes at " + hex(site.addr), 20) + "instruction(s)\n";
+  s += "  " + pad("step", 47) + pad("bytes at " + hex(site.addr), width) + "instruction(s)\n";
   s += row("   before");
   struct Apply {
     std::vector<u8>& state;
@@ -117,23 +123,28 @@ std::string protocols_markdown() {
     s += "- **Plans shipped:** ";
     if (isa == Isa::riscv64)
       s += "`word` where the toggled instruction is 4-byte aligned, `halfword-trap` where it is only 2-byte aligned.\n";
+    else if (isa == Isa::thumb2)
+      s += "`halfword-trap` for Thumb sites, `second-word` for ARM-state (`-marm`) `-pg` sites, whose two words swap only "
+           "`nop` and `b`, both on ARMv7's list (A3.5.4), which the checker enforces for them.\n";
     else
-      s += "`" + std::string(plan_for(isa, 0).name) + "` for every site.\n";
+      s += "`" + std::string(plan_for(isa, 0, 0).name) + "` for every site.\n";
     SweepResult r = check_shipped_plans(isa);
     std::string kinds;
     for (SiteKind k : info.kinds) kinds += (kinds.empty() ? "" : ", ") + std::string(kind_name(k));
     s += "- **Proved:** " + std::to_string(r.checks) + " checks (site kinds " + kinds + "; every " + std::to_string(info.insn_align) +
-         "-byte alignment in a 64-byte line; " + std::to_string(sweep_distances(isa).size()) +
+         "-byte alignment in a 64-byte line; " + (isa == Isa::thumb2 ? "ARM-state mcount sites at every 4-byte alignment; " : "") + std::to_string(sweep_distances(isa).size()) +
          " trampoline distances; on and off): " + std::to_string(r.views) + " views, " + std::to_string(r.runs) + " thread positions, " +
          (r.failures.empty() ? "no counter-example" : std::to_string(r.failures.size()) + " FAILURES") + ".\n";
-    // RISC-V ships two plans, by alignment: show a 2-byte aligned site and a 4-byte aligned one.
-    std::vector<u64> shown = {example_site_address(isa)};
-    if (isa == Isa::riscv64) shown.push_back(example_site_address(isa) + 2);
-    for (u64 addr : shown) {
+    // RISC-V ships two plans, by alignment: show a 2-byte aligned site and a 4-byte aligned one;
+    // ARM32 two, by state: a Thumb site and an ARM-state one.
+    std::vector<std::pair<u64, unsigned>> shown = {{example_site_address(isa), site_lengths(isa).front()}};
+    if (isa == Isa::riscv64) shown.emplace_back(example_site_address(isa) + 2, site_lengths(isa).front());
+    if (isa == Isa::thumb2) shown.emplace_back(example_site_address(isa) + 2, site_lengths(isa).back());
+    for (const auto& [addr, len] : shown) {
       const SiteKind kind = info.kinds.front();
-      auto site = site_form(isa, kind, addr, addr + 0x1000, site_lengths(isa).front());
+      auto site = site_form(isa, kind, addr, addr + 0x1000, len);
       if (!site) continue;
-      s += "\n```\n" + describe_plan(isa, kind, plan_for(isa, addr), *site, true, false) + "```\n";
+      s += "\n```\n" + describe_plan(isa, kind, plan_for(isa, addr, len), *site, true, false) + "```\n";
     }
   }
   s += "\n## Rejected: the seeds' counter-examples\n\nEach is a test (tests/plan_test.cc); the checker's output:\n";

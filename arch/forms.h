@@ -23,6 +23,7 @@ enum class CallForm : u8 {
   riscv_jalr_ra = 6,      // jalr ra, lo(ra)          (4 bytes, after `auipc ra, hi` at -4; gcc -pg unrelaxed)
   riscv_jalr_t0 = 7,      // jalr t0, lo(t0)          (4 bytes, after `auipc t0, hi` at -4; patchable entries)
   thumb_bl = 8,           // bl imm24                 (4 bytes, Thumb-2: +-16 MiB, two halfwords; after `push {lr}`)
+  arm_b = 9,              // mov ip, pc; b imm24      (8 bytes, ARM state: +-32 MiB; to the ARM-state entry)
 };
 
 // clang-format off
@@ -68,7 +69,7 @@ constexpr CallForm riscv_call_form(SiteKind kind, u32 insn) {
 constexpr CallForm call_form_for(u16 machine, unsigned len) {
   if (machine == 183 /* EM_AARCH64 */) return len == 4 ? CallForm::aarch64_bl : CallForm::none;
   if (machine == 21 /* EM_PPC64 */) return len == 4 ? CallForm::ppc64_bl : CallForm::none;
-  if (machine == em_arm) return len == 4 ? CallForm::thumb_bl : CallForm::none;
+  if (machine == em_arm) return len == 4 ? CallForm::thumb_bl : len == thumb2::arm_site_len ? CallForm::arm_b : CallForm::none;
   return call_form_for_length(len);
 }
 
@@ -82,6 +83,7 @@ constexpr unsigned call_form_length(CallForm f) {
     case CallForm::riscv_jalr_ra:
     case CallForm::riscv_jalr_t0:
     case CallForm::thumb_bl: return 4;
+    case CallForm::arm_b: return thumb2::arm_site_len;
     default: return 0;
   }
 }
@@ -111,6 +113,12 @@ constexpr bool encode_call_word(CallForm f, u64 site, u64 target, u32& w) {
 constexpr bool encode_call_form(CallForm f, u64 site, u64 target, u8* out) {
   const unsigned len = call_form_length(f);
   if (len == 0) return false;
+  if (f == CallForm::arm_b) {  // the toggled word after `mov ip, pc`
+    u32 w = 0;
+    if (!thumb2::encode_arm_b(site + 4, target, w)) return false;
+    for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(thumb2::arm_mov_ip_pc >> (8 * i)), out[4 + i] = static_cast<u8>(w >> (8 * i));
+    return true;
+  }
   if (len == 4) {
     u32 w = 0;
     if (!encode_call_word(f, site, target, w)) return false;
@@ -141,8 +149,13 @@ constexpr u32 nop_word(u16 machine) {
 constexpr u32 patchable_context_word(u16 machine) { return machine == 183 ? aarch64::mov_x9_x30 : ppc64le::mflr_r0; }
 
 // The off form of a site of `len` bytes on ELF machine `machine` into out[0, len): x86-64's canonical
-// nop of that length, or the ISA's 32-bit nop (Thumb-2: `pop {lr}`); false when there is none.
+// nop of that length, or the ISA's 32-bit nop (Thumb-2: `pop {lr}`; an 8-byte ARM-state site: `mov ip,
+// pc; nop`); false when there is none.
 constexpr bool off_form(u16 machine, unsigned len, u8* out) {
+  if (machine == em_arm && len == thumb2::arm_site_len) {
+    for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(thumb2::arm_mov_ip_pc >> (8 * i)), out[4 + i] = static_cast<u8>(thumb2::arm_nop >> (8 * i));
+    return true;
+  }
   if (word_machine(machine) || machine == em_riscv || machine == em_arm) {
     if (len != 4) return false;
     for (unsigned i = 0; i < 4; i++) out[i] = static_cast<u8>(nop_word(machine) >> (8 * i));

@@ -51,6 +51,7 @@ const IsaInfo isas[] = {
 };
 constexpr unsigned x86_lengths[] = {5, 6};
 constexpr unsigned word_length[] = {4};
+constexpr unsigned arm32_lengths[] = {4, thumb2::arm_site_len};  // Thumb sites; ARM-state ones
 // clang-format on
 
 // Capstone handles, one per ISA and detail setting, opened once: without details (cs_disasm on a shared
@@ -161,6 +162,7 @@ std::optional<SiteKind> kind_by_name(std::string_view n) {
 
 std::span<const unsigned> site_lengths(Isa isa) {
   if (isa == Isa::x86_64) return x86_lengths;
+  if (isa == Isa::thumb2) return arm32_lengths;
   return word_length;
 }
 
@@ -251,6 +253,21 @@ Decoded decode(Isa isa, std::span<const u8> b, u64 addr) {
   return d;
 }
 
+Decoded decode_arm_state(std::span<const u8> b, u64 addr) {
+  Decoded d;
+  cs_insn* insn = nullptr;
+  if (b.size() < 4 || cs_disasm(capstone_arm_state(), b.data(), 4, addr, 1, &insn) != 1) return d;
+  d.len = insn->size;
+  d.valid = true;
+  d.text = std::string(insn->mnemonic) + (insn->op_str[0] ? std::string(" ") + insn->op_str : "");
+  const unsigned id = insn->id;
+  // ARMv7 ARM A3.5.4: what may be swapped while another core runs it (unconditional, as these are).
+  d.cmodx = insn->detail->arm.cc == ARM_CC_AL && (id == ARM_INS_B || id == ARM_INS_BL || id == ARM_INS_NOP || id == ARM_INS_BKPT ||
+                                                  id == ARM_INS_SVC || id == ARM_INS_HVC || id == ARM_INS_SMC);
+  cs_free(insn, 1);
+  return d;
+}
+
 std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, unsigned len) {
   const IsaInfo& info = isa_info(isa);
   if (addr % info.insn_align != 0) return std::nullopt;
@@ -306,6 +323,17 @@ std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, 
       return f;
     }
     case Isa::thumb2: {
+      if (len == thumb2::arm_site_len) {  // an ARM-state -pg site: `mov ip, pc`, then `nop` or `b` to the ARM-state entry
+        u32 b = 0;
+        if (kind != SiteKind::mcount || addr % 4 != 0 || !thumb2::encode_arm_b(addr + 4, target, b)) return std::nullopt;
+        f.arm_state = true;
+        f.context_text = "none (the site is both words, where `push {lr}` and the call were before preparing)";
+        put_le(f.off, thumb2::arm_mov_ip_pc);
+        put_le(f.off, thumb2::arm_nop);
+        put_le(f.on, thumb2::arm_mov_ip_pc);
+        put_le(f.on, b);
+        return f;
+      }
       u16 bl[2];
       if (!thumb2::encode_bl(addr, target, bl)) return std::nullopt;
       put_le(f.context, thumb2::push_lr);

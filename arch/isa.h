@@ -46,6 +46,9 @@ struct Decoded {
   std::string text;
 };
 Decoded decode(Isa isa, std::span<const u8> b, u64 addr);
+// ARM32's ARM state (an ARM-state site), by Capstone; `cmodx`: on ARMv7's list (ARM ARM A3.5.4) of
+// instructions another core may run while they are swapped (B, BL, NOP, BKPT, SVC, HVC, SMC).
+Decoded decode_arm_state(std::span<const u8> b, u64 addr);
 
 // Capstone's handle (a csh) for AArch64, PPC64le or Thumb-2 with operand details, opened once and
 // shared (arch/island.cc runs islands on it).
@@ -71,12 +74,14 @@ struct SiteForm {
   std::vector<u8> context_off;  // the context in the off state, where it differs (only rejected plans)
   std::vector<u8> off, on;  // the toggled instruction disabled (nop-like) and enabled (calls `target`)
   std::string context_text; // what the context is, for people
+  bool arm_state = false;   // ARM32: ARM-state words (a -marm site), not Thumb code
 };
 // The site of `kind` whose toggled instruction is at `addr`, calling a trampoline at `target`; `len`
-// selects x86-64's 5- or 6-byte form. nullopt when the ISA has no such kind, `addr` is misaligned,
+// selects x86-64's 5- or 6-byte form, and ARM32's ARM-state site (8: `mov ip, pc` and the toggled
+// word, -pg only, 4-aligned) over its Thumb one. nullopt when the ISA has no such kind, `addr` is misaligned,
 // or `target` is out of reach.
 std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, unsigned len = 0);
-// x86-64 sites come in two lengths; every other ISA's toggled instruction has one.
+// x86-64 sites come in two lengths, ARM32's in two (Thumb, ARM state); every other ISA's has one.
 std::span<const unsigned> site_lengths(Isa isa);
 
 }  // namespace prepatch::arch

@@ -104,6 +104,15 @@ inline constexpr Step word_steps[] = {
 };
 inline constexpr Plan word_plan = {"word", "one aligned 32-bit store, then a sync", word_steps, 2, false};
 
+// ARM32's ARM-state sites (thumb2.h): `mov ip, pc`, which never changes, then the toggled word, `nop`
+// or `b`, both on ARMv7's list of instructions another core may run while they are swapped.
+inline constexpr Step second_word_steps[] = {
+  {Step::write, 4, 4, 4, From::target},  // 1. the second word, one aligned 32-bit store
+  {Step::sync},
+};
+inline constexpr Plan second_word_plan = {"second-word", "one aligned 32-bit store of the second word, then a sync",
+                                          second_word_steps, 2, false};
+
 // RISC-V with compressed instructions and Thumb-2: a 32-bit instruction that may sit on a 2-byte
 // boundary, where no single store replaces it; a 16-bit trap goes in its first halfword.
 inline constexpr Step halfword_trap_steps[] = {
@@ -134,24 +143,27 @@ constexpr Bytes trap_bytes(Isa isa, const Plan* p = nullptr) {
 }
 
 // The plans sites of `isa` use, by index: one per ISA, two on RISC-V (aligned and 2-byte aligned
-// sites); nullptr past them. The shim compiles its batch executor for these (shim/core.h).
+// sites) and ARM32 (Thumb and ARM-state sites); nullptr past them. The shim compiles its batch executor
+// for these (shim/core.h).
 constexpr const Plan* isa_plan(Isa isa, unsigned index) {
   switch (isa) {
     case Isa::x86_64: return index == 0 ? &int3_plan : nullptr;
     case Isa::aarch64:
     case Isa::ppc64le: return index == 0 ? &word_plan : nullptr;
     case Isa::riscv64: return index == 0 ? &word_plan : index == 1 ? &halfword_trap_plan : nullptr;
-    case Isa::thumb2: return index == 0 ? &halfword_trap_plan : nullptr;
+    case Isa::thumb2: return index == 0 ? &halfword_trap_plan : index == 1 ? &second_word_plan : nullptr;
   }
   return nullptr;
 }
 // (Not `isa_plan(isa, 1) != nullptr`: GCC's sanitizers make a constant's address no constant expression.)
-constexpr unsigned plan_count(Isa isa) { return isa == Isa::riscv64 ? 2 : 1; }
+constexpr unsigned plan_count(Isa isa) { return isa == Isa::riscv64 || isa == Isa::thumb2 ? 2 : 1; }
 
-// Which of isa_plan(isa, ...) the toggled instruction at `addr` uses (of either form: the same plan
-// enables and disables). The alignment is the only thing that selects among them, on RISC-V.
-constexpr unsigned plan_index(Isa isa, u64 addr) { return isa == Isa::riscv64 && addr % 4 != 0 ? 1 : 0; }
-constexpr const Plan& plan_for(Isa isa, u64 addr) { return *isa_plan(isa, plan_index(isa, addr)); }
+// Which of isa_plan(isa, ...) the site of `len` bytes at `addr` uses (in either form: the same plan
+// enables and disables): on RISC-V the alignment selects, on ARM32 the length (8 bytes: ARM state).
+constexpr unsigned plan_index(Isa isa, u64 addr, unsigned len) {
+  return (isa == Isa::riscv64 && addr % 4 != 0) || (isa == Isa::thumb2 && len == 8) ? 1 : 0;
+}
+constexpr const Plan& plan_for(Isa isa, u64 addr, unsigned len) { return *isa_plan(isa, plan_index(isa, addr, len)); }
 
 // Whether a plan of `isa` may leave a trap at a site between syncs (the shim then needs its handler).
 constexpr bool may_trap(Isa isa) {

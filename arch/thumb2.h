@@ -16,6 +16,16 @@
 // form cannot be a nop: it is `pop {lr}` as the 32-bit `ldr.w lr, [sp], #4`, as the kernel's ARM
 // ftrace does, which keeps the stack balanced either way. A -fpatchable-function-entry pad of three
 // 16-bit nops or more is given the same shape: its first nop becomes `push {lr}`, the next two the site.
+//
+// ARM-state (-marm) -pg functions have the same two instructions as whole words, `push {lr}` (`str lr,
+// [sp, #-4]!`) and `bl __gnu_mcount_nc`, 4-aligned. There a word store is seen whole (A3.5.3), but
+// A3.5.4 lets another core run a word while it is rewritten only when both the old and the new
+// instruction are B, BL, NOP, BKPT, SVC, HVC or SMC, and `pop {lr}` is none of them. So an ARM-state
+// site is made of two words that never need it: the first becomes `mov ip, pc` for good (ip = the
+// site's end: ip is free here, __gnu_mcount_nc and its PLT entry clobber it), and the second is toggled
+// between `nop` and `b` to the shim's ARM-state entry (arm_entry), which pushes lr, takes ip as the
+// return address and goes on to the mcount trampoline as a Thumb `bl` from the site would have: the
+// same stack, lr the site's end. One aligned store swaps two listed instructions: the word plan.
 #pragma once
 #include <optional>
 
@@ -33,7 +43,20 @@ inline constexpr u16 nop_mov_r8 = 0x46c0;           // mov r8, r8: the 16-bit no
 inline constexpr u32 arm_bx_lr = 0xe12f'ff1e;       // bx lr, in ARM state
 inline constexpr u32 arm_nop   = 0xe320'f000;       // nop, in ARM state
 inline constexpr u32 arm_push_lr = 0xe52d'e004;     // push {lr} (str lr, [sp, #-4]!), in ARM state
+inline constexpr u32 arm_mov_ip_pc = 0xe1a0'c00f;   // mov ip, pc (ip = its address + 8), in ARM state
 // clang-format on
+
+// An ARM-state site: `mov ip, pc`, then the toggled word, `nop` or `b` to the ARM-state entry.
+inline constexpr unsigned arm_site_len = 8;
+inline constexpr i64 arm_b_reach = i64{1} << 25;
+
+// `b target` at `at` in ARM state (A1 encoding, +-32 MiB from at + 8); false when out of reach.
+constexpr bool encode_arm_b(u64 at, u64 target, u32& w) {
+  const i64 d = static_cast<i64>(target - (at + 8));
+  if (d % 4 != 0 || d < -arm_b_reach || d >= arm_b_reach) return false;
+  w = 0xea00'0000u | (static_cast<u32>(d >> 2) & 0x00ff'ffffu);
+  return true;
+}
 
 inline constexpr i64 bl_reach = i64{1} << 24;
 
@@ -91,6 +114,24 @@ constexpr PrologueStep prologue_step(u16 first, u16 second) {
   const u32 imm12 = (first & 0x0400u) << 1 | (second & 0x7000u) >> 4 | (second & 0xffu);
   if ((first & 0xfbff) == 0xf1ad && (second & 0x8f00) == 0x0d00) return {true, thumb_expand_imm(imm12), false, 0};  // sub.w sp, sp, #const
   if ((first & 0xfbff) == 0xf2ad && (second & 0x8f00) == 0x0d00) return {true, imm12, false, 0};                    // subw sp, sp, #imm12
+  return {};
+}
+
+// The ARM-state word `w`, as the -marm prologues before a site are made (ARMv7 ARM A8): push (stmdb
+// sp! without sp or pc), str rt, [sp, #-4]!, sub sp, sp, #const, vpush, and what leaves sp alone
+// (add rd, sp, #const, mov rd, sp, nop); anything else is not a prologue's.
+constexpr PrologueStep arm_prologue_step(u32 w) {
+  if ((w & 0xffff'0000) == 0xe92d'0000 && !(w & 0xa000)) return push_step(w & 0xffff);       // push {rlist}
+  const u32 rd = (w >> 12) & 15;  // (rt of the store)
+  if ((w & 0xffff'0fff) == 0xe52d'0004 && rd != 13 && rd != 15) return {true, 4, rd == 14, 0};  // str rt, [sp, #-4]!
+  if ((w & 0xffff'f000) == 0xe24d'd000) {                                                        // sub sp, sp, #const
+    const u32 imm8 = w & 0xff, rot = 2 * ((w >> 8) & 15);
+    return {true, rot ? (imm8 >> rot | imm8 << (32 - rot)) : imm8, false, 0};
+  }
+  if ((w & 0xffbf'0e00) == 0xed2d'0a00) return {true, 4 * (w & 0xff), false, 0};                // vpush {s or d regs}
+  if (((w & 0xffff'0000) == 0xe28d'0000 || (w & 0xffff'0fff) == 0xe1a0'000d) && rd != 13 && rd != 15)  // add rd, sp, #; mov rd, sp
+    return {true, 0, false, 0};
+  if (w == arm_nop || w == 0xe1a0'0000) return {true, 0, false, 0};                             // nop, mov r0, r0
   return {};
 }
 

@@ -119,13 +119,14 @@ int run_plan(const PlanArgs& a) {
   }
   auto site = arch::site_form(*isa, *kind, *at, *target, a.length);
   if (!site) {
-    std::cerr << "prepatch plan: no " << a.kind << " site of " << a.arch << (*isa == arch::Isa::x86_64 ? " (length " + std::to_string(a.length) + ")" : "")
+    std::cerr << "prepatch plan: no " << a.kind << " site of " << a.arch
+              << (*isa == arch::Isa::x86_64 || *isa == arch::Isa::thumb2 ? " (length " + std::to_string(a.length) + ")" : "")
               << " at " << hex(*at) << " calling " << hex(*target)
-              << ": the ISA has no such site kind, the address is not instruction-aligned, the length is not 5 or 6 (x86-64), "
+              << ": the ISA has no such site kind, the address is not instruction-aligned, the length is not 5 or 6 (x86-64), an ARM-state site (thumb2, length 8) is not a 4-aligned mcount one, "
                  "or the target is out of the call's reach\n";
     return usage;
   }
-  std::cout << arch::describe_plan(*isa, *kind, arch::plan_for(*isa, *at), *site, !a.off);
+  std::cout << arch::describe_plan(*isa, *kind, arch::plan_for(*isa, *at, a.length), *site, !a.off);
   return ok;
 }
 
@@ -268,9 +269,10 @@ int main(int argc, char** argv) {
   CLI::App app{
       "prepatch: prepares the function-entry tracing sites of an ELF binary (gcc/clang -pg, -pg -mfentry,\n"
       "-mnop-mcount, -mrecord-mcount, -fpatchable-function-entry=N[,M]) so they can be toggled live;\n"
-      "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 Thumb-2\n"
-      "(gcc -pg, -fpatchable-function-entry with 3 or more nops): executables and shared objects.\n"
-      "Each site becomes one nop instruction of its length (Thumb-2: `pop {lr}`); a sorted __patch_sites\n"
+      "x86-64; AArch64, PPC64le and RISC-V64 (gcc -pg, -fpatchable-function-entry); ARM32 (gcc -pg in\n"
+      "Thumb-2 and ARM state, Thumb-2 -fpatchable-function-entry with 3 or more nops): executables and\n"
+      "shared objects. Each site becomes one nop instruction of its length (Thumb-2: `pop {lr}`; ARM\n"
+      "state: `mov ip, pc; nop`, the nop toggled); a sorted __patch_sites\n"
       "table and the runtime shim that switches sites live are appended. Run the output with\n"
       "PREPATCH_TRACE=GLOBS to trace from the start, or switch sites while it runs with\n"
       "`prepatch ctl PID enable GLOBS`.\n\n"
@@ -301,7 +303,7 @@ int main(int argc, char** argv) {
   PlanArgs pa;
   plan->add_option("--arch", pa.arch, "x86-64, aarch64, ppc64le, riscv64 or thumb2");
   plan->add_option("--site-kind", pa.kind, "fentry (x86-64 only), mcount or patchable");
-  plan->add_option("--length", pa.length, "x86-64: the site's length, 5 or 6")->capture_default_str();
+  plan->add_option("--length", pa.length, "x86-64: the site's length, 5 or 6; thumb2: 8 for an ARM-state (-marm) -pg site")->capture_default_str();
   plan->add_option("--at", pa.at, "address of the toggled instruction (default: one straddling an 8-byte word)");
   plan->add_option("--target", pa.target, "address the call form calls (default: --at + 0x1000)");
   plan->add_flag("--off", pa.off, "show switching the site off instead of on");

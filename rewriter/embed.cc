@@ -317,16 +317,22 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   if (hook) r.entry = 0, lead_to(*hook, h.object_start);
   if (fini) lead_to(*fini, h.object_fini);
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
-  // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below).
-  const auto target_of = [&](const Site& s) { return machine == EM_RISCV && s.kind == SiteKind::mcount ? d.mcount_via : r.tramp[static_cast<int>(s.kind) - 1]; };
+  // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below). ARM32's
+  // ARM-state sites go to their entry, in the header's fentry slot, and through no island (an island is
+  // Thumb code, which a `b` cannot enter).
+  const auto arm_state = [&](const Site& s) { return machine == EM_ARM && s.len == arch::thumb2::arm_site_len; };
+  const auto target_of = [&](const Site& s) {
+    return machine == EM_RISCV && s.kind == SiteKind::mcount ? d.mcount_via : r.tramp[arm_state(s) ? 0 : static_cast<int>(s.kind) - 1];
+  };
   const auto reaches = [&](const Site& s, arch::CallForm form, u64 target) {
-    u8 call[6];
+    u8 call[arch::thumb2::arm_site_len];
     return target && arch::encode_call_form(form, s.addr, target, call);
   };
+  const auto reaches_island = [&](const Site& s, arch::CallForm form, u64 island) { return !arm_state(s) && reaches(s, form, island); };
   // A kind whose sites do not all reach its trampoline gets a branch island where they all reach one
   // (arch/island.h), which jumps on to the trampoline: one island per trampoline, placed together.
   bool need[3] = {};
-  reach.for_each_end([&](const Site& s, arch::CallForm form) { need[static_cast<int>(s.kind) - 1] |= !reaches(s, form, target_of(s)); });
+  reach.for_each_end([&](const Site& s, arch::CallForm form) { need[static_cast<int>(s.kind) - 1] |= !arm_state(s) && !reaches(s, form, target_of(s)); });
   const auto isa = island_isa(machine);
   if (isa && (need[0] || need[1] || need[2])) {
     std::vector<int> kinds;  // the kinds with an island of their own; kinds sharing a trampoline share it
@@ -341,7 +347,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       bool all = true;
       reach.for_each_end([&](const Site& s, arch::CallForm form) {
         const int k = static_cast<int>(s.kind) - 1;
-        all &= reaches(s, form, target_of(s)) || reaches(s, form, island[k]);
+        all &= reaches(s, form, target_of(s)) || reaches_island(s, form, island[k]) || arm_state(s);
       });
       return all;
     };
@@ -369,7 +375,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::vector<u64> stub_islands;
   bool far = false;
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
-    far |= !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]);
+    far |= !arm_state(s) && !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]);
   });
   // PPC64le's, relative to the TOC pointer the stub assumed: the `.TOC.` symbol, else the ELFv2 place
   // (.got + 0x8000), kept only where the stub then loads from _mcount's slot.
@@ -407,7 +413,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     }
     std::vector<bool> used(stubs.size());
     for (const Site& s : d.sites) {
-      if (!s.prepared() || s.kind != SiteKind::mcount) continue;
+      if (!s.prepared() || s.kind != SiteKind::mcount || arm_state(s)) continue;
       const arch::CallForm form_of_site = call_form_of(elf, s);
       if (reaches(s, form_of_site, r.tramp[mk]) || reaches(s, form_of_site, config.island[mk])) continue;
       // The nearest stub with an island on either side, if the site reaches it.
@@ -454,10 +460,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                    (machine == EM_AARCH64 ? "a bl (+-128 MiB)"
                     : machine == EM_PPC64 ? "a bl (+-32 MiB)"
                     : machine == EM_RISCV ? "auipc+jalr (+-2 GiB)"
-                    : machine == EM_ARM   ? "a Thumb bl (+-16 MiB)"
+                    : machine == EM_ARM   ? (arm_state(s) ? "an ARM-state b (+-32 MiB)" : "a Thumb bl (+-16 MiB)")
                                           : "a rel32 call (+-2 GiB)") +
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
-                   (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
+                   (arm_state(s) ? "; an ARM-state site has no branch island yet" : "") +
+                   (isa && !arm_state(s) ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
                           "bytes, up to the next segment's" +
                               std::string(machine != EM_X86_64 && s.kind == SiteKind::mcount ? "; a PLT entry or linker stub its call entered"
                                                                                                : "") +
@@ -465,8 +472,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                         : ""));
   };
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
-    if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
-        !(s.kind == SiteKind::mcount && stub_island_reached(s, form)))
+    if (!reaches(s, form, target_of(s)) && !reaches_island(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
+        !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
       fail_far(s);
   });
   // Between a group's ends, stub islands are not all within reach of every site: each is checked.
@@ -474,8 +481,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     for (const Site& s : d.sites)
       if (s.prepared()) {
         const arch::CallForm form = call_form_of(elf, s);
-        if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
-            !(s.kind == SiteKind::mcount && stub_island_reached(s, form)))
+        if (!reaches(s, form, target_of(s)) && !reaches_island(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
+            !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
           fail_far(s);
       }
   if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, r.tramp[static_cast<int>(SiteKind::mcount) - 1]);

@@ -74,7 +74,7 @@ class Reach {
   }
 
  private:
-  static constexpr unsigned kinds = 4, forms = static_cast<unsigned>(arch::CallForm::thumb_bl) + 1;
+  static constexpr unsigned kinds = 4, forms = static_cast<unsigned>(arch::CallForm::arm_b) + 1;
   struct Group {
     Site lo, hi;
     bool any = false;

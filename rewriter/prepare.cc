@@ -26,6 +26,13 @@ std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsig
     const bool call = arch::riscv_call_form(SiteKind::mcount, w) != arch::CallForm::none || arch::riscv64::is_jalr_via(w, arch::riscv64::t0);
     return call ? "call" : "other";
   }
+  if (m == EM_ARM && len == arch::thumb2::arm_site_len) {  // an ARM-state site: `mov ip, pc`, then `nop` or `b`
+    const u32 first = static_cast<u32>(elf.codec().get(b, 0, 4)), second = static_cast<u32>(elf.codec().get(b, 4, 4));
+    const bool bl = (second & 0xff00'0000) == 0xeb00'0000 || (second & 0xfe00'0000) == 0xfa00'0000;
+    if (first == arch::thumb2::arm_push_lr && bl) return "call";  // as built: `push {lr}; bl __gnu_mcount_nc`
+    if (first != arch::thumb2::arm_mov_ip_pc) return "other";
+    return second == arch::thumb2::arm_nop ? "nop" : (second & 0xff00'0000) == 0xea00'0000 ? "call" : "other";
+  }
   if (arch::word_machine(m) || m == EM_ARM) {
     if (len != 4) return "other";
     if (elf.codec().get(b, 0, 4) == arch::nop_word(m)) return "nop";  // Thumb-2: `pop {lr}`
@@ -55,7 +62,8 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 // site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
 // 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
 // is a nop). RISC-V: a patchable site's `auipc t0, hi` before it (hi for the shim's trampoline), the
-// site's nop. Thumb-2: a patchable site's `push {lr}` halfword before it, the site's `pop {lr}`.
+// site's nop. Thumb-2: a patchable site's `push {lr}` halfword before it, the site's `pop {lr}`; an
+// ARM-state site's two words, `mov ip, pc` and `nop`.
 // Discovery already matched the old bytes against the named patterns.
 class SitePatches {
  public:
@@ -93,6 +101,11 @@ class SitePatches {
         queued_ = queue_len_ = 0;
         if (s.kind == SiteKind::patchable && machine_ == EM_ARM) queue_[queue_len_++] = {s.addr - 2, arch::thumb2::push_lr, 2};
         else if (s.kind == SiteKind::patchable) queue_[queue_len_++] = {s.addr - 4, context_word(s)};
+        if (machine_ == EM_ARM && s.len == arch::thumb2::arm_site_len) {  // ARM state: both words
+          queue_[queue_len_++] = {s.addr, arch::thumb2::arm_mov_ip_pc};
+          queue_[queue_len_++] = {s.addr + 4, arch::thumb2::arm_nop};
+          return next(p);
+        }
         queue_[queue_len_++] = {s.addr, nop};
         if (s.pad_rest) queue_[queue_len_++] = {s.addr + 4, nop};
         return next(p);

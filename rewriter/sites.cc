@@ -427,7 +427,8 @@ std::string_view skip_reason(Skip s) {
     case Skip::before_local_entry:
       return "patchable pad before the ELFv2 local entry point, which calls from inside the binary enter at (gcc 12's placement); "
              "build with -pg instead";
-    case Skip::unsupported_form: return "ARM-state (-marm) functions are not prepared yet; build them as Thumb-2 (-mthumb)";
+    case Skip::unsupported_form: return "ARM-state (-marm) functions' patchable pads are not prepared (ip, which their site would need, may hold a nested "
+                                         "function's static chain at the entry); build them as Thumb-2 (-mthumb), or with -pg";
   }
   return "?";
 }

@@ -39,7 +39,7 @@ enum class Skip : u8 {
   overlaps,         // overlaps the site before it
   no_context,       // AArch64/PPC64le/RISC-V/Thumb-2 -pg: the call lacks what hands _mcount its argument
   before_local_entry,  // PPC64le: a patchable pad that calls to the local entry point skip
-  unsupported_form,    // ARM32: a patchable pad in an ARM-state function (only Thumb-2 is prepared so far)
+  unsupported_form,    // ARM32: a patchable pad in an ARM-state function (their -pg sites are prepared)
 };
 std::string_view skip_reason(Skip s);
 

@@ -1,6 +1,6 @@
-// ARM32 Thumb-2 site discovery (rewriter/discoverer.h): gcc -pg (`push {lr}` then `bl
-// __gnu_mcount_nc`) and -fpatchable-function-entry pads of 3 nops or more. ARM-state (-marm) functions
-// are not prepared yet: their -pg sites and pads are listed as skipped.
+// ARM32 site discovery (rewriter/discoverer.h): gcc -pg (`push {lr}` then `bl __gnu_mcount_nc`), in
+// Thumb-2 and ARM-state (-marm) functions, and Thumb-2 -fpatchable-function-entry pads of 3 nops or
+// more. ARM-state functions' pads are listed as skipped.
 #include <algorithm>
 #include <optional>
 
@@ -43,7 +43,8 @@ class Thumb2Sites final : public IsaSites {
   // for -pg, the caller's lr must be saved before a `bl` takes its place, so the first nop at the
   // entry becomes `push {lr}` for good and the next two halfwords are the site, toggled between a Thumb
   // `bl` to the shim's trampoline (which pops it, as __gnu_mcount_nc does) and `pop {lr}`: N-M >= 3.
-  // Two nops cannot hold a 32-bit call and what keeps lr. ARM-state functions are not prepared yet.
+  // Two nops cannot hold a 32-bit call and what keeps lr. ARM-state functions' pads are not prepared
+  // (the ARM-state -pg form's `mov ip, pc` would overwrite ip, a nested function's static chain there).
   void patchable(Discoverer& d, u64 addr) const override {
     addr &= ~u64{1};
     Site s(addr, SiteKind::patchable, Source::patchable_entries);
@@ -136,26 +137,39 @@ class Thumb2Sites final : public IsaSites {
   }
 
   // ARM-state (-marm) -pg: `push {lr}` (`str lr, [sp, #-4]!`) and then `bl __gnu_mcount_nc` (or `blx`
-  // to a Thumb one), whole words. Such a site is not prepared yet (its word would need a plan of its
-  // own, and the trap handler ARM state): it is listed as skipped, so that the preparer says why
-  // rather than finding nothing.
+  // to a Thumb one), whole words, after the function's own prologue. The site is both words, 8 bytes
+  // from the push (arch/thumb2.h): `mov ip, pc`, then `nop` or `b` to the shim's ARM-state entry. Its
+  // prologue is followed as a Thumb one's (arch/thumb2.h arm_prologue_step), for the graph tracer.
   static void scan_arm_state(Discoverer& d, const Func& f, u64 end) {
     u32 before = 0;
+    Prologue frame, until_before;
     for (u64 at = f.addr; at % 4 == 0 && at + 4 <= end; at += 4) {
-      u32 w = 0;
+      u32 w = 0, next = 0;
       if (!d.word(at, w)) return;
+      // Prepared already (`prepatch sites` on an output): `mov ip, pc`, then `nop` or a `b`.
+      if (w == t2::arm_mov_ip_pc && d.word(at + 4, next) && (next == t2::arm_nop || (next & 0xff00'0000) == 0xea00'0000)) {
+        d.add_symbol_site(at, SiteKind::mcount, t2::arm_site_len, f);
+        d.found().mcount_frames.emplace_back(at, frame.code());
+        return;
+      }
       const bool bl = (w & 0xff00'0000) == 0xeb00'0000, blx = (w & 0xfe00'0000) == 0xfa00'0000;
       if (bl || blx) {
         const i64 imm = static_cast<i64>(static_cast<i32>(w << 8) >> 6);  // imm24 * 4, sign-extended
         const u64 target = at + 8 + static_cast<u64>(imm) + (blx ? (w >> 23) & 2 : 0);
         if (!d.mcount_call(target, bl)) return;  // the first call is an ordinary one: no -pg site (bl: stays in ARM state)
-        Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
-        s.set_skip(before == t2::arm_push_lr ? Skip::unsupported_form : Skip::no_context);
+        if (before != t2::arm_push_lr) {
+          d.add_symbol_site(at, SiteKind::mcount, 4, f).set_skip(Skip::no_context);
+          return;
+        }
+        Site& s = d.add_symbol_site(at - 4, SiteKind::mcount, t2::arm_site_len, f);
+        d.found().mcount_frames.emplace_back(at - 4, until_before.code());  // (the frame before the site's own push)
         d.note_mcount_call(target, s);
         return;
       }
       if ((w & 0x0e00'0000) == 0x0a00'0000 || (w & 0x0ff0'00f0) == 0x0120'0030) return;  // a branch, a conditional call or blx rm first
       before = w;
+      until_before = frame;
+      frame.step(t2::arm_prologue_step(w));
     }
   }
 

@@ -23,7 +23,7 @@ struct BlobHeader {
   u32 version;          // blob_version
   u32 header_size;      // sizeof(BlobHeader)
   u32 start;            // the start routine e_entry points at
-  u32 trampoline[3];    // by SiteKind - 1: fentry, mcount, patchable
+  u32 trampoline[3];    // by SiteKind - 1: fentry, mcount, patchable (ARM32: fentry's is the ARM-state sites' entry)
   u32 config;           // the Config the preparer fills in (inside the data)
   u32 data_off;         // page-aligned start of the writable part
   u32 file_size;        // bytes of the blob image (code, rodata, data)
@@ -122,11 +122,12 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 5;  // 1: the page held no registry (each object's own runtime or none);
+inline constexpr u32 runtime_abi = 6;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
                                        // 4: ... no `stub_islands` (Config before blob_version 5), and
                                        //    Enrollment::forward_to had 4 words (x86-64: no prepatch_on_call)
+                                       // 5: ARM32's Enrollment::tramp[0] was the mcount trampoline (no ARM-state sites)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).
@@ -148,7 +149,8 @@ struct Registry {
 // x86-64 they are forwarders, one indirect jump each to the serving runtime's fentry, mcount,
 // patchable and count trampolines, and [4] is its prepatch_on_call, which the object's own
 // trampolines call on (its branch islands lead there); elsewhere the object's own trampolines, whose
-// prepatch_count calls the serving runtime's (forward_to[0]).
+// prepatch_count calls the serving runtime's (forward_to[0]), and on ARM32 tramp[0] is its ARM-state
+// sites' entry (shim/entry_arm.S prepatch_arm_entry).
 struct Enrollment {
   u64 size;                    // sizeof(Enrollment)
   u64 bias;                    // run-time minus link-time addresses

@@ -398,7 +398,7 @@ u64 run_batch_any(arch::Isa isa, Sites& sites, Memory& mem) {
     for (u64 i = 0, n = sites.count(); i < n; i++) {
       if (!sites.changes(i)) continue;
       const u64 addr = sites.addr(i);
-      const arch::Plan& plan = arch::plan_for(isa, addr);
+      const arch::Plan& plan = arch::plan_for(isa, addr, sites.len(i));
       if (plan.steps != last) {  // (not &plan: the shim must not hold the plan's address, an absolute relocation)
         step = arch::phase(plan, ph), last = plan.steps, trap = arch::trap_bytes(isa, &plan), from_target = false;
         for (const arch::Step* s = step.begin; s != step.end; s++) from_target |= s->from == arch::From::target;
@@ -451,7 +451,7 @@ u64 run_phase_of(Sites& sites, Memory& mem) {
     if (!sites.changes(i)) continue;
     const u64 addr = sites.addr(i);
     if constexpr (arch::plan_count(I) > 1) {
-      if (arch::plan_index(I, addr) == 1) {
+      if (arch::plan_index(I, addr, sites.len(i)) == 1) {
         sync |= run_site_phase<I, 1, Ph>(sites, i, addr, mem, stores);
         continue;
       }

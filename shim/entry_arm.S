@@ -8,6 +8,9 @@
 //              pops (glibc's __gnu_mcount_nc does); every argument register is live.
 //   patchable: -fpatchable-function-entry (3 nops or more), made `push {lr}; bl <site>` at the entry:
 //              the same, before the function has saved anything.
+//   ARM state: -marm -pg, made `mov ip, pc; b prepatch_arm_entry` (the header's fentry slot: ARM32 has
+//              no fentry sites): lr = the function's return address, ip = the site's end; the entry
+//              makes it the mcount one (ARM code, the only here).
 // The C side is built with -mgeneral-regs-only, so no VFP register (hard-float arguments and results)
 // needs saving; it may clobber ip, as __gnu_mcount_nc does. Addresses are PC-relative: a literal
 // holding `symbol - (the add's address + 4)`, added to pc.
@@ -15,7 +18,7 @@
         .syntax unified
         .thumb
 #include "shim/header.inc"
-        SHIM_HEADER prepatch_tramp_mcount, prepatch_tramp_mcount, prepatch_tramp_patchable
+        SHIM_HEADER prepatch_arm_entry, prepatch_tramp_mcount, prepatch_tramp_patchable
         .syntax unified
         .thumb
 
@@ -85,6 +88,25 @@ prepatch_start:
 
         SITE_TRAMPOLINE prepatch_tramp_mcount, 2        // arch::SiteKind::mcount
         SITE_TRAMPOLINE prepatch_tramp_patchable, 3     // arch::SiteKind::patchable
+
+// ARM-state -pg sites (arch/thumb2.h): `mov ip, pc` left ip the site's end, and the toggled `b` came
+// here with lr still the function's return address and sp the site's. What the site's `push {lr}; bl`
+// did before preparing, then the mcount trampoline, which sees what a Thumb site gives it (the pushed
+// word, lr the site's end) and returns to lr in ARM state. Writes only ip besides, as __gnu_mcount_nc.
+        .arm
+        .p2align 2
+        .globl prepatch_arm_entry
+        .type prepatch_arm_entry, %function
+prepatch_arm_entry:
+        str lr, [sp, #-4]!                              // push {lr}
+        mov lr, ip                                      // the site's end
+        ldr ip, 1f
+0:      add ip, ip, pc                                  // (pc reads 0b + 8)
+        orr ip, ip, #1                                  // into Thumb state
+        bx ip
+1:      .long prepatch_tramp_mcount - (0b + 8)
+        .size prepatch_arm_entry, . - prepatch_arm_entry
+        .thumb
 
 // The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
 // returns here, with the stack pointer it was entered with. prepatch_on_exit(sp, r0) records the exit

@@ -39,6 +39,7 @@ extern u8 prepatch_tramp_fentry[];
 extern u8 prepatch_tramp_mcount[];
 extern u8 prepatch_tramp_patchable[];
 extern u8 prepatch_tramp_count[];
+extern u8 prepatch_arm_entry[];  // ARM32 only
 extern u8 prepatch_tramp_exit[];
 extern u8 prepatch_fwd_fentry[];
 extern u8 prepatch_fwd_mcount[];
@@ -225,7 +226,7 @@ struct Object {
   const Config* config;  // the object's own (its table's link-time address, build ID, mcount_via)
   u64 bias;        // run-time address minus link-time address
   u64 lo, span;    // the run-time span of its loaded segments (the function tracer's callers are found in it)
-  u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1
+  u64 tramp[3];    // run-time trampoline addresses, by SiteKind - 1 (ARM32: [0] the ARM-state sites' entry)
   const u8* phdr;  // the program headers, as the kernel reported them (AT_PHDR)
   u64 phnum;
   u64 table_addr, table_size;  // the __patch_sites table, at run time

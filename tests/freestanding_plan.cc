@@ -16,7 +16,7 @@ struct Memory {
 extern "C" int prepatch_freestanding_plan_probe(prepatch::u8* site, const prepatch::u8* target) {
   using namespace prepatch::arch;
   Memory m{site, 0x1000};
-  const Plan& p = plan_for(Isa::x86_64, 0x1000);
+  const Plan& p = plan_for(Isa::x86_64, 0x1000, 5);
   for (unsigned n = 0;; n++) {
     Phase ph = phase(p, n);
     if (ph.empty()) break;

@@ -22,6 +22,25 @@ nlohmann::json sites_json(const std::string& file) {
   return r.status == 0 ? nlohmann::json::parse(r.out) : nlohmann::json{{"sites", nlohmann::json::array()}};
 }
 
+void expect_off_form(const std::map<unsigned long long, Insn>& insns, unsigned long long addr, unsigned len, const std::string& isa) {
+  auto it = insns.find(addr);
+  ASSERT_NE(it, insns.end()) << "objdump has no instruction starting at the site";
+  if (isa == "arm" && len == 8) {
+    EXPECT_EQ(it->second.mnemonic, "mov");
+    EXPECT_EQ(it->second.length, 4u);
+    auto toggled = insns.find(addr + 4);
+    ASSERT_NE(toggled, insns.end()) << "objdump has no instruction at the site's second word";
+    EXPECT_EQ(toggled->second.mnemonic, "nop");
+    return;
+  }
+  EXPECT_EQ(it->second.length, len);
+  if (isa == "arm") {
+    EXPECT_EQ(it->second.mnemonic, "ldr.w");
+  } else {
+    EXPECT_EQ(it->second.mnemonic.substr(0, 3), "nop") << it->second.mnemonic;
+  }
+}
+
 void expect_same_sites(const nlohmann::json& prepared, const nlohmann::json& input) {
   ASSERT_EQ(prepared["sites"].size(), input["sites"].size());
   for (size_t i = 0; i < prepared["sites"].size(); i++) {

@@ -164,11 +164,7 @@ TEST_P(SharedMatrix, EveryLibrarySiteIsOneNop) {
     SCOPED_TRACE(s.dump());
     EXPECT_EQ(s["state"], "nop");
     EXPECT_EQ(s["kind"], kind);
-    auto it = insns.find(s["address"].get<unsigned long long>());
-    ASSERT_NE(it, insns.end()) << "objdump has no instruction starting at the site";
-    EXPECT_EQ(it->second.length, s["length"].get<unsigned>());
-    // Thumb-2's off form is `pop {lr}` (ldr.w lr, [sp], #4), undoing the push before the site.
-    EXPECT_EQ(b.isa == "arm" ? it->second.mnemonic : it->second.mnemonic.substr(0, 3), b.isa == "arm" ? "ldr.w" : "nop") << it->second.mnemonic;
+    expect_off_form(insns, s["address"].get<unsigned long long>(), s["length"].get<unsigned>(), b.isa);
   }
 }
 

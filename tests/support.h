@@ -111,7 +111,7 @@ struct TestBinary {
   // A binutils program for this binary's ISA ("objdump", "nm"): the host's, or the cross one.
   std::string tool(const std::string& name) const;
   // Bytes of every instruction of this ISA where it has one length (4), else 0 (x86-64).
-  unsigned insn_len() const { return isa.empty() ? 0 : 4; }
+  unsigned insn_len() const { return isa.empty() ? 0 : has("-marm") ? 8 : 4; }  // (ARM state: `mov ip, pc` and the toggled word)
 };
 // The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le", "riscv64", "arm")
 // here.

@@ -19,6 +19,8 @@
 #include "elf/writer.h"
 #include "rewriter/sites.h"
 #include "support.h"
+#include "trace/trace.h"
+#include "trace_words.h"
 
 namespace prepatch::test {
 namespace {
@@ -167,11 +169,12 @@ TEST(Thumb2Discovery, PadsOfTwoNopsAreSkippedSayingWhy) {
   EXPECT_FALSE(exists(d / "out"));
 }
 
-// A binary mixing ARM-state (-marm) and Thumb-2 -pg functions: the ARM-state sites (`push {lr}` and
-// `bl __gnu_mcount_nc` in words) are found and listed as skipped with the reason, the Thumb ones are
-// prepared; the prepared program runs as built under qemu-arm and counts exactly the Thumb functions'
-// calls. A binary of ARM-state functions only is refused saying why, not as one without sites.
-TEST(Thumb2Discovery, ArmStateMinusPgSitesAreListedAsSkippedBesideThumbOnes) {
+// A binary mixing ARM-state (-marm) and Thumb-2 -pg functions: every site is prepared, the ARM-state
+// ones as 8 bytes over `push {lr}; bl __gnu_mcount_nc` (`mov ip, pc; nop`, objdump's words), and the
+// prepared program runs as built under qemu-arm, counts exactly every function's calls and graph-traces
+// the calls between the two states (ARM arm_work calling its ARM leaf, Thumb main calling both). A
+// binary of ARM-state functions only is prepared too. Their patchable pads stay skipped, saying why.
+TEST(Thumb2Discovery, ArmStateMinusPgSitesArePreparedBesideThumbOnes) {
   TempDir d;
   write_file(d / "arm.c", "__attribute__((noinline)) int arm_leaf(int x) { return x * 3 + 1; }\n"
                           "int arm_work(int n) { int s = 0; for (int i = 0; i < n; i++) s += arm_leaf(i); return s; }\n");
@@ -186,31 +189,62 @@ TEST(Thumb2Discovery, ArmStateMinusPgSitesAreListedAsSkippedBesideThumbOnes) {
   Proc link = run({"arm-linux-gnueabihf-gcc", "-pg", d / "arm.o", d / "thumb.o", "-o", d / "mixed"});
   ASSERT_EQ(link.status, 0) << link.err;
   const nlohmann::json j = sites_json(d / "mixed");
-  std::map<std::string, std::string> status;
-  for (const auto& s : j["sites"]) {
-    status[s["function"].get<std::string>()] = s["status"].get<std::string>();
-    if (s["status"] == "skipped") {
-      EXPECT_EQ(s["reason"], "ARM-state (-marm) functions are not prepared yet; build them as Thumb-2 (-mthumb)") << s.dump();
-    }
-  }
-  EXPECT_EQ(status, (std::map<std::string, std::string>{
-                        {"arm_leaf", "skipped"}, {"arm_work", "skipped"}, {"thumb_leaf", "preparable"}, {"main", "preparable"}}));
+  std::map<std::string, std::pair<std::string, int>> status;
+  for (const auto& s : j["sites"]) status[s["function"].get<std::string>()] = {s["status"].get<std::string>(), s["length"].get<int>()};
+  using P = std::pair<std::string, int>;
+  EXPECT_EQ(status, (std::map<std::string, P>{{"arm_leaf", P{"preparable", 8}}, {"arm_work", P{"preparable", 8}},
+                                              {"thumb_leaf", P{"preparable", 4}}, {"main", P{"preparable", 4}}}));
   Proc p = prepatch({d / "mixed", "-o", d / "mixed.prepared"});
   ASSERT_EQ(p.status, 0) << p.err;
-  EXPECT_NE(p.err.find(" in arm_leaf: skipped: ARM-state (-marm) functions are not prepared yet"), std::string::npos) << p.err;
+  EXPECT_EQ(p.err.find("skipped"), std::string::npos) << p.err;
+  for (const auto& s : sites_json(d / "mixed.prepared")["sites"]) {
+    EXPECT_EQ(s["state"], "nop") << s.dump();
+  }
+  Proc dump = run({"arm-linux-gnueabihf-objdump", "-d", d / "mixed.prepared"});
+  const size_t leaf = dump.out.find("<arm_leaf>:\n");
+  ASSERT_NE(leaf, std::string::npos) << dump.out;
+  const std::string first = dump.out.substr(leaf, 120);
+  EXPECT_NE(first.find("e1a0c00f \tmov\tip, pc"), std::string::npos) << first;
+  EXPECT_NE(first.find("e320f000 \tnop"), std::string::npos) << first;
+
   const TestBinary arm{.isa = "arm"};
   Proc plain = run(arm.exec(d / "mixed", {}), d.path());
   Proc r = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, arm.exec(d / "mixed.prepared", {})), d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, plain.out);
   EXPECT_EQ(r.out, "180\n");  // arm_leaf(0..9): 145; thumb_leaf(0..6): 35
-  EXPECT_EQ(function_counts(d / "mixed.prepared", d / "c"), (std::map<std::string, long>{{"main", 1}, {"thumb_leaf", 7}}));
+  EXPECT_EQ(function_counts(d / "mixed.prepared", d / "c"),
+            (std::map<std::string, long>{{"main", 1}, {"arm_work", 1}, {"arm_leaf", 10}, {"thumb_leaf", 7}}));
+  Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t"}, arm.exec(d / "mixed.prepared", {})), d.path());
+  ASSERT_EQ(g.status, 0) << g.err;
+  EXPECT_EQ(g.out, "180\n");
+  const trace::Trace t = trace::read_trace(d / "t");
+  EXPECT_TRUE(t.problems.empty()) << t.problems[0];
+  ASSERT_EQ(t.threads.size(), 1u);
+  std::vector<std::string> want{"E main 0", "E arm_work 1"};
+  for (int i = 0; i < 10; i++) want.insert(want.end(), {"E arm_leaf 2", "X arm_leaf 2"});
+  want.push_back("X arm_work 1");
+  for (int i = 0; i < 7; i++) want.insert(want.end(), {"E thumb_leaf 1", "X thumb_leaf 1"});
+  want.push_back("X main 0");
+  EXPECT_EQ(graph_words(t, t.threads[0]), want);
 
   Proc link_arm = run({"arm-linux-gnueabihf-gcc", "-pg", d / "arm.o", "-x", "c", "/dev/null", "-o", d / "armonly", "-nostartfiles", "-Wl,-e,arm_work"});
   ASSERT_EQ(link_arm.status, 0) << link_arm.err;
   Proc only = prepatch({d / "armonly", "-o", d / "armonly.prepared"});
-  EXPECT_EQ(only.status, 3) << only.err;
-  EXPECT_NE(only.err.find("armonly: no sites could be prepared (2 skipped, see above); nothing written"), std::string::npos) << only.err;
+  EXPECT_EQ(only.status, 0) << only.err;
+  EXPECT_NE((only.out + only.err).find("prepared 2 sites"), std::string::npos) << only.out << only.err;
+
+  // -fpatchable-function-entry in ARM state: skipped, saying why.
+  Proc pfe = run({"arm-linux-gnueabihf-gcc", "-O2", "-marm", "-fpatchable-function-entry=3", "-c", d / "arm.c", "-o", d / "arm-pfe.o"});
+  ASSERT_EQ(pfe.status, 0) << pfe.err;
+  Proc link_pfe = run({"arm-linux-gnueabihf-gcc", d / "arm-pfe.o", d / "thumb.o", "-pg", "-o", d / "mixed-pfe"});
+  ASSERT_EQ(link_pfe.status, 0) << link_pfe.err;
+  for (const auto& s : sites_json(d / "mixed-pfe")["sites"]) {
+    if (s["function"] == "arm_leaf" || s["function"] == "arm_work") {
+      EXPECT_EQ(s["status"], "skipped") << s.dump();
+      EXPECT_NE(s["reason"].get<std::string>().find("ARM-state (-marm) functions' patchable pads are not prepared"), std::string::npos) << s.dump();
+    }
+  }
 }
 
 // The ELF writer alone on a 32-bit binary (the preparer is the Matrix tests'), run for real under
@@ -275,14 +309,27 @@ std::string assembled_text(const TempDir& d, const std::string& src) {
   return as.status == 0 && cp.status == 0 ? read_file(d / "p.bin") : std::string();
 }
 
+// A prologue instruction and what its step must be read as.
+struct PrologueCase {
+  const char* insn;
+  bool known;
+  u32 down;
+  int lr_at;  // -1: lr not stored
+  bool movable = false;  // (Thumb only)
+};
+void expect_step(const arch::thumb2::PrologueStep& step, const PrologueCase& c) {
+  EXPECT_EQ(step.known, c.known);
+  if (c.known) {
+    EXPECT_EQ(step.down, c.down);
+    EXPECT_EQ(step.lr, c.lr_at >= 0);
+    if (c.lr_at >= 0) {
+      EXPECT_EQ(step.lr_at, static_cast<u32>(c.lr_at));
+    }
+  }
+}
+
 TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
-  struct Case {
-    const char* insn;
-    bool known;
-    u32 down;
-    int lr_at;  // -1: lr not stored
-    bool movable;
-  };
+  using Case = PrologueCase;
   const std::vector<Case> cases{
       {"push {r4, lr}", true, 8, 4, true},           {"push {r4-r7}", true, 16, -1, true},
       {"push {lr}", true, 4, 0, true},               {"push.w {r4-r11, lr}", true, 36, 32, true},
@@ -316,20 +363,39 @@ TEST(Thumb2Prologue, EachFormIsReadAsTheAssemblerEncodesIt) {
     const u16 first = half(at);
     const bool wide = arch::thumb2::is_32bit(first);
     const u16 second = wide ? half(at + 2) : 0;
-    const arch::thumb2::PrologueStep step = wide ? arch::thumb2::prologue_step(first, second) : arch::thumb2::prologue_step(first);
-    EXPECT_EQ(step.known, c.known);
-    if (c.known) {
-      EXPECT_EQ(step.down, c.down);
-      EXPECT_EQ(step.lr, c.lr_at >= 0);
-      if (c.lr_at >= 0) {
-        EXPECT_EQ(step.lr_at, static_cast<u32>(c.lr_at));
-      }
-    }
+    expect_step(wide ? arch::thumb2::prologue_step(first, second) : arch::thumb2::prologue_step(first), c);
     EXPECT_EQ(wide ? arch::thumb2::movable(first, second) : arch::thumb2::movable(first), c.movable);
     at += wide ? 4 : 2;
     if (std::string(c.insn) == "ite eq") at += 4;  // (the two 16-bit instructions it conditions)
   }
   EXPECT_EQ(at, b.size());
+}
+
+// The same for ARM-state (-marm) prologues (arch::thumb2::arm_prologue_step), one word each.
+TEST(Thumb2Prologue, EachArmStateFormIsReadAsTheAssemblerEncodesIt) {
+  using Case = PrologueCase;
+  const std::vector<Case> cases{
+      {"push {r4, fp, lr}", true, 12, 8},     {"push {r4-r11}", true, 32, -1},   {"str lr, [sp, #-4]!", true, 4, 0},
+      {"str fp, [sp, #-4]!", true, 4, -1},    {"sub sp, sp, #12", true, 12, -1}, {"sub sp, sp, #69632", true, 69632, -1},
+      {"vpush {d8-d9}", true, 16, -1},        {"vpush {s16}", true, 4, -1},      {"add fp, sp, #8", true, 0, -1},
+      {"mov fp, sp", true, 0, -1},            {"nop", true, 0, -1},              {"mov r0, r0", true, 0, -1},
+      {"mov ip, sp", true, 0, -1},            {"push {fp, pc}", false, 0, -1},   {"str pc, [sp, #-4]!", false, 0, -1},
+      {"sub sp, sp, r4", false, 0, -1},       {"add sp, sp, #8", false, 0, -1},  {"subs sp, sp, #8", false, 0, -1},
+      {"subeq sp, sp, #8", false, 0, -1},     {"mov sp, fp", false, 0, -1},      {"sub fp, ip, #4", false, 0, -1},
+      {"bl .", false, 0, -1},                 {"ldr ip, [pc, #4]", false, 0, -1}, {"mov r4, r0", false, 0, -1},
+  };
+  TempDir d;
+  std::string src = ".syntax unified\n.arm\n.fpu vfpv3-d16\n.text\n.p2align 2\n";
+  for (const Case& c : cases) src += std::string(c.insn) + "\n";
+  const std::string b = assembled_text(d, src);
+  ASSERT_EQ(b.size(), 4 * cases.size());
+  for (size_t i = 0; i < cases.size(); i++) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(c.insn);
+    u32 w = 0;
+    for (unsigned k = 0; k < 4; k++) w |= u32{static_cast<u8>(b[4 * i + k])} << (8 * k);
+    expect_step(arch::thumb2::arm_prologue_step(w), c);
+  }
 }
 
 // Each form of ld's ARM32 long-branch stubs that arch::thumb2::linker_stub reads, as the assembler

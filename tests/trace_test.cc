@@ -23,6 +23,7 @@
 #include "shim/core.h"
 #include "support.h"
 #include "trace/trace.h"
+#include "trace_words.h"
 
 namespace prepatch::test {
 namespace {
@@ -57,15 +58,6 @@ std::vector<std::string> traces_in(const std::string& dir) {
 }
 
 std::string name(const trace::Trace& t, const trace::Event& e) { return t.names[e.site]; }
-
-// The events of a graph thread as "E name depth" / "X name depth" / "U name depth" words.
-std::vector<std::string> graph_words(const trace::Trace& t, const trace::ThreadTrace& th) {
-  std::vector<std::string> w;
-  for (const trace::Event& e : th.events)
-    w.push_back(std::string(e.type == shim::rec_entry ? "E " : e.type == shim::rec_exit ? "X " : "U ") + name(t, e) + " " +
-                std::to_string(e.rest));
-  return w;
-}
 
 // What one worker thread of calltree.c writes under graph: worker { (top { mid { leaf leaf } }) x rounds }.
 std::vector<std::string> worker_words() {
@@ -196,14 +188,16 @@ TEST_P(CallTree, GraphTracerFollowsTailCalls) {
 // patchable (at the entry: x30 in a register) sites, PPC64le's -pg (LR saved in the caller's frame),
 // RISC-V64's -pg (ra saved where the prologue the preparer followed put it) and patchable (ra in a
 // register) sites, both keyed by the entry sp, and Thumb-2's the same way (-pg: lr stored by the
-// prologue's push, or not at all in a leaf; patchable: the word the site pushed), under qemu-user.
+// prologue's push, or not at all in a leaf; patchable: the word the site pushed), as are ARM-state
+// (-marm) -pg sites, whose entry pushes that word, under qemu-user.
 INSTANTIATE_TEST_SUITE_P(Sites, CallTree,
-                         ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4", "arm-pg", "arm-pfe3"));
+                         ::testing::Values("fentry", "mcount", "pfe5", "static", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4", "arm-pg", "arm-pfe3",
+                                           "arm-marm-pg"));
 
 // The graph tracer's process-level cases, on x86-64, AArch64's, RISC-V64's and Thumb-2's two kinds of
 // site and PPC64le's -pg.
 class Graph : public ::testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4", "arm-pg", "arm-pfe3"));
+INSTANTIATE_TEST_SUITE_P(Sites, Graph, ::testing::Values("fentry", "a64-pg", "a64-pfe2", "ppc-pg", "rv-pg", "rv-pfe4", "arm-pg", "arm-pfe3", "arm-marm-pg"));
 
 TEST_P(Graph, LongjmpOutOfTracedFunctionsIsRecoveredAndCounted) {
   TempDir d;
@@ -303,12 +297,14 @@ TEST_P(Exceptions, ThrownThroughGraphTracedFunctionsAreCaughtAndTheirFramesCount
 // return address's slot is in the caller's frame, as on x86-64. RISC-V64: a -pg frame's return
 // address is where the preparer found its prologue saved it, a patchable one's is found in its
 // function's own frame, below the stack pointer it was entered with. Thumb-2 -pg: the same as RISC-V64's,
-// a word at a time, hooked in place with a `b.w` in its static build. (Thumb-2's patchable builds are
+// a word at a time, hooked in place with a `b.w` in its static build; ARM-state (-marm) -pg the same, in
+// a static build beside glibc's Thumb code. (Thumb-2's patchable builds are
 // left out: gcc 12's -fpatchable-function-entry breaks ARM's unwind tables, and such a program
 // terminates at its first exception unprepared: README, "Thumb-2".)
 INSTANTIATE_TEST_SUITE_P(Sites, Exceptions,
                          ::testing::Values("fentry", "mcount", "pfe5", "static", "staticpie", "staticcxx", "a64-pg", "a64-pg-static", "a64-pfe2", "a64-pfe2-pac",
-                                           "ppc-pg", "ppc-pg-static", "rv-pg", "rv-pg-static", "rv-pfe4", "arm-pg", "arm-pg-static"));
+                                           "ppc-pg", "ppc-pg-static", "rv-pg", "rv-pg-static", "rv-pfe4", "arm-pg", "arm-pg-static", "arm-marm-pg",
+                                           "arm-marm-pg-static"));
 
 // PPC64le -fpatchable-function-entry: gcc 12 puts the pad before the TOC setup in every function that
 // has one, and those sites are skipped; leaf has none. Its calls are graph-traced through the patchable
