@@ -287,6 +287,28 @@ std::string check_x86_64_island(std::span<const u8> bytes, u64 at, u64 target) {
   return {};
 }
 
+std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target) {
+  if (at % 4) return "misaligned";
+  if (bytes.size() != thumb2::arm_entry_island_size) return "is " + std::to_string(bytes.size()) + " bytes, not 24";
+  static constexpr const char* expected[] = {"str lr, [sp, #-4]!", "mov lr, ip", "ldr ip, [pc, #4]", "add ip, ip, pc", "bx ip"};
+  for (unsigned i = 0; i < 5; i++) {
+    const Decoded d = decode_arm_state(bytes.subspan(4 * i), at + 4 * i);
+    if (!d.valid || d.len != 4 || d.text != expected[i])
+      return "holds `" + (d.valid ? d.text : std::string("(undefined)")) + "` at +" + std::to_string(4 * i) + ", not `" + expected[i] + "`";
+  }
+  // ldr ip, [pc, #4] at +8 reads +20 (pc = +16); add ip, ip, pc at +12 adds +20.
+  u32 literal = 0;
+  for (unsigned b = 0; b < 4; b++) literal |= u32{bytes[20 + b]} << (8 * b);
+  const u64 ip = (at + 20 + literal) & 0xffff'ffffu;
+  if (ip != (target & 0xffff'ffffu) || !(ip & 1)) {
+    char b[80];
+    std::snprintf(b, sizeof b, "jumps to 0x%llx, not to the Thumb trampoline at 0x%llx", static_cast<unsigned long long>(ip),
+                  static_cast<unsigned long long>(target));
+    return b;
+  }
+  return {};
+}
+
 std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target, std::optional<u64> toc) {
   if (!island_size(isa)) return "this ISA has no branch islands";
   if (isa == Isa::x86_64) return at % island_align(isa) ? "misaligned" : check_x86_64_island(bytes, at, target);

@@ -35,4 +35,10 @@ unsigned island_align(Isa isa);
 // as the stubs did (ppc64le.h encode_toc_island); without it r2 is unknown.
 std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target, std::optional<u64> toc = std::nullopt);
 
+// Empty when `bytes` at `at` are ARM32's ARM-state entry island (thumb2.h encode_arm_entry_island),
+// each instruction as Capstone decodes it in ARM state, its literal leading to `target` (the mcount
+// trampoline, Thumb); else what breaks that. Not a veneer: it pushes lr and sets lr from ip, as the
+// shim's ARM-state entry does.
+std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target);
+
 }  // namespace prepatch::arch

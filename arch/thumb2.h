@@ -195,6 +195,17 @@ constexpr void encode_absolute_island(u64 target, u8* out) {
   for (unsigned b = 0; b < 4; b++) out[4 + b] = static_cast<u8>(target >> (8 * b));
 }
 
+// The ARM-state sites' entry as a branch island (ARM state), where the shim's (entry_arm.S
+// prepatch_arm_entry) is beyond a site's `b`: it does what that entry does, from any distance in the
+// 32-bit space: `push {lr}; mov lr, ip; ldr ip, [pc, #4]; add ip, ip, pc; bx ip; .word target - (at +
+// 20)`, `target` the mcount trampoline (a Thumb address, bit 0 set). 4-aligned; arch/island.h checks it.
+inline constexpr unsigned arm_entry_island_size = 24;
+constexpr void encode_arm_entry_island(u64 at, u64 target, u8* out) {
+  const u32 words[6] = {arm_push_lr, 0xe1a0'e00c /* mov lr, ip */, 0xe59f'c004 /* ldr ip, [pc, #4] */,
+                        0xe08c'c00f /* add ip, ip, pc */, 0xe12f'ff1c /* bx ip */, static_cast<u32>(target - (at + 20))};
+  put_words_le(words, 6, out);
+}
+
 // A linker stub (veneer): the code ld places within a call's reach when its destination is beyond
 // it, as GNU ld's ARM32 stubs are laid out (ARM state unless noted):
 //   ldr pc, [pc, #-4]; .word D                          any state to any, absolute      8 bytes

@@ -328,30 +328,34 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     u8 call[arch::thumb2::arm_site_len];
     return target && arch::encode_call_form(form, s.addr, target, call);
   };
-  const auto reaches_island = [&](const Site& s, arch::CallForm form, u64 island) { return !arm_state(s) && reaches(s, form, island); };
+  // A site's branch island slot (Config::island): its kind's, or on ARM32 for an ARM-state site the
+  // fentry one (no fentry sites there), which holds the ARM-state entry's island.
+  const auto island_index = [&](const Site& s) { return arm_state(s) ? 0 : static_cast<int>(s.kind) - 1; };
   // A kind whose sites do not all reach its trampoline gets a branch island where they all reach one
-  // (arch/island.h), which jumps on to the trampoline: one island per trampoline, placed together.
-  bool need[3] = {};
-  reach.for_each_end([&](const Site& s, arch::CallForm form) { need[static_cast<int>(s.kind) - 1] |= !arm_state(s) && !reaches(s, form, target_of(s)); });
+  // (arch/island.h), which jumps on to the trampoline: one island per trampoline, placed together, and
+  // after them ARM32's ARM-state entry as an island (thumb2.h encode_arm_entry_island) where an
+  // ARM-state site does not reach the shim's.
+  bool need[3] = {}, arm_need = false;
+  reach.for_each_end([&](const Site& s, arch::CallForm form) {
+    (arm_state(s) ? arm_need : need[static_cast<int>(s.kind) - 1]) |= !reaches(s, form, target_of(s));
+  });
   const auto isa = island_isa(machine);
-  if (isa && (need[0] || need[1] || need[2])) {
+  if (isa && (need[0] || need[1] || need[2] || arm_need)) {
     std::vector<int> kinds;  // the kinds with an island of their own; kinds sharing a trampoline share it
     for (int k = 0; k < 3; k++)
       if (need[k] && std::none_of(kinds.begin(), kinds.end(), [&](int o) { return r.tramp[o] == r.tramp[k]; })) kinds.push_back(k);
-    const u64 one = arch::island_size(*isa);
+    const u64 one = arch::island_size(*isa), arm_entry_at = one * kinds.size();
     const auto place = [&](const Island& at) {
       u64 island[3] = {};
       for (int k = 0; k < 3; k++)
         for (size_t i = 0; i < kinds.size(); i++)
           if (need[k] && r.tramp[kinds[i]] == r.tramp[k]) island[k] = at.vaddr + i * one;
+      if (arm_need) island[0] = at.vaddr + arm_entry_at;
       bool all = true;
-      reach.for_each_end([&](const Site& s, arch::CallForm form) {
-        const int k = static_cast<int>(s.kind) - 1;
-        all &= reaches(s, form, target_of(s)) || reaches_island(s, form, island[k]) || arm_state(s);
-      });
+      reach.for_each_end([&](const Site& s, arch::CallForm form) { all &= reaches(s, form, target_of(s)) || reaches(s, form, island[island_index(s)]); });
       return all;
     };
-    if (auto spot = island_spot(elf, one * kinds.size(), arch::island_align(*isa), place)) {
+    if (auto spot = island_spot(elf, arm_entry_at + (arm_need ? arch::thumb2::arm_entry_island_size : 0), arch::island_align(*isa), place)) {
       r.island = *spot;
       for (size_t i = 0; i < kinds.size(); i++) {
         const u64 at = spot->vaddr + i * one, target = r.tramp[kinds[i]] | (machine == EM_ARM ? 1u : 0u);  // Thumb code
@@ -361,6 +365,16 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         r.island.bytes.insert(r.island.bytes.end(), bytes.begin(), bytes.end());
         for (int k = 0; k < 3; k++)
           if (need[k] && r.tramp[kinds[i]] == r.tramp[k]) config.island[k] = at;
+      }
+      if (arm_need) {
+        const int mk = static_cast<int>(SiteKind::mcount) - 1;
+        const u64 at = spot->vaddr + arm_entry_at, target = r.tramp[mk] | 1;  // on to the mcount trampoline, Thumb code
+        u8 bytes[arch::thumb2::arm_entry_island_size];
+        arch::thumb2::encode_arm_entry_island(at, target, bytes);
+        if (std::string why = arch::check_arm_entry_island(bytes, at, target); !why.empty())
+          throw std::logic_error("internal: the ARM-state entry island at " + hex(at) + " fails its check: " + why);
+        r.island.bytes.insert(r.island.bytes.end(), bytes, bytes + sizeof bytes);
+        config.island[0] = at;
       }
       std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
     }
@@ -375,7 +389,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::vector<u64> stub_islands;
   bool far = false;
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
-    far |= !arm_state(s) && !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[static_cast<int>(s.kind) - 1]);
+    far |= !arm_state(s) && !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]);
   });
   // PPC64le's, relative to the TOC pointer the stub assumed: the `.TOC.` symbol, else the ELFv2 place
   // (.got + 0x8000), kept only where the stub then loads from _mcount's slot.
@@ -463,16 +477,15 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                     : machine == EM_ARM   ? (arm_state(s) ? "an ARM-state b (+-32 MiB)" : "a Thumb bl (+-16 MiB)")
                                           : "a rel32 call (+-2 GiB)") +
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
-                   (arm_state(s) ? "; an ARM-state site has no branch island yet" : "") +
-                   (isa && !arm_state(s) ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
+                   (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
                           "bytes, up to the next segment's" +
-                              std::string(machine != EM_X86_64 && s.kind == SiteKind::mcount ? "; a PLT entry or linker stub its call entered"
+                              std::string(machine != EM_X86_64 && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
                                                                                                : "") +
                               ")"
                         : ""));
   };
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
-    if (!reaches(s, form, target_of(s)) && !reaches_island(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
+    if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]) &&
         !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
       fail_far(s);
   });
@@ -481,7 +494,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     for (const Site& s : d.sites)
       if (s.prepared()) {
         const arch::CallForm form = call_form_of(elf, s);
-        if (!reaches(s, form, target_of(s)) && !reaches_island(s, form, config.island[static_cast<int>(s.kind) - 1]) &&
+        if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]) &&
             !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
           fail_far(s);
       }

@@ -72,7 +72,8 @@ struct Config {
   u64 fini;
   // Branch islands (arch/island.h), by SiteKind - 1: the link-time address of the one a site of that
   // kind calls when its call form does not reach the kind's trampoline (0: every site reaches it).
-  // Each jumps on to the trampoline, writing only registers the ABI gives call veneers.
+  // Each jumps on to the trampoline, writing only registers the ABI gives call veneers. ARM32: [0]
+  // (no fentry sites there) is the ARM-state sites' entry as an island (arch/thumb2.h).
   u64 island[3];
   // ARM32, AArch64 and PPC64le -pg sites that reach neither their trampoline nor island[1]: branch
   // islands over the PLT entries and linker stubs their calls entered before preparing, each jumping

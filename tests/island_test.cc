@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstring>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -54,6 +55,22 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
     arch::thumb2::encode_absolute_island(target, b);
     EXPECT_EQ(arch::check_island(Isa::thumb2, b, 0x1000, target), "");
     EXPECT_NE(arch::check_island(Isa::thumb2, b, 0x1000, target + 4), "");
+  }
+  // ARM32's ARM-state entry as an island: anywhere in the 32-bit space, to the Thumb trampoline only,
+  // and each of its instructions as Capstone reads it (a `push` whose register is not lr, a literal
+  // one word off, a Thumb target without its bit, are caught).
+  for (u64 target : {u64{0x2001}, u64{0xffff'f001}, u64{0x4000'1001}}) {
+    u8 b[arch::thumb2::arm_entry_island_size];
+    arch::thumb2::encode_arm_entry_island(0x1000, target, b);
+    EXPECT_EQ(arch::check_arm_entry_island(b, 0x1000, target), "");
+    EXPECT_NE(arch::check_arm_entry_island(b, 0x1000, target + 4), "");
+    EXPECT_NE(arch::check_arm_entry_island(b, 0x1004, target), "");
+    u8 bad[sizeof b];
+    std::memcpy(bad, b, sizeof b);
+    bad[1] = 0xc0;  // str ip, [sp, #-4]!
+    EXPECT_NE(arch::check_arm_entry_island(bad, 0x1000, target).find("holds `str ip, [sp, #-4]!`"), std::string::npos);
+    arch::thumb2::encode_arm_entry_island(0x1000, target & ~u64{1}, b);
+    EXPECT_NE(arch::check_arm_entry_island(b, 0x1000, target & ~u64{1}), "");
   }
   // AArch64's 12-byte adrp form, over ld's stubs and PLT entries: +-4 GiB of pages, no farther.
   for (i64 dist : {i64{16}, -i64{16}, i64{1} << 31, -(i64{1} << 31), (i64{4} << 30) - 0x2000, -(i64{4} << 30) + 0x2000}) {
@@ -347,7 +364,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
                                            BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
                                            BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
                                            BigBss{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
-                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg"},
+                                           BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg"}, BigBss{"arm", "arm-linux-gnueabihf-gcc", "-marm -pg"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie"}),
                          [](const auto& i) {
                            std::string s = (i.param.isa.empty() ? "x86_64" : i.param.isa) + "_" + i.param.flags;
