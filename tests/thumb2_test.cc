@@ -197,7 +197,8 @@ TEST(Thumb2Discovery, ArmStateMinusPgSitesArePreparedBesideThumbOnes) {
   Proc p = prepatch({d / "mixed", "-o", d / "mixed.prepared"});
   ASSERT_EQ(p.status, 0) << p.err;
   EXPECT_EQ(p.err.find("skipped"), std::string::npos) << p.err;
-  for (const auto& s : sites_json(d / "mixed.prepared")["sites"]) {
+  const nlohmann::json prepared_sites = sites_json(d / "mixed.prepared");
+  for (const auto& s : prepared_sites["sites"]) {
     EXPECT_EQ(s["state"], "nop") << s.dump();
   }
   Proc dump = run({"arm-linux-gnueabihf-objdump", "-d", d / "mixed.prepared"});
@@ -239,12 +240,16 @@ TEST(Thumb2Discovery, ArmStateMinusPgSitesArePreparedBesideThumbOnes) {
   ASSERT_EQ(pfe.status, 0) << pfe.err;
   Proc link_pfe = run({"arm-linux-gnueabihf-gcc", d / "arm-pfe.o", d / "thumb.o", "-pg", "-o", d / "mixed-pfe"});
   ASSERT_EQ(link_pfe.status, 0) << link_pfe.err;
-  for (const auto& s : sites_json(d / "mixed-pfe")["sites"]) {
+  const nlohmann::json pfe_sites = sites_json(d / "mixed-pfe");
+  int arm_pads = 0;
+  for (const auto& s : pfe_sites["sites"]) {
     if (s["function"] == "arm_leaf" || s["function"] == "arm_work") {
+      arm_pads++;
       EXPECT_EQ(s["status"], "skipped") << s.dump();
       EXPECT_NE(s["reason"].get<std::string>().find("ARM-state (-marm) functions' patchable pads are not prepared"), std::string::npos) << s.dump();
     }
   }
+  EXPECT_EQ(arm_pads, 2) << pfe_sites.dump();
 }
 
 // The ELF writer alone on a 32-bit binary (the preparer is the Matrix tests'), run for real under
