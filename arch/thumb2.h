@@ -23,9 +23,10 @@
 // instruction are B, BL, NOP, BKPT, SVC, HVC or SMC, and `pop {lr}` is none of them. So an ARM-state
 // site is made of two words that never need it: the first becomes `mov ip, pc` for good (ip = the
 // site's end: ip is free here, __gnu_mcount_nc and its PLT entry clobber it), and the second is toggled
-// between `nop` and `b` to the shim's ARM-state entry (arm_entry), which pushes lr, takes ip as the
-// return address and goes on to the mcount trampoline as a Thumb `bl` from the site would have: the
-// same stack, lr the site's end. One aligned store swaps two listed instructions: the word plan.
+// between `nop` and `b` to the shim's ARM-state entry (shim/entry_arm.S prepatch_arm_entry, or its
+// copy as an island: encode_arm_entry_island), which pushes lr, takes ip as the return address and
+// goes on to the mcount trampoline as a Thumb `bl` from the site would have: the same stack, lr the
+// site's end. One aligned store swaps two listed instructions: arch/plan.h's second-word plan.
 #pragma once
 #include <optional>
 
