@@ -8,6 +8,7 @@
 #include "arch/aarch64.h"
 #include "arch/isa.h"
 #include "arch/ppc64le.h"
+#include "arch/riscv64_decode.h"
 #include "arch/thumb2.h"
 #include "arch/x86_64.h"
 
@@ -20,6 +21,7 @@ std::vector<u8> encode_island(Isa isa, u64 at, u64 target) {
     case Isa::ppc64le: ppc64le::encode_island(at, target, out.data()); break;
     case Isa::thumb2: thumb2::encode_island(at, target, out.data()); break;
     case Isa::x86_64: x86_64::encode_island(at, target, out.data()); break;
+    case Isa::riscv64: riscv64::encode_island(at, target, out.data()); break;
     default: break;
   }
   return out;
@@ -31,6 +33,7 @@ unsigned island_size(Isa isa) {
     case Isa::ppc64le: return ppc64le::island_size;
     case Isa::thumb2: return thumb2::island_size;
     case Isa::x86_64: return x86_64::island_size;
+    case Isa::riscv64: return riscv64::island_size;
     default: return 0;
   }
 }
@@ -41,6 +44,7 @@ unsigned island_align(Isa isa) {
     case Isa::ppc64le: return ppc64le::island_align;
     case Isa::thumb2: return thumb2::island_align;
     case Isa::x86_64: return x86_64::island_align;
+    case Isa::riscv64: return riscv64::island_align;
     default: return 0;
   }
 }
@@ -287,6 +291,28 @@ std::string check_x86_64_island(std::span<const u8> bytes, u64 at, u64 target) {
   return {};
 }
 
+// RISC-V64's, by our decoder (Capstone 4 has none; tests/riscv64_test.cc holds it to objdump's
+// reading of these very instructions): the four instructions of riscv64.h encode_island, in order,
+// and the doubleword they load, which must lead to `target`.
+std::string check_riscv64_island(std::span<const u8> bytes, u64 at, u64 target) {
+  if (bytes.size() != riscv64::island_size) return "is " + std::to_string(bytes.size()) + " bytes, not 24";
+  static constexpr const char* expected[] = {"auipc\tt1,0x0", "ld\tt3,16(t1)", "add\tt1,t1,t3", "jalr\tzero,0(t1)"};
+  for (unsigned i = 0; i < 4; i++) {
+    const riscv64::Insn insn = riscv64::decode(bytes.subspan(4 * i));
+    if (!insn.valid || insn.len != 4 || insn.text != expected[i])
+      return "holds `" + insn.text + "` at +" + std::to_string(4 * i) + ", not `" + expected[i] + "`";
+  }
+  u64 delta = 0;  // ld t3, 16(t1): t1 = at (auipc t1, 0)
+  for (unsigned b = 0; b < 8; b++) delta |= u64{bytes[16 + b]} << (8 * b);
+  if (at + delta != target) {
+    char b[80];
+    std::snprintf(b, sizeof b, "jumps to 0x%llx, not to the trampoline at 0x%llx", static_cast<unsigned long long>(at + delta),
+                  static_cast<unsigned long long>(target));
+    return b;
+  }
+  return {};
+}
+
 std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target) {
   if (at % 4) return "misaligned";
   if (bytes.size() != thumb2::arm_entry_island_size) return "is " + std::to_string(bytes.size()) + " bytes, not 24";
@@ -312,6 +338,7 @@ std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target
 std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target, std::optional<u64> toc) {
   if (!island_size(isa)) return "this ISA has no branch islands";
   if (isa == Isa::x86_64) return at % island_align(isa) ? "misaligned" : check_x86_64_island(bytes, at, target);
+  if (isa == Isa::riscv64) return at % island_align(isa) ? "misaligned" : check_riscv64_island(bytes, at, target);
   // The islands over ld's stubs (thumb2.h encode_absolute_island, aarch64.h encode_adrp_island) read
   // no 8-byte literal: instruction alignment.
   if (at % (bytes.size() == island_size(isa) ? island_align(isa) : 4)) return "misaligned";

@@ -1,16 +1,17 @@
 // Branch islands (veneers): a few instructions the preparer places within a site's reach when the
 // shim's trampoline for it lies beyond what the site's call form reaches (a large .bss between the
 // text and the shim, which goes after every segment). The site then calls the island, which jumps on
-// to the trampoline. Each ISA's island is encoded in its own header (aarch64.h, ppc64le.h, thumb2.h,
-// x86_64.h); RISC-V's have none yet.
+// to the trampoline. Each ISA's island is encoded in its own header (aarch64.h, ppc64le.h, riscv64.h,
+// thumb2.h, x86_64.h).
 //
 // The checker here proves an island before it is written, as arch/check.h proves plans: it decodes
 // every instruction with Capstone and runs them on symbolic registers (each one's value at the
-// island's entry, plus a constant; x86-64's three instructions are decoded by Zydis and checked form
-// by form), and requires that the island ends in a jump to exactly `target`, that it reads no memory
-// but its own literal and what it saved itself, and that every register but the ones the ABI gives
-// call veneers (x86-64: %r11, free at every site) holds its entry value again by then (LR included:
-// the trampoline reads the site's return address from it).
+// island's entry, plus a constant; x86-64's three instructions are decoded by Zydis and RISC-V64's four
+// by our decoder, and checked form by form), and requires that the island ends in a jump to exactly
+// `target`, that it reads no memory but its own literal and what it saved itself, and that every
+// register but the ones the ABI gives call veneers (x86-64: %r11, free at every site; RISC-V64: t1
+// and t3, which ld's PLT entries clobber) holds its entry value again by then (LR included: the
+// trampoline reads the site's return address from it).
 #pragma once
 #include <optional>
 #include <span>

@@ -93,6 +93,14 @@ Insn decode32(u32 w) {
     std::snprintf(t, sizeof t, "%s,%s,%lld", regs[rd], regs[rs1], static_cast<long long>(imm12));
     return make(4, "addi", t);
   }
+  if (opcode == 0x03 && f3 == 3) {  // ld
+    std::snprintf(t, sizeof t, "%s,%lld(%s)", regs[rd], static_cast<long long>(imm12), regs[rs1]);
+    return make(4, "ld", t);
+  }
+  if (opcode == 0x33 && f3 == 0 && bits(w, 31, 25) == 0) {  // add
+    std::snprintf(t, sizeof t, "%s,%s,%s", regs[rd], regs[rs1], regs[bits(w, 24, 20)]);
+    return make(4, "add", t);
+  }
   if (opcode == 0x17) {
     std::snprintf(t, sizeof t, "%s,0x%x", regs[rd], bits(w, 31, 12));
     return make(4, "auipc", t);

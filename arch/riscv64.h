@@ -3,7 +3,8 @@
 // it against riscv64-linux-gnu-objdump).
 //
 // Branch reach: `auipc; jalr` reaches +-2 GiB; the `auipc` is written offline and stays, only the
-// `jalr` toggles (jalr <-> nop), as the kernel's riscv ftrace does.
+// `jalr` toggles (jalr <-> nop), as the kernel's riscv ftrace does. A site (or the -pg sites' redirect)
+// farther from the shim's trampoline calls a branch island after the text (encode_island, below).
 //
 // What a store can change atomically: with the C extension, 32-bit instructions sit on 2-byte
 // boundaries. The RVA profiles' Ziccif extension makes instruction fetch of a naturally aligned
@@ -32,7 +33,7 @@ inline constexpr u16 c_mv_a0_ra = 0x8506;     // c.mv a0, ra
 inline constexpr u16 c_nop    = 0x0001;       // c.nop
 inline constexpr u16 c_ebreak = 0x9002;       // c.ebreak
 inline constexpr u16 c_ret    = 0x8082;       // c.jr ra (ret)
-inline constexpr unsigned zero = 0, ra = 1, t0 = 5, t1 = 6;
+inline constexpr unsigned zero = 0, ra = 1, t0 = 5, t1 = 6, t3 = 28;
 // clang-format on
 
 // `auipc link, hi; jalr link, lo(link)` at `at` calling `target`: the pair, or false out of reach.
@@ -44,6 +45,23 @@ constexpr bool encode_call(u64 at, u64 target, unsigned link, u32& auipc_out, u3
   auipc_out = auipc | (link << 7) | (static_cast<u32>(hi) << 12);
   jalr_out = jalr | (link << 7) | (link << 15) | (static_cast<u32>(lo) << 20);
   return true;
+}
+
+// A branch island (arch/island.h): what a patchable site, or the -pg sites' redirect, calls when the
+// trampoline `target` lies beyond +-2 GiB (a .bss over 2 GiB). `auipc t1, 0; ld t3, 16(t1); add t1,
+// t1, t3; jr t1; .dword target - at`: any distance, position-independent, writing only t1 and t3,
+// which ld's PLT entries clobber on the way to any function (`jalr t1, t3`), so they are free at every
+// site: a patchable one's t0 (its return address) and t2 (a nested function's static chain) are kept.
+// 8-aligned (its literal); arch/island.h checks it.
+inline constexpr unsigned island_size = 24, island_align = 8;
+constexpr void encode_island(u64 at, u64 target, u8* out) {
+  const u32 words[4] = {auipc | (t1 << 7),                                           // auipc t1, 0
+                        0x03 | (t3 << 7) | (3u << 12) | (t1 << 15) | (16u << 20),    // ld t3, 16(t1)
+                        0x33 | (t1 << 7) | (t1 << 15) | (t3 << 20),                  // add t1, t1, t3
+                        jalr | (t1 << 15)};                                          // jalr zero, 0(t1)
+  put_words_le(words, 4, out);
+  const u64 delta = target - at;
+  for (unsigned b = 0; b < 8; b++) out[16 + b] = static_cast<u8>(delta >> (8 * b));
 }
 
 // The fields of the forms discovery reads (unprivileged ISA manual, "RV32I Base Integer Instruction

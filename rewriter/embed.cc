@@ -56,6 +56,7 @@ std::optional<arch::Isa> island_isa(u16 machine) {
   if (machine == EM_PPC64) return arch::Isa::ppc64le;
   if (machine == EM_ARM) return arch::Isa::thumb2;
   if (machine == EM_X86_64) return arch::Isa::x86_64;
+  if (machine == EM_RISCV) return arch::Isa::riscv64;
   return std::nullopt;
 }
 
@@ -318,8 +319,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   if (fini) lead_to(*fini, h.object_fini);
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
   // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below). ARM32's
-  // ARM-state sites go to their entry, in the header's fentry slot, and through no island (an island is
-  // Thumb code, which a `b` cannot enter).
+  // ARM-state sites go to their entry, in the header's fentry slot, or beyond a `b`'s reach to its copy
+  // as an island (below), never to a Thumb island or stub, which a `b` cannot enter.
   const auto arm_state = [&](const Site& s) { return machine == EM_ARM && s.len == arch::thumb2::arm_site_len; };
   const auto target_of = [&](const Site& s) {
     return machine == EM_RISCV && s.kind == SiteKind::mcount ? d.mcount_via : r.tramp[arm_state(s) ? 0 : static_cast<int>(s.kind) - 1];
@@ -339,6 +340,14 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     (arm_state(s) ? arm_need : need[static_cast<int>(s.kind) - 1]) |= !reaches(s, form, target_of(s));
   });
+  // RISC-V -pg: the sites reach what they call (mcount_via); the redirect there must reach the mcount
+  // trampoline, or an island.
+  const int mk = static_cast<int>(SiteKind::mcount) - 1;
+  const auto redirect_reaches = [&](u64 target) {
+    u32 hi = 0, lo = 0;
+    return target && arch::riscv64::encode_call(d.mcount_via, target, arch::riscv64::t1, hi, lo);
+  };
+  if (d.mcount_via && !redirect_reaches(r.tramp[mk])) need[mk] = true;
   const auto isa = island_isa(machine);
   if (isa && (need[0] || need[1] || need[2] || arm_need)) {
     std::vector<int> kinds;  // the kinds with an island of their own; kinds sharing a trampoline share it
@@ -353,6 +362,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       if (arm_need) island[0] = at.vaddr + arm_entry_at;
       bool all = true;
       reach.for_each_end([&](const Site& s, arch::CallForm form) { all &= reaches(s, form, target_of(s)) || reaches(s, form, island[island_index(s)]); });
+      if (d.mcount_via && need[mk]) all &= redirect_reaches(island[mk]);
       return all;
     };
     if (auto spot = island_spot(elf, arm_entry_at + (arm_need ? arch::thumb2::arm_entry_island_size : 0), arch::island_align(*isa), place)) {
@@ -367,7 +377,6 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
           if (need[k] && r.tramp[kinds[i]] == r.tramp[k]) config.island[k] = at;
       }
       if (arm_need) {
-        const int mk = static_cast<int>(SiteKind::mcount) - 1;
         const u64 at = spot->vaddr + arm_entry_at, target = r.tramp[mk] | 1;  // on to the mcount trampoline, Thumb code
         u8 bytes[arch::thumb2::arm_entry_island_size];
         arch::thumb2::encode_arm_entry_island(at, target, bytes);
@@ -377,6 +386,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         config.island[0] = at;
       }
       std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+      std::copy(config.island, config.island + 3, r.island_of);
     }
   }
   // ARM32, AArch64 and PPC64le -pg sites that reach neither: the nearest island over code their calls
@@ -397,7 +407,6 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   for (const elf::Section& sec : elf.sections())
     if (machine == EM_PPC64 && far && !toc && sec.name == ".got") toc = sec.addr + 0x8000;
   if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && d.has_symtab) {
-    const int mk = static_cast<int>(SiteKind::mcount) - 1;
     const bool fixed = elf.header().type == ET_EXEC;  // never moved: Thumb-2's 8-byte absolute form will do
     // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).
     std::vector<std::vector<u8>> form(stubs.size());
@@ -479,7 +488,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
                    (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
                           "bytes, up to the next segment's" +
-                              std::string(machine != EM_X86_64 && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
+                              std::string(machine != EM_X86_64 && machine != EM_RISCV && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
                                                                                                : "") +
                               ")"
                         : ""));
@@ -498,7 +507,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
             !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
           fail_far(s);
       }
-  if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, r.tramp[static_cast<int>(SiteKind::mcount) - 1]);
+  if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, redirect_reaches(r.tramp[mk]) || !config.island[mk] ? r.tramp[mk] : config.island[mk]);
   return r;
 }
 

@@ -34,8 +34,10 @@ struct RuntimeSegment {
   // RISC-V -pg: the jump to the mcount trampoline that replaces the start of what the sites call
   // (Discovery::mcount_via); len 0 when there is none.
   elf::Patch redirect;
-  // Branch islands for the sites that cannot reach their trampoline (Config::island).
+  // Branch islands for the sites that cannot reach their trampoline (Config::island), and their
+  // addresses by SiteKind - 1 (0: none), which RISC-V's patchable sites' `auipc t0, hi` must name.
   Island island;
+  u64 island_of[3] = {};
   // ARM32, AArch64 and PPC64le -pg: branch islands over the PLT entries and linker stubs the sites' calls entered
   // (Discovery::mcount_stubs), for sites that reach neither (Config::stub_islands, whose addresses
   // lie at offset stub_islands_at of the segment).

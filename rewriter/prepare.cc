@@ -126,8 +126,10 @@ class SitePatches {
 
   u32 context_word(const Site& s) const {
     if (machine_ != EM_RISCV) return arch::patchable_context_word(machine_);
-    u32 auipc = 0, jalr = 0;  // in reach: runtime_segment checked every site's call
-    arch::riscv64::encode_call(s.addr - 4, rt_.tramp[static_cast<int>(SiteKind::patchable) - 1], arch::riscv64::t0, auipc, jalr);
+    u32 auipc = 0, jalr = 0;  // in reach of the trampoline or its island: runtime_segment checked every site's call
+    const int pk = static_cast<int>(SiteKind::patchable) - 1;
+    if (!arch::riscv64::encode_call(s.addr - 4, rt_.tramp[pk], arch::riscv64::t0, auipc, jalr))
+      arch::riscv64::encode_call(s.addr - 4, rt_.island_of[pk], arch::riscv64::t0, auipc, jalr);  // (as the shim tries them)
     return auipc;
   }
 

@@ -76,7 +76,13 @@ TEST(Riscv64Decoder, EveryCompressedEncodingAgreesWithObjdump) {
 }
 
 TEST(Riscv64Decoder, SiteFormsAgreeWithObjdump) {
-  std::vector<u32> words = {arch::riscv64::nop, 0x0010'0073 /* ebreak */};
+  std::vector<u32> words = {arch::riscv64::nop, 0x0010'0073 /* ebreak */, 0xff85'3503 /* ld a0, -8(a0) */, 0x00c5'8533 /* add a0, a1, a2 */};
+  // The branch island's four instructions (arch/island.h checks islands through this decoder).
+  for (u64 target : {u64{0x1000}, u64{0x7'0000'1000}}) {
+    u8 island[arch::riscv64::island_size];
+    arch::riscv64::encode_island(0x1000, target, island);
+    for (unsigned i = 0; i < 4; i++) words.push_back(island[4 * i] | island[4 * i + 1] << 8 | island[4 * i + 2] << 16 | u32{island[4 * i + 3]} << 24);
+  }
   for (i64 d : {0LL, 4LL, -4LL, 0x7f0LL, -0x800LL, 0x12345678LL, -0x1000LL}) {
     u32 auipc, jalr;
     for (unsigned link : {arch::riscv64::ra, arch::riscv64::t0}) {
