@@ -92,9 +92,11 @@ u64 runtime_segment_tail(u16 machine);
 // entries (`table`, TableBuilder::finish) and d.strings, with the Config for discovery `d` (its sites,
 // the binary's own unwinder entry points); `reach` holds the ends of its prepared sites. Where sites
 // of a kind cannot reach their trampoline with their call form (AArch64 bl: +-128 MiB; PPC64 bl:
-// +-32 MiB; Thumb bl: +-16 MiB), it places branch islands within their reach (RuntimeSegment::island).
-// Throws InputError when a site reaches neither (nor, on x86-64 and RISC-V, which have no islands,
-// its trampoline: +-2 GiB), or RISC-V's redirect cannot be written.
+// +-32 MiB; Thumb bl: +-16 MiB; ARM-state b: +-32 MiB; x86-64 call, RISC-V auipc+jalr: +-2 GiB), it
+// places branch islands within their reach (RuntimeSegment::island), and for RISC-V -pg sites one
+// their redirect reaches; ARM32, AArch64 and PPC64le -pg sites may also call islands over the stubs
+// their calls went through. Throws InputError when a site reaches none, or RISC-V's redirect cannot be
+// written.
 RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, const Discovery& d, const Reach& reach);
 
 // The reason `elf` cannot carry the shim (not an executable or a shared object; a shared object of an
