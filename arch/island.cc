@@ -291,25 +291,33 @@ std::string check_x86_64_island(std::span<const u8> bytes, u64 at, u64 target) {
   return {};
 }
 
+// Empty when `bytes` holds, a word each from its start, the instructions `expected` as `decode(word,
+// its address)` reads them; else which one differs.
+template <size_t N, class Decode>
+std::string holds_words(std::span<const u8> bytes, u64 at, const char* const (&expected)[N], Decode decode) {
+  for (unsigned i = 0; i < N; i++) {
+    const Decoded d = decode(bytes.subspan(4 * i), at + 4 * i);
+    if (!d.valid || d.len != 4 || d.text != expected[i])
+      return "holds `" + (d.text.empty() ? std::string("(undefined)") : d.text) + "` at +" + std::to_string(4 * i) + ", not `" + expected[i] + "`";
+  }
+  return {};
+}
+
 // RISC-V64's, by our decoder (Capstone 4 has none; tests/riscv64_test.cc holds it to objdump's
 // reading of these very instructions): the four instructions of riscv64.h encode_island, in order,
 // and the doubleword they load, which must lead to `target`.
 std::string check_riscv64_island(std::span<const u8> bytes, u64 at, u64 target) {
   if (bytes.size() != riscv64::island_size) return "is " + std::to_string(bytes.size()) + " bytes, not 24";
   static constexpr const char* expected[] = {"auipc\tt1,0x0", "ld\tt3,16(t1)", "add\tt1,t1,t3", "jalr\tzero,0(t1)"};
-  for (unsigned i = 0; i < 4; i++) {
-    const riscv64::Insn insn = riscv64::decode(bytes.subspan(4 * i));
-    if (!insn.valid || insn.len != 4 || insn.text != expected[i])
-      return "holds `" + insn.text + "` at +" + std::to_string(4 * i) + ", not `" + expected[i] + "`";
-  }
+  if (std::string why = holds_words(bytes, at, expected, [](std::span<const u8> b, u64) {
+        const riscv64::Insn i = riscv64::decode(b);
+        return Decoded{i.len, i.valid, false, false, i.text};
+      });
+      !why.empty())
+    return why;
   u64 delta = 0;  // ld t3, 16(t1): t1 = at (auipc t1, 0)
   for (unsigned b = 0; b < 8; b++) delta |= u64{bytes[16 + b]} << (8 * b);
-  if (at + delta != target) {
-    char b[80];
-    std::snprintf(b, sizeof b, "jumps to 0x%llx, not to the trampoline at 0x%llx", static_cast<unsigned long long>(at + delta),
-                  static_cast<unsigned long long>(target));
-    return b;
-  }
+  if (at + delta != target) return "jumps to " + hex(at + delta) + ", not to the trampoline at " + hex(target);
   return {};
 }
 
@@ -317,21 +325,12 @@ std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target
   if (at % 4) return "misaligned";
   if (bytes.size() != thumb2::arm_entry_island_size) return "is " + std::to_string(bytes.size()) + " bytes, not 24";
   static constexpr const char* expected[] = {"str lr, [sp, #-4]!", "mov lr, ip", "ldr ip, [pc, #4]", "add ip, ip, pc", "bx ip"};
-  for (unsigned i = 0; i < 5; i++) {
-    const Decoded d = decode_arm_state(bytes.subspan(4 * i), at + 4 * i);
-    if (!d.valid || d.len != 4 || d.text != expected[i])
-      return "holds `" + (d.valid ? d.text : std::string("(undefined)")) + "` at +" + std::to_string(4 * i) + ", not `" + expected[i] + "`";
-  }
+  if (std::string why = holds_words(bytes, at, expected, decode_arm_state); !why.empty()) return why;
   // ldr ip, [pc, #4] at +8 reads +20 (pc = +16); add ip, ip, pc at +12 adds +20.
   u32 literal = 0;
   for (unsigned b = 0; b < 4; b++) literal |= u32{bytes[20 + b]} << (8 * b);
   const u64 ip = (at + 20 + literal) & 0xffff'ffffu;
-  if (ip != (target & 0xffff'ffffu) || !(ip & 1)) {
-    char b[80];
-    std::snprintf(b, sizeof b, "jumps to 0x%llx, not to the Thumb trampoline at 0x%llx", static_cast<unsigned long long>(ip),
-                  static_cast<unsigned long long>(target));
-    return b;
-  }
+  if (ip != (target & 0xffff'ffffu) || !(ip & 1)) return "jumps to " + hex(ip) + ", not to the Thumb trampoline at " + hex(target);
   return {};
 }
 

@@ -493,19 +493,19 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                               ")"
                         : ""));
   };
+  // Whether the site calls its trampoline, its island, or an island over a stub.
+  const auto reached = [&](const Site& s, arch::CallForm form) {
+    return reaches(s, form, target_of(s)) || reaches(s, form, config.island[island_index(s)]) ||
+           (s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form));
+  };
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
-    if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]) &&
-        !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
-      fail_far(s);
+    if (!reached(s, form)) fail_far(s);
   });
   // Between a group's ends, stub islands are not all within reach of every site: each is checked.
   if (!stub_islands.empty())
     for (const Site& s : d.sites)
       if (s.prepared()) {
-        const arch::CallForm form = call_form_of(elf, s);
-        if (!reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]) &&
-            !(s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form)))
-          fail_far(s);
+        if (!reached(s, call_form_of(elf, s))) fail_far(s);
       }
   if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, redirect_reaches(r.tramp[mk]) || !config.island[mk] ? r.tramp[mk] : config.island[mk]);
   return r;
