@@ -20,9 +20,10 @@ __attribute__((noinline)) unsigned mix(unsigned x) {
 """
 
 
-def arguments(runs, **counts):
-    """Parses --prepatch, --functions, --runs (default `runs`), --cc, --cxx, and one integer option per keyword
-    (--rounds for rounds=21, --big-mb for big_mb=1); --prepatch made absolute."""
+def arguments(runs, texts=(), **counts):
+    """Parses --prepatch, --functions, --runs (default `runs`), --cc, --cxx, one integer option per keyword
+    (--rounds for rounds=21, --big-mb for big_mb=1) and one text option, default empty, per name in
+    `texts`; --prepatch made absolute."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--prepatch", default="build/prepatch")
     ap.add_argument("--functions", type=int, default=100_000)
@@ -31,6 +32,8 @@ def arguments(runs, **counts):
     ap.add_argument("--cxx", action="store_true", help="a C++ program of mangled names (gen_many.py), built with g++")
     for name, default in counts.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+    for name in texts:
+        ap.add_argument("--" + name.replace("_", "-"), default="")
     a = ap.parse_args()
     a.prepatch = os.path.abspath(a.prepatch)
     a.compiler = "g++" if a.cxx else a.cc  # what builds write_program's program

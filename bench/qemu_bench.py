@@ -17,12 +17,16 @@ each is printed, with the cost per call above plain as a ratio of plain's whole 
 qemu-arm gives user space no generic timer, so Thumb-2's trace timestamps there are CLOCK_MONOTONIC
 read through a system call per event (docs/SHIM.md), which real ARMv7 cores with a readable CNTVCT
 do not pay: its function and graph rows are an upper bound.
-The rows marked "far" build the same program with a 1 GiB .bss, which puts the shim beyond a bl's
-reach of every site: each call goes through a branch island (arch/island.h) to the trampoline.
-Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000]
+The rows marked "far" build the same program with a 1 GiB .bss (3 GiB on RISC-V64, whose auipc+jalr
+reaches 2 GiB), which puts the shim beyond its call's reach of every site: each call goes through a
+branch island (arch/island.h) to the trampoline. "thumb2 -marm -pg" is ARM32's ARM-state -pg sites,
+whose `b` goes to the shim's ARM-state entry (or, far, to its copy as an island) and on to the Thumb
+trampoline.
+Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000] [--only 'marm|far']
+(--only: the rows whose name matches that regular expression).
 Not a test: nothing here asserts a time.
 """
-import os, statistics, subprocess, tempfile
+import os, re, statistics, subprocess, tempfile
 
 from common import CALLS_C, arguments
 
@@ -35,10 +39,11 @@ int main(int argc, char** argv) {
 }
 """
 
-# The same with a 1 GiB .bss between the text and the shim (written once, so that gcc keeps it).
-PROGRAM_FAR = PROGRAM.replace("int main(", "static char far_bss[1 << 30];\nint main(").replace(
+# The same with GIB GiB of .bss between the text and the shim (written once, so that gcc keeps it).
+PROGRAM_FAR = PROGRAM.replace("int main(", "static char far_bss[GIBul << 30];\nint main(").replace(
     'printf("%lu %u\\n", fib(24), h);', 'far_bss[n % sizeof far_bss] = (char)h;\n  printf("%lu %u %d\\n", fib(24), h, far_bss[n % 7]);')
 assert PROGRAM_FAR.count("far_bss") == 4
+FAR_GIB = {"riscv64": 3}  # else 1
 
 QEMU = {"aarch64": ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"], "ppc64le": ["qemu-ppc64le", "-L", "/usr/powerpc64le-linux-gnu"],
         "riscv64": ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"], "thumb2": ["qemu-arm", "-L", "/usr/arm-linux-gnueabihf"]}
@@ -47,7 +52,8 @@ CC = {"aarch64": "aarch64-linux-gnu-gcc", "ppc64le": "powerpc64le-linux-gnu-gcc"
 # ISA, the flags of its hooks
 BUILDS = [("aarch64", "-pg"), ("aarch64", "-fpatchable-function-entry=2"), ("ppc64le", "-pg"), ("riscv64", "-pg"),
           ("riscv64", "-fpatchable-function-entry=4"), ("thumb2", "-pg"), ("thumb2", "-fpatchable-function-entry=3"),
-          ("aarch64", "-pg far"), ("ppc64le", "-pg far"), ("thumb2", "-pg far")]
+          ("thumb2", "-marm -pg"), ("aarch64", "-pg far"), ("ppc64le", "-pg far"), ("riscv64", "-pg far"),
+          ("riscv64", "-fpatchable-function-entry=4 far"), ("thumb2", "-pg far"), ("thumb2", "-marm -pg far")]
 FIB_CALLS = 150049  # fib(24)'s calls
 
 
@@ -68,7 +74,7 @@ def run_timed(cmd, env, cwd):
 
 
 def main():
-    a = arguments(runs=7, calls=3_000_000)
+    a = arguments(runs=7, texts=("only",), calls=3_000_000)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREPATCH_")}
     count_env = dict(base_env, PREPATCH_TRACE="*")
     print(f"{a.calls:,} calls of a small function and fib(24) ({FIB_CALLS:,} calls); {a.runs} interleaved runs each, "
@@ -77,17 +83,22 @@ def main():
                ("function", "hooked"), ("graph", "hooked")]
     print(f"{'ISA and sites':38s}" + "".join(f"{a + '/' + b:>16s}" for a, b in columns))
     with tempfile.TemporaryDirectory(prefix="prepatch-qemu-bench-") as d:
-        for far, text in ((False, PROGRAM), (True, PROGRAM_FAR)):
-            with open(os.path.join(d, "far.c" if far else "calls.c"), "w") as f:
-                f.write(text)
+        with open(os.path.join(d, "calls.c"), "w") as f:
+            f.write(PROGRAM)
+        for gib in (1, 3):
+            with open(os.path.join(d, f"far{gib}.c"), "w") as f:
+                f.write(PROGRAM_FAR.replace("GIB", str(gib)))
         for isa, flags in BUILDS:
+            if not re.search(a.only, f"{isa} {flags}"):
+                continue
             far = flags.endswith(" far")
-            flag, src = flags.removesuffix(" far"), os.path.join(d, "far.c" if far else "calls.c")
+            flag = flags.removesuffix(" far").split()
+            src = os.path.join(d, f"far{FAR_GIB.get(isa, 1)}.c" if far else "calls.c")
             name, cc, qemu = f"{isa} {flags}", CC[isa], QEMU[isa]
             tag = name.replace(" ", "_").replace("=", "")
             plain, hooked, prepared = (os.path.join(d, f"{tag}-{k}") for k in ("plain", "hooked", "prepared"))
-            subprocess.run([cc, "-O2", src, "-o", plain], check=True)
-            subprocess.run([cc, "-O2", flag, src, "-o", hooked], check=True)
+            subprocess.run([cc, "-O2", *[f for f in flag if f == "-marm"], src, "-o", plain], check=True)  # the same state
+            subprocess.run([cc, "-O2", *flag, src, "-o", hooked], check=True)
             prep = subprocess.run([a.prepatch, hooked, "-o", prepared], capture_output=True, text=True, check=True)
             if far != ("branch island" in prep.stderr):
                 raise SystemExit(f"{name}: expected {'a' if far else 'no'} branch island:\n{prep.stderr}")

@@ -138,21 +138,53 @@ class Discoverer {
   const Func* func_at(u64 addr) const;  // the function containing addr
   const Func* func_at_or_after(u64 addr, u64 within) const;
   void push_record_site(Site s);  // a site from a record, named after the function containing it
+  // The nops from a patchable record at `start` to its function's `entry`, when the site there is
+  // prepared (Discovery::pre_entry): only where a function symbol names the entry, which is then sure.
+  void note_pre_entry(u64 start, u64 entry) {
+    const Func* f = func_at(entry);
+    if (f && f->addr == entry && entry >= start + 8 && entry - start <= UINT32_MAX) d_.pre_entry.push_back({start, static_cast<u32>(entry - start)});
+  }
   // The entry a __patchable_function_entries record at `addr` describes: `addr` itself when it lies in
   // a function, else the start of the function within `within` bytes after it, whose M pad bytes
   // before it must all be nops: `nop(at, end)` is the length of the nop at `at` (0: none), which must
   // not run past `end`. nullopt when something else lies there.
-  template <class Nop>
-  std::optional<u64> pad_entry(u64 addr, u64 within, Nop nop) const {
-    const Func* f = func_at(addr) ? nullptr : func_at_or_after(addr, within);
-    if (!f || f->addr <= addr) return addr;
-    for (u64 at = addr; at < f->addr;) {
-      const u64 n = nop(at, f->addr);
-      if (n == 0 || at + n > f->addr) return std::nullopt;
+  // The function's start is its symbol's. Where no symbol names it (a stripped binary):
+  // - x86-64 (`tail` 0): the unwind table's start of the function, which is its entry;
+  // - the others (`tail`: the bytes of nops the site needs): the unwind table's start where nops follow
+  //   it (clang, and ARM32's .fnstart, start at the entry), else the last `tail` bytes of the nops,
+  //   which run whatever M was: gcc 12 starts AArch64's and PPC64le's CFI after the entry's nops, and
+  //   writes no unwind table for RISC-V or ARM32 by default. Where the nops end at `context(at)`, the
+  //   form a prepared output has at its entry, that is the entry.
+  template <class Nop, class Context>
+  std::optional<u64> pad_entry(u64 addr, u64 within, Nop nop, u64 tail, Context context) const {
+    if (func_at(addr)) return addr;
+    const Func* f = func_at_or_after(addr, within);
+    std::optional<u64> entry = f ? std::optional<u64>(f->addr) : std::nullopt;
+    if (!f) {
+      const auto u = unwind_start_at_or_after(addr, within);
+      if (!tail || (u && nop(*u, *u + tail))) {
+        entry = u;
+      } else {
+        u64 end = addr;  // where the nops end
+        while (end < addr + within)
+          if (const u64 n = nop(end, addr + within)) end += n;
+          else break;
+        entry = context(end) ? end : end >= addr + tail ? end - tail : addr;
+      }
+    }
+    if (!entry || *entry <= addr) return addr;
+    for (u64 at = addr; at < *entry;) {
+      const u64 n = nop(at, *entry);
+      if (n == 0 || at + n > *entry) return std::nullopt;
       at += n;
     }
-    return f->addr;
+    return *entry;
   }
+  template <class Nop>
+  std::optional<u64> pad_entry(u64 addr, u64 within, Nop nop) const {
+    return pad_entry(addr, within, nop, 0, [](u64) { return false; });
+  }
+
   Site& add_symbol_site(u64 addr, SiteKind kind, unsigned len, const Func& f);
 
   // Calls scan(f, rest) for each function no record covers, in address order (funcs_), so that code is
@@ -215,6 +247,19 @@ class Discoverer {
   std::vector<std::pair<u64, u32>> region_of_;  // call target -> regions_ index (few: a linear search)
   std::optional<u32> region(u64 target) const;
   std::vector<u64> covered_;  // while scanning: the sites from records, sorted, which the scan must not find again
+  // The unwind tables' sorted function starts (read on first use): .eh_frame_hdr's search table (GNU
+  // ld's form: pairs of 32-bit offsets from the header), or ARM32's .ARM.exidx (pairs of prel31 words),
+  // else (a static binary whose linker wrote no .eh_frame_hdr) the FDEs of .eh_frame, read into `fdes`.
+  struct UnwindIndex {
+    std::span<const u8> table;  // count entries of 8 bytes
+    u64 count = 0;
+    u64 base = 0;     // .eh_frame_hdr: its vaddr, which the starts are relative to; .ARM.exidx: the table's
+    bool exidx = false;
+    std::vector<u64> fdes;  // sorted; used when count is 0
+  };
+  mutable std::optional<UnwindIndex> unwind_;
+  // The first function start the unwind tables give at or after `addr`, within `within` bytes.
+  std::optional<u64> unwind_start_at_or_after(u64 addr, u64 within) const;
   mutable elf::SegmentCursor cursor_{elf_};
 };
 

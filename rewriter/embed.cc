@@ -50,6 +50,22 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
   return p;
 }
 
+// How far a patchable site's call reaches (a bl: AArch64 +-128 MiB, PPC64 +-32 MiB, Thumb +-16 MiB),
+// on the ISAs whose patchable sites may call an island before a function's entry; 0 on the others.
+u64 entry_island_reach(u16 machine) {
+  return machine == EM_AARCH64 ? u64{128} << 20 : machine == EM_PPC64 ? u64{32} << 20 : machine == EM_ARM ? u64{16} << 20 : 0;
+}
+
+// At most how many islands before entries runtime_segment chooses among `pre_entry`. Each is chosen
+// for a site no earlier island reaches, as far ahead as the site reaches, so the one after next lies
+// more than twice the reach beyond it: one per reach of the stretches' span, and two more (and two
+// for the reach's few bytes of asymmetry).
+u64 max_entry_islands(u16 machine, const std::vector<Discovery::Stretch>& pre_entry) {
+  const u64 reach = entry_island_reach(machine);
+  if (!reach || pre_entry.empty()) return 0;
+  return std::min<u64>(pre_entry.size(), (pre_entry.back().start - pre_entry.front().start) / reach + 4);
+}
+
 // The ISA whose branch islands a binary of ELF machine `machine` takes (arch/island.h), or nullopt.
 std::optional<arch::Isa> island_isa(u16 machine) {
   if (machine == EM_AARCH64) return arch::Isa::aarch64;
@@ -242,7 +258,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // Room for the addresses of the islands over stubs (below), at most one per stub.
   r.stub_islands_at = align_up(frames_at + 4 * frames.size(), 8);
   const u64 stub_room = 8 * d.mcount_stubs.size();
-  r.blob_offset = align_up(r.stub_islands_at + stub_room, page);
+  // And for those over the nops before functions' entries (below): as many as their choice can take.
+  r.entry_islands_at = r.stub_islands_at + stub_room;
+  const u64 entry_room = 8 * max_entry_islands(elf.header().machine, d.pre_entry);
+  r.blob_offset = align_up(r.entry_islands_at + entry_room, page);
   const u64 blob_at = r.blob_offset - r.names.size();  // in data, which lacks the names
   r.data = std::move(table);
   r.data.resize(blob_at + h.mem_size);  // Bytes: not zeroed, so the padding and the .bss are, below
@@ -464,17 +483,82 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       stub_islands.push_back(at);
     }
   }
-  // Their addresses, sorted, between the frames and the blob (Config::stub_islands).
-  r.stub_island_count = stub_islands.size();
-  if (!stub_islands.empty()) {
-    config.stub_islands = static_cast<u32>(r.stub_islands_at);
-    config.stub_island_count = static_cast<u32>(stub_islands.size());
-    for (size_t i = 0; i < stub_islands.size(); i++) elf.codec().put(r.data, r.stub_islands_at - r.names.size() + 8 * i, 8, stub_islands[i]);
-    std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+  // AArch64, PPC64le and Thumb-2 patchable sites that reach neither: an island over the nops before a
+  // function's entry (Discovery::pre_entry: -fpatchable-function-entry=N,M), which never run. In address
+  // order, a site that reaches no island chosen so far takes the farthest stretch ahead within its reach,
+  // else the nearest behind it, so that one island serves every site around it (max_entry_islands).
+  std::vector<u64> entry_islands;
+  const u64 ptramp = r.tramp[static_cast<int>(SiteKind::patchable) - 1];
+  const u64 preach = entry_island_reach(machine);
+  bool pfar = false;
+  reach.for_each_end([&](const Site& s, arch::CallForm form) {
+    pfar |= s.kind == SiteKind::patchable && !reaches(s, form, ptramp) && !reaches(s, form, config.island[island_index(s)]);
+  });
+  if (pfar && preach) {
+    const bool fixed = elf.header().type == ET_EXEC;
+    // The stretches that can hold an island, each with its address and bytes (empty: none fits).
+    struct Spot {
+      u64 at;
+      std::vector<u8> bytes;
+    };
+    std::vector<Spot> spots;
+    for (const Discovery::Stretch& t : d.pre_entry) {
+      Spot p{};
+      const u64 end = t.start + t.size;
+      if (machine == EM_AARCH64 && (p.at = align_up(t.start, 4)) + arch::aarch64::adrp_island_size <= end) {
+        p.bytes.resize(arch::aarch64::adrp_island_size);
+        if (!arch::aarch64::encode_adrp_island(p.at, ptramp, p.bytes.data())) p.bytes.clear();
+      } else if (machine == EM_PPC64 && (p.at = align_up(t.start, arch::ppc64le::island_align)) + arch::ppc64le::island_size <= end) {
+        p.bytes = arch::encode_island(arch::Isa::ppc64le, p.at, ptramp);
+      } else if (machine == EM_ARM && fixed && (p.at = align_up(t.start, 4)) + arch::thumb2::absolute_island_size <= end) {
+        // Only the absolute form, which writes no register but pc: the 12-byte one writes ip, a GNU C
+        // nested function's static chain.
+        p.bytes.resize(arch::thumb2::absolute_island_size);
+        arch::thumb2::encode_absolute_island(ptramp | 1, p.bytes.data());
+      }
+      if (!p.bytes.empty()) spots.push_back(std::move(p));
+    }
+    const u64 room = max_entry_islands(machine, d.pre_entry);
+    for (const Site& s : d.sites) {
+      if (!s.prepared() || s.kind != SiteKind::patchable || entry_islands.size() == room) continue;
+      const arch::CallForm form = call_form_of(elf, s);
+      if (reaches(s, form, ptramp) || reaches(s, form, config.island[island_index(s)]) ||
+          (!entry_islands.empty() && reaches(s, form, entry_islands.back())))
+        continue;
+      auto it = std::upper_bound(spots.begin(), spots.end(), s.addr + preach, [](u64 a, const Spot& p) { return a < p.at; });
+      for (; it != spots.begin() && std::prev(it)->at + preach >= s.addr; --it)
+        if (reaches(s, form, std::prev(it)->at)) break;
+      if (it == spots.begin() || std::prev(it)->at + preach < s.addr) continue;  // none: refused below
+      const Spot& p = *std::prev(it);
+      if (!entry_islands.empty() && p.at <= entry_islands.back()) continue;  // (cannot happen: chosen in address order)
+      if (std::string why = arch::check_island(*isa, p.bytes, p.at, ptramp | (machine == EM_ARM ? 1u : 0u)); !why.empty())
+        throw std::logic_error("internal: the branch island before the entry at " + hex(p.at) + " fails its check: " + why);
+      const auto off = elf.vaddr_to_offset(p.at, p.bytes.size());
+      if (!off) throw std::logic_error("internal: the nops at " + hex(p.at) + " have no file bytes");
+      for (size_t k = 0; k < p.bytes.size(); k += sizeof elf::Patch::bytes) {
+        elf::Patch& q = r.entry_islands.emplace_back();
+        q.offset = *off + k;
+        q.len = static_cast<u8>(std::min(sizeof q.bytes, p.bytes.size() - k));
+        std::memcpy(q.bytes, p.bytes.data() + k, q.len);
+      }
+      entry_islands.push_back(p.at);
+    }
   }
-  const auto stub_island_reached = [&](const Site& s, arch::CallForm form) {
-    const auto it = std::lower_bound(stub_islands.begin(), stub_islands.end(), s.addr);
-    return (it != stub_islands.end() && reaches(s, form, *it)) || (it != stub_islands.begin() && reaches(s, form, *std::prev(it)));
+  // Their addresses, sorted, between the frames and the blob (Config::stub_islands, entry_islands).
+  const auto publish = [&](const std::vector<u64>& islands, u64 at, u32& offset, u32& count) {
+    if (islands.empty()) return;
+    offset = static_cast<u32>(at), count = static_cast<u32>(islands.size());
+    for (size_t i = 0; i < islands.size(); i++) elf.codec().put(r.data, at - r.names.size() + 8 * i, 8, islands[i]);
+    std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+  };
+  r.stub_island_count = stub_islands.size(), r.entry_island_count = entry_islands.size();
+  publish(stub_islands, r.stub_islands_at, config.stub_islands, config.stub_island_count);
+  publish(entry_islands, r.entry_islands_at, config.entry_islands, config.entry_island_count);
+  // Whether the site reaches the nearest island of a list at or above it, or else below it: the one the
+  // shim picks (listed_island_form).
+  const auto listed_reached = [&](const std::vector<u64>& islands, const Site& s, arch::CallForm form) {
+    const auto it = std::lower_bound(islands.begin(), islands.end(), s.addr);
+    return (it != islands.end() && reaches(s, form, *it)) || (it != islands.begin() && reaches(s, form, *std::prev(it)));
   };
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
@@ -489,20 +573,24 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                    (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
                           "bytes, up to the next segment's" +
                               std::string(machine != EM_X86_64 && machine != EM_RISCV && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
-                                                                                               : "") +
+                                          : s.kind == SiteKind::patchable && entry_island_reach(machine)
+                                              ? std::string("; the nops before a function's entry, -fpatchable-function-entry=N,M with M >= ") +
+                                                    (machine == EM_AARCH64 ? "3" : machine == EM_PPC64 ? "13" : "5 (-no-pie)")
+                                              : "") +
                               ")"
                         : ""));
   };
-  // Whether the site calls its trampoline, its island, or an island over a stub.
+  // Whether the site calls its trampoline, its island, or an island over a stub or before an entry.
   const auto reached = [&](const Site& s, arch::CallForm form) {
     return reaches(s, form, target_of(s)) || reaches(s, form, config.island[island_index(s)]) ||
-           (s.kind == SiteKind::mcount && !arm_state(s) && stub_island_reached(s, form));
+           (s.kind == SiteKind::mcount && !arm_state(s) && listed_reached(stub_islands, s, form)) ||
+           (s.kind == SiteKind::patchable && listed_reached(entry_islands, s, form));
   };
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     if (!reached(s, form)) fail_far(s);
   });
-  // Between a group's ends, stub islands are not all within reach of every site: each is checked.
-  if (!stub_islands.empty())
+  // Between a group's ends, listed islands are not all within reach of every site: each is checked.
+  if (!stub_islands.empty() || !entry_islands.empty())
     for (const Site& s : d.sites)
       if (s.prepared()) {
         if (!reached(s, call_form_of(elf, s))) fail_far(s);

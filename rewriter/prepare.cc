@@ -349,6 +349,12 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            (n == 1 ? "" : "s") +
                            " over the PLT entries and linker stubs their calls went through");
   }
+  if (!rt.entry_islands.empty()) {
+    extra.insert(extra.end(), rt.entry_islands.begin(), rt.entry_islands.end());
+    const u64 n = rt.entry_island_count;
+    res.messages.push_back(elf.name() + ": patchable sites beyond their call's reach of the shim call it through " + std::to_string(n) +
+                           " branch island" + (n == 1 ? "" : "s") + " over the nops before a function's entry");
+  }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);
   std::sort(extra.begin(), extra.end(), [](const elf::Patch& a, const elf::Patch& b) { return a.offset < b.offset; });

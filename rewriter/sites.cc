@@ -304,6 +304,130 @@ const Func* Discoverer::func_at_or_after(u64 addr, u64 within) const {
   return &*it;
 }
 
+namespace {
+
+// The start of every FDE in .eh_frame `b` at `vaddr`, sorted: CIEs give the pointer encoding of their
+// FDEs' first field ('R' in a "z" augmentation; else absolute), of which the usual ones are read
+// (absolute, PC-relative; 2, 4 or 8 bytes). Stops at the terminator or at anything malformed.
+std::vector<u64> fde_starts(const elf::Codec& c, std::span<const u8> b, u64 vaddr) {
+  std::vector<u64> starts;
+  std::vector<std::pair<u64, u8>> cies;  // offset -> pointer encoding, in file order
+  const u64 n = b.size();
+  const auto uleb = [&](u64& p) {
+    u64 v = 0;
+    for (unsigned shift = 0; p < n && shift < 64; shift += 7) {
+      const u8 x = b[p++];
+      v |= u64{x & 0x7fu} << shift;
+      if (!(x & 0x80)) break;
+    }
+    return v;
+  };
+  const auto size = [&](u8 enc) -> u64 { return (enc & 0xf) == 0 ? c.word() : (enc & 7) == 2 ? 2 : (enc & 7) == 3 ? 4 : (enc & 7) == 4 ? 8 : 0; };
+  for (u64 at = 0; at + 4 <= n;) {
+    u64 len = c.get(b, at, 4), idsize = 4;
+    if (len == 0) break;
+    if (len == 0xffff'ffff) {
+      if (at + 12 > n) break;
+      len = c.get(b, at + 4, 8), idsize = 8;
+    }
+    const u64 body = at + (idsize == 8 ? 12 : 4);
+    if (len < idsize || len > n - body) break;
+    const u64 end = body + len, id = c.get(b, body, static_cast<unsigned>(idsize));
+    u64 p = body + idsize;
+    if (id == 0) {  // a CIE: version, augmentation, alignments, return register, augmentation data
+      u8 enc = 0;
+      if (p >= end) break;
+      const u8 version = b[p++];
+      const u64 aug = p;
+      while (p < end && b[p]) p++;
+      const std::string_view a(reinterpret_cast<const char*>(b.data() + aug), p - aug);
+      p++;
+      uleb(p), uleb(p);  // code and data alignment (the latter signed: its bytes are skipped alike)
+      if (version == 1) p++;
+      else uleb(p);
+      if (!a.empty() && a[0] == 'z') {
+        uleb(p);
+        for (char ch : a.substr(1)) {
+          if (p >= end) break;
+          if (ch == 'R') enc = b[p++];
+          else if (ch == 'P') p += 1 + size(b[p]);
+          else if (ch == 'L') p++;
+          else if (ch != 'S' && ch != 'B') break;
+        }
+      }
+      cies.emplace_back(at, enc);
+    } else {  // an FDE: its CIE lies `id` bytes before the id field, then the function's start
+      const u64 cie = body - id;
+      const auto it = std::lower_bound(cies.begin(), cies.end(), cie, [](const std::pair<u64, u8>& e, u64 o) { return e.first < o; });
+      if (id <= body && it != cies.end() && it->first == cie) {
+        const u8 enc = it->second;
+        const u64 w = size(enc);
+        if (w && p + w <= end && ((enc & 0x70) == 0 || (enc & 0x70) == 0x10)) {
+          u64 v = c.get(b, p, static_cast<unsigned>(w));
+          if (enc & 8 && w < 8) v = static_cast<u64>(static_cast<i64>(v << (64 - 8 * w)) >> (64 - 8 * w));  // signed
+          if ((enc & 0x70) == 0x10) v += vaddr + p;
+          if (v) starts.push_back(v);
+        }
+      }
+    }
+    at = end;
+  }
+  std::sort(starts.begin(), starts.end());
+  return starts;
+}
+
+}  // namespace
+
+std::optional<u64> Discoverer::unwind_start_at_or_after(u64 addr, u64 within) const {
+  if (!unwind_) {
+    unwind_.emplace();
+    const elf::Codec& c = elf_.codec();
+    for (const elf::Segment& g : elf_.segments()) {
+      if (g.type == 0x6474e550) {  // PT_GNU_EH_FRAME: version 1, three encodings, the .eh_frame pointer, the count
+        const auto h = elf_.bytes_at(g.vaddr, g.filesz);
+        // The pointer's and the count's size by their encodings' format (absptr: the address size);
+        // only the table GNU ld writes is read: datarel sdata4 pairs (0x3b).
+        const auto size = [&](u8 enc) -> u64 { return enc == 0 ? c.word() : (enc & 7) == 2 ? 2 : (enc & 7) == 3 ? 4 : (enc & 7) == 4 ? 8 : 0; };
+        if (h.size() < 4 || h[0] != 1 || h[3] != 0x3b || h[1] == 0xff || !size(h[1]) || !size(h[2])) continue;
+        const u64 at = 4 + size(h[1]), n = size(h[2]);
+        if (h.size() < at + n) continue;
+        const u64 count = c.get(h, at, static_cast<unsigned>(n)), room = (h.size() - at - n) / 8;
+        unwind_ = UnwindIndex{h.subspan(at + n), std::min(count, room), g.vaddr, false};
+        break;
+      }
+      if (g.type == 0x70000001 && elf_.header().machine == EM_ARM) {  // PT_ARM_EXIDX
+        const auto t = elf_.bytes_at(g.vaddr, g.filesz);
+        unwind_ = UnwindIndex{t, t.size() / 8, g.vaddr, true};
+        break;
+      }
+    }
+    if (!unwind_->count)
+      for (const elf::Section& sec : elf_.sections())
+        if (sec.name == ".eh_frame" && sec.has_file_data()) unwind_->fdes = fde_starts(c, elf_.bytes_at(sec.addr, sec.size), sec.addr);
+  }
+  const UnwindIndex& u = *unwind_;
+  if (!u.count) {
+    const auto it = std::lower_bound(u.fdes.begin(), u.fdes.end(), addr);
+    if (it == u.fdes.end() || *it - addr > within) return std::nullopt;
+    return *it;
+  }
+  const elf::Codec& c = elf_.codec();
+  const auto start = [&](u64 i) -> u64 {
+    const u64 w = c.get(u.table, 8 * i, 4);
+    if (!u.exidx) return u.base + static_cast<u64>(static_cast<i64>(static_cast<i32>(w)));
+    const i64 prel31 = static_cast<i64>(static_cast<i32>(static_cast<u32>(w << 1))) >> 1;  // bits 0-30, signed
+    return (u.base + 8 * i + static_cast<u64>(prel31)) & 0xffff'fffe;  // without the Thumb bit
+  };
+  u64 lo = 0, hi = u.count;  // the first start at or after addr (the table is sorted)
+  while (lo < hi) {
+    const u64 mid = lo + (hi - lo) / 2;
+    if (start(mid) < addr) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == u.count || start(lo) - addr > within) return std::nullopt;
+  return start(lo);
+}
+
 // Prepares the symbol scan (for_each_unscanned) and has the ISA's file run it.
 void Discoverer::scan_symbols() {
   if (direct_.empty() && slots_.empty()) return;  // nothing to call: no -pg code in this binary
@@ -390,6 +514,7 @@ void Discoverer::finish() {
     if (kept++ != i) v[kept - 1] = s;
   }
   v.resize(kept);
+  std::sort(d_.pre_entry.begin(), d_.pre_entry.end(), [](const Discovery::Stretch& a, const Discovery::Stretch& b) { return a.start < b.start; });
   // The stretches only prepared sites enter, none overlapping another that a skipped one enters.
   std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
   for (size_t i = 0; i < regions_.size(); i++) {

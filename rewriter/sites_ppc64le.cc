@@ -13,11 +13,12 @@ struct Ppc64leWords {
   static bool is_bl(u32 w) { return arch::ppc64le::bl_opcode(w); }
   static u64 pad_start(Discoverer&, u64 entry) { return entry; }
   // gcc 12 puts the pad at the global entry, before the TOC setup, so calls from inside the binary (to
-  // the local entry point) never run it: such sites are skipped, saying so.
+  // the local entry point) never run it: such sites are skipped, saying so (also where no symbol
+  // names the function: a stripped binary).
   static Skip pad_skip(Discoverer& d, u64 entry, u64 nops) {
     const Func* f = d.func_at(entry);
     u32 w = 0;
-    return f && f->addr == entry && d.word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w) ? Skip::before_local_entry : Skip::none;
+    return (!f || f->addr == entry) && d.word(entry + 4 * nops, w) && arch::ppc64le::is_toc_setup(w) ? Skip::before_local_entry : Skip::none;
   }
   static bool signs_return(Discoverer&, u64) { return false; }  // no pointer authentication on POWER
   // A call through ld's stub is followed by `ld r2, 24(r1)`, reloading the TOC pointer the stub saved;

@@ -39,8 +39,12 @@ class Riscv64Sites final : public IsaSites {
       s.set_skip(Skip::not_in_text);
       return d.push_record_site(s);
     }
-    const auto pad_entry =
-        d.pad_entry(addr, 64, [&](u64 at, u64 end) { return nops(d, at, at + 2) ? 2 : at + 4 <= end && nops(d, at, at + 4) ? 4 : 0; });
+    const auto pad_entry = d.pad_entry(
+        addr, 64, [&](u64 at, u64 end) { return nops(d, at, at + 2) ? 2 : at + 4 <= end && nops(d, at, at + 4) ? 4 : 0; }, 8,
+        [&](u64 at) {  // a prepared output's `auipc t0`
+          u32 w = 0;
+          return d.word(at, w) && rv::is_auipc(w) && rv::rd_of(w) == rv::t0;
+        });
     if (!pad_entry) {
       s.set_skip(Skip::unrecognized);
       return d.push_record_site(s);

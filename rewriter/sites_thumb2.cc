@@ -55,10 +55,21 @@ class Thumb2Sites final : public IsaSites {
     }
     // The M nops before the symbol never run here: gcc 12 has them assembled before its switch to
     // Thumb, as ARM-state nop words where they are aligned.
-    const auto pad_entry = d.pad_entry(addr, 32, [&](u64 at, u64) {
-      u32 arm = 0;
-      return halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
-    });
+    // Prepared already (`prepatch sites` on an output): `push {lr}`, then the site, `pop {lr}` or `bl`.
+    const auto prepared = [&](u64 entry) {
+      auto b = d.code(entry + 2, 4);
+      return halfword(d, entry) == t2::push_lr && b.size() == 4 &&
+             (((b[0] | b[1] << 8) == t2::pop_lr[0] && (b[2] | b[3] << 8) == t2::pop_lr[1]) || arch::bl_target(d.isa(), b, entry + 2));
+    };
+    auto pad_entry = d.pad_entry(
+        addr, 32,
+        [&](u64 at, u64) {
+          u32 arm = 0;
+          return halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
+        },
+        6, [&](u64 at) { return halfword(d, at) == t2::push_lr; });
+    if (!pad_entry)  // an output whose pre-entry nops hold a branch island (Discovery::pre_entry)
+      if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 32); f && prepared(f->addr)) pad_entry = f->addr;
     if (!pad_entry) {
       s.set_skip(Skip::unrecognized);
       return d.push_record_site(s);
@@ -69,17 +80,14 @@ class Thumb2Sites final : public IsaSites {
       return d.push_record_site(s);
     }
     s.addr = entry + 2;
-    // Prepared already (`prepatch sites` on an output): `push {lr}`, then the site, `pop {lr}` or `bl`.
-    if (auto b = d.code(entry + 2, 4); halfword(d, entry) == t2::push_lr && b.size() == 4 &&
-                                         (((b[0] | b[1] << 8) == t2::pop_lr[0] && (b[2] | b[3] << 8) == t2::pop_lr[1]) ||
-                                          arch::bl_target(d.isa(), b, entry + 2)))
-      return d.push_record_site(s);
+    if (prepared(entry)) return d.push_record_site(s);
     u64 nops = 0;
     while (nops < 3 && halfword(d, entry + 2 * nops) == t2::nop) nops++;
     if (nops < 3) {
       s.addr = entry;
       s.set_skip(nops == 0 ? Skip::unrecognized : Skip::pad_too_short);
     }
+    if (s.prepared()) d.note_pre_entry(addr, entry);
     d.push_record_site(s);
   }
 

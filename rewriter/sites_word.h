@@ -36,17 +36,24 @@ class WordSites : public IsaSites {
       return d.push_record_site(s);
     }
     const u32 nop = arch::nop_word(machine);
-    const auto pad_entry = d.pad_entry(addr, 64, [&](u64 at, u64) { return d.word(at, w) && w == nop ? 4 : 0; });
+    // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
+    const auto prepared = [&](u64 entry) {
+      u32 site = 0;
+      return d.word(entry, w) && w == arch::patchable_context_word(machine) && d.word(entry + 4, site) &&
+             (site == nop || arch::bl_target(d.isa(), d.code(entry + 4, 4), entry + 4));
+    };
+    auto pad_entry = d.pad_entry(
+        addr, 64, [&](u64 at, u64) { return d.word(at, w) && w == nop ? 4 : 0; }, 8,
+        [&](u64 at) { return d.word(at, w) && w == arch::patchable_context_word(machine); });
+    if (!pad_entry)  // an output whose pre-entry nops hold a branch island (Discovery::pre_entry)
+      if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 64); f && prepared(W::pad_start(d, f->addr))) pad_entry = f->addr;
     if (!pad_entry) {
       s.set_skip(Skip::unrecognized);
       return d.push_record_site(s);
     }
     const u64 entry = W::pad_start(d, *pad_entry);
     s.addr = entry + 4;
-    // Prepared already (`prepatch sites` on an output): the context word, then the site, nop or `bl`.
-    if (u32 site = 0; d.word(entry, w) && w == arch::patchable_context_word(machine) && d.word(entry + 4, site) &&
-                      (site == nop || arch::bl_target(d.isa(), d.code(entry + 4, 4), entry + 4)))
-      return d.push_record_site(s);
+    if (prepared(entry)) return d.push_record_site(s);
     u64 nops = 0;
     while (nops < 16 && d.word(entry + 4 * nops, w) && w == nop) nops++;
     if (nops < 2) {
@@ -55,6 +62,7 @@ class WordSites : public IsaSites {
       return d.push_record_site(s);
     }
     s.set_skip(W::pad_skip(d, entry, nops));
+    if (s.prepared()) d.note_pre_entry(addr, *pad_entry);
     d.push_record_site(s);
   }
 

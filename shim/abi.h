@@ -33,7 +33,7 @@ struct BlobHeader {
 };
 static_assert(sizeof(BlobHeader) == 56);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 5;  // 4: no Config::stub_islands; 3: no Config::island
+inline constexpr u32 blob_version = 6;  // 5: no Config::entry_islands; 4: no Config::stub_islands; 3: no Config::island
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -81,8 +81,13 @@ struct Config {
   // stub_islands from table_vaddr (0: none); a site calls the nearest it reaches.
   u32 stub_islands;
   u32 stub_island_count;
+  // AArch64, PPC64le and Thumb-2 patchable sites that reach neither their trampoline nor island[2]:
+  // branch islands over the nops before a function's entry (-fpatchable-function-entry=N,M), each
+  // jumping on to the patchable trampoline; laid out as stub_islands are, after them.
+  u32 entry_islands;
+  u32 entry_island_count;
 };
-static_assert(sizeof(Config) == 168);
+static_assert(sizeof(Config) == 176);
 // A RISC-V -pg site's frame (Config::mcount_frames), as the preparer read its function's prologue:
 // bits 0-15 how far above the site's sp the entry's was, bits 16-31 where ra was saved, each in
 // doublewords from the site's sp; 0 where the prologue was not followed (rewriter/sites_riscv64.cc).
@@ -123,12 +128,13 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 6;  // 1: the page held no registry (each object's own runtime or none);
+inline constexpr u32 runtime_abi = 7;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
                                        // 4: ... no `stub_islands` (Config before blob_version 5), and
                                        //    Enrollment::forward_to had 4 words (x86-64: no prepatch_on_call)
                                        // 5: ARM32's Enrollment::tramp[0] was the mcount trampoline (no ARM-state sites)
+                                       // 6: ... no `entry_islands` (Config before blob_version 6)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).

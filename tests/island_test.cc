@@ -174,7 +174,10 @@ std::string call_shape(const std::string& replay) {
 // status as plain's, nothing said, the calls counted exactly as `counts`, and replayed as main() {
 // then n times mid() { `inner` } /* mid */, then } /* main */ (`inner`: call_shape's lines at depth 2).
 void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
-                             const std::string& inner) {
+                             const std::string& inner);
+// The same, replayed as `shape` (call_shape's lines).
+void expect_traced_as_shaped(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
+                             const std::string& shape) {
   const std::string out = d / "out";
   Proc o = run(bin.exec(plain, {std::to_string(n)}));
   ASSERT_EQ(o.status, 0) << o.err;
@@ -188,10 +191,15 @@ void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std:
   EXPECT_EQ(g.out, o.out);
   Proc replay = prepatch({"replay", d / "t.trace"});
   ASSERT_EQ(replay.status, 0) << replay.err;
-  std::string expect = "0main() {\n";
-  for (int i = 0; i < n; i++) expect += "1mid() {\n" + inner + "1} /* mid */\n";
-  expect += "0} /* main */\n";
-  EXPECT_EQ(call_shape(replay.out), expect) << replay.out;
+  EXPECT_EQ(call_shape(replay.out), shape) << replay.out;
+}
+
+void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
+                             const std::string& inner) {
+  std::string shape = "0main() {\n";
+  for (int i = 0; i < n; i++) shape += "1mid() {\n" + inner + "1} /* mid */\n";
+  shape += "0} /* main */\n";
+  expect_traced_as_shaped(bin, d, plain, n, counts, shape);
 }
 
 struct BigBss {
@@ -214,8 +222,7 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(p.gib()));
   std::vector<std::string> cc = {p.cc, "-O2"};
-  for (std::istringstream f(p.flags); f;)
-    if (std::string w; f >> w) cc.push_back(w);
+  for (const std::string& w : words(p.flags)) cc.push_back(w);
   cc.insert(cc.end(), {d / "big.c", "-o", d / "big"});
   Proc c = run(cc);
   ASSERT_EQ(c.status, 0) << c.err;
@@ -326,14 +333,86 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
                                            LargeText{"ppc64le", "powerpc64le-linux-gnu-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands"}),
                          [](const ::testing::TestParamInfo<LargeText>& i) { return i.param.isa; });
 
+// -fpatchable-function-entry=N,M in a text larger than a `bl` reaches: the M nops before a function's
+// entry never run, so a site that reaches neither the shim nor the island after the text calls an
+// island the preparer wrote over them, as few as reach every site. AArch64 (+-128 MiB): M = 3 takes
+// the 12-byte adrp form; main and near() call the one before near(). PPC64le (+-32 MiB): M = 12 takes
+// the 48-byte position-independent form (static, as in Ppc64lePatchableSitesCallThroughTheIsland:
+// main's and mid()'s pads lie before their TOC setup, and only near() and far() are prepared).
+// Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; the
+// 12-byte one writes ip, which may be a nested function's static chain. With M = 2 (8 bytes) on
+// AArch64 there is no room: refused, naming the option that makes room, and nothing is written.
+struct LargePads {
+  std::string isa, cc, flags, link;
+  unsigned mib;
+  bool second;
+  std::string islands;                // what the preparer says it wrote
+  std::map<std::string, long> counts;  // n = 6
+  std::string shape;
+};
+
+class IslandLargeTextPads : public ::testing::TestWithParam<LargePads> {};
+
+TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
+  const LargePads& p = GetParam();
+  TempDir d;
+  write_file(d / "large.c", large_text_program(p.mib, p.second));
+  Proc c = run({p.cc, "-O2", p.flags, "-fno-toplevel-reorder", "-ffunction-sections", p.link, d / "large.c", "-o", d / "large"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc r = prepatch({d / "large", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through " + p.islands + " over the nops before a function's entry"), std::string::npos) << r.err;
+  // An island sits where the nops were, and the prepared output reads back with every site.
+  Proc before = prepatch({"sites", d / "large"}), after = prepatch({"sites", d / "out"});
+  EXPECT_EQ(after.status, 0) << after.err;
+  const auto listed = [](const std::string& out) {  // each site's address, whether skipped, and function
+    std::string l;
+    std::smatch m;
+    for (std::string rest = out; std::regex_search(rest, m, std::regex("\n(0x[0-9a-f]+) .* (prepar\\w+|skipped) +(\\w+)")); rest = m.suffix())
+      l += m[1].str() + (m[2] == "skipped" ? " skipped " : " ") + m[3].str() + "\n";
+    return l;
+  };
+  EXPECT_EQ(listed(before.out), listed(after.out)) << after.out;
+  EXPECT_EQ(std::count(after.out.begin(), after.out.end(), '\n'), std::count(before.out.begin(), before.out.end(), '\n'));
+  expect_traced_as_shaped(TestBinary{.isa = p.isa}, d, d / "large", 6, p.counts, p.shape);
+  std::filesystem::remove(d / "out");
+  if (p.isa != "aarch64") return;
+  c = run({p.cc, "-O2", "-fpatchable-function-entry=4,2", "-fno-toplevel-reorder", "-ffunction-sections", p.link, d / "large.c", "-o", d / "large"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  r = prepatch({d / "large", "-o", d / "out"});
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the nops before a function's entry, -fpatchable-function-entry=N,M with M >= 3)"), std::string::npos) << r.err;
+  EXPECT_FALSE(exists(d / "out"));
+}
+
+std::string repeated(int n, const std::string& s) {
+  std::string r;
+  for (int i = 0; i < n; i++) r += s;
+  return r;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Isas, IslandLargeTextPads,
+    ::testing::Values(LargePads{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=5,3", "-pie", 130, false, "1 branch island",
+                                {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
+                                "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"},
+                      LargePads{"ppc64le", "powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=14,12", "-static", 34, true, "2 branch islands",
+                                {{"near", 6}, {"far", 6}}, repeated(6, "0near();\n0far();\n")},
+                      LargePads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=8,5", "-no-pie", 20, true, "2 branch islands",
+                                {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
+                                "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"}),
+    [](const ::testing::TestParamInfo<LargePads>& i) { return i.param.isa; });
+
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
 // alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB
-// of the shim: the adrp form), counted exactly; patchable sites, whose calls went through nothing,
-// are refused, naming the site and why, and nothing is written.
-TEST(Island, NoRoomAfterTheTextLeavesMinusPgSitesTheirPltEntryAndRefusesPatchableOnes) {
+// of the shim: the adrp form), counted exactly; patchable sites with nops before their entry
+// (-fpatchable-function-entry=5,3) call one written there; those without, whose calls went through
+// nothing, are refused, naming the site and why, and nothing is written.
+TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntryElseRefuses) {
   TempDir d;
   write_file(d / "big.c", big_bss_program());
-  for (const std::string flag : {"-pg", "-fpatchable-function-entry=2"}) {
+  for (const std::string flag : {"-pg", "-fpatchable-function-entry=5,3", "-fpatchable-function-entry=2"}) {
     SCOPED_TRACE(flag);
     Proc c = run({"aarch64-linux-gnu-gcc", "-O2", flag, d / "big.c", "-o", d / "big"});
     ASSERT_EQ(c.status, 0) << c.err;
@@ -349,9 +428,12 @@ TEST(Island, NoRoomAfterTheTextLeavesMinusPgSitesTheirPltEntryAndRefusesPatchabl
     bytes.replace(text_end, 64, std::string(64, '\xff'));
     write_file(d / "nopad", bytes, 0755);
     Proc r = prepatch({d / "nopad", "-o", d / "out"});
-    if (flag == "-pg") {
+    if (flag != "-fpatchable-function-entry=2") {
       ASSERT_EQ(r.status, 0) << r.err;
-      EXPECT_NE(r.err.find("call it through 1 branch island over the PLT entries and linker stubs"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find(flag == "-pg" ? "call it through 1 branch island over the PLT entries and linker stubs"
+                                         : "call it through 1 branch island over the nops before a function's entry"),
+                std::string::npos)
+          << r.err;
       const TestBinary bin{.isa = "aarch64"};
       Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"4"})));
       EXPECT_EQ(t.status, 0) << t.err;
@@ -377,12 +459,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
                                            BigBss{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg"}, BigBss{"arm", "arm-linux-gnueabihf-gcc", "-marm -pg"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie"}),
-                         [](const auto& i) {
-                           std::string s = (i.param.isa.empty() ? "x86_64" : i.param.isa) + "_" + i.param.flags;
-                           for (char& ch : s)
-                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return s;
-                         });
+                         [](const auto& i) { return test_name((i.param.isa.empty() ? "x86_64" : i.param.isa) + "_" + i.param.flags); });
 
 }  // namespace
 }  // namespace prepatch::test

@@ -168,6 +168,81 @@ TEST_P(Matrix, ReaderAgreesWithLief) {
 INSTANTIATE_TEST_SUITE_P(AllFlavors, Matrix, ::testing::ValuesIn(manifest()),
                          [](const auto& info) { return info.param.name(); });
 
+// -fpatchable-function-entry=N,M with M > 0, stripped: the record names the first of the M nops
+// before the entry, and no symbol says where the entry is, so discovery reads it from the unwind
+// tables' search table (.eh_frame_hdr; ARM32's .ARM.exidx). Before, the site went at the record: into
+// nops that never run (AArch64, Thumb-2: nothing counted), or across the entry (x86-64: the prepared
+// program crashed). The stripped build's sites are the unstripped one's, and are counted exactly:
+// through .eh_frame_hdr (x86-64; clang's AArch64 CFI, which starts at the entry), .eh_frame itself
+// (linked without .eh_frame_hdr), .ARM.exidx (-funwind-tables), and the end of the nops where gcc's
+// CFI starts after them (AArch64, PPC64le) or there is none (ARM32 and RISC-V64 by default). Where
+// the entry is followed by more nops than the site needs (N - M = 4), those two ways would put it apart.
+struct StrippedPads {
+  std::string isa, cc, flags;
+};
+
+class StrippedPad : public ::testing::TestWithParam<StrippedPads> {};
+
+TEST_P(StrippedPad, TheEntryComesFromTheUnwindTable) {
+  const StrippedPads& p = GetParam();
+  const TestBinary bin{.isa = p.isa};
+  TempDir d;
+  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\n"
+                        "__attribute__((noinline)) int g(int i) { return i * 3 + 1; }\n"
+                        "__attribute__((noinline)) int h(int i) { return g(i) + 2; }\n"
+                        "int main(int argc, char** argv) { int n = atoi(argv[1]), s = 0;\n"
+                        "  for (int i = 0; i < n; i++) s += h(i);\n  printf(\"%d\\n\", s); return 0; }\n");
+  std::vector<std::string> cc = {p.cc, "-O2"};
+  for (const std::string& w : words(p.flags)) cc.push_back(w);
+  cc.insert(cc.end(), {d / "p.c", "-o", d / "p"});
+  Proc c = run(cc);
+  ASSERT_EQ(c.status, 0) << c.err;
+  c = run({bin.tool("strip"), "-o", d / "s", d / "p"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  const nlohmann::json named = nlohmann::json::parse(prepatch({"sites", "--json", d / "p"}).out)["sites"];
+  const nlohmann::json bare = nlohmann::json::parse(prepatch({"sites", "--json", d / "s"}).out)["sites"];
+  ASSERT_EQ(bare.size(), named.size()) << bare.dump(1);
+  std::map<long, long> expect;  // address -> count
+  for (size_t i = 0; i < named.size(); i++) {
+    EXPECT_EQ(bare[i]["address"], named[i]["address"]) << named[i].dump();
+    EXPECT_EQ(bare[i]["status"], named[i]["status"]) << named[i].dump();
+    const std::string f = named[i]["function"];
+    if (named[i]["status"] == "preparable") expect[named[i]["address"]] = f == "main" ? 1 : f == "g" || f == "h" ? 5 : 0;
+  }
+  EXPECT_NE(expect.size(), 0u) << named.dump(1);
+  Proc r = prepatch({d / "s", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  // The prepared output reads back with the same sites (its entries now begin with the site's form).
+  const nlohmann::json again = nlohmann::json::parse(prepatch({"sites", "--json", d / "out"}).out)["sites"];
+  ASSERT_EQ(again.size(), bare.size()) << again.dump(1);
+  for (size_t i = 0; i < again.size(); i++) {
+    EXPECT_EQ(again[i]["address"], bare[i]["address"]) << again[i].dump();
+  }
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"5"})));
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(t.out, "45\n");
+  Proc counts = prepatch({"counts", "--json", d / "out", d / "c"});
+  ASSERT_EQ(counts.status, 0) << counts.err;
+  std::map<long, long> got;
+  for (const auto& row : nlohmann::json::parse(counts.out)) got[row["address"]] = row["count"];
+  for (auto& [addr, n] : expect) {
+    if (!got.count(addr)) got[addr] = 0;  // (a site never called is not listed)
+  }
+  EXPECT_EQ(got, expect) << counts.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, StrippedPad,
+                         ::testing::Values(StrippedPads{"", "gcc", "-fpatchable-function-entry=8,3"},
+                                           StrippedPads{"", "clang", "-fpatchable-function-entry=8,3"},
+                                           StrippedPads{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=5,3"},
+                                           StrippedPads{"aarch64", "clang", "--target=aarch64-linux-gnu -fpatchable-function-entry=6,2"},
+                                           StrippedPads{"aarch64", "clang", "--target=aarch64-linux-gnu -fpatchable-function-entry=6,2 -Wl,--no-eh-frame-hdr"},
+                                           StrippedPads{"ppc64le", "powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=4,2 -static"},
+                                           StrippedPads{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=6,2"},
+                                           StrippedPads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=5,2"},
+                                           StrippedPads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=6,2 -funwind-tables"}),
+                         [](const auto& i) { return test_name((i.param.isa.empty() ? std::string("x86_64") : i.param.isa) + "_" + i.param.cc + i.param.flags); });
+
 TEST(Manifest, CoversEveryProgramAndFlavor) {
   // A typo in tests/CMakeLists.txt must not silently shrink the matrix to nothing.
   EXPECT_GE(manifest().size(), 4u * 20u);

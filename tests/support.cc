@@ -153,12 +153,20 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() { run({"rm", "-rf", path_}); }
 
-std::string TestBinary::name() const {
-  std::string n = prog + "_" + flavor;
-  for (char& c : n)
+std::string test_name(std::string s) {
+  for (char& c : s)
     if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-  return n;
+  return s;
 }
+
+std::vector<std::string> words(const std::string& s) {
+  std::vector<std::string> w;
+  std::istringstream in(s);
+  for (std::string x; in >> x;) w.push_back(x);
+  return w;
+}
+
+std::string TestBinary::name() const { return test_name(prog + "_" + flavor); }
 
 std::vector<std::string> qemu_for(const std::string& isa) {
   if (isa == "aarch64") return {"qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"};

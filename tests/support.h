@@ -116,6 +116,10 @@ struct TestBinary {
 // The qemu-user command line prefix that runs a binary of `isa` ("aarch64", "ppc64le", "riscv64", "arm")
 // here.
 std::vector<std::string> qemu_for(const std::string& isa);
+// `s` with every character but letters and digits made `_`: a gtest parameter name.
+std::string test_name(std::string s);
+// The words of `s`, split at spaces (a compiler's flags written as one string).
+std::vector<std::string> words(const std::string& s);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
 const std::vector<TestBinary>& manifest();
