@@ -153,8 +153,9 @@ class Discoverer {
   // - the others (`tail`: the bytes of nops the site needs): the unwind table's start where nops follow
   //   it (clang, and ARM32's .fnstart, start at the entry), else the last `tail` bytes of the nops,
   //   which run whatever M was: gcc 12 starts AArch64's and PPC64le's CFI after the entry's nops, and
-  //   writes no unwind table for RISC-V or ARM32 by default. Where the nops end at `context(at)`, the
-  //   form a prepared output has at its entry, that is the entry.
+  //   writes no unwind table for RISC-V or ARM32 by default. In a prepared output (one with a
+  //   __patch_sites table), where the nops end at `context(at)`, the form it has at its entry, that
+  //   is the entry (only there: an input's function could begin so).
   template <class Nop, class Context>
   std::optional<u64> pad_entry(u64 addr, u64 within, Nop nop, u64 tail, Context context) const {
     if (func_at(addr)) return addr;
@@ -169,7 +170,7 @@ class Discoverer {
         while (end < addr + within)
           if (const u64 n = nop(end, addr + within)) end += n;
           else break;
-        entry = context(end) ? end : end >= addr + tail ? end - tail : addr;
+        entry = prepared_input_ && context(end) ? end : end >= addr + tail ? end - tail : addr;
       }
     }
     if (!entry || *entry <= addr) return addr;
@@ -258,6 +259,7 @@ class Discoverer {
     std::vector<u64> fdes;  // sorted; used when count is 0
   };
   mutable std::optional<UnwindIndex> unwind_;
+  bool prepared_input_ = false;  // the input carries a __patch_sites table (pad_entry)
   // The first function start the unwind tables give at or after `addr`, within `within` bytes.
   std::optional<u64> unwind_start_at_or_after(u64 addr, u64 within) const;
   mutable elf::SegmentCursor cursor_{elf_};

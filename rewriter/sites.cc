@@ -148,6 +148,11 @@ Discovery Discoverer::run() {
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   sites_ = &sites_for(isa_);
+  // A prepared output (find_table's test, without decoding the table).
+  prepared_input_ = elf_.section(table_section) != nullptr;
+  for (const elf::Segment& g : elf_.segments())
+    if (g.type == PT_LOAD && g.filesz >= 8 && g.offset + 8 <= elf_.bytes().size())
+      prepared_input_ |= std::memcmp(elf_.bytes().data() + g.offset, table_magic, 8) == 0;
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
   const FunctionNames names = function_names(elf_);
   d_.strings = names.strings;

@@ -35,7 +35,7 @@ cmake --build build-fuzz -j2 >build-fuzz/build.log 2>&1 || { tail -40 build-fuzz
 # already-prepared path), the trace files two of them write (function and graph), whole and cut
 # short, alone and with a prepared library loaded (object records), and their counts files.
 seeds=build-fuzz/seeds
-if [ ! -f $seeds/done.3 ]; then
+if [ ! -f $seeds/done.4 ]; then
   rm -rf $seeds && mkdir -p $seeds/prepare $seeds/trace $seeds/counts
   n=0
   while IFS='|' read -r cc flags; do
@@ -53,6 +53,7 @@ gcc|-pg -mfentry -mnop-mcount -mrecord-mcount -fno-pie -no-pie
 gcc|-pg -mfentry -fcf-protection
 gcc|-fpatchable-function-entry=5
 gcc|-fpatchable-function-entry=7,2
+gcc|-fpatchable-function-entry=7,2 -s
 clang|-pg -mfentry
 clang|-fpatchable-function-entry=5 -fcf-protection
 gcc|-O2
@@ -60,6 +61,9 @@ FLAVORS
   # Shared objects: one with DT_INIT (x86-64), one started from its first init_array entry (RISC-V).
   gcc -O2 -g0 -pg -mfentry -fPIC -shared -Dmain=prepatch_program_main testdata/basic.c -o $seeds/prepare/libbasic.so
   riscv64-linux-gnu-gcc -O2 -g0 -pg -fPIC -shared -Dmain=prepatch_program_main testdata/basic.c -o $seeds/prepare/libbasic-riscv.so
+  # Stripped pads with nops before the entry, found through the unwind tables (rewriter/discoverer.h
+  # pad_entry): above through .eh_frame_hdr; here AArch64 through .eh_frame itself.
+  clang --target=aarch64-linux-gnu -O2 -g0 -fpatchable-function-entry=6,2 -s -Wl,--no-eh-frame-hdr testdata/basic.c -o $seeds/prepare/basic-aarch64-stripped
   for i in 3 7; do build-fuzz/prepatch -q $seeds/prepare/basic-$i -o $seeds/prepare/basic-$i.prepared; done
   build-fuzz/prepatch -q $seeds/prepare/libbasic.so -o $seeds/libbasic.prepared.so
   for tracer in function graph; do
@@ -76,7 +80,7 @@ FLAVORS
     prepare/basic-3.prepared 12 >/dev/null || true)
   (cd $seeds && PREPATCH_TRACE='*' PREPATCH_COUNTS=counts/basic prepare/basic-3.prepared 12 >/dev/null || true)
   (cd $seeds && LD_PRELOAD=$PWD/libbasic.prepared.so PREPATCH_TRACE='*' PREPATCH_COUNTS=counts/two prepare/basic-3.prepared 12 >/dev/null || true)
-  touch $seeds/done.3
+  touch $seeds/done.4
 fi
 
 # Seeds of the cheap targets, written every run (they cost nothing): control requests as the shim reads
