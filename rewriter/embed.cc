@@ -271,8 +271,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
   const bool shared = is_shared_object(elf);
-  const auto hook = shared ? find_hook(elf, start_tags) : std::nullopt;
-  const auto fini = shared ? find_hook(elf, fini_tags) : std::nullopt;
+  std::optional<Hook> hook, fini;
+  if (shared) hook = find_hook(elf, start_tags), fini = find_hook(elf, fini_tags);
   const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0) |
                     (fini ? shim::config_fini_hooked : 0);
   shim::Config config{blob_vaddr, vaddr, r.table_size, hook ? hook->original : elf.header().entry, flags, {}, {}, 0, d.mcount_via,
