@@ -64,6 +64,18 @@ class Targets {
 
 class Discoverer;
 
+// The unwind tables' sorted function starts (Discoverer::pad_entry reads them on first use):
+// .eh_frame_hdr's search table (GNU ld's form: pairs of 32-bit offsets from the header), or ARM32's
+// .ARM.exidx (pairs of prel31 words), else (a static binary whose linker wrote no .eh_frame_hdr) the
+// FDEs of .eh_frame, read into `fdes`.
+struct UnwindIndex {
+  std::span<const u8> table;  // count entries of 8 bytes
+  u64 count = 0;
+  u64 base = 0;  // .eh_frame_hdr: its vaddr, which the starts are relative to; .ARM.exidx: the table's
+  bool exidx = false;
+  std::vector<u64> fdes;  // sorted; used when count is 0
+};
+
 using Stub = arch::LinkerStub;  // (arch/plan.h)
 
 // What discovery does differently on one ISA; one implementation per file, rewriter/sites_<isa>.cc.
@@ -248,16 +260,6 @@ class Discoverer {
   std::vector<std::pair<u64, u32>> region_of_;  // call target -> regions_ index (few: a linear search)
   std::optional<u32> region(u64 target) const;
   std::vector<u64> covered_;  // while scanning: the sites from records, sorted, which the scan must not find again
-  // The unwind tables' sorted function starts (read on first use): .eh_frame_hdr's search table (GNU
-  // ld's form: pairs of 32-bit offsets from the header), or ARM32's .ARM.exidx (pairs of prel31 words),
-  // else (a static binary whose linker wrote no .eh_frame_hdr) the FDEs of .eh_frame, read into `fdes`.
-  struct UnwindIndex {
-    std::span<const u8> table;  // count entries of 8 bytes
-    u64 count = 0;
-    u64 base = 0;     // .eh_frame_hdr: its vaddr, which the starts are relative to; .ARM.exidx: the table's
-    bool exidx = false;
-    std::vector<u64> fdes;  // sorted; used when count is 0
-  };
   mutable std::optional<UnwindIndex> unwind_;
   bool prepared_input_ = false;  // the input carries a __patch_sites table (pad_entry)
   // The first function start the unwind tables give at or after `addr`, within `within` bytes.
