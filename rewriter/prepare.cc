@@ -57,7 +57,9 @@ bool already_in(const std::vector<SiteRow>& rows, u64 addr) {
 }
 
 // The bytes each prepared site gets, in site order. x86-64: the site's canonical nop, then, for a
-// patchable pad longer than the site, the rest as permanent canonical nops (11 bytes at most each).
+// patchable pad longer than the site, the rest as permanent canonical nops (11 bytes at most each);
+// around an -mfentry call that saves a nested function's static chain, 2-byte nops over its `push
+// %r10` and `pop %r10` (Site::saves_chain).
 // AArch64 and PPC64le, a word each: a patchable site's context word before it (patchable_context_word), the
 // site's nop word, then, where pad_rest says so, a permanent nop word after it (PPC64le: the `ld r2,
 // 24(r1)` behind a call through ld's stub, which would reload a TOC pointer nobody saved once the call
@@ -95,6 +97,13 @@ class SitePatches {
     } else {
       while (i_ < sites_.size() && !sites_[i_].prepared()) i_++;
       if (i_ == sites_.size()) return false;
+      if (sites_[i_].saves_chain() && !chain_done_) {  // x86-64: the `push %r10` before the site, first
+        chain_done_ = true;
+        vaddr = sites_[i_].addr - 2, len = 2;
+        std::memcpy(p.bytes, arch::canonical_nops[len - 1], arch::max_canonical_nop);
+        return finish(p, vaddr, len);
+      }
+      chain_done_ = false;
       const Site& s = sites_[i_++];
       if (words_) {
         const u32 nop = arch::nop_word(machine_);
@@ -115,8 +124,11 @@ class SitePatches {
       if (len == 0 || len > arch::max_canonical_nop) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " has no canonical nop");
       std::memcpy(p.bytes, arch::canonical_nops[len - 1], arch::max_canonical_nop);
       pad_at_ = s.addr + s.len;
-      pad_end_ = pad_at_ + s.pad_rest;
+      pad_end_ = pad_at_ + s.pad_rest + (s.saves_chain() ? 2 : 0);  // (and the `pop %r10` after it)
     }
+    return finish(p, vaddr, len);
+  }
+  bool finish(elf::Patch& p, u64 vaddr, unsigned len) {
     auto off = cursor_.offset(vaddr, len);
     if (!off) elf_.fail(0, "internal: site at vaddr " + hex(vaddr) + " is not file-backed");
     p.offset = *off;
@@ -141,6 +153,7 @@ class SitePatches {
   const bool words_;  // AArch64, PPC64le, RISC-V, Thumb-2: 32-bit instructions (Thumb-2's off form: pop {lr})
   size_t i_ = 0;
   u64 pad_at_ = 0, pad_end_ = 0;
+  bool chain_done_ = false;  // the current site's `push %r10` is written (Site::saves_chain)
   struct Word {
     u64 vaddr;
     u32 word;

@@ -55,15 +55,20 @@ struct Site {
   Site(u64 a, SiteKind k, Source src) : addr(a), kind(k), bits_(static_cast<u8>(src)) {}
   Source source() const { return static_cast<Source>(bits_ & 3); }
   Skip skip() const { return static_cast<Skip>((bits_ >> 2) & 15); }
-  void set_skip(Skip s) { bits_ = static_cast<u8>((bits_ & (3 | local_flag)) | (static_cast<u8>(s) << 2)); }
+  void set_skip(Skip s) { bits_ = static_cast<u8>((bits_ & (3 | local_flag | chain_flag)) | (static_cast<u8>(s) << 2)); }
   bool prepared() const { return skip() == Skip::none; }
   // Found through a local symbol: where a global one names the same address, its site is kept.
   bool local() const { return bits_ & local_flag; }
   void set_local(bool l) { bits_ = static_cast<u8>((bits_ & ~local_flag) | (l ? local_flag : 0)); }
+  // x86-64 -mfentry in a GNU C nested function: gcc saved the static chain around the call, `push %r10`
+  // before it and `pop %r10` after. Both become 2-byte nops (the trampolines keep %r10 themselves), so
+  // that the call finds the function's return address where every fentry site has it.
+  bool saves_chain() const { return bits_ & chain_flag; }
+  void set_saves_chain() { bits_ |= chain_flag; }
 
  private:
-  static constexpr u8 local_flag = 0x80;
-  u8 bits_ = 0;  // Source in bits 0-1, Skip in bits 2-5, local_flag
+  static constexpr u8 local_flag = 0x80, chain_flag = 0x40;
+  u8 bits_ = 0;  // Source in bits 0-1, Skip in bits 2-5, chain_flag, local_flag
 };
 static_assert(sizeof(Site) == 16);
 

@@ -35,14 +35,17 @@ class X86_64Sites final : public IsaSites {
       if (auto k = d.classify_call(*c)) s.kind = *k;
       else s.set_skip(Skip::not_tracer_call);
     } else if (unsigned n = arch::nop_length(b); n == 5 || n == 6) {
-      // -mnop-mcount: the site is a nop already; at the entry (or after endbr64) it is an fentry site.
+      // -mnop-mcount: the site is a nop already; at the entry (or after endbr64, or after a nested
+      // function's `push %r10`: saves_chain) it is an fentry site.
       s.len = n;
       const Func* f = d.func_at(addr);
-      bool entry = f && (f->addr == addr || (f->addr + 4 == addr && arch::is_endbr64(d.code(f->addr, 4))));
-      s.kind = entry ? SiteKind::fentry : SiteKind::mcount;
+      const bool entry = f && (f->addr == addr || (f->addr + 4 == addr && arch::is_endbr64(d.code(f->addr, 4))));
+      s.kind = SiteKind::fentry;
+      if (!entry && (saves_chain(d, s), !s.saves_chain())) s.kind = SiteKind::mcount;
     } else {
       s.set_skip(Skip::unrecognized);
     }
+    saves_chain(d, s);
     d.push_record_site(s);
   }
 
@@ -99,7 +102,18 @@ class X86_64Sites final : public IsaSites {
     if (!sc) return;
     auto k = d.classify_call(sc->call);
     if (!k) return;  // an ordinary call early in the function: not a site
-    d.add_symbol_site(sc->addr, *k, sc->call.len, f);
+    saves_chain(d, d.add_symbol_site(sc->addr, *k, sc->call.len, f));
+  }
+
+  // gcc -mfentry in a nested function: `push %r10; call __fentry__; pop %r10` at the entry (after
+  // endbr64), the static chain saved around the call (Site::saves_chain).
+  static void saves_chain(Discoverer& d, Site& s) {
+    if (!s.prepared() || s.kind != SiteKind::fentry || s.addr < 2) return;
+    const Func* f = d.func_at(s.addr);
+    if (!f || (f->addr + 2 != s.addr && !(f->addr + 6 == s.addr && arch::is_endbr64(d.code(f->addr, 4))))) return;
+    const auto before = d.code(s.addr - 2, 2), after = d.code(s.addr + s.len, 2);
+    if (before.size() == 2 && before[0] == 0x41 && before[1] == 0x52 && after.size() == 2 && after[0] == 0x41 && after[1] == 0x5a)
+      s.set_saves_chain();
   }
 };
 

@@ -12,7 +12,8 @@
 //              no fentry sites): lr = the function's return address, ip = the site's end; the entry
 //              makes it the mcount one (ARM code, the only here).
 // The C side is built with -mgeneral-regs-only, so no VFP register (hard-float arguments and results)
-// needs saving; it may clobber ip, as __gnu_mcount_nc does. Addresses are PC-relative: a literal
+// needs saving; the site trampolines give ip back (a nested function's static chain), the rest may
+// clobber it, as __gnu_mcount_nc does. Addresses are PC-relative: a literal
 // holding `symbol - (the add's address + 4)`, added to pc.
 
         .syntax unified
@@ -64,7 +65,9 @@ prepatch_start:
 // The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, r0-r4 and
 // lr (the site's end) as they pushed them, followed by the word the site pushed (the function's return
 // address), just below the stack pointer of the site. The graph tracer may replace that word. Back to
-// the site's end, with the word popped into lr, as __gnu_mcount_nc does.
+// the site's end, with the word popped into lr, as __gnu_mcount_nc does, and ip as the function had
+// it: at a patchable site's entry it may be a GNU C nested function's static chain (kept below the
+// frame across the C call, which may clobber it).
         .macro SITE_TRAMPOLINE name, kind
         .globl \name
         .type \name, %function
@@ -72,6 +75,7 @@ prepatch_start:
 \name:
         push {r0-r4, lr}
         mov r4, sp                                      // callee-saved: the frame to return to
+        str ip, [sp, #-4]!
         mov r0, sp
         bic r0, r0, #7
         mov sp, r0                                      // the C side wants an 8-byte aligned stack
@@ -79,10 +83,14 @@ prepatch_start:
         movs r1, #\kind
         mov r2, r4
         bl prepatch_on_site
+        ldr ip, [r4, #-4]
         mov sp, r4
-        pop {r0-r4, ip}                                 // ip: back into the function
-        pop {lr}                                        // the function's own return address
-        bx ip
+        ldr lr, [sp, #24]                               // the function's own return address
+        ldr r0, [sp, #20]                               // the site's end, where the last pop takes it
+        str r0, [sp, #24]
+        pop {r0-r4}
+        add sp, #4
+        pop {pc}                                        // back into the function (interworking)
         .size \name, . - \name
         .endm
 

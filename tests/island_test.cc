@@ -221,10 +221,7 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   const BigBss& p = GetParam();
   TempDir d;
   write_file(d / "big.c", big_bss_program(p.gib()));
-  std::vector<std::string> cc = {p.cc, "-O2"};
-  for (const std::string& w : words(p.flags)) cc.push_back(w);
-  cc.insert(cc.end(), {d / "big.c", "-o", d / "big"});
-  Proc c = run(cc);
+  Proc c = run(cc_command(p.cc, p.flags, d / "big.c", d / "big"));
   ASSERT_EQ(c.status, 0) << c.err;
   Proc r = prepatch({d / "big", "-o", d / "out"});
   ASSERT_EQ(r.status, 0) << r.err;

@@ -192,10 +192,7 @@ TEST_P(StrippedPad, TheEntryComesFromTheUnwindTable) {
                         "__attribute__((noinline)) int h(int i) { return g(i) + 2; }\n"
                         "int main(int argc, char** argv) { int n = atoi(argv[1]), s = 0;\n"
                         "  for (int i = 0; i < n; i++) s += h(i);\n  printf(\"%d\\n\", s); return 0; }\n");
-  std::vector<std::string> cc = {p.cc, "-O2"};
-  for (const std::string& w : words(p.flags)) cc.push_back(w);
-  cc.insert(cc.end(), {d / "p.c", "-o", d / "p"});
-  Proc c = run(cc);
+  Proc c = run(cc_command(p.cc, p.flags, d / "p.c", d / "p"));
   ASSERT_EQ(c.status, 0) << c.err;
   c = run({bin.tool("strip"), "-o", d / "s", d / "p"});
   ASSERT_EQ(c.status, 0) << c.err;
@@ -242,6 +239,54 @@ INSTANTIATE_TEST_SUITE_P(Isas, StrippedPad,
                                            StrippedPads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=5,2"},
                                            StrippedPads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=6,2 -funwind-tables"}),
                          [](const auto& i) { return test_name((i.param.isa.empty() ? std::string("x86_64") : i.param.isa) + "_" + i.param.cc + i.param.flags); });
+
+// A GNU C nested function reads its parent's variables through the static chain register (x86-64
+// %r10, AArch64 x18, PPC64le r11, RISC-V64 t2, ARM32 ip), live at its entry, where the site is. Each
+// tracer must leave it as it was: the program computes the same traced. Before, two did not:
+// - x86-64 -mfentry: gcc saves %r10 around the call (`push %r10; call __fentry__; pop %r10`), so the
+//   graph tracer replaced the saved %r10 instead of the return address (now both become nops:
+//   Site::saves_chain, and the trampolines keep %r10);
+// - Thumb-2 patchable sites: the trampoline returned through ip (now it keeps ip and returns by `pop {pc}`).
+struct Nested {
+  std::string isa, cc, flags;
+};
+
+class NestedFunction : public ::testing::TestWithParam<Nested> {};
+
+TEST_P(NestedFunction, TheStaticChainSurvivesEveryTracer) {
+  const Nested& p = GetParam();
+  const TestBinary bin{.isa = p.isa};
+  TempDir d;
+  write_file(d / "n.c", "#include <stdio.h>\n#include <stdlib.h>\n"
+                        "__attribute__((noinline)) int outer(int n) {\n  int base = n * 10;\n"
+                        "  __attribute__((noinline)) int inner(int k) { return base + k; }\n"
+                        "  int s = 0;\n  for (int i = 0; i < n; i++) s += inner(i);\n  return s;\n}\n"
+                        "int main(int argc, char** argv) { printf(\"%d\\n\", outer(atoi(argv[1]))); return 0; }\n");
+  Proc c = run(cc_command(p.cc, p.flags, d / "n.c", d / "n"));
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc r = prepatch({d / "n", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(prepatch({"sites", d / "out"}).out.find("prepared   inner"), std::string::npos);
+  for (const std::string tracer : {"count", "function", "graph"}) {
+    SCOPED_TRACE(tracer);
+    Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=" + tracer, "PREPATCH_COUNTS=" + d / "c", "PREPATCH_OUTPUT=" + d / "t"},
+                          bin.exec(d / "out", {"5"})));
+    EXPECT_EQ(t.status, 0) << t.err;
+    EXPECT_EQ(t.out, "260\n");  // 5 * 50 + 0 + 1 + 2 + 3 + 4
+  }
+  Proc g = prepatch({"report", d / "t"});  // the graph trace: inner() called 5 times
+  EXPECT_TRUE(std::regex_search(g.out, std::regex(" 5 +inner"))) << g.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, NestedFunction,
+                         ::testing::Values(Nested{"", "gcc", "-pg -mfentry"}, Nested{"", "gcc", "-pg -mfentry -mnop-mcount -mrecord-mcount -fno-pie -no-pie"},
+                                           Nested{"", "gcc", "-fpatchable-function-entry=5"},
+                                           Nested{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
+                                           Nested{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
+                                           Nested{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
+                                           Nested{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3"},
+                                           Nested{"arm", "arm-linux-gnueabihf-gcc", "-pg"}),
+                         [](const auto& i) { return test_name((i.param.isa.empty() ? std::string("x86_64") : i.param.isa) + "_" + i.param.flags); });
 
 TEST(Manifest, CoversEveryProgramAndFlavor) {
   // A typo in tests/CMakeLists.txt must not silently shrink the matrix to nothing.

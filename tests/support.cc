@@ -166,6 +166,13 @@ std::vector<std::string> words(const std::string& s) {
   return w;
 }
 
+std::vector<std::string> cc_command(const std::string& cc, const std::string& flags, const std::string& src, const std::string& out) {
+  std::vector<std::string> c = {cc, "-O2"};
+  for (const std::string& w : words(flags)) c.push_back(w);
+  c.insert(c.end(), {src, "-o", out});
+  return c;
+}
+
 std::string TestBinary::name() const { return test_name(prog + "_" + flavor); }
 
 std::vector<std::string> qemu_for(const std::string& isa) {

@@ -120,6 +120,8 @@ std::vector<std::string> qemu_for(const std::string& isa);
 std::string test_name(std::string s);
 // The words of `s`, split at spaces (a compiler's flags written as one string).
 std::vector<std::string> words(const std::string& s);
+// `cc -O2 FLAGS... SRC -o OUT`, `flags` split at spaces.
+std::vector<std::string> cc_command(const std::string& cc, const std::string& flags, const std::string& src, const std::string& out);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
 const std::vector<TestBinary>& manifest();
