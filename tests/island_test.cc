@@ -202,8 +202,7 @@ void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std:
   expect_traced_as_shaped(bin, d, plain, n, counts, shape);
 }
 
-struct BigBss {
-  std::string isa, cc, flags;  // isa "": x86-64, its 3 GiB .bss addressed with -mcmodel=medium
+struct BigBss : CrossBuild {  // isa "": x86-64, its 3 GiB .bss addressed with -mcmodel=medium
   // RISC-V64's auipc reaches +-2 GiB: 3 GiB of .bss (its code model, medany, addresses it from the
   // text, which comes first); the others' calls reach less than 1 GiB.
   unsigned gib() const { return isa.empty() || isa == "riscv64" ? 3 : 1; }
@@ -456,7 +455,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
                                            BigBss{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-pg"}, BigBss{"arm", "arm-linux-gnueabihf-gcc", "-marm -pg"},
                                            BigBss{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -no-pie"}),
-                         [](const auto& i) { return test_name((i.param.isa.empty() ? "x86_64" : i.param.isa) + "_" + i.param.flags); });
+                         [](const auto& i) { return i.param.name(); });
 
 }  // namespace
 }  // namespace prepatch::test

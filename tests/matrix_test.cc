@@ -177,14 +177,10 @@ INSTANTIATE_TEST_SUITE_P(AllFlavors, Matrix, ::testing::ValuesIn(manifest()),
 // (linked without .eh_frame_hdr), .ARM.exidx (-funwind-tables), and the end of the nops where gcc's
 // CFI starts after them (AArch64, PPC64le) or there is none (ARM32 and RISC-V64 by default). Where
 // the entry is followed by more nops than the site needs (N - M = 4), those two ways would put it apart.
-struct StrippedPads {
-  std::string isa, cc, flags;
-};
-
-class StrippedPad : public ::testing::TestWithParam<StrippedPads> {};
+class StrippedPad : public ::testing::TestWithParam<CrossBuild> {};
 
 TEST_P(StrippedPad, TheEntryComesFromTheUnwindTable) {
-  const StrippedPads& p = GetParam();
+  const CrossBuild& p = GetParam();
   const TestBinary bin{.isa = p.isa};
   TempDir d;
   write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\n"
@@ -229,16 +225,16 @@ TEST_P(StrippedPad, TheEntryComesFromTheUnwindTable) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, StrippedPad,
-                         ::testing::Values(StrippedPads{"", "gcc", "-fpatchable-function-entry=8,3"},
-                                           StrippedPads{"", "clang", "-fpatchable-function-entry=8,3"},
-                                           StrippedPads{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=5,3"},
-                                           StrippedPads{"aarch64", "clang", "--target=aarch64-linux-gnu -fpatchable-function-entry=6,2"},
-                                           StrippedPads{"aarch64", "clang", "--target=aarch64-linux-gnu -fpatchable-function-entry=6,2 -Wl,--no-eh-frame-hdr"},
-                                           StrippedPads{"ppc64le", "powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=4,2 -static"},
-                                           StrippedPads{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=6,2"},
-                                           StrippedPads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=5,2"},
-                                           StrippedPads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=6,2 -funwind-tables"}),
-                         [](const auto& i) { return test_name((i.param.isa.empty() ? std::string("x86_64") : i.param.isa) + "_" + i.param.cc + i.param.flags); });
+                         ::testing::Values(CrossBuild{"", "gcc", "-fpatchable-function-entry=8,3"},
+                                           CrossBuild{"", "clang", "-fpatchable-function-entry=8,3"},
+                                           CrossBuild{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=5,3"},
+                                           CrossBuild{"aarch64", "clang", "--target=aarch64-linux-gnu -fpatchable-function-entry=6,2"},
+                                           CrossBuild{"aarch64", "clang", "--target=aarch64-linux-gnu -fpatchable-function-entry=6,2 -Wl,--no-eh-frame-hdr"},
+                                           CrossBuild{"ppc64le", "powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=4,2 -static"},
+                                           CrossBuild{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=6,2"},
+                                           CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=5,2"},
+                                           CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=6,2 -funwind-tables"}),
+                         [](const auto& i) { return test_name(i.param.name() + "_" + i.param.cc); });
 
 // A GNU C nested function reads its parent's variables through the static chain register (x86-64
 // %r10, AArch64 x18, PPC64le r11, RISC-V64 t2, ARM32 ip), live at its entry, where the site is. Each
@@ -247,14 +243,10 @@ INSTANTIATE_TEST_SUITE_P(Isas, StrippedPad,
 //   graph tracer replaced the saved %r10 instead of the return address (now both become nops:
 //   Site::saves_chain, and the trampolines keep %r10);
 // - Thumb-2 patchable sites: the trampoline returned through ip (now it keeps ip and returns by `pop {pc}`).
-struct Nested {
-  std::string isa, cc, flags;
-};
-
-class NestedFunction : public ::testing::TestWithParam<Nested> {};
+class NestedFunction : public ::testing::TestWithParam<CrossBuild> {};
 
 TEST_P(NestedFunction, TheStaticChainSurvivesEveryTracer) {
-  const Nested& p = GetParam();
+  const CrossBuild& p = GetParam();
   const TestBinary bin{.isa = p.isa};
   TempDir d;
   write_file(d / "n.c", "#include <stdio.h>\n#include <stdlib.h>\n"
@@ -279,14 +271,14 @@ TEST_P(NestedFunction, TheStaticChainSurvivesEveryTracer) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, NestedFunction,
-                         ::testing::Values(Nested{"", "gcc", "-pg -mfentry"}, Nested{"", "gcc", "-pg -mfentry -mnop-mcount -mrecord-mcount -fno-pie -no-pie"},
-                                           Nested{"", "gcc", "-fpatchable-function-entry=5"},
-                                           Nested{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
-                                           Nested{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
-                                           Nested{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
-                                           Nested{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3"},
-                                           Nested{"arm", "arm-linux-gnueabihf-gcc", "-pg"}),
-                         [](const auto& i) { return test_name((i.param.isa.empty() ? std::string("x86_64") : i.param.isa) + "_" + i.param.flags); });
+                         ::testing::Values(CrossBuild{"", "gcc", "-pg -mfentry"}, CrossBuild{"", "gcc", "-pg -mfentry -mnop-mcount -mrecord-mcount -fno-pie -no-pie"},
+                                           CrossBuild{"", "gcc", "-fpatchable-function-entry=5"},
+                                           CrossBuild{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2"},
+                                           CrossBuild{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
+                                           CrossBuild{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
+                                           CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3"},
+                                           CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-pg"}),
+                         [](const auto& i) { return i.param.name(); });
 
 TEST(Manifest, CoversEveryProgramAndFlavor) {
   // A typo in tests/CMakeLists.txt must not silently shrink the matrix to nothing.

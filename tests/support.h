@@ -120,6 +120,12 @@ std::vector<std::string> qemu_for(const std::string& isa);
 std::string test_name(std::string s);
 // The words of `s`, split at spaces (a compiler's flags written as one string).
 std::vector<std::string> words(const std::string& s);
+// A build of a test program, as a gtest parameter: the ISA ("" for the host's x86-64, else as
+// TestBinary::isa), the compiler and its flags (split at spaces by cc_command).
+struct CrossBuild {
+  std::string isa, cc, flags;
+  std::string name() const { return test_name((isa.empty() ? std::string("x86_64") : isa) + "_" + flags); }
+};
 // `cc -O2 FLAGS... SRC -o OUT`, `flags` split at spaces.
 std::vector<std::string> cc_command(const std::string& cc, const std::string& flags, const std::string& src, const std::string& out);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
