@@ -148,11 +148,7 @@ Discovery Discoverer::run() {
   if (h.type != ET_EXEC && h.type != ET_DYN)
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   sites_ = &sites_for(isa_);
-  // A prepared output (find_table's test, without decoding the table).
-  prepared_input_ = elf_.section(table_section) != nullptr;
-  for (const elf::Segment& g : elf_.segments())
-    if (g.type == PT_LOAD && g.filesz >= 8 && g.offset + 8 <= elf_.bytes().size())
-      prepared_input_ |= std::memcmp(elf_.bytes().data() + g.offset, table_magic, 8) == 0;
+  prepared_input_ = table_place(elf_).has_value();
   functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
   const FunctionNames names = function_names(elf_);
   d_.strings = names.strings;
@@ -311,6 +307,12 @@ const Func* Discoverer::func_at_or_after(u64 addr, u64 within) const {
 
 namespace {
 
+// The bytes of a DWARF pointer encoding's value (the `DW_EH_PE_*` format in its low bits; absptr: the
+// address size `word`), 0 for a format not read here (uleb128, sleb128, omit).
+u64 pointer_size(u8 enc, unsigned word) {
+  return (enc & 0xf) == 0 ? word : (enc & 7) == 2 ? 2 : (enc & 7) == 3 ? 4 : (enc & 7) == 4 ? 8 : 0;
+}
+
 // The start of every FDE in .eh_frame `b` at `vaddr`, sorted: CIEs give the pointer encoding of their
 // FDEs' first field ('R' in a "z" augmentation; else absolute), of which the usual ones are read
 // (absolute, PC-relative; 2, 4 or 8 bytes). Stops at the terminator or at anything malformed.
@@ -327,7 +329,7 @@ std::vector<u64> fde_starts(const elf::Codec& c, std::span<const u8> b, u64 vadd
     }
     return v;
   };
-  const auto size = [&](u8 enc) -> u64 { return (enc & 0xf) == 0 ? c.word() : (enc & 7) == 2 ? 2 : (enc & 7) == 3 ? 4 : (enc & 7) == 4 ? 8 : 0; };
+  const auto size = [&](u8 enc) { return pointer_size(enc, c.word()); };
   for (u64 at = 0; at + 4 <= n;) {
     u64 len = c.get(b, at, 4), idsize = 4;
     if (len == 0) break;
@@ -392,9 +394,8 @@ std::optional<u64> Discoverer::unwind_start_at_or_after(u64 addr, u64 within) co
         const auto h = elf_.bytes_at(g.vaddr, g.filesz);
         // The pointer's and the count's size by their encodings' format (absptr: the address size);
         // only the table GNU ld writes is read: datarel sdata4 pairs (0x3b).
-        const auto size = [&](u8 enc) -> u64 { return enc == 0 ? c.word() : (enc & 7) == 2 ? 2 : (enc & 7) == 3 ? 4 : (enc & 7) == 4 ? 8 : 0; };
-        if (h.size() < 4 || h[0] != 1 || h[3] != 0x3b || h[1] == 0xff || !size(h[1]) || !size(h[2])) continue;
-        const u64 at = 4 + size(h[1]), n = size(h[2]);
+        if (h.size() < 4 || h[0] != 1 || h[3] != 0x3b || h[1] == 0xff || !pointer_size(h[1], c.word()) || !pointer_size(h[2], c.word())) continue;
+        const u64 at = 4 + pointer_size(h[1], c.word()), n = pointer_size(h[2], c.word());
         if (h.size() < at + n) continue;
         const u64 count = c.get(h, at, static_cast<unsigned>(n)), room = (h.size() - at - n) / 8;
         unwind_ = UnwindIndex{h.subspan(at + n), std::min(count, room), g.vaddr, false};

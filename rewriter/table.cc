@@ -80,18 +80,20 @@ Table decode_table(std::span<const u8> b, const elf::Codec& c, const std::string
   return t;
 }
 
-std::optional<FoundTable> find_table(const elf::Elf& elf) {
-  if (const elf::Section* s = elf.section(table_section)) {
-    auto b = elf.section_data(*s);
-    return FoundTable{decode_table(b, elf.codec(), elf.name(), s->offset), s->addr, s->offset, s->size};
-  }
+std::optional<TablePlace> table_place(const elf::Elf& elf) {
+  if (const elf::Section* s = elf.section(table_section)) return TablePlace{elf.section_data(*s), s->addr, s->offset};
   for (const elf::Segment& s : elf.segments()) {
     if (s.type != PT_LOAD || s.filesz < 8) continue;
     auto b = elf.bytes().subspan(s.offset, s.filesz);
-    if (std::memcmp(b.data(), table_magic, 8) == 0)
-      return FoundTable{decode_table(b, elf.codec(), elf.name(), s.offset), s.vaddr, s.offset, s.filesz};
+    if (std::memcmp(b.data(), table_magic, 8) == 0) return TablePlace{b, s.vaddr, s.offset};
   }
   return std::nullopt;
+}
+
+std::optional<FoundTable> find_table(const elf::Elf& elf) {
+  const auto p = table_place(elf);
+  if (!p) return std::nullopt;
+  return FoundTable{decode_table(p->bytes, elf.codec(), elf.name(), p->offset), p->vaddr, p->offset, p->bytes.size()};
 }
 
 }  // namespace prepatch

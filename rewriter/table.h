@@ -108,5 +108,12 @@ struct FoundTable {
   u64 size = 0;
 };
 std::optional<FoundTable> find_table(const elf::Elf& elf);
+// Where find_table looks, without decoding what it finds: the table's bytes, link-time address and
+// file offset (discovery asks only whether the binary is prepared). nullopt when not prepared.
+struct TablePlace {
+  std::span<const u8> bytes;
+  u64 vaddr = 0, offset = 0;
+};
+std::optional<TablePlace> table_place(const elf::Elf& elf);
 
 }  // namespace prepatch
