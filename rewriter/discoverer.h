@@ -166,8 +166,8 @@ class Discoverer {
   //   it (clang, and ARM32's .fnstart, start at the entry), else the last `tail` bytes of the nops,
   //   which run whatever M was: gcc 12 starts AArch64's and PPC64le's CFI after the entry's nops, and
   //   writes no unwind table for RISC-V or ARM32 by default. In a prepared output (one with a
-  //   __patch_sites table), where the nops end at `context(at)`, the form it has at its entry, that
-  //   is the entry (only there: an input's function could begin so).
+  //   __patch_sites table), where the nops end at `context(at)`, the site's prepared form at an entry,
+  //   that is the entry (only there: an input's function could begin so).
   template <class Nop, class Context>
   std::optional<u64> pad_entry(u64 addr, u64 within, Nop nop, u64 tail, Context context) const {
     if (func_at(addr)) return addr;

@@ -67,7 +67,7 @@ class Thumb2Sites final : public IsaSites {
           u32 arm = 0;
           return halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
         },
-        6, [&](u64 at) { return halfword(d, at) == t2::push_lr; });
+        6, prepared);
     if (!pad_entry)  // an output whose pre-entry nops hold a branch island (Discovery::pre_entry)
       if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 32); f && prepared(f->addr)) pad_entry = f->addr;
     if (!pad_entry) {

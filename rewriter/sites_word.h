@@ -42,9 +42,7 @@ class WordSites : public IsaSites {
       return d.word(entry, w) && w == arch::patchable_context_word(machine) && d.word(entry + 4, site) &&
              (site == nop || arch::bl_target(d.isa(), d.code(entry + 4, 4), entry + 4));
     };
-    auto pad_entry = d.pad_entry(
-        addr, 64, [&](u64 at, u64) { return d.word(at, w) && w == nop ? 4 : 0; }, 8,
-        [&](u64 at) { return d.word(at, w) && w == arch::patchable_context_word(machine); });
+    auto pad_entry = d.pad_entry(addr, 64, [&](u64 at, u64) { return d.word(at, w) && w == nop ? 4 : 0; }, 8, prepared);
     if (!pad_entry)  // an output whose pre-entry nops hold a branch island (Discovery::pre_entry)
       if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 64); f && prepared(W::pad_start(d, f->addr))) pad_entry = f->addr;
     if (!pad_entry) {
