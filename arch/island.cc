@@ -97,7 +97,9 @@ class Run {
     switch (isa_) {
       case Isa::aarch64: return r == ARM64_REG_X16 || r == ARM64_REG_X17;
       case Isa::ppc64le: return r == PPC_REG_R12 || r == PPC_REG_CTR;
-      default: return r == ARM_REG_IP;
+      // Thumb-2: ip, but not in the 16-byte form, which patchable sites call (their ip may be a
+      // nested function's static chain): it must keep every register (thumb2.h encode_island).
+      default: return r == ARM_REG_IP && bytes_.size() != thumb2::island_size;
     }
   }
   Val get(unsigned r) const {
@@ -246,6 +248,40 @@ class Run {
       return {};
     }
     if (i.id == ARM_INS_BX && d.op_count == 1 && reg(0)) return jump = read(reg(0)), std::string();
+    // The stack: push and pop of registers (lowest first, from sp up), and a word stored at sp plus
+    // an offset, only below the entry's sp, which holds nothing live; pop loads only what was stored.
+    if ((i.id == ARM_INS_PUSH || i.id == ARM_INS_POP) && d.op_count >= 1) {
+      const Val sp = get(ARM_REG_SP);
+      if (sp.base != ARM_REG_SP) return "moves sp to an unknown place";
+      const u64 n = d.op_count;
+      u64 at = i.id == ARM_INS_PUSH ? sp.off - 4 * n : sp.off;
+      for (unsigned k = 0; k < n; k++, at += 4) {
+        if (!reg(k)) return "pushes or pops what is not a register";
+        if (i.id == ARM_INS_PUSH) {
+          if (static_cast<i64>(at) < -64) return "pushes more than 64 bytes below the entry's sp";
+          stack_[at] = read(reg(k));
+          continue;
+        }
+        auto it = stack_.find(at);
+        if (it == stack_.end()) return "pops what it did not push or store";
+        if (reg(k) == ARM_REG_PC) {
+          if (k + 1 != n) return "pops pc before another register";
+          jump = it->second;
+        } else {
+          regs_[reg(k)] = it->second;
+        }
+      }
+      regs_[ARM_REG_SP] = Val{ARM_REG_SP, i.id == ARM_INS_PUSH ? sp.off - 4 * n : sp.off + 4 * n};
+      return {};
+    }
+    if (i.id == ARM_INS_STR && d.op_count == 2 && reg(0) && d.operands[1].type == ARM_OP_MEM && d.operands[1].mem.base == ARM_REG_SP &&
+        d.operands[1].mem.index == ARM_REG_INVALID && !d.writeback && !d.operands[1].subtracted) {
+      const Val sp = get(ARM_REG_SP);
+      const u64 at = sp.off + static_cast<u64>(static_cast<i64>(d.operands[1].mem.disp));
+      if (sp.base != ARM_REG_SP || static_cast<i64>(at) >= 0 || static_cast<i64>(at) < -64) return "stores outside the 64 bytes below the entry's sp";
+      stack_[at] = read(reg(0));
+      return {};
+    }
     return "not an instruction an island uses";
   }
 
@@ -253,7 +289,7 @@ class Run {
   std::span<const u8> bytes_;
   u64 at_;
   std::map<unsigned, Val> regs_;  // the registers written so far
-  std::map<u64, Val> stack_;      // stores, by offset from the entry's r1
+  std::map<u64, Val> stack_;      // stores, by offset from the entry's r1 (PPC64le) or sp (Thumb-2)
   std::optional<u64> toc_;        // PPC64le: r2's value at the island's entry, when it may rely on it
 };
 

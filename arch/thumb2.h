@@ -174,11 +174,31 @@ constexpr bool movable(u16 first, u16 second) {
 }
 
 // A branch island (veneer), in Thumb state: what a site calls when the trampoline `target` (a Thumb
-// address: bit 0 set) is beyond its bl's reach. `ldr.w ip, [pc, #4]; add ip, pc; bx ip; .word target
-// - (at + 8)`: any distance in the 32-bit space, position-independent, writing only ip, which AAPCS
-// gives every call's veneers (__gnu_mcount_nc clobbers it too). 4-aligned; arch/island.h checks it.
-inline constexpr unsigned island_size = 12, island_align = 4;
+// address: bit 0 set) is beyond its bl's reach. It writes no register but pc, and is position-
+// independent: `push {r0, r1}; ldr r0, [pc, #8]; add r0, pc; str r0, [sp, #4]; pop {r0, pc}; nop;
+// .word target - (at + 8)`. The jump's address goes through the word below the caller's sp, which
+// holds nothing live (a signal's frame may land there at any time); `pop {pc}` interworks, so the
+// target's bit 0 keeps Thumb state. No register is free at every site: at a patchable site's entry ip
+// may be a GNU C nested function's static chain. 4-aligned; arch/island.h checks it.
+inline constexpr unsigned island_size = 16, island_align = 4;
 constexpr void encode_island(u64 at, u64 target, u8* out) {
+  const u16 halves[6] = {0xb403,   // push {r0, r1}
+                         0x4802,   // ldr r0, [pc, #8]     (the literal at at + 12)
+                         0x4478,   // add r0, pc           (pc reads at + 8)
+                         0x9001,   // str r0, [sp, #4]     (over the pushed r1)
+                         0xbd01,   // pop {r0, pc}
+                         nop};
+  const u32 delta = static_cast<u32>(target - (at + 8));
+  for (unsigned i = 0; i < 6; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
+  for (unsigned b = 0; b < 4; b++) out[12 + b] = static_cast<u8>(delta >> (8 * b));
+}
+
+// The same in 12 bytes through ip, where ip is free (an -pg site's call, which entered ld's stub or
+// the PLT entry on its way to __gnu_mcount_nc, both of which clobber it, as AAPCS lets every call's
+// veneers): `ldr.w ip, [pc, #4]; add ip, pc; bx ip; .word target - (at + 8)`, written over those
+// stubs. 4-aligned; arch/island.h checks it.
+inline constexpr unsigned ip_island_size = 12;
+constexpr void encode_ip_island(u64 at, u64 target, u8* out) {
   const u16 halves[4] = {0xf8df, 0xc004,  // ldr.w ip, [pc, #4]   (the literal at at + 8)
                          0x44fc,          // add ip, pc           (pc reads at + 8)
                          0x4760};         // bx ip

@@ -433,8 +433,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       const u64 at = stubs[i].start;
       std::vector<u8>& b = form[i];
       if (at % 4) continue;
-      if (machine == EM_ARM && stubs[i].size >= arch::thumb2::island_size)
-        b.resize(arch::thumb2::island_size), arch::thumb2::encode_island(at, r.tramp[mk] | 1, b.data());  // Thumb code
+      if (machine == EM_ARM && stubs[i].size >= arch::thumb2::ip_island_size)  // (ip is free on the way to mcount)
+        b.resize(arch::thumb2::ip_island_size), arch::thumb2::encode_ip_island(at, r.tramp[mk] | 1, b.data());  // Thumb code
       else if (machine == EM_ARM && fixed && stubs[i].size >= arch::thumb2::absolute_island_size)
         b.resize(arch::thumb2::absolute_island_size), arch::thumb2::encode_absolute_island(r.tramp[mk] | 1, b.data());
       else if (machine == EM_AARCH64 && stubs[i].size >= arch::aarch64::island_size && at % arch::aarch64::island_align == 0)
@@ -511,10 +511,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       } else if (machine == EM_PPC64 && (p.at = align_up(t.start, arch::ppc64le::island_align)) + arch::ppc64le::island_size <= end) {
         p.bytes = arch::encode_island(arch::Isa::ppc64le, p.at, ptramp);
       } else if (machine == EM_ARM && fixed && (p.at = align_up(t.start, 4)) + arch::thumb2::absolute_island_size <= end) {
-        // Only the absolute form, which writes no register but pc: the 12-byte one writes ip, a GNU C
-        // nested function's static chain.
+        // Forms that write no register but pc (ip may be a GNU C nested function's static chain):
+        // where the binary is never moved the 8-byte absolute one, else the 16-byte one through the stack.
         p.bytes.resize(arch::thumb2::absolute_island_size);
         arch::thumb2::encode_absolute_island(ptramp | 1, p.bytes.data());
+      } else if (machine == EM_ARM && !fixed && (p.at = align_up(t.start, 4)) + arch::thumb2::island_size <= end) {
+        p.bytes = arch::encode_island(arch::Isa::thumb2, p.at, ptramp | 1);
       }
       if (!p.bytes.empty()) spots.push_back(std::move(p));
     }
@@ -575,7 +577,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                               std::string(machine != EM_X86_64 && machine != EM_RISCV && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
                                           : s.kind == SiteKind::patchable && entry_island_reach(machine)
                                               ? std::string("; the nops before a function's entry, -fpatchable-function-entry=N,M with M >= ") +
-                                                    (machine == EM_AARCH64 ? "3" : machine == EM_PPC64 ? "13" : "5 (-no-pie)")
+                                                    (machine == EM_AARCH64 ? "3" : machine == EM_PPC64 ? "13" : "5 (-no-pie), else 9")
                                               : "") +
                               ")"
                         : ""));

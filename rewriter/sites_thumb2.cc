@@ -46,6 +46,7 @@ class Thumb2Sites final : public IsaSites {
   // Two nops cannot hold a 32-bit call and what keeps lr. ARM-state functions' pads are not prepared
   // (the ARM-state -pg form's `mov ip, pc` would overwrite ip, a nested function's static chain there).
   void patchable(Discoverer& d, u64 addr) const override {
+    constexpr u64 pad_reach = 64;
     addr &= ~u64{1};
     Site s(addr, SiteKind::patchable, Source::patchable_entries);
     s.len = 4;
@@ -54,7 +55,8 @@ class Thumb2Sites final : public IsaSites {
       return d.push_record_site(s);
     }
     // The M nops before the symbol never run here: gcc 12 has them assembled before its switch to
-    // Thumb, as ARM-state nop words where they are aligned.
+    // Thumb, as ARM-state nop words where they are aligned (so M = 9 takes 36 bytes: the entry is
+    // looked for within 64, M up to 16).
     // Prepared already (`prepatch sites` on an output): `push {lr}`, then the site, `pop {lr}` or `bl`.
     const auto prepared = [&](u64 entry) {
       auto b = d.code(entry + 2, 4);
@@ -62,14 +64,14 @@ class Thumb2Sites final : public IsaSites {
              (((b[0] | b[1] << 8) == t2::pop_lr[0] && (b[2] | b[3] << 8) == t2::pop_lr[1]) || arch::bl_target(d.isa(), b, entry + 2));
     };
     auto pad_entry = d.pad_entry(
-        addr, 32,
+        addr, pad_reach,
         [&](u64 at, u64) {
           u32 arm = 0;
           return halfword(d, at) == t2::nop ? 2 : at % 4 == 0 && d.word(at, arm) && arm == t2::arm_nop ? 4 : 0;
         },
         6, prepared);
     if (!pad_entry)  // an output whose pre-entry nops hold a branch island (Discovery::pre_entry)
-      if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 32); f && prepared(f->addr)) pad_entry = f->addr;
+      if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, pad_reach); f && prepared(f->addr)) pad_entry = f->addr;
     if (!pad_entry) {
       s.set_skip(Skip::unrecognized);
       return d.push_record_site(s);

@@ -49,6 +49,13 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
       EXPECT_EQ(arch::check_island(isa, arch::encode_island(isa, 0x1000, 0x2001), 0x1001, 0x2001), "misaligned");
     }
   }
+  // Thumb-2's 12-byte form through ip, which the preparer writes over ld's stubs (ip is free there).
+  for (u64 target : {u64{0x2001}, u64{0xffff'f001}, u64{0x0140'0001}}) {
+    u8 b[arch::thumb2::ip_island_size];
+    arch::thumb2::encode_ip_island(0x1000, target, b);
+    EXPECT_EQ(arch::check_island(Isa::thumb2, b, 0x1000, target), "");
+    EXPECT_NE(arch::check_island(Isa::thumb2, b, 0x1000, target + 4), "");
+  }
   // Thumb-2's 8-byte absolute form (ET_EXEC only), which the preparer writes over ld's 8-byte stubs.
   for (u64 target : {u64{0x2001}, u64{0xffff'f001}, u64{0x0140'0001}}) {
     u8 b[arch::thumb2::absolute_island_size];
@@ -132,9 +139,19 @@ TEST(Island, TheCheckerCatchesABrokenIsland) {
       {Isa::x86_64, with_word(x86, 10, 0x90e0'ff3e), far, "expected notrack jmp *%r11"},
       {Isa::x86_64, with_word(x86, 0, 0x058d48, 3), far, "expected lea disp(%rip), %r11"},
       {Isa::x86_64, with_word(x86, 3, 0, 4), far, "adds a quadword from outside the island's literal"},
-      // Thumb-2: the jump through r3, and a literal one halfword off.
-      {Isa::thumb2, with_word(t2, 6, 0x4718, 2), far | 1, "jumps to r3+0x0"},
-      {Isa::thumb2, with_word(t2, 8, static_cast<u32>(far | 1) - (at + 8) + 2), far | 1, "jumps to 0x40001003"},
+      // Thumb-2 (the 16-byte form, which must keep every register): the address built in r2, the
+      // stored word over the pushed r0 (the pop then jumps to the entry's r1), a store above the
+      // entry's sp (the caller's frame), a literal one halfword off, and the 12-byte form through ip
+      // (proven over ld's stubs, where ip is free) in its place.
+      {Isa::thumb2, with_word(with_word(with_word(t2, 2, 0x4a02, 2), 4, 0x447a, 2), 6, 0x9201, 2), far | 1, "leaves r2 changed"},
+      {Isa::thumb2, with_word(t2, 6, 0x9000, 2), far | 1, "jumps to r1+0x0"},
+      {Isa::thumb2, with_word(t2, 6, 0x9003, 2), far | 1, "stores outside the 64 bytes below the entry's sp"},
+      {Isa::thumb2, with_word(t2, 12, static_cast<u32>(far | 1) - (at + 8) + 2), far | 1, "jumps to 0x40001003"},
+      {Isa::thumb2, [&] {
+         std::vector<u8> b(arch::thumb2::island_size);
+         arch::thumb2::encode_ip_island(at, far | 1, b.data());
+         return b;
+       }(), far | 1, "leaves ip changed"},
       // RISC-V64: the delta loaded into t2 (a nested function's static chain), a call (`jalr ra`, the
       // site's return address lost), a literal one doubleword off.
       {Isa::riscv64, with_word(with_word(rv, 4, 0x0103'3383), 8, 0x0073'0333), far, "holds `ld\tt2,16(t1)` at +4"},
@@ -335,8 +352,9 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 // the 12-byte adrp form; main and near() call the one before near(). PPC64le (+-32 MiB): M = 12 takes
 // the 48-byte position-independent form (static, as in Ppc64lePatchableSitesCallThroughTheIsland:
 // main's and mid()'s pads lie before their TOC setup, and only near() and far() are prepared).
-// Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; the
-// 12-byte one writes ip, which may be a nested function's static chain. With M = 2 (8 bytes) on
+// Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; in a
+// PIE M = 9 takes the 16-byte one, which keeps every register through the stack (ip, which ld's
+// stubs may clobber, may be a nested function's static chain here). With M = 2 (8 bytes) on
 // AArch64 there is no room: refused, naming the option that makes room, and nothing is written.
 struct LargePads {
   std::string isa, cc, flags, link;
@@ -397,8 +415,11 @@ INSTANTIATE_TEST_SUITE_P(
                                 {{"near", 6}, {"far", 6}}, repeated(6, "0near();\n0far();\n")},
                       LargePads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=8,5", "-no-pie", 20, true, "2 branch islands",
                                 {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
+                                "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"},
+                      LargePads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=12,9", "-pie", 20, true, "2 branch islands",
+                                {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
                                 "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"}),
-    [](const ::testing::TestParamInfo<LargePads>& i) { return i.param.isa; });
+    [](const ::testing::TestParamInfo<LargePads>& i) { return test_name(i.param.isa + i.param.link); });
 
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
 // alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB

@@ -242,7 +242,9 @@ INSTANTIATE_TEST_SUITE_P(Isas, StrippedPad,
 // - x86-64 -mfentry: gcc saves %r10 around the call (`push %r10; call __fentry__; pop %r10`), so the
 //   graph tracer replaced the saved %r10 instead of the return address (now both become nops:
 //   Site::saves_chain, and the trampolines keep %r10);
-// - Thumb-2 patchable sites: the trampoline returned through ip (now it keeps ip and returns by `pop {pc}`).
+// - Thumb-2 patchable sites: the trampoline returned through ip (now it keeps ip and returns by `pop {pc}`);
+//   beyond a bl's reach of it (-DFAR: a 32 MiB .bss), the branch island after the text wrote ip too
+//   (now it goes through the stack: thumb2.h encode_island).
 class NestedFunction : public ::testing::TestWithParam<CrossBuild> {};
 
 TEST_P(NestedFunction, TheStaticChainSurvivesEveryTracer) {
@@ -253,11 +255,15 @@ TEST_P(NestedFunction, TheStaticChainSurvivesEveryTracer) {
                         "__attribute__((noinline)) int outer(int n) {\n  int base = n * 10;\n"
                         "  __attribute__((noinline)) int inner(int k) { return base + k; }\n"
                         "  int s = 0;\n  for (int i = 0; i < n; i++) s += inner(i);\n  return s;\n}\n"
+                        "#ifdef FAR\nchar big[32 << 20];  /* between the text and the shim */\n#endif\n"
                         "int main(int argc, char** argv) { printf(\"%d\\n\", outer(atoi(argv[1]))); return 0; }\n");
   Proc c = run(cc_command(p.cc, p.flags, d / "n.c", d / "n"));
   ASSERT_EQ(c.status, 0) << c.err;
   Proc r = prepatch({d / "n", "-o", d / "out"});
   ASSERT_EQ(r.status, 0) << r.err;
+  if (p.flags.find("-DFAR") != std::string::npos) {
+    EXPECT_NE(r.err.find("call it through a branch island at vaddr"), std::string::npos) << r.err;
+  }
   EXPECT_NE(prepatch({"sites", d / "out"}).out.find("prepared   inner"), std::string::npos);
   for (const std::string tracer : {"count", "function", "graph"}) {
     SCOPED_TRACE(tracer);
@@ -277,6 +283,7 @@ INSTANTIATE_TEST_SUITE_P(Isas, NestedFunction,
                                            CrossBuild{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
                                            CrossBuild{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4"},
                                            CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3"},
+                                           CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 -DFAR"},
                                            CrossBuild{"arm", "arm-linux-gnueabihf-gcc", "-pg"}),
                          [](const auto& i) { return i.param.name(); });
 
