@@ -99,6 +99,30 @@ constexpr bool encode_adrp_island(u64 at, u64 target, u8* out) {
   return true;
 }
 
+// The same in 8 bytes, to `slot` on a 4 KiB boundary within +-4 GiB of `at`: `adrp x16, slot; br x16`,
+// where the preparer puts a far slot (below) that goes on to the trampoline. It fits the nops
+// -fpatchable-function-entry=N,2 leaves before an entry, and the alignment padding between functions.
+// False when `slot` is not on a page boundary or is out of reach. 4-aligned; arch/island.h checks it.
+inline constexpr unsigned page_island_size = 8;
+constexpr bool encode_page_island(u64 at, u64 slot, u8* out) {
+  if (slot & 0xfff) return false;
+  u8 three[adrp_island_size];
+  if (!encode_adrp_island(at, slot, three)) return false;  // (its add is of 0)
+  for (unsigned b = 0; b < 4; b++) out[b] = three[b], out[4 + b] = three[8 + b];
+  return true;
+}
+
+// The far slot the 8-byte islands jump to: `bti c` (their `br x16` may land there where the code is
+// BTI-guarded), then `b target` (+-128 MiB). False when out of that reach.
+inline constexpr unsigned far_slot_size = 8;
+constexpr bool encode_far_slot(u64 at, u64 target, u8* out) {
+  const i64 d = static_cast<i64>(target - (at + 4));
+  if (d % 4 != 0 || d < -(i64{1} << 27) || d >= (i64{1} << 27)) return false;
+  const u32 words[2] = {bti_c, 0x1400'0000u | (static_cast<u32>(d >> 2) & 0x03ff'ffffu)};
+  put_words_le(words, 2, out);
+  return true;
+}
+
 // ld's AArch64 stubs, as GNU ld lays them out:
 //   adrp x16, D; add x16, x16, :lo12:D; br x16                               12 bytes, +-4 GiB
 //   ldr x16, 1f; adr x17, .; add x16, x16, x17; br x16; 1: .xword D - (at + 4)   24 bytes, any distance

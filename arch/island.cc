@@ -146,6 +146,9 @@ class Run {
 
   std::string aarch64(const cs_insn& i, u32 word, std::optional<Val>& jump) {
     const cs_arm64& d = i.detail->arm64;
+    if (word == aarch64::bti_c) return {};  // a landing pad: a hint, changes nothing
+    if ((word & 0xfc00'0000) == 0x1400'0000)  // b imm26: the jump (by its word: Capstone 4 calls it a few names)
+      return jump = Val{0, i.address + static_cast<u64>(static_cast<i64>(static_cast<i32>(word << 6) >> 4))}, std::string();
     auto reg = [&](int k) { return d.operands[k].type == ARM64_OP_REG ? static_cast<unsigned>(d.operands[k].reg) : 0u; };
     if (i.id == ARM64_INS_LDR && (word & 0xff00'0000) == 0x5800'0000 && d.op_count == 2 && d.operands[1].type == ARM64_OP_IMM) {
       auto v = literal(static_cast<u64>(d.operands[1].imm), 8);  // a 64-bit literal load

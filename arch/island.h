@@ -31,7 +31,9 @@ unsigned island_align(Isa isa);
 
 // Empty when `bytes` at `at` provably jump to `target` as above; else what breaks that. Also proves
 // the shorter forms written over ld's stubs (thumb2.h encode_absolute_island, aarch64.h
-// encode_adrp_island, ppc64le.h encode_toc_island).
+// encode_adrp_island, ppc64le.h encode_toc_island), Thumb-2's 12-byte one through ip (thumb2.h
+// encode_ip_island), and AArch64's 8-byte one and the far slot it jumps to (aarch64.h
+// encode_page_island, encode_far_slot).
 // `toc`: PPC64le's r2 at the island's entry, for the islands over ld's call stubs, which rely on it
 // as the stubs did (ppc64le.h encode_toc_island); without it r2 is unknown.
 std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target, std::optional<u64> toc = std::nullopt);

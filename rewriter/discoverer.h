@@ -99,6 +99,14 @@ class IsaSites {
   virtual void mcount_loc(Discoverer&, u64) const {}
   // A __patchable_function_entries record: the site it describes, or one skipped with the reason.
   virtual void patchable(Discoverer& d, u64 addr) const = 0;
+  // The word assemblers and ld fill the alignment padding between functions with, where the ISA's
+  // patchable sites may call a branch island written over it (Discoverer::note_padding), and how far
+  // their call reaches; nop 0: none.
+  struct Padding {
+    u32 nop = 0;
+    u64 reach = 0;
+  };
+  virtual Padding padding() const { return {}; }
   // The symbol scan: each function no record covers (Discoverer::for_each_unscanned, called here so
   // that the ISA's scan of one function is inlined into the loop), its -pg site if it has one.
   virtual void scan_all(Discoverer& d) const = 0;
@@ -232,6 +240,7 @@ class Discoverer {
   void find_tracer_slots();
   std::vector<u64> record(const elf::Section& s) const;
   void scan_symbols();
+  void note_padding();
   void finish();
   // A site's name: the symbol's own name offset (Discovery::strings is its string table), or 0 where
   // the name lies past the table's last NUL.

@@ -262,6 +262,20 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   r.entry_islands_at = r.stub_islands_at + stub_room;
   const u64 entry_room = 8 * max_entry_islands(elf.header().machine, d.pre_entry);
   r.blob_offset = align_up(r.entry_islands_at + entry_room, page);
+  // AArch64: a far slot for the 8-byte islands (below) on the page before the blob, where a
+  // patchable site may reach neither end of the segment (a 4 KiB page more in the file).
+  if (elf.header().machine == EM_AARCH64 && !d.pre_entry.empty()) {
+    bool far = false;
+    reach.for_each_end([&](const Site& s, arch::CallForm form) {
+      u8 call[4];
+      far |= s.kind == SiteKind::patchable &&
+             (!arch::encode_call_form(form, s.addr, vaddr, call) || !arch::encode_call_form(form, s.addr, vaddr + r.blob_offset + page + h.mem_size, call));
+    });
+    if (far) {
+      r.far_slot_at = align_up(vaddr + r.entry_islands_at + entry_room, 4096) - vaddr;  // (4 KiB: adrp's page)
+      r.blob_offset = align_up(r.far_slot_at + arch::aarch64::far_slot_size, page);
+    }
+  }
   const u64 blob_at = r.blob_offset - r.names.size();  // in data, which lacks the names
   r.data = std::move(table);
   r.data.resize(blob_at + h.mem_size);  // Bytes: not zeroed, so the padding and the .bss are, below
@@ -494,6 +508,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     pfar |= s.kind == SiteKind::patchable && !reaches(s, form, ptramp) && !reaches(s, form, config.island[island_index(s)]);
   });
+  // AArch64's far slot, which the 8-byte islands jump to: `bti c; b` the patchable trampoline.
+  const u64 far_slot = r.far_slot_at ? vaddr + r.far_slot_at : 0;
+  bool far_slot_used = false;
   if (pfar && preach) {
     const bool fixed = elf.header().type == ET_EXEC;
     // The stretches that can hold an island, each with its address and bytes (empty: none fits).
@@ -508,6 +525,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       if (machine == EM_AARCH64 && (p.at = align_up(t.start, 4)) + arch::aarch64::adrp_island_size <= end) {
         p.bytes.resize(arch::aarch64::adrp_island_size);
         if (!arch::aarch64::encode_adrp_island(p.at, ptramp, p.bytes.data())) p.bytes.clear();
+      } else if (machine == EM_AARCH64 && r.far_slot_at && (p.at = align_up(t.start, 4)) + arch::aarch64::page_island_size <= end) {
+        p.bytes.resize(arch::aarch64::page_island_size);  // to the far slot, which jumps on
+        if (!arch::aarch64::encode_page_island(p.at, far_slot, p.bytes.data())) p.bytes.clear();
       } else if (machine == EM_PPC64 && (p.at = align_up(t.start, arch::ppc64le::island_align)) + arch::ppc64le::island_size <= end) {
         p.bytes = arch::encode_island(arch::Isa::ppc64le, p.at, ptramp);
       } else if (machine == EM_ARM && fixed && (p.at = align_up(t.start, 4)) + arch::thumb2::absolute_island_size <= end) {
@@ -533,8 +553,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       if (it == spots.begin() || std::prev(it)->at + preach < s.addr) continue;  // none: refused below
       const Spot& p = *std::prev(it);
       if (!entry_islands.empty() && p.at <= entry_islands.back()) continue;  // (cannot happen: chosen in address order)
-      if (std::string why = arch::check_island(*isa, p.bytes, p.at, ptramp | (machine == EM_ARM ? 1u : 0u)); !why.empty())
+      const bool to_slot = machine == EM_AARCH64 && p.bytes.size() == arch::aarch64::page_island_size;
+      if (std::string why = arch::check_island(*isa, p.bytes, p.at, to_slot ? far_slot : ptramp | (machine == EM_ARM ? 1u : 0u)); !why.empty())
         throw std::logic_error("internal: the branch island before the entry at " + hex(p.at) + " fails its check: " + why);
+      far_slot_used |= to_slot;
       const auto off = elf.vaddr_to_offset(p.at, p.bytes.size());
       if (!off) throw std::logic_error("internal: the nops at " + hex(p.at) + " have no file bytes");
       for (size_t k = 0; k < p.bytes.size(); k += sizeof elf::Patch::bytes) {
@@ -545,6 +567,14 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       }
       entry_islands.push_back(p.at);
     }
+  }
+  if (far_slot_used) {
+    u8 slot[arch::aarch64::far_slot_size];
+    if (!arch::aarch64::encode_far_slot(far_slot, ptramp, slot))
+      throw std::logic_error("internal: the far slot at " + hex(far_slot) + " does not reach the trampoline");
+    if (std::string why = arch::check_island(*isa, slot, far_slot, ptramp); !why.empty())
+      throw std::logic_error("internal: the far slot at " + hex(far_slot) + " fails its check: " + why);
+    std::memcpy(r.data.data() + r.far_slot_at - r.names.size(), slot, sizeof slot);
   }
   // Their addresses, sorted, between the frames and the blob (Config::stub_islands, entry_islands).
   const auto publish = [&](const std::vector<u64>& islands, u64 at, u32& offset, u32& count) {
@@ -576,8 +606,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                           "bytes, up to the next segment's" +
                               std::string(machine != EM_X86_64 && machine != EM_RISCV && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
                                           : s.kind == SiteKind::patchable && entry_island_reach(machine)
-                                              ? std::string("; the nops before a function's entry, -fpatchable-function-entry=N,M with M >= ") +
-                                                    (machine == EM_AARCH64 ? "3" : machine == EM_PPC64 ? "13" : "5 (-no-pie), else 9")
+                                              ? std::string("; the nops before a function's entry that its symbol names, -fpatchable-function-entry=N,M with M >= ") +
+                                                    (machine == EM_AARCH64 ? "2, or 8 bytes of alignment padding between functions"
+                                                     : machine == EM_PPC64 ? "13"
+                                                                           : "5 (-no-pie), else 9") +
+                                                    (d.has_symtab ? "" : ": this binary has no .symtab")
                                               : "") +
                               ")"
                         : ""));

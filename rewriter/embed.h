@@ -49,6 +49,9 @@ struct RuntimeSegment {
   std::vector<elf::Patch> entry_islands;
   u64 entry_island_count = 0;
   u64 entry_islands_at = 0;
+  // AArch64: where the 8-byte islands among them jump (arch/aarch64.h encode_far_slot), on a 4 KiB
+  // boundary of the segment, before the blob: its offset in the segment (0: none reserved).
+  u64 far_slot_at = 0;
   // A shared object: its DT_INIT's value, or its first init_array entry's, made the shim's object
   // start, and its DT_FINI's, or its first fini_array entry's, the shim's object end (where it has
   // one); none in an executable.

@@ -163,6 +163,7 @@ Discovery Discoverer::run() {
   if (patchable)
     for (u64 a : record(*patchable)) sites_->patchable(*this, a);
   scan_symbols();
+  if (patchable) note_padding();
   Bulk<Func>().swap(funcs_);  // its huge pages go to BulkAllocator's cache, for the table
   finish();
   return std::move(d_);
@@ -447,6 +448,38 @@ void Discoverer::scan_symbols() {
   std::vector<u64>().swap(covered_);
 }
 
+// The alignment padding between functions (Discovery::pre_entry), where the ISA's patchable sites
+// may call a branch island written over it: from the end of a function (its symbol's size, past every
+// function before it) to the next function's symbol, 8 to 256 bytes, every word the padding nop, in
+// an executable segment. Nothing runs there: a function ends in a return or a jump, and compilers
+// jump into no padding. Only with a .symtab, where every function is named and sized, and only where
+// the segments span more than the call reaches (else no island is needed).
+void Discoverer::note_padding() {
+  const IsaSites::Padding p = sites_->padding();
+  if (!p.nop || !d_.has_symtab) return;
+  u64 lo = ~u64{0}, hi = 0;
+  for (const elf::Segment& g : elf_.segments())
+    if (g.type == PT_LOAD) lo = std::min(lo, g.vaddr), hi = std::max(hi, g.vaddr + g.memsz);
+  if (hi <= lo || hi - lo + (u64{16} << 20) < p.reach) return;  // (16 MiB: the shim after them)
+  u64 end = 0;  // the end of the functions so far
+  for (size_t i = 0; i + 1 < funcs_.size(); i++) {
+    const Func& f = funcs_[i];
+    if (f.size == 0) {  // (an unsized symbol: where its code ends is not known)
+      end = std::max(end, funcs_[i + 1].addr);
+      continue;
+    }
+    end = std::max(end, f.addr + f.size);
+    const u64 next = funcs_[i + 1].addr, start = (end + 3) & ~u64{3};
+    if (next <= start || next - start < 8 || next - start > 256 || !executable(start, next - start)) continue;
+    bool nops = true;
+    for (u64 at = start; nops && at < next; at += 4) {
+      u32 w = 0;
+      nops = word(at, w) && w == p.nop;
+    }
+    if (nops) d_.pre_entry.push_back({start, static_cast<u32>(next - start)});
+  }
+}
+
 std::optional<u32> Discoverer::region(u64 target) const {
   for (const auto& [t, i] : region_of_)
     if (t == target) return i;
@@ -520,7 +553,19 @@ void Discoverer::finish() {
     if (kept++ != i) v[kept - 1] = s;
   }
   v.resize(kept);
-  std::sort(d_.pre_entry.begin(), d_.pre_entry.end(), [](const Discovery::Stretch& a, const Discovery::Stretch& b) { return a.start < b.start; });
+  // The nops before entries, sorted; where a pad's lie within the padding before it, one stretch.
+  auto& pre = d_.pre_entry;
+  std::sort(pre.begin(), pre.end(), [](const Discovery::Stretch& a, const Discovery::Stretch& b) { return a.start < b.start; });
+  size_t merged = 0;
+  for (size_t i = 0; i < pre.size(); i++) {
+    if (merged > 0 && pre[i].start <= pre[merged - 1].start + pre[merged - 1].size) {
+      Discovery::Stretch& m = pre[merged - 1];
+      m.size = static_cast<u32>(std::max<u64>(m.start + m.size, pre[i].start + pre[i].size) - m.start);
+      continue;
+    }
+    pre[merged++] = pre[i];
+  }
+  pre.resize(merged);
   // The stretches only prepared sites enter, none overlapping another that a skipped one enters.
   std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
   for (size_t i = 0; i < regions_.size(); i++) {

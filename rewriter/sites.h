@@ -103,9 +103,10 @@ struct Discovery {
   };
   std::vector<Stretch> mcount_stubs;
   // AArch64, PPC64le and Thumb-2 -fpatchable-function-entry=N,M: the M nops before the entry of a
-  // function whose site is prepared (from its record to its symbol; at least 8 bytes), sorted. They
-  // never run: where a patchable site cannot reach the shim, the preparer may write a branch island
-  // over the ones within its reach (Config::entry_islands).
+  // function whose site is prepared (from its record to its symbol; at least 8 bytes), and on AArch64
+  // the alignment padding between functions (Discoverer::note_padding), sorted, one stretch where
+  // they meet. They never run: where a patchable site cannot reach the shim, the preparer may write a
+  // branch island over the ones within its reach (Config::entry_islands).
   std::vector<Stretch> pre_entry;
   // PPC64le: the `.TOC.` symbol's value (0: none), and the slots the PLT call stubs to _mcount load
   // from (the islands over those stubs rely on r2 holding the TOC pointer the stubs assumed: the

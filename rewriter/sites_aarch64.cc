@@ -35,6 +35,8 @@ class Aarch64Sites final : public WordSites<Aarch64Words> {
         }
   }
 
+  Padding padding() const override { return {arch::aarch64::nop, static_cast<u64>(arch::aarch64::bl_reach)}; }
+
   // ld's AArch64 stubs (arch/aarch64.h linker_stub).
   std::optional<Stub> stub(const Discoverer& d, u64 target, bool) const override {
     return arch::aarch64::linker_stub(target, [&](u64 at, u32& w) { return d.word(at, w); });

@@ -87,6 +87,25 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
     EXPECT_EQ(arch::check_island(Isa::aarch64, b, at, target), "") << dist;
     EXPECT_NE(arch::check_island(Isa::aarch64, b, at, target + 4), "") << dist;
   }
+  // AArch64's 8-byte form, `adrp x16; br x16`, to a far slot on a 4 KiB boundary (+-4 GiB), and the
+  // slot, `bti c; b` the trampoline (+-128 MiB).
+  for (i64 dist : {i64{0x1000}, -i64{0x1000}, i64{1} << 31, -(i64{1} << 31), (i64{4} << 30) - 0x2000}) {
+    const u64 at = u64{0x5'0000'1234} & ~u64{3}, slot = ((at + static_cast<u64>(dist)) & ~u64{0xfff});
+    u8 b[arch::aarch64::page_island_size];
+    ASSERT_TRUE(arch::aarch64::encode_page_island(at, slot, b)) << dist;
+    EXPECT_EQ(arch::check_island(Isa::aarch64, b, at, slot), "") << dist;
+    EXPECT_NE(arch::check_island(Isa::aarch64, b, at, slot + 0x1000), "") << dist;
+    EXPECT_FALSE(arch::aarch64::encode_page_island(at, slot + 4, b));  // not on a page boundary
+  }
+  for (i64 dist : {i64{8}, -i64{8}, (i64{128} << 20) - 4, -(i64{128} << 20) + 4}) {
+    const u64 at = 0x800'0000, target = at + 4 + static_cast<u64>(dist);
+    u8 b[arch::aarch64::far_slot_size];
+    ASSERT_TRUE(arch::aarch64::encode_far_slot(at, target, b)) << dist;
+    EXPECT_EQ(arch::check_island(Isa::aarch64, b, at, target), "") << dist;
+    EXPECT_NE(arch::check_island(Isa::aarch64, b, at, target + 4), "") << dist;
+  }
+  u8 slot8[arch::aarch64::far_slot_size];
+  EXPECT_FALSE(arch::aarch64::encode_far_slot(0x800'0000, 0x800'0004 + (u64{128} << 20), slot8));
   // PPC64le's 16-byte form over ld's call stubs, relative to the TOC pointer r2 is known to hold:
   // proven given that TOC, and not without it (r2 is then unknown) nor given another.
   for (i64 dist : {i64{16}, -i64{0x9000}, (i64{1} << 31) - 0x9000, -(i64{1} << 31)}) {
@@ -127,6 +146,8 @@ TEST(Island, TheCheckerCatchesABrokenIsland) {
       {Isa::aarch64, with_word(with_word(a64, 4, 0x1000'0060), 8, 0x8b00'0210), far, "leaves x0 changed"},
       {Isa::aarch64, with_word(a64, 12, 0xd61f'0220), far, "jumps to 0x1010"},
       {Isa::aarch64, with_word(a64, 0, 0x5800'0110), far, "loads from outside the island"},
+      // AArch64's far slot with `bl` for its `b` (x30, the site's return address, lost).
+      {Isa::aarch64, with_word(with_word(a64, 0, arch::aarch64::bti_c), 4, 0x9400'0010), at + 4 + 64, "not an instruction an island uses"},
       // PPC64le: LR given back from the wrong register, r11 reloaded from where it was not saved, the
       // save outside the red zone, and no `mtlr` at all (the trampoline would see the island's LR).
       {Isa::ppc64le, with_word(ppc, 16, 0x7d68'03a6), far, "leaves lr changed"},
@@ -354,8 +375,10 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 // main's and mid()'s pads lie before their TOC setup, and only near() and far() are prepared).
 // Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; in a
 // PIE M = 9 takes the 16-byte one, which keeps every register through the stack (ip, which ld's
-// stubs may clobber, may be a nested function's static chain here). With M = 2 (8 bytes) on
-// AArch64 there is no room: refused, naming the option that makes room, and nothing is written.
+// stubs may clobber, may be a nested function's static chain here). AArch64 M = 2 (8 bytes) takes
+// `adrp x16; br x16` to the far slot the preparer puts on a page of its own; stripped, nothing says
+// where an entry or a function's end is: refused, naming the options that make room, and nothing
+// is written.
 struct LargePads {
   std::string isa, cc, flags, link;
   unsigned mib;
@@ -389,14 +412,30 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   EXPECT_EQ(listed(before.out), listed(after.out)) << after.out;
   EXPECT_EQ(std::count(after.out.begin(), after.out.end(), '\n'), std::count(before.out.begin(), before.out.end(), '\n'));
   expect_traced_as_shaped(TestBinary{.isa = p.isa}, d, d / "large", 6, p.counts, p.shape);
+  if (p.flags != "-fpatchable-function-entry=4,2") {
+    std::filesystem::remove(d / "out");
+    return;
+  }
+  // M = 2: the 8-byte `adrp x16; br x16` to the far slot, before near()'s entry.
+  const std::string out = read_file(d / "out");
   std::filesystem::remove(d / "out");
-  if (p.isa != "aarch64") return;
-  c = run({p.cc, "-O2", "-fpatchable-function-entry=4,2", "-fno-toplevel-reorder", "-ffunction-sections", p.link, d / "large.c", "-o", d / "large"});
+  bool page_island = false;
+  for (size_t at = 0; at + 8 <= out.size() && !page_island; at += 4) {
+    u32 w[2];
+    std::memcpy(w, out.data() + at, 8);
+    page_island = (w[0] & 0x9f00'001f) == 0x9000'0010 && w[1] == 0xd61f'0200;
+  }
+  EXPECT_TRUE(page_island);
+  // Stripped, no symbol names an entry or a function's end: refused, saying so, nothing written.
+  c = run({p.cc, "-O2", p.flags, "-fno-toplevel-reorder", "-ffunction-sections", p.link, "-s", d / "large.c", "-o", d / "large"});
   ASSERT_EQ(c.status, 0) << c.err;
   r = prepatch({d / "large", "-o", d / "out"});
   EXPECT_EQ(r.status, 4) << r.err;
   EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("the nops before a function's entry, -fpatchable-function-entry=N,M with M >= 3)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the nops before a function's entry that its symbol names, -fpatchable-function-entry=N,M with M >= 2, or 8 "
+                       "bytes of alignment padding between functions: this binary has no .symtab)"),
+            std::string::npos)
+      << r.err;
   EXPECT_FALSE(exists(d / "out"));
 }
 
@@ -411,6 +450,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(LargePads{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=5,3", "-pie", 130, false, "1 branch island",
                                 {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
                                 "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"},
+                      LargePads{"aarch64", "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=4,2", "-pie", 130, false, "1 branch island",
+                                {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
+                                "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"},
                       LargePads{"ppc64le", "powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=14,12", "-static", 34, true, "2 branch islands",
                                 {{"near", 6}, {"far", 6}}, repeated(6, "0near();\n0far();\n")},
                       LargePads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=8,5", "-no-pie", 20, true, "2 branch islands",
@@ -419,19 +461,21 @@ INSTANTIATE_TEST_SUITE_P(
                       LargePads{"arm", "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=12,9", "-pie", 20, true, "2 branch islands",
                                 {{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}},
                                 "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"}),
-    [](const ::testing::TestParamInfo<LargePads>& i) { return test_name(i.param.isa + i.param.link); });
+    [](const ::testing::TestParamInfo<LargePads>& i) { return test_name(i.param.isa + i.param.link + i.param.flags.substr(i.param.flags.find('='))); });
 
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
 // alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB
 // of the shim: the adrp form), counted exactly; patchable sites with nops before their entry
-// (-fpatchable-function-entry=5,3) call one written there; those without, whose calls went through
-// nothing, are refused, naming the site and why, and nothing is written.
+// (-fpatchable-function-entry=5,3) call one written there; those without (=2) one written over the
+// alignment padding between two functions (the C runtime's, in this small program). Stripped, where
+// no symbol says where a function ends, they are refused, naming the site and why, and nothing is
+// written.
 TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntryElseRefuses) {
   TempDir d;
   write_file(d / "big.c", big_bss_program());
-  for (const std::string flag : {"-pg", "-fpatchable-function-entry=5,3", "-fpatchable-function-entry=2"}) {
+  for (const std::string flag : {"-pg", "-fpatchable-function-entry=5,3", "-fpatchable-function-entry=2", "-fpatchable-function-entry=2 -s"}) {
     SCOPED_TRACE(flag);
-    Proc c = run({"aarch64-linux-gnu-gcc", "-O2", flag, d / "big.c", "-o", d / "big"});
+    Proc c = run(cc_command("aarch64-linux-gnu-gcc", flag, d / "big.c", d / "big"));
     ASSERT_EQ(c.status, 0) << c.err;
     std::string bytes = read_file(d / "big");
     u64 text_end = 0;  // the executable PT_LOAD's file end
@@ -445,7 +489,7 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
     bytes.replace(text_end, 64, std::string(64, '\xff'));
     write_file(d / "nopad", bytes, 0755);
     Proc r = prepatch({d / "nopad", "-o", d / "out"});
-    if (flag != "-fpatchable-function-entry=2") {
+    if (flag != "-fpatchable-function-entry=2 -s") {
       ASSERT_EQ(r.status, 0) << r.err;
       EXPECT_NE(r.err.find(flag == "-pg" ? "call it through 1 branch island over the PLT entries and linker stubs"
                                          : "call it through 1 branch island over the nops before a function's entry"),
@@ -462,6 +506,7 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
     EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("this binary has no .symtab"), std::string::npos) << r.err;
     EXPECT_FALSE(exists(d / "out"));
   }
 }
