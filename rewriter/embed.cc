@@ -584,6 +584,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
   };
   r.stub_island_count = stub_islands.size(), r.entry_island_count = entry_islands.size();
+  r.stub_island_addrs = stub_islands, r.entry_island_addrs = entry_islands;
   publish(stub_islands, r.stub_islands_at, config.stub_islands, config.stub_island_count);
   publish(entry_islands, r.entry_islands_at, config.entry_islands, config.entry_island_count);
   // Whether the site reaches the nearest island of a list at or above it, or else below it: the one the

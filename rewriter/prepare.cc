@@ -355,18 +355,24 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     res.messages.push_back(elf.name() + ": sites beyond their call's reach of the shim call it through a branch island at vaddr " +
                            hex(rt.island.vaddr) + " (" + std::to_string(rt.island.bytes.size()) + " bytes after the text)");
   }
+  // Where the listed islands went: the first eight addresses.
+  const auto at_vaddrs = [](const std::vector<u64>& v) {
+    std::string s = " at vaddr";
+    for (size_t i = 0; i < v.size() && i < 8; i++) s += (i ? ", " : " ") + hex(v[i]);
+    return v.size() > 8 ? s + " and " + std::to_string(v.size() - 8) + " more" : s;
+  };
   if (!rt.stub_islands.empty()) {
     extra.insert(extra.end(), rt.stub_islands.begin(), rt.stub_islands.end());
     const u64 n = rt.stub_island_count;
     res.messages.push_back(elf.name() + ": -pg sites beyond their call's reach of the shim call it through " + std::to_string(n) + " branch island" +
                            (n == 1 ? "" : "s") +
-                           " over the PLT entries and linker stubs their calls went through");
+                           " over the PLT entries and linker stubs their calls went through," + at_vaddrs(rt.stub_island_addrs));
   }
   if (!rt.entry_islands.empty()) {
     extra.insert(extra.end(), rt.entry_islands.begin(), rt.entry_islands.end());
     const u64 n = rt.entry_island_count;
     res.messages.push_back(elf.name() + ": patchable sites beyond their call's reach of the shim call it through " + std::to_string(n) +
-                           " branch island" + (n == 1 ? "" : "s") + " over the nops before a function's entry");
+                           " branch island" + (n == 1 ? "" : "s") + " over the nops before a function's entry," + at_vaddrs(rt.entry_island_addrs));
   }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);

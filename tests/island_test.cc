@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <regex>
 #include <sstream>
 
@@ -419,13 +420,17 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   // M = 2: the 8-byte `adrp x16; br x16` to the far slot, before near()'s entry.
   const std::string out = read_file(d / "out");
   std::filesystem::remove(d / "out");
-  bool page_island = false;
+  std::optional<size_t> page_island;
   for (size_t at = 0; at + 8 <= out.size() && !page_island; at += 4) {
     u32 w[2];
     std::memcpy(w, out.data() + at, 8);
-    page_island = (w[0] & 0x9f00'001f) == 0x9000'0010 && w[1] == 0xd61f'0200;
+    if ((w[0] & 0x9f00'001f) == 0x9000'0010 && w[1] == 0xd61f'0200) page_island = at;
   }
-  EXPECT_TRUE(page_island);
+  ASSERT_TRUE(page_island);
+  // Where prepatch said it put it (the text's file offsets are its addresses).
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.err, m, std::regex("before a function's entry, at vaddr 0x([0-9a-f]+)\n"))) << r.err;
+  EXPECT_EQ(std::stoull(m[1].str(), nullptr, 16), *page_island);
   // Stripped, no symbol names an entry or a function's end: refused, saying so, nothing written.
   c = run({p.cc, "-O2", p.flags, "-fno-toplevel-reorder", "-ffunction-sections", p.link, "-s", d / "large.c", "-o", d / "large"});
   ASSERT_EQ(c.status, 0) << c.err;
