@@ -430,7 +430,7 @@ TEST(Thumb2Stubs, EachOfLdsStubFormsIsFollowedToItsDestination) {
   std::string src = ".syntax unified\n.text\n";
   for (size_t i = 0; i < cases.size(); i++) src += ".p2align 4\ns" + std::to_string(i) + ":\n" + cases[i].code + "\n";
   src += ".arm\n.p2align 4\n";
-  for (size_t i = 0; i < cases.size(); i++) src += "d" + std::to_string(i) + ": nop\n";
+  for (size_t i = 0; i < cases.size(); i++) src += 'd' + std::to_string(i) + ": nop\n";  // (a char: "d" + std::string sets off gcc 12's -Wrestrict at -O3)
   const std::string b = assembled_text(d, src);
   ASSERT_FALSE(b.empty());
   const u64 dests = (cases.size() * 16 + 15) / 16 * 16;  // where d0 is: after the stubs, 16-aligned
