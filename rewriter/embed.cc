@@ -50,10 +50,15 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
   return p;
 }
 
-// How far a patchable site's call reaches (a bl: AArch64 +-128 MiB, PPC64 +-32 MiB, Thumb +-16 MiB),
-// on the ISAs whose patchable sites may call an island before a function's entry; 0 on the others.
+// How far a patchable site's call reaches (a bl: AArch64 +-128 MiB, PPC64 +-32 MiB, Thumb +-16 MiB;
+// x86-64's call +-2 GiB), on the ISAs whose patchable sites may call an island before a function's
+// entry; 0 on the others.
 u64 entry_island_reach(u16 machine) {
-  return machine == EM_AARCH64 ? u64{128} << 20 : machine == EM_PPC64 ? u64{32} << 20 : machine == EM_ARM ? u64{16} << 20 : 0;
+  return machine == EM_AARCH64 ? u64{128} << 20
+         : machine == EM_PPC64 ? u64{32} << 20
+         : machine == EM_ARM   ? u64{16} << 20
+         : machine == EM_X86_64 ? u64{2} << 30
+                                : 0;
 }
 
 // At most how many islands before entries runtime_segment chooses among `pre_entry`. Each is chosen
@@ -497,7 +502,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       stub_islands.push_back(at);
     }
   }
-  // AArch64, PPC64le and Thumb-2 patchable sites that reach neither: an island over the nops before a
+  // AArch64, PPC64le, Thumb-2 and x86-64 patchable sites that reach neither: an island over the nops before a
   // function's entry (Discovery::pre_entry: -fpatchable-function-entry=N,M), which never run. In address
   // order, a site that reaches no island chosen so far takes the farthest stretch ahead within its reach,
   // else the nearest behind it, so that one island serves every site around it (max_entry_islands).
@@ -537,6 +542,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         arch::thumb2::encode_absolute_island(ptramp | 1, p.bytes.data());
       } else if (machine == EM_ARM && !fixed && (p.at = align_up(t.start, 4)) + arch::thumb2::island_size <= end) {
         p.bytes = arch::encode_island(arch::Isa::thumb2, p.at, ptramp | 1);
+      } else if (machine == EM_X86_64 && (p.at = t.start) + arch::x86_64::island_size <= end) {
+        p.bytes = arch::encode_island(arch::Isa::x86_64, p.at, ptramp);
       }
       if (!p.bytes.empty()) spots.push_back(std::move(p));
     }
@@ -609,8 +616,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                           : s.kind == SiteKind::patchable && entry_island_reach(machine)
                                               ? std::string("; the nops before a function's entry that its symbol names, -fpatchable-function-entry=N,M with M >= ") +
                                                     (machine == EM_AARCH64 ? "2, or 8 bytes of alignment padding between functions"
-                                                     : machine == EM_PPC64 ? "13"
-                                                                           : "5 (-no-pie), else 9") +
+                                                     : machine == EM_PPC64  ? "13"
+                                                     : machine == EM_X86_64 ? "22"
+                                                                            : "5 (-no-pie), else 9") +
                                                     (d.has_symtab ? "" : ": this binary has no .symtab")
                                               : "") +
                               ")"

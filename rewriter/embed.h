@@ -45,7 +45,7 @@ struct RuntimeSegment {
   std::vector<u64> stub_island_addrs;  // their addresses, sorted (what prepatch says)
   u64 stub_island_count = 0;
   u64 stub_islands_at = 0;
-  // AArch64, PPC64le and Thumb-2 patchable sites that reach neither: branch islands over the nops
+  // AArch64, PPC64le, Thumb-2 and x86-64 patchable sites that reach neither: branch islands over the nops
   // before functions' entries (Discovery::pre_entry; Config::entry_islands, at entry_islands_at).
   std::vector<elf::Patch> entry_islands;
   std::vector<u64> entry_island_addrs;
@@ -105,7 +105,7 @@ u64 runtime_segment_tail(u16 machine);
 // +-32 MiB; Thumb bl: +-16 MiB; ARM-state b: +-32 MiB; x86-64 call, RISC-V auipc+jalr: +-2 GiB), it
 // places branch islands within their reach (RuntimeSegment::island), and for RISC-V -pg sites one
 // their redirect reaches; ARM32, AArch64 and PPC64le -pg sites may also call islands over the stubs
-// their calls went through, and AArch64, PPC64le and Thumb-2 patchable sites islands over the nops
+// their calls went through, and AArch64, PPC64le, Thumb-2 and x86-64 patchable sites islands over the nops
 // before functions' entries. Throws InputError when a site reaches none, or RISC-V's redirect cannot
 // be written.
 RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, const Discovery& d, const Reach& reach);

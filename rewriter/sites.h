@@ -102,7 +102,7 @@ struct Discovery {
     u32 size;
   };
   std::vector<Stretch> mcount_stubs;
-  // AArch64, PPC64le and Thumb-2 -fpatchable-function-entry=N,M: the M nops before the entry of a
+  // AArch64, PPC64le, Thumb-2 and x86-64 -fpatchable-function-entry=N,M: the M nops before the entry of a
   // function whose site is prepared (from its record to its symbol; at least 8 bytes), and on AArch64
   // the alignment padding between functions (Discoverer::note_padding), sorted, one stretch where
   // they meet. They never run: where a patchable site cannot reach the shim, the preparer may write a

@@ -82,6 +82,7 @@ class X86_64Sites final : public IsaSites {
       s.len = len == 6 ? 6 : 5;
       s.pad_rest = static_cast<u8>(len - s.len);
     }
+    if (s.prepared()) d.note_pre_entry(addr, *pad_entry);
     d.push_record_site(s);
   }
 

@@ -81,7 +81,7 @@ struct Config {
   // stub_islands from table_vaddr (0: none); a site calls the nearest it reaches.
   u32 stub_islands;
   u32 stub_island_count;
-  // AArch64, PPC64le and Thumb-2 patchable sites that reach neither their trampoline nor island[2]:
+  // AArch64, PPC64le, Thumb-2 and x86-64 patchable sites that reach neither their trampoline nor island[2]:
   // branch islands over the nops before a function's entry (-fpatchable-function-entry=N,M), each
   // jumping on to the patchable trampoline; laid out as stub_islands are, after them.
   u32 entry_islands;

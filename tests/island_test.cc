@@ -468,6 +468,19 @@ INSTANTIATE_TEST_SUITE_P(
                                 "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"}),
     [](const ::testing::TestParamInfo<LargePads>& i) { return test_name(i.param.isa + i.param.link + i.param.flags.substr(i.param.flags.find('='))); });
 
+// The binary `bytes` with the 64 bytes of zero padding after its executable segment's file bytes made
+// 0xff (bytes no header describes, which the preparer leaves alone); empty when there were none.
+std::string without_room_after_the_text(std::string bytes) {
+  u64 text_end = 0;  // the executable PT_LOAD's file end
+  {
+    elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
+    for (const elf::Segment& s : e.segments())
+      if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
+  }
+  if (!text_end || bytes.substr(text_end, 64) != std::string(64, '\0')) return {};
+  return bytes.replace(text_end, 64, std::string(64, '\xff'));
+}
+
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
 // alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB
 // of the shim: the adrp form), counted exactly; patchable sites with nops before their entry
@@ -482,16 +495,8 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
     SCOPED_TRACE(flag);
     Proc c = run(cc_command("aarch64-linux-gnu-gcc", flag, d / "big.c", d / "big"));
     ASSERT_EQ(c.status, 0) << c.err;
-    std::string bytes = read_file(d / "big");
-    u64 text_end = 0;  // the executable PT_LOAD's file end
-    {
-      elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
-      for (const elf::Segment& s : e.segments())
-        if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
-    }
-    ASSERT_GT(text_end, 0u);
-    ASSERT_EQ(bytes.substr(text_end, 64), std::string(64, '\0'));
-    bytes.replace(text_end, 64, std::string(64, '\xff'));
+    const std::string bytes = without_room_after_the_text(read_file(d / "big"));
+    ASSERT_FALSE(bytes.empty());
     write_file(d / "nopad", bytes, 0755);
     Proc r = prepatch({d / "nopad", "-o", d / "out"});
     if (flag != "-fpatchable-function-entry=2 -s") {
@@ -513,6 +518,34 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
     EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("this binary has no .symtab"), std::string::npos) << r.err;
     EXPECT_FALSE(exists(d / "out"));
+  }
+}
+
+// The same on x86-64 past a 3 GiB .bss (-mcmodel=medium): a site with 22 nops before its entry
+// (-fpatchable-function-entry=27,22) calls the 22-byte island written over them, counted and
+// graph-traced call by call; with none (=5), refused, naming the option.
+TEST(Island, X86NoRoomAfterTheTextLeavesPatchableSitesTheNopsBeforeTheirEntryElseRefuses) {
+  TempDir d;
+  write_file(d / "big.c", big_bss_program(3));
+  for (const std::string flag : {"-fpatchable-function-entry=27,22", "-fpatchable-function-entry=5"}) {
+    SCOPED_TRACE(flag);
+    Proc c = run(cc_command("gcc", flag + " -mcmodel=medium", d / "big.c", d / "big"));
+    ASSERT_EQ(c.status, 0) << c.err;
+    const std::string bytes = without_room_after_the_text(read_file(d / "big"));
+    ASSERT_FALSE(bytes.empty());
+    write_file(d / "nopad", bytes, 0755);
+    std::filesystem::remove(d / "out");
+    Proc r = prepatch({d / "nopad", "-o", d / "out"});
+    if (flag == "-fpatchable-function-entry=5") {
+      EXPECT_EQ(r.status, 4) << r.err;
+      EXPECT_NE(r.err.find("with a rel32 call (+-2 GiB)"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("-fpatchable-function-entry=N,M with M >= 22)"), std::string::npos) << r.err;
+      EXPECT_FALSE(exists(d / "out"));
+      continue;
+    }
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("call it through 1 branch island over the nops before a function's entry, at vaddr 0x"), std::string::npos) << r.err;
+    expect_traced_as_called(TestBinary{}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
   }
 }
 
