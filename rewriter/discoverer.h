@@ -157,6 +157,7 @@ class Discoverer {
   std::optional<SiteKind> classify_call(const arch::Call& c) const { return (c.indirect ? slots_ : direct_).find(c.target); }
   const Func* func_at(u64 addr) const;  // the function containing addr
   const Func* func_at_or_after(u64 addr, u64 within) const;
+  bool prepared_input() const { return prepared_input_; }  // a prepared output, read back (a __patch_sites table)
   void push_record_site(Site s);  // a site from a record, named after the function containing it
   // The nops from a patchable record at `start` to its function's `entry`, when the site there is
   // prepared (Discovery::pre_entry): only where a function symbol names the entry, which is then sure.

@@ -57,8 +57,10 @@ class X86_64Sites final : public IsaSites {
       s.set_skip(Skip::not_in_text);
       return d.push_record_site(s);
     }
-    auto pad_code = d.code(addr, std::min<u64>(64, d.code_size(addr)));
-    const auto pad_entry = d.pad_entry(addr, 32, [&](u64 at, u64) { return arch::nop_length(pad_code.subspan(at - addr)); });
+    auto pad_code = d.code(addr, std::min<u64>(128, d.code_size(addr)));
+    auto pad_entry = d.pad_entry(addr, 64, [&](u64 at, u64) { return arch::nop_length(pad_code.subspan(at - addr)); });
+    if (!pad_entry && d.prepared_input())  // an output whose pre-entry nops hold a branch island (Discovery::pre_entry)
+      if (const Func* f = d.func_at(addr) ? nullptr : d.func_at_or_after(addr, 64)) pad_entry = f->addr;
     if (!pad_entry) {
       s.set_skip(Skip::unrecognized);
       return d.push_record_site(s);

@@ -545,6 +545,9 @@ TEST(Island, X86NoRoomAfterTheTextLeavesPatchableSitesTheNopsBeforeTheirEntryEls
     }
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("call it through 1 branch island over the nops before a function's entry, at vaddr 0x"), std::string::npos) << r.err;
+    // Read back, the island's record leads to its function's site, as before.
+    Proc sites = prepatch({"sites", d / "out"});
+    EXPECT_NE(sites.out.find("3 sites (0 skipped); prepared binary"), std::string::npos) << sites.out;
     expect_traced_as_called(TestBinary{}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
   }
 }
