@@ -376,7 +376,8 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 // main's and mid()'s pads lie before their TOC setup, and only near() and far() are prepared).
 // Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; in a
 // PIE M = 9 takes the 16-byte one, which keeps every register through the stack (ip, which ld's
-// stubs may clobber, may be a nested function's static chain here). AArch64 M = 2 (8 bytes) takes
+// stubs may clobber, may be a nested function's static chain here); with M = 3 a PIE is refused,
+// naming both options. AArch64 M = 2 (8 bytes) takes
 // `adrp x16; br x16` to the far slot the preparer puts on a page of its own; stripped, nothing says
 // where an entry or a function's end is: refused, naming the options that make room, and nothing
 // is written.
@@ -413,6 +414,17 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   EXPECT_EQ(listed(before.out), listed(after.out)) << after.out;
   EXPECT_EQ(std::count(after.out.begin(), after.out.end(), '\n'), std::count(before.out.begin(), before.out.end(), '\n'));
   expect_traced_as_shaped(TestBinary{.isa = p.isa}, d, d / "large", 6, p.counts, p.shape);
+  if (p.isa == "arm" && p.link == "-pie") {  // M = 3 in a PIE: no room for the 16-byte island, refused naming both options
+    std::filesystem::remove(d / "out");
+    c = run({p.cc, "-O2", "-fpatchable-function-entry=6,3", "-fno-toplevel-reorder", "-ffunction-sections", p.link, d / "large.c", "-o", d / "large"});
+    ASSERT_EQ(c.status, 0) << c.err;
+    r = prepatch({d / "large", "-o", d / "out"});
+    EXPECT_EQ(r.status, 4) << r.err;
+    EXPECT_NE(r.err.find("with a Thumb bl (+-16 MiB)"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("-fpatchable-function-entry=N,M with M >= 5 (-no-pie), else 9)"), std::string::npos) << r.err;
+    EXPECT_FALSE(exists(d / "out"));
+    return;
+  }
   if (p.flags != "-fpatchable-function-entry=4,2") {
     std::filesystem::remove(d / "out");
     return;
