@@ -377,10 +377,9 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 // Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; in a
 // PIE M = 9 takes the 16-byte one, which keeps every register through the stack (ip, which ld's
 // stubs may clobber, may be a nested function's static chain here); with M = 3 a PIE is refused,
-// naming both options. AArch64 M = 2 (8 bytes) takes
-// `adrp x16; br x16` to the far slot the preparer puts on a page of its own; stripped, nothing says
-// where an entry or a function's end is: refused, naming the options that make room, and nothing
-// is written.
+// naming both options. AArch64 M = 2 (8 bytes) takes `adrp x16; br x16` to the far slot the preparer
+// puts on a page of its own; stripped, nothing says where an entry or a function's end is: refused,
+// naming the options that make room, and nothing is written.
 struct LargePads {
   std::string isa, cc, flags, link;
   unsigned mib;
