@@ -50,6 +50,10 @@ constexpr void put_words_le(const u32* words, unsigned n, u8* out) {
   for (unsigned i = 0; i < n; i++)
     for (unsigned b = 0; b < 4; b++) out[4 * i + b] = static_cast<u8>(words[i] >> (8 * b));
 }
+// The same for halfwords (Thumb-2's instructions).
+constexpr void put_halves_le(const u16* halves, unsigned n, u8* out) {
+  for (unsigned i = 0; i < n; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
+}
 
 // Where a write's bytes come from.
 enum class From : u8 {

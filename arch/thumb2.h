@@ -189,8 +189,8 @@ constexpr void encode_island(u64 at, u64 target, u8* out) {
                          0xbd01,   // pop {r0, pc}
                          nop};
   const u32 delta = static_cast<u32>(target - (at + 8));
-  for (unsigned i = 0; i < 6; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
-  for (unsigned b = 0; b < 4; b++) out[12 + b] = static_cast<u8>(delta >> (8 * b));
+  put_halves_le(halves, 6, out);
+  put_words_le(&delta, 1, out + 12);
 }
 
 // The same in 12 bytes through ip, where ip is free (an -pg site's call, which entered ld's stub or
@@ -203,8 +203,8 @@ constexpr void encode_ip_island(u64 at, u64 target, u8* out) {
                          0x44fc,          // add ip, pc           (pc reads at + 8)
                          0x4760};         // bx ip
   const u32 delta = static_cast<u32>(target - (at + 8));
-  for (unsigned i = 0; i < 4; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
-  for (unsigned b = 0; b < 4; b++) out[8 + b] = static_cast<u8>(delta >> (8 * b));
+  put_halves_le(halves, 4, out);
+  put_words_le(&delta, 1, out + 8);
 }
 
 // The same in 8 bytes, where the binary is never moved (ET_EXEC): `ldr.w pc, [pc, #0]; .word target`,
@@ -212,8 +212,9 @@ constexpr void encode_ip_island(u64 at, u64 target, u8* out) {
 inline constexpr unsigned absolute_island_size = 8;
 constexpr void encode_absolute_island(u64 target, u8* out) {
   const u16 halves[2] = {0xf8df, 0xf000};  // ldr.w pc, [pc, #0]   (the literal at at + 4)
-  for (unsigned i = 0; i < 2; i++) out[2 * i] = static_cast<u8>(halves[i]), out[2 * i + 1] = static_cast<u8>(halves[i] >> 8);
-  for (unsigned b = 0; b < 4; b++) out[4 + b] = static_cast<u8>(target >> (8 * b));
+  const u32 literal = static_cast<u32>(target);
+  put_halves_le(halves, 2, out);
+  put_words_le(&literal, 1, out + 4);
 }
 
 // The ARM-state sites' entry as a branch island (ARM state), where the shim's (entry_arm.S
