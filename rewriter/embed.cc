@@ -267,14 +267,17 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   r.entry_islands_at = r.stub_islands_at + stub_room;
   const u64 entry_room = 8 * max_entry_islands(elf.header().machine, d.pre_entry);
   r.blob_offset = align_up(r.entry_islands_at + entry_room, page);
+  // Whether the site's call form reaches `target` (0: no target).
+  const auto reaches = [&](const Site& s, arch::CallForm form, u64 target) {
+    u8 call[arch::thumb2::arm_site_len];
+    return target && arch::encode_call_form(form, s.addr, target, call);
+  };
   // AArch64: a far slot for the 8-byte islands (below) on the page before the blob, where a
   // patchable site may reach neither end of the segment (a 4 KiB page more in the file).
   if (elf.header().machine == EM_AARCH64 && !d.pre_entry.empty()) {
     bool far = false;
     reach.for_each_end([&](const Site& s, arch::CallForm form) {
-      u8 call[4];
-      far |= s.kind == SiteKind::patchable &&
-             (!arch::encode_call_form(form, s.addr, vaddr, call) || !arch::encode_call_form(form, s.addr, vaddr + r.blob_offset + page + h.mem_size, call));
+      far |= s.kind == SiteKind::patchable && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + page + h.mem_size));
     });
     if (far) {
       r.far_slot_at = align_up(vaddr + r.entry_islands_at + entry_room, 4096) - vaddr;  // (4 KiB: adrp's page)
@@ -362,10 +365,6 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   const auto arm_state = [&](const Site& s) { return machine == EM_ARM && s.len == arch::thumb2::arm_site_len; };
   const auto target_of = [&](const Site& s) {
     return machine == EM_RISCV && s.kind == SiteKind::mcount ? d.mcount_via : r.tramp[arm_state(s) ? 0 : static_cast<int>(s.kind) - 1];
-  };
-  const auto reaches = [&](const Site& s, arch::CallForm form, u64 target) {
-    u8 call[arch::thumb2::arm_site_len];
-    return target && arch::encode_call_form(form, s.addr, target, call);
   };
   // A site's branch island slot (Config::island): its kind's, or on ARM32 for an ARM-state site the
   // fentry one (no fentry sites there), which holds the ARM-state entry's island.
@@ -590,7 +589,6 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     for (size_t i = 0; i < islands.size(); i++) elf.codec().put(r.data, at - r.names.size() + 8 * i, 8, islands[i]);
     std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
   };
-  r.stub_island_count = stub_islands.size(), r.entry_island_count = entry_islands.size();
   r.stub_island_addrs = stub_islands, r.entry_island_addrs = entry_islands;
   publish(stub_islands, r.stub_islands_at, config.stub_islands, config.stub_island_count);
   publish(entry_islands, r.entry_islands_at, config.entry_islands, config.entry_island_count);

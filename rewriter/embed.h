@@ -42,14 +42,12 @@ struct RuntimeSegment {
   // (Discovery::mcount_stubs), for sites that reach neither (Config::stub_islands, whose addresses
   // lie at offset stub_islands_at of the segment).
   std::vector<elf::Patch> stub_islands;
-  std::vector<u64> stub_island_addrs;  // their addresses, sorted (what prepatch says)
-  u64 stub_island_count = 0;
+  std::vector<u64> stub_island_addrs;  // their addresses, sorted
   u64 stub_islands_at = 0;
   // AArch64, PPC64le, Thumb-2 and x86-64 patchable sites that reach neither: branch islands over the nops
   // before functions' entries (Discovery::pre_entry; Config::entry_islands, at entry_islands_at).
   std::vector<elf::Patch> entry_islands;
   std::vector<u64> entry_island_addrs;
-  u64 entry_island_count = 0;
   u64 entry_islands_at = 0;
   // AArch64: where the 8-byte islands among them jump (arch/aarch64.h encode_far_slot), on a 4 KiB
   // boundary of the segment, before the blob: its offset in the segment (0: none reserved).

@@ -363,14 +363,14 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   };
   if (!rt.stub_islands.empty()) {
     extra.insert(extra.end(), rt.stub_islands.begin(), rt.stub_islands.end());
-    const u64 n = rt.stub_island_count;
+    const u64 n = rt.stub_island_addrs.size();
     res.messages.push_back(elf.name() + ": -pg sites beyond their call's reach of the shim call it through " + std::to_string(n) + " branch island" +
                            (n == 1 ? "" : "s") +
                            " over the PLT entries and linker stubs their calls went through," + at_vaddrs(rt.stub_island_addrs));
   }
   if (!rt.entry_islands.empty()) {
     extra.insert(extra.end(), rt.entry_islands.begin(), rt.entry_islands.end());
-    const u64 n = rt.entry_island_count;
+    const u64 n = rt.entry_island_addrs.size();
     res.messages.push_back(elf.name() + ": patchable sites beyond their call's reach of the shim call it through " + std::to_string(n) +
                            " branch island" + (n == 1 ? "" : "s") + " over the nops before a function's entry," + at_vaddrs(rt.entry_island_addrs));
   }
