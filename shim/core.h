@@ -505,11 +505,18 @@ inline bool site_form(u16 machine, bool on, u64 addr, u8 len, u8 call_form, u64 
 // never removed (one of a disabled site is harmless, and one of an object unloaded since is replaced
 // when a site loaded at its address is enabled). shim/entry_x86_64.S's count trampoline repeats find()
 // in assembly.
+//
+// A key's home slot is bits 32 and up of key * mult, masked. Two kinds of multiplier:
+// - in address order (site_hash_ordered(shift): key >> shift), where the sites' ends spread over the
+//   slots with short probes (site_hash_probes says): calls and inserts that walk the text in order
+//   walk the slots in order, a cache line serving four sites, instead of a cache miss each;
+// - scattered (site_hash_mult, Fibonacci hashing) otherwise.
 struct SiteHashSlot {
   u64 key, value;
 };
 inline constexpr u64 site_hash_mult = 0x9E3779B97F4A7C15, site_hash_slack = 64;
-inline u64 site_hash_home(u64 key, u64 mask) { return ((key * site_hash_mult) >> 32) & mask; }
+inline constexpr u64 site_hash_ordered(unsigned shift) { return u64{1} << (32 - shift); }
+inline u64 site_hash_home(u64 key, u64 mask, u64 mult) { return ((key * mult) >> 32) & mask; }
 // The mask for `sites` entries: a load factor of at most one half.
 inline u64 site_hash_mask(u64 sites) {
   u64 n = 64;
@@ -521,8 +528,8 @@ inline u64 site_hash_size(u64 mask) { return mask + 1 + site_hash_slack; }
 // What site_hash_insert did: no room on the key's probe path, replaced the value of the key's entry
 // (no thread calls that site while it is enabled), or added an entry.
 enum class HashInsert { full, replaced, added };
-inline HashInsert site_hash_insert(SiteHashSlot* t, u64 mask, u64 key, u64 value) {
-  for (u64 i = site_hash_home(key, mask); i < mask + site_hash_slack; i++) {  // never the last slot
+inline HashInsert site_hash_insert(SiteHashSlot* t, u64 mask, u64 mult, u64 key, u64 value) {
+  for (u64 i = site_hash_home(key, mask, mult); i < mask + site_hash_slack; i++) {  // never the last slot
     if (t[i].key == key) return __atomic_store_n(&t[i].value, value, __ATOMIC_RELAXED), HashInsert::replaced;
     if (t[i].key == 0) {
       t[i].value = value;
@@ -533,31 +540,71 @@ inline HashInsert site_hash_insert(SiteHashSlot* t, u64 mask, u64 key, u64 value
   return HashInsert::full;
 }
 
-inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 key) {
-  for (u64 i = site_hash_home(key, mask);; i++) {
+inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 mult, u64 key) {
+  for (u64 i = site_hash_home(key, mask, mult);; i++) {
     const u64 k = __atomic_load_n(&t[i].key, __ATOMIC_ACQUIRE);
     if (k == key) return &t[i];
     if (k == 0) return nullptr;
   }
 }
 
-// The process's site hash as the trampolines find it: one block, its mask then its slots, published
-// through a single pointer (prepatch_hash), so a reader never pairs one block's mask with another's
-// slots. It is replaced by a new block that takes the old one's entries still wanted and is published
-// in its place; the old one stays mapped (a thread may still be reading it; its entries stay true).
-// shim/entry_x86_64.S's count trampoline reads it at these offsets.
+// How far from home the keys `each` gives may lie in a hash of `mask` and `mult`, inserted in any
+// order, all of them or any subset: `farthest`, the most slots any is probed past its home, and
+// `total`, that summed over the keys; fits = false when some would be probed past `most` or into
+// the last slot. (A key not inserted is probed to the end of its home's run of taken slots, which
+// in address order may be long: the trampolines look up only sites they were told of.) A key homed at h lies at or before the first slot s >= h past which no key homed at
+// or before s spills: were it past s, the slots from the start of its run to s would hold more keys
+// homed there than there are slots. So only homes shared by several keys (or reached by a spill)
+// cost probes, in any order. `count` is scratch, a byte per slot (cleared here): how many keys are
+// homed there (up to 127), and bit 7 whether keys spill past it. `each(f)` calls f(key) for every key.
+struct HashProbes {
+  u64 farthest = 0, total = 0;
+  bool fits = true;
+};
+template <class Each>
+HashProbes site_hash_probes(u64 mask, u64 mult, u64 most, u8* count, Each each) {
+  const u64 end = site_hash_size(mask), spills = 0x80;
+  for (u64 i = 0; i < end; i++) count[i] = 0;
+  each([&](u64 key) {
+    u8& c = count[site_hash_home(key, mask, mult)];
+    c = static_cast<u8>(c + (c < 127));
+  });
+  HashProbes p;
+  u64 spill = 0;  // keys homed at or before slot i that lie past it
+  for (u64 i = 0; i < end; i++) {
+    spill = spill + (count[i] & 0x7f) > 0 ? spill + (count[i] & 0x7f) - 1 : 0;
+    if (spill) count[i] |= spills;
+  }
+  if (count[end - 2] & spills) return p.fits = false, p;
+  for (u64 i = end - 1, run = 0; i-- > 0;) {  // run: slots from i to the first at or after it that nothing spills past
+    run = count[i] & spills ? run + 1 : 0;
+    const u64 keys = count[i] & 0x7f;
+    if (keys && (run > most || keys == 127)) return p.fits = false, p;
+    if (keys) p.farthest = run > p.farthest ? run : p.farthest, p.total += keys * run;
+  }
+  return p;
+}
+
+// The process's site hash as the trampolines find it: one block, its mask, multiplier and count, then
+// its slots, published through a single pointer (prepatch_hash), so a reader never pairs one block's
+// mask with another's slots. It is replaced by a new block that takes the old one's entries still
+// wanted and is published in its place; the old one stays mapped (a thread may still be reading it;
+// its entries stay true). shim/entry_x86_64.S's count trampoline reads it at these offsets.
 struct SiteHash {
   u64 mask;
+  u64 mult;
   u64 used;  // slots holding an entry
+  u64 reserved;
   SiteHashSlot* slots() { return reinterpret_cast<SiteHashSlot*>(this + 1); }
   const SiteHashSlot* slots() const { return reinterpret_cast<const SiteHashSlot*>(this + 1); }
   static u64 bytes(u64 mask) { return sizeof(SiteHash) + site_hash_size(mask) * sizeof(SiteHashSlot); }
+  u64 home(u64 key) const { return site_hash_home(key, mask, mult); }
   bool insert(u64 key, u64 value) {
-    const HashInsert r = site_hash_insert(slots(), mask, key, value);
+    const HashInsert r = site_hash_insert(slots(), mask, mult, key, value);
     used += r == HashInsert::added;
     return r != HashInsert::full;
   }
-  const SiteHashSlot* find(u64 key) const { return site_hash_find(slots(), mask, key); }
+  const SiteHashSlot* find(u64 key) const { return site_hash_find(slots(), mask, mult, key); }
   // Takes every entry of `from` whose key `keep(key)` wants; false when one does not fit (cannot happen
   // at a load factor of one half short of a pathological address pattern).
   template <class Keep>
@@ -568,7 +615,7 @@ struct SiteHash {
     return true;
   }
 };
-static_assert(sizeof(SiteHash) == 16);
+static_assert(sizeof(SiteHash) == 32);
 
 // The graph tracer's per-thread shadow stack: for every traced function the thread is in, where its
 // return address lives on the stack (`slot`), the real return address the exit trampoline took the

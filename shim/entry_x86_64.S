@@ -75,15 +75,15 @@ prepatch_start:
 // The site's number into %esi (as the count trampoline finds the site); clobbers %rax %rcx %rdx %r11.
         .macro FAST_SITE
         mov 56(%rsp), %r11
-        movabs $0x9E3779B97F4A7C15, %rax
-        imul %r11, %rax
-        shr $32, %rax
         mov prepatch_hash(%rip), %rdx
         test %rdx, %rdx
         jz 9f
+        mov 8(%rdx), %rax
+        imul %r11, %rax
+        shr $32, %rax
         and (%rdx), %rax
         shl $4, %rax
-        lea 16(%rdx,%rax), %rax
+        lea 32(%rdx,%rax), %rax
 1:      mov (%rax), %rcx
         cmp %rcx, %r11
         je 2f
@@ -294,13 +294,13 @@ prepatch_tramp_count:
         push %rax
         push %rdx
         mov 16(%rsp), %r11                              // the key: the site's end
-        movabs $0x9E3779B97F4A7C15, %rax                // site_hash_home: ((key * mult) >> 32) & mask
+        mov prepatch_hash(%rip), %rdx                   // the SiteHash block: mask, mult, used, reserved, then its slots
+        mov 8(%rdx), %rax                               // site_hash_home: ((key * mult) >> 32) & mask
         imul %r11, %rax
         shr $32, %rax
-        mov prepatch_hash(%rip), %rdx                   // the SiteHash block: its mask, then its slots
         and (%rdx), %rax
         shl $4, %rax
-        lea 16(%rdx,%rax), %rax
+        lea 32(%rdx,%rax), %rax
 1:      cmp (%rax), %r11
         jne 2f
         mov 8(%rax), %r11

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <random>
@@ -398,29 +399,115 @@ TEST(ShimCore, ControlChannelFileRules) {
 }
 
 // The site hash the tracers use to find a site from the return address its call pushed: every key
-// inserted is found with its value, keys never inserted are not, at the highest load it is sized for;
-// the last slot stays empty so a lookup of a missing key ends.
+// inserted is found with its value, keys never inserted are not, at the highest load it is sized for,
+// with its keys scattered and in address order; the last slot stays empty so a lookup of a missing
+// key ends.
 TEST(SiteHash, FindsEveryInsertedSiteAndNoOther) {
   for (u64 n : {1u, 5u, 1000u, 100000u}) {
     const u64 mask = shim::site_hash_mask(n);
     EXPECT_GE(mask + 1, 2 * n);
-    std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
-    // Addresses like real site ends: 16-aligned functions, 5 bytes in, in one text segment.
-    using R = shim::HashInsert;
-    for (u64 i = 0; i < n; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), mask, 0x401000 + 16 * i + 5, i), R::added) << n << " " << i;
-    EXPECT_EQ(shim::site_hash_insert(t.data(), mask, 0x401005, 0), R::replaced);  // again, same value
-    // Again with another value (a site loaded where an unloaded object's was): the entry takes it.
-    EXPECT_EQ(shim::site_hash_insert(t.data(), mask, 0x401005, 7), R::replaced);
-    EXPECT_EQ(shim::site_hash_find(t.data(), mask, 0x401005)->value, 7u);
-    shim::site_hash_insert(t.data(), mask, 0x401005, 0);
-    for (u64 i = 0; i < n; i++) {
-      const shim::SiteHashSlot* s = shim::site_hash_find(t.data(), mask, 0x401000 + 16 * i + 5);
-      ASSERT_NE(s, nullptr);
-      ASSERT_EQ(s->value, i);
-      ASSERT_EQ(shim::site_hash_find(t.data(), mask, 0x401000 + 16 * i + 6), nullptr);
+    for (u64 mult : {shim::site_hash_mult, shim::site_hash_ordered(4)}) {
+      std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
+      // Addresses like real site ends: 16-aligned functions, 5 bytes in, in one text segment.
+      using R = shim::HashInsert;
+      for (u64 i = 0; i < n; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401000 + 16 * i + 5, i), R::added) << n << " " << i;
+      EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401005, 0), R::replaced);  // again, same value
+      // Again with another value (a site loaded where an unloaded object's was): the entry takes it.
+      EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401005, 7), R::replaced);
+      EXPECT_EQ(shim::site_hash_find(t.data(), mask, mult, 0x401005)->value, 7u);
+      shim::site_hash_insert(t.data(), mask, mult, 0x401005, 0);
+      for (u64 i = 0; i < n; i++) {
+        const shim::SiteHashSlot* s = shim::site_hash_find(t.data(), mask, mult, 0x401000 + 16 * i + 5);
+        ASSERT_NE(s, nullptr);
+        ASSERT_EQ(s->value, i);
+        // A key not there is probed to the end of its home's run: in address order, with every slot
+        // from here on taken, the rest of the table. So only some are looked for there.
+        if (mult == shim::site_hash_mult || i % 512 == 0) {
+          ASSERT_EQ(shim::site_hash_find(t.data(), mask, mult, 0x401000 + 16 * i + 6), nullptr);
+        }
+      }
+      EXPECT_EQ(t.back().key, 0u);
     }
-    EXPECT_EQ(t.back().key, 0u);
   }
+}
+
+// In address order a key's home is its address shifted, so keys that walk the text walk the slots:
+// 16 bytes apart with a slot per 16 bytes, each key sits in its home slot, one after the other.
+TEST(SiteHash, InAddressOrderKeysLieInOrderAtHome) {
+  const u64 mask = shim::site_hash_mask(1000), mult = shim::site_hash_ordered(4);
+  std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
+  for (u64 i = 0; i < 1000; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401000 + 16 * i + 5, i), shim::HashInsert::added);
+  for (u64 i = 0; i < 1000; i++) {
+    const u64 home = ((0x401000 + 16 * i + 5) >> 4) & mask;
+    EXPECT_EQ(shim::site_hash_home(0x401000 + 16 * i + 5, mask, mult), home);
+    ASSERT_EQ(t[home].value, i);
+  }
+}
+
+// site_hash_probes' bounds hold whatever subset of the keys is inserted in whatever order: each key
+// is found no farther from its home than `farthest`, and the probes of the whole set sum to no more
+// than `total`. Keys crowded into shared homes, over a table in address order, checked by inserting
+// them for real; and the verdicts: keys a home apart probe nothing, keys crowded past `most` or the
+// slack do not fit.
+TEST(SiteHash, ProbeBoundsHoldForEverySubsetInEveryOrder) {
+  const u64 mask = shim::site_hash_mask(300), mult = shim::site_hash_ordered(4);
+  std::mt19937_64 rng(29);
+  std::vector<u8> count(shim::site_hash_size(mask));
+  for (int round = 0; round < 200; round++) {
+    std::vector<u64> keys;  // clusters: runs of keys 1 to 64 bytes apart, with gaps between
+    for (u64 at = 0x400000 + (rng() % 4096); keys.size() < 300;) {
+      at += rng() % 4 == 0 ? 256 + rng() % 4096 : 1 + rng() % 64;
+      keys.push_back(at);
+    }
+    const auto each = [&](auto f) {
+      for (u64 k : keys) f(k);
+    };
+    const shim::HashProbes p = shim::site_hash_probes(mask, mult, 1000, count.data(), each);
+    ASSERT_TRUE(p.fits) << round;
+    std::vector<u64> subset;
+    for (u64 k : keys)
+      if (rng() % 3) subset.push_back(k);
+    std::shuffle(subset.begin(), subset.end(), rng);
+    std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
+    u64 probes = 0;
+    for (u64 k : subset) {
+      ASSERT_EQ(shim::site_hash_insert(t.data(), mask, mult, k, 1), shim::HashInsert::added);
+      const u64 at = static_cast<u64>(shim::site_hash_find(t.data(), mask, mult, k) - t.data());
+      const u64 far = at - shim::site_hash_home(k, mask, mult);
+      ASSERT_LE(far, p.farthest) << round << " " << k;
+      probes += far;
+    }
+    EXPECT_LE(probes, p.total) << round;
+  }
+  // A home apart: nothing probed. The same keys all in one home: each up to n - 1 past it.
+  std::vector<u64> apart, crowded;
+  for (u64 i = 0; i < 100; i++) apart.push_back(0x401005 + 16 * i), crowded.push_back(0x401000 + i % 16);
+  const auto over = [](const std::vector<u64>& keys) {
+    return [&keys](auto f) {
+      for (u64 k : keys) f(k);
+    };
+  };
+  shim::HashProbes p = shim::site_hash_probes(mask, mult, 16, count.data(), over(apart));
+  EXPECT_TRUE(p.fits);
+  EXPECT_EQ(p.farthest, 0u);
+  EXPECT_EQ(p.total, 0u);
+  crowded.resize(16);
+  p = shim::site_hash_probes(mask, mult, 16, count.data(), over(crowded));
+  EXPECT_TRUE(p.fits);
+  EXPECT_EQ(p.farthest, 15u);
+  EXPECT_EQ(p.total, 16u * 15u);
+  crowded.push_back(0x401000 + ((mask + 1) << 4));  // the same home, a table's span of text later
+  EXPECT_FALSE(shim::site_hash_probes(mask, mult, 15, count.data(), over(crowded)).fits) << "16 past home, 15 allowed";
+  // Keys homed at the last slot of the mask's range spill into the slack: 64 fit, as inserting them
+  // shows; a 65th would take the last slot, however far from home is allowed.
+  std::vector<u64> at_end;
+  for (u64 i = 0; i <= shim::site_hash_slack; i++) at_end.push_back((mask << 4) + (i / 16) * ((mask + 1) << 4) + i % 16);
+  const std::vector<u64> fitting(at_end.begin(), at_end.end() - 1);
+  EXPECT_TRUE(shim::site_hash_probes(mask, mult, 1000, count.data(), over(fitting)).fits);
+  EXPECT_FALSE(shim::site_hash_probes(mask, mult, 1000, count.data(), over(at_end)).fits);
+  std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
+  for (u64 k : fitting) EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, k, 1), shim::HashInsert::added);
+  EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, at_end.back(), 1), shim::HashInsert::full);
 }
 
 // A new block takes the entries of the old one that `keep` wants (those of objects loaded now), and
@@ -433,11 +520,13 @@ TEST(SiteHash, ANewBlockTakesTheEntriesKeptAndCountsThem) {
     return std::make_pair(std::move(mem), h);
   };
   auto [old_mem, old] = block(shim::site_hash_mask(200));
+  old->mult = shim::site_hash_mult;
   for (u64 i = 0; i < 200; i++) ASSERT_TRUE(old->insert((i < 100 ? 0x401000 : 0x7f0000001000) + 16 * i + 5, i));
   EXPECT_EQ(old->used, 200u);
   EXPECT_TRUE(old->insert(0x401005, 9)) << "a key inserted again replaces its value";
   EXPECT_EQ(old->used, 200u);
   auto [new_mem, h] = block(shim::site_hash_mask(100));
+  h->mult = shim::site_hash_ordered(8);  // (keys in another order in the new block)
   ASSERT_TRUE(h->take(*old, [](u64 key) { return key < 0x7f0000000000; }));
   EXPECT_EQ(h->used, 100u);
   EXPECT_EQ(h->find(0x401005)->value, 9u);
@@ -452,10 +541,10 @@ TEST(SiteHash, RefusesWhenTheProbeWouldPassTheSlack) {
   const u64 mask = shim::site_hash_mask(1);  // 64 slots and 64 of slack
   std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
   u64 inserted = 0;
-  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), mask, k, k) == shim::HashInsert::added;
+  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), mask, shim::site_hash_mult, k, k) == shim::HashInsert::added;
   EXPECT_EQ(inserted, t.size() - 1);  // all but the last slot
   EXPECT_EQ(t.back().key, 0u);
-  EXPECT_EQ(shim::site_hash_find(t.data(), mask, 1000000), nullptr);  // ends at the empty last slot
+  EXPECT_EQ(shim::site_hash_find(t.data(), mask, shim::site_hash_mult, 1000000), nullptr);  // ends at the empty last slot
 }
 
 // The graph tracer's shadow stack: frames are matched by the slot of the return address; frames left

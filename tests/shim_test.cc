@@ -193,6 +193,43 @@ TEST(ShimLive, CtlEnablesDisablesAndReportsStatus) {
   EXPECT_EQ(out, "wrong results 0\n");
 }
 
+// PREPATCH_TRACE='*' over 2,000 small functions: the site hash keeps their sites in address order
+// (`ctl status` says so) and each function is counted once. With 8 MiB of text between them and the
+// program's last function, a hash in address order would crowd the 2,000 sites into a few slots: it
+// is scattered instead, and the counts are the same.
+TEST(ShimStart, TheSiteHashKeepsAddressOrderUnlessTheSitesCrowd) {
+  for (const bool crowd : {false, true}) {
+    TempDir d;
+    std::string src = "#include <stdio.h>\n#include <unistd.h>\n";
+    for (int i = 0; i < 2000; i++) src += "__attribute__((noinline)) int f" + std::to_string(i) + "(int x) { return x + " + std::to_string(i) + "; }\n";
+    if (crowd) src += "__asm__(\".text\\n.skip 8388608\\n\");\n";
+    src += "__attribute__((noinline)) int last(int x) { return x * 2; }\nint main(void) {\n  long sum = last(1);\n";
+    for (int i = 0; i < 2000; i++) src += "  sum += f" + std::to_string(i) + "(1);\n";
+    src += "  printf(\"ready %d %ld\\n\", (int)getpid(), sum);\n  fflush(stdout);\n  char c;\n  while (read(0, &c, 1) > 0) {}\n  return 0;\n}\n";
+    write_file(d / "p.c", src);
+    const Proc cc = run({"gcc", "-O1", "-fpatchable-function-entry=5", "-fno-toplevel-reorder", d / "p.c", "-o", d / "p"});
+    ASSERT_EQ(cc.status, 0) << cc.err;
+    const Proc prep = prepatch({d / "p", "-o", d / "out", "-q"});
+    ASSERT_EQ(prep.status, 0) << prep.err;
+    Background p({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out"}, d.path());
+    ASSERT_GT(p.target(), 0);
+    EXPECT_NE(p.ready_line().find(" 2001002\n"), std::string::npos) << p.ready_line();  // 2 + 2000 * 1 + (0 + ... + 1999)
+    const Proc s = ctl(p.target(), {"status"});
+    EXPECT_EQ(s.status, 0) << s.err;
+    if (crowd) {
+      EXPECT_NE(s.out.find("\nsite hash: 2002 of 4096 slots taken, scattered (the sites crowd too closely in places for address order)\n"), std::string::npos) << s.out;
+    } else {
+      EXPECT_TRUE(std::regex_search(s.out, std::regex("\nsite hash: 2002 of 4096 slots taken, in address order, a slot per (8|16) bytes of text\n"))) << s.out;
+    }
+    EXPECT_EQ(p.finish().first, 0);
+    const auto counts = function_counts(d / "out", d / "c");
+    EXPECT_EQ(counts.size(), 2002u);
+    for (const auto& [fn, n] : counts) {
+      EXPECT_EQ(n, 1) << crowd << " " << fn;
+    }
+  }
+}
+
 // `prepatch ctl` right after a program started, while its libraries' constructors still run (the shim
 // starts after them, at the program's entry): it waits for the shim instead of failing; a program that
 // exits before its shim ever listens gets a clear message, also when ctl comes after it exited.
