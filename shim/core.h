@@ -569,14 +569,30 @@ HashProbes site_hash_probes(u64 mask, u64 mult, u64 most, u8* count, Each each) 
     u8& c = count[site_hash_home(key, mask, mult)];
     c = static_cast<u8>(c + (c < 127));
   });
+  // Eight slots at a time where nothing can spill: none holds two keys and none spills into them (end
+  // is a multiple of 8). A slot holding two or more keys always spills past itself.
+  const auto eight = [count](u64 i) {
+    u64 w;
+    __builtin_memcpy(&w, count + i, 8);
+    return w;
+  };
+  constexpr u64 ones = 0x0101010101010101;
   HashProbes p;
   u64 spill = 0;  // keys homed at or before slot i that lie past it
   for (u64 i = 0; i < end; i++) {
+    if (!spill && i % 8 == 0 && !(eight(i) & ~ones)) {
+      i += 7;
+      continue;
+    }
     spill = spill + (count[i] & 0x7f) > 0 ? spill + (count[i] & 0x7f) - 1 : 0;
     if (spill) count[i] |= spills;
   }
   if (count[end - 2] & spills) return p.fits = false, p;
-  for (u64 i = end - 1, run = 0; i-- > 0;) {  // run: slots from i to the first at or after it that nothing spills past
+  for (u64 i = end, run = 0; i-- > 0;) {  // run: slots from i to the first at or after it that nothing spills past
+    if (!run && i % 8 == 7 && !(eight(i - 7) & spills * ones)) {  // every key there at home
+      i -= 7;
+      continue;
+    }
     run = count[i] & spills ? run + 1 : 0;
     const u64 keys = count[i] & 0x7f;
     if (keys && (run > most || keys == 127)) return p.fits = false, p;
