@@ -551,12 +551,13 @@ inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 m
 // How far from home the keys `each` gives may lie in a hash of `mask` and `mult`, inserted in any
 // order, all of them or any subset: `farthest`, the most slots any is probed past its home, and
 // `total`, that summed over the keys; fits = false when some would be probed past `most` or into
-// the last slot. (A key not inserted is probed to the end of its home's run of taken slots, which
-// in address order may be long: the trampolines look up only sites they were told of.) A key homed at h lies at or before the first slot s >= h past which no key homed at
-// or before s spills: were it past s, the slots from the start of its run to s would hold more keys
-// homed there than there are slots. So only homes shared by several keys (or reached by a spill)
-// cost probes, in any order. `count` is scratch, a byte per slot (cleared here): how many keys are
-// homed there (up to 127), and bit 7 whether keys spill past it. `each(f)` calls f(key) for every key.
+// the last slot. A key homed at h lies at or before the first slot s >= h past which no key homed
+// at or before s spills: were it past s, the slots from the start of its run to s would hold more
+// keys homed there than there are slots. So only homes shared by several keys (or reached by a
+// spill) cost probes, in any order. (A key never inserted is probed to the end of its home's run of
+// taken slots, which in address order may be long: the trampolines look up only enabled sites.)
+// `count` is scratch, a byte per slot (cleared here): how many keys are homed there (up to 127),
+// and bit 7 whether keys spill past it. `each(f)` calls f(key) for every key.
 struct HashProbes {
   u64 farthest = 0, total = 0;
   bool fits = true;
