@@ -506,17 +506,23 @@ inline bool site_form(u16 machine, bool on, u64 addr, u8 len, u8 call_form, u64 
 // when a site loaded at its address is enabled). shim/entry_x86_64.S's count trampoline repeats find()
 // in assembly.
 //
-// A key's home slot is bits 32 and up of key * mult, masked. Two kinds of multiplier:
-// - in address order (site_hash_ordered(shift): key >> shift), where the sites' ends spread over the
-//   slots with short probes (site_hash_probes says): calls and inserts that walk the text in order
-//   walk the slots in order, a cache line serving four sites, instead of a cache miss each;
-// - scattered (site_hash_mult, Fibonacci hashing) otherwise.
+// A key's home slot is bits 32 and up of (key - base) * mult, masked (HashShape). Two kinds of
+// multiplier:
+// - in address order (site_hash_ordered(shift): (key - base) >> shift, base the first site of the
+//   largest object), where the sites' ends spread over the slots with short probes (site_hash_probes
+//   says): calls and inserts that walk the text in order walk the slots in order, a cache line
+//   serving four sites, instead of a cache miss each, and the sites' slots start at the first;
+// - scattered (site_hash_mult, Fibonacci hashing, base 0) otherwise.
 struct SiteHashSlot {
   u64 key, value;
 };
 inline constexpr u64 site_hash_mult = 0x9E3779B97F4A7C15, site_hash_slack = 64;
 inline constexpr u64 site_hash_ordered(unsigned shift) { return u64{1} << (32 - shift); }
 inline u64 site_hash_home(u64 key, u64 mask, u64 mult) { return ((key * mult) >> 32) & mask; }
+struct HashShape {
+  u64 mask, mult, base;
+  u64 home(u64 key) const { return site_hash_home(key - base, mask, mult); }
+};
 // The mask for `sites` entries: a load factor of at most one half.
 inline u64 site_hash_mask(u64 sites) {
   u64 n = 64;
@@ -528,8 +534,8 @@ inline u64 site_hash_size(u64 mask) { return mask + 1 + site_hash_slack; }
 // What site_hash_insert did: no room on the key's probe path, replaced the value of the key's entry
 // (no thread calls that site while it is enabled), or added an entry.
 enum class HashInsert { full, replaced, added };
-inline HashInsert site_hash_insert(SiteHashSlot* t, u64 mask, u64 mult, u64 key, u64 value) {
-  for (u64 i = site_hash_home(key, mask, mult); i < mask + site_hash_slack; i++) {  // never the last slot
+inline HashInsert site_hash_insert(SiteHashSlot* t, const HashShape& s, u64 key, u64 value) {
+  for (u64 i = s.home(key); i < s.mask + site_hash_slack; i++) {  // never the last slot
     if (t[i].key == key) return __atomic_store_n(&t[i].value, value, __ATOMIC_RELAXED), HashInsert::replaced;
     if (t[i].key == 0) {
       t[i].value = value;
@@ -540,15 +546,15 @@ inline HashInsert site_hash_insert(SiteHashSlot* t, u64 mask, u64 mult, u64 key,
   return HashInsert::full;
 }
 
-inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, u64 mask, u64 mult, u64 key) {
-  for (u64 i = site_hash_home(key, mask, mult);; i++) {
+inline const SiteHashSlot* site_hash_find(const SiteHashSlot* t, const HashShape& s, u64 key) {
+  for (u64 i = s.home(key);; i++) {
     const u64 k = __atomic_load_n(&t[i].key, __ATOMIC_ACQUIRE);
     if (k == key) return &t[i];
     if (k == 0) return nullptr;
   }
 }
 
-// How far from home the keys `each` gives may lie in a hash of `mask` and `mult`, inserted in any
+// How far from home the keys `each` gives may lie in a hash of shape `s`, inserted in any
 // order, all of them or any subset: `farthest`, the most slots any is probed past its home, and
 // `total`, that summed over the keys; fits = false when some would be probed past `most` or into
 // the last slot. A key homed at h lies at or before the first slot s >= h past which no key homed
@@ -563,11 +569,11 @@ struct HashProbes {
   bool fits = true;
 };
 template <class Each>
-HashProbes site_hash_probes(u64 mask, u64 mult, u64 most, u8* count, Each each) {
-  const u64 end = site_hash_size(mask), spills = 0x80;
+HashProbes site_hash_probes(const HashShape& s, u64 most, u8* count, Each each) {
+  const u64 end = site_hash_size(s.mask), spills = 0x80;
   for (u64 i = 0; i < end; i++) count[i] = 0;
   each([&](u64 key) {
-    u8& c = count[site_hash_home(key, mask, mult)];
+    u8& c = count[s.home(key)];
     c = static_cast<u8>(c + (c < 127));
   });
   // Eight slots at a time where nothing can spill: none holds two keys and none spills into them (end
@@ -602,37 +608,36 @@ HashProbes site_hash_probes(u64 mask, u64 mult, u64 most, u8* count, Each each) 
   return p;
 }
 
-// The process's site hash as the trampolines find it: one block, its mask, multiplier and count, then
-// its slots, published through a single pointer (prepatch_hash), so a reader never pairs one block's
-// mask with another's slots. It is replaced by a new block that takes the old one's entries still
-// wanted and is published in its place; the old one stays mapped (a thread may still be reading it;
-// its entries stay true). shim/entry_x86_64.S's count trampoline reads it at these offsets.
+// The process's site hash as the trampolines find it: one block, its shape (mask, multiplier, base)
+// and count, then its slots, published through a single pointer (prepatch_hash), so a reader never
+// pairs one block's shape with another's slots. It is replaced by a new block that takes the old
+// one's entries still wanted and is published in its place; the old one stays mapped (a thread may
+// still be reading it; its entries stay true). shim/entry_x86_64.S's trampolines read it at these
+// offsets.
 struct SiteHash {
-  u64 mask;
-  u64 mult;
+  HashShape shape;
   u64 used;  // slots holding an entry
-  u64 reserved;
   SiteHashSlot* slots() { return reinterpret_cast<SiteHashSlot*>(this + 1); }
   const SiteHashSlot* slots() const { return reinterpret_cast<const SiteHashSlot*>(this + 1); }
   static u64 bytes(u64 mask) { return sizeof(SiteHash) + site_hash_size(mask) * sizeof(SiteHashSlot); }
-  u64 home(u64 key) const { return site_hash_home(key, mask, mult); }
   bool insert(u64 key, u64 value) {
-    const HashInsert r = site_hash_insert(slots(), mask, mult, key, value);
+    const HashInsert r = site_hash_insert(slots(), shape, key, value);
     used += r == HashInsert::added;
     return r != HashInsert::full;
   }
-  const SiteHashSlot* find(u64 key) const { return site_hash_find(slots(), mask, mult, key); }
+  const SiteHashSlot* find(u64 key) const { return site_hash_find(slots(), shape, key); }
   // Takes every entry of `from` whose key `keep(key)` wants; false when one does not fit (cannot happen
   // at a load factor of one half short of a pathological address pattern).
   template <class Keep>
   bool take(const SiteHash& from, Keep keep) {
     const SiteHashSlot* s = from.slots();
-    for (u64 i = 0; i < site_hash_size(from.mask); i++)
+    for (u64 i = 0; i < site_hash_size(from.shape.mask); i++)
       if (s[i].key && keep(s[i].key) && !insert(s[i].key, s[i].value)) return false;
     return true;
   }
 };
-static_assert(sizeof(SiteHash) == 32);
+static_assert(sizeof(SiteHash) == 32);  // entry_x86_64.S: the mask at 0, the multiplier at 8, the base at 16
+static_assert(__builtin_offsetof(SiteHash, shape.mult) == 8 && __builtin_offsetof(SiteHash, shape.base) == 16);
 
 // The graph tracer's per-thread shadow stack: for every traced function the thread is in, where its
 // return address lives on the stack (`slot`), the real return address the exit trampoline took the

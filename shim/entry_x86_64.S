@@ -78,8 +78,9 @@ prepatch_start:
         mov prepatch_hash(%rip), %rdx
         test %rdx, %rdx
         jz 9f
-        mov 8(%rdx), %rax
-        imul %r11, %rax
+        mov %r11, %rax
+        sub 16(%rdx), %rax
+        imul 8(%rdx), %rax
         shr $32, %rax
         and (%rdx), %rax
         shl $4, %rax
@@ -294,9 +295,10 @@ prepatch_tramp_count:
         push %rax
         push %rdx
         mov 16(%rsp), %r11                              // the key: the site's end
-        mov prepatch_hash(%rip), %rdx                   // the SiteHash block: mask, mult, used, reserved, then its slots
-        mov 8(%rdx), %rax                               // site_hash_home: ((key * mult) >> 32) & mask
-        imul %r11, %rax
+        mov prepatch_hash(%rip), %rdx                   // the SiteHash block: mask, mult, base, used, then its slots
+        mov %r11, %rax                                  // HashShape::home: (((key - base) * mult) >> 32) & mask
+        sub 16(%rdx), %rax
+        imul 8(%rdx), %rax
         shr $32, %rax
         and (%rdx), %rax
         shl $4, %rax

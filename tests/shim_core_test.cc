@@ -410,20 +410,20 @@ TEST(SiteHash, FindsEveryInsertedSiteAndNoOther) {
       std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
       // Addresses like real site ends: 16-aligned functions, 5 bytes in, in one text segment.
       using R = shim::HashInsert;
-      for (u64 i = 0; i < n; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401000 + 16 * i + 5, i), R::added) << n << " " << i;
-      EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401005, 0), R::replaced);  // again, same value
+      for (u64 i = 0; i < n; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, 0x401000 + 16 * i + 5, i), R::added) << n << " " << i;
+      EXPECT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, 0x401005, 0), R::replaced);  // again, same value
       // Again with another value (a site loaded where an unloaded object's was): the entry takes it.
-      EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401005, 7), R::replaced);
-      EXPECT_EQ(shim::site_hash_find(t.data(), mask, mult, 0x401005)->value, 7u);
-      shim::site_hash_insert(t.data(), mask, mult, 0x401005, 0);
+      EXPECT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, 0x401005, 7), R::replaced);
+      EXPECT_EQ(shim::site_hash_find(t.data(), {mask, mult, 0}, 0x401005)->value, 7u);
+      shim::site_hash_insert(t.data(), {mask, mult, 0}, 0x401005, 0);
       for (u64 i = 0; i < n; i++) {
-        const shim::SiteHashSlot* s = shim::site_hash_find(t.data(), mask, mult, 0x401000 + 16 * i + 5);
+        const shim::SiteHashSlot* s = shim::site_hash_find(t.data(), {mask, mult, 0}, 0x401000 + 16 * i + 5);
         ASSERT_NE(s, nullptr);
         ASSERT_EQ(s->value, i);
         // A key not there is probed to the end of its home's run: in address order, with every slot
         // from here on taken, the rest of the table. So only some are looked for there.
         if (mult == shim::site_hash_mult || i % 512 == 0) {
-          ASSERT_EQ(shim::site_hash_find(t.data(), mask, mult, 0x401000 + 16 * i + 6), nullptr);
+          ASSERT_EQ(shim::site_hash_find(t.data(), {mask, mult, 0}, 0x401000 + 16 * i + 6), nullptr);
         }
       }
       EXPECT_EQ(t.back().key, 0u);
@@ -431,16 +431,16 @@ TEST(SiteHash, FindsEveryInsertedSiteAndNoOther) {
   }
 }
 
-// In address order a key's home is its address shifted, so keys that walk the text walk the slots:
-// 16 bytes apart with a slot per 16 bytes, each key sits in its home slot, one after the other.
+// In address order a key's home is its distance from the base, shifted, so keys that walk the text
+// walk the slots: 16 bytes apart with a slot per 16 bytes from the first site, each key sits in its
+// home slot, the first in slot 0, one after the other.
 TEST(SiteHash, InAddressOrderKeysLieInOrderAtHome) {
-  const u64 mask = shim::site_hash_mask(1000), mult = shim::site_hash_ordered(4);
-  std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
-  for (u64 i = 0; i < 1000; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), mask, mult, 0x401000 + 16 * i + 5, i), shim::HashInsert::added);
+  const shim::HashShape shape{shim::site_hash_mask(1000), shim::site_hash_ordered(4), 0x401000};
+  std::vector<shim::SiteHashSlot> t(shim::site_hash_size(shape.mask));
+  for (u64 i = 0; i < 1000; i++) ASSERT_EQ(shim::site_hash_insert(t.data(), shape, 0x401000 + 16 * i + 5, i), shim::HashInsert::added);
   for (u64 i = 0; i < 1000; i++) {
-    const u64 home = ((0x401000 + 16 * i + 5) >> 4) & mask;
-    EXPECT_EQ(shim::site_hash_home(0x401000 + 16 * i + 5, mask, mult), home);
-    ASSERT_EQ(t[home].value, i);
+    EXPECT_EQ(shape.home(0x401000 + 16 * i + 5), i);
+    ASSERT_EQ(t[i].value, i);
   }
 }
 
@@ -462,7 +462,7 @@ TEST(SiteHash, ProbeBoundsHoldForEverySubsetInEveryOrder) {
     const auto each = [&](auto f) {
       for (u64 k : keys) f(k);
     };
-    const shim::HashProbes p = shim::site_hash_probes(mask, mult, 1000, count.data(), each);
+    const shim::HashProbes p = shim::site_hash_probes({mask, mult, 0}, 1000, count.data(), each);
     ASSERT_TRUE(p.fits) << round;
     std::vector<u64> subset;
     for (u64 k : keys)
@@ -471,8 +471,8 @@ TEST(SiteHash, ProbeBoundsHoldForEverySubsetInEveryOrder) {
     std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
     u64 probes = 0;
     for (u64 k : subset) {
-      ASSERT_EQ(shim::site_hash_insert(t.data(), mask, mult, k, 1), shim::HashInsert::added);
-      const u64 at = static_cast<u64>(shim::site_hash_find(t.data(), mask, mult, k) - t.data());
+      ASSERT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, k, 1), shim::HashInsert::added);
+      const u64 at = static_cast<u64>(shim::site_hash_find(t.data(), {mask, mult, 0}, k) - t.data());
       const u64 far = at - shim::site_hash_home(k, mask, mult);
       ASSERT_LE(far, p.farthest) << round << " " << k;
       probes += far;
@@ -487,27 +487,27 @@ TEST(SiteHash, ProbeBoundsHoldForEverySubsetInEveryOrder) {
       for (u64 k : keys) f(k);
     };
   };
-  shim::HashProbes p = shim::site_hash_probes(mask, mult, 16, count.data(), over(apart));
+  shim::HashProbes p = shim::site_hash_probes({mask, mult, 0}, 16, count.data(), over(apart));
   EXPECT_TRUE(p.fits);
   EXPECT_EQ(p.farthest, 0u);
   EXPECT_EQ(p.total, 0u);
   crowded.resize(16);
-  p = shim::site_hash_probes(mask, mult, 16, count.data(), over(crowded));
+  p = shim::site_hash_probes({mask, mult, 0}, 16, count.data(), over(crowded));
   EXPECT_TRUE(p.fits);
   EXPECT_EQ(p.farthest, 15u);
   EXPECT_EQ(p.total, 16u * 15u);
   crowded.push_back(0x401000 + ((mask + 1) << 4));  // the same home, a table's span of text later
-  EXPECT_FALSE(shim::site_hash_probes(mask, mult, 15, count.data(), over(crowded)).fits) << "16 past home, 15 allowed";
+  EXPECT_FALSE(shim::site_hash_probes({mask, mult, 0}, 15, count.data(), over(crowded)).fits) << "16 past home, 15 allowed";
   // Keys homed at the last slot of the mask's range spill into the slack: 64 fit, as inserting them
   // shows; a 65th would take the last slot, however far from home is allowed.
   std::vector<u64> at_end;
   for (u64 i = 0; i <= shim::site_hash_slack; i++) at_end.push_back((mask << 4) + (i / 16) * ((mask + 1) << 4) + i % 16);
   const std::vector<u64> fitting(at_end.begin(), at_end.end() - 1);
-  EXPECT_TRUE(shim::site_hash_probes(mask, mult, 1000, count.data(), over(fitting)).fits);
-  EXPECT_FALSE(shim::site_hash_probes(mask, mult, 1000, count.data(), over(at_end)).fits);
+  EXPECT_TRUE(shim::site_hash_probes({mask, mult, 0}, 1000, count.data(), over(fitting)).fits);
+  EXPECT_FALSE(shim::site_hash_probes({mask, mult, 0}, 1000, count.data(), over(at_end)).fits);
   std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
-  for (u64 k : fitting) EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, k, 1), shim::HashInsert::added);
-  EXPECT_EQ(shim::site_hash_insert(t.data(), mask, mult, at_end.back(), 1), shim::HashInsert::full);
+  for (u64 k : fitting) EXPECT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, k, 1), shim::HashInsert::added);
+  EXPECT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, at_end.back(), 1), shim::HashInsert::full);
 }
 
 // A new block takes the entries of the old one that `keep` wants (those of objects loaded now), and
@@ -516,17 +516,17 @@ TEST(SiteHash, ANewBlockTakesTheEntriesKeptAndCountsThem) {
   const auto block = [](u64 mask) {
     std::vector<u64> mem(shim::SiteHash::bytes(mask) / sizeof(u64));
     auto* h = reinterpret_cast<shim::SiteHash*>(mem.data());
-    h->mask = mask;
+    h->shape.mask = mask;
     return std::make_pair(std::move(mem), h);
   };
   auto [old_mem, old] = block(shim::site_hash_mask(200));
-  old->mult = shim::site_hash_mult;
+  old->shape.mult = shim::site_hash_mult;
   for (u64 i = 0; i < 200; i++) ASSERT_TRUE(old->insert((i < 100 ? 0x401000 : 0x7f0000001000) + 16 * i + 5, i));
   EXPECT_EQ(old->used, 200u);
   EXPECT_TRUE(old->insert(0x401005, 9)) << "a key inserted again replaces its value";
   EXPECT_EQ(old->used, 200u);
   auto [new_mem, h] = block(shim::site_hash_mask(100));
-  h->mult = shim::site_hash_ordered(8);  // (keys in another order in the new block)
+  h->shape.mult = shim::site_hash_ordered(8), h->shape.base = 0x401000;  // (keys in another order in the new block)
   ASSERT_TRUE(h->take(*old, [](u64 key) { return key < 0x7f0000000000; }));
   EXPECT_EQ(h->used, 100u);
   EXPECT_EQ(h->find(0x401005)->value, 9u);
@@ -541,10 +541,10 @@ TEST(SiteHash, RefusesWhenTheProbeWouldPassTheSlack) {
   const u64 mask = shim::site_hash_mask(1);  // 64 slots and 64 of slack
   std::vector<shim::SiteHashSlot> t(shim::site_hash_size(mask));
   u64 inserted = 0;
-  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), mask, shim::site_hash_mult, k, k) == shim::HashInsert::added;
+  for (u64 k = 1; k < 100000 && inserted < t.size(); k++) inserted += shim::site_hash_insert(t.data(), {mask, shim::site_hash_mult, 0}, k, k) == shim::HashInsert::added;
   EXPECT_EQ(inserted, t.size() - 1);  // all but the last slot
   EXPECT_EQ(t.back().key, 0u);
-  EXPECT_EQ(shim::site_hash_find(t.data(), mask, shim::site_hash_mult, 1000000), nullptr);  // ends at the empty last slot
+  EXPECT_EQ(shim::site_hash_find(t.data(), {mask, shim::site_hash_mult, 0}, 1000000), nullptr);  // ends at the empty last slot
 }
 
 // The graph tracer's shadow stack: frames are matched by the slot of the return address; frames left
