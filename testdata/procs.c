@@ -7,9 +7,10 @@
                                     /bin/true; the parent checks the child's exit status
      procs exit MS                  4 workers call leaf() until, after MS ms, main calls exit(7) in
                                     the middle of the toggling
-     procs wx MS                    2 workers call leaf() for MS ms while a thread reads
+     procs wx MS [first]            2 workers call leaf() for MS ms while a thread reads
                                     /proc/self/maps over and over and counts the mappings it saw
-                                    both writable and executable (PREPATCH_WX=strict: none)
+                                    both writable and executable (PREPATCH_WX=strict: none); with
+                                    `first`, it stops as soon as it has seen one
      procs fork N                   only in_child() is toggled, and 2 workers call leaf(); N times:
                                     fork a child that disables in_child() and enables leaf() for
                                     itself, and checks its in_child() bytes keep still while the
@@ -206,8 +207,11 @@ int main(int argc, char** argv) {
     pthread_t w;
     for (unsigned long i = 0; i < 2; i++) pthread_create(&w, NULL, forever, (void*)(i << 20));
     pthread_create(&w, NULL, watch_maps, NULL);
-    struct timespec ts = {atol(argv[2]) / 1000, atol(argv[2]) % 1000 * 1000000L};
-    nanosleep(&ts, NULL);
+    const int first = argc > 3 && !strcmp(argv[3], "first");
+    for (long ms = atol(argv[2]); ms > 0 && !(first && atomic_load(&wx_seen)); ms -= 10) {
+      struct timespec ts = {0, (ms < 10 ? ms : 10) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
     atomic_store(&stop, 1);
     pthread_join(w, NULL);
     printf("writable and executable mappings seen %lu, wrong %lu\n", atomic_load(&wx_seen), atomic_load(&wrong));
@@ -245,7 +249,7 @@ int main(int argc, char** argv) {
     printf("forks %d failed %d\n", n, bad);
     atomic_fetch_add(&wrong, bad);
   } else {
-    fprintf(stderr, "usage: procs threads N CALLS [still] | vfork N | exit MS | wx MS | fork N | deep MS | churn N\n");
+    fprintf(stderr, "usage: procs threads N CALLS [still] | vfork N | exit MS | wx MS [first] | fork N | deep MS | churn N\n");
     return 2;
   }
   atomic_store(&stop, 1);
