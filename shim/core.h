@@ -461,17 +461,46 @@ u64 run_phase_of(Sites& sites, Memory& mem) {
   if (sync) mem.sync();
   return stores;
 }
+// The most phases any of ISA I's plans has.
+template <arch::Isa I>
+constexpr unsigned isa_phases() {
+  unsigned n = 0;
+  for (unsigned k = 0; k < arch::plan_count(I); k++)
+    if (arch::phase_count(*arch::isa_plan(I, k)) > n) n = arch::phase_count(*arch::isa_plan(I, k));
+  return n;
+}
 template <arch::Isa I, class Sites, class Memory>
 u64 run_batch_of(Sites& sites, Memory& mem) {
-  constexpr unsigned phases = [] {
-    unsigned n = 0;
-    for (unsigned k = 0; k < arch::plan_count(I); k++)
-      if (arch::phase_count(*arch::isa_plan(I, k)) > n) n = arch::phase_count(*arch::isa_plan(I, k));
-    return n;
-  }();
   return [&]<unsigned... Ph>(std::integer_sequence<unsigned, Ph...>) {
     return (u64{0} + ... + run_phase_of<I, Ph>(sites, mem));
-  }(std::make_integer_sequence<unsigned, phases>{});
+  }(std::make_integer_sequence<unsigned, isa_phases<I>()>{});
+}
+
+// The same plans run site by site instead of phase by phase: each site through all of its phases'
+// stores before the next, one sync at the end. Only for a batch that no other thread can see
+// (shim/runtime/toggle.inc: at start, the process's one thread, its signals blocked), where a sync
+// between phases would order nothing: each site goes through the same states with the same stores,
+// and the batch walks the sites (and their text) once instead of once per phase.
+template <arch::Isa I, class Sites, class Memory>
+u64 run_batch_alone_of(Sites& sites, Memory& mem) {
+  u64 stores = 0;
+  bool sync = false;
+  for (u64 i = 0, n = sites.count(); i < n; i++) {
+    if (!sites.changes(i)) continue;
+    const u64 addr = sites.addr(i);
+    const auto site = [&]<unsigned K, unsigned... Ph>(std::integer_sequence<unsigned, Ph...>) {
+      ((sync |= run_site_phase<I, K, Ph>(sites, i, addr, mem, stores)), ...);
+    };
+    if constexpr (arch::plan_count(I) > 1) {
+      if (arch::plan_index(I, addr, sites.len(i)) == 1) {
+        site.template operator()<1>(std::make_integer_sequence<unsigned, arch::phase_count(*arch::isa_plan(I, 1))>{});
+        continue;
+      }
+    }
+    site.template operator()<0>(std::make_integer_sequence<unsigned, arch::phase_count(*arch::isa_plan(I, 0))>{});
+  }
+  if (sync) mem.sync();
+  return stores;
 }
 
 // Runs a batch through the executor compiled for the ISA's plans.

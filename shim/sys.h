@@ -157,6 +157,7 @@ inline constexpr int futex_wait_private = 128, futex_wake_private = 129;  // FUT
 inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_excl = 0200, o_noctty = 0400, o_trunc = 01000,
                      o_nonblock = 04000, o_cloexec = 02000000, o_path = 010000000;  // the same on these ISAs
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;
+inline constexpr int sig_setmask = 2;  // rt_sigprocmask's how, the same on these ISAs
 inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anonymous = 0x20;
 #if defined(__powerpc64__)
 inline constexpr int map_noreserve = 0x40;  // arch/powerpc's own value

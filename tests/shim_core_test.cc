@@ -242,6 +242,49 @@ TEST(ShimCore, TheCompiledExecutorStoresWhatThePlanReaderStores) {
   }
 }
 
+// A batch run alone (no other thread: shim/runtime/toggle.inc) puts each site through the same stores
+// as the phase-by-phase executor, site after site in address order, with one sync at the end, and
+// leaves the same bytes.
+template <arch::Isa I>
+void expect_same_sites_alone(const FakeSites& s) {
+  Recorder phased, alone;
+  FakeSites a = s, b = s;
+  const u64 n_phased = shim::run_batch_of<I>(a, phased), n_alone = shim::run_batch_alone_of<I>(b, alone);
+  EXPECT_EQ(n_phased, n_alone);
+  EXPECT_EQ(phased.text, alone.text);
+  const bool any = std::find(s.in_batch.begin(), s.in_batch.end(), true) != s.in_batch.end();
+  EXPECT_EQ(alone.syncs, any ? std::vector<size_t>{alone.stores.size()} : std::vector<size_t>{});
+  size_t at = 0;  // alone.stores, site by site
+  for (u64 i = 0; i < s.count(); i++) {
+    if (!s.in_batch[i]) continue;
+    std::vector<std::pair<u64, u8>> of_site;  // the phased executor's stores to this site, in order
+    for (const auto& st : phased.stores)
+      if (st.first >= s.addrs[i] && st.first < s.addrs[i] + s.lens[i]) of_site.push_back(st);
+    ASSERT_LE(at + of_site.size(), alone.stores.size());
+    EXPECT_TRUE(std::equal(of_site.begin(), of_site.end(), alone.stores.begin() + static_cast<long>(at))) << "site " << i;
+    at += of_site.size();
+  }
+  EXPECT_EQ(at, alone.stores.size());
+}
+
+TEST(ShimCore, ABatchRunAloneStoresWhatThePhasesStoreSiteBySite) {
+  std::mt19937 rng(11);
+  for (int round = 0; round < 50; round++) {
+    FakeSites x86, word, half;
+    for (u64 i = 0, at = 0x1000; i < 14; i++, at += 16) {
+      const bool in = round == 0 ? false : rng() % 3 != 0;  // round 0: the empty batch
+      x86.addrs.push_back(at + rng() % 8), x86.lens.push_back(rng() % 2 ? 5 : 6), x86.in_batch.push_back(in);
+      word.addrs.push_back(at + 4 * (rng() % 3)), word.lens.push_back(4), word.in_batch.push_back(in);
+      half.addrs.push_back(at + 2 * (rng() % 5)), half.lens.push_back(4), half.in_batch.push_back(in);
+    }
+    expect_same_sites_alone<arch::Isa::x86_64>(x86);
+    expect_same_sites_alone<arch::Isa::aarch64>(word);
+    expect_same_sites_alone<arch::Isa::ppc64le>(word);
+    expect_same_sites_alone<arch::Isa::riscv64>(half);
+    expect_same_sites_alone<arch::Isa::thumb2>(half);
+  }
+}
+
 TEST(ShimCore, AnEmptyBatchNeitherWritesNorSyncs) {
   Recorder mem;
   FakeSites s{{0x1000}, {5}, {false}};

@@ -230,6 +230,40 @@ TEST(ShimStart, TheSiteHashKeepsAddressOrderUnlessTheSitesCrowd) {
   }
 }
 
+// PREPATCH_TRACE's batch at start, while the process has one thread, runs the plan site by site with
+// one sync (`run alone 1`); a later batch through ctl runs it phase by phase (three syncs), as does the
+// start's batch when a library's constructor started a thread before the program's entry. The
+// workers' results are right either way.
+TEST(ShimStart, TheStartsBatchRunsAloneOnlyWhileTheProcessHasOneThread) {
+  TempDir d;
+  write_file(d / "thread.c",
+             "#include <pthread.h>\n#include <unistd.h>\n"
+             "static void* idle(void* arg) { for (;;) pause(); return arg; }\n"
+             "__attribute__((constructor)) static void start(void) { pthread_t t; pthread_create(&t, 0, idle, 0); }\n");
+  Proc cc = run({"gcc", "-shared", "-fPIC", d / "thread.c", "-o", d / "thread.so", "-lpthread"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  const std::string bin = prepared(d, "live-fentry");
+  for (const bool other_thread : {false, true}) {
+    std::vector<std::string> argv{"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", bin, "wait"};
+    if (other_thread) argv.insert(argv.begin() + 1, "LD_PRELOAD=" + d / "thread.so");
+    Background p(argv, d.path());
+    ASSERT_GT(p.target(), 0);
+    Proc s = ctl(p.target(), {"status"});
+    EXPECT_EQ(s.status, 0) << s.err;
+    EXPECT_TRUE(std::regex_search(s.out, std::regex(", ([1-9][0-9]*) of \\1 sites enabled\n"))) << s.out;
+    EXPECT_NE(s.out.find(other_thread ? "batches 1, syncs 3," : "batches 1, syncs 1,"), std::string::npos) << other_thread << s.out;
+    EXPECT_NE(s.out.find(other_thread ? ", run alone 0\n" : ", run alone 1\n"), std::string::npos) << other_thread << s.out;
+    Proc e = ctl(p.target(), {"disable", "leaf_add"});
+    EXPECT_EQ(e.out, "ok: disabled 1 site (1 matched)\n");
+    s = ctl(p.target(), {"status"});
+    EXPECT_NE(s.out.find(other_thread ? "batches 2, syncs 6," : "batches 2, syncs 4,"), std::string::npos) << other_thread << s.out;
+    EXPECT_NE(s.out.find(other_thread ? ", run alone 0\n" : ", run alone 1\n"), std::string::npos) << other_thread << s.out;
+    auto [status, out] = p.finish();
+    EXPECT_EQ(status, 0);
+    EXPECT_EQ(out, "wrong results 0\n");
+  }
+}
+
 // `prepatch ctl` right after a program started, while its libraries' constructors still run (the shim
 // starts after them, at the program's entry): it waits for the shim instead of failing; a program that
 // exits before its shim ever listens gets a clear message, also when ctl comes after it exited.
