@@ -363,6 +363,61 @@ int main(int argc, char** argv) {
   EXPECT_EQ(exact, 3000);
 }
 
+// A site hash in address order is judged again when an object enrolls while it still has room (the
+// same 4,096 slots before and after). The program's 1,500 functions lie 256 bytes apart, so the hash
+// gives a slot per 128 bytes of its text. A library whose 100 functions lie as far apart keeps address
+// order; one whose functions are packed 16 bytes apart would home 8 sites in each of its slots and
+// probe far past them, so the hash turns scattered. Every function is counted once either way.
+TEST(SharedObject, AnOrderedSiteHashIsJudgedAgainWhenAnObjectEnrolls) {
+  TempDir d;
+  const auto functions = [](const std::string& prefix, int n, const char* attrs) {
+    std::string src;
+    for (int i = 0; i < n; i++)
+      src += std::string("__attribute__((noinline") + attrs + ")) long " + prefix + std::to_string(i) + "(long x) { return x + " + std::to_string(i) + "; }\n";
+    return src;
+  };
+  std::string host = "#include <dlfcn.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n" + functions("f", 1500, ", aligned(256)");
+  host += "int main(int argc, char** argv) {\n  long sum = 0;\n";
+  for (int i = 0; i < 1500; i++) host += "  sum += f" + std::to_string(i) + "(1);\n";
+  host += R"(  void* lib = dlopen(argv[2], RTLD_NOW);
+  if (!lib) return printf("dlopen: %s\n", dlerror()), 1;
+  sum += ((long (*)(long))dlsym(lib, "lib_all"))(1);
+  fflush(stdout);
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "%s ctl %d status | grep '^site hash'", argv[1], (int)getpid());
+  if (system(cmd) != 0) return 2;
+  printf("%ld\n", sum);
+  return 0;
+}
+)";
+  write_file(d / "host.c", host);
+  compile({"gcc", "-O1", "-fpatchable-function-entry=5", d / "host.c", "-o", d / "host.orig", "-ldl"});
+  ASSERT_EQ(prepatch({"-q", d / "host.orig", "-o", d / "host"}).status, 0);
+  for (const bool packed : {false, true}) {
+    std::string lib = functions("g", 100, packed ? "" : ", aligned(256)") + "long lib_all(long x) {\n  long sum = 0;\n";
+    for (int i = 0; i < 100; i++) lib += "  sum += g" + std::to_string(i) + "(x);\n";
+    lib += "  return sum;\n}\n";
+    write_file(d / "lib.c", lib);
+    compile({"gcc", "-O1", "-fpatchable-function-entry=5", "-fPIC", "-shared", d / "lib.c", "-o", d / "lib.orig.so"});
+    ASSERT_EQ(prepatch({"-q", d / "lib.orig.so", "-o", d / "lib.so"}).status, 0);
+    Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "host", PREPATCH_BIN, d / "lib.so"});
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    // 1,500 + 1,124,250 (f), 100 + 4,950 (g)
+    const std::string sum = "\n1130800\n";
+    if (packed) {
+      EXPECT_EQ(r.out, "site hash: 1602 of 4096 slots taken, scattered (the sites crowd too closely in places for address order)" + sum);
+    } else {
+      EXPECT_EQ(r.out, "site hash: 1602 of 4096 slots taken, in address order, a slot per 128 bytes of text" + sum);
+    }
+    EXPECT_EQ(r.err, "");
+    auto c = function_counts(d / "host", d / "c");  // (the file has both objects' sections)
+    int once = 0;
+    for (int i = 0; i < 1500; i++) once += c["f" + std::to_string(i)] == 1;
+    for (int i = 0; i < 100; i++) once += c["g" + std::to_string(i)] == 1;
+    EXPECT_EQ(once, 1600) << packed;
+  }
+}
+
 // A prepared program linked against a prepared library: one runtime serves both (the library's, whose
 // DT_INIT runs first; the program enrolls with it at its entry and follows PREPATCH_TRACE), one counts
 // file holds both objects' sections with their tables, and `prepatch counts` reads them given no
