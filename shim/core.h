@@ -637,6 +637,41 @@ HashProbes site_hash_probes(const HashShape& s, u64 most, u8* count, Each each) 
   return p;
 }
 
+// site_hash_probes for keys that `each` gives with their homes in non-decreasing order (one object's
+// sites in address order, in a hash in address order whose slots they do not wrap around): the same
+// answer from one pass, with no scratch. Placed in that order, a key lies at its home or just past the
+// key before it; a key placed at its home starts a run, and every key of a run may lie as far as its
+// last (a key homed at h lies no further than the first slot s >= h past which no key spills, and the
+// slots of a run all spill into the next but the last). False, and `p` unspecified, when a home is
+// lower than the one before: then ask site_hash_probes.
+template <class Each>
+bool site_hash_probes_sorted(const HashShape& s, u64 most, Each each, HashProbes& p) {
+  p = {};
+  bool sorted = true, any = false;
+  u64 last_home = 0, at = 0, same = 0;            // the last key's home and slot, and the keys homed there
+  u64 run_home = 0, run_keys = 0, run_homes = 0;  // the run's first home, its keys and their homes' sum
+  const auto end_run = [&] {
+    if (at - run_home > most) p.fits = false;
+    if (at - run_home > p.farthest) p.farthest = at - run_home;
+    p.total += run_keys * at - run_homes;
+    run_keys = run_homes = 0;
+  };
+  each([&](u64 key) {
+    const u64 h = s.home(key);
+    if (!sorted || (any && h < last_home)) return void(sorted = false);
+    same = any && h == last_home ? same + 1 : 1;
+    if (same >= 127) p.fits = false;  // (as site_hash_probes, whose count stops there)
+    const u64 slot = any && at + 1 > h ? at + 1 : h;
+    if (any && slot == h) end_run();
+    if (slot == h) run_home = h;
+    run_keys++, run_homes += h, at = slot, last_home = h, any = true;
+  });
+  if (!sorted) return false;
+  if (any) end_run();
+  if (any && at >= site_hash_size(s.mask) - 1) p.fits = false;  // the last slot must stay empty
+  return true;
+}
+
 // The process's site hash as the trampolines find it: one block, its shape (mask, multiplier, base)
 // and count, then its slots, published through a single pointer (prepatch_hash), so a reader never
 // pairs one block's shape with another's slots. It is replaced by a new block that takes the old

@@ -553,6 +553,65 @@ TEST(SiteHash, ProbeBoundsHoldForEverySubsetInEveryOrder) {
   EXPECT_EQ(shim::site_hash_insert(t.data(), {mask, mult, 0}, at_end.back(), 1), shim::HashInsert::full);
 }
 
+// The one-pass bounds for keys in home order give what the scratch pass gives, for clustered keys
+// (some sharing homes, up to 200 in one), keys near the end of the mask's range (spilling into the
+// slack), and every `most`; keys out of home order are left to the scratch pass.
+TEST(SiteHash, SortedProbeBoundsAreTheScratchPassOnes) {
+  std::mt19937_64 rng(31);
+  for (int round = 0; round < 2000; round++) {
+    const u64 mask = shim::site_hash_mask(50 + rng() % 400);
+    const shim::HashShape shape{mask, shim::site_hash_ordered(static_cast<unsigned>(rng() % 6)), 0x400000};
+    std::vector<u64> keys;
+    const u64 n = 1 + rng() % 300, crowd = rng() % 10 == 0 ? 1 + rng() % 200 : 0;
+    u64 at = 0x400000 + (rng() % 4 == 0 ? (mask - rng() % 64) << 5 : rng() % 4096);  // at times near the end
+    for (u64 i = 0; i < n; i++, at += rng() % 4 == 0 ? 64 + rng() % 2048 : 1 + rng() % 48) keys.push_back(at);
+    for (u64 i = 1; i <= crowd; i++) keys.push_back(at + i);  // (a slot per byte and up: crowded)
+    const auto each = [&](auto f) {
+      for (u64 k : keys) f(k);
+    };
+    std::vector<u8> count(shim::site_hash_size(mask));
+    for (const u64 most : {u64{2}, u64{16}, u64{1000}}) {
+      shim::HashProbes sorted;
+      const shim::HashProbes scratch = shim::site_hash_probes(shape, most, count.data(), each);
+      const bool in_order = std::is_sorted(keys.begin(), keys.end(), [&](u64 a, u64 b) { return shape.home(a) < shape.home(b); });
+      ASSERT_EQ(shim::site_hash_probes_sorted(shape, most, each, sorted), in_order) << round;
+      if (!in_order) continue;
+      ASSERT_EQ(sorted.fits, scratch.fits) << round << " most " << most;
+      if (!scratch.fits) continue;
+      EXPECT_EQ(sorted.farthest, scratch.farthest) << round << " most " << most;
+      EXPECT_EQ(sorted.total, scratch.total) << round << " most " << most;
+    }
+  }
+  // The edges, each as the scratch pass judges it: keys homed at the mask's last slot spilling into
+  // the slack (64 fit, a 65th would take the last slot), and keys sharing one home (126 fit where
+  // `most` allows; the scratch pass counts no further than 127).
+  const u64 mask = 1023;
+  const shim::HashShape by16{mask, shim::site_hash_ordered(4), 0};
+  std::vector<u64> at_end, one_home;
+  for (u64 i = 0; i <= shim::site_hash_slack; i++) at_end.push_back((mask << 4) + (i / 16) * ((mask + 1) << 4) + i % 16);
+  for (u64 i = 0; i < 127; i++) one_home.push_back(0x400 + (i / 16) * ((mask + 1) << 4) + i % 16);
+  std::vector<u8> count(shim::site_hash_size(mask));
+  for (const auto& [keys, fits] : std::vector<std::pair<std::vector<u64>, bool>>{
+           {at_end, false}, {{at_end.begin(), at_end.end() - 1}, true}, {one_home, false}, {{one_home.begin(), one_home.end() - 1}, true}}) {
+    const auto each = [&](auto f) {
+      for (u64 k : keys) f(k);
+    };
+    shim::HashProbes sorted;
+    const shim::HashProbes scratch = shim::site_hash_probes(by16, 1000, count.data(), each);
+    ASSERT_TRUE(shim::site_hash_probes_sorted(by16, 1000, each, sorted)) << keys.size();
+    EXPECT_EQ(scratch.fits, fits) << keys.size();
+    EXPECT_EQ(sorted.fits, fits) << keys.size();
+    if (fits) {
+      EXPECT_EQ(sorted.farthest, scratch.farthest) << keys.size();
+      EXPECT_EQ(sorted.total, scratch.total) << keys.size();
+    }
+  }
+  // Out of home order: refused, whatever else they are.
+  std::vector<u64> back{0x401000, 0x400000};
+  shim::HashProbes p;
+  EXPECT_FALSE(shim::site_hash_probes_sorted({1023, shim::site_hash_ordered(4), 0}, 16, [&](auto f) { for (u64 k : back) f(k); }, p));
+}
+
 // A new block takes the entries of the old one that `keep` wants (those of objects loaded now), and
 // counts what it holds; the old block is left as it was (a thread may still be reading it).
 TEST(SiteHash, ANewBlockTakesTheEntriesKeptAndCountsThem) {
