@@ -4,6 +4,7 @@
 // plans. No libc, no allocation, no exceptions, no static constructors.
 #pragma once
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include "arch/plan.h"
@@ -443,6 +444,16 @@ bool run_site_phase(Sites& sites, u64 i, u64 addr, Memory& mem, u64& stores) {
 // run_batch_any with ISA I's plans (one, or RISC-V's two chosen by alignment) compiled in: the same
 // phase() and run_step() over the same steps, sites in the same order, the same syncs. The shim holds no
 // Plan object this way (their pointers would need relocating).
+//
+// with_site_plan calls f(std::integral_constant<unsigned, K>{}) with K the index of ISA I's plan for the
+// site of `len` bytes at `addr` (arch::plan_index), a compile-time constant in f.
+template <arch::Isa I, class F>
+void with_site_plan(u64 addr, unsigned len, F f) {
+  if constexpr (arch::plan_count(I) > 1) {
+    if (arch::plan_index(I, addr, len) == 1) return f(std::integral_constant<unsigned, 1>{});
+  }
+  f(std::integral_constant<unsigned, 0>{});
+}
 template <arch::Isa I, unsigned Ph, class Sites, class Memory>
 u64 run_phase_of(Sites& sites, Memory& mem) {
   u64 stores = 0;
@@ -450,13 +461,7 @@ u64 run_phase_of(Sites& sites, Memory& mem) {
   for (u64 i = 0, n = sites.count(); i < n; i++) {
     if (!sites.changes(i)) continue;
     const u64 addr = sites.addr(i);
-    if constexpr (arch::plan_count(I) > 1) {
-      if (arch::plan_index(I, addr, sites.len(i)) == 1) {
-        sync |= run_site_phase<I, 1, Ph>(sites, i, addr, mem, stores);
-        continue;
-      }
-    }
-    sync |= run_site_phase<I, 0, Ph>(sites, i, addr, mem, stores);
+    with_site_plan<I>(addr, sites.len(i), [&](auto k) { sync |= run_site_phase<I, decltype(k)::value, Ph>(sites, i, addr, mem, stores); });
   }
   if (sync) mem.sync();
   return stores;
@@ -488,16 +493,12 @@ u64 run_batch_alone_of(Sites& sites, Memory& mem) {
   for (u64 i = 0, n = sites.count(); i < n; i++) {
     if (!sites.changes(i)) continue;
     const u64 addr = sites.addr(i);
-    const auto site = [&]<unsigned K, unsigned... Ph>(std::integer_sequence<unsigned, Ph...>) {
-      ((sync |= run_site_phase<I, K, Ph>(sites, i, addr, mem, stores)), ...);
-    };
-    if constexpr (arch::plan_count(I) > 1) {
-      if (arch::plan_index(I, addr, sites.len(i)) == 1) {
-        site.template operator()<1>(std::make_integer_sequence<unsigned, arch::phase_count(*arch::isa_plan(I, 1))>{});
-        continue;
-      }
-    }
-    site.template operator()<0>(std::make_integer_sequence<unsigned, arch::phase_count(*arch::isa_plan(I, 0))>{});
+    with_site_plan<I>(addr, sites.len(i), [&](auto k) {
+      constexpr unsigned K = decltype(k)::value;
+      [&]<unsigned... Ph>(std::integer_sequence<unsigned, Ph...>) {
+        ((sync |= run_site_phase<I, K, Ph>(sites, i, addr, mem, stores)), ...);
+      }(std::make_integer_sequence<unsigned, arch::phase_count(*arch::isa_plan(I, K))>{});
+    });
   }
   if (sync) mem.sync();
   return stores;
