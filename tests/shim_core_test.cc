@@ -220,16 +220,27 @@ void expect_same_batch(const FakeSites& s) {
   EXPECT_EQ(any.text, of.text);
 }
 
+// 14 random sites of each kind, 16 bytes apart within the Recorder's 256 bytes, the same two-thirds
+// of them in the batch (none when `empty`): x86-64's 5- and 6-byte sites at any byte, aligned words,
+// and halfword-aligned 4-byte sites (RISC-V64's and Thumb-2's).
+struct RandomBatches {
+  FakeSites x86, word, half;
+};
+RandomBatches random_batches(std::mt19937& rng, bool empty = false) {
+  RandomBatches b;
+  for (u64 i = 0, at = 0x1000; i < 14; i++, at += 16) {
+    const bool in = !empty && rng() % 3 != 0;
+    b.x86.addrs.push_back(at + rng() % 8), b.x86.lens.push_back(rng() % 2 ? 5 : 6), b.x86.in_batch.push_back(in);
+    b.word.addrs.push_back(at + 4 * (rng() % 3)), b.word.lens.push_back(4), b.word.in_batch.push_back(in);
+    b.half.addrs.push_back(at + 2 * (rng() % 5)), b.half.lens.push_back(4), b.half.in_batch.push_back(in);
+  }
+  return b;
+}
+
 TEST(ShimCore, TheCompiledExecutorStoresWhatThePlanReaderStores) {
   std::mt19937 rng(7);
   for (int round = 0; round < 50; round++) {
-    FakeSites x86, word, half;
-    for (u64 i = 0, at = 0x1000; i < 14; i++, at += 16) {  // within the Recorder's 256 bytes
-      const bool in = rng() % 3 != 0;
-      x86.addrs.push_back(at + rng() % 8), x86.lens.push_back(rng() % 2 ? 5 : 6), x86.in_batch.push_back(in);
-      word.addrs.push_back(at + 4 * (rng() % 3)), word.lens.push_back(4), word.in_batch.push_back(in);
-      half.addrs.push_back(at + 2 * (rng() % 5)), half.lens.push_back(4), half.in_batch.push_back(in);
-    }
+    auto [x86, word, half] = random_batches(rng);
     expect_same_batch<arch::Isa::x86_64>(x86);
     expect_same_batch<arch::Isa::aarch64>(word);
     expect_same_batch<arch::Isa::ppc64le>(word);
@@ -270,13 +281,7 @@ void expect_same_sites_alone(const FakeSites& s) {
 TEST(ShimCore, ABatchRunAloneStoresWhatThePhasesStoreSiteBySite) {
   std::mt19937 rng(11);
   for (int round = 0; round < 50; round++) {
-    FakeSites x86, word, half;
-    for (u64 i = 0, at = 0x1000; i < 14; i++, at += 16) {
-      const bool in = round == 0 ? false : rng() % 3 != 0;  // round 0: the empty batch
-      x86.addrs.push_back(at + rng() % 8), x86.lens.push_back(rng() % 2 ? 5 : 6), x86.in_batch.push_back(in);
-      word.addrs.push_back(at + 4 * (rng() % 3)), word.lens.push_back(4), word.in_batch.push_back(in);
-      half.addrs.push_back(at + 2 * (rng() % 5)), half.lens.push_back(4), half.in_batch.push_back(in);
-    }
+    const auto [x86, word, half] = random_batches(rng, round == 0);  // round 0: the empty batch
     expect_same_sites_alone<arch::Isa::x86_64>(x86);
     expect_same_sites_alone<arch::Isa::aarch64>(word);
     expect_same_sites_alone<arch::Isa::ppc64le>(word);
