@@ -53,6 +53,7 @@ inline constexpr unsigned phdr_size = is64 ? 56 : 32, p_flags = is64 ? 4 : 24, p
 inline constexpr unsigned sym_size = is64 ? 24 : 16, st_info = is64 ? 4 : 12, st_shndx = is64 ? 6 : 14, st_value = is64 ? 8 : 4;
 inline constexpr unsigned rel_size = is64 ? 24 : 8;                        // Elf64_Rela, Elf32_Rel
 inline constexpr u64 dt_rel = is64 ? 7 : 17, dt_relsz = is64 ? 8 : 18;     // DT_RELA/DT_RELASZ, DT_REL/DT_RELSZ
+inline constexpr u64 dt_relcount = is64 ? 0x6ffffff9 : 0x6ffffffa;         // DT_RELACOUNT, DT_RELCOUNT
 inline u64 rel_type(u64 info) { return is64 ? info & 0xffffffff : info & 0xff; }
 inline u64 rel_sym(u64 info) { return is64 ? info >> 32 : info >> 8; }
 }  // namespace elfc
