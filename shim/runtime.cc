@@ -421,6 +421,8 @@ void update_fast_path() {
   }
 }
 
+constexpr u32 max_objects = 4096;  // served at once: the executable's own and those enrolled (objects.inc)
+
 // Object k of those the runtime serves: 0 its own, then those enrolled, in order.
 Object& object(u32 k) { return k == 0 ? g.obj : g.more[k - 1]; }
 u32 objects() { return __atomic_load_n(&g.objects, __ATOMIC_ACQUIRE); }

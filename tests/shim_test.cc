@@ -193,6 +193,20 @@ TEST(ShimLive, CtlEnablesDisablesAndReportsStatus) {
   EXPECT_EQ(out, "wrong results 0\n");
 }
 
+// The end of a generated program's main: it prints `ready PID SUM` and waits for its stdin to close.
+constexpr const char* print_sum_and_wait =
+    "  printf(\"ready %d %ld\\n\", (int)getpid(), sum);\n  fflush(stdout);\n  char c;\n  while (read(0, &c, 1) > 0) {}\n  return 0;\n}\n";
+
+// Builds `src` as d/p with its functions in source order (gcc -O1 -fpatchable-function-entry=5) and
+// prepares it as d/out; what failed, or "".
+std::string build_in_order_and_prepare(const TempDir& d, const std::string& src) {
+  write_file(d / "p.c", src);
+  const Proc cc = run({"gcc", "-O1", "-fpatchable-function-entry=5", "-fno-toplevel-reorder", d / "p.c", "-o", d / "p"});
+  if (cc.status != 0) return cc.err;
+  const Proc prep = prepatch({d / "p", "-o", d / "out", "-q"});
+  return prep.status != 0 ? prep.err : "";
+}
+
 // PREPATCH_TRACE='*' over 2,000 small functions: the site hash keeps their sites in address order
 // (`ctl status` says so) and each function is counted once. With 8 MiB of text between them and the
 // program's last function, a hash in address order would crowd the 2,000 sites into a few slots: it
@@ -205,12 +219,7 @@ TEST(ShimStart, TheSiteHashKeepsAddressOrderUnlessTheSitesCrowd) {
     if (crowd) src += "__asm__(\".text\\n.skip 8388608\\n\");\n";
     src += "__attribute__((noinline)) int last(int x) { return x * 2; }\nint main(void) {\n  long sum = last(1);\n";
     for (int i = 0; i < 2000; i++) src += "  sum += f" + std::to_string(i) + "(1);\n";
-    src += "  printf(\"ready %d %ld\\n\", (int)getpid(), sum);\n  fflush(stdout);\n  char c;\n  while (read(0, &c, 1) > 0) {}\n  return 0;\n}\n";
-    write_file(d / "p.c", src);
-    const Proc cc = run({"gcc", "-O1", "-fpatchable-function-entry=5", "-fno-toplevel-reorder", d / "p.c", "-o", d / "p"});
-    ASSERT_EQ(cc.status, 0) << cc.err;
-    const Proc prep = prepatch({d / "p", "-o", d / "out", "-q"});
-    ASSERT_EQ(prep.status, 0) << prep.err;
+    ASSERT_EQ(build_in_order_and_prepare(d, src + print_sum_and_wait), "");
     Background p({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out"}, d.path());
     ASSERT_GT(p.target(), 0);
     EXPECT_NE(p.ready_line().find(" 2001002\n"), std::string::npos) << p.ready_line();  // 2 + 2000 * 1 + (0 + ... + 1999)
@@ -261,6 +270,45 @@ TEST(ShimStart, TheStartsBatchRunsAloneOnlyWhileTheProcessHasOneThread) {
     auto [status, out] = p.finish();
     EXPECT_EQ(status, 0);
     EXPECT_EQ(out, "wrong results 0\n");
+  }
+}
+
+// The start's batch run alone is chosen and written 2,048 sites at a time (toggle.inc enable_alone):
+// over 5,000 functions (three chunks) every site enabled by PREPATCH_TRACE='*', or those its globs pick
+// out of every chunk (names ending in 7, not in 77), is counted exactly as often as it was called, and
+// no other; one batch, one sync.
+TEST(ShimStart, TheStartsBatchRunAloneIsChosenAChunkAtATime) {
+  TempDir d;
+  constexpr int n = 5000;
+  std::string src = "#include <stdio.h>\n#include <unistd.h>\n";
+  for (int i = 0; i < n; i++) src += "__attribute__((noinline)) int f" + std::to_string(i) + "(int x) { return x + " + std::to_string(i % 7) + "; }\n";
+  src += "int main(void) {\n  long sum = 0;\n";
+  for (int i = 0; i < n; i++) src += "  sum += f" + std::to_string(i) + "(" + std::to_string(1 + i % 3) + ");\n";
+  ASSERT_EQ(build_in_order_and_prepare(d, src + print_sum_and_wait), "");
+  long sum = 0;
+  for (int i = 0; i < n; i++) sum += 1 + i % 3 + i % 7;
+  for (const bool globs : {false, true}) {
+    std::vector<std::string> argv{"env", globs ? "PREPATCH_TRACE=f*7" : "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out"};
+    if (globs) argv.insert(argv.begin() + 1, "PREPATCH_NOTRACE=f*77");
+    Background p(argv, d.path());
+    ASSERT_GT(p.target(), 0);
+    EXPECT_NE(p.ready_line().find(" " + std::to_string(sum) + "\n"), std::string::npos) << p.ready_line();
+    const Proc s = ctl(p.target(), {"status"});
+    EXPECT_EQ(s.status, 0) << s.err;
+    const std::string enabled = globs ? ", 450 of 5001 sites enabled\n" : ", 5001 of 5001 sites enabled\n";
+    EXPECT_NE(s.out.find(enabled), std::string::npos) << globs << s.out;
+    EXPECT_NE(s.out.find("batches 1, syncs 1,"), std::string::npos) << globs << s.out;
+    EXPECT_NE(s.out.find(", run alone 1\n"), std::string::npos) << globs << s.out;
+    EXPECT_EQ(p.finish().first, 0);
+    std::map<std::string, long> want, got;
+    for (int i = 0; i < n; i++) {
+      const std::string f = "f" + std::to_string(i);
+      if (!globs || (f.back() == '7' && !f.ends_with("77"))) want[f] = 1;
+    }
+    if (!globs) want["main"] = 1;
+    for (const auto& [fn, count] : function_counts(d / "out", d / "c"))
+      if (count) got[fn] = count;
+    EXPECT_EQ(got, want) << globs;
   }
 }
 
