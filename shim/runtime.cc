@@ -212,7 +212,7 @@ struct KeptFd {
 
 struct Stats {
   u64 batches, syncs, writes, protections, traps, refused, sync_timeouts;
-  u64 alone;  // batches run site by site by the process's one thread (toggle.inc run_chosen)
+  u64 alone;  // batches run site by site by the process's one thread (toggle.inc enable_alone)
   u64 block_waits, block_wait_max_ns;  // batches that waited for threads blocking signals, longest wait
   // Control requests: answered (a reply written, refusals included), dropped unread (one was being
   // served, or a burst past ctl_burst), refused for what their file or directory is, and the longest
