@@ -19,8 +19,11 @@ A fifth build, gcc -O2 reading the TSC twice around each call, is the floor of a
 each call (the graph tracer, a duration threshold, funtrace).
 Every configuration runs --runs times, interleaved; the script prints the median wall time of the
 whole run, the cost per call (median minus its baseline's median, divided by --calls), each tracer's
-bytes per recorded event, and the ratios. Not a test: nothing here asserts a time.
-Usage: bench/tracer_bench.py [--prepatch build/prepatch] [--runs 11] [--calls 5000000]
+bytes per recorded event, and the ratios. With --baseline OTHER_PREPATCH (another build, say of the commit
+before a change) the -pg -mfentry build is also prepared by that one, and its function, graph and ring
+configurations run interleaved with the rest, so that a change is measured against the version before it
+in the same run. Not a test: nothing here asserts a time.
+Usage: bench/tracer_bench.py [--prepatch build/prepatch] [--baseline OTHER/prepatch] [--runs 11] [--calls 5000000]
 """
 import argparse, glob, os, shutil, statistics, subprocess, tempfile, time
 
@@ -92,6 +95,7 @@ def main():
     ap.add_argument("--prepatch", default="build/prepatch")
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--calls", type=int, default=5_000_000)
+    ap.add_argument("--baseline", default="")
     a = ap.parse_args()
     prepatch = os.path.abspath(a.prepatch)
     have_uftrace = shutil.which("uftrace") is not None
@@ -132,6 +136,11 @@ def main():
             ("xray FDR", [xray, n], xray_fdr, d + "/xray-log.*"),
             ("xray basic", [xray, n], xray_basic, d + "/xray-log.*"),
         ]
+        if a.baseline:
+            sh([os.path.abspath(a.baseline), "-q", fentry, "-o", prepared + "-baseline"])
+            for name in ("prepatch function", "prepatch graph", "prepatch graph, ring:4M"):
+                _, cmd, env, out = next(c for c in configs if c[0] == name)
+                configs.append(("baseline build: " + name[len("prepatch "):], [prepared + "-baseline", n], env, out))
         if have_uftrace:
             configs.append(("uftrace record", ["uftrace", "record", "--no-libcall", "-d", d + "/uftrace.data", fentry, n], base,
                             d + "/uftrace.data/*.dat"))
@@ -163,6 +172,9 @@ def main():
             print(f"                uftrace {per['uftrace record']:.1f} ns (ratio {per['prepatch graph'] / per['uftrace record']:.2f})")
         else:
             print("uftrace is not installed (scripts/install-deps.sh installs it): no uftrace figures")
+        for name in ("function", "graph", "graph, ring:4M") if a.baseline else ():
+            now, before = per["prepatch " + name], per["baseline build: " + name]
+            print(f"{name} per call: this build {now:.1f} ns, the baseline build {before:.1f} ns (this / baseline {now / before:.2f})")
         print(f"count per call: {per['prepatch count']:.1f} ns")
         print(f"graph in a 4 MiB ring per call: {per['prepatch graph, ring:4M']:.1f} ns (ratio to the file: "
               f"{per['prepatch graph, ring:4M'] / per['prepatch graph']:.2f})")

@@ -521,6 +521,36 @@ TEST(Tracers, AFullTraceFileDropsAndCountsEventsAndKeepsTheRest) {
   EXPECT_NE(rep.err.find(std::to_string(t.lost) + " events were lost"), std::string::npos) << rep.err;
 }
 
+// The shim keeps the trace file's descriptor at 900 or above and writes each fresh chunk's zeros
+// through it: a program that puts a file of its own under every number from 900 (dup2) after its first
+// traced calls gets nothing written into that file. The trace keeps what was recorded before, every
+// later event is counted as lost, and the run says why once.
+TEST(Tracers, AFileTheProgramPutsUnderTheTraceFilesDescriptorIsNeverWritten) {
+  TempDir d;
+  write_file(d / "p.c",
+             "#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n"
+             "__attribute__((noinline)) int leaf(int x) { __asm__ volatile(\"\"); return x + 1; }\n"
+             "int main(int argc, char** argv) {\n  int s = 0;\n  for (int i = 0; i < 1000; i++) s = leaf(s);\n"
+             "  int fd = open(argv[1], O_RDWR);\n  for (int k = 900; k < 1000; k++) dup2(fd, k);\n"
+             "  for (int i = 0; i < 1000000; i++) s = leaf(s);\n  printf(\"%d\\n\", s);\n  return 0;\n}\n");
+  const Proc cc = run({"gcc", "-O2", "-pg", "-mfentry", d / "p.c", "-o", d / "p"});
+  ASSERT_EQ(cc.status, 0) << cc.err;
+  const Proc prep = prepatch({d / "p", "-o", d / "out", "-q"});
+  ASSERT_EQ(prep.status, 0) << prep.err;
+  const std::string mine(4096, 'm');
+  write_file(d / "mine", mine);
+  const Proc r = run({"env", "PREPATCH_TRACE=leaf", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace", d / "out", d / "mine"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "1001000\n");
+  EXPECT_NE(r.err.find("the program closed or reused the trace file's descriptor; "), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(d / "mine"), mine);
+  const trace::Trace t = trace::read_trace(d / "t.trace");
+  u64 kept = 0;
+  for (const auto& th : t.threads) kept += th.events.size();
+  EXPECT_GE(kept, 2000u);  // the first 1,000 calls' entries and exits, at least
+  EXPECT_EQ(kept + t.lost, 2002000u);
+}
+
 TEST(Tracers, AnUnknownTracerLeavesTheProgramUntracedAndSaysSo) {
   TempDir d;
   const std::string bin = prepare(d, "fentry");
