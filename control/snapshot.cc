@@ -1,10 +1,12 @@
 #include "control/snapshot.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -82,27 +84,54 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
     if (lstat(p.c_str(), &st) != 0) s.path = p;
   }
   const u64 chunks = std::min({h.chunks_claimed, h.chunk_capacity, (size - h.chunk_offset) / h.chunk_size});
-  elf::TempFile t(s.path, 0);
+  // Sized for every chunk up front (TempFile: its blocks allocated at once, where the pwrites would
+  // reserve them page by page), cut to what was written at the end.
+  elf::TempFile t(s.path, h.chunk_offset + chunks * h.chunk_size);
   struct Source {
     int fd;
     bool read(void* to, u64 n, u64 off) { return read_at(fd, to, n, off); }
   } src{fd};
   std::vector<u8> buf(h.chunk_size), spare(h.chunk_size);
+  // A chunk's records go from a read-only mapping of the trace file straight into the copy: the kernel
+  // reads them once, where pread copied them into `spare` first (a quarter of a snapshot's time). Were
+  // the file cut under the mapping meanwhile, the kernel's read of it fails the pwrite (EFAULT): no
+  // signal, and the records are read with pread instead. Without the mapping, pread and pwrite
+  // (copy_file_range measured slower here: bench/snapshot_bench.py, docs/PERFORMANCE.md).
+  void* m = size ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  struct Unmapper {
+    void* m;
+    u64 size;
+    ~Unmapper() {
+      if (m != MAP_FAILED) munmap(m, size);
+    }
+  } unmapper{m, size};
   struct Sink {
     elf::TempFile& t;
     int from;
     std::vector<u8>& spare;
+    const u8* mapped;  // nullptr when not mapped
+    u64 size;
     bool write(const void* p, u64 n, u64 off) {
       t.write_at(std::span<const u8>(static_cast<const u8*>(p), n), off);
       return true;
     }
-    // Through `spare` (copy_file_range, a chunk's records at a time, measured slower here than
-    // pread and pwrite: bench/snapshot_bench.py, docs/PERFORMANCE.md).
     int copy(u64 n, u64 off) {
-      if (n > spare.size() || !read_at(from, spare.data(), n, off)) return 0;
+      if (n > spare.size()) return 0;
+      if (mapped && off <= size && n <= size - off) {
+        std::atomic_thread_fence(std::memory_order_acquire);  // (after the chunk's header was read)
+        u64 done = 0;
+        while (done < n) {
+          const ssize_t w = pwrite(t.fd(), mapped + off + done, n - done, static_cast<off_t>(off + done));
+          if (w < 0 && errno == EINTR) continue;
+          if (w <= 0) break;
+          done += static_cast<u64>(w);
+        }
+        if (done == n) return 1;
+      }
+      if (!read_at(from, spare.data(), n, off)) return 0;
       return write(spare.data(), n, off) ? 1 : -1;
     }
-  } dst{t, fd, spare};
+  } dst{t, fd, spare, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), size};
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
   h.snapshot = 1;
