@@ -5,9 +5,12 @@
      wait      one worker on the main thread, then "ready PID" and a wait for stdin to close (or kill -9)
      fork      top, then fork inside spawn(); the child returns from spawn and calls top; the parent waits
                and calls top again
+     forkfds   as fork, and the child then prints `fd N LINK` for each of its descriptors from 3 on
      exec      top, then exec itself in mode `after`, which calls top once more (the same process)
      tailcall  chain -> relay -> leaf, each arrow a tail call (a jump through a pointer), 3 times */
+#include <dirent.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,12 +84,20 @@ int main(int argc, char** argv) {
     char buf[64];
     while (read(0, buf, sizeof buf) > 0) {
     }
-  } else if (!strcmp(mode, "fork")) {
+  } else if (!strcmp(mode, "fork") || !strcmp(mode, "forkfds")) {
     int a = top(1);
     fflush(stdout);
     int pid = spawn();
     if (pid == 0) {
       printf("child %d\n", top(2) + a);
+      DIR* fds = mode[4] ? opendir("/proc/self/fd") : NULL;
+      for (struct dirent* e; fds && (e = readdir(fds));) {
+        char link[4096];
+        ssize_t n;
+        if (atoi(e->d_name) >= 3 && atoi(e->d_name) != dirfd(fds) && (n = readlinkat(dirfd(fds), e->d_name, link, sizeof link)) > 0)
+          printf("fd %s %.*s\n", e->d_name, (int)n, link);
+      }
+      if (fds) closedir(fds);
       fflush(stdout);
       _exit(0);
     }
