@@ -178,7 +178,13 @@ int run_counts(const std::vector<std::string>& files, bool all, bool json, bool 
 int trace_problems(const trace::TraceFile& t) {
   const std::vector<std::string> problems = t.problems();
   for (const std::string& p : problems) std::cerr << "prepatch: " << p << "\n";
-  if (t.header().lost) std::cerr << "prepatch: " << t.file() << ": " << t.header().lost << " events were lost (the trace file was full: PREPATCH_BUFFER)\n";
+  const shim::TraceHeader& h = t.header();
+  if (h.lost)
+    std::cerr << "prepatch: " << t.file() << ": " << h.lost << " events were lost ("
+              << (h.stopped == shim::trace_stopped_descriptor ? "the program closed or reused the trace file's descriptor, and the file grew no more"
+                  : h.stopped == shim::trace_stopped_disk     ? "the disk had no room for the trace file"
+                                                              : "the trace file was full: PREPATCH_BUFFER")
+              << ")\n";
   return problems.empty() ? ok : bad_input;
 }
 

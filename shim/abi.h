@@ -254,9 +254,16 @@ struct TraceHeader {
   // file the process writes (and in files before this field). Calls open at a snapshot's end were cut
   // by it, not left unfinished.
   u64 snapshot;
-  u8 reserved[4096 - 424];
+  // Why chunks claimed since lie past the file's end or hold nothing: trace_stopped_* (0: nothing went
+  // wrong, and in files before this field). The events they would have held are counted in `lost`.
+  u32 stopped;
+  u8 reserved[4096 - 428];
 };
-static_assert(sizeof(TraceHeader) == 4096 && __builtin_offsetof(TraceHeader, ring_chunks) == 408 && __builtin_offsetof(TraceHeader, snapshot) == 416);
+static_assert(sizeof(TraceHeader) == 4096 && __builtin_offsetof(TraceHeader, ring_chunks) == 408 && __builtin_offsetof(TraceHeader, snapshot) == 416 &&
+              __builtin_offsetof(TraceHeader, stopped) == 424);
+// TraceHeader::stopped: the program closed the file's descriptor or put another file under it (the
+// file grows no more: for good), or the disk had no room for a chunk (fallocate, or writing it, failed).
+inline constexpr u32 trace_stopped_descriptor = 1, trace_stopped_disk = 2;
 // Bytes per chunk of a trace file the shim writes; the most PREPATCH_BUFFER=ring:SIZE takes per thread,
 // and for all threads' rings together (the file's span: threads past it record nothing, and lose
 // their events, counted).

@@ -105,8 +105,11 @@ void TraceFile::open() {
   for (u64 k = 0; k < chunks_; k++) {
     const u64 off = h.chunk_offset + k * h.chunk_size;
     if (off > size_ || size_ - off < sizeof(ChunkHeader)) {
-      problems_.push_back(at(path, size_, "the file ends before chunk " + std::to_string(k) + " of " + std::to_string(chunks_) +
-                                              " (truncated?): the chunks from there on are missing"));
+      // Claimed after the shim could grow the file no more (header `stopped`): never written, their
+      // events counted as lost. Otherwise the file was cut.
+      if (!h.stopped)
+        problems_.push_back(at(path, size_, "the file ends before chunk " + std::to_string(k) + " of " + std::to_string(chunks_) +
+                                                " (truncated?): the chunks from there on are missing"));
       break;
     }
     ChunkHeader c;
