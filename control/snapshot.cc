@@ -92,11 +92,9 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
     bool read(void* to, u64 n, u64 off) { return read_at(fd, to, n, off); }
   } src{fd};
   std::vector<u8> buf(h.chunk_size), spare(h.chunk_size);
-  // A chunk's records go from a read-only mapping of the trace file straight into the copy: the kernel
-  // reads them once, where pread copied them into `spare` first (a quarter of a snapshot's time). Were
-  // the file cut under the mapping meanwhile, the kernel's read of it fails the pwrite (EFAULT): no
-  // signal, and the records are read with pread instead. Without the mapping, pread and pwrite
-  // (copy_file_range measured slower here: bench/snapshot_bench.py, docs/PERFORMANCE.md).
+  // A chunk's records go from a read-only mapping of the trace file straight into the copy (copy_records):
+  // the kernel reads them once, where pread copied them into `spare` first (a quarter of a snapshot's
+  // time). copy_file_range measured slower here (bench/snapshot_bench.py, docs/PERFORMANCE.md).
   void* m = size ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
   struct Unmapper {
     void* m;
@@ -115,22 +113,7 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
       t.write_at(std::span<const u8>(static_cast<const u8*>(p), n), off);
       return true;
     }
-    int copy(u64 n, u64 off) {
-      if (n > spare.size()) return 0;
-      if (mapped && off <= size && n <= size - off) {
-        std::atomic_thread_fence(std::memory_order_acquire);  // (after the chunk's header was read)
-        u64 done = 0;
-        while (done < n) {
-          const ssize_t w = pwrite(t.fd(), mapped + off + done, n - done, static_cast<off_t>(off + done));
-          if (w < 0 && errno == EINTR) continue;
-          if (w <= 0) break;
-          done += static_cast<u64>(w);
-        }
-        if (done == n) return 1;
-      }
-      if (!read_at(from, spare.data(), n, off)) return 0;
-      return write(spare.data(), n, off) ? 1 : -1;
-    }
+    int copy(u64 n, u64 off) { return n <= spare.size() && copy_records(from, mapped, size, t, n, off, {spare.data(), n}) ? 1 : 0; }
   } dst{t, fd, spare, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), size};
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
@@ -140,6 +123,16 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
   t.resize(r.end);
   t.commit(0600);
   return s;
+}
+
+bool copy_records(int from, const u8* mapped, u64 mapped_size, elf::TempFile& to, u64 n, u64 off, std::span<u8> spare) {
+  if (mapped && off <= mapped_size && n <= mapped_size - off) {
+    std::atomic_thread_fence(std::memory_order_acquire);  // (after the chunk's header was read)
+    if (to.try_write_at({mapped + off, n}, off) == 0) return true;
+  }
+  if (spare.size() < n || !read_at(from, spare.data(), n, off)) return false;
+  to.write_at({spare.data(), n}, off);
+  return true;
 }
 
 }  // namespace prepatch

@@ -4,9 +4,15 @@
 #pragma once
 #include <sys/types.h>
 
+#include <span>
 #include <string>
 
+#include "elf/types.h"
+
 namespace prepatch {
+namespace elf {
+class TempFile;
+}
 
 struct Snapshot {
   std::string trace;  // the process's trace file, as /proc/PID/maps names it
@@ -21,5 +27,13 @@ struct Snapshot {
 // all. Throws IoError when the process has no trace file (or cannot be read) or the copy cannot be
 // written.
 Snapshot snapshot(pid_t pid, const std::string& out);
+
+// A step of snapshot(), apart for its tests: copies the `n` bytes at `off` of the trace file open as
+// `from` to the same offset of `to`. From `mapped`, a read-only mapping of the file's first
+// `mapped_size` bytes (nullptr: none), where the range lies in it, so the kernel reads them once;
+// else, and where the file was cut under the mapping (the copy's read of it fails with EFAULT, and no
+// signal is raised), with pread through `spare` (at least `n` bytes). False when the file has no such
+// bytes (it is shorter); throws IoError when the copy cannot be written.
+bool copy_records(int from, const u8* mapped, u64 mapped_size, elf::TempFile& to, u64 n, u64 off, std::span<u8> spare);
 
 }  // namespace prepatch

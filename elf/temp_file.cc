@@ -46,13 +46,21 @@ TempFile::~TempFile() {
   if (!committed_) ::unlink(path_.c_str());
 }
 
-void TempFile::write_at(std::span<const u8> b, u64 off) {
+int TempFile::try_write_at(std::span<const u8> b, u64 off) {
   while (!b.empty()) {
     ssize_t n = ::pwrite(fd_, b.data(), b.size(), static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("cannot write the temporary file");
+    if (n <= 0) return n < 0 ? errno : EIO;
     b = b.subspan(static_cast<size_t>(n));
     off += static_cast<u64>(n);
+  }
+  return 0;
+}
+
+void TempFile::write_at(std::span<const u8> b, u64 off) {
+  if (const int e = try_write_at(b, off)) {
+    errno = e;
+    fail("cannot write the temporary file");
   }
 }
 

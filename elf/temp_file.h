@@ -19,6 +19,9 @@ class TempFile {
   // Sets the file's size, its blocks allocated up front where the file system can. Throws IoError.
   void resize(u64 size);
   void write_at(std::span<const u8> b, u64 off);
+  // write_at without the throw: 0, or the errno of the write that failed (EFAULT: `b` could not be
+  // read, as from a mapping of a file cut under it). What came before it is written.
+  int try_write_at(std::span<const u8> b, u64 off);
   // Copies [from, from+len) of the input to offset `to`: in the kernel (copy_file_range, as cp does)
   // when `src_fd` is open and the kernel can, else from the mapping `src`.
   void copy_from(int src_fd, u64 from, u64 to, u64 len, std::span<const u8> src);
