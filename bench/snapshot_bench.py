@@ -5,11 +5,13 @@ threads record into 4 MiB rings (16 MiB of rings in all), side by side with `cp`
 testdata/ring.c (built -pg -mfentry, prepared) runs its four threads forever under PREPATCH_TRACER=graph
 and PREPATCH_BUFFER=ring:4M; once every ring has wrapped, the script alternates --runs snapshots with
 --runs copies of the trace file by `cp`, and prints the median wall time of each (the whole command:
-prepatch's start, finding the file in /proc/PID/maps, the copy) and their ratio. The threads keep
-recording throughout: the snapshot never stops them. Not a test: nothing here asserts a time.
+prepatch's start, finding the file in /proc/PID/maps, the copy), its CPU time (user + system: where
+the recording threads take every core, as four do on a machine of two, the wall time is mostly
+waiting for a core), and their ratios. The threads keep recording throughout: the snapshot never
+stops them. Not a test: nothing here asserts a time.
 Usage: bench/snapshot_bench.py [--prepatch build/prepatch] [--runs 21]
 """
-import os, signal, statistics, subprocess, tempfile, time
+import os, resource, signal, statistics, subprocess, tempfile, time
 
 from common import arguments
 
@@ -17,9 +19,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def timed(cmd):
+    """(wall, CPU) seconds of running cmd."""
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    w = time.perf_counter() - t
+    a = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return w, a.ru_utime - b.ru_utime + a.ru_stime - b.ru_stime
 
 
 def main():
@@ -44,12 +50,13 @@ def main():
         finally:
             p.send_signal(signal.SIGKILL)
             p.wait()
-        s, c = statistics.median(snap), statistics.median(copy)
-        print(f"4 threads x 4 MiB rings, recording throughout; {a.runs} runs each, interleaved; median wall time")
-        print(f"prepatch ctl PID snapshot   {s * 1e3:7.2f} ms   (copy: {size / 2**20:.1f} MiB)")
-        print(f"cp of the trace file        {c * 1e3:7.2f} ms")
-        print(f"ratio snapshot / cp: {s / c:.2f}")
-
+        s, c = (statistics.median(w for w, _ in v) for v in (snap, copy))
+        sc, cc = (statistics.median(u for _, u in v) for v in (snap, copy))
+        print(f"4 threads x 4 MiB rings, recording throughout; {a.runs} runs each, interleaved; medians")
+        print(f"{'':28}{'wall':>10}{'CPU':>11}")
+        print(f"prepatch ctl PID snapshot   {s * 1e3:7.2f} ms {sc * 1e3:7.2f} ms   (copy: {size / 2**20:.1f} MiB)")
+        print(f"cp of the trace file        {c * 1e3:7.2f} ms {cc * 1e3:7.2f} ms")
+        print(f"ratio snapshot / cp: wall {s / c:.2f}, CPU {sc / cc:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <span>
 #include <vector>
@@ -91,11 +92,13 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
     int fd;
     bool read(void* to, u64 n, u64 off) { return read_at(fd, to, n, off); }
   } src{fd};
-  std::vector<u8> buf(h.chunk_size), spare(h.chunk_size);
+  // Not zeroed (512 KiB): `spare` is touched only where the mapping fails, `buf` for the header, the
+  // table copy and object records.
+  const std::unique_ptr<u8[]> buf(new u8[h.chunk_size]), spare(new u8[h.chunk_size]);
   // A chunk's records go from a read-only mapping of the trace file straight into the copy (copy_records):
   // the kernel reads them once, where pread copied them into `spare` first (a quarter of a snapshot's
   // time). copy_file_range measured slower here (bench/snapshot_bench.py, docs/PERFORMANCE.md).
-  void* m = size ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  void* m = size ? mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
   struct Unmapper {
     void* m;
     u64 size;
@@ -106,19 +109,19 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
   struct Sink {
     elf::TempFile& t;
     int from;
-    std::vector<u8>& spare;
+    std::span<u8> spare;
     const u8* mapped;  // nullptr when not mapped
     u64 size;
     bool write(const void* p, u64 n, u64 off) {
       t.write_at(std::span<const u8>(static_cast<const u8*>(p), n), off);
       return true;
     }
-    int copy(u64 n, u64 off) { return n <= spare.size() && copy_records(from, mapped, size, t, n, off, {spare.data(), n}) ? 1 : 0; }
-  } dst{t, fd, spare, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), size};
+    int copy(u64 n, u64 off) { return n <= spare.size() && copy_records(from, mapped, size, t, n, off, spare.first(n)) ? 1 : 0; }
+  } dst{t, fd, {spare.get(), h.chunk_size}, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), size};
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
   h.snapshot = 1;
-  shim::snapshot_copy(src, dst, h, chunks, buf.data(), kept.data(), r);
+  shim::snapshot_copy(src, dst, h, chunks, buf.get(), kept.data(), r);
   s.chunks = r.chunks, s.dropped = r.dropped;
   t.resize(r.end);
   t.commit(0600);
