@@ -98,14 +98,18 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
   // A chunk's records go from a read-only mapping of the trace file straight into the copy (copy_records):
   // the kernel reads them once, where pread copied them into `spare` first (a quarter of a snapshot's
   // time). copy_file_range measured slower here (bench/snapshot_bench.py, docs/PERFORMANCE.md).
-  void* m = size ? mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
+  // Mapped up to the last chunk the copy looks at, and populated (its page table filled in one call,
+  // not a fault each 16 pages): no more, since a file sized whole and sparse (where fallocate is not
+  // supported) may span gigabytes of holes that nothing claimed.
+  const u64 span = std::min(size, h.chunk_offset + chunks * h.chunk_size);
+  void* m = span ? mmap(nullptr, span, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
   struct Unmapper {
     void* m;
     u64 size;
     ~Unmapper() {
       if (m != MAP_FAILED) munmap(m, size);
     }
-  } unmapper{m, size};
+  } unmapper{m, span};
   struct Sink {
     elf::TempFile& t;
     int from;
@@ -117,7 +121,7 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
       return true;
     }
     int copy(u64 n, u64 off) { return n <= spare.size() && copy_records(from, mapped, size, t, n, off, spare.first(n)) ? 1 : 0; }
-  } dst{t, fd, {spare.get(), h.chunk_size}, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), size};
+  } dst{t, fd, {spare.get(), h.chunk_size}, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), span};
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
   h.snapshot = 1;
