@@ -65,6 +65,12 @@ int run_sites(const std::string& path, bool json, bool mangled) {
       }
       j["sites"].push_back(std::move(s));
     }
+    j["islands"] = nlohmann::json::array();
+    for (const IslandRow& i : l.islands) {
+      nlohmann::json r = {{"address", i.addr}, {"where", i.where}, {"kind", i.arm_state ? "arm-state" : kind_name(i.kind)}};
+      r["file_offset"] = i.file_offset ? nlohmann::json(*i.file_offset) : nlohmann::json(nullptr);
+      j["islands"].push_back(std::move(r));
+    }
     std::cout << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";  // a raw symbol that is not UTF-8: U+FFFD
     return ok;
   }
@@ -75,8 +81,15 @@ int run_sites(const std::string& path, bool json, bool mangled) {
                 r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : name_text(r.function, mangled).c_str(),
                 r.reason.empty() ? "" : ("  (" + r.reason + "; found " + r.found + ")").c_str());
   }
+  // The branch islands that sites out of their trampoline's reach call (README, "Branch islands").
+  if (!l.islands.empty()) std::printf("%-18s %-10s %-9s %s\n", "ISLAND", "FILE", "KIND", "WHERE");
+  for (const IslandRow& i : l.islands)
+    std::printf("0x%016llx %-10s %-9s %s\n", static_cast<unsigned long long>(i.addr), i.file_offset ? hex(*i.file_offset).c_str() : "-",
+                i.arm_state ? "arm-state" : std::string(kind_name(i.kind)).c_str(), i.where.c_str());
   size_t skipped = std::count_if(l.rows.begin(), l.rows.end(), [](const SiteRow& r) { return r.status == "skipped"; });
-  std::printf("%zu sites (%zu skipped); %s\n", l.rows.size(), skipped, l.prepared ? "prepared binary" : "not prepared");
+  std::printf("%zu sites (%zu skipped); %s", l.rows.size(), skipped, l.prepared ? "prepared binary" : "not prepared");
+  if (!l.islands.empty()) std::printf(", %zu branch island%s", l.islands.size(), l.islands.size() == 1 ? "" : "s");
+  std::printf("\n");
   return ok;
 }
 

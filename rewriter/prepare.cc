@@ -11,6 +11,7 @@
 #include "elf/writer.h"
 #include "rewriter/embed.h"
 #include "rewriter/gprof.h"
+#include "shim/abi.h"
 
 namespace prepatch {
 
@@ -206,6 +207,60 @@ std::string site_location(const elf::Elf& elf, u64 addr, std::string_view func) 
   return s;
 }
 
+namespace {
+
+// The shim's blob in a prepared binary: its section, or without section headers the page-aligned
+// blob header after the table in the table's segment (rewriter/embed.cc lays them out so). Empty when
+// not found.
+std::span<const u8> find_blob(const elf::Elf& elf, const FoundTable& t) {
+  if (const elf::Section* s = elf.section(shim_section)) return elf.section_data(*s);
+  const u64 size = elf.bytes().size();
+  for (const elf::Segment& seg : elf.segments()) {
+    if (seg.type != PT_LOAD || t.offset < seg.offset || t.offset - seg.offset >= seg.filesz) continue;
+    const u64 end = seg.filesz > size - seg.offset ? size : seg.offset + seg.filesz;  // (seg.offset <= t.offset, in the file)
+    // (t.size is the whole segment where the table was found without sections: from its own end)
+    const u64 table_end = t.offset + table_header_size + t.table.entries.size() * table_entry_size + t.table.strings.size();
+    for (u64 at = (table_end + 4095) & ~u64{4095}; at < end && end - at >= sizeof(shim::BlobHeader); at += 4096)
+      if (std::memcmp(elf.bytes().data() + at, shim::blob_magic, 8) == 0) return elf.bytes().subspan(at, end - at);
+  }
+  return {};
+}
+
+// The branch islands the preparer gave a prepared binary's shim (shim::Config: island, stub_islands,
+// entry_islands), by address; none where its blob is not this version's.
+std::vector<IslandRow> read_islands(const elf::Elf& elf, const FoundTable& t) {
+  std::vector<IslandRow> out;
+  const std::span<const u8> blob = find_blob(elf, t);
+  const elf::Codec& c = elf.codec();
+  if (blob.size() < sizeof(shim::BlobHeader) || std::memcmp(blob.data(), shim::blob_magic, 8) != 0 ||
+      c.get(blob, __builtin_offsetof(shim::BlobHeader, version), 4) != shim::blob_version)
+    return out;
+  const u64 cfg = c.get(blob, __builtin_offsetof(shim::BlobHeader, config), 4);
+  if (cfg > blob.size() || blob.size() - cfg < sizeof(shim::Config)) return out;
+  const auto field = [&](size_t off, unsigned width) { return c.get(blob, cfg + off, width); };
+  const auto add = [&](u64 addr, const char* where, SiteKind kind, bool arm_state) {
+    out.push_back({addr, elf.vaddr_to_offset(addr, 1), where, kind, arm_state});
+  };
+  const bool arm32 = elf.header().machine == EM_ARM;
+  for (unsigned k = 0; k < 3; k++)
+    if (const u64 a = field(__builtin_offsetof(shim::Config, island) + 8 * k, 8))
+      add(a, "after the text", static_cast<SiteKind>(k + 1), arm32 && k == 0);
+  // The lists lie at offsets from the table, u64 each (rewriter/embed.cc).
+  const auto list = [&](size_t off_field, size_t count_field, const char* where, SiteKind kind) {
+    const u64 off = field(off_field, 4), n = field(count_field, 4);
+    if (!off || t.offset + off > elf.bytes().size() || n > (elf.bytes().size() - t.offset - off) / 8) return;
+    for (u64 i = 0; i < n; i++) add(c.get(elf.bytes(), t.offset + off + 8 * i, 8), where, kind, false);
+  };
+  list(__builtin_offsetof(shim::Config, stub_islands), __builtin_offsetof(shim::Config, stub_island_count), "over a linker stub or PLT entry",
+       SiteKind::mcount);
+  list(__builtin_offsetof(shim::Config, entry_islands), __builtin_offsetof(shim::Config, entry_island_count), "over the nops before an entry",
+       SiteKind::patchable);
+  std::stable_sort(out.begin(), out.end(), [](const IslandRow& a, const IslandRow& b) { return a.addr < b.addr; });
+  return out;
+}
+
+}  // namespace
+
 Listing list_sites(const elf::Elf& elf) {
   Listing l;
   auto found = find_table(elf);
@@ -220,6 +275,7 @@ Listing list_sites(const elf::Elf& elf) {
   };
   if (found) {
     l.prepared = true;
+    l.islands = read_islands(elf, *found);
     for (const TableEntry& e : found->table.entries) {
       SiteRow r = row_for(e.addr, e.length);
       r.function = found->table.name(e);

@@ -22,9 +22,19 @@ struct SiteRow {
   std::string source;  // where it was found: __mcount_loc, __patchable_function_entries, symbols, table
 };
 
+// A branch island of a prepared binary (arch/island.h): where the preparer put it, and for which sites.
+struct IslandRow {
+  u64 addr = 0;
+  std::optional<u64> file_offset;
+  std::string where;  // "after the text", "over a linker stub or PLT entry", "over the nops before an entry"
+  SiteKind kind = SiteKind::fentry;  // the trampoline it leads to: the kind of the sites that call it
+  bool arm_state = false;            // ARM32: the ARM-state sites' entry (Config::island[0])
+};
+
 struct Listing {
   bool prepared = false;  // the file carries a __patch_sites table
   std::vector<SiteRow> rows;
+  std::vector<IslandRow> islands;  // a prepared binary's, by address
 };
 
 Listing list_sites(const elf::Elf& elf);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -186,6 +187,57 @@ TEST(Island, TheCheckerCatchesABrokenIsland) {
   }
 }
 
+// `prepatch sites` on a prepared binary lists the branch islands the preparer said it placed (its
+// messages give each list's first eight addresses, and where the islands after the text begin), in
+// the text and in --json, and no others.
+void expect_islands_listed(const std::string& out, const std::string& prepare_err) {
+  std::map<u64, std::string> said;  // address -> where
+  u64 after = 0, after_bytes = 0;
+  std::smatch m;
+  if (std::regex_search(prepare_err, m, std::regex("through a branch island at vaddr 0x([0-9a-f]+) \\((\\d+) bytes after the text\\)")))
+    after = std::stoull(m[1].str(), nullptr, 16), after_bytes = std::stoull(m[2].str());
+  for (const auto& [list, where] : {std::pair{"over the PLT entries and linker stubs their calls went through,", "over a linker stub or PLT entry"},
+                                    std::pair{"over the nops before a function's entry,", "over the nops before an entry"}}) {
+    const size_t at = prepare_err.find(list);
+    if (at == std::string::npos) continue;
+    const std::string rest = prepare_err.substr(at, prepare_err.find('\n', at) - at);
+    for (std::string r = rest; std::regex_search(r, m, std::regex("0x([0-9a-f]+)")); r = m.suffix()) said[std::stoull(m[1].str(), nullptr, 16)] = where;
+  }
+  Proc json = prepatch({"sites", "--json", out}), text = prepatch({"sites", out});
+  ASSERT_EQ(json.status, 0) << json.err;
+  std::map<u64, std::string> listed;
+  u64 after_listed = 0;
+  const nlohmann::json j = nlohmann::json::parse(json.out);
+  for (const auto& i : j["islands"]) {
+    const u64 a = i["address"];
+    const std::string where = i["where"];
+    EXPECT_NE(text.out.find(hex(a).substr(2) + " "), std::string::npos) << text.out;  // (the text pads it to 16 digits)
+    if (where == "after the text") {
+      EXPECT_TRUE(a >= after && a < after + after_bytes) << hex(a) << " is not in the " << after_bytes << " bytes after the text at " << hex(after);
+      after_listed++;
+      continue;
+    }
+    listed[a] = where;
+  }
+  EXPECT_EQ(after_listed > 0, after != 0) << json.out;
+  for (const auto& [a, where] : said) EXPECT_EQ(listed[a], where) << hex(a) << " in\n" << json.out;
+  if (said.size() < 8) EXPECT_EQ(listed.size(), said.size()) << json.out;  // (past eight, the message names the first eight)
+  const size_t n = after_listed + listed.size();
+  EXPECT_NE(text.out.find(", " + std::to_string(n) + " branch island" + (n == 1 ? "\n" : "s\n")), std::string::npos) << text.out;
+  // Without section headers (e_shoff, e_shnum and e_shstrndx zeroed), found all the same: the table at
+  // its segment's start, the shim's blob on a page after it.
+  if (std::filesystem::file_size(out) > (64u << 20)) return;  // (AArch64's 136 MiB texts: not copied)
+  std::string bytes = read_file(out);
+  const bool is64 = bytes[4] == 2;
+  std::memset(bytes.data() + (is64 ? 0x28 : 0x20), 0, is64 ? 8 : 4);
+  std::memset(bytes.data() + (is64 ? 0x3c : 0x30), 0, 4);
+  write_file(out + ".noshdr", bytes);
+  Proc bare = prepatch({"sites", "--json", out + ".noshdr"});
+  ASSERT_EQ(bare.status, 0) << bare.err;
+  EXPECT_EQ(nlohmann::json::parse(bare.out)["islands"], j["islands"]) << bare.out;
+  std::filesystem::remove(out + ".noshdr");
+}
+
 // A program whose 1 GiB .bss (`gib`: x86-64's 3 GiB, past its calls' +-2 GiB) lies between its text
 // and the shim, which goes after every segment: leaf() is called 2n times from mid(), n times from main.
 std::string big_bss_program(unsigned gib = 1) {
@@ -264,6 +316,7 @@ TEST_P(IslandBigBss, EveryCallGoesThroughTheIsland) {
   Proc r = prepatch({d / "big", "-o", d / "out"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("call it through a branch island at vaddr"), std::string::npos) << r.err;
+  expect_islands_listed(d / "out", r.err);
   // main() { then n times: mid() { leaf(); leaf(); } /* mid */, then } /* main */.
   const int n = 5;
   expect_traced_as_called(TestBinary{.isa = p.isa}, d, d / "big", n, {{"main", 1}, {"mid", n}, {"leaf", 2 * n}}, "2leaf();\n2leaf();\n");
@@ -344,6 +397,7 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
     Proc r = prepatch({d / "large", "-o", d / "out"});
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("call it through " + p.islands + " over the PLT entries and linker stubs"), std::string::npos) << r.err;
+    expect_islands_listed(d / "out", r.err);
     const int n = 6;
     expect_traced_as_called(bin, d, d / "large", n, {{"main", 1}, {"mid", n}, {"near", n}, {"far", n}}, "2near();\n2far();\n");
     std::filesystem::remove(d / "large"), std::filesystem::remove(d / "out");  // (136 MiB each on AArch64)
@@ -411,7 +465,13 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
     return l;
   };
   EXPECT_EQ(listed(before.out), listed(after.out)) << after.out;
-  EXPECT_EQ(std::count(after.out.begin(), after.out.end(), '\n'), std::count(before.out.begin(), before.out.end(), '\n'));
+  const auto lines = [](const std::string& out) {  // (the islands' lines apart: an input has none)
+    const size_t islands = out.find("\nISLAND ");
+    const std::string sites = islands == std::string::npos ? out : out.substr(0, islands + 1);
+    return std::count(sites.begin(), sites.end(), '\n');
+  };
+  EXPECT_EQ(lines(after.out) + 1, lines(before.out)) << after.out;  // (the input's summary line counts)
+  expect_islands_listed(d / "out", r.err);
   expect_traced_as_shaped(TestBinary{.isa = p.isa}, d, d / "large", 6, p.counts, p.shape);
   if (p.isa == "arm" && p.link == "-pie") {  // M = 3 in a PIE: no room for the 16-byte island, refused naming both options
     std::filesystem::remove(d / "out");
@@ -556,6 +616,7 @@ TEST(Island, X86NoRoomAfterTheTextLeavesPatchableSitesTheNopsBeforeTheirEntryEls
     }
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("call it through 1 branch island over the nops before a function's entry, at vaddr 0x"), std::string::npos) << r.err;
+    expect_islands_listed(d / "out", r.err);
     // Read back, the island's record leads to its function's site, as before.
     Proc sites = prepatch({"sites", d / "out"});
     EXPECT_NE(sites.out.find("3 sites (0 skipped); prepared binary"), std::string::npos) << sites.out;
