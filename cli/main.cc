@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", out, "where to write the prepared binary (may equal the input; written atomically)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
 
-  CLI::App* sites = app.add_subcommand("sites", "list every site of FILE (input or prepared binary)");
+  CLI::App* sites = app.add_subcommand("sites", "list every site of FILE (input or prepared binary), and a prepared binary's branch islands");
   std::string sites_file;
   bool json = false;
   sites->add_option("file", sites_file, "ELF file")->required();
