@@ -220,8 +220,12 @@ void expect_islands_listed(const std::string& out, const std::string& prepare_er
     listed[a] = where;
   }
   EXPECT_EQ(after_listed > 0, after != 0) << json.out;
-  for (const auto& [a, where] : said) EXPECT_EQ(listed[a], where) << hex(a) << " in\n" << json.out;
-  if (said.size() < 8) EXPECT_EQ(listed.size(), said.size()) << json.out;  // (past eight, the message names the first eight)
+  for (const auto& [a, where] : said) {
+    EXPECT_EQ(listed[a], where) << hex(a) << " in\n" << json.out;
+  }
+  if (said.size() < 8) {  // (past eight, the message names the first eight)
+    EXPECT_EQ(listed.size(), said.size()) << json.out;
+  }
   const size_t n = after_listed + listed.size();
   EXPECT_NE(text.out.find(", " + std::to_string(n) + " branch island" + (n == 1 ? "\n" : "s\n")), std::string::npos) << text.out;
   // Without section headers (e_shoff, e_shnum and e_shstrndx zeroed), found all the same: the table at
