@@ -58,5 +58,6 @@ def main():
         print(f"cp of the trace file        {c * 1e3:7.2f} ms {cc * 1e3:7.2f} ms")
         print(f"ratio snapshot / cp: wall {s / c:.2f}, CPU {sc / cc:.2f}")
 
+
 if __name__ == "__main__":
     main()
