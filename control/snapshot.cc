@@ -120,7 +120,7 @@ Snapshot snapshot(pid_t pid, const std::string& out) {
       t.write_at(std::span<const u8>(static_cast<const u8*>(p), n), off);
       return true;
     }
-    int copy(u64 n, u64 off) { return n <= spare.size() && copy_records(from, mapped, size, t, n, off, spare.first(n)) ? 1 : 0; }
+    int copy(u64 n, u64 off) { return copy_records(from, mapped, size, t, n, off, spare) ? 1 : 0; }  // (n is at most a chunk)
   } dst{t, fd, {spare.get(), h.chunk_size}, m == MAP_FAILED ? nullptr : static_cast<const u8*>(m), span};
   std::vector<shim::SnapshotChunk> kept(chunks);
   shim::SnapshotResult r;
