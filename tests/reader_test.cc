@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -43,10 +44,11 @@ struct Big {
   }
 };
 
-// Recorded once per run: PREPATCH_TEST_TRACE_MB of graph records (16 bytes per call).
+// Recorded once per run (the test process's: ctest runs each test in one of its own), and removed at its
+// end: PREPATCH_TEST_TRACE_MB of graph records (16 bytes per call).
 const Big& big() {
-  static Big* b = [] {
-    Big* b = new Big;
+  static const std::unique_ptr<Big> b = [] {
+    auto b = std::make_unique<Big>();
     const char* mb_text = std::getenv("PREPATCH_TEST_TRACE_MB");
     const long mb = mb_text ? std::atol(mb_text) : 64;
     b->rounds = mb * 1000000 / (threads * 404 * 16);
@@ -242,7 +244,7 @@ TEST(BigTrace, ProgressOnATerminalOnly) {
   for (const char* what : {"export", "report"}) {
     SCOPED_TRACE(what);
     std::vector<int> seen;
-    const std::regex line(std::string("\r\033\\[Kprepatch ") + what + ": ([0-9]+)% of [0-9.]+ MB of records");
+    const std::regex line(std::string("\r\033\\[Kprepatch ") + what + ": ([0-9]+)% of [0-9.]+ [MG]B of records");  // (GB from 1 GB: PREPATCH_TEST_TRACE_MB=1100)
     for (auto it = std::sregex_iterator(bytes.begin(), bytes.end(), line); it != std::sregex_iterator(); ++it) seen.push_back(std::stoi((*it)[1]));
     ASSERT_FALSE(seen.empty()) << "no progress drawn:\n" << bytes.substr(0, 2000);
     EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));

@@ -222,9 +222,11 @@ void Tmux::keys(const std::string& k) { run({"tmux", "-L", socket_, "send-keys",
 bool Tmux::running() { return run({"tmux", "-L", socket_, "has-session", "-t", "t"}).status == 0; }
 
 namespace {
-// testdata/calltree.c prepared and run with `threads` under `tracer`, every function traced; kept for the whole run.
+// testdata/calltree.c prepared and run with `threads` under `tracer`, every function traced; kept for the whole run
+// (the test process's: ctest runs each test in one of its own), then removed.
 std::string calltree_trace(const char* tracer) {
-  static TempDir* d = new TempDir;
+  static TempDir dir;
+  TempDir* d = &dir;
   const std::string bin = *d / "calltree", file = *d / (std::string(tracer) + ".trace");
   if (!exists(bin)) {
     Proc p = prepatch({std::string(TESTDATA_DIR) + "/calltree-fentry", "-o", bin});
