@@ -448,23 +448,28 @@ TEST_P(Graph, ForkedChildReturnsThroughItsParentsFramesAndWritesItsOwnFile) {
 
 // The child closes the descriptors its parent's writer kept open (the trace file, its directory): its
 // writer is wiped at the fork and it creates a file of its own, so those would stay open in it unused.
+// In a dynamic program at the fork (glibc's fork handlers); in a static one, where none runs, before
+// the child creates its file.
 TEST(GraphFork, AForkedChildKeepsNoneOfItsParentsTraceFileDescriptors) {
-  TempDir d;
-  const std::string bin = prepare(d, "fentry");
-  Proc r = run(calltree("fentry", bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "forkfds"), d.path());
-  ASSERT_EQ(r.status, 0) << r.err;
-  const std::vector<std::string> files = traces_in(d.path());
-  ASSERT_EQ(files.size(), 2u);
-  std::map<std::string, int> open;  // what the child's descriptors from 3 on lead to, and how many do
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);)
-    if (line.starts_with("fd ")) open[line.substr(line.find(' ', 3) + 1)]++;
-  const std::string dir = std::filesystem::canonical(d.path());
-  const std::string a = std::filesystem::canonical(files[0]), b = std::filesystem::canonical(files[1]);
-  EXPECT_EQ(open[a] + open[b], 1) << r.out << "(the child's own file, kept open; not its parent's)";
-  EXPECT_EQ(open[dir], 1) << r.out << "(the directory its own file was created in)";
-  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "child 25");
-  EXPECT_TRUE(r.out.ends_with("parent 30 child exit 0\n")) << r.out;
+  for (const std::string flavor : {"fentry", "static"}) {
+    SCOPED_TRACE(flavor);
+    TempDir d;
+    const std::string bin = prepare(d, flavor);
+    Proc r = run(calltree(flavor, bin, {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph"}, "forkfds"), d.path());
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<std::string> files = traces_in(d.path());
+    ASSERT_EQ(files.size(), 2u);
+    std::map<std::string, int> open;  // what the child's descriptors from 3 on lead to, and how many do
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.starts_with("fd ")) open[line.substr(line.find(' ', 3) + 1)]++;
+    const std::string dir = std::filesystem::canonical(d.path());
+    const std::string a = std::filesystem::canonical(files[0]), b = std::filesystem::canonical(files[1]);
+    EXPECT_EQ(open[a] + open[b], 1) << r.out << "(the child's own file, kept open; not its parent's)";
+    EXPECT_EQ(open[dir], 1) << r.out << "(the directory its own file was created in)";
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "child 25");
+    EXPECT_TRUE(r.out.ends_with("parent 30 child exit 0\n")) << r.out;
+  }
 }
 
 // x86-64 only: qemu-user cannot exec a binary of another ISA without binfmt_misc, which the tests do not
