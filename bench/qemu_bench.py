@@ -22,8 +22,11 @@ reaches 2 GiB), which puts the shim beyond its call's reach of every site: each 
 branch island (arch/island.h) to the trampoline. "thumb2 -marm -pg" is ARM32's ARM-state -pg sites,
 whose `b` goes to the shim's ARM-state entry (or, far, to its copy as an island) and on to the Thumb
 trampoline.
-Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--runs 7] [--calls 3000000] [--only 'marm|far']
-(--only: the rows whose name matches that regular expression).
+With --baseline OTHER_PREPATCH (another build, say of the commit before a change), each hooked build is also
+prepared by that one and run under count in the same loop: the column count/before is the count tracer's
+time now against then.
+Usage: bench/qemu_bench.py [--prepatch build/prepatch] [--baseline OTHER/prepatch] [--runs 7] [--calls 3000000]
+[--only 'marm|far'] (--only: the rows whose name matches that regular expression).
 Not a test: nothing here asserts a time.
 """
 import os, re, statistics, subprocess, tempfile
@@ -74,14 +77,14 @@ def run_timed(cmd, env, cwd):
 
 
 def main():
-    a = arguments(runs=7, texts=("only",), calls=3_000_000)
+    a = arguments(runs=7, texts=("only", "baseline"), calls=3_000_000)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PREPATCH_")}
     count_env = dict(base_env, PREPATCH_TRACE="*")
     print(f"{a.calls:,} calls of a small function and fib(24) ({FIB_CALLS:,} calls); {a.runs} interleaved runs each, "
           f"median CPU time under qemu-user; ratios only")
     columns = [("hooked", "plain"), ("off", "plain"), ("count", "plain"), ("function", "plain"), ("graph", "plain"), ("count", "hooked"),
-               ("function", "hooked"), ("graph", "hooked")]
-    print(f"{'ISA and sites':38s}" + "".join(f"{a + '/' + b:>16s}" for a, b in columns))
+               ("function", "hooked"), ("graph", "hooked")] + ([("count", "count_before")] if a.baseline else [])
+    print(f"{'ISA and sites':38s}" + "".join(f"{x + '/' + y.replace('count_', ''):>16s}" for x, y in columns))
     with tempfile.TemporaryDirectory(prefix="prepatch-qemu-bench-") as d:
         with open(os.path.join(d, "calls.c"), "w") as f:
             f.write(PROGRAM)
@@ -96,17 +99,21 @@ def main():
             src = os.path.join(d, f"far{FAR_GIB.get(isa, 1)}.c" if far else "calls.c")
             name, cc, qemu = f"{isa} {flags}", CC[isa], QEMU[isa]
             tag = name.replace(" ", "_").replace("=", "")
-            plain, hooked, prepared = (os.path.join(d, f"{tag}-{k}") for k in ("plain", "hooked", "prepared"))
+            plain, hooked, prepared, before = (os.path.join(d, f"{tag}-{k}") for k in ("plain", "hooked", "prepared", "before"))
             subprocess.run([cc, "-O2", *[f for f in flag if f == "-marm"], src, "-o", plain], check=True)  # the same state
             subprocess.run([cc, "-O2", *flag, src, "-o", hooked], check=True)
             prep = subprocess.run([a.prepatch, hooked, "-o", prepared], capture_output=True, text=True, check=True)
             if far != ("branch island" in prep.stderr):
                 raise SystemExit(f"{name}: expected {'a' if far else 'no'} branch island:\n{prep.stderr}")
+            if a.baseline:
+                subprocess.run([os.path.abspath(a.baseline), hooked, "-o", before], capture_output=True, check=True)
             trace = os.path.join(d, tag + ".trace")
             cases = {"plain": (plain, base_env), "hooked": (hooked, base_env), "off": (prepared, base_env),
                      "count": (prepared, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".counts")))}
             for tracer in ("function", "graph"):
                 cases[tracer] = (prepared, dict(count_env, PREPATCH_TRACER=tracer, PREPATCH_OUTPUT=trace))
+            if a.baseline:
+                cases["count_before"] = (before, dict(count_env, PREPATCH_COUNTS=os.path.join(d, tag + ".before.counts")))
             outs = {}
             for k, (b, e) in cases.items():
                 outs[k] = subprocess.run([*qemu, b, "1000"], env=e, cwd=d, capture_output=True, text=True, check=True).stdout
@@ -117,11 +124,12 @@ def main():
                     os.unlink(trace)
             if len(set(outs.values())) != 1:
                 raise SystemExit(f"{name}: the builds disagree: {outs}")
-            counted = subprocess.run([a.prepatch, "counts", prepared, os.path.join(d, tag + ".counts")], capture_output=True,
-                                     text=True, check=True).stdout
-            if not any(line.split()[:1] == ["1000"] and line.endswith(" mix") for line in counted.splitlines()):
-                raise SystemExit(f"{name}: the count tracer did not count mix() 1000 times:\n{counted}")
-            os.unlink(os.path.join(d, tag + ".counts"))
+            for binary, counts in [(prepared, tag + ".counts")] + ([(before, tag + ".before.counts")] if a.baseline else []):
+                counted = subprocess.run([a.prepatch, "counts", binary, os.path.join(d, counts)], capture_output=True,
+                                         text=True, check=True).stdout
+                if not any(line.split()[:1] == ["1000"] and line.endswith(" mix") for line in counted.splitlines()):
+                    raise SystemExit(f"{name}: the count tracer did not count mix() 1000 times:\n{counted}")
+                os.unlink(os.path.join(d, counts))
             times = {k: [] for k in cases}
             for _ in range(a.runs):
                 for k, (b, e) in cases.items():

@@ -1,5 +1,5 @@
 // The shim's assembly on AArch64 (AAPCS64): the blob header, the start routine e_entry points at, the
-// trampolines (every tracer's), the graph tracer's exit trampoline and exception hooks, and the start
+// trampolines (every tracer's; count's own), the graph tracer's exit trampoline and exception hooks, and the start
 // routine of threads. Offsets in the header are from
 // __shim_base (the header itself); see shim/abi.h, BlobHeader. Sites are `bl` words (arch/aarch64.h):
 //   mcount:    gcc -pg, `mov x0, x30; bl <site>` after the prologue: an ordinary call, x30 = the site's
@@ -87,6 +87,7 @@ prepatch_tramp_mcount:
         .type prepatch_tramp_patchable, %function
 prepatch_tramp_patchable:
         hint #34                                        // bti c
+.Lpatchable:
         stp x29, x30, [sp, #-96]!
         mov x29, sp
         SAVE_ARGS
@@ -99,6 +100,47 @@ prepatch_tramp_patchable:
         mov x30, x9
         br x16
         .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
+
+// The count tracer's trampoline, for both kinds of site: the counter of the site that called is found
+// in the site hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does it) and
+// incremented atomically (an exclusive pair: ARMv8.0 has no ldadd). It returns as the patchable
+// trampoline does, to the site's end with x30 = x9: at a patchable site x9 is the function's return
+// address; at an mcount site (an ordinary call) x9 and x30 are dead. x16, x17 and the flags are free at
+// both (a call's veneer may clobber them); x0 and x1 are saved. In an object another runtime serves,
+// the patchable trampoline's path takes the call to that runtime's prepatch_on_site, which counts it.
+        .globl prepatch_tramp_count
+        .type prepatch_tramp_count, %function
+prepatch_tramp_count:
+        hint #34                                        // bti c
+        adrp x16, prepatch_forward_to
+        ldr x16, [x16, #:lo12:prepatch_forward_to]
+        cbnz x16, .Lpatchable
+        adrp x16, prepatch_hash
+        ldr x16, [x16, #:lo12:prepatch_hash]            // the SiteHash block: mask, mult, base, used, then its slots
+        cbz x16, 3f
+        stp x0, x1, [sp, #-16]!
+        ldp x17, x0, [x16]                              // HashShape::home: (((key - base) * mult) >> 32) & mask
+        ldr x1, [x16, #16]
+        sub x1, x30, x1
+        mul x1, x1, x0
+        lsr x1, x1, #32
+        and x1, x1, x17
+        add x16, x16, #32
+        add x16, x16, x1, lsl #4
+1:      ldp x17, x0, [x16], #16                         // a slot: key, value (the counter's address)
+        cmp x17, x30
+        b.eq 2f
+        cbnz x17, 1b                                    // an empty slot: not a site (cannot happen)
+        b 4f
+2:      ldxr x17, [x0]
+        add x17, x17, #1
+        stxr w1, x17, [x0]
+        cbnz w1, 2b
+4:      ldp x0, x1, [sp], #16
+3:      mov x16, x30
+        mov x30, x9
+        br x16
+        .size prepatch_tramp_count, . - prepatch_tramp_count
 
 // The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
 // returns here, with the stack pointer and x29 it was entered with. prepatch_on_exit(sp, x29, x0)
