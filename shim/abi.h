@@ -128,14 +128,13 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 8;  // 1: the page held no registry (each object's own runtime or none);
+inline constexpr u32 runtime_abi = 7;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
                                        // 4: ... no `stub_islands` (Config before blob_version 5), and
                                        //    Enrollment::forward_to had 4 words (x86-64: no prepatch_on_call)
                                        // 5: ARM32's Enrollment::tramp[0] was the mcount trampoline (no ARM-state sites)
                                        // 6: ... no `entry_islands` (Config before blob_version 6)
-                                       // 7: AArch64's Enrollment::tramp[3] was the mcount trampoline (no count trampoline)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).

@@ -1,5 +1,5 @@
 // The shim's assembly on AArch64 (AAPCS64): the blob header, the start routine e_entry points at, the
-// trampolines (every tracer's; count's own), the graph tracer's exit trampoline and exception hooks, and the start
+// trampolines (every tracer's), the graph tracer's exit trampoline and exception hooks, and the start
 // routine of threads. Offsets in the header are from
 // __shim_base (the header itself); see shim/abi.h, BlobHeader. Sites are `bl` words (arch/aarch64.h):
 //   mcount:    gcc -pg, `mov x0, x30; bl <site>` after the prologue: an ordinary call, x30 = the site's
@@ -58,63 +58,16 @@ prepatch_start:
         br x16
         .size prepatch_start, . - prepatch_start
 
-// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, where x29
-// and x30 as the site left them lie first (x29: the function's frame pointer at an mcount site, its
-// caller's at a patchable one), then x0-x9. The graph tracer may replace the saved x9 of a patchable
-// site (its return address) or the slot of an mcount site's frame record with prepatch_tramp_exit.
-// Each starts with `bti c`: a site out of a bl's reach enters through a branch island's `br x16`
-// (arch/aarch64.h encode_island), which a BTI-guarded page allows only onto a landing pad.
-// -pg: an ordinary call, returned from with `ret`.
-        .globl prepatch_tramp_mcount
-        .type prepatch_tramp_mcount, %function
-prepatch_tramp_mcount:
-        hint #34                                        // bti c
-        stp x29, x30, [sp, #-96]!
-        mov x29, sp
-        SAVE_ARGS
-        mov x0, x30
-        mov x1, #2                                      // arch::SiteKind::mcount
-        mov x2, sp
-        bl prepatch_on_site
-        RESTORE_ARGS
-        ldp x29, x30, [sp], #96
-        ret
-        .size prepatch_tramp_mcount, . - prepatch_tramp_mcount
-
-// -fpatchable-function-entry: back to the site's end with x30 = the function's return address (x9),
-// as if the call had not happened; x16 carries the site's end.
-        .globl prepatch_tramp_patchable
-        .type prepatch_tramp_patchable, %function
-prepatch_tramp_patchable:
-        hint #34                                        // bti c
-.Lpatchable:
-        stp x29, x30, [sp, #-96]!
-        mov x29, sp
-        SAVE_ARGS
-        mov x0, x30
-        mov x1, #3                                      // arch::SiteKind::patchable
-        mov x2, sp
-        bl prepatch_on_site
-        RESTORE_ARGS
-        ldp x29, x16, [sp], #96
-        mov x30, x9
-        br x16
-        .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
-
-// The count tracer's trampoline, for both kinds of site: the counter of the site that called is found
-// in the site hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does it) and
-// incremented atomically (an exclusive pair: ARMv8.0 has no ldadd). It returns as the patchable
-// trampoline does, to the site's end with x30 = x9: at a patchable site x9 is the function's return
-// address; at an mcount site (an ordinary call) x9 and x30 are dead. x16, x17 and the flags are free at
-// both (a call's veneer may clobber them); x0 and x1 are saved. In an object another runtime serves,
-// the patchable trampoline's path takes the call to that runtime's prepatch_on_site, which counts it.
-        .globl prepatch_tramp_count
-        .type prepatch_tramp_count, %function
-prepatch_tramp_count:
-        hint #34                                        // bti c
-        adrp x16, prepatch_forward_to
-        ldr x16, [x16, #:lo12:prepatch_forward_to]
-        cbnz x16, .Lpatchable
+// Under the count tracer, in the runtime serving the process (prepatch_count_fast), the trampolines
+// count the call themselves and return: the counter of the site whose end is x30 is found in the site
+// hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does it) and incremented
+// atomically (an exclusive pair: ARMv8.0 has no ldadd). x16, x17 and the flags are written, free at both
+// kinds of site (a call's veneer may clobber them; a branch island has); x0 and x1 are saved.
+// Otherwise on to `slow`.
+        .macro COUNT slow
+        adrp x16, prepatch_count_fast
+        ldr x16, [x16, #:lo12:prepatch_count_fast]
+        cbz x16, \slow
         adrp x16, prepatch_hash
         ldr x16, [x16, #:lo12:prepatch_hash]            // the SiteHash block: mask, mult, base, used, then its slots
         cbz x16, 3f
@@ -137,10 +90,56 @@ prepatch_tramp_count:
         stxr w1, x17, [x0]
         cbnz w1, 2b
 4:      ldp x0, x1, [sp], #16
-3:      mov x16, x30
+3:
+        .endm
+
+// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, where x29
+// and x30 as the site left them lie first (x29: the function's frame pointer at an mcount site, its
+// caller's at a patchable one), then x0-x9. The graph tracer may replace the saved x9 of a patchable
+// site (its return address) or the slot of an mcount site's frame record with prepatch_tramp_exit.
+// Each starts with `bti c`: a site out of a bl's reach enters through a branch island's `br x16`
+// (arch/aarch64.h encode_island), which a BTI-guarded page allows only onto a landing pad.
+// -pg: an ordinary call, returned from with `ret`.
+        .globl prepatch_tramp_mcount
+        .type prepatch_tramp_mcount, %function
+prepatch_tramp_mcount:
+        hint #34                                        // bti c
+        COUNT 5f
+        ret
+5:      stp x29, x30, [sp, #-96]!
+        mov x29, sp
+        SAVE_ARGS
+        mov x0, x30
+        mov x1, #2                                      // arch::SiteKind::mcount
+        mov x2, sp
+        bl prepatch_on_site
+        RESTORE_ARGS
+        ldp x29, x30, [sp], #96
+        ret
+        .size prepatch_tramp_mcount, . - prepatch_tramp_mcount
+
+// -fpatchable-function-entry: back to the site's end with x30 = the function's return address (x9),
+// as if the call had not happened; x16 carries the site's end.
+        .globl prepatch_tramp_patchable
+        .type prepatch_tramp_patchable, %function
+prepatch_tramp_patchable:
+        hint #34                                        // bti c
+        COUNT 5f
+        mov x16, x30
         mov x30, x9
         br x16
-        .size prepatch_tramp_count, . - prepatch_tramp_count
+5:      stp x29, x30, [sp, #-96]!
+        mov x29, sp
+        SAVE_ARGS
+        mov x0, x30
+        mov x1, #3                                      // arch::SiteKind::patchable
+        mov x2, sp
+        bl prepatch_on_site
+        RESTORE_ARGS
+        ldp x29, x16, [sp], #96
+        mov x30, x9
+        br x16
+        .size prepatch_tramp_patchable, . - prepatch_tramp_patchable
 
 // The graph tracer's exit trampoline: a traced function whose return address the graph tracer replaced
 // returns here, with the stack pointer and x29 it was entered with. prepatch_on_exit(sp, x29, x0)

@@ -71,6 +71,39 @@ prepatch_start:
         jr t1
         .size prepatch_start, . - prepatch_start
 
+// Under the count tracer, in the runtime serving the process (prepatch_count_fast), the trampolines
+// count the call themselves and return: the counter of the site whose end is `key` is found in the site
+// hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does it) and incremented with an
+// amoadd. Only t1 and t3-t6 are written: free at an mcount site (an ordinary call) and at a patchable
+// site's entry, where t2 may be a nested function's static chain. Otherwise on to `slow`.
+        .macro COUNT key, slow
+        lla t1, prepatch_count_fast
+        ld t1, 0(t1)
+        beqz t1, \slow
+        lla t1, prepatch_hash
+        ld t1, 0(t1)                                    // the SiteHash block: mask, mult, base, used, then its slots
+        beqz t1, 3f
+        ld t3, 16(t1)                                   // HashShape::home: (((key - base) * mult) >> 32) & mask
+        sub t3, \key, t3
+        ld t4, 8(t1)
+        mul t3, t3, t4
+        srli t3, t3, 32
+        ld t4, 0(t1)
+        and t3, t3, t4
+        slli t3, t3, 4
+        add t1, t1, t3
+        addi t1, t1, 32
+1:      ld t3, 0(t1)                                    // a slot: key, value (the counter's address)
+        beq t3, \key, 2f
+        addi t1, t1, 16
+        bnez t3, 1b                                     // an empty slot: not a site (cannot happen)
+        j 3f
+2:      ld t4, 8(t1)
+        li t5, 1
+        amoadd.d zero, t5, (t4)
+3:
+        .endm
+
 // The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, a0-a7, ra
 // and t0 as the site left them (SAVE_REGS), 80 bytes below the stack pointer of the call. The graph
 // tracer may replace the saved ra of a patchable site (the function's return address) with
@@ -79,7 +112,9 @@ prepatch_start:
         .globl prepatch_tramp_mcount
         .type prepatch_tramp_mcount, %function
 prepatch_tramp_mcount:
-        SAVE_REGS
+        COUNT ra, 5f
+        ret
+5:      SAVE_REGS
         mv a0, ra
         li a1, 2                                        // arch::SiteKind::mcount
         mv a2, sp
@@ -93,7 +128,9 @@ prepatch_tramp_mcount:
         .globl prepatch_tramp_patchable
         .type prepatch_tramp_patchable, %function
 prepatch_tramp_patchable:
-        SAVE_REGS
+        COUNT t0, 5f
+        jr t0
+5:      SAVE_REGS
         mv a0, t0
         li a1, 3                                        // arch::SiteKind::patchable
         mv a2, sp

@@ -152,6 +152,12 @@ struct FastPath {
   u64 threshold_ticks;
 } prepatch_fast;
 
+// Whether the trampolines of AArch64 and RISC-V64 count a call themselves (shim/entry_aarch64.S,
+// shim/entry_riscv64.S; x86-64's sites call a count trampoline of their own instead): set by the runtime
+// serving the process, under the count tracer, once its self-test has run (an object another runtime
+// serves keeps 0: its calls go on to that runtime).
+u64 prepatch_count_fast;
+
 // In an object another runtime serves: where its trampolines go on to (Enrollment::forward_to, set by
 // that runtime when it enrolled the object): on x86-64 the serving runtime's fentry, mcount, patchable
 // and count trampolines, which shim/entry_x86_64.S's forwarders jump to, and [4] its prepatch_on_call,
@@ -611,6 +617,7 @@ void serve(char** envp) {
   const bool fork_handlers = !g.disabled && register_fork_handlers();
   if (!g.disabled) g.pthread_got = give_threads_altstacks();
   if (!g.disabled && g.wx_strict) wx_start(g.obj, fork_handlers);
+  if (!g.disabled && g.tracer == Tracer::count) prepatch_count_fast = 1;
   g.filters = set.filters;
   g.recording = 1;
   reset_triggers();
