@@ -68,12 +68,68 @@ prepatch_start:
 // the site's end, with the word popped into lr, as __gnu_mcount_nc does, and ip as the function had
 // it: at a patchable site's entry it may be a GNU C nested function's static chain (kept below the
 // frame across the C call, which may clobber it).
+// Under the count tracer, in the runtime serving the process (prepatch_count_fast), the trampolines
+// count the call themselves and return as above: the counter of the site whose end is lr (bit 0
+// cleared) is found in the site hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does
+// it, the 64-bit home computed in 32-bit halves) and incremented with an ldrexd/strexd pair. r0-r6 are
+// used and given back, ip is not touched. Otherwise on to `slow`, with every register and the stack as
+// they came.
+        .macro COUNT slow
+        push {r0-r6}
+        ADDR r0, prepatch_count_fast
+        ldr r0, [r0]
+        cmp r0, #0
+        beq 5f
+        ADDR r0, prepatch_hash
+        ldr r0, [r0]                                    // the SiteHash block: mask, mult, base, used, then its slots
+        cmp r0, #0
+        beq 3f
+        bic r1, lr, #1                                  // the key: the site's end
+        ldr r2, [r0, #16]                               // HashShape::home: (((key - base) * mult) >> 32) & mask,
+        subs r2, r1, r2                                 //   key - base in r3:r2
+        ldr r4, [r0, #20]
+        mov r3, #0
+        sbc r3, r3, r4
+        ldr r4, [r0, #8]                                //   mult in r5:r4; bits 32-63 of the product:
+        ldr r5, [r0, #12]
+        mul r3, r3, r4                                  //   lo(d_hi * m_lo) + lo(d_lo * m_hi) + hi(d_lo * m_lo)
+        mla r3, r2, r5, r3
+        umull r4, r5, r2, r4
+        add r3, r3, r5
+        ldr r4, [r0]
+        and r3, r3, r4
+        add r0, r0, #32
+        add r0, r0, r3, lsl #4
+1:      ldr r2, [r0]                                    // a slot: key, value (the counter's address); 64-bit
+        cmp r2, r1                                      //   words whose high halves hold 0 here
+        beq 2f
+        add r0, r0, #16
+        cmp r2, #0
+        bne 1b                                          // an empty slot: not a site (cannot happen)
+        b 3f
+2:      ldr r0, [r0, #8]
+4:      ldrexd r2, r3, [r0]
+        adds r2, r2, #1
+        adc r3, r3, #0
+        strexd r4, r2, r3, [r0]
+        cmp r4, #0
+        bne 4b
+3:      mov r0, lr                                      // the site's end, where the last pop takes it
+        ldr lr, [sp, #28]                               // the function's own return address
+        str r0, [sp, #28]
+        pop {r0-r6}
+        pop {pc}                                        // back into the function (interworking)
+5:      pop {r0-r6}
+        b \slow
+        .endm
+
         .macro SITE_TRAMPOLINE name, kind
         .globl \name
         .type \name, %function
         .thumb_func
 \name:
-        push {r0-r4, lr}
+        COUNT 6f
+6:      push {r0-r4, lr}
         mov r4, sp                                      // callee-saved: the frame to return to
         str ip, [sp, #-4]!
         mov r0, sp

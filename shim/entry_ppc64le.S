@@ -102,12 +102,75 @@ prepatch_start:
         .size prepatch_start, . - prepatch_start
 
 
+// Under the count tracer, in the runtime serving the process (prepatch_count_fast), the trampolines
+// count the call themselves and return, with LR the site's end: the counter of the site whose end is LR
+// is found in the site hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does it) and
+// incremented with an ldarx/stdcx. pair. r3-r6 are used and given back (kept in the red zone below r1,
+// free at any call and at a function's entry: a branch island has given its r11 back already); cr0
+// is written. Otherwise on to `slow`, with every register as it came.
+        .macro COUNT slow
+        std 3, -8(1)
+        std 4, -16(1)
+        std 5, -24(1)
+        std 6, -32(1)
+        mflr 3                                          // the key: the site's end
+        bcl 20, 31, 8f
+8:      mflr 4
+        mtlr 3
+        addis 5, 4, (prepatch_count_fast - 8b)@ha
+        addi 5, 5, (prepatch_count_fast - 8b)@l
+        ld 5, 0(5)
+        cmpdi 5, 0
+        beq 7f
+        addis 4, 4, (prepatch_hash - 8b)@ha
+        addi 4, 4, (prepatch_hash - 8b)@l
+        ld 4, 0(4)                                      // the SiteHash block: mask, mult, base, used, then its slots
+        cmpdi 4, 0
+        beq 3f
+        ld 5, 16(4)                                     // HashShape::home: (((key - base) * mult) >> 32) & mask
+        subf 5, 5, 3
+        ld 6, 8(4)
+        mulld 5, 5, 6
+        srdi 5, 5, 32
+        ld 6, 0(4)
+        and 5, 5, 6
+        sldi 5, 5, 4
+        add 4, 4, 5
+        addi 4, 4, 32
+1:      ld 5, 0(4)                                      // a slot: key, value (the counter's address)
+        cmpd 5, 3
+        beq 2f
+        addi 4, 4, 16
+        cmpdi 5, 0
+        bne 1b                                          // an empty slot: not a site (cannot happen)
+        b 3f
+2:      ld 5, 8(4)
+4:      ldarx 6, 0, 5
+        addi 6, 6, 1
+        stdcx. 6, 0, 5
+        bne- 4b
+3:      ld 3, -8(1)
+        ld 4, -16(1)
+        ld 5, -24(1)
+        ld 6, -32(1)
+        b 6f
+7:      ld 3, -8(1)
+        ld 4, -16(1)
+        ld 5, -24(1)
+        ld 6, -32(1)
+        b \slow
+6:
+        .endm
+
 // -pg: an ordinary call. The TOC pointer also goes to the caller's TOC save slot, 24(r1), as ld's
 // call stub to _mcount would have put it, for the `ld r2, 24(r1)` after such a call.
         .globl prepatch_tramp_mcount
         .type prepatch_tramp_mcount, @function
 prepatch_tramp_mcount:
         std 2, 24(1)
+        COUNT 5f
+        blr
+5:
         mflr 0
         std 0, 16(1)
         stdu 1, -128(1)
@@ -130,7 +193,14 @@ prepatch_tramp_mcount:
         .globl prepatch_tramp_patchable
         .type prepatch_tramp_patchable, @function
 prepatch_tramp_patchable:
-        stdu 1, -128(1)
+        COUNT 5f
+        std 3, -8(1)                                    // back to the site's end with LR = r0
+        mflr 3
+        mtctr 3
+        ld 3, -8(1)
+        mtlr 0
+        bctr
+5:      stdu 1, -128(1)
         std 0, 112(1)                                   // the function's return address
         mflr 0
         std 0, 120(1)                                   // the site's end

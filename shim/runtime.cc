@@ -152,8 +152,8 @@ struct FastPath {
   u64 threshold_ticks;
 } prepatch_fast;
 
-// Whether the trampolines of AArch64 and RISC-V64 count a call themselves (shim/entry_aarch64.S,
-// shim/entry_riscv64.S; x86-64's sites call a count trampoline of their own instead): set by the runtime
+// Whether the trampolines of AArch64, PPC64le, RISC-V64 and Thumb-2 count a call themselves
+// (shim/entry_<isa>.S; x86-64's sites call a count trampoline of their own instead): set by the runtime
 // serving the process, under the count tracer, once its self-test has run (an object another runtime
 // serves keeps 0: its calls go on to that runtime).
 u64 prepatch_count_fast;
