@@ -62,18 +62,12 @@ prepatch_start:
         bx ip
         .size prepatch_start, . - prepatch_start
 
-// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, r0-r4 and
-// lr (the site's end) as they pushed them, followed by the word the site pushed (the function's return
-// address), just below the stack pointer of the site. The graph tracer may replace that word. Back to
-// the site's end, with the word popped into lr, as __gnu_mcount_nc does, and ip as the function had
-// it: at a patchable site's entry it may be a GNU C nested function's static chain (kept below the
-// frame across the C call, which may clobber it).
 // Under the count tracer, in the runtime serving the process (prepatch_count_fast), the trampolines
-// count the call themselves and return as above: the counter of the site whose end is lr (bit 0
-// cleared) is found in the site hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does
-// it, the 64-bit home computed in 32-bit halves) and incremented with an ldrexd/strexd pair. r0-r6 are
-// used and given back, ip is not touched. Otherwise on to `slow`, with every register and the stack as
-// they came.
+// count the call themselves and return as they do (below): the counter of the site whose end is lr
+// (bit 0 cleared) is found in the site hash (shim/core.h site_hash_find, as x86-64's
+// prepatch_tramp_count does it, the 64-bit home computed in 32-bit halves) and incremented with an
+// ldrexd/strexd pair. r0-r6 are used and given back, ip is not touched. Otherwise on to `slow`, with
+// every register and the stack as they came.
         .macro COUNT slow
         push {r0-r6}
         ADDR r0, prepatch_count_fast
@@ -123,6 +117,12 @@ prepatch_start:
         b \slow
         .endm
 
+// The trampolines call prepatch_on_site(site's end, kind, saved): `saved` is their frame, r0-r4 and
+// lr (the site's end) as they pushed them, followed by the word the site pushed (the function's return
+// address), just below the stack pointer of the site. The graph tracer may replace that word. Back to
+// the site's end, with the word popped into lr, as __gnu_mcount_nc does, and ip as the function had
+// it: at a patchable site's entry it may be a GNU C nested function's static chain (kept below the
+// frame across the C call, which may clobber it).
         .macro SITE_TRAMPOLINE name, kind
         .globl \name
         .type \name, %function
