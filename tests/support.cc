@@ -225,14 +225,13 @@ namespace {
 // testdata/calltree.c prepared and run with `threads` under `tracer`, every function traced; kept for the whole run
 // (the test process's: ctest runs each test in one of its own), then removed.
 std::string calltree_trace(const char* tracer) {
-  static TempDir dir;
-  TempDir* d = &dir;
-  const std::string bin = *d / "calltree", file = *d / (std::string(tracer) + ".trace");
+  static TempDir d;
+  const std::string bin = d / "calltree", file = d / (std::string(tracer) + ".trace");
   if (!exists(bin)) {
     Proc p = prepatch({std::string(TESTDATA_DIR) + "/calltree-fentry", "-o", bin});
     EXPECT_EQ(p.status, 0) << p.err;
   }
-  Proc r = run({"env", "PREPATCH_TRACE=*", std::string("PREPATCH_TRACER=") + tracer, "PREPATCH_OUTPUT=" + file, bin, "threads"}, d->path());
+  Proc r = run({"env", "PREPATCH_TRACE=*", std::string("PREPATCH_TRACER=") + tracer, "PREPATCH_OUTPUT=" + file, bin, "threads"}, d.path());
   EXPECT_EQ(r.status, 0) << r.err;
   return file;
 }
