@@ -107,7 +107,8 @@ prepatch_start:
 // is found in the site hash (shim/core.h site_hash_find, as x86-64's prepatch_tramp_count does it) and
 // incremented with an ldarx/stdcx. pair. r3-r6 are used and given back (kept in the red zone below r1,
 // free at any call and at a function's entry: a branch island has given its r11 back already); cr0
-// is written. Otherwise on to `slow`, with every register as it came.
+// and CTR (the site's end, once counted) are written. Otherwise on to `slow`, with every register as
+// it came.
         .macro COUNT slow
         std 3, -8(1)
         std 4, -16(1)
@@ -149,7 +150,8 @@ prepatch_start:
         addi 6, 6, 1
         stdcx. 6, 0, 5
         bne- 4b
-3:      ld 3, -8(1)
+3:      mtctr 3                                         // the site's end, for the patchable trampoline's way back
+        ld 3, -8(1)
         ld 4, -16(1)
         ld 5, -24(1)
         ld 6, -32(1)
@@ -194,11 +196,7 @@ prepatch_tramp_mcount:
         .type prepatch_tramp_patchable, @function
 prepatch_tramp_patchable:
         COUNT 5f
-        std 3, -8(1)                                    // back to the site's end with LR = r0
-        mflr 3
-        mtctr 3
-        ld 3, -8(1)
-        mtlr 0
+        mtlr 0                                          // back to the site's end (CTR) with LR = r0
         bctr
 5:      stdu 1, -128(1)
         std 0, 112(1)                                   // the function's return address
