@@ -241,7 +241,7 @@ class Discoverer {
   void find_tracer_slots();
   std::vector<u64> record(const elf::Section& s) const;
   void scan_symbols();
-  void note_padding();
+  void note_padding(std::vector<u64> records);
   void finish();
   // A site's name: the symbol's own name offset (Discovery::strings is its string table), or 0 where
   // the name lies past the table's last NUL.

@@ -617,7 +617,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                      : machine == EM_PPC64  ? "13"
                                                      : machine == EM_X86_64 ? "22"
                                                                             : "5 (-no-pie), else 9") +
-                                                    (d.has_symtab ? "" : ": this binary has no .symtab")
+                                                    (d.has_symtab ? ""
+                                                     : machine == EM_AARCH64
+                                                         ? ": this binary has no .symtab, and the FDEs of its .eh_frame show no such padding"
+                                                         : ": this binary has no .symtab")
                                               : "") +
                               ")"
                         : ""));

@@ -163,7 +163,7 @@ Discovery Discoverer::run() {
   if (patchable)
     for (u64 a : record(*patchable)) sites_->patchable(*this, a);
   scan_symbols();
-  if (patchable) note_padding();
+  if (patchable) note_padding(d_.has_symtab ? std::vector<u64>{} : record(*patchable));
   Bulk<Func>().swap(funcs_);  // its huge pages go to BulkAllocator's cache, for the table
   finish();
   return std::move(d_);
@@ -314,11 +314,12 @@ u64 pointer_size(u8 enc, unsigned word) {
   return (enc & 0xf) == 0 ? word : (enc & 7) == 2 ? 2 : (enc & 7) == 3 ? 4 : (enc & 7) == 4 ? 8 : 0;
 }
 
-// The start of every FDE in .eh_frame `b` at `vaddr`, sorted: CIEs give the pointer encoding of their
-// FDEs' first field ('R' in a "z" augmentation; else absolute), of which the usual ones are read
-// (absolute, PC-relative; 2, 4 or 8 bytes). Stops at the terminator or at anything malformed.
-std::vector<u64> fde_starts(const elf::Codec& c, std::span<const u8> b, u64 vaddr) {
-  std::vector<u64> starts;
+// The code range [start, end) of every FDE in .eh_frame `b` at `vaddr`, sorted by start: CIEs give
+// the pointer encoding of their FDEs' first two fields ('R' in a "z" augmentation; else absolute), of
+// which the usual ones are read (absolute, PC-relative; 2, 4 or 8 bytes; the second, the range's
+// length, never relative). Stops at the terminator or at anything malformed.
+std::vector<std::pair<u64, u64>> fde_ranges(const elf::Codec& c, std::span<const u8> b, u64 vaddr) {
+  std::vector<std::pair<u64, u64>> ranges;
   std::vector<std::pair<u64, u8>> cies;  // offset -> pointer encoding, in file order
   const u64 n = b.size();
   const auto uleb = [&](u64& p) {
@@ -370,18 +371,26 @@ std::vector<u64> fde_starts(const elf::Codec& c, std::span<const u8> b, u64 vadd
       if (id <= body && it != cies.end() && it->first == cie) {
         const u8 enc = it->second;
         const u64 w = size(enc);
-        if (w && p + w <= end && ((enc & 0x70) == 0 || (enc & 0x70) == 0x10)) {
+        if (w && p + 2 * w <= end && ((enc & 0x70) == 0 || (enc & 0x70) == 0x10)) {
           u64 v = c.get(b, p, static_cast<unsigned>(w));
           if (enc & 8 && w < 8) v = static_cast<u64>(static_cast<i64>(v << (64 - 8 * w)) >> (64 - 8 * w));  // signed
           if ((enc & 0x70) == 0x10) v += vaddr + p;
-          if (v) starts.push_back(v);
+          const u64 length = c.get(b, p + w, static_cast<unsigned>(w));
+          if (v && length <= ~v) ranges.emplace_back(v, v + length);
         }
       }
     }
     at = end;
   }
-  std::sort(starts.begin(), starts.end());
-  return starts;
+  std::sort(ranges.begin(), ranges.end());
+  return ranges;
+}
+
+// The FDEs of the .eh_frame section of `e`, as fde_ranges reads them; none without that section.
+std::vector<std::pair<u64, u64>> fde_ranges(const elf::Elf& e) {
+  for (const elf::Section& sec : e.sections())
+    if (sec.name == ".eh_frame" && sec.has_file_data()) return fde_ranges(e.codec(), e.bytes_at(sec.addr, sec.size), sec.addr);
+  return {};
 }
 
 }  // namespace
@@ -409,8 +418,7 @@ std::optional<u64> Discoverer::unwind_start_at_or_after(u64 addr, u64 within) co
       }
     }
     if (!unwind_->count)
-      for (const elf::Section& sec : elf_.sections())
-        if (sec.name == ".eh_frame" && sec.has_file_data()) unwind_->fdes = fde_starts(c, elf_.bytes_at(sec.addr, sec.size), sec.addr);
+      for (const auto& [start, end] : fde_ranges(elf_)) unwind_->fdes.push_back(start);
   }
   const UnwindIndex& u = *unwind_;
   if (!u.count) {
@@ -449,27 +457,40 @@ void Discoverer::scan_symbols() {
 }
 
 // The alignment padding between functions (Discovery::pre_entry), where the ISA's patchable sites
-// may call a branch island written over it: from the end of a function (its symbol's size, past every
-// function before it) to the next function's symbol, 8 to 256 bytes, every word the padding nop, in
-// an executable segment. Nothing runs there: a function ends in a return or a jump, and compilers
-// jump into no padding. Only with a .symtab, where every function is named and sized, and only where
-// the segments span more than the call reaches (else no island is needed).
-void Discoverer::note_padding() {
+// may call a branch island written over it: from the end of a function (past every function before
+// it) to the start of the next, 8 to 256 bytes, every word the padding nop, in an executable segment.
+// Nothing runs there: a function ends in a return or a jump, and compilers jump into no padding. Only
+// where the segments span more than the call reaches (else no island is needed), and where it is
+// known where every function ends:
+// - with a .symtab, where every function is named and sized: from a symbol's end to the next symbol;
+// - stripped, from the unwind table's FDEs (.eh_frame), each covering one function's code, or one
+//   part of it: from an FDE's end to the next FDE's start or the next __patchable_function_entries
+//   record `records` names, whichever comes first. gcc starts a function's FDE after the nops at its
+//   entry, which run, and a record names the first of them. (With symbols, which name the entries,
+//   `records` is empty: the nops before an entry never run.) Code no FDE covers (assembly written
+//   without CFI) is not a run of nops, so no stretch takes it in.
+void Discoverer::note_padding(std::vector<u64> records) {
   const IsaSites::Padding p = sites_->padding();
-  if (!p.nop || !d_.has_symtab) return;
+  if (!p.nop) return;
   u64 lo = ~u64{0}, hi = 0;
   for (const elf::Segment& g : elf_.segments())
     if (g.type == PT_LOAD) lo = std::min(lo, g.vaddr), hi = std::max(hi, g.vaddr + g.memsz);
   if (hi <= lo || hi - lo + (u64{16} << 20) < p.reach) return;  // (16 MiB: the shim after them)
+  std::vector<std::pair<u64, u64>> code;  // [start, end) of each function, sorted by start
+  if (d_.has_symtab) {
+    code.reserve(funcs_.size());
+    for (size_t i = 0; i < funcs_.size(); i++)  // (an unsized symbol: where its code ends is not known)
+      code.emplace_back(funcs_[i].addr, funcs_[i].size || i + 1 == funcs_.size() ? funcs_[i].addr + funcs_[i].size : funcs_[i + 1].addr);
+  } else {
+    code = fde_ranges(elf_);
+    std::sort(records.begin(), records.end());
+  }
   u64 end = 0;  // the end of the functions so far
-  for (size_t i = 0; i + 1 < funcs_.size(); i++) {
-    const Func& f = funcs_[i];
-    if (f.size == 0) {  // (an unsized symbol: where its code ends is not known)
-      end = std::max(end, funcs_[i + 1].addr);
-      continue;
-    }
-    end = std::max(end, f.addr + f.size);
-    const u64 next = funcs_[i + 1].addr, start = (end + 3) & ~u64{3};
+  for (size_t i = 0; i + 1 < code.size(); i++) {
+    end = std::max(end, code[i].second);
+    const u64 start = (end + 3) & ~u64{3};
+    u64 next = code[i + 1].first;
+    if (const auto r = std::lower_bound(records.begin(), records.end(), end); r != records.end()) next = std::min(next, *r);
     if (next <= start || next - start < 8 || next - start > 256 || !executable(start, next - start)) continue;
     bool nops = true;
     for (u64 at = start; nops && at < next; at += 4) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "arch/aarch64.h"
@@ -244,6 +245,24 @@ void expect_islands_listed(const std::string& out, const std::string& prepare_er
 
 // A program whose 1 GiB .bss (`gib`: x86-64's 3 GiB, past its calls' +-2 GiB) lies between its text
 // and the shim, which goes after every segment: leaf() is called 2n times from mid(), n times from main.
+// Each site's count in the counts file `file` a process wrote for `binary`, by the site's address
+// (for a stripped binary, whose sites have no names); empty, with a failure recorded, where prepatch
+// cannot read it.
+std::map<u64, long> site_counts(const std::string& binary, const std::string& file) {
+  Proc c = prepatch({"counts", "--json", binary, file});
+  EXPECT_EQ(c.status, 0) << c.err;
+  std::map<u64, long> out;
+  if (c.status == 0)
+    for (const auto& row : nlohmann::json::parse(c.out)) out[row["address"]] = row["count"];
+  return out;
+}
+
+std::multiset<long> count_values(const std::map<u64, long>& counts) {
+  std::multiset<long> v;
+  for (const auto& [site, n] : counts) v.insert(n);
+  return v;
+}
+
 std::string big_bss_program(unsigned gib = 1) {
   return "#include <stdio.h>\n#include <stdlib.h>\nstatic char big[" + std::to_string(gib) + "UL << 30];\n" + R"(__attribute__((noinline)) int leaf(int i) { big[i] += (char)i; return big[i]; }
 __attribute__((noinline)) int mid(int i) { return leaf(i) + leaf(i + (1 << 29)); }
@@ -436,8 +455,8 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 // PIE M = 9 takes the 16-byte one, which keeps every register through the stack (ip, which ld's
 // stubs may clobber, may be a nested function's static chain here); with M = 3 a PIE is refused,
 // naming both options. AArch64 M = 2 (8 bytes) takes `adrp x16; br x16` to the far slot the preparer
-// puts on a page of its own; stripped, nothing says where an entry or a function's end is: refused,
-// naming the options that make room, and nothing is written.
+// puts on a page of its own; stripped, where no symbol names an entry, the sites take an island over
+// the padding between two functions that the FDEs of .eh_frame show (refused without them).
 struct LargePads {
   std::string isa, cc, flags, link;
   unsigned mib;
@@ -506,14 +525,27 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   std::smatch m;
   ASSERT_TRUE(std::regex_search(r.err, m, std::regex("before a function's entry, at vaddr 0x([0-9a-f]+)\n"))) << r.err;
   EXPECT_EQ(std::stoull(m[1].str(), nullptr, 16), *page_island);
-  // Stripped, no symbol names an entry or a function's end: refused, saying so, nothing written.
+  // Stripped, no symbol names an entry or a function's end, but the FDEs of .eh_frame show where the
+  // functions end: the far sites call an island written over the alignment padding between two of
+  // them (the C runtime's), and each site counts its calls. Without .eh_frame too: refused, saying
+  // so, nothing written.
   c = run({p.cc, "-O2", p.flags, "-fno-toplevel-reorder", "-ffunction-sections", p.link, "-s", d / "large.c", "-o", d / "large"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  r = prepatch({d / "large", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through 1 branch island over the nops before a function's entry"), std::string::npos) << r.err;
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, TestBinary{.isa = p.isa}.exec(d / "out", {"6"})));
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(count_values(site_counts(d / "out", d / "c")), (std::multiset<long>{1, 6, 6, 6}));
+  std::filesystem::remove(d / "out");
+  c = run({"aarch64-linux-gnu-objcopy", "-R", ".eh_frame", "-R", ".eh_frame_hdr", d / "large"});
   ASSERT_EQ(c.status, 0) << c.err;
   r = prepatch({d / "large", "-o", d / "out"});
   EXPECT_EQ(r.status, 4) << r.err;
   EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("the nops before a function's entry that its symbol names, -fpatchable-function-entry=N,M with M >= 2, or 8 "
-                       "bytes of alignment padding between functions: this binary has no .symtab)"),
+                       "bytes of alignment padding between functions: this binary has no .symtab, and the FDEs of its .eh_frame show no "
+                       "such padding)"),
             std::string::npos)
       << r.err;
   EXPECT_FALSE(exists(d / "out"));
@@ -560,22 +592,38 @@ std::string without_room_after_the_text(std::string bytes) {
 // alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB
 // of the shim: the adrp form), counted exactly; patchable sites with nops before their entry
 // (-fpatchable-function-entry=5,3) call one written there; those without (=2) one written over the
-// alignment padding between two functions (the C runtime's, in this small program). Stripped, where
-// no symbol says where a function ends, they are refused, naming the site and why, and nothing is
-// written.
+// alignment padding between two functions (the C runtime's, in this small program), found from the
+// symbols, or in a stripped binary from the FDEs of .eh_frame (at the same place; also where only the
+// C runtime's functions have one). Stripped and without .eh_frame, where nothing says where a function
+// ends, they are refused, naming the site and why, and nothing is written.
 TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntryElseRefuses) {
   TempDir d;
   write_file(d / "big.c", big_bss_program());
-  for (const std::string flag : {"-pg", "-fpatchable-function-entry=5,3", "-fpatchable-function-entry=2", "-fpatchable-function-entry=2 -s"}) {
+  std::string padding_island;           // where the symbols put the island over the padding
+  std::map<u64, long> unstripped_counts;  // and each site's count there, by its address
+  for (const std::string flag : {"-pg", "-fpatchable-function-entry=5,3", "-fpatchable-function-entry=2", "-fpatchable-function-entry=2 -s",
+                                 "-fpatchable-function-entry=2 -fno-asynchronous-unwind-tables -fno-unwind-tables -s", "no .eh_frame"}) {
     SCOPED_TRACE(flag);
-    Proc c = run(cc_command("aarch64-linux-gnu-gcc", flag, d / "big.c", d / "big"));
+    Proc c = run(cc_command("aarch64-linux-gnu-gcc", flag == "no .eh_frame" ? "-fpatchable-function-entry=2 -s" : flag, d / "big.c", d / "big"));
     ASSERT_EQ(c.status, 0) << c.err;
+    if (flag == "no .eh_frame") {
+      c = run({"aarch64-linux-gnu-objcopy", "-R", ".eh_frame", "-R", ".eh_frame_hdr", d / "big"});
+      ASSERT_EQ(c.status, 0) << c.err;
+    }
     const std::string bytes = without_room_after_the_text(read_file(d / "big"));
     ASSERT_FALSE(bytes.empty());
     write_file(d / "nopad", bytes, 0755);
     Proc r = prepatch({d / "nopad", "-o", d / "out"});
-    if (flag != "-fpatchable-function-entry=2 -s") {
+    if (flag != "no .eh_frame") {
       ASSERT_EQ(r.status, 0) << r.err;
+      std::smatch m;
+      if (flag.starts_with("-fpatchable-function-entry=2")) {
+        ASSERT_TRUE(std::regex_search(r.err, m, std::regex("over the nops before a function's entry, at vaddr (0x[0-9a-f]+)\n"))) << r.err;
+        if (flag == "-fpatchable-function-entry=2") padding_island = m[1];
+        if (flag == "-fpatchable-function-entry=2 -s") {
+          EXPECT_EQ(m[1], padding_island) << r.err;
+        }
+      }
       EXPECT_NE(r.err.find(flag == "-pg" ? "call it through 1 branch island over the PLT entries and linker stubs"
                                          : "call it through 1 branch island over the nops before a function's entry"),
                 std::string::npos)
@@ -583,7 +631,16 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
       const TestBinary bin{.isa = "aarch64"};
       Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"4"})));
       EXPECT_EQ(t.status, 0) << t.err;
-      EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 4}, {"leaf", 8}}));
+      if (!flag.ends_with(" -s")) {
+        EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 4}, {"leaf", 8}}));
+      } else {  // no names: each site's count by its address (-s alone: the same as unstripped)
+        const std::map<u64, long> by_site = site_counts(d / "out", d / "c");
+        EXPECT_EQ(count_values(by_site), (std::multiset<long>{1, 4, 8}));
+        if (flag == "-fpatchable-function-entry=2 -s") {
+          EXPECT_EQ(by_site, unstripped_counts);
+        }
+      }
+      if (flag == "-fpatchable-function-entry=2") unstripped_counts = site_counts(d / "out", d / "c");
       std::filesystem::remove(d / "out");
       continue;
     }
@@ -591,7 +648,7 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
     EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("this binary has no .symtab"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("this binary has no .symtab, and the FDEs of its .eh_frame show no such padding"), std::string::npos) << r.err;
     EXPECT_FALSE(exists(d / "out"));
   }
 }
