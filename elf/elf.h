@@ -135,6 +135,12 @@ class Elf {
     return rel.offset + i * (rel.type == SHT_RELA ? l.rela_size : l.rel_size);
   }
   std::vector<Reloc> relocations(const Section& rel) const;
+  // Calls f(address, entry's file offset) for each address a SHT_RELR section (packed relative
+  // relocations) relocates: an even entry is an address (the next one a word past it), an odd one a
+  // bitmap of the 8w - 1 words from there on (bit 1 the first), after which the next address is that
+  // many words further (w the word's bytes). sh_entsize must be the word.
+  template <class F>
+  void for_each_relr(const Section& relr, F f) const;
 
   std::vector<Dyn> dynamic() const;
   // The GNU build ID (NT_GNU_BUILD_ID) from the SHT_NOTE sections, else the PT_NOTE segments; empty when
@@ -182,6 +188,25 @@ inline Symbol Elf::symbol_fields(const Section& symtab, u64 i) const {
   s.size = f(y.size_);
   s.name_offset = f(y.name);
   return s;
+}
+
+template <class F>
+void Elf::for_each_relr(const Section& relr, F f) const {
+  const unsigned w = codec_.word();
+  if (relr.entsize != w) fail(hdr_.shoff + relr.index * hdr_.shentsize, "section " + std::string(relr.name) + ": expected sh_entsize " + std::to_string(w));
+  const auto b = section_data(relr);
+  u64 next = 0;
+  for (u64 at = 0; at + w <= b.size(); at += w) {
+    const u64 e = codec_.get(b, at, w);
+    if (!(e & 1)) {
+      f(e, relr.offset + at);
+      next = e + w;
+      continue;
+    }
+    for (unsigned bit = 1; bit < 8 * w; bit++)
+      if (e >> bit & 1) f(next + (bit - 1) * w, relr.offset + at);
+    next += (8 * w - 1) * w;
+  }
 }
 
 inline Reloc Elf::reloc(const Section& rel, u64 i) const {

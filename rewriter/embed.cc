@@ -194,7 +194,8 @@ std::optional<u64> phdr_vaddr(const elf::Elf& elf) {
 // the link mark the object so, yet the loader only writes that section (before any constructor, the
 // shim's start included). A relocation inside an executable segment (non-PIC code: a -pg site's own
 // `call mcount` among them) would have the loader write bytes the shim owns: refused, at the offset
-// of that relocation. Without section headers the relocations cannot be listed: refused too.
+// of that relocation (a REL, RELA or packed RELR entry). Without section headers the relocations
+// cannot be listed: refused too.
 void check_text_relocations(const elf::Elf& elf, u64 textrel_at) {
   const auto refuse = [&](u64 at, const std::string& why) {
     elf.fail(at, "a shared object with text relocations (DT_TEXTREL) " + why + "; build it with -fPIC");
@@ -203,15 +204,14 @@ void check_text_relocations(const elf::Elf& elf, u64 textrel_at) {
   const u64 word = elf.codec().word();
   for (const elf::Section& s : elf.sections()) {
     if (!(s.flags & SHF_ALLOC)) continue;
-    if (s.type == SHT_RELR) refuse(s.offset, "in packed relative relocations (SHT_RELR), which this prepatch does not read");
-    if (s.type != SHT_RELA && s.type != SHT_REL) continue;
-    for (u64 i = 0, n = elf.reloc_count(s); i < n; i++) {
-      const u64 at = elf.reloc(s, i).offset;
+    const auto check = [&](u64 at, u64 entry) {
       for (const elf::Segment& g : elf.segments())
         if (g.type == PT_LOAD && (g.flags & PF_X) && at < g.vaddr + g.memsz && at + word > g.vaddr)
-          refuse(elf.reloc_entry_offset(s, i), "whose relocation in " + std::string(s.name) + " writes code at vaddr " + hex(at) +
-                                               ": the loader would write bytes the shim owns");
-    }
+          refuse(entry, "whose relocation in " + std::string(s.name) + " writes code at vaddr " + hex(at) + ": the loader would write bytes the shim owns");
+    };
+    if (s.type == SHT_RELR) elf.for_each_relr(s, check);
+    if (s.type != SHT_RELA && s.type != SHT_REL) continue;
+    for (u64 i = 0, n = elf.reloc_count(s); i < n; i++) check(elf.reloc(s, i).offset, elf.reloc_entry_offset(s, i));
   }
 }
 

@@ -1,9 +1,10 @@
-// The ELF reader on synthetic files: ELF32 big endian (no cross compiler needed), extended numbering,
-// and the writer's appended segment.
+// The ELF reader on synthetic files (ELF32 big endian: no cross compiler needed; extended numbering),
+// the writer's appended segment, and packed relocations as ld writes them.
 #include <gtest/gtest.h>
 
 #include <array>
 #include <cstring>
+#include <sstream>
 
 #include "elf/bulk.h"
 #include "elf/elf.h"
@@ -316,6 +317,39 @@ TEST(Elf, ErrorsNameFileAndOffset) {
     EXPECT_EQ(err.offset(), elf::layout32.ehdr.shoff.off);
     EXPECT_NE(std::string(err.what()).find("tiny.elf: offset 0x20: section header 0"), std::string::npos) << err.what();
   }
+}
+
+// Packed relative relocations (SHT_RELR, ld -z pack-relative-relocs): every address read as readelf
+// lists them, from a library whose 150 consecutive pointers ld packs into bitmaps (an address entry,
+// then one bitmap per 63 words) and two more after a gap.
+TEST(Elf, ReadsPackedRelativeRelocationsAsReadelfDoes) {
+  TempDir d;
+  std::string src, table;
+  for (int i = 0; i < 150; i++) src += "static int f" + std::to_string(i) + "(void) { return " + std::to_string(i) + "; }\n", table += "f" + std::to_string(i) + ", ";
+  write_file(d / "tab.c", src + "int (*table[])(void) = {" + table + "};\nint (*other[])(void) = {f3, 0, 0, f9};\n");
+  Proc c = run({"gcc", "-O2", "-fPIC", "-shared", "-Wl,-z,pack-relative-relocs", d / "tab.c", "-o", d / "tab.so"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc listed = run({"readelf", "-rW", d / "tab.so"});
+  ASSERT_EQ(listed.status, 0) << listed.err;
+  const size_t at = listed.out.find("Relocation section '.relr.dyn'");
+  ASSERT_NE(at, std::string::npos) << listed.out;
+  std::vector<u64> expected;
+  std::istringstream lines(listed.out.substr(at));
+  std::string line;
+  std::getline(lines, line), std::getline(lines, line);  // the section's line, then "N offsets"
+  while (std::getline(lines, line) && !line.empty() && std::isxdigit(static_cast<unsigned char>(line[0]))) expected.push_back(std::stoull(line, nullptr, 16));
+  ASSERT_GE(expected.size(), 152u) << listed.out;
+  MappedFile f(d / "tab.so");
+  elf::Elf e(f.bytes(), "tab.so");
+  const elf::Section* relr = e.section(".relr.dyn");
+  ASSERT_NE(relr, nullptr);
+  EXPECT_LT(relr->size / 8, expected.size() / 8) << "expected bitmap entries";
+  std::vector<u64> read;
+  e.for_each_relr(*relr, [&](u64 addr, u64 entry) {
+    read.push_back(addr);
+    EXPECT_TRUE(entry >= relr->offset && entry < relr->offset + relr->size && entry % 8 == relr->offset % 8) << entry;
+  });
+  EXPECT_EQ(read, expected);
 }
 
 }  // namespace

@@ -911,6 +911,26 @@ TEST(SharedObject, RefusedWithAReason) {
   p = prepatch({d / "record.so", "-o", d / "out.so"});
   EXPECT_EQ(p.status, 0) << p.err;
   unlink((d / "out.so").c_str());
+  // The same library with its relative relocations packed (ld -z pack-relative-relocs: SHT_RELR, where
+  // before it was refused, telling the user to build with -fPIC as they had): each one read, none in
+  // code, prepared; a program using it runs traced and counts every call.
+  compile({"gcc", "-O2", "-pg", "-mrecord-mcount", "-fPIC", "-shared", "-Wl,-z,pack-relative-relocs", "-Wl,-soname,libpacked.so", d / "lib.c", "-o",
+           d / "libpacked.orig.so"});
+  const std::vector<std::string> dyn = dynamic_entries(d / "libpacked.orig.so");
+  ASSERT_TRUE(std::any_of(dyn.begin(), dyn.end(), [](const std::string& l) { return l.find("(RELR)") != std::string::npos; })) << "ld packed nothing";
+  ASSERT_TRUE(std::any_of(dyn.begin(), dyn.end(), [](const std::string& l) { return l.find("(TEXTREL)") != std::string::npos; })) << "gcc no longer marks it";
+  const std::string packed = d / "packed";
+  mkdir(packed.c_str(), 0755);
+  p = prepatch({d / "libpacked.orig.so", "-o", packed + "/libpacked.so"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  write_file(d / "main.c", "#include <stdio.h>\nint lib_work(int);\nint main(void) { printf(\"%d\\n\", lib_work(10)); return 0; }\n");
+  compile({"gcc", "-O2", d / "main.c", d / "libpacked.orig.so", "-o", d / "main"});
+  Proc r = run({"env", "LD_LIBRARY_PATH=" + packed, "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "main"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, std::to_string(expected(10)) + "\n");
+  auto counts = function_counts(packed + "/libpacked.so", d / "c");
+  EXPECT_EQ(counts["lib_work"], 1);
+  EXPECT_EQ(counts["leaf"], 10);
 
   compile({"gcc", "-O2", "-pg", "-mfentry", "-fPIC", "-shared", d / "lib.c", "-o", d / "lib.so"});
   ASSERT_EQ(prepatch({"-q", d / "lib.so", "-o", d / "once.so"}).status, 0);
