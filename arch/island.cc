@@ -3,7 +3,9 @@
 
 #include <capstone/capstone.h>
 
+#include <algorithm>
 #include <map>
+#include <vector>
 
 #include "arch/aarch64.h"
 #include "arch/isa.h"
@@ -370,6 +372,66 @@ std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target
   for (unsigned b = 0; b < 4; b++) literal |= u32{bytes[20 + b]} << (8 * b);
   const u64 ip = (at + 20 + literal) & 0xffff'ffffu;
   if (ip != (target & 0xffff'ffffu) || !(ip & 1)) return "jumps to " + hex(ip) + ", not to the Thumb trampoline at " + hex(target);
+  return {};
+}
+
+std::optional<thumb2::ArmFarLanding> arm_far_landing(u64 at, u64 lo, u64 hi) {
+  static const std::vector<u32> values = [] {  // every modified immediate's value, ascending
+    std::vector<u32> v;
+    for (u32 rot = 0; rot < 16; rot++)
+      for (u32 imm8 = 0; imm8 < 256; imm8++) v.push_back(rot ? (imm8 >> (2 * rot)) | (imm8 << (32 - 2 * rot)) : imm8);
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+    return v;
+  }();
+  const u64 pc = at + 12;  // the first add's pc (its address + 8)
+  if (at % 4 || lo < pc || hi > u64{1} << 32) return std::nullopt;
+  std::optional<thumb2::ArmFarLanding> best;
+  for (const u32 a : values) {
+    if (pc + a >= hi || (best && pc + a >= best->landing)) break;
+    const u64 need = lo > pc + a ? lo - pc - a : 0;
+    for (auto it = std::lower_bound(values.begin(), values.end(), need); it != values.end() && pc + a + *it < hi; ++it)
+      if ((pc + a + *it) % 4 == 0) {
+        if (!best || pc + a + *it < best->landing)
+          best = thumb2::ArmFarLanding{pc + a + *it, *thumb2::arm_modified_immediate(a), *thumb2::arm_modified_immediate(*it)};
+        break;
+      }
+  }
+  return best;
+}
+
+std::string check_arm_far_island(std::span<const u8> bytes, u64 at, std::span<const u8> sled, u64 sled_at, u64 entry, std::span<const u8> entry_word) {
+  if (at % 4) return "misaligned";
+  const auto word = [](std::span<const u8> b, u64 i) {
+    u32 w = 0;
+    for (unsigned k = 0; k < 4; k++) w |= u32{b[4 * i + k]} << (8 * k);
+    return w;
+  };
+  if (bytes.size() == thumb2::arm_absolute_island_size) {
+    static constexpr const char* expected[] = {"ldr pc, [pc, #-4]"};
+    if (std::string why = holds_words(bytes, at, expected, decode_arm_state); !why.empty()) return why;
+    if (word(bytes, 1) != (entry & 0xffff'ffffu) || entry % 4) return "jumps to " + hex(word(bytes, 1)) + ", not to the ARM-state entry at " + hex(entry);
+    return {};
+  }
+  if (bytes.size() != thumb2::arm_far_island_size) return "is " + std::to_string(bytes.size()) + " bytes, not 8 or 12";
+  static constexpr const char* push[] = {"str lr, [sp, #-4]!"};
+  if (std::string why = holds_words(bytes, at, push, decode_arm_state); !why.empty()) return why;
+  if (entry_word.size() != 4 || decode_arm_state(entry_word, entry).text != push[0]) return "the ARM-state entry does not begin with `push {lr}`";
+  // `add lr, pc, #A` (pc: its address + 8), then `add pc, lr, #B`: the immediates as Capstone prints them.
+  u64 to = at + 12;
+  for (unsigned i = 1; i < 3; i++) {
+    const Decoded d = decode_arm_state(bytes.subspan(4 * i), at + 4 * i);
+    const std::string form = i == 1 ? "add lr, pc, #" : "add pc, lr, #";
+    if (!d.valid || d.len != 4 || d.text.rfind(form, 0) != 0 || d.text.size() == form.size())
+      return "holds `" + d.text + "` at +" + std::to_string(4 * i) + ", not `" + form + "...`";
+    size_t used = 0;
+    const u64 imm = std::stoull(d.text.substr(form.size()), &used, 0);
+    if (used != d.text.size() - form.size()) return "holds `" + d.text + "` at +" + std::to_string(4 * i) + ": its immediate is not read";
+    to = (to + imm) & 0xffff'ffffu;
+  }
+  if (to % 4 || to < sled_at || to + 4 > sled_at + sled.size()) return "jumps to " + hex(to) + ", outside the sled at " + hex(sled_at);
+  const Decoded b = decode_arm_state(sled.subspan(to - sled_at, 4), to);
+  if (!b.valid || b.text != "b #" + hex(entry + 4)) return "lands at " + hex(to) + " on `" + b.text + "`, not `b #" + hex(entry + 4) + "`";
   return {};
 }
 

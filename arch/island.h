@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "arch/plan.h"
+#include "arch/thumb2.h"
 
 namespace prepatch::arch {
 
@@ -43,5 +44,16 @@ std::string check_island(Isa isa, std::span<const u8> bytes, u64 at, u64 target,
 // trampoline, Thumb); else what breaks that. Not a veneer: it pushes lr and sets lr from ip, as the
 // shim's ARM-state entry does.
 std::string check_arm_entry_island(std::span<const u8> bytes, u64 at, u64 target);
+
+// Where ARM32's 12-byte island for ARM-state sites at `at` lands (thumb2.h encode_arm_far_island):
+// the first 4-aligned word in [lo, hi) that its two adds reach; nullopt when none does.
+std::optional<thumb2::ArmFarLanding> arm_far_landing(u64 at, u64 lo, u64 hi);
+
+// Empty when `bytes` at `at` are ARM32's island for ARM-state sites over a stub (thumb2.h
+// encode_arm_far_island) and lead, each instruction as Capstone decodes it in ARM state, to a word of
+// the sled `sled` at `sled_at` that branches to `entry` + 4, where `entry_word` (the ARM-state entry's
+// first word) is the `push {lr}` the island did instead; else what breaks that. Or, given 8 bytes,
+// the absolute form (encode_arm_absolute_island), whose literal must be `entry` itself.
+std::string check_arm_far_island(std::span<const u8> bytes, u64 at, std::span<const u8> sled, u64 sled_at, u64 entry, std::span<const u8> entry_word);
 
 }  // namespace prepatch::arch

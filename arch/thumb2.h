@@ -228,6 +228,49 @@ constexpr void encode_arm_entry_island(u64 at, u64 target, u8* out) {
   put_words_le(words, 6, out);
 }
 
+// ARM-state sites beyond a `b`'s reach of the shim and of the island after the text (a text over 32
+// MiB) take an island over the PLT entry or ld's stub their call to mcount went through, where only
+// such sites entered it (ARM state), as the Thumb sites do. Where the binary is never moved (ET_EXEC):
+// `ldr pc, [pc, #-4]; .word entry`, ld's own long branch, 8 bytes, to the ARM-state entry itself.
+inline constexpr unsigned arm_absolute_island_size = 8;
+constexpr void encode_arm_absolute_island(u64 entry, u8* out) {
+  const u32 words[2] = {0xe51f'f004 /* ldr pc, [pc, #-4] */, static_cast<u32>(entry)};
+  put_words_le(words, 2, out);
+}
+
+// Else 12 bytes, as a PLT entry and ld's position-independent stub are, which must give the entry ip
+// (the site's end) and lr (the function's return address) untouched: `push {lr}` as the entry does
+// first, then `add lr, pc, #A; add pc, lr, #B`, lr now free. A and B are ARM modified immediates (8
+// bits rotated right by an even amount), whose sums reach far but not every address: they land in the
+// ARM sled, words of `b` to the entry past its push (arm_sled_word) that the preparer lays before the
+// blob, at the first word of it they reach (arch/island.h arm_far_landing). Landings at random
+// distances needed a sled of 1 KiB within 64 MiB, 16 KiB within 1 GiB, 64 KiB (the preparer's
+// bound) within 4 GiB.
+inline constexpr unsigned arm_far_island_size = 12;
+// The 12-bit field of an ARM modified immediate equal to `v`, or nullopt: `v` is imm8 rotated right
+// by 2 * rot.
+constexpr std::optional<u32> arm_modified_immediate(u32 v) {
+  for (u32 rot = 0; rot < 16; rot++) {
+    const u32 imm8 = rot ? (v << (2 * rot)) | (v >> (32 - 2 * rot)) : v;
+    if (imm8 < 256) return rot << 8 | imm8;
+  }
+  return std::nullopt;
+}
+struct ArmFarLanding {
+  u64 landing;
+  u32 first, second;  // the adds' immediate fields
+};
+constexpr void encode_arm_far_island(const ArmFarLanding& l, u8* out) {
+  const u32 words[3] = {arm_push_lr, 0xe28f'e000 | l.first /* add lr, pc, #A */, 0xe28e'f000 | l.second /* add pc, lr, #B */};
+  put_words_le(words, 3, out);
+}
+// The sled's word at `at`: `b target`, target the ARM-state entry past its push; nullopt beyond reach.
+constexpr std::optional<u32> arm_sled_word(u64 at, u64 target) {
+  const i64 delta = static_cast<i64>(target) - static_cast<i64>(at + 8);
+  if (delta % 4 || delta < -arm_b_reach || delta >= arm_b_reach) return std::nullopt;
+  return 0xea00'0000 | (static_cast<u32>(delta >> 2) & 0x00ff'ffff);
+}
+
 // A linker stub (veneer): the code ld places within a call's reach when its destination is beyond
 // it, as GNU ld's ARM32 stubs are laid out (ARM state unless noted):
 //   ldr pc, [pc, #-4]; .word D                          any state to any, absolute      8 bytes

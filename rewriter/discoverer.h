@@ -133,10 +133,11 @@ class Discoverer {
   // -pg calls and the code they enter on their way to mcount (Discovery::mcount_stubs). The ISA's
   // scan asks mcount_call whether a call to `target` is a -pg call: it is when `target` is mcount or
   // its PLT entry (direct), or a linker stub jumping there (IsaSites::stub).
-  // It then tells note_mcount_call whether the site it made of that call is prepared. The ISA's plt()
+  // It then tells note_mcount_call whether the site it made of that call is prepared (and on ARM32
+  // whether it is an ARM-state one, `arm`). The ISA's plt()
   // names the bytes of a PLT entry with mcount_region, under each address a call may enter it by.
   std::optional<SiteKind> mcount_call(u64 target, bool other_state = false);
-  void note_mcount_call(u64 target, const Site& s);
+  void note_mcount_call(u64 target, const Site& s, bool arm = false);
   void mcount_region(u64 target, u64 start, u32 size, SiteKind kind);
 
   bool executable(u64 addr, u64 len) const {
@@ -264,6 +265,7 @@ class Discoverer {
     u32 size;
     SiteKind kind;
     u32 prepared = 0, skipped = 0;
+    u32 arm = 0;  // of the prepared ones, ARM32 ARM-state sites entering at `start`
     u32 next = ~u32{0};
   };
   std::vector<Region> regions_;

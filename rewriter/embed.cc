@@ -236,6 +236,10 @@ std::string cannot_embed(const elf::Elf& elf) {
   return {};
 }
 
+// The most bytes an ARM32 sled may take: as many as a landing needs at any distance in the 32-bit
+// space (arch/thumb2.h encode_arm_far_island).
+constexpr u64 arm_sled_most = 0x1'0000;
+
 u64 runtime_segment_tail(u16 machine) {
   std::span<const u8> blob = shim_blob(machine);
   return blob.empty() ? 0 : page - 1 + blob_header(blob).mem_size;
@@ -282,6 +286,28 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     if (far) {
       r.far_slot_at = align_up(vaddr + r.entry_islands_at + entry_room, 4096) - vaddr;  // (4 KiB: adrp's page)
       r.blob_offset = align_up(r.far_slot_at + arch::aarch64::far_slot_size, page);
+    }
+  }
+  // ARM32 PIE: the sled for the 12-byte islands over stubs that only ARM-state sites enter, where such
+  // a site may reach neither end of the segment: as long as the farthest landing of them needs (the
+  // stubs' landings computed again below, the same).
+  const bool fixed = elf.header().type == ET_EXEC;  // never moved: absolute forms will do
+  const auto arm_landing = [&](const Discovery::Stretch& t) {
+    return t.arm && t.size >= arch::thumb2::arm_far_island_size && r.arm_sled_at
+               ? arch::arm_far_landing(t.start, vaddr + r.arm_sled_at, vaddr + r.arm_sled_at + arm_sled_most)
+               : std::nullopt;
+  };
+  if (elf.header().machine == EM_ARM && !fixed && std::any_of(d.mcount_stubs.begin(), d.mcount_stubs.end(), [](const auto& t) { return t.arm; })) {
+    bool far = false;
+    reach.for_each_end([&](const Site& s, arch::CallForm form) {
+      far |= form == arch::CallForm::arm_b && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + arm_sled_most + page + h.mem_size));
+    });
+    if (far) {
+      r.arm_sled_at = align_up(r.entry_islands_at + entry_room, 4);
+      for (const Discovery::Stretch& t : d.mcount_stubs)
+        if (const auto l = arm_landing(t)) r.arm_sled_size = std::max(r.arm_sled_size, l->landing + 4 - (vaddr + r.arm_sled_at));
+      if (!r.arm_sled_size) r.arm_sled_at = 0;
+      r.blob_offset = align_up(r.arm_sled_at + r.arm_sled_size, page);
     }
   }
   const u64 blob_at = r.blob_offset - r.names.size();  // in data, which lacks the names
@@ -359,6 +385,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   if (hook) r.entry = 0, lead_to(*hook, h.object_start);
   if (fini) lead_to(*fini, h.object_fini);
   for (int k = 0; k < 3; k++) r.tramp[k] = (blob_vaddr + h.trampoline[k]) & ~u64{machine == EM_ARM ? 1u : 0u};
+  // The ARM32 sled: every word a `b` to the ARM-state entry (the header's fentry slot) past its push.
+  for (u64 w = 0; w < r.arm_sled_size; w += 4) {
+    const auto b = arch::thumb2::arm_sled_word(vaddr + r.arm_sled_at + w, r.tramp[0] + 4);
+    if (!b) throw std::logic_error("internal: the sled at " + hex(vaddr + r.arm_sled_at) + " does not reach the ARM-state entry");
+    elf.codec().put(r.data, r.arm_sled_at - r.names.size() + w, 4, *b);
+  }
   // RISC-V -pg sites keep their call (to mcount_via, which jumps on to the trampoline: below). ARM32's
   // ARM-state sites go to their entry, in the header's fentry slot, or beyond a `b`'s reach to its copy
   // as an island (below), never to a Thumb island or stub, which a `b` cannot enter.
@@ -428,15 +460,16 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   }
   // ARM32, AArch64 and PPC64le -pg sites that reach neither: the nearest island over code their calls
   // entered on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed
-  // within their reach. Only prepared sites entered it, and none of them does once prepared. Only with
+  // within their reach. Only prepared sites entered it, and none of them does once prepared (on ARM32
+  // all in one state: an ARM-state island for ARM-state sites, a Thumb one for Thumb sites). Only with
   // a symbol table (.symtab): a stripped binary's local functions are not scanned, and an unprepared
   // call entering an island would find other code (PPC64le's would then restore r2 from a slot its
   // stub no longer wrote).
   const auto& stubs = d.mcount_stubs;
-  std::vector<u64> stub_islands;
+  std::vector<u64> stub_islands, arm_stub_islands;  // (the latter: ARM32's for ARM-state sites)
   bool far = false;
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
-    far |= !arm_state(s) && !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]);
+    far |= !reaches(s, form, target_of(s)) && !reaches(s, form, config.island[island_index(s)]);
   });
   // PPC64le's, relative to the TOC pointer the stub assumed: the `.TOC.` symbol, else the ELFv2 place
   // (.got + 0x8000), kept only where the stub then loads from _mcount's slot.
@@ -444,14 +477,21 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   for (const elf::Section& sec : elf.sections())
     if (machine == EM_PPC64 && far && !toc && sec.name == ".got") toc = sec.addr + 0x8000;
   if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && d.has_symtab) {
-    const bool fixed = elf.header().type == ET_EXEC;  // never moved: Thumb-2's 8-byte absolute form will do
     // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).
     std::vector<std::vector<u8>> form(stubs.size());
     for (size_t i = 0; i < stubs.size(); i++) {
       const u64 at = stubs[i].start;
       std::vector<u8>& b = form[i];
       if (at % 4) continue;
-      if (machine == EM_ARM && stubs[i].size >= arch::thumb2::ip_island_size)  // (ip is free on the way to mcount)
+      if (machine == EM_ARM && stubs[i].arm) {  // on to the ARM-state entry: absolute, or through the sled
+        if (fixed && stubs[i].size >= arch::thumb2::arm_absolute_island_size) {
+          b.resize(arch::thumb2::arm_absolute_island_size);
+          arch::thumb2::encode_arm_absolute_island(r.tramp[0], b.data());
+        } else if (const auto l = arm_landing(stubs[i])) {
+          b.resize(arch::thumb2::arm_far_island_size);
+          arch::thumb2::encode_arm_far_island(*l, b.data());
+        }
+      } else if (machine == EM_ARM && stubs[i].size >= arch::thumb2::ip_island_size)  // (ip is free on the way to mcount)
         b.resize(arch::thumb2::ip_island_size), arch::thumb2::encode_ip_island(at, r.tramp[mk] | 1, b.data());  // Thumb code
       else if (machine == EM_ARM && fixed && stubs[i].size >= arch::thumb2::absolute_island_size)
         b.resize(arch::thumb2::absolute_island_size), arch::thumb2::encode_absolute_island(r.tramp[mk] | 1, b.data());
@@ -473,14 +513,15 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     }
     std::vector<bool> used(stubs.size());
     for (const Site& s : d.sites) {
-      if (!s.prepared() || s.kind != SiteKind::mcount || arm_state(s)) continue;
+      if (!s.prepared() || s.kind != SiteKind::mcount) continue;
       const arch::CallForm form_of_site = call_form_of(elf, s);
-      if (reaches(s, form_of_site, r.tramp[mk]) || reaches(s, form_of_site, config.island[mk])) continue;
-      // The nearest stub with an island on either side, if the site reaches it.
+      if (reaches(s, form_of_site, target_of(s)) || reaches(s, form_of_site, config.island[island_index(s)])) continue;
+      // The nearest stub with an island for the site's state on either side, if the site reaches it.
       const auto it = std::lower_bound(stubs.begin(), stubs.end(), s.addr, [](const Discovery::Stretch& t, u64 a) { return t.start < a; });
+      const auto other = [&](size_t k) { return form[k].empty() || stubs[k].arm != arm_state(s); };
       size_t up = static_cast<size_t>(it - stubs.begin()), down = up;
-      while (up < stubs.size() && form[up].empty()) up++;
-      while (down > 0 && form[down - 1].empty()) down--;
+      while (up < stubs.size() && other(up)) up++;
+      while (down > 0 && other(down - 1)) down--;
       if (up < stubs.size() && reaches(s, form_of_site, stubs[up].start)) used[up] = true;
       else if (down > 0 && reaches(s, form_of_site, stubs[down - 1].start)) used[down - 1] = true;
     }
@@ -488,7 +529,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     for (size_t i = 0; i < stubs.size(); i++) {
       if (!used[i]) continue;
       const u64 at = stubs[i].start, target = r.tramp[mk] | (machine == EM_ARM ? 1u : 0u);
-      if (std::string why = arch::check_island(isa, form[i], at, target, machine == EM_PPC64 ? std::optional<u64>(toc) : std::nullopt); !why.empty())
+      const auto sled = std::span<const u8>(r.data).subspan(r.arm_sled_at ? r.arm_sled_at - r.names.size() : 0, r.arm_sled_size);
+      const auto entry_word = std::span<const u8>(r.data).subspan(blob_at + (h.trampoline[0] & ~u32{1}), 4);
+      if (std::string why = stubs[i].arm ? arch::check_arm_far_island(form[i], at, sled, vaddr + r.arm_sled_at, r.tramp[0], entry_word)
+                                         : arch::check_island(isa, form[i], at, target, machine == EM_PPC64 ? std::optional<u64>(toc) : std::nullopt);
+          !why.empty())
         throw std::logic_error("internal: the branch island over the stub at " + hex(at) + " fails its check: " + why);
       const auto off = elf.vaddr_to_offset(at, form[i].size());
       if (!off) throw std::logic_error("internal: the stub at " + hex(at) + " has no file bytes");
@@ -499,6 +544,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         std::memcpy(p.bytes, form[i].data() + k, p.len);
       }
       stub_islands.push_back(at);
+      if (stubs[i].arm) arm_stub_islands.push_back(at);
     }
   }
   // AArch64, PPC64le, Thumb-2 and x86-64 patchable sites that reach neither: an island over the nops before a
@@ -516,7 +562,6 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   const u64 far_slot = r.far_slot_at ? vaddr + r.far_slot_at : 0;
   bool far_slot_used = false;
   if (pfar && preach) {
-    const bool fixed = elf.header().type == ET_EXEC;
     // The stretches that can hold an island, each with its address and bytes (empty: none fits).
     struct Spot {
       u64 at;
@@ -592,11 +637,23 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   r.stub_island_addrs = stub_islands, r.entry_island_addrs = entry_islands;
   publish(stub_islands, r.stub_islands_at, config.stub_islands, config.stub_island_count);
   publish(entry_islands, r.entry_islands_at, config.entry_islands, config.entry_island_count);
-  // Whether the site reaches the nearest island of a list at or above it, or else below it: the one the
-  // shim picks (listed_island_form).
-  const auto listed_reached = [&](const std::vector<u64>& islands, const Site& s, arch::CallForm form) {
+  // The island of a list the shim picks for the site (listed_island_form): the nearest at or above it
+  // if the site reaches it, else the nearest below it if it reaches that; nullopt when neither.
+  const auto listed_pick = [&](const std::vector<u64>& islands, const Site& s, arch::CallForm form) -> std::optional<u64> {
     const auto it = std::lower_bound(islands.begin(), islands.end(), s.addr);
-    return (it != islands.end() && reaches(s, form, *it)) || (it != islands.begin() && reaches(s, form, *std::prev(it)));
+    if (it != islands.end() && reaches(s, form, *it)) return *it;
+    if (it != islands.begin() && reaches(s, form, *std::prev(it))) return *std::prev(it);
+    return std::nullopt;
+  };
+  const auto listed_reached = [&](const std::vector<u64>& islands, const Site& s, arch::CallForm form) { return listed_pick(islands, s, form).has_value(); };
+  // ARM32: that pick must be an island for the site's state (a site of one state may lie nearer an
+  // island of the other, in a binary mixing them): refused where it is not, saying so.
+  const auto state_picked = [&](const Site& s, arch::CallForm form) {
+    if (arm_stub_islands.empty() || s.kind != SiteKind::mcount || reaches(s, form, target_of(s)) || reaches(s, form, config.island[island_index(s)])) return;
+    const auto pick = listed_pick(stub_islands, s, form);
+    if (pick && std::binary_search(arm_stub_islands.begin(), arm_stub_islands.end(), *pick) != arm_state(s))
+      elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0), "the site at vaddr " + hex(s.addr) + " cannot reach the shim, and the branch island nearest it, at vaddr " +
+                                                             hex(*pick) + ", is for " + (arm_state(s) ? "Thumb" : "ARM-state") + " sites");
   };
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
@@ -610,7 +667,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                    ": the binary's segments (.bss included) span more than that, and the shim goes after the last one" +
                    (isa ? "; nor is there room for a branch island within its reach (zero padding after an executable segment's "
                           "bytes, up to the next segment's" +
-                              std::string(machine != EM_X86_64 && machine != EM_RISCV && s.kind == SiteKind::mcount && !arm_state(s) ? "; a PLT entry or linker stub its call entered"
+                              std::string(machine != EM_X86_64 && machine != EM_RISCV && s.kind == SiteKind::mcount ? "; a PLT entry or linker stub its call entered"
                                           : s.kind == SiteKind::patchable && entry_island_reach(machine)
                                               ? std::string("; the nops before a function's entry that its symbol names, -fpatchable-function-entry=N,M with M >= ") +
                                                     (machine == EM_AARCH64 ? "2, or 8 bytes of alignment padding between functions"
@@ -628,16 +685,18 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // Whether the site calls its trampoline, its island, or an island over a stub or before an entry.
   const auto reached = [&](const Site& s, arch::CallForm form) {
     return reaches(s, form, target_of(s)) || reaches(s, form, config.island[island_index(s)]) ||
-           (s.kind == SiteKind::mcount && !arm_state(s) && listed_reached(stub_islands, s, form)) ||
+           (s.kind == SiteKind::mcount && listed_reached(stub_islands, s, form)) ||
            (s.kind == SiteKind::patchable && listed_reached(entry_islands, s, form));
   };
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
+    state_picked(s, form);
     if (!reached(s, form)) fail_far(s);
   });
   // Between a group's ends, listed islands are not all within reach of every site: each is checked.
   if (!stub_islands.empty() || !entry_islands.empty())
     for (const Site& s : d.sites)
       if (s.prepared()) {
+        state_picked(s, call_form_of(elf, s));
         if (!reached(s, call_form_of(elf, s))) fail_far(s);
       }
   if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, redirect_reaches(r.tramp[mk]) || !config.island[mk] ? r.tramp[mk] : config.island[mk]);

@@ -52,6 +52,9 @@ struct RuntimeSegment {
   // AArch64: where the 8-byte islands among them jump (arch/aarch64.h encode_far_slot), on a 4 KiB
   // boundary of the segment, before the blob: its offset in the segment (0: none reserved).
   u64 far_slot_at = 0;
+  // ARM32 PIE: the sled the 12-byte islands for ARM-state sites land in (arch/thumb2.h
+  // encode_arm_far_island), before the blob: its offset in the segment and its bytes' count (0: none).
+  u64 arm_sled_at = 0, arm_sled_size = 0;
   // A shared object: its DT_INIT's value, or its first init_array entry's, made the shim's object
   // start, and its DT_FINI's, or its first fini_array entry's, the shim's object end (where it has
   // one); none in an executable.

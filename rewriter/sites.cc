@@ -533,10 +533,11 @@ std::optional<SiteKind> Discoverer::mcount_call(u64 target, bool other_state) {
   return std::nullopt;
 }
 
-void Discoverer::note_mcount_call(u64 target, const Site& s) {
+void Discoverer::note_mcount_call(u64 target, const Site& s, bool arm) {
   auto i = region(target);
   for (size_t n = 0; i && *i < regions_.size() && n < regions_.size(); i = regions_[*i].next, n++) {
     (s.prepared() ? regions_[*i].prepared : regions_[*i].skipped)++;
+    regions_[*i].arm += s.prepared() && arm && n == 0 && target == regions_[*i].start;
     if (s.prepared()) break;  // a prepared site calls an island over the first; a skipped one runs them all
   }
 }
@@ -593,7 +594,7 @@ void Discoverer::finish() {
     const Region& r = regions_[i];
     const bool clear = (i == 0 || regions_[i - 1].start + regions_[i - 1].size <= r.start) &&
                        (i + 1 == regions_.size() || r.start + r.size <= regions_[i + 1].start);
-    if (r.prepared && !r.skipped && clear) d_.mcount_stubs.push_back({r.start, r.size});
+    if (r.prepared && !r.skipped && clear) d_.mcount_stubs.push_back({r.start, r.size, r.arm == r.prepared});
   }
 }
 

@@ -100,6 +100,7 @@ struct Discovery {
   struct Stretch {
     u64 start;
     u32 size;
+    bool arm = false;  // mcount_stubs: every site entering it is an ARM32 ARM-state one, at its start
   };
   std::vector<Stretch> mcount_stubs;
   // AArch64, PPC64le, Thumb-2 and x86-64 -fpatchable-function-entry=N,M: the M nops before the entry of a

@@ -173,7 +173,7 @@ class Thumb2Sites final : public IsaSites {
         }
         Site& s = d.add_symbol_site(at - 4, SiteKind::mcount, t2::arm_site_len, f);
         d.found().mcount_frames.emplace_back(at - 4, until_before.code());  // (the frame before the site's own push)
-        d.note_mcount_call(target, s);
+        d.note_mcount_call(target, s, true);
         return;
       }
       if ((w & 0x0e00'0000) == 0x0a00'0000 || (w & 0x0ff0'00f0) == 0x0120'0030) return;  // a branch, a conditional call or blx rm first

@@ -75,10 +75,11 @@ struct Config {
   // Each jumps on to the trampoline, writing only registers the ABI gives call veneers. ARM32: [0]
   // (no fentry sites there) is the ARM-state sites' entry as an island (arch/thumb2.h).
   u64 island[3];
-  // ARM32, AArch64 and PPC64le -pg sites that reach neither their trampoline nor island[1]: branch
-  // islands over the PLT entries and linker stubs their calls entered before preparing, each jumping
-  // on to the mcount trampoline. Their link-time addresses, u64 each, sorted, lie at offset
-  // stub_islands from table_vaddr (0: none); a site calls the nearest it reaches.
+  // ARM32, AArch64 and PPC64le -pg sites that reach neither their trampoline nor island[1] (ARM32's
+  // ARM-state ones: island[0]): branch islands over the PLT entries and linker stubs their calls
+  // entered before preparing, each jumping on to the mcount trampoline (ARM32's ARM-state ones: to
+  // their entry). Their link-time addresses, u64 each, sorted, lie at offset stub_islands from
+  // table_vaddr (0: none); a site calls the nearest it reaches.
   u32 stub_islands;
   u32 stub_island_count;
   // AArch64, PPC64le, Thumb-2 and x86-64 patchable sites that reach neither their trampoline nor island[2]:

@@ -82,6 +82,49 @@ TEST(Island, EveryIsasIslandIsProvenAtEveryDistance) {
     arch::thumb2::encode_arm_entry_island(0x1000, target & ~u64{1}, b);
     EXPECT_NE(arch::check_arm_entry_island(b, 0x1000, target & ~u64{1}), "");
   }
+  // ARM32's islands for ARM-state sites over stubs. The 12-byte one lands, at every distance in the
+  // 32-bit space, on the first word of the sled it reaches, which must be within the 64 KiB the
+  // preparer allows, and branches to the entry past its push; the checker reads the adds' immediates
+  // as Capstone decodes them, and catches a landing off the sled or on a word that is not that branch.
+  {
+    const u8 entry_word[4] = {0x04, 0xe0, 0x2d, 0xe5};  // str lr, [sp, #-4]!
+    for (u64 at : {u64{0x1000}, u64{0x2'0004}, u64{0x1234'5678}, u64{0x7fff'fff0}})
+      for (u64 sled_at : {at + 16, at + (u64{33} << 20) + 0x1234, at + (u64{1} << 30) + 0x40, u64{0xf000'0000} + 0x800}) {
+        SCOPED_TRACE("island at 0x" + std::to_string(at) + ", sled at " + std::to_string(sled_at));
+        const u64 entry = sled_at + 0x1'0100;  // (the blob after the sled, as the preparer lays them out)
+        const auto l = arch::arm_far_landing(at, sled_at, sled_at + 0x1'0000);
+        ASSERT_TRUE(l);
+        std::vector<u8> sled(l->landing + 4 - sled_at);  // (up to the landing: one word on is off it)
+        for (u64 w = sled_at; w + 4 <= sled_at + sled.size(); w += 4) {
+          const auto b = arch::thumb2::arm_sled_word(w, entry + 4);
+          ASSERT_TRUE(b);
+          for (unsigned k = 0; k < 4; k++) sled[w - sled_at + k] = static_cast<u8>(*b >> (8 * k));
+        }
+        u8 b[arch::thumb2::arm_far_island_size];
+        arch::thumb2::encode_arm_far_island(*l, b);
+        EXPECT_EQ(arch::check_arm_far_island(b, at, sled, sled_at, entry, entry_word), "");
+        EXPECT_NE(arch::check_arm_far_island(b, at, sled, sled_at, entry + 4, entry_word), "");
+        EXPECT_NE(arch::check_arm_far_island(b, at, std::span<const u8>(sled).first(l->landing - sled_at), sled_at, entry, entry_word).find("outside the sled"),
+                  std::string::npos);
+        EXPECT_NE(arch::check_arm_far_island(b, at + 4, sled, sled_at, entry, entry_word), "");
+        u8 bad[sizeof b];
+        std::memcpy(bad, b, sizeof b);
+        bad[6] ^= 0x01 << 4;  // Rn's low bit: add lr, pc becomes add lr, lr
+        EXPECT_NE(arch::check_arm_far_island(bad, at, sled, sled_at, entry, entry_word), "");
+        EXPECT_NE(arch::check_arm_far_island(b, at, sled, sled_at, entry, std::span<const u8>(b + 4, 4)).find("does not begin with"), std::string::npos);
+      }
+    // Never below the island's pc, nor in an empty sled.
+    EXPECT_FALSE(arch::arm_far_landing(0x1000, 0x1008, 0x2000));
+    EXPECT_FALSE(arch::arm_far_landing(0x1000, 0x9000, 0x9000));
+    // The absolute form: its literal is the entry itself, in ARM state.
+    const u64 entry = 0xf000'0100;
+    u8 a[arch::thumb2::arm_absolute_island_size];
+    arch::thumb2::encode_arm_absolute_island(entry, a);
+    EXPECT_EQ(arch::check_arm_far_island(a, 0x1000, {}, 0, entry, entry_word), "");
+    EXPECT_NE(arch::check_arm_far_island(a, 0x1000, {}, 0, entry + 4, entry_word), "");
+    arch::thumb2::encode_arm_absolute_island(entry | 1, a);
+    EXPECT_NE(arch::check_arm_far_island(a, 0x1000, {}, 0, entry | 1, entry_word), "");
+  }
   // AArch64's 12-byte adrp form, over ld's stubs and PLT entries: +-4 GiB of pages, no farther.
   for (i64 dist : {i64{16}, -i64{16}, i64{1} << 31, -(i64{1} << 31), (i64{4} << 30) - 0x2000, -(i64{4} << 30) + 0x2000}) {
     const u64 at = u64{0x5'0000'1234} & ~u64{3}, target = at + static_cast<u64>(dist);
@@ -389,6 +432,7 @@ struct LargeText {
   bool second;
   std::vector<std::string> links;  // -pie, -no-pie
   std::string islands;             // what the preparer says it wrote
+  std::string flags = "";          // -marm
 };
 
 class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
@@ -400,7 +444,9 @@ class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
 // AArch64 (+-128 MiB): 130 MiB once, so main and near() take an island over the PLT entry (the 12-byte
 // adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim. PPC64le (+-32
 // MiB): 34 MiB twice; ld gives each stretch of text a `plt_call` stub of its own, and each takes the
-// 16-byte island relative to the TOC pointer.
+// 16-byte island relative to the TOC pointer. ARM32 ARM state (-marm, +-32 MiB): 34 MiB twice, the
+// PLT entry and ld's stub ARM code that only ARM-state sites enter: in a PIE each takes the 12-byte
+// island that pushes lr and lands in the sled before the blob, without -pie the 8-byte absolute one.
 TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
   const LargeText& p = GetParam();
   TempDir d;
@@ -409,7 +455,9 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
   for (const std::string& link : p.links) {
     SCOPED_TRACE(link);
     // In this order, each function and filler a section of its own: ld places its stubs between them.
-    Proc c = run({p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", link, d / "large.c", "-o", d / "large"});
+    std::vector<std::string> cc = {p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", link, d / "large.c", "-o", d / "large"};
+    if (!p.flags.empty()) cc.insert(cc.begin() + 1, p.flags);
+    Proc c = run(cc);
     ASSERT_EQ(c.status, 0) << c.err;
     Proc sites = prepatch({"sites", d / "large"});
     EXPECT_EQ(sites.status, 0) << sites.err;
@@ -428,7 +476,9 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
   // Stripped (the functions in .dynsym, -rdynamic): the stubs' other callers could not all be known,
   // so no island goes over them and the far sites are refused, saying where an island could have gone.
   if (p.isa != "arm") return;
-  Proc c = run({p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", "-rdynamic", "-s", d / "large.c", "-o", d / "stripped"});
+  std::vector<std::string> cc = {p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", "-rdynamic", "-s", d / "large.c", "-o", d / "stripped"};
+  if (!p.flags.empty()) cc.insert(cc.begin() + 1, p.flags);
+  Proc c = run(cc);
   ASSERT_EQ(c.status, 0) << c.err;
   Proc sites = prepatch({"sites", d / "stripped"});
   EXPECT_NE(sites.out.find("4 sites (0 skipped)"), std::string::npos) << sites.out;
@@ -442,8 +492,9 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
 INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
                          ::testing::Values(LargeText{"arm", "arm-linux-gnueabihf-gcc", 20, true, {"-pie", "-no-pie"}, "2 branch islands"},
                                            LargeText{"aarch64", "aarch64-linux-gnu-gcc", 130, false, {"-pie"}, "1 branch island"},
-                                           LargeText{"ppc64le", "powerpc64le-linux-gnu-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands"}),
-                         [](const ::testing::TestParamInfo<LargeText>& i) { return i.param.isa; });
+                                           LargeText{"ppc64le", "powerpc64le-linux-gnu-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands"},
+                                           LargeText{"arm", "arm-linux-gnueabihf-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands", "-marm"}),
+                         [](const ::testing::TestParamInfo<LargeText>& i) { return i.param.isa + (i.param.flags.empty() ? "" : "_marm"); });
 
 // -fpatchable-function-entry=N,M in a text larger than a `bl` reaches: the M nops before a function's
 // entry never run, so a site that reaches neither the shim nor the island after the text calls an
