@@ -297,7 +297,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                ? arch::arm_far_landing(t.start, vaddr + r.arm_sled_at, vaddr + r.arm_sled_at + arm_sled_most)
                : std::nullopt;
   };
-  if (elf.header().machine == EM_ARM && !fixed && std::any_of(d.mcount_stubs.begin(), d.mcount_stubs.end(), [](const auto& t) { return t.arm; })) {
+  if (elf.header().machine == EM_ARM && !fixed && d.has_symtab &&  // (stub islands need the .symtab: below)
+      std::any_of(d.mcount_stubs.begin(), d.mcount_stubs.end(), [](const auto& t) { return t.arm; })) {
     bool far = false;
     reach.for_each_end([&](const Site& s, arch::CallForm form) {
       far |= form == arch::CallForm::arm_b && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + arm_sled_most + page + h.mem_size));
