@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <iterator>
 #include <map>
+#include <set>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
@@ -176,6 +178,57 @@ TEST(Cli, SymbolNamesAreStoredOnce) {
   EXPECT_EQ(out.substr(read_file(source).size(), payload.size()), payload);
   EXPECT_EQ(readelf_section(d / "payload.out", ".strtab").first, in_off) << "kept where it was";
   EXPECT_EQ(run({d / "payload.out"}).out, a.out);
+}
+
+// A binary stripped before preparing names none of its functions (its sites come from
+// __patchable_function_entries): the readers call each by its site's address, as `sites` lists it,
+// so that report keeps them apart and replay shows which called which. Before, every one was an empty
+// name: replay printed `() {`, report summed them all in one row.
+TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
+  TempDir d;
+  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\n"
+                        "__attribute__((noinline)) int g(int i) { return i * 3 + 1; }\n"
+                        "__attribute__((noinline)) int h(int i) { return g(i) + g(i + 1); }\n"
+                        "int main(int argc, char** argv) { int n = atoi(argv[1]), s = 0;\n"
+                        "  for (int i = 0; i < n; i++) s += h(i);\n  printf(\"%d\\n\", s); return 0; }\n");
+  Proc c = run({"gcc", "-O2", "-fpatchable-function-entry=5", "-s", d / "p.c", "-o", d / "p"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  ASSERT_EQ(prepatch({"-q", d / "p", "-o", d / "out"}).status, 0);
+  // The sites by address, and which is which: main is called once, h 3 times, g 6.
+  std::map<long, std::string> name_of;
+  const nlohmann::json sites = nlohmann::json::parse(prepatch({"sites", "--json", d / "out"}).out);
+  for (const auto& s : sites["sites"]) {
+    EXPECT_EQ(s["function"], "") << s.dump();
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "0x%lx", s["address"].get<long>());
+    name_of[s["address"]] = hex;
+  }
+  ASSERT_EQ(name_of.size(), 3u) << sites.dump(1);
+  Proc r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace", d / "out", "3"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "33\n");
+  Proc rep = prepatch({"report", d / "t.trace"});
+  ASSERT_EQ(rep.status, 0) << rep.err;
+  std::map<long, std::string> by_calls;  // a row's last two columns: calls, function
+  std::istringstream rows(rep.out);
+  for (std::string line; std::getline(rows, line);) {
+    std::istringstream w(line);
+    std::vector<std::string> col{std::istream_iterator<std::string>(w), {}};
+    if (col.size() >= 2 && col.back().starts_with("0x")) by_calls[std::stol(col[col.size() - 2])] = col.back();
+  }
+  ASSERT_EQ(by_calls.size(), 3u) << rep.out;
+  std::set<std::string> shown;
+  for (const auto& [n, f] : by_calls) shown.insert(f);
+  std::set<std::string> listed;
+  for (const auto& [a, f] : name_of) listed.insert(f);
+  EXPECT_EQ(shown, listed) << rep.out;
+  const std::string main = by_calls[1], h = by_calls[3], g = by_calls[6];
+  Proc replay = prepatch({"replay", d / "t.trace"});
+  ASSERT_EQ(replay.status, 0) << replay.err;
+  EXPECT_NE(replay.out.find("| " + main + "() {\n"), std::string::npos) << replay.out;
+  EXPECT_NE(replay.out.find("|   " + h + "() {\n"), std::string::npos) << replay.out;
+  EXPECT_NE(replay.out.find("|     " + g + "();\n"), std::string::npos) << replay.out;
+  EXPECT_NE(replay.out.find("|   } /* " + h + " */\n"), std::string::npos) << replay.out;
 }
 
 }  // namespace

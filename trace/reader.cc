@@ -229,9 +229,15 @@ void TraceFile::make_name(u32 site) {
     named_[site].store(true, std::memory_order_release);
     return;
   }
-  const std::string shown = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));
-  names_[site] = printable_text(shown);
-  calls_[site] = shown == mangled(site) ? names_[site] + "()" : names_[site];
+  if (mangled(site).empty()) {  // no symbol named it (a stripped binary): its site's link-time address
+    const Object& o = objects_[owner_[site]];
+    names_[site] = hex(o.table.entries[site - o.first].addr);
+    calls_[site] = names_[site] + "()";
+  } else {
+    const std::string shown = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));
+    names_[site] = printable_text(shown);
+    calls_[site] = shown == mangled(site) ? names_[site] + "()" : names_[site];
+  }
   if (ambiguous_[site]) {
     const std::string prefix = printable_text(object_base(site)) + ":";
     names_[site] = prefix + names_[site], calls_[site] = prefix + calls_[site];
