@@ -18,6 +18,7 @@
 #include "elf/mapped_file.h"
 #include "elf/temp_file.h"
 #include "elf/writer.h"
+#include "rewriter/debug_file.h"
 #include "rewriter/names.h"
 #include "rewriter/prepare.h"
 #include "trace/progress.h"
@@ -33,10 +34,26 @@ using namespace prepatch;
 
 enum Exit : int { ok = 0, internal = 1, usage = 2, nothing_to_do = 3, bad_input = 4, io_error = 5 };
 
-int run_prepare(const std::string& in, const std::string& out, bool quiet) {
+// Where a stripped binary's function names come from: its separate debug file (rewriter/debug_file.h),
+// `given` (--debug-file) or found under `debug_dir` (--debug-dir) or by its .gnu_debuglink.
+struct DebugFileOptions {
+  std::string given, dir = default_debug_dir;
+};
+
+// The debug file of `elf` (nullptr: none); says which one it read, or which it passed over.
+std::unique_ptr<DebugSymbols> debug_file_of(const elf::Elf& elf, const std::string& path, const DebugFileOptions& o, bool quiet) {
+  std::string note;
+  std::unique_ptr<DebugSymbols> d = debug_symbols(elf, path, o.given, o.dir, note);
+  if (!note.empty()) std::cerr << "prepatch: " << path << ": " << note << "\n";
+  if (d && !quiet) std::cerr << "prepatch: " << path << ": stripped; function names from its debug file " << d->file.path() << "\n";
+  return d;
+}
+
+int run_prepare(const std::string& in, const std::string& out, bool quiet, const DebugFileOptions& debug) {
   MappedFile file(in);
   elf::Elf elf(file.bytes(), in);
-  PrepareResult r = prepare(elf, out, file.mode(), file.fd());
+  const std::unique_ptr<DebugSymbols> symbols = debug_file_of(elf, in, debug, quiet);
+  PrepareResult r = prepare(elf, out, file.mode(), file.fd(), symbols ? &symbols->elf : nullptr);
   for (const std::string& m : r.messages) std::cerr << m << "\n";
   if (r.outcome != PrepareOutcome::written) return nothing_to_do;
   if (!quiet)
@@ -45,10 +62,11 @@ int run_prepare(const std::string& in, const std::string& out, bool quiet) {
   return ok;
 }
 
-int run_sites(const std::string& path, bool json, bool mangled) {
+int run_sites(const std::string& path, bool json, bool mangled, const DebugFileOptions& debug) {
   MappedFile file(path);
   elf::Elf elf(file.bytes(), path);
-  Listing l = list_sites(elf);
+  const std::unique_ptr<DebugSymbols> symbols = debug_file_of(elf, path, debug, json);
+  Listing l = list_sites(elf, symbols ? &symbols->elf : nullptr);
   if (json) {
     nlohmann::json j;
     j["file"] = path;
@@ -307,6 +325,13 @@ int main(int argc, char** argv) {
   app.add_option("input", in, "ELF executable or shared object to prepare (only read, never written)");
   app.add_option("-o,--output", out, "where to write the prepared binary (may equal the input; written atomically)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  DebugFileOptions debug;
+  const char* debug_file_help = "a stripped binary's separate debug file (objcopy --only-keep-debug), whose .symtab names its functions\n"
+                                "(default: found by build ID under --debug-dir, else by .gnu_debuglink beside the binary, in .debug/\n"
+                                "there, or under --debug-dir; taken only when its build ID or CRC-32 matches)";
+  const char* debug_dir_help = "where debug files are looked for by build ID (DIR/.build-id/ab/cdef....debug) and by path";
+  app.add_option("--debug-file", debug.given, debug_file_help);
+  app.add_option("--debug-dir", debug.dir, debug_dir_help)->capture_default_str();
 
   CLI::App* sites = app.add_subcommand("sites", "list every site of FILE (input or prepared binary), and a prepared binary's branch islands");
   std::string sites_file;
@@ -316,6 +341,8 @@ int main(int argc, char** argv) {
   bool mangled = false;
   const char* mangled_help = "raw symbols instead of demangled C++ names (README.md, \"Names\")";
   sites->add_flag("--mangled", mangled, mangled_help);
+  sites->add_option("--debug-file", debug.given, debug_file_help);
+  sites->add_option("--debug-dir", debug.dir, debug_dir_help)->capture_default_str();
 
   CLI::App* plan = app.add_subcommand("plan", "print the plan that switches a site of one ISA and kind on or off, the states it\n"
                                               "passes through, and the plan checker's verdict for that site");
@@ -443,7 +470,7 @@ int main(int argc, char** argv) {
     return usage;
   }
   try {
-    if (sites->parsed()) return run_sites(sites_file, json, mangled);
+    if (sites->parsed()) return run_sites(sites_file, json, mangled, debug);
     if (plan->parsed()) return run_plan(pa);
     if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled, ctl_out);
     if (topc->parsed()) {
@@ -481,7 +508,7 @@ int main(int argc, char** argv) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";
       return usage;
     }
-    return run_prepare(in, out, quiet);
+    return run_prepare(in, out, quiet, debug);
   } catch (const NoSites& e) {
     std::cerr << "prepatch: " << e.what() << "\n";
     return nothing_to_do;

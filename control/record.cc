@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "elf/mapped_file.h"
+#include "rewriter/debug_file.h"
 #include "rewriter/prepare.h"
 
 namespace prepatch {
@@ -94,6 +95,10 @@ std::string prepared_for(const std::string& program) {
   const MappedFile self("/proc/self/exe");
   key.add(self.bytes().data(), self.bytes().size());
   key.add(file.bytes().data(), file.bytes().size());
+  // A stripped program's debug file, found as `prepatch` finds one, names its functions (and is in the key).
+  std::string note;
+  const std::unique_ptr<DebugSymbols> symbols = debug_symbols(elf, program, "", default_debug_dir, note);
+  if (symbols) key.add(symbols->file.bytes().data(), symbols->file.bytes().size());
   const std::string dir = cache_dir();
   const std::string parent = dir.substr(0, dir.rfind('/'));
   if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) throw IoError(parent + ": cannot create: " + errno_text());
@@ -106,7 +111,8 @@ std::string prepared_for(const std::string& program) {
     check_private(cached, false);
     return cached;
   }
-  PrepareResult r = prepare(elf, cached, 0700, file.fd());
+  if (!note.empty()) std::cerr << "prepatch: " << program << ": " << note << "\n";
+  PrepareResult r = prepare(elf, cached, 0700, file.fd(), symbols ? &symbols->elf : nullptr);
   if (r.outcome == PrepareOutcome::already_prepared) return program;
   if (r.outcome == PrepareOutcome::no_sites)
     throw NoSites(program + ": no function-entry sites to trace: build it with -pg -mfentry (gcc), -pg, or -fpatchable-function-entry=5");

@@ -54,9 +54,9 @@ void Elf::check_range(u64 off, u64 size, u64 field_offset, const std::string& wh
                            hex(data_.size()) + ")");
 }
 
-Elf::Elf(std::span<const u8> data, std::string name) : data_(data), name_(std::move(name)) {
+Elf::Elf(std::span<const u8> data, std::string name, bool sections_only) : data_(data), name_(std::move(name)) {
   parse_header();
-  parse_segments();
+  if (!sections_only) parse_segments();
   parse_sections();
 }
 

@@ -101,8 +101,10 @@ u32 relative_reloc(u16 machine);
 
 class Elf {
  public:
-  // Throws InputError when `data` is not a well-formed ELF file.
-  Elf(std::span<const u8> data, std::string name);
+  // Throws InputError when `data` is not a well-formed ELF file. `sections_only`: its program headers
+  // are not read (segments() is empty), as a separate debug file's describe its binary's contents,
+  // which it does not hold.
+  Elf(std::span<const u8> data, std::string name, bool sections_only = false);
 
   const std::string& name() const { return name_; }
   std::span<const u8> bytes() const { return data_; }

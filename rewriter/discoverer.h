@@ -120,7 +120,7 @@ const IsaSites& thumb2_sites();
 
 class Discoverer {
  public:
-  explicit Discoverer(const elf::Elf& elf) : elf_(elf) {}
+  explicit Discoverer(const elf::Elf& elf, const elf::Elf* symbols = nullptr) : elf_(elf), syms_(symbols ? *symbols : elf) {}
   Discovery run();
 
   // For the ISAs' files: the input, the machine, and what discovery found so far.
@@ -237,7 +237,7 @@ class Discoverer {
 
  private:
   template <class F>
-  void for_each_code_symbol(const elf::Section& tab, F f) const;
+  void for_each_code_symbol(const elf::Elf& file, const elf::Section& tab, F f) const;
   void read_symbols();
   void find_tracer_slots();
   std::vector<u64> record(const elf::Section& s) const;
@@ -250,10 +250,12 @@ class Discoverer {
   const elf::Segment* segment(u64 addr, u64 len) const { return cursor_.find(addr, len); }
 
   const elf::Elf& elf_;
+  const elf::Elf& syms_;  // where .symtab is read: the binary, or its separate debug file (discover's `symbols`)
   arch::Isa isa_ = arch::Isa::x86_64;
   const IsaSites* sites_ = nullptr;
   Discovery d_;
   const elf::Section* functions_ = nullptr;  // the symbol table functions come from: .symtab, else .dynsym
+  const elf::Elf* functions_file_ = nullptr;  // the file holding it (syms_ or elf_)
   Bulk<Func> funcs_;                         // sorted by address, the global one first at an address;
                                              // with record sections one per address (func_at)
   Targets direct_;

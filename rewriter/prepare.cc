@@ -261,10 +261,10 @@ std::vector<IslandRow> read_islands(const elf::Elf& elf, const FoundTable& t) {
 
 }  // namespace
 
-Listing list_sites(const elf::Elf& elf) {
+Listing list_sites(const elf::Elf& elf, const elf::Elf* symbols) {
   Listing l;
   auto found = find_table(elf);
-  Discovery d = discover(elf);
+  Discovery d = discover(elf, symbols);
   auto row_for = [&](u64 addr, unsigned len) {
     SiteRow r;
     r.addr = addr;
@@ -305,7 +305,7 @@ Listing list_sites(const elf::Elf& elf) {
   return l;
 }
 
-PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode, int source_fd) {
+PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode, int source_fd, const elf::Elf* symbols) {
   PrepareResult res;
   if (auto t = find_table(elf)) {
     res.outcome = PrepareOutcome::already_prepared;
@@ -319,11 +319,11 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   elf::Writer w(elf);
   u32 names_section = 0;
   try {
-    names_section = function_names(elf).section;
+    names_section = function_names(elf, symbols).section;
   } catch (const InputError&) {
   }
   w.begin(out_path, source_fd, {&names_section, 1});
-  Discovery d = discover(elf);  // refuses other ISAs first, naming e_machine
+  Discovery d = discover(elf, symbols);  // refuses other ISAs first, naming e_machine
   if (std::string why = cannot_embed(elf); !why.empty()) throw InputError(elf.name(), 16, "e_type: " + why);
   res.prepared = d.prepared;
   res.skipped = d.sites.size() - d.prepared;
@@ -350,7 +350,8 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     std::string why;
     if (!d.has_symbols && !d.has_records)
       why = "no sites: no function symbols (stripped?) and no __mcount_loc or __patchable_function_entries section to find them by; "
-            "prepare before stripping, or build with -mrecord-mcount or -fpatchable-function-entry=N";
+            "give its separate debug file (--debug-file), prepare before stripping, or build with -mrecord-mcount or "
+            "-fpatchable-function-entry=N";
     else if (d.sites.empty())
       why = "no sites: no calls to mcount/__fentry__ and no patchable entries found (was it built with -pg, -pg -mfentry or -fpatchable-function-entry=N?)";
     else

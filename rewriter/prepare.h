@@ -37,7 +37,9 @@ struct Listing {
   std::vector<IslandRow> islands;  // a prepared binary's, by address
 };
 
-Listing list_sites(const elf::Elf& elf);
+// `symbols`: a stripped binary's separate debug file (rewriter/debug_file.h), its .symtab read in place
+// of the one the binary lacks, for every function's name and extent.
+Listing list_sites(const elf::Elf& elf, const elf::Elf* symbols = nullptr);
 
 enum class PrepareOutcome { written, already_prepared, no_sites };
 
@@ -50,7 +52,8 @@ struct PrepareResult {
 
 // Prepares `elf` into `out_path` (mode `mode`); writes nothing unless at least one site is prepared.
 // `source_fd`, when open, is the input file (lets the kernel copy what does not change).
-PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode, int source_fd = -1);
+// `symbols` as list_sites'.
+PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned mode, int source_fd = -1, const elf::Elf* symbols = nullptr);
 
 // "file: vaddr 0x... (file 0x..., .text+0x...) in func: " — the location prefix of a site message.
 std::string site_location(const elf::Elf& elf, u64 addr, std::string_view func);

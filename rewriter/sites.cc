@@ -149,8 +149,9 @@ Discovery Discoverer::run() {
     elf_.fail(elf::layout_for(elf_.codec().is64).ehdr.type.off, "expected an executable or shared object (ET_EXEC or ET_DYN), found e_type " + std::to_string(h.type));
   sites_ = &sites_for(isa_);
   prepared_input_ = table_place(elf_).has_value();
-  functions_ = elf_.symtab() ? elf_.symtab() : elf_.dynsym();
-  const FunctionNames names = function_names(elf_);
+  functions_ = syms_.symtab() ? syms_.symtab() : elf_.dynsym();
+  functions_file_ = syms_.symtab() ? &syms_ : &elf_;
+  const FunctionNames names = function_names(elf_, &syms_ == &elf_ ? nullptr : &syms_);
   d_.strings = names.strings;
   d_.strings_section = names.section;
   const elf::Section* mcount_loc = elf_.section("__mcount_loc");
@@ -174,15 +175,15 @@ Discovery Discoverer::run() {
 // terminated string, so names need no search for their end; otherwise each one is checked (and a bad
 // one reported, naming the field).
 template <class F>
-void Discoverer::for_each_code_symbol(const elf::Section& tab, F f) const {
-  auto strings = elf_.section_data(elf_.symbol_strings(tab));
+void Discoverer::for_each_code_symbol(const elf::Elf& file, const elf::Section& tab, F f) const {
+  auto strings = file.section_data(file.symbol_strings(tab));
   const auto* names = reinterpret_cast<const char*>(strings.data());
   const bool terminated = !strings.empty() && strings.back() == 0;
-  const u64 n = elf_.symbol_count(tab);
+  const u64 n = file.symbol_count(tab);
   for (u64 i = 0; i < n; i++) {
-    elf::Symbol s = elf_.symbol_fields(tab, i);
+    elf::Symbol s = file.symbol_fields(tab, i);
     if (s.shndx == SHN_UNDEF || s.value == 0 || (s.type != STT_FUNC && s.type != STT_NOTYPE)) continue;
-    if (!terminated || s.name_offset >= strings.size()) elf_.symbol(tab, i);  // throws
+    if (!terminated || s.name_offset >= strings.size()) file.symbol(tab, i);  // throws
     f(s, names + s.name_offset);
   }
 }
@@ -193,13 +194,13 @@ void Discoverer::for_each_code_symbol(const elf::Section& tab, F f) const {
 // reads code in the sorted order instead: front to back, not a cache miss per function.
 void Discoverer::read_symbols() {
   if (functions_) {
-    funcs_.reserve(elf_.symbol_count(*functions_));
-    prefault(elf_.section_data(*functions_));
-    prefault(elf_.section_data(elf_.symbol_strings(*functions_)));
+    funcs_.reserve(functions_file_->symbol_count(*functions_));
+    prefault(functions_file_->section_data(*functions_));
+    prefault(functions_file_->section_data(functions_file_->symbol_strings(*functions_)));
   }
-  for (const elf::Section* tab : {elf_.symtab(), elf_.dynsym()}) {
+  for (const auto& [file, tab] : {std::pair{&syms_, syms_.symtab()}, std::pair{&elf_, elf_.dynsym()}}) {
     if (!tab) continue;
-    for_each_code_symbol(*tab, [&](const elf::Symbol& s, const char* name) {
+    for_each_code_symbol(*file, *tab, [&](const elf::Symbol& s, const char* name) {
       if (auto k = tracer_kind(name)) direct_.add(sites_->code_address(s.value), *k);
       sites_->symbol(*this, s, name);
       if (tab == functions_ && s.type == STT_FUNC) {
@@ -217,7 +218,7 @@ void Discoverer::read_symbols() {
         d_.gmon_start = s.value, d_.gmon_start_other = s.other;
     });
   }
-  d_.has_symtab = elf_.symtab() != nullptr;
+  d_.has_symtab = syms_.symtab() != nullptr;
   direct_.seal();
   sort_by_address(funcs_, [](const Func& f) { return f.local(); });
   if (d_.has_records)  // func_at wants one per address: the global name
@@ -643,12 +644,13 @@ arch::CallForm call_form_of(const elf::Elf& elf, const Site& s) {
   return arch::riscv_call_form(s.kind, b.size() == 4 ? static_cast<u32>(elf.codec().get(b, 0, 4)) : 0);
 }
 
-Discovery discover(const elf::Elf& elf) { return discovery::Discoverer(elf).run(); }
+Discovery discover(const elf::Elf& elf, const elf::Elf* symbols) { return discovery::Discoverer(elf, symbols).run(); }
 
 // The names' string table is the function symbols' own, up to its last NUL (every name the scan
 // accepts ends by then), when it starts with the empty name as the ELF specification has it.
-FunctionNames function_names(const elf::Elf& elf) {
+FunctionNames function_names(const elf::Elf& binary, const elf::Elf* symbols) {
   static constexpr char no_names[] = "";
+  const elf::Elf& elf = symbols && symbols->symtab() ? *symbols : binary;
   const elf::Section* functions = elf.symtab() ? elf.symtab() : elf.dynsym();
   if (!functions) return {std::span<const char>(no_names, 1), 0};
   const elf::Section& names = elf.symbol_strings(*functions);
@@ -656,7 +658,7 @@ FunctionNames function_names(const elf::Elf& elf) {
   if (b.empty() || b[0] != 0) return {std::span<const char>(no_names, 1), 0};
   // The table's strings_size is 32 bits: names past 4 GiB get none.
   const auto* last = static_cast<const u8*>(::memrchr(b.data(), 0, std::min<u64>(b.size(), UINT32_MAX)));
-  return {std::span<const char>(reinterpret_cast<const char*>(b.data()), static_cast<size_t>(last - b.data()) + 1), names.index};
+  return {std::span<const char>(reinterpret_cast<const char*>(b.data()), static_cast<size_t>(last - b.data()) + 1), &elf == &binary ? names.index : 0};
 }
 
 }  // namespace prepatch

@@ -130,7 +130,9 @@ struct Discovery {
 arch::CallForm call_form_of(const elf::Elf& elf, const Site& s);
 
 // Throws InputError for an unsupported ISA ("EM_S390 not supported yet") or malformed tables.
-Discovery discover(const elf::Elf& elf);
+// `symbols`: a stripped binary's separate debug file (rewriter/debug_file.h), whose .symtab is read in
+// place of the one the binary lacks.
+Discovery discover(const elf::Elf& elf, const elf::Elf* symbols = nullptr);
 
 // Discovery::strings and strings_section: what the site table's names will be, known before discovery
 // (the preparer's writer starts copying the input early and wants to know where its copy may end).
@@ -138,6 +140,7 @@ struct FunctionNames {
   std::span<const char> strings;
   u32 section = 0;
 };
-FunctionNames function_names(const elf::Elf& elf);
+// (With `symbols`, the debug file's: then `section` is 0, naming no section of the binary.)
+FunctionNames function_names(const elf::Elf& elf, const elf::Elf* symbols = nullptr);
 
 }  // namespace prepatch

@@ -14,6 +14,7 @@ packages=(
   libcli11-dev                        # command line
   nlohmann-json3-dev                  # `prepatch sites --json`
   libssl-dev                          # `prepatch record`: SHA-256 keys of its cache (libcrypto)
+  zlib1g-dev                          # the CRC-32 of a stripped binary's separate debug file (.gnu_debuglink)
   libgtest-dev                        # tests
   libprotobuf-dev libprotoc-dev       # tests: Perfetto's .proto parsed at run time, to decode `export --format perfetto`
   chromium libpng-dev                 # tests: headless Chromium renders `export --format svg`; libpng reads its screenshot

@@ -4,7 +4,9 @@
 // reach through islands over ld's stubs and PLT entries (Thumb-2, AArch64, PPC64le), traced under qemu
 // call by call.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <cstring>
 #include <map>
@@ -440,7 +442,7 @@ class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
 // Thumb-2 (+-16 MiB): 20 MiB twice, so main's and near()'s calls take an island over the PLT entry
 // (12 bytes, position-independent) and far()'s and mid()'s one over ld's stub (in a PIE its 12-byte
 // PIC form; without -pie its 8-byte absolute one, which takes the 8-byte `ldr.w pc` island).
-// Stripped, refused (Thumb-2 only).
+// Stripped, refused; with its debug file beside it, prepared and counted (ARM32 only).
 // AArch64 (+-128 MiB): 130 MiB once, so main and near() take an island over the PLT entry (the 12-byte
 // adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim. PPC64le (+-32
 // MiB): 34 MiB twice; ld gives each stretch of text a `plt_call` stub of its own, and each takes the
@@ -487,6 +489,25 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
   EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; a PLT entry or linker stub its call entered)"), std::string::npos) << r.err;
   EXPECT_FALSE(exists(d / "out"));
+  // The same binary with its separate debug file beside it (objcopy --only-keep-debug, then
+  // --add-gnu-debuglink): its .symtab names every caller, and the far sites take their islands.
+  cc.erase(std::find(cc.begin(), cc.end(), "-s"));
+  cc.back() = d / "full";
+  c = run(cc);
+  ASSERT_EQ(c.status, 0) << c.err;
+  for (const std::vector<std::string>& step : {std::vector<std::string>{bin.tool("objcopy"), "--only-keep-debug", d / "full", d / "full.debug"},
+                                               {bin.tool("strip"), "-s", d / "full", "-o", d / "stripped"},
+                                               {bin.tool("objcopy"), "--add-gnu-debuglink=" + d / "full.debug", d / "stripped"}}) {
+    c = run(step, d.path());
+    ASSERT_EQ(c.status, 0) << c.err;
+  }
+  r = prepatch({d / "stripped", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through " + p.islands + " over the PLT entries and linker stubs"), std::string::npos) << r.err;
+  ASSERT_EQ(::chmod((d / "out").c_str(), 0755), 0);
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"6"})));
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
