@@ -73,7 +73,8 @@ int run_sites(const std::string& path, bool json, bool mangled, const DebugFileO
     j["prepared"] = l.prepared;
     j["sites"] = nlohmann::json::array();
     for (const SiteRow& r : l.rows) {
-      nlohmann::json s = {{"address", r.addr},        {"function", name_text(r.function, mangled)}, {"symbol", r.function}, {"kind", kind_name(r.kind)},
+      const std::string shown = r.function.empty() ? hex(r.addr) : name_text(r.function, mangled);  // (no symbol: the site's address)
+      nlohmann::json s = {{"address", r.addr},        {"function", shown}, {"symbol", r.function}, {"kind", kind_name(r.kind)},
                           {"length", r.length},       {"state", r.state},       {"status", r.status},
                           {"source", r.source}};
       s["file_offset"] = r.file_offset ? nlohmann::json(*r.file_offset) : nlohmann::json(nullptr);
@@ -96,7 +97,7 @@ int run_sites(const std::string& path, bool json, bool mangled, const DebugFileO
   for (const SiteRow& r : l.rows) {
     std::printf("0x%016llx %-10s %-3u %-9s %-5s %-10s %s%s\n", static_cast<unsigned long long>(r.addr),
                 r.file_offset ? hex(*r.file_offset).c_str() : "-", r.length, std::string(kind_name(r.kind)).c_str(),
-                r.state.c_str(), r.status.c_str(), r.function.empty() ? "?" : name_text(r.function, mangled).c_str(),
+                r.state.c_str(), r.status.c_str(), r.function.empty() ? hex(r.addr).c_str() : name_text(r.function, mangled).c_str(),
                 r.reason.empty() ? "" : ("  (" + r.reason + "; found " + r.found + ")").c_str());
   }
   // The branch islands that sites out of their trampoline's reach call (README, "Branch islands").
@@ -188,7 +189,7 @@ int run_counts(const std::vector<std::string>& files, bool all, bool json, bool 
   std::vector<CountRow> rows = read_counts(files.back(), binaries);
   std::vector<std::string> shown;
   shown.reserve(rows.size());
-  for (const CountRow& r : rows) shown.push_back(name_text(r.function, mangled));
+  for (const CountRow& r : rows) shown.push_back(r.function.empty() ? hex(r.addr) : name_text(r.function, mangled));  // (no symbol: the site's address)
   const std::vector<std::string> names = qualified_names(rows, shown);
   if (json) {
     nlohmann::json j = nlohmann::json::array();

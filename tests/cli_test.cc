@@ -4,6 +4,7 @@
 
 #include <iterator>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <nlohmann/json.hpp>
@@ -198,9 +199,10 @@ TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
   std::map<long, std::string> name_of;
   const nlohmann::json sites = nlohmann::json::parse(prepatch({"sites", "--json", d / "out"}).out);
   for (const auto& s : sites["sites"]) {
-    EXPECT_EQ(s["function"], "") << s.dump();
+    EXPECT_EQ(s["symbol"], "") << s.dump();
     char hex[32];
     std::snprintf(hex, sizeof hex, "0x%lx", s["address"].get<long>());
+    EXPECT_EQ(s["function"], hex) << s.dump();
     name_of[s["address"]] = hex;
   }
   ASSERT_EQ(name_of.size(), 3u) << sites.dump(1);
@@ -229,6 +231,18 @@ TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
   EXPECT_NE(replay.out.find("|   " + h + "() {\n"), std::string::npos) << replay.out;
   EXPECT_NE(replay.out.find("|     " + g + "();\n"), std::string::npos) << replay.out;
   EXPECT_NE(replay.out.find("|   } /* " + h + " */\n"), std::string::npos) << replay.out;
+  // `counts` and `sites` call them so too.
+  r = run({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "3"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  Proc counts = prepatch({"counts", d / "out", d / "c"});
+  ASSERT_EQ(counts.status, 0) << counts.err;
+  for (const auto& [calls, f] : by_calls) {
+    EXPECT_TRUE(std::regex_search(counts.out, std::regex("\n" + std::to_string(calls) + " +0x0*" + f.substr(2) + " " + f + "\n"))) << counts.out;
+  }
+  Proc table = prepatch({"sites", d / "out"});
+  for (const auto& [a, f] : name_of) {
+    EXPECT_NE(table.out.find(" prepared   " + f + "\n"), std::string::npos) << table.out;
+  }
 }
 
 }  // namespace
