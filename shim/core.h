@@ -371,6 +371,13 @@ class Text {
     for (int shift = 60; shift >= 0; shift -= 4) ch("0123456789abcdef"[(v >> shift) & 15]);
     return *this;
   }
+  Text& addr(u64 v) {  // 0x and its digits from the first that is not 0, as the readers show an address
+    int shift = 60;
+    while (shift > 0 && !((v >> shift) & 15)) shift -= 4;
+    ch('0').ch('x');
+    for (; shift >= 0; shift -= 4) ch("0123456789abcdef"[(v >> shift) & 15]);
+    return *this;
+  }
   const char* data() const { return buf_; }
   size_t size() const { return len_; }
   bool truncated = false;

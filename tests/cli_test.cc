@@ -187,10 +187,11 @@ TEST(Cli, SymbolNamesAreStoredOnce) {
 // name: replay printed `() {`, report summed them all in one row.
 TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
   TempDir d;
-  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\n"
+  write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
                         "__attribute__((noinline)) int g(int i) { return i * 3 + 1; }\n"
                         "__attribute__((noinline)) int h(int i) { return g(i) + g(i + 1); }\n"
                         "int main(int argc, char** argv) { int n = atoi(argv[1]), s = 0;\n"
+                        "  if (argc > 2) { printf(\"ready %d\\n\", getpid()); fflush(stdout); getchar(); }\n"
                         "  for (int i = 0; i < n; i++) s += h(i);\n  printf(\"%d\\n\", s); return 0; }\n");
   Proc c = run({"gcc", "-O2", "-fpatchable-function-entry=5", "-s", d / "p.c", "-o", d / "p"});
   ASSERT_EQ(c.status, 0) << c.err;
@@ -243,6 +244,15 @@ TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
   for (const auto& [a, f] : name_of) {
     EXPECT_NE(table.out.find(" prepared   " + f + "\n"), std::string::npos) << table.out;
   }
+  // And the shim's `ctl status`, live.
+  Background p({"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c2", d / "out", "3", "wait"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  Proc status = prepatch({"ctl", std::to_string(p.target()), "status"});
+  ASSERT_EQ(status.status, 0) << status.err;
+  EXPECT_NE(status.out.find("\nenabled " + main + " 1\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("\nenabled " + h + " 0\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("\nenabled " + g + " 0\n"), std::string::npos) << status.out;
+  EXPECT_EQ(p.finish().first, 0);
 }
 
 }  // namespace
