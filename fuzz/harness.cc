@@ -52,6 +52,11 @@ bool prepare_one(std::span<const u8> data, const std::string& dir) {
   try {
     elf::Elf elf(data, in);
     (void)list_sites(elf);
+    try {  // the same bytes read as its own separate debug file (rewriter/debug_file.h), whose .symtab discovery reads
+      const elf::Elf symbols(data, in + ".debug", true);
+      (void)list_sites(elf, &symbols);
+    } catch (const InputError&) {
+    }
     r = prepare(elf, out, 0644);
   } catch (const InputError&) {
     return false;

@@ -198,9 +198,10 @@ void Discoverer::read_symbols() {
     prefault(functions_file_->section_data(*functions_));
     prefault(functions_file_->section_data(functions_file_->symbol_strings(*functions_)));
   }
-  for (const auto& [file, tab] : {std::pair{&syms_, syms_.symtab()}, std::pair{&elf_, elf_.dynsym()}}) {
+  for (const auto& table : {std::pair{&syms_, syms_.symtab()}, std::pair{&elf_, elf_.dynsym()}}) {
+    const elf::Section* tab = table.second;  // (not a structured binding: the lambda below captures it)
     if (!tab) continue;
-    for_each_code_symbol(*file, *tab, [&](const elf::Symbol& s, const char* name) {
+    for_each_code_symbol(*table.first, *tab, [&](const elf::Symbol& s, const char* name) {
       if (auto k = tracer_kind(name)) direct_.add(sites_->code_address(s.value), *k);
       sites_->symbol(*this, s, name);
       if (tab == functions_ && s.type == STT_FUNC) {
