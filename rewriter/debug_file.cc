@@ -11,7 +11,7 @@ namespace prepatch {
 namespace {
 
 // .gnu_debuglink: the debug file's name (NUL-terminated, padded to 4 bytes), then the CRC-32 of its
-// bytes. nullopt-like empty name when the section is absent or malformed.
+// bytes. An empty name when the section is absent or malformed.
 struct DebugLink {
   std::string name;
   u32 crc = 0;
@@ -58,6 +58,7 @@ std::string mismatch(const elf::Elf& binary, const DebugSymbols& d, const DebugL
       return "build ID " + hex_bytes(other, "") + ", where the binary's is " + hex_bytes(id, "");
   } else {
     const DebugLink l = link ? *link : debug_link(binary);
+    if (l.name.empty()) return "no build ID in both and no .gnu_debuglink to check it by";
     const auto bytes = d.file.bytes();
     uLong crc = crc32(0L, Z_NULL, 0);
     for (u64 at = 0; at < bytes.size();) {  // (zlib takes at most 4 GiB a call)
@@ -65,7 +66,6 @@ std::string mismatch(const elf::Elf& binary, const DebugSymbols& d, const DebugL
       crc = crc32(crc, bytes.data() + at, n);
       at += n;
     }
-    if (l.name.empty()) return "no build ID in both and no .gnu_debuglink to check it by";
     if (static_cast<u32>(crc) != l.crc) return "CRC-32 " + hex(crc) + ", where the binary's .gnu_debuglink records " + hex(l.crc);
   }
   if (!d.elf.symtab()) return "no .symtab";
