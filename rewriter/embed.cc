@@ -527,11 +527,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       else if (down > 0 && reaches(s, form_of_site, stubs[down - 1].start)) used[down - 1] = true;
     }
     const auto isa = machine == EM_ARM ? arch::Isa::thumb2 : machine == EM_PPC64 ? arch::Isa::ppc64le : arch::Isa::aarch64;
+    // (ARM32's ARM-state islands are checked against the sled and the ARM-state entry's first word)
+    const auto sled = std::span<const u8>(r.data).subspan(r.arm_sled_at ? r.arm_sled_at - r.names.size() : 0, r.arm_sled_size);
+    const auto entry_word = std::span<const u8>(r.data).subspan(blob_at + (h.trampoline[0] & ~u32{1}), 4);
     for (size_t i = 0; i < stubs.size(); i++) {
       if (!used[i]) continue;
       const u64 at = stubs[i].start, target = r.tramp[mk] | (machine == EM_ARM ? 1u : 0u);
-      const auto sled = std::span<const u8>(r.data).subspan(r.arm_sled_at ? r.arm_sled_at - r.names.size() : 0, r.arm_sled_size);
-      const auto entry_word = std::span<const u8>(r.data).subspan(blob_at + (h.trampoline[0] & ~u32{1}), 4);
       if (std::string why = stubs[i].arm ? arch::check_arm_far_island(form[i], at, sled, vaddr + r.arm_sled_at, r.tramp[0], entry_word)
                                          : arch::check_island(isa, form[i], at, target, machine == EM_PPC64 ? std::optional<u64>(toc) : std::nullopt);
           !why.empty())

@@ -151,7 +151,7 @@ Discovery Discoverer::run() {
   prepared_input_ = table_place(elf_).has_value();
   functions_ = syms_.symtab() ? syms_.symtab() : elf_.dynsym();
   functions_file_ = syms_.symtab() ? &syms_ : &elf_;
-  const FunctionNames names = function_names(elf_, &syms_ == &elf_ ? nullptr : &syms_);
+  const FunctionNames names = function_names(elf_, &syms_);
   d_.strings = names.strings;
   d_.strings_section = names.section;
   const elf::Section* mcount_loc = elf_.section("__mcount_loc");
