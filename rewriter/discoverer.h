@@ -94,6 +94,10 @@ class IsaSites {
   // The linker stub a call to `target` enters (`other_state`: in the instruction set other_state()
   // names, ARM32's ARM state, as a Thumb `blx` enters it), or nullopt when none is there.
   virtual std::optional<Stub> stub(const Discoverer&, u64 /*target*/, bool /*other_state*/) const { return std::nullopt; }
+  // Whether code in [start, end) calls through one of the GOT slots `slots` (the PLT entry or, on
+  // PPC64le, ld's call stub loading it), for finding gprof's start-up in a stripped binary
+  // (Discoverer::find_gmon_start); false where this ISA does not look.
+  virtual bool calls_through(const Discoverer&, u64 /*start*/, u64 /*end*/, const std::vector<u64>& /*slots*/) const { return false; }
   // Whether __mcount_loc records are read (gcc -mrecord-mcount is x86-64's), and one such record.
   virtual bool reads_mcount_loc() const { return false; }
   virtual void mcount_loc(Discoverer&, u64) const {}
@@ -241,6 +245,8 @@ class Discoverer {
   void read_symbols();
   void find_tracer_slots();
   std::vector<u64> record(const elf::Section& s) const;
+  void add_unwind_functions();
+  void find_gmon_start(const std::vector<std::pair<u64, u64>>& fdes);
   void scan_symbols();
   void note_padding(std::vector<u64> records);
   void finish();
@@ -260,6 +266,7 @@ class Discoverer {
                                              // with record sections one per address (func_at)
   Targets direct_;
   Targets slots_;
+  std::vector<u64> monstartup_slots_;  // the GOT slots of gprof's __monstartup (find_gmon_start)
   // The code -pg calls enter (PLT entries, linker stubs): how many prepared and skipped sites enter
   // each, and the region a stub jumps into (a call through the stub enters that one too).
   struct Region {

@@ -463,8 +463,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // entered on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed
   // within their reach. Only prepared sites entered it, and none of them does once prepared (on ARM32
   // all in one state: an ARM-state island for ARM-state sites, a Thumb one for Thumb sites). Only with
-  // a symbol table (.symtab): a stripped binary's local functions are not scanned, and an unprepared
-  // call entering an island would find other code (PPC64le's would then restore r2 from a slot its
+  // a symbol table (.symtab): a stripped binary's functions are scanned only where its FDEs cover them
+  // (Discoverer::add_unwind_functions; code without one is not), and an unprepared call entering an
+  // island would find other code (PPC64le's would then restore r2 from a slot its
   // stub no longer wrote).
   const auto& stubs = d.mcount_stubs;
   std::vector<u64> stub_islands, arm_stub_islands;  // (the latter: ARM32's for ARM-state sites)

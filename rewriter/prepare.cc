@@ -345,13 +345,18 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   if (unfollowed_n)
     res.messages.push_back(elf.name() + ": " + std::to_string(unfollowed_n) + " -pg function(s) whose prologue moves sp or saves its return address in a way not followed (" +
                            unfollowed + (unfollowed_n > 3 ? ", ..." : "") + "): the graph tracer leaves their calls out; count and function trace them");
+  if (d.unwind_functions && res.prepared)
+    res.messages.push_back(elf.name() + ": no .symtab: -pg sites looked for in the " + std::to_string(d.unwind_functions) +
+                           " functions the FDEs of .eh_frame cover, which have no names: each is called by its site's address "
+                           "(the binary's debug file would name them: --debug-file)");
   if (res.prepared == 0) {
     res.outcome = PrepareOutcome::no_sites;
     std::string why;
     if (!d.has_symbols && !d.has_records)
-      why = "no sites: no function symbols (stripped?) and no __mcount_loc or __patchable_function_entries section to find them by; "
-            "give its separate debug file (--debug-file), prepare before stripping, or build with -mrecord-mcount or "
-            "-fpatchable-function-entry=N";
+      why = "no sites: no function symbols (stripped?), no __mcount_loc or __patchable_function_entries section to find them by, and no "
+            "-pg call found in the functions its unwind table's FDEs cover (a static binary's mcount then has no name; ARM32's and "
+            "RISC-V64's gcc write no FDEs by default); give its separate debug file (--debug-file), prepare before stripping, or build with "
+            "-mrecord-mcount or -fpatchable-function-entry=N";
     else if (d.sites.empty())
       why = "no sites: no calls to mcount/__fentry__ and no patchable entries found (was it built with -pg, -pg -mfentry or -fpatchable-function-entry=N?)";
     else

@@ -163,6 +163,7 @@ Discovery Discoverer::run() {
     for (u64 a : record(*mcount_loc)) sites_->mcount_loc(*this, a);
   if (patchable)
     for (u64 a : record(*patchable)) sites_->patchable(*this, a);
+  if (!d_.has_symtab && !d_.has_records && isa_ != arch::Isa::thumb2 && !(direct_.empty() && slots_.empty())) add_unwind_functions();
   scan_symbols();
   if (patchable) note_padding(d_.has_symtab ? std::vector<u64>{} : record(*patchable));
   Bulk<Func>().swap(funcs_);  // its huge pages go to BulkAllocator's cache, for the table
@@ -253,7 +254,9 @@ void Discoverer::find_tracer_slots() {
         if (direct_.empty()) continue;
         if (auto k = direct_.find(static_cast<u64>(r.addend))) slots_.add(r.offset, *k);
       } else if (r.sym != 0 && r.sym < nsyms) {
-        if (auto k = tracer_kind(elf_.symbol(symtab, r.sym).name)) slots_.add(r.offset, *k);
+        const auto name = elf_.symbol(symtab, r.sym).name;
+        if (auto k = tracer_kind(name)) slots_.add(r.offset, *k);
+        else if (std::string_view(name) == "__monstartup") monstartup_slots_.push_back(r.offset);
       }
     }
   }
@@ -445,6 +448,40 @@ std::optional<u64> Discoverer::unwind_start_at_or_after(u64 addr, u64 within) co
   return start(lo);
 }
 
+// A stripped binary (no .symtab, its own nor a debug file's) names only the functions it exports
+// (.dynsym): the symbol scan would miss every other -pg function. Its unwind table's FDEs (.eh_frame)
+// know them all, as unnamed functions to scan (their sites are then called by their address): each
+// covers a function from its first byte (gcc's .cfi_startproc; -pg puts no nops before it) or a part of
+// one (a `.cold` part, whose first call is no -pg site). Only without records (__mcount_loc,
+// __patchable_function_entries), which find their sites themselves. Not on ARM32, whose compilers
+// write .ARM.exidx instead, and that not for C by default nor for C++ functions that cannot throw (ld
+// merges them into the EXIDX_CANTUNWIND entries between), its entries not telling Thumb from ARM state.
+// (RISC-V64's gcc writes FDEs only with -fasynchronous-unwind-tables.)
+void Discoverer::add_unwind_functions() {
+  const size_t named = funcs_.size();
+  const std::vector<std::pair<u64, u64>> fdes = fde_ranges(elf_);
+  for (const auto& [start, end] : fdes)
+    funcs_.push_back(Func{sites_->code_address(start), static_cast<u32>(std::min<u64>(end - start, UINT32_MAX)), local_bit});
+  d_.unwind_functions = funcs_.size() - named;
+  sort_by_address(funcs_, [](const Func& f) { return f.local(); });  // a named one first at an address
+  find_gmon_start(fdes);
+}
+
+// gprof's start-up (rewriter/gprof.h), which the preparer turns off, in a stripped -pg binary: no
+// symbol names __gmon_start__, but it is the one function that calls __monstartup, a small one (gcrt1's
+// takes 70-90 bytes). Where exactly one FDE of at most 512 bytes covers such a call, its start is
+// taken for it (PPC64le: its local entry, after the TOC setup, which calls from inside the binary
+// enter); else, a program calling __monstartup itself too, gprof is left as it was (README, "gprof").
+void Discoverer::find_gmon_start(const std::vector<std::pair<u64, u64>>& fdes) {
+  if (d_.gmon_start || monstartup_slots_.empty()) return;
+  u64 found = 0, callers = 0;
+  for (const auto& [start, end] : fdes)
+    if (end - start <= 512 && executable(start, end - start) && sites_->calls_through(*this, start, end, monstartup_slots_)) found = start, callers++;
+  if (callers != 1) return;
+  d_.gmon_start = found;
+  if (u32 w = 0; isa_ == arch::Isa::ppc64le && word(found, w) && arch::ppc64le::is_toc_setup(w)) d_.gmon_start_other = 3 << 5;  // 8 bytes
+}
+
 // Prepares the symbol scan (for_each_unscanned) and has the ISA's file run it.
 void Discoverer::scan_symbols() {
   if (direct_.empty() && slots_.empty()) return;  // nothing to call: no -pg code in this binary
@@ -520,12 +557,14 @@ std::optional<SiteKind> Discoverer::mcount_call(u64 target, bool other_state) {
   if (auto k = direct_.find(target)) return k;
   if (auto i = region(target)) return regions_[*i].kind;
   // A stub ld placed for a call beyond mcount's reach; what it jumps to is mcount, its PLT entry, or
-  // (ld chains them) another such stub. (Reading a few words: asked again for each function whose
-  // first call is an ordinary one, no cache is worth keeping.)
+  // (ld chains them) another such stub; for PPC64le's call stub in a stripped binary, the slot it loads
+  // mcount's address from. (Reading a few words: asked again for each function whose first call is an
+  // ordinary one, no cache is worth keeping.)
   if (auto st = sites_->stub(*this, target, other_state)) {
     const u64 dest = sites_->code_address(st->dest);
     const auto next = region(dest);
-    const auto k = direct_.find(dest);
+    auto k = direct_.find(dest);
+    if (!k) k = slots_.find(dest);
     if (k || next) {
       mcount_region(target, st->start, st->size, k ? *k : regions_[*next].kind);
       regions_[region_of_.back().second].next = next.value_or(~u32{0});

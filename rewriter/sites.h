@@ -85,6 +85,9 @@ struct Discovery {
   bool has_records = false;   // __mcount_loc or __patchable_function_entries present
   u64 unwinder[4] = {};       // the binary's own definitions of shim::unwinder_names (PPC64le: local entries), 0 when none
   bool has_symtab = false;    // a .symtab (not only .dynsym)
+  // Without a .symtab, -pg functions found by the unwind table's entries (Discoverer::add_unwind_functions)
+  // rather than by a symbol: they have no name.
+  size_t unwind_functions = 0;
   bool defines_fork = false;  // a symbol table defines fork or _Fork (glibc's; shim::config_forkless)
   // RISC-V -pg: what the sites call (the _mcount PLT entry, or _mcount itself), which the preparer
   // makes a jump to the shim; 0 when there is none.

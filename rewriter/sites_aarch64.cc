@@ -9,6 +9,7 @@ namespace {
 struct Aarch64Words {
   static constexpr u32 pg_context = arch::aarch64::mov_x0_x30;
   static bool is_bl(u32 w) { return arch::aarch64::bl_opcode(w); }
+  static std::optional<u64> plt_slot(const Discoverer& d, u64 at) { return arch::aarch64_plt_slot(d.code(at, 16), at); }
   static u64 pad_start(Discoverer& d, u64 entry) {
     u32 w = 0;
     return d.word(entry, w) && (w == arch::aarch64::bti_c || w == arch::aarch64::bti_jc) ? entry + 4 : entry;

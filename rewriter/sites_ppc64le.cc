@@ -11,6 +11,14 @@ namespace {
 struct Ppc64leWords {
   static constexpr u32 pg_context = arch::ppc64le::mflr_r0;
   static bool is_bl(u32 w) { return arch::ppc64le::bl_opcode(w); }
+  // ld's call stub (arch/ppc64le.h plt_call_stub) loads its slot relative to the TOC pointer, which
+  // the ELFv2 ABI places at .got + 0x8000 (the `.TOC.` symbol says so too, where not stripped).
+  static std::optional<u64> plt_slot(const Discoverer& d, u64 at) {
+    const auto f = arch::ppc64le::plt_call_stub(at, [&](u64 a, u32& w) { return d.word(a, w); });
+    const elf::Section* got = d.elf().section(".got");
+    if (!f || !got) return std::nullopt;
+    return got->addr + 0x8000 + static_cast<u64>(f->toc_offset);
+  }
   static u64 pad_start(Discoverer&, u64 entry) { return entry; }
   // gcc 12 puts the pad at the global entry, before the TOC setup, so calls from inside the binary (to
   // the local entry point) never run it: such sites are skipped, saying so (also where no symbol
@@ -47,7 +55,15 @@ class Ppc64leSites final : public WordSites<Ppc64leWords> {
     // The TOC pointer's value, which those stubs and the functions calling them rely on r2 holding.
     if (!std::strcmp(name, ".TOC.")) d.found().toc = s.value;
   }
-  // No PLT entries to read: the call stubs are named by symbols (above).
+  // No PLT entries to read: the call stubs are named by symbols (above). A stripped binary's are not:
+  // there a call enters a stub in ld's form whose slot holds mcount's address (Discoverer::mcount_call
+  // takes that slot for the `dest`).
+  std::optional<Stub> stub(const Discoverer& d, u64 target, bool) const override {
+    const auto f = arch::ppc64le::plt_call_stub(target, [&](u64 at, u32& w) { return d.word(at, w); });
+    const auto slot = Ppc64leWords::plt_slot(d, target);
+    if (!f || !slot) return std::nullopt;
+    return Stub{target, f->size, *slot};
+  }
 };
 
 }  // namespace

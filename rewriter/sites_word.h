@@ -11,7 +11,9 @@
 //   u64 pad_start(Discoverer&, u64 entry): where a pad at the function's entry begins (AArch64: after
 //                   a `bti` landing pad);
 //   Skip pad_skip(Discoverer&, u64 entry, u64 nops): why such a pad cannot be prepared, or Skip::none;
-//   u8 after_call(Discoverer&, u64 at): bytes after a -pg call at `at` that become a nop with it.
+//   u8 after_call(Discoverer&, u64 at): bytes after a -pg call at `at` that become a nop with it;
+//   std::optional<u64> plt_slot(const Discoverer&, u64 at): the GOT slot the PLT entry or call stub at
+//     `at` jumps through.
 #pragma once
 #include <algorithm>
 
@@ -62,6 +64,17 @@ class WordSites : public IsaSites {
     s.set_skip(W::pad_skip(d, entry, nops));
     if (s.prepared()) d.note_pre_entry(addr, *pad_entry);
     d.push_record_site(s);
+  }
+
+  bool calls_through(const Discoverer& d, u64 start, u64 end, const std::vector<u64>& slots) const final {
+    u32 w = 0;
+    for (u64 at = (start + 3) & ~u64{3}; at + 4 <= end; at += 4) {
+      if (!d.word(at, w) || !W::is_bl(w)) continue;
+      const auto target = arch::bl_target(d.isa(), d.code(at, 4), at);
+      const auto slot = target ? W::plt_slot(d, *target) : std::nullopt;
+      if (slot && std::find(slots.begin(), slots.end(), *slot) != slots.end()) return true;
+    }
+    return false;
   }
 
   void scan_all(Discoverer& d) const final {
