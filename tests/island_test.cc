@@ -338,14 +338,14 @@ void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std:
 void expect_traced_as_shaped(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
                              const std::string& shape) {
   const std::string out = d / "out";
-  Proc o = run(bin.exec(plain, {std::to_string(n)}));
+  Proc o = run(bin.exec(plain, {std::to_string(n)}), d.path());  // (in d: the -pg program writes gmon.out, 35 MB for the large texts)
   ASSERT_EQ(o.status, 0) << o.err;
-  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(out, {std::to_string(n)})));
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(out, {std::to_string(n)})), d.path());
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(t.out, o.out);
   EXPECT_EQ(t.err, "");
   EXPECT_EQ(function_counts(out, d / "c"), counts);
-  Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(out, {std::to_string(n)})));
+  Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(out, {std::to_string(n)})), d.path());
   EXPECT_EQ(g.status, 0) << g.err;
   EXPECT_EQ(g.out, o.out);
   Proc replay = prepatch({"replay", d / "t.trace"});
