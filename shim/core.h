@@ -130,6 +130,17 @@ struct SiteEntry {
   u8 kind, length, call_form, flags;
 };
 
+// An address as the readers show it: 0x and its hex digits from the first that is not 0 (`0x11b0`),
+// written to `out` (at most 18 characters); their count.
+inline size_t format_addr(u64 v, char* out) {
+  int shift = 60;
+  while (shift > 0 && !((v >> shift) & 15)) shift -= 4;
+  size_t n = 0;
+  out[n++] = '0', out[n++] = 'x';
+  for (; shift >= 0; shift -= 4) out[n++] = "0123456789abcdef"[(v >> shift) & 15];
+  return n;
+}
+
 // The __patch_sites table of the running binary, read in place. check() validates what the handler
 // and the batches rely on (docs/FORMAT.md, "Readers must check"); nothing is used before it passed.
 class TableView {
@@ -170,6 +181,15 @@ class TableView {
   }
   u64 addr(u64 i) const { return load_le(base_ + header_size + i * entry_size, 8); }
   const char* name(u64 i) const { return reinterpret_cast<const char*>(base_ + strings_) + entry(i).name; }
+  // The name a glob matches for site i: its symbol, or where no symbol names its function (a stripped
+  // binary) its site's address as the readers call it (`0x11b0`), written into `buf`.
+  static constexpr size_t addr_name_size = 19;
+  const char* glob_name(u64 i, char (&buf)[addr_name_size]) const {
+    const char* n = name(i);
+    if (*n) return n;
+    buf[format_addr(addr(i), buf)] = 0;
+    return buf;
+  }
 
   // The index of the site whose first byte is at link-time address `a`, or count() when none.
   u64 find_start(u64 a) const {
@@ -371,12 +391,9 @@ class Text {
     for (int shift = 60; shift >= 0; shift -= 4) ch("0123456789abcdef"[(v >> shift) & 15]);
     return *this;
   }
-  Text& addr(u64 v) {  // 0x and its digits from the first that is not 0, as the readers show an address
-    int shift = 60;
-    while (shift > 0 && !((v >> shift) & 15)) shift -= 4;
-    ch('0').ch('x');
-    for (; shift >= 0; shift -= 4) ch("0123456789abcdef"[(v >> shift) & 15]);
-    return *this;
+  Text& addr(u64 v) {  // as the readers show an address (format_addr)
+    char b[TableView::addr_name_size];
+    return put(b, format_addr(v, b));
   }
   const char* data() const { return buf_; }
   size_t size() const { return len_; }

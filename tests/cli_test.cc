@@ -184,7 +184,7 @@ TEST(Cli, SymbolNamesAreStoredOnce) {
 // A binary stripped before preparing names none of its functions (its sites come from
 // __patchable_function_entries): the readers call each by its site's address, as `sites` lists it,
 // so that report keeps them apart and replay shows which called which. Before, every one was an empty
-// name: replay printed `() {`, report summed them all in one row.
+// name: replay printed `() {`, report summed them all in one row. A glob selects one by that address.
 TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
   TempDir d;
   write_file(d / "p.c", "#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
@@ -252,6 +252,12 @@ TEST(Cli, AStrippedBinarysFunctionsAreCalledByTheirSitesAddress) {
   EXPECT_NE(status.out.find("\nenabled " + main + " 1\n"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("\nenabled " + h + " 0\n"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("\nenabled " + g + " 0\n"), std::string::npos) << status.out;
+  // A glob selects one by that address.
+  Proc off = prepatch({"ctl", std::to_string(p.target()), "disable", g});
+  ASSERT_EQ(off.status, 0) << off.err;
+  status = prepatch({"ctl", std::to_string(p.target()), "status"});
+  EXPECT_NE(status.out.find("\nenabled " + h + " 0\n"), std::string::npos) << status.out;
+  EXPECT_EQ(status.out.find("\nenabled " + g + " "), std::string::npos) << status.out;
   EXPECT_EQ(p.finish().first, 0);
 }
 

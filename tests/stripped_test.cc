@@ -94,6 +94,16 @@ TEST_P(StrippedPg, ItsFunctionsAreFoundByTheirFdesAndCalledByTheirSitesAddress) 
   ASSERT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(t.out, "33\n");
   EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{main, 1}, {h, 3}, {g, 6}}));
+  // Globs select an unnamed function by that address: at start, and in the readers.
+  std::filesystem::remove(d / "c");
+  t = run(with_env({"PREPATCH_TRACE=" + g, "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"3"})), d.path());
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{g, 6}}));
+  Proc only_h = prepatch({"replay", "--function", h, d / "t.trace"});
+  ASSERT_EQ(only_h.status, 0) << only_h.err;
+  EXPECT_NE(only_h.out.find("|   " + h + "() {\n"), std::string::npos) << only_h.out;  // (at its depth)
+  EXPECT_NE(only_h.out.find("|     " + g + "();\n"), std::string::npos) << only_h.out;
+  EXPECT_EQ(only_h.out.find(main + "()"), std::string::npos) << only_h.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, StrippedPg,

@@ -221,6 +221,13 @@ long TraceFile::caller(u64 number, u64& link) const {
   return -1;
 }
 
+std::string TraceFile::glob_name(u32 site) const {
+  if (!known(site)) return {};
+  const Object& o = objects_[owner_[site]];
+  const std::string_view m = mangled(site);
+  return m.empty() ? hex(o.table.entries[site - o.first].addr) : std::string(m);
+}
+
 void TraceFile::make_name(u32 site) {
   std::lock_guard<std::mutex> lock(naming_);
   if (named_[site].load(std::memory_order_relaxed)) return;
@@ -230,8 +237,7 @@ void TraceFile::make_name(u32 site) {
     return;
   }
   if (mangled(site).empty()) {  // no symbol named it (a stripped binary): its site's link-time address
-    const Object& o = objects_[owner_[site]];
-    names_[site] = hex(o.table.entries[site - o.first].addr);
+    names_[site] = glob_name(site);
     calls_[site] = names_[site] + "()";
   } else {
     const std::string shown = show_mangled_ ? std::string(mangled(site)) : shown_name(mangled(site));

@@ -94,6 +94,9 @@ class TraceFile {
     const Object& o = objects_[owner_[site]];
     return o.table.name(o.table.entries[site - o.first]);
   }
+  // What globs match (trace/wanted.h): the raw symbol, or where no symbol named the function (a
+  // stripped binary) its site's address as name() shows it, as the shim's globs do.
+  std::string glob_name(u32 site) const;
   // The file of the object a site is in, as the process loaded it (the header's `object` for its own;
   // empty in files written before it was recorded), and its base name, which OBJECT:FUNCTION globs
   // match; which objects were recorded.

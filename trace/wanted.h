@@ -19,7 +19,7 @@ class Wanted {
   bool operator()(u32 site) {
     if (globs_.empty()) return true;
     u8 k = known_[site].load(std::memory_order_relaxed);
-    if (!k) known_[site].store(k = name_matches(globs_, t_.mangled(site), t_.object_base(site)) ? 2 : 1, std::memory_order_relaxed);
+    if (!k) known_[site].store(k = name_matches(globs_, t_.glob_name(site), t_.object_base(site)) ? 2 : 1, std::memory_order_relaxed);
     return k == 2;
   }
 
