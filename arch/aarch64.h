@@ -46,6 +46,12 @@ constexpr bool encode_bl(u64 at, u64 target, u32& out) {
 // Whether `w` has BL's opcode (bits 31-26 100101): the cheap test before Capstone decodes it.
 constexpr bool bl_opcode(u32 w) { return (w & 0xfc00'0000) == bl; }
 
+// Where `b` or `bl` (bits 30-26 00101, imm26 words) at `at` goes, or nullopt for another word.
+constexpr std::optional<u64> b_or_bl_target(u32 w, u64 at) {
+  if ((w & 0x7c00'0000) != 0x1400'0000) return std::nullopt;
+  return at + static_cast<u64>((static_cast<i64>(static_cast<i32>(w << 6)) >> 6) * 4);
+}
+
 // `b target` at `at` (the same reach as bl); false when out of reach or misaligned.
 constexpr bool encode_b(u64 at, u64 target, u32& out) {
   if (!encode_bl(at, target, out)) return false;

@@ -46,6 +46,13 @@ constexpr bool encode_bl(u64 at, u64 target, u32& out) {
 // decodes it.
 constexpr bool bl_opcode(u32 w) { return (w & 0xfc00'0003) == bl; }
 
+// Where a relative `b` or `bl` (opcode 18, AA = 0; LI the signed word offset in bits 25-2) at `at`
+// goes, or nullopt for another word.
+constexpr std::optional<u64> b_or_bl_target(u32 w, u64 at) {
+  if ((w & 0xfc00'0002) != 0x4800'0000) return std::nullopt;
+  return at + static_cast<u64>(static_cast<i64>(static_cast<i32>((w & 0x03ff'fffc) << 6)) >> 6);
+}
+
 // `b target` at `at` (the same reach as bl); false when out of reach or misaligned.
 constexpr bool encode_b(u64 at, u64 target, u32& out) {
   if (!encode_bl(at, target, out)) return false;

@@ -240,6 +240,39 @@ std::string cannot_embed(const elf::Elf& elf) {
 // space (arch/thumb2.h encode_arm_far_island).
 constexpr u64 arm_sled_most = 0x1'0000;
 
+// Which of the stubs -pg calls enter on their way to mcount (Discovery::mcount_stubs) code discovery
+// did not read may enter too, in a binary without a .symtab: discovery then scanned only the functions
+// the FDEs cover (rewriter/sites.cc add_unwind_functions). Every aligned word of the executable
+// segments that is a `b` or `bl` (AArch64, PPC64le) into a stub must be a site or lie in a stub itself
+// (ld chains them); a stub entered from anywhere else keeps its code. (Data that reads as such a branch
+// only costs that stub its island.)
+std::vector<bool> stubs_entered_elsewhere(const elf::Elf& elf, const Discovery& d) {
+  const auto& stubs = d.mcount_stubs;
+  std::vector<bool> out(stubs.size());
+  const auto stub_at = [&](u64 a) -> std::optional<size_t> {
+    auto it = std::upper_bound(stubs.begin(), stubs.end(), a, [](u64 x, const Discovery::Stretch& t) { return x < t.start; });
+    if (it == stubs.begin() || a >= (it - 1)->start + (it - 1)->size) return std::nullopt;
+    return static_cast<size_t>(it - 1 - stubs.begin());
+  };
+  const auto is_site = [&](u64 a) {
+    auto it = std::lower_bound(d.sites.begin(), d.sites.end(), a, [](const Site& s, u64 x) { return s.addr < x; });
+    return it != d.sites.end() && it->addr == a;
+  };
+  const bool aarch64 = elf.header().machine == EM_AARCH64;
+  for (const elf::Segment& g : elf.segments()) {
+    if (g.type != PT_LOAD || !(g.flags & PF_X)) continue;
+    const auto b = elf.bytes_at(g.vaddr, g.filesz);
+    for (u64 i = (4 - g.vaddr % 4) % 4; i + 4 <= b.size(); i += 4) {
+      const u32 w = static_cast<u32>(elf.codec().get(b, i, 4));
+      const u64 at = g.vaddr + i;
+      const auto target = aarch64 ? arch::aarch64::b_or_bl_target(w, at) : arch::ppc64le::b_or_bl_target(w, at);
+      if (!target) continue;
+      if (const auto k = stub_at(*target); k && !stub_at(at) && !is_site(at)) out[*k] = true;
+    }
+  }
+  return out;
+}
+
 u64 runtime_segment_tail(u16 machine) {
   std::span<const u8> blob = shim_blob(machine);
   return blob.empty() ? 0 : page - 1 + blob_header(blob).mem_size;
@@ -462,11 +495,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // ARM32, AArch64 and PPC64le -pg sites that reach neither: the nearest island over code their calls
   // entered on the way to mcount (Discovery::mcount_stubs: a PLT entry, ld's stubs), which ld placed
   // within their reach. Only prepared sites entered it, and none of them does once prepared (on ARM32
-  // all in one state: an ARM-state island for ARM-state sites, a Thumb one for Thumb sites). Only with
-  // a symbol table (.symtab): a stripped binary's functions are scanned only where its FDEs cover them
-  // (Discoverer::add_unwind_functions; code without one is not), and an unprepared call entering an
-  // island would find other code (PPC64le's would then restore r2 from a slot its
-  // stub no longer wrote).
+  // all in one state: an ARM-state island for ARM-state sites, a Thumb one for Thumb sites). An
+  // unprepared call entering an island would find other code (PPC64le's would then restore r2 from a
+  // slot its stub no longer wrote), so every caller must be known: with a symbol table (.symtab) every
+  // function was scanned; without one (AArch64, PPC64le) only those the FDEs cover, and a stub that a
+  // branch from elsewhere enters takes no island (stubs_entered_elsewhere); on ARM32, whose stripped
+  // binaries' local functions are not scanned at all, none does.
   const auto& stubs = d.mcount_stubs;
   std::vector<u64> stub_islands, arm_stub_islands;  // (the latter: ARM32's for ARM-state sites)
   bool far = false;
@@ -478,13 +512,14 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   u64 toc = d.toc;
   for (const elf::Section& sec : elf.sections())
     if (machine == EM_PPC64 && far && !toc && sec.name == ".got") toc = sec.addr + 0x8000;
-  if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && d.has_symtab) {
+  if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && (d.has_symtab || machine != EM_ARM)) {
+    const std::vector<bool> elsewhere = d.has_symtab ? std::vector<bool>(stubs.size()) : stubs_entered_elsewhere(elf, d);
     // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).
     std::vector<std::vector<u8>> form(stubs.size());
     for (size_t i = 0; i < stubs.size(); i++) {
       const u64 at = stubs[i].start;
       std::vector<u8>& b = form[i];
-      if (at % 4) continue;
+      if (at % 4 || elsewhere[i]) continue;
       if (machine == EM_ARM && stubs[i].arm) {  // on to the ARM-state entry: absolute, or through the sled
         if (fixed && stubs[i].size >= arch::thumb2::arm_absolute_island_size) {
           b.resize(arch::thumb2::arm_absolute_island_size);

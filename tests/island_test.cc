@@ -442,7 +442,8 @@ class IslandLargeText : public ::testing::TestWithParam<LargeText> {};
 // Thumb-2 (+-16 MiB): 20 MiB twice, so main's and near()'s calls take an island over the PLT entry
 // (12 bytes, position-independent) and far()'s and mid()'s one over ld's stub (in a PIE its 12-byte
 // PIC form; without -pie its 8-byte absolute one, which takes the 8-byte `ldr.w pc` island).
-// Stripped, refused; with its debug file beside it, prepared and counted (ARM32 only).
+// Stripped, refused; with its debug file beside it, prepared and counted (ARM32 only). AArch64's and
+// PPC64le's stripped builds take the same islands without one.
 // AArch64 (+-128 MiB): 130 MiB once, so main and near() take an island over the PLT entry (the 12-byte
 // adrp form), and far() and mid(), whose calls went through ld's stub, reach the shim. PPC64le (+-32
 // MiB): 34 MiB twice; ld gives each stretch of text a `plt_call` stub of its own, and each takes the
@@ -473,6 +474,25 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
     expect_islands_listed(d / "out", r.err);
     const int n = 6;
     expect_traced_as_called(bin, d, d / "large", n, {{"main", 1}, {"mid", n}, {"near", n}, {"far", n}}, "2near();\n2far();\n");
+    if (p.isa != "arm") {
+      // Stripped, without its debug file: discovery finds the functions by their FDEs, and each stub's
+      // callers by a sweep of the text's branches; the same islands, each site counted as unstripped.
+      std::map<u64, long> expected;  // by site address
+      const std::map<std::string, long> calls = {{"main", 1}, {"mid", n}, {"near", n}, {"far", n}};
+      const nlohmann::json j = nlohmann::json::parse(prepatch({"sites", "--json", d / "large"}).out);
+      for (const auto& site : j["sites"]) expected[site["address"]] = calls.at(site["function"]);
+      ASSERT_EQ(expected.size(), 4u);
+      c = run({bin.tool("strip"), "-s", d / "large", "-o", d / "stripped"});
+      ASSERT_EQ(c.status, 0) << c.err;
+      std::filesystem::remove(d / "out");
+      r = prepatch({d / "stripped", "-o", d / "out"});
+      ASSERT_EQ(r.status, 0) << r.err;
+      EXPECT_NE(r.err.find("call it through " + p.islands + " over the PLT entries and linker stubs"), std::string::npos) << r.err;
+      Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "cs"}, bin.exec(d / "out", {std::to_string(n)})), d.path());
+      EXPECT_EQ(t.status, 0) << t.err;
+      EXPECT_EQ(site_counts(d / "out", d / "cs"), expected);
+      std::filesystem::remove(d / "stripped");
+    }
     std::filesystem::remove(d / "large"), std::filesystem::remove(d / "out");  // (136 MiB each on AArch64)
   }
   // Stripped (the functions in .dynsym, -rdynamic): the stubs' other callers could not all be known,
@@ -516,6 +536,24 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
                                            LargeText{"ppc64le", "powerpc64le-linux-gnu-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands"},
                                            LargeText{"arm", "arm-linux-gnueabihf-gcc", 34, true, {"-pie", "-no-pie"}, "2 branch islands", "-marm"}),
                          [](const ::testing::TestParamInfo<LargeText>& i) { return i.param.isa + (i.param.flags.empty() ? "" : "_marm"); });
+
+// Stripped, the stubs' callers are known by a sweep of the text's branches (rewriter/embed.cc
+// stubs_entered_elsewhere): hand-written code that no FDE covers calls _mcount through the PLT entry
+// near main, so that entry keeps its code, and main's and near()'s sites, which reach nothing else,
+// are refused (as they are unstripped, where that code is a function whose call is a site skipped).
+TEST(Island, AStrippedStubEnteredFromCodeNoFdeCoversKeepsItsCode) {
+  TempDir d;
+  write_file(d / "large.c", large_text_program(130, false) + "__asm__(\".text\\n.globl odd\\n.type odd, %function\\nodd: bl _mcount\\n ret\\n\");\n");
+  Proc c = run({"aarch64-linux-gnu-gcc", "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", d / "large.c", "-o", d / "large"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  c = run({"aarch64-linux-gnu-strip", "-s", d / "large", "-o", d / "stripped"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::filesystem::remove(d / "large");
+  Proc r = prepatch({d / "stripped", "-o", d / "out"});
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+  EXPECT_FALSE(exists(d / "out"));
+}
 
 // -fpatchable-function-entry=N,M in a text larger than a `bl` reaches: the M nops before a function's
 // entry never run, so a site that reaches neither the shim nor the island after the text calls an
