@@ -95,10 +95,15 @@ std::string prepared_for(const std::string& program) {
   const MappedFile self("/proc/self/exe");
   key.add(self.bytes().data(), self.bytes().size());
   key.add(file.bytes().data(), file.bytes().size());
-  // A stripped program's debug file, found as `prepatch` finds one, names its functions (and is in the key).
+  // A stripped program's debug file, found as `prepatch` finds one, names its functions. Its name is in
+  // the key, not its bytes (often hundreds of MB): it was taken only where its build ID, or the CRC-32
+  // in the program's .gnu_debuglink, is the program's, which the program's bytes already pin.
   std::string note;
   const std::unique_ptr<DebugSymbols> symbols = debug_symbols(elf, program, "", default_debug_dir, note);
-  if (symbols) key.add(symbols->file.bytes().data(), symbols->file.bytes().size());
+  if (symbols) {
+    const std::string debug = "debug file " + symbols->elf.name();
+    key.add(debug.data(), debug.size());
+  }
   const std::string dir = cache_dir();
   const std::string parent = dir.substr(0, dir.rfind('/'));
   if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) throw IoError(parent + ": cannot create: " + errno_text());

@@ -80,9 +80,17 @@ TEST(DebugFile, BesideTheBinaryItNamesAStrippedBinarysFunctions) {
 }
 
 // `prepatch record` finds it too: the stripped program traced, its functions named in the report.
+// Its name is in the cache's key: recorded first without it (by address), then with it (by name).
 TEST(DebugFile, RecordReadsItToo) {
   TempDir d;
   build_split(d, TestBinary{}, "gcc", "-pg -mfentry", "p");
+  std::filesystem::rename(d / "p.debug", d / "away.debug");
+  Proc before = run({"env", "XDG_CACHE_HOME=" + d / "cache", PREPATCH_BIN, "record", "-o", d / "t0.trace", "--", d / "p", "3"}, d.path());
+  ASSERT_EQ(before.status, 0) << before.err;
+  const std::string unnamed = prepatch({"report", d / "t0.trace"}).out;
+  EXPECT_EQ(unnamed.find(" main\n"), std::string::npos) << unnamed;
+  EXPECT_NE(unnamed.find(" 0x"), std::string::npos) << unnamed;
+  std::filesystem::rename(d / "away.debug", d / "p.debug");
   Proc r = run({"env", "XDG_CACHE_HOME=" + d / "cache", PREPATCH_BIN, "record", "-o", d / "t.trace", "--", d / "p", "3"}, d.path());
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "33\n");
