@@ -351,8 +351,8 @@ CountedRun build_prepare_and_count(const TempDir& d, const std::string& isa, std
   EXPECT_EQ(built.status, 0) << built.err;
   CountedRun r{prepatch({d / "p", "-o", d / "out"}), {}, {}};
   const TestBinary b{.isa = isa};
-  r.plain = run(b.exec(d / "p", args));
-  r.counted = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, b.exec(d / "out", args)));
+  r.plain = run(b.exec(d / "p", args), d.path());  // (in d: a -pg program writes gmon.out there)
+  r.counted = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, b.exec(d / "out", args)), d.path());
   return r;
 }
 
