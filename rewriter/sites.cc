@@ -471,12 +471,22 @@ void Discoverer::add_unwind_functions() {
 // symbol names __gmon_start__, but it is the one function that calls __monstartup, a small one (gcrt1's
 // takes 70-90 bytes). Where exactly one FDE of at most 512 bytes covers such a call, its start is
 // taken for it (PPC64le: its local entry, after the TOC setup, which calls from inside the binary
-// enter); else, a program calling __monstartup itself too, gprof is left as it was (README, "gprof").
+// enter). Where no FDE does (RISC-V64's gcrt1 has none), the entries of .preinit_array, which that
+// gcrt1 calls it from, are tried instead, each up to the next (128 bytes at most). Else, a program
+// calling __monstartup itself too, gprof is left as it was (README, "gprof").
 void Discoverer::find_gmon_start(const std::vector<std::pair<u64, u64>>& fdes) {
   if (d_.gmon_start || monstartup_slots_.empty()) return;
   u64 found = 0, callers = 0;
+  const auto look = [&](u64 start, u64 end) {
+    if (executable(start, end - start) && sites_->calls_through(*this, start, end, monstartup_slots_)) found = start, callers++;
+  };
   for (const auto& [start, end] : fdes)
-    if (end - start <= 512 && executable(start, end - start) && sites_->calls_through(*this, start, end, monstartup_slots_)) found = start, callers++;
+    if (end - start <= 512) look(start, end);
+  if (const elf::Section* preinit = elf_.section(".preinit_array"); !callers && preinit) {
+    std::vector<u64> entries = record(*preinit);
+    std::sort(entries.begin(), entries.end());
+    for (size_t i = 0; i < entries.size(); i++) look(entries[i], std::min(entries[i] + 128, i + 1 < entries.size() ? entries[i + 1] : ~u64{0}));
+  }
   if (callers != 1) return;
   d_.gmon_start = found;
   if (u32 w = 0; isa_ == arch::Isa::ppc64le && word(found, w) && arch::ppc64le::is_toc_setup(w)) d_.gmon_start_other = 3 << 5;  // 8 bytes

@@ -12,18 +12,36 @@ namespace {
 
 namespace rv = arch::riscv64;
 
+// The GOT slot the PLT entry at `at` loads (`auipc t3; ld t3, lo(t3)`), or nullopt.
+std::optional<u64> plt_slot(const Discoverer& d, u64 at) {
+  u32 auipc = 0, ld = 0;
+  if (!d.word(at, auipc) || !d.word(at + 4, ld) || !rv::is_auipc(auipc) || !rv::is_ld(ld) || rv::rs1_of(ld) != rv::rd_of(auipc)) return std::nullopt;
+  return at + static_cast<u64>(rv::u_imm(auipc) + rv::i_imm(ld));
+}
+
 class Riscv64Sites final : public IsaSites {
  public:
   // 16-byte entries after a 32-byte header: auipc t3; ld t3; jalr t1, t3; nop.
   void plt(Discoverer& d, const elf::Section& s) const override {
-    auto b = d.elf().section_data(s);
-    const auto& codec = d.elf().codec();
-    for (u64 at = 32; at + 16 <= b.size(); at += 16) {
-      const u32 auipc = static_cast<u32>(codec.get(b, at, 4)), ld = static_cast<u32>(codec.get(b, at + 4, 4));
-      if (!rv::is_auipc(auipc) || !rv::is_ld(ld) || rv::rs1_of(ld) != rv::rd_of(auipc)) continue;
-      const u64 slot = s.addr + at + static_cast<u64>(rv::u_imm(auipc) + rv::i_imm(ld));
-      if (auto k = d.slots().find(slot)) d.direct().add(s.addr + at, *k);
+    for (u64 at = 32; at + 16 <= s.size; at += 16)
+      if (const auto slot = plt_slot(d, s.addr + at))
+        if (auto k = d.slots().find(*slot)) d.direct().add(s.addr + at, *k);
+  }
+
+  // Each call (`jal ra`, or `auipc ra; jalr ra`, looked for at every halfword) to a PLT entry jumping
+  // through one of `slots`.
+  bool calls_through(const Discoverer& d, u64 start, u64 end, const std::vector<u64>& slots) const override {
+    u32 w = 0, next = 0;
+    for (u64 at = start & ~u64{1}; at + 4 <= end; at += 2) {
+      if (!d.word(at, w)) continue;
+      std::optional<u64> target;
+      if (rv::is_jal(w) && rv::rd_of(w) == rv::ra) target = at + static_cast<u64>(rv::j_imm(w));
+      else if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra && d.word(at + 4, next) && rv::is_jalr_via(next, rv::ra))
+        target = at + static_cast<u64>(rv::u_imm(w) + rv::i_imm(next));
+      const auto slot = target ? plt_slot(d, *target) : std::nullopt;
+      if (slot && std::find(slots.begin(), slots.end(), *slot) != slots.end()) return true;
     }
+    return false;
   }
 
   // -fpatchable-function-entry=N[,M]: N nops (c.nop halfwords with the C extension), M of them before
