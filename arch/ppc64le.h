@@ -107,6 +107,9 @@ struct PltCallStub {
   u32 size;
   i64 toc_offset;
 };
+// Where the ELFv2 ABI puts the TOC pointer: this far past the start of .got (the `.TOC.` symbol, where
+// a binary still has it, says the same).
+inline constexpr u64 toc_past_got = 0x8000;
 template <class Word>
 constexpr std::optional<PltCallStub> plt_call_stub(u64 at, Word word) {
   u32 w[5] = {};

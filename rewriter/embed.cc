@@ -511,7 +511,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // (.got + 0x8000), kept only where the stub then loads from _mcount's slot.
   u64 toc = d.toc;
   for (const elf::Section& sec : elf.sections())
-    if (machine == EM_PPC64 && far && !toc && sec.name == ".got") toc = sec.addr + 0x8000;
+    if (machine == EM_PPC64 && far && !toc && sec.name == ".got") toc = sec.addr + arch::ppc64le::toc_past_got;
   if (far && (machine == EM_ARM || machine == EM_AARCH64 || machine == EM_PPC64) && !stubs.empty() && (d.has_symtab || machine != EM_ARM)) {
     const std::vector<bool> elsewhere = d.has_symtab ? std::vector<bool>(stubs.size()) : stubs_entered_elsewhere(elf, d);
     // The island each stub can take, jumping to the mcount trampoline (empty: none fits or reaches).

@@ -1,6 +1,7 @@
 // PPC64le (ELFv2) site discovery (rewriter/sites_word.h): gcc -pg (`mflr r0` early in the prologue,
 // then `bl _mcount`, directly or through ld's call stub) and -fpatchable-function-entry.
 #include <cstring>
+#include <utility>
 
 #include "arch/ppc64le.h"
 #include "rewriter/sites_word.h"
@@ -11,13 +12,17 @@ namespace {
 struct Ppc64leWords {
   static constexpr u32 pg_context = arch::ppc64le::mflr_r0;
   static bool is_bl(u32 w) { return arch::ppc64le::bl_opcode(w); }
-  // ld's call stub (arch/ppc64le.h plt_call_stub) loads its slot relative to the TOC pointer, which
-  // the ELFv2 ABI places at .got + 0x8000 (the `.TOC.` symbol says so too, where not stripped).
-  static std::optional<u64> plt_slot(const Discoverer& d, u64 at) {
+  // ld's call stub at `at` (arch/ppc64le.h plt_call_stub) and the slot it loads, relative to the TOC
+  // pointer at its ELFv2 place.
+  static std::optional<std::pair<arch::ppc64le::PltCallStub, u64>> call_stub(const Discoverer& d, u64 at) {
     const auto f = arch::ppc64le::plt_call_stub(at, [&](u64 a, u32& w) { return d.word(a, w); });
     const elf::Section* got = d.elf().section(".got");
     if (!f || !got) return std::nullopt;
-    return got->addr + 0x8000 + static_cast<u64>(f->toc_offset);
+    return std::pair{*f, got->addr + arch::ppc64le::toc_past_got + static_cast<u64>(f->toc_offset)};
+  }
+  static std::optional<u64> plt_slot(const Discoverer& d, u64 at) {
+    const auto s = call_stub(d, at);
+    return s ? std::optional<u64>(s->second) : std::nullopt;
   }
   static u64 pad_start(Discoverer&, u64 entry) { return entry; }
   // gcc 12 puts the pad at the global entry, before the TOC setup, so calls from inside the binary (to
@@ -59,10 +64,9 @@ class Ppc64leSites final : public WordSites<Ppc64leWords> {
   // there a call enters a stub in ld's form whose slot holds mcount's address (Discoverer::mcount_call
   // takes that slot for the `dest`).
   std::optional<Stub> stub(const Discoverer& d, u64 target, bool) const override {
-    const auto f = arch::ppc64le::plt_call_stub(target, [&](u64 at, u32& w) { return d.word(at, w); });
-    const auto slot = Ppc64leWords::plt_slot(d, target);
-    if (!f || !slot) return std::nullopt;
-    return Stub{target, f->size, *slot};
+    const auto s = Ppc64leWords::call_stub(d, target);
+    if (!s) return std::nullopt;
+    return Stub{target, s->first.size, s->second};
   }
 };
 

@@ -26,11 +26,10 @@ class X86_64Sites final : public IsaSites {
   // to land on such a PLT entry exactly) to a PLT entry jumping through one of `slots`.
   bool calls_through(const Discoverer& d, u64 start, u64 end, const std::vector<u64>& slots) const override {
     const auto b = d.code(start, end - start);
-    for (u64 i = 0; i + 5 <= b.size(); i++) {
-      if (b[i] != 0xe8) continue;
-      const i32 rel = static_cast<i32>(b[i + 1] | b[i + 2] << 8 | b[i + 3] << 16 | u32{b[i + 4]} << 24);
-      const u64 target = start + i + 5 + static_cast<u64>(static_cast<i64>(rel));
-      const auto slot = arch::plt_slot(d.code(target, std::min<u64>(16, d.code_size(target))), target);
+    for (u64 i = 0; i < b.size(); i++) {
+      const auto c = b[i] == 0xe8 ? arch::match_call(b.subspan(i), start + i) : std::nullopt;
+      if (!c) continue;
+      const auto slot = arch::plt_slot(d.code(c->target, std::min<u64>(16, d.code_size(c->target))), c->target);
       if (slot && std::find(slots.begin(), slots.end(), *slot) != slots.end()) return true;
     }
     return false;
