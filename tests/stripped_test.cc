@@ -112,6 +112,61 @@ INSTANTIATE_TEST_SUITE_P(Isas, StrippedPg,
                                            CrossBuild{"riscv64", "riscv64-linux-gnu-gcc", "-pg -fasynchronous-unwind-tables"}),
                          [](const auto& i) { return i.param.name(); });
 
+// A stripped -pg shared library (`-fPIC -shared -s`), used by a program built without -pg: its
+// exported function keeps the name .dynsym gives it, its static one is called by its site's address,
+// the sites are the unstripped library's, and every call is counted exactly in the library's section of
+// the counts file; the program behaves as with the library as built.
+class StrippedPgLibrary : public ::testing::TestWithParam<CrossBuild> {};
+
+TEST_P(StrippedPgLibrary, ItsExportsKeepTheirNamesAndItsStaticFunctionsAreCountedByAddress) {
+  const CrossBuild& p = GetParam();
+  const TestBinary bin{.isa = p.isa};
+  TempDir d;
+  write_file(d / "lib.c", R"(__attribute__((noinline)) static int twice(int x) { __asm__ volatile("" ::: "memory"); return 2 * x; }
+int api(int n) { int s = 0; for (int i = 0; i < n; i++) s += twice(i); return s; }
+)");
+  write_file(d / "main.c", R"(#include <stdio.h>
+#include <stdlib.h>
+int api(int);
+int main(int argc, char** argv) { printf("%d\n", api(argc > 1 ? atoi(argv[1]) : 1)); return 0; }
+)");
+  for (const std::string dir : {"built", "prepared"}) std::filesystem::create_directory(d / dir);
+  Proc c = run(cc_command(p.cc, p.flags + " -fPIC -shared", d / "lib.c", d / "libs.so"));
+  ASSERT_EQ(c.status, 0) << c.err;
+  c = run({bin.tool("strip"), "-s", d / "libs.so", "-o", d / "built/libs.so"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  c = run({p.cc, "-O2", d / "main.c", "-L" + d / "built", "-ls", "-o", d / "main"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::map<std::string, long> full = sites_by_function(d / "libs.so");
+  ASSERT_EQ(full.size(), 2u);
+  const std::string twice = hex(full.at("twice"));
+  EXPECT_EQ(sites_by_function(d / "built/libs.so"), (std::map<std::string, long>{{"api", full.at("api")}, {twice, full.at("twice")}}));
+
+  Proc r = prepatch({d / "built/libs.so", "-o", d / "prepared/libs.so"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("no .symtab: -pg sites looked for in the "), std::string::npos) << r.err;
+  const auto command = [&](const std::string& libdir, std::vector<std::string> env) {
+    env.insert(env.begin(), "LD_LIBRARY_PATH=" + d / libdir);
+    return with_env(env, bin.exec(d / "main", {"5"}));
+  };
+  Proc want = run(command("built", {}), d.path());
+  ASSERT_EQ(want.status, 0) << want.err;
+  EXPECT_EQ(want.out, "20\n");
+  Proc off = run(command("prepared", {}), d.path());
+  EXPECT_EQ(off.status, 0) << off.err;
+  EXPECT_EQ(off.out, want.out);
+  Proc on = run(command("prepared", {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}), d.path());
+  EXPECT_EQ(on.status, 0) << on.err;
+  EXPECT_EQ(on.out, want.out);
+  EXPECT_EQ(function_counts(d / "prepared/libs.so", d / "c"), (std::map<std::string, long>{{"api", 1}, {twice, 5}}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, StrippedPgLibrary,
+                         ::testing::Values(CrossBuild{"", "gcc", "-pg"}, CrossBuild{"aarch64", "aarch64-linux-gnu-gcc", "-pg"},
+                                           CrossBuild{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg"},
+                                           CrossBuild{"riscv64", "riscv64-linux-gnu-gcc", "-pg -fasynchronous-unwind-tables"}),
+                         [](const auto& i) { return i.param.name(); });
+
 // A program that calls __monstartup itself as well as gcrt1's __gmon_start__: which is which is not
 // known without symbols, so neither is touched. Its own function still runs (it prints), and gprof
 // writes gmon.out as it did unprepared.
