@@ -49,7 +49,7 @@ TEST(Cli, InPlaceIsAtomicAndKeepsTheMode) {
   EXPECT_EQ(mode_of(f), 0750u);
   EXPECT_EQ(list_dir(d.path()), std::vector<std::string>{"prog"}) << "no temporary file left behind";
   EXPECT_NE(read_file(f), read_file(source));
-  Proc a = run({source}), b = run({f});
+  Proc a = run({source}, d.path()), b = run({f}, d.path());  // (the unprepared -pg program writes gmon.out there)
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.status, b.status);
   EXPECT_EQ(prepatch({f, "-o", f}).status, 3) << "already prepared";
@@ -168,7 +168,7 @@ TEST(Cli, SymbolNamesAreStoredOnce) {
   ASSERT_EQ(sites.status, 0) << sites.err;
   EXPECT_NE(sites.out.find(" main\n"), std::string::npos) << sites.out;
   EXPECT_EQ(prepatch({"sites", d / "out"}).out, sites.out) << "the same sites, names and all";
-  Proc a = run({source}), b = run({d / "stripped"});
+  Proc a = run({source}, d.path()), b = run({d / "stripped"}, d.path());  // (gmon.out there)
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.status, b.status);
 

@@ -228,7 +228,8 @@ TEST(Writer, EarlyCopyWritesTheSameBytes) {
     MappedFile out(d / "early");
     elf::Elf o(out.bytes(), "early");
     EXPECT_EQ(o.section(".strtab")->offset == e.section(".strtab")->offset, in_path != big_program()) << "the payload keeps the input whole";
-    Proc a = run({in_path}), b = run({d / "early"});
+    TempDir cwd;  // (where an unprepared -pg input writes its gmon.out)
+    Proc a = run({in_path}, cwd.path()), b = run({d / "early"}, cwd.path());
     EXPECT_EQ(b.status, 0) << b.err;
     EXPECT_EQ(a.out, b.out);
     // With one CPU there is no second thread (elf/copier.h): the same bytes again.
