@@ -28,7 +28,7 @@ enum class CallForm : u8 {
 
 // clang-format off
 // Intel SDM vol. 2B, "NOP": the recommended multi-byte sequences, one instruction each.
-inline constexpr u8 canonical_nops[][11] = {
+PREPATCH_CONSTANT u8 canonical_nops[][11] = {
   {0x90},                                                        // nop
   {0x66, 0x90},                                                  // xchg %ax,%ax
   {0x0f, 0x1f, 0x00},                                            // nopl (%rax)

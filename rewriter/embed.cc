@@ -134,6 +134,22 @@ bool is_shared_object(const elf::Elf& elf) {
   return !dyn.empty();
 }
 
+// Where an executable's islands of last resort may go (shim::LowIslands): the 64 KiB page below its
+// lowest segment's, which in a PIE lies below address 0 (the sum with its load bias wraps). Nullopt
+// for a shared object (what lies below it is the loader's choice: often another object), on ARM32
+// (32-bit addresses) and RISC-V64 (whose patchable sites' auipc names their island when prepared),
+// and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr).
+std::optional<u64> low_islands_page(const elf::Elf& elf) {
+  const u16 m = elf.header().machine;
+  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64) || is_shared_object(elf)) return std::nullopt;
+  u64 lowest = ~u64{0};
+  for (const elf::Segment& s : elf.segments())
+    if (s.type == PT_LOAD) lowest = std::min(lowest, s.vaddr);
+  constexpr u64 size = shim::low_islands_page;
+  if (lowest == ~u64{0} || (elf.header().type == ET_EXEC && lowest < 2 * size)) return std::nullopt;
+  return lowest / size * size - size;
+}
+
 // Where a shared object's shim starts and ends (docs/SHIM.md, "Shared objects", "Unloading"): its
 // DT_INIT, which ld.so calls before the object's constructors, and its DT_FINI, which it calls after
 // the object's destructors; or, where there is none (RISC-V: its C library has no _init or _fini),
@@ -309,6 +325,21 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     u8 call[arch::thumb2::arm_site_len];
     return target && arch::encode_call_form(form, s.addr, target, call);
   };
+  // And for the islands of last resort (shim::LowIslands), where the executable may have a page for
+  // them and a site may reach neither end of the segment.
+  const std::optional<u64> low_page = low_islands_page(elf);
+  u64 before_blob = r.entry_islands_at + entry_room;
+  if (low_page) {
+    bool far = false;
+    reach.for_each_end([&](const Site& s, arch::CallForm form) {
+      far |= !reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + page + h.mem_size);
+    });
+    if (far) {
+      r.low_islands_at = align_up(before_blob, 8);
+      before_blob = r.low_islands_at + sizeof(shim::LowIslands);
+      r.blob_offset = align_up(before_blob, page);
+    }
+  }
   // AArch64: a far slot for the 8-byte islands (below) on the page before the blob, where a
   // patchable site may reach neither end of the segment (a 4 KiB page more in the file).
   if (elf.header().machine == EM_AARCH64 && !d.pre_entry.empty()) {
@@ -317,7 +348,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       far |= s.kind == SiteKind::patchable && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + page + h.mem_size));
     });
     if (far) {
-      r.far_slot_at = align_up(vaddr + r.entry_islands_at + entry_room, 4096) - vaddr;  // (4 KiB: adrp's page)
+      r.far_slot_at = align_up(vaddr + before_blob, 4096) - vaddr;  // (4 KiB: adrp's page)
       r.blob_offset = align_up(r.far_slot_at + arch::aarch64::far_slot_size, page);
     }
   }
@@ -337,7 +368,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       far |= form == arch::CallForm::arm_b && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + arm_sled_most + page + h.mem_size));
     });
     if (far) {
-      r.arm_sled_at = align_up(r.entry_islands_at + entry_room, 4);
+      r.arm_sled_at = align_up(before_blob, 4);
       for (const Discovery::Stretch& t : d.mcount_stubs)
         if (const auto l = arm_landing(t)) r.arm_sled_size = std::max(r.arm_sled_size, l->landing + 4 - (vaddr + r.arm_sled_at));
       if (!r.arm_sled_size) r.arm_sled_at = 0;
@@ -720,12 +751,44 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                               ")"
                         : ""));
   };
-  // Whether the site calls its trampoline, its island, or an island over a stub or before an entry.
+  // Whether the site calls its trampoline, its island, an island over a stub or before an entry, or
+  // one of last resort.
+  shim::LowIslands low{};
   const auto reached = [&](const Site& s, arch::CallForm form) {
     return reaches(s, form, target_of(s)) || reaches(s, form, config.island[island_index(s)]) ||
            (s.kind == SiteKind::mcount && listed_reached(stub_islands, s, form)) ||
-           (s.kind == SiteKind::patchable && listed_reached(entry_islands, s, form));
+           (s.kind == SiteKind::patchable && listed_reached(entry_islands, s, form)) ||
+           reaches(s, form, low.island[static_cast<int>(s.kind) - 1]);
   };
+  // The islands of last resort (shim::LowIslands): for each kind some of whose sites reach none of the
+  // above, one on the page below the executable's lowest segment, which the shim maps at start. (A pass
+  // over every site, only where a site may reach neither end of the shim's segment.)
+  if (r.low_islands_at) {
+    bool need_low[3] = {};
+    for (const Site& s : d.sites)
+      if (s.prepared() && !reached(s, call_form_of(elf, s))) need_low[static_cast<int>(s.kind) - 1] = true;
+    low.page = *low_page;
+    for (int k = 0; k < 3; k++) {
+      if (!need_low[k]) continue;
+      const u64 at = low.page + shim::low_islands_page - shim::low_islands_code + 64 * k;
+      const std::vector<u8> bytes = arch::encode_island(*isa, at, r.tramp[k]);
+      if (bytes.empty() || bytes.size() > 64) throw std::logic_error("internal: no branch island of at most 64 bytes for " + hex(at));
+      if (std::string why = arch::check_island(*isa, bytes, at, r.tramp[k]); !why.empty())
+        throw std::logic_error("internal: the branch island at " + hex(at) + " below the executable fails its check: " + why);
+      std::memcpy(low.code + 64 * k, bytes.data(), bytes.size());
+      low.island[k] = at;
+      r.low_island_addrs.push_back(at);
+    }
+    if (!r.low_island_addrs.empty()) {
+      const u64 at = r.low_islands_at - r.names.size();
+      elf.codec().put(r.data, at, 8, low.page);
+      for (int k = 0; k < 3; k++) elf.codec().put(r.data, at + 8 + 8 * k, 8, low.island[k]);
+      std::memcpy(r.data.data() + at + __builtin_offsetof(shim::LowIslands, code), low.code, sizeof low.code);
+      config.low_islands = static_cast<u32>(r.low_islands_at);
+      config.flags |= shim::config_low_islands;
+      std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+    }
+  }
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     state_picked(s, form);
     if (!reached(s, form)) fail_far(s);

@@ -26,7 +26,8 @@ struct SiteRow {
 struct IslandRow {
   u64 addr = 0;
   std::optional<u64> file_offset;
-  std::string where;  // "after the text", "over a linker stub or PLT entry", "over the nops before an entry"
+  std::string where;  // "after the text", "over a linker stub or PLT entry", "over the nops before an entry",
+                      // "below the lowest segment, mapped at start"
   SiteKind kind = SiteKind::fentry;  // the trampoline it leads to: the kind of the sites that call it
   bool arm_state = false;            // ARM32: the ARM-state sites' entry (Config::island[0])
 };

@@ -243,7 +243,9 @@ void expect_islands_listed(const std::string& out, const std::string& prepare_er
   if (std::regex_search(prepare_err, m, std::regex("through a branch island at vaddr 0x([0-9a-f]+) \\((\\d+) bytes after the text\\)")))
     after = std::stoull(m[1].str(), nullptr, 16), after_bytes = std::stoull(m[2].str());
   for (const auto& [list, where] : {std::pair{"over the PLT entries and linker stubs their calls went through,", "over a linker stub or PLT entry"},
-                                    std::pair{"over the nops before a function's entry,", "over the nops before an entry"}}) {
+                                    std::pair{"over the nops before a function's entry,", "over the nops before an entry"},
+                                    std::pair{"on a page the shim maps below the executable's lowest segment at start,",
+                                              "below the lowest segment, mapped at start"}}) {
     const size_t at = prepare_err.find(list);
     if (at == std::string::npos) continue;
     const std::string rest = prepare_err.substr(at, prepare_err.find('\n', at) - at);
@@ -539,8 +541,8 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandLargeText,
 
 // Stripped, the stubs' callers are known by a sweep of the text's branches (rewriter/embed.cc
 // stubs_entered_elsewhere): hand-written code that no FDE covers calls _mcount through the PLT entry
-// near main, so that entry keeps its code, and main's and near()'s sites, which reach nothing else,
-// are refused (as they are unstripped, where that code is a function whose call is a site skipped).
+// near main, so that entry keeps its code, and main's and near()'s sites, which reach nothing else in
+// the binary, call the island of last resort on the page below the executable: counted exactly.
 TEST(Island, AStrippedStubEnteredFromCodeNoFdeCoversKeepsItsCode) {
   TempDir d;
   write_file(d / "large.c", large_text_program(130, false) + "__asm__(\".text\\n.globl odd\\n.type odd, %function\\nodd: bl _mcount\\n ret\\n\");\n");
@@ -550,9 +552,13 @@ TEST(Island, AStrippedStubEnteredFromCodeNoFdeCoversKeepsItsCode) {
   ASSERT_EQ(c.status, 0) << c.err;
   std::filesystem::remove(d / "large");
   Proc r = prepatch({d / "stripped", "-o", d / "out"});
-  EXPECT_EQ(r.status, 4) << r.err;
-  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_FALSE(exists(d / "out"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err.find("over the PLT entries and linker stubs"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start"), std::string::npos)
+      << r.err;
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, TestBinary{.isa = "aarch64"}.exec(d / "out", {"6"})), d.path());
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(count_values(site_counts(d / "out", d / "c")), (std::multiset<long>{1, 6, 6, 6}));
 }
 
 // -fpatchable-function-entry=N,M in a text larger than a `bl` reaches: the M nops before a function's
@@ -637,8 +643,9 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   EXPECT_EQ(std::stoull(m[1].str(), nullptr, 16), *page_island);
   // Stripped, no symbol names an entry or a function's end, but the FDEs of .eh_frame show where the
   // functions end: the far sites call an island written over the alignment padding between two of
-  // them (the C runtime's), and each site counts its calls. Without .eh_frame too: refused, saying
-  // so, nothing written.
+  // them (the C runtime's), and each site counts its calls. Without .eh_frame too, nothing says where
+  // a function ends: main's and near()'s sites call the island of last resort on the page below the
+  // executable (far() reaches the shim), counted the same.
   c = run({p.cc, "-O2", p.flags, "-fno-toplevel-reorder", "-ffunction-sections", p.link, "-s", d / "large.c", "-o", d / "large"});
   ASSERT_EQ(c.status, 0) << c.err;
   r = prepatch({d / "large", "-o", d / "out"});
@@ -651,14 +658,14 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   c = run({"aarch64-linux-gnu-objcopy", "-R", ".eh_frame", "-R", ".eh_frame_hdr", d / "large"});
   ASSERT_EQ(c.status, 0) << c.err;
   r = prepatch({d / "large", "-o", d / "out"});
-  EXPECT_EQ(r.status, 4) << r.err;
-  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("the nops before a function's entry that its symbol names, -fpatchable-function-entry=N,M with M >= 2, or 8 "
-                       "bytes of alignment padding between functions: this binary has no .symtab, and the FDEs of its .eh_frame show no "
-                       "such padding)"),
-            std::string::npos)
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start"), std::string::npos)
       << r.err;
-  EXPECT_FALSE(exists(d / "out"));
+  std::filesystem::remove(d / "c");
+  t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, TestBinary{.isa = p.isa}.exec(d / "out", {"6"})));
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(count_values(site_counts(d / "out", d / "c")), (std::multiset<long>{1, 6, 6, 6}));
+  std::filesystem::remove(d / "out");
 }
 
 std::string repeated(int n, const std::string& s) {
@@ -705,8 +712,8 @@ std::string without_room_after_the_text(std::string bytes) {
 // alignment padding between two functions (the C runtime's, in this small program), found from the
 // symbols, or in a stripped binary from the FDEs of .eh_frame (at the same place; also where only the
 // C runtime's functions have one). Stripped and without .eh_frame, where nothing says where a function
-// ends, they are refused, naming the site and why, and nothing is written.
-TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntryElseRefuses) {
+// ends, they call the island of last resort on a page below the executable, counted the same.
+TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program());
   std::string padding_island;           // where the symbols put the island over the padding
@@ -754,45 +761,124 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryOrTheNopsBeforeTheirEntry
       std::filesystem::remove(d / "out");
       continue;
     }
-    EXPECT_EQ(r.status, 4) << r.err;
-    EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("with a bl (+-128 MiB)"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("nor is there room for a branch island within its reach"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("this binary has no .symtab, and the FDEs of its .eh_frame show no such padding"), std::string::npos) << r.err;
-    EXPECT_FALSE(exists(d / "out"));
+    // Nothing says where a function ends: the island of last resort, on the page the shim maps below
+    // the executable at start (shim/abi.h LowIslands), and each site counts its calls.
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr 0x"),
+              std::string::npos)
+        << r.err;
+    expect_islands_listed(d / "out", r.err);
+    Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, TestBinary{.isa = "aarch64"}.exec(d / "out", {"4"})));
+    EXPECT_EQ(t.status, 0) << t.err;
+    EXPECT_EQ(site_counts(d / "out", d / "c"), unstripped_counts);
   }
 }
 
 // The same on x86-64 past a 3 GiB .bss (-mcmodel=medium): a site with 22 nops before its entry
-// (-fpatchable-function-entry=27,22) calls the 22-byte island written over them, counted and
-// graph-traced call by call; with none (=5), refused, naming the option.
-TEST(Island, X86NoRoomAfterTheTextLeavesPatchableSitesTheNopsBeforeTheirEntryElseRefuses) {
+// (-fpatchable-function-entry=27,22) calls the 22-byte island written over them; with none (=5), and
+// for -pg -mfentry and -pg sites, which never have any, the island of last resort on the page the shim
+// maps below the executable at start (shim/abi.h LowIslands), in a PIE and at a fixed address alike.
+// Each counted and graph-traced call by call. Where that page is taken when the program starts (here
+// by a preloaded library's constructor), the shim says so and leaves tracing off: the program runs
+// as built, and no counts file appears.
+TEST(Island, X86NoRoomAfterTheTextLeavesSitesTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(3));
-  for (const std::string flag : {"-fpatchable-function-entry=27,22", "-fpatchable-function-entry=5"}) {
+  write_file(d / "take.c", R"(#define _GNU_SOURCE
+#include <link.h>
+#include <stdio.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+static int first(struct dl_phdr_info* i, size_t n, void* out) { (void)n; *(ElfW(Addr)*)out = i->dlpi_addr; return 1; }
+__attribute__((constructor)) static void take(void) {  /* the 64 KiB below the executable's first segment */
+  ElfW(Addr) bias = 0, lowest = ~(ElfW(Addr))0;
+  dl_iterate_phdr(first, &bias);
+  const ElfW(Phdr)* ph = (const ElfW(Phdr)*)getauxval(AT_PHDR);
+  for (unsigned long k = 0; k < getauxval(AT_PHNUM); k++)
+    if (ph[k].p_type == PT_LOAD && ph[k].p_vaddr < lowest) lowest = ph[k].p_vaddr;
+  void* want = (void*)(bias + (lowest & ~(ElfW(Addr))0xffff) - 0x10000);
+  if (mmap(want, 0x10000, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != want) fputs("take: not taken\n", stderr);
+}
+)");
+  Proc c = run({"gcc", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", d / "take.c", "-o", d / "take.so"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  for (const std::string flag : {"-fpatchable-function-entry=27,22", "-fpatchable-function-entry=5", "-fpatchable-function-entry=5 -no-pie",
+                                 "-pg -mfentry", "-pg"}) {
     SCOPED_TRACE(flag);
-    Proc c = run(cc_command("gcc", flag + " -mcmodel=medium", d / "big.c", d / "big"));
+    c = run(cc_command("gcc", flag + " -mcmodel=medium", d / "big.c", d / "big"));
     ASSERT_EQ(c.status, 0) << c.err;
     const std::string bytes = without_room_after_the_text(read_file(d / "big"));
     ASSERT_FALSE(bytes.empty());
     write_file(d / "nopad", bytes, 0755);
     std::filesystem::remove(d / "out");
     Proc r = prepatch({d / "nopad", "-o", d / "out"});
-    if (flag == "-fpatchable-function-entry=5") {
-      EXPECT_EQ(r.status, 4) << r.err;
-      EXPECT_NE(r.err.find("with a rel32 call (+-2 GiB)"), std::string::npos) << r.err;
-      EXPECT_NE(r.err.find("-fpatchable-function-entry=N,M with M >= 22)"), std::string::npos) << r.err;
-      EXPECT_FALSE(exists(d / "out"));
-      continue;
-    }
     ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.err.find("call it through 1 branch island over the nops before a function's entry, at vaddr 0x"), std::string::npos) << r.err;
+    const bool pads = flag == "-fpatchable-function-entry=27,22";
+    EXPECT_NE(r.err.find(pads ? "call it through 1 branch island over the nops before a function's entry, at vaddr 0x"
+                              : "call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr 0x"),
+              std::string::npos)
+        << r.err;
+    if (flag.ends_with("-no-pie")) {  // (at a fixed address: the 64 KiB below 0x400000)
+      EXPECT_NE(r.err.find("at vaddr 0x3fff"), std::string::npos) << r.err;
+    }
     expect_islands_listed(d / "out", r.err);
     // Read back, the island's record leads to its function's site, as before.
     Proc sites = prepatch({"sites", d / "out"});
     EXPECT_NE(sites.out.find("3 sites (0 skipped); prepared binary"), std::string::npos) << sites.out;
     expect_traced_as_called(TestBinary{}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
+    if (pads || flag.ends_with("-no-pie")) continue;
+    const Proc plain = run({d / "nopad", "4"}, d.path());
+    std::filesystem::remove(d / "c");
+    Proc taken = run({"env", "LD_PRELOAD=" + d / "take.so", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "4"}, d.path());
+    EXPECT_EQ(taken.status, plain.status);
+    EXPECT_EQ(taken.out, plain.out);
+    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: tracing is off: the 64 KiB at 0x[0-9a-f]+ below the executable, where its far "
+                                                        "sites' branch islands go, are taken\n$")))
+        << taken.err;
+    EXPECT_FALSE(exists(d / "c"));
   }
+}
+
+// PPC64le, static (at a fixed address, 0x10000000) past a 1 GiB .bss with no room after the text:
+// leaf(), the only function without a TOC setup (whose sites are skipped, README), has neither nops
+// before its entry nor a stub, and calls the island of last resort on the page below the executable
+// (0x0fff0000), counted and graph-traced call by call. (qemu-ppc64le cannot run such a PIE at all.)
+TEST(Island, Ppc64leNoRoomAfterTheTextTakesAPageBelowTheExecutable) {
+  TempDir d;
+  write_file(d / "big.c", R"(#include <stdio.h>
+#include <stdlib.h>
+static char big[1UL << 30];
+__attribute__((noinline)) int leaf(int i) { __asm__ volatile("" ::: "memory"); return i * 3; }
+__attribute__((noinline)) int mid(int i) { return leaf(i) + leaf(i + 1); }
+int main(int argc, char** argv) {
+  int n = atoi(argv[1]), s = 0;
+  for (int i = 0; i < n; i++) s += mid(i);
+  ((volatile char*)big)[n] = 1;
+  printf("%d\n", s + ((volatile char*)big)[n]);
+  return argc - 2;
+}
+)");
+  Proc c = run(cc_command("powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=2 -static", d / "big.c", d / "big"));
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string bytes = without_room_after_the_text(read_file(d / "big"));
+  ASSERT_FALSE(bytes.empty());
+  write_file(d / "nopad", bytes, 0755);
+  Proc r = prepatch({d / "nopad", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr 0xfffffc0;"),
+            std::string::npos)
+      << r.err;
+  expect_islands_listed(d / "out", r.err);
+  const TestBinary bin{.isa = "ppc64le"};
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"5"})), d.path());
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(t.out, "76\n");
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"leaf", 10}}));
+  t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t"}, bin.exec(d / "out", {"5"})), d.path());
+  EXPECT_EQ(t.status, 0) << t.err;
+  Proc replay = prepatch({"replay", d / "t"});
+  EXPECT_EQ(replay.status, 0) << replay.err;
+  EXPECT_EQ(call_shape(replay.out), repeated(10, "0leaf();\n")) << replay.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
