@@ -137,11 +137,11 @@ bool is_shared_object(const elf::Elf& elf) {
 // Where an executable's islands of last resort may go (shim::LowIslands): the 64 KiB page below its
 // lowest segment's, which in a PIE lies below address 0 (the sum with its load bias wraps). Nullopt
 // for a shared object (what lies below it is the loader's choice: often another object), on ARM32
-// (32-bit addresses) and RISC-V64 (whose patchable sites' auipc names their island when prepared),
-// and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr).
+// (32-bit addresses, and qemu-arm does not grant the page), and for an ET_EXEC whose page would lie
+// below 64 KiB (vm.mmap_min_addr; RISC-V64's start at 0x10000).
 std::optional<u64> low_islands_page(const elf::Elf& elf) {
   const u16 m = elf.header().machine;
-  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64) || is_shared_object(elf)) return std::nullopt;
+  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || is_shared_object(elf)) return std::nullopt;
   u64 lowest = ~u64{0};
   for (const elf::Segment& s : elf.segments())
     if (s.type == PT_LOAD) lowest = std::min(lowest, s.vaddr);
@@ -767,6 +767,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     bool need_low[3] = {};
     for (const Site& s : d.sites)
       if (s.prepared() && !reached(s, call_form_of(elf, s))) need_low[static_cast<int>(s.kind) - 1] = true;
+    // (RISC-V -pg: what the sites call must reach the mcount trampoline, its island, or this one)
+    if (d.mcount_via && !redirect_reaches(r.tramp[mk]) && !redirect_reaches(config.island[mk])) need_low[mk] = true;
     low.page = *low_page;
     for (int k = 0; k < 3; k++) {
       if (!need_low[k]) continue;
@@ -776,7 +778,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       if (std::string why = arch::check_island(*isa, bytes, at, r.tramp[k]); !why.empty())
         throw std::logic_error("internal: the branch island at " + hex(at) + " below the executable fails its check: " + why);
       std::memcpy(low.code + 64 * k, bytes.data(), bytes.size());
-      low.island[k] = at;
+      low.island[k] = r.low_island_of[k] = at;
       r.low_island_addrs.push_back(at);
     }
     if (!r.low_island_addrs.empty()) {
@@ -800,7 +802,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         state_picked(s, call_form_of(elf, s));
         if (!reached(s, call_form_of(elf, s))) fail_far(s);
       }
-  if (d.mcount_via) r.redirect = riscv_redirect(elf, d.mcount_via, redirect_reaches(r.tramp[mk]) || !config.island[mk] ? r.tramp[mk] : config.island[mk]);
+  if (d.mcount_via)
+    r.redirect = riscv_redirect(elf, d.mcount_via,
+                                redirect_reaches(r.tramp[mk])        ? r.tramp[mk]
+                                : redirect_reaches(config.island[mk]) ? config.island[mk]
+                                : low.island[mk]                      ? low.island[mk]
+                                                                      : r.tramp[mk]);  // (refused there, saying why)
   return r;
 }
 

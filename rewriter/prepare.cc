@@ -141,8 +141,8 @@ class SitePatches {
     if (machine_ != EM_RISCV) return arch::patchable_context_word(machine_);
     u32 auipc = 0, jalr = 0;  // in reach of the trampoline or its island: runtime_segment checked every site's call
     const int pk = static_cast<int>(SiteKind::patchable) - 1;
-    if (!arch::riscv64::encode_call(s.addr - 4, rt_.tramp[pk], arch::riscv64::t0, auipc, jalr))
-      arch::riscv64::encode_call(s.addr - 4, rt_.island_of[pk], arch::riscv64::t0, auipc, jalr);  // (as the shim tries them)
+    for (const u64 target : {rt_.tramp[pk], rt_.island_of[pk], rt_.low_island_of[pk]})  // (as the shim tries them)
+      if (target && arch::riscv64::encode_call(s.addr - 4, target, arch::riscv64::t0, auipc, jalr)) break;
     return auipc;
   }
 
@@ -449,7 +449,7 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
                            std::to_string(n) + " branch island" + (n == 1 ? "" : "s") +
                            " on a page the shim maps below the executable's lowest segment at start," + at_vaddrs(rt.low_island_addrs) +
                            (wraps ? " (below address 0, where the load address is added)" : "") +
-                           "; where that page is taken when the program starts, tracing stays off");
+                           "; where that page is taken when the program starts, its sites stay off");
   }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);

@@ -567,20 +567,19 @@ void serve(char** envp);
 bool pin_object();
 
 // The executable's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
-// its lowest segment, mapped before any site can call them and never moved. False, having said why,
+// its lowest segment, mapped before any site can call them and never moved. False, with why in `why`,
 // where the page is taken (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
-bool map_low_islands(const Object& o) {
+bool map_low_islands(const Object& o, char* why, u64 why_size) {
   const auto* low = reinterpret_cast<const LowIslands*>(o.table_addr + o.config->low_islands);
   const u64 at = low->page + o.bias;
+  const auto fail = [&](const char* what) {
+    Text t(why, why_size - 1);
+    t.str("the 64 KiB at ").addr(at).str(" below it, where its far sites' branch islands go, ").str(what);
+    why[t.size()] = 0;
+    return false;
+  };
   const long p = call(sys::nr_mmap, static_cast<long>(at), low_islands_page, sys::prot_read | sys::prot_write,
                       sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
-  const auto fail = [&](const char* what) {
-    char buf[192];
-    Text t(buf, sizeof buf - 1);
-    t.str("the 64 KiB at ").addr(at).str(" below the executable, where its far sites' branch islands go, ").str(what);
-    buf[t.size()] = 0;
-    return say("tracing is off: ", buf), false;
-  };
   if (p != static_cast<long>(at)) {
     if (p >= 0 || p < -4095) call(sys::nr_munmap, p, low_islands_page);
     return fail("are taken");
@@ -599,7 +598,11 @@ void start(char** envp) {
   g.obj.config = &prepatch_config;
   find_extent(g.obj);
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
-  if ((prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj)) return;
+  char why[192];
+  if ((prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj, why, sizeof why)) {
+    if (env_any(envp, "PREPATCH_")) say("this program's sites stay off: ", why);  // (as claim_process's stand-downs)
+    return;
+  }
   if (claim_process(envp) != Claim::serve) return;
   g.objects = 1;
   serve(envp);

@@ -779,8 +779,8 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryTheNopsBeforeTheirEntryOr
 // for -pg -mfentry and -pg sites, which never have any, the island of last resort on the page the shim
 // maps below the executable at start (shim/abi.h LowIslands), in a PIE and at a fixed address alike.
 // Each counted and graph-traced call by call. Where that page is taken when the program starts (here
-// by a preloaded library's constructor), the shim says so and leaves tracing off: the program runs
-// as built, and no counts file appears.
+// by a preloaded library's constructor), the shim leaves the sites off, saying so where tracing was
+// asked for: the program runs as built, and no counts file appears.
 TEST(Island, X86NoRoomAfterTheTextLeavesSitesTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(3));
@@ -832,10 +832,13 @@ __attribute__((constructor)) static void take(void) {  /* the 64 KiB below the e
     Proc taken = run({"env", "LD_PRELOAD=" + d / "take.so", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "4"}, d.path());
     EXPECT_EQ(taken.status, plain.status);
     EXPECT_EQ(taken.out, plain.out);
-    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: tracing is off: the 64 KiB at 0x[0-9a-f]+ below the executable, where its far "
-                                                        "sites' branch islands go, are taken\n$")))
+    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: this program's sites stay off: the 64 KiB at 0x[0-9a-f]+ below it, where "
+                                                        "its far sites' branch islands go, are taken\n$")))
         << taken.err;
     EXPECT_FALSE(exists(d / "c"));
+    Proc quiet = run({"env", "LD_PRELOAD=" + d / "take.so", d / "out", "4"}, d.path());  // (nothing asked: nothing said)
+    EXPECT_EQ(quiet.out, plain.out);
+    EXPECT_EQ(quiet.err, "");
   }
 }
 
@@ -879,6 +882,30 @@ int main(int argc, char** argv) {
   Proc replay = prepatch({"replay", d / "t"});
   EXPECT_EQ(replay.status, 0) << replay.err;
   EXPECT_EQ(call_shape(replay.out), repeated(10, "0leaf();\n")) << replay.out;
+}
+
+// RISC-V64 past a 3 GiB .bss with no room after the text: patchable sites (their auipc, written when
+// prepared, names the island) and the -pg sites' redirect (what they call jumps on to it) take the
+// island of last resort on the page below the PIE, counted and graph-traced call by call.
+TEST(Island, Riscv64NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
+  TempDir d;
+  write_file(d / "big.c", big_bss_program(3));
+  for (const std::string flag : {"-fpatchable-function-entry=4", "-pg"}) {
+    SCOPED_TRACE(flag);
+    Proc c = run(cc_command("riscv64-linux-gnu-gcc", flag, d / "big.c", d / "big"));
+    ASSERT_EQ(c.status, 0) << c.err;
+    const std::string bytes = without_room_after_the_text(read_file(d / "big"));
+    ASSERT_FALSE(bytes.empty());
+    write_file(d / "nopad", bytes, 0755);
+    std::filesystem::remove(d / "out");
+    Proc r = prepatch({d / "nopad", "-o", d / "out"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr 0x"),
+              std::string::npos)
+        << r.err;
+    expect_islands_listed(d / "out", r.err);
+    expect_traced_as_called(TestBinary{.isa = "riscv64"}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
