@@ -705,6 +705,18 @@ std::string without_room_after_the_text(std::string bytes) {
   return bytes.replace(text_end, 64, std::string(64, '\xff'));
 }
 
+// d/big.c built by `cc` with `flags` into d/big, then d/nopad: that binary without room after its text
+// (above), prepared into d/out: the preparer's result.
+Proc prepare_without_room(const TempDir& d, const std::string& cc, const std::string& flags) {
+  Proc c = run(cc_command(cc, flags, d / "big.c", d / "big"));
+  EXPECT_EQ(c.status, 0) << c.err;
+  const std::string bytes = without_room_after_the_text(read_file(d / "big"));
+  EXPECT_FALSE(bytes.empty());
+  write_file(d / "nopad", bytes, 0755);
+  std::filesystem::remove(d / "out");
+  return prepatch({d / "nopad", "-o", d / "out"});
+}
+
 // With the padding after the text not zeros (bytes no header describes, which the preparer leaves
 // alone), there is no room for an island there. -pg sites then call one over their PLT entry (+-4 GiB
 // of the shim: the adrp form), counted exactly; patchable sites with nops before their entry
@@ -805,13 +817,7 @@ __attribute__((constructor)) static void take(void) {  /* the 64 KiB below the e
   for (const std::string flag : {"-fpatchable-function-entry=27,22", "-fpatchable-function-entry=5", "-fpatchable-function-entry=5 -no-pie",
                                  "-pg -mfentry", "-pg"}) {
     SCOPED_TRACE(flag);
-    c = run(cc_command("gcc", flag + " -mcmodel=medium", d / "big.c", d / "big"));
-    ASSERT_EQ(c.status, 0) << c.err;
-    const std::string bytes = without_room_after_the_text(read_file(d / "big"));
-    ASSERT_FALSE(bytes.empty());
-    write_file(d / "nopad", bytes, 0755);
-    std::filesystem::remove(d / "out");
-    Proc r = prepatch({d / "nopad", "-o", d / "out"});
+    Proc r = prepare_without_room(d, "gcc", flag + " -mcmodel=medium");
     ASSERT_EQ(r.status, 0) << r.err;
     const bool pads = flag == "-fpatchable-function-entry=27,22";
     EXPECT_NE(r.err.find(pads ? "call it through 1 branch island over the nops before a function's entry, at vaddr 0x"
@@ -861,12 +867,7 @@ int main(int argc, char** argv) {
   return argc - 2;
 }
 )");
-  Proc c = run(cc_command("powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=2 -static", d / "big.c", d / "big"));
-  ASSERT_EQ(c.status, 0) << c.err;
-  const std::string bytes = without_room_after_the_text(read_file(d / "big"));
-  ASSERT_FALSE(bytes.empty());
-  write_file(d / "nopad", bytes, 0755);
-  Proc r = prepatch({d / "nopad", "-o", d / "out"});
+  Proc r = prepare_without_room(d, "powerpc64le-linux-gnu-gcc", "-fpatchable-function-entry=2 -static");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr 0xfffffc0;"),
             std::string::npos)
@@ -892,13 +893,7 @@ TEST(Island, Riscv64NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
   write_file(d / "big.c", big_bss_program(3));
   for (const std::string flag : {"-fpatchable-function-entry=4", "-pg"}) {
     SCOPED_TRACE(flag);
-    Proc c = run(cc_command("riscv64-linux-gnu-gcc", flag, d / "big.c", d / "big"));
-    ASSERT_EQ(c.status, 0) << c.err;
-    const std::string bytes = without_room_after_the_text(read_file(d / "big"));
-    ASSERT_FALSE(bytes.empty());
-    write_file(d / "nopad", bytes, 0755);
-    std::filesystem::remove(d / "out");
-    Proc r = prepatch({d / "nopad", "-o", d / "out"});
+    Proc r = prepare_without_room(d, "riscv64-linux-gnu-gcc", flag);
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr 0x"),
               std::string::npos)
