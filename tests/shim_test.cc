@@ -563,9 +563,11 @@ TEST(ShimLive, AThreadWithItsStackUsedUpHasItsTrapsHandled) {
 }
 
 // Each thread's alternate signal stack is freed when it ends: by returning, by pthread_exit and by
-// cancellation (a pthread key's destructor). 300 or 3,000 such threads leave the same mappings behind.
-// With one malloc arena: how many arenas glibc makes for threads that come and go depends on timing
-// (two mappings each), and under load it varied by two arenas from run to run.
+// cancellation (a pthread key's destructor). 300 or 3,000 such threads leave about the same mappings
+// behind, where a stack leaked per thread would leave 2,700 more. With one malloc arena: how many
+// arenas glibc makes for threads that come and go depends on timing (two mappings each), and so does
+// how many thread stacks its cache keeps: under load the count varied by a few from run to run (one
+// more than two arenas' worth in a run of the whole suite).
 TEST(ShimLive, ThreadsThatEndFreeTheirSignalStacks) {
   TempDir d;
   const std::string bin = prepared(d, "procs-pfe5");
@@ -578,7 +580,7 @@ TEST(ShimLive, ThreadsThatEndFreeTheirSignalStacks) {
     ASSERT_TRUE(std::regex_match(r.out, m, std::regex("threads " + n + ", maps before \\d+ after (\\d+), wrong 0\n"))) << r.out;
     left[k] = std::stoi(m[1]);
   }
-  EXPECT_LE(left[1], left[0] + 2) << "mappings left by 3,000 threads against 300";
+  EXPECT_LE(left[1], left[0] + 16) << "mappings left by 3,000 threads against 300";
 }
 
 TEST(ShimLive, AProgramsOwnSigtrapHandlerStillGetsItsTraps) {
