@@ -724,6 +724,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0), "the site at vaddr " + hex(s.addr) + " cannot reach the shim, and the branch island nearest it, at vaddr " +
                                                              hex(*pick) + ", is for " + (arm_state(s) ? "Thumb" : "ARM-state") + " sites");
   };
+  // What the islands of last resort (below) could not do for a site.
+  const std::string last_resort = low_page ? "; nor the page below the executable's lowest segment"
+                                  : machine != EM_ARM && is_shared_object(elf) ? "; a shared object has no page below it for an island of last resort"
+                                                                               : "";
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
@@ -748,7 +752,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                          ? ": this binary has no .symtab, and the FDEs of its .eh_frame show no such padding"
                                                          : ": this binary has no .symtab")
                                               : "") +
-                              ")"
+                              ")" + last_resort
                         : ""));
   };
   // Whether the site calls its trampoline, its island, an island over a stub or before an entry, or

@@ -121,13 +121,13 @@ inline constexpr u64 config_fini_hooked = 4;
 inline constexpr u64 config_low_islands = 8;
 
 // The branch islands of last resort (Config::low_islands): 64-bit executables only (x86-64, AArch64,
-// PPC64le, RISC-V64), whose lowest segment's address nothing else in the process is placed right below
-// (the kernel puts a PIE above free space, an ET_EXEC's address is fixed and at least 64 KiB above 0x10000).
-// The shim maps `low_islands_page` bytes at `page` (+ the load bias; a PIE's sum wraps below its
-// first segment) with MAP_FIXED_NOREPLACE before anything else, copies `code` to the page's last
-// `low_islands_code` bytes, and makes it read-only and executable; where it cannot, the object's
-// sites stay off, and it says why where a PREPATCH_ variable is set. Each island jumps on to its kind's trampoline as every other island
-// does (arch/island.h, proven by the preparer before writing it).
+// PPC64le, RISC-V64), right below whose lowest segment nothing else in the process is placed (the
+// kernel puts a PIE above free space; an ET_EXEC's lowest segment lies at a fixed address, here at
+// least 128 KiB up). The shim maps `low_islands_page` bytes at `page` (+ the load bias; a PIE's sum
+// wraps below its first segment) with MAP_FIXED_NOREPLACE before anything else, copies `code` to the
+// page's last `low_islands_code` bytes, and makes it read-only and executable; where it cannot, the
+// object's sites stay off, and it says why where a PREPATCH_ variable is set. Each island jumps on to
+// its kind's trampoline as every other island does (arch/island.h, proven by the preparer).
 inline constexpr u64 low_islands_page = 0x10000;  // (a 64 KiB page: kernels of 4 and 64 KiB pages map it)
 inline constexpr u64 low_islands_code = 192;     // three islands of at most 64 bytes, by SiteKind - 1
 struct LowIslands {

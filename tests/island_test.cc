@@ -848,6 +848,19 @@ __attribute__((constructor)) static void take(void) {  /* the 64 KiB below the e
   }
 }
 
+// A shared object has no page below it (what lies there is the loader's choice, often another
+// object): past a 3 GiB .bss with no room after its text, its sites are refused, saying so, and
+// nothing is written.
+TEST(Island, X86SharedObjectWithNoRoomIsRefusedSayingWhy) {
+  TempDir d;
+  write_file(d / "big.c", "static char big[3UL << 30];\nint touch(int i) { big[i] += 1; return big[i]; }\n");
+  Proc r = prepare_without_room(d, "gcc", "-fpatchable-function-entry=5 -mcmodel=medium -fPIC -shared");
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("M >= 22); a shared object has no page below it for an island of last resort\n"), std::string::npos) << r.err;
+  EXPECT_FALSE(exists(d / "out"));
+}
+
 // PPC64le, static (at a fixed address, 0x10000000) past a 1 GiB .bss with no room after the text:
 // leaf(), the only function without a TOC setup (whose sites are skipped, README), has neither nops
 // before its entry nor a stub, and calls the island of last resort on the page below the executable
