@@ -54,7 +54,9 @@ int run_prepare(const std::string& in, const std::string& out, bool quiet, const
   elf::Elf elf(file.bytes(), in);
   const std::unique_ptr<DebugSymbols> symbols = debug_file_of(elf, in, debug, quiet);
   PrepareResult r = prepare(elf, out, file.mode(), file.fd(), symbols ? &symbols->elf : nullptr);
-  for (const std::string& m : r.messages) std::cerr << m << "\n";
+  // (-q: nothing on success; where nothing was written, the reasons all the same)
+  if (!quiet || r.outcome != PrepareOutcome::written)
+    for (const std::string& m : r.messages) std::cerr << m << "\n";
   if (r.outcome != PrepareOutcome::written) return nothing_to_do;
   if (!quiet)
     std::cout << "prepatch: " << out << ": prepared " << r.prepared << " site" << (r.prepared == 1 ? "" : "s")

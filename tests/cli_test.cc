@@ -98,6 +98,11 @@ TEST(Cli, MismatchedSiteIsSkippedAndReported) {
       EXPECT_EQ(s["address"], victim["address"]);
     }
   EXPECT_EQ(skipped, 1u);
+  // -q: nothing on success, the skipped site's reason included.
+  Proc q = prepatch({"-q", d / "in", "-o", d / "quiet"});
+  EXPECT_EQ(q.status, 0) << q.err;
+  EXPECT_EQ(q.out + q.err, "");
+  EXPECT_EQ(read_file(d / "quiet"), read_file(d / "out"));
 }
 
 // A local function with a global alias is one function with two symbols, one site: it is listed
