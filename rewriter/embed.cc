@@ -136,9 +136,10 @@ bool is_shared_object(const elf::Elf& elf) {
 
 // Where an executable's islands of last resort may go (shim::LowIslands): the 64 KiB page below its
 // lowest segment's, which in a PIE lies below address 0 (the sum with its load bias wraps). Nullopt
-// for a shared object (what lies below it is the loader's choice: often another object), on ARM32
-// (32-bit addresses, and qemu-arm does not grant the page), and for an ET_EXEC whose page would lie
-// below 64 KiB (vm.mmap_min_addr; RISC-V64's start at 0x10000).
+// for a shared object (what lies below it is the loader's choice: often another object), on ARM32 (an
+// ET_EXEC starts at 0x10000, and under qemu-arm, where the tests run, the guest's stack lies right
+// below a PIE), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr; RISC-V64's
+// start at 0x10000).
 std::optional<u64> low_islands_page(const elf::Elf& elf) {
   const u16 m = elf.header().machine;
   if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || is_shared_object(elf)) return std::nullopt;
