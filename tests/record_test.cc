@@ -34,7 +34,7 @@ std::string written(const Proc& p) {
 
 TEST(Record, TracesAProgramAndPassesItsExitStatusThrough) {
   TempDir d;
-  Proc plain = run({td + "/basic-gcc-fentry", "12"});
+  Proc plain = run({td + "/basic-gcc-fentry", "12"}, d.path());  // (in d: the unprepared -pg program writes gmon.out)
   Proc r = record(d, {"--", td + "/basic-gcc-fentry", "12"});
   EXPECT_EQ(r.status, 12 % 7) << r.err;  // the program's own status
   EXPECT_EQ(r.out, plain.out);
