@@ -136,13 +136,13 @@ bool is_shared_object(const elf::Elf& elf) {
 
 // Where an executable's islands of last resort may go (shim::LowIslands): the 64 KiB page below its
 // lowest segment's, which in a PIE lies below address 0 (the sum with its load bias wraps). Nullopt
-// for a shared object (what lies below it is the loader's choice: often another object), on ARM32 (an
-// ET_EXEC starts at 0x10000, and under qemu-arm, where the tests run, the guest's stack lies right
-// below a PIE), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr; RISC-V64's
-// start at 0x10000).
-std::optional<u64> low_islands_page(const elf::Elf& elf) {
+// for a shared object, `shared` (what lies below it is the loader's choice: often another object), on
+// ARM32 (an ET_EXEC starts at 0x10000, and under qemu-arm, where the tests run, the guest's stack lies
+// right below a PIE), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr;
+// RISC-V64's start at 0x10000).
+std::optional<u64> low_islands_page(const elf::Elf& elf, bool shared) {
   const u16 m = elf.header().machine;
-  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || is_shared_object(elf)) return std::nullopt;
+  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || shared) return std::nullopt;
   u64 lowest = ~u64{0};
   for (const elf::Segment& s : elf.segments())
     if (s.type == PT_LOAD) lowest = std::min(lowest, s.vaddr);
@@ -326,16 +326,22 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     u8 call[arch::thumb2::arm_site_len];
     return target && arch::encode_call_form(form, s.addr, target, call);
   };
-  // And for the islands of last resort (shim::LowIslands), where the executable may have a page for
-  // them and a site may reach neither end of the segment.
-  const std::optional<u64> low_page = low_islands_page(elf);
-  u64 before_blob = r.entry_islands_at + entry_room;
-  if (low_page) {
+  // Whether a site that `which` picks among the groups' ends may reach neither end of the segment: its
+  // start, or the blob's end where it lies now, `more` bytes further.
+  const auto some_far = [&](auto which, u64 more) {
     bool far = false;
     reach.for_each_end([&](const Site& s, arch::CallForm form) {
-      far |= !reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + page + h.mem_size);
+      far |= which(s, form) && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + more + page + h.mem_size));
     });
-    if (far) {
+    return far;
+  };
+  // And for the islands of last resort (shim::LowIslands), where the executable may have a page for
+  // them and a site may reach neither end of the segment.
+  const bool shared = is_shared_object(elf);
+  const std::optional<u64> low_page = low_islands_page(elf, shared);
+  u64 before_blob = r.entry_islands_at + entry_room;
+  if (low_page) {
+    if (some_far([](const Site&, arch::CallForm) { return true; }, 0)) {
       r.low_islands_at = align_up(before_blob, 8);
       before_blob = r.low_islands_at + sizeof(shim::LowIslands);
       r.blob_offset = align_up(before_blob, page);
@@ -344,11 +350,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // AArch64: a far slot for the 8-byte islands (below) on the page before the blob, where a
   // patchable site may reach neither end of the segment (a 4 KiB page more in the file).
   if (elf.header().machine == EM_AARCH64 && !d.pre_entry.empty()) {
-    bool far = false;
-    reach.for_each_end([&](const Site& s, arch::CallForm form) {
-      far |= s.kind == SiteKind::patchable && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + page + h.mem_size));
-    });
-    if (far) {
+    if (some_far([](const Site& s, arch::CallForm) { return s.kind == SiteKind::patchable; }, 0)) {
       r.far_slot_at = align_up(vaddr + before_blob, 4096) - vaddr;  // (4 KiB: adrp's page)
       r.blob_offset = align_up(r.far_slot_at + arch::aarch64::far_slot_size, page);
     }
@@ -364,11 +366,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   };
   if (elf.header().machine == EM_ARM && !fixed && d.has_symtab &&  // (stub islands need the .symtab: below)
       std::any_of(d.mcount_stubs.begin(), d.mcount_stubs.end(), [](const auto& t) { return t.arm; })) {
-    bool far = false;
-    reach.for_each_end([&](const Site& s, arch::CallForm form) {
-      far |= form == arch::CallForm::arm_b && (!reaches(s, form, vaddr) || !reaches(s, form, vaddr + r.blob_offset + arm_sled_most + page + h.mem_size));
-    });
-    if (far) {
+    if (some_far([](const Site&, arch::CallForm form) { return form == arch::CallForm::arm_b; }, arm_sled_most)) {
       r.arm_sled_at = align_up(before_blob, 4);
       for (const Discovery::Stretch& t : d.mcount_stubs)
         if (const auto l = arm_landing(t)) r.arm_sled_size = std::max(r.arm_sled_size, l->landing + 4 - (vaddr + r.arm_sled_at));
@@ -384,7 +382,6 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   std::memcpy(r.data.data() + blob_at, blob.data(), blob.size());
   std::memset(r.data.data() + blob_at + blob.size(), 0, h.mem_size - blob.size());
   const u64 blob_vaddr = vaddr + r.blob_offset;
-  const bool shared = is_shared_object(elf);
   std::optional<Hook> hook, fini;
   if (shared) hook = find_hook(elf, start_tags), fini = find_hook(elf, fini_tags);
   const u64 flags = (d.has_symtab && !d.defines_fork ? shim::config_forkless : 0) | (shared ? shim::config_shared_object : 0) |
@@ -727,7 +724,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   };
   // What the islands of last resort (below) could not do for a site.
   const std::string last_resort = low_page ? "; nor the page below the executable's lowest segment"
-                                  : machine != EM_ARM && is_shared_object(elf) ? "; a shared object has no page below it for an island of last resort"
+                                  : machine != EM_ARM && shared ? "; a shared object has no page below it for an island of last resort"
                                                                                : "";
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
