@@ -82,6 +82,8 @@ constexpr bool is_auipc(u32 w) { return (w & 0x7f) == 0x17; }
 constexpr bool is_jal(u32 w) { return (w & 0x7f) == 0x6f; }
 constexpr bool is_jalr(u32 w) { return (w & 0x7f) == 0x67 && funct3_of(w) == 0; }
 constexpr bool is_ld(u32 w) { return (w & 0x7f) == 0x03 && funct3_of(w) == 3; }
+// What `auipc rd, hi` at `at`, then an I-type instruction's `lo(rd)` (ld, jalr), address.
+constexpr u64 pair_target(u64 at, u32 auipc, u32 lo) { return at + static_cast<u64>(u_imm(auipc) + i_imm(lo)); }
 // `jalr link, lo(link)`: the second half of a call pair through `link` (ra for -pg, t0 for patchable).
 constexpr bool is_jalr_via(u32 w, unsigned link) { return is_jalr(w) && rd_of(w) == link && rs1_of(w) == link; }
 inline constexpr u32 addi_a0_ra = 0x0000'8513;  // addi a0, ra, 0 (mv a0, ra without the C extension)

@@ -16,7 +16,7 @@ namespace rv = arch::riscv64;
 std::optional<u64> plt_slot(const Discoverer& d, u64 at) {
   u32 auipc = 0, ld = 0;
   if (!d.word(at, auipc) || !d.word(at + 4, ld) || !rv::is_auipc(auipc) || !rv::is_ld(ld) || rv::rs1_of(ld) != rv::rd_of(auipc)) return std::nullopt;
-  return at + static_cast<u64>(rv::u_imm(auipc) + rv::i_imm(ld));
+  return rv::pair_target(at, auipc, ld);
 }
 
 class Riscv64Sites final : public IsaSites {
@@ -37,7 +37,7 @@ class Riscv64Sites final : public IsaSites {
       std::optional<u64> target;
       if (rv::is_jal(w) && rv::rd_of(w) == rv::ra) target = at + static_cast<u64>(rv::j_imm(w));
       else if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra && d.word(at + 4, next) && rv::is_jalr_via(next, rv::ra))
-        target = at + static_cast<u64>(rv::u_imm(w) + rv::i_imm(next));
+        target = rv::pair_target(at, w, next);
       const auto slot = target ? plt_slot(d, *target) : std::nullopt;
       if (slot && std::find(slots.begin(), slots.end(), *slot) != slots.end()) return true;
     }
@@ -110,7 +110,8 @@ class Riscv64Sites final : public IsaSites {
   void scan(Discoverer& d, const Func& f, std::span<const u8>) const {
     const u64 end = f.addr + std::min<u64>({f.size ? f.size : word_prologue_scan_bytes, word_prologue_scan_bytes, d.code_size(f.addr)});
     bool context = false;  // seen: mv a0, ra
-    u64 auipc_at = 0, auipc_value = 0;
+    u64 auipc_at = 0;
+    u32 auipc = 0;
     Prologue frame;
     for (u64 at = f.addr; at + 2 <= end;) {
       auto h = d.code(at, 2);
@@ -128,9 +129,9 @@ class Riscv64Sites final : public IsaSites {
       context |= w == rv::addi_a0_ra;
       std::optional<u64> target;
       if (rv::is_jal(w) && rv::rd_of(w) == rv::ra) target = at + static_cast<u64>(rv::j_imm(w));
-      else if (rv::is_jalr_via(w, rv::ra) && auipc_at + 4 == at) target = auipc_value + static_cast<u64>(rv::i_imm(w));
+      else if (rv::is_jalr_via(w, rv::ra) && auipc_at + 4 == at) target = rv::pair_target(auipc_at, auipc, w);
       else if (rv::is_jalr(w) && rv::rd_of(w) == rv::ra) return;  // an indirect call comes first
-      if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra) auipc_at = at, auipc_value = at + static_cast<u64>(rv::u_imm(w));
+      if (rv::is_auipc(w) && rv::rd_of(w) == rv::ra) auipc_at = at, auipc = w;
       if (target) {
         if (!d.direct().find(*target)) return;  // the first call is an ordinary one: no -pg site
         Site& s = d.add_symbol_site(at, SiteKind::mcount, 4, f);
