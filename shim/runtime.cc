@@ -578,12 +578,7 @@ bool map_low_islands(const Object& o, char* why, u64 why_size) {
     why[t.size()] = 0;
     return false;
   };
-  const long p = call(sys::nr_mmap, static_cast<long>(at), low_islands_page, sys::prot_read | sys::prot_write,
-                      sys::map_private | sys::map_anonymous | map_fixed_noreplace, -1, 0);
-  if (p != static_cast<long>(at)) {
-    if (p >= 0 || p < -4095) call(sys::nr_munmap, p, low_islands_page);
-    return fail("are taken");
-  }
+  if (map_exactly(at, low_islands_page, sys::prot_read | sys::prot_write) != static_cast<long>(at)) return fail("are taken");
   u8* code = reinterpret_cast<u8*>(at + low_islands_page - low_islands_code);
   memcpy(code, low->code, low_islands_code);
   if (call(sys::nr_mprotect, static_cast<long>(at), low_islands_page, sys::prot_read | sys::prot_exec) != 0) {

@@ -159,6 +159,7 @@ inline constexpr int o_rdonly = 0, o_wronly = 1, o_rdwr = 2, o_creat = 0100, o_e
 inline constexpr int prot_read = 1, prot_write = 2, prot_exec = 4;
 inline constexpr int sig_setmask = 2;  // rt_sigprocmask's how, the same on these ISAs
 inline constexpr int map_shared = 1, map_private = 2, map_fixed = 0x10, map_anonymous = 0x20;
+inline constexpr int map_fixed_noreplace = 0x100000;  // (Linux 4.17; the same on every ISA here)
 #if defined(__powerpc64__)
 inline constexpr int map_noreserve = 0x40;  // arch/powerpc's own value
 #else
