@@ -134,15 +134,16 @@ bool is_shared_object(const elf::Elf& elf) {
   return !dyn.empty();
 }
 
-// Where an executable's islands of last resort may go (shim::LowIslands): the 64 KiB page below its
-// lowest segment's, which in a PIE lies below address 0 (the sum with its load bias wraps). Nullopt
-// for a shared object, `shared` (what lies below it is the loader's choice: often another object), on
-// ARM32 (an ET_EXEC starts at 0x10000, and under qemu-arm, where the tests run, the guest's stack lies
-// right below a PIE), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr;
+// Where an object's islands of last resort may go first (shim::LowIslands): the 64 KiB page below its
+// lowest segment's, which in a PIE or a shared object linked at 0 lies below address 0 (the sum with
+// its load bias wraps). Nullopt on ARM32 (an ET_EXEC starts at 0x10000, and under qemu-arm, where the
+// tests run, the guest's stack lies right below a PIE), for a RISC-V64 shared object `shared` (its
+// sites' auipc names the island when they are prepared, and what lies below a shared object is known
+// only when it is loaded), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr;
 // RISC-V64's start at 0x10000).
 std::optional<u64> low_islands_page(const elf::Elf& elf, bool shared) {
   const u16 m = elf.header().machine;
-  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || shared) return std::nullopt;
+  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || (shared && m == EM_RISCV)) return std::nullopt;
   u64 lowest = ~u64{0};
   for (const elf::Segment& s : elf.segments())
     if (s.type == PT_LOAD) lowest = std::min(lowest, s.vaddr);
@@ -723,9 +724,9 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                              hex(*pick) + ", is for " + (arm_state(s) ? "Thumb" : "ARM-state") + " sites");
   };
   // What the islands of last resort (below) could not do for a site.
-  const std::string last_resort = low_page ? "; nor the page below the executable's lowest segment"
-                                  : machine != EM_ARM && shared ? "; a shared object has no page below it for an island of last resort"
-                                                                               : "";
+  const std::string last_resort = low_page ? (shared ? "; nor the page below the shared object's lowest segment" : "; nor the page below the executable's lowest segment")
+                                  : machine == EM_RISCV && shared ? "; a RISC-V64 shared object has no island of last resort (its sites' auipc would name an address known only once it is loaded)"
+                                                                  : "";
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
@@ -763,12 +764,17 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
            reaches(s, form, low.island[static_cast<int>(s.kind) - 1]);
   };
   // The islands of last resort (shim::LowIslands): for each kind some of whose sites reach none of the
-  // above, one on the page below the executable's lowest segment, which the shim maps at start. (A pass
-  // over every site, only where a site may reach neither end of the shim's segment.)
+  // above, one on the page below the object's lowest segment, which the shim maps at start. (A pass
+  // over every site, only where a site may reach neither end of the shim's segment.) A shared object's
+  // shim may take a page lower down, where that one is taken: as low as every such site still reaches.
   if (r.low_islands_at) {
     bool need_low[3] = {};
+    std::vector<std::pair<const Site*, arch::CallForm>> low_callers;  // (a shared object's)
     for (const Site& s : d.sites)
-      if (s.prepared() && !reached(s, call_form_of(elf, s))) need_low[static_cast<int>(s.kind) - 1] = true;
+      if (const arch::CallForm form = call_form_of(elf, s); s.prepared() && !reached(s, form)) {
+        need_low[static_cast<int>(s.kind) - 1] = true;
+        if (shared) low_callers.emplace_back(&s, form);
+      }
     // (RISC-V -pg: what the sites call must reach the mcount trampoline, its island, or this one)
     if (d.mcount_via && !redirect_reaches(r.tramp[mk]) && !redirect_reaches(config.island[mk])) need_low[mk] = true;
     low.page = *low_page;
@@ -781,13 +787,47 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
         throw std::logic_error("internal: the branch island at " + hex(at) + " below the executable fails its check: " + why);
       std::memcpy(low.code + 64 * k, bytes.data(), bytes.size());
       low.island[k] = r.low_island_of[k] = at;
+      low.literal[k] = static_cast<u16>(64 * k + bytes.size() - 8);  // (every ISA's island ends in its literal)
       r.low_island_addrs.push_back(at);
+    }
+    // How far down a shared object's islands may go: the most pages every site that needs one still
+    // reaches from (a site lies above the page, so a lower page only lies farther from it), found by
+    // halving; then the islands moved there, each literal grown by the distance, proven again.
+    low.lowest = low.page;
+    if (!low_callers.empty()) {
+      const auto all_reach = [&](u64 pages) {
+        const u64 by = pages * shim::low_islands_page;
+        for (const auto& [s, form] : low_callers)
+          if (!reaches(*s, form, low.island[static_cast<int>(s->kind) - 1] - by)) return false;
+        return true;
+      };
+      u64 lo = 0, hi = u64{1} << 16;  // (4 GiB: beyond every ISA's call)
+      while (lo < hi) {
+        const u64 mid = (lo + hi + 1) / 2;
+        if (all_reach(mid)) lo = mid;
+        else hi = mid - 1;
+      }
+      const u64 by = lo * shim::low_islands_page;
+      low.lowest = low.page - by;
+      for (int k = 0; k < 3; k++) {
+        if (!low.island[k] || !by) continue;
+        std::vector<u8> moved(low.code + 64 * k, low.code + low.literal[k] + 8);
+        const u64 at = low.island[k] - by;
+        elf.codec().put(moved, low.literal[k] - 64 * k, 8, elf.codec().get(moved, low.literal[k] - 64 * k, 8) + by);
+        if (moved != arch::encode_island(*isa, at, r.tramp[k]))
+          throw std::logic_error("internal: the branch island at " + hex(low.island[k]) + " is not the same moved to " + hex(at) + " but for its literal");
+        if (std::string why = arch::check_island(*isa, moved, at, r.tramp[k]); !why.empty())
+          throw std::logic_error("internal: the branch island at " + hex(at) + " below the shared object fails its check: " + why);
+      }
     }
     if (!r.low_island_addrs.empty()) {
       const u64 at = r.low_islands_at - r.names.size();
       elf.codec().put(r.data, at, 8, low.page);
-      for (int k = 0; k < 3; k++) elf.codec().put(r.data, at + 8 + 8 * k, 8, low.island[k]);
+      for (int k = 0; k < 3; k++) elf.codec().put(r.data, at + __builtin_offsetof(shim::LowIslands, island) + 8 * k, 8, low.island[k]);
       std::memcpy(r.data.data() + at + __builtin_offsetof(shim::LowIslands, code), low.code, sizeof low.code);
+      elf.codec().put(r.data, at + __builtin_offsetof(shim::LowIslands, lowest), 8, low.lowest);
+      for (int k = 0; k < 3; k++) elf.codec().put(r.data, at + __builtin_offsetof(shim::LowIslands, literal) + 2 * k, 2, low.literal[k]);
+      r.low_islands_lowest = low.lowest;
       config.low_islands = static_cast<u32>(r.low_islands_at);
       config.flags |= shim::config_low_islands;
       std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);

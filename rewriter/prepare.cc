@@ -255,11 +255,12 @@ std::vector<IslandRow> read_islands(const elf::Elf& elf, const FoundTable& t) {
        SiteKind::mcount);
   list(__builtin_offsetof(shim::Config, entry_islands), __builtin_offsetof(shim::Config, entry_island_count), "over the nops before an entry",
        SiteKind::patchable);
-  // The islands of last resort, below the lowest segment (no file offset: the shim writes them).
+  // The islands of last resort, below the lowest segment (no file offset: the shim writes them; a
+  // shared object's, lower down where that page is taken when it is loaded).
   if (const u64 off = field(__builtin_offsetof(shim::Config, low_islands), 4); off && t.offset + off <= elf.bytes().size() &&
                                                                                 elf.bytes().size() - t.offset - off >= sizeof(shim::LowIslands))
     for (unsigned k = 0; k < 3; k++)
-      if (const u64 a = c.get(elf.bytes(), t.offset + off + 8 + 8 * k, 8))
+      if (const u64 a = c.get(elf.bytes(), t.offset + off + __builtin_offsetof(shim::LowIslands, island) + 8 * k, 8))
         out.push_back({a, std::nullopt, "below the lowest segment, mapped at start", static_cast<SiteKind>(k + 1), false});
   std::stable_sort(out.begin(), out.end(), [](const IslandRow& a, const IslandRow& b) { return a.addr < b.addr; });
   return out;
@@ -445,11 +446,16 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
   if (!rt.low_island_addrs.empty()) {
     const u64 n = rt.low_island_addrs.size();
     const bool wraps = rt.low_island_addrs.front() >> 63;  // a PIE's: below address 0
-    res.messages.push_back(elf.name() + ": sites that reach neither the shim nor room for an island in the binary call it through " +
-                           std::to_string(n) + " branch island" + (n == 1 ? "" : "s") +
-                           " on a page the shim maps below the executable's lowest segment at start," + at_vaddrs(rt.low_island_addrs) +
-                           (wraps ? " (below address 0, where the load address is added)" : "") +
-                           "; where that page is taken when the program starts, its sites stay off");
+    const bool is_shared = rt.entry == 0;  // (a shared object keeps its entry)
+    const u64 lower = rt.low_island_addrs.front() / shim::low_islands_page * shim::low_islands_page - rt.low_islands_lowest;
+    res.messages.push_back(
+        elf.name() + ": sites that reach neither the shim nor room for an island in the binary call it through " + std::to_string(n) +
+        " branch island" + (n == 1 ? "" : "s") +
+        (is_shared ? " on a page the shim maps below the shared object's lowest segment at start," : " on a page the shim maps below the executable's lowest segment at start,") +
+        at_vaddrs(rt.low_island_addrs) + (wraps ? " (below address 0, where the load address is added)" : "") +
+        (is_shared ? "; where that page is taken when the object is loaded, the first free one up to " + std::to_string(lower >> 20) +
+                         " MiB lower, and where none is, its sites stay off"
+                   : "; where that page is taken when the program starts, its sites stay off"));
   }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);

@@ -33,7 +33,7 @@ struct BlobHeader {
 };
 static_assert(sizeof(BlobHeader) == 56);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 7;  // 6: no Config::low_islands; 5: no Config::entry_islands; 4: no Config::stub_islands; 3: no Config::island
+inline constexpr u32 blob_version = 8;  // 7: LowIslands had no `lowest` or `literal` (executables only); 6: no Config::low_islands; 5: no Config::entry_islands; 4: no Config::stub_islands; 3: no Config::island
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -89,7 +89,7 @@ struct Config {
   u32 entry_island_count;
   // Sites that reach none of those (no room for an island within their reach: a .bss beyond it and no
   // zero padding after the text, nor nops enough before the entries): the branch islands on a page
-  // below the executable's lowest segment, which the shim maps at start (LowIslands, at offset
+  // below the object's lowest segment, which the shim maps at start (LowIslands, at offset
   // low_islands from table_vaddr; 0: none).
   u32 low_islands;
   u32 reserved3;
@@ -116,26 +116,36 @@ inline constexpr u64 config_shared_object = 2;
 // hands the object back (Registry::leave) before the loader unmaps it; without, the shim keeps the
 // object loaded (docs/SHIM.md, "Unloading").
 inline constexpr u64 config_fini_hooked = 4;
-// Config::flags: an executable with islands of last resort (Config::low_islands), whose page its own
+// Config::flags: an object with islands of last resort (Config::low_islands), whose page its own
 // start maps before anything else (LowIslands, below).
 inline constexpr u64 config_low_islands = 8;
 
-// The branch islands of last resort (Config::low_islands): 64-bit executables only (x86-64, AArch64,
-// PPC64le, RISC-V64), right below whose lowest segment nothing else in the process is placed (the
+// The branch islands of last resort (Config::low_islands): 64-bit objects only (x86-64, AArch64,
+// PPC64le; RISC-V64 executables only, whose sites' auipc names the island when they are prepared).
+// An executable's go right below its lowest segment, where nothing else in the process is placed (the
 // kernel puts a PIE above free space; an ET_EXEC's lowest segment lies at a fixed address, here at
-// least 128 KiB up). The shim maps `low_islands_page` bytes at `page` (+ the load bias; a PIE's sum
-// wraps below its first segment) with MAP_FIXED_NOREPLACE before anything else, copies `code` to the
-// page's last `low_islands_code` bytes, and makes it read-only and executable; where it cannot, the
-// object's sites stay off, and it says why where a PREPATCH_ variable is set. Each island jumps on to
-// its kind's trampoline as every other island does (arch/island.h, proven by the preparer).
+// least 128 KiB up): the shim maps `low_islands_page` bytes at `page` (+ the load bias; a PIE's sum
+// wraps below its first segment) with MAP_FIXED_NOREPLACE. What lies below a shared object is the
+// loader's choice (often the object loaded before it), so its shim tries `page`, then each 64 KiB
+// below it down to `lowest`, the lowest page every site that needs an island still reaches, and takes
+// the first that is free. Before anything else, it copies `code` to the page's last
+// `low_islands_code` bytes, adds to each island's literal (at `literal`, within `code`: the distance
+// from a point in the island to its trampoline) how far below `page` it went, and makes the
+// page read-only and executable; where it cannot, the object's sites stay off, and it says why where
+// a PREPATCH_ variable is set. Each island jumps on to its kind's trampoline as every other island
+// does (arch/island.h, proven by the preparer at `page` and at `lowest`), position-independent but for
+// that literal, which the preparer checks too.
 inline constexpr u64 low_islands_page = 0x10000;  // (a 64 KiB page: kernels of 4 and 64 KiB pages map it)
 inline constexpr u64 low_islands_code = 192;     // three islands of at most 64 bytes, by SiteKind - 1
 struct LowIslands {
   u64 page;       // link-time address, 64 KiB-aligned: the lowest segment's 64 KiB page, less 64 KiB
   u64 island[3];  // by SiteKind - 1, each island's link-time address in the page's last bytes (0: none)
   u8 code[low_islands_code];
+  u64 lowest;         // the lowest link-time page the islands may go on (an executable's: `page`)
+  u16 literal[3];     // by SiteKind - 1, where the island's 8-byte literal lies in `code`
+  u16 reserved;
 };
-static_assert(sizeof(LowIslands) == 224);
+static_assert(sizeof(LowIslands) == 240);
 
 // One runtime per process (docs/SHIM.md, "Shared objects"): the first prepared object whose shim
 // starts maps this page with MAP_FIXED_NOREPLACE and serves the process; `prepatch ctl` takes the page
@@ -155,7 +165,7 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 8;  // 1: the page held no registry (each object's own runtime or none);
+inline constexpr u32 runtime_abi = 9;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
                                        // 4: ... no `stub_islands` (Config before blob_version 5), and
@@ -163,6 +173,7 @@ inline constexpr u32 runtime_abi = 8;  // 1: the page held no registry (each obj
                                        // 5: ARM32's Enrollment::tramp[0] was the mcount trampoline (no ARM-state sites)
                                        // 6: ... no `entry_islands` (Config before blob_version 6)
                                        // 7: ... no `low_islands` (Config before blob_version 7)
+                                       // 8: no Enrollment::low_page (Config before blob_version 8)
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).
@@ -194,6 +205,7 @@ struct Enrollment {
   u64 config;                  // const Config*: the object's own (table, build ID, mcount_via)
   u64 tramp[4];                // its trampolines to call, as the serving runtime's own: fentry, mcount, patchable, count
   u64 forward_to;              // u64[5]*: where they go on to
+  u64 low_page;                // where its shim mapped its islands of last resort (LowIslands; 0: none)
 };
 
 // The unwinder's entry points the graph tracer hooks: where an exception starts or resumes unwinding,

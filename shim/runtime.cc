@@ -274,6 +274,7 @@ struct Object {
   u64 forward_to;
   u64 identity;     // the hash of its path, build ID and table size
   u64 table_hash;   // without a build ID: the hash of its table too
+  u64 low_page;     // where its islands of last resort are mapped (LowIslands; 0: none)
 };
 
 // Where the loaded segments of `o` lie at run time (its program headers and bias known); an empty
@@ -566,26 +567,42 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 void serve(char** envp);
 bool pin_object();
 
-// The executable's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
-// its lowest segment, mapped before any site can call them and never moved. False, with why in `why`,
-// where the page is taken (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
-bool map_low_islands(const Object& o, char* why, u64 why_size) {
+// The object's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
+// its lowest segment (a shared object's lower down, where that one is taken), mapped before any site
+// can call them and kept while the object is loaded; where, in o.low_page. False, with why in `why`,
+// where no page is free (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
+bool map_low_islands(Object& o, char* why, u64 why_size) {
   const auto* low = reinterpret_cast<const LowIslands*>(o.table_addr + o.config->low_islands);
-  const u64 at = low->page + o.bias;
-  const auto fail = [&](const char* what) {
+  const u64 first = low->page + o.bias, pages = (low->page - low->lowest) / low_islands_page;  // (pages below the first)
+  // Why: none free within reach (`at` 0), or the page at `at` not made executable.
+  const auto fail = [&](u64 at) {
     Text t(why, why_size - 1);
-    t.str("the 64 KiB at ").addr(at).str(" below it, where its far sites' branch islands go, ").str(what);
+    if (!at && pages) t.str("no 64 KiB from ").addr(first).str(" down to ").addr(first - pages * low_islands_page).str(", below it within its sites' reach, ");
+    else t.str("the 64 KiB at ").addr(at ? at : first).str(" below it, ");
+    t.str("where its far sites' branch islands go, ").str(at ? "cannot be made executable" : pages ? "is free" : "are taken");
     why[t.size()] = 0;
     return false;
   };
-  if (map_exactly(at, low_islands_page, sys::prot_read | sys::prot_write) != static_cast<long>(at)) return fail("are taken");
+  u64 at = first;
+  for (u64 k = 0;; k++, at -= low_islands_page) {
+    if (map_exactly(at, low_islands_page, sys::prot_read | sys::prot_write) == static_cast<long>(at)) break;
+    if (k == pages) return fail(0);
+  }
   u8* code = reinterpret_cast<u8*>(at + low_islands_page - low_islands_code);
   memcpy(code, low->code, low_islands_code);
+  for (int k = 0; k < 3; k++) {  // (moved down by first - at: each literal, a distance up to the trampoline, grows by that)
+    if (!low->island[k] || at == first) continue;
+    u64 literal;
+    memcpy(&literal, code + low->literal[k], 8);
+    literal += first - at;
+    memcpy(code + low->literal[k], &literal, 8);
+  }
   if (call(sys::nr_mprotect, static_cast<long>(at), low_islands_page, sys::prot_read | sys::prot_exec) != 0) {
     call(sys::nr_munmap, static_cast<long>(at), low_islands_page);
-    return fail("cannot be made executable");
+    return fail(at);
   }
   for (u64 k = 0; k < low_islands_code; k += 16) sys::sync_icache(code + k, code + k);
+  o.low_page = at;
   return true;
 }
 
@@ -595,10 +612,13 @@ void start(char** envp) {
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
   char why[192];
   if ((prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj, why, sizeof why)) {
-    if (env_any(envp, "PREPATCH_")) say("this program's sites stay off: ", why);  // (as claim_process's stand-downs)
+    if (env_any(envp, "PREPATCH_"))  // (as claim_process's stand-downs)
+      say(prepatch_config.flags & config_shared_object ? "this shared object's sites stay off: " : "this program's sites stay off: ", why);
     return;
   }
-  if (claim_process(envp) != Claim::serve) return;
+  const Claim claim = claim_process(envp);
+  if (claim == Claim::off && g.obj.low_page) call(sys::nr_munmap, static_cast<long>(g.obj.low_page), low_islands_page), g.obj.low_page = 0;
+  if (claim != Claim::serve) return;
   g.objects = 1;
   serve(envp);
   // The registry is whole and this runtime ready: objects enrolling meanwhile waited for the magic
@@ -781,5 +801,7 @@ extern "C" void prepatch_object_fini() {
   if (const u64 leave = g.leave) {
     g.leave = 0;
     reinterpret_cast<void (*)(u64)>(leave)(addr_of(prepatch_forward_to));
+    // Its sites go with its text, and its islands of last resort with them.
+    if (g.obj.low_page) call(sys::nr_munmap, static_cast<long>(g.obj.low_page), low_islands_page), g.obj.low_page = 0;
   }
 }

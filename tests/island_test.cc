@@ -245,6 +245,8 @@ void expect_islands_listed(const std::string& out, const std::string& prepare_er
   for (const auto& [list, where] : {std::pair{"over the PLT entries and linker stubs their calls went through,", "over a linker stub or PLT entry"},
                                     std::pair{"over the nops before a function's entry,", "over the nops before an entry"},
                                     std::pair{"on a page the shim maps below the executable's lowest segment at start,",
+                                              "below the lowest segment, mapped at start"},
+                                    std::pair{"on a page the shim maps below the shared object's lowest segment at start,",
                                               "below the lowest segment, mapped at start"}}) {
     const size_t at = prepare_err.find(list);
     if (at == std::string::npos) continue;
@@ -705,11 +707,16 @@ std::string without_room_after_the_text(std::string bytes) {
   return bytes.replace(text_end, 64, std::string(64, '\xff'));
 }
 
-// d/big.c built by `cc` with `flags` into d/big, then d/nopad: that binary without room after its text
-// (above), prepared into d/out: the preparer's result.
-Proc prepare_without_room(const TempDir& d, const std::string& cc, const std::string& flags) {
+// d/big.c built by `cc` with `flags` into d/big (its .eh_frame then removed by `objcopy`, where one is
+// given), then d/nopad: that binary without room after its text (above), prepared into d/out: the
+// preparer's result.
+Proc prepare_without_room(const TempDir& d, const std::string& cc, const std::string& flags, const std::string& objcopy = "") {
   Proc c = run(cc_command(cc, flags, d / "big.c", d / "big"));
   EXPECT_EQ(c.status, 0) << c.err;
+  if (!objcopy.empty()) {
+    c = run({objcopy, "-R", ".eh_frame", "-R", ".eh_frame_hdr", d / "big"});
+    EXPECT_EQ(c.status, 0) << c.err;
+  }
   const std::string bytes = without_room_after_the_text(read_file(d / "big"));
   EXPECT_FALSE(bytes.empty());
   write_file(d / "nopad", bytes, 0755);
@@ -733,16 +740,8 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryTheNopsBeforeTheirEntryOr
   for (const std::string flag : {"-pg", "-fpatchable-function-entry=5,3", "-fpatchable-function-entry=2", "-fpatchable-function-entry=2 -s",
                                  "-fpatchable-function-entry=2 -fno-asynchronous-unwind-tables -fno-unwind-tables -s", "no .eh_frame"}) {
     SCOPED_TRACE(flag);
-    Proc c = run(cc_command("aarch64-linux-gnu-gcc", flag == "no .eh_frame" ? "-fpatchable-function-entry=2 -s" : flag, d / "big.c", d / "big"));
-    ASSERT_EQ(c.status, 0) << c.err;
-    if (flag == "no .eh_frame") {
-      c = run({"aarch64-linux-gnu-objcopy", "-R", ".eh_frame", "-R", ".eh_frame_hdr", d / "big"});
-      ASSERT_EQ(c.status, 0) << c.err;
-    }
-    const std::string bytes = without_room_after_the_text(read_file(d / "big"));
-    ASSERT_FALSE(bytes.empty());
-    write_file(d / "nopad", bytes, 0755);
-    Proc r = prepatch({d / "nopad", "-o", d / "out"});
+    Proc r = flag == "no .eh_frame" ? prepare_without_room(d, "aarch64-linux-gnu-gcc", "-fpatchable-function-entry=2 -s", "aarch64-linux-gnu-objcopy")
+                                    : prepare_without_room(d, "aarch64-linux-gnu-gcc", flag);
     if (flag != "no .eh_frame") {
       ASSERT_EQ(r.status, 0) << r.err;
       std::smatch m;
@@ -848,16 +847,213 @@ __attribute__((constructor)) static void take(void) {  /* the 64 KiB below the e
   }
 }
 
-// A shared object has no page below it (what lies there is the loader's choice, often another
-// object): past a 3 GiB .bss with no room after its text, its sites are refused, saying so, and
-// nothing is written.
-TEST(Island, X86SharedObjectWithNoRoomIsRefusedSayingWhy) {
+// A library past a 3 GiB .bss (leaf writes it) with no room after its text, and a program that loads it
+// (dlopen), calls touch(i) for i < N and closes it, twice, then says how many 64 KiB anonymous
+// executable mappings it has left (a page of islands of last resort: the program's own has none).
+const char* far_library = R"(static char big[3UL << 30];
+__attribute__((noinline)) int leaf(int i) { ((volatile char*)big)[i] = 1; return i * 3 + ((volatile char*)big)[i]; }
+int touch(int i) { return leaf(i) + leaf(i + 1); }
+)";
+const char* far_library_host = R"(#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char** argv) {
+  if (argc != 3) return 2;
+  long s = 0;
+  for (int round = 0; round < 2; round++) {
+    void* h = dlopen(argv[1], RTLD_NOW);
+    if (!h) return printf("dlopen: %s\n", dlerror()), 1;
+    int (*touch)(int) = (int (*)(int))dlsym(h, "touch");
+    for (int i = 0; i < atoi(argv[2]); i++) s += touch(i);
+    dlclose(h);
+  }
+  FILE* maps = fopen("/proc/self/maps", "r");
+  char line[512];
+  int pages = 0;
+  while (maps && fgets(line, sizeof line, maps)) {
+    unsigned long lo, hi, off, inode;
+    char perms[8], dev[16];
+    if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) == 6 && !strcmp(perms, "r-xp") && inode == 0 && hi - lo == 0x10000) pages++;
+  }
+  printf("%ld\npages %d\n", s, pages);
+  return 0;
+}
+)";
+// An auditor (LD_AUDIT) that takes TAKE_BELOW bytes of address space right below the object TAKE_OF as
+// the loader maps it, before its initializers run, and gives them back as it is unloaded.
+const char* take_below_auditor = R"(#define _GNU_SOURCE
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+unsigned la_version(unsigned v) { (void)v; return LAV_CURRENT; }
+unsigned la_objopen(struct link_map* m, Lmid_t id, uintptr_t* cookie) {
+  (void)id;
+  *cookie = 0;
+  if (strcmp(m->l_name, getenv("TAKE_OF"))) return 0;
+  const size_t length = strtoul(getenv("TAKE_BELOW"), 0, 0);
+  void* at = (void*)(m->l_addr - length);
+  if (mmap(at, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != at)
+    fprintf(stderr, "audit: the %#zx bytes below %s are not taken\n", length, m->l_name);
+  else *cookie = (uintptr_t)at;
+  return 0;
+}
+unsigned la_objclose(uintptr_t* cookie) {
+  if (*cookie) munmap((void*)*cookie, strtoul(getenv("TAKE_BELOW"), 0, 0));
+  return 0;
+}
+)";
+
+// What lies below a shared object is the loader's choice, so its shim looks for a free page: the one
+// right below it, else the first free one lower down that every far site still reaches (here 2 GiB).
+// A library past a 3 GiB .bss with no room after its text (far_library): its sites call the island
+// of last resort on that page, counted call by call and graph-traced:
+//   - in an unprepared program, whose runtime the library's is (the library kept loaded, its page
+//     with it), and in a prepared program whose runtime it enrolls with, which unloads it (its page
+//     unmapped with it) and loads it again;
+//   - with the page below it free, and with 128 KiB below it taken (by an auditor, as the loader maps
+//     it, before its initializers run).
+// With the 2 GiB below it taken, its sites stay off, saying so, and the program runs as built.
+TEST(Island, X86SharedObjectWithNoRoomTakesAFreePageBelowIt) {
   TempDir d;
-  write_file(d / "big.c", "static char big[3UL << 30];\nint touch(int i) { big[i] += 1; return big[i]; }\n");
+  write_file(d / "big.c", far_library);
+  write_file(d / "host.c", far_library_host);
+  write_file(d / "audit.c", take_below_auditor);
   Proc r = prepare_without_room(d, "gcc", "-fpatchable-function-entry=5 -mcmodel=medium -fPIC -shared");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the shared object's lowest segment at start, at vaddr "
+                       "0xffffffffffffffc0 (below address 0, where the load address is added); where that page is taken when the object "
+                       "is loaded, the first free one up to 2047 MiB lower, and where none is, its sites stay off\n"),
+            std::string::npos)
+      << r.err;
+  expect_islands_listed(d / "out", r.err);
+  for (const auto& [what, cmd] : {std::pair{"host", cc_command("gcc", "-ldl", d / "host.c", d / "host")},
+                                  std::pair{"host.pg", cc_command("gcc", "-fpatchable-function-entry=5 -ldl", d / "host.c", d / "host.pg")},
+                                  std::pair{"audit", std::vector<std::string>{"gcc", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", d / "audit.c", "-o", d / "audit.so"}}}) {
+    Proc c = run(cmd);
+    ASSERT_EQ(c.status, 0) << what << ": " << c.err;
+  }
+  ASSERT_EQ(prepatch({"-q", d / "host.pg", "-o", d / "host.prepared"}).status, 0);
+  const Proc plain = run({d / "host", d / "nopad", "5"});
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  ASSERT_EQ(plain.out, "170\npages 0\n");
+  for (const std::string host : {"host", "host.prepared"}) {
+    for (const std::string below : {"0", "0x20000"}) {
+      SCOPED_TRACE(host + ", " + below + " bytes below it taken");
+      const std::vector<std::string> audit =
+          below == "0" ? std::vector<std::string>{} : std::vector<std::string>{"LD_AUDIT=" + d / "audit.so", "TAKE_OF=" + d / "out", "TAKE_BELOW=" + below};
+      std::vector<std::string> env = audit;
+      env.insert(env.end(), {"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"});
+      std::filesystem::remove(d / "c");
+      Proc t = run(with_env(env, {d / host, d / "out", "5"}), d.path());
+      EXPECT_EQ(t.status, 0) << t.err;
+      EXPECT_EQ(t.err, "");
+      EXPECT_EQ(t.out, host == "host" ? "170\npages 1\n" : "170\npages 0\n");  // (the first kept loaded; the second's unmapped)
+      std::map<std::string, long> counts = {{"leaf", 20}, {"touch", 10}};
+      if (host != "host") counts["main"] = 1;  // (the prepared program's own)
+      EXPECT_EQ(function_counts(d / "out", d / "c"), counts);
+      env = audit;
+      env.insert(env.end(), {"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t"});
+      t = run(with_env(env, {d / host, d / "out", "5"}), d.path());
+      EXPECT_EQ(t.status, 0) << t.err;
+      Proc replay = prepatch({"replay", d / "t"});
+      EXPECT_EQ(replay.status, 0) << replay.err;
+      EXPECT_EQ(call_shape(replay.out), host == "host" ? repeated(10, "0touch() {\n1leaf();\n1leaf();\n0} /* touch */\n")
+                                                       : "0main() {\n" + repeated(10, "1touch() {\n2leaf();\n2leaf();\n1} /* touch */\n") +
+                                                             "0} /* main */\n")  // (the prepared program's main traced too)
+          << replay.out;
+    }
+  }
+  // No page within reach free: the sites stay off, saying so, and the program runs as built.
+  std::filesystem::remove(d / "c");
+  Proc off = run({"env", "LD_AUDIT=" + d / "audit.so", "TAKE_OF=" + d / "out", "TAKE_BELOW=0x80010000", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c",
+                  d / "host", d / "out", "5"},
+                 d.path());
+  EXPECT_EQ(off.status, 0) << off.err;
+  EXPECT_EQ(off.out, plain.out);
+  EXPECT_TRUE(std::regex_search(off.err, std::regex("^(prepatch: this shared object's sites stay off: no 64 KiB from 0x[0-9a-f]+ down to 0x[0-9a-f]+, "
+                                                    "below it within its sites' reach, where its far sites' branch islands go, is free\n){2}$")))  // (loaded twice)
+      << off.err;
+  EXPECT_FALSE(exists(d / "c"));
+}
+
+// The same under qemu on AArch64 and PPC64le, with the page below the library free:
+//   - AArch64: far_library stripped without .eh_frame (nothing shows where its functions end, so no
+//     padding between them serves), -fpatchable-function-entry=2;
+//   - PPC64le: a library past a 64 MiB .bss (beyond a bl's +-32 MiB) whose leaf() alone is built with
+//     -fpatchable-function-entry=2 (gcc 12 puts the nops of a function with a TOC setup before it, and
+//     the library would not run; its site would be skipped anyway, README).
+// Its sites call the island of last resort on the page below the library, counted call by call in an
+// unprepared program and a prepared one, which unloads the library and loads it again, and
+// graph-traced in the first. (qemu-user places mappings upwards, so a library loaded after a runtime's
+// trace buffers finds them right below it: on a kernel, which places them downwards, it lies below them.)
+TEST(Island, Aarch64AndPpc64leSharedObjectsWithNoRoomTakeAPageBelowThem) {
+  struct Case {
+    std::string isa, cc, source, flags, host_flags, lower;
+    std::map<std::string, long> counts;
+    std::string shape;
+  };
+  const Case cases[] = {
+      {"aarch64", "aarch64-linux-gnu-gcc", far_library, "-fpatchable-function-entry=2 -fPIC -shared -s", "-fpatchable-function-entry=2", "127",
+       {{"leaf", 20}, {"touch", 10}}, repeated(10, "0touch() {\n1leaf();\n1leaf();\n0} /* touch */\n")},
+      {"ppc64le", "powerpc64le-linux-gnu-gcc", R"(static char big[64UL << 20];
+__attribute__((noinline, patchable_function_entry(2, 0))) int leaf(int i) { return i * 3 + 1; }
+int touch(int i) { ((volatile char*)big)[i] = 1; return leaf(i) + leaf(i + 1) + ((volatile char*)big)[i] - 1; }
+)",
+       "-fPIC -shared", "-pg", "31", {{"leaf", 20}}, repeated(20, "0leaf();\n")},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.isa);
+    TempDir d;
+    write_file(d / "big.c", c.source);
+    write_file(d / "host.c", far_library_host);
+    Proc r = prepare_without_room(d, c.cc, c.flags, c.isa == "aarch64" ? "aarch64-linux-gnu-objcopy" : "");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the shared object's lowest segment at start, at vaddr "
+                         "0xffffffffffffffc0 (below address 0, where the load address is added); where that page is taken when the object "
+                         "is loaded, the first free one up to " + c.lower + " MiB lower, and where none is, its sites stay off\n"),
+              std::string::npos)
+        << r.err;
+    expect_islands_listed(d / "out", r.err);
+    for (const auto& [name, flags] : {std::pair{"host", std::string()}, std::pair{"host.pg", c.host_flags}}) {
+      Proc h = run(cc_command(c.cc, flags, d / "host.c", d / name));
+      ASSERT_EQ(h.status, 0) << h.err;
+    }
+    ASSERT_EQ(prepatch({"-q", d / "host.pg", "-o", d / "host.prepared"}).status, 0);
+    const TestBinary bin{.isa = c.isa};
+    for (const std::string host : {"host", "host.prepared"}) {
+      SCOPED_TRACE(host);
+      std::filesystem::remove(d / "c");
+      Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / host, {d / "out", "5"})), d.path());
+      EXPECT_EQ(t.status, 0) << t.err;
+      EXPECT_EQ(t.err, "");
+      EXPECT_EQ(t.out, host == "host" ? "170\npages 1\n" : "170\npages 0\n");  // (the first kept loaded; the second's unmapped)
+      std::map<std::string, long> counts = c.counts;
+      if (host != "host") counts["main"] = 1;  // (the prepared program's own)
+      EXPECT_EQ(function_counts(d / "out", d / "c"), counts);
+    }
+    Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t"}, bin.exec(d / "host", {d / "out", "5"})), d.path());
+    EXPECT_EQ(t.status, 0) << t.err;
+    Proc replay = prepatch({"replay", d / "t"});
+    EXPECT_EQ(replay.status, 0) << replay.err;
+    EXPECT_EQ(call_shape(replay.out), c.shape) << replay.out;
+  }
+}
+
+// A RISC-V64 shared object has no island of last resort: its patchable sites' auipc, written when they
+// are prepared, would have to name an address known only once it is loaded. Past a 3 GiB .bss with no
+// room after its text, its sites are refused, saying so, and nothing is written.
+TEST(Island, Riscv64SharedObjectWithNoRoomIsRefusedSayingWhy) {
+  TempDir d;
+  write_file(d / "big.c", far_library);
+  Proc r = prepare_without_room(d, "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4 -fPIC -shared");
   EXPECT_EQ(r.status, 4) << r.err;
   EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("M >= 22); a shared object has no page below it for an island of last resort\n"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; a RISC-V64 shared object has no island of last resort (its sites' auipc would name an address known only once it is loaded)\n"),
+            std::string::npos)
+      << r.err;
   EXPECT_FALSE(exists(d / "out"));
 }
 
