@@ -136,14 +136,13 @@ bool is_shared_object(const elf::Elf& elf) {
 
 // Where an object's islands of last resort may go first (shim::LowIslands): the 64 KiB page below its
 // lowest segment's, which in a PIE or a shared object linked at 0 lies below address 0 (the sum with
-// its load bias wraps). Nullopt on ARM32 (an ET_EXEC starts at 0x10000, and under qemu-arm, where the
-// tests run, the guest's stack lies right below a PIE), for a RISC-V64 shared object `shared` (its
-// sites' auipc names the island when they are prepared, and what lies below a shared object is known
-// only when it is loaded), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr;
-// RISC-V64's start at 0x10000).
+// its load bias wraps). Nullopt for a RISC-V64 shared object `shared` (its sites' auipc names the
+// island when they are prepared, and what lies below a shared object is known only when it is
+// loaded), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr: an ARM32 one
+// linked at 0x10000, as ld does by default, or a RISC-V64 one).
 std::optional<u64> low_islands_page(const elf::Elf& elf, bool shared) {
   const u16 m = elf.header().machine;
-  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV) || (shared && m == EM_RISCV)) return std::nullopt;
+  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV && m != EM_ARM) || (shared && m == EM_RISCV)) return std::nullopt;
   u64 lowest = ~u64{0};
   for (const elf::Segment& s : elf.segments())
     if (s.type == PT_LOAD) lowest = std::min(lowest, s.vaddr);
@@ -724,9 +723,12 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                              hex(*pick) + ", is for " + (arm_state(s) ? "Thumb" : "ARM-state") + " sites");
   };
   // What the islands of last resort (below) could not do for a site.
-  const std::string last_resort = low_page ? (shared ? "; nor the page below the shared object's lowest segment" : "; nor the page below the executable's lowest segment")
-                                  : machine == EM_RISCV && shared ? "; a RISC-V64 shared object has no island of last resort (its sites' auipc would name an address known only once it is loaded)"
-                                                                  : "";
+  const auto last_resort = [&](const Site& s) -> std::string {
+    if (low_page) return shared ? "; nor any page below the shared object's lowest segment" : "; nor any page below the executable's lowest segment";
+    if (machine == EM_RISCV && shared) return "; a RISC-V64 shared object has no island of last resort (its sites' auipc would name an address known only once it is loaded)";
+    if (elf.header().type == ET_EXEC) return "; nor is there a page for an island of last resort below its lowest segment, above 64 KiB (link it higher)";
+    return "";
+  };
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
@@ -751,7 +753,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                          ? ": this binary has no .symtab, and the FDEs of its .eh_frame show no such padding"
                                                          : ": this binary has no .symtab")
                                               : "") +
-                              ")" + last_resort
+                              ")" + last_resort(s)
                         : ""));
   };
   // Whether the site calls its trampoline, its island, an island over a stub or before an entry, or
@@ -761,44 +763,63 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     return reaches(s, form, target_of(s)) || reaches(s, form, config.island[island_index(s)]) ||
            (s.kind == SiteKind::mcount && listed_reached(stub_islands, s, form)) ||
            (s.kind == SiteKind::patchable && listed_reached(entry_islands, s, form)) ||
-           reaches(s, form, low.island[static_cast<int>(s.kind) - 1]);
+           reaches(s, form, low.island[island_index(s)]);
   };
   // The islands of last resort (shim::LowIslands): for each kind some of whose sites reach none of the
-  // above, one on the page below the object's lowest segment, which the shim maps at start. (A pass
-  // over every site, only where a site may reach neither end of the shim's segment.) A shared object's
-  // shim may take a page lower down, where that one is taken: as low as every such site still reaches.
+  // above, one on the page below the object's lowest segment, which the shim maps at start, or lower
+  // down where that one is taken: as low as every such site still reaches (RISC-V64's sites' auipc
+  // names the first). (A pass over every site, only where a site may reach neither end of the shim's
+  // segment.) ARM32's ARM-state sites take a copy of the shim's ARM-state entry, in fentry's place.
   if (r.low_islands_at) {
     bool need_low[3] = {};
-    std::vector<std::pair<const Site*, arch::CallForm>> low_callers;  // (a shared object's)
+    std::vector<std::pair<const Site*, arch::CallForm>> low_callers;
     for (const Site& s : d.sites)
       if (const arch::CallForm form = call_form_of(elf, s); s.prepared() && !reached(s, form)) {
-        need_low[static_cast<int>(s.kind) - 1] = true;
-        if (shared) low_callers.emplace_back(&s, form);
+        need_low[island_index(s)] = true;
+        if (machine != EM_RISCV) low_callers.emplace_back(&s, form);
       }
     // (RISC-V -pg: what the sites call must reach the mcount trampoline, its island, or this one)
     if (d.mcount_via && !redirect_reaches(r.tramp[mk]) && !redirect_reaches(config.island[mk])) need_low[mk] = true;
     low.page = *low_page;
+    // ARM32 runs its islands at 32-bit addresses, which a PIE's wrapped page is the low half of.
+    const u64 mask = machine == EM_ARM ? 0xffff'ffff : ~u64{0}, thumb = machine == EM_ARM ? 1 : 0;
+    const unsigned word = elf.codec().word();
+    // Kind k's island at `at`, proven (ARM32's for ARM-state sites: the entry's copy, on to the mcount trampoline).
+    const auto low_island = [&](int k, u64 at) {
+      std::vector<u8> bytes;
+      std::string why;
+      if (machine == EM_ARM && k == 0) {
+        bytes.resize(arch::thumb2::arm_entry_island_size);
+        arch::thumb2::encode_arm_entry_island(at & mask, r.tramp[mk] | 1, bytes.data());
+        why = arch::check_arm_entry_island(bytes, at & mask, r.tramp[mk] | 1);
+      } else {
+        bytes = arch::encode_island(*isa, at & mask, r.tramp[k] | thumb);
+        if (bytes.empty() || bytes.size() > 64) throw std::logic_error("internal: no branch island of at most 64 bytes for " + hex(at));
+        why = arch::check_island(*isa, bytes, at & mask, r.tramp[k] | thumb);
+      }
+      if (!why.empty()) throw std::logic_error("internal: the branch island at " + hex(at) + " below the lowest segment fails its check: " + why);
+      return bytes;
+    };
     for (int k = 0; k < 3; k++) {
       if (!need_low[k]) continue;
       const u64 at = low.page + shim::low_islands_page - shim::low_islands_code + 64 * k;
-      const std::vector<u8> bytes = arch::encode_island(*isa, at, r.tramp[k]);
-      if (bytes.empty() || bytes.size() > 64) throw std::logic_error("internal: no branch island of at most 64 bytes for " + hex(at));
-      if (std::string why = arch::check_island(*isa, bytes, at, r.tramp[k]); !why.empty())
-        throw std::logic_error("internal: the branch island at " + hex(at) + " below the executable fails its check: " + why);
+      const std::vector<u8> bytes = low_island(k, at);
       std::memcpy(low.code + 64 * k, bytes.data(), bytes.size());
       low.island[k] = r.low_island_of[k] = at;
-      low.literal[k] = static_cast<u16>(64 * k + bytes.size() - 8);  // (every ISA's island ends in its literal)
+      low.literal[k] = static_cast<u16>(64 * k + bytes.size() - word);  // (every ISA's island ends in its literal)
       r.low_island_addrs.push_back(at);
     }
-    // How far down a shared object's islands may go: the most pages every site that needs one still
-    // reaches from (a site lies above the page, so a lower page only lies farther from it), found by
-    // halving; then the islands moved there, each literal grown by the distance, proven again.
+    // How far down the islands may go: the most pages every site that needs one still reaches from (a
+    // site lies above the page, so a lower page only lies farther from it), found by halving, not below
+    // 64 KiB in an ET_EXEC (vm.mmap_min_addr); then the islands moved there, each literal grown by the
+    // distance, proven again.
     low.lowest = low.page;
     if (!low_callers.empty()) {
       const auto all_reach = [&](u64 pages) {
         const u64 by = pages * shim::low_islands_page;
+        if (fixed && low.page - by < shim::low_islands_page) return false;
         for (const auto& [s, form] : low_callers)
-          if (!reaches(*s, form, low.island[static_cast<int>(s->kind) - 1] - by)) return false;
+          if (!reaches(*s, form, low.island[island_index(*s)] - by)) return false;
         return true;
       };
       u64 lo = 0, hi = u64{1} << 16;  // (4 GiB: beyond every ISA's call)
@@ -811,13 +832,11 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       low.lowest = low.page - by;
       for (int k = 0; k < 3; k++) {
         if (!low.island[k] || !by) continue;
-        std::vector<u8> moved(low.code + 64 * k, low.code + low.literal[k] + 8);
-        const u64 at = low.island[k] - by;
-        elf.codec().put(moved, low.literal[k] - 64 * k, 8, elf.codec().get(moved, low.literal[k] - 64 * k, 8) + by);
-        if (moved != arch::encode_island(*isa, at, r.tramp[k]))
+        std::vector<u8> moved(low.code + 64 * k, low.code + low.literal[k] + word);
+        const u64 at = low.island[k] - by, off = low.literal[k] - 64 * k;
+        elf.codec().put(moved, off, word, (elf.codec().get(moved, off, word) + by) & mask);
+        if (moved != low_island(k, at))  // (proven there)
           throw std::logic_error("internal: the branch island at " + hex(low.island[k]) + " is not the same moved to " + hex(at) + " but for its literal");
-        if (std::string why = arch::check_island(*isa, moved, at, r.tramp[k]); !why.empty())
-          throw std::logic_error("internal: the branch island at " + hex(at) + " below the shared object fails its check: " + why);
       }
     }
     if (!r.low_island_addrs.empty()) {

@@ -448,14 +448,14 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     const bool wraps = rt.low_island_addrs.front() >> 63;  // a PIE's: below address 0
     const bool is_shared = rt.entry == 0;  // (a shared object keeps its entry)
     const u64 lower = rt.low_island_addrs.front() / shim::low_islands_page * shim::low_islands_page - rt.low_islands_lowest;
-    res.messages.push_back(
-        elf.name() + ": sites that reach neither the shim nor room for an island in the binary call it through " + std::to_string(n) +
-        " branch island" + (n == 1 ? "" : "s") +
-        (is_shared ? " on a page the shim maps below the shared object's lowest segment at start," : " on a page the shim maps below the executable's lowest segment at start,") +
-        at_vaddrs(rt.low_island_addrs) + (wraps ? " (below address 0, where the load address is added)" : "") +
-        (is_shared ? "; where that page is taken when the object is loaded, the first free one up to " + std::to_string(lower >> 20) +
-                         " MiB lower, and where none is, its sites stay off"
-                   : "; where that page is taken when the program starts, its sites stay off"));
+    const std::string how_far = lower >= (u64{1} << 20) ? std::to_string(lower >> 20) + " MiB" : std::to_string(lower >> 10) + " KiB";
+    const std::string when = is_shared ? "when the object is loaded" : "when the program starts";
+    res.messages.push_back(elf.name() + ": sites that reach neither the shim nor room for an island in the binary call it through " + std::to_string(n) +
+                           " branch island" + (n == 1 ? "" : "s") + " on a page the shim maps below the " +
+                           (is_shared ? "shared object's" : "executable's") + " lowest segment at start," + at_vaddrs(rt.low_island_addrs) +
+                           (wraps ? " (below address 0, where the load address is added)" : "") +
+                           (lower ? "; where that page is taken " + when + ", the first free one up to " + how_far + " lower, and where none is, its sites stay off"
+                                  : "; where that page is taken " + when + ", its sites stay off"));
   }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);

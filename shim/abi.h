@@ -33,7 +33,7 @@ struct BlobHeader {
 };
 static_assert(sizeof(BlobHeader) == 56);
 PREPATCH_CONSTANT char blob_magic[8] = {'P', 'P', 'S', 'H', 'I', 'M', 0, 1};
-inline constexpr u32 blob_version = 8;  // 7: LowIslands had no `lowest` or `literal` (executables only); 6: no Config::low_islands; 5: no Config::entry_islands; 4: no Config::stub_islands; 3: no Config::island
+inline constexpr u32 blob_version = 8;  // 7: LowIslands had no `lowest` or `literal` (one page, below 64-bit executables only); 6: no Config::low_islands; 5: no Config::entry_islands; 4: no Config::stub_islands; 3: no Config::island
 
 // Filled in by the preparer. Addresses are link-time; the shim adds the load bias, which it learns by
 // comparing where it runs with `blob_vaddr`.
@@ -120,29 +120,27 @@ inline constexpr u64 config_fini_hooked = 4;
 // start maps before anything else (LowIslands, below).
 inline constexpr u64 config_low_islands = 8;
 
-// The branch islands of last resort (Config::low_islands): 64-bit objects only (x86-64, AArch64,
-// PPC64le; RISC-V64 executables only, whose sites' auipc names the island when they are prepared).
-// An executable's go right below its lowest segment, where nothing else in the process is placed (the
-// kernel puts a PIE above free space; an ET_EXEC's lowest segment lies at a fixed address, here at
-// least 128 KiB up): the shim maps `low_islands_page` bytes at `page` (+ the load bias; a PIE's sum
-// wraps below its first segment) with MAP_FIXED_NOREPLACE. What lies below a shared object is the
-// loader's choice (often the object loaded before it), so its shim tries `page`, then each 64 KiB
-// below it down to `lowest`, the lowest page every site that needs an island still reaches, and takes
-// the first that is free. Before anything else, it copies `code` to the page's last
-// `low_islands_code` bytes, adds to each island's literal (at `literal`, within `code`: the distance
-// from a point in the island to its trampoline) how far below `page` it went, and makes the
-// page read-only and executable; where it cannot, the object's sites stay off, and it says why where
-// a PREPATCH_ variable is set. Each island jumps on to its kind's trampoline as every other island
-// does (arch/island.h, proven by the preparer at `page` and at `lowest`), position-independent but for
-// that literal, which the preparer checks too.
+// The branch islands of last resort (Config::low_islands), below an object's lowest segment (none in a
+// RISC-V64 shared object, whose sites' auipc names the island when they are prepared). The shim maps
+// `low_islands_page` bytes at `page` (+ the load bias; a PIE's or a shared object's sum wraps below
+// its first segment) with MAP_FIXED_NOREPLACE; where that is taken (below an executable, something
+// mapped there first; below a shared object, what the loader placed there), each 64 KiB below it down
+// to `lowest`, the lowest page every site that needs an island still reaches (RISC-V64's: `page`),
+// and takes the first that is free. Before anything else, it copies `code` to the page's last
+// `low_islands_code` bytes, adds to each island's literal (at `literal`, within `code`: a word of the
+// object's width, the distance from a point in the island to its trampoline) how far below `page` it
+// went, and makes the page read-only and executable; where it cannot, the object's sites stay off,
+// and it says why where a PREPATCH_ variable is set. Each island jumps on to its kind's trampoline as
+// every other island does (arch/island.h, proven by the preparer at `page` and at `lowest`),
+// position-independent but for that literal, which the preparer checks too.
 inline constexpr u64 low_islands_page = 0x10000;  // (a 64 KiB page: kernels of 4 and 64 KiB pages map it)
 inline constexpr u64 low_islands_code = 192;     // three islands of at most 64 bytes, by SiteKind - 1
 struct LowIslands {
   u64 page;       // link-time address, 64 KiB-aligned: the lowest segment's 64 KiB page, less 64 KiB
   u64 island[3];  // by SiteKind - 1, each island's link-time address in the page's last bytes (0: none)
   u8 code[low_islands_code];
-  u64 lowest;         // the lowest link-time page the islands may go on (an executable's: `page`)
-  u16 literal[3];     // by SiteKind - 1, where the island's 8-byte literal lies in `code`
+  u64 lowest;         // the lowest link-time page the islands may go on (RISC-V64's: `page`)
+  u16 literal[3];     // by SiteKind - 1, where the island's literal lies in `code`
   u16 reserved;
 };
 static_assert(sizeof(LowIslands) == 240);

@@ -568,7 +568,7 @@ void serve(char** envp);
 bool pin_object();
 
 // The object's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
-// its lowest segment (a shared object's lower down, where that one is taken), mapped before any site
+// its lowest segment (or lower down, where that one is taken), mapped before any site
 // can call them and kept while the object is loaded; where, in o.low_page. False, with why in `why`,
 // where no page is free (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
 bool map_low_islands(Object& o, char* why, u64 why_size) {
@@ -592,10 +592,10 @@ bool map_low_islands(Object& o, char* why, u64 why_size) {
   memcpy(code, low->code, low_islands_code);
   for (int k = 0; k < 3; k++) {  // (moved down by first - at: each literal, a distance up to the trampoline, grows by that)
     if (!low->island[k] || at == first) continue;
-    u64 literal;
-    memcpy(&literal, code + low->literal[k], 8);
-    literal += first - at;
-    memcpy(code + low->literal[k], &literal, 8);
+    uptr literal;  // (ARM32's is a word)
+    memcpy(&literal, code + low->literal[k], sizeof literal);
+    literal += static_cast<uptr>(first - at);
+    memcpy(code + low->literal[k], &literal, sizeof literal);
   }
   if (call(sys::nr_mprotect, static_cast<long>(at), low_islands_page, sys::prot_read | sys::prot_exec) != 0) {
     call(sys::nr_munmap, static_cast<long>(at), low_islands_page);

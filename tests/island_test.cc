@@ -790,25 +790,28 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryTheNopsBeforeTheirEntryOr
 // for -pg -mfentry and -pg sites, which never have any, the island of last resort on the page the shim
 // maps below the executable at start (shim/abi.h LowIslands), in a PIE and at a fixed address alike.
 // Each counted and graph-traced call by call. Where that page is taken when the program starts (here
-// by a preloaded library's constructor), the shim leaves the sites off, saying so where tracing was
-// asked for: the program runs as built, and no counts file appears.
+// by a preloaded library's constructor), the shim takes the first free one lower down, and the calls
+// are counted the same; where every page its sites reach is taken, it leaves the sites off, saying so
+// where tracing was asked for: the program runs as built, and no counts file appears.
 TEST(Island, X86NoRoomAfterTheTextLeavesSitesTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(3));
   write_file(d / "take.c", R"(#define _GNU_SOURCE
 #include <link.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
 static int first(struct dl_phdr_info* i, size_t n, void* out) { (void)n; *(ElfW(Addr)*)out = i->dlpi_addr; return 1; }
-__attribute__((constructor)) static void take(void) {  /* the 64 KiB below the executable's first segment */
+__attribute__((constructor)) static void take(void) {  /* the TAKE bytes below the executable's first segment's 64 KiB */
   ElfW(Addr) bias = 0, lowest = ~(ElfW(Addr))0;
+  const unsigned long length = strtoul(getenv("TAKE"), 0, 0);
   dl_iterate_phdr(first, &bias);
   const ElfW(Phdr)* ph = (const ElfW(Phdr)*)getauxval(AT_PHDR);
   for (unsigned long k = 0; k < getauxval(AT_PHNUM); k++)
     if (ph[k].p_type == PT_LOAD && ph[k].p_vaddr < lowest) lowest = ph[k].p_vaddr;
-  void* want = (void*)(bias + (lowest & ~(ElfW(Addr))0xffff) - 0x10000);
-  if (mmap(want, 0x10000, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != want) fputs("take: not taken\n", stderr);
+  void* want = (void*)(bias + (lowest & ~(ElfW(Addr))0xffff) - length);
+  if (mmap(want, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != want) fputs("take: not taken\n", stderr);
 }
 )");
   Proc c = run({"gcc", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", d / "take.c", "-o", d / "take.so"});
@@ -834,14 +837,21 @@ __attribute__((constructor)) static void take(void) {  /* the 64 KiB below the e
     if (pads || flag.ends_with("-no-pie")) continue;
     const Proc plain = run({d / "nopad", "4"}, d.path());
     std::filesystem::remove(d / "c");
-    Proc taken = run({"env", "LD_PRELOAD=" + d / "take.so", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "4"}, d.path());
+    Proc lower = run({"env", "LD_PRELOAD=" + d / "take.so", "TAKE=0x20000", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "4"}, d.path());
+    EXPECT_EQ(lower.status, plain.status);
+    EXPECT_EQ(lower.out, plain.out);
+    EXPECT_EQ(lower.err, "");
+    EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 4}, {"leaf", 8}}));
+    std::filesystem::remove(d / "c");
+    const std::string all = "TAKE=0x80000000";  // (2 GiB: every page a rel32 call reaches)
+    Proc taken = run({"env", "LD_PRELOAD=" + d / "take.so", all, "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "4"}, d.path());
     EXPECT_EQ(taken.status, plain.status);
     EXPECT_EQ(taken.out, plain.out);
-    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: this program's sites stay off: the 64 KiB at 0x[0-9a-f]+ below it, where "
-                                                        "its far sites' branch islands go, are taken\n$")))
+    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: this program's sites stay off: no 64 KiB from 0x[0-9a-f]+ down to 0x[0-9a-f]+, "
+                                                        "below it within its sites' reach, where its far sites' branch islands go, is free\n$")))
         << taken.err;
     EXPECT_FALSE(exists(d / "c"));
-    Proc quiet = run({"env", "LD_PRELOAD=" + d / "take.so", d / "out", "4"}, d.path());  // (nothing asked: nothing said)
+    Proc quiet = run({"env", "LD_PRELOAD=" + d / "take.so", all, d / "out", "4"}, d.path());  // (nothing asked: nothing said)
     EXPECT_EQ(quiet.out, plain.out);
     EXPECT_EQ(quiet.err, "");
   }
@@ -979,9 +989,11 @@ TEST(Island, X86SharedObjectWithNoRoomTakesAFreePageBelowIt) {
   EXPECT_FALSE(exists(d / "c"));
 }
 
-// The same under qemu on AArch64 and PPC64le, with the page below the library free:
+// The same under qemu on AArch64, PPC64le and ARM32, with the page below the library free:
 //   - AArch64: far_library stripped without .eh_frame (nothing shows where its functions end, so no
 //     padding between them serves), -fpatchable-function-entry=2;
+//   - ARM32 (Thumb-2): far_library past a 1 GiB .bss, -fpatchable-function-entry=3 (too few nops for
+//     an island before the entry);
 //   - PPC64le: a library past a 64 MiB .bss (beyond a bl's +-32 MiB) whose leaf() alone is built with
 //     -fpatchable-function-entry=2 (gcc 12 puts the nops of a function with a TOC setup before it, and
 //     the library would not run; its site would be skipped anyway, README).
@@ -989,7 +1001,7 @@ TEST(Island, X86SharedObjectWithNoRoomTakesAFreePageBelowIt) {
 // unprepared program and a prepared one, which unloads the library and loads it again, and
 // graph-traced in the first. (qemu-user places mappings upwards, so a library loaded after a runtime's
 // trace buffers finds them right below it: on a kernel, which places them downwards, it lies below them.)
-TEST(Island, Aarch64AndPpc64leSharedObjectsWithNoRoomTakeAPageBelowThem) {
+TEST(Island, Aarch64Ppc64leAndArm32SharedObjectsWithNoRoomTakeAPageBelowThem) {
   struct Case {
     std::string isa, cc, source, flags, host_flags, lower;
     std::map<std::string, long> counts;
@@ -1003,6 +1015,8 @@ __attribute__((noinline, patchable_function_entry(2, 0))) int leaf(int i) { retu
 int touch(int i) { ((volatile char*)big)[i] = 1; return leaf(i) + leaf(i + 1) + ((volatile char*)big)[i] - 1; }
 )",
        "-fPIC -shared", "-pg", "31", {{"leaf", 20}}, repeated(20, "0leaf();\n")},
+      {"arm", "arm-linux-gnueabihf-gcc", std::regex_replace(far_library, std::regex("3UL << 30"), "1UL << 30"), "-fpatchable-function-entry=3 -fPIC -shared",
+       "-fpatchable-function-entry=3", "15", {{"leaf", 20}, {"touch", 10}}, repeated(10, "0touch() {\n1leaf();\n1leaf();\n0} /* touch */\n")},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.isa);
@@ -1109,6 +1123,36 @@ TEST(Island, Riscv64NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
         << r.err;
     expect_islands_listed(d / "out", r.err);
     expect_traced_as_called(TestBinary{.isa = "riscv64"}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
+  }
+}
+
+// ARM32 (Thumb-2) past a 1 GiB .bss with no room after the text: patchable sites with too few nops
+// before their entry for an island there (-fpatchable-function-entry=3) call the island of last
+// resort below the executable, counted and graph-traced call by call: linked at 0x400000, on the page
+// below it; as a PIE, under qemu-arm, whose guest stack lies right below it, on the first free page
+// below that stack, the island moved there (its literal a 32-bit word). Linked at ld's default
+// 0x10000, no page above 64 KiB lies below it: refused, saying so.
+TEST(Island, Arm32NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
+  TempDir d;
+  write_file(d / "big.c", big_bss_program(1));
+  for (const std::string link : {"-no-pie -Wl,-Ttext-segment=0x400000", "-pie", "-no-pie"}) {
+    SCOPED_TRACE(link);
+    Proc r = prepare_without_room(d, "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 " + link);
+    if (link == "-no-pie") {
+      EXPECT_EQ(r.status, 4) << r.err;
+      EXPECT_NE(r.err.find("; nor is there a page for an island of last resort below its lowest segment, above 64 KiB (link it higher)\n"), std::string::npos)
+          << r.err;
+      EXPECT_FALSE(exists(d / "out"));
+      continue;
+    }
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr " +
+                         std::string(link == "-pie" ? "0xffffffffffffffc0 (below address 0, where the load address is added)" : "0x3fffc0") +
+                         "; where that page is taken when the program starts, the first free one up to 15 MiB lower, and where none is, its sites stay off\n"),
+              std::string::npos)
+        << r.err;
+    expect_islands_listed(d / "out", r.err);
+    expect_traced_as_called(TestBinary{.isa = "arm"}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
   }
 }
 
