@@ -1126,19 +1126,22 @@ TEST(Island, Riscv64NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
   }
 }
 
-// ARM32 (Thumb-2) past a 1 GiB .bss with no room after the text: patchable sites with too few nops
-// before their entry for an island there (-fpatchable-function-entry=3) call the island of last
-// resort below the executable, counted and graph-traced call by call: linked at 0x400000, on the page
-// below it; as a PIE, under qemu-arm, whose guest stack lies right below it, on the first free page
-// below that stack, the island moved there (its literal a 32-bit word). Linked at ld's default
-// 0x10000, no page above 64 KiB lies below it: refused, saying so.
+// ARM32 past a 1 GiB .bss with no room after the text: patchable Thumb sites with too few nops before
+// their entry for an island there (-fpatchable-function-entry=3) call the island of last resort below
+// the executable, counted and graph-traced call by call: linked at 0x400000, on the page below it; as
+// a PIE, under qemu-arm, whose guest stack lies right below it, on the first free page below that
+// stack, the island moved there (its literal a 32-bit word). Linked at ld's default 0x10000, no page
+// above 64 KiB lies below it: refused, saying so. Static -pg sites, whose calls entered no stub, take
+// one too: Thumb ones the Thumb island, ARM-state ones (-marm) a copy of the shim's ARM-state entry.
 TEST(Island, Arm32NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(1));
-  for (const std::string link : {"-no-pie -Wl,-Ttext-segment=0x400000", "-pie", "-no-pie"}) {
+  for (const std::string link :
+       {"-fpatchable-function-entry=3 -no-pie -Wl,-Ttext-segment=0x400000", "-fpatchable-function-entry=3 -pie", "-fpatchable-function-entry=3 -no-pie",
+        "-pg -static -Wl,-Ttext-segment=0x400000", "-marm -pg -static -Wl,-Ttext-segment=0x400000"}) {
     SCOPED_TRACE(link);
-    Proc r = prepare_without_room(d, "arm-linux-gnueabihf-gcc", "-fpatchable-function-entry=3 " + link);
-    if (link == "-no-pie") {
+    Proc r = prepare_without_room(d, "arm-linux-gnueabihf-gcc", link);
+    if (link.ends_with("-no-pie")) {
       EXPECT_EQ(r.status, 4) << r.err;
       EXPECT_NE(r.err.find("; nor is there a page for an island of last resort below its lowest segment, above 64 KiB (link it higher)\n"), std::string::npos)
           << r.err;
@@ -1146,9 +1149,13 @@ TEST(Island, Arm32NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
       continue;
     }
     ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr " +
-                         std::string(link == "-pie" ? "0xffffffffffffffc0 (below address 0, where the load address is added)" : "0x3fffc0") +
-                         "; where that page is taken when the program starts, the first free one up to 15 MiB lower, and where none is, its sites stay off\n"),
+    const std::string at = link.ends_with("-pie")                ? "0xffffffffffffffc0 (below address 0, where the load address is added)"
+                           : link.starts_with("-fpatchable") ? "0x3fffc0"
+                           : link.starts_with("-pg")         ? "0x3fff80"   // (mcount's slot)
+                                                             : "0x3fff40";  // (fentry's: the ARM-state entry's copy)
+    EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr " + at +
+                         "; where that page is taken when the program starts, the first free one up to " + (link.starts_with("-marm") ? "31" : "15") +
+                         " MiB lower, and where none is, its sites stay off\n"),
               std::string::npos)
         << r.err;
     expect_islands_listed(d / "out", r.err);
