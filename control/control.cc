@@ -50,6 +50,26 @@ std::optional<char> proc_state(const std::string& stat_path) {
   return line[paren + 2];
 }
 
+// How long ago process `pid` started, in seconds (its /proc stat's starttime against /proc/uptime);
+// nullopt when either cannot be read.
+std::optional<double> process_age(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat"), uptime("/proc/uptime");
+  std::string line;
+  std::getline(stat, line);
+  const auto paren = line.rfind(')');  // the name, in parentheses, may hold anything
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(line.substr(paren + 2));
+  std::string field;
+  for (int k = 3; k <= 22 && fields >> field; k++)  // (field 3 is the state; 22 starttime, in clock ticks since boot)
+    if (k == 22) {
+      double up = 0;
+      const long ticks = ::sysconf(_SC_CLK_TCK);
+      if (!(uptime >> up) || ticks <= 0) return std::nullopt;
+      return up - std::strtod(field.c_str(), nullptr) / static_cast<double>(ticks);
+    }
+  return std::nullopt;
+}
+
 // The thread to deliver the request to: one that does not block the control signal, preferably one running
 // (state R), whose handler then interrupts no system call. A signal to the whole process would go to
 // any thread, often the main one, and cut short its sleep() or poll(). 0 when every thread blocks it now
@@ -94,7 +114,8 @@ bool runs_object_runtime(pid_t pid) {
 // The control signal kills a process that does not catch it: make sure `pid` runs a prepared binary
 // whose shim is listening before sending one. A process that has only just started may not have run
 // its shim yet (it installs its handler before the program's own start-up): waited for until
-// `deadline`.
+// `deadline`, or until the process is `start_up` old, whichever comes first (one older than that whose
+// shim does not listen never will: it stood down at start).
 void check_target(pid_t pid, std::chrono::steady_clock::time_point deadline) {
   const std::string who = "process " + std::to_string(pid);
   if (::kill(pid, 0) != 0)
@@ -112,15 +133,19 @@ void check_target(pid_t pid, std::chrono::steady_clock::time_point deadline) {
   }
   if (!table && !runs_object_runtime(pid))
     throw IoError(who + ": its executable is not prepared by prepatch (no __patch_sites table), and no prepared shared object's runtime runs in it");
+  constexpr double start_up = 2;  // seconds
+  const auto age = process_age(pid);
+  const auto listening_by = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(1000 * std::max(0.0, start_up - age.value_or(0))));
   for (;;) {
     auto caught = status_mask("/proc/" + std::to_string(pid) + "/status", "SigCgt:");
     if (caught && (*caught & ctl_bit)) return;
     if (!running(pid)) throw IoError(who + " exited before its shim was listening");
-    if (std::chrono::steady_clock::now() >= deadline) break;
+    if (const auto now = std::chrono::steady_clock::now(); now >= deadline || now >= listening_by) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening (a program run setuid, setgid or with file "
-                        "capabilities never starts it: SECURITY.md); not sending a signal that would kill it");
+  throw IoError(who + ": it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening: its sites stayed off at start (where a PREPATCH_ "
+                        "variable was set, it said why on the program's standard error), or it runs setuid, setgid or with file capabilities, "
+                        "which never start it (SECURITY.md); not sending a signal that would kill it");
 }
 
 // The effective uid a process runs as (the second field of /proc/PID/status's Uid: line).

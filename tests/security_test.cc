@@ -424,6 +424,31 @@ struct Target {
   }
 };
 
+// A prepared program whose shim stood down at start (here: a preloaded library's constructor mapped
+// something else where the runtimes meet, before the program's start ran) never catches the control
+// signal: `prepatch ctl` does not send it, says why it may be, and does not wait out its timeout for a
+// process that has run longer than a start-up takes.
+TEST(ControlChannel, AProcessWhoseShimStoodDownIsNotSignalled) {
+  TempDir d;
+  write_file(d / "take.c", "#include <sys/mman.h>\n__attribute__((constructor)) static void take(void) {\n"
+                           "  mmap((void*)0x7e5e00000000, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);\n}\n");
+  Proc c = run({"gcc", "-O2", "-fPIC", "-shared", d / "take.c", "-o", d / "take.so"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  ASSERT_EQ(prepatch({td + "/secure-fentry", "-o", d / "prepared", "-q"}).status, 0);
+  Background p({"env", "LD_PRELOAD=" + d / "take.so", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "prepared", "wait"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  Proc ctl = prepatch({"ctl", std::to_string(p.target()), "status", "--timeout", "600000"});
+  EXPECT_EQ(ctl.status, 5) << ctl.err;
+  EXPECT_NE(ctl.err.find("it does not catch signal 62 (SIGRTMAX-2), so its shim is not listening: its sites stayed off at start (where a "
+                         "PREPATCH_ variable was set, it said why on the program's standard error)"),
+            std::string::npos)
+      << ctl.err;
+  EXPECT_TRUE(p.alive());
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 7);
+  EXPECT_FALSE(exists(d / "c"));
+}
+
 // Request files that are not what a request must be are refused with a reason, read no further, and
 // leave the process as it was: a symbolic link (to a request that would be valid), a hard link, a FIFO
 // (never waited on), a file of another user, one writable by others, one over 4096 bytes. A directory
