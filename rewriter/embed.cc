@@ -136,13 +136,11 @@ bool is_shared_object(const elf::Elf& elf) {
 
 // Where an object's islands of last resort may go first (shim::LowIslands): the 64 KiB page below its
 // lowest segment's, which in a PIE or a shared object linked at 0 lies below address 0 (the sum with
-// its load bias wraps). Nullopt for a RISC-V64 shared object `shared` (its sites' auipc names the
-// island when they are prepared, and what lies below a shared object is known only when it is
-// loaded), and for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr: an ARM32 one
-// linked at 0x10000, as ld does by default, or a RISC-V64 one).
-std::optional<u64> low_islands_page(const elf::Elf& elf, bool shared) {
+// its load bias wraps). Nullopt for an ET_EXEC whose page would lie below 64 KiB (vm.mmap_min_addr:
+// an ARM32 one linked at 0x10000, as ld does by default, or a RISC-V64 one).
+std::optional<u64> low_islands_page(const elf::Elf& elf) {
   const u16 m = elf.header().machine;
-  if ((m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV && m != EM_ARM) || (shared && m == EM_RISCV)) return std::nullopt;
+  if (m != EM_X86_64 && m != EM_AARCH64 && m != EM_PPC64 && m != EM_RISCV && m != EM_ARM) return std::nullopt;
   u64 lowest = ~u64{0};
   for (const elf::Segment& s : elf.segments())
     if (s.type == PT_LOAD) lowest = std::min(lowest, s.vaddr);
@@ -338,7 +336,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   // And for the islands of last resort (shim::LowIslands), where the executable may have a page for
   // them and a site may reach neither end of the segment.
   const bool shared = is_shared_object(elf);
-  const std::optional<u64> low_page = low_islands_page(elf, shared);
+  const std::optional<u64> low_page = low_islands_page(elf);
   u64 before_blob = r.entry_islands_at + entry_room;
   if (low_page) {
     if (some_far([](const Site&, arch::CallForm) { return true; }, 0)) {
@@ -723,12 +721,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                              hex(*pick) + ", is for " + (arm_state(s) ? "Thumb" : "ARM-state") + " sites");
   };
   // What the islands of last resort (below) could not do for a site.
-  const auto last_resort = [&](const Site& s) -> std::string {
-    if (low_page) return shared ? "; nor any page below the shared object's lowest segment" : "; nor any page below the executable's lowest segment";
-    if (machine == EM_RISCV && shared) return "; a RISC-V64 shared object has no island of last resort (its sites' auipc would name an address known only once it is loaded)";
-    if (elf.header().type == ET_EXEC) return "; nor is there a page for an island of last resort below its lowest segment, above 64 KiB (link it higher)";
-    return "";
-  };
+  const std::string last_resort = low_page ? (shared ? "; nor any page below the shared object's lowest segment" : "; nor any page below the executable's lowest segment")
+                                  : "; nor is there a page for an island of last resort below its lowest segment, above 64 KiB (link it higher)";
   const auto fail_far = [&](const Site& s) {
     const u64 target = target_of(s);
       elf.fail(elf.vaddr_to_offset(s.addr, 1).value_or(0),
@@ -753,7 +747,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
                                                          ? ": this binary has no .symtab, and the FDEs of its .eh_frame show no such padding"
                                                          : ": this binary has no .symtab")
                                               : "") +
-                              ")" + last_resort(s)
+                              ")" + last_resort
                         : ""));
   };
   // Whether the site calls its trampoline, its island, an island over a stub or before an entry, or
@@ -767,16 +761,18 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   };
   // The islands of last resort (shim::LowIslands): for each kind some of whose sites reach none of the
   // above, one on the page below the object's lowest segment, which the shim maps at start, or lower
-  // down where that one is taken: as low as every such site still reaches (RISC-V64's sites' auipc
-  // names the first). (A pass over every site, only where a site may reach neither end of the shim's
-  // segment.) ARM32's ARM-state sites take a copy of the shim's ARM-state entry, in fentry's place.
+  // down where that one is taken: as low as every such site still reaches (a RISC-V64 executable's
+  // sites' auipc names the first for good; a shared object's shim aims them lower where it must).
+  // (A pass over every site, only where a site may reach neither end of the shim's segment.) ARM32's
+  // ARM-state sites take a copy of the shim's ARM-state entry, in fentry's place.
   if (r.low_islands_at) {
     bool need_low[3] = {};
+    const bool may_move = machine != EM_RISCV || shared;
     std::vector<std::pair<const Site*, arch::CallForm>> low_callers;
     for (const Site& s : d.sites)
       if (const arch::CallForm form = call_form_of(elf, s); s.prepared() && !reached(s, form)) {
         need_low[island_index(s)] = true;
-        if (machine != EM_RISCV) low_callers.emplace_back(&s, form);
+        if (may_move) low_callers.emplace_back(&s, form);
       }
     // (RISC-V -pg: what the sites call must reach the mcount trampoline, its island, or this one)
     if (d.mcount_via && !redirect_reaches(r.tramp[mk]) && !redirect_reaches(config.island[mk])) need_low[mk] = true;
@@ -814,13 +810,13 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     // 64 KiB in an ET_EXEC (vm.mmap_min_addr); then the islands moved there, each literal grown by the
     // distance, proven again.
     low.lowest = low.page;
-    if (!low_callers.empty()) {
+    if (may_move && !r.low_island_addrs.empty()) {
       const auto all_reach = [&](u64 pages) {
         const u64 by = pages * shim::low_islands_page;
         if (fixed && low.page - by < shim::low_islands_page) return false;
         for (const auto& [s, form] : low_callers)
           if (!reaches(*s, form, low.island[island_index(*s)] - by)) return false;
-        return true;
+        return !(d.mcount_via && low.island[mk]) || redirect_reaches(low.island[mk] - by);
       };
       u64 lo = 0, hi = u64{1} << 16;  // (4 GiB: beyond every ISA's call)
       while (lo < hi) {

@@ -49,11 +49,11 @@ struct RuntimeSegment {
   std::vector<elf::Patch> entry_islands;
   std::vector<u64> entry_island_addrs;
   u64 entry_islands_at = 0;
-  // Every object but a RISC-V64 shared object: the islands of last resort for sites that reach none of
-  // the above, on a page below the lowest segment that the shim maps at start (shim::LowIslands, at
-  // low_islands_at of the segment; 0: no room reserved), their addresses (empty: none written), and by
-  // SiteKind - 1 (0: none), which RISC-V's patchable sites' auipc may name; the lowest page the shim
-  // may take for them instead, where that one is taken.
+  // The islands of last resort for sites that reach none of the above, on a page below the lowest
+  // segment that the shim maps at start (shim::LowIslands, at low_islands_at of the segment; 0: no
+  // room reserved), their addresses (empty: none written), and by SiteKind - 1 (0: none), which
+  // RISC-V's patchable sites' auipc may name; the lowest page the shim may take for them instead,
+  // where that one is taken.
   u64 low_islands_at = 0;
   std::vector<u64> low_island_addrs;
   u64 low_island_of[3] = {};

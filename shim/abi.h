@@ -120,13 +120,14 @@ inline constexpr u64 config_fini_hooked = 4;
 // start maps before anything else (LowIslands, below).
 inline constexpr u64 config_low_islands = 8;
 
-// The branch islands of last resort (Config::low_islands), below an object's lowest segment (none in a
-// RISC-V64 shared object, whose sites' auipc names the island when they are prepared). The shim maps
+// The branch islands of last resort (Config::low_islands), below an object's lowest segment. The shim maps
 // `low_islands_page` bytes at `page` (+ the load bias; a PIE's or a shared object's sum wraps below
 // its first segment) with MAP_FIXED_NOREPLACE; where that is taken (below an executable, something
 // mapped there first; below a shared object, what the loader placed there), each 64 KiB below it down
-// to `lowest`, the lowest page every site that needs an island still reaches (RISC-V64's: `page`),
-// and takes the first that is free. Before anything else, it copies `code` to the page's last
+// to `lowest`, the lowest page every site that needs an island still reaches (a RISC-V64
+// executable's: `page`, which its sites' auipc names for good; a RISC-V64 shared object's shim aims
+// its sites' auipc, and the -pg sites' redirect, at the page it took), and takes the first that is
+// free. Before anything else, it copies `code` to the page's last
 // `low_islands_code` bytes, adds to each island's literal (at `literal`, within `code`: a word of the
 // object's width, the distance from a point in the island to its trampoline) how far below `page` it
 // went, and makes the page read-only and executable; where it cannot, the object's sites stay off,
@@ -139,7 +140,7 @@ struct LowIslands {
   u64 page;       // link-time address, 64 KiB-aligned: the lowest segment's 64 KiB page, less 64 KiB
   u64 island[3];  // by SiteKind - 1, each island's link-time address in the page's last bytes (0: none)
   u8 code[low_islands_code];
-  u64 lowest;         // the lowest link-time page the islands may go on (RISC-V64's: `page`)
+  u64 lowest;         // the lowest link-time page the islands may go on (a RISC-V64 executable's: `page`)
   u16 literal[3];     // by SiteKind - 1, where the island's literal lies in `code`
   u16 reserved;
 };

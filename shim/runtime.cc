@@ -567,6 +567,47 @@ void take_aux(const uptr* aux, const u8*& phdr, u64& phnum, bool& secure) {
 void serve(char** envp);
 bool pin_object();
 
+#if defined(__riscv)
+// RISC-V64: the patchable sites' `auipc t0` before them, and the -pg sites' redirect (`auipc t1; jr`
+// at Config::mcount_via), which the preparer aimed at the islands of last resort on the first page
+// `first`, aimed at the page `moved` bytes below it where a shared object's shim mapped them (its sites
+// are off: their jalr is a nop; nothing of the object has run yet: this is its DT_INIT). Each
+// executable segment's pages are writable, and not executable, meanwhile. False, with nothing
+// aimed, when the table is malformed or the text cannot be made writable.
+bool aim_at_moved_islands(const Object& o, const LowIslands& low, u64 moved) {
+  TableView table;
+  if (table.check(reinterpret_cast<const u8*>(o.table_addr), o.table_size, sys::machine)) return false;
+  namespace rv = arch::riscv64;
+  const int pk = static_cast<int>(arch::SiteKind::patchable) - 1, mk = static_cast<int>(arch::SiteKind::mcount) - 1;
+  // The words at `at` (link-time) calling `island` through `link`, the first only or both, aimed lower.
+  const auto aim = [&](u64 at, u64 island, unsigned link, bool both) {
+    u32 hi = 0, lo = 0, new_hi = 0, new_lo = 0;
+    u32* word = reinterpret_cast<u32*>(at + o.bias);
+    if (!rv::encode_call(at + o.bias, island + o.bias, link, hi, lo) || !rv::encode_call(at + o.bias, island + o.bias - moved, link, new_hi, new_lo)) return;
+    lo &= ~(u32{31} << 7), new_lo &= ~(u32{31} << 7);  // (the redirect's jr: rd = zero)
+    if (word[0] != hi || (both && word[1] != lo)) return;  // (a site aimed at another target)
+    word[0] = new_hi;
+    if (both) word[1] = new_lo;
+  };
+  for (u64 p = 0; p < o.phnum; p++) {
+    const u8* ph = o.phdr + p * elfc::phdr_size;
+    const u32 flags = static_cast<u32>(load_le(ph + elfc::p_flags, 4));
+    if (load_le(ph, 4) != 1 /* PT_LOAD */ || !(flags & 1 /* PF_X */)) continue;
+    const u64 vaddr = load_le(ph + elfc::p_vaddr, elfc::word), end = vaddr + load_le(ph + elfc::p_memsz, elfc::word);
+    const u64 lo = (vaddr + o.bias) & ~u64{4095}, hi = (end + o.bias + 4095) & ~u64{4095};
+    if (addr_of(__shim_base) >= lo && addr_of(__shim_base) < hi) continue;  // (the shim's own, running now)
+    if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), sys::prot_read | sys::prot_write) != 0) return false;
+    for (u64 i = 0; low.island[pk] && i < table.count(); i++)
+      if (const SiteEntry e = table.entry(i); e.kind == static_cast<u8>(arch::SiteKind::patchable) && e.addr >= vaddr + 4 && e.addr + e.length <= end)
+        aim(e.addr - 4, low.island[pk], rv::t0, false);
+    if (const u64 via = o.config->mcount_via; via && low.island[mk] && via >= vaddr && via + 8 <= end) aim(via, low.island[mk], rv::t1, true);
+    call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot_of(flags));
+    call(sys::nr_riscv_flush_icache, static_cast<long>(lo), static_cast<long>(hi), 0);  // (every hart)
+  }
+  return true;
+}
+#endif
+
 // The object's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
 // its lowest segment (or lower down, where that one is taken), mapped before any site
 // can call them and kept while the object is loaded; where, in o.low_page. False, with why in `why`,
@@ -579,7 +620,7 @@ bool map_low_islands(Object& o, char* why, u64 why_size) {
     Text t(why, why_size - 1);
     if (!at && pages) t.str("no 64 KiB from ").addr(first).str(" down to ").addr(first - pages * low_islands_page).str(", below it within its sites' reach, ");
     else t.str("the 64 KiB at ").addr(at ? at : first).str(" below it, ");
-    t.str("where its far sites' branch islands go, ").str(at ? "cannot be made executable" : pages ? "is free" : "are taken");
+    t.str("where its far sites' branch islands go, ").str(at ? "cannot be made executable, or its text writable to aim its sites there" : pages ? "is free" : "are taken");
     why[t.size()] = 0;
     return false;
   };
@@ -601,7 +642,14 @@ bool map_low_islands(Object& o, char* why, u64 why_size) {
     call(sys::nr_munmap, static_cast<long>(at), low_islands_page);
     return fail(at);
   }
+#if defined(__riscv)
+  if (at != first && !aim_at_moved_islands(o, *low, first - at)) {
+    call(sys::nr_munmap, static_cast<long>(at), low_islands_page);
+    return fail(at);
+  }
+#endif
   for (u64 k = 0; k < low_islands_code; k += 16) sys::sync_icache(code + k, code + k);
+  sys::flush_code(addr_of(code), addr_of(code) + low_islands_code);  // (ARM32's cacheflush)
   o.low_page = at;
   return true;
 }
