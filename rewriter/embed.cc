@@ -333,8 +333,8 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     });
     return far;
   };
-  // And for the islands of last resort (shim::LowIslands), where the executable may have a page for
-  // them and a site may reach neither end of the segment.
+  // And for the islands of last resort (shim::LowIslands), where the object may have a page for them
+  // and a site may reach neither end of the segment.
   const bool shared = is_shared_object(elf);
   const std::optional<u64> low_page = low_islands_page(elf);
   u64 before_blob = r.entry_islands_at + entry_room;

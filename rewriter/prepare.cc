@@ -255,8 +255,8 @@ std::vector<IslandRow> read_islands(const elf::Elf& elf, const FoundTable& t) {
        SiteKind::mcount);
   list(__builtin_offsetof(shim::Config, entry_islands), __builtin_offsetof(shim::Config, entry_island_count), "over the nops before an entry",
        SiteKind::patchable);
-  // The islands of last resort, below the lowest segment (no file offset: the shim writes them; a
-  // shared object's, lower down where that page is taken when it is loaded).
+  // The islands of last resort, below the lowest segment (no file offset: the shim writes them, lower
+  // down where that page is taken at start).
   if (const u64 off = field(__builtin_offsetof(shim::Config, low_islands), 4); off && t.offset + off <= elf.bytes().size() &&
                                                                                 elf.bytes().size() - t.offset - off >= sizeof(shim::LowIslands))
     for (unsigned k = 0; k < 3; k++)

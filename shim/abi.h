@@ -120,20 +120,20 @@ inline constexpr u64 config_fini_hooked = 4;
 // start maps before anything else (LowIslands, below).
 inline constexpr u64 config_low_islands = 8;
 
-// The branch islands of last resort (Config::low_islands), below an object's lowest segment. The shim maps
-// `low_islands_page` bytes at `page` (+ the load bias; a PIE's or a shared object's sum wraps below
-// its first segment) with MAP_FIXED_NOREPLACE; where that is taken (below an executable, something
-// mapped there first; below a shared object, what the loader placed there), each 64 KiB below it down
-// to `lowest`, the lowest page every site that needs an island still reaches (a RISC-V64
-// executable's: `page`, which its sites' auipc names for good; a RISC-V64 shared object's shim aims
-// its sites' auipc, and the -pg sites' redirect, at the page it took), and takes the first that is
-// free. Before anything else, it copies `code` to the page's last
-// `low_islands_code` bytes, adds to each island's literal (at `literal`, within `code`: a word of the
-// object's width, the distance from a point in the island to its trampoline) how far below `page` it
-// went, and makes the page read-only and executable; where it cannot, the object's sites stay off,
-// and it says why where a PREPATCH_ variable is set. Each island jumps on to its kind's trampoline as
-// every other island does (arch/island.h, proven by the preparer at `page` and at `lowest`),
-// position-independent but for that literal, which the preparer checks too.
+// The branch islands of last resort (Config::low_islands), below an object's lowest segment. The shim
+// maps `low_islands_page` bytes at `page` (+ the load bias; a PIE's or a shared object's sum wraps
+// below its first segment) with MAP_FIXED_NOREPLACE; where that is taken (below an executable,
+// something mapped there first; below a shared object, what the loader placed there), each 64 KiB
+// below it down to `lowest`, the lowest page every site that needs an island still reaches (a
+// RISC-V64 executable's: `page`, which its sites' auipc names for good; a RISC-V64 shared object's
+// shim aims its sites' auipc, and the -pg sites' redirect, at the page it took), and takes the first
+// that is free. Before anything else, it copies `code` to the page's last `low_islands_code` bytes,
+// adds to each island's literal (at `literal`, within `code`: a word of the object's width, the
+// distance from a point in the island to its trampoline) how far below `page` it went, and makes the
+// page read-only and executable; where it cannot, the object's sites stay off, and it says why where
+// a PREPATCH_ variable is set. Each island jumps on to its kind's trampoline as every other island
+// does (arch/island.h, proven by the preparer at `page` and at `lowest`), position-independent but
+// for that literal, which the preparer checks too.
 inline constexpr u64 low_islands_page = 0x10000;  // (a 64 KiB page: kernels of 4 and 64 KiB pages map it)
 inline constexpr u64 low_islands_code = 192;     // three islands of at most 64 bytes, by SiteKind - 1
 struct LowIslands {

@@ -609,25 +609,25 @@ bool aim_at_moved_islands(const Object& o, const LowIslands& low, u64 moved) {
 #endif
 
 // The object's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
-// its lowest segment (or lower down, where that one is taken), mapped before any site
-// can call them and kept while the object is loaded; where, in o.low_page. False, with why in `why`,
-// where no page is free (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
+// its lowest segment (or lower down, where that one is taken), mapped before any site can call them
+// and kept while the object is loaded; where, in o.low_page. False, with why in `why`, where no page
+// is free (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
 bool map_low_islands(Object& o, char* why, u64 why_size) {
   const auto* low = reinterpret_cast<const LowIslands*>(o.table_addr + o.config->low_islands);
   const u64 first = low->page + o.bias, pages = (low->page - low->lowest) / low_islands_page;  // (pages below the first)
-  // Why: none free within reach (`at` 0), or the page at `at` not made executable.
-  const auto fail = [&](u64 at) {
+  // Why: none free within reach (`at` 0), or what went wrong with the page at `at`.
+  const auto fail = [&](u64 at, const char* what) {
     Text t(why, why_size - 1);
     if (!at && pages) t.str("no 64 KiB from ").addr(first).str(" down to ").addr(first - pages * low_islands_page).str(", below it within its sites' reach, ");
     else t.str("the 64 KiB at ").addr(at ? at : first).str(" below it, ");
-    t.str("where its far sites' branch islands go, ").str(at ? "cannot be made executable, or its text writable to aim its sites there" : pages ? "is free" : "are taken");
+    t.str("where its far sites' branch islands go, ").str(what);
     why[t.size()] = 0;
     return false;
   };
   u64 at = first;
   for (u64 k = 0;; k++, at -= low_islands_page) {
     if (map_exactly(at, low_islands_page, sys::prot_read | sys::prot_write) == static_cast<long>(at)) break;
-    if (k == pages) return fail(0);
+    if (k == pages) return fail(0, pages ? "is free" : "are taken");
   }
   u8* code = reinterpret_cast<u8*>(at + low_islands_page - low_islands_code);
   memcpy(code, low->code, low_islands_code);
@@ -640,12 +640,12 @@ bool map_low_islands(Object& o, char* why, u64 why_size) {
   }
   if (call(sys::nr_mprotect, static_cast<long>(at), low_islands_page, sys::prot_read | sys::prot_exec) != 0) {
     call(sys::nr_munmap, static_cast<long>(at), low_islands_page);
-    return fail(at);
+    return fail(at, "cannot be made executable");
   }
 #if defined(__riscv)
   if (at != first && !aim_at_moved_islands(o, *low, first - at)) {
     call(sys::nr_munmap, static_cast<long>(at), low_islands_page);
-    return fail(at);
+    return fail(at, "cannot be aimed at: its text cannot be made writable");
   }
 #endif
   for (u64 k = 0; k < low_islands_code; k += 16) sys::sync_icache(code + k, code + k);
