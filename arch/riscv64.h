@@ -47,6 +47,15 @@ constexpr bool encode_call(u64 at, u64 target, unsigned link, u32& auipc_out, u3
   return true;
 }
 
+// `auipc t1, hi; jr lo(t1)` at `at` jumping to `target`, every register but t1 as it was (the -pg
+// sites' redirect, where the PLT entry or _mcount clobbers t1 anyway; a hooked unwinder's entry): the
+// pair, or false out of reach.
+constexpr bool encode_jump(u64 at, u64 target, u32& auipc_out, u32& jr_out) {
+  if (!encode_call(at, target, t1, auipc_out, jr_out)) return false;
+  jr_out &= ~(u32{31} << 7);  // rd = zero: a jump, not a call
+  return true;
+}
+
 // A branch island (arch/island.h): what a patchable site, or the -pg sites' redirect, calls when the
 // trampoline `target` lies beyond +-2 GiB (a .bss over 2 GiB). `auipc t1, 0; ld t3, 16(t1); add t1,
 // t1, t3; jr t1; .dword target - at`: any distance, position-independent, writing only t1 and t3,

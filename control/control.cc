@@ -39,26 +39,32 @@ std::optional<u64> status_mask(const std::string& status_path, const char* key) 
   return mask;
 }
 
-// The state letter of a process or thread (R running, S sleeping, Z zombie, ...) from its /proc stat
-// file; nullopt when it cannot be read (gone).
-std::optional<char> proc_state(const std::string& stat_path) {
+// The fields of a /proc stat file after the name, from the third (the state) on; nullopt when it
+// cannot be read (gone).
+std::optional<std::string> stat_fields(const std::string& stat_path) {
   std::ifstream stat(stat_path);
   std::string line;
   std::getline(stat, line);
   const auto paren = line.rfind(')');  // the name, in parentheses, may hold anything
   if (paren == std::string::npos || paren + 2 >= line.size()) return std::nullopt;
-  return line[paren + 2];
+  return line.substr(paren + 2);
+}
+
+// The state letter of a process or thread (R running, S sleeping, Z zombie, ...) from its /proc stat
+// file; nullopt when it cannot be read (gone).
+std::optional<char> proc_state(const std::string& stat_path) {
+  const auto fields = stat_fields(stat_path);
+  if (!fields) return std::nullopt;
+  return fields->front();
 }
 
 // How long ago process `pid` started, in seconds (its /proc stat's starttime against /proc/uptime);
 // nullopt when either cannot be read.
 std::optional<double> process_age(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat"), uptime("/proc/uptime");
-  std::string line;
-  std::getline(stat, line);
-  const auto paren = line.rfind(')');  // the name, in parentheses, may hold anything
-  if (paren == std::string::npos) return std::nullopt;
-  std::istringstream fields(line.substr(paren + 2));
+  const auto rest = stat_fields("/proc/" + std::to_string(pid) + "/stat");
+  std::ifstream uptime("/proc/uptime");
+  if (!rest) return std::nullopt;
+  std::istringstream fields(*rest);
   std::string field;
   for (int k = 3; k <= 22 && fields >> field; k++)  // (field 3 is the state; 22 starttime, in clock ticks since boot)
     if (k == 22) {

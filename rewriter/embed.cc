@@ -40,9 +40,8 @@ elf::Patch riscv_redirect(const elf::Elf& elf, u64 at, u64 tramp) {
   if (!off || !seg || !(seg->flags & PF_X))
     elf.fail(off.value_or(0), "the -pg sites call vaddr " + hex(at) + ", which is not 8 bytes of executable code to redirect to the shim");
   u32 auipc = 0, jalr = 0;
-  if (!arch::riscv64::encode_call(at, tramp, arch::riscv64::t1, auipc, jalr))
+  if (!arch::riscv64::encode_jump(at, tramp, auipc, jalr))
     elf.fail(*off, "the -pg sites' target at vaddr " + hex(at) + " cannot reach the shim at " + hex(tramp) + " with auipc+jalr (+-2 GiB)");
-  jalr &= ~(u32{31} << 7);  // rd = zero: a jump, not a call
   elf::Patch p;
   p.offset = *off;
   p.len = 8;
@@ -475,7 +474,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
   const int mk = static_cast<int>(SiteKind::mcount) - 1;
   const auto redirect_reaches = [&](u64 target) {
     u32 hi = 0, lo = 0;
-    return target && arch::riscv64::encode_call(d.mcount_via, target, arch::riscv64::t1, hi, lo);
+    return target && arch::riscv64::encode_jump(d.mcount_via, target, hi, lo);
   };
   if (d.mcount_via && !redirect_reaches(r.tramp[mk])) need[mk] = true;
   const auto isa = island_isa(machine);

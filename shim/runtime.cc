@@ -579,15 +579,18 @@ bool aim_at_moved_islands(const Object& o, const LowIslands& low, u64 moved) {
   if (table.check(reinterpret_cast<const u8*>(o.table_addr), o.table_size, sys::machine)) return false;
   namespace rv = arch::riscv64;
   const int pk = static_cast<int>(arch::SiteKind::patchable) - 1, mk = static_cast<int>(arch::SiteKind::mcount) - 1;
-  // The words at `at` (link-time) calling `island` through `link`, the first only or both, aimed lower.
-  const auto aim = [&](u64 at, u64 island, unsigned link, bool both) {
+  // A patchable site's auipc at `at` (link-time), or the redirect's two words there, aimed lower where
+  // they name `island` (not another target).
+  const auto aim = [&](u64 at, u64 island, bool redirect) {
     u32 hi = 0, lo = 0, new_hi = 0, new_lo = 0;
     u32* word = reinterpret_cast<u32*>(at + o.bias);
-    if (!rv::encode_call(at + o.bias, island + o.bias, link, hi, lo) || !rv::encode_call(at + o.bias, island + o.bias - moved, link, new_hi, new_lo)) return;
-    lo &= ~(u32{31} << 7), new_lo &= ~(u32{31} << 7);  // (the redirect's jr: rd = zero)
-    if (word[0] != hi || (both && word[1] != lo)) return;  // (a site aimed at another target)
+    const auto encode = [&](u64 target, u32& a, u32& b) {
+      return redirect ? rv::encode_jump(at + o.bias, target, a, b) : rv::encode_call(at + o.bias, target, rv::t0, a, b);
+    };
+    if (!encode(island + o.bias, hi, lo) || !encode(island + o.bias - moved, new_hi, new_lo)) return;
+    if (word[0] != hi || (redirect && word[1] != lo)) return;
     word[0] = new_hi;
-    if (both) word[1] = new_lo;
+    if (redirect) word[1] = new_lo;
   };
   for (u64 p = 0; p < o.phnum; p++) {
     const u8* ph = o.phdr + p * elfc::phdr_size;
@@ -599,8 +602,8 @@ bool aim_at_moved_islands(const Object& o, const LowIslands& low, u64 moved) {
     if (call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), sys::prot_read | sys::prot_write) != 0) return false;
     for (u64 i = 0; low.island[pk] && i < table.count(); i++)
       if (const SiteEntry e = table.entry(i); e.kind == static_cast<u8>(arch::SiteKind::patchable) && e.addr >= vaddr + 4 && e.addr + e.length <= end)
-        aim(e.addr - 4, low.island[pk], rv::t0, false);
-    if (const u64 via = o.config->mcount_via; via && low.island[mk] && via >= vaddr && via + 8 <= end) aim(via, low.island[mk], rv::t1, true);
+        aim(e.addr - 4, low.island[pk], false);
+    if (const u64 via = o.config->mcount_via; via && low.island[mk] && via >= vaddr && via + 8 <= end) aim(via, low.island[mk], true);
     call(sys::nr_mprotect, static_cast<long>(lo), static_cast<long>(hi - lo), prot_of(flags));
     call(sys::nr_riscv_flush_icache, static_cast<long>(lo), static_cast<long>(hi), 0);  // (every hart)
   }
@@ -654,6 +657,12 @@ bool map_low_islands(Object& o, char* why, u64 why_size) {
   return true;
 }
 
+// Unmaps this object's islands of last resort, where it mapped them: its sites stay off, or go with
+// its text.
+void unmap_low_islands() {
+  if (g.obj.low_page) call(sys::nr_munmap, static_cast<long>(g.obj.low_page), low_islands_page), g.obj.low_page = 0;
+}
+
 void start(char** envp) {
   g.obj.config = &prepatch_config;
   find_extent(g.obj);
@@ -665,7 +674,7 @@ void start(char** envp) {
     return;
   }
   const Claim claim = claim_process(envp);
-  if (claim == Claim::off && g.obj.low_page) call(sys::nr_munmap, static_cast<long>(g.obj.low_page), low_islands_page), g.obj.low_page = 0;
+  if (claim == Claim::off) unmap_low_islands();
   if (claim != Claim::serve) return;
   g.objects = 1;
   serve(envp);
@@ -849,7 +858,6 @@ extern "C" void prepatch_object_fini() {
   if (const u64 leave = g.leave) {
     g.leave = 0;
     reinterpret_cast<void (*)(u64)>(leave)(addr_of(prepatch_forward_to));
-    // Its sites go with its text, and its islands of last resort with them.
-    if (g.obj.low_page) call(sys::nr_munmap, static_cast<long>(g.obj.low_page), low_islands_page), g.obj.low_page = 0;
+    unmap_low_islands();
   }
 }
