@@ -4,6 +4,7 @@
 // what it computed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <map>
@@ -440,21 +441,56 @@ std::vector<std::string> snapshots_of(const std::string& trace) {
   return out;
 }
 
+// How long each call of slow() lasted in graph trace `file`, as the trace timed them (ns), each
+// thread's in order. Two of work()'s four calls sleep 150 ms, so at least that long each: checked
+// here, which also checks the TSC's rate the shim measured. The other two take microseconds, unless
+// a loaded machine keeps the thread off the CPU: a trigger then rightly fires for them too, so the
+// tests count the calls that lasted a trigger's duration from the trace, not from the program.
+std::vector<std::vector<u64>> slow_calls(const std::string& file) {
+  trace::TraceFile f(file);
+  std::vector<std::vector<u64>> out;
+  for (size_t k = 0; k < f.threads(); k++) {
+    trace::TraceFile::Stream st(f, k);
+    std::vector<u64>& calls = out.emplace_back();
+    u64 entry = 0;
+    for (trace::Event e; st.next(e);) {
+      if (f.name(e.site) != "slow") continue;
+      if (e.type == shim::rec_entry) entry = e.ns;
+      else if (e.type == shim::rec_exit) calls.push_back(e.ns - entry);
+    }
+    for (size_t c = 1; c < calls.size(); c += 2) {
+      EXPECT_GE(calls[c], 145000000u) << file << ": thread " << k << "'s slow() call " << c << " slept 150 ms";
+    }
+  }
+  for (const std::string& p : f.problems()) ADD_FAILURE() << file << ": " << p;
+  return out;
+}
+size_t lasting(const std::vector<u64>& calls, size_t from, size_t to, u64 ns) {
+  return static_cast<size_t>(std::count_if(calls.begin() + static_cast<long>(from), calls.begin() + static_cast<long>(to), [&](u64 d) { return d >= ns; }));
+}
+
 // A duration trigger fires exactly for the calls that last it: two of work()'s four slow() calls
-// sleep 150 ms, on each of two threads, so `slow>50ms:snapshot` takes four snapshots, each said on
-// stderr and each holding the slow call that triggered it as its thread's last event. SNAPSHOTS
-// bounds them; an entry trigger takes one at each call.
+// sleep 150 ms, on each of two threads, so `slow>50ms:snapshot` takes four snapshots (one more for
+// each other slow() call the trace shows lasting 50 ms), each said on stderr and each holding the
+// slow call that triggered it as its thread's last event. SNAPSHOTS bounds them; an entry trigger
+// takes one at each call.
 TEST(Triggers, ADurationTriggerSnapshotsExactlyTheSlowCalls) {
   const std::string file = program().d / "slow-trigger.trace";
   Proc r = run({"env", "PREPATCH_TRACER=graph", traced, "PREPATCH_BUFFER=ring:512K", "PREPATCH_OUTPUT=" + file,
                 "PREPATCH_TRIGGER=slow>50ms:snapshot", program().exe, "once", "2"});
   ASSERT_EQ(r.status, 0) << r.err;
+  size_t slow = 0;
+  for (const std::vector<u64>& calls : slow_calls(file)) {
+    EXPECT_EQ(calls.size(), 4u);
+    slow += lasting(calls, 0, calls.size(), 50000000);
+  }
+  EXPECT_GE(slow, 4u);
   const std::vector<std::string> snaps = snapshots_of(file);
-  ASSERT_EQ(snaps.size(), 4u) << r.err;
+  ASSERT_EQ(snaps.size(), slow) << r.err;
   for (const std::string& s : snaps) {
     SCOPED_TRACE(s);
     EXPECT_NE(r.err.find("prepatch: trigger slow>50ms:snapshot: snapshot " + s + "\n"), std::string::npos) << r.err;
-    // Some thread's last event is the exit of a slow() that lasted 150 ms: its entry is in the copy too.
+    // Some thread's last event is the exit of a slow() that lasted 50 ms: its entry is in the copy too.
     trace::TraceFile f(s);
     EXPECT_TRUE(f.problems().empty()) << f.problems().front();
     int slow_last = 0;
@@ -466,7 +502,7 @@ TEST(Triggers, ADurationTriggerSnapshotsExactlyTheSlowCalls) {
         if (e.type == shim::rec_entry && f.name(e.site) == "slow") slow_entry = e;
         last = e, any = true;
       }
-      if (any && last.type == shim::rec_exit && f.name(last.site) == "slow" && last.ns - slow_entry.ns >= 100000000) slow_last++;
+      if (any && last.type == shim::rec_exit && f.name(last.site) == "slow" && last.ns - slow_entry.ns >= 50000000) slow_last++;
     }
     EXPECT_GE(slow_last, 1);
     // work() was still running when the copy was made: cut, not unfinished.
@@ -541,16 +577,23 @@ TEST(Triggers, SetLive) {
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(t.out, "ok: filters: TRIGGER=slow>50ms:snapshot SNAPSHOTS=10\n");
   round(1);
-  EXPECT_EQ(snapshots_of(file).size(), 2u);
+  const size_t taken = snapshots_of(file).size();
   Proc st = prepatch({"ctl", pid, "status"});
-  EXPECT_NE(st.out.find("\ntriggers: slow>50ms:snapshot (2 of 10 snapshots taken); recording on\n"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("\ntriggers: slow>50ms:snapshot (" + std::to_string(taken) + " of 10 snapshots taken); recording on\n"), std::string::npos)
+      << st.out;
   Proc bad = prepatch({"ctl", pid, "trigger", "slow>5ms:trace_on"});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.err.find("only a snapshot takes a duration"), std::string::npos) << bad.err;
   EXPECT_EQ(prepatch({"ctl", pid, "trigger"}).out, "ok: filters: none (every call of an enabled site is recorded)\n");
   round(2);
-  EXPECT_EQ(snapshots_of(file).size(), 2u);
+  EXPECT_EQ(snapshots_of(file).size(), taken);
   b.finish();
+  // Exactly the second round's slow() calls that lasted 50 ms took one: its two 150 ms ones at least.
+  const std::vector<std::vector<u64>> calls = slow_calls(file);
+  ASSERT_EQ(calls.size(), 1u);
+  ASSERT_EQ(calls[0].size(), 12u);
+  EXPECT_EQ(taken, lasting(calls[0], 4, 8, 50000000));
+  EXPECT_GE(taken, 2u);
 }
 
 }  // namespace
