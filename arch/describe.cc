@@ -44,7 +44,8 @@ std::string step_text(const Step& s, unsigned insn_len) {
 
 }  // namespace
 
-u64 example_site_address(Isa isa) {
+u64 example_site_address(Isa isa, unsigned length) {
+  if (isa == Isa::thumb2 && length == 8) return 0x401008;
   switch (isa) {
     case Isa::x86_64: return 0x401006;  // 5 or 6 bytes from here cross 0x401008
     case Isa::aarch64:
@@ -139,7 +140,7 @@ std::string protocols_markdown() {
     // ARM32 two, by state: a Thumb site and an ARM-state one.
     std::vector<std::pair<u64, unsigned>> shown = {{example_site_address(isa), site_lengths(isa).front()}};
     if (isa == Isa::riscv64) shown.emplace_back(example_site_address(isa) + 2, site_lengths(isa).front());
-    if (isa == Isa::thumb2) shown.emplace_back(example_site_address(isa) + 2, site_lengths(isa).back());
+    if (isa == Isa::thumb2) shown.emplace_back(example_site_address(isa, site_lengths(isa).back()), site_lengths(isa).back());
     for (const auto& [addr, len] : shown) {
       const SiteKind kind = info.kinds.front();
       auto site = site_form(isa, kind, addr, addr + 0x1000, len);

@@ -18,7 +18,8 @@ std::string describe_plan(Isa isa, SiteKind kind, const Plan& plan, const SiteFo
 std::string protocols_markdown();
 
 // A site to show when the user gives no address: one that straddles an 8-byte word where the ISA
-// allows it, so the interesting case is the default.
-u64 example_site_address(Isa isa);
+// allows it, so the interesting case is the default. A Thumb-2 site of `length` 8 (ARM-state -pg),
+// whose word is 4-aligned and so straddles nothing, is shown at the next 4-aligned address.
+u64 example_site_address(Isa isa, unsigned length = 0);
 
 }  // namespace prepatch::arch

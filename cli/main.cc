@@ -145,7 +145,7 @@ int run_plan(const PlanArgs& a) {
                  "fentry, mcount, patchable (see --help)\n";
     return usage;
   }
-  auto at = a.at.empty() ? arch::example_site_address(*isa) : parse_address(a.at);
+  auto at = a.at.empty() ? arch::example_site_address(*isa, a.length) : parse_address(a.at);
   auto target = a.target.empty() ? (at ? std::optional(*at + 0x1000) : std::nullopt) : parse_address(a.target);
   if (!at || !target) {
     std::cerr << "prepatch plan: expected an address such as 0x401006, got \"" << (at ? a.target : a.at) << "\"\n";
@@ -353,7 +353,7 @@ int main(int argc, char** argv) {
   plan->add_option("--arch", pa.arch, "x86-64, aarch64, ppc64le, riscv64 or thumb2");
   plan->add_option("--site-kind", pa.kind, "fentry (x86-64 only), mcount or patchable");
   plan->add_option("--length", pa.length, "x86-64: the site's length, 5 or 6; thumb2: 8 for an ARM-state (-marm) -pg site")->capture_default_str();
-  plan->add_option("--at", pa.at, "address of the toggled instruction (default: one straddling an 8-byte word)");
+  plan->add_option("--at", pa.at, "address of the toggled instruction (default: one straddling an 8-byte word; a 4-aligned one for a thumb2 ARM-state site)");
   plan->add_option("--target", pa.target, "address the call form calls (default: --at + 0x1000)");
   plan->add_flag("--off", pa.off, "show switching the site off instead of on");
   plan->add_flag("--markdown", pa.markdown, "print the generated part of docs/PROTOCOLS.md (every ISA; runs the full check)");

@@ -196,6 +196,11 @@ TEST(PlanCommand, PrintsStepsStatesAndVerdict) {
   EXPECT_NE(r.out.find("switched off"), std::string::npos);
   EXPECT_NE(r.out.find("int3 (trap"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("67 e8"), std::string::npos) << r.out;
+  // Thumb-2's ARM-state -pg site (length 8) by default at a 4-aligned address, as it must be.
+  r = prepatch({"plan", "--arch", "thumb2", "--site-kind", "mcount", "--length", "8"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("thumb2 ARM-state mcount site, toggled instruction at 0x401008"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("checker: safe"), std::string::npos) << r.out;
 }
 
 TEST(PlanCommand, RejectsUnknownArchKindAndAddress) {
