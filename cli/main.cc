@@ -172,7 +172,7 @@ int run_ctl(const std::string& pid_text, const std::vector<std::string>& words, 
   }
   if (words[0] == "snapshot") {  // read from outside: the process is not asked, nor stopped
     const Snapshot s = snapshot(static_cast<pid_t>(*pid), out);
-    std::cout << "snapshot of " << s.trace << ": " << s.path << " (" << s.chunks << " chunks";
+    std::cout << "snapshot of " << printable(s.trace) << ": " << printable(s.path) << " (" << s.chunks << " chunks";
     if (s.dropped) std::cout << "; " << s.dropped << " rewritten while copied, left out";
     std::cout << ")\n";
     return ok;

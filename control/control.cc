@@ -154,18 +154,6 @@ void check_target(pid_t pid, std::chrono::steady_clock::time_point deadline) {
                         "which never start it (SECURITY.md); not sending a signal that would kill it");
 }
 
-// The effective uid a process runs as (the second field of /proc/PID/status's Uid: line).
-std::optional<uid_t> process_euid(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("Uid:", 0) != 0) continue;
-    std::istringstream in(line.substr(4));
-    unsigned long real = 0, effective = 0;
-    if (in >> real >> effective) return static_cast<uid_t>(effective);
-  }
-  return std::nullopt;
-}
-
 // The namespace `kind` ("user", "mnt") a process is in, as /proc names it ("user:[4026531837]"); empty
 // when it cannot be read.
 std::string namespace_of(const std::string& proc, const char* kind) {
@@ -174,10 +162,20 @@ std::string namespace_of(const std::string& proc, const char* kind) {
   return ec ? std::string() : link.string();
 }
 
-// Who may drive `pid` from here, and through which directory (SECURITY.md, "The control channel"):
-// its own user, through /tmp/prepatch-EUID; root, through the same directory of the process's user.
-// A process in another user or mount namespace (a container) sees another /tmp or other uids: it is
-// driven from inside its namespaces.
+}  // namespace
+
+std::optional<unsigned> process_effective_id(pid_t pid, const char* key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  const size_t n = std::strlen(key);
+  for (std::string line; std::getline(f, line);) {
+    if (line.compare(0, n, key) != 0) continue;
+    std::istringstream in(line.substr(n));
+    unsigned long real = 0, effective = 0;
+    if (in >> real >> effective) return static_cast<unsigned>(effective);
+  }
+  return std::nullopt;
+}
+
 uid_t channel_owner(pid_t pid) {
   const std::string who = "process " + std::to_string(pid);
   const std::string proc = "/proc/" + std::to_string(pid);
@@ -188,12 +186,14 @@ uid_t channel_owner(pid_t pid) {
                     " namespace (a container?), where the control channel's directory and user ids are not these; run prepatch ctl "
                     "inside it (nsenter --target " + std::to_string(pid) + " --user --mount --preserve-credentials prepatch ctl ...)");
   }
-  auto target = process_euid(pid);
+  auto target = process_effective_id(pid, "Uid:");
   if (!target) throw IoError(who + ": cannot read its user from " + proc + "/status");
   if (*target != ::geteuid() && ::geteuid() != 0)
     throw IoError(who + ": belongs to another user (uid " + std::to_string(*target) + "); only that user or root may drive it");
   return *target;
 }
+
+namespace {
 
 // The channel's directory of user `owner`, opened (never through a symbolic link) and checked: a
 // directory of `owner`'s with mode 0700. Created when missing (by root for another user: then given
@@ -280,23 +280,29 @@ std::optional<std::string> read_reply(int dir, const std::string& name, uid_t ow
 
 }  // namespace
 
+std::string printable(std::string_view text, bool lines) {
+  std::string out;
+  out.reserve(text.size() + 1);
+  for (size_t i = 0; i < text.size(); i++) {
+    const auto u = static_cast<unsigned char>(text[i]);
+    const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if (u == 0xc2 && next >= 0x80 && next <= 0x9f) {  // a C1 control in UTF-8 (CSI is c2 9b): terminals act on them too
+      out += "??";
+      i++;
+    } else {
+      out += (u < 0x20 && !(lines && (u == '\n' || u == '\t'))) || u == 0x7f ? '?' : text[i];
+    }
+  }
+  return out;
+}
+
 ParsedReply parse_reply(std::string_view text) {
   ParsedReply r;
   if (text.rfind("ok:", 0) == 0) r.kind = ReplyKind::ok;
   else if (text.rfind("error:", 0) == 0) r.kind = ReplyKind::error;
   else if (text.rfind("busy", 0) == 0) r.kind = ReplyKind::busy;
   else r.kind = ReplyKind::malformed;
-  r.text.reserve(text.size() + 1);
-  for (size_t i = 0; i < text.size(); i++) {
-    const auto u = static_cast<unsigned char>(text[i]);
-    const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
-    if (u == 0xc2 && next >= 0x80 && next <= 0x9f) {  // a C1 control in UTF-8 (CSI is c2 9b): terminals act on them too
-      r.text += "??";
-      i++;
-    } else {
-      r.text += (u < 0x20 && u != '\n' && u != '\t') || u == 0x7f ? '?' : text[i];
-    }
-  }
+  r.text = printable(text, true);
   if (r.kind == ReplyKind::malformed) r.text = "the shim's reply does not start with ok:, error: or busy (" + r.text.substr(0, 200) + ")";
   if (!r.text.empty() && r.text.back() != '\n') r.text += '\n';
   return r;

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,9 +27,22 @@ struct ParsedReply {
   ReplyKind kind = ReplyKind::malformed;
   std::string text;  // the reply, safe to print: control characters (C0, DEL, UTF-8 C1) but newline and tab as '?', ending in a newline
 };
+// `text` safe to show on a terminal: control characters (C0, DEL, UTF-8 C1) as '?', but newline and
+// tab where `lines`.
+std::string printable(std::string_view text, bool lines = false);
+
 // What the shim answered: its first word, and the text to show. The process is another program (or
 // another user's, when root asks), so nothing it writes reaches a terminal unfiltered.
 ParsedReply parse_reply(std::string_view text);
+
+// The effective id of process `pid` that /proc/PID/status's line `key` ("Uid:", "Gid:") gives.
+std::optional<unsigned> process_effective_id(pid_t pid, const char* key);
+
+// Who may drive `pid` from here, and through which directory (SECURITY.md, "The control channel"):
+// its own user, through /tmp/prepatch-EUID; root, through the same directory of the process's user,
+// whose uid it returns. A process in another user or mount namespace (a container) sees another /tmp
+// or other uids: it is driven from inside its namespaces. Throws IoError for any other process.
+uid_t channel_owner(pid_t pid);
 
 // Sends `command` (one line: `enable GLOBS`, `disable GLOBS`, `status`) to process `pid` and waits up
 // to `timeout` for the answer (and, for a process that has only just started, for its shim to

@@ -21,11 +21,13 @@ struct Snapshot {
 };
 
 // Finds the trace file process `pid` writes (a file it maps whose header is a trace file's of that
-// pid) and copies it to `out` (empty: TRACE.snapshot.N, the first N free): its header, table copy and
-// object records as they are; each chunk with the records complete when its header was read, left
-// out when the thread rewrote it meanwhile (a ring wrapped onto it). The copy appears whole or not at
-// all. Throws IoError when the process has no trace file (or cannot be read) or the copy cannot be
-// written.
+// pid, opened through /proc/PID/map_files or the process's descriptors, never by its path) and copies
+// it to `out` (empty: TRACE.snapshot.N, the first N free, written with the process's user's rights
+// where root takes it of another user's process): its header, table copy and object records as they
+// are; each chunk with the records complete when its header was read, left out when the thread
+// rewrote it meanwhile (a ring wrapped onto it). The copy appears whole or not at all. Throws IoError
+// (its text printable) when the process is not this user's (nor is the caller root), has no trace
+// file (or cannot be read), or the copy cannot be written.
 Snapshot snapshot(pid_t pid, const std::string& out);
 
 // A step of snapshot(), apart for its tests: copies the `n` bytes at `off` of the trace file open as

@@ -358,7 +358,7 @@ inline bool channel_dir_safe(u32 mode, u32 uid, u32 euid) { return (mode & 01700
 inline const char* request_file_problem(u32 mode, u64 nlink, u32 uid, i64 size, u32 euid, bool root_only) {
   if ((mode & 0170000) != 0100000) return "the request is not a regular file";
   if (nlink != 1) return "the request file has more than one name (a hard link)";
-  if (uid != 0 && root_only) return "this process takes requests from root only (its user ids differ, or it is not dumpable)";
+  if (uid != 0 && root_only) return "this process takes requests from root only (its user or group ids differ, it is not dumpable, or it holds capabilities)";
   if (uid != 0 && uid != euid) return "the request file belongs to another user";
   if (mode & 022) return "the request file is writable by group or others";
   if (size < 0 || size > static_cast<i64>(ctl_max_request)) return "the request is longer than 4096 bytes";

@@ -680,7 +680,12 @@ void start(char** envp) {
   serve(envp);
   // The registry is whole and this runtime ready: objects enrolling meanwhile waited for the magic
   // (read_registry). Where the page was not granted (a kernel before 4.17), there is none to write.
-  if (auto* page = reinterpret_cast<Registry*>(rendezvous_page); g.registry) __atomic_store_n(&page->header.magic, rendezvous_magic, __ATOMIC_RELEASE);
+  // Nothing writes the page again: read-only from now on, so that a stray or hostile write in the
+  // program cannot aim the runtime's calls through its pointers at a known address elsewhere.
+  if (auto* page = reinterpret_cast<Registry*>(rendezvous_page); g.registry) {
+    __atomic_store_n(&page->header.magic, rendezvous_magic, __ATOMIC_RELEASE);
+    call(sys::nr_mprotect, static_cast<long>(rendezvous_page), 4096, sys::prot_read);
+  }
 }
 
 // This runtime serving the process: the settings, the handlers, the hooks, and the sites

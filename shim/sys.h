@@ -45,7 +45,7 @@ enum : long {
   nr_ftruncate = 77, nr_renameat2 = 316, nr_unlinkat = 263, nr_geteuid = 107, nr_gettid = 186, nr_getdents64 = 217,
   nr_futex = 202, nr_clock_gettime = 228, nr_tgkill = 234, nr_openat = 257, nr_rt_tgsigqueueinfo = 297, nr_membarrier = 324,
   nr_arch_prctl = 158, nr_fallocate = 285, nr_pwrite64 = 18, nr_pwritev = 296, nr_memfd_create = 319, nr_sigaltstack = 131, nr_readlinkat = 267,
-  nr_getrandom = 318, nr_prctl = 157, nr_getresuid = 118, nr_rt_sigpending = 127, nr_fcntl = 72, nr_pipe2 = 293,
+  nr_getrandom = 318, nr_prctl = 157, nr_getresuid = 118, nr_capget = 125, nr_getresgid = 120, nr_rt_sigpending = 127, nr_fcntl = 72, nr_pipe2 = 293,
 };
 inline constexpr int o_directory = 0200000, o_nofollow = 0400000;
 #elif defined(__aarch64__) || defined(__riscv)
@@ -82,7 +82,7 @@ enum : long {
   nr_ftruncate = 46, nr_renameat2 = 276, nr_unlinkat = 35, nr_geteuid = 175, nr_gettid = 178, nr_getdents64 = 61,
   nr_futex = 98, nr_clock_gettime = 113, nr_tgkill = 131, nr_openat = 56, nr_rt_tgsigqueueinfo = 240, nr_membarrier = 283,
   nr_fallocate = 47, nr_pwrite64 = 68, nr_pwritev = 70, nr_memfd_create = 279, nr_sigaltstack = 132, nr_readlinkat = 78,
-  nr_getrandom = 278, nr_prctl = 167, nr_getresuid = 148, nr_rt_sigpending = 136, nr_fcntl = 25, nr_pipe2 = 59,
+  nr_getrandom = 278, nr_prctl = 167, nr_getresuid = 148, nr_capget = 90, nr_getresgid = 150, nr_rt_sigpending = 136, nr_fcntl = 25, nr_pipe2 = 59,
 };
 #if defined(__aarch64__)
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm64's own values
@@ -118,7 +118,7 @@ enum : long {
   nr_ftruncate = 93, nr_renameat2 = 382, nr_unlinkat = 328, nr_geteuid = 201, nr_gettid = 224, nr_getdents64 = 217,
   nr_futex = 240, nr_clock_gettime = 263, nr_tgkill = 268, nr_openat = 322, nr_rt_tgsigqueueinfo = 363, nr_membarrier = 389,
   nr_fallocate = 352, nr_pwrite64 = 181, nr_pwritev = 362, nr_memfd_create = 385, nr_sigaltstack = 186, nr_readlinkat = 332,
-  nr_getrandom = 384, nr_prctl = 172, nr_getresuid = 209 /* getresuid32 */, nr_rt_sigpending = 176, nr_fcntl = 55, nr_pipe2 = 359,
+  nr_getrandom = 384, nr_prctl = 172, nr_getresuid = 209 /* getresuid32 */, nr_capget = 184, nr_getresgid = 211 /* getresgid32 */, nr_rt_sigpending = 176, nr_fcntl = 55, nr_pipe2 = 359,
 };
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;  // arch/arm's own values
 #else
@@ -147,7 +147,7 @@ enum : long {
   nr_ftruncate = 93, nr_renameat2 = 357, nr_unlinkat = 292, nr_geteuid = 49, nr_gettid = 207, nr_getdents64 = 202,
   nr_futex = 221, nr_clock_gettime = 246, nr_tgkill = 250, nr_openat = 286, nr_rt_tgsigqueueinfo = 322, nr_membarrier = 365,
   nr_fallocate = 309, nr_pwrite64 = 180, nr_pwritev = 321, nr_memfd_create = 360, nr_sigaltstack = 185, nr_readlinkat = 296,
-  nr_getrandom = 359, nr_prctl = 171, nr_getresuid = 165, nr_rt_sigpending = 175, nr_fcntl = 55, nr_pipe2 = 317,
+  nr_getrandom = 359, nr_prctl = 171, nr_getresuid = 165, nr_capget = 183, nr_getresgid = 170, nr_rt_sigpending = 175, nr_fcntl = 55, nr_pipe2 = 317,
 };
 inline constexpr int o_directory = 040000, o_nofollow = 0100000;
 #endif

@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "control/control.h"
@@ -29,8 +31,10 @@ namespace {
 const std::string td = TESTDATA_DIR;
 constexpr int nobody = 65534;
 
-std::vector<std::string> as_user(int uid, std::vector<std::string> argv) {
+// `argv` run as user `uid` (its group too, no other groups), with setpriv's `options` (capabilities).
+std::vector<std::string> as_user(int uid, std::vector<std::string> argv, const std::vector<std::string>& options = {}) {
   std::vector<std::string> v{"setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(uid), "--clear-groups"};
+  v.insert(v.end(), options.begin(), options.end());
   v.insert(v.end(), argv.begin(), argv.end());
   return v;
 }
@@ -375,14 +379,14 @@ struct Target {
   TempDir d;
   std::string dir;
   std::unique_ptr<Background> proc;
-  explicit Target(int uid_) : uid(uid_), dir(std::string(shim::ctl_dir_prefix) + std::to_string(uid_)) {
+  explicit Target(int uid_, const std::vector<std::string>& setpriv = {}) : uid(uid_), dir(std::string(shim::ctl_dir_prefix) + std::to_string(uid_)) {
     must({"chmod", "755", d.path()});
     EXPECT_EQ(prepatch({td + "/live-fentry", "-o", d / "live", "-q"}).status, 0);
     must({"mkdir", "-m", "777", d / "out"});
     run({"rm", "-rf", dir});
     must({"mkdir", "-m", "700", dir});
     must({"chown", std::to_string(uid) + ":" + std::to_string(uid), dir});
-    proc = std::make_unique<Background>(as_user(uid, {"env", "PREPATCH_COUNTS=" + d / "out/c", d / "live", "wait"}), d / "out");
+    proc = std::make_unique<Background>(as_user(uid, {"env", "PREPATCH_COUNTS=" + d / "out/c", d / "live", "wait"}, setpriv), d / "out");
   }
   ~Target() { run({"rm", "-rf", dir}); }
   int pid() const { return proc->target(); }
@@ -510,6 +514,23 @@ TEST(ControlChannel, RequestFilesOfEveryWrongKindAreRefused) {
   t.ends_well();
 }
 
+// A process that holds capabilities its user has not got (started with an ambient one, which sets no
+// secure execution) keeps that user's debuggers out, so it takes requests from root alone, as a
+// process with differing user ids or a non-dumpable one does.
+TEST(ControlChannel, AProcessHoldingCapabilitiesTakesRequestsFromRootOnly) {
+  REQUIRE_ROOT();
+  Target t(4248, {"--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"});
+  ASSERT_GT(t.pid(), 0);
+  unsigned id = raw_ids;
+  t.write_req(++id, "enable *\n");
+  EXPECT_EQ(t.ask(id), "error: this process takes requests from root only (its user or group ids differ, it is not dumpable, or it holds capabilities)\n");
+  Proc root = t.ctl({"status"});
+  EXPECT_EQ(root.status, 0) << root.err;
+  EXPECT_NE(root.out.find(", 0 of "), std::string::npos) << "the user's request enabled nothing: " << root.out;
+  EXPECT_NE(root.out.find("from root only"), std::string::npos) << root.out;
+  t.ends_well();
+}
+
 // 10,000 requests in a burst, each a valid `status` (the largest answer), sent to every thread of the
 // process: a few are answered, the others dropped unread, the process keeps running with its results
 // right, and `prepatch ctl` works again at once (SECURITY.md, "A flood of requests").
@@ -575,6 +596,79 @@ TEST(ControlChannel, OnlyTheUserAndRootMayDriveAProcess) {
   EXPECT_EQ(c.status, 5);
   EXPECT_NE(c.err.find("another user namespace"), std::string::npos) << c.err;
   EXPECT_EQ(ns.finish().first, 0);
+}
+
+// `prepatch ctl PID snapshot` run by root on another user's process: the copy beside the trace file
+// is made with that user's rights (owned by them; refused where they may not write, which root may),
+// and the trace file is opened through the process's own descriptors, never by the path its maps
+// show, which that user can make name another file: here a directory with a FIFO of that name is
+// mounted over the trace file's, where opening the path would wait forever. A path that holds escape
+// sequences reaches the terminal filtered.
+TEST(ControlChannel, RootsSnapshotOfAnotherUsersProcessIsMadeWithThatUsersRights) {
+  REQUIRE_ROOT();
+  constexpr int user = 4247;
+  TempDir d;
+  must({"chmod", "755", d.path()});
+  ASSERT_EQ(prepatch({td + "/live-fentry", "-o", d / "live", "-q"}).status, 0);
+  const std::string out = d / "out", name = "t\x1b]0;x\x07.trace", trace = out + "/" + name;
+  must({"mkdir", "-m", "755", out});
+  must({"chown", std::to_string(user) + ":" + std::to_string(user), out});
+  Background b(as_user(user, {"env", "PREPATCH_TRACER=graph", "PREPATCH_TRACE=*", "PREPATCH_BUFFER=ring:1M", "PREPATCH_OUTPUT=" + trace,
+                              d / "live", "wait"}),
+               out);
+  ASSERT_GT(b.target(), 0) << b.ready_line();
+  const std::string pid = std::to_string(b.target());
+  ASSERT_TRUE(eventually([&] { return exists(trace); }, 10));
+
+  Proc snap = prepatch({"ctl", pid, "snapshot"});
+  ASSERT_EQ(snap.status, 0) << snap.err;
+  EXPECT_EQ(snap.out.rfind("snapshot of " + out + "/t?]0;x?.trace: " + out + "/t?]0;x?.trace.snapshot.1 (", 0), 0u) << snap.out;
+  EXPECT_EQ(lstat_of(trace + ".snapshot.1").st_uid, static_cast<uid_t>(user));
+  EXPECT_EQ(prepatch({"report", trace + ".snapshot.1"}).status, 0);
+
+  // Where the user may not write, neither does root's snapshot.
+  must({"chmod", "555", out});
+  Proc refused = prepatch({"ctl", pid, "snapshot"});
+  EXPECT_EQ(refused.status, 5) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("Permission denied"), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.err.find('\x1b'), std::string::npos) << refused.err;
+  EXPECT_FALSE(exists(trace + ".snapshot.2"));
+  must({"chmod", "755", out});
+
+  // The path names a FIFO now: the file is still read through the process's descriptor.
+  const std::string decoy = d / "decoy";
+  must({"mkdir", decoy});
+  must({"mkfifo", decoy + "/" + name});
+  if (run({"mount", "--bind", decoy, out}).status != 0) {
+    std::printf("mount --bind is not allowed here: the part with a FIFO at the trace file's path did not run\n");
+  } else {
+    Proc through = run({"timeout", "60", PREPATCH_BIN, "ctl", pid, "snapshot", "-o", d / "copy.trace"});
+    run({"umount", out});
+    EXPECT_EQ(through.status, 0) << through.out << through.err;
+    EXPECT_EQ(prepatch({"report", d / "copy.trace"}).status, 0);
+  }
+  EXPECT_EQ(b.finish().first, 0);
+}
+
+// The page where the runtimes of prepared objects meet, at a fixed address, holds the serving
+// runtime's entry points: read-only once that runtime has started, with or without tracing asked for.
+TEST(ControlChannel, TheRuntimesMeetingPageIsReadOnly) {
+  TempDir d;
+  ASSERT_EQ(prepatch({td + "/live-fentry", "-o", d / "live", "-q"}).status, 0);
+  for (const std::vector<std::string>& env : {std::vector<std::string>{"env"}, std::vector<std::string>{"env", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}}) {
+    std::vector<std::string> argv = env;
+    argv.insert(argv.end(), {d / "live", "wait"});
+    Background b(argv, d.path());
+    ASSERT_GT(b.target(), 0) << b.ready_line();
+    char page[64];
+    std::snprintf(page, sizeof page, "%llx-%llx ", static_cast<unsigned long long>(shim::rendezvous_page_64),
+                  static_cast<unsigned long long>(shim::rendezvous_page_64 + 4096));
+    std::string line;
+    for (std::istringstream maps(read_file("/proc/" + std::to_string(b.target()) + "/maps")); std::getline(maps, line) && line.rfind(page, 0) != 0;) {
+    }
+    EXPECT_EQ(line.substr(0, std::strlen(page) + 4), std::string(page) + "r--p") << line;
+    EXPECT_EQ(b.finish().first, 0);
+  }
 }
 
 // What a hostile process answers reaches the terminal of whoever asked (root, perhaps) filtered.

@@ -435,7 +435,7 @@ TEST(ShimCore, ControlChannelFileRules) {
   EXPECT_EQ(shim::request_file_problem(reg | 0644, 1, 0, 12, 1000, false), nullptr) << "root's request";
   EXPECT_EQ(shim::request_file_problem(reg | 0644, 1, 0, 12, 1000, true), nullptr) << "root's request, root only";
   EXPECT_STREQ(shim::request_file_problem(reg | 0600, 1, 1000, 12, 1000, true),
-               "this process takes requests from root only (its user ids differ, or it is not dumpable)");
+               "this process takes requests from root only (its user or group ids differ, it is not dumpable, or it holds capabilities)");
   EXPECT_STREQ(shim::request_file_problem(010600, 1, 1000, 0, 1000, false), "the request is not a regular file");  // FIFO
   EXPECT_STREQ(shim::request_file_problem(020600, 1, 1000, 0, 1000, false), "the request is not a regular file");  // device
   EXPECT_STREQ(shim::request_file_problem(reg | 0600, 2, 1000, 12, 1000, false), "the request file has more than one name (a hard link)");
