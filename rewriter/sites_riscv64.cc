@@ -23,7 +23,8 @@ class Riscv64Sites final : public IsaSites {
  public:
   // 16-byte entries after a 32-byte header: auipc t3; ld t3; jalr t1, t3; nop.
   void plt(Discoverer& d, const elf::Section& s) const override {
-    for (u64 at = 32; at + 16 <= s.size; at += 16)
+    const u64 size = d.elf().section_data(s).size();  // what the file holds (a header may claim exabytes)
+    for (u64 at = 32; at + 16 <= size; at += 16)
       if (const auto slot = plt_slot(d, s.addr + at))
         if (auto k = d.slots().find(*slot)) d.direct().add(s.addr + at, *k);
   }
