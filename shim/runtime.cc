@@ -735,9 +735,11 @@ void serve(char** envp) {
     BatchLock lock;  // (no other thread runs yet; a library's runtime may be starting in a dlopen)
     if (!apply_filters(true)) say("the filters' site marks cannot be mapped: GRAPH_FUNCTION, GRAPH_NOTRACE, RETVAL and ARGS match nothing");
   }
+  // Why tracing is off, said wherever a PREPATCH_ variable asked for something (a wrong
+  // PREPATCH_TRACER alone, say, before a `ctl enable`).
   const char* trace = set.trace;
+  if (g.disabled && ((trace && *trace) || g.asked)) return say("tracing is off: ", g.disabled);
   if (!trace || !*trace) return;
-  if (g.disabled) return say("tracing is off: ", g.disabled);
   char ebuf[256];
   Text err(ebuf, sizeof ebuf - 1);
   Outcome o = toggle(glob_list(trace), glob_list(set.notrace), true, err, true);

@@ -623,14 +623,25 @@ TEST(Triggers, SetLive) {
   Proc bad = prepatch({"ctl", pid, "trigger", "slow>5ms:trace_on"});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.err.find("only a snapshot takes a duration"), std::string::npos) << bad.err;
-  EXPECT_EQ(prepatch({"ctl", pid, "trigger"}).out, "ok: filters: none (every call of an enabled site is recorded)\n");
+  // Set again as it was, the trigger counts its snapshots anew; SNAPSHOTS bounds them, and raised
+  // live lets it take more (each round has two slow() calls that last 50 ms, at least).
+  EXPECT_EQ(prepatch({"ctl", pid, "trigger", "slow>50ms:snapshot"}).status, 0);
+  EXPECT_NE(prepatch({"ctl", pid, "status"}).out.find("\ntriggers: slow>50ms:snapshot (0 of 10 snapshots taken)"), std::string::npos);
+  EXPECT_EQ(prepatch({"ctl", pid, "set", "SNAPSHOTS=1"}).out, "ok: filters: TRIGGER=slow>50ms:snapshot SNAPSHOTS=1\n");
   round(2);
-  EXPECT_EQ(snapshots_of(file).size(), taken);
+  EXPECT_EQ(snapshots_of(file).size(), taken + 1);
+  EXPECT_EQ(prepatch({"ctl", pid, "set", "SNAPSHOTS=2"}).status, 0);
+  round(3);
+  EXPECT_EQ(snapshots_of(file).size(), taken + 2);
+  EXPECT_NE(prepatch({"ctl", pid, "status"}).out.find("\ntriggers: slow>50ms:snapshot (2 of 2 snapshots taken)"), std::string::npos);
+  EXPECT_EQ(prepatch({"ctl", pid, "trigger"}).out, "ok: filters: none (every call of an enabled site is recorded)\n");
+  round(4);
+  EXPECT_EQ(snapshots_of(file).size(), taken + 2);
   b.finish();
   // Exactly the second round's slow() calls that lasted 50 ms took one: its two 150 ms ones at least.
   const std::vector<std::vector<u64>> calls = slow_calls(file);
   ASSERT_EQ(calls.size(), 1u);
-  ASSERT_EQ(calls[0].size(), 12u);
+  ASSERT_EQ(calls[0].size(), 20u);
   EXPECT_EQ(taken, lasting(calls[0], 4, 8, 50000000));
   EXPECT_GE(taken, 2u);
 }

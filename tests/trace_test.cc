@@ -603,6 +603,11 @@ TEST(Tracers, AnUnknownTracerLeavesTheProgramUntracedAndSaysSo) {
   EXPECT_EQ(r.out, "sum 12562500\n");
   EXPECT_NE(r.err.find("PREPATCH_TRACER is not count, function or graph"), std::string::npos) << r.err;
   EXPECT_TRUE(traces_in(d.path()).empty());
+  // Said also where nothing is enabled at start (sites to be enabled later through `ctl`).
+  Proc alone = run({"env", "PREPATCH_TRACER=graf", bin, "threads"}, d.path());
+  EXPECT_EQ(alone.status, 0);
+  EXPECT_EQ(alone.out, "sum 12562500\n");
+  EXPECT_EQ(alone.err, "prepatch: tracing is off: PREPATCH_TRACER is not count, function or graph\n");
 }
 
 // One graph trace of the threads run, made once for the reading tests.
@@ -806,6 +811,15 @@ TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
     EXPECT_NE(r.err.find(f + ": offset 0x"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("(truncated?)"), std::string::npos) << r.err;
     EXPECT_NE(r.out.find("worker"), std::string::npos) << r.out;
+  }
+  // A TSC rate of 0 in the header: refused, naming that field's offset (88).
+  {
+    std::string bytes = good;
+    std::memset(&bytes[offsetof(shim::TraceHeader, tsc_hz)], 0, 8);
+    const std::string f = with("tsc.trace", bytes);
+    Proc r = prepatch({"report", f});
+    EXPECT_EQ(r.status, 4);
+    EXPECT_NE(r.err.find(f + ": offset 0x58: the TSC rate is 0"), std::string::npos) << r.err;
   }
   // A chunk's record count corrupted: that chunk is skipped, the others are kept.
   {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -88,8 +89,8 @@ void TraceFile::open() {
   if (h.table_offset < sizeof h || h.table_offset > size_ || h.table_size > size_ - h.table_offset)
     throw InputError(path, 32, "the site table's copy lies outside the file");
   if (h.chunk_offset < h.table_offset + h.table_size) throw InputError(path, 48, "the chunks overlap the site table's copy");
-  if (h.tsc_hz == 0) throw InputError(path, 104, "the TSC rate is 0");
-  elf::Codec codec;  // x86-64: 64-bit little-endian
+  if (h.tsc_hz == 0) throw InputError(path, offsetof(shim::TraceHeader, tsc_hz), "the TSC rate is 0");
+  elf::Codec codec;  // 64-bit little-endian, as every ISA's shim writes it
   {
     std::vector<u8> table_bytes;
     const u8* t = fetch(h.table_offset, h.table_size, table_bytes);
