@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a C program with N small functions, all reachable through a table (none can be dropped); with
 --cxx (or cxx=True) a C++ one whose functions are static members of classes in namespaces, so their
-symbols are mangled C++ names (`_ZN5bench8modqaxpq5Mkdra6runeqsEj`: bench::modqaxpq::Mkdra::runeqs(unsigned)),
+symbols are mangled C++ names (`_ZN5bench7modaaab6ClsAak6runadwEj`: bench::modaaab::ClsAak::runadw(unsigned)),
 spelled with letters only, as identifiers mostly are."""
 import sys
 

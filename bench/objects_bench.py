@@ -8,7 +8,7 @@ An unprepared host dlopens either the one library or the ten (the first one's ru
 process, the others enroll with it), starts two threads calling every loaded function the whole time,
 and times `rounds` pairs of "enable everything" and "disable everything" through the shim's control
 channel from inside the process (testdata/ctl_channel.h: request file, signal, the batches, reply
-file): one batch for the one object, one batch per object for the ten. Both set-ups run --runs times,
+file): one batch for the one object, and one batch over all ten for the ten. Both set-ups run --runs times,
 interleaved; the script prints the median time per toggle and the ratio (the goal: ten objects <= 1.2x
 one).
 Usage: bench/objects_bench.py [--prepatch build/prepatch] [--functions 100000] [--runs 5] [--rounds 21]
