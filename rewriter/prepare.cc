@@ -37,6 +37,7 @@ std::string state_of(const elf::Elf& elf, std::span<const u8> b, u64 addr, unsig
   if (arch::word_machine(m) || m == EM_ARM) {
     if (len != 4) return "other";
     if (elf.codec().get(b, 0, 4) == arch::nop_word(m)) return "nop";  // Thumb-2: `pop {lr}`
+    if (m == EM_ARM && elf.codec().get(b, 0, 4) == arch::thumb2::arm_nop) return "nop";  // an ARM-state pad's word (as Thumb: a `blx`)
     if (arch::bl_target(m == EM_AARCH64 ? arch::Isa::aarch64 : m == EM_ARM ? arch::Isa::thumb2 : arch::Isa::ppc64le, b, addr)) return "call";
     return "other";
   }

@@ -246,6 +246,7 @@ TEST(Thumb2Discovery, ArmStateMinusPgSitesArePreparedBesideThumbOnes) {
     if (s["function"] == "arm_leaf" || s["function"] == "arm_work") {
       arm_pads++;
       EXPECT_EQ(s["status"], "skipped") << s.dump();
+      EXPECT_EQ(s["state"], "nop") << s.dump();  // ARM `nop` words (which read as a Thumb `blx`)
       EXPECT_NE(s["reason"].get<std::string>().find("ARM-state (-marm) functions' patchable pads are not prepared"), std::string::npos) << s.dump();
     }
   }
