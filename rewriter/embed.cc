@@ -235,6 +235,16 @@ std::string cannot_embed(const elf::Elf& elf) {
   if (shim_blob(elf.header().machine).empty())
     elf.fail(18, std::string(elf::machine_name(elf.header().machine)) +
                      ": this prepatch was built without the shim for it (its cross compiler was missing: scripts/install-deps.sh installs it)");
+  // Preparing rewrites the ELF header (the entry point) and a program header: a section whose bytes
+  // lie over them would change with them, and read back as something else (a symbol table over the
+  // header names its symbols by the new entry point).
+  const elf::Layout& l = elf::layout_for(elf.codec().is64);
+  const u64 ph = elf.header().phoff, ph_end = ph + u64{elf.header().phnum} * l.phdr.size;
+  for (const elf::Section& s : elf.sections())
+    if (s.has_file_data() && s.size && (s.offset < l.ehdr.size || (s.offset < ph_end && (s.offset >= ph || s.size > ph - s.offset))))
+      elf.fail(elf.header().shoff + u64{s.index} * l.shdr.size + l.shdr.offset.off,
+               "section " + std::to_string(s.index) + " (" + std::string(s.name) + ") starts at file offset " + hex(s.offset) +
+                   ", inside the ELF header or the program headers, which preparing rewrites; expected its bytes elsewhere");
   if (elf.header().type == ET_EXEC) return {};
   if (elf.header().type != ET_DYN) return "expected an executable or a shared object (ET_EXEC or ET_DYN)";
   if (!is_shared_object(elf)) return {};
