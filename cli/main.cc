@@ -3,7 +3,9 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -62,6 +64,16 @@ int run_prepare(const std::string& in, const std::string& out, bool quiet, const
     std::cout << "prepatch: " << out << ": prepared " << r.prepared << " site" << (r.prepared == 1 ? "" : "s")
               << (r.skipped ? ", skipped " + std::to_string(r.skipped) + " (reasons above)" : "") << "\n";
   return ok;
+}
+
+// `status`, unless what went to standard output could not all be written (a full disk, a closed
+// pipe): then that is said, and the exit is 5, as for report, replay and export.
+int written(int status) {
+  errno = 0;
+  std::cout.flush();
+  if (std::cout.good() && std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
+  std::cerr << "prepatch: standard output: cannot write" << (errno ? std::string(": ") + std::strerror(errno) : std::string()) << "\n";
+  return io_error;
 }
 
 int run_sites(const std::string& path, bool json, bool mangled, const DebugFileOptions& debug) {
@@ -246,6 +258,14 @@ int run_report(const std::vector<std::string>& files, const std::vector<std::str
   return status;
 }
 
+// A count option's check: a whole number of 1 or more (CLI11's PositiveNumber would name the largest double).
+const CLI::Validator positive_whole(
+    [](std::string& s) {
+      const bool whole = !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+      return whole && std::stoul(s) >= 1 ? std::string() : "'" + s + "' is not a whole number of 1 or more";
+    },
+    "N");
+
 // A time as the replay's TIME column shows it: a number (a fraction allowed) with ns, us, ms or s,
 // microseconds without a unit; in ns. False when `text` is not one.
 bool parse_time(const std::string& text, u64& ns) {
@@ -323,6 +343,8 @@ int main(int argc, char** argv) {
       "with the program's status (128 + N when a signal N killed it), or with these when it cannot run it.",
       "prepatch"};
   app.set_version_flag("--version", "prepatch " PREPATCH_VERSION);
+  // Usage errors say whose they are, as every other message of prepatch does.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) { return "prepatch: " + CLI::FailureMessage::simple(a, e); });
   std::string in, out;
   bool quiet = false;
   app.add_option("input", in, "ELF executable or shared object to prepare (only read, never written)");
@@ -417,7 +439,7 @@ int main(int argc, char** argv) {
   report->add_flag("--avg-self", avg_self, "graph: a call's average, shortest and longest self time instead of the sums");
   report->add_option("--tid", ro_report.tids, "count only this thread (repeatable)");
   report->add_option("--depth", ro_report.depth, "graph: count only calls with fewer than N callers open (1: the outermost calls)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_whole);
   report->add_option("--threshold", report_threshold, "graph: count only calls lasting at least this long (10us, 5ms; us without a unit)")
       ->check(time_problem);
   report->add_option("-F,--function", ro_report.functions, "graph: count only calls of functions matching these comma-separated globs, and\n"
@@ -432,7 +454,7 @@ int main(int argc, char** argv) {
   replay->add_option("trace", trace_file, "the trace file")->required();
   replay->add_option("--tid", replay_filter.tids, "show only this thread (repeatable)");
   replay->add_option("--function", replay_filter.functions, "show only calls of functions matching these comma-separated globs, and their callees");
-  replay->add_option("--depth", replay_filter.depth, "graph: show only calls with fewer than N callers open (1: the outermost calls)")->check(CLI::PositiveNumber);
+  replay->add_option("--depth", replay_filter.depth, "graph: show only calls with fewer than N callers open (1: the outermost calls)")->check(positive_whole);
   std::string since, until, threshold;
   replay->add_option("--threshold", threshold, "graph: show only calls lasting at least this long (10us, 5ms; us without a unit), each with the\n"
                                                "calls inside it that last as long")->check(time_problem);
@@ -473,8 +495,8 @@ int main(int argc, char** argv) {
     return usage;
   }
   try {
-    if (sites->parsed()) return run_sites(sites_file, json, mangled, debug);
-    if (plan->parsed()) return run_plan(pa);
+    if (sites->parsed()) return written(run_sites(sites_file, json, mangled, debug));
+    if (plan->parsed()) return written(run_plan(pa));
     if (ctl->parsed()) return run_ctl(ctl_pid, ctl_words, ctl_timeout, mangled, ctl_out);
     if (topc->parsed()) {
       const auto pid = parse_address(top_pid);
@@ -485,7 +507,7 @@ int main(int argc, char** argv) {
       top_options.pid = static_cast<pid_t>(*pid);
       return top(top_options);
     }
-    if (counts->parsed()) return run_counts(counts_files, counts_all, counts_json, mangled);
+    if (counts->parsed()) return written(run_counts(counts_files, counts_all, counts_json, mangled));
     if (report->parsed()) {
       using trace::SortBy;
       ro_report.by = report_sort == "self" ? SortBy::self : report_sort == "calls" ? SortBy::calls : report_sort == "avg" ? SortBy::avg
@@ -505,7 +527,13 @@ int main(int argc, char** argv) {
       if (!until.empty()) parse_time(until, replay_filter.until);
       return run_replay(trace_file, replay_filter, mangled);
     }
-    if (exp->parsed()) return run_export(trace_file, export_format, export_out, mangled);
+    if (exp->parsed()) {
+      if (export_out.empty()) {
+        std::cerr << "prepatch export: -o needs a path, or - for standard output\n";
+        return usage;
+      }
+      return run_export(trace_file, export_format, export_out, mangled);
+    }
     if (rec->parsed()) return record(ro);
     if (in.empty() || out.empty()) {
       std::cerr << "prepatch: usage: prepatch IN -o OUT, or prepatch sites FILE (see --help)\n";

@@ -200,24 +200,39 @@ namespace {
 // to that user).
 int channel_dir(uid_t owner) {
   const std::string dir = shim::ctl_dir_prefix + std::to_string(owner);
-  if (::mkdir(dir.c_str(), 0700) == 0) {
-    if (owner != ::geteuid() && ::chown(dir.c_str(), owner, static_cast<gid_t>(-1)) != 0) {
-      const std::string why = errno_text();
-      ::rmdir(dir.c_str());
-      throw IoError(dir + ": cannot give the control directory to uid " + std::to_string(owner) + ": " + why);
+  for (bool moved = false;; moved = true) {
+    if (::mkdir(dir.c_str(), 0700) == 0) {
+      if (owner != ::geteuid() && ::chown(dir.c_str(), owner, static_cast<gid_t>(-1)) != 0) {
+        const std::string why = errno_text();
+        ::rmdir(dir.c_str());
+        throw IoError(dir + ": cannot give the control directory to uid " + std::to_string(owner) + ": " + why);
+      }
+    } else if (errno != EEXIST) {
+      throw IoError(dir + ": cannot create the control directory: " + errno_text());
     }
-  } else if (errno != EEXIST) {
-    throw IoError(dir + ": cannot create the control directory: " + errno_text());
-  }
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) throw IoError(dir + ": cannot open the control directory (a symbolic link?): " + errno_text());
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !shim::channel_dir_safe(st.st_mode, st.st_uid, owner)) {
-    ::close(fd);
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st {};
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && shim::channel_dir_safe(st.st_mode, st.st_uid, owner)) return fd;
+    if (fd >= 0) ::close(fd);
+    // Another user's entry at the name (made before the user's own: SECURITY.md, "Limits") would deny
+    // the channel until removed, which in sticky /tmp only root may do: root moves it aside, once.
+    struct stat entry {};
+    if (!moved && ::geteuid() == 0 && ::lstat(dir.c_str(), &entry) == 0 && entry.st_uid != owner) {
+      unsigned char r[shim::temp_random_chars];
+      std::string aside = dir + ".squatted-";
+      if (::getentropy(r, sizeof r) == 0) {
+        for (unsigned char c : r) aside += shim::temp_name_chars[c & 31];
+        if (::renameat2(AT_FDCWD, dir.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE) == 0) {
+          std::fprintf(stderr, "prepatch ctl: %s belonged to uid %u, not to the process's user %u: moved aside to %s\n", dir.c_str(),
+                       static_cast<unsigned>(entry.st_uid), static_cast<unsigned>(owner), aside.c_str());
+          continue;
+        }
+      }
+    }
     throw IoError(dir + ": expected a directory of uid " + std::to_string(owner) +
-                  " with mode 0700 (someone else may have created it); the shim would not read requests from it either");
+                  " with mode 0700 (someone else may have created it; only root can remove it from /tmp, and prepatch ctl run as root "
+                  "moves another user's aside); the shim would not read requests from it either");
   }
-  return fd;
 }
 
 // An unpredictable name beside `name`, as the shim draws them (shim/core.h temp_name_chars):

@@ -1,10 +1,12 @@
 #include "elf/temp_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -24,12 +26,69 @@ std::string base_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// What `st` is, for a refusal.
+const char* kind_of(const struct stat& st) {
+  return S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : S_ISFIFO(st.st_mode) ? "a FIFO"
+         : S_ISSOCK(st.st_mode) ? "a socket" : S_ISDIR(st.st_mode) ? "a directory" : "not a regular file";
+}
+
+// The temporary files not yet committed, removed by on_signal when an interrupt or a kill ends the
+// process (a destructor does not run then). A handler is installed only where the signal's
+// disposition is still the default.
+std::atomic<const char*> live[16];
+constexpr int cleanup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
+
+void on_signal(int sig) {
+  for (auto& p : live)
+    if (const char* path = p.load()) ::unlink(path);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void watch(const char* path) {
+  static const bool installed = [] {
+    for (int sig : cleanup_signals) {
+      struct sigaction old {};
+      if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue;
+      struct sigaction sa {};
+      sa.sa_handler = on_signal;
+      ::sigaction(sig, &sa, nullptr);
+    }
+    return true;
+  }();
+  (void)installed;
+  for (auto& p : live) {
+    const char* none = nullptr;
+    if (p.compare_exchange_strong(none, path)) return;
+  }
+}
+
+void unwatch(const char* path) {
+  for (auto& p : live) {
+    const char* was = path;
+    if (p.compare_exchange_strong(was, nullptr)) return;
+  }
+}
+
 }  // namespace
 
 TempFile::TempFile(const std::string& target, u64 size) : target_(target) {
+  // The output is renamed over its name, which would replace a device, FIFO or socket found there
+  // (root's `-o /dev/null` would turn /dev/null into a regular file): refused, as is a symbolic link
+  // to one. A regular file, a symbolic link to one or to nothing is replaced (SECURITY.md, 2).
+  struct stat st {};
+  if (::lstat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    struct stat to {};
+    const bool link = S_ISLNK(st.st_mode);
+    if (!link || (::stat(target.c_str(), &to) == 0 && !S_ISREG(to.st_mode)))
+      throw IoError(target + ": is " + (link ? std::string("a symbolic link to ") + kind_of(to) : std::string(kind_of(st))) +
+                    ", not a regular file: the output is written under a temporary name and renamed into place, which would replace it "
+                    "(give a regular file's path; `-o -` writes to standard output where a command takes it)");
+  }
   path_ = dir_of(target) + "/." + base_of(target) + ".prepatch-XXXXXX";
-  fd_ = ::mkstemp(path_.data());
+  fd_ = ::mkostemp(path_.data(), O_CLOEXEC);
   if (fd_ < 0) throw IoError(target + ": cannot create a temporary file in " + dir_of(target) + ": " + std::strerror(errno));
+  watch(path_.c_str());
   resize(size);
 }
 
@@ -44,6 +103,7 @@ void TempFile::resize(u64 size) {
 TempFile::~TempFile() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(path_.c_str());
+  unwatch(path_.c_str());
 }
 
 int TempFile::try_write_at(std::span<const u8> b, u64 off) {
@@ -86,6 +146,7 @@ void TempFile::commit(unsigned mode) {
   if (::close(fd) != 0) fail("cannot write the temporary file");
   if (::rename(path_.c_str(), target_.c_str()) != 0) fail("cannot rename the temporary file into place");
   committed_ = true;
+  unwatch(path_.c_str());
 }
 
 void TempFile::fail(const char* what) { throw IoError(target_ + ": " + what + " (" + path_ + "): " + std::strerror(errno)); }

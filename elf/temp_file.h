@@ -1,5 +1,8 @@
 // A file that appears whole or not at all: written under a temporary name beside its target, renamed
-// into place by commit(), removed if never committed. The preparer's output and `export -o` use it.
+// into place by commit(), removed if never committed (also when SIGINT, SIGTERM, SIGHUP, SIGQUIT or
+// SIGPIPE ends the process). A target that is a device, FIFO or socket, or a symbolic link to one, is
+// refused (IoError) before anything is written: the rename would replace it. The preparer's output,
+// `export -o` and `ctl snapshot` use it.
 #pragma once
 #include <span>
 #include <string>

@@ -22,6 +22,7 @@ packages=(
   liblief-dev                         # tests: an independent ELF reader to compare against
   util-linux                          # tests: setpriv (permission errors, other users as root), unshare (a user namespace)
   libcap2-bin                         # tests: setcap, a prepared program with a file capability (tests/security_test.cc)
+  strace                              # tests: a signal delivered at a chosen system call (an interrupted preparer leaves no temporary file)
   python3 valgrind uftrace            # bench/ (uftrace: the tracer benchmark's peer)
   python3-dev abigail-tools           # tests: a C extension module that Debian's python3 imports; abidiff (tests/shared_object_test.cc)
   dpkg-dev                            # tests: apt-get source (lua5.4, zlib: tests/real_programs.sh)

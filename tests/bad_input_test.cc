@@ -1,8 +1,11 @@
 // Bad input never crashes prepatch, never leaves an output file, and is reported in one line naming the
 // file and the offset. One test per case from the issue, plus an in-process mutation sweep under ASan.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 
 #include "elf/elf.h"
@@ -141,13 +144,60 @@ TEST(BadInput, UnwritableOutput) {
   Proc r = prepatch({source, "-o", d / "no/such/dir/out"});
   EXPECT_EQ(r.status, 5);
   EXPECT_NE(r.err.find("cannot create a temporary file in " + d.path() + "/no/such/dir"), std::string::npos) << r.err;
-  // The target is a directory: the rename fails, and the temporary file goes away.
+  // The target is a directory: refused before anything is written.
   ASSERT_EQ(run({"mkdir", d / "target"}).status, 0);
   r = prepatch({source, "-o", d / "target"});
   EXPECT_EQ(r.status, 5);
-  EXPECT_NE(r.err.find("cannot rename"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(d / "target" + ": is a directory, not a regular file"), std::string::npos) << r.err;
   EXPECT_EQ(list_dir(d.path()), std::vector<std::string>{"target"});
   EXPECT_TRUE(list_dir(d / "target").empty());
+}
+
+// The output is renamed into place, which would replace whatever is at its name: a device (root's
+// `-o /dev/null` turned /dev/null into a regular file), a FIFO, or a symbolic link to one of them is
+// refused and left as it was, by the preparer and by `export`; a symbolic link to a regular file is
+// replaced, as SECURITY.md says. Output that cannot all reach standard output (/dev/full) is an error.
+TEST(BadInput, OutputsThatAreNotRegularFilesAreRefused) {
+  TempDir d;
+  ASSERT_EQ(run({"mkfifo", d / "fifo"}).status, 0);
+  ASSERT_EQ(symlink("/dev/null", (d / "null").c_str()), 0);
+  write_file(d / "file", "kept");
+  ASSERT_EQ(symlink((d / "file").c_str(), (d / "to-file").c_str()), 0);
+  for (const auto& [out, said] : std::vector<std::pair<std::string, std::string>>{
+           {"/dev/null", "/dev/null: is a character device, not a regular file"},
+           {d / "fifo", d / "fifo: is a FIFO, not a regular file"},
+           {d / "null", d / "null: is a symbolic link to a character device, not a regular file"}}) {
+    SCOPED_TRACE(out);
+    Proc r = prepatch({source, "-o", out});
+    EXPECT_EQ(r.status, 5);
+    EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
+    Proc e = prepatch({"export", calltree_graph_trace(), "-o", out});
+    EXPECT_EQ(e.status, 5);
+    EXPECT_NE(e.err.find(said), std::string::npos) << e.err;
+  }
+  struct stat st {};
+  EXPECT_TRUE(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode));
+  EXPECT_TRUE(lstat((d / "fifo").c_str(), &st) == 0 && S_ISFIFO(st.st_mode));
+  EXPECT_TRUE(lstat((d / "null").c_str(), &st) == 0 && S_ISLNK(st.st_mode));
+  Proc r = prepatch({source, "-o", d / "to-file"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(lstat((d / "to-file").c_str(), &st) == 0 && S_ISREG(st.st_mode));
+  EXPECT_EQ(read_file(d / "file"), "kept");
+  std::vector<std::string> left = list_dir(d.path());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"fifo", "file", "null", "to-file"}));  // and no temporary file
+  Proc full = run({"sh", "-c", std::string(PREPATCH_BIN) + " sites " + source + " > /dev/full"});
+  EXPECT_EQ(full.status, 5);
+  EXPECT_NE(full.err.find("standard output: cannot write: No space left on device"), std::string::npos) << full.err;
+}
+
+// A run interrupted (SIGINT here, delivered by strace as the output's mode is set, just before the
+// rename) leaves no temporary file: the handler removes it, then the signal ends prepatch as it would.
+TEST(BadInput, AnInterruptedRunLeavesNoTemporaryFile) {
+  TempDir d;
+  Proc r = run({"strace", "-f", "-o", "/dev/null", "-e", "inject=fchmod:signal=SIGINT", PREPATCH_BIN, source, "-o", d / "out"});
+  EXPECT_EQ(r.status, 128 + SIGINT) << r.err;
+  EXPECT_TRUE(list_dir(d.path()).empty());
 }
 
 // Permission errors need an unprivileged user: root reads and writes everything. As root the test

@@ -343,10 +343,13 @@ TEST(SharedDirectory, TheReadersAndThePreparerNeverWriteThroughPlantedNames) {
     const auto planted = s.entries();
     Proc e = run(as_user(victim, {PREPATCH_BIN, "export", s.d / "victim/trace", "--format", "chrome", "-o", s.shared + "/out.json"}));
     EXPECT_EQ(e.status, 5) << e.err;
-    EXPECT_NE(e.err.find("out.json: cannot rename the temporary file into place"), std::string::npos) << e.err;
+    // A FIFO is refused before anything is written; a link or another user's file, when the rename
+    // over it is refused (sticky directory).
+    const std::string why = kind == 'p' ? ": is a FIFO, not a regular file" : ": cannot rename the temporary file into place";
+    EXPECT_NE(e.err.find("out.json" + why), std::string::npos) << e.err;
     Proc p = run(as_user(victim, {PREPATCH_BIN, s.d / "in", "-o", s.shared + "/prog.out"}));
     EXPECT_EQ(p.status, 5) << p.err;
-    EXPECT_NE(p.err.find("prog.out: cannot rename the temporary file into place"), std::string::npos) << p.err;
+    EXPECT_NE(p.err.find("prog.out" + why), std::string::npos) << p.err;
     EXPECT_EQ(read_file(s.precious), "precious\n");
     EXPECT_EQ(s.entries(), planted);
     for (const auto& [n, ignored] : planted) unlink((s.shared + "/" + n).c_str());
@@ -669,6 +672,34 @@ TEST(ControlChannel, TheRuntimesMeetingPageIsReadOnly) {
     EXPECT_EQ(line.substr(0, std::strlen(page) + 4), std::string(page) + "r--p") << line;
     EXPECT_EQ(b.finish().first, 0);
   }
+}
+
+// Another user who makes /tmp/prepatch-UID before UID's own shim or ctl would deny UID's channel
+// for good (only root may remove it from sticky /tmp): UID's ctl says so and sends nothing; root's
+// ctl moves that entry aside, says where, and drives the process.
+TEST(ControlChannel, RootMovesAnotherUsersSquattedChannelDirectoryAside) {
+  REQUIRE_ROOT();
+  Target t(4249);
+  ASSERT_GT(t.pid(), 0);
+  must({"rm", "-rf", t.dir});
+  must(as_user(nobody, {"mkdir", "-m", "777", t.dir}));
+  Proc user = run(as_user(t.uid, {PREPATCH_BIN, "ctl", std::to_string(t.pid()), "status"}));
+  EXPECT_EQ(user.status, 5);
+  EXPECT_NE(user.err.find("only root can remove it from /tmp"), std::string::npos) << user.err;
+  Proc root = t.ctl({"enable", "leaf_add"});
+  EXPECT_EQ(root.status, 0) << root.err;
+  EXPECT_EQ(root.out, "ok: enabled 1 site (1 matched)\n");
+  const std::regex said("prepatch ctl: " + t.dir + " belonged to uid 65534, not to the process's user 4249: moved aside to (" + t.dir +
+                        "\\.squatted-[a-z2-7]{12})\n");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(root.err, m, said)) << root.err;
+  EXPECT_EQ(lstat_of(m[1]).st_uid, static_cast<uid_t>(nobody));
+  EXPECT_EQ(lstat_of(t.dir).st_uid, static_cast<uid_t>(t.uid));
+  EXPECT_EQ(lstat_of(t.dir).st_mode & 07777, 0700u);
+  Proc again = run(as_user(t.uid, {PREPATCH_BIN, "ctl", std::to_string(t.pid()), "disable", "*"}));
+  EXPECT_EQ(again.status, 0) << again.err;
+  run({"rm", "-rf", m[1]});
+  t.ends_well();
 }
 
 // What a hostile process answers reaches the terminal of whoever asked (root, perhaps) filtered.
