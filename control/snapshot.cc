@@ -157,7 +157,10 @@ Snapshot snapshot_of(pid_t pid, const std::string& out) {
     }
     close(c);
   }
-  if (fd < 0) throw IoError("prepatch ctl: process " + std::to_string(pid) + " writes no trace file (PREPATCH_TRACER=function or graph, once a site is enabled)");
+  if (fd < 0)
+    throw IoError("prepatch ctl: process " + std::to_string(pid) +
+                  " writes no trace file (PREPATCH_TRACER=function or graph, once a site is enabled), or none that can be opened without "
+                  "its path: through /proc/PID/map_files (root) or a descriptor the process still holds (it may have closed the shim's)");
   struct Closer {
     int fd;
     ~Closer() { close(fd); }
