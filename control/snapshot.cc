@@ -51,7 +51,7 @@ struct SharedMapping {
 
 std::vector<SharedMapping> shared_mappings(pid_t pid) {
   std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  if (!maps) throw IoError("prepatch ctl: cannot read /proc/" + std::to_string(pid) + "/maps: " + std::strerror(errno));
+  if (!maps) throw IoError("cannot read /proc/" + std::to_string(pid) + "/maps: " + std::strerror(errno));
   std::vector<SharedMapping> out;
   std::set<std::pair<dev_t, ino_t>> seen;
   for (std::string line; std::getline(maps, line);) {
@@ -97,16 +97,16 @@ int open_mapped(pid_t pid, const SharedMapping& m) {
 template <class Copy>
 Snapshot as_user(uid_t uid, gid_t gid, Copy copy) {
   int p[2];
-  if (pipe2(p, O_CLOEXEC) != 0) throw IoError(std::string("prepatch ctl: pipe: ") + std::strerror(errno));
+  if (pipe2(p, O_CLOEXEC) != 0) throw IoError(std::string("pipe: ") + std::strerror(errno));
   const pid_t child = fork();
-  if (child < 0) throw IoError(std::string("prepatch ctl: fork: ") + std::strerror(errno));
+  if (child < 0) throw IoError(std::string("fork: ") + std::strerror(errno));
   if (child == 0) {
     close(p[0]);
     std::string said;
     int code = 0;
     try {
       if (setgroups(0, nullptr) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
-        throw IoError("prepatch ctl: cannot take the process's user (uid " + std::to_string(uid) + ") to write its snapshot: " + std::strerror(errno));
+        throw IoError("cannot take the process's user (uid " + std::to_string(uid) + ") to write its snapshot: " + std::strerror(errno));
       const Snapshot s = copy();
       said = s.path + '\0' + std::to_string(s.chunks) + '\0' + std::to_string(s.dropped);
     } catch (const std::exception& e) {
@@ -130,7 +130,7 @@ Snapshot as_user(uid_t uid, gid_t gid, Copy copy) {
   int status = 0;
   while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw IoError(said.empty() ? "prepatch ctl: the snapshot's writer failed" : said);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw IoError(said.empty() ? "the snapshot's writer failed" : said);
   Snapshot s;
   std::istringstream in(said);
   std::string chunks, dropped;
@@ -158,7 +158,7 @@ Snapshot snapshot_of(pid_t pid, const std::string& out) {
     close(c);
   }
   if (fd < 0)
-    throw IoError("prepatch ctl: process " + std::to_string(pid) +
+    throw IoError("process " + std::to_string(pid) +
                   " writes no trace file (PREPATCH_TRACER=function or graph, once a site is enabled), or none that can be opened without "
                   "its path: through /proc/PID/map_files (root) or a descriptor the process still holds (it may have closed the shim's)");
   struct Closer {
@@ -167,7 +167,7 @@ Snapshot snapshot_of(pid_t pid, const std::string& out) {
   } closer{fd};
   if (!out.empty() || ::geteuid() != 0 || owner == 0) return copy_trace(fd, h, trace, out);
   const auto gid = process_effective_id(pid, "Gid:");
-  if (!gid) throw IoError("prepatch ctl: process " + std::to_string(pid) + ": cannot read its group from /proc/" + std::to_string(pid) + "/status");
+  if (!gid) throw IoError("process " + std::to_string(pid) + ": cannot read its group from /proc/" + std::to_string(pid) + "/status");
   Snapshot s = as_user(owner, *gid, [&] { return copy_trace(fd, h, trace, out); });
   s.trace = trace;
   return s;
@@ -178,11 +178,11 @@ Snapshot copy_trace(int fd, shim::TraceHeader h, const std::string& trace, const
   s.trace = trace;
   // The file is another process's: nothing in it is trusted beyond what its size bears out.
   struct stat st {};
-  if (fstat(fd, &st) != 0) throw IoError("prepatch ctl: " + s.trace + ": " + std::strerror(errno));
+  if (fstat(fd, &st) != 0) throw IoError(s.trace + ": " + std::strerror(errno));
   const u64 size = static_cast<u64>(st.st_size);
   if (h.header_size != sizeof h || h.chunk_size != shim::trace_chunk_bytes || h.chunk_offset < sizeof h || h.chunk_offset > size ||
       h.chunk_offset % 4096)
-    throw IoError("prepatch ctl: " + s.trace + ": not a trace file of the layout this prepatch writes (its header is damaged, or another version's)");
+    throw IoError(s.trace + ": not a trace file of the layout this prepatch writes (its header is damaged, or another version's)");
   s.path = out;
   for (unsigned n = 1; s.path.empty(); n++) {
     const std::string p = s.trace + ".snapshot." + std::to_string(n);
