@@ -61,9 +61,13 @@ Elf::Elf(std::span<const u8> data, std::string name, bool sections_only) : data_
 }
 
 void Elf::parse_header() {
-  if (data_.size() < 4 || std::memcmp(data_.data(), ELFMAG, SELFMAG) != 0)
-    fail(0, "expected the ELF magic 7f 45 4c 46, found " +
-                (data_.empty() ? std::string("an empty file") : "something else: not an ELF file"));
+  if (data_.size() < 4 || std::memcmp(data_.data(), ELFMAG, SELFMAG) != 0) {
+    const bool cut = !data_.empty() && data_.size() < 4 && std::memcmp(data_.data(), ELFMAG, data_.size()) == 0;
+    fail(cut ? data_.size() : 0, "expected the ELF magic 7f 45 4c 46, found " +
+                                     (data_.empty() ? std::string("an empty file")
+                                      : cut         ? "its first " + std::to_string(data_.size()) + " bytes, then the file's end (truncated?)"
+                                                    : "something else: not an ELF file"));
+  }
   if (data_.size() < EI_NIDENT) fail(data_.size(), "file ends inside the ELF identification (16 bytes)");
   u8 cls = data_[EI_CLASS], enc = data_[EI_DATA];
   if (cls != ELFCLASS32 && cls != ELFCLASS64) fail(EI_CLASS, "expected ELFCLASS32 or ELFCLASS64, found " + hex(cls));

@@ -47,6 +47,8 @@ TEST(BadInput, NotElf) { expect_refused("#!/bin/sh\necho hello\n", 4, {"offset 0
 
 TEST(BadInput, EmptyFile) { expect_refused("", 4, {"offset 0x0", "empty file"}); }
 
+TEST(BadInput, CutInsideTheMagic) { expect_refused("\x7f" "EL", 4, {"offset 0x3", "its first 3 bytes, then the file's end (truncated?)"}); }
+
 TEST(BadInput, TruncatedAtEveryHeader) {
   std::string b = read_file(source);
   const u64 phoff = get(b, 32, 8), shoff = get(b, 40, 8), phnum = get(b, 56, 2), shnum = get(b, 60, 2);

@@ -874,7 +874,9 @@ TEST(DamagedTrace, EachDamageIsNamedAndTheIntactRecordsAreStillShown) {
                         Case{"version", version, "offset 0x8: trace version 9, expected 2"},
                         Case{"version1", version1, "offset 0x8: trace version 1, expected 2 to 4 (written by an older prepatch"},
                         Case{"table", table, "offset 0x1000"},
-                        Case{"empty", "", "offset 0x0: the file ends inside the trace header"}}) {
+                        Case{"empty", "", "offset 0x0: expected the trace magic \"PPTRACE\\1\", found an empty file"},
+                        Case{"text", "hello\n", "offset 0x0: expected the trace magic \"PPTRACE\\1\", found something else"},
+                        Case{"cut magic", good.substr(0, 5), "offset 0x5: the file ends inside the trace header"}}) {
     const std::string f = with(std::string(c.name) + ".trace", c.bytes);
     for (const char* cmd : {"report", "replay"}) {
       Proc r = prepatch({cmd, f});

@@ -74,7 +74,13 @@ const u8* TraceFile::fetch(u64 off, u64 len, std::vector<u8>& buf) const {
 void TraceFile::open() {
   const std::string& path = path_;
   std::vector<u8> buf;
-  if (size_ < sizeof h_) throw InputError(path, size_, "the file ends inside the trace header (expected 4096 bytes)");
+  if (size_ < sizeof h_) {
+    // A file too short to be one: not a trace file at all, unless it starts as one.
+    std::vector<u8> start(std::min<u64>(size_, 8));
+    const bool magic = !start.empty() && std::memcmp(fetch(0, start.size(), start), shim::trace_magic, start.size()) == 0;
+    if (!magic) throw InputError(path, 0, "expected the trace magic \"PPTRACE\\1\", found " + std::string(size_ ? "something else" : "an empty file"));
+    throw InputError(path, size_, "the file ends inside the trace header (expected 4096 bytes; truncated?)");
+  }
   std::memcpy(&h_, fetch(0, sizeof h_, buf), sizeof h_);
   const TraceHeader& h = h_;
   if (std::memcmp(h.magic, shim::trace_magic, 8) != 0) throw InputError(path, 0, "expected the trace magic \"PPTRACE\\1\"");
