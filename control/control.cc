@@ -195,6 +195,16 @@ uid_t channel_owner(pid_t pid) {
 
 namespace {
 
+// An unpredictable name beside `name`, as the shim draws them (shim/core.h temp_name_chars):
+// NAME`tag`XXXXXXXXXXXX (NAME.tmp-XXXXXXXXXXXX for a temporary file).
+std::string unpredictable_name(const std::string& name, const char* tag = ".tmp-") {
+  unsigned char r[shim::temp_random_chars];
+  if (::getentropy(r, sizeof r) != 0) throw IoError("cannot draw random bytes for a temporary name: " + errno_text());
+  std::string t = name + tag;
+  for (unsigned char c : r) t += shim::temp_name_chars[c & 31];
+  return t;
+}
+
 // The channel's directory of user `owner`, opened (never through a symbolic link) and checked: a
 // directory of `owner`'s with mode 0700. Created when missing (by root for another user: then given
 // to that user).
@@ -218,31 +228,17 @@ int channel_dir(uid_t owner) {
     // the channel until removed, which in sticky /tmp only root may do: root moves it aside, once.
     struct stat entry {};
     if (!moved && ::geteuid() == 0 && ::lstat(dir.c_str(), &entry) == 0 && entry.st_uid != owner) {
-      unsigned char r[shim::temp_random_chars];
-      std::string aside = dir + ".squatted-";
-      if (::getentropy(r, sizeof r) == 0) {
-        for (unsigned char c : r) aside += shim::temp_name_chars[c & 31];
-        if (::renameat2(AT_FDCWD, dir.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE) == 0) {
-          std::fprintf(stderr, "prepatch ctl: %s belonged to uid %u, not to the process's user %u: moved aside to %s\n", dir.c_str(),
-                       static_cast<unsigned>(entry.st_uid), static_cast<unsigned>(owner), aside.c_str());
-          continue;
-        }
+      const std::string aside = unpredictable_name(dir, ".squatted-");
+      if (::renameat2(AT_FDCWD, dir.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE) == 0) {
+        std::fprintf(stderr, "prepatch ctl: %s belonged to uid %u, not to the process's user %u: moved aside to %s\n", dir.c_str(),
+                     static_cast<unsigned>(entry.st_uid), static_cast<unsigned>(owner), aside.c_str());
+        continue;
       }
     }
     throw IoError(dir + ": expected a directory of uid " + std::to_string(owner) +
                   " with mode 0700 (someone else may have created it; only root can remove it from /tmp, and prepatch ctl run as root "
                   "moves another user's aside); the shim would not read requests from it either");
   }
-}
-
-// An unpredictable name beside `name`, as the shim draws them (shim/core.h temp_name_chars):
-// NAME.tmp-XXXXXXXXXXXX.
-std::string temporary_name(const std::string& name) {
-  unsigned char r[shim::temp_random_chars];
-  if (::getentropy(r, sizeof r) != 0) throw IoError("cannot draw random bytes for a temporary name: " + errno_text());
-  std::string t = name + ".tmp-";
-  for (unsigned char c : r) t += shim::temp_name_chars[c & 31];
-  return t;
 }
 
 // Writes the request `name` in directory `dir`: created under an unpredictable temporary name,
@@ -252,7 +248,7 @@ void write_request(int dir, const std::string& name, const std::string& command,
   std::string tmp;
   int fd = -1;
   for (unsigned k = 0; k < shim::temp_tries && fd < 0; k++) {
-    tmp = temporary_name(name);
+    tmp = unpredictable_name(name);
     fd = ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
     if (fd < 0 && errno != EEXIST) break;
   }

@@ -84,18 +84,21 @@ struct Model {
   }
 };
 
-// Each thread's events, by tid: "+name", "-name" (graph) or "name" (function), and with `values`
-// "=K:V" for a value (K its index: 0-5 an argument, 7 the return value).
+// An event as the tests compare them: "+name", "-name" (graph) or "name" (function), or "=K:V" for
+// a value (K its index: 0-5 an argument, 7 the return value).
+std::string event_text(trace::TraceFile& f, const trace::Event& e) {
+  if (e.type == trace::value_event) return "=" + std::to_string(e.site) + ":" + std::to_string(static_cast<long long>(e.rest));
+  return !f.graph() ? f.name(e.site) : (e.type == shim::rec_entry ? "+" : "-") + f.name(e.site);
+}
+
+// Each thread's events (event_text), by tid; values only with `values`.
 std::map<u32, std::vector<std::string>> recorded(const std::string& file, bool values = false) {
   trace::TraceFile f(file);
   std::map<u32, std::vector<std::string>> out;
   for (size_t k = 0; k < f.threads(); k++) {
     trace::TraceFile::Stream s(f, k, 4096, false, values);
     std::vector<std::string>& v = out[f.tid(k)];
-    for (trace::Event e; s.next(e);) {
-      if (e.type == trace::value_event) v.push_back("=" + std::to_string(e.site) + ":" + std::to_string(static_cast<long long>(e.rest)));
-      else v.push_back(!f.graph() ? f.name(e.site) : (e.type == shim::rec_entry ? "+" : "-") + f.name(e.site));
-    }
+    for (trace::Event e; s.next(e);) v.push_back(event_text(f, e));
   }
   for (const std::string& p : f.problems()) ADD_FAILURE() << file << ": " << p;
   return out;
@@ -113,10 +116,7 @@ std::vector<std::string> under_threshold(const std::string& file, u32 tid, const
   for (size_t k = 0; k < f.threads(); k++) {
     if (f.tid(k) != tid) continue;
     trace::TraceFile::Stream s(f, k, 4096, false, values);
-    for (trace::Event e; s.next(e); at.push_back(e.ns)) {
-      if (e.type == trace::value_event) got.push_back("=" + std::to_string(e.site) + ":" + std::to_string(static_cast<long long>(e.rest)));
-      else got.push_back((e.type == shim::rec_entry ? "+" : "-") + f.name(e.site));
-    }
+    for (trace::Event e; s.next(e); at.push_back(e.ns)) got.push_back(event_text(f, e));
   }
   for (const std::string& p : f.problems()) ADD_FAILURE() << file << ": " << p;
   // Where the call entered at `i` ends (its exit's index; got.size() when it has none).
