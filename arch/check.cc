@@ -77,6 +77,11 @@ class Checker {
 
   bool decode_form(const ByteVec& w, std::vector<Insn>& out, const char* which) {
     for (unsigned o = 0; o < w.size();) {
+      if (o == toggle_ && site_.trap && w.size() >= o + len_ && !trap_.empty() && std::equal(trap_.begin(), trap_.end(), w.begin() + o)) {
+        out.push_back({o, ByteVec(w.begin() + o, w.begin() + o + len_), "trap (the call, emulated by the handler)"});  // (its tail never runs)
+        o += len_;
+        continue;
+      }
       Decoded d = dec(std::span(w).subspan(o), base_ + o);
       if (d.len == 0 || !d.valid) return fail(std::string("the ") + which + " form does not decode at +" + std::to_string(o) + ": " + hex_bytes(w));
       out.push_back({o, ByteVec(w.begin() + o, w.begin() + o + d.len), d.text});
@@ -222,7 +227,7 @@ class Checker {
   // The plan's trap at the toggled instruction: the handler resolves it. A plan whose trap is an
   // illegal instruction has a SIGILL handler, which resolves any illegal instruction there.
   bool is_plan_trap(const ByteVec& v, unsigned o, const Decoded& d) const {
-    if (!plan_.leaves_trap || o != toggle_ || trap_.empty()) return false;
+    if (!(plan_.leaves_trap || site_.trap) || o != toggle_ || trap_.empty()) return false;
     if (v.size() - o >= trap_.size() && std::equal(trap_.begin(), trap_.end(), v.begin() + o)) return true;
     return trap_illegal_ && d.len != 0 && !d.valid;
   }
@@ -315,6 +320,22 @@ SweepResult check_shipped_plans(Isa isa) {
               r.failures.push_back(std::string(info.name) + " " + std::string(kind_name(kind)) + " len " + std::to_string(len) + " at " + hex(addr) +
                                    (enable ? " on: " : " off: ") + c.counter_example);
           }
+  // Trap sites (no trampoline within reach), where the ISA has them: every kind, length and alignment, both ways.
+  for (SiteKind kind : info.kinds)
+    for (unsigned len : site_lengths(isa))
+      for (u64 off = 0; off < 64; off += info.insn_align)
+        for (bool enable : {true, false}) {
+          const u64 addr = line * 64 + off;
+          auto site = has_site(isa, kind, len, addr) ? trap_site_form(isa, kind, addr, len) : std::nullopt;
+          if (!site) continue;
+          CheckResult c = check_plan(isa, plan_for(isa, addr, len), *site, enable);
+          r.checks++, r.trap_checks++;
+          r.views += c.views;
+          r.runs += c.runs;
+          if (!c.ok && r.failures.size() < 5)
+            r.failures.push_back(std::string(info.name) + " " + std::string(kind_name(kind)) + " trap site len " + std::to_string(len) + " at " + hex(addr) +
+                                 (enable ? " on: " : " off: ") + c.counter_example);
+        }
   return r;
 }
 

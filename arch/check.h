@@ -34,9 +34,10 @@ CheckResult check_plan(Isa isa, const Plan& plan, const SiteForm& site, bool ena
 
 // Every plan the shim ships (plan_for), for every site kind and length of every ISA, at every
 // alignment the ISA allows within a 64-byte line (so sites straddle 8-byte words and lines), with
-// trampolines at a spread of distances, in both directions.
+// trampolines at a spread of distances, in both directions; and for trap sites, where the ISA has them.
 struct SweepResult {
   u64 checks = 0, views = 0, runs = 0;
+  u64 trap_checks = 0;  // of the checks, those of trap sites (arch/isa.h trap_site_form)
   std::vector<std::string> failures;  // "isa kind len@addr enable: counter-example", at most a few
 };
 SweepResult check_shipped_plans(Isa isa);

@@ -134,7 +134,8 @@ std::string protocols_markdown() {
     for (SiteKind k : info.kinds) kinds += (kinds.empty() ? "" : ", ") + std::string(kind_name(k));
     s += "- **Proved:** " + std::to_string(r.checks) + " checks (site kinds " + kinds + "; every " + std::to_string(info.insn_align) +
          "-byte alignment in a 64-byte line; " + (isa == Isa::thumb2 ? "ARM-state mcount sites at every 4-byte alignment; " : "") + std::to_string(sweep_distances(isa).size()) +
-         " trampoline distances; on and off): " + std::to_string(r.views) + " views, " + std::to_string(r.runs) + " thread positions, " +
+         " trampoline distances; on and off" + (r.trap_checks ? "; and " + std::to_string(r.trap_checks) + " of them as trap sites" : std::string()) +
+         "): " + std::to_string(r.views) + " views, " + std::to_string(r.runs) + " thread positions, " +
          (r.failures.empty() ? "no counter-example" : std::to_string(r.failures.size()) + " FAILURES") + ".\n";
     // RISC-V ships two plans, by alignment: show a 2-byte aligned site and a 4-byte aligned one;
     // ARM32 two, by state: a Thumb site and an ARM-state one.
@@ -147,6 +148,10 @@ std::string protocols_markdown() {
       if (!site) continue;
       s += "\n```\n" + describe_plan(isa, kind, plan_for(isa, addr, len), *site, true, false) + "```\n";
     }
+    // A trap site (no trampoline within reach): the same plan writes the ISA's trap, which stays.
+    if (auto trap = trap_site_form(isa, info.kinds.front(), example_site_address(isa), site_lengths(isa).front()))
+      s += "\nAs a trap site (README, \"Trap sites\"):\n\n```\n" +
+           describe_plan(isa, info.kinds.front(), plan_for(isa, trap->addr, static_cast<unsigned>(trap->off.size())), *trap, true, false) + "```\n";
   }
   s += "\n## Rejected: the seeds' counter-examples\n\nEach is a test (tests/plan_test.cc); the checker's output:\n";
   for (const CounterExample& c : seed_counter_examples()) {

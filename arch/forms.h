@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "arch/aarch64.h"
+#include "arch/plan.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64.h"
 #include "arch/thumb2.h"
@@ -163,6 +164,38 @@ constexpr bool off_form(u16 machine, unsigned len, u8* out) {
   }
   if (len == 0 || len > max_canonical_nop) return false;
   for (unsigned i = 0; i < len; i++) out[i] = canonical_nops[len - 1][i];
+  return true;
+}
+
+// The enabled form of a site that no trampoline or island lies within its call's reach of (rewriter/
+// embed.cc marks it site_trap in the table): the ISA's trap over the start of its off form, which the
+// shim's trap handler resolves as the call the site would make (shim/runtime/trap.inc), a signal per
+// call. x86-64: `int3` over the nop's first byte (the rest of the nop stays, and never runs); RISC-V64:
+// `c.ebreak; c.nop`; Thumb-2: `udf #1; nop` (Linux's Thumb breakpoint); AArch64: `brk #0`; PPC64le:
+// `trap`. False for ARM32's ARM-state sites (8 bytes), which have none.
+constexpr bool has_trap_form(u16 machine, unsigned len) {
+  return (machine == 62 /* EM_X86_64 */ && len >= 1 && len <= max_canonical_nop) ||
+         ((word_machine(machine) || machine == em_riscv || machine == em_arm) && len == 4);
+}
+constexpr bool trap_form(u16 machine, unsigned len, u8* out) {
+  if (!has_trap_form(machine, len)) return false;
+  if (word_machine(machine)) {
+    const u8* t = machine == 183 /* EM_AARCH64 */ ? aarch64_brk : ppc_trap;
+    for (unsigned i = 0; i < 4; i++) out[i] = t[i];
+    return true;
+  }
+  if (machine == em_riscv) {
+    constexpr u8 ebreak_nop[] = {riscv_c_ebreak[0], riscv_c_ebreak[1], 0x01, 0x00};  // c.ebreak; c.nop
+    for (unsigned i = 0; i < 4; i++) out[i] = ebreak_nop[i];
+    return true;
+  }
+  if (machine == em_arm) {
+    constexpr u8 udf_nop[] = {thumb_trap[0], thumb_trap[1], 0x00, 0xbf};  // udf #1; nop
+    for (unsigned i = 0; i < 4; i++) out[i] = udf_nop[i];
+    return true;
+  }
+  if (!off_form(machine, len, out)) return false;
+  out[0] = x86_int3[0];
   return true;
 }
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "arch/aarch64.h"
+#include "arch/forms.h"
 #include "arch/ppc64le.h"
 #include "arch/riscv64_decode.h"
 #include "arch/thumb2.h"
@@ -346,6 +347,15 @@ std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, 
     }
   }
   return std::nullopt;
+}
+
+std::optional<SiteForm> trap_site_form(Isa isa, SiteKind kind, u64 addr, unsigned len) {
+  const u16 machine = isa == Isa::x86_64 ? 62 : isa == Isa::riscv64 ? em_riscv : isa == Isa::thumb2 ? em_arm : isa == Isa::aarch64 ? 183 : 21;
+  std::optional<SiteForm> f = site_form(isa, kind, addr, addr + 0x1000, len);  // (its context and off form)
+  if (!f || f->arm_state || !has_trap_form(machine, static_cast<unsigned>(f->off.size()))) return std::nullopt;
+  if (!trap_form(machine, static_cast<unsigned>(f->off.size()), f->on.data())) return std::nullopt;
+  f->trap = true;
+  return f;
 }
 
 }  // namespace prepatch::arch

@@ -75,12 +75,17 @@ struct SiteForm {
   std::vector<u8> off, on;  // the toggled instruction disabled (nop-like) and enabled (calls `target`)
   std::string context_text; // what the context is, for people
   bool arm_state = false;   // ARM32: ARM-state words (a -marm site), not Thumb code
+  bool trap = false;        // `on` is the site's trap form (forms.h trap_form): the handler resolves it as the call
 };
 // The site of `kind` whose toggled instruction is at `addr`, calling a trampoline at `target`; `len`
 // selects x86-64's 5- or 6-byte form, and ARM32's ARM-state site (8: `mov ip, pc` and the toggled
 // word, -pg only, 4-aligned) over its Thumb one. nullopt when the ISA has no such kind, `addr` is misaligned,
 // or `target` is out of reach.
 std::optional<SiteForm> site_form(Isa isa, SiteKind kind, u64 addr, u64 target, unsigned len = 0);
+// The same site as a trap site (no trampoline within reach): `on` is its trap form, the ISA's trap over
+// the start of its off form; nullopt on the ISAs without one (forms.h has_trap_form) and for ARM32's
+// ARM-state sites.
+std::optional<SiteForm> trap_site_form(Isa isa, SiteKind kind, u64 addr, unsigned len = 0);
 // x86-64 sites come in two lengths, ARM32's in two (Thumb, ARM state); every other ISA's has one.
 std::span<const unsigned> site_lengths(Isa isa);
 

@@ -85,6 +85,9 @@ struct Plan {
 PREPATCH_CONSTANT u8 x86_int3[] = {0xcc};              // int3 -> SIGTRAP
 PREPATCH_CONSTANT u8 riscv_c_ebreak[] = {0x02, 0x90};  // c.ebreak (0x9002) -> SIGTRAP
 PREPATCH_CONSTANT u8 thumb_trap[] = {0x01, 0xde};      // udf #1 (0xde01), Linux's Thumb breakpoint -> SIGTRAP
+// No shipped AArch64 or PPC64le plan lays a trap mid-batch; a trap site's on form is theirs (forms.h trap_form).
+PREPATCH_CONSTANT u8 aarch64_brk[] = {0x00, 0x00, 0x20, 0xd4};  // brk #0 (0xd4200000) -> SIGTRAP (TRAP_BRKPT)
+PREPATCH_CONSTANT u8 ppc_trap[] = {0x08, 0x00, 0xe0, 0x7f};     // trap = tw 31,0,0 (0x7fe00008) -> SIGTRAP (TRAP_BRKPT)
 
 // clang-format off
 // x86-64, the kernel's text_poke_bp_batch: the site is one instruction of 5 or 6 bytes at any byte
@@ -131,7 +134,7 @@ inline constexpr Plan halfword_trap_plan = {"halfword-trap", "16-bit trap over t
                                             "the first halfword; a sync after each", halfword_trap_steps, 6, true};
 // clang-format on
 
-// The trap a plan lays down on `isa` (empty for ISAs whose shipped plans need none).
+// The trap a plan lays down on `isa`, and a trap site's (forms.h trap_form).
 struct Bytes {
   const u8* data;
   u8 size;
@@ -142,8 +145,10 @@ constexpr Bytes trap_bytes(Isa isa, const Plan* p = nullptr) {
     case Isa::x86_64: return {x86_int3, sizeof x86_int3};
     case Isa::riscv64: return {riscv_c_ebreak, sizeof riscv_c_ebreak};
     case Isa::thumb2: return {thumb_trap, sizeof thumb_trap};
-    default: return {nullptr, 0};
+    case Isa::aarch64: return {aarch64_brk, sizeof aarch64_brk};
+    case Isa::ppc64le: return {ppc_trap, sizeof ppc_trap};
   }
+  return {nullptr, 0};
 }
 
 // The plans sites of `isa` use, by index: one per ISA, two on RISC-V (aligned and 2-byte aligned

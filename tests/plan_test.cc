@@ -26,7 +26,10 @@ TEST_P(ShippedPlans, AreSafeForEveryKindAlignmentAndDistance) {
     for (unsigned len : site_lengths(GetParam()))
       for (u64 off = 0; off < 64; off += info.insn_align) sites += has_site(GetParam(), kind, len, 0x10000 * 64 + off);
   EXPECT_EQ(sites, info.kinds.size() * site_lengths(GetParam()).size() * (64 / info.insn_align) - (GetParam() == Isa::thumb2 ? 48 : 0));
-  EXPECT_EQ(r.checks, sites * sweep_distances(GetParam()).size() * 2);
+  // And as trap sites, both ways: every site but ARM32's ARM-state ones.
+  const u64 traps = GetParam() == Isa::thumb2 ? info.kinds.size() * (64 / info.insn_align) : sites;
+  EXPECT_EQ(r.trap_checks, traps * 2);
+  EXPECT_EQ(r.checks, sites * sweep_distances(GetParam()).size() * 2 + traps * 2);
   EXPECT_GT(r.views, r.checks);  // every check saw more than the two end states
 }
 
@@ -110,6 +113,31 @@ TEST(Checker, WordPlanIsRejectedWhereTheInstructionIsOnlyHalfwordAligned) {
   EXPECT_TRUE(check_plan(Isa::riscv64, word_plan, rv_aligned, true).ok);
   auto thumb = *site_form(Isa::thumb2, SiteKind::mcount, 0x10008, 0x20000);
   EXPECT_FALSE(check_plan(Isa::thumb2, word_plan, thumb, true).ok);
+}
+
+// A trap site's trap stands for the call only where the site's own form puts it, and only whole: the
+// word plan tears it at 2 mod 4 (a thread fetches a hybrid of the nop and `c.ebreak; c.nop`); a trap
+// site whose trap is another ISA's trap, or a trap at a call site, is the handler's no more than before.
+TEST(Checker, TrapSitesAreSafeOnlyAsTheirPlansWriteThem) {
+  auto rv = *trap_site_form(Isa::riscv64, SiteKind::patchable, 0x10006);
+  EXPECT_TRUE(check_plan(Isa::riscv64, halfword_trap_plan, rv, true).ok);
+  EXPECT_TRUE(check_plan(Isa::riscv64, halfword_trap_plan, rv, false).ok);
+  const CheckResult torn = check_plan(Isa::riscv64, word_plan, rv, true);
+  EXPECT_FALSE(torn.ok);
+  EXPECT_NE(torn.counter_example.find("hybrid"), std::string::npos) << torn.counter_example;
+  auto x86 = *trap_site_form(Isa::x86_64, SiteKind::fentry, 0x10003, 5);
+  EXPECT_TRUE(check_plan(Isa::x86_64, int3_plan, x86, true).ok);
+  EXPECT_TRUE(check_plan(Isa::x86_64, int3_plan, x86, false).ok);
+  x86.on[0] = 0xf4;  // hlt, not the trap: no longer one the handler resolves
+  EXPECT_FALSE(check_plan(Isa::x86_64, int3_plan, x86, true).ok);
+  auto call = *site_form(Isa::x86_64, SiteKind::fentry, 0x10003, 0x20000, 5);
+  call.on[0] = 0xcc;  // a trap where a call site's call belongs: garbage after it, rejected as before
+  EXPECT_FALSE(check_plan(Isa::x86_64, int3_plan, call, true).ok);
+  auto a64 = *trap_site_form(Isa::aarch64, SiteKind::patchable, 0x10000);  // brk: on the CMODX list, one store
+  EXPECT_TRUE(check_plan(Isa::aarch64, word_plan, a64, true).ok);
+  a64.on = {0x00, 0x00, 0x00, 0x00};  // udf #0: no trap site's, nor on the CMODX list
+  EXPECT_FALSE(check_plan(Isa::aarch64, word_plan, a64, true).ok);
+  EXPECT_FALSE(trap_site_form(Isa::thumb2, SiteKind::mcount, 0x10000, 8));  // (ARM-state sites: none)
 }
 
 TEST(Checker, Aarch64StoresMustSwapCmodxInstructions) {
