@@ -120,7 +120,10 @@ int run_sites(const std::string& path, bool json, bool mangled, const DebugFileO
     std::printf("0x%016llx %-10s %-9s %s\n", static_cast<unsigned long long>(i.addr), i.file_offset ? hex(*i.file_offset).c_str() : "-",
                 i.arm_state ? "arm-state" : std::string(kind_name(i.kind)).c_str(), i.where.c_str());
   size_t skipped = std::count_if(l.rows.begin(), l.rows.end(), [](const SiteRow& r) { return r.status == "skipped"; });
-  std::printf("%zu sites (%zu skipped); %s", l.rows.size(), skipped, l.prepared ? "prepared binary" : "not prepared");
+  const size_t traps = std::count_if(l.rows.begin(), l.rows.end(), [](const SiteRow& r) { return r.status == "trap"; });
+  std::printf("%zu sites (%zu skipped", l.rows.size(), skipped);
+  if (traps) std::printf(", %zu trap%s", traps, traps == 1 ? "" : "s");
+  std::printf("); %s", l.prepared ? "prepared binary" : "not prepared");
   if (!l.islands.empty()) std::printf(", %zu branch island%s", l.islands.size(), l.islands.size() == 1 ? "" : "s");
   std::printf("\n");
   return ok;

@@ -857,23 +857,45 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
       std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
     }
   }
+  // A site that reaches nothing is enabled as the ISA's trap, which the shim resolves (arch/forms.h
+  // trap_form; ARM32's ARM-state sites have none, and are refused). Where a group's end reaches nothing, or listed islands lie between its
+  // ends (not all within reach of every site), every site is checked.
+  // RISC-V -pg sites call what their calls went to, whose redirect must reach the mcount trampoline,
+  // its island or the one of last resort; where it reaches none, no redirect is written and every -pg
+  // site traps.
+  const bool redirected = !d.mcount_via || redirect_reaches(r.tramp[mk]) || redirect_reaches(config.island[mk]) || low.island[mk];
+  const auto trap_site = [&](const Site& s, arch::CallForm form) { return !reached(s, form) || (s.kind == SiteKind::mcount && !redirected); };
+  bool unreached = false;
   reach.for_each_end([&](const Site& s, arch::CallForm form) {
     state_picked(s, form);
-    if (!reached(s, form)) fail_far(s);
+    if (!trap_site(s, form)) return;
+    if (!arch::has_trap_form(machine, s.len)) fail_far(s);
+    unreached = true;
   });
-  // Between a group's ends, listed islands are not all within reach of every site: each is checked.
-  if (!stub_islands.empty() || !entry_islands.empty())
-    for (const Site& s : d.sites)
-      if (s.prepared()) {
-        state_picked(s, call_form_of(elf, s));
-        if (!reached(s, call_form_of(elf, s))) fail_far(s);
+  if (unreached || !stub_islands.empty() || !entry_islands.empty()) {
+    u64 index = 0;  // the site's entry in the table at the start of r.data (prepared sites, in order)
+    for (const Site& s : d.sites) {
+      if (!s.prepared()) continue;
+      const arch::CallForm form = call_form_of(elf, s);
+      state_picked(s, form);
+      if (trap_site(s, form)) {
+        if (!arch::has_trap_form(machine, s.len)) fail_far(s);
+        r.trap_sites.push_back(s.addr);
+        r.data[shim::table_header_size + index * shim::table_entry_size + 15] |= shim::site_flag_trap;
       }
-  if (d.mcount_via)
+      index++;
+    }
+    if (!r.trap_sites.empty()) elf.codec().put(r.data, 20, 4, elf.codec().get(r.data, 20, 4) | shim::table_trap_sites);  // (the header's flags)
+  }
+  if (!redirected) {  // the trap handler then sends the -pg sites to the mcount trampoline itself
+    config.mcount_via = 0;
+    std::memcpy(r.data.data() + blob_at + h.config, &config, sizeof config);
+  }
+  if (d.mcount_via && redirected)
     r.redirect = riscv_redirect(elf, d.mcount_via,
                                 redirect_reaches(r.tramp[mk])        ? r.tramp[mk]
                                 : redirect_reaches(config.island[mk]) ? config.island[mk]
-                                : low.island[mk]                      ? low.island[mk]
-                                                                      : r.tramp[mk]);  // (refused there, saying why)
+                                                                      : low.island[mk]);
   return r;
 }
 

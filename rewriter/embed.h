@@ -56,6 +56,11 @@ struct RuntimeSegment {
   // where that one is taken.
   u64 low_islands_at = 0;
   std::vector<u64> low_island_addrs;
+  // The sites that reach none of the islands either (a text larger than their call's reach with no
+  // room for one, or no page for the islands of last resort), sorted: marked site_flag_trap in the
+  // table, enabled as the ISA's trap (arch/forms.h trap_form; ARM32's ARM-state sites have none and are
+  // refused).
+  std::vector<u64> trap_sites;
   u64 low_island_of[3] = {};
   u64 low_islands_lowest = 0;
   // AArch64: where the 8-byte islands among them jump (arch/aarch64.h encode_far_slot), on a 4 KiB

@@ -143,8 +143,8 @@ class SitePatches {
     u32 auipc = 0, jalr = 0;  // in reach of the trampoline or its island: runtime_segment checked every site's call
     const int pk = static_cast<int>(SiteKind::patchable) - 1;
     for (const u64 target : {rt_.tramp[pk], rt_.island_of[pk], rt_.low_island_of[pk]})  // (as the shim tries them)
-      if (target && arch::riscv64::encode_call(s.addr - 4, target, arch::riscv64::t0, auipc, jalr)) break;
-    return auipc;
+      if (target && arch::riscv64::encode_call(s.addr - 4, target, arch::riscv64::t0, auipc, jalr)) return auipc;
+    return arch::riscv64::auipc | (arch::riscv64::t0 << 7);  // a trap site (none reached): `auipc t0, 0`, harmless
   }
 
   const elf::Elf& elf_;
@@ -288,7 +288,7 @@ Listing list_sites(const elf::Elf& elf, const elf::Elf* symbols) {
       SiteRow r = row_for(e.addr, e.length);
       r.function = found->table.name(e);
       r.kind = e.kind;
-      r.status = "prepared";
+      r.status = e.flags & site_flag_trap ? "trap" : "prepared";
       r.source = "table";
       l.rows.push_back(std::move(r));
     }
@@ -451,12 +451,22 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     const u64 lower = rt.low_island_addrs.front() / shim::low_islands_page * shim::low_islands_page - rt.low_islands_lowest;
     const std::string how_far = lower >= (u64{1} << 20) ? std::to_string(lower >> 20) + " MiB" : std::to_string(lower >> 10) + " KiB";
     const std::string when = is_shared ? "when the object is loaded" : "when the program starts";
+    // (the shim's start: those sites trap; ARM32's ARM-state ones, whose island is fentry's slot, stay off)
+    const bool trap = !(machine == EM_ARM && rt.low_island_of[0]);
+    const std::string none = trap ? "the sites that need it trap when enabled" : "its sites stay off";
     res.messages.push_back(elf.name() + ": sites that reach neither the shim nor room for an island in the binary call it through " + std::to_string(n) +
                            " branch island" + (n == 1 ? "" : "s") + " on a page the shim maps below the " +
                            (is_shared ? "shared object's" : "executable's") + " lowest segment at start," + at_vaddrs(rt.low_island_addrs) +
                            (wraps ? " (below address 0, where the load address is added)" : "") +
-                           (lower ? "; where that page is taken " + when + ", the first free one up to " + how_far + " lower, and where none is, its sites stay off"
-                                  : "; where that page is taken " + when + ", its sites stay off"));
+                           (lower ? "; where that page is taken " + when + ", the first free one up to " + how_far + " lower, and where none is, " + none
+                                  : "; where that page is taken " + when + ", " + none));
+  }
+  if (!rt.trap_sites.empty()) {
+    const u64 n = rt.trap_sites.size();
+    res.messages.push_back(elf.name() + ": " + std::to_string(n) + (n == 1 ? " site reaches" : " sites reach") +
+                           " neither the shim nor room for a branch island: enabled, each holds the ISA's trap, which the shim resolves as "
+                           "the call (a signal per call, and a thread that blocks SIGTRAP when it calls one is killed: README, \"Trap sites\"),"
+                           + at_vaddrs(rt.trap_sites));
   }
   if (d.gmon_start)
     if (auto p = gprof_off_patch(elf, d.gmon_start, d.gmon_start_other)) extra.push_back(*p);

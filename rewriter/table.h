@@ -31,6 +31,7 @@ using arch::kind_name;
 inline constexpr u8 site_crosses_word = 1;   // the site's bytes span two aligned 8-byte words
 inline constexpr u8 site_crosses_line = 2;   // ... two aligned 64-byte cache lines
 inline constexpr u8 site_after_endbr = 4;    // an endbr64 directly precedes the site
+using shim::site_flag_trap;                   // = 8: enabled, the site holds a trap the shim resolves as its call
 // Table flags (TableHeader::flags).
 inline constexpr u32 table_pie = 1;  // addresses are link-time: add the load bias at run time
 using shim::table_signed_returns;    // AArch64 -pg: some functions sign their return address before the site

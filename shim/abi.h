@@ -15,6 +15,13 @@ inline constexpr u16 table_entry_size = 16;
 // TableHeader flags bit 1: AArch64 -pg functions with sites sign their return address before the site
 // (pac-ret), so the graph tracer cannot replace it (bit 0, pie, is the preparer's: rewriter/table.h).
 inline constexpr u32 table_signed_returns = 2;
+// TableHeader flags bit 2: some entry has site_flag_trap (below), so a batch enabling sites on AArch64
+// or PPC64le, which lay no trap otherwise, needs the SIGTRAP handler and no thread blocking SIGTRAP.
+inline constexpr u32 table_trap_sites = 4;
+// TableEntry flags bit 3: no trampoline or branch island lies within the site's call's reach, so its
+// enabled form is the ISA's trap (arch/forms.h trap_form), which the shim's handler resolves as the
+// call (bits 0-2 are the preparer's: rewriter/table.h).
+inline constexpr u8 site_flag_trap = 8;
 
 // At offset 0 of the blob. Offsets are from the blob's start; the blob's data (.data/.bss) starts at
 // `data_off` (page-aligned) and runs to `mem_size`; everything before it is code and read-only data.

@@ -474,7 +474,9 @@ void (*restorer())() {
 
 // A trap may stand at sites mid-batch on this ISA (x86-64's int3 plan, RISC-V's c.ebreak for sites that
 // are not 4-byte aligned): the SIGTRAP handler, its self-test and the check that no thread blocks
-// SIGTRAP exist for it. AArch64 and PPC64le swap one word in one store and never lay a trap.
+// SIGTRAP exist for it. AArch64 and PPC64le swap one word in one store and lay a trap only as an
+// enabled trap site's form: their handler is installed, and blocked SIGTRAP looked for, by the batches
+// that enable such sites (toggle.inc ready_for_batch), and they run no self-test.
 constexpr bool traps = arch::may_trap(sys::isa);
 // Thumb-2: Linux turns udf #1 into SIGTRAP only after reading the instruction back from memory (its
 // undefined-instruction hooks match the halfword at the pc), and so does qemu-user. When a batch has
@@ -668,11 +670,11 @@ void start(char** envp) {
   find_extent(g.obj);
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
   char why[192];
-  if ((prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj, why, sizeof why)) {
-    if (env_any(envp, "PREPATCH_"))  // (as claim_process's stand-downs)
-      say(prepatch_config.flags & config_shared_object ? "this shared object's sites stay off: " : "this program's sites stay off: ", why);
-    return;
-  }
+  // Where the page for the islands of last resort is taken, the sites that need them trap when enabled
+  // (toggle.inc choose_sites: the trap form, README "Trap sites"; ARM32's ARM-state sites stay off).
+  if ((prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj, why, sizeof why) && env_any(envp, "PREPATCH_"))
+    say(prepatch_config.flags & config_shared_object ? "this shared object's " : "this program's ",
+        "sites that need its islands of last resort trap when enabled (a signal per call): ", why);  // (as claim_process's stand-downs)
   const Claim claim = claim_process(envp);
   if (claim == Claim::off) unmap_low_islands();
   if (claim != Claim::serve) return;
@@ -713,7 +715,7 @@ void serve(char** envp) {
   if (!g.use_signals && !g.use_flush_icache) {
     if (long r = call(sys::nr_membarrier, sys::membarrier_register_private_expedited_sync_core, 0, 0)) membarrier_unavailable(r);
   }
-  if ((traps && !install_handler(0)) || !install_handler(1) || (sigill_at_sites && !install_handler(2)))
+  if ((traps && !install_handler(0)) || !install_handler(1) || (sigill_at_sites && !install_handler(2)))  // (AArch64, PPC64le: SIGTRAP's at a trap site's batch)
     g.disabled = sigill_at_sites ? "cannot install the SIGTRAP, SIGILL and signal 62 handlers" : "cannot install the SIGTRAP and signal 62 handlers";
   // The fatal signals, whose thread's last event the trace file marks (without, it is not marked).
   for (int which = first_fatal; !g.disabled && g.tracer != Tracer::count && which < 6; which++) install_handler(which);

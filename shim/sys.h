@@ -168,9 +168,9 @@ inline constexpr int map_noreserve = 0x4000;
 inline constexpr int mfd_cloexec = 1, mfd_exec = 0x10;  // memfd_create flags (MFD_EXEC: Linux 6.3)
 inline constexpr int sigtrap = 5, sigill = 4, sigabrt = 6, sigbus = 7, sigsegv = 11;
 inline constexpr int si_kernel = 0x80, si_queue = -1;
-// si_code of the SIGTRAP the ISA's breakpoint raises: x86-64's int3 SI_KERNEL, RISC-V's ebreak and
-// Thumb's udf #1 (the kernel's ptrace breakpoint) TRAP_BRKPT.
-#if defined(__riscv) || defined(__arm__)
+// si_code of the SIGTRAP the ISA's breakpoint raises: x86-64's int3 SI_KERNEL, RISC-V's ebreak,
+// Thumb's udf #1 (the kernel's ptrace breakpoint), AArch64's brk and PPC64's trap TRAP_BRKPT.
+#if !defined(__x86_64__)
 inline constexpr int trap_code = 1;
 #else
 inline constexpr int trap_code = si_kernel;
@@ -339,19 +339,24 @@ struct UContext {
   u64 gregs[23];     // struct sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, ...
 };
 inline constexpr int reg_rsp = 15, reg_rip = 16;
-#elif defined(__riscv)
-// The kernel's riscv ucontext: uc_sigmask padded to 128 bytes, then uc_mcontext (16-byte aligned),
-// whose first part is user_regs_struct: pc, then x1..x31.
+#elif defined(__riscv) || defined(__aarch64__)
+// The kernel's riscv and arm64 ucontext: uc_sigmask padded to 128 bytes, then uc_mcontext (16-byte
+// aligned). RISC-V's starts with user_regs_struct: pc, then x1..x31 (ra, sp, gp, tp, t0, ...); arm64's
+// is struct sigcontext: fault_address, x0..x30, sp, pc, pstate.
 struct UContext {
   u64 flags;
   void* link;
   u8 stack[24];      // stack_t
   u8 sigmask[128];   // sigset_t and its padding
   u64 pad;
-  u64 gregs[32];     // pc, ra, sp, gp, tp, t0, ...
+  u64 gregs[35];
 };
 static_assert(__builtin_offsetof(UContext, gregs) == 176);
+#if defined(__riscv)
 inline constexpr int reg_pc = 0;
+#else
+inline constexpr int reg_x30 = 31, reg_pc = 33;
+#endif
 #elif defined(__arm__)
 // The kernel's ARM ucontext: uc_mcontext is struct sigcontext, trap_no, error_code, oldmask, then
 // r0..r10, fp, ip, sp, lr, pc, cpsr.
@@ -363,6 +368,20 @@ struct UContext {
 };
 static_assert(__builtin_offsetof(UContext, gregs) == 20);
 inline constexpr int reg_r0 = 3, reg_sp = 16, reg_lr = 17, reg_pc = 18;
+#elif defined(__powerpc64__)
+// The kernel's ppc64 ucontext: uc_sigmask and 15 more sigsets, then uc_mcontext (struct sigcontext):
+// _unused[4], signal, _pad0, handler, oldmask, regs, then gp_regs (pt_regs order: r0..r31, nip, msr,
+// orig_gpr3, ctr, link, ...).
+struct UContext {
+  u64 flags;
+  void* link;
+  u8 stack[24];      // stack_t
+  u8 sigmask[128];   // uc_sigmask, __unused[15]
+  u8 head[64];       // sigcontext before gp_regs
+  u64 gregs[48];     // gp_regs
+};
+static_assert(__builtin_offsetof(UContext, gregs) == 232);
+inline constexpr int reg_nip = 32, reg_link = 36;
 #endif
 
 #if defined(__aarch64__)

@@ -324,6 +324,28 @@ int main(int argc, char** argv) {
 )";
 }
 
+// `out`'s sites listed as `trap` by `prepatch sites`, `n` of them, at the addresses the preparer
+// said (its message's first eight), and counted on the summary line.
+void expect_trap_sites_listed(const std::string& out, const std::string& prepare_err, size_t n) {
+  std::set<u64> said, listed;
+  std::smatch m;
+  const size_t at = prepare_err.find("holds the ISA's trap");
+  ASSERT_NE(at, std::string::npos) << prepare_err;
+  const std::string line = prepare_err.substr(at, prepare_err.find('\n', at) - at);
+  for (std::string r = line.substr(line.find(" at vaddr ")); std::regex_search(r, m, std::regex("0x([0-9a-f]+)")); r = m.suffix())
+    said.insert(std::stoull(m[1].str(), nullptr, 16));
+  Proc text = prepatch({"sites", out});
+  ASSERT_EQ(text.status, 0) << text.err;
+  for (std::string r = text.out; std::regex_search(r, m, std::regex("\n0x([0-9a-f]+) .* trap +\\w+")); r = m.suffix())
+    listed.insert(std::stoull(m[1].str(), nullptr, 16));
+  EXPECT_EQ(listed.size(), n) << text.out;
+  EXPECT_EQ(said.size(), std::min<size_t>(n, 8)) << prepare_err;
+  for (u64 a : said) {
+    EXPECT_TRUE(listed.count(a)) << hex(a) << "\n" << text.out;
+  }
+  EXPECT_NE(text.out.find(", " + std::to_string(n) + " trap" + (n == 1 ? "" : "s") + "); prepared binary"), std::string::npos) << text.out;
+}
+
 // A graph replay's calls, one per line: the depth, then `f() {`, `f();` or `} /* f */`.
 std::string call_shape(const std::string& replay) {
   std::string shape;
@@ -339,15 +361,16 @@ std::string call_shape(const std::string& replay) {
 void expect_traced_as_called(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
                              const std::string& inner);
 // The same, replayed as `shape` (call_shape's lines).
+// (`said`: what the shim says on stderr, where the program runs as built otherwise.)
 void expect_traced_as_shaped(const TestBinary& bin, const TempDir& d, const std::string& plain, int n, const std::map<std::string, long>& counts,
-                             const std::string& shape) {
+                             const std::string& shape, const std::string& said = "") {
   const std::string out = d / "out";
   Proc o = run(bin.exec(plain, {std::to_string(n)}), d.path());  // (in d: the -pg program writes gmon.out, 35 MB for the large texts)
   ASSERT_EQ(o.status, 0) << o.err;
   Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(out, {std::to_string(n)})), d.path());
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(t.out, o.out);
-  EXPECT_EQ(t.err, "");
+  EXPECT_EQ(t.err, said);
   EXPECT_EQ(function_counts(out, d / "c"), counts);
   Proc g = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_TRACER=graph", "PREPATCH_OUTPUT=" + d / "t.trace"}, bin.exec(out, {std::to_string(n)})), d.path());
   EXPECT_EQ(g.status, 0) << g.err;
@@ -500,7 +523,7 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
     std::filesystem::remove(d / "large"), std::filesystem::remove(d / "out");  // (136 MiB each on AArch64)
   }
   // Stripped (the functions in .dynsym, -rdynamic): the stubs' other callers could not all be known,
-  // so no island goes over them and the far sites are refused, saying where an island could have gone.
+  // so no island goes over them and the far sites trap, counted exactly (ARM-state ones are refused).
   if (p.isa != "arm") return;
   std::vector<std::string> cc = {p.cc, "-O2", "-pg", "-fno-toplevel-reorder", "-ffunction-sections", "-rdynamic", "-s", d / "large.c", "-o", d / "stripped"};
   if (!p.flags.empty()) cc.insert(cc.begin() + 1, p.flags);
@@ -509,10 +532,24 @@ TEST_P(IslandLargeText, EverySiteIsFoundAndCallsThroughAnIslandOverAStub) {
   Proc sites = prepatch({"sites", d / "stripped"});
   EXPECT_NE(sites.out.find("4 sites (0 skipped)"), std::string::npos) << sites.out;
   Proc r = prepatch({d / "stripped", "-o", d / "out"});
-  EXPECT_EQ(r.status, 4) << r.err;
-  EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("; a PLT entry or linker stub its call entered)"), std::string::npos) << r.err;
-  EXPECT_FALSE(exists(d / "out"));
+  if (!p.flags.empty()) {  // ARM-state sites (-marm), which no trap serves: refused
+    EXPECT_EQ(r.status, 4) << r.err;
+    EXPECT_NE(r.err.find("cannot reach the shim at"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("; a PLT entry or linker stub its call entered)"), std::string::npos) << r.err;
+    EXPECT_FALSE(exists(d / "out"));
+  } else {
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err.find("over the PLT entries and linker stubs"), std::string::npos) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, std::regex(": (\\d+) (?:site reaches|sites reach) neither the shim nor room for a branch island: enabled, each holds the ISA's trap")))
+        << r.err;
+    expect_trap_sites_listed(d / "out", r.err, std::stoul(m[1].str()));
+    ASSERT_EQ(::chmod((d / "out").c_str(), 0755), 0);
+    Proc traps = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, bin.exec(d / "out", {"6"})));
+    EXPECT_EQ(traps.status, 0) << traps.err;
+    EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 6}, {"near", 6}, {"far", 6}}));
+    std::filesystem::remove(d / "out"), std::filesystem::remove(d / "c");
+  }
   // The same binary with its separate debug file beside it (objcopy --only-keep-debug, then
   // --add-gnu-debuglink): its .symtab names every caller, and the far sites take their islands.
   cc.erase(std::find(cc.begin(), cc.end(), "-s"));
@@ -571,8 +608,9 @@ TEST(Island, AStrippedStubEnteredFromCodeNoFdeCoversKeepsItsCode) {
 // main's and mid()'s pads lie before their TOC setup, and only near() and far() are prepared).
 // Thumb-2 (+-16 MiB): M = 5 takes the 8-byte absolute form, in a binary that is never moved; in a
 // PIE M = 9 takes the 16-byte one, which keeps every register through the stack (ip, which ld's
-// stubs may clobber, may be a nested function's static chain here); with M = 3 a PIE is refused,
-// naming both options. AArch64 M = 2 (8 bytes) takes `adrp x16; br x16` to the far slot the preparer
+// stubs may clobber, may be a nested function's static chain here); with M = 3 in a PIE, and on
+// PPC64le with M = 2, too few nops hold no island: the far sites trap (README "Trap sites"), traced
+// the same. AArch64 M = 2 (8 bytes) takes `adrp x16; br x16` to the far slot the preparer
 // puts on a page of its own; stripped, where no symbol names an entry, the sites take an island over
 // the padding between two functions that the FDEs of .eh_frame show (refused without them).
 struct LargePads {
@@ -614,15 +652,23 @@ TEST_P(IslandLargeTextPads, FarPatchableSitesCallAnIslandBeforeAnEntry) {
   EXPECT_EQ(lines(after.out) + 1, lines(before.out)) << after.out;  // (the input's summary line counts)
   expect_islands_listed(d / "out", r.err);
   expect_traced_as_shaped(TestBinary{.isa = p.isa}, d, d / "large", 6, p.counts, p.shape);
-  if (p.isa == "arm" && p.link == "-pie") {  // M = 3 in a PIE: no room for the 16-byte island, refused naming both options
+  if ((p.isa == "arm" && p.link == "-pie") || p.isa == "ppc64le") {  // M = 3 in a PIE, or 2: no room for the 16-byte (48-byte) island, so the far sites trap
     std::filesystem::remove(d / "out");
-    c = run({p.cc, "-O2", "-fpatchable-function-entry=6,3", "-fno-toplevel-reorder", "-ffunction-sections", p.link, d / "large.c", "-o", d / "large"});
+    c = run({p.cc, "-O2", p.isa == "arm" ? "-fpatchable-function-entry=6,3" : "-fpatchable-function-entry=4,2", "-fno-toplevel-reorder", "-ffunction-sections",
+             p.link, d / "large.c", "-o", d / "large"});
     ASSERT_EQ(c.status, 0) << c.err;
     r = prepatch({d / "large", "-o", d / "out"});
-    EXPECT_EQ(r.status, 4) << r.err;
-    EXPECT_NE(r.err.find("with a Thumb bl (+-16 MiB)"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("-fpatchable-function-entry=N,M with M >= 5 (-no-pie), else 9)"), std::string::npos) << r.err;
-    EXPECT_FALSE(exists(d / "out"));
+    ASSERT_EQ(r.status, 0) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, std::regex(": (\\d+) (?:site reaches|sites reach) neither the shim nor room for a branch island: enabled, each holds the ISA's trap"))) << r.err;
+    expect_trap_sites_listed(d / "out", r.err, std::stoul(m[1].str()));
+    // ARM32: the others call the island of last resort below the PIE, where qemu-arm's guest stack
+    // lies, and none lower reaches them all: they trap too.
+    expect_traced_as_shaped(TestBinary{.isa = p.isa}, d, d / "large", 6, p.counts, p.shape,
+                            p.isa != "arm" ? ""
+                                           : "prepatch: this program's sites that need its islands of last resort trap when enabled (a signal per call): the "
+                                             "64 KiB at 0x3fff0000 below it, where its far sites' branch islands go, are taken\n");
+    std::filesystem::remove(d / "out");
     return;
   }
   if (p.flags != "-fpatchable-function-entry=4,2") {
@@ -791,8 +837,8 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryTheNopsBeforeTheirEntryOr
 // maps below the executable at start (shim/abi.h LowIslands), in a PIE and at a fixed address alike.
 // Each counted and graph-traced call by call. Where that page is taken when the program starts (here
 // by a preloaded library's constructor), the shim takes the first free one lower down, and the calls
-// are counted the same; where every page its sites reach is taken, it leaves the sites off, saying so
-// where tracing was asked for: the program runs as built, and no counts file appears.
+// are counted the same; where every page its sites reach is taken, they trap when enabled (README,
+// "Trap sites"), saying so where tracing was asked for, and are counted the same.
 TEST(Island, X86NoRoomAfterTheTextLeavesSitesTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(3));
@@ -847,10 +893,11 @@ __attribute__((constructor)) static void take(void) {  /* the TAKE bytes below t
     Proc taken = run({"env", "LD_PRELOAD=" + d / "take.so", all, "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", d / "out", "4"}, d.path());
     EXPECT_EQ(taken.status, plain.status);
     EXPECT_EQ(taken.out, plain.out);
-    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: this program's sites stay off: no 64 KiB from 0x[0-9a-f]+ down to 0x[0-9a-f]+, "
-                                                        "below it within its sites' reach, where its far sites' branch islands go, is free\n$")))
+    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: this program's sites that need its islands of last resort trap when enabled \\(a signal "
+                                                        "per call\\): no 64 KiB from 0x[0-9a-f]+ down to 0x[0-9a-f]+, below it within its sites' reach, "
+                                                        "where its far sites' branch islands go, is free\n$")))
         << taken.err;
-    EXPECT_FALSE(exists(d / "c"));
+    EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 4}, {"leaf", 8}}));  // (each call a trap)
     Proc quiet = run({"env", "LD_PRELOAD=" + d / "take.so", all, d / "out", "4"}, d.path());  // (nothing asked: nothing said)
     EXPECT_EQ(quiet.out, plain.out);
     EXPECT_EQ(quiet.err, "");
@@ -925,7 +972,7 @@ unsigned la_objclose(uintptr_t* cookie) {
 //     unmapped with it) and loads it again;
 //   - with the page below it free, and with 128 KiB below it taken (by an auditor, as the loader maps
 //     it, before its initializers run).
-// With the 2 GiB below it taken, its sites stay off, saying so, and the program runs as built.
+// With the 2 GiB below it taken, its sites trap, saying so, counted exactly.
 TEST(Island, X86SharedObjectWithNoRoomTakesAFreePageBelowIt) {
   TempDir d;
   write_file(d / "big.c", far_library);
@@ -935,7 +982,7 @@ TEST(Island, X86SharedObjectWithNoRoomTakesAFreePageBelowIt) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the shared object's lowest segment at start, at vaddr "
                        "0xffffffffffffffc0 (below address 0, where the load address is added); where that page is taken when the object "
-                       "is loaded, the first free one up to 2047 MiB lower, and where none is, its sites stay off\n"),
+                       "is loaded, the first free one up to 2047 MiB lower, and where none is, the sites that need it trap when enabled\n"),
             std::string::npos)
       << r.err;
   expect_islands_listed(d / "out", r.err);
@@ -976,17 +1023,18 @@ TEST(Island, X86SharedObjectWithNoRoomTakesAFreePageBelowIt) {
           << replay.out;
     }
   }
-  // No page within reach free: the sites stay off, saying so, and the program runs as built.
+  // No page within reach free: the sites trap, saying so, counted exactly.
   std::filesystem::remove(d / "c");
   Proc off = run({"env", "LD_AUDIT=" + d / "audit.so", "TAKE_OF=" + d / "out", "TAKE_BELOW=0x80010000", "PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c",
                   d / "host", d / "out", "5"},
                  d.path());
   EXPECT_EQ(off.status, 0) << off.err;
   EXPECT_EQ(off.out, plain.out);
-  EXPECT_TRUE(std::regex_search(off.err, std::regex("^(prepatch: this shared object's sites stay off: no 64 KiB from 0x[0-9a-f]+ down to 0x[0-9a-f]+, "
-                                                    "below it within its sites' reach, where its far sites' branch islands go, is free\n){2}$")))  // (loaded twice)
+  EXPECT_TRUE(std::regex_search(off.err, std::regex("^prepatch: this shared object's sites that need its islands of last resort trap when enabled "
+                                                    "\\(a signal per call\\): no 64 KiB from 0x[0-9a-f]+ down to 0x[0-9a-f]+, below it within its "
+                                                    "sites' reach, where its far sites' branch islands go, is free\n$")))  // (once: its runtime serves, kept loaded)
       << off.err;
-  EXPECT_FALSE(exists(d / "c"));
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"leaf", 20}, {"touch", 10}}));
 }
 
 // The same under qemu on AArch64, PPC64le, ARM32 and RISC-V64:
@@ -1036,7 +1084,7 @@ int touch(int i) { ((volatile char*)big)[i] = 1; return leaf(i) + leaf(i + 1) + 
     EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the shared object's lowest segment at start, at vaddr " +
                          std::string(c.flags.starts_with("-pg") ? "0xffffffffffffff80" : "0xffffffffffffffc0") +  // (-pg: mcount's slot)
                          " (below address 0, where the load address is added); where that page is taken when the object is loaded, the first "
-                         "free one up to " + c.lower + " MiB lower, and where none is, its sites stay off\n"),
+                         "free one up to " + c.lower + " MiB lower, and where none is, the sites that need it trap when enabled\n"),
               std::string::npos)
         << r.err;
     expect_islands_listed(d / "out", r.err);
@@ -1135,11 +1183,14 @@ TEST(Island, Arm32NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
         "-pg -static -Wl,-Ttext-segment=0x400000", "-marm -pg -static -Wl,-Ttext-segment=0x400000"}) {
     SCOPED_TRACE(link);
     Proc r = prepare_without_room(d, "arm-linux-gnueabihf-gcc", link);
-    if (link.ends_with("-no-pie")) {
-      EXPECT_EQ(r.status, 4) << r.err;
-      EXPECT_NE(r.err.find("; nor is there a page for an island of last resort below its lowest segment, above 64 KiB (link it higher)\n"), std::string::npos)
+    if (link.ends_with("-no-pie")) {  // no page for the islands: every site traps, resolved as its call
+      ASSERT_EQ(r.status, 0) << r.err;
+      EXPECT_NE(r.err.find(": 3 sites reach neither the shim nor room for a branch island: enabled, each holds the ISA's trap, which the shim resolves as "
+                           "the call (a signal per call, and a thread that blocks SIGTRAP when it calls one is killed: README, \"Trap sites\"), at vaddr 0x"),
+                std::string::npos)
           << r.err;
-      EXPECT_FALSE(exists(d / "out"));
+      expect_trap_sites_listed(d / "out", r.err, 3);
+      expect_traced_as_called(TestBinary{.isa = "arm"}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
       continue;
     }
     ASSERT_EQ(r.status, 0) << r.err;
@@ -1149,13 +1200,44 @@ TEST(Island, Arm32NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
                                                              : "0x3fff40";  // (fentry's: the ARM-state entry's copy)
     EXPECT_NE(r.err.find("call it through 1 branch island on a page the shim maps below the executable's lowest segment at start, at vaddr " + at +
                          "; where that page is taken when the program starts, the first free one up to " + (link.starts_with("-marm") ? "31" : "15") +
-                         " MiB lower, and where none is, its sites stay off\n"),
+                         " MiB lower, and where none is, " + (link.starts_with("-marm") ? "its sites stay off\n" : "the sites that need it trap when enabled\n")),
               std::string::npos)
         << r.err;
     expect_islands_listed(d / "out", r.err);
     expect_traced_as_called(TestBinary{.isa = "arm"}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
   }
 }
+
+// Sites that reach nothing: an executable linked at 64 KiB (ld's default on RISC-V64; no page above 64
+// KiB below it for the islands of last resort) whose .bss puts the shim beyond every call's reach, with
+// no room after the text. AArch64 and PPC64le -pg static: their calls entered no stub that could take
+// an island. (Patchable AArch64 sites would take one over the padding between functions; PPC64le's,
+// in a text larger than the reach: IslandLargeTextPads.) Every site is prepared as a trap site (the ISA's trap when enabled, resolved by the shim's
+// handler as the call, README "Trap sites"), listed as such, counted exactly and under graph nested as
+// called. RISC-V64's -pg sites then have no redirect: the handler sends them to the trampoline itself.
+// (ARM32's: Arm32NoRoomAfterTheTextTakesAPageBelowTheExecutable.)
+class IslandTrapSites : public ::testing::TestWithParam<BigBss> {};
+
+TEST_P(IslandTrapSites, SitesThatReachNothingTrapAndAreTracedAsCalled) {
+  const BigBss& p = GetParam();
+  TempDir d;
+  write_file(d / "big.c", big_bss_program(p.gib()));
+  Proc r = prepare_without_room(d, p.cc, p.flags);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find(": 3 sites reach neither the shim nor room for a branch island: enabled, each holds the ISA's trap"), std::string::npos) << r.err;
+  expect_trap_sites_listed(d / "out", r.err, 3);
+  expect_traced_as_called(TestBinary{.isa = p.isa}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, IslandTrapSites,
+                         ::testing::Values(BigBss{"", "gcc", "-pg -mfentry -mcmodel=medium -no-pie -Wl,-Ttext-segment=0x10000"},
+                                           BigBss{"", "gcc", "-pg -mcmodel=medium -no-pie -Wl,-Ttext-segment=0x10000"},
+                                           BigBss{"", "gcc", "-fpatchable-function-entry=5 -mcmodel=medium -fcf-protection -no-pie -Wl,-Ttext-segment=0x10000"},
+                                           BigBss{"riscv64", "riscv64-linux-gnu-gcc", "-pg -no-pie"},
+                                           BigBss{"riscv64", "riscv64-linux-gnu-gcc", "-fpatchable-function-entry=4 -no-pie"},
+                                           BigBss{"aarch64", "aarch64-linux-gnu-gcc", "-pg -static -Wl,-Ttext-segment=0x10000"},
+                                           BigBss{"ppc64le", "powerpc64le-linux-gnu-gcc", "-pg -static -Wl,-Ttext-segment=0x10000"}),
+                         [](const auto& i) { return i.param.name(); });
 
 INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
                          ::testing::Values(BigBss{"", "gcc", "-pg -mfentry -mcmodel=medium"}, BigBss{"", "gcc", "-pg -mcmodel=medium"},
