@@ -740,19 +740,6 @@ INSTANTIATE_TEST_SUITE_P(
                                 "0main() {\n" + repeated(6, "1mid() {\n2near();\n2far();\n1} /* mid */\n") + "0} /* main */\n"}),
     [](const ::testing::TestParamInfo<LargePads>& i) { return test_name(i.param.isa + i.param.link + i.param.flags.substr(i.param.flags.find('='))); });
 
-// The binary `bytes` with the 64 bytes of zero padding after its executable segment's file bytes made
-// 0xff (bytes no header describes, which the preparer leaves alone); empty when there were none.
-std::string without_room_after_the_text(std::string bytes) {
-  u64 text_end = 0;  // the executable PT_LOAD's file end
-  {
-    elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
-    for (const elf::Segment& s : e.segments())
-      if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
-  }
-  if (!text_end || bytes.substr(text_end, 64) != std::string(64, '\0')) return {};
-  return bytes.replace(text_end, 64, std::string(64, '\xff'));
-}
-
 // d/big.c built by `cc` with `flags` into d/big (its .eh_frame then removed by `objcopy`, where one is
 // given), then d/nopad: that binary without room after its text (above), prepared into d/out: the
 // preparer's result.
@@ -1252,4 +1239,16 @@ INSTANTIATE_TEST_SUITE_P(Isas, IslandBigBss,
                          [](const auto& i) { return i.param.name(); });
 
 }  // namespace
+
+std::string without_room_after_the_text(std::string bytes) {
+  u64 text_end = 0;  // the executable PT_LOAD's file end
+  {
+    elf::Elf e(std::span<const u8>(reinterpret_cast<const u8*>(bytes.data()), bytes.size()), "big");
+    for (const elf::Segment& s : e.segments())
+      if (s.type == PT_LOAD && (s.flags & PF_X)) text_end = s.offset + s.filesz;
+  }
+  if (!text_end || bytes.substr(text_end, 64) != std::string(64, '\0')) return {};
+  return bytes.replace(text_end, 64, std::string(64, '\xff'));
+}
+
 }  // namespace prepatch::test

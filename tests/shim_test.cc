@@ -632,12 +632,11 @@ TEST(ShimLive, ABlockedSigtrapAtStartTurnsTheShimOffNotTheProgram) {
 // qemu-user (one sync per batch: one store of a word), or "riscv64" (one sync per batch where every
 // site is 4-byte aligned, else three: the c.ebreak plan for the others), or "arm" (three where any
 // site is Thumb, the halfword-trap plan; one where all are ARM state's, the second-word plan).
-void stress(const std::string& bin, const std::string& sync, int toggles, const std::string& wx = "", const std::string& isa = "") {
-  TempDir d;
+// `prep`: the prepared program, in `d`.
+void stress_prepared(const TempDir& d, const std::string& prep, const std::string& sync, int toggles, const std::string& wx, const std::string& isa) {
   std::vector<std::string> vars{"PREPATCH_COUNTS=" + d / "c", "PREPATCH_WX=" + wx};
   if (!sync.empty()) vars.push_back("PREPATCH_SYNC=" + sync);
   const TestBinary b{.isa = isa};
-  const std::string prep = prepared(d, bin);
   Proc r = run(with_env(vars, b.exec(prep, {"stress", std::to_string(toggles), "100"})), d.path());
   std::smatch outcome;
   ASSERT_TRUE(std::regex_search(r.out, outcome, std::regex("mismatches (\\d+), refusals (\\d+), wrong results (\\d+)"))) << r.out << r.err;
@@ -709,6 +708,11 @@ void stress(const std::string& bin, const std::string& sync, int toggles, const 
   EXPECT_NE(r.out.find("every thread's started through pthread_create (1 GOT slots hooked)"), std::string::npos) << r.out;
 }
 
+void stress(const std::string& bin, const std::string& sync, int toggles, const std::string& wx = "", const std::string& isa = "") {
+  TempDir d;
+  stress_prepared(d, prepared(d, bin), sync, toggles, wx, isa);
+}
+
 // Whether this kernel offers membarrier SYNC_CORE (a container's seccomp policy may hide it; the shim
 // then falls back to signals by itself, which SignalFallbackForced covers).
 bool membarrier_sync_core() {
@@ -719,6 +723,29 @@ bool membarrier_sync_core() {
 TEST(ShimStress, ToggleAllSites10000TimesUnderFourBusyThreads) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
   stress("live-fentry", "", 10000);
+}
+// Trap sites (README "Trap sites"): live.c linked at 64 KiB beside a 3 GiB .bss, with no room after
+// its text, so that no site reaches the shim, an island or a page for the islands of last resort:
+// every site is enabled as an int3, which the handler resolves as the call on each of the four busy
+// threads' calls, and toggled 1,000 times, the counters checked over windows as ever.
+TEST(ShimStress, TrapSitesUnderFourBusyThreads) {
+  if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
+  TempDir d;
+  write_file(d / "big.c", "char prepatch_test_big_bss[3UL << 30];\n");
+  Proc c = run({"gcc", "-O2", "-g0", "-pg", "-mfentry", "-no-pie", "-Wl,-Ttext-segment=0x10000", "-I" + std::string(SOURCE_DIR) + "/testdata",
+                std::string(SOURCE_DIR) + "/testdata/live.c", d / "big.c", "-o", d / "live", "-pthread"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string bytes = without_room_after_the_text(read_file(d / "live"));
+  ASSERT_FALSE(bytes.empty());
+  write_file(d / "nopad", bytes, 0755);
+  Proc p = prepatch({d / "nopad", "-o", d / "live.prepared"});
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_NE(p.err.find(" sites reach neither the shim nor room for a branch island: enabled, each holds the ISA's trap"), std::string::npos) << p.err;
+  Proc sites = prepatch({"sites", d / "live.prepared"});
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(sites.out, m, std::regex("\n(\\d+) sites \\(0 skipped, (\\d+) traps\\); prepared binary"))) << sites.out;
+  EXPECT_EQ(m[1], m[2]) << sites.out;  // every site
+  stress_prepared(d, d / "live.prepared", "", 1000, "", "");
 }
 TEST(ShimStress, PatchableEntrySites) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";

@@ -128,6 +128,10 @@ struct CrossBuild {
 };
 // `cc -O2 FLAGS... SRC -o OUT`, `flags` split at spaces.
 std::vector<std::string> cc_command(const std::string& cc, const std::string& flags, const std::string& src, const std::string& out);
+// The binary `bytes` with the 64 bytes of zero padding after its executable segment's file bytes made
+// 0xff (bytes no header describes, which the preparer leaves alone): no room for a branch island
+// there. Empty when there were none. (In island_test.cc, with the tests that use it most.)
+std::string without_room_after_the_text(std::string bytes);
 // `env VARS... CMD...`: `cmd` (perhaps run by qemu-user, TestBinary::exec) with environment variables.
 std::vector<std::string> with_env(std::vector<std::string> vars, const std::vector<std::string>& cmd);
 const std::vector<TestBinary>& manifest();
