@@ -738,14 +738,27 @@ TEST(ShimStress, TrapSitesUnderFourBusyThreads) {
   const std::string bytes = without_room_after_the_text(read_file(d / "live"));
   ASSERT_FALSE(bytes.empty());
   write_file(d / "nopad", bytes, 0755);
-  Proc p = prepatch({d / "nopad", "-o", d / "live.prepared"});
-  ASSERT_EQ(p.status, 0) << p.err;
-  EXPECT_NE(p.err.find(" sites reach neither the shim nor room for a branch island: enabled, each holds the ISA's trap"), std::string::npos) << p.err;
+  Proc prep = prepatch({d / "nopad", "-o", d / "live.prepared"});
+  ASSERT_EQ(prep.status, 0) << prep.err;
+  EXPECT_NE(prep.err.find(" sites reach neither the shim nor room for a branch island: enabled, each holds the ISA's trap"), std::string::npos) << prep.err;
   Proc sites = prepatch({"sites", d / "live.prepared"});
   std::smatch m;
   ASSERT_TRUE(std::regex_search(sites.out, m, std::regex("\n(\\d+) sites \\(0 skipped, (\\d+) traps\\); prepared binary"))) << sites.out;
   EXPECT_EQ(m[1], m[2]) << sites.out;  // every site
   stress_prepared(d, d / "live.prepared", "", 1000, "", "");
+  // `ctl status` counts them, and those enabled.
+  Background p({"env", "PREPATCH_COUNTS=" + d / "c", d / "live.prepared", "wait"}, d.path());
+  ASSERT_GT(p.target(), 0);
+  EXPECT_NE(ctl(p.target(), {"status"}).out.find("\ntrap sites: 0 of " + m[1].str() + " enabled (no call reaches them: each call a signal)\n"), std::string::npos);
+  ASSERT_EQ(ctl(p.target(), {"enable", "leaf_add,leaf_mul"}).out, "ok: enabled 2 sites (2 matched)\n");
+  Proc s = ctl(p.target(), {"status"});
+  EXPECT_NE(s.out.find("\ntrap sites: 2 of " + m[1].str() + " enabled (no call reaches them: each call a signal)\n"), std::string::npos) << s.out;
+  std::smatch traps;
+  ASSERT_TRUE(std::regex_search(s.out, traps, std::regex("traps resolved (\\d+)"))) << s.out;
+  EXPECT_GT(std::stoull(traps[1]), 0u) << s.out;  // the workers' calls, each through the handler
+  auto [status, out] = p.finish();
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "wrong results 0\n");
 }
 TEST(ShimStress, PatchableEntrySites) {
   if (!membarrier_sync_core()) GTEST_SKIP() << "no membarrier SYNC_CORE here";
