@@ -858,8 +858,10 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     }
   }
   // A site that reaches nothing is enabled as the ISA's trap, which the shim resolves (arch/forms.h
-  // trap_form; ARM32's ARM-state sites have none, and are refused). Where a group's end reaches nothing, or listed islands lie between its
-  // ends (not all within reach of every site), every site is checked.
+  // trap_form; ARM32's ARM-state sites have none, and are refused). Every site is checked where a
+  // group's end reaches nothing, where listed islands lie between its ends (not all within reach of
+  // every site), or where islands of last resort lie below the text: its ends may reach them and the
+  // shim above it, and a site between them neither (a text over twice the reach).
   // RISC-V -pg sites call what their calls went to, whose redirect must reach the mcount trampoline,
   // its island or the one of last resort; where it reaches none, no redirect is written and every -pg
   // site traps.
@@ -872,7 +874,7 @@ RuntimeSegment runtime_segment(const elf::Elf& elf, Bytes table, u64 vaddr, cons
     if (!arch::has_trap_form(machine, s.len)) fail_far(s);
     unreached = true;
   });
-  if (unreached || !stub_islands.empty() || !entry_islands.empty()) {
+  if (unreached || !stub_islands.empty() || !entry_islands.empty() || !r.low_island_addrs.empty()) {
     u64 index = 0;  // the site's entry in the table at the start of r.data (prepared sites, in order)
     for (const Site& s : d.sites) {
       if (!s.prepared()) continue;

@@ -171,7 +171,7 @@ struct RendezvousHeader {
 inline constexpr u64 rendezvous_magic = 0x014d544e55525050;  // "PPRUNTM\1", as a little-endian number
 // Any change to Registry or Enrollment (their layout or meaning) takes a new number: objects meet only
 // when theirs is the same.
-inline constexpr u32 runtime_abi = 9;  // 1: the page held no registry (each object's own runtime or none);
+inline constexpr u32 runtime_abi = 10;  // 1: the page held no registry (each object's own runtime or none);
                                        // 2: no Registry::leave (every object kept loaded);
                                        // 3: Enrollment::config had no `island` (Config before blob_version 4)
                                        // 4: ... no `stub_islands` (Config before blob_version 5), and
@@ -180,6 +180,8 @@ inline constexpr u32 runtime_abi = 9;  // 1: the page held no registry (each obj
                                        // 6: ... no `entry_islands` (Config before blob_version 6)
                                        // 7: ... no `low_islands` (Config before blob_version 7)
                                        // 8: no Enrollment::low_page (Config before blob_version 8)
+                                       // 9: no trap sites (table flag trap), and an object whose islands of
+                                       //    last resort found no page stood down instead of enrolling
 
 // What a runtime of this object's ABI finds on the page after the header: where the runtime serving the
 // process enrolls another prepared object (written before the magic).

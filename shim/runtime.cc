@@ -616,7 +616,8 @@ bool aim_at_moved_islands(const Object& o, const LowIslands& low, u64 moved) {
 // The object's branch islands of last resort (shim/abi.h LowIslands), on a page of their own below
 // its lowest segment (or lower down, where that one is taken), mapped before any site can call them
 // and kept while the object is loaded; where, in o.low_page. False, with why in `why`, where no page
-// is free (or the kernel, before 4.17, placed it elsewhere): the sites then stay off.
+// is free (or the kernel, before 4.17, placed it elsewhere): the sites that need them then trap when
+// enabled (start; ARM32's ARM-state ones stay off).
 bool map_low_islands(Object& o, char* why, u64 why_size) {
   const auto* low = reinterpret_cast<const LowIslands*>(o.table_addr + o.config->low_islands);
   const u64 first = low->page + o.bias, pages = (low->page - low->lowest) / low_islands_page;  // (pages below the first)

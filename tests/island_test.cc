@@ -1137,6 +1137,40 @@ int main(int argc, char** argv) {
   EXPECT_EQ(call_shape(replay.out), repeated(10, "0leaf();\n")) << replay.out;
 }
 
+// PPC64le, static, a text over twice a bl's reach: f1, 40 MiB, f2, 40 MiB, f3, patchable sites with no
+// nops before them (=2). f1 reaches the island of last resort on the page below the executable, f3 the
+// shim above the text, and f2, between them, neither: a trap site, though both ends of the text reach
+// something. Counted exactly (an unflagged trap there would kill the process: no SIGTRAP handler).
+TEST(Island, Ppc64leASiteBetweenTwoReachedEndsTraps) {
+  TempDir d;
+  write_file(d / "mid.c", R"(#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline)) int f1(int i) { __asm__ volatile("" ::: "memory"); return i * 3; }
+__asm__(".text\n.skip 40 << 20\n");
+__attribute__((noinline)) int f2(int i) { __asm__ volatile("" ::: "memory"); return i * 5; }
+__asm__(".text\n.skip 40 << 20\n");
+__attribute__((noinline)) int f3(int i) { __asm__ volatile("" ::: "memory"); return i * 7; }
+int main(int argc, char** argv) {
+  int n = atoi(argv[1]), s = 0;
+  for (int i = 0; i < n; i++) s += f1(i) + f2(i) + f3(i);
+  printf("%d\n", s);
+  return argc - 2;
+}
+)");
+  Proc c = run({"powerpc64le-linux-gnu-gcc", "-O2", "-fpatchable-function-entry=2", "-static", "-fno-toplevel-reorder", d / "mid.c", "-o", d / "mid"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  Proc r = prepatch({d / "mid", "-o", d / "out"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find(": 1 site reaches neither the shim nor room for a branch island: enabled, each holds the ISA's trap"), std::string::npos) << r.err;
+  expect_trap_sites_listed(d / "out", r.err, 1);
+  EXPECT_TRUE(std::regex_search(prepatch({"sites", d / "out"}).out, std::regex(" trap +f2\n")));
+  Proc t = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c"}, TestBinary{.isa = "ppc64le"}.exec(d / "out", {"3"})), d.path());
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(t.out, "45\n");
+  EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"f1", 3}, {"f2", 3}, {"f3", 3}}));
+  std::filesystem::remove(d / "mid"), std::filesystem::remove(d / "out");  // (80 MiB each)
+}
+
 // RISC-V64 past a 3 GiB .bss with no room after the text: patchable sites (their auipc, written when
 // prepared, names the island) and the -pg sites' redirect (what they call jumps on to it) take the
 // island of last resort on the page below the PIE, counted and graph-traced call by call.
