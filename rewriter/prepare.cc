@@ -452,8 +452,10 @@ PrepareResult prepare(const elf::Elf& elf, const std::string& out_path, unsigned
     const std::string how_far = lower >= (u64{1} << 20) ? std::to_string(lower >> 20) + " MiB" : std::to_string(lower >> 10) + " KiB";
     const std::string when = is_shared ? "when the object is loaded" : "when the program starts";
     // (the shim's start: those sites trap; ARM32's ARM-state ones, whose island is fentry's slot, stay off)
-    const bool trap = !(machine == EM_ARM && rt.low_island_of[0]);
-    const std::string none = trap ? "the sites that need it trap when enabled" : "its sites stay off";
+    const bool arm_state = machine == EM_ARM && rt.low_island_of[0], others = rt.low_island_of[1] || rt.low_island_of[2];
+    const std::string none = !arm_state ? "the sites that need it trap when enabled"
+                             : others   ? "the sites that need it trap when enabled, its ARM-state ones stay off"
+                                        : "its sites stay off";
     res.messages.push_back(elf.name() + ": sites that reach neither the shim nor room for an island in the binary call it through " + std::to_string(n) +
                            " branch island" + (n == 1 ? "" : "s") + " on a page the shim maps below the " +
                            (is_shared ? "shared object's" : "executable's") + " lowest segment at start," + at_vaddrs(rt.low_island_addrs) +

@@ -672,11 +672,18 @@ void start(char** envp) {
   g.obj.table_addr = prepatch_config.table_vaddr + g.obj.bias, g.obj.table_size = prepatch_config.table_size;
   char why[192];
   // Where the page for the islands of last resort is taken, the sites that need them trap when enabled
-  // (toggle.inc choose_sites: the trap form, README "Trap sites"; ARM32's ARM-state sites stay off).
-  if ((prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj, why, sizeof why) && env_any(envp, "PREPATCH_"))
-    say(prepatch_config.flags & config_shared_object ? "this shared object's " : "this program's ",
-        "sites that need its islands of last resort trap when enabled (a signal per call): ", why);  // (as claim_process's stand-downs)
+  // (toggle.inc choose_sites: the trap form, README "Trap sites"; ARM32's ARM-state sites stay off),
+  // which a runtime that serves or enrolls the object says where tracing was asked for (one that stands
+  // down says why itself).
+  const bool page_taken = (prepatch_config.flags & config_low_islands) && !map_low_islands(g.obj, why, sizeof why);
   const Claim claim = claim_process(envp);
+  if (page_taken && claim != Claim::off && env_any(envp, "PREPATCH_")) {
+    const bool arm_state = sys::isa == arch::Isa::thumb2 && reinterpret_cast<const LowIslands*>(g.obj.table_addr + prepatch_config.low_islands)->island[0];
+    say(prepatch_config.flags & config_shared_object ? "this shared object's " : "this program's ",
+        arm_state ? "sites that need its islands of last resort trap when enabled (a signal per call), its ARM-state ones stay off: "
+                  : "sites that need its islands of last resort trap when enabled (a signal per call): ",
+        why);
+  }
   if (claim == Claim::off) unmap_low_islands();
   if (claim != Claim::serve) return;
   g.objects = 1;
