@@ -818,18 +818,10 @@ TEST(Island, NoRoomAfterTheTextLeavesSitesTheirPltEntryTheNopsBeforeTheirEntryOr
   }
 }
 
-// The same on x86-64 past a 3 GiB .bss (-mcmodel=medium): a site with 22 nops before its entry
-// (-fpatchable-function-entry=27,22) calls the 22-byte island written over them; with none (=5), and
-// for -pg -mfentry and -pg sites, which never have any, the island of last resort on the page the shim
-// maps below the executable at start (shim/abi.h LowIslands), in a PIE and at a fixed address alike.
-// Each counted and graph-traced call by call. Where that page is taken when the program starts (here
-// by a preloaded library's constructor), the shim takes the first free one lower down, and the calls
-// are counted the same; where every page its sites reach is taken, they trap when enabled (README,
-// "Trap sites"), saying so where tracing was asked for, and are counted the same.
-TEST(Island, X86NoRoomAfterTheTextLeavesSitesTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
-  TempDir d;
-  write_file(d / "big.c", big_bss_program(3));
-  write_file(d / "take.c", R"(#define _GNU_SOURCE
+// A preloaded library whose constructor maps the TAKE bytes right below the executable's first
+// segment's 64 KiB (MAP_FIXED_NOREPLACE), before the executable's shim starts: its islands of last
+// resort find that page taken.
+constexpr const char* take_below_executable = R"(#define _GNU_SOURCE
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -846,7 +838,20 @@ __attribute__((constructor)) static void take(void) {  /* the TAKE bytes below t
   void* want = (void*)(bias + (lowest & ~(ElfW(Addr))0xffff) - length);
   if (mmap(want, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != want) fputs("take: not taken\n", stderr);
 }
-)");
+)";
+
+// The same on x86-64 past a 3 GiB .bss (-mcmodel=medium): a site with 22 nops before its entry
+// (-fpatchable-function-entry=27,22) calls the 22-byte island written over them; with none (=5), and
+// for -pg -mfentry and -pg sites, which never have any, the island of last resort on the page the shim
+// maps below the executable at start (shim/abi.h LowIslands), in a PIE and at a fixed address alike.
+// Each counted and graph-traced call by call. Where that page is taken when the program starts (here
+// by a preloaded library's constructor), the shim takes the first free one lower down, and the calls
+// are counted the same; where every page its sites reach is taken, they trap when enabled (README,
+// "Trap sites"), saying so where tracing was asked for, and are counted the same.
+TEST(Island, X86NoRoomAfterTheTextLeavesSitesTheNopsBeforeTheirEntryOrAPageBelowTheExecutable) {
+  TempDir d;
+  write_file(d / "big.c", big_bss_program(3));
+  write_file(d / "take.c", take_below_executable);
   Proc c = run({"gcc", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", d / "take.c", "-o", d / "take.so"});
   ASSERT_EQ(c.status, 0) << c.err;
   for (const std::string flag : {"-fpatchable-function-entry=27,22", "-fpatchable-function-entry=5", "-fpatchable-function-entry=5 -no-pie",
@@ -1173,10 +1178,14 @@ int main(int argc, char** argv) {
 
 // RISC-V64 past a 3 GiB .bss with no room after the text: patchable sites (their auipc, written when
 // prepared, names the island) and the -pg sites' redirect (what they call jumps on to it) take the
-// island of last resort on the page below the PIE, counted and graph-traced call by call.
+// island of last resort on the page below the PIE, counted and graph-traced call by call; with that
+// page taken, they trap.
 TEST(Island, Riscv64NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
   TempDir d;
   write_file(d / "big.c", big_bss_program(3));
+  write_file(d / "take.c", take_below_executable);
+  Proc c = run({"riscv64-linux-gnu-gcc", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", d / "take.c", "-o", d / "take.so"});
+  ASSERT_EQ(c.status, 0) << c.err;
   for (const std::string flag : {"-fpatchable-function-entry=4", "-pg"}) {
     SCOPED_TRACE(flag);
     Proc r = prepare_without_room(d, "riscv64-linux-gnu-gcc", flag);
@@ -1186,6 +1195,20 @@ TEST(Island, Riscv64NoRoomAfterTheTextTakesAPageBelowTheExecutable) {
         << r.err;
     expect_islands_listed(d / "out", r.err);
     expect_traced_as_called(TestBinary{.isa = "riscv64"}, d, d / "nopad", 4, {{"main", 1}, {"mid", 4}, {"leaf", 8}}, "2leaf();\n2leaf();\n");
+    // That page taken (by a library preloaded into the guest, qemu's -E): an executable's islands
+    // cannot move, so its sites trap when enabled (-pg ones no longer calling their redirect, which
+    // jumps there), counted exactly.
+    std::vector<std::string> cmd = TestBinary{.isa = "riscv64"}.exec(d / "out", {"4"});
+    cmd.insert(cmd.begin() + 3, {"-E", "LD_PRELOAD=" + d / "take.so"});
+    std::filesystem::remove(d / "c");
+    Proc taken = run(with_env({"PREPATCH_TRACE=*", "PREPATCH_COUNTS=" + d / "c", "TAKE=0x10000"}, cmd), d.path());
+    EXPECT_EQ(taken.status, 0) << taken.err;
+    EXPECT_EQ(taken.out, run(TestBinary{.isa = "riscv64"}.exec(d / "nopad", {"4"}), d.path()).out);
+    EXPECT_TRUE(std::regex_search(taken.err, std::regex("^prepatch: this program's sites that need its islands of last resort trap when enabled \\(a "
+                                                        "signal per call\\): the 64 KiB at 0x[0-9a-f]+ below it, where its far sites' branch "
+                                                        "islands go, are taken\n$")))
+        << taken.err;
+    EXPECT_EQ(function_counts(d / "out", d / "c"), (std::map<std::string, long>{{"main", 1}, {"mid", 4}, {"leaf", 8}}));
   }
 }
 
