@@ -277,6 +277,10 @@ struct Object {
   u64 low_page;     // where its islands of last resort are mapped (LowIslands; 0: none)
 };
 
+// Whether `o` has islands of last resort but no page was free for them (start): the sites that need
+// them trap when enabled (README "Trap sites").
+bool islands_page_taken(const Object& o) { return o.config->low_islands && !o.low_page; }
+
 // Where the loaded segments of `o` lie at run time (its program headers and bias known); an empty
 // span where a link-time address in it would not fit a function record's caller.
 void find_extent(Object& o) {
